@@ -1,0 +1,41 @@
+# The two commands: `make demo` runs the whole pipeline on the embedded default; `make test` runs the tests.
+# Both set everything up on a fresh machine and reuse .venv when it is current.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: demo test setup dev validate bench clean
+
+demo: setup
+	$(BIN)/geo-assets demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+dev: setup
+	$(BIN)/dagster dev -w workspace.yaml
+
+validate: setup
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+bench: setup
+	$(BIN)/python -m bench.predictions
+
+setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
+
+# torch first, by its exact version: that takes the CPU build; then everything at the locked versions.
+$(VENV)/.installed: pyproject.toml deploy/constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -c deploy/constraints.txt -e '.[dev]'
+	touch $@
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+clean:
+	rm -rf .dagster_home

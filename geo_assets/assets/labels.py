@@ -1,0 +1,59 @@
+"""labels: a region's land-cover mask for training, on the same grid as its imagery."""
+
+
+from functools import partial
+
+import dagster as dg
+import numpy as np
+
+from geo_assets.assets.common import catalogue, output, tag_run
+from geo_assets.config import LabelsConfig
+from geo_assets.geo.grid import TileGrid
+from geo_assets.geo.labels import check_label_source
+from geo_assets.geo.landcover import CLASSES
+from geo_assets.geo.regions import validate_region_name
+from geo_assets.geo.sources import get_source
+from geo_assets.geo.tiling import cut_label_tile
+from geo_assets.partitions import regions_partitions
+from resources.compute import LocalPoolCompute
+from resources.storage import StorageResource
+
+
+@dg.asset(partitions_def=regions_partitions, group_name="imagery", kinds={"python", "cog"})
+def labels(
+    context: dg.AssetExecutionContext, config: LabelsConfig, storage: StorageResource, compute: LocalPoolCompute
+) -> dg.Output[dict]:
+    """Synthetic truth or rasterised vector polygons, one uint8 class COG per tile (255: unlabelled)."""
+    store = storage.store()
+    region = catalogue(store).get(validate_region_name(context.partition_key))
+    source = check_label_source(config.source, region)
+    spec = get_source(region.source).spec(region)  # labels follow the grid of the region's imagery
+    tag_run(context, region=region.name, labels=source)
+
+    grid = TileGrid(region.crs, spec.resolution, config.tile_size)
+    tiles = grid.tiles(region.bbox)
+    prefix = f"labels/{region.name}/{source}-{config.tile_size}px"
+    entries = compute.map(
+        partial(cut_label_tile, store, region, source, spec.resolution, prefix), tiles, "label tiles", context.log.info
+    )
+    counts = np.sum([e["class_counts"] for e in entries], axis=0)
+    manifest = {
+        "region": region.name,
+        "source": source,
+        "crs": region.crs,
+        "resolution": spec.resolution,
+        "tile_size": config.tile_size,
+        "prefix": prefix,
+        "tiles": entries,
+    }
+    return output(
+        manifest,
+        {
+            "region": region.name,
+            "label_source": source,
+            "tile_count": len(entries),
+            "labelled_fraction": round(float(np.mean([e["labelled_fraction"] for e in entries])), 4),
+            "class_pixels": dg.MetadataValue.json(dict(zip(CLASSES, (int(c) for c in counts)))),
+            "location": dg.MetadataValue.path(store.uri(prefix)),
+        },
+    )

@@ -1,0 +1,83 @@
+"""predictions: batched inference over a region's tiles with a chosen model version."""
+
+
+import time
+
+import dagster as dg
+import numpy as np
+
+from geo_assets.assets.common import output, tag_run
+from geo_assets.config import PredictionConfig
+from geo_assets.geo.landcover import CLASSES
+from geo_assets.ml import registry
+from geo_assets.ml.device import select_device
+from geo_assets.ml.inference import predict_tiles, write_mosaic
+from geo_assets.ml.predict import load_model
+from geo_assets.partitions import region_and_date, region_date_partitions
+from resources.compute import LocalPoolCompute
+from resources.storage import StorageResource
+
+
+@dg.asset(
+    partitions_def=region_date_partitions,
+    group_name="predictions",
+    kinds={"pytorch", "cog"},
+    deps=[dg.AssetDep("model_evaluation", partition_mapping=dg.AllPartitionMapping())],
+)
+def predictions(
+    context: dg.AssetExecutionContext,
+    config: PredictionConfig,
+    storage: StorageResource,
+    compute: LocalPoolCompute,
+    imagery_tiles: dict,
+) -> dg.Output[dict]:
+    """Class COGs aligned pixel for pixel with the imagery tiles, plus a mosaic, under the model version's path."""
+    region, date = region_and_date(context)
+    store = storage.store()
+    record = registry.resolve_version(store, config.model, config.version)
+    version = record["version"]
+    tag_run(context, region=region, date=date, source=imagery_tiles["source"], model=config.model, model_version=version)
+    if imagery_tiles["bands"] != record["bands"]:
+        raise ValueError(
+            f"model {config.model} {version} expects bands {record['bands']}, imagery has {imagery_tiles['bands']}; "
+            "materialise imagery_tiles with the model's bands"
+        )
+    device = select_device(config.device)
+    model = load_model(store.path(record["weights"]), device)
+    variant = imagery_tiles["prefix"].rsplit("/", 1)[1]  # the imagery's source/tiling, so variants never collide
+    prefix = f"predictions/{config.model}/{version}/{region}/{date}/{variant}"
+    started = time.perf_counter()
+    entries = predict_tiles(
+        store, model, device, imagery_tiles["tiles"], prefix, config.batch_size,
+        mapper=lambda fn, items: compute.map(fn, items),
+        progress=lambda done, total: context.log.info(f"predicted {done}/{total} tiles"),
+    )
+    mosaic = f"{prefix}/mosaic.tif"
+    write_mosaic(store, [e["path"] for e in entries], mosaic)
+    counts = np.sum([e["class_counts"] for e in entries], axis=0)
+    manifest = {
+        "region": region,
+        "date": date,
+        "model": config.model,
+        "version": version,
+        "source": imagery_tiles["source"],
+        "crs": imagery_tiles["crs"],
+        "resolution": imagery_tiles["resolution"],
+        "prefix": prefix,
+        "mosaic": mosaic,
+        "tiles": entries,
+        "class_counts": dict(zip(CLASSES, (int(c) for c in counts))),
+    }
+    return output(
+        manifest,
+        {
+            "region": region,
+            "source": imagery_tiles["source"],
+            "model": config.model,
+            "version": version,
+            "tile_count": len(entries),
+            "seconds": round(time.perf_counter() - started, 2),
+            "mosaic": dg.MetadataValue.path(store.uri(mosaic)),
+            "location": dg.MetadataValue.path(store.uri(prefix)),
+        },
+    )

@@ -1,0 +1,97 @@
+"""Run config for each stage. Validation errors name the field, the bad value and what is accepted."""
+
+
+import re
+from typing import Annotated, Optional
+
+import dagster as dg
+from pydantic import AfterValidator
+
+from geo_assets.geo.labels import LABEL_SOURCES
+from geo_assets.geo.regions import validate_date, validate_region_name
+from geo_assets.geo.sources import SOURCES
+from geo_assets.ml.models import ARCHITECTURES
+from geo_assets.partitions import validate_model_name
+
+DEFAULT_MODEL = "landcover-unet"
+
+
+def _one_of(accepted, what: str):
+    def check(value: str) -> str:
+        if value not in accepted:
+            raise ValueError(f"unknown {what} {value!r}; accepted: {', '.join(sorted(accepted))}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _check(predicate, message: str):
+    def check(value):
+        if not predicate(value):
+            raise ValueError(message.format(value=value))
+        return value
+
+    return AfterValidator(check)
+
+
+Source = Annotated[str, _one_of(SOURCES, "imagery source")]
+LabelSource = Annotated[str, _one_of(LABEL_SOURCES, "label source")]
+Architecture = Annotated[str, _one_of(ARCHITECTURES, "architecture")]
+RegionName = Annotated[str, AfterValidator(validate_region_name)]
+Date = Annotated[str, AfterValidator(validate_date)]
+ModelName = Annotated[str, AfterValidator(validate_model_name)]
+Device = Annotated[
+    str, _check(lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v), "unknown device {value!r}; accepted: auto, cpu, cuda, cuda:N")
+]
+TileSize = Annotated[
+    int, _check(lambda v: 16 <= v <= 4096 and v % 16 == 0, "tile_size must be a multiple of 16 between 16 and 4096, got {value}")
+]
+Positive = Annotated[int, _check(lambda v: v > 0, "must be > 0, got {value}")]
+Bands = Annotated[
+    list[str], _check(lambda v: v and len(set(v)) == len(v), "bands must be a non-empty list without repeats, got {value}")
+]
+
+
+class ImageryConfig(dg.Config):
+    source: Optional[Source] = None  # default: the region's own source in the catalogue
+    bands: Bands = ["blue", "green", "red", "nir"]
+    tile_size: TileSize = 256  # pixels per tile side
+
+
+class LabelsConfig(dg.Config):
+    source: Optional[LabelSource] = None  # default: the region's label source in the catalogue
+    tile_size: TileSize = 256
+
+
+class TrainingConfig(dg.Config):
+    architecture: Architecture = "unet"
+    hyperparameters: dict[str, float] = {}  # passed to the architecture, e.g. {"base_channels": 16}
+    regions: Annotated[list[RegionName], _check(bool, "regions must name at least one region")] = [
+        "synth-train-a",
+        "synth-train-b",
+    ]
+    dates: list[Date] = []  # empty: every date of each region that has imagery
+    epochs: Positive = 8
+    batch_size: Positive = 8
+    learning_rate: Annotated[float, _check(lambda v: 0 < v < 1, "learning_rate must be in (0, 1), got {value}")] = 2e-3
+    chip_size: Positive = 128
+    chips_per_epoch: Positive = 256
+    seed: int = 0
+    device: Device = "auto"  # auto picks CUDA when present
+
+
+class EvaluationConfig(dg.Config):
+    regions: Annotated[list[RegionName], _check(bool, "regions must name at least one region")] = ["synth-holdout"]
+    dates: list[Date] = []
+    min_miou: Annotated[float, _check(lambda v: 0 <= v <= 1, "min_miou must be between 0 and 1, got {value}")] = 0.90
+    batch_size: Positive = 16
+    device: Device = "auto"
+
+
+class PredictionConfig(dg.Config):
+    model: ModelName = DEFAULT_MODEL
+    version: Optional[
+        Annotated[str, _check(lambda v: re.fullmatch(r"[0-9a-f]{12}", v), "invalid model version {value!r}: 12 hex digits")]
+    ] = None  # default: the latest version that passed the quality gate
+    batch_size: Positive = 16
+    device: Device = "auto"

@@ -1,0 +1,1 @@
+"""Pure geospatial code: tiling grids, COG I/O, imagery sources. Never imports dagster."""

@@ -1,0 +1,76 @@
+"""Cloud-Optimised GeoTIFF writing and reading, through GDAL's COG driver."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.errors import RasterioIOError
+
+
+class CorruptRasterError(ValueError):
+    """A raster that cannot be opened or read, named by its path."""
+
+
+def _predictor(dtype: np.dtype) -> str:
+    return "FLOATING_POINT" if np.issubdtype(dtype, np.floating) else "HORIZONTAL"
+
+
+def write_cog(
+    path: str | Path,
+    array: np.ndarray,
+    crs: str,
+    transform: Affine,
+    nodata: float | None = None,
+    band_names: Sequence[str] | None = None,
+    tags: dict[str, str] | None = None,
+    overviews: bool = True,
+    blocksize: int = 256,
+) -> None:
+    """Write a (bands, rows, cols) or (rows, cols) array as a DEFLATE-compressed COG at a local path.
+
+    The COG driver writes through a CreateCopy, so the file is complete when this returns;
+    callers make it visible atomically (see resources.storage).
+    """
+    data = array[np.newaxis] if array.ndim == 2 else array
+    count, height, width = data.shape
+    options = dict(
+        compress="DEFLATE",
+        predictor=_predictor(data.dtype),
+        blocksize=blocksize,
+        overviews="AUTO" if overviews else "NONE",
+        overview_resampling="NEAREST",
+        num_threads=1,  # tiles are written in parallel already
+    )
+    with rasterio.open(
+        path, "w", driver="COG", width=width, height=height, count=count, dtype=data.dtype,
+        crs=crs, transform=transform, nodata=nodata, **options,
+    ) as dst:
+        dst.write(data)
+        if band_names:
+            for i, name in enumerate(band_names, start=1):
+                dst.set_band_description(i, name)
+        if tags:
+            dst.update_tags(**tags)
+
+
+def read_raster(path: str | Path) -> tuple[np.ndarray, dict]:
+    """Read every band of a raster; the profile carries crs, transform, nodata and band names."""
+    try:
+        with rasterio.open(path) as src:
+            data = src.read()
+            profile = dict(
+                crs=src.crs.to_string() if src.crs else None,
+                transform=src.transform,
+                nodata=src.nodata,
+                width=src.width,
+                height=src.height,
+                dtype=src.dtypes[0],
+                band_names=list(src.descriptions),
+            )
+    except RasterioIOError as exc:
+        raise CorruptRasterError(f"cannot read raster {path}: {exc}") from None
+    return data, profile

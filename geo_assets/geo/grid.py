@@ -1,0 +1,104 @@
+"""The fixed tiling grid: every region in a CRS is cut on the same lattice of tiles.
+
+The grid is an OGC TileMatrixSet built with morecantile: one tile matrix whose cell size is the
+imagery resolution, anchored so that tile edges fall on multiples of the tile's ground size from
+the CRS origin. The matrix spans +-21,000 km so that any projected coordinate, including the
+negative northings of UTM-north scenes south of the equator, has a non-negative tile index.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import morecantile
+import pyproj
+from affine import Affine
+
+Bounds = tuple[float, float, float, float]  # (minx, miny, maxx, maxy) in the grid's CRS
+
+_HALF_SPAN_M = 2.1e7
+
+
+def projected_crs(crs: str) -> pyproj.CRS:
+    """Parse a CRS and insist it is projected in metres, since tiles are sized in ground metres."""
+    try:
+        parsed = pyproj.CRS.from_user_input(crs)
+    except pyproj.exceptions.CRSError as exc:
+        raise ValueError(f"invalid CRS {crs!r}: {exc}") from None
+    if not parsed.is_projected:
+        raise ValueError(
+            f"CRS {crs!r} is not projected; regions need a projected CRS in metres (e.g. a UTM zone such as EPSG:32631)"
+        )
+    unit = parsed.axis_info[0].unit_name
+    if unit not in ("metre", "meter"):
+        raise ValueError(f"CRS {crs!r} has axis unit {unit!r}; regions need a projected CRS in metres")
+    return parsed
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One cell of the grid: its column/row index, ground bounds and pixel size."""
+
+    col: int
+    row: int
+    bounds: Bounds
+    size: int  # pixels per side
+
+    @property
+    def key(self) -> str:
+        return f"{self.col}_{self.row}"
+
+    @property
+    def transform(self) -> Affine:
+        res = (self.bounds[2] - self.bounds[0]) / self.size
+        return Affine(res, 0.0, self.bounds[0], 0.0, -res, self.bounds[3])
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    crs: str
+    resolution: float  # metres per pixel
+    tile_size: int = 256  # pixels per tile side
+
+    def __post_init__(self) -> None:
+        projected_crs(self.crs)
+        if not (self.resolution > 0):
+            raise ValueError(f"resolution must be > 0 metres, got {self.resolution}")
+        if not (16 <= self.tile_size <= 4096) or self.tile_size % 16:
+            raise ValueError(f"tile_size must be a multiple of 16 between 16 and 4096, got {self.tile_size}")
+
+    @cached_property
+    def tms(self) -> morecantile.TileMatrixSet:
+        ground = self.tile_size * self.resolution
+        n = math.ceil(_HALF_SPAN_M / ground)
+        return morecantile.TileMatrixSet.custom(
+            [-n * ground, -n * ground, n * ground, n * ground],
+            projected_crs(self.crs),
+            tile_width=self.tile_size,
+            tile_height=self.tile_size,
+            matrix_scale=[2 * n, 2 * n],
+            minzoom=0,
+            maxzoom=0,
+            id=f"geo-assets-{self.tile_size}px-{self.resolution:g}m",
+        )
+
+    def tile(self, col: int, row: int) -> Tile:
+        b = self.tms.xy_bounds(morecantile.Tile(col, row, 0))
+        return Tile(col, row, (b.left, b.bottom, b.right, b.top), self.tile_size)
+
+    def tiles(self, bounds: Bounds) -> list[Tile]:
+        """Tiles that overlap `bounds` with a positive area, in row-major order."""
+        minx, miny, maxx, maxy = bounds
+        if not (minx < maxx and miny < maxy):
+            raise ValueError(f"empty bounds {bounds}: need minx < maxx and miny < maxy")
+        crs = projected_crs(self.crs)
+        found = []
+        # geographic_crs=the grid's own CRS makes morecantile take `bounds` as-is, without reprojection.
+        for t in self.tms.tiles(minx, miny, maxx, maxy, zooms=[0], geographic_crs=crs):
+            tile = self.tile(t.x, t.y)
+            l, b, r, tp = tile.bounds
+            if min(r, maxx) > max(l, minx) and min(tp, maxy) > max(b, miny):
+                found.append(tile)
+        return sorted(found, key=lambda t: (t.row, t.col))

@@ -1,0 +1,130 @@
+"""Regions: a validated name plus a footprint, kept in a JSON catalogue.
+
+Region names become partition keys and storage paths, so they are restricted to slugs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from typing import Iterable
+
+from geo_assets.geo.grid import Bounds, projected_crs
+
+_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class UnknownRegionError(ValueError):
+    pass
+
+
+def validate_region_name(name: str) -> str:
+    """Return `name` if it is a slug (lowercase letters, digits, inner hyphens, <= 63 chars)."""
+    if not isinstance(name, str) or not _SLUG.match(name):
+        raise ValueError(
+            f"invalid region name {name!r}: use lowercase letters, digits and hyphens "
+            "(not at either end), at most 63 characters, e.g. 'lake-geneva-2'"
+        )
+    return name
+
+
+def validate_date(date: str) -> str:
+    import datetime
+
+    if not isinstance(date, str) or not _DATE.match(date):
+        raise ValueError(f"invalid acquisition date {date!r}: use YYYY-MM-DD")
+    try:
+        datetime.date.fromisoformat(date)
+    except ValueError:
+        raise ValueError(f"invalid acquisition date {date!r}: not a calendar date") from None
+    return date
+
+
+@dataclass(frozen=True)
+class Region:
+    name: str
+    bbox: Bounds  # (minx, miny, maxx, maxy) in `crs`
+    crs: str
+    source: str = "synthetic"  # default imagery source for this region
+    labels: str | None = None  # label source: "synthetic", "sample:<scene>" (polygons) or None
+    dates: tuple[str, ...] = field(default_factory=tuple)  # known acquisition dates, for the demo
+
+    def __post_init__(self) -> None:
+        validate_region_name(self.name)
+        projected_crs(self.crs)
+        minx, miny, maxx, maxy = (float(v) for v in self.bbox)
+        if not (minx < maxx and miny < maxy):
+            raise ValueError(f"region {self.name!r}: bbox {self.bbox} must be minx < maxx and miny < maxy")
+        object.__setattr__(self, "bbox", (minx, miny, maxx, maxy))
+        object.__setattr__(self, "dates", tuple(validate_date(d) for d in self.dates))
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["bbox"] = list(self.bbox)
+        d["dates"] = list(self.dates)
+        return d
+
+
+def builtin_regions() -> dict[str, Region]:
+    """The regions every installation knows: synthetic training/evaluation areas and the samples."""
+    text = (resources.files("geo_assets") / "data" / "regions.json").read_text()
+    return {r["name"]: Region(**{**r, "bbox": tuple(r["bbox"])}) for r in json.loads(text)["regions"]}
+
+
+class RegionCatalogue:
+    """Built-in regions plus the user's, the latter stored as JSON text by the caller's storage."""
+
+    def __init__(self, user_regions: Iterable[Region] = ()):
+        self._regions = dict(builtin_regions())
+        for r in user_regions:
+            self._regions[r.name] = r
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "RegionCatalogue":
+        if not text:
+            return cls()
+        data = json.loads(text)
+        return cls(Region(**{**r, "bbox": tuple(r["bbox"])}) for r in data.get("regions", []))
+
+    def user_json(self) -> str:
+        builtins = builtin_regions()
+        user = [r.to_json() for n, r in sorted(self._regions.items()) if builtins.get(n) != r]
+        return json.dumps({"regions": user}, indent=2) + "\n"
+
+    def names(self) -> list[str]:
+        return sorted(self._regions)
+
+    def get(self, name: str) -> Region:
+        validate_region_name(name)
+        try:
+            return self._regions[name]
+        except KeyError:
+            raise UnknownRegionError(
+                f"unknown region {name!r}; known regions: {', '.join(self.names())}. "
+                "Add one with `geo-assets region add NAME --bbox MINX MINY MAXX MAXY --crs EPSG:XXXX`"
+            ) from None
+
+    def add(self, region: Region, replace: bool = False) -> None:
+        if region.name in self._regions and not replace and self._regions[region.name] != region:
+            raise ValueError(
+                f"region {region.name!r} already exists with another footprint; pass --replace to change it"
+            )
+        self._regions[region.name] = region
+
+    def __iter__(self):
+        return iter(self._regions[n] for n in self.names())
+
+
+CATALOGUE_KEY = "catalogue/regions.json"
+
+
+def load_catalogue(store) -> RegionCatalogue:
+    """The catalogue kept in a store: built-in regions plus those users added."""
+    return RegionCatalogue.from_json(store.read_bytes(CATALOGUE_KEY).decode() if store.exists(CATALOGUE_KEY) else None)
+
+
+def save_catalogue(store, catalogue: RegionCatalogue) -> None:
+    store.write_bytes(CATALOGUE_KEY, catalogue.user_json().encode())

@@ -1,0 +1,269 @@
+"""Real sample imagery shipped with the package (``geo_assets/data/sample/``).
+
+Two small scenes, for tests, the demo and benchmarks, readable without any network or external
+folder:
+
+* ``"sentinel2"`` -- Sentinel-2 L2A blue/green/red/nir, 300 x 200 px at 10 m, EPSG:32719,
+  float64 reflectance DN, nodata NaN, acquisition date unknown.
+* ``"landsat8"`` -- Landsat 8 L1TP blue/green/red (B2/B3/B4), 30 m, EPSG:32621, uint16 DN,
+  nodata 0, 2020-05-18: two clips of adjacent scenes on one grid, mosaicked on read (the first
+  file's valid pixels win), plus 4 land-cover polygons.
+
+The files are built by :mod:`geo_assets.geo.sample_build`; their provenance (sources, licences,
+what was clipped or dropped) is in ``PROVENANCE.md`` next to them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.merge import merge
+from rasterio.transform import from_origin
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+
+Bounds = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class SampleScene:
+    """One sample scene: its files (in mosaic order) and what they contain."""
+
+    name: str
+    files: tuple[str, ...]  # file names in the sample folder; mosaic order, first valid wins
+    bands: tuple[str, ...]  # band names, in file band order (band i+1 = bands[i])
+    crs: str
+    resolution: float  # metres per pixel (square pixels)
+    dtype: str
+    nodata: float  # fill value; NaN for float scenes
+    acquired: str | None  # ISO date, None if unknown
+    label_file: str | None = None  # GeoJSON land-cover polygons in ``crs``, if any
+
+
+SAMPLES: dict[str, SampleScene] = {
+    "sentinel2": SampleScene(
+        name="sentinel2",
+        files=("s2_sample.tif",),
+        bands=("blue", "green", "red", "nir"),
+        crs="EPSG:32719",
+        resolution=10.0,
+        dtype="float64",
+        nodata=float("nan"),
+        acquired=None,
+        label_file=None,
+    ),
+    "landsat8": SampleScene(
+        name="landsat8",
+        files=("landsat8_224078.tif", "landsat8_224077.tif"),
+        bands=("blue", "green", "red"),
+        crs="EPSG:32621",
+        resolution=30.0,
+        dtype="uint16",
+        nodata=0.0,
+        acquired="2020-05-18",
+        label_file="landsat8_polygons.geojson",
+    ),
+}
+
+_RES_TOL = 1e-9  # relative tolerance for "same resolution"
+
+
+def _sample_dir() -> Path:
+    return Path(str(files("geo_assets") / "data" / "sample"))
+
+
+def sample_path(name_or_file: str) -> Path:
+    """Path of a sample file, by file name (``"s2_sample.tif"``) or scene name.
+
+    A scene name resolves to the scene's first (primary) file. Raises ``FileNotFoundError``
+    if the file is not installed.
+    """
+    scene = SAMPLES.get(name_or_file)
+    name = scene.files[0] if scene is not None else name_or_file
+    if not name or Path(name).name != name or name in (".", ".."):
+        raise ValueError(f"expected a sample file name or one of {sorted(SAMPLES)}, got {name!r}")
+    path = _sample_dir() / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"sample file {name!r} not found at {path}: the geo_assets sample package data is "
+            "missing. Reinstall geo-assets (its wheel ships geo_assets/data/sample/), or in a "
+            "development checkout regenerate it with "
+            "`python -m geo_assets.geo.sample_build <path to the sample-data folder>`."
+        )
+    return path
+
+
+def _scene(scene: str) -> SampleScene:
+    try:
+        return SAMPLES[scene]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown sample scene {scene!r}; accepted names: {', '.join(sorted(SAMPLES))}"
+        ) from None
+
+
+@lru_cache(maxsize=None)
+def _footprint(scene: str) -> Bounds:
+    boxes = []
+    for f in SAMPLES[scene].files:
+        with rasterio.open(sample_path(f)) as src:
+            boxes.append(tuple(src.bounds))
+    return (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
+
+
+def sample_footprint(scene: str) -> tuple[Bounds, str]:
+    """``((minx, miny, maxx, maxy), crs)``: the union of the scene files' bounds, in its CRS."""
+    s = _scene(scene)
+    return _footprint(s.name), s.crs
+
+
+def _band_indexes(s: SampleScene, bands: Sequence[str] | None) -> list[int]:
+    if bands is None:
+        return list(range(1, len(s.bands) + 1))
+    if isinstance(bands, str):
+        bands = [bands]
+    out = []
+    for b in bands:
+        if b not in s.bands:
+            raise ValueError(
+                f"unknown band {b!r} for sample scene {s.name!r}; its bands are {list(s.bands)}"
+            )
+        out.append(s.bands.index(b) + 1)
+    if not out:
+        raise ValueError(f"no bands requested for sample scene {s.name!r}")
+    return out
+
+
+def _nodata_mask(data: np.ndarray, nodata: float) -> np.ndarray:
+    """True where a value equals the fill value (NaN-aware)."""
+    if math.isnan(nodata):
+        return np.isnan(data)
+    return data == nodata
+
+
+def read_sample(
+    scene: str,
+    bounds: Bounds,
+    crs: str,
+    resolution: float,
+    bands: list[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read a sample scene over ``bounds`` (in ``crs``) at ``resolution``.
+
+    The output grid has its upper-left corner at ``(minx, maxy)``, square pixels of
+    ``resolution`` and ``round((maxx - minx) / resolution)`` x ``round((maxy - miny) /
+    resolution)`` pixels. In the scene's own CRS and resolution the pixels are copied
+    (``rasterio.merge``; exact when ``bounds`` lie on the scene's pixel grid), otherwise they
+    are warped with nearest-neighbour resampling. Multi-file scenes are mosaicked in
+    ``SampleScene.files`` order: the first valid pixel wins.
+
+    Returns ``(data, valid)``: ``data`` is ``(bands, H, W)`` in the scene's dtype with the
+    scene's nodata where nothing is known; ``valid`` is ``(H, W)`` bool, True where every
+    requested band has data.
+    """
+    s = _scene(scene)
+    indexes = _band_indexes(s, bands)
+    minx, miny, maxx, maxy = (float(v) for v in bounds)
+    res = float(resolution)
+    if not (math.isfinite(res) and res > 0):
+        raise ValueError(f"resolution must be a positive number, got {resolution!r}")
+    if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)) or minx >= maxx or miny >= maxy:
+        raise ValueError(
+            f"bounds must be finite (minx, miny, maxx, maxy) with min < max, got {bounds!r}"
+        )
+    width = int(round((maxx - minx) / res))
+    height = int(round((maxy - miny) / res))
+    if width < 1 or height < 1:
+        raise ValueError(
+            f"bounds {bounds!r} are smaller than one {res} pixel (would give {width} x {height})"
+        )
+    dst_crs = CRS.from_user_input(crs)
+    scene_crs = CRS.from_user_input(s.crs)
+
+    footprint = _footprint(s.name)
+    if dst_crs == scene_crs:
+        req = (minx, miny, maxx, maxy)
+    else:
+        req = transform_bounds(dst_crs, scene_crs, minx, miny, maxx, maxy, densify_pts=21)
+    fx0, fy0, fx1, fy1 = footprint
+    if not (req[0] < fx1 and req[2] > fx0 and req[1] < fy1 and req[3] > fy0):
+        raise ValueError(
+            f"requested bounds {tuple(bounds)} in {crs} do not intersect sample scene "
+            f"{s.name!r}, whose footprint is {footprint} in {s.crs}"
+        )
+
+    paths = [sample_path(f) for f in s.files]
+    with ExitStack() as stack:
+        datasets = [stack.enter_context(rasterio.open(p)) for p in paths]
+        if dst_crs == scene_crs and math.isclose(res, s.resolution, rel_tol=_RES_TOL):
+            data, _ = merge(
+                datasets,
+                bounds=(minx, miny, maxx, maxy),
+                res=(s.resolution, s.resolution),
+                nodata=s.nodata,
+                indexes=indexes,
+                resampling=Resampling.nearest,
+                method="first",
+            )
+        else:
+            transform = from_origin(minx, maxy, res, res)
+            data = np.full((len(indexes), height, width), s.nodata, dtype=s.dtype)
+            missing = np.ones(data.shape, dtype=bool)
+            for src in datasets:
+                with WarpedVRT(
+                    src,
+                    crs=dst_crs,
+                    transform=transform,
+                    width=width,
+                    height=height,
+                    resampling=Resampling.nearest,
+                    src_nodata=s.nodata,
+                    nodata=s.nodata,
+                ) as vrt:
+                    part = vrt.read(indexes)
+                take = missing & ~_nodata_mask(part, s.nodata)
+                data[take] = part[take]
+                missing &= ~take
+                if not missing.any():
+                    break
+    expected = (len(indexes), height, width)
+    if data.shape != expected:  # merge rounds the same way; be sure
+        raise RuntimeError(f"internal error: read {data.shape}, expected {expected}")
+    data = data.astype(s.dtype, copy=False)
+    valid = ~_nodata_mask(data, s.nodata).any(axis=0)
+    return data, valid
+
+
+def read_label_polygons(scene: str) -> tuple[list[tuple[dict, str]], str]:
+    """``([(geojson_geometry, class_name), ...], crs)`` for a scene that ships labels.
+
+    Geometries are GeoJSON geometry dicts in the returned CRS (the scene's CRS).
+    """
+    s = _scene(scene)
+    if s.label_file is None:
+        labelled = [n for n, sc in SAMPLES.items() if sc.label_file]
+        raise ValueError(
+            f"sample scene {s.name!r} has no label polygons; scenes with labels: {labelled}"
+        )
+    with open(sample_path(s.label_file), encoding="utf-8") as f:
+        fc = json.load(f)
+    crs_name = (fc.get("crs") or {}).get("properties", {}).get("name")
+    # Pre-2016 GeoJSON "crs" member; without one, RFC 7946 says WGS 84 lon/lat.
+    crs = CRS.from_user_input(crs_name).to_string() if crs_name else "EPSG:4326"
+    return [(feat["geometry"], str(feat["properties"]["name"])) for feat in fc["features"]], crs

@@ -1,0 +1,56 @@
+"""Tile work units: cut one imagery or label tile and store it as a COG.
+
+Each is a top-level function of plain, picklable arguments so that any compute backend (a local
+pool now, a Dask cluster later) can run it; each returns a small manifest entry, never pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from geo_assets.geo.cog import write_cog
+from geo_assets.geo.grid import Tile
+from geo_assets.geo.labels import label_tile
+from geo_assets.geo.landcover import CLASSES, IGNORE
+from geo_assets.geo.regions import Region
+from geo_assets.geo.sources import get_source
+from geo_assets.geo.store import Store
+
+
+def cut_imagery_tile(
+    store: Store, source: str, region: Region, date: str, bands: list[str], prefix: str, tile: Tile
+) -> dict:
+    src = get_source(source)
+    spec = src.spec(region)
+    window = src.read(region, date, tile.bounds, bands)
+    key = f"{prefix}/{tile.key}.tif"
+    with store.writing(key) as tmp:
+        write_cog(tmp, window.data, region.crs, tile.transform, spec.nodata, bands)
+    entry = {
+        "key": tile.key,
+        "path": key,
+        "bounds": list(tile.bounds),
+        "nodata_fraction": round(1.0 - float(window.valid.mean()), 6),
+    }
+    if window.cloud is not None:
+        cloud_key = f"{prefix}/{tile.key}.cloud.tif"
+        with store.writing(cloud_key) as tmp:
+            write_cog(tmp, window.cloud.astype(np.uint8), region.crs, tile.transform, None, ["cloud"])
+        entry["cloud_path"] = cloud_key
+        entry["cloud_fraction"] = round(float(window.cloud.mean()), 6)
+    return entry
+
+
+def cut_label_tile(store: Store, region: Region, source: str, resolution: float, prefix: str, tile: Tile) -> dict:
+    mask = label_tile(region, source, tile, resolution)
+    key = f"{prefix}/{tile.key}.tif"
+    with store.writing(key) as tmp:
+        write_cog(tmp, mask, region.crs, tile.transform, IGNORE, ["class"])
+    counts = np.bincount(mask.ravel(), minlength=256)
+    return {
+        "key": tile.key,
+        "path": key,
+        "bounds": list(tile.bounds),
+        "labelled_fraction": round(1.0 - counts[IGNORE] / mask.size, 6),
+        "class_counts": [int(c) for c in counts[: len(CLASSES)]],
+    }

@@ -1,0 +1,1 @@
+"""Pure machine-learning code: models, training, inference, metrics. Never imports dagster."""

@@ -1,0 +1,28 @@
+"""Turn a config string into a torch.device, failing early instead of mid-run."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+ACCEPTED = "auto, cpu, cuda, cuda:N"
+
+
+def select_device(name: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; 'cpu'; 'cuda' / 'cuda:N' (only if that GPU exists)."""
+    value = name.strip().lower() if isinstance(name, str) else name
+    if value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if value == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"unknown device {name!r}; accepted: {ACCEPTED}")
+    # Checked here so a GPU-less worker fails at config time, not inside the first forward pass.
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available on this machine; use 'auto' or 'cpu'")
+    index = int(match.group(1)) if match.group(1) is not None else None
+    if index is not None and index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    return torch.device(value)

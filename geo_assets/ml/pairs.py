@@ -1,0 +1,44 @@
+"""Pairs of imagery tiles and label tiles, for training and evaluation."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+
+from geo_assets.geo.cog import read_raster
+from geo_assets.geo.landcover import CLASSES, IGNORE
+from geo_assets.geo.store import Store
+from geo_assets.ml.inference import Mapper, read_tile
+
+
+def check_same_grid(imagery: dict, labels: dict) -> None:
+    """Imagery and labels must be cut on one grid, or their tiles would not line up pixel for pixel."""
+    for field in ("crs", "resolution", "tile_size"):
+        if imagery[field] != labels[field]:
+            raise ValueError(
+                f"imagery {imagery['region']}/{imagery['date']} and its labels differ in {field}: "
+                f"{imagery[field]} vs {labels[field]}; materialise both with the same tile_size and source grid"
+            )
+
+
+def _load_pair(store: Store, item: tuple[dict, dict]) -> tuple[np.ndarray, np.ndarray]:
+    tile, label_entry = item
+    image, valid, _ = read_tile(store, tile)
+    label, _ = read_raster(store.path(label_entry["path"]))
+    label = label[0].copy()
+    if "cloud_path" in tile:  # this date's clouds cover whatever land lies below
+        cloud, _ = read_raster(store.path(tile["cloud_path"]))
+        label[cloud[0] == 1] = CLASSES.index("cloud")
+    label[~valid] = IGNORE
+    return image, label
+
+
+def load_pairs(store: Store, imagery: dict, labels: dict, mapper: Mapper) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(normalised image, label) for every tile present in both manifests."""
+    check_same_grid(imagery, labels)
+    by_key = {e["key"]: e for e in labels["tiles"]}
+    items = [(t, by_key[t["key"]]) for t in imagery["tiles"] if t["key"] in by_key]
+    if not items:
+        raise ValueError(f"imagery {imagery['region']}/{imagery['date']} shares no tiles with its labels")
+    return mapper(partial(_load_pair, store), items)

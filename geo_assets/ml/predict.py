@@ -1,0 +1,112 @@
+"""Export trained models to a self-contained file and run batched inference.
+
+TorchScript (torch.jit.trace/script/save/load) is deprecated in torch 2.13 and emits
+DeprecationWarnings, so models are exported with torch.export (.pt2 archive) instead: the
+archive loads with torch alone, without this package.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.export import Dim
+from torch.export.passes import move_to_device_pass
+
+from geo_assets.geo.landcover import IGNORE
+from geo_assets.ml.device import select_device
+from geo_assets.ml.models import required_multiple
+
+# Tiles are padded to a multiple of this before inference (>= every zoo model's stride).
+PAD_MULTIPLE = 8
+_META_FILE = "geo_assets_meta.json"
+
+
+def export_model(model: nn.Module, path: str | os.PathLike[str], in_channels: int) -> Path:
+    """Save `model` (eval mode, CPU) as a torch.export archive loadable without this package."""
+    path = Path(path)
+    # Export a copy so the caller's model keeps its device and train/eval mode.
+    model = copy.deepcopy(model).cpu().eval()
+    multiple = math.lcm(PAD_MULTIPLE, required_multiple(model))
+    # Dynamic batch and spatial dims, constrained to the stride multiple, so one file
+    # serves every tile size. Example dims avoid 0/1, which export would specialise on.
+    example = torch.zeros(2, in_channels, 4 * multiple, 4 * multiple)
+    dynamic = {0: Dim("batch", min=1), 2: multiple * Dim("h_blocks", min=1), 3: multiple * Dim("w_blocks", min=1)}
+    with torch.no_grad():
+        program = torch.export.export(model, (example,), dynamic_shapes=(dynamic,))
+    meta = {"in_channels": in_channels, "pad_multiple": multiple}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.export.save(program, path, extra_files={_META_FILE: json.dumps(meta)})
+    return path
+
+
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
+    """Load an exported model onto `device`; the result is callable like the original model."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    extra: dict[str, str] = {_META_FILE: ""}
+    try:
+        program = torch.export.load(path, extra_files=extra)
+    except Exception as exc:  # zip/deserialisation errors vary by corruption type
+        raise ValueError(f"could not load model from {path}: not a valid exported model ({exc})") from exc
+    device = select_device(device) if isinstance(device, str) else device
+    if device.type != "cpu":
+        program = move_to_device_pass(program, device)
+    module = program.module()
+    # Carry the export metadata on the module so predict_batch pads correctly.
+    meta = json.loads(extra[_META_FILE] or "{}")
+    module.pad_multiple = int(meta.get("pad_multiple", PAD_MULTIPLE))
+    module.in_channels = meta.get("in_channels")
+    return module
+
+
+def _is_exported(model: nn.Module) -> bool:
+    # Exported modules already run in inference mode and refuse .eval()/.to().
+    return isinstance(model, torch.fx.GraphModule)
+
+
+def predict_batch(
+    model: nn.Module,
+    batch: np.ndarray,
+    device: str | torch.device = "cpu",
+    valid: np.ndarray | None = None,
+) -> np.ndarray:
+    """(N,C,H,W) normalized float32 -> (N,H,W) uint8 class ids; IGNORE where `valid` is False.
+
+    Any H,W works: input is reflect-padded to the model's stride multiple and cropped back.
+    An in-memory nn.Module is switched to eval mode and moved to `device`.
+    """
+    batch = np.asarray(batch, dtype=np.float32)
+    if batch.ndim != 4:
+        raise ValueError(f"batch must have shape (N,C,H,W), got {batch.shape}")
+    n, c, h, w = batch.shape
+    expected_c = getattr(model, "in_channels", None)
+    if expected_c is not None and c != expected_c:
+        raise ValueError(f"batch has {c} channels but the model expects {expected_c}")
+    if valid is not None and np.shape(valid) != (n, h, w):
+        raise ValueError(f"valid mask shape {np.shape(valid)} != batch (N,H,W) {(n, h, w)}")
+    device = select_device(device) if isinstance(device, str) else device
+
+    multiple = getattr(model, "pad_multiple", None) or math.lcm(PAD_MULTIPLE, required_multiple(model))
+    # At least two stride blocks per side: torch.export specialises dynamic dims away
+    # from 1, so an exported model rejects a single-block (e.g. 8x8) input.
+    pad_h = max(2 * multiple, h + -h % multiple) - h
+    pad_w = max(2 * multiple, w + -w % multiple) - w
+    if pad_h or pad_w:
+        # Reflect (not zeros) so edge pixels see plausible context; numpy handles pads > size.
+        batch = np.pad(batch, ((0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="reflect" if min(h, w) > 1 else "edge")
+    if not _is_exported(model):
+        model.eval().to(device)
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(batch).to(device))
+        classes = logits.argmax(dim=1)[:, :h, :w].to(torch.uint8).cpu().numpy()
+    if valid is not None:
+        classes[~np.asarray(valid, dtype=bool)] = IGNORE
+    return classes

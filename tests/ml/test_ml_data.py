@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+import torch
+
+from geo_assets.geo.landcover import IGNORE
+from geo_assets.ml.data import ChipDataset, normalize
+
+
+def test_normalize_scales_and_clips():
+    dn = np.array([0, 5000, 10000, 20000, 65535], dtype=np.uint16).reshape(1, 1, 5)
+    out = normalize(dn)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out.ravel(), [0.0, 0.5, 1.0, 1.5, 1.5])
+
+
+def test_normalize_nan_and_negative_and_4d():
+    dn = np.array([np.nan, -100.0, 2500.0, np.inf], dtype=np.float64).reshape(1, 1, 2, 2)
+    out = normalize(dn)
+    assert out.shape == (1, 1, 2, 2) and out.dtype == np.float32
+    np.testing.assert_allclose(out.ravel(), [0.0, 0.0, 0.25, 1.5])
+    with pytest.raises(ValueError, match="shape"):
+        normalize(np.zeros((4, 4)))
+
+
+def _tile(size=64, seed=0):
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 4, size=(size, size)).astype(np.uint8)
+    # Channel 0 encodes the label so image/label alignment after augmentation is checkable.
+    image = np.stack([label.astype(np.float32), rng.random((size, size), dtype=np.float32)])
+    return image, label
+
+
+def _items(ds):
+    return [ds[i] for i in range(len(ds))]
+
+
+def test_chips_shape_dtype_and_alignment():
+    image, label = _tile()
+    ds = ChipDataset([image], [label], chip_size=16, chips_per_epoch=32, seed=1)
+    assert len(ds) == 32
+    for x, y in _items(ds):
+        assert x.shape == (2, 16, 16) and x.dtype == torch.float32
+        assert y.shape == (16, 16) and y.dtype == torch.int64
+        torch.testing.assert_close(x[0], y.float())  # flips/rotations applied to both alike
+
+
+def test_chips_deterministic_given_seed_and_epoch():
+    image, label = _tile()
+    a = _items(ChipDataset([image], [label], chip_size=16, chips_per_epoch=8, seed=3))
+    b = _items(ChipDataset([image], [label], chip_size=16, chips_per_epoch=8, seed=3))
+    c = _items(ChipDataset([image], [label], chip_size=16, chips_per_epoch=8, seed=4))
+    for (xa, ya), (xb, yb) in zip(a, b):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert not all(torch.equal(xa, xc) for (xa, _), (xc, _) in zip(a, c))
+    ds = ChipDataset([image], [label], chip_size=16, chips_per_epoch=8, seed=3)
+    ds.set_epoch(1)
+    assert not all(torch.equal(xa, xd) for (xa, _), (xd, _) in zip(a, _items(ds)))
+
+
+def test_small_tile_is_padded_with_zero_and_ignore():
+    image = np.ones((3, 10, 12), np.float32)
+    label = np.zeros((10, 12), np.uint8)
+    ds = ChipDataset([image], [label], chip_size=16, chips_per_epoch=4, seed=0)
+    for x, y in _items(ds):
+        assert x.shape == (3, 16, 16)
+        assert (y == IGNORE).sum() == 16 * 16 - 10 * 12
+        assert (x[:, y == IGNORE] == 0).all() and (x[:, y != IGNORE] == 1).all()
+
+
+def test_empty_chips_are_skipped_when_possible():
+    image = np.zeros((1, 64, 64), np.float32)
+    label = np.full((64, 64), IGNORE, np.uint8)
+    label[:32, :32] = 1  # roughly 60% of random 16x16 windows miss this block
+    ds = ChipDataset([image], [label], chip_size=16, chips_per_epoch=64, seed=0)
+    assert all((y != IGNORE).any() for _, y in _items(ds))
+
+
+def test_mismatched_inputs_rejected():
+    with pytest.raises(ValueError, match="image 0"):
+        ChipDataset([np.zeros((1, 8, 8), np.float32)], [np.zeros((8, 9), np.uint8)])
