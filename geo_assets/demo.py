@@ -68,7 +68,7 @@ def run_demo(instance: dg.DagsterInstance, quick: bool = False) -> int:
         )
         seconds = time.perf_counter() - t0
         if not result.success:
-            console.print(f"[red]run {result.run_id} failed[/red]: {_failure(result)}")
+            console.print(f"[red]run {result.run_id} failed[/red]: {failure_message(result)}")
             return 1
         for step in instance.get_run_step_stats(result.run_id):
             spent[step.step_key] += (step.end_time or 0) - (step.start_time or 0)
@@ -79,7 +79,8 @@ def run_demo(instance: dg.DagsterInstance, quick: bool = False) -> int:
     return 0
 
 
-def _failure(result) -> str:
+def failure_message(result) -> str:
+    """The user's exception message behind a failed step, without Dagster's wrapper."""
     for event in result.all_events:
         if event.is_step_failure:
             error = event.event_specific_data.error

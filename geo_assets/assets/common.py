@@ -19,7 +19,7 @@ def catalogue(store: Store) -> RegionCatalogue:
 
 def tag_run(context: dg.AssetExecutionContext, **tags: object) -> None:
     """Record what this run worked on (region, source, model, version) as run tags, for the UI's filters."""
-    context.instance.add_run_tags(context.run_id, {TAG_PREFIX + k.replace("_", "-"): str(v) for k, v in tags.items()})
+    context.instance.add_run_tags(context.run.run_id, {TAG_PREFIX + k.replace("_", "-"): str(v) for k, v in tags.items()})
 
 
 def imagery_manifest(store: Store, region: str, date: str) -> dict:
@@ -48,4 +48,4 @@ def digest(value: object) -> str:
 
 
 def output(manifest: dict, metadata: dict) -> dg.Output:
-    return dg.Output(manifest, metadata=metadata, data_version=dg.DataVersion(digest(manifest)))
+    return dg.Output(manifest, metadata={**metadata, "manifest_digest": digest(manifest)})

@@ -15,10 +15,6 @@ class CorruptRasterError(ValueError):
     """A raster that cannot be opened or read, named by its path."""
 
 
-def _predictor(dtype: np.dtype) -> str:
-    return "FLOATING_POINT" if np.issubdtype(dtype, np.floating) else "HORIZONTAL"
-
-
 def write_cog(
     path: str | Path,
     array: np.ndarray,
@@ -39,7 +35,7 @@ def write_cog(
     count, height, width = data.shape
     options = dict(
         compress="DEFLATE",
-        predictor=_predictor(data.dtype),
+        predictor="YES",  # horizontal differencing for integers, floating-point predictor for floats
         blocksize=blocksize,
         overviews="AUTO" if overviews else "NONE",
         overview_resampling="NEAREST",

@@ -81,7 +81,8 @@ class TileGrid:
             matrix_scale=[2 * n, 2 * n],
             minzoom=0,
             maxzoom=0,
-            id=f"geo-assets-{self.tile_size}px-{self.resolution:g}m",
+            # morecantile ids allow only word characters and hyphens: 0.5 m -> "0p5m".
+            id=f"geo-assets-{self.tile_size}px-{self.resolution:g}m".replace(".", "p").replace("+", ""),
         )
 
     def tile(self, col: int, row: int) -> Tile:

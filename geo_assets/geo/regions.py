@@ -23,7 +23,7 @@ class UnknownRegionError(ValueError):
 
 def validate_region_name(name: str) -> str:
     """Return `name` if it is a slug (lowercase letters, digits, inner hyphens, <= 63 chars)."""
-    if not isinstance(name, str) or not _SLUG.match(name):
+    if not isinstance(name, str) or not _SLUG.fullmatch(name):
         raise ValueError(
             f"invalid region name {name!r}: use lowercase letters, digits and hyphens "
             "(not at either end), at most 63 characters, e.g. 'lake-geneva-2'"
@@ -34,7 +34,7 @@ def validate_region_name(name: str) -> str:
 def validate_date(date: str) -> str:
     import datetime
 
-    if not isinstance(date, str) or not _DATE.match(date):
+    if not isinstance(date, str) or not _DATE.fullmatch(date):
         raise ValueError(f"invalid acquisition date {date!r}: use YYYY-MM-DD")
     try:
         datetime.date.fromisoformat(date)

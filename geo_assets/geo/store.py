@@ -24,7 +24,7 @@ def validate_key(key: str) -> str:
     """Keys are relative POSIX paths of plain segments: no '..', no absolute paths, no control chars."""
     segments = key.split("/") if isinstance(key, str) else [""]
     for seg in segments:
-        if seg in ("", ".", "..") or not _SEGMENT.match(seg):
+        if seg in ("", ".", "..") or not _SEGMENT.fullmatch(seg):
             raise ValueError(f"invalid storage key {key!r}: segment {seg!r} is not allowed")
     return key
 
