@@ -135,7 +135,9 @@ def scene(
     # Within-class texture (+-12 %) and sensor noise, both deterministic for the window.
     texture = 0.88 + 0.24 * _fbm(xs, ys, _TEXTURE_CELL, _seed("texture", region, date))
     rng = np.random.default_rng(_seed("noise", region, date, *(f"{v:.3f}" for v in bounds)))
-    noise = rng.normal(0.0, 1.0, spectra.shape) * (0.03 * spectra + 25.0)
+    # Noise is drawn for every band and then selected, so a band's pixels do not depend on which
+    # other bands were requested.
+    noise = rng.normal(0.0, 1.0, (*classes.shape, len(BANDS)))[..., band_idx] * (0.03 * spectra + 25.0)
     values = spectra * texture[..., np.newaxis] + noise
     image = np.clip(np.rint(values), 1, 65535).astype(np.uint16).transpose(2, 0, 1)
     return image, classes

@@ -1,0 +1,82 @@
+"""The whole graph on the built-in regions, as `make demo` runs it (quick settings), in a real instance."""
+
+import dagster as dg
+import numpy as np
+import pytest
+import rasterio
+
+from geo_assets.cli import _instance
+from geo_assets.demo import run_demo
+from resources.profiles import resource_defs
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    instance = _instance()  # the session's DAGSTER_HOME (tests/conftest.py)
+    assert run_demo(instance, quick=True) == 0
+    return instance, resource_defs()["storage"].store()
+
+
+def test_trained_model_reaches_miou_on_held_out_region(pipeline):
+    _, store = pipeline
+    evaluation = store.read_json("manifests/model_evaluation/landcover-unet.json")
+    assert evaluation["regions"] == ["synth-holdout"]
+    assert evaluation["miou"] >= 0.90, evaluation["per_class"]
+    assert evaluation["passed"]
+
+
+def test_predictions_align_pixel_exact_with_imagery(pipeline):
+    _, store = pipeline
+    for region, date in (("synth-holdout", "2024-06-01"), ("s2-sample", "2020-01-01")):
+        imagery = store.read_json(f"manifests/imagery_tiles/region={region}/date={date}.json")
+        preds = store.read_json(f"manifests/predictions/region={region}/date={date}.json")
+        assert [t["key"] for t in imagery["tiles"]] == [t["key"] for t in preds["tiles"]]
+        for tile, pred in zip(imagery["tiles"], preds["tiles"]):
+            with rasterio.open(store.path(tile["path"])) as a, rasterio.open(store.path(pred["path"])) as b:
+                assert b.crs == a.crs and b.transform == a.transform and b.shape == a.shape
+                nodata = ~np.isfinite(a.read(1)) if a.dtypes[0] == "float64" else a.read(1) == a.nodata
+                assert (b.read(1)[nodata] == 255).all() and (b.read(1)[~nodata] < 5).all()
+
+
+def test_held_out_predictions_match_truth(pipeline):
+    from geo_assets.geo import synthetic
+
+    _, store = pipeline
+    preds = store.read_json("manifests/predictions/region=synth-holdout/date=2024-06-01.json")
+    with rasterio.open(store.path(preds["mosaic"])) as m:
+        truth = synthetic.truth("synth-holdout", "2024-06-01", tuple(m.bounds))
+        assert (m.read(1) == truth).mean() > 0.95
+
+
+def test_runs_carry_tags_and_history(pipeline):
+    instance, _ = pipeline
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"geo-assets/region": "synth-holdout"}))
+    jobs = {r.job_name for r in runs}
+    assert {"imagery_job", "labels_job", "prediction_job"} <= jobs
+    predicted = [r for r in runs if r.job_name == "prediction_job"][0]
+    assert predicted.tags["geo-assets/model"] == "landcover-unet"
+    assert len(predicted.tags["geo-assets/model-version"]) == 12
+    assert predicted.tags["geo-assets/source"] == "synthetic"
+    event = instance.get_latest_materialization_event(dg.AssetKey("region_report"))
+    assert event is not None and "preview" in event.asset_materialization.metadata
+
+
+def test_another_model_never_overwrites_predictions(pipeline):
+    instance, store = pipeline
+    from geo_assets.definitions import defs
+    from geo_assets.partitions import region_date_key
+
+    first = store.read_json("manifests/predictions/region=synth-holdout/date=2024-06-01.json")
+    before = {t["path"]: store.read_bytes(t["path"]) for t in first["tiles"]}
+    instance.add_dynamic_partitions("models", ["landcover-fcn"])
+    ops = {"trained_model": {"config": {"architecture": "fcn", "epochs": 3, "chips_per_epoch": 64, "learning_rate": 0.01}},
+           "model_evaluation": {"config": {"min_miou": 0.3}}}  # any passing second model will do
+    assert defs.resolve_job_def("training_job").execute_in_process(
+        run_config={"ops": ops}, instance=instance, partition_key="landcover-fcn").success
+    result = defs.resolve_job_def("prediction_job").execute_in_process(
+        run_config={"ops": {"predictions": {"config": {"model": "landcover-fcn"}}}},
+        instance=instance, partition_key=region_date_key("synth-holdout", "2024-06-01"))
+    assert result.success
+    second = store.read_json("manifests/predictions/region=synth-holdout/date=2024-06-01.json")
+    assert second["model"] == "landcover-fcn" and second["prefix"] != first["prefix"]
+    assert {p: store.read_bytes(p) for p in before} == before

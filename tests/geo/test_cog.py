@@ -1,0 +1,127 @@
+"""write_cog / read_raster: valid COGs that keep their georeferencing; corrupt files named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rio_cogeo.cogeo import cog_validate
+
+from geo_assets.geo.cog import CorruptRasterError, read_raster, write_cog
+
+TRANSFORM = Affine(10.0, 0.0, 399360.0, 0.0, -10.0, 5130240.0)
+SOUTH = Affine(30.0, 0.0, 732000.0, 0.0, -30.0, -2790000.0)  # negative northings
+
+
+def _array(dtype, shape, seed=0):
+    rng = np.random.default_rng(seed)
+    if np.issubdtype(dtype, np.floating):
+        return rng.normal(1000.0, 300.0, shape).astype(dtype)
+    info = np.iinfo(dtype)
+    return rng.integers(1, info.max, shape, endpoint=True).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    "dtype, nodata, shape, crs, transform",
+    [
+        (np.uint8, 255, (1, 300, 200), "EPSG:32631", TRANSFORM),
+        (np.uint16, 0, (4, 512, 512), "EPSG:32621", SOUTH),
+        (np.float64, float("nan"), (3, 257, 129), "EPSG:32719", TRANSFORM),
+        (np.float32, -9999.0, (2, 64, 64), "EPSG:32631", TRANSFORM),
+        (np.uint16, None, (1, 40, 50), "EPSG:32631", TRANSFORM),
+    ],
+)
+def test_round_trip_is_valid_cog(tmp_path, dtype, nodata, shape, crs, transform):
+    data = _array(dtype, shape)
+    if nodata is not None:
+        data[:, :3, :5] = nodata  # some nodata pixels (NaN for float64)
+    names = [f"band-{i}" for i in range(shape[0])]
+    path = tmp_path / "out.tif"
+    write_cog(path, data, crs, transform, nodata, names, tags={"source": "test"})
+
+    valid, errors, _ = cog_validate(str(path))
+    assert valid, errors
+    out, profile = read_raster(path)
+    assert out.dtype == np.dtype(dtype) and profile["dtype"] == np.dtype(dtype).name
+    np.testing.assert_array_equal(out, data)  # NaN == NaN for array_equal on floats
+    assert profile["crs"] == crs
+    assert profile["transform"] == transform
+    assert (profile["width"], profile["height"]) == (shape[2], shape[1])
+    assert profile["band_names"] == names
+    if nodata is None:
+        assert profile["nodata"] is None
+    elif np.isnan(nodata):
+        assert np.isnan(profile["nodata"])
+        assert np.isnan(out[:, :3, :5]).all() and not np.isnan(out[:, 3:, 5:]).any()
+    else:
+        assert profile["nodata"] == nodata
+    with rasterio.open(path) as src:
+        assert src.tags()["source"] == "test"
+        assert src.compression.name.lower() == "deflate"
+        assert src.block_shapes[0] == (256, 256)  # tiled, blocksize 256, whatever the size
+
+
+def test_two_dimensional_array_is_one_band(tmp_path):
+    data = _array(np.uint8, (100, 70))
+    write_cog(tmp_path / "m.tif", data, "EPSG:32631", TRANSFORM, 255, ["class"])
+    out, profile = read_raster(tmp_path / "m.tif")
+    assert out.shape == (1, 100, 70)
+    np.testing.assert_array_equal(out[0], data)
+    assert profile["band_names"] == ["class"]
+
+
+def test_overviews_built_for_large_rasters_and_optional(tmp_path):
+    data = _array(np.uint16, (1, 1024, 1024))
+    write_cog(tmp_path / "ov.tif", data, "EPSG:32631", TRANSFORM, 0)
+    write_cog(tmp_path / "no.tif", data, "EPSG:32631", TRANSFORM, 0, overviews=False)
+    with rasterio.open(tmp_path / "ov.tif") as src:
+        assert src.overviews(1)  # AUTO overviews down to the block size
+    with rasterio.open(tmp_path / "no.tif") as src:
+        assert src.overviews(1) == []
+    for name in ("ov.tif", "no.tif"):
+        assert cog_validate(str(tmp_path / name))[0]
+
+
+def test_no_band_names_gives_empty_descriptions(tmp_path):
+    write_cog(tmp_path / "a.tif", _array(np.uint8, (2, 32, 32)), "EPSG:32631", TRANSFORM)
+    _, profile = read_raster(tmp_path / "a.tif")
+    assert profile["band_names"] == [None, None]
+    assert profile["nodata"] is None
+
+
+@pytest.fixture
+def good_cog(tmp_path):
+    path = tmp_path / "good.tif"
+    write_cog(path, _array(np.uint16, (3, 512, 512)), "EPSG:32631", TRANSFORM, 0, ["b", "g", "r"])
+    return path
+
+
+@pytest.mark.parametrize("damage", ["truncate-half", "truncate-header", "empty", "garbage", "zero-tail"])
+def test_corrupt_raster_error_names_the_path(tmp_path, good_cog, damage):
+    raw = good_cog.read_bytes()
+    bad = tmp_path / f"{damage}.tif"
+    bad.write_bytes(
+        {
+            "truncate-half": raw[: len(raw) // 2],
+            "truncate-header": raw[:200],
+            "empty": b"",
+            "garbage": b"not a tiff at all " * 50,
+            "zero-tail": raw[: len(raw) // 2] + bytes(len(raw) - len(raw) // 2),
+        }[damage]
+    )
+    with pytest.raises(CorruptRasterError) as err:
+        read_raster(bad)
+    assert str(bad) in str(err.value)
+    assert isinstance(err.value, ValueError)
+
+
+def test_missing_raster_is_reported_with_its_path(tmp_path):
+    missing = tmp_path / "nope.tif"
+    with pytest.raises(CorruptRasterError, match="nope.tif"):
+        read_raster(missing)
+
+
+def test_intact_file_still_reads(good_cog):
+    data, profile = read_raster(good_cog)  # the control for the corruption tests
+    assert data.shape == (3, 512, 512) and profile["band_names"] == ["b", "g", "r"]
