@@ -1,0 +1,71 @@
+"""End to end through the real command lines: geo-assets and dagster, in fresh processes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def env(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    return {**os.environ, "DAGSTER_HOME": str(home), "GEO_ASSETS_STORAGE_ROOT": (tmp_path / "storage").as_uri()}
+
+
+def run(env, *args, ok=True):
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    if ok:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_region_add_and_materialise_through_dagster_cli(env, tmp_path, monkeypatch):
+    run(env, BIN / "geo-assets", "region", "add", "e2e-field", "--bbox", "400000", "5120000", "401280", "5121280",
+        "--crs", "EPSG:32631", "--labels", "synthetic")
+    listing = run(env, BIN / "geo-assets", "region", "list").stdout
+    assert "e2e-field" in listing and "synth-holdout" in listing
+
+    config = json.dumps({"ops": {"imagery_tiles": {"config": {"tile_size": 64}}}})
+    run(env, BIN / "dagster", "asset", "materialize", "-m", "geo_assets.definitions", "--select", "imagery_tiles",
+        "--partition", "2024-06-01|e2e-field", "--config-json", config)
+    manifest = tmp_path / "storage/manifests/imagery_tiles/region=e2e-field/date=2024-06-01.json"
+    assert len(json.loads(manifest.read_text())["tiles"]) == 4
+
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])  # dagster.yaml reads it
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("imagery_tiles"))
+        assert event.dagster_event.partition == "2024-06-01|e2e-field"
+        run_record = instance.get_run_by_id(event.run_id)
+        assert run_record.tags["geo-assets/region"] == "e2e-field"
+
+
+def test_cli_refuses_bad_regions_clearly(env):
+    for args, message in [
+        (["Bad_Name", "--bbox", "0", "0", "10", "10", "--crs", "EPSG:32631"], "invalid region name 'Bad_Name'"),
+        (["ok-name", "--bbox", "0", "0", "10", "10", "--crs", "EPSG:4326"], "is not projected"),
+        (["ok-name", "--bbox", "10", "0", "0", "10", "--crs", "EPSG:32631"], "must be minx < maxx"),
+        (["ok-name", "--bbox", "0", "0", "10", "10", "--crs", "EPSG:32631", "--source", "modis"], "unknown imagery source 'modis'"),
+    ]:
+        proc = run(env, BIN / "geo-assets", "region", "add", *args, ok=False)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert "ok-name" not in run(env, BIN / "geo-assets", "region", "list").stdout
+
+
+def test_unregistered_partition_is_refused_by_dagster(env):
+    proc = run(env, BIN / "dagster", "asset", "materialize", "-m", "geo_assets.definitions", "--select", "imagery_tiles",
+               "--partition", "2024-06-01|../../etc", ok=False)
+    assert proc.returncode != 0
+
+
+def test_definitions_validate(env):
+    proc = run(env, BIN / "dagster", "definitions", "validate", "-w", "workspace.yaml")
+    assert "Validation successful" in proc.stdout + proc.stderr
