@@ -2,8 +2,8 @@
 
     .venv/bin/python -m bench.predictions [--sizes 64 256 1024] [--repeats 3] [--workers N] [--keep]
 
-For each size N (an NxN-tile synthetic region is not what N means: N is the tile count, the region is
-sqrt(N) x sqrt(N) tiles of 256x256 px, 4 bands, 10 m, EPSG:32631) it times, alternately:
+For each size N (a tile count: the synthetic region bench-N is sqrt(N) x sqrt(N) tiles of 256x256 px,
+4 bands, 10 m, EPSG:32631) it times, alternately:
 
 * platform: `prediction_job` with the asset selection [predictions] for partition `<date>|bench-N`,
   through `execute_in_process` on a persistent SQLite instance in a temporary DAGSTER_HOME. The timer
@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "predictions.json"
@@ -332,6 +333,7 @@ def machine_info() -> dict:
         "rasterio": rasterio.__version__,
         "gdal": rasterio.__gdal_version__,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "loadavg_1min_at_start": round(os.getloadavg()[0], 2),
     }
 
 
@@ -468,7 +470,9 @@ def render_section(info: dict, args: dict, rows: list[dict], fixed: dict | None,
         "",
         f"Machine: {info['nproc']} cores (nproc), {info['cpu_model']}; {info['platform']}. "
         f"Python {info['python']}, torch {info['torch']} ({info['torch_threads']} intra-op threads), "
-        f"dagster {info['dagster']}, rasterio {info['rasterio']} (GDAL {info['gdal']}).",
+        f"dagster {info['dagster']}, rasterio {info['rasterio']} (GDAL {info['gdal']}). "
+        f"1-min load average {info['loadavg_1min_at_start']} at the start, {info['loadavg_1min_at_end']} at the end "
+        "(anything near the core count means the figures are noisy).",
         "",
         f"Command: `{args['command']}`; batch size {args['batch_size']}; medians of {args['repeats']} alternating "
         f"run(s) per size. Platform: compute thread pool of **{workers} worker(s)**"
@@ -553,6 +557,9 @@ def run(args, work: Path, log) -> int:
     assert store.base == (work / "storage").resolve(), f"storage root {store.root} is not the benchmark's"
     workers = resources["compute"].workers or os.cpu_count()
     info = machine_info()
+    if info["loadavg_1min_at_start"] > 0.5 * info["nproc"]:
+        log(f"warning: load average {info['loadavg_1min_at_start']} on {info['nproc']} cores: the machine is busy, "
+            "timings will be noisy")
     log(
         f"geo-assets predictions benchmark: sizes {args.sizes}, repeats {args.repeats}, batch {batch_size}; "
         f"platform compute pool {workers} worker(s), plain loop single-threaded; work dir {work}"
@@ -609,7 +616,7 @@ def run(args, work: Path, log) -> int:
                     rss[mode] = max(rss[mode], _peak_mb(reset_ok))
                     log(f"  {n:5d} tiles  {mode:8s} run {r + 1}/{args.repeats}: {res['seconds']:.2f} s")
             # Same pixels? (not timed)
-            with rasterio.open(platform_runs[-1]["mosaic_uri"].removeprefix("file://")) as a, rasterio.open(
+            with rasterio.open(unquote(urlparse(platform_runs[-1]["mosaic_uri"]).path)) as a, rasterio.open(
                 plain_runs[-1]["mosaic_path"]
             ) as b:
                 identical = bool(np.array_equal(a.read(), b.read()))
@@ -621,6 +628,7 @@ def run(args, work: Path, log) -> int:
             )
     finally:
         instance.dispose()
+    info["loadavg_1min_at_end"] = round(os.getloadavg()[0], 2)
 
     fixed = results.get(FIXED_SIZE) if FIXED_SIZE not in args.sizes else None
     rows = [results[n] for n in args.sizes]
