@@ -13,8 +13,8 @@ For each size N (a tile count: the synthetic region bench-N is sqrt(N) x sqrt(N)
   resource: a thread pool with one worker per core (what users get).
 * plain: one single-threaded Python loop without Dagster doing the same work with the same libraries:
   rasterio reads of the same tile COGs, normalize, the same exported model (load_model), predict_batch in
-  batches of the same size, write_cog per tile into a separate directory, then rasterio.merge + write_cog
-  for the mosaic. (torch uses its default intra-op threads in both.)
+  batches of the same size, write_cog per tile into a separate directory, then the mosaic pasted tile by tile
+  (geo_assets.geo.mosaic) + write_cog. (torch uses its default intra-op threads in both.)
 
 A 1-tile region (bench-1) is timed the same way to measure the platform's fixed per-run cost.
 Setup (regions, imagery, a small trained model) happens in a temporary directory, is not timed and is
@@ -114,9 +114,10 @@ def plain_predict(image_dir: Path, weights: Path, out_dir: Path, batch_size: int
     import numpy as np
     import rasterio
     import torch
-    from rasterio.merge import merge
+    import rasterio.transform
 
     from geo_assets.geo.cog import write_cog
+    from geo_assets.geo.mosaic import mosaic
     from geo_assets.geo.landcover import CLASSES, IGNORE
     from geo_assets.ml.data import normalize
     from geo_assets.ml.predict import load_model, predict_batch
@@ -150,16 +151,11 @@ def plain_predict(image_dir: Path, weights: Path, out_dir: Path, batch_size: int
             dst = tiles_dir / path.name
             write_cog(dst, tile, crs, transform, IGNORE, ["class"])
             counts += np.bincount(tile.ravel(), minlength=256)[: len(CLASSES)]
-            written.append(dst)
+            h, w = tile.shape
+            written.append((str(dst), rasterio.transform.array_bounds(h, w, transform)[:4]))
     t_tiles = time.perf_counter()
-    sources = [rasterio.open(p) for p in written]
-    try:
-        mosaic, transform = merge(sources, nodata=IGNORE)
-        crs = sources[0].crs.to_string()
-    finally:
-        for s in sources:
-            s.close()
-    write_cog(out_dir / "mosaic.tif", mosaic, crs, transform, IGNORE, ["class"], blocksize=512)
+    classes_mosaic, transform = mosaic(written, IGNORE)  # the same one-file-at-a-time paste as the platform
+    write_cog(out_dir / "mosaic.tif", classes_mosaic, crs, transform, IGNORE, ["class"], blocksize=512)
     (out_dir / "class_counts.json").write_text(json.dumps(dict(zip(CLASSES, map(int, counts)))))
     t_end = time.perf_counter()
     return {
@@ -452,7 +448,7 @@ What is measured: the wall time to predict a synthetic region of N tiles (256x25
 * **plain**: a **single-threaded** Python loop without Dagster doing the same work with the same libraries
   (rasterio reads of the same tile COGs, `normalize`, the same exported model via `load_model`,
   `predict_batch` in batches of the same size, `write_cog` per tile into a separate directory, then
-  `rasterio.merge.merge` + `write_cog` for the mosaic).
+  `geo_assets.geo.mosaic` + `write_cog` for the mosaic).
 
 torch uses its default intra-op threads in both. The ratio is median platform / median plain over
 alternating runs; the target is <= 1.10 at 1024 tiles. Because the platform reads and writes tiles on a

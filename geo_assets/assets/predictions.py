@@ -53,7 +53,8 @@ def predictions(
         progress=lambda done, total: context.log.info(f"predicted {done}/{total} tiles"),
     )
     mosaic = f"{prefix}/mosaic.tif"
-    write_mosaic(store, [e["path"] for e in entries], mosaic)
+    bounds = [t["bounds"] for t in imagery_tiles["tiles"]]
+    write_mosaic(store, [(e["path"], b) for e, b in zip(entries, bounds)], imagery_tiles["crs"], mosaic)
     counts = np.sum([e["class_counts"] for e in entries], axis=0)
     manifest = {
         "region": region,

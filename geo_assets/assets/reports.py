@@ -21,7 +21,7 @@ def region_report(
     tag_run(context, region=region, date=date, source=predictions["source"], model=predictions["model"], model_version=predictions["version"])
     pixel_km2 = predictions["resolution"] ** 2 / 1e6
     areas = {c: round(n * pixel_km2, 4) for c, n in predictions["class_counts"].items()}
-    rgb = true_colour([store.path(t["path"]) for t in imagery_tiles["tiles"]], imagery_tiles["bands"])
+    rgb = true_colour([(store.path(t["path"]), t["bounds"]) for t in imagery_tiles["tiles"]], imagery_tiles["bands"])
     png = side_by_side_png(rgb, class_colours(store.path(predictions["mosaic"]), rgb.shape[:2]))
     prefix = f"reports/{predictions['model']}/{predictions['version']}/{region}/{date}"
     store.write_bytes(f"{prefix}/preview.png", png)

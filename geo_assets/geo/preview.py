@@ -8,30 +8,29 @@ import numpy as np
 import rasterio
 from PIL import Image
 from rasterio.enums import Resampling
-from rasterio.merge import merge
 
+from geo_assets.geo.grid import Bounds
 from geo_assets.geo.landcover import COLOURS, IGNORE
+from geo_assets.geo.mosaic import mosaic
 
 
-def _scale(mosaic_shape: tuple[int, int], max_size: int) -> float:
-    return max(1.0, max(mosaic_shape) / max_size)
+def _decimation(tile_px: int, extent_px: int, max_size: int) -> int:
+    """The smallest power-of-two factor that fits `max_size` and still divides a tile exactly."""
+    factor = 1
+    while extent_px / factor > max_size and tile_px % (factor * 2) == 0:
+        factor *= 2
+    return factor
 
 
-def true_colour(paths: list[str], bands: list[str], max_size: int = 512) -> np.ndarray:
-    """An RGB uint8 image of tiles, decimated so its longer side is at most `max_size` pixels."""
+def true_colour(tiles: list[tuple[str, Bounds]], bands: list[str], max_size: int = 512) -> np.ndarray:
+    """An RGB uint8 image of (path, bounds) tiles, decimated towards `max_size` pixels on its longer side."""
     rgb = [bands.index(b) + 1 for b in ("red", "green", "blue")]
-    srcs = [rasterio.open(p) for p in paths]
-    try:
-        res = srcs[0].res[0]
-        left = min(s.bounds.left for s in srcs)
-        right = max(s.bounds.right for s in srcs)
-        bottom = min(s.bounds.bottom for s in srcs)
-        top = max(s.bounds.top for s in srcs)
-        factor = _scale((round((top - bottom) / res), round((right - left) / res)), max_size)
-        data, _ = merge(srcs, indexes=rgb, res=res * factor, resampling=Resampling.average)
-    finally:
-        for s in srcs:
-            s.close()
+    with rasterio.open(tiles[0][0]) as first:
+        res, tile_px = first.res[0], first.width
+    extent = max(max(b[2] for _, b in tiles) - min(b[0] for _, b in tiles),
+                 max(b[3] for _, b in tiles) - min(b[1] for _, b in tiles))
+    factor = _decimation(tile_px, round(extent / res), max_size)
+    data, _ = mosaic(tiles, 0, indexes=rgb, factor=factor, resampling=Resampling.average)
     data = np.nan_to_num(data.astype(np.float64))
     valid = data.any(axis=0)
     lo, hi = (np.percentile(data[:, valid], (2, 98)) if valid.any() else (0.0, 1.0))

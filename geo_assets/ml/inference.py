@@ -6,11 +6,11 @@ from functools import partial
 from typing import Callable, Sequence
 
 import numpy as np
-import rasterio
-from rasterio.merge import merge
 
-from geo_assets.geo.cog import CorruptRasterError, read_raster, write_cog
+from geo_assets.geo.cog import read_raster, write_cog
+from geo_assets.geo.grid import Bounds
 from geo_assets.geo.landcover import CLASSES, IGNORE
+from geo_assets.geo.mosaic import mosaic
 from geo_assets.geo.store import Store
 from geo_assets.ml.data import normalize
 from geo_assets.ml.predict import predict_batch
@@ -69,17 +69,8 @@ def predict_tiles(
     return results
 
 
-def write_mosaic(store: Store, paths: list[str], key: str) -> None:
-    """Merge class tiles into one COG (with overviews) for browsing whole regions."""
-    try:
-        sources = [rasterio.open(store.path(p)) for p in paths]
-    except rasterio.errors.RasterioIOError as exc:
-        raise CorruptRasterError(f"cannot open a prediction tile for the mosaic: {exc}") from None
-    try:
-        mosaic, transform = merge(sources, nodata=IGNORE)
-        crs = sources[0].crs.to_string()
-    finally:
-        for s in sources:
-            s.close()
+def write_mosaic(store: Store, tiles: list[tuple[str, Bounds]], crs: str, key: str) -> None:
+    """Merge class tiles, given as (key, bounds), into one COG with overviews for browsing whole regions."""
+    classes, transform = mosaic([(store.path(k), b) for k, b in tiles], IGNORE)
     with store.writing(key) as tmp:
-        write_cog(tmp, mosaic, crs, transform, IGNORE, ["class"], blocksize=512)
+        write_cog(tmp, classes, crs, transform, IGNORE, ["class"], blocksize=512)
