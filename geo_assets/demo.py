@@ -44,10 +44,33 @@ def plan(catalogue, quick: bool) -> list[tuple[str, object, dict, str]]:
     return runs
 
 
+def _progress_logger(console: Console) -> dg.LoggerDefinition:
+    """Asset log messages as short indented lines, instead of Dagster's full event records."""
+
+    @dg.logger
+    def progress(_init_context):
+        import logging
+
+        class Handler(logging.Handler):
+            def emit(self, record):
+                message = getattr(record, "dagster_meta", {}).get("orig_message") or record.getMessage()
+                style = "red" if record.levelno >= logging.ERROR else "dim"
+                console.print(f"    [{style}]{message}[/{style}]", highlight=False)
+
+        log = logging.getLogger("geo-assets-demo")
+        log.handlers = [Handler()]
+        log.setLevel(logging.INFO)
+        log.propagate = False
+        return log
+
+    return progress
+
+
 def run_demo(instance: dg.DagsterInstance, quick: bool = False) -> int:
     from geo_assets.cli import register
 
-    console = Console()
+    console = Console(width=None if Console().is_terminal else 140)
+    loggers = {"progress": _progress_logger(console)}
     store = resource_defs()["storage"].store()
     catalogue = load_catalogue(store)
     register(instance, regions=catalogue.names(), models=[DEFAULT_MODEL])
@@ -59,8 +82,8 @@ def run_demo(instance: dg.DagsterInstance, quick: bool = False) -> int:
     for i, (job, key, ops, what) in enumerate(runs, 1):
         console.print(f"[bold][{i}/{len(runs)}][/bold] {what} [cyan]{key}[/cyan] ...")
         t0 = time.perf_counter()
-        result = defs.resolve_job_def(job).execute_in_process(
-            run_config={"ops": ops, "loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        result = defs.resolve_job_def(job).with_logger_defs(loggers).execute_in_process(
+            run_config={"ops": ops, "loggers": {"progress": {}}},
             instance=instance,
             partition_key=key,
             tags={"geo-assets/launched-by": "demo"},

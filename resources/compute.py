@@ -13,6 +13,8 @@ from typing import Callable, Sequence, TypeVar
 
 import dagster as dg
 
+PROGRESS_SECONDS = 5.0  # long work reports progress this often; short work once, at the end
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -33,11 +35,12 @@ class LocalPoolCompute(dg.ConfigurableResource):
         total = len(items)
         results: list[R] = []
         start = time.perf_counter()
-        step = max(1, -(-total // 10))  # about every tenth
+        last = start
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for i, result in enumerate(pool.map(fn, items), start=1):
                 results.append(result)
-                if log and (i % step == 0 or i == total):
-                    rate = i / max(time.perf_counter() - start, 1e-9)
-                    log(f"{label}: {i}/{total} done ({rate:.1f}/s)")
+                now = time.perf_counter()
+                if log and (now - last >= PROGRESS_SECONDS or i == total):
+                    last = now
+                    log(f"{label}: {i}/{total} done ({i / max(now - start, 1e-9):.1f}/s)")
         return results

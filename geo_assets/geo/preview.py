@@ -33,7 +33,9 @@ def true_colour(tiles: list[tuple[str, Bounds]], bands: list[str], max_size: int
     data, _ = mosaic(tiles, 0, indexes=rgb, factor=factor, resampling=Resampling.average)
     data = np.nan_to_num(data.astype(np.float64))
     valid = data.any(axis=0)
-    lo, hi = (np.percentile(data[:, valid], (2, 98)) if valid.any() else (0.0, 1.0))
+    # Stretch on the land, not the clouds: bright cloud would otherwise take the whole range.
+    lo, mid, hi = np.percentile(data[:, valid], (2, 50, 98)) if valid.any() else (0.0, 0.5, 1.0)
+    hi = min(hi, lo + 3 * (mid - lo)) if mid > lo else hi
     img = np.clip((data - lo) / max(hi - lo, 1e-9) * 255, 0, 255).astype(np.uint8)
     return img.transpose(1, 2, 0)
 

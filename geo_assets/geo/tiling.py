@@ -6,6 +6,8 @@ pool now, a Dask cluster later) can run it; each returns a small manifest entry,
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from geo_assets.geo.cog import write_cog
@@ -15,6 +17,14 @@ from geo_assets.geo.landcover import CLASSES, IGNORE
 from geo_assets.geo.regions import Region
 from geo_assets.geo.sources import get_source
 from geo_assets.geo.store import Store
+
+
+def pixel_digest(array: np.ndarray) -> str:
+    """A content hash of a tile's pixels: manifests carry it so data versions change with the data."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(f"{array.dtype.str}{array.shape}".encode())
+    h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
 
 
 def cut_imagery_tile(
@@ -30,6 +40,7 @@ def cut_imagery_tile(
         "key": tile.key,
         "path": key,
         "bounds": list(tile.bounds),
+        "digest": pixel_digest(window.data),
         "nodata_fraction": round(1.0 - float(window.valid.mean()), 6),
     }
     if window.cloud is not None:
@@ -37,6 +48,7 @@ def cut_imagery_tile(
         with store.writing(cloud_key) as tmp:
             write_cog(tmp, window.cloud.astype(np.uint8), region.crs, tile.transform, None, ["cloud"])
         entry["cloud_path"] = cloud_key
+        entry["cloud_digest"] = pixel_digest(window.cloud)
         entry["cloud_fraction"] = round(float(window.cloud.mean()), 6)
     return entry
 
@@ -51,6 +63,7 @@ def cut_label_tile(store: Store, region: Region, source: str, resolution: float,
         "key": tile.key,
         "path": key,
         "bounds": list(tile.bounds),
+        "digest": pixel_digest(mask),
         "labelled_fraction": round(1.0 - counts[IGNORE] / mask.size, 6),
         "class_counts": [int(c) for c in counts[: len(CLASSES)]],
     }

@@ -177,3 +177,20 @@ def test_polygon_label_tiles_count_what_they_store(store, regions):
     assert labelled > 0
     assert any(0 < e["labelled_fraction"] < 1 for e in entries)
     assert any(e["labelled_fraction"] == 0 for e in entries)
+
+
+def test_manifest_entries_carry_pixel_digests(store, regions):
+    """Data versions (and so model versions) must change when pixels change, even if paths do not."""
+    from geo_assets.geo.tiling import pixel_digest
+
+    region = regions["synth-train-a"]
+    tile = TileGrid(region.crs, 10.0, 64).tiles(region.bbox)[0]
+    bands = ["blue", "green", "red", "nir"]
+    june = cut_imagery_tile(store, "synthetic", region, "2024-06-01", bands, "i", tile)
+    data, _ = read_raster(store.path(june["path"]))
+    assert june["digest"] == pixel_digest(data)
+    july = cut_imagery_tile(store, "synthetic", region, "2024-07-01", bands, "i", tile)  # same path, new pixels
+    assert july["path"] == june["path"] and july["digest"] != june["digest"]
+    label = cut_label_tile(store, region, "synthetic", 10.0, "l", tile)
+    mask, _ = read_raster(store.path(label["path"]))
+    assert label["digest"] == pixel_digest(mask[0])
