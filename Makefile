@@ -6,10 +6,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: demo test setup dev validate bench clean
+.PHONY: demo demo-cloud test setup dev validate bench bench-full-tile clean
 
 demo: setup
 	$(BIN)/geo-assets demo
+
+# The same graph on the aws and gcp profiles, against S3 and GCS servers it starts on 127.0.0.1.
+demo-cloud: setup
+	$(BIN)/geo-assets demo-cloud
 
 test: setup
 	$(BIN)/python -m pytest
@@ -22,6 +26,10 @@ validate: setup
 
 bench: setup
 	$(BIN)/python -m bench.predictions
+	$(BIN)/python -m bench.full_tile
+
+bench-full-tile: setup
+	$(BIN)/python -m bench.full_tile
 
 setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
@@ -38,4 +46,4 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	cp dagster.yaml $@
 
 clean:
-	rm -rf .dagster_home
+	rm -rf .dagster_home .demo-cloud

@@ -25,11 +25,9 @@ between the predictions markers in BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
-import platform as py_platform
 import resource
 import shutil
 import statistics
@@ -39,10 +37,11 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from bench.common import machine_info, peak_mb, reset_peak, write_section
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "predictions.json"
 DOC = REPO / "BENCHMARKS.md"
-START, END = "<!-- predictions:start -->", "<!-- predictions:end -->"
 
 DATE = "2024-06-01"
 MODEL = "bench-unet"
@@ -85,24 +84,6 @@ def prepare_environment(work: Path, workers: int | None) -> None:
 # --------------------------------------------------------------------------------------------------
 # Memory: peak RSS of one run. /proc/self/clear_refs "5" resets VmHWM (Linux >= 4.0); getrusage's
 # ru_maxrss cannot be reset (and keeps the maximum of exited threads), so it is only the fallback.
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_mb(reset_ok: bool) -> float:
-    if reset_ok:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 # --------------------------------------------------------------------------------------------------
@@ -304,35 +285,6 @@ def setup(instance, defs, store, sizes: list[int], log) -> tuple[str, dict]:
 # Reporting.
 
 
-def machine_info() -> dict:
-    import dagster
-    import rasterio
-    import torch
-
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "os_cpu_count": os.cpu_count(),
-        "cpu_model": cpu,
-        "platform": py_platform.platform(),
-        "python": py_platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "dagster": dagster.__version__,
-        "rasterio": rasterio.__version__,
-        "gdal": rasterio.__gdal_version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "loadavg_1min_at_start": round(os.getloadavg()[0], 2),
-    }
-
-
 def summarise(n: int, platform_runs: list[dict], plain_runs: list[dict], rss: dict, identical: bool | None) -> dict:
     p = statistics.median(r["seconds"] for r in platform_runs)
     q = statistics.median(r["seconds"] for r in plain_runs)
@@ -426,39 +378,6 @@ def verdict(rows: list[dict], fixed: dict | None) -> list[str]:
     return out
 
 
-INTRO = """# Benchmarks
-
-Run them with `make bench` (which runs `.venv/bin/python -m bench.predictions`), or directly:
-`.venv/bin/python -m bench.predictions --sizes 64 256 1024 --repeats 3` (`--workers N` sets the compute
-resource's thread pool, `--keep` keeps the temporary directory). Run on an otherwise idle machine. Each
-run rewrites its section below (machine, versions and date included) and
-`bench/results/predictions.json` (git-ignored).
-
-## predictions: the platform versus a plain Python loop
-
-What is measured: the wall time to predict a synthetic region of N tiles (256x256 px, 4 bands uint16,
-10 m, EPSG:32631; N = 64, 256, 1024) with a small U-Net trained for the benchmark.
-
-* **platform**: `prediction_job` with the asset selection `[predictions]` for partition `2024-06-01|bench-N`,
-  run with `execute_in_process` on a persistent SQLite Dagster instance in a temporary `DAGSTER_HOME`. The
-  timer covers the whole call: job subsetting, run creation, resource init, the input manifest loaded by the
-  IO manager, version lookup, model load, tile reads / inference / writes, the mosaic, the output manifest,
-  metadata and the events written to SQLite. Tile reads and writes go through the **default compute
-  resource: a thread pool with one worker per core** (what users get).
-* **plain**: a **single-threaded** Python loop without Dagster doing the same work with the same libraries
-  (rasterio reads of the same tile COGs, `normalize`, the same exported model via `load_model`,
-  `predict_batch` in batches of the same size, `write_cog` per tile into a separate directory, then
-  `geo_assets.geo.mosaic` + `write_cog` for the mosaic).
-
-torch uses its default intra-op threads in both. The ratio is median platform / median plain over
-alternating runs; the target is <= 1.10 at 1024 tiles. Because the platform reads and writes tiles on a
-thread pool and the plain loop does not, the ratio mixes platform overhead with a parallel-I/O gain;
-`--workers 1` compares like with like. A 1-tile region measures the fixed cost of a run, and the
-breakdown splits each platform call by the run's event timestamps and step stats. Setup (regions,
-imagery, training) is not timed.
-"""
-
-
 def render_section(info: dict, args: dict, rows: list[dict], fixed: dict | None, setup_s: dict, rss_method: str) -> str:
     workers = args["workers"] or info["os_cpu_count"]
     lines = [
@@ -491,18 +410,6 @@ def render_section(info: dict, args: dict, rows: list[dict], fixed: dict | None,
         "Setup (not timed), seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in setup_s.items()) + ".",
     ]
     return "\n".join(lines)
-
-
-def write_doc(section: str) -> None:
-    text = DOC.read_text() if DOC.exists() else INTRO
-    block = f"{START}\n{section}\n{END}"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1]
-        text = before + block + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOC.write_text(text)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -570,7 +477,7 @@ def run(args, work: Path, log) -> int:
         weights = Path(store.path(record["weights"]))
         job = defs.resolve_job_def("prediction_job")  # loading the code location is not a per-run cost
 
-        reset_ok = _reset_peak()
+        reset_ok = reset_peak()
         rss_method = (
             "VmHWM reset before each run (/proc/self/clear_refs), max over runs; the whole process, "
             "torch and dagster imports included"
@@ -599,7 +506,7 @@ def run(args, work: Path, log) -> int:
             for r in range(args.repeats):
                 order = ("platform", "plain") if r % 2 == 0 else ("plain", "platform")
                 for mode in order:
-                    _reset_peak()
+                    reset_peak()
                     if mode == "platform":
                         res = platform_predict(job, instance, region, version, batch_size)
                         assert res["tiles"] == n, f"platform predicted {res['tiles']} tiles, expected {n}"
@@ -609,7 +516,7 @@ def run(args, work: Path, log) -> int:
                         res["seconds"] = res["model_load"] + res["tile_loop"] + res["mosaic"]
                         assert res["tiles"] == n, f"plain loop predicted {res['tiles']} tiles, expected {n}"
                         plain_runs.append(res)
-                    rss[mode] = max(rss[mode], _peak_mb(reset_ok))
+                    rss[mode] = max(rss[mode], peak_mb(reset_ok))
                     log(f"  {n:5d} tiles  {mode:8s} run {r + 1}/{args.repeats}: {res['seconds']:.2f} s")
             # Same pixels? (not timed)
             with rasterio.open(unquote(urlparse(platform_runs[-1]["mosaic_uri"]).path)) as a, rasterio.open(
@@ -666,7 +573,7 @@ def run(args, work: Path, log) -> int:
         )
         + "\n"
     )
-    write_doc(render_section(info, meta, rows, fixed, setup_s, rss_method))
+    write_section("predictions", render_section(info, meta, rows, fixed, setup_s, rss_method))
     print(f"\nwrote {RESULTS.relative_to(REPO)} and {DOC.relative_to(REPO)}")
     return 0
 

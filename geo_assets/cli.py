@@ -4,6 +4,7 @@
     geo-assets region add NAME --bbox MINX MINY MAXX MAXY --crs EPSG:32631 [--source synthetic] [--labels synthetic]
     geo-assets init        register built-in regions and the default model as partitions
     geo-assets demo        materialise the whole asset graph on the embedded default
+    geo-assets demo-cloud  the same on the aws and gcp profiles against local S3 and GCS servers
 """
 
 import argparse
@@ -79,6 +80,12 @@ def cmd_demo(args) -> int:
     return run_demo(_instance(), quick=args.quick)
 
 
+def cmd_demo_cloud(args) -> int:
+    from geo_assets.demo_cloud import run_demo_cloud
+
+    return run_demo_cloud(Path(args.workdir).resolve(), quick=args.quick)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="geo-assets", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -98,6 +105,10 @@ def parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="materialise the whole asset graph on the embedded default")
     demo.add_argument("--quick", action="store_true", help="fewer epochs and dates (for tests)")
     demo.set_defaults(fn=cmd_demo)
+    cloud = sub.add_parser("demo-cloud", help="the demo on the aws and gcp profiles against local S3 and GCS servers")
+    cloud.add_argument("--quick", action="store_true", help="fewer epochs and dates (for tests)")
+    cloud.add_argument("--workdir", default=".demo-cloud", help="servers' data, Dagster homes (default: .demo-cloud)")
+    cloud.set_defaults(fn=cmd_demo_cloud)
     return p
 
 

@@ -56,6 +56,8 @@ class ImageryConfig(dg.Config):
     source: Optional[Source] = None  # default: the region's own source in the catalogue
     bands: Bands = ["blue", "green", "red", "nir"]
     tile_size: TileSize = 256  # pixels per tile side
+    # STAC sources: keep items whose eo:cloud_cover (percent of the whole item) is at most this.
+    max_cloud: Annotated[float, _check(lambda v: 0 <= v <= 100, "max_cloud must be a percentage between 0 and 100, got {value}")] = 100.0
 
 
 class LabelsConfig(dg.Config):

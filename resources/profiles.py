@@ -1,19 +1,22 @@
 """Profiles: one dict of resources per deployment target, chosen by one environment variable.
 
-GEO_ASSETS_PROFILE=local (default) runs on this machine: SQLite instance, files under the
-Dagster home, a local thread pool. The gcp and aws profiles are planned.
-"""
+    GEO_ASSETS_PROFILE=local (default)  SQLite instance, files under the Dagster home, a thread pool
+    GEO_ASSETS_PROFILE=aws              assets in S3; credentials from the AWS standard chain
+    GEO_ASSETS_PROFILE=gcp              assets in GCS; credentials from Application Default Credentials
 
+This module is the only place that knows which cloud is in use.
+"""
 
 import os
 from pathlib import Path
 
 from geo_assets.geo.store import local_root
 from resources.compute import LocalPoolCompute
+from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
 
 PROFILE_ENV = "GEO_ASSETS_PROFILE"
-PROFILES = ("local",)
+PROFILES = ("local", "aws", "gcp")
 
 
 def get_profile() -> str:
@@ -32,14 +35,67 @@ def local_storage_root() -> str:
     return os.environ.get("GEO_ASSETS_STORAGE_ROOT") or local_root(dagster_home() / "storage")
 
 
-def _local() -> dict:
-    storage = StorageResource(root=local_storage_root())
+def _env(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
+def _cloud_root(profile: str, scheme: str) -> str:
+    root = _env("GEO_ASSETS_STORAGE_ROOT")
+    if not root or not root.startswith(scheme):
+        raise ValueError(
+            f"profile {profile} needs GEO_ASSETS_STORAGE_ROOT={scheme}bucket/prefix (got {root!r})"
+        )
+    return root
+
+
+def _imagery() -> ImageryResource:
+    """STAC APIs and source buckets: the public ones unless overridden (e.g. by local stand-ins)."""
+    overrides = {
+        "earth_search_url": _env("GEO_ASSETS_EARTH_SEARCH_URL"),
+        "planetary_computer_url": _env("GEO_ASSETS_PLANETARY_COMPUTER_URL"),
+        "landsat_url": _env("GEO_ASSETS_LANDSAT_URL"),
+        "s3_endpoint_url": _env("GEO_ASSETS_SOURCE_S3_ENDPOINT"),
+    }
+    if _env("GEO_ASSETS_SOURCE_S3_ENDPOINT"):  # a stand-in S3 server checks signatures with the usual keys
+        overrides.update(s3_no_sign=False, s3_region=_env("AWS_REGION") or "us-east-1")
+    return ImageryResource(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _resources(storage: StorageResource) -> dict:
     return {
         "storage": storage,
         "compute": LocalPoolCompute(workers=int(os.environ.get("GEO_ASSETS_WORKERS", "0"))),
         "io_manager": ManifestIOManager(storage=storage),
+        "imagery": _imagery(),
     }
 
 
+def _local() -> dict:
+    return _resources(StorageResource(root=local_storage_root()))
+
+
+def _aws() -> dict:
+    # Keys are not passed: s3fs/boto3 and GDAL each read the standard chain (env, config files, roles).
+    return _resources(
+        StorageResource(
+            root=_cloud_root("aws", "s3://"),
+            endpoint_url=_env("AWS_ENDPOINT_URL_S3") or _env("AWS_ENDPOINT_URL"),
+            region=_env("AWS_REGION") or _env("AWS_DEFAULT_REGION"),
+        )
+    )
+
+
+def _gcp() -> dict:
+    emulator = _env("STORAGE_EMULATOR_HOST")  # the same variable google-cloud-storage honours
+    return _resources(
+        StorageResource(
+            root=_cloud_root("gcp", "gs://"),
+            endpoint_url=emulator,
+            anonymous=bool(emulator),
+            project=_env("GOOGLE_CLOUD_PROJECT"),
+        )
+    )
+
+
 def resource_defs(profile: str | None = None) -> dict:
-    return {"local": _local}[profile or get_profile()]()
+    return {"local": _local, "aws": _aws, "gcp": _gcp}[profile or get_profile()]()

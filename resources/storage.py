@@ -7,16 +7,42 @@ themselves are COGs in the store, written by the tile work units.
 
 import dagster as dg
 
-from geo_assets.geo.store import Store, validate_key
+from geo_assets.geo.store import BucketNotFoundError, Store, make_store, validate_key
 
 
 class StorageResource(dg.ConfigurableResource):
-    """Where every output lives, addressed by a root URI (file:// now; gs:// and s3:// planned)."""
+    """Where every output lives, addressed by a root URI: file://, s3://bucket/prefix or gs://bucket/prefix.
+
+    Connection settings are optional: without them the cloud's standard credential chain applies
+    (instance/pod roles, GOOGLE_APPLICATION_CREDENTIALS). Pass secrets as `dg.EnvVar("NAME")`: the UI
+    then shows the variable's name, not its value. The store never puts them in messages or logs.
+    """
 
     root: str
+    endpoint_url: str | None = None  # an S3-compatible service or an emulator, e.g. http://127.0.0.1:8333
+    region: str | None = None  # s3:// only
+    access_key_id: str | None = None  # s3:// only
+    secret_access_key: str | None = None  # s3:// only
+    anonymous: bool = False  # unsigned requests (public buckets, emulators)
+    project: str | None = None  # gs:// only
 
     def store(self) -> Store:
-        return Store(self.root)
+        settings = {
+            name: _resolved(name, getattr(self, name))
+            for name in ("root", "endpoint_url", "region", "access_key_id", "secret_access_key", "project")
+        }
+        return make_store(settings.pop("root"), anonymous=self.anonymous, **settings)
+
+
+def _resolved(field: str, value):
+    """Inside a run Dagster has already replaced `dg.EnvVar`s by their values; outside one (the CLI,
+    the demo's summary) the field still holds the EnvVar, which is a str naming the variable."""
+    if isinstance(value, dg.EnvVar):
+        resolved = value.get_value()
+        if resolved is None:
+            raise ValueError(f"StorageResource.{field}: environment variable {str(value)!r} is not set")
+        return resolved
+    return value
 
 
 def partition_path(context: dg.InputContext | dg.OutputContext) -> str:
@@ -56,6 +82,8 @@ class ManifestIOManager(dg.ConfigurableIOManager):
         key = self._key(context)
         try:
             return self.storage.store().read_json(key)
+        except BucketNotFoundError:  # a configuration error, not a missing upstream output
+            raise
         except FileNotFoundError:
             raise FileNotFoundError(
                 f"upstream asset {context.asset_key.to_user_string()} has no output for partition "

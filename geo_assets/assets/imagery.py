@@ -13,28 +13,43 @@ from geo_assets.geo.sources import check_bands, get_source
 from geo_assets.geo.tiling import cut_imagery_tile
 from geo_assets.partitions import region_and_date, region_date_partitions
 from resources.compute import LocalPoolCompute
+from resources.imagery import ImageryResource
 from resources.storage import StorageResource
 
 
 @dg.asset(partitions_def=region_date_partitions, group_name="imagery", kinds={"python", "cog"})
 def imagery_tiles(
-    context: dg.AssetExecutionContext, config: ImageryConfig, storage: StorageResource, compute: LocalPoolCompute
+    context: dg.AssetExecutionContext,
+    config: ImageryConfig,
+    storage: StorageResource,
+    compute: LocalPoolCompute,
+    imagery: ImageryResource,
 ) -> dg.Output[dict]:
     """Read the source over the region's footprint and write one COG per grid tile."""
     region_name, date = region_and_date(context)
     store = storage.store()
     region = catalogue(store).get(region_name)
     source_name = config.source or region.source
-    spec = get_source(source_name).spec(region)
-    bands = check_bands(spec, config.bands)
+    source = get_source(source_name)
+    bands = check_bands(source.spec(region), config.bands)
     tag_run(context, region=region.name, date=date, source=source_name)
+
+    # One search per run; every tile then reads its windows from this plan.
+    scene = source.scene(region, date, imagery.settings(), bands=bands, max_cloud=config.max_cloud)
+    spec = scene.spec
+    described = scene.describe()
+    if described.get("items"):
+        ids = ", ".join(i["id"] for i in described["items"])
+        context.log.info(f"{len(described['items'])} {described['collection']} item(s), in mosaic order: {ids}")
 
     grid = TileGrid(region.crs, spec.resolution, config.tile_size)
     tiles = grid.tiles(region.bbox)
-    prefix = f"imagery/{region.name}/{date}/{source_name}-{config.tile_size}px-{'-'.join(bands)}"
+    # A cloud limit changes which items are read, so it is part of the output's path.
+    cloud_part = f"-cloud{config.max_cloud:g}" if config.max_cloud < 100 else ""
+    prefix = f"imagery/{region.name}/{date}/{source_name}-{config.tile_size}px-{'-'.join(bands)}{cloud_part}"
     context.log.info(f"cutting {len(tiles)} tiles of {config.tile_size} px from source {source_name!r}")
     entries = compute.map(
-        partial(cut_imagery_tile, store, source_name, region, date, bands, prefix), tiles, "imagery tiles", context.log.info
+        partial(cut_imagery_tile, store, scene, bands, prefix), tiles, "imagery tiles", context.log.info
     )
     nodata = float(np.mean([e["nodata_fraction"] for e in entries]))
     manifest = {
@@ -48,6 +63,7 @@ def imagery_tiles(
         "dtype": spec.dtype,
         "nodata": None if spec.nodata is None else float(spec.nodata),
         "prefix": prefix,
+        **({"scene": described} if described else {}),  # which items were read, in mosaic order
         "tiles": entries,
     }
     clouds = [e["cloud_fraction"] for e in entries if "cloud_fraction" in e]
@@ -63,6 +79,7 @@ def imagery_tiles(
             "bands": ", ".join(bands),
             "nodata_fraction": round(nodata, 4),
             **({"cloud_fraction": round(float(np.mean(clouds)), 4)} if clouds else {}),
+            **({"max_cloud": config.max_cloud, "scene": dg.MetadataValue.json(described)} if described else {}),
             "location": dg.MetadataValue.path(store.uri(prefix)),
         },
     )

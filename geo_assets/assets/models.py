@@ -139,7 +139,8 @@ def model_evaluation(
     name, version = trained_model["name"], trained_model["version"]
     tag_run(context, model=name, model_version=version)
     device = select_device(config.device)
-    model = load_model(store.path(trained_model["weights"]), device)
+    with store.local_copy(trained_model["weights"]) as weights:  # torch.export.load needs a local file
+        model = load_model(weights, device)
     cm = np.zeros((len(CLASSES), len(CLASSES)), dtype=np.int64)
     started = time.perf_counter()
     for imagery, labels in _inputs(store, config.regions, config.dates):

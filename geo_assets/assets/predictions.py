@@ -43,7 +43,8 @@ def predictions(
             "materialise imagery_tiles with the model's bands"
         )
     device = select_device(config.device)
-    model = load_model(store.path(record["weights"]), device)
+    with store.local_copy(record["weights"]) as weights:  # torch.export.load needs a local file
+        model = load_model(weights, device)
     variant = imagery_tiles["prefix"].rsplit("/", 1)[1]  # the imagery's source/tiling, so variants never collide
     prefix = f"predictions/{config.model}/{version}/{region}/{date}/{variant}"
     started = time.perf_counter()

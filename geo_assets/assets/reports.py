@@ -21,8 +21,10 @@ def region_report(
     tag_run(context, region=region, date=date, source=predictions["source"], model=predictions["model"], model_version=predictions["version"])
     pixel_km2 = predictions["resolution"] ** 2 / 1e6
     areas = {c: round(n * pixel_km2, 4) for c, n in predictions["class_counts"].items()}
-    rgb = true_colour([(store.path(t["path"]), t["bounds"]) for t in imagery_tiles["tiles"]], imagery_tiles["bands"])
-    png = side_by_side_png(rgb, class_colours(store.path(predictions["mosaic"]), rgb.shape[:2]))
+    with store.env():
+        rgb = true_colour([(store.path(t["path"]), t["bounds"]) for t in imagery_tiles["tiles"]], imagery_tiles["bands"])
+        classes = class_colours(store.path(predictions["mosaic"]), rgb.shape[:2])
+    png = side_by_side_png(rgb, classes)
     prefix = f"reports/{predictions['model']}/{predictions['version']}/{region}/{date}"
     store.write_bytes(f"{prefix}/preview.png", png)
     rows = "\n".join(f"| {c} | {a:.3f} |" for c, a in areas.items())

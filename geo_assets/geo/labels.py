@@ -52,7 +52,7 @@ def _rasterise_polygons(region: Region, tile: Tile) -> np.ndarray:
 
 
 def _scene_for(region: Region) -> str:
-    scene = SampleSource().scene(region)
+    scene = SampleSource().sample_scene(region)
     if scene.label_file is None:
         raise ValueError(f"sample scene {scene.name!r} covering region {region.name!r} has no label polygons")
     return scene.name

@@ -1,15 +1,30 @@
-"""Imagery sources: where a region's pixels come from, read one tile window at a time."""
+"""Imagery sources: where a region's pixels come from.
+
+A source turns (region, date, options) into a *scene*: a picklable plan of what to read (for a
+STAC source, the items chosen by one search, their band hrefs, harmonisation offsets and CRS).
+The scene is made once per asset run and handed to every tile's work unit, which calls
+`scene.read(bounds, bands)`: searching once and reading per tile keeps the catalogue out of the
+tile loop, and keeps tile work a plain function that any worker can run.
+
+    source = get_source("earth-search")
+    scene = source.scene(region, "2024-06-01", settings, bands=["red", "nir"], max_cloud=20)
+    window = scene.read(tile.bounds, ["red", "nir"])   # Window(data, valid, cloud)
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
 
-from geo_assets.geo import sample, synthetic
+from geo_assets.geo import sample, stac, synthetic
 from geo_assets.geo.grid import Bounds
 from geo_assets.geo.regions import Region
+from geo_assets.geo.stac import ImagerySettings
+
+
+DEFAULT_BANDS = ("blue", "green", "red", "nir")
 
 
 @dataclass(frozen=True)
@@ -30,12 +45,26 @@ class Window:
     cloud: np.ndarray | None  # (rows, cols) bool cloud mask, when the source provides one
 
 
+class Scene(Protocol):
+    """A source's plan for one region and date. Picklable; `read` may run on any worker."""
+
+    spec: SourceSpec  # spec.bands: the bands this scene can read
+    crs: str  # the CRS of the tile grid it reads onto (the region's)
+
+    def read(self, bounds: Bounds, bands: list[str]) -> Window: ...
+
+    def describe(self) -> dict: ...  # JSON-able: what was chosen (items), for manifests and metadata
+
+
 class ImagerySource(Protocol):
     name: str
 
-    def spec(self, region: Region) -> SourceSpec: ...
+    def spec(self, region: Region) -> SourceSpec: ...  # no network: what the source can deliver
 
-    def read(self, region: Region, date: str, bounds: Bounds, bands: list[str]) -> Window: ...
+    def scene(
+        self, region: Region, date: str, settings: ImagerySettings | None = None, *,
+        bands: list[str] | None = None, max_cloud: float = 100.0,
+    ) -> Scene: ...
 
 
 def check_bands(spec: SourceSpec, bands: list[str]) -> list[str]:
@@ -47,16 +76,54 @@ def check_bands(spec: SourceSpec, bands: list[str]) -> list[str]:
     return list(bands)
 
 
+def _size(bounds: Bounds, resolution: float) -> tuple[int, int]:
+    return int(round((bounds[3] - bounds[1]) / resolution)), int(round((bounds[2] - bounds[0]) / resolution))
+
+
+# --- synthetic -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyntheticScene:
+    spec: SourceSpec
+    crs: str
+    region: str
+    date: str
+
+    def read(self, bounds: Bounds, bands: list[str]) -> Window:
+        image, truth = synthetic.scene(self.region, self.date, bounds, synthetic.RESOLUTION, bands)
+        valid = np.ones(truth.shape, dtype=bool)
+        return Window(image, valid, truth == synthetic.CLASSES.index("cloud"))
+
+    def describe(self) -> dict:
+        return {}
+
+
 class SyntheticSource:
     name = "synthetic"
 
     def spec(self, region: Region) -> SourceSpec:
         return SourceSpec(self.name, synthetic.BANDS, synthetic.RESOLUTION, "uint16", synthetic.NODATA)
 
-    def read(self, region: Region, date: str, bounds: Bounds, bands: list[str]) -> Window:
-        image, truth = synthetic.scene(region.name, date, bounds, synthetic.RESOLUTION, bands)
-        valid = np.ones(truth.shape, dtype=bool)
-        return Window(image, valid, truth == synthetic.CLASSES.index("cloud"))
+    def scene(self, region, date, settings=None, *, bands=None, max_cloud=100.0) -> SyntheticScene:
+        return SyntheticScene(self.spec(region), region.crs, region.name, date)
+
+
+# --- sample ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SampleScene:
+    spec: SourceSpec
+    crs: str
+    sample: str  # the sample scene's name
+
+    def read(self, bounds: Bounds, bands: list[str]) -> Window:
+        data, valid = sample.read_sample(self.sample, bounds, self.crs, self.spec.resolution, bands)
+        return Window(data, valid, None)
+
+    def describe(self) -> dict:
+        return {}
 
 
 class SampleSource:
@@ -64,7 +131,7 @@ class SampleSource:
 
     name = "sample"
 
-    def scene(self, region: Region) -> sample.SampleScene:
+    def sample_scene(self, region: Region) -> sample.SampleScene:
         minx, miny, maxx, maxy = region.bbox
         for scene in sample.SAMPLES.values():
             (sminx, sminy, smaxx, smaxy), crs = sample.sample_footprint(scene.name)
@@ -76,16 +143,61 @@ class SampleSource:
         raise ValueError(f"no sample scene covers region {region.name!r} ({region.crs} {region.bbox}); scenes: {known}")
 
     def spec(self, region: Region) -> SourceSpec:
-        s = self.scene(region)
+        s = self.sample_scene(region)
         return SourceSpec(self.name, s.bands, s.resolution, s.dtype, s.nodata)
 
-    def read(self, region: Region, date: str, bounds: Bounds, bands: list[str]) -> Window:
-        s = self.scene(region)
-        data, valid = sample.read_sample(s.name, bounds, region.crs, s.resolution, bands)
-        return Window(data, valid, None)
+    def scene(self, region, date, settings=None, *, bands=None, max_cloud=100.0) -> SampleScene:
+        return SampleScene(self.spec(region), region.crs, self.sample_scene(region).name)
 
 
-SOURCES: dict[str, ImagerySource] = {s.name: s for s in (SyntheticSource(), SampleSource())}
+# --- STAC ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StacScene:
+    """The items one search chose, in mosaic order, and how to read them; tiles read windows."""
+
+    spec: SourceSpec
+    crs: str
+    collection: stac.Collection
+    items: tuple[stac.PlannedItem, ...]
+    settings: ImagerySettings
+
+    def read(self, bounds: Bounds, bands: list[str]) -> Window:
+        data, valid, cloud = stac.read_mosaic(
+            self.collection, self.items, check_bands(self.spec, bands), bounds, _size(bounds, self.spec.resolution),
+            self.crs, self.settings,
+        )
+        return Window(data, valid, cloud)
+
+    def describe(self) -> dict:
+        return {"collection": self.collection.collection, "items": [i.describe() for i in self.items]}
+
+
+class StacSource:
+    """A STAC API collection of COGs: Earth Search, Planetary Computer, Landsat Collection 2."""
+
+    def __init__(self, collection: stac.Collection):
+        self.collection = collection
+        self.name = collection.source
+
+    def spec(self, region: Region) -> SourceSpec:
+        c = self.collection
+        return SourceSpec(self.name, tuple(c.assets), c.resolution, "uint16", stac.NODATA)
+
+    def scene(self, region, date, settings=None, *, bands=None, max_cloud=100.0) -> StacScene:
+        settings = settings or ImagerySettings()
+        spec = self.spec(region)
+        bands = check_bands(spec, list(bands or DEFAULT_BANDS))  # every item must carry each band planned
+        url = settings.url(self.name)
+        items = stac.search(self.collection, url, region.bbox, region.crs, date, max_cloud, settings.http)
+        planned = stac.plan_items(self.collection, items, bands, region.crs)
+        return StacScene(replace(spec, bands=tuple(bands)), region.crs, self.collection, tuple(planned), settings)
+
+
+SOURCES: dict[str, ImagerySource] = {
+    s.name: s for s in (SyntheticSource(), SampleSource(), *(StacSource(c) for c in stac.COLLECTIONS.values()))
+}
 
 
 def get_source(name: str) -> ImagerySource:
@@ -93,3 +205,11 @@ def get_source(name: str) -> ImagerySource:
         return SOURCES[name]
     except KeyError:
         raise ValueError(f"unknown imagery source {name!r}; accepted: {', '.join(sorted(SOURCES))}") from None
+
+
+def plan_scene(
+    source: str, region: Region, date: str, settings: ImagerySettings | None = None, *,
+    bands: list[str] | None = None, max_cloud: float = 100.0,
+) -> Scene:
+    """`get_source(source).scene(...)`: the one call an asset (or a notebook) makes per region and date."""
+    return get_source(source).scene(region, date, settings, bands=bands, max_cloud=max_cloud)

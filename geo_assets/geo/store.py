@@ -1,23 +1,61 @@
-"""A store of objects addressed by relative keys under one root URI.
+"""A store of objects addressed by relative keys under one root URI: file://, s3:// or gs://.
 
-Only `file://` roots exist so far; the interface is URI-shaped so object stores can follow.
-Every write is atomic from a reader's point of view: data goes to a temporary name in the same
-directory and is renamed into place, so a reader sees the old object or the new one, never half.
+`Store(root)` (or `make_store(root, endpoint_url=..., ...)` with credentials) picks the class by
+scheme: LocalStore, S3Store or GCSStore. They share one interface:
+
+- object operations: `exists`, `read_bytes`/`write_bytes`, `read_json`/`write_json`, `list`,
+  `delete`, `writing(key)` (a local temporary file published on success) and `local_copy(key)`
+  (a local file with the object's bytes, for readers that need a real file, e.g. torch.export.load);
+- raster reads: `path(key)` is what GDAL opens (a local path, `/vsis3/bucket/key` or
+  `/vsigs/bucket/key`) inside `with store.env():`, which configures GDAL for this store.
+
+Every write is atomic from a reader's point of view, so a reader sees the old object or the new
+one, never half: locally data goes to a temporary name in the same directory and is renamed into
+place; object stores publish an object only when its upload completes, so a write is one upload.
+
+Remote stores split their I/O on purpose. Rasters are read by GDAL's own /vsis3/ and /vsigs/
+drivers: COG windowed reads with merged range requests and header caching, the same path
+production uses (fsspec would add a second HTTP stack under rasterio). Whole objects (put, get,
+list, delete) go through fsspec (s3fs, gcsfs), which give clear exceptions per failure.
+
+Credentials are fields with repr=False, and every backend error is re-raised as our own message
+naming the object URI or bucket and the problem, with any credential text removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import tempfile
 import uuid
+from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Iterator
+from typing import Any, ClassVar, ContextManager, Iterator
 from urllib.parse import unquote, urlparse
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9._=+@-]+$")
+# S3 and GCS bucket names: lowercase letters, digits, dots, hyphens (GCS also underscores).
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+SCHEMES = ("file://", "gs://", "s3://")
+
+# GDAL options for every remote raster read (GDAL retries only 429 and 5xx answers).
+_GDAL_REMOTE = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # we know the object's name: no LIST per open
+    "GDAL_HTTP_MAX_RETRY": "3",
+    "GDAL_HTTP_RETRY_DELAY": "0.5",
+}
+
+
+class BucketNotFoundError(FileNotFoundError):
+    """The storage root's bucket does not exist (a configuration error, unlike a missing object)."""
+
+
+class ObjectNotFoundError(FileNotFoundError):
+    """No object at a URI."""
 
 
 def validate_key(key: str) -> str:
@@ -29,35 +67,99 @@ def validate_key(key: str) -> str:
     return key
 
 
+def _unsupported(root: object) -> ValueError:
+    return ValueError(f"unsupported storage root {root!r}: accepted schemes: {', '.join(SCHEMES)}")
+
+
+def _store_class(root: object) -> type[Store]:
+    scheme = urlparse(root).scheme if isinstance(root, str) else None
+    classes = {"file": LocalStore, "s3": S3Store, "gs": GCSStore}
+    if scheme not in classes:
+        raise _unsupported(root)
+    return classes[scheme]
+
+
 @dataclass(frozen=True)
-class Store:
-    root: str  # e.g. file:///home/me/.dagster_home/storage
+class Store(ABC):
+    """The interface; `Store(root, ...)` builds the subclass for the root's scheme."""
+
+    root: str  # e.g. file:///home/me/.dagster_home/storage, s3://bucket/prefix, gs://bucket
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        # Like pathlib.Path: calling the base picks the concrete class by scheme, so code holding
+        # a root string needs no switch. (Unpickling calls __new__ on the concrete class itself.)
+        if cls is Store:
+            cls = _store_class(args[0] if args else kwargs.get("root"))
+        return super().__new__(cls)
+
+    def uri(self, key: str) -> str:
+        return self.root.rstrip("/") + "/" + validate_key(key)
+
+    @abstractmethod
+    def path(self, key: str) -> str:
+        """A path GDAL/rasterio can open for reading, inside `with self.env():`."""
+
+    @abstractmethod
+    def env(self) -> ContextManager:
+        """GDAL configuration for reading `path()`s of this store. Enter it in the thread that reads:
+        rasterio keeps config options per thread, so a pool's work units each enter their own."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def writing(self, key: str) -> ContextManager[str]:
+        """Yield a local temporary path to write; publish it at `key` atomically on success."""
+
+    @abstractmethod
+    def write_bytes(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def read_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """Keys of the objects directly or indirectly under `prefix`, sorted."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object at `key`; nothing happens when there is none."""
+
+    @abstractmethod
+    def local_copy(self, key: str) -> ContextManager[str]:
+        """Yield a local file path holding the object's bytes, to read only: for a local store it is
+        the stored file itself; for an object store a private copy, removed on exit."""
+
+    def write_json(self, key: str, value: object) -> None:
+        self.write_bytes(key, (json.dumps(value, indent=1, sort_keys=True) + "\n").encode())
+
+    def read_json(self, key: str) -> object:
+        return json.loads(self.read_bytes(key))
+
+
+@dataclass(frozen=True)
+class LocalStore(Store):
+    """Files under a file:// root."""
 
     def __post_init__(self) -> None:
-        parsed = urlparse(self.root)
-        if parsed.scheme != "file":
-            raise ValueError(
-                f"unsupported storage root {self.root!r}: accepted schemes: file:// "
-                "(gs:// and s3:// are planned)"
-            )
+        if urlparse(self.root).scheme != "file":
+            raise _unsupported(self.root)
 
     @property
     def base(self) -> Path:
         return Path(unquote(urlparse(self.root).path))
 
-    def uri(self, key: str) -> str:
-        return self.root.rstrip("/") + "/" + validate_key(key)
-
     def path(self, key: str) -> str:
-        """A path GDAL/rasterio can open for reading."""
         return str(self.base / validate_key(key))
 
+    def env(self) -> ContextManager:
+        return contextlib.nullcontext()
+
     def exists(self, key: str) -> bool:
-        return (self.base / validate_key(key)).exists()
+        return (self.base / validate_key(key)).is_file()
 
     @contextmanager
     def writing(self, key: str) -> Iterator[str]:
-        """Yield a local temporary path to write; publish it at `key` atomically on success."""
         final = self.base / validate_key(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f".tmp-{uuid.uuid4().hex}-{final.name}"
@@ -77,16 +179,10 @@ class Store:
         try:
             return path.read_bytes()
         except FileNotFoundError:
-            raise FileNotFoundError(f"no object at {self.uri(key)}") from None
-
-    def write_json(self, key: str, value: object) -> None:
-        self.write_bytes(key, (json.dumps(value, indent=1, sort_keys=True) + "\n").encode())
-
-    def read_json(self, key: str) -> object:
-        return json.loads(self.read_bytes(key))
+            raise ObjectNotFoundError(f"no object at {self.uri(key)}") from None
 
     def list(self, prefix: str) -> list[str]:
-        """Keys of the objects directly or indirectly under `prefix`, sorted; temporaries excluded."""
+        """As Store.list; leftover temporaries of killed writers are excluded."""
         base = self.base / validate_key(prefix)
         if not base.is_dir():
             return []
@@ -97,8 +193,326 @@ class Store:
                     keys.append(Path(dirpath, name).relative_to(self.base).as_posix())
         return sorted(keys)
 
+    def delete(self, key: str) -> None:
+        (self.base / validate_key(key)).unlink(missing_ok=True)
+
+    @contextmanager
+    def local_copy(self, key: str) -> Iterator[str]:
+        path = self.base / validate_key(key)
+        if not path.is_file():
+            raise ObjectNotFoundError(f"no object at {self.uri(key)}")
+        yield str(path)  # already a local file: no copy
+
+
+@dataclass(frozen=True)
+class ObjectStore(Store):
+    """Objects in a bucket, under an optional prefix: `<scheme>://bucket[/prefix]`."""
+
+    scheme: ClassVar[str]
+    vsi: ClassVar[str]  # GDAL's virtual file system prefix
+    label: ClassVar[str]  # the service's name, for messages
+
+    endpoint_url: str | None = None  # None: the cloud itself; else an emulator or another provider
+    anonymous: bool = False
+
+    def __post_init__(self) -> None:
+        parsed = urlparse(self.root)
+        if parsed.scheme != self.scheme:
+            raise _unsupported(self.root)
+        if not _BUCKET.fullmatch(parsed.netloc):
+            raise ValueError(f"invalid storage root {self.root!r}: {parsed.netloc!r} is not a bucket name")
+        prefix = parsed.path.strip("/")
+        if prefix:
+            validate_key(prefix)
+        if parsed.params or parsed.query or parsed.fragment:
+            raise ValueError(f"invalid storage root {self.root!r}: no parameters, query or fragment allowed")
+        if self.endpoint_url is not None:
+            endpoint = urlparse(self.endpoint_url)
+            if endpoint.scheme not in ("http", "https") or not endpoint.netloc:
+                raise ValueError(f"invalid endpoint_url {self.endpoint_url!r}: expected http(s)://host[:port]")
+
+    # -- state that is not configuration: built lazily, never pickled (a Store travels to Dask
+    # workers as its fields alone; each process builds its own clients).
+
+    def __getstate__(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def _cached(self, name: str, build):
+        cache = self.__dict__.setdefault("_cache", {})
+        # fsspec clients own an event loop thread: one made before a fork is unusable after it.
+        slot = (name, os.getpid())
+        if slot not in cache:
+            cache[slot] = build()
+        return cache[slot]
+
+    @property
+    def bucket(self) -> str:
+        return urlparse(self.root).netloc
+
+    @property
+    def prefix(self) -> str:
+        return urlparse(self.root).path.strip("/")
+
+    def _object(self, key: str) -> str:
+        """`bucket/prefix/key`, the name fsspec and GDAL's /vsi paths use."""
+        return "/".join(p for p in (self.bucket, self.prefix, validate_key(key)) if p)
+
+    def path(self, key: str) -> str:
+        return f"{self.vsi}{self._object(key)}"
+
+    def _vsi_root(self) -> str:
+        return f"{self.vsi}{'/'.join(p for p in (self.bucket, self.prefix) if p)}"
+
+    def _gdal_options(self) -> dict[str, str]:
+        return {
+            **_GDAL_REMOTE,
+            # GDAL caches object sizes and blocks per URL for the whole process, but our writes go
+            # through fsspec and may replace an object GDAL has read: without this, a re-read after
+            # an overwrite returns the old object's bytes. Caching within one open is kept.
+            "CPL_VSIL_CURL_NON_CACHED": self._vsi_root(),
+        }
+
+    # -- errors
+
+    def _secrets(self) -> list[str]:
+        return []
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets():
+            if secret and len(secret) >= 4:
+                text = text.replace(secret, "***")
+        return text
+
+    def _bucket_exists(self) -> bool:
+        """Asked only after a not-found answer, which S3 and GCS give alike for both."""
+        try:
+            self._cached("bucket", lambda: self._fs().info(self.bucket))  # remembered once seen
+        except FileNotFoundError:
+            return False
+        except Exception:  # denied, unreachable: no proof that the bucket is missing
+            pass
+        return True
+
+    @contextmanager
+    def _errors(self, action: str, target: str) -> Iterator[None]:
+        """Re-raise backend errors as ours: the URI or bucket and the problem, never credentials.
+
+        The backend's exception is not chained (`from None`): tracebacks in the Dagster UI show
+        chained causes, and a client library's message is not ours to vouch for.
+        """
+        try:
+            yield
+        except FileNotFoundError:
+            if not self._bucket_exists():
+                raise BucketNotFoundError(
+                    f"{self.label} bucket {self.bucket!r} does not exist (while {action} {target}); "
+                    "create it or fix the storage root"
+                ) from None
+            raise ObjectNotFoundError(f"no object at {target}") from None
+        except PermissionError:
+            raise PermissionError(
+                f"access denied to {self.label} bucket {self.bucket!r} (while {action} {target}): "
+                "the credentials were refused or lack permission"
+            ) from None
+        except Exception as exc:  # connection refused, timeouts, server errors
+            detail = self._redact(f"{type(exc).__name__}: {exc}")
+            raise OSError(f"{action} {target} failed: {detail}") from None
+
+    # -- object operations, through fsspec
+
+    @abstractmethod
+    def _new_fs(self): ...
+
+    def _fs(self):
+        return self._cached("fs", self._new_fs)
+
+    def exists(self, key: str) -> bool:
+        target = self.uri(key)
+        try:
+            with self._errors("checking", target):
+                return self._fs().info(self._object(key))["type"] == "file"
+        except ObjectNotFoundError:
+            return False
+
+    @contextmanager
+    def writing(self, key: str) -> Iterator[str]:
+        target = self.uri(key)
+        name = validate_key(key).rsplit("/", 1)[-1]
+        # The temporary is local and private: nothing reaches the bucket unless the block succeeds.
+        with tempfile.TemporaryDirectory(prefix="geo-assets-") as tmpdir:
+            tmp = os.path.join(tmpdir, name)
+            yield tmp
+            if not os.path.isfile(tmp):
+                raise FileNotFoundError(f"nothing was written to the temporary file for {target}")
+            with self._errors("writing", target):
+                self._fs().put_file(tmp, self._object(key))  # one upload: visible once complete
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        target = self.uri(key)
+        with self._errors("writing", target):
+            self._fs().pipe_file(self._object(key), data)
+
+    def read_bytes(self, key: str) -> bytes:
+        target = self.uri(key)
+        with self._errors("reading", target):
+            return self._fs().cat_file(self._object(key))
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._object(prefix) + "/"  # a file is not a prefix, and p/ never matches pp/
+        strip = len(self._object(prefix)) - len(validate_key(prefix))
+        try:
+            with self._errors("listing", self.uri(prefix) + "/"):
+                found = self._fs().find(base)
+        except ObjectNotFoundError:
+            return []
+        return sorted(p[strip:] for p in found if p.startswith(base))
+
+    def delete(self, key: str) -> None:
+        target = self.uri(key)
+        try:
+            with self._errors("deleting", target):
+                self._fs().rm_file(self._object(key))
+        except ObjectNotFoundError:
+            return
+
+    @contextmanager
+    def local_copy(self, key: str) -> Iterator[str]:
+        target = self.uri(key)
+        with tempfile.TemporaryDirectory(prefix="geo-assets-") as tmpdir:
+            tmp = os.path.join(tmpdir, validate_key(key).rsplit("/", 1)[-1])
+            with self._errors("downloading", target):
+                self._fs().get_file(self._object(key), tmp)
+            yield tmp
+
+
+@dataclass(frozen=True)
+class S3Store(ObjectStore):
+    """s3://bucket[/prefix] on AWS or any S3 API (endpoint_url). Without keys, the standard AWS
+    credential chain (environment, profile, instance or pod role) applies to both clients."""
+
+    scheme: ClassVar[str] = "s3"
+    vsi: ClassVar[str] = "/vsis3/"
+    label: ClassVar[str] = "S3"
+
+    region: str | None = None
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError(f"storage root {self.root}: give both access_key_id and secret_access_key, or neither")
+        if self.anonymous and self.access_key_id is not None:
+            raise ValueError(f"storage root {self.root}: anonymous access takes no access keys")
+
+    def _secrets(self) -> list[str]:
+        return [s for s in (self.secret_access_key, self.access_key_id) if s]
+
+    def _new_fs(self):
+        import s3fs
+
+        client_kwargs = {"region_name": self.region} if self.region else {}
+        return s3fs.S3FileSystem(
+            anon=self.anonymous,
+            key=self.access_key_id,
+            secret=self.secret_access_key,
+            endpoint_url=self.endpoint_url,
+            client_kwargs=client_kwargs,
+            # Listings are never cached: other processes (runs, sensors) write to the same bucket.
+            use_listings_cache=False,
+        )
+
+    def _session(self):
+        from rasterio.session import AWSSession
+
+        endpoint = None
+        if self.endpoint_url:
+            endpoint = urlparse(self.endpoint_url).netloc  # GDAL's AWS_S3_ENDPOINT is host:port
+        if self.anonymous:
+            return AWSSession(aws_unsigned=True, region_name=self.region, endpoint_url=endpoint)
+        # rasterio refuses AWS_* credential options in Env(); a session is its way to pass them.
+        return AWSSession(
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+            region_name=self.region,
+            endpoint_url=endpoint,
+        )
+
+    def env(self) -> ContextManager:
+        import rasterio
+
+        options = self._gdal_options()
+        if self.endpoint_url:
+            options["AWS_HTTPS"] = "YES" if urlparse(self.endpoint_url).scheme == "https" else "NO"
+            options["AWS_VIRTUAL_HOSTING"] = "FALSE"  # path-style URLs: emulators have no bucket DNS
+        return rasterio.Env(session=self._cached("session", self._session), **options)
+
+
+@dataclass(frozen=True)
+class GCSStore(ObjectStore):
+    """gs://bucket[/prefix] on Google Cloud Storage or an emulator (endpoint_url). Credentials come
+    from the standard chain (GOOGLE_APPLICATION_CREDENTIALS, gcloud, the metadata server), or none
+    when anonymous."""
+
+    scheme: ClassVar[str] = "gs"
+    vsi: ClassVar[str] = "/vsigs/"
+    label: ClassVar[str] = "GCS"
+
+    project: str | None = None
+
+    def _new_fs(self):
+        kwargs: dict[str, Any] = {"use_listings_cache": False}
+        if self.project:
+            kwargs["project"] = self.project
+        if self.anonymous:
+            kwargs["token"] = "anon"
+        if self.endpoint_url:
+            # gcsfs's experimental zonal/HNS layer asks a storage-control API that emulators lack
+            # and stalls 60 s per call; the variable is read when gcsfs is imported, so set it
+            # first, and take the plain class in case gcsfs was imported earlier without it.
+            os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+            from gcsfs.core import GCSFileSystem
+
+            return GCSFileSystem(endpoint_url=self.endpoint_url, **kwargs)
+        import gcsfs
+
+        return gcsfs.GCSFileSystem(**kwargs)
+
+    def env(self) -> ContextManager:
+        import rasterio
+
+        options = self._gdal_options()
+        if self.endpoint_url:
+            options["CPL_GS_ENDPOINT"] = self.endpoint_url.rstrip("/") + "/"
+        if self.anonymous:
+            options["GS_NO_SIGN_REQUEST"] = "YES"
+        return rasterio.Env(**options)
+
+
+def make_store(
+    root: str,
+    *,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+    anonymous: bool = False,
+    project: str | None = None,
+) -> Store:
+    """The store for `root`'s scheme, with the connection settings that apply to it."""
+    cls = _store_class(root)
+    given = {
+        "endpoint_url": endpoint_url, "region": region, "access_key_id": access_key_id,
+        "secret_access_key": secret_access_key, "anonymous": anonymous or None, "project": project,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    accepted = {f.name for f in fields(cls)} - {"root"}
+    extra = sorted(set(given) - accepted)
+    if extra:  # names only: the values may be secrets
+        scheme = urlparse(root).scheme
+        raise ValueError(f"storage root {root}: {', '.join(extra)} not accepted for {scheme}:// roots")
+    return cls(root, **given)
+
 
 def local_root(path: str | os.PathLike) -> str:
     return Path(path).resolve().as_uri()
-
-

@@ -15,7 +15,7 @@ from geo_assets.geo.grid import Tile
 from geo_assets.geo.labels import label_tile
 from geo_assets.geo.landcover import CLASSES, IGNORE
 from geo_assets.geo.regions import Region
-from geo_assets.geo.sources import get_source
+from geo_assets.geo.sources import Scene, check_bands
 from geo_assets.geo.store import Store
 
 
@@ -27,15 +27,14 @@ def pixel_digest(array: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def cut_imagery_tile(
-    store: Store, source: str, region: Region, date: str, bands: list[str], prefix: str, tile: Tile
-) -> dict:
-    src = get_source(source)
-    spec = src.spec(region)
-    window = src.read(region, date, tile.bounds, bands)
+def cut_imagery_tile(store: Store, scene: Scene, bands: list[str], prefix: str, tile: Tile) -> dict:
+    """Read one tile of a scene (planned once per run by its source) and store it as a COG."""
+    spec = scene.spec
+    bands = check_bands(spec, bands)
+    window = scene.read(tile.bounds, bands)
     key = f"{prefix}/{tile.key}.tif"
     with store.writing(key) as tmp:
-        write_cog(tmp, window.data, region.crs, tile.transform, spec.nodata, bands)
+        write_cog(tmp, window.data, scene.crs, tile.transform, spec.nodata, bands)
     entry = {
         "key": tile.key,
         "path": key,
@@ -46,7 +45,7 @@ def cut_imagery_tile(
     if window.cloud is not None:
         cloud_key = f"{prefix}/{tile.key}.cloud.tif"
         with store.writing(cloud_key) as tmp:
-            write_cog(tmp, window.cloud.astype(np.uint8), region.crs, tile.transform, None, ["cloud"])
+            write_cog(tmp, window.cloud.astype(np.uint8), scene.crs, tile.transform, None, ["cloud"])
         entry["cloud_path"] = cloud_key
         entry["cloud_digest"] = pixel_digest(window.cloud)
         entry["cloud_fraction"] = round(float(window.cloud.mean()), 6)

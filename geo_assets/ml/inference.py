@@ -28,7 +28,9 @@ def valid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
 
 
 def read_tile(store: Store, entry: dict) -> tuple[np.ndarray, np.ndarray, dict]:
-    data, profile = read_raster(store.path(entry["path"]))
+    # Entered per work unit: rasterio's GDAL config is per thread, and this runs on a pool.
+    with store.env():
+        data, profile = read_raster(store.path(entry["path"]))
     return normalize(data), valid_mask(data, profile["nodata"]), profile
 
 
@@ -71,6 +73,7 @@ def predict_tiles(
 
 def write_mosaic(store: Store, tiles: list[tuple[str, Bounds]], crs: str, key: str) -> None:
     """Merge class tiles, given as (key, bounds), into one COG with overviews for browsing whole regions."""
-    classes, transform = mosaic([(store.path(k), b) for k, b in tiles], IGNORE)
+    with store.env():
+        classes, transform = mosaic([(store.path(k), b) for k, b in tiles], IGNORE)
     with store.writing(key) as tmp:
         write_cog(tmp, classes, crs, transform, IGNORE, ["class"], blocksize=512)

@@ -25,10 +25,11 @@ def check_same_grid(imagery: dict, labels: dict) -> None:
 def _load_pair(store: Store, item: tuple[dict, dict]) -> tuple[np.ndarray, np.ndarray]:
     tile, label_entry = item
     image, valid, _ = read_tile(store, tile)
-    label, _ = read_raster(store.path(label_entry["path"]))
+    with store.env():  # in the work unit: GDAL config is per thread
+        label, _ = read_raster(store.path(label_entry["path"]))
+        cloud = read_raster(store.path(tile["cloud_path"]))[0] if "cloud_path" in tile else None
     label = label[0].copy()
-    if "cloud_path" in tile:  # this date's clouds cover whatever land lies below
-        cloud, _ = read_raster(store.path(tile["cloud_path"]))
+    if cloud is not None:  # this date's clouds cover whatever land lies below
         label[cloud[0] == 1] = CLASSES.index("cloud")
     label[~valid] = IGNORE
     return image, label

@@ -7,6 +7,7 @@ from geo_assets.cli import register
 from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
 from geo_assets.geo.store import Store, local_root
 from resources.compute import LocalPoolCompute
+from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
 
 # 2 x 2 tiles of 64 px at 10 m, on the grid (edges on multiples of 640 m).
@@ -33,7 +34,10 @@ def store(tmp_path) -> Store:
 @pytest.fixture
 def resources(store) -> dict:
     storage = StorageResource(root=store.root)
-    return {"storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage)}
+    return {
+        "storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
+        "imagery": ImageryResource(),
+    }
 
 
 @pytest.fixture

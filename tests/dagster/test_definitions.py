@@ -59,5 +59,5 @@ def test_unknown_profile_is_refused(monkeypatch):
     from resources.profiles import resource_defs
 
     monkeypatch.setenv("GEO_ASSETS_PROFILE", "azure")
-    with pytest.raises(ValueError, match="unknown profile GEO_ASSETS_PROFILE='azure'; accepted: local"):
+    with pytest.raises(ValueError, match="unknown profile GEO_ASSETS_PROFILE=.azure.; accepted: local, aws, gcp"):
         resource_defs()

@@ -13,6 +13,7 @@ from geo_assets.geo.cog import write_cog
 from geo_assets.geo.grid import TileGrid
 from geo_assets.geo.landcover import COLOURS, IGNORE
 from geo_assets.geo.preview import class_colours, side_by_side_png, true_colour
+from geo_assets.geo.sources import plan_scene
 from geo_assets.geo.tiling import cut_imagery_tile
 
 
@@ -48,7 +49,7 @@ def synthetic_tiles(store, regions):
     tiles = TileGrid(region.crs, 10.0, 256).tiles(region.bbox)[:2]  # two tiles side by side
     assert tiles[0].row == tiles[1].row
     bands = ["blue", "green", "red", "nir"]
-    entries = [cut_imagery_tile(store, "synthetic", region, "2024-06-01", bands, "i", t) for t in tiles]
+    entries = [cut_imagery_tile(store, plan_scene("synthetic", region, "2024-06-01"), bands, "i", t) for t in tiles]
     return [(store.path(e["path"]), e["bounds"]) for e in entries], bands
 
 

@@ -103,9 +103,9 @@ def test_ordinary_keys_accepted(key):
     assert validate_key(key) == key
 
 
-@pytest.mark.parametrize("root", ["s3://bucket/prefix", "gs://bucket", "/tmp/plain/path", "http://host/x", "relative/dir"])
-def test_only_file_roots_accepted(root):
-    with pytest.raises(ValueError, match=r"unsupported storage root .*accepted schemes: file://") as err:
+@pytest.mark.parametrize("root", ["/tmp/plain/path", "http://host/x", "relative/dir", "ftp://host/x"])
+def test_unsupported_roots_refused(root):  # gs:// and s3:// roots: tests/cloud
+    with pytest.raises(ValueError, match=r"unsupported storage root .*accepted schemes: file://, gs://, s3://") as err:
         Store(root)
     assert repr(root) in str(err.value)
 

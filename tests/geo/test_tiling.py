@@ -17,6 +17,7 @@ from geo_assets.geo import synthetic
 from geo_assets.geo.cog import read_raster
 from geo_assets.geo.grid import TileGrid
 from geo_assets.geo.landcover import CLASSES, IGNORE
+from geo_assets.geo.sources import plan_scene
 from geo_assets.geo.tiling import cut_imagery_tile, cut_label_tile
 
 BANDS4 = ["blue", "green", "red", "nir"]
@@ -38,7 +39,7 @@ def _check_georef(store, key, region, tile, count, dtype):
 def test_synthetic_imagery_tile(store, regions):
     region, date = regions["synth-train-a"], "2024-07-01"
     tile = _tiles(region, 10.0)[5]
-    entry = cut_imagery_tile(store, "synthetic", region, date, BANDS4, "imagery/a", tile)
+    entry = cut_imagery_tile(store, plan_scene("synthetic", region, date), BANDS4, "imagery/a", tile)
     assert entry["key"] == tile.key and entry["path"] == f"imagery/a/{tile.key}.tif"
     assert entry["bounds"] == list(tile.bounds)
     assert entry["nodata_fraction"] == 0.0
@@ -64,7 +65,7 @@ def test_find_a_cloudy_tile_and_a_clear_tile(store, regions):
     """cloud_fraction is per tile: it varies across the region (so the field is not a constant)."""
     region, date = regions["synth-train-a"], "2024-06-01"
     fractions = [
-        cut_imagery_tile(store, "synthetic", region, date, ["red"], "c", t)["cloud_fraction"]
+        cut_imagery_tile(store, plan_scene("synthetic", region, date), ["red"], "c", t)["cloud_fraction"]
         for t in _tiles(region, 10.0)[::5]
     ]
     assert len(set(fractions)) > 1 and max(fractions) > 0
@@ -73,7 +74,7 @@ def test_find_a_cloudy_tile_and_a_clear_tile(store, regions):
 def test_band_subset_and_order(store, regions):
     region = regions["synth-holdout"]
     tile = _tiles(region, 10.0)[0]
-    entry = cut_imagery_tile(store, "synthetic", region, "2024-06-01", ["swir1", "nir"], "p", tile)
+    entry = cut_imagery_tile(store, plan_scene("synthetic", region, "2024-06-01"), ["swir1", "nir"], "p", tile)
     data, profile = read_raster(store.path(entry["path"]))
     assert profile["band_names"] == ["swir1", "nir"]
     full, _ = synthetic.scene(region.name, "2024-06-01", tile.bounds, 10.0, synthetic.BANDS)
@@ -83,17 +84,19 @@ def test_band_subset_and_order(store, regions):
 def test_unknown_source_and_band_write_nothing(store, regions):
     region = regions["synth-train-a"]
     tile = _tiles(region, 10.0)[0]
-    with pytest.raises(ValueError, match=r"unknown imagery source 'landsat'; accepted: sample, synthetic"):
-        cut_imagery_tile(store, "landsat", region, "2024-06-01", BANDS4, "x", tile)
+    with pytest.raises(ValueError, match=r"unknown imagery source 'landsat'; accepted: earth-search, landsat-c2, planetary-computer, sample, synthetic"):
+        cut_imagery_tile(store, plan_scene("landsat", region, "2024-06-01"), BANDS4, "x", tile)
     with pytest.raises(ValueError, match=r"unknown band\(s\) \['thermal'\]"):
-        cut_imagery_tile(store, "synthetic", region, "2024-06-01", ["red", "thermal"], "x", tile)
+        cut_imagery_tile(store, plan_scene("synthetic", region, "2024-06-01"), ["red", "thermal"], "x", tile)
     assert not store.base.exists() or not any(store.base.rglob("*"))
 
 
 def test_work_unit_arguments_are_picklable(store, regions):
     region = regions["synth-train-a"]
     tile = _tiles(region, 10.0)[0]
+    scenes = (plan_scene("synthetic", region, "2024-06-01"), plan_scene("sample", regions["s2-sample"], "2020-01-01"))
     assert pickle.loads(pickle.dumps((store, region, tile))) == (store, region, tile)
+    assert repr(pickle.loads(pickle.dumps(scenes))) == repr(scenes)  # repr: the sample's nodata is NaN
 
 
 def _s2_file():
@@ -108,7 +111,7 @@ def test_sample_imagery_tiles_partly_outside_the_data(store, regions):
         assert src.res == (10.0, 10.0) and src.crs.to_string() == region.crs
         fb = src.bounds
         for tile in tiles:
-            entry = cut_imagery_tile(store, "sample", region, region.dates[0], BANDS4, "s2", tile)
+            entry = cut_imagery_tile(store, plan_scene("sample", region, region.dates[0]), BANDS4, "s2", tile)
             assert "cloud_path" not in entry  # the sample source has no cloud mask
             data, profile = _check_georef(store, entry["path"], region, tile, 4, "float64")
             assert math.isnan(profile["nodata"]) and profile["band_names"] == BANDS4
@@ -137,7 +140,7 @@ def test_landsat_sample_tiles_report_their_nodata(store, regions):
     region = regions["landsat-sample"]
     tiles = _tiles(region, 30.0)
     for tile in (tiles[0], tiles[len(tiles) // 2], tiles[-1]):
-        entry = cut_imagery_tile(store, "sample", region, region.dates[0], ["red", "green", "blue"], "l8", tile)
+        entry = cut_imagery_tile(store, plan_scene("sample", region, region.dates[0]), ["red", "green", "blue"], "l8", tile)
         data, profile = _check_georef(store, entry["path"], region, tile, 3, "uint16")
         assert profile["nodata"] == 0
         nodata = (data == 0).any(axis=0).mean()
@@ -186,10 +189,10 @@ def test_manifest_entries_carry_pixel_digests(store, regions):
     region = regions["synth-train-a"]
     tile = TileGrid(region.crs, 10.0, 64).tiles(region.bbox)[0]
     bands = ["blue", "green", "red", "nir"]
-    june = cut_imagery_tile(store, "synthetic", region, "2024-06-01", bands, "i", tile)
+    june = cut_imagery_tile(store, plan_scene("synthetic", region, "2024-06-01"), bands, "i", tile)
     data, _ = read_raster(store.path(june["path"]))
     assert june["digest"] == pixel_digest(data)
-    july = cut_imagery_tile(store, "synthetic", region, "2024-07-01", bands, "i", tile)  # same path, new pixels
+    july = cut_imagery_tile(store, plan_scene("synthetic", region, "2024-07-01"), bands, "i", tile)  # same path, new pixels
     assert july["path"] == june["path"] and july["digest"] != june["digest"]
     label = cut_label_tile(store, region, "synthetic", 10.0, "l", tile)
     mask, _ = read_raster(store.path(label["path"]))

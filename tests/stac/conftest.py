@@ -1,0 +1,72 @@
+"""Real servers for the STAC sources: SeaweedFS (S3), three rustac STAC APIs, and the one fake
+(Planetary Computer's token endpoint with its blob container, see fake_pc.py). Started once per
+session; the catalogues are built from the sample clips by geo_assets.emulators.stac_data."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+import pytest
+
+from geo_assets.emulators import stac_data
+from geo_assets.emulators.s3 import seaweedfs
+from geo_assets.emulators.stac import stac_api
+from geo_assets.geo import stac
+from geo_assets.geo.grid import TileGrid
+from geo_assets.geo.regions import Region
+from geo_assets.geo.stac import HttpRetry, ImagerySettings
+from fake_pc import FakePlanetaryComputer  # tests/stac is on sys.path (rootdir-less test folders)
+
+ACCESS_KEY, SECRET_KEY = "geo-assets-test", "geo-assets-test-secret"
+# 2 x 2 tiles of 64 px on the grid, inside the Sentinel-2 sample (10 m, EPSG:32719) ...
+S2_REGION = Region("es-field", (600320.0, 4698240.0, 601600.0, 4699520.0), "EPSG:32719", "earth-search", None, ("2024-06-01",))
+# ... and inside the Landsat clips (30 m, EPSG:32621), where the two scenes overlap and one has gaps.
+L8_REGION = Region("l8-field", (733440.0, -2789760.0, 737280.0, -2785920.0), "EPSG:32621", "landsat-c2", None, ("2020-05-18",))
+
+
+def tiles(region: Region, resolution: float, size: int = 64):
+    return TileGrid(region.crs, resolution, size).tiles(region.bbox)
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("stac")
+
+
+@pytest.fixture(scope="session")
+def s3(workdir):
+    with seaweedfs(workdir / "s3", ["sentinel-cogs", "usgs-landsat"], ACCESS_KEY, SECRET_KEY) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def pc(workdir):
+    with FakePlanetaryComputer(workdir / "blobs") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def catalogues(workdir, s3, pc):
+    es = stac_data.earth_search(workdir / "es", s3)
+    l8 = stac_data.landsat(workdir / "l8", s3)
+    pcat = stac_data.planetary_computer(workdir / "pc", pc.blob_root, pc.url)
+    es.write(workdir / "earth-search-items.json")
+    l8.write(workdir / "landsat-items.json")
+    pcat.write(workdir / "pc-items.json")
+    return {"earth-search": es, "landsat-c2": l8, "planetary-computer": pcat}
+
+
+@pytest.fixture(scope="session")
+def stac_urls(workdir, catalogues):
+    with ExitStack() as stack:
+        yield {name: stack.enter_context(stac_api(workdir, [cat.items_file])) for name, cat in catalogues.items()}
+
+
+@pytest.fixture
+def settings(s3, stac_urls, pc) -> ImagerySettings:
+    stac._TOKENS.clear()  # each test starts without cached SAS tokens
+    return ImagerySettings(
+        stac_urls=stac_urls, s3_endpoint=s3.endpoint_url, s3_region=s3.region, s3_no_sign=False,
+        s3_access_key=ACCESS_KEY, s3_secret_key=SECRET_KEY, pc_token_url=pc.token_url,
+        http=HttpRetry(retries=2, backoff_s=0.05, timeout_s=10.0),
+    )

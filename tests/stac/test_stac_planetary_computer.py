@@ -1,0 +1,105 @@
+"""Planetary Computer: the same collection under other asset names, with hrefs signed at read time."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from conftest import S2_REGION, tiles
+from expect import BANDS, mosaic, s2_layer
+
+from geo_assets.geo.sources import plan_scene
+from geo_assets.geo.stac import ImageryError, SasTokenSigner, blob_container
+
+ITEM = "S2B_MSIL2A_20240601T143729_R096_T19FFM_20240601T180203"
+
+
+@pytest.fixture
+def pc_server(pc):
+    pc.token_calls.clear()
+    pc.refused.clear()
+    pc.fail_next.clear()
+    pc.lifetime_s = 3600.0
+    yield pc
+    pc.lifetime_s = 3600.0
+    pc.fail_next.clear()
+
+
+def test_signs_lazily_caches_the_token_and_reads_harmonised_pixels(settings, pc_server, catalogues):
+    scene = plan_scene("planetary-computer", S2_REGION, "2024-06-01", settings, bands=BANDS)
+    assert [i.id for i in scene.items] == [ITEM]
+    assert scene.items[0].hrefs["blue"].startswith(pc_server.url + "/sentinel2l2a01/sentinel2-l2/19/F/FM/2024/06/01/")
+    assert pc_server.token_calls == []  # planning signs nothing
+    for tile in tiles(S2_REGION, 10.0):
+        win = scene.read(tile.bounds, BANDS)
+        data, valid, cloud, _ = mosaic([s2_layer(catalogues["planetary-computer"], ITEM, tile.bounds, 1000)])
+        np.testing.assert_array_equal(win.data, data)  # baseline 05.00, no boa flag: DN - 1000
+        np.testing.assert_array_equal(win.cloud, cloud)
+        assert valid.any()
+    # 4 tiles x 5 files, one container: one token, fetched at the first read.
+    assert pc_server.token_calls == [("sentinel2l2a01", "sentinel2-l2")]
+    assert pc_server.refused == []
+
+
+def test_an_expired_token_is_refreshed(settings, pc_server):
+    signer = SasTokenSigner(pc_server.token_url, settings.http, refresh_margin_s=0.0)
+    scene = plan_scene("planetary-computer", S2_REGION, "2024-06-01", dataclasses.replace(settings, signer=signer), bands=["red"])
+    pc_server.lifetime_s = 1.0
+    bounds = tiles(S2_REGION, 10.0)[0].bounds
+    first = scene.read(bounds, ["red"])
+    old = signer(scene.items[0].hrefs["red"])  # still the cached token
+    assert len(pc_server.token_calls) == 1
+    time.sleep(1.2)
+    with pytest.raises(urllib.error.HTTPError, match="403"):  # the server refuses the expired token ...
+        urllib.request.urlopen(old, timeout=5)
+    again = scene.read(bounds, ["red"])  # ... and the signer fetched a new one
+    assert len(pc_server.token_calls) == 2
+    np.testing.assert_array_equal(again.data, first.data)
+
+
+def test_a_custom_signer_is_called_per_read(settings, pc_server):
+    signed = []
+    default = SasTokenSigner(pc_server.token_url, settings.http)
+
+    def sign(href: str) -> str:
+        signed.append(href)
+        return default(href)
+
+    scene = plan_scene("planetary-computer", S2_REGION, "2024-06-01", dataclasses.replace(settings, signer=sign), bands=["red", "nir"])
+    assert signed == []
+    scene.read(tiles(S2_REGION, 10.0)[0].bounds, ["red", "nir"])
+    item = scene.items[0]
+    assert signed == [item.hrefs["mask"], item.hrefs["red"], item.hrefs["nir"]]
+
+
+def test_token_endpoint_retries_transient_failures_only(settings, pc_server):
+    signer = SasTokenSigner(pc_server.token_url, settings.http)
+    href = f"{pc_server.url}/sentinel2l2a01/sentinel2-l2/x.tif"
+    pc_server.fail_next[:] = [503, 429]
+    assert "sig=" in signer(href)
+    assert len(pc_server.token_calls) == 3  # two transient failures, then the token
+
+    signer = SasTokenSigner(pc_server.token_url + "?fresh", settings.http)  # another cache key
+    pc_server.token_calls.clear()
+    pc_server.fail_next[:] = [403]
+    with pytest.raises(ImageryError, match=r"SAS token request .*/token/sentinel2l2a01/sentinel2-l2\?fresh answered HTTP 403"):
+        signer(href)
+    assert len(pc_server.token_calls) == 1  # a 4xx is an answer: never retried
+
+
+def test_blob_container_of_real_and_emulated_urls():
+    assert blob_container("https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2/19/F/FM/B02.tif") == ("sentinel2l2a01", "sentinel2-l2")
+    assert blob_container("http://127.0.0.1:10000/devstoreaccount1/c/b.tif") == ("devstoreaccount1", "c")
+    with pytest.raises(ValueError, match="cannot tell"):
+        blob_container("http://127.0.0.1:10000/x.tif")
+
+
+def test_an_unsigned_read_is_refused_and_named(settings, pc_server):
+    scene = plan_scene("planetary-computer", S2_REGION, "2024-06-01", dataclasses.replace(settings, signer=lambda href: href), bands=["red"])
+    with pytest.raises(ImageryError, match=r"^http://127\.0\.0\.1:\d+/sentinel2l2a01/sentinel2-l2/.*/SCL\.tif: access denied"):
+        scene.read(tiles(S2_REGION, 10.0)[0].bounds, ["red"])
+    assert pc_server.refused
