@@ -16,6 +16,7 @@ import re
 import threading
 import time
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -474,6 +475,53 @@ def _integral(*values: float) -> bool:
     return all(abs(v - round(v)) < 1e-6 for v in values)
 
 
+_DATASETS = threading.local()
+_OPEN_PER_THREAD = 32
+
+
+def _dataset(path: str) -> "_Open":
+    """An open dataset for `path`, kept per thread and reused by the following tiles.
+
+    A source COG's blocks (512-1024 px) span several 256 px tiles, and GDAL caches decoded blocks
+    per open dataset: reopening for every tile would fetch and decompress each block again.
+    Datasets are not shared between threads (GDAL handles are not thread-safe); a small LRU
+    bounds how many stay open. Its georeferencing is read once, with it.
+    """
+    cache = getattr(_DATASETS, "open", None)
+    if cache is None:
+        cache = _DATASETS.open = OrderedDict()
+    entry = cache.get(path)
+    if entry is None or entry.src.closed:
+        src = rasterio.open(path)
+        entry = cache[path] = _Open(src, src.crs, src.transform, src.bounds, src.dtypes[0])
+        while len(cache) > _OPEN_PER_THREAD:
+            cache.popitem(last=False)[1].src.close()
+    else:
+        cache.move_to_end(path)
+    return entry
+
+
+@dataclass(frozen=True)
+class _Open:
+    src: rasterio.DatasetReader
+    crs: CRS
+    transform: object
+    bounds: tuple
+    dtype: str
+
+
+@lru_cache(maxsize=64)
+def _same_crs(src_crs: CRS, crs: str) -> bool:
+    return src_crs == CRS.from_user_input(crs)
+
+
+def close_datasets() -> None:
+    """Close this thread's kept-open datasets (e.g. between benchmark runs, or to drop cached blocks)."""
+    for entry in getattr(_DATASETS, "open", {}).values():
+        entry.src.close()
+    _DATASETS.open = OrderedDict()
+
+
 def read_window(
     href: str, path: str, declared_crs: str | None, bounds: Bounds, size: tuple[int, int], crs: str, resolution: float, fill: int
 ) -> np.ndarray:
@@ -487,30 +535,31 @@ def read_window(
     left, bottom, right, top = bounds
     rows, cols = size
     try:
-        with rasterio.open(path) as src:
-            if declared_crs is not None and src.crs != CRS.from_user_input(declared_crs):
-                raise ItemMismatchError(f"{href}: the COG is in {src.crs}, but its STAC item declares {declared_crs}")
-            t = src.transform
-            if src.crs == CRS.from_user_input(crs) and t.b == 0 and t.d == 0 and t.e < 0:
-                sb = src.bounds
-                x0, x1, y0, y1 = max(left, sb.left), min(right, sb.right), max(bottom, sb.bottom), min(top, sb.top)
-                out = np.full(size, fill, dtype=src.dtypes[0])
-                if x0 >= x1 or y0 >= y1:
-                    return out
-                c0, c1, r0, r1 = ((x0 - left) / resolution, (x1 - left) / resolution, (top - y1) / resolution, (top - y0) / resolution)
-                sc0, sc1, sr0, sr1 = ((x0 - t.c) / t.a, (x1 - t.c) / t.a, (t.f - y1) / -t.e, (t.f - y0) / -t.e)
-                if _integral(c0, c1, r0, r1, sc0, sc1, sr0, sr1):
-                    c0, c1, r0, r1, sc0, sc1, sr0, sr1 = (int(round(v)) for v in (c0, c1, r0, r1, sc0, sc1, sr0, sr1))
-                    out[r0:r1, c0:c1] = src.read(
-                        1, window=RasterWindow(sc0, sr0, sc1 - sc0, sr1 - sr0), out_shape=(r1 - r0, c1 - c0),
-                        resampling=Resampling.nearest,
-                    )
-                    return out
-            with WarpedVRT(
-                src, crs=crs, transform=from_origin(left, top, resolution, resolution), width=cols, height=rows,
-                resampling=Resampling.nearest, nodata=fill,
-            ) as vrt:
-                return vrt.read(1)
+        ds = _dataset(path)  # kept open for the next tiles
+        src = ds.src
+        if declared_crs is not None and ds.crs != CRS.from_user_input(declared_crs):
+            raise ItemMismatchError(f"{href}: the COG is in {ds.crs}, but its STAC item declares {declared_crs}")
+        t = ds.transform
+        if _same_crs(ds.crs, crs) and t.b == 0 and t.d == 0 and t.e < 0:
+            sb = ds.bounds
+            x0, x1, y0, y1 = max(left, sb.left), min(right, sb.right), max(bottom, sb.bottom), min(top, sb.top)
+            if x0 >= x1 or y0 >= y1:
+                return np.full(size, fill, dtype=ds.dtype)
+            c0, c1, r0, r1 = ((x0 - left) / resolution, (x1 - left) / resolution, (top - y1) / resolution, (top - y0) / resolution)
+            sc0, sc1, sr0, sr1 = ((x0 - t.c) / t.a, (x1 - t.c) / t.a, (t.f - y1) / -t.e, (t.f - y0) / -t.e)
+            if _integral(c0, c1, r0, r1, sc0, sc1, sr0, sr1):
+                c0, c1, r0, r1, sc0, sc1, sr0, sr1 = (int(round(v)) for v in (c0, c1, r0, r1, sc0, sc1, sr0, sr1))
+                window = RasterWindow(sc0, sr0, sc1 - sc0, sr1 - sr0)
+                if (r0, c0, r1, c1) == (0, 0, rows, cols) and (window.height, window.width) == size:
+                    return src.read(1, window=window)  # the common case: the tile lies inside the COG, same pixels
+                out = np.full(size, fill, dtype=ds.dtype)
+                out[r0:r1, c0:c1] = src.read(1, window=window, out_shape=(r1 - r0, c1 - c0), resampling=Resampling.nearest)
+                return out
+        with WarpedVRT(
+            src, crs=crs, transform=from_origin(left, top, resolution, resolution), width=cols, height=rows,
+            resampling=Resampling.nearest, nodata=fill,
+        ) as vrt:
+            return vrt.read(1)
     except RasterioError as exc:
         _raise_read_error(href, exc)
 
