@@ -6,7 +6,7 @@ import dagster as dg
 import numpy as np
 import pytest
 import rasterio
-from conftest import ACCESS_KEY, S2_REGION, SECRET_KEY
+from stac_regions import ACCESS_KEY, S2_REGION, SECRET_KEY
 from expect import mosaic, s2_layer
 
 from geo_assets.assets.imagery import imagery_tiles

@@ -9,7 +9,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from conftest import S2_REGION, tiles
+from stac_regions import S2_REGION, tiles
 from expect import BANDS, mosaic, s2_layer
 
 from geo_assets.geo.sources import plan_scene

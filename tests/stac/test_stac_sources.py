@@ -6,7 +6,7 @@ import pickle
 
 import numpy as np
 import pytest
-from conftest import L8_REGION, S2_REGION, tiles
+from stac_regions import L8_REGION, S2_REGION, tiles
 from expect import BANDS, landsat_layer, local, mosaic, s2_layer, window
 
 from geo_assets.emulators import stac_data
