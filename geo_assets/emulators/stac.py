@@ -8,24 +8,17 @@ neither the Query nor the Filter extension, so clients must check conformance be
 
 from __future__ import annotations
 
-import shutil
-import sys
 import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from geo_assets.emulators import free_port, running
+from geo_assets.emulators import free_port, running, venv_binary
 
 
 def rustac_binary() -> str:
-    """`rustac` from the rustac package: next to this interpreter, else on PATH."""
-    here = Path(sys.executable).parent / "rustac"
-    found = str(here) if here.exists() else shutil.which("rustac")
-    if not found:
-        raise FileNotFoundError("the `rustac` binary was not found: install the dev extra (rustac)")
-    return found
+    return venv_binary("rustac", "rustac")
 
 
 @contextmanager
