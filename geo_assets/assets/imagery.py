@@ -6,7 +6,7 @@ from functools import partial
 import dagster as dg
 import numpy as np
 
-from geo_assets.assets.common import catalogue, output, tag_run
+from geo_assets.assets.common import catalogue, digest, output, tag_run
 from geo_assets.config import ImageryConfig
 from geo_assets.geo.grid import TileGrid
 from geo_assets.geo.sources import check_bands, get_source
@@ -44,9 +44,10 @@ def imagery_tiles(
 
     grid = TileGrid(region.crs, spec.resolution, config.tile_size)
     tiles = grid.tiles(region.bbox)
-    # A cloud limit changes which items are read, so it is part of the output's path.
-    cloud_part = f"-cloud{config.max_cloud:g}" if config.max_cloud < 100 else ""
-    prefix = f"imagery/{region.name}/{date}/{source_name}-{config.tile_size}px-{'-'.join(bands)}{cloud_part}"
+    # The items read (which a cloud limit or a newly published scene changes) are part of the path,
+    # so a rerun that fails halfway never mixes its tiles into an earlier, different output.
+    scene_part = f"-{digest(described)[:8]}" if described.get("items") else ""
+    prefix = f"imagery/{region.name}/{date}/{source_name}-{config.tile_size}px-{'-'.join(bands)}{scene_part}"
     context.log.info(f"cutting {len(tiles)} tiles of {config.tile_size} px from source {source_name!r}")
     entries = compute.map(
         partial(cut_imagery_tile, store, scene, bands, prefix), tiles, "imagery tiles", context.log.info
