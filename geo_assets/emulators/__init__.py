@@ -1,7 +1,8 @@
 """Local stand-ins for cloud services, started on 127.0.0.1 for tests and `make demo-cloud`.
 
 Each is a real server installed from a package registry (see pyproject's dev extra): SeaweedFS
-for the S3 API, fake-gcs-server for the GCS API, rustac for a STAC API. Nothing here is used by
+for the S3 API, fake-gcs-server for the GCS API, rustac for a STAC API, and Azurite for the Azure
+Blob API (an npm package, installed into `.cache/azurite` on first use, see `azure.py`). Nothing here is used by
 the profiles at run time; they only point the real clients at these servers.
 """
 

@@ -1,4 +1,4 @@
-"""Test catalogues in the real layouts: COGs in S3 buckets (or blob folders) and the STAC items that list them.
+"""Test catalogues in the real layouts: COGs in S3 buckets (or Azure blob containers) and the STAC items that list them.
 
 Pixels are real: the shipped Sentinel-2 and Landsat 8 sample clips (`geo_assets.geo.sample`).
 What the samples lack is made up deterministically and said so: the quality bands (SCL,
@@ -61,11 +61,11 @@ class Catalogue:
 
 
 class Uploader:
-    """Writes objects to S3 (boto3 against any endpoint) or to a folder, keeping a local copy."""
+    """Writes objects to S3 (boto3 against any endpoint) or Azure Blob (azure-storage-blob), keeping a local copy."""
 
-    def __init__(self, workdir: Path, s3=None, folder: Path | None = None):
+    def __init__(self, workdir: Path, s3=None, azure=None):
         self.workdir = Path(workdir)
-        self.folder = folder
+        self.blobs = azure.client() if azure is not None else None  # BlobServiceClient; buckets are containers
         self.client = None
         if s3 is not None:
             import boto3
@@ -78,10 +78,9 @@ class Uploader:
     def put(self, bucket: str, key: str, local: Path) -> None:
         if self.client is not None:
             self.client.upload_file(str(local), bucket, key)
-        if self.folder is not None:
-            dest = self.folder / bucket / key
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(local.read_bytes())
+        if self.blobs is not None:
+            with open(local, "rb") as data:
+                self.blobs.get_blob_client(bucket, key).upload_blob(data, overwrite=True)
 
     def cog(self, bucket: str, key: str, array: np.ndarray, crs: str, transform: Affine, nodata, upload: bool = True) -> Path:
         local = self.workdir / "objects" / bucket / key
@@ -260,18 +259,22 @@ def _pc_id(case: S2Case) -> str:
     return f"S2{case.platform[-1].upper()}_MSIL2A_{stamp}_R096_T{''.join(S2_TILE)}_{stamp[:9]}180203"
 
 
-def planetary_computer(workdir: Path, blob_root: Path, blob_url: str, cases: list[S2Case] | None = None) -> Catalogue:
-    """The same kind of scene as Planetary Computer lays it out: blobs `{account}/{container}/...` behind
-    `blob_url` (path style, as Azure emulators serve them), assets B02..B08 and SCL, no raster offsets."""
-    up = Uploader(workdir, folder=blob_root)
+PC_CONTAINER = "sentinel2-l2"  # Planetary Computer's Sentinel-2 L2A container (account sentinel2l2a01)
+
+
+def planetary_computer(workdir: Path, azure, cases: list[S2Case] | None = None) -> Catalogue:
+    """The same kind of scene as Planetary Computer lays it out: blobs in the `sentinel2-l2` container
+    of an Azure Blob server (`azure`: an `emulators.azure.AzureBlobServer`, the container created;
+    hrefs path-style, `{account_url}/sentinel2-l2/...`), assets B02..B08 and SCL, no raster offsets."""
+    up = Uploader(workdir, azure=azure)
     cases = cases or [S2Case("2024-06-01", cloud=10.0, scl_seed=1)]
 
     def layout(case: S2Case, name: str):
         zone, band, square = S2_TILE
         y, m, d = case.date.split("-")
         res = "R20m" if name == "SCL" else "R10m"
-        key = f"sentinel2-l2/{zone}/{band}/{square}/{y}/{m}/{d}/{_pc_id(case)}.SAFE/GRANULE/L2A/IMG_DATA/{res}/{name}.tif"
-        return "sentinel2l2a01", key, f"{blob_url.rstrip('/')}/sentinel2l2a01/{key}"
+        key = f"{zone}/{band}/{square}/{y}/{m}/{d}/{_pc_id(case)}.SAFE/GRANULE/L2A/IMG_DATA/{res}/{name}.tif"
+        return PC_CONTAINER, key, f"{azure.account_url}/{PC_CONTAINER}/{key}"
 
     return _sentinel2(up, cases, layout, planetary=True)
 

@@ -1,6 +1,7 @@
-"""Real servers for the STAC sources: SeaweedFS (S3), three rustac STAC APIs, and the one fake
-(Planetary Computer's token endpoint with its blob container, see fake_pc.py). Started once per
-session; the catalogues are built from the sample clips by geo_assets.emulators.stac_data."""
+"""Real servers for the STAC sources: SeaweedFS (S3), Azurite (Azure Blob, installed with npm on
+first use), three rustac STAC APIs, and the one fake (Planetary Computer's SAS token endpoint,
+minting real SAS tokens for Azurite, see fake_pc.py). Started once per session; the catalogues
+are built from the sample clips by geo_assets.emulators.stac_data."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from contextlib import ExitStack
 import pytest
 
 from geo_assets.emulators import stac_data
+from geo_assets.emulators.azure import azurite
 from geo_assets.emulators.s3 import seaweedfs
 from geo_assets.emulators.stac import stac_api
 from geo_assets.geo import stac
@@ -32,16 +34,22 @@ def s3(workdir):
 
 
 @pytest.fixture(scope="session")
-def pc(workdir):
-    with FakePlanetaryComputer(workdir / "blobs") as server:
+def azure(workdir):
+    with azurite(workdir / "azurite", [stac_data.PC_CONTAINER]) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def catalogues(workdir, s3, pc):
+def pc(azure):
+    with FakePlanetaryComputer(azure) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def catalogues(workdir, s3, azure):
     es = stac_data.earth_search(workdir / "es", s3)
     l8 = stac_data.landsat(workdir / "l8", s3)
-    pcat = stac_data.planetary_computer(workdir / "pc", pc.blob_root, pc.url)
+    pcat = stac_data.planetary_computer(workdir / "pc", azure)
     es.write(workdir / "earth-search-items.json")
     l8.write(workdir / "landsat-items.json")
     pcat.write(workdir / "pc-items.json")

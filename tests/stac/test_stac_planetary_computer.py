@@ -1,4 +1,7 @@
-"""Planetary Computer: the same collection under other asset names, with hrefs signed at read time."""
+"""Planetary Computer: the same collection under other asset names, with hrefs signed at read time.
+
+The blobs are in Azurite (a real Azure Blob API, which checks the SAS of every request); the
+tokens come from a local stand-in for PC's token endpoint that mints real container SAS tokens."""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import dataclasses
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
@@ -21,7 +26,6 @@ ITEM = "S2B_MSIL2A_20240601T143729_R096_T19FFM_20240601T180203"
 @pytest.fixture
 def pc_server(pc):
     pc.token_calls.clear()
-    pc.refused.clear()
     pc.fail_next.clear()
     pc.lifetime_s = 3600.0
     yield pc
@@ -32,7 +36,7 @@ def pc_server(pc):
 def test_signs_lazily_caches_the_token_and_reads_harmonised_pixels(settings, pc_server, catalogues):
     scene = plan_scene("planetary-computer", S2_REGION, "2024-06-01", settings, bands=BANDS)
     assert [i.id for i in scene.items] == [ITEM]
-    assert scene.items[0].hrefs["blue"].startswith(pc_server.url + "/sentinel2l2a01/sentinel2-l2/19/F/FM/2024/06/01/")
+    assert scene.items[0].hrefs["blue"].startswith(pc_server.blobs.account_url + "/sentinel2-l2/19/F/FM/2024/06/01/")
     assert pc_server.token_calls == []  # planning signs nothing
     for tile in tiles(S2_REGION, 10.0):
         win = scene.read(tile.bounds, BANDS)
@@ -40,21 +44,23 @@ def test_signs_lazily_caches_the_token_and_reads_harmonised_pixels(settings, pc_
         np.testing.assert_array_equal(win.data, data)  # baseline 05.00, no boa flag: DN - 1000
         np.testing.assert_array_equal(win.cloud, cloud)
         assert valid.any()
-    # 4 tiles x 5 files, one container: one token, fetched at the first read.
-    assert pc_server.token_calls == [("sentinel2l2a01", "sentinel2-l2")]
-    assert pc_server.refused == []
+    # 4 tiles x 5 files, one container: one token, fetched at the first read (and accepted by Azurite).
+    assert pc_server.token_calls == [("devstoreaccount1", "sentinel2-l2")]
 
 
 def test_an_expired_token_is_refreshed(settings, pc_server):
     signer = SasTokenSigner(pc_server.token_url, settings.http, refresh_margin_s=0.0)
     scene = plan_scene("planetary-computer", S2_REGION, "2024-06-01", dataclasses.replace(settings, signer=signer), bands=["red"])
-    pc_server.lifetime_s = 1.0
+    pc_server.lifetime_s = 1.0  # the SAS expires 1-2 s from now (SAS times are whole seconds)
     bounds = tiles(S2_REGION, 10.0)[0].bounds
     first = scene.read(bounds, ["red"])
     old = signer(scene.items[0].hrefs["red"])  # still the cached token
     assert len(pc_server.token_calls) == 1
-    time.sleep(1.2)
-    with pytest.raises(urllib.error.HTTPError, match="403"):  # the server refuses the expired token ...
+    urllib.request.urlopen(old, timeout=5).close()  # Azurite accepts it while it lasts ...
+    expiry = datetime.fromisoformat(parse_qs(urlsplit(old).query)["se"][0].replace("Z", "+00:00")).timestamp()
+    assert 0 < expiry - time.time() <= 2.5
+    time.sleep(expiry - time.time() + 0.3)
+    with pytest.raises(urllib.error.HTTPError, match="403"):  # ... and refuses it once expired ...
         urllib.request.urlopen(old, timeout=5)
     again = scene.read(bounds, ["red"])  # ... and the signer fetched a new one
     assert len(pc_server.token_calls) == 2
@@ -78,7 +84,7 @@ def test_a_custom_signer_is_called_per_read(settings, pc_server):
 
 def test_token_endpoint_retries_transient_failures_only(settings, pc_server):
     signer = SasTokenSigner(pc_server.token_url, settings.http)
-    href = f"{pc_server.url}/sentinel2l2a01/sentinel2-l2/x.tif"
+    href = f"{pc_server.blobs.account_url}/sentinel2-l2/x.tif"
     pc_server.fail_next[:] = [503, 429]
     assert "sig=" in signer(href)
     assert len(pc_server.token_calls) == 3  # two transient failures, then the token
@@ -86,7 +92,7 @@ def test_token_endpoint_retries_transient_failures_only(settings, pc_server):
     signer = SasTokenSigner(pc_server.token_url + "?fresh", settings.http)  # another cache key
     pc_server.token_calls.clear()
     pc_server.fail_next[:] = [403]
-    with pytest.raises(ImageryError, match=r"SAS token request .*/token/sentinel2l2a01/sentinel2-l2\?fresh answered HTTP 403"):
+    with pytest.raises(ImageryError, match=r"SAS token request .*/token/devstoreaccount1/sentinel2-l2\?fresh answered HTTP 403"):
         signer(href)
     assert len(pc_server.token_calls) == 1  # a 4xx is an answer: never retried
 
@@ -100,6 +106,10 @@ def test_blob_container_of_real_and_emulated_urls():
 
 def test_an_unsigned_read_is_refused_and_named(settings, pc_server):
     scene = plan_scene("planetary-computer", S2_REGION, "2024-06-01", dataclasses.replace(settings, signer=lambda href: href), bands=["red"])
-    with pytest.raises(ImageryError, match=r"^http://127\.0\.0\.1:\d+/sentinel2l2a01/sentinel2-l2/.*/SCL\.tif: access denied"):
+    with pytest.raises(ImageryError, match=r"^http://127\.0\.0\.1:\d+/devstoreaccount1/sentinel2-l2/.*/SCL\.tif: access denied"):
         scene.read(tiles(S2_REGION, 10.0)[0].bounds, ["red"])
-    assert pc_server.refused
+    assert pc_server.token_calls == []
+    href = scene.items[0].hrefs["mask"]  # Azurite refuses the blob without a SAS, and serves it with one
+    with pytest.raises(urllib.error.HTTPError, match="403"):
+        urllib.request.urlopen(href, timeout=5)
+    urllib.request.urlopen(SasTokenSigner(pc_server.token_url, settings.http)(href), timeout=5).close()
