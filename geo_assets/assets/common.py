@@ -7,7 +7,7 @@ import json
 import dagster as dg
 
 from geo_assets.geo.regions import RegionCatalogue, load_catalogue
-from geo_assets.geo.store import Store
+from geo_assets.geo.store import ObjectNotFoundError, Store
 from resources.storage import dims_path, manifest_key
 
 TAG_PREFIX = "geo-assets/"
@@ -24,9 +24,10 @@ def tag_run(context: dg.AssetExecutionContext, **tags: object) -> None:
 
 def imagery_manifest(store: Store, region: str, date: str) -> dict:
     key = manifest_key("imagery_tiles", dims_path({"region": region, "date": date}))
-    if not store.exists(key):
-        raise FileNotFoundError(f"no imagery_tiles for region {region!r} on {date}: materialise imagery_tiles[{date}|{region}] first")
-    return store.read_json(key)
+    try:
+        return store.read_json(key)
+    except ObjectNotFoundError:
+        raise FileNotFoundError(f"no imagery_tiles for region {region!r} on {date}: materialise imagery_tiles[{date}|{region}] first") from None
 
 
 def imagery_dates(store: Store, region: str) -> list[str]:
@@ -37,9 +38,10 @@ def imagery_dates(store: Store, region: str) -> list[str]:
 
 def labels_manifest(store: Store, region: str) -> dict:
     key = manifest_key("labels", region)
-    if not store.exists(key):
-        raise FileNotFoundError(f"no labels for region {region!r}: materialise labels[{region}] first")
-    return store.read_json(key)
+    try:
+        return store.read_json(key)
+    except ObjectNotFoundError:
+        raise FileNotFoundError(f"no labels for region {region!r}: materialise labels[{region}] first") from None
 
 
 def digest(value: object) -> str:

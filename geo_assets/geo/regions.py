@@ -12,6 +12,7 @@ from importlib import resources
 from typing import Iterable
 
 from geo_assets.geo.grid import Bounds, projected_crs
+from geo_assets.geo.store import ObjectNotFoundError
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -123,7 +124,10 @@ CATALOGUE_KEY = "catalogue/regions.json"
 
 def load_catalogue(store) -> RegionCatalogue:
     """The catalogue kept in a store: built-in regions plus those users added."""
-    return RegionCatalogue.from_json(store.read_bytes(CATALOGUE_KEY).decode() if store.exists(CATALOGUE_KEY) else None)
+    try:
+        return RegionCatalogue.from_json(store.read_bytes(CATALOGUE_KEY).decode())
+    except ObjectNotFoundError:  # no user regions yet
+        return RegionCatalogue()
 
 
 def save_catalogue(store, catalogue: RegionCatalogue) -> None:

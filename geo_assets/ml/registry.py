@@ -28,11 +28,12 @@ def model_prefix(name: str, version: str) -> str:
 def list_versions(store: Store, name: str) -> list[dict]:
     """Every stored version of a model, oldest first, each with its evaluation when there is one."""
     versions = []
-    for key in store.list(f"models/{name}"):
+    keys = store.list(f"models/{name}")  # one listing tells which versions have an evaluation
+    for key in keys:
         if key.endswith("/" + MODEL_FILE):
             record = store.read_json(key)
             eval_key = key.rsplit("/", 1)[0] + "/" + EVALUATION_FILE
-            record["evaluation"] = store.read_json(eval_key) if store.exists(eval_key) else None
+            record["evaluation"] = store.read_json(eval_key) if eval_key in keys else None
             versions.append(record)
     return sorted(versions, key=lambda r: (r["created_at"], r["version"]))
 
