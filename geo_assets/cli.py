@@ -2,6 +2,9 @@
 
     geo-assets region list
     geo-assets region add NAME --bbox MINX MINY MAXX MAXY --crs EPSG:32631 [--source synthetic] [--labels synthetic]
+    geo-assets region remove NAME [--delete-outputs]
+    geo-assets model list NAME          versions, evaluations and which one serves
+    geo-assets model promote NAME VERSION | --auto
     geo-assets init        register built-in regions and the default model as partitions
     geo-assets demo        materialise the whole asset graph on the embedded default
     geo-assets demo-cloud  the same on the aws and gcp profiles against local S3 and GCS servers
@@ -26,6 +29,12 @@ def _store():
     from resources.profiles import resource_defs
 
     return resource_defs()["storage"].store()
+
+
+def _min_miou() -> float:
+    from resources.profiles import resource_defs
+
+    return resource_defs()["gate"].min_miou
 
 
 def register(instance, regions: list[str] = (), models: list[str] = ()) -> None:
@@ -64,6 +73,85 @@ def cmd_region_add(args) -> int:
     return 0
 
 
+def region_outputs(store, name: str) -> list[str]:
+    """Every stored key that belongs to region `name`: its tiles, labels, predictions, reports, manifests."""
+    keys = store.list(f"imagery/{name}/") + store.list(f"labels/{name}/")
+    keys += store.list(f"manifests/imagery_tiles/region={name}/") + store.list(f"manifests/labels/{name}.json")
+    # <top>/<model>/<version>/<region>/...; their manifests: manifests/<asset>/<model>/<version>/region=<region>/...
+    for top, part, value in (("predictions/", 3, name), ("reports/", 3, name),
+                             ("manifests/predictions/", 4, f"region={name}"), ("manifests/region_report/", 4, f"region={name}")):
+        keys += [k for k in store.list(top) if k.split("/")[part : part + 1] == [value]]
+    return sorted(keys)
+
+
+def cmd_region_remove(args) -> int:
+    from geo_assets.geo.regions import builtin_regions, load_catalogue, save_catalogue
+    from geo_assets.partitions import REGIONS
+
+    store = _store()
+    catalogue = load_catalogue(store)
+    catalogue.get(args.name)  # an unknown name fails here, naming the known ones
+    if args.name in builtin_regions():
+        raise ValueError(f"region {args.name!r} is built in and cannot be removed")
+    outputs = region_outputs(store, args.name)
+    catalogue.remove(args.name)
+    save_catalogue(store, catalogue)
+    instance = _instance()
+    if instance.has_dynamic_partition(REGIONS, args.name):
+        instance.delete_dynamic_partition(REGIONS, args.name)
+    print(f"removed region {args.name} from the catalogue and its partition from {os.environ['DAGSTER_HOME']}")
+    if args.delete_outputs:
+        for key in outputs:
+            store.delete(key)
+        print(f"deleted its {len(outputs)} stored objects")
+    elif outputs:
+        print(f"kept its {len(outputs)} stored objects (tiles, labels, predictions, reports, manifests) under "
+              f"{store.root}; pass --delete-outputs to delete them")
+    return 0
+
+
+def cmd_model_list(args) -> int:
+    from geo_assets.ml import registry
+    from geo_assets.partitions import validate_model_name
+
+    store, min_miou = _store(), _min_miou()
+    versions = registry.list_versions(store, validate_model_name(args.name))
+    if not versions:
+        raise LookupError(f"model {args.name!r} has no trained versions")
+    try:
+        serving = registry.serving_version(store, args.name, min_miou, versions)["version"]
+    except LookupError:
+        serving = None
+    pinned = registry.serving_pin(store, args.name)
+    print(f"model {args.name}: gate min mIoU {min_miou}; serving: {serving or 'none'}"
+          f"{' (promoted)' if pinned else ' (newest gated)' if serving else ''}")
+    for r in versions:
+        evals = ", ".join(
+            f"mIoU {e['miou']:.3f} on {'+'.join(e['regions'])} at {e['min_miou']} {'passed' if e['passed'] else 'failed'}"
+            for e in r["evaluations"] if e["miou"] is not None
+        ) or "not evaluated"
+        mark = "*" if r["version"] == serving else " "
+        print(f"{mark} {r['version']}  {r['created_at'][:19]}  {r['config']['architecture']:5} {r['runtime']['device']:4}  {evals}")
+    return 0
+
+
+def cmd_model_promote(args) -> int:
+    from geo_assets.ml import registry
+    from geo_assets.partitions import validate_model_name
+
+    store, name = _store(), validate_model_name(args.name)
+    if args.auto:
+        removed = registry.unpin(store, name)
+        now = registry.serving_version(store, name, _min_miou())["version"]
+        print(f"{'removed the promotion; ' if removed else ''}model {name} serves its newest gated version: {now}")
+    else:
+        if not args.version:
+            raise ValueError("name a VERSION to promote, or pass --auto")
+        registry.promote(store, name, args.version, _min_miou())
+        print(f"model {name} now serves version {args.version}")
+    return 0
+
+
 def cmd_init(args) -> int:
     from geo_assets.config import DEFAULT_MODEL
     from geo_assets.geo.regions import load_catalogue
@@ -89,7 +177,7 @@ def cmd_demo_cloud(args) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="geo-assets", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    region = sub.add_parser("region", help="list or add regions").add_subparsers(dest="region_command", required=True)
+    region = sub.add_parser("region", help="list, add or remove regions").add_subparsers(dest="region_command", required=True)
     region.add_parser("list", help="list the regions catalogue").set_defaults(fn=cmd_region_list)
     add = region.add_parser("add", help="add a region and register its partition")
     add.add_argument("name", help="a slug: lowercase letters, digits, hyphens; at most 63 characters")
@@ -101,6 +189,21 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("--date", action="append", help="a known acquisition date YYYY-MM-DD (repeatable)")
     add.add_argument("--replace", action="store_true", help="replace an existing region's footprint")
     add.set_defaults(fn=cmd_region_add)
+    remove = region.add_parser("remove", help="remove a region from the catalogue and its partition")
+    remove.add_argument("name")
+    remove.add_argument("--delete-outputs", action="store_true",
+                        help="also delete its tiles, labels, predictions and reports (kept by default)")
+    remove.set_defaults(fn=cmd_region_remove)
+    model = sub.add_parser("model", help="list model versions or choose the serving one").add_subparsers(
+        dest="model_command", required=True)
+    ls = model.add_parser("list", help="versions, their evaluations and which one serves")
+    ls.add_argument("name")
+    ls.set_defaults(fn=cmd_model_list)
+    promote = model.add_parser("promote", help="make a gated version the serving one (--auto: the newest gated)")
+    promote.add_argument("name")
+    promote.add_argument("version", nargs="?")
+    promote.add_argument("--auto", action="store_true", help="drop the promotion: serve the newest gated version")
+    promote.set_defaults(fn=cmd_model_promote)
     sub.add_parser("init", help="register built-in regions and the default model").set_defaults(fn=cmd_init)
     demo = sub.add_parser("demo", help="materialise the whole asset graph on the embedded default")
     demo.add_argument("--quick", action="store_true", help="fewer epochs and dates (for tests)")

@@ -34,10 +34,10 @@ def plan(catalogue, quick: bool) -> list[tuple[str, object, dict, str]]:
         bands = {"imagery_tiles": {"config": {"bands": ["blue", "green", "red"]}}} if r == "landsat-sample" else {}
         runs += [("imagery_job", region_date_key(r, d), bands, "imagery_tiles") for d in dates[r]]
     runs += [("labels_job", r, {}, "labels") for r in LABELLED]
-    train = {"regions": TRAIN, **epochs}
-    runs.append(("training_job", DEFAULT_MODEL, {"trained_model": {"config": train},
-                                                 "model_evaluation": {"config": {"regions": HOLDOUT}}},
-                 "trained_model + model_evaluation"))
+    runs.append(("training_job", DEFAULT_MODEL, {"training_set": {"config": {"regions": TRAIN}},
+                                                 "evaluation_set": {"config": {"regions": HOLDOUT}},
+                                                 "trained_model": {"config": epochs}},
+                 "training_set + evaluation_set + trained_model + model_evaluation"))
     for r in PREDICT:
         runs += [("prediction_job", region_date_key(r, d), {"predictions": {"config": {"model": DEFAULT_MODEL}}},
                   "predictions + region_report") for d in dates[r]]
@@ -117,7 +117,8 @@ def _summary(console: Console, store, spent: dict, partitions: dict) -> None:
     table = Table(title="Materialised assets")
     for col in ("asset", "partitions", "time (s)", "outputs"):
         table.add_column(col)
-    outputs = {"imagery_tiles": "imagery/", "labels": "labels/", "trained_model": f"models/{DEFAULT_MODEL}/",
+    outputs = {"imagery_tiles": "imagery/", "labels": "labels/", "training_set": "manifests/training_set/",
+               "evaluation_set": "manifests/evaluation_set/", "trained_model": f"models/{DEFAULT_MODEL}/",
                "model_evaluation": f"models/{DEFAULT_MODEL}/", "predictions": f"predictions/{DEFAULT_MODEL}/",
                "region_report": f"reports/{DEFAULT_MODEL}/"}
     for asset, where in outputs.items():

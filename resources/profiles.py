@@ -12,6 +12,7 @@ from pathlib import Path
 
 from geo_assets.geo.store import local_root
 from resources.compute import LocalPoolCompute
+from resources.gate import gate_from_env
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
 
@@ -67,6 +68,7 @@ def _resources(storage: StorageResource) -> dict:
         "compute": LocalPoolCompute(workers=int(os.environ.get("GEO_ASSETS_WORKERS", "0"))),
         "io_manager": ManifestIOManager(storage=storage),
         "imagery": _imagery(),
+        "gate": gate_from_env(),
     }
 
 

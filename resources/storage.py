@@ -65,16 +65,37 @@ def manifest_key(asset: str, partition: str) -> str:
     return validate_key(f"manifests/{asset}/{partition}.json")
 
 
+# Asset metadata flag: this asset's outputs belong to one model version, so its manifests are keyed
+# `<model>/<version>/<partition>` and another version's run never replaces them.
+KEYED_BY_MODEL_VERSION = "geo-assets/keyed-by-model-version"
+
+
+def model_manifest_key(asset: str, model: str, version: str, partition: str) -> str:
+    return manifest_key(asset, f"{model}/{version}/{partition}")
+
+
+def _keyed_by_model_version(context: dg.InputContext | dg.OutputContext) -> bool:
+    output = context if isinstance(context, dg.OutputContext) else context.upstream_output
+    return bool(output is not None and (output.definition_metadata or {}).get(KEYED_BY_MODEL_VERSION))
+
+
 class ManifestIOManager(dg.ConfigurableIOManager):
     storage: dg.ResourceDependency[StorageResource]
 
-    def _key(self, context: dg.InputContext | dg.OutputContext) -> str:
-        return manifest_key("/".join(context.asset_key.path), partition_path(context))
+    def _key(self, context: dg.InputContext | dg.OutputContext, obj: dict | None = None) -> str:
+        asset = "/".join(context.asset_key.path)
+        if _keyed_by_model_version(context):
+            if obj is None:
+                raise TypeError(
+                    f"{asset} is keyed by model version: read it with its model and version, not as an input"
+                )
+            return model_manifest_key(asset, obj["model"], obj["version"], partition_path(context))
+        return manifest_key(asset, partition_path(context))
 
     def handle_output(self, context: dg.OutputContext, obj: dict) -> None:
         if not isinstance(obj, dict):
             raise TypeError(f"assets must return a manifest dict, got {type(obj).__name__}")
-        key = self._key(context)
+        key = self._key(context, obj)
         self.storage.store().write_json(key, obj)
         context.add_output_metadata({"manifest": dg.MetadataValue.path(self.storage.store().uri(key))})
 

@@ -50,4 +50,56 @@ def digest(value: object) -> str:
 
 
 def output(manifest: dict, metadata: dict) -> dg.Output:
-    return dg.Output(manifest, metadata={**metadata, "manifest_digest": digest(manifest)})
+    """The manifest with its content digest as Dagster's data version: a rerun that stores the same
+    pixels is seen as no change, a changed tile as a change that marks dependents stale."""
+    version = digest(manifest)
+    return dg.Output(manifest, metadata={**metadata, "manifest_digest": version}, data_version=dg.DataVersion(version))
+
+
+def dataset(store: Store, regions: list[str], dates: list[str]) -> dict:
+    """The (imagery, labels) acquisitions of a training or evaluation set, each with its data version:
+    every date of a region that has imagery when no dates are given."""
+    cat = catalogue(store)
+    items = []
+    for region in regions:
+        r = cat.get(region)
+        labels = labels_manifest(store, region)
+        region_dates = dates or imagery_dates(store, region)
+        if not region_dates:
+            raise FileNotFoundError(f"region {region!r} has no imagery_tiles yet: materialise some dates first")
+        for date in region_dates:
+            imagery = imagery_manifest(store, region, date)
+            items.append({
+                "region": region, "date": date, "bands": imagery["bands"], "tiles": len(imagery["tiles"]),
+                "imagery": manifest_key("imagery_tiles", dims_path({"region": region, "date": date})),
+                "imagery_version": digest(imagery),
+                "labels": manifest_key("labels", region),
+                "labels_version": digest(labels),
+                "footprint": {"crs": r.crs, "bbox": list(r.bbox)},
+            })
+    bands = {tuple(i["bands"]) for i in items}
+    if len(bands) != 1:
+        raise ValueError(f"the selected imagery mixes band sets {sorted(bands)}; use one band set")
+    return {"regions": regions, "dates": dates, "bands": items[0]["bands"], "items": items}
+
+
+def input_versions(dataset_manifest: dict) -> dict[str, str]:
+    """`region/date` -> the data versions of its imagery and labels."""
+    return {f"{i['region']}/{i['date']}": i["imagery_version"] + i["labels_version"] for i in dataset_manifest["items"]}
+
+
+def dataset_metadata(manifest: dict) -> dict:
+    rows = [
+        dg.TableRecord({"region": i["region"], "date": i["date"], "tiles": i["tiles"],
+                        "imagery_version": i["imagery_version"], "labels_version": i["labels_version"]})
+        for i in manifest["items"]
+    ]
+    schema = dg.TableSchema(columns=[dg.TableColumn(c, t) for c, t in (
+        ("region", "string"), ("date", "string"), ("tiles", "int"), ("imagery_version", "string"), ("labels_version", "string"))])
+    return {
+        "regions": ", ".join(manifest["regions"]),
+        "acquisitions": len(manifest["items"]),
+        "tiles": sum(i["tiles"] for i in manifest["items"]),
+        "bands": ", ".join(manifest["bands"]),
+        "inputs": dg.MetadataValue.table(rows, schema=schema),
+    }

@@ -17,7 +17,7 @@ from resources.imagery import ImageryResource
 from resources.storage import StorageResource
 
 
-@dg.asset(partitions_def=region_date_partitions, group_name="imagery", kinds={"python", "cog"})
+@dg.asset(partitions_def=region_date_partitions, group_name="imagery", kinds={"python", "cog"}, code_version="1")
 def imagery_tiles(
     context: dg.AssetExecutionContext,
     config: ImageryConfig,

@@ -19,7 +19,7 @@ from resources.compute import LocalPoolCompute
 from resources.storage import StorageResource
 
 
-@dg.asset(partitions_def=regions_partitions, group_name="imagery", kinds={"python", "cog"})
+@dg.asset(partitions_def=regions_partitions, group_name="imagery", kinds={"python", "cog"}, code_version="1")
 def labels(
     context: dg.AssetExecutionContext, config: LabelsConfig, storage: StorageResource, compute: LocalPoolCompute
 ) -> dg.Output[dict]:

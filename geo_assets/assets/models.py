@@ -1,4 +1,4 @@
-"""trained_model and model_evaluation: immutable model versions and the quality gate."""
+"""Training and evaluation sets, immutable model versions and the quality gate."""
 
 
 import datetime
@@ -6,10 +6,12 @@ import time
 
 import dagster as dg
 import numpy as np
+import torch
 
-from geo_assets.assets.common import catalogue, digest, imagery_dates, imagery_manifest, labels_manifest, output, tag_run
+from geo_assets.assets.common import dataset, dataset_metadata, input_versions, output, tag_run
 from geo_assets.checks import QUALITY_GATE
-from geo_assets.config import EvaluationConfig, TrainingConfig
+from geo_assets.config import EvaluationConfig, EvaluationSetConfig, TrainingConfig, TrainingSetConfig
+from geo_assets.geo.regions import footprints_overlap
 from geo_assets.geo.landcover import CLASSES, IGNORE
 from geo_assets.ml import registry
 from geo_assets.ml.device import select_device
@@ -19,26 +21,40 @@ from geo_assets.ml.predict import export_model, load_model, predict_batch
 from geo_assets.ml.train import TrainConfig, train
 from geo_assets.partitions import models_partitions, validate_model_name
 from resources.compute import LocalPoolCompute
+from resources.gate import ModelGate
 from resources.storage import StorageResource
 
 ALL = dg.AllPartitionMapping()
+CODE_VERSION = "1"  # bump when a change to this module changes what these assets store
 
 
-def _inputs(store, regions: list[str], dates: list[str]) -> list[tuple[dict, dict]]:
-    """(imagery, labels) manifests for each region and date; every date with imagery when none given."""
-    cat = catalogue(store)
-    pairs = []
-    for region in regions:
-        cat.get(region)
-        labels = labels_manifest(store, region)
-        region_dates = dates or imagery_dates(store, region)
-        if not region_dates:
-            raise FileNotFoundError(f"region {region!r} has no imagery_tiles yet: materialise some dates first")
-        pairs.extend((imagery_manifest(store, region, d), labels) for d in region_dates)
-    bands = {tuple(i["bands"]) for i, _ in pairs}
-    if len(bands) != 1:
-        raise ValueError(f"the selected imagery mixes band sets {sorted(bands)}; use one band set")
-    return pairs
+def _dataset_asset(name: str, config_type: type, role: str):
+    """training_set / evaluation_set: the exact acquisitions (and their data versions) a model version
+    is trained or judged on. Dagster draws the edges at asset level (its partition lineage cannot follow
+    run config); the partition-level lineage is this manifest, and the `input_changes` sensor reports a
+    new data version here when one of its acquisitions changes, which marks the models built on it stale."""
+
+    @dg.asset(
+        name=name,
+        partitions_def=models_partitions,
+        group_name="models",
+        kinds={"python"},
+        code_version=CODE_VERSION,
+        deps=[dg.AssetDep("imagery_tiles", partition_mapping=ALL), dg.AssetDep("labels", partition_mapping=ALL)],
+        description=f"The acquisitions a model is {role} on, with the data version of each.",
+    )
+    def _asset(context: dg.AssetExecutionContext, config: config_type, storage: StorageResource) -> dg.Output[dict]:
+        model = validate_model_name(context.partition_key)
+        store = storage.store()
+        manifest = {"model": model, **dataset(store, config.regions, config.dates)}
+        tag_run(context, model=model, regions=",".join(config.regions))
+        return output(manifest, dataset_metadata(manifest))
+
+    return _asset
+
+
+training_set = _dataset_asset("training_set", TrainingSetConfig, "trained")
+evaluation_set = _dataset_asset("evaluation_set", EvaluationSetConfig, "evaluated")
 
 
 def _hyperparameters(raw: dict[str, float]) -> dict:
@@ -46,34 +62,63 @@ def _hyperparameters(raw: dict[str, float]) -> dict:
     return {k: int(v) if float(v).is_integer() else v for k, v in raw.items()}
 
 
-@dg.asset(
-    partitions_def=models_partitions,
-    group_name="models",
-    kinds={"pytorch"},
-    deps=[dg.AssetDep("imagery_tiles", partition_mapping=ALL), dg.AssetDep("labels", partition_mapping=ALL)],
-)
+def _held_out(training: list[dict], evaluation: list[dict]) -> None:
+    """Held out means held out on the ground: no evaluation footprint may overlap a training one."""
+    seen = set()
+    for e in evaluation:
+        for t in training:
+            pair = (e["region"], t["region"])
+            if pair in seen:
+                continue
+            seen.add(pair)
+            fe, ft = e["footprint"], t["footprint"]
+            overlap = footprints_overlap((ft["crs"], ft["bbox"]), (fe["crs"], fe["bbox"]))
+            if e["region"] == t["region"] or overlap > 0:
+                raise ValueError(
+                    f"evaluation region {e['region']!r} overlaps training region {t['region']!r} on the ground "
+                    f"({overlap / 1e6:.3f} km²); evaluate on held-out ground"
+                )
+
+
+def _load(store, compute, manifest: dict, label: str) -> list:
+    """(image, label) tile pairs of every acquisition of a training or evaluation set."""
+    return [
+        p
+        for item in manifest["items"]
+        for p in load_pairs(store, store.read_json(item["imagery"]), store.read_json(item["labels"]),
+                            lambda f, xs: compute.map(f, xs, label))
+    ]
+
+
+@dg.asset(partitions_def=models_partitions, group_name="models", kinds={"pytorch"}, code_version=CODE_VERSION)
 def trained_model(
-    context: dg.AssetExecutionContext, config: TrainingConfig, storage: StorageResource, compute: LocalPoolCompute
+    context: dg.AssetExecutionContext,
+    config: TrainingConfig,
+    storage: StorageResource,
+    compute: LocalPoolCompute,
+    training_set: dict,
 ) -> dg.Output[dict]:
-    """Train the configured architecture on the training regions; store an immutable, exported version."""
+    """Train the configured architecture on the training set; store an immutable, exported version."""
     name = validate_model_name(context.partition_key)
     store = storage.store()
-    pairs = _inputs(store, config.regions, config.dates)
-    bands = pairs[0][0]["bands"]
+    bands = training_set["bands"]
     hyper = _hyperparameters(config.hyperparameters)
     settings = {**config.model_dump(), "hyperparameters": hyper}
-    inputs = {f"{i['region']}/{i['date']}": digest(i) + digest(l) for i, l in pairs}
-    version = registry.version_id(settings, inputs)
+    inputs = input_versions(training_set)
+    # The device type and torch version shape the weights, so they are part of the version's identity.
+    device = select_device(config.device)
+    runtime = {"device": device.type, "torch": torch.__version__}
+    version = registry.version_id(settings, inputs, runtime)
     prefix = registry.model_prefix(name, version)
-    tag_run(context, model=name, model_version=version, regions=",".join(config.regions))
+    tag_run(context, model=name, model_version=version, regions=",".join(training_set["regions"]))
 
     record_key = f"{prefix}/{registry.MODEL_FILE}"
     if store.exists(record_key):
-        context.log.info(f"version {version} of {name} exists (same config and data): reusing it unchanged")
+        context.log.info(f"version {version} of {name} exists (same config, data and runtime): reusing it unchanged")
         record = store.read_json(record_key)
     else:
-        data = [p for i, l in pairs for p in load_pairs(store, i, l, lambda f, xs: compute.map(f, xs, "training tiles"))]
-        context.log.info(f"training {config.architecture} on {len(data)} tiles from {len(pairs)} acquisitions")
+        data = _load(store, compute, training_set, "training tiles")
+        context.log.info(f"training {config.architecture} on {len(data)} tiles from {len(inputs)} acquisitions")
         result = train(
             [d[0] for d in data],
             [d[1] for d in data],
@@ -82,7 +127,7 @@ def trained_model(
             config=TrainConfig(
                 architecture=config.architecture, hyperparameters=hyper, epochs=config.epochs,
                 batch_size=config.batch_size, learning_rate=config.learning_rate, chip_size=config.chip_size,
-                chips_per_epoch=config.chips_per_epoch, seed=config.seed, device=config.device,
+                chips_per_epoch=config.chips_per_epoch, seed=config.seed, device=str(device),
             ),
             progress=lambda e, n, loss: context.log.info(f"epoch {e}/{n}: loss {loss:.4f}"),
         )
@@ -96,6 +141,8 @@ def trained_model(
             "bands": bands,
             "classes": list(CLASSES),
             "inputs": inputs,
+            "training_set": [{k: i[k] for k in ("region", "date", "footprint")} for i in training_set["items"]],
+            "runtime": runtime,
             "weights": f"{prefix}/{registry.WEIGHTS_FILE}",
             "loss_curve": [round(x, 6) for x in result.loss_curve],
             "train_seconds": round(result.seconds, 2),
@@ -112,6 +159,7 @@ def trained_model(
             "final_loss": record["loss_curve"][-1],
             "train_seconds": record["train_seconds"],
             "device": record["device"],
+            "torch": record["runtime"]["torch"],
             "loss_curve": dg.MetadataValue.md("| epoch | loss |\n|---|---|\n" + curve),
             "location": dg.MetadataValue.path(store.uri(prefix)),
         },
@@ -122,6 +170,7 @@ def trained_model(
     partitions_def=models_partitions,
     group_name="models",
     kinds={"pytorch"},
+    code_version=CODE_VERSION,
     check_specs=[QUALITY_GATE],
 )
 def model_evaluation(
@@ -129,59 +178,69 @@ def model_evaluation(
     config: EvaluationConfig,
     storage: StorageResource,
     compute: LocalPoolCompute,
+    gate: ModelGate,
     trained_model: dict,
+    evaluation_set: dict,
 ):
-    """Per-class IoU/F1 and mIoU on held-out regions; the quality gate blocks models under min_miou."""
+    """Per-class IoU/F1 and mIoU on held-out ground; the quality gate blocks versions under the deployment's min_miou."""
     store = storage.store()
-    overlap = set(config.regions) & set(trained_model["config"]["regions"])
-    if overlap:
-        raise ValueError(f"evaluation region(s) {sorted(overlap)} were used for training; evaluate on held-out regions")
     name, version = trained_model["name"], trained_model["version"]
     tag_run(context, model=name, model_version=version)
-    device = select_device(config.device)
-    with store.local_copy(trained_model["weights"]) as weights:  # torch.export.load needs a local file
-        model = load_model(weights, device)
-    cm = np.zeros((len(CLASSES), len(CLASSES)), dtype=np.int64)
-    started = time.perf_counter()
-    for imagery, labels in _inputs(store, config.regions, config.dates):
-        if imagery["bands"] != trained_model["bands"]:
-            raise ValueError(f"evaluation imagery has bands {imagery['bands']}, the model expects {trained_model['bands']}")
-        pairs = load_pairs(store, imagery, labels, lambda f, xs: compute.map(f, xs, "evaluation tiles"))
+    if evaluation_set["bands"] != trained_model["bands"]:
+        raise ValueError(f"evaluation imagery has bands {evaluation_set['bands']}, the model expects {trained_model['bands']}")
+    _held_out(trained_model["training_set"], evaluation_set["items"])
+    inputs = input_versions(evaluation_set)
+    evaluation_key = registry.evaluation_key(name, version, registry.evaluation_id(inputs, gate.min_miou))
+    if store.exists(evaluation_key):  # evaluations are immutable: the same set at the same bar is not redone
+        context.log.info(f"version {version} was already evaluated on this set at min mIoU {gate.min_miou}: reusing it")
+        evaluation = store.read_json(evaluation_key)
+    else:
+        device = select_device(config.device)
+        with store.local_copy(trained_model["weights"]) as weights:  # torch.export.load needs a local file
+            model = load_model(weights, device)
+        cm = np.zeros((len(CLASSES), len(CLASSES)), dtype=np.int64)
+        started = time.perf_counter()
+        pairs = _load(store, compute, evaluation_set, "evaluation tiles")
         for start in range(0, len(pairs), config.batch_size):
             batch = pairs[start : start + config.batch_size]
             pred = predict_batch(model, np.stack([p[0] for p in batch]), device)
             cm += confusion_matrix(pred, np.stack([p[1] for p in batch]), len(CLASSES), ignore=IGNORE)
-    result = scores(cm, list(CLASSES))
-    passed = result["miou"] is not None and result["miou"] >= config.min_miou
-    evaluation = {
-        "model": name,
-        "version": version,
-        "regions": config.regions,
-        "min_miou": config.min_miou,
-        "passed": passed,
-        "confusion_matrix": cm.tolist(),
-        "seconds": round(time.perf_counter() - started, 2),
-        **result,
-    }
-    store.write_json(f"{registry.model_prefix(name, version)}/{registry.EVALUATION_FILE}", evaluation)
+        result = scores(cm, list(CLASSES))
+        evaluation = {
+            "model": name,
+            "version": version,
+            "evaluation": evaluation_key.rsplit("/", 1)[1].removesuffix(".json"),
+            "evaluated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "regions": evaluation_set["regions"],
+            "inputs": inputs,
+            "min_miou": gate.min_miou,
+            "passed": result["miou"] is not None and result["miou"] >= gate.min_miou,
+            "confusion_matrix": cm.tolist(),
+            "seconds": round(time.perf_counter() - started, 2),
+            **result,
+        }
+        store.write_json(evaluation_key, evaluation)
+    passed = evaluation["passed"]
     table = "\n".join(
-        f"| {c} | {_fmt(s['iou'])} | {_fmt(s['f1'])} | {s['support']} |" for c, s in result["per_class"].items()
+        f"| {c} | {_fmt(s['iou'])} | {_fmt(s['f1'])} | {s['support']} |" for c, s in evaluation["per_class"].items()
     )
     yield output(
         evaluation,
         {
             "model": name,
             "version": version,
-            "miou": result["miou"],
+            "miou": evaluation["miou"],
+            "min_miou": evaluation["min_miou"],
             "passed_gate": passed,
             "scores": dg.MetadataValue.md("| class | IoU | F1 | pixels |\n|---|---|---|---|\n" + table),
+            "location": dg.MetadataValue.path(store.uri(evaluation_key)),
         },
     )
     yield dg.AssetCheckResult(
         check_name=QUALITY_GATE.name,
         passed=passed,
-        metadata={"miou": result["miou"], "min_miou": config.min_miou, "version": version},
-        description=f"mIoU {_fmt(result['miou'])} on {', '.join(config.regions)} (threshold {config.min_miou})",
+        metadata={"miou": evaluation["miou"], "min_miou": evaluation["min_miou"], "version": version},
+        description=f"mIoU {_fmt(evaluation['miou'])} on {', '.join(evaluation['regions'])} (threshold {evaluation['min_miou']})",
     )
 
 

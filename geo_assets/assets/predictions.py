@@ -15,27 +15,42 @@ from geo_assets.ml.inference import predict_tiles, write_mosaic
 from geo_assets.ml.predict import load_model
 from geo_assets.partitions import region_and_date, region_date_partitions
 from resources.compute import LocalPoolCompute
-from resources.storage import StorageResource
+from resources.gate import ModelGate
+from resources.storage import KEYED_BY_MODEL_VERSION, StorageResource
+
+CODE_VERSION = "1"  # bump when a change to this module changes what predictions store
+
+
+def _serving(store, model: str, min_miou: float) -> str | None:
+    try:
+        return registry.serving_version(store, model, min_miou)["version"]
+    except LookupError:
+        return None
 
 
 @dg.asset(
     partitions_def=region_date_partitions,
     group_name="predictions",
     kinds={"pytorch", "cog"},
+    code_version=CODE_VERSION,
+    # The model is chosen by run config; at asset level predictions follow the models' evaluations.
     deps=[dg.AssetDep("model_evaluation", partition_mapping=dg.AllPartitionMapping())],
+    metadata={KEYED_BY_MODEL_VERSION: True},
 )
 def predictions(
     context: dg.AssetExecutionContext,
     config: PredictionConfig,
     storage: StorageResource,
     compute: LocalPoolCompute,
+    gate: ModelGate,
     imagery_tiles: dict,
 ) -> dg.Output[dict]:
     """Class COGs aligned pixel for pixel with the imagery tiles, plus a mosaic, under the model version's path."""
     region, date = region_and_date(context)
     store = storage.store()
-    record = registry.resolve_version(store, config.model, config.version)
+    record = registry.resolve_version(store, config.model, config.version, gate.min_miou)
     version = record["version"]
+    serving = _serving(store, config.model, gate.min_miou)
     tag_run(context, region=region, date=date, source=imagery_tiles["source"], model=config.model, model_version=version)
     if imagery_tiles["bands"] != record["bands"]:
         raise ValueError(
@@ -77,6 +92,7 @@ def predictions(
             "source": imagery_tiles["source"],
             "model": config.model,
             "version": version,
+            "serving": version == serving,  # the partition's prediction, when its model is asked for by name
             "tile_count": len(entries),
             "seconds": round(time.perf_counter() - started, 2),
             "mosaic": dg.MetadataValue.path(store.uri(mosaic)),

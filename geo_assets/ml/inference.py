@@ -12,6 +12,7 @@ from geo_assets.geo.grid import Bounds
 from geo_assets.geo.landcover import CLASSES, IGNORE
 from geo_assets.geo.mosaic import mosaic
 from geo_assets.geo.store import Store
+from geo_assets.geo.tiling import pixel_digest
 from geo_assets.ml.data import normalize
 from geo_assets.ml.predict import predict_batch
 
@@ -40,7 +41,7 @@ def write_prediction(store: Store, prefix: str, item: tuple[dict, np.ndarray, di
     with store.writing(key) as tmp:
         write_cog(tmp, classes, profile["crs"], profile["transform"], IGNORE, ["class"])
     counts = np.bincount(classes.ravel(), minlength=256)[: len(CLASSES)]
-    return {"key": entry["key"], "path": key, "class_counts": [int(c) for c in counts]}
+    return {"key": entry["key"], "path": key, "digest": pixel_digest(classes), "class_counts": [int(c) for c in counts]}
 
 
 def predict_tiles(

@@ -1,63 +1,135 @@
-"""The model store: immutable versions under models/<name>/<version>/, and which ones passed the gate.
+"""The model store: immutable versions, their immutable evaluations, and the serving alias.
 
-A version id is derived from the training config and the data versions of its inputs, so the same
-config on the same data names the same version, and a version's files are never rewritten.
+    models/<name>/<version>/model.json, model.pt2         one trained version (never rewritten)
+    models/<name>/<version>/evaluations/<id>.json         one per (version, evaluation set, threshold)
+    models/<name>/serving.json                            a version promoted by hand (optional)
+
+A version id is derived from the training config, the data versions of its inputs and the
+runtime that shapes the weights (device type, torch version), so the same config on the same
+data and runtime names the same version. The serving version of a model is the one promoted
+by hand if there is one, else the newest version that passed the quality gate in force.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 
-from geo_assets.geo.store import Store
+from geo_assets.geo.store import ObjectNotFoundError, Store
 
 MODEL_FILE = "model.json"
-EVALUATION_FILE = "evaluation.json"
+EVALUATIONS_DIR = "evaluations"
 WEIGHTS_FILE = "model.pt2"  # a torch.export archive: loads with torch alone
+SERVING_FILE = "serving.json"
 
 
-def version_id(config: dict, input_versions: dict[str, str]) -> str:
-    payload = json.dumps({"config": config, "inputs": input_versions}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+def _hash(value: object, length: int) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:length]
+
+
+def version_id(config: dict, input_versions: dict[str, str], runtime: dict[str, str]) -> str:
+    """Config, input data versions and runtime (device type, torch version): what decides the weights."""
+    return _hash({"config": config, "inputs": input_versions, "runtime": runtime}, 12)
+
+
+def evaluation_id(input_versions: dict[str, str], min_miou: float) -> str:
+    """An evaluation set (its data versions) judged at one threshold."""
+    return _hash({"inputs": input_versions, "min_miou": min_miou}, 12)
 
 
 def model_prefix(name: str, version: str) -> str:
     return f"models/{name}/{version}"
 
 
+def evaluation_key(name: str, version: str, evaluation: str) -> str:
+    return f"{model_prefix(name, version)}/{EVALUATIONS_DIR}/{evaluation}.json"
+
+
 def list_versions(store: Store, name: str) -> list[dict]:
-    """Every stored version of a model, oldest first, each with its evaluation when there is one."""
+    """Every stored version of a model, oldest first, each with its evaluations (oldest first)."""
+    keys = store.list(f"models/{name}")  # one listing finds versions and evaluations
     versions = []
-    keys = store.list(f"models/{name}")  # one listing tells which versions have an evaluation
     for key in keys:
         if key.endswith("/" + MODEL_FILE):
             record = store.read_json(key)
-            eval_key = key.rsplit("/", 1)[0] + "/" + EVALUATION_FILE
-            record["evaluation"] = store.read_json(eval_key) if eval_key in keys else None
+            evals = [store.read_json(k) for k in keys if k.startswith(key.rsplit("/", 1)[0] + f"/{EVALUATIONS_DIR}/")]
+            record["evaluations"] = sorted(evals, key=lambda e: e["evaluated_at"])
             versions.append(record)
     return sorted(versions, key=lambda r: (r["created_at"], r["version"]))
 
 
-def resolve_version(store: Store, name: str, version: str | None = None) -> dict:
-    """The requested version, or by default the latest one whose evaluation passed the quality gate."""
-    versions = list_versions(store, name)
+def passes(record: dict, min_miou: float) -> bool:
+    """Servable under the gate in force: an evaluation passed at this threshold or a stricter one."""
+    return any(e["passed"] and e["min_miou"] >= min_miou for e in record.get("evaluations", []))
+
+
+def _summary(versions: list[dict]) -> str:
+    def best(r):
+        scored = [e["miou"] for e in r["evaluations"] if e["miou"] is not None]
+        return f"best mIoU {max(scored):.3f}" if scored else "not evaluated"
+
+    return ", ".join(f"{r['version']} ({best(r)})" for r in versions)
+
+
+def serving_pin(store: Store, name: str) -> dict | None:
+    try:
+        return store.read_json(f"models/{name}/{SERVING_FILE}")
+    except ObjectNotFoundError:
+        return None
+
+
+def serving_version(store: Store, name: str, min_miou: float, versions: list[dict] | None = None) -> dict:
+    """The version that predicts for `name` when run config names none."""
+    versions = list_versions(store, name) if versions is None else versions
     if not versions:
         raise LookupError(f"model {name!r} has no trained versions; materialise trained_model[{name}] first")
-    if version is not None:
+    pin = serving_pin(store, name)
+    if pin is not None:
         for record in versions:
-            if record["version"] == version:
+            if record["version"] == pin["version"]:
                 return record
-        raise LookupError(
-            f"model {name!r} has no version {version!r}; versions: {', '.join(r['version'] for r in versions)}"
-        )
-    passed = [r for r in versions if r["evaluation"] and r["evaluation"]["passed"]]
+        raise LookupError(f"model {name!r} is pinned to version {pin['version']}, which is not stored; "
+                          f"run `geo-assets model promote {name} --auto` or promote a stored version")
+    passed = [r for r in versions if passes(r, min_miou)]
     if not passed:
-        summary = ", ".join(
-            f"{r['version']} ({'mIoU %.3f' % r['evaluation']['miou'] if r['evaluation'] else 'not evaluated'})"
-            for r in versions
-        )
         raise LookupError(
-            f"no version of model {name!r} has passed the quality gate: {summary}. "
+            f"no version of model {name!r} has passed the quality gate (min mIoU {min_miou}): {_summary(versions)}. "
             "Materialise model_evaluation, or pass an explicit version to predict anyway"
         )
     return passed[-1]
+
+
+def resolve_version(store: Store, name: str, version: str | None, min_miou: float) -> dict:
+    """The requested version, or by default the serving one."""
+    versions = list_versions(store, name)
+    if version is None:
+        return serving_version(store, name, min_miou, versions)
+    for record in versions:
+        if record["version"] == version:
+            return record
+    if not versions:
+        raise LookupError(f"model {name!r} has no trained versions; materialise trained_model[{name}] first")
+    raise LookupError(f"model {name!r} has no version {version!r}; versions: {', '.join(r['version'] for r in versions)}")
+
+
+def promote(store: Store, name: str, version: str, min_miou: float) -> dict:
+    """Pin `version` as the serving one; only a version that passed the gate in force may serve."""
+    record = resolve_version(store, name, version, min_miou)
+    if not passes(record, min_miou):
+        raise ValueError(
+            f"version {version} of model {name!r} has not passed the quality gate (min mIoU {min_miou}); "
+            "evaluate it first: only gated versions can be promoted"
+        )
+    pin = {"version": version, "promoted_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+    store.write_json(f"models/{name}/{SERVING_FILE}", pin)
+    return pin
+
+
+def unpin(store: Store, name: str) -> bool:
+    """Back to the default: the newest version that passed the gate. True when a pin was removed."""
+    key = f"models/{name}/{SERVING_FILE}"
+    if not store.exists(key):
+        return False
+    store.delete(key)
+    return True

@@ -7,6 +7,7 @@ from geo_assets.cli import register
 from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
 from geo_assets.geo.store import Store, local_root
 from resources.compute import LocalPoolCompute
+from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
 
@@ -37,6 +38,7 @@ def resources(store) -> dict:
     return {
         "storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
         "imagery": ImageryResource(),
+        "gate": ModelGate(min_miou=0.2),  # tiny models: plumbing, not quality (quality: test_pipeline)
     }
 
 

@@ -7,18 +7,27 @@ import rasterio
 
 from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.assets.labels import labels
-from geo_assets.assets.models import model_evaluation, trained_model
+from geo_assets.assets.models import evaluation_set, model_evaluation, trained_model, training_set
 from geo_assets.assets.predictions import predictions
 from geo_assets.assets.reports import region_report
 from geo_assets.demo import failure_message
 from geo_assets.geo import synthetic
 from geo_assets.partitions import region_date_key
+from resources.gate import ModelGate
 
 KEY = region_date_key("tiny-field", "2024-06-01")
 HOLDOUT_KEY = region_date_key("tiny-holdout", "2024-06-01")
 TILES64 = {"config": {"tile_size": 64}}
-TRAIN = {"architecture": "fcn", "regions": ["tiny-field"], "epochs": 4, "chips_per_epoch": 64, "chip_size": 64, "batch_size": 8,
+TRAIN = {"architecture": "fcn", "epochs": 4, "chips_per_epoch": 64, "chip_size": 64, "batch_size": 8,
          "learning_rate": 0.01, "hyperparameters": {"hidden_channels": 16}}
+
+
+MODEL_ASSETS = [training_set, evaluation_set, trained_model, model_evaluation]
+
+
+def _training_ops(train=("tiny-field",), held_out=("tiny-holdout",), **overrides) -> dict:
+    return {"training_set": {"config": {"regions": list(train)}}, "evaluation_set": {"config": {"regions": list(held_out)}},
+            "trained_model": {"config": {**TRAIN, **overrides}}}
 
 
 def _materialize(assets, key, resources, instance, ops=None, **kw):
@@ -80,8 +89,7 @@ def test_labels_from_polygons_on_the_landsat_sample(registered, resources, store
 def test_training_evaluation_prediction_and_report(registered, resources, store):
     for region in ("tiny-field", "tiny-holdout"):
         _imagery_and_labels(resources, registered, region)
-    ops = {"trained_model": {"config": TRAIN}, "model_evaluation": {"config": {"regions": ["tiny-holdout"], "min_miou": 0.2}}}  # plumbing; quality: test_pipeline
-    result = _materialize([trained_model, model_evaluation], "tiny-model", resources, registered, ops)
+    result = _materialize(MODEL_ASSETS, "tiny-model", resources, registered, _training_ops())
     assert result.success
     record = result.output_for_node("trained_model")
     version = record["version"]
@@ -93,7 +101,8 @@ def test_training_evaluation_prediction_and_report(registered, resources, store)
     # Same config and data: the same version, its files untouched.
     weights = store.path(f"models/tiny-model/{version}/model.pt2")
     before = (open(weights, "rb").read(), store.read_json(f"models/tiny-model/{version}/model.json"))
-    again = _materialize([trained_model], "tiny-model", resources, registered, {"trained_model": {"config": TRAIN}})
+    again = _materialize(MODEL_ASSETS, "tiny-model", resources, registered, {"trained_model": {"config": TRAIN}},
+                         selection=["trained_model"])
     assert again.output_for_node("trained_model")["version"] == version
     assert (open(weights, "rb").read(), store.read_json(f"models/tiny-model/{version}/model.json")) == before
 
@@ -122,18 +131,17 @@ def test_training_evaluation_prediction_and_report(registered, resources, store)
 def test_failed_gate_blocks_default_predictions(registered, resources, store):
     for region in ("tiny-field", "tiny-holdout"):
         _imagery_and_labels(resources, registered, region)
-    ops = {"trained_model": {"config": {**TRAIN, "epochs": 1, "chips_per_epoch": 8}},
-           "model_evaluation": {"config": {"regions": ["tiny-holdout"], "min_miou": 0.999}}}
-    result = _materialize([trained_model, model_evaluation], "tiny-model", resources, registered, ops,
+    strict = {**resources, "gate": ModelGate(min_miou=0.999)}
+    result = _materialize(MODEL_ASSETS, "tiny-model", strict, registered, _training_ops(epochs=1, chips_per_epoch=8),
                           raise_on_error=False)
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed
     version = result.output_for_node("trained_model")["version"]
     ops = {"predictions": {"config": {"model": "tiny-model"}}}
-    failed = _materialize([imagery_tiles, predictions], HOLDOUT_KEY, resources, registered, ops,
+    failed = _materialize([imagery_tiles, predictions], HOLDOUT_KEY, strict, registered, ops,
                           selection=["predictions"], raise_on_error=False)
     assert not failed.success
     assert "no version of model 'tiny-model' has passed the quality gate" in failure_message(failed)
     ops = {"predictions": {"config": {"model": "tiny-model", "version": version}}}
-    forced = _materialize([imagery_tiles, predictions], HOLDOUT_KEY, resources, registered, ops, selection=["predictions"])
+    forced = _materialize([imagery_tiles, predictions], HOLDOUT_KEY, strict, registered, ops, selection=["predictions"])
     assert forced.output_for_node("predictions")["version"] == version

@@ -1,7 +1,10 @@
 """The code location loads, and its asset graph, partitions, checks and jobs are what users rely on."""
 
+from pathlib import Path
+
 import dagster as dg
 import pytest
+import yaml
 
 from geo_assets.definitions import defs
 
@@ -11,14 +14,17 @@ AK = dg.AssetKey
 def test_asset_graph_edges():
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
-        "imagery_tiles", "labels", "trained_model", "model_evaluation", "predictions", "region_report",
+        "imagery_tiles", "labels", "training_set", "evaluation_set", "trained_model", "model_evaluation",
+        "predictions", "region_report",
     }
     parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys} for k in graph.get_all_asset_keys()}
     assert parents == {
         "imagery_tiles": set(),
         "labels": set(),
-        "trained_model": {"imagery_tiles", "labels"},
-        "model_evaluation": {"trained_model"},
+        "training_set": {"imagery_tiles", "labels"},
+        "evaluation_set": {"imagery_tiles", "labels"},
+        "trained_model": {"training_set"},
+        "model_evaluation": {"trained_model", "evaluation_set"},
         "predictions": {"imagery_tiles", "model_evaluation"},
         "region_report": {"predictions", "imagery_tiles"},
     }
@@ -34,7 +40,7 @@ def test_partitions():
     for key in ("predictions", "region_report"):
         assert graph.get(AK(key)).partitions_def == region_date
     assert graph.get(AK("labels")).partitions_def == dg.DynamicPartitionsDefinition(name="regions")
-    for key in ("trained_model", "model_evaluation"):
+    for key in ("training_set", "evaluation_set", "trained_model", "model_evaluation"):
         assert graph.get(AK(key)).partitions_def == dg.DynamicPartitionsDefinition(name="models")
 
 
@@ -48,11 +54,46 @@ def test_quality_gate_is_a_blocking_check_on_model_evaluation():
 def test_jobs_and_resources():
     for job, assets in {
         "imagery_job": {"imagery_tiles"}, "labels_job": {"labels"},
-        "training_job": {"trained_model", "model_evaluation"}, "prediction_job": {"predictions", "region_report"},
+        "training_job": {"training_set", "evaluation_set", "trained_model", "model_evaluation"},
+        "prediction_job": {"predictions", "region_report"},
     }.items():
         resolved = defs.resolve_job_def(job)
         assert {k.to_user_string() for k in resolved.asset_layer.executable_asset_keys} == assets
-    assert set(defs.resources) >= {"storage", "compute", "io_manager"}
+    assert set(defs.resources) >= {"storage", "compute", "io_manager", "gate"}
+
+
+def test_every_asset_has_a_code_version():
+    graph = defs.resolve_asset_graph()
+    assert all(graph.get(k).code_version for k in graph.get_all_asset_keys())
+
+
+def test_outputs_of_a_model_version_are_keyed_by_it():
+    from resources.storage import KEYED_BY_MODEL_VERSION
+
+    graph = defs.resolve_asset_graph()
+    keyed = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).metadata.get(KEYED_BY_MODEL_VERSION)}
+    assert keyed == {"predictions", "region_report"}
+
+
+def test_gate_threshold_is_a_deployment_setting(monkeypatch):
+    from resources.profiles import resource_defs
+
+    assert resource_defs()["gate"].min_miou == 0.9
+    monkeypatch.setenv("GEO_ASSETS_MIN_MIOU", "0.75")
+    assert resource_defs()["gate"].min_miou == 0.75
+    for bad in ("1.5", "nan", "inf", "high"):
+        monkeypatch.setenv("GEO_ASSETS_MIN_MIOU", bad)
+        with pytest.raises(ValueError, match=f"GEO_ASSETS_MIN_MIOU='{bad}': must be a number between 0 and 1"):
+            resource_defs()
+
+
+def test_instance_queues_one_run_per_partition_and_retries_infrastructure_failures_only():
+    config = yaml.safe_load((Path(__file__).parents[2] / "dagster.yaml").read_text())
+    with dg.instance_for_test(overrides={k: config[k] for k in ("run_coordinator", "run_retries")}) as instance:
+        limits = instance.run_coordinator.get_run_queue_config().tag_concurrency_limits
+        assert limits == [{"key": "dagster/partition", "limit": 1, "value": {"applyLimitPerUniqueValue": True}}]
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
+        assert instance.run_retries_retry_on_asset_or_op_failure is False
 
 
 def test_unknown_profile_is_refused(monkeypatch):

@@ -7,7 +7,7 @@ import pytest
 
 from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.assets.labels import labels
-from geo_assets.assets.models import trained_model
+from geo_assets.assets.models import trained_model, training_set
 from geo_assets.assets.predictions import predictions
 from geo_assets.demo import failure_message
 from geo_assets.partitions import region_date_key
@@ -84,15 +84,28 @@ def test_region_without_labels(registered, resources):
     [
         ({"architecture": "resnet"}, "unknown architecture 'resnet'; accepted: fcn, unet"),
         ({"device": "tpu"}, "unknown device 'tpu'; accepted: auto, cpu, cuda, cuda:N"),
+        ({"learning_rate": 3.0}, "learning_rate must be in (0, 1), got 3.0"),
+    ],
+)
+def test_bad_training_config(registered, resources, config, message):
+    assert _run(imagery_tiles, region_date_key("tiny-field", "2024-06-01"), resources, registered, {"tile_size": 64}).success
+    assert _run(labels, "tiny-field", resources, registered, {"tile_size": 64}).success
+    assert _run(training_set, "tiny-model", resources, registered, {"regions": ["tiny-field"]}).success
+    result = _run(trained_model, "tiny-model", resources, registered, config, extra=[training_set], selection=["trained_model"])
+    assert message in failure_message(result)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
         ({"regions": []}, "regions must name at least one region"),
         ({"regions": ["Bad Name"]}, "invalid region name 'Bad Name'"),
-        ({"learning_rate": 3.0}, "learning_rate must be in (0, 1), got 3.0"),
         ({"regions": ["tiny-field"]}, "no labels for region 'tiny-field': materialise labels[tiny-field] first"),
         ({"regions": ["nowhere"]}, "unknown region 'nowhere'"),
     ],
 )
-def test_bad_training_config(registered, resources, config, message):
-    result = _run(trained_model, "tiny-model", resources, registered, config)
+def test_bad_training_set_config(registered, resources, config, message):
+    result = _run(training_set, "tiny-model", resources, registered, config)
     assert message in failure_message(result)
 
 

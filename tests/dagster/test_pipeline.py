@@ -17,6 +17,13 @@ def pipeline():
     return instance, resource_defs()["storage"].store()
 
 
+def _serving_predictions(store, region, date):
+    from geo_assets.ml import registry
+
+    version = registry.serving_version(store, "landcover-unet", 0.9)["version"]
+    return store.read_json(f"manifests/predictions/landcover-unet/{version}/region={region}/date={date}.json")
+
+
 def test_trained_model_reaches_miou_on_held_out_region(pipeline):
     _, store = pipeline
     evaluation = store.read_json("manifests/model_evaluation/landcover-unet.json")
@@ -29,7 +36,7 @@ def test_predictions_align_pixel_exact_with_imagery(pipeline):
     _, store = pipeline
     for region, date in (("synth-holdout", "2024-06-01"), ("s2-sample", "2020-01-01")):
         imagery = store.read_json(f"manifests/imagery_tiles/region={region}/date={date}.json")
-        preds = store.read_json(f"manifests/predictions/region={region}/date={date}.json")
+        preds = _serving_predictions(store, region, date)
         assert [t["key"] for t in imagery["tiles"]] == [t["key"] for t in preds["tiles"]]
         for tile, pred in zip(imagery["tiles"], preds["tiles"]):
             with rasterio.open(store.path(tile["path"])) as a, rasterio.open(store.path(pred["path"])) as b:
@@ -42,7 +49,7 @@ def test_held_out_predictions_match_truth(pipeline):
     from geo_assets.geo import synthetic
 
     _, store = pipeline
-    preds = store.read_json("manifests/predictions/region=synth-holdout/date=2024-06-01.json")
+    preds = _serving_predictions(store, "synth-holdout", "2024-06-01")
     with rasterio.open(store.path(preds["mosaic"])) as m:
         truth = synthetic.truth("synth-holdout", "2024-06-01", tuple(m.bounds))
         assert (m.read(1) == truth).mean() > 0.95
@@ -66,17 +73,20 @@ def test_another_model_never_overwrites_predictions(pipeline):
     from geo_assets.definitions import defs
     from geo_assets.partitions import region_date_key
 
-    first = store.read_json("manifests/predictions/region=synth-holdout/date=2024-06-01.json")
+    first = _serving_predictions(store, "synth-holdout", "2024-06-01")
     before = {t["path"]: store.read_bytes(t["path"]) for t in first["tiles"]}
     instance.add_dynamic_partitions("models", ["landcover-fcn"])
-    ops = {"trained_model": {"config": {"architecture": "fcn", "epochs": 3, "chips_per_epoch": 64, "learning_rate": 0.01}},
-           "model_evaluation": {"config": {"min_miou": 0.3}}}  # any passing second model will do
+    ops = {"trained_model": {"config": {"architecture": "fcn", "epochs": 3, "chips_per_epoch": 64, "learning_rate": 0.01}}}
+    # Whatever the fcn scores, predicting with an explicit version must leave the unet's outputs alone.
     assert defs.resolve_job_def("training_job").execute_in_process(
-        run_config={"ops": ops}, instance=instance, partition_key="landcover-fcn").success
+        run_config={"ops": ops}, instance=instance, partition_key="landcover-fcn", raise_on_error=False).output_for_node("trained_model")
+    version = store.read_json("manifests/trained_model/landcover-fcn.json")["version"]
     result = defs.resolve_job_def("prediction_job").execute_in_process(
-        run_config={"ops": {"predictions": {"config": {"model": "landcover-fcn"}}}},
+        run_config={"ops": {"predictions": {"config": {"model": "landcover-fcn", "version": version}}}},
         instance=instance, partition_key=region_date_key("synth-holdout", "2024-06-01"))
     assert result.success
-    second = store.read_json("manifests/predictions/region=synth-holdout/date=2024-06-01.json")
+    second = result.output_for_node("predictions")
     assert second["model"] == "landcover-fcn" and second["prefix"] != first["prefix"]
     assert {p: store.read_bytes(p) for p in before} == before
+    assert _serving_predictions(store, "synth-holdout", "2024-06-01") == first
+    assert result.output_for_node("region_report")["model"] == "landcover-fcn"

@@ -1,0 +1,105 @@
+"""Sensors that keep the instance in step with the store.
+
+- `region_partitions`: the region catalogue is the one source of truth for regions. A partition
+  added in the UI or over GraphQL without a footprint is removed again (with a log line naming
+  `geo-assets region add`), and a catalogued region without a partition gets one.
+- `input_changes`: when an acquisition that a training or evaluation set lists gets a new data
+  version, that set is observed with the data version it would now have, so Dagster marks the
+  model versions built on it stale.
+"""
+
+import json
+
+import dagster as dg
+
+from geo_assets.assets.common import digest
+from geo_assets.geo.regions import load_catalogue
+from geo_assets.partitions import REGIONS, region_date_partitions
+from resources.storage import StorageResource
+
+DATA_VERSION_TAG = "dagster/data_version"
+DATASETS = ("training_set", "evaluation_set")
+WATCHED = {"imagery_tiles": "imagery_version", "labels": "labels_version"}
+EVENTS_PER_TICK = 1000  # bounded work per tick; the cursor picks up the rest on the next one
+
+
+@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+def region_partitions(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
+    catalogue = set(load_catalogue(storage.store()).names())
+    partitions = set(context.instance.get_dynamic_partitions(REGIONS))
+    unknown, missing = sorted(partitions - catalogue), sorted(catalogue - partitions)
+    for name in unknown:
+        context.log.warning(
+            f"region partition {name!r} has no footprint in the region catalogue and was removed: "
+            f"add regions with `geo-assets region add {name} --bbox MINX MINY MAXX MAXY --crs EPSG:XXXX`"
+        )
+    requests = []
+    if unknown:
+        requests.append(dg.DeleteDynamicPartitionsRequest(REGIONS, unknown))
+    if missing:
+        requests.append(dg.AddDynamicPartitionsRequest(REGIONS, missing))
+    return dg.SensorResult(dynamic_partitions_requests=requests)
+
+
+def _changed_inputs(context, cursor: dict) -> tuple[dict[tuple[str, str], str], dict]:
+    """{(field, region/date or region): new data version} from materialisations after the cursor."""
+    changes = {}
+    for asset, field in WATCHED.items():
+        result = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), after_storage_id=cursor.get(asset)),
+            limit=EVENTS_PER_TICK,
+            ascending=True,
+        )
+        for record in result.records:
+            event = record.asset_materialization
+            version = event.tags.get(DATA_VERSION_TAG) if event.tags else None
+            if version is None or event.partition is None:
+                continue
+            if asset == "imagery_tiles":
+                dims = region_date_partitions.get_partition_key_from_str(event.partition).keys_by_dimension
+                changes[(field, f"{dims['region']}/{dims['date']}")] = version
+            else:
+                changes[(field, event.partition)] = version
+            cursor[asset] = record.storage_id
+    return changes, cursor
+
+
+def _observe(manifest: dict, changes: dict) -> tuple[dict, list[str]] | None:
+    """The set's manifest with its inputs' current data versions, and what changed; None if nothing did."""
+    items, changed = [], []
+    for item in manifest["items"]:
+        updated = dict(item)
+        for field, key in (("imagery_version", f"{item['region']}/{item['date']}"), ("labels_version", item["region"])):
+            new = changes.get((field, key))
+            if new is not None and new != item[field]:
+                updated[field] = new
+                changed.append(f"{field.removesuffix('_version')} {key}")
+        items.append(updated)
+    return ({**manifest, "items": items}, changed) if changed else None
+
+
+@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+def input_changes(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    changes, cursor = _changed_inputs(context, cursor)
+    observations = []
+    if changes:
+        store = storage.store()
+        for asset in DATASETS:
+            for key in store.list(f"manifests/{asset}/"):
+                observed = _observe(store.read_json(key), changes)
+                if observed is None:
+                    continue
+                manifest, changed = observed
+                model = key.rsplit("/", 1)[1].removesuffix(".json")
+                context.log.info(f"{asset}[{model}]: new data version, changed {', '.join(sorted(set(changed)))}")
+                observations.append(
+                    dg.AssetObservation(
+                        asset_key=asset, partition=model, data_version=dg.DataVersion(digest(manifest)),
+                        metadata={"changed_inputs": ", ".join(sorted(set(changed)))},
+                    )
+                )
+    return dg.SensorResult(asset_events=observations, cursor=json.dumps(cursor))
+
+
+SENSORS = [region_partitions, input_changes]
