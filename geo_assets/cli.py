@@ -75,11 +75,11 @@ def cmd_region_add(args) -> int:
 
 def region_outputs(store, name: str) -> list[str]:
     """Every stored key that belongs to region `name`: its tiles, labels, predictions, reports, manifests."""
-    keys = store.list(f"imagery/{name}/") + store.list(f"labels/{name}/")
-    keys += store.list(f"manifests/imagery_tiles/region={name}/") + store.list(f"manifests/labels/{name}.json")
+    keys = store.list(f"imagery/{name}") + store.list(f"labels/{name}") + store.list(f"manifests/imagery_tiles/region={name}")
+    keys += [k for k in [f"manifests/labels/{name}.json"] if store.exists(k)]
     # <top>/<model>/<version>/<region>/...; their manifests: manifests/<asset>/<model>/<version>/region=<region>/...
-    for top, part, value in (("predictions/", 3, name), ("reports/", 3, name),
-                             ("manifests/predictions/", 4, f"region={name}"), ("manifests/region_report/", 4, f"region={name}")):
+    for top, part, value in (("predictions", 3, name), ("reports", 3, name),
+                             ("manifests/predictions", 4, f"region={name}"), ("manifests/region_report", 4, f"region={name}")):
         keys += [k for k in store.list(top) if k.split("/")[part : part + 1] == [value]]
     return sorted(keys)
 

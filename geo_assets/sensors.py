@@ -4,8 +4,10 @@
   added in the UI or over GraphQL without a footprint is removed again (with a log line naming
   `geo-assets region add`), and a catalogued region without a partition gets one.
 - `input_changes`: when an acquisition that a training or evaluation set lists gets a new data
-  version, that set is observed with the data version it would now have, so Dagster marks the
-  model versions built on it stale.
+  version, that set is materialised again with its recorded selection (a cheap run that reads
+  manifests), so it takes the new data version and Dagster marks the models built on it stale.
+  (An observation would not do: Dagster judges a materialisable asset's upstream by its
+  materialisations.) The run key is the set's new data version, so each change runs once.
 """
 
 import json
@@ -64,7 +66,7 @@ def _changed_inputs(context, cursor: dict) -> tuple[dict[tuple[str, str], str], 
     return changes, cursor
 
 
-def _observe(manifest: dict, changes: dict) -> tuple[dict, list[str]] | None:
+def _refreshed(manifest: dict, changes: dict) -> tuple[dict, list[str]] | None:
     """The set's manifest with its inputs' current data versions, and what changed; None if nothing did."""
     items, changed = [], []
     for item in manifest["items"]:
@@ -78,28 +80,32 @@ def _observe(manifest: dict, changes: dict) -> tuple[dict, list[str]] | None:
     return ({**manifest, "items": items}, changed) if changed else None
 
 
-@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING, job_name="datasets_job")
 def input_changes(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
     cursor = json.loads(context.cursor) if context.cursor else {}
     changes, cursor = _changed_inputs(context, cursor)
-    observations = []
+    requests = []
     if changes:
         store = storage.store()
         for asset in DATASETS:
-            for key in store.list(f"manifests/{asset}/"):
-                observed = _observe(store.read_json(key), changes)
-                if observed is None:
+            for key in store.list(f"manifests/{asset}"):
+                manifest = store.read_json(key)
+                refreshed = _refreshed(manifest, changes)
+                if refreshed is None:
                     continue
-                manifest, changed = observed
+                changed = ", ".join(sorted(set(refreshed[1])))
                 model = key.rsplit("/", 1)[1].removesuffix(".json")
-                context.log.info(f"{asset}[{model}]: new data version, changed {', '.join(sorted(set(changed)))}")
-                observations.append(
-                    dg.AssetObservation(
-                        asset_key=asset, partition=model, data_version=dg.DataVersion(digest(manifest)),
-                        metadata={"changed_inputs": ", ".join(sorted(set(changed)))},
+                context.log.info(f"{asset}[{model}]: inputs changed ({changed}); selecting it again")
+                requests.append(
+                    dg.RunRequest(
+                        run_key=f"{asset}:{model}:{digest(refreshed[0])}",
+                        partition_key=model,
+                        asset_selection=[dg.AssetKey(asset)],
+                        run_config={"ops": {asset: {"config": {"regions": manifest["regions"], "dates": manifest["dates"]}}}},
+                        tags={"geo-assets/changed-inputs": changed[:255]},
                     )
                 )
-    return dg.SensorResult(asset_events=observations, cursor=json.dumps(cursor))
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
 
 
 SENSORS = [region_partitions, input_changes]
