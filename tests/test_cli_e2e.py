@@ -48,6 +48,39 @@ def test_region_add_and_materialise_through_dagster_cli(env, tmp_path, monkeypat
         assert run_record.tags["geo-assets/region"] == "e2e-field"
 
 
+def test_region_remove_keeps_outputs_unless_asked(env, tmp_path, monkeypatch):
+    run(env, BIN / "geo-assets", "region", "add", "e2e-field", "--bbox", "400000", "5120000", "401280", "5121280",
+        "--crs", "EPSG:32631", "--labels", "synthetic")
+    config = json.dumps({"ops": {"imagery_tiles": {"config": {"tile_size": 64}}}})
+    run(env, BIN / "dagster", "asset", "materialize", "-m", "geo_assets.definitions", "--select", "imagery_tiles",
+        "--partition", "2024-06-01|e2e-field", "--config-json", config)
+    tiles = tmp_path / "storage/imagery/e2e-field"
+    assert len(list(tiles.rglob("*.tif"))) == 8  # 4 tiles and their cloud masks
+
+    proc = run(env, BIN / "geo-assets", "region", "remove", "e2e-field")
+    assert "kept its 9 stored objects" in proc.stdout and "--delete-outputs" in proc.stdout
+    assert len(list(tiles.rglob("*.tif"))) == 8  # 4 tiles and their cloud masks
+    assert "e2e-field" not in run(env, BIN / "geo-assets", "region", "list").stdout
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        assert not instance.has_dynamic_partition("regions", "e2e-field")
+
+    run(env, BIN / "geo-assets", "region", "add", "e2e-field", "--bbox", "400000", "5120000", "401280", "5121280",
+        "--crs", "EPSG:32631")
+    proc = run(env, BIN / "geo-assets", "region", "remove", "e2e-field", "--delete-outputs")
+    assert "deleted its 9 stored objects" in proc.stdout
+    assert not list(tiles.rglob("*.tif"))
+    builtin = run(env, BIN / "geo-assets", "region", "remove", "synth-holdout", ok=False)
+    assert builtin.returncode == 2 and "region 'synth-holdout' is built in and cannot be removed" in builtin.stderr
+
+
+def test_model_commands_explain_what_is_missing(env):
+    proc = run(env, BIN / "geo-assets", "model", "list", "landcover-unet", ok=False)
+    assert proc.returncode == 2 and "model 'landcover-unet' has no trained versions" in proc.stderr
+    proc = run(env, BIN / "geo-assets", "model", "promote", "landcover-unet", ok=False)
+    assert proc.returncode == 2 and "name a VERSION to promote, or pass --auto" in proc.stderr
+
+
 def test_cli_refuses_bad_regions_clearly(env):
     for args, message in [
         (["Bad_Name", "--bbox", "0", "0", "10", "10", "--crs", "EPSG:32631"], "invalid region name 'Bad_Name'"),

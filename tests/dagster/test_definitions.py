@@ -96,6 +96,26 @@ def test_instance_queues_one_run_per_partition_and_retries_infrastructure_failur
         assert instance.run_retries_retry_on_asset_or_op_failure is False
 
 
+@pytest.mark.parametrize("retry_asset_failures, will_retry", [(False, "false"), (True, "true")])
+def test_a_failed_step_is_retried_only_if_asset_failures_are(retry_asset_failures, will_retry):
+    """The instance decides at failure time whether the daemon will retry; ours says no for step failures."""
+    config = yaml.safe_load((Path(__file__).parents[2] / "dagster.yaml").read_text())["run_retries"]
+
+    @dg.op
+    def failing_gate() -> None:
+        raise ValueError("mIoU under the gate")
+
+    @dg.job
+    def gate_job():
+        failing_gate()
+
+    overrides = {"run_retries": {**config, "retry_on_asset_or_op_failure": retry_asset_failures}}
+    with dg.instance_for_test(overrides=overrides) as instance:
+        run = gate_job.execute_in_process(instance=instance, raise_on_error=False)
+        assert not run.success
+        assert instance.get_run_by_id(run.run_id).tags["dagster/will_retry"] == will_retry
+
+
 def test_unknown_profile_is_refused(monkeypatch):
     from resources.profiles import resource_defs
 
