@@ -3,6 +3,7 @@
 
 import hashlib
 import json
+import warnings
 
 import dagster as dg
 
@@ -53,7 +54,9 @@ def output(manifest: dict, metadata: dict) -> dg.Output:
     """The manifest with its content digest as Dagster's data version: a rerun that stores the same
     pixels is seen as no change, a changed tile as a change that marks dependents stale."""
     version = digest(manifest)
-    return dg.Output(manifest, metadata={**metadata, "manifest_digest": version}, data_version=dg.DataVersion(version))
+    with warnings.catch_warnings():  # data_version is marked beta, and is what staleness is built on
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.Output(manifest, metadata={**metadata, "manifest_digest": version}, data_version=dg.DataVersion(version))
 
 
 def dataset(store: Store, regions: list[str], dates: list[str]) -> dict:
