@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from geo_assets.emulators.gcs import fake_gcs
+from devtools.emulators.gcs import fake_gcs
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
