@@ -172,7 +172,7 @@ def test_embedded_default_keeps_sqlite(tmp_path, monkeypatch):
         assert isinstance(instance.event_log_storage, SqliteEventLogStorage)
 
 
-@pytest.mark.parametrize("yaml_path", ["deploy/aws/dagster.yaml", "deploy/gcp/dagster.yaml"])
+@pytest.mark.parametrize("yaml_path", ["deploy/aws/dagster.yaml", "deploy/gcp/dagster.yaml", "deploy/ecs/dagster.yaml"])
 def test_every_deployed_instance_uses_postgres_the_queue_and_retries(yaml_path, tmp_path, monkeypatch, fresh_db):
     """Each non-local instance yaml loads against PostgreSQL with the same queue, pools, monitoring
     and retry policy, and writes what it stores into that database."""
@@ -181,8 +181,11 @@ def test_every_deployed_instance_uses_postgres_the_queue_and_retries(yaml_path, 
 
     (tmp_path / "dagster.yaml").write_text((ROOT / yaml_path).read_text())
     for key, value in {**fresh_db.env(), "DAGSTER_HOME": str(tmp_path), "GEO_ASSETS_LOG_BUCKET": "logs",
-                       "AWS_REGION": "us-east-1", "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9",
-                       "GOOGLE_CLOUD_PROJECT": "p"}.items():
+                       "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9",
+                       "GOOGLE_CLOUD_PROJECT": "p", "GEO_ASSETS_RUN_TASK_ROLE_ARN": "arn:aws:iam::000000000000:role/run",
+                       "GEO_ASSETS_ECS_EXECUTION_ROLE_ARN": "arn:aws:iam::000000000000:role/exec",
+                       "GEO_ASSETS_PG_PASSWORD_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:000000000000:secret:pg",
+                       "GEO_ASSETS_ECS_LOG_GROUP": "/geo-assets/runs"}.items():
         monkeypatch.setenv(key, value)
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         assert isinstance(instance.run_storage, PostgresRunStorage)
@@ -197,6 +200,11 @@ def test_every_deployed_instance_uses_postgres_the_queue_and_retries(yaml_path, 
         assert instance.run_monitoring_enabled
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
         assert instance.run_retries_retry_on_asset_or_op_failure is False
+        if "ecs" in yaml_path:
+            launcher = instance.run_launcher
+            assert type(launcher).__name__ == "EcsRunLauncher"
+            assert launcher.task_definition_dict["task_role_arn"] == "arn:aws:iam::000000000000:role/run"
+            assert launcher.secrets == [{"name": "DAGSTER_PG_PASSWORD", "valueFrom": "arn:aws:secretsmanager:us-east-1:000000000000:secret:pg"}]
         instance.add_dynamic_partitions("regions", ["yaml-check"])
     with fresh_db.connect() as conn, conn.cursor() as cur:
         cur.execute("SELECT partition FROM dynamic_partitions")
