@@ -86,7 +86,7 @@ def plain(path: str, settings) -> tuple[float, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from geo_assets.emulators.s3 import seaweedfs
+    from devtools.emulators.s3 import seaweedfs
     from geo_assets.geo.stac import ImagerySettings
     from geo_assets.geo.store import make_store
 

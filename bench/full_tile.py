@@ -28,7 +28,7 @@ TARGET_MB = 2048
 
 
 def main() -> int:
-    from geo_assets.emulators.s3 import seaweedfs
+    from devtools.emulators.s3 import seaweedfs
 
     work = Path(tempfile.mkdtemp(prefix="geo-assets-full-tile-"))
     try:

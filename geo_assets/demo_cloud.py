@@ -1,109 +1,21 @@
-"""The cloud demo: the same graph on the aws and gcp profiles against local S3 and GCS servers.
+"""`geo-assets demo-cloud` from a checkout: the demo itself is dev tooling (devtools/demo_cloud.py).
 
-It starts SeaweedFS (S3 API) and fake-gcs-server (GCS API) on 127.0.0.1, runs `geo-assets demo`
-once per profile (local, aws, gcp) in fresh Dagster homes, checks that every prediction tile is
-the same pixel for pixel across the three, and stops the servers.
+It starts local stand-ins for S3, GCS and PostgreSQL, which are not part of the installed package
+or the images; in an editable install of a checkout, devtools/ lies beside geo_assets/.
 """
 
-import os
-import shutil
-import subprocess
+from __future__ import annotations
+
 import sys
 from pathlib import Path
 
-import numpy as np
-from rich.console import Console
-from rich.table import Table
-
-from geo_assets.demo import PREDICT
-from geo_assets.emulators.gcs import fake_gcs
-from geo_assets.emulators.s3 import seaweedfs
-from geo_assets.geo.cog import read_raster
-from geo_assets.geo.store import local_root, make_store
-
-ROOT = Path(__file__).resolve().parents[1]
-BUCKET, LOGS = "geo-assets", "geo-assets-logs"
-# Credentials the local S3 server is started with; it checks request signatures against them.
-DEMO_KEY, DEMO_SECRET = "geo-assets-demo", "geo-assets-demo-secret"
-
-
-def profile_envs(workdir: Path, s3, gcs_url: str) -> dict[str, dict[str, str]]:
-    """The environment each profile reads: its storage root, endpoint and credential chain."""
-    return {
-        "local": {"GEO_ASSETS_PROFILE": "local", "GEO_ASSETS_STORAGE_ROOT": local_root(workdir / "local" / "storage")},
-        "aws": {
-            "GEO_ASSETS_PROFILE": "aws", "GEO_ASSETS_STORAGE_ROOT": f"s3://{BUCKET}/demo",
-            "AWS_ENDPOINT_URL_S3": s3.endpoint_url, "AWS_ACCESS_KEY_ID": s3.access_key,
-            "AWS_SECRET_ACCESS_KEY": s3.secret_key, "AWS_REGION": s3.region, "GEO_ASSETS_LOG_BUCKET": LOGS,
-        },
-        "gcp": {
-            "GEO_ASSETS_PROFILE": "gcp", "GEO_ASSETS_STORAGE_ROOT": f"gs://{BUCKET}/demo",
-            "STORAGE_EMULATOR_HOST": gcs_url, "GOOGLE_CLOUD_PROJECT": "geo-assets-demo", "GEO_ASSETS_LOG_BUCKET": LOGS,
-        },
-    }
-
-
-def _store(env: dict[str, str]):
-    return make_store(
-        env["GEO_ASSETS_STORAGE_ROOT"],
-        **({"endpoint_url": env["AWS_ENDPOINT_URL_S3"], "access_key_id": env["AWS_ACCESS_KEY_ID"],
-            "secret_access_key": env["AWS_SECRET_ACCESS_KEY"], "region": env["AWS_REGION"]}
-           if "AWS_ENDPOINT_URL_S3" in env else {}),
-        **({"endpoint_url": env["STORAGE_EMULATOR_HOST"], "anonymous": True} if "STORAGE_EMULATOR_HOST" in env else {}),
-    )
-
-
-def _prediction_tiles(store, region: str, date: str) -> dict[str, np.ndarray]:
-    manifest = store.read_json(f"manifests/predictions/region={region}/date={date}.json")
-    with store.env():
-        return {t["key"]: read_raster(store.path(t["path"]))[0] for t in manifest["tiles"]}
-
-
-def compare(envs: dict[str, dict[str, str]], partitions: list[tuple[str, str]]) -> list[tuple[str, str, int, bool]]:
-    """(region, date, tiles, identical across every profile) for each predicted partition."""
-    stores = {p: _store(e) for p, e in envs.items()}
-    rows = []
-    for region, date in partitions:
-        tiles = {p: _prediction_tiles(s, region, date) for p, s in stores.items()}
-        reference = tiles["local"]
-        same = all(
-            t.keys() == reference.keys() and all(np.array_equal(t[k], reference[k]) for k in reference)
-            for t in tiles.values()
-        )
-        rows.append((region, date, len(reference), same))
-    return rows
-
 
 def run_demo_cloud(workdir: Path, quick: bool = False) -> int:
-    console = Console(width=None if Console().is_terminal else 140)
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
-    with seaweedfs(workdir / "s3", [BUCKET, LOGS], DEMO_KEY, DEMO_SECRET) as s3, \
-            fake_gcs(workdir / "gcs", [BUCKET, LOGS]) as gcs_url:
-        console.rule(f"local servers: S3 API {s3.endpoint_url}, GCS API {gcs_url}")
-        envs = profile_envs(workdir, s3, gcs_url)
-        for profile, env in envs.items():
-            home = workdir / profile / "dagster_home"
-            home.mkdir(parents=True, exist_ok=True)
-            instance_yaml = ROOT / "dagster.yaml" if profile == "local" else ROOT / "deploy" / profile / "dagster.yaml"
-            shutil.copy(instance_yaml, home / "dagster.yaml")
-            console.rule(f"profile {profile}: storage {env['GEO_ASSETS_STORAGE_ROOT']}")
-            cmd = [str(Path(sys.executable).parent / "geo-assets"), "demo", *(["--quick"] if quick else [])]
-            if subprocess.run(cmd, env={**os.environ, **env, "DAGSTER_HOME": str(home)}).returncode:
-                console.print(f"[red]the demo failed on profile {profile}[/red]")
-                return 1
-        partitions = [(r, d) for r in PREDICT for d in _dates(envs["local"], r)]
-        rows = compare(envs, partitions)
-        table = Table(title="Predictions on local, aws (S3 API) and gcp (GCS API)")
-        for col in ("region", "date", "tiles", "pixel for pixel"):
-            table.add_column(col)
-        for region, date, n, same in rows:
-            table.add_row(region, date, str(n), "identical" if same else "[red]DIFFERENT[/red]")
-        console.print(table)
-        console.print("stopping the local servers")
-    return 0 if all(r[3] for r in rows) else 1
+    checkout = Path(__file__).resolve().parents[1]
+    if not (checkout / "devtools" / "demo_cloud.py").is_file():
+        raise SystemExit("geo-assets demo-cloud is dev tooling: run it from a git checkout (`make demo-cloud`)")
+    if str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    from devtools.demo_cloud import run_demo_cloud as run
 
-
-def _dates(env: dict[str, str], region: str) -> list[str]:
-    prefix = f"manifests/predictions/region={region}"
-    return sorted(k.rsplit("date=", 1)[1].removesuffix(".json") for k in _store(env).list(prefix))
+    return run(workdir, quick=quick)

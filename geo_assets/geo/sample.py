@@ -9,7 +9,7 @@ folder:
   nodata 0, 2020-05-18: two clips of adjacent scenes on one grid, mosaicked on read (the first
   file's valid pixels win), plus 4 land-cover polygons.
 
-The files are built by :mod:`geo_assets.geo.sample_build`; their provenance (sources, licences,
+The files are built by :mod:`devtools.sample_build`; their provenance (sources, licences,
 what was clipped or dropped) is in ``PROVENANCE.md`` next to them.
 """
 
@@ -99,7 +99,7 @@ def sample_path(name_or_file: str) -> Path:
             f"sample file {name!r} not found at {path}: the geo_assets sample package data is "
             "missing. Reinstall geo-assets (its wheel ships geo_assets/data/sample/), or in a "
             "development checkout regenerate it with "
-            "`python -m geo_assets.geo.sample_build <path to the sample-data folder>`."
+            "`python -m devtools.sample_build <path to the sample-data folder>`."
         )
     return path
 

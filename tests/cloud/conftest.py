@@ -1,4 +1,5 @@
-"""Real object-store servers for the cloud tests: SeaweedFS (S3 API) and fake-gcs-server (GCS API).
+"""Real servers for the cloud tests: SeaweedFS (S3 API), fake-gcs-server (GCS API) and PostgreSQL
+(the storage of the cloud profiles' instance yamls).
 
 Each server starts once per session on 127.0.0.1 with free ports and stops at the end; every test
 gets stores on a fresh prefix of the shared bucket, so tests never see each other's objects.
@@ -9,8 +10,9 @@ import uuid
 
 import pytest
 
-from geo_assets.emulators.gcs import fake_gcs
-from geo_assets.emulators.s3 import seaweedfs
+from devtools.emulators.gcs import fake_gcs
+from devtools.emulators.s3 import seaweedfs
+from devtools.postgres import postgres_server
 from geo_assets.geo.store import make_store
 
 BUCKET = "geo-assets-test"
@@ -30,6 +32,12 @@ def s3_server(tmp_path_factory):
 def gcs_server(tmp_path_factory):
     with fake_gcs(tmp_path_factory.mktemp("fake-gcs"), [BUCKET]) as endpoint_url:
         yield endpoint_url
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    with postgres_server() as server:
+        yield server
 
 
 @pytest.fixture

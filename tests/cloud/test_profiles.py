@@ -25,7 +25,7 @@ def test_demo_cloud_gives_identical_predictions_on_every_profile(tmp_path):
 
 
 @pytest.mark.parametrize("profile", ["aws", "gcp"])
-def test_compute_logs_and_assets_land_in_the_bucket(profile, s3_server, gcs_server, bucket, prefix, tmp_path):
+def test_compute_logs_and_assets_land_in_the_bucket(profile, s3_server, gcs_server, postgres, bucket, prefix, tmp_path):
     from geo_assets.geo.store import make_store
 
     home = tmp_path / "home"
@@ -41,7 +41,7 @@ def test_compute_logs_and_assets_land_in_the_bucket(profile, s3_server, gcs_serv
         env = {"STORAGE_EMULATOR_HOST": gcs_server, "GOOGLE_CLOUD_PROJECT": "test-project"}
         root = f"gs://{bucket}/{prefix}"
         store = lambda r: make_store(r, endpoint_url=gcs_server, anonymous=True)
-    env = {**os.environ, **env, "GEO_ASSETS_PROFILE": profile, "GEO_ASSETS_STORAGE_ROOT": root,
+    env = {**os.environ, **env, **postgres.create_database().env(), "GEO_ASSETS_PROFILE": profile, "GEO_ASSETS_STORAGE_ROOT": root,
            "GEO_ASSETS_LOG_BUCKET": bucket, "DAGSTER_HOME": str(home)}
     subprocess.run([BIN / "geo-assets", "init"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
     proc = subprocess.run([BIN / "dagster", "asset", "materialize", "-m", "geo_assets.definitions", "--select", "labels",

@@ -231,7 +231,7 @@ def test_read_sample_errors():
     "(only needed to rebuild geo_assets/data/sample/)",
 )
 def test_sample_build_reproduces_package_data(tmp_path):
-    from geo_assets.geo import sample_build
+    from devtools import sample_build
 
     written = sample_build.build(SHARED, tmp_path)
     assert {p.name for p in written} == {

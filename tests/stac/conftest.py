@@ -1,7 +1,7 @@
 """Real servers for the STAC sources: SeaweedFS (S3), Azurite (Azure Blob, installed with npm on
 first use), three rustac STAC APIs, and the one fake (Planetary Computer's SAS token endpoint,
 minting real SAS tokens for Azurite, see fake_pc.py). Started once per session; the catalogues
-are built from the sample clips by geo_assets.emulators.stac_data."""
+are built from the sample clips by devtools.emulators.stac_data."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from contextlib import ExitStack
 
 import pytest
 
-from geo_assets.emulators import stac_data
-from geo_assets.emulators.azure import azurite
-from geo_assets.emulators.s3 import seaweedfs
-from geo_assets.emulators.stac import stac_api
+from devtools.emulators import stac_data
+from devtools.emulators.azure import azurite
+from devtools.emulators.s3 import seaweedfs
+from devtools.emulators.stac import stac_api
 from geo_assets.geo import stac
 from geo_assets.geo.grid import TileGrid
 from geo_assets.geo.regions import Region

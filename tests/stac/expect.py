@@ -8,7 +8,7 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
-from geo_assets.emulators.stac_data import Catalogue
+from devtools.emulators.stac_data import Catalogue
 
 BANDS = ["blue", "green", "red", "nir"]
 SCL_CLOUD = [3, 8, 9, 10]

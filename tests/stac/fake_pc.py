@@ -1,6 +1,6 @@
 """A stand-in for Planetary Computer's SAS token endpoint (its control plane cannot run offline).
 
-The blobs themselves are served by Azurite (`geo_assets.emulators.azure`); this small local HTTP
+The blobs themselves are served by Azurite (`devtools.emulators.azure`); this small local HTTP
 server only issues tokens for them, as PC does: `GET /api/sas/v1/token/{account}/{container}` ->
 {"token", "msft:expiry"}, where the token is a genuine container SAS signed with the Azurite
 account key and expiring `lifetime_s` from now, so that Azurite itself refuses unsigned and
@@ -15,7 +15,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from geo_assets.emulators.azure import AzureBlobServer
+from devtools.emulators.azure import AzureBlobServer
 
 TOKEN_PATH = re.compile(r"^/api/sas/v1/token/([^/]+)/([^/]+)$")
 

@@ -9,7 +9,7 @@ import pytest
 from stac_regions import L8_REGION, S2_REGION, tiles
 from expect import BANDS, landsat_layer, local, mosaic, s2_layer, window
 
-from geo_assets.emulators import stac_data
+from devtools.emulators import stac_data
 from geo_assets.geo import stac
 from geo_assets.geo.sources import plan_scene
 from geo_assets.geo.stac import CorruptObjectError, ItemMismatchError, NoItemsError, ObjectMissingError

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from geo_assets.emulators import free_port, running, wait_for_http
+from devtools.emulators import free_port, running, wait_for_http
 
 
 def fake_gcs_binary() -> Path:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from geo_assets.emulators import running, venv_binary
+from devtools.emulators import running, venv_binary
 
 GRPC_OFFSET = 10000
 _MAX_PORT = 55000

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
-from geo_assets.emulators import free_port, running, wait_for_http
+from devtools.emulators import free_port, running, wait_for_http
 
 AZURITE_VERSION = "3.35.0"  # the last release that runs on node 20 (3.36 wants node >= 21)
 ACCOUNT = "devstoreaccount1"

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from geo_assets.emulators import free_port, running, venv_binary
+from devtools.emulators import free_port, running, venv_binary
 
 
 def rustac_binary() -> str:
