@@ -60,8 +60,18 @@ def _store(env: dict[str, str]):
     )
 
 
+def _predictions(store) -> str:
+    """Where the manifests of the demo model's serving version lie."""
+    from geo_assets.config import DEFAULT_MODEL
+    from geo_assets.ml import registry
+    from resources.gate import gate_from_env
+
+    version = registry.serving_version(store, DEFAULT_MODEL, gate_from_env().min_miou)["version"]
+    return f"manifests/predictions/{DEFAULT_MODEL}/{version}"
+
+
 def _prediction_tiles(store, region: str, date: str) -> dict[str, np.ndarray]:
-    manifest = store.read_json(f"manifests/predictions/region={region}/date={date}.json")
+    manifest = store.read_json(f"{_predictions(store)}/region={region}/date={date}.json")
     with store.env():
         return {t["key"]: read_raster(store.path(t["path"]))[0] for t in manifest["tiles"]}
 
@@ -112,8 +122,9 @@ def run_demo_cloud(workdir: Path, quick: bool = False) -> int:
 
 
 def _dates(env: dict[str, str], region: str) -> list[str]:
-    prefix = f"manifests/predictions/region={region}"
-    return sorted(k.rsplit("date=", 1)[1].removesuffix(".json") for k in _store(env).list(prefix))
+    store = _store(env)
+    prefix = f"{_predictions(store)}/region={region}"
+    return sorted(k.rsplit("date=", 1)[1].removesuffix(".json") for k in store.list(prefix))
 
 
 def main(argv: list[str] | None = None) -> int:

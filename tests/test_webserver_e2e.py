@@ -4,29 +4,16 @@ keep region partitions in step with the catalogue."""
 
 import json
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-import requests
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from devtools.dagster_dev import ASSETS, BIN, REPO, ROOT, dagster_dev
+from devtools.dagster_dev import graphql as _gql
+from devtools.dagster_dev import launch as _launch
+from devtools.dagster_dev import wait as _wait
 
-LAUNCH = """
-mutation Launch($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-  }
-}"""
-RUN = """query Run($id: ID!) { runOrError(runId: $id) { ... on Run { status startTime endTime tags { key value } } } }"""
 RUNS = """query Runs($filter: RunsFilter) { runsOrError(filter: $filter) { ... on Runs { results { runId } } } }"""
 ADD_PARTITION = """
 mutation Add($repo: RepositorySelector!, $name: String!, $key: String!) {
@@ -34,14 +21,6 @@ mutation Add($repo: RepositorySelector!, $name: String!, $key: String!) {
     __typename ... on PythonError { message }
   }
 }"""
-REPO = {"repositoryLocationName": "geo_assets", "repositoryName": "__repository__"}
-ASSETS = """{ assetNodes { assetKey { path } partitionDefinition { description } } }"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -52,32 +31,8 @@ def server(tmp_path_factory):
     (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
     env = {**os.environ, "DAGSTER_HOME": str(home), "GEO_ASSETS_STORAGE_ROOT": (tmp / "storage").as_uri()}
     subprocess.run([BIN / "geo-assets", "init"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
-    port = _free_port()
-    proc = subprocess.Popen(
-        [BIN / "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "dev.log", "w"), start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/graphql"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if requests.post(url, json={"query": ASSETS}, timeout=5).json()["data"]["assetNodes"]:
-                    break
-            except (requests.ConnectionError, KeyError, TypeError, ValueError):
-                time.sleep(1)
-        else:
-            pytest.fail("dagster dev did not serve the code location: " + (tmp / "dev.log").read_text()[-3000:])
+    with dagster_dev(env, tmp / "dev.log") as url:
         yield url, tmp
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
-
-
-def _gql(url, query, variables=None):
-    body = requests.post(url, json={"query": query, "variables": variables or {}}, timeout=30).json()
-    assert "errors" not in body, body
-    return body["data"]
 
 
 def test_ui_serves_the_asset_graph(server):
@@ -87,32 +42,6 @@ def test_ui_serves_the_asset_graph(server):
         "imagery_tiles", "labels", "training_set", "evaluation_set", "trained_model", "model_evaluation",
         "predictions", "region_report",
     }
-
-
-def _launch(url, job: str, partition: str, config: dict) -> str:
-    region, date = partition.split("|")[1], partition.split("|")[0]
-    params = {
-        "selector": {**REPO, "jobName": job},
-        "runConfigData": {"ops": config},
-        "executionMetadata": {"tags": [
-            {"key": "dagster/partition", "value": partition},
-            {"key": "dagster/partition/date", "value": date},
-            {"key": "dagster/partition/region", "value": region},
-        ]},
-    }
-    launched = _gql(url, LAUNCH, {"params": params})["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    return launched["run"]["runId"]
-
-
-def _wait(url, run_id: str, timeout: float = 240) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        run = _gql(url, RUN, {"id": run_id})["runOrError"]
-        if run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
-            return run
-        time.sleep(1)
-    pytest.fail(f"run {run_id} did not finish in {timeout} s: {run}")
 
 
 def test_run_launched_over_graphql_succeeds(server):

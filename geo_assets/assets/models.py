@@ -90,7 +90,7 @@ def _load(store, compute, manifest: dict, label: str) -> list:
     ]
 
 
-@dg.asset(partitions_def=models_partitions, group_name="models", kinds={"pytorch"}, code_version=CODE_VERSION)
+@dg.asset(partitions_def=models_partitions, group_name="models", kinds={"pytorch"}, code_version=CODE_VERSION, pool="gpu")
 def trained_model(
     context: dg.AssetExecutionContext,
     config: TrainingConfig,
@@ -171,6 +171,7 @@ def trained_model(
     group_name="models",
     kinds={"pytorch"},
     code_version=CODE_VERSION,
+    pool="gpu",  # GPU steps take a slot of the deployment's gpu pool
     check_specs=[QUALITY_GATE],
 )
 def model_evaluation(

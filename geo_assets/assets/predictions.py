@@ -33,6 +33,7 @@ def _serving(store, model: str, min_miou: float) -> str | None:
     group_name="predictions",
     kinds={"pytorch", "cog"},
     code_version=CODE_VERSION,
+    pool="gpu",  # GPU steps take a slot of the deployment's gpu pool
     # The model is chosen by run config; at asset level predictions follow the models' evaluations.
     deps=[dg.AssetDep("model_evaluation", partition_mapping=dg.AllPartitionMapping())],
     metadata={KEYED_BY_MODEL_VERSION: True},

@@ -7,7 +7,7 @@ import rasterio
 
 from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.assets.labels import labels
-from geo_assets.assets.models import model_evaluation, trained_model
+from geo_assets.assets.models import evaluation_set, model_evaluation, trained_model, training_set
 from geo_assets.assets.predictions import predictions
 from geo_assets.assets.reports import region_report
 from geo_assets.cli import register
@@ -15,6 +15,7 @@ from geo_assets.geo import synthetic
 from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
 from geo_assets.partitions import region_date_key
 from resources.compute import LocalPoolCompute
+from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
 
@@ -23,7 +24,7 @@ TINY = Region("tiny-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32
 TINY_HOLDOUT = Region("tiny-holdout", (440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",))
 DATE = "2024-06-01"
 TILES64 = {"config": {"tile_size": 64}}
-TRAIN = {"architecture": "fcn", "regions": ["tiny-field"], "epochs": 2, "chips_per_epoch": 32, "chip_size": 64, "batch_size": 8,
+TRAIN = {"architecture": "fcn", "epochs": 2, "chips_per_epoch": 32, "chip_size": 64, "batch_size": 8,
          "learning_rate": 0.01, "hyperparameters": {"hidden_channels": 8}}
 
 
@@ -40,7 +41,8 @@ def _resources(storage: StorageResource) -> dict:
     catalogue.add(TINY_HOLDOUT)
     save_catalogue(storage.store(), catalogue)
     return {"storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
-            "imagery": ImageryResource()}  # unused by the synthetic source
+            "imagery": ImageryResource(),  # unused by the synthetic source
+            "gate": ModelGate(min_miou=0.0)}  # plumbing, not quality
 
 
 def _materialize(assets, key, resources, instance, ops=None, **kw):
@@ -61,8 +63,9 @@ def test_whole_pipeline_with_storage_in_s3(s3_settings, prefix, instance, monkey
     for region in (TINY.name, TINY_HOLDOUT.name):
         _materialize([imagery_tiles], region_date_key(region, DATE), resources, instance, {"imagery_tiles": TILES64})
         _materialize([labels], region, resources, instance, {"labels": TILES64})
-    ops = {"trained_model": {"config": TRAIN}, "model_evaluation": {"config": {"regions": [TINY_HOLDOUT.name], "min_miou": 0.0}}}
-    trained = _materialize([trained_model, model_evaluation], "tiny-model", resources, instance, ops)
+    ops = {"training_set": {"config": {"regions": [TINY.name]}}, "evaluation_set": {"config": {"regions": [TINY_HOLDOUT.name]}},
+           "trained_model": {"config": TRAIN}}
+    trained = _materialize([training_set, evaluation_set, trained_model, model_evaluation], "tiny-model", resources, instance, ops)
     version = trained.output_for_node("trained_model")["version"]
     result = _materialize(
         [imagery_tiles, predictions, region_report], region_date_key(TINY_HOLDOUT.name, DATE), resources, instance,
@@ -75,8 +78,10 @@ def test_whole_pipeline_with_storage_in_s3(s3_settings, prefix, instance, monkey
     assert manifests == sorted([
         f"manifests/imagery_tiles/region={r}/date={DATE}.json" for r in (TINY.name, TINY_HOLDOUT.name)
     ] + [f"manifests/labels/{r}.json" for r in (TINY.name, TINY_HOLDOUT.name)] + [
-        "manifests/model_evaluation/tiny-model.json", f"manifests/predictions/region={TINY_HOLDOUT.name}/date={DATE}.json",
-        f"manifests/region_report/region={TINY_HOLDOUT.name}/date={DATE}.json", "manifests/trained_model/tiny-model.json",
+        "manifests/evaluation_set/tiny-model.json", "manifests/model_evaluation/tiny-model.json",
+        f"manifests/predictions/tiny-model/{version}/region={TINY_HOLDOUT.name}/date={DATE}.json",
+        f"manifests/region_report/tiny-model/{version}/region={TINY_HOLDOUT.name}/date={DATE}.json",
+        "manifests/trained_model/tiny-model.json", "manifests/training_set/tiny-model.json",
     ])
     imagery = store.read_json(f"manifests/imagery_tiles/region={TINY_HOLDOUT.name}/date={DATE}.json")
     assert len(imagery["tiles"]) == 4 and all(store.exists(t["path"]) for t in imagery["tiles"])

@@ -89,8 +89,8 @@ def test_gate_threshold_is_a_deployment_setting(monkeypatch):
 
 def test_instance_queues_one_run_per_partition_and_retries_infrastructure_failures_only():
     config = yaml.safe_load((Path(__file__).parents[2] / "dagster.yaml").read_text())
-    with dg.instance_for_test(overrides={k: config[k] for k in ("run_coordinator", "run_retries")}) as instance:
-        limits = instance.run_coordinator.get_run_queue_config().tag_concurrency_limits
+    with dg.instance_for_test(overrides={k: config[k] for k in ("run_coordinator", "concurrency", "run_retries")}) as instance:
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
         assert limits == [{"key": "dagster/partition", "limit": 1, "value": {"applyLimitPerUniqueValue": True}}]
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
         assert instance.run_retries_retry_on_asset_or_op_failure is False

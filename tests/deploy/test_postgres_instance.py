@@ -10,46 +10,15 @@ events and step logs are found in PostgreSQL and the bucket, not in SQLite files
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
-import requests
 
+from devtools.dagster_dev import BIN, ROOT, dagster_dev, launch, wait
 from devtools.emulators.gcs import fake_gcs
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 PARTITION = "2024-06-01|synth-holdout"
 LOG_BUCKET = "geo-assets-logs"
-
-LAUNCH = """
-mutation Launch($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-  }
-}"""
-RUN = """query Run($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"""
-ASSETS = """{ assetNodes { assetKey { path } } }"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _gql(url, query, variables=None):
-    body = requests.post(url, json={"query": query, "variables": variables or {}}, timeout=30).json()
-    assert "errors" not in body, body
-    return body["data"]
 
 
 @pytest.fixture(scope="module")
@@ -73,53 +42,17 @@ def deployed(tmp_path_factory, postgres, gcs):
     env.pop("GEO_ASSETS_PROFILE", None)
     init = subprocess.run([BIN / "geo-assets", "init"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert init.returncode == 0, init.stderr[-3000:]
-    port = _free_port()
     log = tmp / "dev.log"
-    proc = subprocess.Popen(
-        [BIN / "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/graphql"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if requests.post(url, json={"query": ASSETS}, timeout=5).json()["data"]["assetNodes"]:
-                    break
-            except (requests.ConnectionError, KeyError, TypeError, ValueError):
-                time.sleep(1)
-        else:
-            pytest.fail("dagster dev did not serve the code location: " + log.read_text()[-3000:])
+    with dagster_dev(env, log) as url:
         yield url, home, postgres, gcs, log
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
 
 
 def _launch(url: str) -> str:
-    date, region = PARTITION.split("|")
-    params = {
-        "selector": {"repositoryLocationName": "geo_assets", "repositoryName": "__repository__", "jobName": "imagery_job"},
-        "runConfigData": {"ops": {"imagery_tiles": {"config": {"tile_size": 64}}}},
-        "executionMetadata": {"tags": [
-            {"key": "dagster/partition", "value": PARTITION},
-            {"key": "dagster/partition/date", "value": date},
-            {"key": "dagster/partition/region", "value": region},
-        ]},
-    }
-    launched = _gql(url, LAUNCH, {"params": params})["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    return launched["run"]["runId"]
+    return launch(url, "imagery_job", PARTITION, {"imagery_tiles": {"config": {"tile_size": 64}}})
 
 
-def _wait(url: str, run_id: str, log: Path) -> str:
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        status = _gql(url, RUN, {"id": run_id})["runOrError"]["status"]
-        if status in ("SUCCESS", "FAILURE", "CANCELED"):
-            return status
-        time.sleep(1)
-    pytest.fail(f"run {run_id} did not finish: " + log.read_text()[-3000:])
+def _wait(url: str, run_id: str, log) -> str:
+    return wait(url, run_id)["status"]
 
 
 def test_runs_on_one_partition_queue_and_persist_in_postgres(deployed):
