@@ -118,10 +118,7 @@ def cmd_model_list(args) -> int:
     versions = registry.list_versions(store, validate_model_name(args.name))
     if not versions:
         raise LookupError(f"model {args.name!r} has no trained versions")
-    try:
-        serving = registry.serving_version(store, args.name, min_miou, versions)["version"]
-    except LookupError:
-        serving = None
+    serving = registry.serving_id(store, args.name, min_miou, versions)
     pinned = registry.serving_pin(store, args.name)
     print(f"model {args.name}: gate min mIoU {min_miou}; serving: {serving or 'none'}"
           f"{' (promoted)' if pinned else ' (newest gated)' if serving else ''}")

@@ -8,9 +8,8 @@ from geo_assets.assets.models import evaluation_set, model_evaluation, trained_m
 from geo_assets.assets.predictions import predictions
 from geo_assets.assets.reports import region_report
 from geo_assets.jobs import JOBS
-from resources.profiles import resource_defs
-
 from geo_assets.sensors import SENSORS
+from resources.profiles import resource_defs
 
 ASSETS = [imagery_tiles, labels, training_set, evaluation_set, trained_model, model_evaluation, predictions, region_report]
 

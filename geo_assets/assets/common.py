@@ -23,8 +23,16 @@ def tag_run(context: dg.AssetExecutionContext, **tags: object) -> None:
     context.instance.add_run_tags(context.run.run_id, {TAG_PREFIX + k.replace("_", "-"): str(v) for k, v in tags.items()})
 
 
+def imagery_key(region: str, date: str) -> str:
+    return manifest_key("imagery_tiles", dims_path({"region": region, "date": date}))
+
+
+def labels_key(region: str) -> str:
+    return manifest_key("labels", region)
+
+
 def imagery_manifest(store: Store, region: str, date: str) -> dict:
-    key = manifest_key("imagery_tiles", dims_path({"region": region, "date": date}))
+    key = imagery_key(region, date)
     try:
         return store.read_json(key)
     except ObjectNotFoundError:
@@ -38,7 +46,7 @@ def imagery_dates(store: Store, region: str) -> list[str]:
 
 
 def labels_manifest(store: Store, region: str) -> dict:
-    key = manifest_key("labels", region)
+    key = labels_key(region)
     try:
         return store.read_json(key)
     except ObjectNotFoundError:
@@ -74,9 +82,9 @@ def dataset(store: Store, regions: list[str], dates: list[str]) -> dict:
             imagery = imagery_manifest(store, region, date)
             items.append({
                 "region": region, "date": date, "bands": imagery["bands"], "tiles": len(imagery["tiles"]),
-                "imagery": manifest_key("imagery_tiles", dims_path({"region": region, "date": date})),
+                "imagery": imagery_key(region, date),
                 "imagery_version": digest(imagery),
-                "labels": manifest_key("labels", region),
+                "labels": labels_key(region),
                 "labels_version": digest(labels),
                 "footprint": {"crs": r.crs, "bbox": list(r.bbox)},
             })

@@ -11,8 +11,9 @@ import torch
 from geo_assets.assets.common import dataset, dataset_metadata, input_versions, output, tag_run
 from geo_assets.checks import QUALITY_GATE
 from geo_assets.config import EvaluationConfig, EvaluationSetConfig, TrainingConfig, TrainingSetConfig
-from geo_assets.geo.regions import footprints_overlap
 from geo_assets.geo.landcover import CLASSES, IGNORE
+from geo_assets.geo.regions import footprints_overlap
+from geo_assets.geo.store import ObjectNotFoundError
 from geo_assets.ml import registry
 from geo_assets.ml.device import select_device
 from geo_assets.ml.metrics import confusion_matrix, scores
@@ -64,28 +65,32 @@ def _hyperparameters(raw: dict[str, float]) -> dict:
 
 def _held_out(training: list[dict], evaluation: list[dict]) -> None:
     """Held out means held out on the ground: no evaluation footprint may overlap a training one."""
-    seen = set()
-    for e in evaluation:
-        for t in training:
-            pair = (e["region"], t["region"])
-            if pair in seen:
-                continue
-            seen.add(pair)
-            fe, ft = e["footprint"], t["footprint"]
+    trained_on = {t["region"]: t["footprint"] for t in training}
+    for region, fe in {e["region"]: e["footprint"] for e in evaluation}.items():
+        for other, ft in trained_on.items():
             overlap = footprints_overlap((ft["crs"], ft["bbox"]), (fe["crs"], fe["bbox"]))
-            if e["region"] == t["region"] or overlap > 0:
+            if overlap > 0:
                 raise ValueError(
-                    f"evaluation region {e['region']!r} overlaps training region {t['region']!r} on the ground "
+                    f"evaluation region {region!r} overlaps training region {other!r} on the ground "
                     f"({overlap / 1e6:.3f} km²); evaluate on held-out ground"
                 )
 
 
+def _stored(store, key: str) -> dict | None:
+    """An immutable record if it was written before (one read, no exists-then-read round trip)."""
+    try:
+        return store.read_json(key)
+    except ObjectNotFoundError:
+        return None
+
+
 def _load(store, compute, manifest: dict, label: str) -> list:
     """(image, label) tile pairs of every acquisition of a training or evaluation set."""
+    labels = {key: store.read_json(key) for key in {item["labels"] for item in manifest["items"]}}  # one read a region
     return [
         p
         for item in manifest["items"]
-        for p in load_pairs(store, store.read_json(item["imagery"]), store.read_json(item["labels"]),
+        for p in load_pairs(store, store.read_json(item["imagery"]), labels[item["labels"]],
                             lambda f, xs: compute.map(f, xs, label))
     ]
 
@@ -113,9 +118,9 @@ def trained_model(
     tag_run(context, model=name, model_version=version, regions=",".join(training_set["regions"]))
 
     record_key = f"{prefix}/{registry.MODEL_FILE}"
-    if store.exists(record_key):
+    record = _stored(store, record_key)
+    if record is not None:
         context.log.info(f"version {version} of {name} exists (same config, data and runtime): reusing it unchanged")
-        record = store.read_json(record_key)
     else:
         data = _load(store, compute, training_set, "training tiles")
         context.log.info(f"training {config.architecture} on {len(data)} tiles from {len(inputs)} acquisitions")
@@ -191,10 +196,11 @@ def model_evaluation(
         raise ValueError(f"evaluation imagery has bands {evaluation_set['bands']}, the model expects {trained_model['bands']}")
     _held_out(trained_model["training_set"], evaluation_set["items"])
     inputs = input_versions(evaluation_set)
-    evaluation_key = registry.evaluation_key(name, version, registry.evaluation_id(inputs, gate.min_miou))
-    if store.exists(evaluation_key):  # evaluations are immutable: the same set at the same bar is not redone
+    evaluation_id = registry.evaluation_id(inputs, gate.min_miou)
+    evaluation_key = registry.evaluation_key(name, version, evaluation_id)
+    evaluation = _stored(store, evaluation_key)  # evaluations are immutable: the same set at the same bar is not redone
+    if evaluation is not None:
         context.log.info(f"version {version} was already evaluated on this set at min mIoU {gate.min_miou}: reusing it")
-        evaluation = store.read_json(evaluation_key)
     else:
         device = select_device(config.device)
         with store.local_copy(trained_model["weights"]) as weights:  # torch.export.load needs a local file
@@ -210,7 +216,7 @@ def model_evaluation(
         evaluation = {
             "model": name,
             "version": version,
-            "evaluation": evaluation_key.rsplit("/", 1)[1].removesuffix(".json"),
+            "evaluation": evaluation_id,
             "evaluated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "regions": evaluation_set["regions"],
             "inputs": inputs,

@@ -21,13 +21,6 @@ from resources.storage import KEYED_BY_MODEL_VERSION, StorageResource
 CODE_VERSION = "1"  # bump when a change to this module changes what predictions store
 
 
-def _serving(store, model: str, min_miou: float) -> str | None:
-    try:
-        return registry.serving_version(store, model, min_miou)["version"]
-    except LookupError:
-        return None
-
-
 @dg.asset(
     partitions_def=region_date_partitions,
     group_name="predictions",
@@ -49,9 +42,10 @@ def predictions(
     """Class COGs aligned pixel for pixel with the imagery tiles, plus a mosaic, under the model version's path."""
     region, date = region_and_date(context)
     store = storage.store()
-    record = registry.resolve_version(store, config.model, config.version, gate.min_miou)
+    versions = registry.list_versions(store, config.model)  # one listing: the version asked for and the serving one
+    record = registry.resolve_version(store, config.model, config.version, gate.min_miou, versions)
     version = record["version"]
-    serving = _serving(store, config.model, gate.min_miou)
+    serving = registry.serving_id(store, config.model, gate.min_miou, versions)
     tag_run(context, region=region, date=date, source=imagery_tiles["source"], model=config.model, model_version=version)
     if imagery_tiles["bands"] != record["bands"]:
         raise ValueError(

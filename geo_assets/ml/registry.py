@@ -100,9 +100,18 @@ def serving_version(store: Store, name: str, min_miou: float, versions: list[dic
     return passed[-1]
 
 
-def resolve_version(store: Store, name: str, version: str | None, min_miou: float) -> dict:
+def serving_id(store: Store, name: str, min_miou: float, versions: list[dict] | None = None) -> str | None:
+    """The serving version's id, or None when no version serves."""
+    try:
+        return serving_version(store, name, min_miou, versions)["version"]
+    except LookupError:
+        return None
+
+
+def resolve_version(store: Store, name: str, version: str | None, min_miou: float,
+                    versions: list[dict] | None = None) -> dict:
     """The requested version, or by default the serving one."""
-    versions = list_versions(store, name)
+    versions = list_versions(store, name) if versions is None else versions
     if version is None:
         return serving_version(store, name, min_miou, versions)
     for record in versions:
