@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from geo_assets.geo.store import local_root
+from resources.arrivals import arrivals_from_env
 from resources.compute import LocalPoolCompute
 from resources.gate import gate_from_env
 from resources.imagery import ImageryResource
@@ -69,6 +70,7 @@ def _resources(storage: StorageResource) -> dict:
         "io_manager": ManifestIOManager(storage=storage),
         "imagery": _imagery(),
         "gate": gate_from_env(),
+        "arrivals": arrivals_from_env(),
     }
 
 

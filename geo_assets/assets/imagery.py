@@ -8,6 +8,7 @@ import numpy as np
 
 from geo_assets.assets.common import catalogue, digest, output, tag_run
 from geo_assets.config import ImageryConfig
+from geo_assets.geo.arrived_scenes import arrived_scene
 from geo_assets.geo.grid import TileGrid
 from geo_assets.geo.sources import check_bands, get_source
 from geo_assets.geo.tiling import cut_imagery_tile
@@ -29,13 +30,17 @@ def imagery_tiles(
     region_name, date = region_and_date(context)
     store = storage.store()
     region = catalogue(store).get(region_name)
-    source_name = config.source or region.source
-    source = get_source(source_name)
-    bands = check_bands(source.spec(region), config.bands)
-    tag_run(context, region=region.name, date=date, source=source_name)
-
-    # One search per run; every tile then reads its windows from this plan.
-    scene = source.scene(region, date, imagery.settings(), bands=bands, max_cloud=config.max_cloud)
+    if config.arrivals:  # the scene that landed in the storage: its items say the source
+        scene = arrived_scene(store, config.arrivals, region, source=config.source, bands=config.bands, max_cloud=config.max_cloud)
+        source_name, bands = scene.spec.source, list(scene.spec.bands)
+        tag_run(context, region=region.name, date=date, source=source_name, arrivals=config.arrivals)
+    else:
+        source_name = config.source or region.source
+        source = get_source(source_name)
+        bands = check_bands(source.spec(region), config.bands)
+        tag_run(context, region=region.name, date=date, source=source_name)
+        # One search per run; every tile then reads its windows from this plan.
+        scene = source.scene(region, date, imagery.settings(), bands=bands, max_cloud=config.max_cloud)
     spec = scene.spec
     described = scene.describe()
     if described.get("items"):

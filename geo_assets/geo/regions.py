@@ -138,6 +138,22 @@ def save_catalogue(store, catalogue: RegionCatalogue) -> None:
     store.write_bytes(CATALOGUE_KEY, catalogue.user_json().encode())
 
 
+def add_region(store, region: Region, replace: bool = False) -> Region:
+    """The one validated way to add a region to a store's catalogue: `geo-assets region add` and the
+    scene_arrivals sensor both come through here. Region() has checked the name, CRS and box."""
+    from geo_assets.geo.labels import LABEL_SOURCES  # these modules import this one
+    from geo_assets.geo.sources import SOURCES
+
+    if region.source not in SOURCES:
+        raise ValueError(f"unknown imagery source {region.source!r}; accepted: {', '.join(sorted(SOURCES))}")
+    if region.labels is not None and region.labels not in LABEL_SOURCES:
+        raise ValueError(f"unknown label source {region.labels!r}; accepted: {', '.join(LABEL_SOURCES)}")
+    catalogue = load_catalogue(store)
+    catalogue.add(region, replace=replace)
+    save_catalogue(store, catalogue)
+    return region
+
+
 def footprints_overlap(a: tuple[str, Bounds], b: tuple[str, Bounds]) -> float:
     """Area (m², in b's CRS) shared by two (crs, bbox) footprints; 0 when they only touch or lie apart.
 
