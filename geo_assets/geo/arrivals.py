@@ -11,8 +11,8 @@ GCS timeCreated, a local file's ctime), and a date from its key. A version is *r
 is at most `lookback_days` before the day it arrived, else *late* (an old date delivered now).
 
 - Recent versions are found by the *hot pass*: per root (each region folder for `{region}/{date}`
-  layouts; the prefix itself for `{date}/...`) one listing from `root/<oldest recent date>` on
-  (S3 StartAfter, GCS startOffset): its cost is the recent keys, not the history below them.
+  layouts; the prefix itself for `{date}/...`) one listing from the oldest recent date on (S3
+  StartAfter, GCS startOffset): its cost is the recent keys, not the history before them.
 - Late versions and unrecognised keys are found by the *sweep*: a walk over the whole prefix, a few
   pages per tick, resumed from its last key, so a pass over N objects takes N / (pages x 1000) ticks.
 - Each pass takes the versions that arrived in its time slice [lo, hi): `hi` is when the pass began,
@@ -165,10 +165,20 @@ class WatchState:
 class Tick:
     arrivals: list[Arrival] = field(default_factory=list)
     unrecognised: list[tuple[str, str]] = field(default_factory=list)  # (key, why)
-    requests: int = 0  # listing requests made
-    listed: int = 0  # keys they returned
+    hot_requests: int = 0  # listing requests of the hot pass (region folders included)
+    hot_listed: int = 0  # keys they returned
+    sweep_requests: int = 0
+    sweep_listed: int = 0
     hot_done: bool = False  # the hot pass finished in this tick (else it goes on at the next)
     sweep_passes: int = 0  # sweep passes finished in this tick
+
+    @property
+    def requests(self) -> int:
+        return self.hot_requests + self.sweep_requests
+
+    @property
+    def listed(self) -> int:
+        return self.hot_listed + self.sweep_listed
 
 
 @dataclass(frozen=True)
@@ -179,13 +189,18 @@ class Watcher:
     max_requests: int = 25  # hot-pass listing requests per tick
     sweep_pages: int = 2  # sweep pages (of up to 1000 keys) per tick
     max_arrivals: int = 1000  # item versions per tick; the rest come at the next
+    page_size: int = PAGE  # keys per listing request
 
     def recent(self, date: str, modified: float) -> bool:
         arrived = datetime.fromtimestamp(modified, tz=timezone.utc).date()
         return Date.fromisoformat(date) >= arrived - timedelta(days=self.lookback_days)
 
-    def _oldest_recent_date(self, lo: float) -> str:
-        return (datetime.fromtimestamp(lo, tz=timezone.utc).date() - timedelta(days=self.lookback_days)).isoformat()
+    def _start_key(self, lo: float) -> str:
+        """What a root's listing starts after: past every key of the day before the oldest recent date
+        ('~' sorts after any key character). Not the oldest date's own folder name, which SeaweedFS
+        takes to mean after that whole folder."""
+        day = datetime.fromtimestamp(lo, tz=timezone.utc).date() - timedelta(days=self.lookback_days + 1)
+        return day.isoformat() + "~"
 
     def tick(self, store: Store, state: WatchState, now: float) -> Tick:
         """Go on with both passes, within this tick's budgets; `state` is updated in place."""
@@ -215,20 +230,22 @@ class Watcher:
         return True
 
     def _hot(self, store: Store, p: Pass, tick: Tick) -> bool:
-        oldest = self._oldest_recent_date(p.lo)
+        start = self._start_key(p.lo)
         roots = self.layout.roots(store)
-        tick.requests += 1 if self.layout.region_first else 0  # the listing of region folders
+        tick.hot_requests += 1 if self.layout.region_first else 0  # the listing of region folders
+        scans = 0
         for root in roots:
             if p.after > root and not p.after.startswith(root):
                 continue  # finished earlier in this pass
-            after = p.after if p.after.startswith(root) else root + oldest
+            after = p.after if p.after.startswith(root) else root + start
             while True:
-                if tick.requests >= self.max_requests:
+                if scans == self.max_requests:
                     p.after = max(p.after, after)
                     return False
-                objects, more = store.scan(root.rstrip("/"), after)
-                tick.requests += 1
-                tick.listed += len(objects)
+                objects, more = store.scan(root.rstrip("/"), after, self.page_size)
+                scans += 1
+                tick.hot_requests += 1
+                tick.hot_listed += len(objects)
                 for o in objects:
                     if not self._take(p, o, tick, recent_pass=True):
                         return False
@@ -241,9 +258,9 @@ class Watcher:
 
     def _sweep(self, store: Store, p: Pass, tick: Tick) -> None:
         for _ in range(self.sweep_pages):
-            objects, more = store.scan(self.layout.prefix, p.after, PAGE)
-            tick.requests += 1
-            tick.listed += len(objects)
+            objects, more = store.scan(self.layout.prefix, p.after, self.page_size)
+            tick.sweep_requests += 1
+            tick.sweep_listed += len(objects)
             for o in objects:
                 if not self._take(p, o, tick, recent_pass=False):
                     return

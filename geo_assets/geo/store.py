@@ -65,7 +65,7 @@ class ObjectInfo:
 
     key: str  # relative to the store's root, as listed (not validated: listings may hold any name)
     version: str  # changes with every write: S3 ETag-LastModified, GCS generation, local inode-ctime
-    modified: float  # when this version arrived, epoch seconds: S3 LastModified, GCS timeCreated, local ctime
+    modified: float  # when this version arrived (at the latest), epoch seconds: S3 LastModified, GCS timeCreated, local ctime
 
     @property
     def ref(self) -> str:
@@ -517,9 +517,11 @@ class S3Store(ObjectStore):
         if token:
             kwargs["ContinuationToken"] = token
         page = self._fs().call_s3("list_objects_v2", **kwargs)
+        # The ETag alone would not change when the same bytes are written again: every write is an
+        # arrival. LastModified comes in whole seconds: the version arrived before that second's end.
         objects = [
-            # The ETag alone would not change when the same bytes are written again; every write is an arrival.
-            (o["Key"], f"{o['ETag'].strip(chr(34))}-{int(o['LastModified'].timestamp())}", o["LastModified"].timestamp())
+            (o["Key"], f"{o['ETag'].strip(chr(34))}-{int(o['LastModified'].timestamp())}",
+             o["LastModified"].timestamp() + (1.0 if o["LastModified"].microsecond == 0 else 0.0))
             for o in page.get("Contents", [])
         ]
         folders = [p["Prefix"] for p in page.get("CommonPrefixes", [])]
