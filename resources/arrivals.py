@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 import dagster as dg
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from geo_assets.geo.arrivals import DEFAULT_LAYOUT, Layout, Watcher
 
@@ -80,5 +80,7 @@ def arrivals_from_env() -> ArrivalsResource:
         settings["register_regions"] = raw.lower() in ("1", "true", "yes")
     try:
         return ArrivalsResource(**settings)
-    except Exception as exc:  # pydantic's message names the field and the bound
-        raise ValueError(f"{ENV}* settings: {exc}") from None
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = ENV + str(error["loc"][0]).upper()
+        raise ValueError(f"{name}={os.environ.get(name)!r}: {error['msg'].removeprefix('Value error, ')}") from None

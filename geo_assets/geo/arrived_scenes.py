@@ -18,7 +18,8 @@ import json
 import posixpath
 from dataclasses import dataclass, replace
 
-from rasterio.warp import transform_bounds
+from rasterio.warp import transform_geom
+from shapely.geometry import shape
 
 from geo_assets.geo import stac
 from geo_assets.geo.grid import Bounds
@@ -167,9 +168,9 @@ def arrived_scene(
 
 
 def region_from_item(store: Store, name: str, key: str) -> Region:
-    """A region named `name` whose footprint is the arrived item's: its lon/lat box in the item's own
-    projected CRS (`proj:code` or `proj:epsg`), its source the item's collection. Region() checks
-    the name and that the CRS is projected."""
+    """A region named `name` whose footprint is the arrived item's, in the item's own projected CRS
+    (`proj:code` or `proj:epsg`): `proj:bbox`, else the bounds of its geometry; its source the item's
+    collection. Region() checks the name, the box and that the CRS is projected."""
     item = _item(store, key)
     crs = stac._declared_crs(item.get("properties", {}))
     if crs is None:
@@ -177,6 +178,9 @@ def region_from_item(store: Store, name: str, key: str) -> Region:
     source = next((c.source for c in stac.COLLECTIONS.values() if item.get("collection") == c.collection and c.mask in item["assets"]), None)
     if source is None:
         raise ValueError(f"arrived item {store.uri(key)}: collection {item.get('collection')!r} is not one the STAC sources know")
-    lon_lat = stac._lon_lat_bbox(item)
-    bbox = transform_bounds("EPSG:4326", crs, *lon_lat, densify_pts=21)
-    return Region(name, tuple(round(v, 3) for v in bbox), crs, source)
+    bbox = item["properties"].get("proj:bbox")
+    if not (isinstance(bbox, list) and len(bbox) == 4):
+        if not isinstance(item.get("geometry"), dict):
+            raise ValueError(f"arrived item {store.uri(key)} has no geometry: no footprint to register")
+        bbox = shape(transform_geom("EPSG:4326", crs, item["geometry"])).bounds
+    return Region(name, tuple(round(float(v), 3) for v in bbox), crs, source)

@@ -166,21 +166,22 @@ def test_date_first_layouts_list_one_root(any_store):
 
 
 def test_the_recent_pass_lists_recent_keys_only_however_long_the_history(any_store):
-    """2500 keys of history under 3 regions: the recent-dates pass lists the 6 new keys in one request
-    per region (plus the folder listing), the sweep its two pages: neither grows with the history."""
+    """1200 keys of history under 3 regions: the recent-dates pass lists the 6 new keys in one request
+    per region (plus the folder listing), the sweep its two pages (of 500 here): neither grows with
+    the history."""
     start = datetime(2016, 1, 1).date()
-    history = [f"incoming/farm-{i % 3}/{start + timedelta(days=i // 3)}/h-{i}.json" for i in range(2500)]
+    history = [f"incoming/farm-{i % 3}/{start + timedelta(days=i // 3)}/h-{i}.json" for i in range(1200)]
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda k: any_store.write_bytes(k, b"{}"), history))
     settled()
-    w, state = watcher(), WatchState.start(time.time())
+    w, state = watcher(page_size=500), WatchState.start(time.time())
     new = [f"incoming/farm-{r}/{d}/n.json" for r in range(3) for d in (TODAY, YESTERDAY)]
     write(any_store, *new)
     settled()
     t = w.tick(any_store, state, time.time())
     assert sorted(a.ref for a in t.arrivals) == sorted(refs(any_store, *new))
     assert (t.hot_requests, t.hot_listed) == (1 + 3, 6)
-    assert (t.sweep_requests, t.sweep_listed) == (2, 2000)
+    assert (t.sweep_requests, t.sweep_listed) == (2, 1000)
 
 
 def test_layouts_are_checked():
