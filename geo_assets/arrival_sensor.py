@@ -81,7 +81,8 @@ def scene_arrivals(context: dg.SensorEvaluationContext, storage: StorageResource
     if "watch" in cursor:
         state = WatchState.from_json(cursor["watch"])
     else:
-        state = WatchState.start(since_timestamp(arrivals.since) if arrivals.since else now)
+        since = since_timestamp(arrivals.since) if arrivals.since else now
+        state = WatchState.start(since, watcher.layout.template, watcher.lookback_days)
     tick = watcher.tick(store, state, now)
     for key, why in tick.unrecognised[:LOG_KEYS]:
         context.log.warning(f"skipped {key}: {why}")

@@ -17,10 +17,10 @@ from geo_assets.geo.arrivals import DEFAULT_LAYOUT, Layout, Watcher
 
 class ArrivalsResource(dg.ConfigurableResource):
     layout: str = DEFAULT_LAYOUT  # partition folders under the storage root; items are the .json objects in them
-    lookback_days: int = Field(default=30, ge=0, le=366)  # dates this far before arrival are found at once
+    lookback_days: int = Field(default=7, ge=0, le=366)  # dates this far before arrival are found at once
     settle_seconds: float = Field(default=300.0, ge=0, le=86400)  # longer than the slowest upload
     max_requests: int = Field(default=25, ge=1, le=1000)  # listing requests per tick for recent dates
-    sweep_pages: int = Field(default=2, ge=1, le=100)  # pages of 1000 keys per tick of the sweep for older dates
+    sweep_seconds: float = Field(default=0.25, ge=0, le=30)  # listing time per tick of the sweep for older dates
     max_arrivals: int = Field(default=1000, ge=1, le=10000)  # item versions per tick; the rest at the next
     register_regions: bool = False  # register an unknown region from its first item's projected footprint
     since: Optional[str] = None  # ISO time: watch versions that arrived from then on (default: the first tick)
@@ -40,7 +40,7 @@ class ArrivalsResource(dg.ConfigurableResource):
 
     def watcher(self) -> Watcher:
         return Watcher(
-            Layout.parse(self.layout), self.lookback_days, self.settle_seconds, self.max_requests, self.sweep_pages,
+            Layout.parse(self.layout), self.lookback_days, self.settle_seconds, self.max_requests, self.sweep_seconds,
             self.max_arrivals,
         )
 
@@ -54,7 +54,7 @@ def since_timestamp(value: str) -> float:
 
 
 ENV = "GEO_ASSETS_ARRIVALS_"
-_NUMBERS = {"LOOKBACK_DAYS": int, "SETTLE_SECONDS": float, "MAX_REQUESTS": int, "SWEEP_PAGES": int, "MAX_ARRIVALS": int}
+_NUMBERS = {"LOOKBACK_DAYS": int, "SETTLE_SECONDS": float, "MAX_REQUESTS": int, "SWEEP_SECONDS": float, "MAX_ARRIVALS": int}
 
 
 def arrivals_from_env() -> ArrivalsResource:

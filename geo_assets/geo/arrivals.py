@@ -13,8 +13,9 @@ is at most `lookback_days` before the day it arrived, else *late* (an old date d
 - Recent versions are found by the *hot pass*: per root (each region folder for `{region}/{date}`
   layouts; the prefix itself for `{date}/...`) one listing from the oldest recent date on (S3
   StartAfter, GCS startOffset): its cost is the recent keys, not the history before them.
-- Late versions and unrecognised keys are found by the *sweep*: a walk over the whole prefix, a few
-  pages per tick, resumed from its last key, so a pass over N objects takes N / (pages x 1000) ticks.
+- Late versions and unrecognised keys are found by the *sweep*: a walk over the whole prefix, resumed
+  from its last key, for `sweep_seconds` of listing per tick (a page of 1000 keys at least), so a
+  pass over N objects takes about N / (keys listed per tick) ticks.
 - Each pass takes the versions that arrived in its time slice [lo, hi): `hi` is when the pass began,
   less `settle_seconds` (an upload is listed a little after its LastModified, which S3 sets when the
   upload starts), and `lo` is the previous pass's `hi`. Slices follow one another with no gap or
@@ -22,7 +23,7 @@ is at most `lookback_days` before the day it arrived, else *late* (an old date d
   one pass, once, with no memory of keys: the cursor is a few hundred bytes, the same at 100 or 10^8
   objects. Deletions leave nothing to find; a rewrite is a new version with a new arrival time.
 
-Work per tick is bounded (listing requests, sweep pages, arrivals); a pass left unfinished goes on
+Work per tick is bounded (listing requests, sweep time, arrivals); a pass left unfinished goes on
 from its last key at the next tick. Nothing here imports dagster: the sensor module turns arrivals
 into run requests.
 """
@@ -30,6 +31,7 @@ into run requests.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import date as Date, datetime, timedelta, timezone
 
@@ -145,20 +147,32 @@ class Pass:
 class WatchState:
     hot: Pass
     sweep: Pass
+    layout: str
+    # (from, days): the lookback that classifies versions arrived from `from` on. A new setting takes
+    # effect after every slice either pass has begun, so no version is classified twice.
+    lookbacks: list[tuple[float, int]]
 
     def to_json(self) -> dict:
-        return {"v": 1, "hot": asdict(self.hot), "sweep": asdict(self.sweep)}
+        return {"v": 1, "hot": asdict(self.hot), "sweep": asdict(self.sweep), "layout": self.layout,
+                "lookbacks": [list(x) for x in self.lookbacks]}
 
     @classmethod
     def from_json(cls, data: dict) -> "WatchState":
         if data.get("v") != 1:
             raise ValueError(f"unknown arrivals cursor version {data.get('v')!r}")
-        return cls(Pass(**data["hot"]), Pass(**data["sweep"]))
+        return cls(Pass(**data["hot"]), Pass(**data["sweep"]), data["layout"], [tuple(x) for x in data["lookbacks"]])
 
     @classmethod
-    def start(cls, since: float) -> "WatchState":
+    def start(cls, since: float, layout: str, lookback_days: int) -> "WatchState":
         """Versions that arrived from `since` on; both passes begin at the first tick."""
-        return cls(Pass(since, since, done=True), Pass(since, since, done=True))
+        return cls(Pass(since, since, done=True), Pass(since, since, done=True), layout, [(since, lookback_days)])
+
+    def lookback(self, modified: float) -> int:
+        days = self.lookbacks[0][1]
+        for start, d in self.lookbacks:
+            if start <= modified:
+                days = d
+        return days
 
 
 @dataclass
@@ -181,40 +195,53 @@ class Tick:
         return self.hot_listed + self.sweep_listed
 
 
+def recent(date: str, modified: float, lookback_days: int) -> bool:
+    """Whether a version's date is at most `lookback_days` before the day it arrived."""
+    arrived = datetime.fromtimestamp(modified, tz=timezone.utc).date()
+    return Date.fromisoformat(date) >= arrived - timedelta(days=lookback_days)
+
+
 @dataclass(frozen=True)
 class Watcher:
     layout: Layout
-    lookback_days: int = 30
+    lookback_days: int = 7
     settle_seconds: float = 300.0
     max_requests: int = 25  # hot-pass listing requests per tick
-    sweep_pages: int = 2  # sweep pages (of up to 1000 keys) per tick
+    sweep_seconds: float = 0.25  # listing time the sweep spends per tick (one page at least)
     max_arrivals: int = 1000  # item versions per tick; the rest come at the next
     page_size: int = PAGE  # keys per listing request
 
-    def recent(self, date: str, modified: float) -> bool:
-        arrived = datetime.fromtimestamp(modified, tz=timezone.utc).date()
-        return Date.fromisoformat(date) >= arrived - timedelta(days=self.lookback_days)
-
-    def _start_key(self, lo: float) -> str:
-        """What a root's listing starts after: past every key of the day before the oldest recent date
-        ('~' sorts after any key character). Not the oldest date's own folder name, which SeaweedFS
-        takes to mean after that whole folder."""
-        day = datetime.fromtimestamp(lo, tz=timezone.utc).date() - timedelta(days=self.lookback_days + 1)
+    def _start_key(self, state: WatchState) -> str:
+        """What a root's listing starts after: past every key of the day before the oldest date that
+        is recent for a version of this slice ('~' sorts after any key character). Not that date's
+        own folder name, which SeaweedFS takes to mean after that whole folder."""
+        days = max(d for _, d in state.lookbacks)
+        day = datetime.fromtimestamp(state.hot.lo, tz=timezone.utc).date() - timedelta(days=days + 1)
         return day.isoformat() + "~"
 
     def tick(self, store: Store, state: WatchState, now: float) -> Tick:
         """Go on with both passes, within this tick's budgets; `state` is updated in place."""
+        if state.layout != self.layout.template:
+            raise ValueError(
+                f"the arrivals cursor was made for layout {state.layout!r}, not {self.layout.template!r}: "
+                "reset the sensor's cursor to watch the new layout from now on"
+            )
+        if state.lookbacks[-1][1] != self.lookback_days:
+            state.lookbacks.append((max(state.hot.hi, state.sweep.hi), self.lookback_days))
         tick = Tick()
         for name in ("hot", "sweep"):
             p = getattr(state, name)
             if p.done:  # the next pass takes the slice after the last one's
                 setattr(state, name, Pass(p.hi, max(p.hi, now - self.settle_seconds)))
-        tick.hot_done = self._hot(store, state.hot, tick)
+        oldest = min(state.hot.lo, state.sweep.lo)
+        while len(state.lookbacks) > 1 and state.lookbacks[1][0] <= oldest:
+            state.lookbacks.pop(0)  # no pass will meet a version from before the next one's start
+        tick.hot_done = self._hot(store, state, tick)
         if len(tick.arrivals) < self.max_arrivals:
-            self._sweep(store, state.sweep, tick)
+            self._sweep(store, state, tick)
         return tick
 
-    def _take(self, p: Pass, o: ObjectInfo, tick: Tick, recent_pass: bool) -> bool:
+    def _take(self, state: WatchState, p: Pass, o: ObjectInfo, tick: Tick, recent_pass: bool) -> bool:
         """Take `o` if it is this pass's; False once the tick holds `max_arrivals`."""
         if not p.lo <= o.modified < p.hi:
             return True
@@ -222,15 +249,15 @@ class Watcher:
         if kind == "unrecognised":
             if not recent_pass:
                 tick.unrecognised.append((o.key, region))
-        elif kind == "item" and self.recent(date, o.modified) == recent_pass:
+        elif kind == "item" and recent(date, o.modified, state.lookback(o.modified)) == recent_pass:
             tick.arrivals.append(Arrival(o.key, o.version, o.modified, region, date))
             if len(tick.arrivals) >= self.max_arrivals:
                 p.after = o.key
                 return False
         return True
 
-    def _hot(self, store: Store, p: Pass, tick: Tick) -> bool:
-        start = self._start_key(p.lo)
+    def _hot(self, store: Store, state: WatchState, tick: Tick) -> bool:
+        p, start = state.hot, self._start_key(state)
         roots = self.layout.roots(store)
         tick.hot_requests += 1 if self.layout.region_first else 0  # the listing of region folders
         scans = 0
@@ -247,7 +274,7 @@ class Watcher:
                 tick.hot_requests += 1
                 tick.hot_listed += len(objects)
                 for o in objects:
-                    if not self._take(p, o, tick, recent_pass=True):
+                    if not self._take(state, p, o, tick, recent_pass=True):
                         return False
                 if objects:
                     after = p.after = objects[-1].key
@@ -256,13 +283,15 @@ class Watcher:
         p.done = True
         return True
 
-    def _sweep(self, store: Store, p: Pass, tick: Tick) -> None:
-        for _ in range(self.sweep_pages):
+    def _sweep(self, store: Store, state: WatchState, tick: Tick) -> None:
+        p = state.sweep
+        began = time.monotonic()
+        while tick.sweep_requests == 0 or time.monotonic() - began < self.sweep_seconds:
             objects, more = store.scan(self.layout.prefix, p.after, self.page_size)
             tick.sweep_requests += 1
             tick.sweep_listed += len(objects)
             for o in objects:
-                if not self._take(p, o, tick, recent_pass=False):
+                if not self._take(state, p, o, tick, recent_pass=False):
                     return
             if objects:
                 p.after = objects[-1].key

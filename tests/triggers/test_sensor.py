@@ -156,10 +156,10 @@ def test_settings_have_bounds_and_clear_errors(monkeypatch):
     monkeypatch.delenv("GEO_ASSETS_ARRIVALS_INTERVAL")
     assert arrivals_from_env() == ArrivalsResource()
     monkeypatch.setenv("GEO_ASSETS_ARRIVALS_LAYOUT", "landing/{date}/{region}")
-    monkeypatch.setenv("GEO_ASSETS_ARRIVALS_LOOKBACK_DAYS", "7")
+    monkeypatch.setenv("GEO_ASSETS_ARRIVALS_LOOKBACK_DAYS", "3")
     monkeypatch.setenv("GEO_ASSETS_ARRIVALS_REGISTER_REGIONS", "true")
     got = arrivals_from_env()
-    assert (got.layout, got.lookback_days, got.register_regions) == ("landing/{date}/{region}", 7, True)
+    assert (got.layout, got.lookback_days, got.register_regions) == ("landing/{date}/{region}", 3, True)
     for name, value, message in [
         ("SETTLE_SECONDS", "nan", "must be a finite number"), ("SETTLE_SECONDS", "inf", "must be a finite number"),
         ("LOOKBACK_DAYS", "400", "less than or equal to 366"), ("MAX_ARRIVALS", "0", "greater than or equal to 1"),

@@ -18,7 +18,11 @@ YESTERDAY = (datetime.now(timezone.utc).date() - timedelta(days=1)).isoformat()
 
 
 def watcher(layout="incoming/{region}/{date}", **kw) -> Watcher:
-    return Watcher(Layout.parse(layout), **{"settle_seconds": SETTLE, "lookback_days": 30, **kw})
+    return Watcher(Layout.parse(layout), **{"settle_seconds": SETTLE, "lookback_days": 30, "sweep_seconds": 0, **kw})
+
+
+def start(w, since=None) -> WatchState:
+    return WatchState.start(time.time() if since is None else since, w.layout.template, w.lookback_days)
 
 
 def settled():
@@ -52,7 +56,8 @@ def write(store, *keys):
 def test_each_item_version_is_found_once_rewrites_again_deletions_never(any_store):
     write(any_store, "incoming/old-farm/2020-01-01/before-start.json")  # there before the watch: not an arrival
     settled()
-    w, state = watcher(), WatchState.start(time.time())
+    w = watcher()
+    state = start(w)
     settled()
     assert run(w, any_store, state) == ([], [])
     a, b = f"incoming/farm-a/{TODAY}/S2A_1.json", f"incoming/farm-b/{YESTERDAY}/S2B_2.json"
@@ -75,7 +80,8 @@ def test_each_item_version_is_found_once_rewrites_again_deletions_never(any_stor
 
 
 def test_an_item_that_sorts_before_the_ones_seen_is_still_found(any_store):
-    w, state = watcher(), WatchState.start(time.time())
+    w = watcher()
+    state = start(w)
     write(any_store, f"incoming/farm/{TODAY}/S2B.json")
     settled()
     assert len(run(w, any_store, state)[0]) == 1
@@ -89,7 +95,8 @@ def test_late_dates_are_found_by_the_sweep_once_over_many_ticks(any_store):
     sweep finds it however many ticks its pass takes, and only once."""
     write(any_store, *[f"incoming/farm/2019-01-{d:02d}/old-{d}.json" for d in range(1, 21)])
     settled()  # history, from before the watch
-    w, state = watcher(page_size=4, sweep_pages=1), WatchState.start(time.time())
+    w = watcher(page_size=4, sweep_seconds=0)
+    state = start(w)
     late, recent = "incoming/farm/2019-02-01/late.json", f"incoming/farm/{TODAY}/new.json"  # late: on the last page
     write(any_store, late, recent)
     settled()
@@ -101,7 +108,8 @@ def test_late_dates_are_found_by_the_sweep_once_over_many_ticks(any_store):
 
 
 def test_a_version_arrives_only_once_it_has_settled(any_store):
-    w, state = watcher(settle_seconds=60), WatchState.start(time.time() - 1)
+    w = watcher(settle_seconds=60)
+    state = start(w, time.time() - 1)
     write(any_store, f"incoming/farm/{TODAY}/a.json")
     assert run(w, any_store, state) == ([], [])  # the upload may still be landing
     t = w.tick(any_store, state, time.time() + 61)
@@ -111,7 +119,8 @@ def test_a_version_arrives_only_once_it_has_settled(any_store):
 
 def test_work_per_tick_is_bounded_and_the_rest_comes_next(any_store):
     keys = [f"incoming/farm-{r}/{TODAY}/item-{i}.json" for r in "abc" for i in range(3)]
-    w, state = watcher(max_arrivals=4, max_requests=2, page_size=2), WatchState.start(time.time())
+    w = watcher(max_arrivals=4, max_requests=2, page_size=2)
+    state = start(w)
     write(any_store, *keys)
     settled()
     sizes, got = [], []
@@ -127,7 +136,8 @@ def test_work_per_tick_is_bounded_and_the_rest_comes_next(any_store):
 def test_the_cursor_is_small_and_a_restarted_watch_goes_on_from_it(any_store):
     write(any_store, *[f"incoming/farm/2019-01-0{d}/x.json" for d in range(1, 6)])
     settled()
-    w, state = watcher(page_size=2, sweep_pages=1), WatchState.start(time.time())
+    w = watcher(page_size=2, sweep_seconds=0)
+    state = start(w)
     write(any_store, f"incoming/farm/{TODAY}/a.json")
     settled()
     got, _ = run(w, any_store, state)
@@ -137,7 +147,7 @@ def test_the_cursor_is_small_and_a_restarted_watch_goes_on_from_it(any_store):
     restarted = WatchState.from_json(json.loads(cursor))
     write(any_store, f"incoming/farm/{TODAY}/b.json")
     settled()
-    got += run(watcher(page_size=2, sweep_pages=1), any_store, restarted, ticks=6)[0]
+    got += run(watcher(page_size=2, sweep_seconds=0), any_store, restarted, ticks=6)[0]
     assert sorted(got) == sorted(refs(any_store, f"incoming/farm/{TODAY}/a.json", f"incoming/farm/{TODAY}/b.json"))
 
 
@@ -145,7 +155,8 @@ def test_the_sweep_goes_on_past_its_last_key_when_that_key_is_deleted(any_store)
     """Unlike a cursor that must exist (get_gcs_keys returns every key when it is deleted)."""
     write(any_store, *[f"incoming/farm/2019-01-0{d}/x.json" for d in range(1, 7)])
     settled()
-    w, state = watcher(page_size=2, sweep_pages=1), WatchState.start(time.time())
+    w = watcher(page_size=2, sweep_seconds=0)
+    state = start(w)
     w.tick(any_store, state, time.time())
     assert state.sweep.after
     any_store.delete(state.sweep.after)
@@ -157,7 +168,8 @@ def test_the_sweep_goes_on_past_its_last_key_when_that_key_is_deleted(any_store)
 def test_date_first_layouts_list_one_root(any_store):
     write(any_store, "landing/s2/2019-01-01/farm-a/z.json")
     settled()
-    w, state = watcher("landing/s2/{date}/{region}"), WatchState.start(time.time())
+    w = watcher("landing/s2/{date}/{region}")
+    state = start(w)
     write(any_store, f"landing/s2/{TODAY}/farm-a/x.json", f"landing/s2/{TODAY}/farm-b/y.json")
     settled()
     t = w.tick(any_store, state, time.time())
@@ -167,21 +179,22 @@ def test_date_first_layouts_list_one_root(any_store):
 
 def test_the_recent_pass_lists_recent_keys_only_however_long_the_history(any_store):
     """1200 keys of history under 3 regions: the recent-dates pass lists the 6 new keys in one request
-    per region (plus the folder listing), the sweep its two pages (of 500 here): neither grows with
-    the history."""
-    start = datetime(2016, 1, 1).date()
-    history = [f"incoming/farm-{i % 3}/{start + timedelta(days=i // 3)}/h-{i}.json" for i in range(1200)]
+    per region (plus the folder listing), the sweep one page (of 500 here): neither grows with the
+    history."""
+    first = datetime(2016, 1, 1).date()
+    history = [f"incoming/farm-{i % 3}/{first + timedelta(days=i // 3)}/h-{i}.json" for i in range(1200)]
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda k: any_store.write_bytes(k, b"{}"), history))
     settled()
-    w, state = watcher(page_size=500), WatchState.start(time.time())
+    w = watcher(page_size=500)
+    state = start(w)
     new = [f"incoming/farm-{r}/{d}/n.json" for r in range(3) for d in (TODAY, YESTERDAY)]
     write(any_store, *new)
     settled()
     t = w.tick(any_store, state, time.time())
     assert sorted(a.ref for a in t.arrivals) == sorted(refs(any_store, *new))
     assert (t.hot_requests, t.hot_listed) == (1 + 3, 6)
-    assert (t.sweep_requests, t.sweep_listed) == (2, 1000)
+    assert (t.sweep_requests, t.sweep_listed) == (1, 500)
 
 
 def test_layouts_are_checked():
@@ -196,3 +209,29 @@ def test_layouts_are_checked():
     assert layout.classify("landing/my-farm/l8/2024-06-01/a.json")[0] == "unrecognised"
     with pytest.raises(ValueError, match="invalid region name"):
         layout.folder("../etc", "2024-06-01")
+
+
+def test_a_new_lookback_classifies_each_version_once(tmp_path):
+    """Changing lookback_days mid-way neither repeats a version the recent pass took nor loses one
+    that the sweep had not reached: the new setting applies to versions that arrive afterwards."""
+    store = Store(local_root(tmp_path))
+    write(store, *[f"incoming/farm/2019-01-0{d}/x.json" for d in range(1, 8)])
+    settled()
+    ten_days_ago = (datetime.now(timezone.utc).date() - timedelta(days=10)).isoformat()
+    w30 = watcher(lookback_days=30, page_size=3)
+    state = start(w30)
+    a = f"incoming/farm/{ten_days_ago}/a.json"  # recent for 30 days, late for 7
+    write(store, a)
+    settled()
+    got = run(w30, store, state)[0]  # the recent pass takes a; the sweep is part-way through its pass
+    assert got == sorted(refs(store, a)) and state.sweep.after
+    w7 = watcher(lookback_days=7, page_size=3)
+    b = f"incoming/farm/{ten_days_ago}/b.json"  # arrives under the new setting: late, the sweep's
+    write(store, b)
+    settled()
+    got += run(w7, store, state, ticks=12)[0]
+    assert sorted(got) == sorted(refs(store, a, b))
+    assert [d for _, d in state.lookbacks] == [7]  # the old setting is dropped once no pass can meet it
+
+    with pytest.raises(ValueError, match="made for layout 'incoming/{region}/{date}', not 'incoming/{date}/{region}'"):
+        watcher("incoming/{date}/{region}").tick(store, state, time.time())
