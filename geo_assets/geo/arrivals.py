@@ -7,7 +7,7 @@ scene's STAC items; other objects there (the items' COGs) are its assets. Keys t
 folder (a bad region slug or date, a stray file) are unrecognised: reported once, never fatal.
 
 How arrivals are found. Every object version has one arrival time, `modified` (S3 LastModified,
-GCS timeCreated, a local file's ctime), and a date from its key. A version is *recent* when its date
+taken as the end of its whole second; GCS timeCreated; a local file's ctime), and a date from its key. A version is *recent* when its date
 is at most `lookback_days` before the day it arrived, else *late* (an old date delivered now).
 
 - Recent versions are found by the *hot pass*: per root (each region folder for `{region}/{date}`
@@ -22,6 +22,8 @@ is at most `lookback_days` before the day it arrived, else *late* (an old date d
   overlap, and whether a version is recent depends on the version alone, so each version is taken by
   one pass, once, with no memory of keys: the cursor is a few hundred bytes, the same at 100 or 10^8
   objects. Deletions leave nothing to find; a rewrite is a new version with a new arrival time.
+- A new `lookback_days` applies to versions that arrive after every slice either pass has begun,
+  so a setting change neither repeats nor skips a version.
 
 Work per tick is bounded (listing requests, sweep time, arrivals); a pass left unfinished goes on
 from its last key at the next tick. Nothing here imports dagster: the sensor module turns arrivals
@@ -30,7 +32,6 @@ into run requests.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import date as Date, datetime, timedelta, timezone

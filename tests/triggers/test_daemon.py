@@ -1,4 +1,4 @@
-"""scene_arrivals through a real `dagster-daemon run`: real ticks over a real bucket, the exact runs
+"""scene_arrivals through a real `dagster-daemon run`: real ticks over real buckets, the exact runs
 they create, a daemon restart that neither loses nor repeats an arrival, and (on the embedded
 default) an arrived scene run to the end behind a running run of the same partition."""
 
@@ -12,7 +12,7 @@ from daemon_process import Daemon, dagster_home, sensor_ticks, tick_log_lines, w
 from devtools.arrivals import write_item, write_scene
 from geo_assets.assets.common import digest
 from geo_assets.geo.store import make_store
-from trigger_stores import BUCKET, FARM, s3_settings
+from trigger_stores import BUCKET, FARM, gcs_settings, s3_settings
 
 TODAY = datetime.now(timezone.utc).date().isoformat()
 FAST = {"GEO_ASSETS_ARRIVALS_INTERVAL": "1", "GEO_ASSETS_ARRIVALS_SETTLE_SECONDS": "1"}
@@ -32,13 +32,25 @@ def ref(store, key):
     return next(o.ref for o in store.scan(key.rsplit("/", 1)[0])[0] if o.key == key)
 
 
-def test_ticks_through_the_daemon_request_each_arrival_once_across_a_restart(tmp_path, s3_server, prefix):
-    """On S3 (SeaweedFS, signatures checked), the queue held at 0 so the requested runs stay queued."""
+def profile_env(request, profile: str, prefix: str) -> tuple[dict, object]:
+    """The environment of the aws or gcp profile against the local S3 or GCS server, and a store on it."""
+    if profile == "aws":
+        s3 = request.getfixturevalue("s3_server")
+        env = {"GEO_ASSETS_STORAGE_ROOT": f"s3://{BUCKET}/{prefix}", "AWS_ENDPOINT_URL_S3": s3.endpoint_url,
+               "AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key, "AWS_REGION": "us-east-1"}
+        return env, make_store(f"s3://{BUCKET}/{prefix}", **s3_settings(s3))
+    gcs = request.getfixturevalue("gcs_server")
+    env = {"GEO_ASSETS_STORAGE_ROOT": f"gs://{BUCKET}/{prefix}", "STORAGE_EMULATOR_HOST": gcs, "GOOGLE_CLOUD_PROJECT": "test-project"}
+    return env, make_store(f"gs://{BUCKET}/{prefix}", **gcs_settings(gcs))
+
+
+@pytest.mark.parametrize("profile", ["aws", "gcp"])
+def test_ticks_through_the_daemon_request_each_arrival_once_across_a_restart(tmp_path, request, profile, prefix):
+    """On S3 (SeaweedFS, signatures checked) and GCS (fake-gcs-server), with the queue held at 0 so
+    the requested runs stay queued."""
     home = dagster_home(tmp_path / "home", max_concurrent_runs=0)
-    env = {**os.environ, **FAST, "DAGSTER_HOME": str(home), "GEO_ASSETS_PROFILE": "aws",
-           "GEO_ASSETS_STORAGE_ROOT": f"s3://{BUCKET}/{prefix}", "AWS_ENDPOINT_URL_S3": s3_server.endpoint_url,
-           "AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key, "AWS_REGION": "us-east-1"}
-    store = make_store(f"s3://{BUCKET}/{prefix}", **s3_settings(s3_server))
+    cloud, store = profile_env(request, profile, prefix)
+    env = {**os.environ, **FAST, **cloud, "DAGSTER_HOME": str(home), "GEO_ASSETS_PROFILE": profile}
     daemon = Daemon(env, tmp_path / "daemon.log")
     daemon.cli(*REGION_ADD)
     daemon.cli("dagster", "sensor", "start", "scene_arrivals", "-w", "workspace.yaml")
