@@ -127,7 +127,7 @@ def test_waiting_arrivals_are_bounded(store, instance):
     settled()
     result, lines = evaluate(store, instance, first.cursor)
     assert len(json.loads(result.cursor)["pending"]) == PENDING_MAX
-    assert any(line.startswith(f"dropped 5 waiting arrival(s), oldest first") for line in lines), lines
+    assert any(line.startswith("dropped 5 waiting arrival(s), oldest first") for line in lines), lines
 
 
 def test_a_region_is_registered_from_its_first_items_footprint_when_enabled(store, instance):
