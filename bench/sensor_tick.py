@@ -5,11 +5,12 @@ beside dagster_aws's `get_objects` on the same bucket.
 
 A local S3 server (SeaweedFS, signed requests) holds one bucket per size. Each bucket has a history
 laid out as deliveries accumulate: 10 regions x 3 items a day under `incoming/{region}/{date}/`,
-going back size / 30 days (so the last 30 days hold the same 900 items in every bucket), then 100
+going back size / 30 days (so recent dates hold the same items in every bucket), then 100
 new items (10 regions x 10, today) land after the watch has started.
 
-* tick: the real `scene_arrivals` sensor evaluated from its cursor (the recent-dates pass over each
-  region folder from 31 days back, two sweep pages of older keys, the catalogue read, the run requests);
+* tick: the real `scene_arrivals` sensor evaluated from its cursor, default settings (the recent-dates
+  pass over each region folder from 8 days back, 0.25 s of sweep over older keys, the catalogue
+  read, the run requests);
 * get_objects: `dagster_aws.s3.sensor.get_objects(bucket, "incoming/", since_last_modified=...)`,
   the stock helper's recommended use (a last-modified cursor), which lists the whole prefix.
 
@@ -170,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         *(f"| {r['size']} | **{r['tick_s']:.3f}** | {r['tick_requests']} | {r['tick_listed']} | {r['get_objects_s']:.3f} | "
           f"{r['get_objects_listed']} |" for r in rows),
         "",
-        "The tick lists each region folder from 31 days back (one request each, plus the folder listing) and two sweep pages "
-        "of older keys; get_objects lists every key under the prefix on every call.",
+        "The tick lists each region folder from 8 days back (lookback_days 7: one request each, plus the folder listing) and "
+        "spends sweep_seconds (0.25 s, one page of 1000 keys at least) on the sweep of older keys; get_objects lists every key "
+        "under the prefix on every call.",
         "",
         f"Machine: {info['nproc']} cores ({info['cpu_model']}), Python {info['python']}, dagster {info['dagster']}, "
         f"{info['date']}; 1-min load average {info['loadavg_1min_at_start']} at the start, {round(os.getloadavg()[0], 2)} at the end.",

@@ -18,7 +18,7 @@ from geo_assets.geo.arrivals import DEFAULT_LAYOUT, Layout, Watcher
 class ArrivalsResource(dg.ConfigurableResource):
     layout: str = DEFAULT_LAYOUT  # partition folders under the storage root; items are the .json objects in them
     lookback_days: int = Field(default=7, ge=0, le=366)  # dates this far before arrival are found at once
-    settle_seconds: float = Field(default=300.0, ge=0, le=86400)  # longer than the slowest upload
+    settle_seconds: float = Field(default=300.0, ge=0, le=86400)  # longer than the slowest upload, plus clock skew
     max_requests: int = Field(default=25, ge=1, le=1000)  # listing requests per tick for recent dates
     sweep_seconds: float = Field(default=0.25, ge=0, le=30)  # listing time per tick of the sweep for older dates
     max_arrivals: int = Field(default=1000, ge=1, le=10000)  # item versions per tick; the rest at the next
