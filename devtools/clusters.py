@@ -94,6 +94,7 @@ class KubernetesJobs:
             self.refused.append((manifest, str(e)))
             path = ".".join(str(p) for p in e.path)
             return 422, _status(422, "Invalid", f'Job.batch "{name}" is invalid: {path}: {e.message}')
+        manifest = {**manifest, "metadata": {**manifest["metadata"], "namespace": namespace}}
         with self.lock:
             if name in self.jobs:
                 return 409, _status(409, "AlreadyExists", f'jobs.batch "{name}" already exists')
@@ -102,7 +103,6 @@ class KubernetesJobs:
             job = Container(name, manifest, list(container.get("command", [])) + list(container["args"]), env, self.logs / f"{name}.log")
             self.jobs[name] = job
         _start(job, self.base_env, self.dagster_home)
-        manifest = {**manifest, "metadata": {**manifest["metadata"], "namespace": namespace, "uid": name}}
         return 201, manifest
 
     def read(self, name: str) -> tuple[int, dict]:

@@ -174,6 +174,7 @@ def local_dev(tmp_path_factory):
     home.mkdir()
     config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
     config["concurrency"]["pools"] = {"default_limit": 1, "granularity": "op"}
+    config["storage"] = {"sqlite": {"base_dir": str(home)}}  # the same home, not read from this process's env
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     root = (tmp / "storage").as_uri()
     store = Store(root)

@@ -108,7 +108,7 @@ def test_each_step_is_a_valid_job_placed_by_its_op_tags(cluster):
     assert pod["nodeSelector"] == {"geo-assets/pool": "cpu"}
     assert "tolerations" not in pod
     # Inherited from the run launcher: namespace, service account, the instance and its password secret.
-    assert step["metadata"]["namespace"] == "geo-assets" if "namespace" in step["metadata"] else True
+    assert step["metadata"]["namespace"] == "geo-assets"
     assert pod["serviceAccountName"] == "geo-assets"
     env = {e["name"]: e for e in container["env"]}
     assert env["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "geo-assets-postgresql"
@@ -162,3 +162,19 @@ def _launch_with_execution(url: str, ops: dict, execution: dict) -> str:
     launched = graphql(url, LAUNCH, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     return launched["run"]["runId"]
+
+
+@pytest.mark.parametrize("cloud", ["gke", "eks"])
+def test_the_cpu_code_location_runs_steps_as_jobs(cloud):
+    """The Helm values give the `geo_assets` location the k8s runtime and the CUDA image for GPU steps,
+    and pass its environment to the runs (and so to their steps)."""
+    values = yaml.safe_load((ROOT / f"deploy/helm/values-{cloud}.yaml").read_text())
+    deployments = {d["name"]: d for d in values["dagster-user-deployments"]["deployments"]}
+    cpu = deployments["geo-assets"]
+    env = {e["name"]: e["value"] for e in cpu["env"]}
+    assert env["GEO_ASSETS_RUNTIME"] == "k8s"
+    assert env["GEO_ASSETS_GPU_IMAGE"] == "${IMAGE_REPOSITORY}:${IMAGE_TAG}-gpu" == deployments["geo-assets-gpu"]["image"]["repository"] + ":" + deployments["geo-assets-gpu"]["image"]["tag"]
+    assert cpu["includeConfigInLaunchedRuns"]["enabled"] is True
+    # The GPU location keeps whole runs on one GPU node: its steps stay processes of the run's pod.
+    gpu_env = {e["name"]: e["value"] for e in deployments["geo-assets-gpu"]["env"]}
+    assert "GEO_ASSETS_RUNTIME" not in gpu_env
