@@ -4,8 +4,9 @@ No Kubernetes API server and no ECS agent can run on this machine, so:
 
 - `kubernetes_api` serves the part of the Kubernetes API that dagster-k8s uses for Jobs (create,
   read status, list, delete; empty pod lists) over HTTP on 127.0.0.1, for the official client.
-  Each Job is checked against the Kubernetes OpenAPI schema (kubernetes-validate, strict) and a Job
-  that fails the check is refused with 422 Invalid, as an API server refuses it; an accepted Job's
+  Each Job is checked against the Kubernetes OpenAPI schema (kubernetes-validate, strict) and its
+  resource quantities as the API server parses them; a Job that fails is refused with 422 Invalid
+  and the server's message; an accepted Job's
   container runs as a local process (the kubelet's part): its args, with its env.
 - `EcsAgent` watches an ECS API (moto's server) for tasks that RunTask started and runs each task's
   container as a local process: the task definition's command and environment with the overrides
@@ -36,6 +37,9 @@ from typing import Iterator
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 K8S_VERSION = "1.33"
+# The API server parses every resource quantity with this (apimachinery's resource.Quantity); the
+# OpenAPI schema only says "string", so the stand-in checks it as the server does.
+QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
 
 
 @dataclass
@@ -94,6 +98,14 @@ class KubernetesJobs:
             self.refused.append((manifest, str(e)))
             path = ".".join(str(p) for p in e.path)
             return 422, _status(422, "Invalid", f'Job.batch "{name}" is invalid: {path}: {e.message}')
+        for i, container in enumerate(manifest["spec"]["template"]["spec"]["containers"]):
+            for kind, quantities in (container.get("resources") or {}).items():
+                for resource, value in quantities.items():
+                    if not QUANTITY.match(str(value)):
+                        message = (f'Job.batch "{name}" is invalid: spec.template.spec.containers[{i}].resources.{kind}[{resource}]: '
+                                   f'Invalid value: "{value}": quantities must match the regular expression \'{QUANTITY.pattern}\'')
+                        self.refused.append((manifest, message))
+                        return 422, _status(422, "Invalid", message)
         manifest = {**manifest, "metadata": {**manifest["metadata"], "namespace": namespace}}
         with self.lock:
             if name in self.jobs:

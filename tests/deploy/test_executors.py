@@ -148,15 +148,18 @@ def _run_all(url: str, instance: dg.DagsterInstance, launches: list[tuple[str, d
 
 
 def _step_spans(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[float, float]]:
-    """Each step's span: from the orchestrator starting its process to the step's last event."""
-    spans: dict[str, list[float]] = {}
+    """Each step's span: from the orchestrator starting its process (once it holds any pool slot) to its end."""
+    starts, ends = {}, {}
     for record in instance.all_logs(run_id):
         event = record.dagster_event
         if event is None or not event.step_key:
             continue
-        span = spans.setdefault(event.step_key, [record.timestamp, record.timestamp])
-        span[0], span[1] = min(span[0], record.timestamp), max(span[1], record.timestamp)
-    return {k: (a, b) for k, (a, b) in spans.items()}
+        if event.event_type_value == "STEP_WORKER_STARTING":
+            starts[event.step_key] = record.timestamp
+        elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
+            ends[event.step_key] = record.timestamp
+    assert starts.keys() == ends.keys(), (starts, ends)
+    return {k: (starts[k], ends[k]) for k in starts}
 
 
 def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
@@ -226,3 +229,7 @@ def test_multiprocess_runs_the_graph_with_steps_in_parallel_and_gpu_steps_one_at
     assert len(gpu) == 5
     for (a, sa), (b, sb) in combinations(gpu, 2):
         assert not _overlap(sa, sb), (a, sa, b, sb)
+    # ... because steps waited for the pool's one slot.
+    blocked = [r for run in [*trained, predicted] for r in instance.all_logs(run.run_id)
+               if r.dagster_event and "blocked by limit for pool gpu" in (r.dagster_event.message or "")]
+    assert blocked and {r.dagster_event.step_key for r in blocked} <= GPU_STEPS

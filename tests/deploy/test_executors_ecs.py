@@ -8,7 +8,7 @@ a stand-in ECS agent (devtools/clusters.py) runs each started task's container a
 with only what the task definition, the overrides and its secrets give it, so the run worker's
 ecs_executor starts each step as another task. Asserted: the task definition registered and every
 RunTask's overrides (command, CPU, memory, GPU, tags, network), and a RunTask that the API refuses
-fails the run with the API's cause in one message.
+fails its step with the API's cause in one message.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ API (devtools/clusters.py: no API server can run here). A run launched over Grap
 Job; its container (`dagster api execute_run`) runs locally, and its k8s_job_executor creates one
 Job per step from the steps' op tags (geo_assets/assets/placement.py), whose containers run locally
 too, against a GCS API (fake-gcs-server). Every Job is validated against the Kubernetes 1.33
-OpenAPI schema before it is accepted; a Job the API refuses fails the run with the API's cause.
+OpenAPI schema before it is accepted; a Job the API refuses fails its step with the API's cause.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ BUCKET = "geo-assets-data"
 IMAGE = "registry.invalid/geo-assets:0123abc"
 GPU_TAINT = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 EVENTS = """query Events($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events {
-  __typename ... on MessageEvent { message stepKey } ... on RunFailureEvent { error { message causes { message } } } } } } }"""
+  __typename ... on MessageEvent { message stepKey } ... on RunFailureEvent { error { message causes { message } } }
+  ... on ExecutionStepFailureEvent { error { message } } } } } }"""
 
 
 def _launcher_config(kubeconfig) -> dict:
@@ -89,7 +90,7 @@ def _failure(url: str, run_id: str) -> str:
 
 def test_each_step_is_a_valid_job_placed_by_its_op_tags(cluster):
     url, jobs = cluster
-    run_id = launch(url, "imagery_job", PARTITION, {"imagery_tiles": {"config": {"tile_size": 64}}})
+    run_id = launch(url, "imagery_job", PARTITION, {"imagery_tiles": {"config": {"tile_size": 256}}})
     run = wait(url, run_id, timeout=420)
     assert run["status"] == "SUCCESS", _failure(url, run_id)
 
@@ -112,7 +113,7 @@ def test_each_step_is_a_valid_job_placed_by_its_op_tags(cluster):
     assert pod["serviceAccountName"] == "geo-assets"
     env = {e["name"]: e for e in container["env"]}
     assert env["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "geo-assets-postgresql"
-    assert {"name": "dagster-instance", "configMap": {"name": "dagster-instance"}} in pod["volumes"]
+    assert env["DAGSTER_HOME"]["value"] == "/opt/dagster/dagster_home"
     assert not jobs.refused
 
 
@@ -134,17 +135,20 @@ def test_gpu_steps_ask_for_a_gpu_node_with_the_cuda_image(cluster):
     assert not jobs.refused
 
 
-def test_a_job_the_api_refuses_fails_the_run_with_the_cause(cluster):
+def test_a_job_the_api_refuses_fails_its_step_with_the_cause(cluster):
     url, jobs = cluster
-    # A per-step override that the schema refuses (a toleration's effect must be a string).
-    bad = {"imagery_tiles": {"pod_spec_config": {"tolerations": [{"key": "x", "operator": "Exists", "effect": 3}]}}}
-    params_ops = {"imagery_tiles": {"config": {"tile_size": 64}}}
-    run_id = _launch_with_execution(url, params_ops, {"config": {"per_step_k8s_config": bad}})
+    # A per-step override the API server refuses: "8GiB" is not a Kubernetes quantity ("8Gi" is).
+    bad = {"imagery_tiles": {"container_config": {"resources": {"limits": {"memory": "8GiB"}}}}}
+    run_id = _launch_with_execution(url, {"imagery_tiles": {"config": {"tile_size": 256}}}, {"config": {"per_step_k8s_config": bad}})
     run = wait(url, run_id, timeout=420)
     assert run["status"] == "FAILURE"
-    failure = _failure(url, run_id)
-    assert "is invalid" in failure and "tolerations" in failure, failure
-    assert jobs.refused and "tolerations" in jobs.refused[-1][1]
+    events = graphql(url, EVENTS, {"id": run_id})["logsForRun"]["events"]
+    (step_failure,) = [e for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
+    assert step_failure["stepKey"] == "imagery_tiles"
+    message = step_failure["error"]["message"]
+    assert message.startswith("K8sStepHandler could not start step imagery_tiles: Job.batch ")
+    assert 'resources.limits[memory]: Invalid value: "8GiB": quantities must match the regular expression' in message
+    assert jobs.refused and "8GiB" in jobs.refused[-1][1]
     assert "imagery_tiles" not in _step_jobs(jobs, run_id)
 
 
