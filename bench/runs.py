@@ -62,15 +62,19 @@ def prepare(work: Path, tiles_per_side: int, tile_size: int, dates_: list[str]) 
         catalogue = load_catalogue(store)
         catalogue.add(region)
         save_catalogue(store, catalogue)
-        with dg.DagsterInstance.from_config(str(home)) as instance:
-            register(instance, regions=[REGION])
+        saved, os.environ["DAGSTER_HOME"] = os.environ.get("DAGSTER_HOME"), str(home)  # the instance yaml reads it
+        try:
+            with dg.DagsterInstance.from_config(str(home)) as instance:
+                register(instance, regions=[REGION])
+        finally:
+            os.environ.pop("DAGSTER_HOME") if saved is None else os.environ.update(DAGSTER_HOME=saved)
         envs[mode] = {k: v for k, v in os.environ.items() if k not in ("GEO_ASSETS_PROFILE", "GEO_ASSETS_RUNTIME")}
         envs[mode].update(DAGSTER_HOME=str(home), GEO_ASSETS_STORAGE_ROOT=root)
     return envs["runs"], envs["one-process"]
 
 
 def run_as_runs(url: str, dates_: list[str], tile_size: int) -> dict:
-    from devtools.dagster_dev import RUN, graphql, launch, wait
+    from devtools.dagster_dev import launch, wait
 
     ops = {"imagery_tiles": {"config": {"tile_size": tile_size}}}
     start = time.time()
@@ -81,7 +85,6 @@ def run_as_runs(url: str, dates_: list[str], tile_size: int) -> dict:
         raise RuntimeError(f"runs failed: {bad}")
     end = max(run["endTime"] for run in runs)
     durations = [run["endTime"] - run["startTime"] for run in runs]
-    del RUN, graphql
     return {"wall_s": end - start, "run_s_median": statistics.median(durations)}
 
 

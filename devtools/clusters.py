@@ -11,7 +11,7 @@ No Kubernetes API server and no ECS agent can run on this machine, so:
 - `EcsAgent` watches an ECS API (moto's server) for tasks that RunTask started and runs each task's
   container as a local process: the task definition's command and environment with the overrides
   applied, secrets read from Secrets Manager, and a task metadata endpoint (ECS_CONTAINER_METADATA_URI_V4)
-  that names the task and its cluster, as the ECS agent does.
+  that names the task and its cluster, and the region variables, as ECS does.
 
 In both, DAGSTER_HOME inside the container (the image's, or the instance ConfigMap's mount) is
 mapped to the test's Dagster home, and the image is this checkout's virtualenv: the image name is
@@ -57,6 +57,12 @@ class Container:
     def poll(self) -> int | None:
         if self.proc is not None and self.returncode is None:
             self.returncode = self.proc.poll()
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        """The exit code, once the container's process has ended (a step's ends just after its last event)."""
+        assert self.proc is not None
+        self.returncode = self.proc.wait(timeout=timeout)
         return self.returncode
 
 
@@ -278,7 +284,9 @@ class EcsAgent:
         env.update({e["name"]: e["value"] for e in override.get("environment", [])})
         for secret in spec.get("secrets", []):
             env[secret["name"]] = self.secrets.get_secret_value(SecretId=secret["valueFrom"])["SecretString"]
-        env["ECS_CONTAINER_METADATA_URI_V4"] = self.metadata_uri(task["taskArn"])
+        # What ECS itself puts into every Fargate container: the metadata endpoint and the region.
+        region = task["taskArn"].split(":")[3]
+        env.update(ECS_CONTAINER_METADATA_URI_V4=self.metadata_uri(task["taskArn"]), AWS_REGION=region, AWS_DEFAULT_REGION=region)
         command = override.get("command") or spec.get("command") or []
         name = task["taskArn"].rsplit("/", 1)[-1]
         return Container(name, {"task": task, "taskDefinition": definition}, command, env, self.workdir / f"task-{name}.log")
