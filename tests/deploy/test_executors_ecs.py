@@ -35,7 +35,7 @@ IMAGE = "registry.invalid/geo-assets:0123abc"
 KEYS = ("AKIAGEOASSETSTEST", "geo-assets-test-secret")
 EVENTS = """query Events($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events {
   __typename ... on MessageEvent { message stepKey } ... on RunFailureEvent { error { message } }
-  ... on ExecutionStepFailureEvent { error { message } } } } } }"""
+  ... on ExecutionStepFailureEvent { error { message cause { message } } } } } } }"""
 
 
 def _render(name: str, values: dict) -> dict:
@@ -191,8 +191,11 @@ def test_gpu_steps_refused_then_placed_on_a_gpu_instance(ecs_deployment):
     # The GPU task definition is not registered yet: ECS refuses the predictions step's RunTask.
     refused = launch(url, "prediction_job", PARTITION, ops)
     assert wait(url, refused, timeout=600)["status"] == "FAILURE"
-    failure = _failure(url, refused)
-    assert "An error occurred (ClientException) when calling the RunTask operation: Unable to describe task definition." in failure
+    events = graphql(url, EVENTS, {"id": refused})["logsForRun"]["events"]
+    (step_failure,) = [e for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
+    assert step_failure["stepKey"] == "predictions"
+    assert step_failure["error"]["message"] == ("EcsStepHandler could not start step predictions: An error occurred (ClientException) "
+                                                "when calling the RunTask operation: Unable to describe task definition.")
     assert _tasks(agent, refused)[1] == {}
 
     # Registered, with a GPU instance in the cluster: the step runs there with one GPU.
@@ -211,4 +214,3 @@ def test_gpu_steps_refused_then_placed_on_a_gpu_instance(ecs_deployment):
     override = _override(step)
     assert override["resourceRequirements"] == [{"type": "GPU", "value": "1"}]
     assert override["command"][:3] == ["dagster", "api", "execute_step"]
-    assert agent.tasks[step["taskArn"]].wait(timeout=120) != 0
