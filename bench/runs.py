@@ -148,10 +148,13 @@ def render(info: dict, args: argparse.Namespace, rows: dict, n_tiles: int, comma
         f"- Each run costs its own processes (the run worker and the step's process each load the code location) and "
         f"queue and event round trips; at this size that is {statistics.median(per_runs) - statistics.median(per_one):+.1f} s "
         "per partition against the loop, and two runs at a time share the same two cores the loop's tile pool already uses.",
-        "- Runs buy isolation (a failed or lost partition is retried alone), per-partition history in the UI, and "
-        "spreading over machines when runs or steps get pods or tasks of their own (GEO_ASSETS_RUNTIME=k8s or ecs); "
-        "on one machine they pay off once a partition's work is large against that fixed cost.",
+        "- On one machine runs only add that cost: the loop's tile pool already keeps the cores busy. Runs buy "
+        "isolation (a failed or lost partition is retried alone), per-partition history in the UI, and spreading "
+        "over machines when runs or steps get pods or tasks of their own (GEO_ASSETS_RUNTIME=k8s or ecs).",
     ]
+    if args.quick:
+        lines.insert(4, "**`--quick`: a check that the benchmark runs, not a figure to quote.**")
+        lines.insert(5, "")
     return "\n".join(lines)
 
 
