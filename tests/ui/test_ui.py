@@ -10,9 +10,9 @@ import re
 import time
 
 import yaml
+from ui_world import DATE, FIELD, MODEL
 
 from devtools.dagster_dev import graphql
-from tests.ui.conftest import DATE, FIELD, MODEL
 
 ASSETS = ("imagery_tiles", "predictions", "region_report")
 BACKFILL_DATES = ("2024-06-02", "2024-06-03")
@@ -102,7 +102,8 @@ def _see_preview(page, base: str, stored_png: bytes, shoot) -> None:
     page.goto(f"{base}/assets/region_report")
     page.get_by_text(f"{DATE}|{FIELD.name}").first.wait_for()  # the latest materialisation
     shoot("region-report")
-    page.get_by_text("[Show Markdown]").click()
+    preview_row = page.locator("tr", has=page.get_by_text("preview", exact=True))
+    preview_row.get_by_text("[Show Markdown]").click()
     preview = page.get_by_role("dialog").filter(has_text=f"{FIELD.name}, {DATE}")
     image = preview.get_by_role("img", name="imagery and prediction")
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
