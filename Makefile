@@ -28,10 +28,12 @@ bench: setup
 	$(BIN)/python -m bench.predictions
 	$(BIN)/python -m bench.cog_reads
 	$(BIN)/python -m bench.full_tile
+	$(BIN)/python -m bench.runs
 	$(BIN)/python -m bench.sensor_tick
 
 bench-full-tile: setup
 	$(BIN)/python -m bench.full_tile
+	$(BIN)/python -m bench.runs
 
 setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
