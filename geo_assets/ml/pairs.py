@@ -14,8 +14,8 @@ from geo_assets.ml.inference import Mapper, read_tile
 
 def check_same_grid(imagery: dict, labels: dict) -> None:
     """Imagery and labels must be cut on one grid, or their tiles would not line up pixel for pixel."""
-    for field in ("crs", "resolution", "tile_size"):
-        if imagery[field] != labels[field]:
+    for field in ("crs", "resolution", "origin", "tile_size"):
+        if imagery.get(field, [0.0, 0.0]) != labels.get(field, [0.0, 0.0]):  # manifests before "origin": (0, 0)
             raise ValueError(
                 f"imagery {imagery['region']}/{imagery['date']} and its labels differ in {field}: "
                 f"{imagery[field]} vs {labels[field]}; materialise both with the same tile_size and source grid"
