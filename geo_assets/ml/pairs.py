@@ -9,7 +9,7 @@ import numpy as np
 from geo_assets.geo.cog import read_raster
 from geo_assets.geo.landcover import CLASSES, IGNORE
 from geo_assets.geo.store import Store
-from geo_assets.ml.inference import Mapper, read_tile
+from geo_assets.ml.inference import Mapper, Normalise, read_tile
 
 
 def check_same_grid(imagery: dict, labels: dict) -> None:
@@ -22,9 +22,9 @@ def check_same_grid(imagery: dict, labels: dict) -> None:
             )
 
 
-def _load_pair(store: Store, item: tuple[dict, dict]) -> tuple[np.ndarray, np.ndarray]:
+def _load_pair(store: Store, item: tuple[dict, dict], normalise: Normalise | None = None) -> tuple[np.ndarray, np.ndarray]:
     tile, label_entry = item
-    image, valid, _ = read_tile(store, tile)
+    image, valid, _ = read_tile(store, tile, normalise)
     with store.env():  # in the work unit: GDAL config is per thread
         label, _ = read_raster(store.path(label_entry["path"]))
         cloud = read_raster(store.path(tile["cloud_path"]))[0] if "cloud_path" in tile else None
@@ -35,11 +35,13 @@ def _load_pair(store: Store, item: tuple[dict, dict]) -> tuple[np.ndarray, np.nd
     return image, label
 
 
-def load_pairs(store: Store, imagery: dict, labels: dict, mapper: Mapper) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(normalised image, label) for every tile present in both manifests."""
+def load_pairs(
+    store: Store, imagery: dict, labels: dict, mapper: Mapper, normalise: Normalise | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(normalised image, label) for every tile present in both manifests; `normalise` picks the model's bands."""
     check_same_grid(imagery, labels)
     by_key = {e["key"]: e for e in labels["tiles"]}
     items = [(t, by_key[t["key"]]) for t in imagery["tiles"] if t["key"] in by_key]
     if not items:
         raise ValueError(f"imagery {imagery['region']}/{imagery['date']} shares no tiles with its labels")
-    return mapper(partial(_load_pair, store), items)
+    return mapper(partial(_load_pair, store, normalise=normalise), items)

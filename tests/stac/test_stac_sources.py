@@ -122,8 +122,11 @@ def test_an_item_in_another_crs_is_warped_onto_the_tile_grid(settings, catalogue
     for tile in tiles(S2_REGION, 10.0):
         win = scene.read(tile.bounds, BANDS)
         data, valid, cloud, _ = mosaic([s2_layer(catalogues["earth-search"], scene.items[0].id, tile.bounds, 1000)])
-        np.testing.assert_array_equal(win.data, data)
-        np.testing.assert_array_equal(win.cloud, cloud)
+        # GDAL's warper approximates the transform per chunk: bilinear values agree to a few DN.
+        both = win.valid & valid
+        assert both.mean() > 0.75 and (win.valid != valid).mean() < 0.01  # SCL marks some no data
+        np.testing.assert_allclose(win.data[:, both], data[:, both], rtol=0.03)
+        assert (win.cloud == cloud)[both].mean() > 0.99
         # Nearest there (the provider), bilinear back: close to the sample's own pixels, not shifted.
         error = np.abs(win.data.astype(float) - _sample(tile.bounds))[:, win.valid]
         assert np.median(error) < 0.05 * np.median(_sample(tile.bounds)), np.median(error)
