@@ -9,7 +9,7 @@ Pixel spectra are drawn from real per-class surface reflectance (`data/spectra.c
 PROSAIL canopies, in Sentinel-2 bands; water and cloud from typical values). Each patch of ground
 (a field, a block) takes one library spectrum of its class, and what real 10 m pixels show is
 added: vegetation and built-up mixed with the soil below (cover fractions that keep the classes
-apart: vegetation >= 55 % canopy, bare soil <= 20 %), soil darkened by roughness and moisture
+apart: vegetation >= 55 % canopy, bare soil <= 10 %, built-up <= 25 %), soil darkened by roughness and moisture
 (0.55-1.0 of the laboratory value), a smooth residual haze (up to +400 in blue, fading to 0 in
 the SWIR), within-class texture and sensor noise.
 """
@@ -48,7 +48,7 @@ def library() -> dict[str, np.ndarray]:
 # Residual path radiance at full haze, x 10000 (strongest in blue, none in the SWIR).
 _HAZE = np.array([400.0, 250.0, 150.0, 80.0, 20.0, 10.0])
 # Canopy cover ranges per class (fraction of vegetation mixed over the soil spectrum).
-_COVER = {"vegetation": (0.55, 1.0), "built-up": (0.0, 0.3), "bare-soil": (0.0, 0.2)}
+_COVER = {"vegetation": (0.55, 1.0), "built-up": (0.0, 0.25), "bare-soil": (0.0, 0.1)}
 _PATCH_CELL, _COVER_CELL, _HAZE_CELL = 400.0, 300.0, 3000.0
 
 # Noise-field feature sizes in metres: lakes and rivers, towns, fields, clouds, within-class texture.
