@@ -27,12 +27,13 @@ BANDS = {  # Sentinel-2A centre and FWHM, micrometres (B02, B03, B04, B08, B11, 
     "nir": (0.833, 0.106), "swir1": (1.614, 0.091), "swir2": (2.202, 0.175),
 }
 PER_CLASS = 64
-# earthlib (LEVEL_2, LEVEL_3) -> our class. Paint, glass, manholes and "other"/"mixed" are left out:
-# single materials that no 10 m pixel is made of.
+# earthlib (LEVEL_2, LEVEL_3) -> our class. Paint, glass, manholes and "other"/"mixed" are left out
+# (single materials that no 10 m pixel is made of), and so are clay tiles, wood shingles, gravel and
+# driveways: spectrally they are soil or wood, and a 10 m pixel of them cannot be told from one.
 CLASSES = {
     "vegetation": [("vegetation", "canopy")],
     "built-up": [("built", m) for m in ("road", "comp_shingle", "parking_lot", "sidewalk", "concrete_tile", "asphalt",
-                                        "tile", "metal", "wood_shingle", "driveway", "gravel", "bridge")],
+                                        "metal", "bridge")],
     "bare-soil": [("bare", m) for m in ("soil", "sand", "dirt", "gravel")],
 }
 # Typical surface reflectance x 10000, not measured spectra (none in the library): clear, dark,

@@ -105,7 +105,10 @@ def run_demo(instance: dg.DagsterInstance, quick: bool = False) -> int:
             raise_on_error=False,
         )
         seconds = time.perf_counter() - t0
-        if not result.success:
+        if not result.success and key == RGB_MODEL and _gate_failed(result):
+            # The RGB model is judged on the synthetic hold-out like any model; the demo still shows it.
+            console.print(f"    [yellow]{RGB_MODEL} did not pass the quality gate; predicting with it anyway[/yellow]")
+        elif not result.success:
             console.print(f"[red]run {result.run_id} failed[/red]: {failure_message(result)}")
             return 1
         for step in instance.get_run_step_stats(result.run_id):
@@ -115,6 +118,12 @@ def run_demo(instance: dg.DagsterInstance, quick: bool = False) -> int:
     _summary(console, store, spent, partitions, catalogue, quick)
     console.print(f"total {time.perf_counter() - started:.0f} s. Browse it: DAGSTER_HOME={instance.root_directory} dagster dev")
     return 0
+
+
+def _gate_failed(result) -> bool:
+    """The run failed only because a blocking asset check (the quality gate) did not pass."""
+    return "DagsterAssetCheckFailedError" in failure_message(result) or any(
+        not c.passed for c in result.get_asset_check_evaluations())
 
 
 def failure_message(result) -> str:
@@ -149,6 +158,10 @@ def _summary(console: Console, store, spent: dict, partitions: dict, catalogue=N
     scores.add_row("[bold]mean[/bold]", f"[bold]{_fmt(evaluation['miou'])}[/bold]", _fmt(evaluation["mean_f1"]),
                    "gate " + ("passed" if evaluation["passed"] else "FAILED") + f" (min {evaluation['min_miou']})")
     console.print(scores)
+    rgb = store.read_json(f"manifests/model_evaluation/{RGB_MODEL}.json")
+    console.print(f"{RGB_MODEL} {rgb['version']} (bands {', '.join(RGB)}; synthetic scenes + Landsat polygons): "
+                  f"mIoU {_fmt(rgb['miou'])} on {', '.join(rgb['regions'])}, gate "
+                  + ("passed" if rgb["passed"] else "FAILED") + f" (min {rgb['min_miou']})", highlight=False)
     if catalogue is not None:
         _real_samples(console, store, catalogue, quick)
 

@@ -10,8 +10,9 @@ PROSAIL canopies, in Sentinel-2 bands; water and cloud from typical values). Eac
 (a field, a block) takes one library spectrum of its class, and what real 10 m pixels show is
 added: vegetation and built-up mixed with the soil below (cover fractions that keep the classes
 apart: vegetation >= 55 % canopy, bare soil <= 10 %, built-up <= 25 %), soil darkened by roughness and moisture
-(0.55-1.0 of the laboratory value), a smooth residual haze (up to +400 in blue, fading to 0 in
-the SWIR), within-class texture and sensor noise.
+(0.55-1.0 of the laboratory value), a smooth residual haze (up to +600 in blue, fading to 0 in
+the SWIR: what imperfect atmospheric correction leaves, as in the Sentinel-2 sample, whose blue
+exceeds its green), within-class texture and sensor noise.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def library() -> dict[str, np.ndarray]:
 
 
 # Residual path radiance at full haze, x 10000 (strongest in blue, none in the SWIR).
-_HAZE = np.array([400.0, 250.0, 150.0, 80.0, 20.0, 10.0])
+_HAZE = np.array([600.0, 400.0, 250.0, 120.0, 20.0, 10.0])
 # Canopy cover ranges per class (fraction of vegetation mixed over the soil spectrum).
 _COVER = {"vegetation": (0.55, 1.0), "built-up": (0.0, 0.25), "bare-soil": (0.0, 0.1)}
 _PATCH_CELL, _COVER_CELL, _HAZE_CELL = 400.0, 300.0, 3000.0
@@ -165,7 +166,7 @@ def _spectra(region: str, date: str, classes: np.ndarray, xs: np.ndarray, ys: np
             own = canopy * (own if name == "vegetation" else veg) + (1 - canopy) * base
         out[where] = own
     haze = _fbm(xs, ys, _HAZE_CELL, _seed("haze", region, date))
-    return out + np.clip((haze - 0.35) / 0.3, 0.0, 1.0)[..., np.newaxis] * _HAZE
+    return out + np.clip((haze - 0.25) / 0.5, 0.0, 1.0)[..., np.newaxis] * _HAZE
 
 
 def scene(
