@@ -7,7 +7,8 @@ Land cover is seeded by the region, clouds by region and date.
 Pixel spectra are drawn from real per-class surface reflectance (`data/spectra.csv`, built by
 `devtools.spectra_build` from the earthlib spectral library: measured soils and urban materials,
 PROSAIL canopies, in Sentinel-2 bands; water and cloud from typical values). Each patch of ground
-(a field, a block) takes one library spectrum of its class, and what real 10 m pixels show is
+(a 400 m field; a 30 m block of a town: roofs, roads and yards) takes one library spectrum of its
+class, and what real 10 m pixels show is
 added: vegetation and built-up mixed with the soil below (cover fractions that keep the classes
 apart: vegetation >= 55 % canopy, bare soil <= 10 %, built-up <= 25 %), soil darkened by roughness and moisture
 (0.55-1.0 of the laboratory value), a smooth residual haze (up to +600 in blue, fading to 0 in
@@ -50,7 +51,9 @@ def library() -> dict[str, np.ndarray]:
 _HAZE = np.array([600.0, 400.0, 250.0, 120.0, 20.0, 10.0])
 # Canopy cover ranges per class (fraction of vegetation mixed over the soil spectrum).
 _COVER = {"vegetation": (0.55, 1.0), "built-up": (0.0, 0.25), "bare-soil": (0.0, 0.1)}
-_PATCH_CELL, _COVER_CELL, _HAZE_CELL = 400.0, 300.0, 3000.0
+# A field or a soil takes one spectrum per 400 m patch; a town is a fine mosaic of roofs, roads and
+# yards, one material per 30 m block.
+_PATCH_CELL, _BLOCK_CELL, _COVER_CELL, _HAZE_CELL = 400.0, 30.0, 300.0, 3000.0
 
 # Noise-field feature sizes in metres: lakes and rivers, towns, fields, clouds, within-class texture.
 _WATER_CELL, _URBAN_CELL, _SOIL_CELL, _CLOUD_CELL, _TEXTURE_CELL = 2400.0, 1100.0, 700.0, 1600.0, 250.0
@@ -137,15 +140,16 @@ def cloud_mask(region: str, date: str, bounds: Bounds, resolution: float = RESOL
     return _fbm(xs, ys, _CLOUD_CELL, _seed("clouds", region, date)) > _CLOUD_T
 
 
-def _patch_uniform(xs: np.ndarray, ys: np.ndarray, seed: int) -> np.ndarray:
-    """One uniform [0, 1) value per square patch of ground (rows, cols): which library spectrum it takes."""
-    return _lattice(np.floor(xs / _PATCH_CELL)[np.newaxis, :], np.floor(ys / _PATCH_CELL)[:, np.newaxis], seed)
+def _patch_uniform(xs: np.ndarray, ys: np.ndarray, seed: int, cell: float = _PATCH_CELL) -> np.ndarray:
+    """One uniform [0, 1) value per square cell of ground (rows, cols): which library spectrum it takes."""
+    return _lattice(np.floor(xs / cell)[np.newaxis, :], np.floor(ys / cell)[:, np.newaxis], seed)
 
 
 def _spectra(region: str, date: str, classes: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """(rows, cols, 6) noise-free surface reflectance x 10000 of every pixel, from the class library."""
     lib = library()
     pick = _patch_uniform(xs, ys, _seed("patch", region))
+    block = _patch_uniform(xs, ys, _seed("block", region), _BLOCK_CELL)
     under = _patch_uniform(xs + _PATCH_CELL / 2, ys + _PATCH_CELL / 2, _seed("soil", region))  # soil below cover
     cover = np.clip((_fbm(xs, ys, _COVER_CELL, _seed("cover", region)) - 0.3) / 0.4, 0.0, 1.0)
     bright = 0.55 + 0.45 * _fbm(xs, ys, _COVER_CELL * 2, _seed("bright", region))
@@ -155,7 +159,8 @@ def _spectra(region: str, date: str, classes: np.ndarray, xs: np.ndarray, ys: np
         where = classes == k
         if not where.any():
             continue
-        own = lib[name][(pick[where] * len(lib[name])).astype(int)]
+        chosen = block if name == "built-up" else pick
+        own = lib[name][(chosen[where] * len(lib[name])).astype(int)]
         if name == "bare-soil":
             own = own * bright[where][:, np.newaxis]
         if name in _COVER:

@@ -183,9 +183,10 @@ class ChipDataset(Dataset):
         self.seed = seed
         self.augment = augment
         self.epoch = 0
-        # Sample tiles by labelled area so sparse tiles don't dominate with empty chips.
-        counts = np.array([np.count_nonzero(lb != IGNORE) for lb in self.labels], dtype=np.float64)
-        self.tile_weights = counts / counts.sum()
+        # Every tile with labels is drawn alike, however sparse: a few real polygons mixed with whole
+        # synthetic tiles still reach the model (the chip is then placed over some of its labels).
+        labelled = np.array([np.any(lb != IGNORE) for lb in self.labels], dtype=np.float64)
+        self.tile_weights = labelled / labelled.sum()
 
     @staticmethod
     def _pad(array: np.ndarray, size: int, fill: float) -> np.ndarray:
@@ -207,13 +208,18 @@ class ChipDataset(Dataset):
             raise IndexError(index)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         s = self.chip_size
+        t = int(rng.choice(len(self.labels), p=self.tile_weights))
+        h, w = self.labels[t].shape
         for _ in range(_MAX_DRAWS):
-            t = int(rng.choice(len(self.labels), p=self.tile_weights))
-            h, w = self.labels[t].shape
             y, x = int(rng.integers(0, h - s + 1)), int(rng.integers(0, w - s + 1))
             label = self.labels[t][y : y + s, x : x + s]
             if (label != IGNORE).any():
                 break
+        else:  # a sparse tile: centre the chip on one of its labelled pixels
+            rows, cols = np.nonzero(self.labels[t] != IGNORE)
+            k = int(rng.integers(0, rows.size))
+            y, x = min(max(int(rows[k]) - s // 2, 0), h - s), min(max(int(cols[k]) - s // 2, 0), w - s)
+            label = self.labels[t][y : y + s, x : x + s]
         image = self.images[t][:, y : y + s, x : x + s]
         if self.augment:
             k = int(rng.integers(0, 4))

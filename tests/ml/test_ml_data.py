@@ -113,3 +113,18 @@ def test_normalisation_round_trips_through_the_model_record_and_legacy_records_k
     for bad in [dict(scale=(0.0, 1.0)), dict(offset=(float("nan"), 0.0)), dict(scale=(1.0,))]:
         with pytest.raises(ValueError):
             Normalisation(**{"bands": ("blue", "nir"), "scale": (1.0, 1.0), "offset": (0.0, 0.0), **bad})
+
+
+def test_sparse_real_labels_are_drawn_as_often_as_whole_synthetic_tiles():
+    """A tile with a small labelled polygon is drawn as often as a fully labelled one, and its chips
+    lie over its labels: mixing a few real polygons with synthetic scenes reaches the model."""
+    full = (np.zeros((1, 128, 128), np.float32), np.zeros((128, 128), np.uint8))
+    sparse_label = np.full((128, 128), IGNORE, np.uint8)
+    sparse_label[100:106, 5:12] = 2  # 42 labelled pixels
+    sparse = (np.ones((1, 128, 128), np.float32), sparse_label)
+    ds = ChipDataset([full[0], sparse[0]], [full[1], sparse[1]], chip_size=32, chips_per_epoch=200, seed=0, augment=False)
+    from_sparse = 0
+    for x, y in _items(ds):
+        assert (y != IGNORE).any()
+        from_sparse += int(x[0, 0, 0] == 1)
+    assert 70 < from_sparse < 130
