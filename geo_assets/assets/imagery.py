@@ -10,7 +10,6 @@ from geo_assets.assets.common import catalogue, digest, output, tag_run
 from geo_assets.assets.placement import op_tags
 from geo_assets.config import ImageryConfig
 from geo_assets.geo.arrived_scenes import arrived_scene
-from geo_assets.geo.grid import TileGrid
 from geo_assets.geo.sources import check_bands, get_source
 from geo_assets.geo.tiling import cut_imagery_tile
 from geo_assets.partitions import region_and_date, region_date_partitions
@@ -48,7 +47,7 @@ def imagery_tiles(
         ids = ", ".join(i["id"] for i in described["items"])
         context.log.info(f"{len(described['items'])} {described['collection']} item(s), in mosaic order: {ids}")
 
-    grid = TileGrid(region.crs, spec.resolution, config.tile_size)
+    grid = spec.grid(region.crs, config.tile_size)  # the source's own pixel lattice
     tiles = grid.tiles(region.bbox)
     # The items read (which a cloud limit or a newly published scene changes) are part of the path,
     # so a rerun that fails halfway never mixes its tiles into an earlier, different output.
@@ -66,6 +65,7 @@ def imagery_tiles(
         "bands": bands,
         "crs": region.crs,
         "resolution": spec.resolution,
+        "origin": list(grid.origin),
         "tile_size": config.tile_size,
         "dtype": spec.dtype,
         "nodata": None if spec.nodata is None else float(spec.nodata),

@@ -9,7 +9,6 @@ import numpy as np
 from geo_assets.assets.common import catalogue, output, tag_run
 from geo_assets.assets.placement import op_tags
 from geo_assets.config import LabelsConfig
-from geo_assets.geo.grid import TileGrid
 from geo_assets.geo.labels import check_label_source
 from geo_assets.geo.landcover import CLASSES
 from geo_assets.geo.regions import validate_region_name
@@ -31,7 +30,7 @@ def labels(
     spec = get_source(region.source).spec(region)  # labels follow the grid of the region's imagery
     tag_run(context, region=region.name, labels=source)
 
-    grid = TileGrid(region.crs, spec.resolution, config.tile_size)
+    grid = spec.grid(region.crs, config.tile_size)  # the source's own pixel lattice
     tiles = grid.tiles(region.bbox)
     prefix = f"labels/{region.name}/{source}-{config.tile_size}px"
     entries = compute.map(
@@ -43,6 +42,7 @@ def labels(
         "source": source,
         "crs": region.crs,
         "resolution": spec.resolution,
+        "origin": list(grid.origin),
         "tile_size": config.tile_size,
         "prefix": prefix,
         "tiles": entries,

@@ -49,7 +49,7 @@ def predictions(
     version = record["version"]
     serving = registry.serving_id(store, config.model, gate.min_miou, versions)
     tag_run(context, region=region, date=date, source=imagery_tiles["source"], model=config.model, model_version=version)
-    if imagery_tiles["bands"] != record["bands"]:
+    if not set(record["bands"]) <= set(imagery_tiles["bands"]):
         raise ValueError(
             f"model {config.model} {version} expects bands {record['bands']}, imagery has {imagery_tiles['bands']}; "
             "materialise imagery_tiles with the model's bands"
@@ -64,6 +64,7 @@ def predictions(
         store, model, device, imagery_tiles["tiles"], prefix, config.batch_size,
         mapper=lambda fn, items: compute.map(fn, items),
         progress=lambda done, total: context.log.info(f"predicted {done}/{total} tiles"),
+        normalise=registry.normalisation(record),  # the bands and scaling the version was trained with
     )
     mosaic = f"{prefix}/mosaic.tif"
     bounds = [t["bounds"] for t in imagery_tiles["tiles"]]
