@@ -53,11 +53,17 @@ class TileWorkError(RuntimeError):
 class BatchSizer:
     """Tiles per batch from measurements: the fixed cost of a batch (an empty task's round trip plus
     what the batch itself spends besides its tiles) and the cost of a tile (the work's own time per
-    tile, reported by the batches). Before any batch has reported, a probe batch of `min_items`."""
+    tile, reported by the batches).
+
+    Batches are as large as progress and balance allow (at most BATCH_SECONDS of work, at least WAVES
+    batches per slot over what remains, so they shrink towards the end), and never so small that their
+    fixed cost passes OVERHEAD_SHARE of their work. Before any batch has reported: a probe of the work's
+    own minimum (a forward pass's batch), smaller when there are few tiles per slot.
+    """
 
     slots: int  # batches that run at once (worker threads; 1 when batches run one after another)
     overhead: float  # seconds: an empty task's round trip
-    min_items: int = 1  # the work's own minimum (a forward pass's batch)
+    min_items: int = 1
     fixed_size: int = 0  # tiles per batch set by the user (0: measured)
     costs: list[float] = field(default_factory=list)
     fixed: list[float] = field(default_factory=list)
@@ -76,16 +82,16 @@ class BatchSizer:
         return self.overhead + (statistics.median(self.fixed) if self.fixed else 0.0)
 
     def size(self, remaining: int) -> int:
-        if self.fixed_size:
-            return min(self.fixed_size, remaining)
+        balanced = math.ceil(remaining / (WAVES * self.slots)) if self.slots > 1 else remaining
         cost = self.cost
-        if cost is None:
-            return min(max(1, self.min_items), remaining)
-        amortised = math.ceil(self.per_batch / (OVERHEAD_SHARE * cost))
-        largest = max(1, int(BATCH_SECONDS / cost))
-        if self.slots > 1:
-            largest = min(largest, math.ceil(remaining / (WAVES * self.slots)))
-        return min(remaining, max(amortised, self.min_items, largest))
+        if self.fixed_size:
+            size = self.fixed_size
+        elif cost is None:
+            size = max(1, min(self.min_items, balanced))
+        else:
+            amortised = math.ceil(self.per_batch / (OVERHEAD_SHARE * cost))
+            size = max(amortised, min(balanced, max(1, int(BATCH_SECONDS / cost))))
+        return min(size, remaining)
 
     def describe(self) -> str:
         cost = self.cost
@@ -103,6 +109,7 @@ class TileJob:
         self.label, self.work, self.items, self.ledger, self.log = label, work, items, ledger, log
         self.keys = [item_key(i) or str(n) for n, i in enumerate(items)]
         self.digests = [fingerprint(i) for i in items]
+        self.position = {k: n for n, k in enumerate(self.keys)}
         self.results: list = [None] * len(items)
         done = ledger.completed() if ledger is not None else {}
         self.todo = [n for n, k in enumerate(self.keys) if done.get(k, (None,))[0] != self.digests[n]]
@@ -124,6 +131,8 @@ class TileJob:
 
     def take(self, size: int) -> tuple:
         """The next batch's `run_batch` arguments (work, items, keys, digests, ledger, index)."""
+        if not self.taken:
+            self.started = time.perf_counter()
         positions = self.todo[self.taken : self.taken + size]
         self.taken += len(positions)
         self.batches += 1
@@ -137,15 +146,17 @@ class TileJob:
             self.log.log(record["level"], f"[{outcome.origin}] {record['message']}")
         if outcome.error is not None:
             raise TileWorkError(self.failure(outcome))
-        where = {k: n for n, k in enumerate(self.keys)}
         for key, result in zip(outcome.keys, outcome.results):
-            self.results[where[key]] = result
+            self.results[self.position[key]] = result
         self.finished += len(outcome.keys)
         elapsed = time.perf_counter() - self.started
         self.log.info(
             f"{self.label}: batch {outcome.index} done on {outcome.origin} ({len(outcome.keys)} tiles in "
             f"{outcome.seconds:.2f} s); {self.finished}/{len(self.todo)} tiles, {self.finished / max(elapsed, 1e-9):.1f}/s"
         )
+
+    def planned(self, sizer: BatchSizer) -> None:
+        self.log.info(f"{self.label}: measured {sizer.describe()}; tiles per batch: {sizer.size(self.remaining)}")
 
     def failure(self, outcome: BatchOutcome) -> str:
         error = outcome.error
@@ -214,3 +225,5 @@ class LocalPoolCompute(dg.ConfigurableResource):
             outcome = run_batch(*job.take(sizer.size(job.remaining)), mapper=self.map)
             job.accept(outcome)
             sizer.observe(outcome)
+            if job.batches == 1 and job.remaining:
+                job.planned(sizer)

@@ -181,8 +181,7 @@ class DaskCompute(LocalPoolCompute):
 
     def _execute(self, job: TileJob) -> None:
         client = self.client()
-        context_log = job.log
-        context_log.info(f"{job.label}: {len(job.todo)} tiles on Dask ({self.kind}; dashboard {client.dashboard_link})")
+        job.log.info(f"{job.label}: {len(job.todo)} tiles on Dask ({self.kind}; dashboard {client.dashboard_link})")
         threads = sum(self._threads(client).values())
         planned_slots = self.maximum_workers * self.threads_per_worker if self.adaptive else 0
         sizer = self._sizer(job, slots=max(threads, planned_slots, 1), overhead=0.0)
@@ -222,7 +221,7 @@ class DaskCompute(LocalPoolCompute):
                 sizer.observe(outcome)
                 if not planned and job.remaining:
                     sizer.overhead = self._round_trip(client)
-                    context_log.info(f"{job.label}: measured {sizer.describe()}; tiles per batch: {sizer.size(job.remaining)}")
+                    job.planned(sizer)
                     while job.remaining:
                         submit()
                 planned = True

@@ -23,13 +23,15 @@ def plan(sizer: BatchSizer, total: int) -> list[int]:
 
 
 def test_a_probe_first_then_sizes_from_the_measured_costs():
-    sizer = BatchSizer(slots=2, overhead=0.005, min_items=4)
-    assert sizer.size(1000) == 4  # nothing measured yet: a probe of the work's minimum
+    sizer = BatchSizer(slots=2, overhead=0.005, min_items=16)
+    assert sizer.size(1000) == 16  # nothing measured yet: a probe of the work's minimum
+    assert sizer.size(40) == 5  # ... unless that leaves fewer than 4 batches per worker
     observed(sizer, 0.05)
     # 4 batches per worker thread at least (1000 / 8), then smaller ones towards the end
     sizes = plan(sizer, 1000)
     assert sizes[0] == 125 and sizes == sorted(sizes, reverse=True) and sum(sizes) == 1000
-    assert min(sizes) == 4  # never below the work's minimum
+    # never so small that 5 ms per batch passes 5 % of a batch's 50 ms tiles
+    assert min(sizes[:-1]) == 2
 
 
 def test_batches_hold_at_most_a_few_seconds_of_work():
