@@ -123,7 +123,7 @@ class TileJob:
         self.taken = 0
         self.batches = 0
         self.finished = 0
-        self.started = time.perf_counter()
+        self.started = 0.0  # when the first batch is handed out
 
     @property
     def remaining(self) -> int:

@@ -150,10 +150,14 @@ class DaskCompute(LocalPoolCompute):
         }[kind]
 
     def make_cluster(self):
-        module, name = CLUSTERS[self.kind]
-        cluster_class = getattr(importlib.import_module(module), name)
+        module, class_name = CLUSTERS[self.kind]
         name = f"geo-assets-{self._run_id[:8] or uuid.uuid4().hex[:8]}"  # a Kubernetes name: the run's
-        cluster = cluster_class(**self._arguments(self.kind, name), **self.cluster_options)
+        try:
+            cluster = getattr(importlib.import_module(module), class_name)(
+                **self._arguments(self.kind, name), **self.cluster_options
+            )
+        except Exception as exc:  # the control plane refused it: quota, a bad image, a spec the API rejects
+            raise DaskUnavailableError(f"could not create the {self.kind} Dask cluster ({class_name}): {exc}") from None
         if self.adaptive:
             cluster.adapt(minimum=self.minimum_workers, maximum=self.maximum_workers)
         return cluster
@@ -182,7 +186,7 @@ class DaskCompute(LocalPoolCompute):
     def _execute(self, job: TileJob) -> None:
         client = self.client()
         job.log.info(f"{job.label}: {len(job.todo)} tiles on Dask ({self.kind}; dashboard {client.dashboard_link})")
-        threads = sum(self._threads(client).values())
+        threads = sum(client.nthreads().values())
         planned_slots = self.maximum_workers * self.threads_per_worker if self.adaptive else 0
         sizer = self._sizer(job, slots=max(threads, planned_slots, 1), overhead=0.0)
         token = uuid.uuid4().hex[:8]
@@ -199,9 +203,8 @@ class DaskCompute(LocalPoolCompute):
         def on_event(event: tuple) -> None:  # the scheduler's "all" topic, on the client's thread
             msg = event[1]
             if isinstance(msg, dict) and msg.get("action") == "remove-worker" and not msg.get("expected"):
-                lost = (set(msg.get("processing-tasks", ())) | set(msg.get("lost-computed-tasks", ()))) & set(running)
-                if lost:
-                    events.put(("lost", msg.get("worker"), sorted(lost)))
+                keys = set(msg.get("processing-tasks", ())) | set(msg.get("lost-computed-tasks", ()))
+                events.put(("lost", msg.get("worker"), keys))
 
         client.subscribe_topic("all", on_event)
         try:
@@ -211,9 +214,9 @@ class DaskCompute(LocalPoolCompute):
             planned = False
             while running:
                 item = self._next(events, client)
-                if isinstance(item, tuple):
-                    raise TileWorkError(self._lost(job, item[1], item[2]))
-                if item.key not in running:  # an event about a future already settled
+                if isinstance(item, tuple):  # a worker left unexpectedly: did it hold one of ours?
+                    if item[2] & running.keys():
+                        raise TileWorkError(self._lost(job, item[1], sorted(item[2] & running.keys())))
                     continue
                 del running[item.key]
                 outcome = self._outcome(job, item)
@@ -230,9 +233,6 @@ class DaskCompute(LocalPoolCompute):
             if running:
                 client.cancel(list(running.values()))
 
-    def _threads(self, client) -> dict:
-        return client.nthreads()
-
     def _next(self, events: queue.Queue, client):
         """The next finished future or lost-worker event; fails when no worker is left for too long."""
         since = time.monotonic()
@@ -240,7 +240,7 @@ class DaskCompute(LocalPoolCompute):
             try:
                 return events.get(timeout=POLL_SECONDS)
             except queue.Empty:
-                if self._threads(client):
+                if client.nthreads():
                     since = time.monotonic()
                 elif time.monotonic() - since > self.worker_timeout:
                     raise DaskUnavailableError(

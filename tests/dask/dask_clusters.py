@@ -15,7 +15,8 @@ HERE = Path(__file__).resolve().parent
 
 @contextlib.contextmanager
 def dask_cli_cluster(log_dir: Path, workers: int = 2):
-    """`dask scheduler` and `dask worker` processes on 127.0.0.1; yields (address, worker process)."""
+    """`dask scheduler` and `dask worker` processes on 127.0.0.1; yields (address, the workers' process,
+    None when `workers` is 0)."""
     from distributed import Client
 
     port = free_port()
@@ -24,9 +25,15 @@ def dask_cli_cluster(log_dir: Path, workers: int = 2):
     # The scheduler and workers run this checkout's environment, as deployed ones run the image; the
     # tests' work units (dask_test_work) are importable there too.
     env = {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    with running([dask, "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"], log_dir / "scheduler.log", env), \
-            running([dask, "worker", address, "--host", "127.0.0.1", "--nworkers", workers, "--nthreads", 1,
-                     "--no-dashboard", "--memory-limit", "2GiB"], log_dir / "workers.log", env) as proc:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(running([dask, "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"],
+                                    log_dir / "scheduler.log", env))
+        proc = None
+        if workers:
+            proc = stack.enter_context(running(
+                [dask, "worker", address, "--host", "127.0.0.1", "--nworkers", workers, "--nthreads", 1,
+                 "--no-dashboard", "--memory-limit", "2GiB"], log_dir / "workers.log", env))
         with Client(address, timeout=30, set_as_default=False) as client:
-            client.wait_for_workers(workers, timeout=60)
+            if workers:
+                client.wait_for_workers(workers, timeout=60)
         yield address, proc

@@ -11,6 +11,7 @@ from distributed import LocalCluster
 from distributed.core import Status
 
 import dask_test_work
+from geo_assets.demo import failure_message
 from geo_assets.geo.tilework import Each
 from resources.compute import LocalPoolCompute
 from resources.dask_compute import CLUSTERS, DaskCompute
@@ -144,3 +145,19 @@ def test_local_cluster_of_worker_processes_closed_after_the_step(instance, monke
     monkeypatch.setattr(distributed, "LocalCluster", local_cluster)
     result = materialize(DaskCompute(n_workers=2), [{"key": "a", "value": 1}], instance)
     assert result.success and made[0].status == Status.closed
+
+
+def test_a_cluster_the_control_plane_refuses_fails_the_step_with_its_cause(instance, monkeypatch):
+    import dask_cloudprovider.aws
+
+    def refused(**kwargs):
+        raise RuntimeError("ClientException: No Fargate configuration exists for given values: 512 CPU, 999 memory")
+
+    monkeypatch.setattr(dask_cloudprovider.aws, "FargateCluster", refused)
+    compute = DaskCompute(cluster="fargate", image=IMAGE, cluster_options={"worker_mem": 999})
+    result = materialize(compute, [{"key": "a", "value": 1}], instance)
+    assert not result.success
+    assert failure_message(result).endswith(
+        "could not create the fargate Dask cluster (FargateCluster): ClientException: No Fargate configuration "
+        "exists for given values: 512 CPU, 999 memory"
+    )

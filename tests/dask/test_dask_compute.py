@@ -114,6 +114,15 @@ def test_unreachable_scheduler_fails_fast_with_one_message(instance, tmp_path):
     assert dask_test_work.runs(str(tmp_path), "t0") == 0
 
 
+def test_a_cluster_without_workers_fails_after_the_worker_timeout(instance, tmp_path):
+    with dask_cli_cluster(tmp_path / "cluster", workers=0) as (address, _):
+        compute = DaskCompute(address=address, worker_timeout=2)
+        result = run(compute, Each(partial(dask_test_work.echo, str(tmp_path))), tiles(2), instance)
+    assert failure(result) == (
+        f"no Dask worker in the address cluster for 2 s (GEO_ASSETS_DASK_WORKER_TIMEOUT); the scheduler is {address}"
+    )
+
+
 def test_a_worker_killed_mid_step_fails_it_clearly(instance, tmp_path):
     folder = tmp_path / "work"
     folder.mkdir()
