@@ -28,6 +28,7 @@ bench: setup
 	$(BIN)/python -m bench.predictions
 	$(BIN)/python -m bench.cog_reads
 	$(BIN)/python -m bench.full_tile
+	$(BIN)/python -m bench.dask_fanout
 
 bench-full-tile: setup
 	$(BIN)/python -m bench.full_tile

@@ -77,7 +77,9 @@ class Each:
 @dataclass(frozen=True)
 class TileLedger:
     """Completion records of one step's tile work: a small JSON per finished batch under
-    `{prefix}/.done/{run}/`, listing each tile's key, the digest of its input and its result entry.
+    `{prefix}.done/{run}/`, listing each tile's key, the digest of its input and its result entry.
+    (Beside the outputs, not among them: a listing of the outputs' prefix finds outputs only, and
+    whatever removes a region's outputs removes these too.)
 
     `run` is the run's root run id: a re-execution of a run (from failure, or a retry) shares it and
     skips the tiles already done for the same input; a new run starts afresh. One read per batch
@@ -90,7 +92,7 @@ class TileLedger:
 
     @property
     def root(self) -> str:
-        return f"{self.prefix}/.done"
+        return f"{self.prefix}.done"
 
     def for_run(self, run: str) -> TileLedger:
         return dataclasses.replace(self, run=run)
@@ -116,10 +118,6 @@ class TileLedger:
         name = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
         tiles = [{"key": k, "input": d, "result": r} for k, d, r in zip(keys, digests, results)]
         self.store.write_json(f"{self.root}/{self.run}/{name}.json", {"tiles": tiles})
-
-    def clear(self) -> None:
-        for key in self.store.list(self.root):
-            self.store.delete(key)
 
 
 # --- log capture ---------------------------------------------------------------------------------

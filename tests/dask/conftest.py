@@ -13,24 +13,12 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from dask_clusters import dask_cli_cluster
+from dask_helpers import DATE, MODEL, TINY, TINY_HOLDOUT, TRAIN, dask_cli_cluster, resources_for
 from geo_assets.cli import register
-from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
+from geo_assets.geo.regions import load_catalogue, save_catalogue
 from geo_assets.geo.store import Store, local_root
 from geo_assets.partitions import region_date_key
 from resources.compute import LocalPoolCompute
-from resources.gate import ModelGate
-from resources.imagery import ImageryResource
-from resources.storage import ManifestIOManager, StorageResource
-
-# The regions of tests/dagster: 2 x 2 tiles of 64 px at 10 m (16 tiles of 32 px).
-TINY = Region("tiny-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",))
-TINY_HOLDOUT = Region("tiny-holdout", (440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",))
-DATE = "2024-06-01"
-MODEL = "tiny-model"
-TRAIN = {"architecture": "fcn", "epochs": 2, "chips_per_epoch": 32, "chip_size": 64, "batch_size": 8,
-         "learning_rate": 0.01, "hyperparameters": {"hidden_channels": 8}}
-
 
 @pytest.fixture(scope="session")
 def local_cluster():
@@ -60,12 +48,6 @@ def store(tmp_path_factory) -> Store:
     catalogue.add(TINY_HOLDOUT)
     save_catalogue(s, catalogue)
     return s
-
-
-def resources_for(store: Store, compute: LocalPoolCompute) -> dict:
-    storage = StorageResource(root=store.root)
-    return {"storage": storage, "compute": compute, "io_manager": ManifestIOManager(storage=storage),
-            "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0)}
 
 
 @pytest.fixture(scope="module")

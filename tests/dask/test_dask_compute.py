@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 
 import dask_test_work
-from dask_clusters import dask_cli_cluster
+from dask_helpers import dask_cli_cluster
 from devtools.emulators import free_port
 from geo_assets.demo import failure_message
 from geo_assets.geo.store import Store, local_root

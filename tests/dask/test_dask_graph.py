@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from conftest import DATE, MODEL, TINY_HOLDOUT
+from dask_helpers import DATE, MODEL, TINY_HOLDOUT, resources_for
 from dask_test_jobs import prediction_job
 from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.assets.predictions import predictions
@@ -55,8 +55,6 @@ def assert_same(a: dict, b: dict) -> None:
 @pytest.fixture(scope="module")
 def reference(trained, registered, store) -> dict:
     """The thread pool's outputs."""
-    from conftest import resources_for
-
     result = dg.materialize([imagery_tiles, predictions], partition_key=KEY, instance=registered,
                             resources=resources_for(store, LocalPoolCompute(workers=2)), run_config={"ops": ops(trained)})
     assert result.success
@@ -125,3 +123,5 @@ def test_reexecution_from_failure_recomputes_only_missing_tiles(compute, referen
     logs = [e.user_message for e in registered.all_logs(again.run_id) if e.dagster_event is None]
     assert f"predicted tiles: {len(done)} of {TILES} tiles already done by an earlier attempt of this run" in " ".join(logs)
     assert_same(pixels(store), reference)
+    # The records lie beside the outputs, not among them.
+    assert store.list(preds["prefix"]) == sorted([t["path"] for t in preds["tiles"]] + [preds["mosaic"]])
