@@ -30,6 +30,7 @@ bench: setup
 	$(BIN)/python -m bench.full_tile
 	$(BIN)/python -m bench.runs
 	$(BIN)/python -m bench.sensor_tick
+	$(BIN)/python -m bench.dask_fanout
 
 bench-full-tile: setup
 	$(BIN)/python -m bench.full_tile

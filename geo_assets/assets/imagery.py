@@ -12,6 +12,7 @@ from geo_assets.config import ImageryConfig
 from geo_assets.geo.arrived_scenes import arrived_scene
 from geo_assets.geo.sources import check_bands, get_source
 from geo_assets.geo.tiling import cut_imagery_tile
+from geo_assets.geo.tilework import Each, TileLedger
 from geo_assets.partitions import region_and_date, region_date_partitions
 from resources.compute import LocalPoolCompute
 from resources.imagery import ImageryResource
@@ -54,8 +55,9 @@ def imagery_tiles(
     scene_part = f"-{digest(described)[:8]}" if described.get("items") else ""
     prefix = f"imagery/{region.name}/{date}/{source_name}-{config.tile_size}px-{'-'.join(bands)}{scene_part}"
     context.log.info(f"cutting {len(tiles)} tiles of {config.tile_size} px from source {source_name!r}")
-    entries = compute.map(
-        partial(cut_imagery_tile, store, scene, bands, prefix), tiles, "imagery tiles", context.log.info
+    entries = compute.map_tiles(
+        context, Each(partial(cut_imagery_tile, store, scene, bands, prefix)), tiles,
+        label="imagery tiles", ledger=TileLedger(store, prefix),
     )
     nodata = float(np.mean([e["nodata_fraction"] for e in entries]))
     manifest = {

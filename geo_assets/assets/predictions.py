@@ -11,9 +11,9 @@ from geo_assets.assets.placement import op_tags
 from geo_assets.config import PredictionConfig
 from geo_assets.geo.landcover import CLASSES
 from geo_assets.ml import registry
-from geo_assets.ml.device import select_device
-from geo_assets.ml.inference import predict_tiles, write_mosaic
-from geo_assets.ml.predict import load_model
+from geo_assets.geo.tilework import TileLedger
+from geo_assets.ml.chunks import PredictChunk
+from geo_assets.ml.inference import write_mosaic
 from geo_assets.partitions import region_and_date, region_date_partitions
 from resources.compute import LocalPoolCompute
 from resources.gate import ModelGate
@@ -54,17 +54,14 @@ def predictions(
             f"model {config.model} {version} expects bands {record['bands']}, imagery has {imagery_tiles['bands']}; "
             "materialise imagery_tiles with the model's bands"
         )
-    device = select_device(config.device)
-    with store.local_copy(record["weights"]) as weights:  # torch.export.load needs a local file
-        model = load_model(weights, device)
     variant = imagery_tiles["prefix"].rsplit("/", 1)[1]  # the imagery's source/tiling, so variants never collide
     prefix = f"predictions/{config.model}/{version}/{region}/{date}/{variant}"
     started = time.perf_counter()
-    entries = predict_tiles(
-        store, model, device, imagery_tiles["tiles"], prefix, config.batch_size,
-        mapper=lambda fn, items: compute.map(fn, items),
-        progress=lambda done, total: context.log.info(f"predicted {done}/{total} tiles"),
-        normalise=registry.normalisation(record),  # the bands and scaling the version was trained with
+    # Chunks name the model by its key: each process that runs one (here, or a Dask worker) loads it once.
+    work = PredictChunk(store, record["weights"], config.device, prefix, config.batch_size,
+                        normalise=registry.normalisation(record))  # the bands and scaling the version was trained with
+    entries = compute.map_tiles(
+        context, work, imagery_tiles["tiles"], label="predicted tiles", ledger=TileLedger(store, prefix)
     )
     mosaic = f"{prefix}/mosaic.tif"
     bounds = [t["bounds"] for t in imagery_tiles["tiles"]]
