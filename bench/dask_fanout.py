@@ -251,7 +251,7 @@ def render(info: dict, args: dict, r: dict) -> str:
         f"- an empty task's round trip (median of {ROUND_TRIPS}): **{r['round_trip_ms']:.1f} ms**; the scheduler ran "
         f"{EMPTY_TASKS} empty tasks at **{r['task_rate']:.0f} tasks/s**;",
         f"- a tile costs **{r['per_tile_ms']:.0f} ms** of a worker thread (dask-1: {med['dask-1']:.2f} s / {n} tiles);",
-        f"- the whole workload at fixed tiles per batch, forward passes of 1 tile (seconds; 'auto' is `BatchSizer`'s choice):",
+        "- the whole workload at fixed tiles per batch, forward passes of 1 tile (seconds; 'auto' is `BatchSizer`'s choice):",
         "",
         "| tiles per batch | " + " | ".join(str(k) for k in r["sweep"]) + " |",
         "|---|" + "---:|" * len(r["sweep"]),
