@@ -54,7 +54,8 @@ ORIGIN = (196 * GROUND, 2000 * GROUND)  # (501760, 5120000): on the grid, north 
 FIXED_SIZE = 1  # the 1-tile region that measures the per-run fixed cost
 TARGET = 1.10
 TARGET_SIZE = 1024
-TRAINING = {"regions": [TRAIN_REGION], "dates": [DATE], "epochs": 1, "chips_per_epoch": 16}
+TRAINING_SET = {"regions": [TRAIN_REGION], "dates": [DATE]}
+TRAINING = {"epochs": 1, "chips_per_epoch": 16}
 
 
 def region_name(n: int) -> str:
@@ -273,7 +274,8 @@ def setup(instance, defs, store, sizes: list[int], log) -> tuple[str, dict]:
     run("labels_job", TRAIN_REGION, {}, what=f"labels[{TRAIN_REGION}]")
     run("imagery_job", region_date_key(TRAIN_REGION, DATE), {}, what=f"imagery_tiles[{DATE}|{TRAIN_REGION}]")
     result = run(
-        "training_job", MODEL, {"trained_model": {"config": TRAINING}}, ["trained_model"], f"trained_model[{MODEL}]"
+        "training_job", MODEL, {"training_set": {"config": TRAINING_SET}, "trained_model": {"config": TRAINING}},
+        ["training_set", "trained_model"], f"trained_model[{MODEL}]",
     )
     version = result.asset_materializations_for_node("trained_model")[0].metadata["version"].value
     for n in sizes:

@@ -12,7 +12,7 @@ from geo_assets.geo.landcover import CLASSES
 from geo_assets.ml import registry
 from geo_assets.ml.device import select_device
 from geo_assets.ml.inference import predict_tiles, write_mosaic
-from geo_assets.ml.predict import load_model
+from geo_assets.ml.runtime import load_runtime
 from geo_assets.partitions import region_and_date, region_date_partitions
 from resources.compute import LocalPoolCompute
 from resources.gate import ModelGate
@@ -53,15 +53,20 @@ def predictions(
             "materialise imagery_tiles with the model's bands"
         )
     device = select_device(config.device)
-    with store.local_copy(record["weights"]) as weights:  # torch.export.load needs a local file
-        model = load_model(weights, device)
+    model = load_runtime(store, record["weights"], device, config.runtime)  # ONNX Runtime on CPU, if it can
     variant = imagery_tiles["prefix"].rsplit("/", 1)[1]  # the imagery's source/tiling, so variants never collide
     prefix = f"predictions/{config.model}/{version}/{region}/{date}/{variant}"
     started = time.perf_counter()
+    inference = model.describe()
+
+    def on_layout(layout):  # measured on this machine (or cached): recorded with the outputs
+        inference.update(layout.metadata())
+        context.log.info(f"inference on {model.name} ({device}): {layout}{'; ' + model.note if model.note else ''}")
+
     entries = predict_tiles(
         store, model, device, imagery_tiles["tiles"], prefix, config.batch_size,
-        mapper=lambda fn, items: compute.map(fn, items),
         progress=lambda done, total: context.log.info(f"predicted {done}/{total} tiles"),
+        on_layout=on_layout,
     )
     mosaic = f"{prefix}/mosaic.tif"
     bounds = [t["bounds"] for t in imagery_tiles["tiles"]]
@@ -90,6 +95,7 @@ def predictions(
             "serving": version == serving,  # the partition's prediction, when its model is asked for by name
             "tile_count": len(entries),
             "seconds": round(time.perf_counter() - started, 2),
+            "inference": dg.MetadataValue.json(inference),  # runtime, batch size, streams, threads
             "mosaic": dg.MetadataValue.path(store.uri(mosaic)),
             "location": dg.MetadataValue.path(store.uri(prefix)),
         },
