@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -64,9 +66,19 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], in_channels: int
     """
     path = Path(path)
     program, meta = _export_program(model, in_channels)
-    onnx_program = torch.onnx.export(
-        program, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamo=True, verbose=False
-    )
+    # The exporter warns about torchvision ops it cannot register and its own use of a deprecated
+    # pytree API; neither concerns these models, so keep training logs free of them.
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+            onnx_program = torch.onnx.export(
+                program, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamo=True, verbose=False
+            )
+    finally:
+        registration.setLevel(level)
     onnx_program.model.metadata_props.update({k: str(v) for k, v in meta.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx_program.save(path, external_data=False)
