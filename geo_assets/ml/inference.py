@@ -100,11 +100,13 @@ def predict_tiles(
     *,
     layout: Layout | None = None,
     on_layout: Callable[[Layout], None] | None = None,
+    cpus: int | None = None,
 ) -> list[dict]:
     """Predict every tile of `entries` into `prefix`/tiles; return their entries in the same order.
 
     `model` is a Runtime (geo_assets.ml.runtime) or a torch module run eagerly on `device`.
-    `batch_size` None or "auto" is measured with the rest of the layout; `layout` fixes all of it.
+    `batch_size` None or "auto" is measured with the rest of the layout, on `cpus` cores (default:
+    all this process may use; a worker sharing the machine passes its share); `layout` fixes all of it.
     `mapper` fans out each batch's reads and writes (default: one I/O thread per batch).
     `on_layout` hears the layout before the first tile; `progress(done, total)` is called every
     few seconds and at the end. A failed tile raises TileError naming its key: batches not yet
@@ -116,7 +118,7 @@ def predict_tiles(
         return []
     if layout is None:
         sample = _named("read", read_tile, entries[0], store, entries[0])[0]
-        layout = choose_layout(runtime, sample, batch_size)
+        layout = choose_layout(runtime, sample, batch_size, cpus)
     if on_layout:
         on_layout(layout)
     mapper = mapper or (lambda fn, items: [fn(i) for i in items])

@@ -91,12 +91,19 @@ def io_threads(streams: int) -> int:
     return 2 * streams
 
 
-def choose_layout(runtime: Runtime, sample: np.ndarray, batch_size: int | str | None = None) -> Layout:
-    """The layout for `runtime` on tiles shaped like `sample` (C,H,W): measured once per machine on the CPU."""
+def choose_layout(runtime: Runtime, sample: np.ndarray, batch_size: int | str | None = None,
+                  cpus: int | None = None) -> Layout:
+    """The layout for `runtime` on tiles shaped like `sample` (C,H,W): measured once per machine on the CPU.
+
+    `cpus`: the cores this loop may use (default: all this process may run on); a process that
+    shares the machine with other workers passes its share.
+    """
     batch = check_batch_size(batch_size)
     if runtime.device.type != "cpu":
         return Layout(batch or GPU_BATCH, 1, None, io_threads(2), "default")
-    n = cores()
+    n = cores() if cpus is None else cpus
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 256:
+        raise ValueError(f"cpus must be an integer between 1 and 256, got {n!r}")
     key = _key(runtime, sample.shape, batch, n)
     cached = _cache_get(key)
     if cached is not None:

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -32,6 +33,7 @@ from geo_assets.ml.models import required_multiple
 # Tiles are padded to a multiple of this before inference (>= every zoo model's stride).
 PAD_MULTIPLE = 8
 _META_FILE = "geo_assets_meta.json"
+_LOAD_LOCK = threading.Lock()
 # ONNX names of the exported graph's input and output.
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
@@ -99,7 +101,8 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
         raise FileNotFoundError(f"model file not found: {path}")
     extra: dict[str, str] = {_META_FILE: ""}
     try:
-        program = torch.export.load(path, extra_files=extra)
+        with _LOAD_LOCK:  # torch.export.load is not thread-safe ("_CURRENT_DESERIALIZER is already set")
+            program = torch.export.load(path, extra_files=extra)
     except Exception as exc:  # zip/deserialisation errors vary by corruption type
         raise ValueError(f"could not load model from {path}: not a valid exported model ({exc})") from exc
     device = select_device(device) if isinstance(device, str) else device

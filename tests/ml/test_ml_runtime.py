@@ -178,3 +178,11 @@ def test_torch_session_restores_thread_count(tiny):
     with runtime.session(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_a_worker_measures_on_its_share_of_the_cores(tiny):
+    runtime = load_runtime(tiny.store, tiny.weights, CPU, "onnxruntime")
+    one = choose_layout(runtime, _sample(), cpus=1)
+    assert (one.streams, one.threads) == (1, 1) and one.io_threads == 2
+    with pytest.raises(ValueError, match="cpus must be an integer between 1 and 256, got 0"):
+        choose_layout(runtime, _sample(), cpus=0)
