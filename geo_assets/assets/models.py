@@ -136,8 +136,8 @@ def trained_model(
             ),
             progress=lambda e, n, loss: context.log.info(f"epoch {e}/{n}: loss {loss:.4f}"),
         )
-        for name, export in EXPORTS.items():  # model.pt2 (torch) and model.onnx (ONNX Runtime)
-            with store.writing(f"{prefix}/{name}") as tmp:
+        for file, export in EXPORTS.items():  # model.pt2 (torch) and model.onnx (ONNX Runtime)
+            with store.writing(f"{prefix}/{file}") as tmp:
                 export(result.model, tmp, len(bands))
         record = {
             "name": name,
