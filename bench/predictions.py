@@ -83,7 +83,7 @@ def prepare_environment(work: Path) -> None:
     os.environ["GEO_ASSETS_STORAGE_ROOT"] = local_root(work / "storage")
     os.environ["GEO_ASSETS_PROFILE"] = "local"
     os.environ["GEO_ASSETS_CACHE_DIR"] = str(work / "cache")  # measure the layout here, not from an old cache
-    for name in ("GEO_ASSETS_WORKERS", "GEO_ASSETS_RUNTIME"):
+    for name in ("GEO_ASSETS_WORKERS", "GEO_ASSETS_INFERENCE_RUNTIME"):
         os.environ.pop(name, None)  # the defaults users get
 
 

@@ -112,7 +112,7 @@ class PredictionConfig(dg.Config):
     version: Optional[Version] = None  # default: the model's serving version (promoted, else newest gated)
     batch_size: Optional[BatchSize] = None  # default: measured on the machine with the thread layout
     device: Device = "auto"
-    runtime: Optional[InferenceRuntime] = None  # default: GEO_ASSETS_RUNTIME, else auto (onnxruntime on CPU)
+    inference_runtime: Optional[InferenceRuntime] = None  # default: GEO_ASSETS_INFERENCE_RUNTIME, else auto
 
 
 class ReportConfig(dg.Config):

@@ -53,7 +53,7 @@ def predictions(
             "materialise imagery_tiles with the model's bands"
         )
     device = select_device(config.device)
-    model = load_runtime(store, record["weights"], device, config.runtime)  # ONNX Runtime on CPU, if it can
+    model = load_runtime(store, record["weights"], device, config.inference_runtime)  # ONNX Runtime on CPU, if it can
     variant = imagery_tiles["prefix"].rsplit("/", 1)[1]  # the imagery's source/tiling, so variants never collide
     prefix = f"predictions/{config.model}/{version}/{region}/{date}/{variant}"
     started = time.perf_counter()

@@ -2,14 +2,15 @@
 
 Measured on 2 CPU cores (BENCHMARKS.md, "floor"): ONNX Runtime runs the demo U-Net's forward
 pass in about half the CPU time of torch eager (it fuses convolution, batch norm and ReLU);
-OpenVINO is about as fast as ONNX Runtime and torch.compile in between (and needs a C++ compiler
-at run time), so ONNX Runtime is the one shipped. Its classes equal eager's on the benchmark
-tiles (the benchmark reports the share of equal pixels).
+OpenVINO takes 5-10% less CPU per tile than ONNX Runtime but is a package nearly three times the
+size, with a telemetry dependency; torch.compile sits between eager and ONNX Runtime and needs a C++
+compiler at run time. So ONNX Runtime is the one shipped. Its classes equal eager's on the
+benchmark tiles (the benchmark reports the share of equal pixels).
 
-The runtime is chosen per run: the `runtime` argument (the predictions config), else the
-`GEO_ASSETS_RUNTIME` variable, else `auto`: ONNX Runtime on the CPU when it is installed and the
-model version has `model.onnx`, torch otherwise. On CUDA it is always torch (ONNX Runtime is
-installed for the CPU only).
+The runtime is chosen per run: the `name` argument (the predictions config), else the
+`GEO_ASSETS_INFERENCE_RUNTIME` variable, else `auto`: ONNX Runtime on the CPU when it is installed
+and the model version has `model.onnx`, torch otherwise. On CUDA it is always torch (ONNX Runtime
+is installed for the CPU only).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from geo_assets.ml.predict import (
     torch_forward,
 )
 
-ENV_VAR = "GEO_ASSETS_RUNTIME"
+ENV_VAR = "GEO_ASSETS_INFERENCE_RUNTIME"
 RUNTIMES = ("auto", "torch", "onnxruntime")
 
 Forward = Callable[[np.ndarray], np.ndarray]  # a padded (N,C,H,W) float32 batch -> (N,H,W) uint8 class ids
@@ -150,7 +151,7 @@ def installed() -> list[str]:
 
 
 def requested(name: str | None = None) -> str:
-    """The runtime asked for: `name`, else GEO_ASSETS_RUNTIME, else auto; unknown names refused."""
+    """The runtime asked for: `name`, else GEO_ASSETS_INFERENCE_RUNTIME, else auto; unknown names refused."""
     source = "config" if name else ENV_VAR
     name = name or os.environ.get(ENV_VAR) or "auto"
     if name not in RUNTIMES:
