@@ -29,9 +29,11 @@ bench: setup
 	$(BIN)/python -m bench.floor
 	$(BIN)/python -m bench.cog_reads
 	$(BIN)/python -m bench.full_tile
+	$(BIN)/python -m bench.runs
 
 bench-full-tile: setup
 	$(BIN)/python -m bench.full_tile
+	$(BIN)/python -m bench.runs
 
 setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 

@@ -4,6 +4,9 @@
     GEO_ASSETS_PROFILE=aws              assets in S3; credentials from the AWS standard chain
     GEO_ASSETS_PROFILE=gcp              assets in GCS; credentials from Application Default Credentials
 
+and, for each profile, where a run's steps may execute (GEO_ASSETS_RUNTIME, geo_assets/executors.py):
+`process` everywhere (the default), `k8s` on gcp (GKE) and aws (EKS), `ecs` on aws.
+
 This module is the only place that knows which cloud is in use.
 """
 
@@ -18,6 +21,9 @@ from resources.storage import ManifestIOManager, StorageResource
 
 PROFILE_ENV = "GEO_ASSETS_PROFILE"
 PROFILES = ("local", "aws", "gcp")
+RUNTIME_ENV = "GEO_ASSETS_RUNTIME"
+# Steps in pods or tasks of their own share nothing but the store, so those runtimes need a bucket.
+RUNTIMES = {"local": ("process",), "gcp": ("process", "k8s"), "aws": ("process", "ecs", "k8s")}
 
 
 def get_profile() -> str:
@@ -25,6 +31,15 @@ def get_profile() -> str:
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {PROFILE_ENV}={profile!r}; accepted: {', '.join(PROFILES)}")
     return profile
+
+
+def get_runtime(profile: str | None = None) -> str:
+    """Where steps execute on this profile: GEO_ASSETS_RUNTIME, else `process` (no cluster needed)."""
+    profile = profile or get_profile()
+    runtime = os.environ.get(RUNTIME_ENV) or "process"
+    if runtime not in RUNTIMES[profile]:
+        raise ValueError(f"{RUNTIME_ENV}={runtime!r} is not available on profile {profile}; accepted: {', '.join(RUNTIMES[profile])}")
+    return runtime
 
 
 def dagster_home() -> Path:

@@ -7,6 +7,7 @@ import dagster as dg
 import numpy as np
 
 from geo_assets.assets.common import catalogue, digest, output, tag_run
+from geo_assets.assets.placement import op_tags
 from geo_assets.config import ImageryConfig
 from geo_assets.geo.grid import TileGrid
 from geo_assets.geo.sources import check_bands, get_source
@@ -17,7 +18,7 @@ from resources.imagery import ImageryResource
 from resources.storage import StorageResource
 
 
-@dg.asset(partitions_def=region_date_partitions, group_name="imagery", kinds={"python", "cog"}, code_version="1")
+@dg.asset(partitions_def=region_date_partitions, group_name="imagery", kinds={"python", "cog"}, code_version="1", op_tags=op_tags("imagery_tiles"))
 def imagery_tiles(
     context: dg.AssetExecutionContext,
     config: ImageryConfig,

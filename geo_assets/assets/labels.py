@@ -7,6 +7,7 @@ import dagster as dg
 import numpy as np
 
 from geo_assets.assets.common import catalogue, output, tag_run
+from geo_assets.assets.placement import op_tags
 from geo_assets.config import LabelsConfig
 from geo_assets.geo.grid import TileGrid
 from geo_assets.geo.labels import check_label_source
@@ -19,7 +20,7 @@ from resources.compute import LocalPoolCompute
 from resources.storage import StorageResource
 
 
-@dg.asset(partitions_def=regions_partitions, group_name="imagery", kinds={"python", "cog"}, code_version="1")
+@dg.asset(partitions_def=regions_partitions, group_name="imagery", kinds={"python", "cog"}, code_version="1", op_tags=op_tags("labels"))
 def labels(
     context: dg.AssetExecutionContext, config: LabelsConfig, storage: StorageResource, compute: LocalPoolCompute
 ) -> dg.Output[dict]:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from geo_assets.assets.common import dataset, dataset_metadata, input_versions, output, tag_run
+from geo_assets.assets.placement import op_tags
 from geo_assets.checks import QUALITY_GATE
 from geo_assets.config import EvaluationConfig, EvaluationSetConfig, TrainingConfig, TrainingSetConfig
 from geo_assets.geo.landcover import CLASSES, IGNORE
@@ -41,6 +42,7 @@ def _dataset_asset(name: str, config_type: type, role: str):
         group_name="models",
         kinds={"python"},
         code_version=CODE_VERSION,
+        op_tags=op_tags(name),
         deps=[dg.AssetDep("imagery_tiles", partition_mapping=ALL), dg.AssetDep("labels", partition_mapping=ALL)],
         description=f"The acquisitions a model is {role} on, with the data version of each.",
     )
@@ -95,7 +97,8 @@ def _load(store, compute, manifest: dict, label: str) -> list:
     ]
 
 
-@dg.asset(partitions_def=models_partitions, group_name="models", kinds={"pytorch"}, code_version=CODE_VERSION, pool="gpu")
+@dg.asset(partitions_def=models_partitions, group_name="models", kinds={"pytorch"}, code_version=CODE_VERSION, pool="gpu",
+          op_tags=op_tags("trained_model"))
 def trained_model(
     context: dg.AssetExecutionContext,
     config: TrainingConfig,
@@ -178,6 +181,7 @@ def trained_model(
     kinds={"pytorch"},
     code_version=CODE_VERSION,
     pool="gpu",  # GPU steps take a slot of the deployment's gpu pool
+    op_tags=op_tags("model_evaluation"),
     check_specs=[QUALITY_GATE],
 )
 def model_evaluation(

@@ -7,6 +7,7 @@ import dagster as dg
 import numpy as np
 
 from geo_assets.assets.common import output, tag_run
+from geo_assets.assets.placement import op_tags
 from geo_assets.config import PredictionConfig
 from geo_assets.geo.landcover import CLASSES
 from geo_assets.ml import registry
@@ -27,6 +28,7 @@ CODE_VERSION = "1"  # bump when a change to this module changes what predictions
     kinds={"pytorch", "cog"},
     code_version=CODE_VERSION,
     pool="gpu",  # GPU steps take a slot of the deployment's gpu pool
+    op_tags=op_tags("predictions"),
     # The model is chosen by run config; at asset level predictions follow the models' evaluations.
     deps=[dg.AssetDep("model_evaluation", partition_mapping=dg.AllPartitionMapping())],
     metadata={KEYED_BY_MODEL_VERSION: True},

@@ -6,6 +6,7 @@ import base64
 import dagster as dg
 
 from geo_assets.assets.common import digest, output, tag_run
+from geo_assets.assets.placement import op_tags
 from geo_assets.config import DEFAULT_MODEL, ReportConfig
 from geo_assets.geo.preview import class_colours, side_by_side_png, true_colour
 from geo_assets.geo.store import ObjectNotFoundError
@@ -52,6 +53,7 @@ def _which_predictions(context, config: ReportConfig, store, min_miou: float) ->
     group_name="predictions",
     kinds={"python", "markdown"},
     code_version=CODE_VERSION,
+    op_tags=op_tags("region_report"),
     # Not an IO-manager input: which predictions to read depends on the model version, resolved below.
     deps=["predictions"],
     metadata={KEYED_BY_MODEL_VERSION: True},
