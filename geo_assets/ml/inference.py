@@ -68,6 +68,10 @@ def depth(layout: Layout) -> int:
     return 2 * layout.streams + 2
 
 
+def _keys(batch: list[dict]) -> str:
+    return batch[0]["key"] if len(batch) == 1 else f"{batch[0]['key']}..{batch[-1]['key']}"
+
+
 def _named(what: str, fn: Callable, entry: dict, *args):
     try:
         return fn(*args)
@@ -79,7 +83,7 @@ def _read_batch(store: Store, mapper: Mapper, batch: list[dict]) -> list[tuple]:
     tiles = mapper(lambda e: _named("read", read_tile, e, store, e), batch)
     shapes = {t[0].shape for t in tiles}
     if len(shapes) != 1:
-        raise TileError(f"tiles {batch[0]['key']}..{batch[-1]['key']} differ in shape: {sorted(shapes)}")
+        raise TileError(f"tiles {_keys(batch)} differ in shape: {sorted(shapes)}")
     return tiles
 
 
@@ -138,7 +142,7 @@ def predict_tiles(
                 classes = classify(forward, np.stack([t[0] for t in tiles]), runtime.multiple,
                                    np.stack([t[1] for t in tiles]), runtime.in_channels)
             except Exception as exc:
-                raise TileError(f"tiles {batch[0]['key']}..{batch[-1]['key']}: inference failed: {exc}") from exc
+                raise TileError(f"tile(s) {_keys(batch)}: inference failed: {exc}") from exc
             return io.submit(write, batch, classes, tiles)
 
         in_flight: deque[Future] = deque()

@@ -157,6 +157,19 @@ def test_tiles_of_different_shapes_in_one_batch_are_refused(tiny):
         predict_tiles(tiny.store, runtime, CPU, entries, "predictions/odd", layout=Layout(3, 1, 1, 1))
 
 
+def test_inference_failure_names_the_tile(tiny):
+    three = "imagery/three-bands/three.tif"
+    with rasterio.open(tiny.store.path(tiny.entries[0]["path"])) as src:
+        data, crs, transform = src.read()[:3], src.crs.to_string(), src.transform
+    with tiny.store.writing(three) as tmp:
+        write_cog(tmp, data, crs, transform, 0)
+    runtime = load_runtime(tiny.store, tiny.weights, CPU, "onnxruntime")
+    with pytest.raises(TileError, match=r"tile\(s\) three: inference failed: .*3 channels but the model expects 4"):
+        predict_tiles(tiny.store, runtime, CPU, [{"key": "three", "path": three}], "predictions/three",
+                      layout=Layout(1, 1, 1, 1))
+    assert not tiny.store.list("predictions/three")
+
+
 @pytest.mark.parametrize("bad", [0, -1, MAX_BATCH + 1, 1.5, True, "big", float("nan"), float("inf")])
 def test_batch_size_out_of_bounds_is_refused(tiny, bad):
     with pytest.raises(ValueError, match=f"batch_size must be an integer between 1 and {MAX_BATCH}"):
