@@ -11,7 +11,9 @@ from geo_assets.geo.labels import LABEL_SOURCES
 from geo_assets.geo.regions import validate_date, validate_region_name
 from geo_assets.geo.store import validate_key
 from geo_assets.geo.sources import SOURCES
+from geo_assets.ml.layout import MAX_BATCH
 from geo_assets.ml.models import ARCHITECTURES
+from geo_assets.ml.runtime import RUNTIMES
 from geo_assets.partitions import validate_model_name
 
 DEFAULT_MODEL = "landcover-unet"
@@ -48,6 +50,10 @@ TileSize = Annotated[
     int, _check(lambda v: 16 <= v <= 4096 and v % 16 == 0, "tile_size must be a multiple of 16 between 16 and 4096, got {value}")
 ]
 Positive = Annotated[int, _check(lambda v: v > 0, "must be > 0, got {value}")]
+BatchSize = Annotated[
+    int, _check(lambda v: 1 <= v <= MAX_BATCH, f"batch_size must be between 1 and {MAX_BATCH}, got {{value}}")
+]
+InferenceRuntime = Annotated[str, _one_of(RUNTIMES, "inference runtime")]
 Bands = Annotated[
     list[str], _check(lambda v: v and len(set(v)) == len(v), "bands must be a non-empty list without repeats, got {value}")
 ]
@@ -108,8 +114,9 @@ class EvaluationConfig(dg.Config):
 class PredictionConfig(dg.Config):
     model: ModelName = DEFAULT_MODEL
     version: Optional[Version] = None  # default: the model's serving version (promoted, else newest gated)
-    batch_size: Positive = 16
+    batch_size: Optional[BatchSize] = None  # default: measured on the machine with the thread layout
     device: Device = "auto"
+    inference_runtime: Optional[InferenceRuntime] = None  # default: GEO_ASSETS_INFERENCE_RUNTIME, else auto
 
 
 class ReportConfig(dg.Config):

@@ -20,7 +20,7 @@ from geo_assets.ml.data import Normalisation
 from geo_assets.ml.device import select_device
 from geo_assets.ml.metrics import confusion_matrix, scores
 from geo_assets.ml.pairs import load_pairs
-from geo_assets.ml.predict import export_model, load_model, predict_batch
+from geo_assets.ml.predict import EXPORTS, load_model, predict_batch
 from geo_assets.ml.train import TrainConfig, train
 from geo_assets.partitions import models_partitions, validate_model_name
 from resources.compute import LocalPoolCompute
@@ -141,8 +141,9 @@ def trained_model(
             ),
             progress=lambda e, n, loss: context.log.info(f"epoch {e}/{n}: loss {loss:.4f}"),
         )
-        with store.writing(f"{prefix}/{registry.WEIGHTS_FILE}") as tmp:
-            export_model(result.model, tmp, len(bands))
+        for file, export in EXPORTS.items():  # model.pt2 (torch) and model.onnx (ONNX Runtime)
+            with store.writing(f"{prefix}/{file}") as tmp:
+                export(result.model, tmp, len(bands))
         record = {
             "name": name,
             "version": version,

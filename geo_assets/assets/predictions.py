@@ -14,6 +14,7 @@ from geo_assets.ml import registry
 from geo_assets.geo.tilework import TileLedger
 from geo_assets.ml.chunks import PredictChunk
 from geo_assets.ml.inference import write_mosaic
+from geo_assets.ml.runtime import requested
 from geo_assets.partitions import region_and_date, region_date_partitions
 from resources.compute import LocalPoolCompute
 from resources.gate import ModelGate
@@ -57,9 +58,10 @@ def predictions(
     variant = imagery_tiles["prefix"].rsplit("/", 1)[1]  # the imagery's source/tiling, so variants never collide
     prefix = f"predictions/{config.model}/{version}/{region}/{date}/{variant}"
     started = time.perf_counter()
-    # Chunks name the model by its key: each process that runs one (here, or a Dask worker) loads it once.
+    # Chunks name the model by its key: each process that runs one (here, or a Dask worker) loads it once,
+    # in the inference runtime asked for, and normalises tiles as the version was trained.
     work = PredictChunk(store, record["weights"], config.device, prefix, config.batch_size,
-                        normalise=registry.normalisation(record))  # the bands and scaling the version was trained with
+                        normalise=registry.normalisation(record), runtime=config.inference_runtime)
     entries = compute.map_tiles(
         context, work, imagery_tiles["tiles"], label="predicted tiles", ledger=TileLedger(store, prefix)
     )
@@ -90,6 +92,7 @@ def predictions(
             "serving": version == serving,  # the partition's prediction, when its model is asked for by name
             "tile_count": len(entries),
             "seconds": round(time.perf_counter() - started, 2),
+            "inference_runtime": requested(config.inference_runtime),  # the layout chosen is in the step log
             "mosaic": dg.MetadataValue.path(store.uri(mosaic)),
             "location": dg.MetadataValue.path(store.uri(prefix)),
         },
