@@ -14,7 +14,6 @@ from geo_assets.ml import registry
 from geo_assets.geo.tilework import TileLedger
 from geo_assets.ml.chunks import PredictChunk
 from geo_assets.ml.inference import write_mosaic
-from geo_assets.ml.runtime import requested
 from geo_assets.partitions import region_and_date, region_date_partitions
 from resources.compute import LocalPoolCompute
 from resources.gate import ModelGate
@@ -92,7 +91,7 @@ def predictions(
             "serving": version == serving,  # the partition's prediction, when its model is asked for by name
             "tile_count": len(entries),
             "seconds": round(time.perf_counter() - started, 2),
-            "inference_runtime": requested(config.inference_runtime),  # the layout chosen is in the step log
+            "inference": dg.MetadataValue.json(work.inference()),  # runtime, batch size, streams, threads
             "mosaic": dg.MetadataValue.path(store.uri(mosaic)),
             "location": dg.MetadataValue.path(store.uri(prefix)),
         },

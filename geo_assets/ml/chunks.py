@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 MODELS_KEPT = 4  # model versions kept loaded per process (a long-lived worker serves many versions)
 _models: OrderedDict[tuple[str, str, str], Runtime] = OrderedDict()
 _lock = threading.Lock()  # torch.export.load is not thread-safe: one load at a time per process
+_inference: dict[tuple[str, str, str], dict] = {}  # the runtime and layout a process last predicted with
 
 
 def cached_runtime(store: Store, key: str, device: str, runtime: str | None) -> Runtime:
@@ -70,5 +71,18 @@ class PredictChunk:
     def __call__(self, entries: Sequence[dict], mapper: Mapper) -> list[dict]:
         device = self._device()
         model = cached_runtime(self.store, self.weights, device, self.runtime)
+
+        def on_layout(layout) -> None:
+            _inference[self._name()] = {**model.describe(), **layout.metadata()}
+            log.info("inference on %s (%s): %s", model.name, device, layout)
+
         return predict_tiles(self.store, model, select_device(device), list(entries), self.prefix, self.batch_size, mapper,
-                             normalise=self.normalise, on_layout=lambda layout: log.info("inference layout: %s", layout))
+                             normalise=self.normalise, on_layout=on_layout)
+
+    def _name(self) -> tuple[str, str, str]:
+        return (self.store.uri(self.weights), self._device(), requested(self.runtime))
+
+    def inference(self) -> dict:
+        """The runtime and layout this process predicted with (runtime, device, batch size, streams,
+        threads, measured or cached); on a cluster each worker chooses its own, and logs it."""
+        return _inference.get(self._name()) or {"runtime": requested(self.runtime), "layout": "per worker: see the step log"}
