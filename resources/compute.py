@@ -213,6 +213,8 @@ class LocalPoolCompute(dg.ConfigurableResource):
         job = TileJob(label, work, items, ledger, context.log)
         if job.todo:
             self._execute(job)
+        if ledger is not None:
+            ledger.forget()
         return job.results
 
     def _sizer(self, job: TileJob, slots: int, overhead: float) -> BatchSizer:
