@@ -9,6 +9,7 @@ import dagster as dg
 
 from geo_assets.geo.regions import RegionCatalogue, load_catalogue
 from geo_assets.geo.store import ObjectNotFoundError, Store
+from geo_assets.ml.registry import input_versions  # noqa: F401 (the assets' name for it)
 from resources.storage import dims_path, manifest_key
 
 TAG_PREFIX = "geo-assets/"
@@ -93,11 +94,6 @@ def dataset(store: Store, regions: list[str], dates: list[str]) -> dict:
     if not bands:
         raise ValueError(f"the selected imagery shares no band: {sorted({tuple(i['bands']) for i in items})}")
     return {"regions": regions, "dates": dates, "bands": bands, "items": items}
-
-
-def input_versions(dataset_manifest: dict) -> dict[str, str]:
-    """`region/date` -> the data versions of its imagery and labels."""
-    return {f"{i['region']}/{i['date']}": i["imagery_version"] + i["labels_version"] for i in dataset_manifest["items"]}
 
 
 def dataset_metadata(manifest: dict) -> dict:

@@ -36,6 +36,11 @@ def version_id(config: dict, input_versions: dict[str, str], runtime: dict[str, 
     return _hash({"config": config, "inputs": input_versions, "runtime": runtime}, 12)
 
 
+def input_versions(dataset_manifest: dict) -> dict[str, str]:
+    """`region/date` -> the data versions of its imagery and labels, for a training or evaluation set."""
+    return {f"{i['region']}/{i['date']}": i["imagery_version"] + i["labels_version"] for i in dataset_manifest["items"]}
+
+
 def evaluation_id(input_versions: dict[str, str], min_miou: float) -> str:
     """An evaluation set (its data versions) judged at one threshold."""
     return _hash({"inputs": input_versions, "min_miou": min_miou}, 12)
