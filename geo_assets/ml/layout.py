@@ -12,7 +12,8 @@ runtime, tile shape, machine) in `$GEO_ASSETS_CACHE_DIR/layouts.json` (default
 
 When other processes crowd the cores (the first streams got under 80% of their cores' time), wall
 time measures them rather than the layouts: the loop then runs one single-threaded stream per
-core at the batch with the least CPU per tile, and does not cache it, so a quieter run measures again.
+core at the batch with the least CPU per tile, kept for this process only (another run measures
+again).
 """
 
 from __future__ import annotations
@@ -112,10 +113,10 @@ def choose_layout(runtime: Runtime, sample: np.ndarray, batch_size: int | str | 
     key = _key(runtime, sample.shape, batch, n)
     cached = _cache_get(key)
     if cached is not None:
-        return Layout(**{**cached, "how": "cached"})
+        return Layout(**{**cached, "how": "cached" if cached["how"] == "measured" else cached["how"]})
     layout = _measure_layouts(runtime, sample, batch, n)
-    if layout.how == "measured":  # a busy machine's choice is not kept: the next run measures again
-        _cache_put(key, layout)
+    # A busy machine's choice is kept for this process only: the next process measures again.
+    _cache_put(key, layout, persist=layout.how == "measured")
     return layout
 
 
@@ -238,10 +239,12 @@ def _cache_get(key: str) -> dict | None:
         return _memory[key]
 
 
-def _cache_put(key: str, layout: Layout) -> None:
+def _cache_put(key: str, layout: Layout, persist: bool = True) -> None:
     entry = dataclasses.asdict(layout)
     with _lock:
         _memory[key] = entry
+        if not persist:
+            return
         path = cache_path()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
