@@ -258,7 +258,6 @@ def floor_run(onnx: Path, tiles, streams: int, threads: int, batch: int) -> dict
 
 def eager_agreement(weights: Path, tiles, plain_tiles_dir: Path, names: list[str]) -> float:
     """Share of pixels where the runtime's classes (the plain loop's tiles) equal torch eager's."""
-    import numpy as np
     import rasterio
 
     from geo_assets.ml.predict import load_model, predict_batch

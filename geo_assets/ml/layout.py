@@ -9,6 +9,11 @@ batch, then larger batches on the best split while they are faster. A candidate 
 than the simpler one to win (noise on a shared machine). The result is cached per (model digest,
 runtime, tile shape, machine) in `$GEO_ASSETS_CACHE_DIR/layouts.json` (default
 `~/.cache/geo-assets`), so a machine measures a model once. On a GPU: one stream, batch 16.
+
+When other processes crowd the cores (the first streams got under 80% of their cores' time), wall
+time measures them rather than the layouts: the loop then runs one single-threaded stream per
+core at the batch with the least CPU per tile, kept for this process only (another run measures
+again).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ CPU_BATCHES = (1, 2, 4, 8)  # tried in order while each is faster; 16 was slower
 GPU_BATCH = 16
 MIN_SECONDS = 0.2  # each candidate runs at least this long, and two batches per stream
 BETTER = 1.05  # a candidate replaces the simpler one only when this much faster
+BUSY = 0.8  # below this share of their cores, streams were crowded out by other processes
 CACHE_ENV = "GEO_ASSETS_CACHE_DIR"
 
 _lock = threading.Lock()
@@ -107,14 +113,22 @@ def choose_layout(runtime: Runtime, sample: np.ndarray, batch_size: int | str | 
     key = _key(runtime, sample.shape, batch, n)
     cached = _cache_get(key)
     if cached is not None:
-        return Layout(**{**cached, "how": "cached"})
+        return Layout(**{**cached, "how": "cached" if cached["how"] == "measured" else cached["how"]})
     layout = _measure_layouts(runtime, sample, batch, n)
-    _cache_put(key, layout)
+    # A busy machine's choice is kept for this process only: the next process measures again.
+    _cache_put(key, layout, persist=layout.how == "measured")
     return layout
 
 
-def measure(runtime: Runtime, sample: np.ndarray, streams: int, threads: int, batch: int) -> float:
-    """Forward passes alone, tiles per second, with `streams` threads each inferring batches of `batch`."""
+@dataclass(frozen=True)
+class Rate:
+    tiles_per_s: float  # wall-clock throughput of the streams together
+    cpu_ms_per_tile: float  # process CPU time per tile, all threads
+    busy: float  # CPU time over wall time x threads: ~1 when the streams had their cores to themselves
+
+
+def measure(runtime: Runtime, sample: np.ndarray, streams: int, threads: int, batch: int) -> Rate:
+    """Forward passes alone, with `streams` threads each inferring batches of `batch` copies of `sample`."""
     x = np.repeat(np.asarray(sample, dtype=np.float32)[np.newaxis], batch, axis=0)
     with runtime.session(threads) as forward, ThreadPoolExecutor(streams) as pool:
         list(pool.map(lambda _: classify(forward, x, runtime.multiple), range(streams)))  # warm-up: allocations, kernels
@@ -126,27 +140,51 @@ def measure(runtime: Runtime, sample: np.ndarray, streams: int, threads: int, ba
                 done += 1
             return done * batch
 
-        start = time.perf_counter()
+        cpu, start = time.process_time(), time.perf_counter()
         tiles = sum(pool.map(stream, [start] * streams))
-        return tiles / (time.perf_counter() - start)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return Rate(tiles / wall, 1000 * cpu / tiles, cpu / (wall * streams * threads))
 
 
 def _measure_layouts(runtime: Runtime, sample: np.ndarray, batch: int | None, n: int) -> Layout:
+    splits = thread_splits(n)  # simplest first: one single-threaded stream per core
     first = batch or CPU_BATCHES[0]
-    best, rate = None, 0.0
-    for streams, threads in thread_splits(n):  # simplest first: one stream per core
-        r = measure(runtime, sample, streams, threads, first)
-        if r > rate * BETTER:
-            best, rate = (streams, threads, first), r
+    rates = {(s, t, first): measure(runtime, sample, s, t, first) for s, t in splits[:1]}
+    if rates[(n, 1, first)].busy < BUSY:
+        # Other processes took the cores: wall time measures them, not us. One single-threaded
+        # stream per core is then the safe choice, at the batch that costs the least CPU per tile.
+        return _by_cpu(runtime, sample, batch, n, rates[(n, 1, first)])
+    rates.update({(s, t, first): measure(runtime, sample, s, t, first) for s, t in splits[1:]})
+    best = _fastest(rates)
     if batch is None:
         streams, threads, _ = best
         for b in CPU_BATCHES[1:]:
-            r = measure(runtime, sample, streams, threads, b)
-            if r <= rate * BETTER:
-                break
-            best, rate = (streams, threads, b), r
+            rates[(streams, threads, b)] = measure(runtime, sample, streams, threads, b)
+            if _fastest(rates) == best:
+                break  # not faster: larger batches will not be either
+            best = _fastest(rates)
     streams, threads, b = best
-    return Layout(b, streams, threads, io_threads(streams), "measured", round(rate, 2))
+    return Layout(b, streams, threads, io_threads(streams), "measured", round(rates[best].tiles_per_s, 2))
+
+
+def _fastest(rates: dict[tuple, Rate]) -> tuple:
+    """The fastest candidate; a later (less simple) one must beat the earlier best by BETTER."""
+    best = None
+    for key, rate in rates.items():
+        if best is None or rate.tiles_per_s > rates[best].tiles_per_s * BETTER:
+            best = key
+    return best
+
+
+def _by_cpu(runtime: Runtime, sample: np.ndarray, batch: int | None, n: int, first: Rate) -> Layout:
+    best, cost = batch or CPU_BATCHES[0], first.cpu_ms_per_tile
+    if batch is None:
+        for b in CPU_BATCHES[1:]:
+            r = measure(runtime, sample, n, 1, b)
+            if r.cpu_ms_per_tile * BETTER >= cost:
+                break
+            best, cost = b, r.cpu_ms_per_tile
+    return Layout(best, n, 1, io_threads(n), "busy machine: by CPU time")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -201,10 +239,12 @@ def _cache_get(key: str) -> dict | None:
         return _memory[key]
 
 
-def _cache_put(key: str, layout: Layout) -> None:
+def _cache_put(key: str, layout: Layout, persist: bool = True) -> None:
     entry = dataclasses.asdict(layout)
     with _lock:
         _memory[key] = entry
+        if not persist:
+            return
         path = cache_path()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -114,7 +114,7 @@ def test_training_evaluation_prediction_and_report(registered, resources, store)
     pred = result.output_for_node("predictions")
     assert pred["version"] == version and f"/{version}/" in pred["prefix"]
     inference = result.asset_materializations_for_node("predictions")[0].metadata["inference"].value
-    assert inference["runtime"] == "onnxruntime" and inference["how"] in ("measured", "cached")
+    assert inference["runtime"] == "onnxruntime" and inference["how"] in ("measured", "cached", "busy machine: by CPU time")
     assert inference["batch_size"] >= 1 and inference["streams"] >= 1
     imagery = store.read_json("manifests/imagery_tiles/region=tiny-holdout/date=2024-06-01.json")
     for tile, out in zip(imagery["tiles"], pred["tiles"]):

@@ -186,3 +186,23 @@ def test_a_worker_measures_on_its_share_of_the_cores(tiny):
     assert (one.streams, one.threads) == (1, 1) and one.io_threads == 2
     with pytest.raises(ValueError, match="cpus must be an integer between 1 and 256, got 0"):
         choose_layout(runtime, _sample(), cpus=0)
+
+
+def test_a_crowded_machine_gets_one_stream_per_core_by_cpu_time_and_no_cache(tiny, monkeypatch):
+    monkeypatch.setattr(layouts, "BUSY", 2.0)  # as if other processes always took the cores
+    runtime = load_runtime(tiny.store, tiny.weights, CPU, "onnxruntime")
+    calls = []
+    measure = layouts.measure
+    monkeypatch.setattr(layouts, "measure", lambda *a: calls.append(a[2:]) or measure(*a))
+    chosen = choose_layout(runtime, _sample())
+    n = layouts.cores()
+    assert chosen.how == "busy machine: by CPU time"
+    assert (chosen.streams, chosen.threads, chosen.io_threads) == (n, 1, 2 * n)
+    assert {c[:2] for c in calls} == {(n, 1)}  # no other split was timed
+    assert chosen.batch_size in layouts.CPU_BATCHES
+    assert not layouts.cache_path().exists()
+    n_calls = len(calls)
+    assert choose_layout(runtime, _sample()) == chosen and len(calls) == n_calls  # kept for this process
+    monkeypatch.setattr(layouts, "_memory", {})  # another process
+    assert choose_layout(runtime, _sample()).how == "busy machine: by CPU time" and len(calls) > n_calls
+    assert not layouts.cache_path().exists()
