@@ -46,6 +46,17 @@ def cached_runtime(store: Store, key: str, device: str, runtime: str | None) -> 
     return model
 
 
+def _share_of_cores() -> int | None:
+    """On a Dask worker, the threads it was given (its share of the machine's cores, so workers beside
+    each other do not each measure a layout for every core); elsewhere None: all this process may use."""
+    try:
+        from distributed import get_worker
+
+        return int(get_worker().state.nthreads)
+    except (ImportError, ValueError, AttributeError):
+        return None
+
+
 @dataclass(frozen=True)
 class PredictChunk:
     """Predict a chunk of imagery tiles (manifest entries) with one exported model version."""
@@ -77,7 +88,7 @@ class PredictChunk:
             log.info("inference on %s (%s): %s", model.name, device, layout)
 
         return predict_tiles(self.store, model, select_device(device), list(entries), self.prefix, self.batch_size, mapper,
-                             normalise=self.normalise, on_layout=on_layout)
+                             normalise=self.normalise, on_layout=on_layout, cpus=_share_of_cores())
 
     def _name(self) -> tuple[str, str, str]:
         return (self.store.uri(self.weights), self._device(), requested(self.runtime))
