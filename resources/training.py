@@ -21,8 +21,9 @@ from typing import Annotated, ClassVar, Literal
 
 import dagster as dg
 from dagster._core.events import DagsterEventType
-from pydantic import AfterValidator, model_validator
+from pydantic import model_validator
 
+from geo_assets.config import _check  # the settings' bounds are checked as run config is
 from geo_assets.ml.inference import Mapper
 from geo_assets.ml.versions import TrainedVersion, TrainingRequest, train_version
 from resources.storage import StorageResource, _resolved
@@ -38,15 +39,6 @@ VERTEX_ACCELERATORS = (
 )
 FARGATE_CPU = (256, 512, 1024, 2048, 4096, 8192, 16384)  # task CPU units Fargate accepts
 PIPES_CLOSED_WITH_EXCEPTION = "[pipes] external process pipes closed with exception"
-
-
-def _check(predicate, message: str):
-    def check(value):
-        if not predicate(value):
-            raise ValueError(message.format(value=value))
-        return value
-
-    return AfterValidator(check)
 
 
 def _within(low: float, high: float):
