@@ -6,18 +6,24 @@ from functools import partial
 import dagster as dg
 import numpy as np
 
-from geo_assets.assets.common import catalogue, digest, output, tag_run
+from geo_assets.assets.common import catalogue, digest, each_partition, output, tag_run
 from geo_assets.config import ImageryConfig
 from geo_assets.geo.grid import TileGrid
 from geo_assets.geo.sources import check_bands, get_source
 from geo_assets.geo.tiling import cut_imagery_tile
-from geo_assets.partitions import region_and_date, region_date_partitions
+from geo_assets.geo.regions import check_size
+from geo_assets.launches import check_dates
+from geo_assets.limits import max_tiles
+from geo_assets.partitions import region_date_partitions
 from resources.compute import LocalPoolCompute
 from resources.imagery import ImageryResource
 from resources.storage import StorageResource
 
 
-@dg.asset(partitions_def=region_date_partitions, group_name="imagery", kinds={"python", "cog"}, code_version="1")
+@dg.asset(
+    partitions_def=region_date_partitions, group_name="imagery", kinds={"python", "cog"}, code_version="1",
+    backfill_policy=dg.BackfillPolicy.single_run(),  # a range of dates in one process: see README "Backfills"
+)
 def imagery_tiles(
     context: dg.AssetExecutionContext,
     config: ImageryConfig,
@@ -26,12 +32,17 @@ def imagery_tiles(
     imagery: ImageryResource,
 ) -> dg.Output[dict]:
     """Read the source over the region's footprint and write one COG per grid tile."""
-    region_name, date = region_and_date(context)
+    return each_partition(context, lambda region, date, _: _imagery_tiles(context, config, storage, compute, imagery, region, date))
+
+
+def _imagery_tiles(context, config: ImageryConfig, storage, compute, imagery, region_name: str, date: str) -> dg.Output[dict]:
     store = storage.store()
     region = catalogue(store).get(region_name)
     source_name = config.source or region.source
     source = get_source(source_name)
     bands = check_bands(source.spec(region), config.bands)
+    check_dates(source_name, region, [date])  # a sample is one scene: other dates have no imagery
+    check_size(region, source.spec(region).resolution, config.tile_size, max_tiles())
     tag_run(context, region=region.name, date=date, source=source_name)
 
     # One search per run; every tile then reads its windows from this plan.

@@ -11,7 +11,8 @@ from geo_assets.config import LabelsConfig
 from geo_assets.geo.grid import TileGrid
 from geo_assets.geo.labels import check_label_source
 from geo_assets.geo.landcover import CLASSES
-from geo_assets.geo.regions import validate_region_name
+from geo_assets.geo.regions import check_size, validate_region_name
+from geo_assets.limits import max_tiles
 from geo_assets.geo.sources import get_source
 from geo_assets.geo.tiling import cut_label_tile
 from geo_assets.partitions import regions_partitions
@@ -30,6 +31,7 @@ def labels(
     spec = get_source(region.source).spec(region)  # labels follow the grid of the region's imagery
     tag_run(context, region=region.name, labels=source)
 
+    check_size(region, spec.resolution, config.tile_size, max_tiles())
     grid = TileGrid(region.crs, spec.resolution, config.tile_size)
     tiles = grid.tiles(region.bbox)
     prefix = f"labels/{region.name}/{source}-{config.tile_size}px"

@@ -6,11 +6,13 @@ Region names become partition keys and storage paths, so they are restricted to 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Iterable
 
+from geo_assets.geo.grid import _HALF_SPAN_M as GRID_HALF_SPAN_M
 from geo_assets.geo.grid import Bounds, projected_crs
 from geo_assets.geo.store import ObjectNotFoundError
 
@@ -57,8 +59,15 @@ class Region:
         validate_region_name(self.name)
         projected_crs(self.crs)
         minx, miny, maxx, maxy = (float(v) for v in self.bbox)
+        if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
+            raise ValueError(f"region {self.name!r}: bbox {self.bbox} must be finite numbers (no inf or nan)")
         if not (minx < maxx and miny < maxy):
             raise ValueError(f"region {self.name!r}: bbox {self.bbox} must be minx < maxx and miny < maxy")
+        if max(abs(minx), abs(miny), abs(maxx), abs(maxy)) > GRID_HALF_SPAN_M:
+            raise ValueError(
+                f"region {self.name!r}: bbox {self.bbox} reaches beyond {GRID_HALF_SPAN_M / 1000:,.0f} km from the "
+                f"origin of {self.crs}, outside any projected CRS's valid area; give the footprint in metres of that CRS"
+            )
         object.__setattr__(self, "bbox", (minx, miny, maxx, maxy))
         object.__setattr__(self, "dates", tuple(validate_date(d) for d in self.dates))
 
@@ -121,6 +130,27 @@ class RegionCatalogue:
 
     def __iter__(self):
         return iter(self._regions[n] for n in self.names())
+
+
+def tile_count(bbox: Bounds, resolution: float, tile_size: int) -> int:
+    """Tiles of the fixed grid that a box covers, by arithmetic: tile edges lie on multiples of the tile's
+    ground size, so this needs no enumeration (which is what a huge box must never reach)."""
+    ground = resolution * tile_size
+    minx, miny, maxx, maxy = bbox
+    return (math.ceil(maxx / ground) - math.floor(minx / ground)) * (math.ceil(maxy / ground) - math.floor(miny / ground))
+
+
+def check_size(region: Region, resolution: float, tile_size: int, max_tiles: int) -> int:
+    """The region's tile count at this resolution and tile size, or a ValueError when it exceeds `max_tiles`."""
+    count = tile_count(region.bbox, resolution, tile_size)
+    if count > max_tiles:
+        minx, miny, maxx, maxy = region.bbox
+        raise ValueError(
+            f"region {region.name!r} covers {count:,} tiles of {tile_size} px at {resolution:g} m "
+            f"({(maxx - minx) / 1000:,.1f} x {(maxy - miny) / 1000:,.1f} km); the limit is {max_tiles:,} tiles per "
+            "partition (GEO_ASSETS_MAX_TILES): split the region, use larger tiles or raise the limit"
+        )
+    return count
 
 
 CATALOGUE_KEY = "catalogue/regions.json"
