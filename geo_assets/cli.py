@@ -13,6 +13,7 @@
 """
 
 import argparse
+import collections
 import os
 import sys
 from pathlib import Path
@@ -204,9 +205,8 @@ def _backfill_progress(state: dict) -> None:
         + (f" ({c['numPartitionsFailed']} failed)" if c["numPartitionsFailed"] else "")
         for c in counts if "assetKey" in c
     )
-    runs = state["runs"]
-    finished = sum(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs)
-    print(f"  {state['status']:18} runs {finished}/{len(runs)} finished; {assets}", flush=True)
+    runs = collections.Counter(r["status"].lower() for r in state["runs"])
+    print(f"  {state['status']:18} runs: {', '.join(f'{n} {s}' for s, n in sorted(runs.items())) or 'none yet'}; {assets}", flush=True)
 
 
 def cmd_backfill(args) -> int:

@@ -14,6 +14,7 @@ from geo_assets.ml.device import select_device
 from geo_assets.ml.inference import predict_tiles, write_mosaic
 from geo_assets.ml.predict import load_model
 from geo_assets.partitions import region_date_partitions
+from geo_assets.schedules import FOLLOW_SERVING_MODEL
 from resources.compute import LocalPoolCompute
 from resources.gate import ModelGate
 from resources.storage import KEYED_BY_MODEL_VERSION, StorageResource
@@ -31,6 +32,7 @@ CODE_VERSION = "1"  # bump when a change to this module changes what predictions
     deps=[dg.AssetDep("model_evaluation", partition_mapping=dg.AllPartitionMapping())],
     metadata={KEYED_BY_MODEL_VERSION: True},
     backfill_policy=dg.BackfillPolicy.single_run(),  # a range of dates in one process: see README "Backfills"
+    automation_condition=FOLLOW_SERVING_MODEL,  # acts only while the predictions_follow_serving_model sensor runs
 )
 def predictions(
     context: dg.AssetExecutionContext,

@@ -1,0 +1,88 @@
+"""A small world for the trigger tests: two tiny regions, their imagery and labels, a tiny model trained
+as `landcover-unet` (the default model) in a real store and Dagster home, and a real `dagster dev`
+(webserver and daemon) serving them, shared by the launch and backfill tests."""
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from devtools.dagster_dev import BIN, ROOT, dagster_dev, free_port
+from geo_assets.assets.imagery import imagery_tiles
+from geo_assets.assets.labels import labels
+from geo_assets.assets.models import evaluation_set, model_evaluation, trained_model, training_set
+from geo_assets.cli import register
+from geo_assets.geo.regions import Region, load_catalogue
+from geo_assets.geo.store import Store, local_root
+from geo_assets.partitions import region_date_key
+from resources.compute import LocalPoolCompute
+from resources.gate import ModelGate
+from resources.imagery import ImageryResource
+from resources.storage import ManifestIOManager, StorageResource
+
+MODEL = "landcover-unet"
+FIELD = Region("tiny-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic")
+HOLDOUT = Region("tiny-holdout", (440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic")
+TRAIN = {"architecture": "fcn", "epochs": 2, "chips_per_epoch": 32, "chip_size": 64, "batch_size": 8,
+         "learning_rate": 0.01, "hyperparameters": {"hidden_channels": 8}}
+TILES64 = {"config": {"tile_size": 64}}
+
+
+@dataclass
+class World:
+    tmp: Path
+    env: dict  # for subprocesses: the Dagster home, the storage root, a gate every tiny model passes
+    store: Store
+    resources: dict
+    version: str  # the trained landcover-unet version
+
+    def cli(self, *args, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "geo-assets"), *map(str, args)], cwd=ROOT, env={**self.env, **(env or {})},
+                              capture_output=True, text=True, timeout=timeout)
+
+
+def _materialize(assets, key, world_resources, instance, ops):
+    result = dg.materialize(assets, partition_key=key, resources=world_resources, instance=instance,
+                            run_config={"ops": ops}, raise_on_error=False)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    return result
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory) -> World:
+    tmp = tmp_path_factory.mktemp("triggers")
+    home = tmp / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    env = {**os.environ, "DAGSTER_HOME": str(home), "GEO_ASSETS_STORAGE_ROOT": (tmp / "storage").as_uri(),
+           "GEO_ASSETS_MIN_MIOU": "0",
+           # An imagery source whose STAC API is down: its runs fail in the step (connection refused).
+           "GEO_ASSETS_EARTH_SEARCH_URL": f"http://127.0.0.1:{free_port()}/"}
+    for region in (FIELD, HOLDOUT):
+        subprocess.run([BIN / "geo-assets", "region", "add", region.name, "--bbox", *map(str, region.bbox), "--crs",
+                        region.crs, "--labels", "synthetic"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+    subprocess.run([BIN / "geo-assets", "init"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+
+    store = Store(local_root(tmp / "storage"))
+    storage = StorageResource(root=store.root)
+    resources = {"storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
+                 "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0)}
+    with dg.instance_for_test() as instance:  # the training history is not needed, only the stored version
+        register(instance, regions=load_catalogue(store).names(), models=[MODEL])
+        for region in (FIELD, HOLDOUT):
+            _materialize([imagery_tiles], region_date_key(region.name, "2024-06-01"), resources, instance, {"imagery_tiles": TILES64})
+            _materialize([labels], region.name, resources, instance, {"labels": TILES64})
+        ops = {"training_set": {"config": {"regions": [FIELD.name]}}, "evaluation_set": {"config": {"regions": [HOLDOUT.name]}},
+               "trained_model": {"config": TRAIN}}
+        result = _materialize([training_set, evaluation_set, trained_model, model_evaluation], MODEL, resources, instance, ops)
+    return World(tmp, env, store, resources, result.output_for_node("trained_model")["version"])
+
+
+@pytest.fixture(scope="session")
+def server(world) -> str:
+    """The GraphQL URL of `dagster dev` serving the world."""
+    with dagster_dev(world.env, world.tmp / "dev.log") as url:
+        yield url
