@@ -2,6 +2,8 @@
 as `landcover-unet` (the default model) in a real store and Dagster home, and a real `dagster dev`
 (webserver and daemon) serving them, shared by the launch and backfill tests."""
 
+import contextlib
+import io
 import os
 import subprocess
 from dataclasses import dataclass
@@ -14,8 +16,9 @@ from devtools.dagster_dev import BIN, ROOT, dagster_dev, free_port
 from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.assets.labels import labels
 from geo_assets.assets.models import evaluation_set, model_evaluation, trained_model, training_set
+from geo_assets import cli
 from geo_assets.cli import register
-from geo_assets.geo.regions import Region, load_catalogue
+from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
 from geo_assets.geo.store import Store, local_root
 from geo_assets.partitions import region_date_key
 from resources.compute import LocalPoolCompute
@@ -40,8 +43,19 @@ class World:
     version: str  # the trained landcover-unet version
 
     def cli(self, *args, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+        """`geo-assets ARGS` in a fresh process."""
         return subprocess.run([str(BIN / "geo-assets"), *map(str, args)], cwd=ROOT, env={**self.env, **(env or {})},
                               capture_output=True, text=True, timeout=timeout)
+
+    def main(self, *args, env: dict | None = None) -> subprocess.CompletedProcess:
+        """The same command in this process (the same code path without a process start-up, for the many
+        refusal cases)."""
+        out, err = io.StringIO(), io.StringIO()
+        with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            for name, value in {**self.env, **(env or {})}.items():
+                patch.setenv(name, value)
+            code = cli.main([str(a) for a in args])
+        return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def _materialize(assets, key, world_resources, instance, ops):
@@ -61,12 +75,16 @@ def world(tmp_path_factory) -> World:
            "GEO_ASSETS_MIN_MIOU": "0",
            # An imagery source whose STAC API is down: its runs fail in the step (connection refused).
            "GEO_ASSETS_EARTH_SEARCH_URL": f"http://127.0.0.1:{free_port()}/"}
-    for region in (FIELD, HOLDOUT):
-        subprocess.run([BIN / "geo-assets", "region", "add", region.name, "--bbox", *map(str, region.bbox), "--crs",
-                        region.crs, "--labels", "synthetic"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
-    subprocess.run([BIN / "geo-assets", "init"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
-
     store = Store(local_root(tmp / "storage"))
+    catalogue = load_catalogue(store)
+    for region in (FIELD, HOLDOUT):
+        catalogue.add(region)
+    save_catalogue(store, catalogue)
+    with pytest.MonkeyPatch.context() as env_of_home:  # the instance yaml reads DAGSTER_HOME
+        env_of_home.setenv("DAGSTER_HOME", str(home))
+        with dg.DagsterInstance.from_config(str(home)) as served:  # the instance `dagster dev` serves
+            register(served, regions=catalogue.names(), models=[MODEL])
+
     storage = StorageResource(root=store.root)
     resources = {"storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
                  "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0)}
