@@ -4,7 +4,9 @@ as `landcover-unet` (the default model) in a real store and Dagster home, and a 
 
 import contextlib
 import io
+import json
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,3 +106,23 @@ def server(world) -> str:
     """The GraphQL URL of `dagster dev` serving the world."""
     with dagster_dev(world.env, world.tmp / "dev.log") as url:
         yield url
+
+
+
+@pytest.fixture
+def readme_curl():
+    """post(section, replace): POST the JSON body of the `curl` example in a README section, with `replace`
+    applied (tiny inputs), with the real curl; returns the JSON answer."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed: the README's curl examples cannot be run")
+
+    def post(url: str, section: str, replace: dict[str, str]) -> dict:
+        text = (ROOT / "README.md").read_text().split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+        body = text.split("-d @- <<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
+        for old, new in replace.items():
+            body = body.replace(old, new)
+        proc = subprocess.run(["curl", "-s", url, "-H", "Content-Type: application/json", "-d", "@-"], input=body,
+                              capture_output=True, text=True, timeout=60, check=True)
+        return json.loads(proc.stdout)
+
+    return post

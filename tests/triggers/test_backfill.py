@@ -10,6 +10,7 @@ import pytest
 
 from devtools.dagster_dev import BIN, ROOT, graphql
 from geo_assets.assets.common import digest
+from geo_assets.graphql import DagsterClient
 
 BACKFILL = """
 query Backfill($id: String!) {
@@ -98,3 +99,12 @@ def test_partition_range_from_the_dagster_cli(world, monkeypatch):
             metadata = event.asset_materialization.metadata
             assert metadata["manifest_digest"].value == digest(manifest)
             assert metadata["tile_count"].value == len(manifest["tiles"]) == 1
+
+
+def test_the_readme_curl_backfill_works(world, server, readme_curl):
+    answer = readme_curl(server, "Backfills", {"synth-holdout": "tiny-field", "2024-06-0": "2024-08-1"})
+    launched = answer["data"]["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", answer
+    state = DagsterClient(server).follow_backfill(launched["backfillId"], poll=1, timeout=600)
+    assert state["status"] == "COMPLETED_SUCCESS" and [r["status"] for r in state["runs"]] == ["SUCCESS"]
+    assert {"2024-08-11", "2024-08-12", "2024-08-13"} <= _materialized(world, "imagery_tiles", "tiny-field")

@@ -89,3 +89,14 @@ def test_no_webserver_is_one_clear_error(world):
     proc = world.main("launch", "--region", "tiny-field", "--date", "2024-06-02", "--url", url)
     assert proc.returncode == 2
     assert f"no Dagster webserver answers at {url}" in proc.stderr
+
+
+def test_the_readme_curl_launch_works(world, server, readme_curl):
+    answer = readme_curl(server, "Launching over GraphQL", {"synth-holdout": "tiny-field", "2024-06-01": "2024-08-01"})
+    launched = answer["data"]["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", answer
+    run = wait(server, launched["run"]["runId"])
+    assert run["status"] == "SUCCESS"
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    assert (tags["dagster/partition"], tags["geo-assets/model"]) == ("2024-08-01|tiny-field", "landcover-unet")
+    assert world.store.exists(f"reports/landcover-unet/{world.version}/tiny-field/2024-08-01/report.md")
