@@ -57,6 +57,11 @@ def test_a_failing_run_exits_non_zero_with_its_error(world, server):
         (["--region", "tiny-field", "--date", "2024-06-02", "--source", "sentinel-9"], "unknown imagery source 'sentinel-9'"),
         (["--region", "tiny-field", "--date", "2014-01-01"], "date(s) 2014-01-01 lie outside the date partitions (2015-06-23 to "),
         (["--region", "tiny-field", "--date", "2024-06-02", "--select", "imagery_tiles,labels"], "unknown asset(s) labels"),
+        (["--region", "tiny-field", "--date", "2024-09-09", "--select", "predictions,region_report"],
+         "no imagery_tiles for region 'tiny-field' on 2024-09-09: select imagery_tiles too"),
+        (["--region", "tiny-field", "--date", "2024-06-02", "--version", "000000000000"],
+         "model 'landcover-unet' has no version '000000000000'"),
+        (["--region", "tiny-field", "--date", "2024-06-02", "--model", "Bad_Name"], "invalid model name 'Bad_Name'"),
     ],
 )
 def test_a_launch_that_cannot_succeed_is_refused_before_any_run(world, server, args, message):
