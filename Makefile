@@ -28,9 +28,13 @@ bench: setup
 	$(BIN)/python -m bench.predictions
 	$(BIN)/python -m bench.cog_reads
 	$(BIN)/python -m bench.full_tile
+	$(BIN)/python -m bench.runs
+	$(BIN)/python -m bench.sensor_tick
+	$(BIN)/python -m bench.dask_fanout
 
 bench-full-tile: setup
 	$(BIN)/python -m bench.full_tile
+	$(BIN)/python -m bench.runs
 
 setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 

@@ -12,7 +12,7 @@ For each size N (a tile count: the synthetic region bench-N is sqrt(N) x sqrt(N)
   manifest, metadata and every event written to SQLite. Tile reads and writes use the default compute
   resource: a thread pool with one worker per core (what users get).
 * plain: one single-threaded Python loop without Dagster doing the same work with the same libraries:
-  rasterio reads of the same tile COGs, normalize, the same exported model (load_model), predict_batch in
+  rasterio reads of the same tile COGs, the model's stored normalisation, the same exported model (load_model), predict_batch in
   batches of the same size, write_cog per tile into a separate directory, then the mosaic pasted tile by tile
   (geo_assets.geo.mosaic) + write_cog. (torch uses its default intra-op threads in both.)
 
@@ -100,10 +100,12 @@ def plain_predict(image_dir: Path, weights: Path, out_dir: Path, batch_size: int
     from geo_assets.geo.cog import write_cog
     from geo_assets.geo.mosaic import mosaic
     from geo_assets.geo.landcover import CLASSES, IGNORE
-    from geo_assets.ml.data import normalize
+    from geo_assets.ml.data import Normalisation
     from geo_assets.ml.predict import load_model, predict_batch
 
     t0 = time.perf_counter()
+    # The normalisation the version was trained with, stored beside its weights.
+    normalise = Normalisation.from_record(json.loads((Path(weights).parent / "model.json").read_text()))
     paths = sorted(p for p in image_dir.glob("*.tif") if not p.name.endswith(".cloud.tif"))
     device = torch.device("cpu")
     model = load_model(weights, device)
@@ -120,7 +122,8 @@ def plain_predict(image_dir: Path, weights: Path, out_dir: Path, batch_size: int
                 data = src.read()
                 georefs.append((src.crs.to_string(), src.transform))
                 nodata = src.nodata
-            images.append(normalize(data))
+                names = list(src.descriptions)
+            images.append(normalise(data, names))
             if nodata is None:
                 masks.append(np.ones(data.shape[1:], dtype=bool))
             elif math.isnan(nodata):

@@ -51,7 +51,7 @@ OVERVIEW_RESAMPLING = "average"
 S2_DIR = "sentinel2"
 S2_FILE = "s2_sample.tif"
 S2_BANDS = ("blue", "green", "red", "nir")
-S2_DROPPED = ("swir1", "swir2")
+S2_20M = ("swir1", "swir2")  # 20 m bands, each pixel repeated 2 x 2 onto the 10 m grid
 S2_CRS = "EPSG:32719"
 S2_TRANSFORM = Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 4700020.0)
 S2_SHAPE = (200, 300)  # rows, cols
@@ -226,23 +226,30 @@ def build_sentinel2(src_root: Path, out_dir: Path) -> dict[str, object]:
                 }
             )
             facts[band] = (t.get("Band", "?"), t.get("Name", "?"), t.get("Resolution (m)", "?"))
-    # Evidence for dropping the swir files: their coordinates say 20 m. Check that the pixels
-    # agree -- correlate with red on the 10 m grid as-is vs. placed on the 20 m grid.
+    # The swir files are 20 m data (their coordinates and their correlation with red say so):
+    # each 10 m pixel takes the 20 m pixel it lies in, the rule the imagery sources apply to
+    # Sentinel-2's 20 m bands. Values are copied, never interpolated.
     red = arrays[S2_BANDS.index("red")]
-    dropped = {}
-    for band in S2_DROPPED:
+    swir = {}
+    for band in S2_20M:
         path = src_root / S2_DIR / f"{band}_band.nc"
-        if path.exists():
-            with rasterio.open(path) as src:
-                sw = src.read(1)
-                h, w = S2_SHAPE[0] // 2, S2_SHAPE[1] // 2
-                as_20m = np.kron(sw[:h, :w], np.ones((2, 2)))
-                dropped[band] = (
-                    tuple(src.transform)[:6],
-                    src.tags(1).get("Resolution (m)", "?"),
-                    float(np.corrcoef(sw.ravel(), red.ravel())[0, 1]),
-                    float(np.corrcoef(as_20m.ravel(), red.ravel())[0, 1]),
-                )
+        with rasterio.open(path) as src:
+            if not src.transform.almost_equals(S2_TRANSFORM * Affine.scale(2.0), precision=1e-9):
+                raise BuildError(f"{path}: transform {tuple(src.transform)[:6]} is not the 20 m grid of the 10 m bands")
+            sw = src.read(1)
+            t = src.tags(1)
+        h, w = S2_SHAPE[0] // 2, S2_SHAPE[1] // 2
+        on_10m = np.kron(sw[:h, :w], np.ones((2, 2)))
+        swir[band] = (
+            tuple(src.transform)[:6],
+            t.get("Resolution (m)", "?"),
+            float(np.corrcoef(sw.ravel(), red.ravel())[0, 1]),
+            float(np.corrcoef(on_10m.ravel(), red.ravel())[0, 1]),
+        )
+        arrays.append(on_10m)
+        band_tags.append({"SOURCE_FILE": path.name, "S2_BAND_LABEL": t.get("Band", ""), "S2_BAND_NAME": t.get("Name", ""),
+                          "RESOLUTION": "20 m, each pixel repeated 2 x 2 on the 10 m grid"})
+        facts[band] = (t.get("Band", "?"), t.get("Name", "?"), t.get("Resolution (m)", "?"))
     data = np.stack(arrays).astype("float64", copy=False)
     _write_cog(
         out_dir / S2_FILE,
@@ -250,7 +257,7 @@ def build_sentinel2(src_root: Path, out_dir: Path) -> dict[str, object]:
         crs=S2_CRS,
         transform=S2_TRANSFORM,
         nodata=float("nan"),
-        descriptions=S2_BANDS,
+        descriptions=S2_BANDS + S2_20M,
         tags={
             "SOURCE": "xarray-spatial==0.5.3 wheel, xrspatial/datasets/sentinel-2/ (MIT; "
             "contains modified Copernicus Sentinel data)",
@@ -262,7 +269,7 @@ def build_sentinel2(src_root: Path, out_dir: Path) -> dict[str, object]:
     )
     return {
         "bands": facts,
-        "dropped": dropped,
+        "swir": swir,
         "nan_count": int(np.isnan(data).sum()),
         "range": (float(np.nanmin(data)), float(np.nanmax(data))),
     }
@@ -436,10 +443,10 @@ def _provenance(out_dir: Path, s2: dict, l8: dict, labels: dict) -> str:
         f"| {band} | `{band}_band.nc` | {lab} | {name} | {res} |"
         for band, (lab, name, res) in s2["bands"].items()
     )
-    dropped = "\n".join(
+    swir = "\n".join(
         f"  - `{band}_band.nc`: transform {t}, `Resolution (m)` = {res}; correlation with red: "
         f"{c10:.2f} as if on the 10 m grid, {c20:.2f} on its 20 m grid"
-        for band, (t, res, c10, c20) in s2["dropped"].items()
+        for band, (t, res, c10, c20) in s2["swir"].items()
     )
     scene_rows = "\n".join(
         f"| {s} | `{L8_PREFIX.format(scene=s)}_B{{2,3,4}}.TIF` | {f['scene_shape'][0]} x "
@@ -486,12 +493,14 @@ Pixels are copied, never resampled.
 
   Note that the file labelled `nir` carries `Band = 07` (Sentinel-2 B07 is a red-edge band at
   783 nm; "NIR" proper is B08). It is kept as `nir`, as the source names it.
-* Dropped: `swir1`, `swir2`. The shared README calls them "resampled 20 m data", but their
+* `swir1`, `swir2` are 20 m data. The shared README calls them "resampled 20 m data", but their
   coordinates give a 20 m spacing (300 x 200 px covering 6 x 4 km, i.e. not the 10 m grid of
   the other bands):
-{dropped}
-  Their pixels only match the 10 m bands when placed on that 20 m grid, so they cannot share
-  the 10 m raster without resampling; they are left out.
+{swir}
+  Their pixels only match the 10 m bands when placed on that 20 m grid, so the part under the
+  10 m grid (the north-west 150 x 100 px) is stored with each 20 m pixel repeated 2 x 2: every
+  10 m pixel carries the 20 m pixel it lies in (the rule the imagery sources apply to
+  Sentinel-2's 20 m bands); no value is interpolated.
 * Fill value: NaN (declared `nodata=nan`; dtype stays float64 as in the source).
 
 ## Landsat 8 -> `{L8_OUT['224078']}`, `{L8_OUT['224077']}`

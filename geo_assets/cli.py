@@ -60,23 +60,10 @@ def cmd_region_list(args) -> int:
 
 
 def cmd_region_add(args) -> int:
-    from geo_assets.config import ImageryConfig
-    from geo_assets.geo.labels import LABEL_SOURCES
-    from geo_assets.geo.regions import Region, check_size, load_catalogue, save_catalogue
-    from geo_assets.geo.sources import SOURCES, get_source
-    from geo_assets.limits import max_tiles
+    from geo_assets.geo.regions import Region, add_region
 
-    if args.source not in SOURCES:
-        raise ValueError(f"unknown imagery source {args.source!r}; accepted: {', '.join(sorted(SOURCES))}")
-    if args.labels is not None and args.labels not in LABEL_SOURCES:
-        raise ValueError(f"unknown label source {args.labels!r}; accepted: {', '.join(LABEL_SOURCES)}")
     region = Region(args.name, tuple(args.bbox), args.crs, args.source, args.labels, tuple(args.date or ()))
-    # At the default tile size; a run with other tiles checks again in its first second.
-    check_size(region, get_source(region.source).spec(region).resolution, ImageryConfig().tile_size, max_tiles())
-    store = _store()
-    catalogue = load_catalogue(store)
-    catalogue.add(region, replace=args.replace)
-    save_catalogue(store, catalogue)
+    add_region(_store(), region, replace=args.replace)
     register(_instance(), regions=[region.name])
     print(f"added region {region.name} ({region.crs} {region.bbox}); partition registered in {os.environ['DAGSTER_HOME']}")
     return 0

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, ConfigDict, PlainSerializer, model_validato
 from geo_assets.geo import sample, stac, synthetic
 from geo_assets.geo.labels import LABEL_SOURCES
 from geo_assets.geo.regions import validate_date, validate_region_name
+from geo_assets.geo.store import validate_key
 from geo_assets.geo.sources import SOURCES
 from geo_assets.ml.models import ARCHITECTURES, check_hyperparameters
 from geo_assets.partitions import validate_model_name
@@ -75,6 +76,9 @@ class ImageryConfig(_Config):
     tile_size: TileSize = 256  # pixels per tile side
     # STAC sources: keep items whose eo:cloud_cover (percent of the whole item) is at most this.
     max_cloud: Annotated[float, _check(lambda v: 0 <= v <= 100, "max_cloud must be a percentage between 0 and 100, got {value}")] = 100.0
+    # A storage folder holding this partition's arrived STAC items (set by the scene_arrivals sensor):
+    # read them, and their COGs, instead of searching the source's catalogue.
+    arrivals: Optional[Annotated[str, AfterValidator(lambda v: validate_key(v.strip("/")))]] = None
 
 
 class LabelsConfig(_Config):

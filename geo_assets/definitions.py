@@ -1,4 +1,4 @@
-"""The code location: one Definitions, its resources chosen by the GEO_ASSETS_PROFILE profile."""
+"""The code location: one Definitions, its resources and executor chosen by the GEO_ASSETS_PROFILE profile."""
 
 import dagster as dg
 
@@ -7,6 +7,7 @@ from geo_assets.assets.labels import labels
 from geo_assets.assets.models import evaluation_set, model_evaluation, trained_model, training_set
 from geo_assets.assets.predictions import predictions
 from geo_assets.assets.reports import region_report
+from geo_assets.executors import executor_def
 from geo_assets.jobs import JOBS
 from geo_assets.schedules import AUTOMATION, SCHEDULES
 from geo_assets.sensors import SENSORS
@@ -14,4 +15,6 @@ from resources.profiles import resource_defs
 
 ASSETS = [imagery_tiles, labels, training_set, evaluation_set, trained_model, model_evaluation, predictions, region_report]
 
-defs = dg.Definitions(assets=ASSETS, jobs=JOBS, sensors=SENSORS + AUTOMATION, schedules=SCHEDULES, resources=resource_defs())
+defs = dg.Definitions(
+    assets=ASSETS, jobs=JOBS, sensors=SENSORS + AUTOMATION, schedules=SCHEDULES, resources=resource_defs(), executor=executor_def()
+)

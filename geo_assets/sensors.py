@@ -8,12 +8,15 @@
   manifests), so it takes the new data version and Dagster marks the models built on it stale.
   (An observation would not do: Dagster judges a materialisable asset's upstream by its
   materialisations.) The run key is the set's new data version, so each change runs once.
+- `scene_arrivals` (off by default; in `arrival_sensor.py`): imagery_tiles for each partition whose
+  scene landed in the storage.
 """
 
 import json
 
 import dagster as dg
 
+from geo_assets.arrival_sensor import scene_arrivals
 from geo_assets.assets.common import digest
 from geo_assets.geo.regions import load_catalogue
 from geo_assets.partitions import REGIONS, region_date_partitions
@@ -110,4 +113,4 @@ def input_changes(context: dg.SensorEvaluationContext, storage: StorageResource)
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
 
 
-SENSORS = [region_partitions, input_changes]
+SENSORS = [region_partitions, input_changes, scene_arrivals]

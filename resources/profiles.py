@@ -4,20 +4,32 @@
     GEO_ASSETS_PROFILE=aws              assets in S3; credentials from the AWS standard chain
     GEO_ASSETS_PROFILE=gcp              assets in GCS; credentials from Application Default Credentials
 
-This module is the only place that knows which cloud is in use.
+and, for each profile, where a run's steps may execute (GEO_ASSETS_RUNTIME, geo_assets/executors.py):
+`process` everywhere (the default), `k8s` on gcp (GKE) and aws (EKS), `ecs` on aws.
+
+Tile work inside a step runs on the local thread pool on every profile unless GEO_ASSETS_COMPUTE=dask
+(then on a Dask cluster: resources/dask_compute.py). This module is the only place that knows which
+cloud and which compute are in use.
 """
 
 import os
 from pathlib import Path
 
 from geo_assets.geo.store import local_root
-from resources.compute import LocalPoolCompute
+from resources.arrivals import arrivals_from_env
+from resources.compute import MAX_TILES_PER_BATCH, LocalPoolCompute
+from resources.dask_compute import env_number, dask_compute_from_env
 from resources.gate import gate_from_env
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
 
 PROFILE_ENV = "GEO_ASSETS_PROFILE"
 PROFILES = ("local", "aws", "gcp")
+RUNTIME_ENV = "GEO_ASSETS_RUNTIME"
+# Steps in pods or tasks of their own share nothing but the store, so those runtimes need a bucket.
+RUNTIMES = {"local": ("process",), "gcp": ("process", "k8s"), "aws": ("process", "ecs", "k8s")}
+COMPUTE_ENV = "GEO_ASSETS_COMPUTE"
+COMPUTES = ("threads", "dask")
 
 
 def get_profile() -> str:
@@ -25,6 +37,15 @@ def get_profile() -> str:
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {PROFILE_ENV}={profile!r}; accepted: {', '.join(PROFILES)}")
     return profile
+
+
+def get_runtime(profile: str | None = None) -> str:
+    """Where steps execute on this profile: GEO_ASSETS_RUNTIME, else `process` (no cluster needed)."""
+    profile = profile or get_profile()
+    runtime = os.environ.get(RUNTIME_ENV) or "process"
+    if runtime not in RUNTIMES[profile]:
+        raise ValueError(f"{RUNTIME_ENV}={runtime!r} is not available on profile {profile}; accepted: {', '.join(RUNTIMES[profile])}")
+    return runtime
 
 
 def dagster_home() -> Path:
@@ -62,13 +83,26 @@ def _imagery() -> ImageryResource:
     return ImageryResource(**{k: v for k, v in overrides.items() if v is not None})
 
 
+def compute_from_env() -> LocalPoolCompute:
+    """The `compute` resource: the thread pool (default), or Dask with GEO_ASSETS_COMPUTE=dask."""
+    kind = os.environ.get(COMPUTE_ENV) or "threads"
+    if kind not in COMPUTES:
+        raise ValueError(f"unknown compute {COMPUTE_ENV}={kind!r}; accepted: {', '.join(COMPUTES)}")
+    workers = env_number("GEO_ASSETS_WORKERS", 0, int, 0, 1024)
+    per_batch = env_number("GEO_ASSETS_TILES_PER_BATCH", 0, int, 0, MAX_TILES_PER_BATCH)
+    if kind == "dask":
+        return dask_compute_from_env(workers, per_batch)
+    return LocalPoolCompute(workers=workers, tiles_per_batch=per_batch)
+
+
 def _resources(storage: StorageResource) -> dict:
     return {
         "storage": storage,
-        "compute": LocalPoolCompute(workers=int(os.environ.get("GEO_ASSETS_WORKERS", "0"))),
+        "compute": compute_from_env(),
         "io_manager": ManifestIOManager(storage=storage),
         "imagery": _imagery(),
         "gate": gate_from_env(),
+        "arrivals": arrivals_from_env(),
     }
 
 

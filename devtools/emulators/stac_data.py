@@ -33,10 +33,8 @@ S2_CRS = "EPSG:32719"
 S2_TRANSFORM = Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 4700020.0)  # the sample's grid
 S2_FILES = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08"}
 S2_TILE = ("19", "F", "FM")  # UTM zone, latitude band, 100 km square of the sample (illustrative MGRS id)
-# Landsat C2 grids have pixel corners on odd multiples of 15 m; the clips are moved by half a pixel
-# (15 m west and north) so that the 30 m grid lines up with the tile grid and tests can expect exact pixels.
+# Landsat C2 grids have pixel corners on 15 + 30k m, as the sample clips do: they are served where they lie.
 L8_CRS = "EPSG:32621"
-L8_SHIFT = (-15.0, 15.0)
 L8_FILES = {"blue": "SR_B2", "green": "SR_B3", "red": "SR_B4", "nir08": "SR_B5", "qa_pixel": "QA_PIXEL"}
 QA_CLEAR, QA_DILATED, QA_CLOUD, QA_SHADOW, QA_FILL = 21824, 21826, 22280, 23888, 1  # real QA_PIXEL values
 
@@ -305,8 +303,7 @@ def landsat(workdir: Path, s3) -> Catalogue:
     for seed, (item_id, (file, cloud, time)) in enumerate(L8_SCENES.items(), start=11):
         with rasterio.open(sample.sample_path(file)) as src:
             blue, green, red = src.read()
-            transform = src.transform * Affine.identity()
-        transform = Affine(30.0, 0.0, transform.c + L8_SHIFT[0], 0.0, -30.0, transform.f + L8_SHIFT[1])
+            transform = src.transform
         bands = {"blue": blue, "green": green, "red": red, "nir08": synthetic_nir(green, red)}
         bands["qa_pixel"] = synthetic_qa(blue.shape, seed, (blue == 0) | (green == 0) | (red == 0))
         path, row = item_id[10:13], item_id[13:16]

@@ -90,10 +90,11 @@ def dataset(store: Store, regions: list[str], dates: list[str]) -> dict:
                 "labels_version": digest(labels),
                 "footprint": {"crs": r.crs, "bbox": list(r.bbox)},
             })
-    bands = {tuple(i["bands"]) for i in items}
-    if len(bands) != 1:
-        raise ValueError(f"the selected imagery mixes band sets {sorted(bands)}; use one band set")
-    return {"regions": regions, "dates": dates, "bands": items[0]["bands"], "items": items}
+    # A model sees the bands every acquisition has (e.g. a 3-band Landsat sample beside 6-band scenes).
+    bands = [b for b in items[0]["bands"] if all(b in i["bands"] for i in items)]
+    if not bands:
+        raise ValueError(f"the selected imagery shares no band: {sorted({tuple(i['bands']) for i in items})}")
+    return {"regions": regions, "dates": dates, "bands": bands, "items": items}
 
 
 def input_versions(dataset_manifest: dict) -> dict[str, str]:

@@ -7,11 +7,13 @@ import dagster as dg
 import numpy as np
 
 from geo_assets.assets.common import catalogue, digest, each_partition, output, tag_run
+from geo_assets.assets.placement import op_tags
 from geo_assets.config import ImageryConfig
-from geo_assets.geo.grid import TileGrid
+from geo_assets.geo.arrived_scenes import arrived_scene
 from geo_assets.geo.sources import check_bands, get_source
 from geo_assets.geo.tiling import cut_imagery_tile
 from geo_assets.geo.regions import check_size
+from geo_assets.geo.tilework import Each, TileLedger
 from geo_assets.launches import check_dates
 from geo_assets.limits import max_tiles
 from geo_assets.partitions import region_date_partitions
@@ -21,7 +23,7 @@ from resources.storage import StorageResource
 
 
 @dg.asset(
-    partitions_def=region_date_partitions, group_name="imagery", kinds={"python", "cog"}, code_version="1",
+    partitions_def=region_date_partitions, group_name="imagery", kinds={"python", "cog"}, code_version="1", op_tags=op_tags("imagery_tiles"),
     backfill_policy=dg.BackfillPolicy.single_run(),  # a range of dates in one process: see README "Backfills"
 )
 def imagery_tiles(
@@ -38,30 +40,36 @@ def imagery_tiles(
 def _imagery_tiles(context, config: ImageryConfig, storage, compute, imagery, region_name: str, date: str) -> dg.Output[dict]:
     store = storage.store()
     region = catalogue(store).get(region_name)
-    source_name = config.source or region.source
-    source = get_source(source_name)
-    bands = check_bands(source.spec(region), config.bands)
-    check_dates(source_name, region, [date])  # a sample is one scene: other dates have no imagery
-    check_size(region, source.spec(region).resolution, config.tile_size, max_tiles())
-    tag_run(context, region=region.name, date=date, source=source_name)
-
-    # One search per run; every tile then reads its windows from this plan.
-    scene = source.scene(region, date, imagery.settings(), bands=bands, max_cloud=config.max_cloud)
+    if config.arrivals:  # the scene that landed in the storage: its items say the source
+        scene = arrived_scene(store, config.arrivals, region, source=config.source, bands=config.bands, max_cloud=config.max_cloud)
+        source_name, bands = scene.spec.source, list(scene.spec.bands)
+        tag_run(context, region=region.name, date=date, source=source_name, arrivals=config.arrivals)
+    else:
+        source_name = config.source or region.source
+        source = get_source(source_name)
+        bands = check_bands(source.spec(region), config.bands)
+        check_dates(source_name, region, [date])  # a sample is one scene: other dates have no imagery
+        check_size(region, source.spec(region).grid(region.crs, config.tile_size), max_tiles())  # before the search
+        tag_run(context, region=region.name, date=date, source=source_name)
+        # One search per run; every tile then reads its windows from this plan.
+        scene = source.scene(region, date, imagery.settings(), bands=bands, max_cloud=config.max_cloud)
     spec = scene.spec
     described = scene.describe()
     if described.get("items"):
         ids = ", ".join(i["id"] for i in described["items"])
         context.log.info(f"{len(described['items'])} {described['collection']} item(s), in mosaic order: {ids}")
 
-    grid = TileGrid(region.crs, spec.resolution, config.tile_size)
+    grid = spec.grid(region.crs, config.tile_size)  # the source's own pixel lattice
+    check_size(region, grid, max_tiles())  # arithmetic: a huge box fails here, not while listing its tiles
     tiles = grid.tiles(region.bbox)
     # The items read (which a cloud limit or a newly published scene changes) are part of the path,
     # so a rerun that fails halfway never mixes its tiles into an earlier, different output.
     scene_part = f"-{digest(described)[:8]}" if described.get("items") else ""
     prefix = f"imagery/{region.name}/{date}/{source_name}-{config.tile_size}px-{'-'.join(bands)}{scene_part}"
     context.log.info(f"cutting {len(tiles)} tiles of {config.tile_size} px from source {source_name!r}")
-    entries = compute.map(
-        partial(cut_imagery_tile, store, scene, bands, prefix), tiles, "imagery tiles", context.log.info
+    entries = compute.map_tiles(
+        context, Each(partial(cut_imagery_tile, store, scene, bands, prefix)), tiles,
+        label="imagery tiles", ledger=TileLedger(store, prefix),
     )
     nodata = float(np.mean([e["nodata_fraction"] for e in entries]))
     manifest = {
@@ -71,6 +79,7 @@ def _imagery_tiles(context, config: ImageryConfig, storage, compute, imagery, re
         "bands": bands,
         "crs": region.crs,
         "resolution": spec.resolution,
+        "origin": list(grid.origin),
         "tile_size": config.tile_size,
         "dtype": spec.dtype,
         "nodata": None if spec.nodata is None else float(spec.nodata),

@@ -7,8 +7,8 @@ import dagster as dg
 import numpy as np
 
 from geo_assets.assets.common import catalogue, output, tag_run
+from geo_assets.assets.placement import op_tags
 from geo_assets.config import LabelsConfig
-from geo_assets.geo.grid import TileGrid
 from geo_assets.geo.labels import check_label_source
 from geo_assets.geo.landcover import CLASSES
 from geo_assets.geo.regions import check_size, validate_region_name
@@ -20,7 +20,7 @@ from resources.compute import LocalPoolCompute
 from resources.storage import StorageResource
 
 
-@dg.asset(partitions_def=regions_partitions, group_name="imagery", kinds={"python", "cog"}, code_version="1")
+@dg.asset(partitions_def=regions_partitions, group_name="imagery", kinds={"python", "cog"}, code_version="1", op_tags=op_tags("labels"))
 def labels(
     context: dg.AssetExecutionContext, config: LabelsConfig, storage: StorageResource, compute: LocalPoolCompute
 ) -> dg.Output[dict]:
@@ -31,8 +31,8 @@ def labels(
     spec = get_source(region.source).spec(region)  # labels follow the grid of the region's imagery
     tag_run(context, region=region.name, labels=source)
 
-    check_size(region, spec.resolution, config.tile_size, max_tiles())
-    grid = TileGrid(region.crs, spec.resolution, config.tile_size)
+    grid = spec.grid(region.crs, config.tile_size)  # the source's own pixel lattice
+    check_size(region, grid, max_tiles())  # arithmetic: a huge box fails here, not while listing its tiles
     tiles = grid.tiles(region.bbox)
     prefix = f"labels/{region.name}/{source}-{config.tile_size}px"
     entries = compute.map(
@@ -44,6 +44,7 @@ def labels(
         "source": source,
         "crs": region.crs,
         "resolution": spec.resolution,
+        "origin": list(grid.origin),
         "tile_size": config.tile_size,
         "prefix": prefix,
         "tiles": entries,

@@ -9,12 +9,14 @@ import numpy as np
 import torch
 
 from geo_assets.assets.common import dataset, dataset_metadata, input_versions, output, tag_run
+from geo_assets.assets.placement import op_tags
 from geo_assets.checks import QUALITY_GATE
 from geo_assets.config import EvaluationConfig, EvaluationSetConfig, TrainingConfig, TrainingSetConfig
 from geo_assets.geo.landcover import CLASSES, IGNORE
 from geo_assets.geo.regions import footprints_overlap
 from geo_assets.geo.store import ObjectNotFoundError
 from geo_assets.ml import registry
+from geo_assets.ml.data import Normalisation
 from geo_assets.ml.device import select_device
 from geo_assets.ml.metrics import confusion_matrix, scores
 from geo_assets.ml.pairs import load_pairs
@@ -41,6 +43,7 @@ def _dataset_asset(name: str, config_type: type, role: str):
         group_name="models",
         kinds={"python"},
         code_version=CODE_VERSION,
+        op_tags=op_tags(name),
         deps=[dg.AssetDep("imagery_tiles", partition_mapping=ALL), dg.AssetDep("labels", partition_mapping=ALL)],
         description=f"The acquisitions a model is {role} on, with the data version of each.",
     )
@@ -84,18 +87,19 @@ def _stored(store, key: str) -> dict | None:
         return None
 
 
-def _load(store, compute, manifest: dict, label: str) -> list:
-    """(image, label) tile pairs of every acquisition of a training or evaluation set."""
+def _load(store, compute, manifest: dict, label: str, normalise: Normalisation) -> list:
+    """(image, label) tile pairs of every acquisition of a training or evaluation set, as `normalise` makes them."""
     labels = {key: store.read_json(key) for key in {item["labels"] for item in manifest["items"]}}  # one read a region
     return [
         p
         for item in manifest["items"]
         for p in load_pairs(store, store.read_json(item["imagery"]), labels[item["labels"]],
-                            lambda f, xs: compute.map(f, xs, label))
+                            lambda f, xs: compute.map(f, xs, label), normalise)
     ]
 
 
-@dg.asset(partitions_def=models_partitions, group_name="models", kinds={"pytorch"}, code_version=CODE_VERSION, pool="gpu")
+@dg.asset(partitions_def=models_partitions, group_name="models", kinds={"pytorch"}, code_version=CODE_VERSION, pool="gpu",
+          op_tags=op_tags("trained_model"))
 def trained_model(
     context: dg.AssetExecutionContext,
     config: TrainingConfig,
@@ -122,10 +126,11 @@ def trained_model(
     if record is not None:
         context.log.info(f"version {version} of {name} exists (same config, data and runtime): reusing it unchanged")
     else:
-        data = _load(store, compute, training_set, "training tiles")
+        data = _load(store, compute, training_set, "training tiles", Normalisation.identity(bands))
+        normalisation = Normalisation.fit([d[0] for d in data], bands)  # stored with the version, applied at prediction
         context.log.info(f"training {config.architecture} on {len(data)} tiles from {len(inputs)} acquisitions")
         result = train(
-            [d[0] for d in data],
+            [normalisation.apply(d[0]) for d in data],
             [d[1] for d in data],
             in_channels=len(bands),
             num_classes=len(CLASSES),
@@ -144,6 +149,7 @@ def trained_model(
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "config": settings,
             "bands": bands,
+            "normalisation": normalisation.to_json(),
             "classes": list(CLASSES),
             "inputs": inputs,
             "training_set": [{k: i[k] for k in ("region", "date", "footprint")} for i in training_set["items"]],
@@ -177,6 +183,7 @@ def trained_model(
     kinds={"pytorch"},
     code_version=CODE_VERSION,
     pool="gpu",  # GPU steps take a slot of the deployment's gpu pool
+    op_tags=op_tags("model_evaluation"),
     check_specs=[QUALITY_GATE],
 )
 def model_evaluation(
@@ -192,7 +199,7 @@ def model_evaluation(
     store = storage.store()
     name, version = trained_model["name"], trained_model["version"]
     tag_run(context, model=name, model_version=version)
-    if evaluation_set["bands"] != trained_model["bands"]:
+    if not set(trained_model["bands"]) <= set(evaluation_set["bands"]):
         raise ValueError(f"evaluation imagery has bands {evaluation_set['bands']}, the model expects {trained_model['bands']}")
     _held_out(trained_model["training_set"], evaluation_set["items"])
     inputs = input_versions(evaluation_set)
@@ -207,7 +214,7 @@ def model_evaluation(
             model = load_model(weights, device)
         cm = np.zeros((len(CLASSES), len(CLASSES)), dtype=np.int64)
         started = time.perf_counter()
-        pairs = _load(store, compute, evaluation_set, "evaluation tiles")
+        pairs = _load(store, compute, evaluation_set, "evaluation tiles", registry.normalisation(trained_model))
         for start in range(0, len(pairs), config.batch_size):
             batch = pairs[start : start + config.batch_size]
             pred = predict_batch(model, np.stack([p[0] for p in batch]), device)

@@ -7,12 +7,13 @@ import dagster as dg
 import numpy as np
 
 from geo_assets.assets.common import each_partition, output, tag_run
+from geo_assets.assets.placement import op_tags
 from geo_assets.config import PredictionConfig
 from geo_assets.geo.landcover import CLASSES
 from geo_assets.ml import registry
-from geo_assets.ml.device import select_device
-from geo_assets.ml.inference import predict_tiles, write_mosaic
-from geo_assets.ml.predict import load_model
+from geo_assets.geo.tilework import TileLedger
+from geo_assets.ml.chunks import PredictChunk
+from geo_assets.ml.inference import write_mosaic
 from geo_assets.partitions import region_date_partitions
 from geo_assets.schedules import FOLLOW_SERVING_MODEL
 from resources.compute import LocalPoolCompute
@@ -28,6 +29,7 @@ CODE_VERSION = "1"  # bump when a change to this module changes what predictions
     kinds={"pytorch", "cog"},
     code_version=CODE_VERSION,
     pool="gpu",  # GPU steps take a slot of the deployment's gpu pool
+    op_tags=op_tags("predictions"),
     # The model is chosen by run config; at asset level predictions follow the models' evaluations.
     deps=[dg.AssetDep("model_evaluation", partition_mapping=dg.AllPartitionMapping())],
     metadata={KEYED_BY_MODEL_VERSION: True},
@@ -55,21 +57,19 @@ def _predictions(context, config: PredictionConfig, storage, compute, gate, imag
     version = record["version"]
     serving = registry.serving_id(store, config.model, gate.min_miou, versions)
     tag_run(context, region=region, date=date, source=imagery_tiles["source"], model=config.model, model_version=version)
-    if imagery_tiles["bands"] != record["bands"]:
+    if not set(record["bands"]) <= set(imagery_tiles["bands"]):
         raise ValueError(
             f"model {config.model} {version} expects bands {record['bands']}, imagery has {imagery_tiles['bands']}; "
             "materialise imagery_tiles with the model's bands"
         )
-    device = select_device(config.device)
-    with store.local_copy(record["weights"]) as weights:  # torch.export.load needs a local file
-        model = load_model(weights, device)
     variant = imagery_tiles["prefix"].rsplit("/", 1)[1]  # the imagery's source/tiling, so variants never collide
     prefix = f"predictions/{config.model}/{version}/{region}/{date}/{variant}"
     started = time.perf_counter()
-    entries = predict_tiles(
-        store, model, device, imagery_tiles["tiles"], prefix, config.batch_size,
-        mapper=lambda fn, items: compute.map(fn, items),
-        progress=lambda done, total: context.log.info(f"predicted {done}/{total} tiles"),
+    # Chunks name the model by its key: each process that runs one (here, or a Dask worker) loads it once.
+    work = PredictChunk(store, record["weights"], config.device, prefix, config.batch_size,
+                        normalise=registry.normalisation(record))  # the bands and scaling the version was trained with
+    entries = compute.map_tiles(
+        context, work, imagery_tiles["tiles"], label="predicted tiles", ledger=TileLedger(store, prefix)
     )
     mosaic = f"{prefix}/mosaic.tif"
     bounds = [t["bounds"] for t in imagery_tiles["tiles"]]

@@ -1,4 +1,9 @@
-"""Label sources: land-cover masks on the tile grid, from synthetic truth or vector polygons."""
+"""Label sources: land-cover masks on the tile grid, from synthetic truth or vector polygons.
+
+Polygon labels are split for an honest score: each polygon is cut in two across its longer side
+through its centroid, leaving a gap of HOLDOUT_GAP_PX pixels; the north (or west) part is for
+training, the south (or east) part is held out, stored beside it and scored in region_report.
+"""
 
 from __future__ import annotations
 
@@ -29,16 +34,38 @@ def check_label_source(name: str | None, region: Region) -> str:
     return chosen
 
 
+HOLDOUT_GAP_PX = 2
+
+
 def label_tile(region: Region, source: str, tile: Tile, resolution: float) -> np.ndarray:
-    """The (rows, cols) uint8 class mask of one tile; IGNORE where nothing is labelled."""
+    """The (rows, cols) uint8 class mask of one tile for training; IGNORE where nothing is labelled."""
     if source == "synthetic":
         return synthetic.land_cover(region.name, tile.bounds, resolution)
     if source == "polygons":
-        return _rasterise_polygons(region, tile)
+        return _rasterise_polygons(region, tile, "train")
     raise ValueError(f"unknown label source {source!r}; accepted: {', '.join(LABEL_SOURCES)}")
 
 
-def _rasterise_polygons(region: Region, tile: Tile) -> np.ndarray:
+def holdout_tile(region: Region, source: str, tile: Tile) -> np.ndarray | None:
+    """The held-out labels of one tile (polygon sources only), never trained on; None for other sources."""
+    return _rasterise_polygons(region, tile, "holdout") if source == "polygons" else None
+
+
+def split_polygon(geometry: dict, gap: float) -> tuple[dict, dict]:
+    """(train part, held-out part) of a GeoJSON polygon: cut across its longer side through its centroid."""
+    from shapely.geometry import box, mapping, shape
+
+    poly = shape(geometry)
+    minx, miny, maxx, maxy = poly.bounds
+    cx, cy = poly.centroid.x, poly.centroid.y
+    if maxx - minx >= maxy - miny:  # wider than tall: west trains, east is held out
+        parts = box(minx - 1, miny - 1, cx - gap / 2, maxy + 1), box(cx + gap / 2, miny - 1, maxx + 1, maxy + 1)
+    else:  # north trains, south is held out
+        parts = box(minx - 1, cy + gap / 2, maxx + 1, maxy + 1), box(minx - 1, miny - 1, maxx + 1, cy - gap / 2)
+    return mapping(poly.intersection(parts[0])), mapping(poly.intersection(parts[1]))
+
+
+def _rasterise_polygons(region: Region, tile: Tile, part: str) -> np.ndarray:
     scene = _scene_for(region)
     polygons, crs = sample.read_label_polygons(scene)
     shapes = []
@@ -47,7 +74,9 @@ def _rasterise_polygons(region: Region, tile: Tile) -> np.ndarray:
             raise ValueError(f"label polygon class {name!r} is not mapped; known: {', '.join(POLYGON_CLASSES)}")
         if crs != region.crs:
             geometry = transform_geom(crs, region.crs, geometry)
-        shapes.append((geometry, CLASSES.index(POLYGON_CLASSES[name])))
+        res = (tile.bounds[2] - tile.bounds[0]) / tile.size
+        train, holdout = split_polygon(geometry, HOLDOUT_GAP_PX * res)
+        shapes.append((train if part == "train" else holdout, CLASSES.index(POLYGON_CLASSES[name])))
     return rasterize(shapes, out_shape=(tile.size, tile.size), transform=tile.transform, fill=IGNORE, dtype="uint8")
 
 

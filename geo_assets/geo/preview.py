@@ -32,11 +32,12 @@ def true_colour(tiles: list[tuple[str, Bounds]], bands: list[str], max_size: int
     factor = _decimation(tile_px, round(extent / res), max_size)
     data, _ = mosaic(tiles, 0, indexes=rgb, factor=factor, resampling=Resampling.average)
     data = np.nan_to_num(data.astype(np.float64))
-    valid = data.any(axis=0)
-    # Stretch on the land, not the clouds: bright cloud would otherwise take the whole range.
-    lo, mid, hi = np.percentile(data[:, valid], (2, 50, 98)) if valid.any() else (0.0, 0.5, 1.0)
-    hi = min(hi, lo + 3 * (mid - lo)) if mid > lo else hi
-    img = np.clip((data - lo) / max(hi - lo, 1e-9) * 255, 0, 255).astype(np.uint8)
+    valid = (data > 0).all(axis=0)  # reflectance 0 = no data, in any band
+    img = np.zeros(data.shape, dtype=np.uint8)  # no data stays black
+    for band, values in zip(img, data):
+        # A natural true colour: each band stretched from its 2nd to its 98th percentile over valid pixels.
+        lo, hi = np.percentile(values[valid], (2, 98)) if valid.any() else (0.0, 1.0)
+        band[valid] = np.clip((values[valid] - lo) / max(hi - lo, 1e-9) * 255, 0, 255).round()
     return img.transpose(1, 2, 0)
 
 

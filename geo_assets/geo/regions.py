@@ -13,7 +13,7 @@ from importlib import resources
 from typing import Iterable
 
 from geo_assets.geo.grid import _HALF_SPAN_M as GRID_HALF_SPAN_M
-from geo_assets.geo.grid import Bounds, projected_crs
+from geo_assets.geo.grid import Bounds, TileGrid, projected_crs
 from geo_assets.geo.store import ObjectNotFoundError
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -132,21 +132,23 @@ class RegionCatalogue:
         return iter(self._regions[n] for n in self.names())
 
 
-def tile_count(bbox: Bounds, resolution: float, tile_size: int) -> int:
-    """Tiles of the fixed grid that a box covers, by arithmetic: tile edges lie on multiples of the tile's
-    ground size, so this needs no enumeration (which is what a huge box must never reach)."""
-    ground = resolution * tile_size
-    minx, miny, maxx, maxy = bbox
-    return (math.ceil(maxx / ground) - math.floor(minx / ground)) * (math.ceil(maxy / ground) - math.floor(miny / ground))
+def tile_count(grid: TileGrid, bbox: Bounds) -> int:
+    """Tiles of `grid` that a box covers, by arithmetic: tile edges lie on the grid's origin plus multiples
+    of the tile's ground size, so this needs no enumeration (which a huge box must never reach)."""
+    ground = grid.resolution * grid.tile_size
+    (ox, oy), (minx, miny, maxx, maxy) = grid.origin, bbox
+    cols = math.ceil((maxx - ox) / ground) - math.floor((minx - ox) / ground)
+    rows = math.ceil((maxy - oy) / ground) - math.floor((miny - oy) / ground)
+    return cols * rows
 
 
-def check_size(region: Region, resolution: float, tile_size: int, max_tiles: int) -> int:
-    """The region's tile count at this resolution and tile size, or a ValueError when it exceeds `max_tiles`."""
-    count = tile_count(region.bbox, resolution, tile_size)
+def check_size(region: Region, grid: TileGrid, max_tiles: int) -> int:
+    """The region's tile count on `grid`, or a ValueError when it exceeds `max_tiles`."""
+    count = tile_count(grid, region.bbox)
     if count > max_tiles:
         minx, miny, maxx, maxy = region.bbox
         raise ValueError(
-            f"region {region.name!r} covers {count:,} tiles of {tile_size} px at {resolution:g} m "
+            f"region {region.name!r} covers {count:,} tiles of {grid.tile_size} px at {grid.resolution:g} m "
             f"({(maxx - minx) / 1000:,.1f} x {(maxy - miny) / 1000:,.1f} km); the limit is {max_tiles:,} tiles per "
             "partition (GEO_ASSETS_MAX_TILES): split the region, use larger tiles or raise the limit"
         )
@@ -166,6 +168,25 @@ def load_catalogue(store) -> RegionCatalogue:
 
 def save_catalogue(store, catalogue: RegionCatalogue) -> None:
     store.write_bytes(CATALOGUE_KEY, catalogue.user_json().encode())
+
+
+def add_region(store, region: Region, replace: bool = False, tile_size: int = 256) -> Region:
+    """The one validated way to add a region to a store's catalogue: `geo-assets region add` and the
+    scene_arrivals sensor both come through here. Region() has checked the name, CRS and box; the size
+    limit is checked at the default tile size (a run with other tiles checks again before its first)."""
+    from geo_assets.geo.labels import LABEL_SOURCES  # these modules import this one
+    from geo_assets.geo.sources import SOURCES, get_source
+    from geo_assets.limits import max_tiles
+
+    if region.source not in SOURCES:
+        raise ValueError(f"unknown imagery source {region.source!r}; accepted: {', '.join(sorted(SOURCES))}")
+    if region.labels is not None and region.labels not in LABEL_SOURCES:
+        raise ValueError(f"unknown label source {region.labels!r}; accepted: {', '.join(LABEL_SOURCES)}")
+    check_size(region, get_source(region.source).spec(region).grid(region.crs, tile_size), max_tiles())
+    catalogue = load_catalogue(store)
+    catalogue.add(region, replace=replace)
+    save_catalogue(store, catalogue)
+    return region
 
 
 def footprints_overlap(a: tuple[str, Bounds], b: tuple[str, Bounds]) -> float:

@@ -3,11 +3,18 @@
 Two small scenes, for tests, the demo and benchmarks, readable without any network or external
 folder:
 
-* ``"sentinel2"`` -- Sentinel-2 L2A blue/green/red/nir, 300 x 200 px at 10 m, EPSG:32719,
-  float64 reflectance DN, nodata NaN, acquisition date unknown.
+* ``"sentinel2"`` -- Sentinel-2 L2A blue/green/red/nir (10 m) and swir1/swir2 (20 m pixels
+  repeated 2 x 2), 300 x 200 px at 10 m, EPSG:32719, stored as float64 reflectance DN with NaN
+  fill; acquisition date unknown.
 * ``"landsat8"`` -- Landsat 8 L1TP blue/green/red (B2/B3/B4), 30 m, EPSG:32621, uint16 DN,
   nodata 0, 2020-05-18: two clips of adjacent scenes on one grid, mosaicked on read (the first
   file's valid pixels win), plus 4 land-cover polygons.
+
+Whatever the files store, `read_sample` delivers the convention of every imagery source: uint16
+reflectance x 10000, 0 = no data. Sentinel-2 L2A DN already are surface reflectance x 10000. The
+Landsat L1TP DN are converted to top-of-atmosphere reflectance with the OLI Level-1 rescaling
+(reflectance = (2.0e-05 DN - 0.1) / sin(sun elevation), the constants of every OLI L1 product's
+metadata); no surface reflectance exists for this product, and that is said where it is shown.
 
 The files are built by :mod:`devtools.sample_build`; their provenance (sources, licences,
 what was clipped or dropped) is in ``PROVENANCE.md`` next to them.
@@ -33,6 +40,9 @@ from rasterio.transform import from_origin
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 
+from geo_assets.geo.grid import lattice_origin
+from geo_assets.geo.landcover import REFLECTANCE_SCALE
+
 Bounds = tuple[float, float, float, float]
 
 
@@ -49,13 +59,26 @@ class SampleScene:
     nodata: float  # fill value; NaN for float scenes
     acquired: str | None  # ISO date, None if unknown
     label_file: str | None = None  # GeoJSON land-cover polygons in ``crs``, if any
+    # DN -> reflectance: (DN * scale + offset) / sin(sun_elevation); sun_elevation None: no correction.
+    scale: float = 1e-4
+    offset: float = 0.0
+    sun_elevation: float | None = None  # degrees
+    product: str = "surface reflectance"
+
+    def reflectance(self, dn: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """DN -> uint16 reflectance x 10000, clipped to [1, 65535] where valid, 0 elsewhere."""
+        value = np.nan_to_num(dn.astype(np.float64)) * self.scale + self.offset
+        if self.sun_elevation is not None:
+            value /= math.sin(math.radians(self.sun_elevation))
+        value = np.clip(np.rint(value * REFLECTANCE_SCALE), 1, 65535)
+        return np.where(valid, value, NODATA).astype(np.uint16)
 
 
 SAMPLES: dict[str, SampleScene] = {
     "sentinel2": SampleScene(
         name="sentinel2",
         files=("s2_sample.tif",),
-        bands=("blue", "green", "red", "nir"),
+        bands=("blue", "green", "red", "nir", "swir1", "swir2"),
         crs="EPSG:32719",
         resolution=10.0,
         dtype="float64",
@@ -73,8 +96,16 @@ SAMPLES: dict[str, SampleScene] = {
         nodata=0.0,
         acquired="2020-05-18",
         label_file="landsat8_polygons.geojson",
+        # OLI L1 REFLECTANCE_MULT/ADD (the same for every band and product). The sun elevation is
+        # the solar position at the clip's centre (54.62 W, 25.30 S) at 13:38 UTC, path 224's
+        # overpass time: the product's metadata file was not shipped with the sample.
+        scale=2.0e-05,
+        offset=-0.1,
+        sun_elevation=36.8,
+        product="top-of-atmosphere reflectance (L1TP; no surface reflectance product)",
     ),
 }
+NODATA = 0  # the fill value of what read_sample delivers
 
 _RES_TOL = 1e-9  # relative tolerance for "same resolution"
 
@@ -127,6 +158,14 @@ def _footprint(scene: str) -> Bounds:
     )
 
 
+@lru_cache(maxsize=None)
+def sample_origin(scene: str) -> tuple[float, float]:
+    """A pixel corner of the scene's lattice, as an offset in [0, resolution) from the CRS origin."""
+    s = _scene(scene)
+    with rasterio.open(sample_path(s.files[0])) as src:
+        return lattice_origin(src.transform.c, src.transform.f, s.resolution)
+
+
 def sample_footprint(scene: str) -> tuple[Bounds, str]:
     """``((minx, miny, maxx, maxy), crs)``: the union of the scene files' bounds, in its CRS."""
     s = _scene(scene)
@@ -168,14 +207,15 @@ def read_sample(
 
     The output grid has its upper-left corner at ``(minx, maxy)``, square pixels of
     ``resolution`` and ``round((maxx - minx) / resolution)`` x ``round((maxy - miny) /
-    resolution)`` pixels. In the scene's own CRS and resolution the pixels are copied
-    (``rasterio.merge``; exact when ``bounds`` lie on the scene's pixel grid), otherwise they
-    are warped with nearest-neighbour resampling. Multi-file scenes are mosaicked in
-    ``SampleScene.files`` order: the first valid pixel wins.
+    resolution)`` pixels. When that grid lies on the scene's own pixel lattice (same CRS and
+    resolution, corners on the lattice: `sample_origin`) the pixels are copied; otherwise they
+    are warped, bilinear (reflectance is continuous; a shifted nearest-neighbour copy would move
+    every pixel by up to half a pixel). Multi-file scenes are mosaicked in ``SampleScene.files``
+    order: the first valid pixel wins.
 
-    Returns ``(data, valid)``: ``data`` is ``(bands, H, W)`` in the scene's dtype with the
-    scene's nodata where nothing is known; ``valid`` is ``(H, W)`` bool, True where every
-    requested band has data.
+    Returns ``(data, valid)``: ``data`` is ``(bands, H, W)`` uint16 reflectance x 10000 with 0
+    where nothing is known; ``valid`` is ``(H, W)`` bool, True where every requested band has
+    data (and where it is False every band is 0).
     """
     s = _scene(scene)
     indexes = _band_indexes(s, bands)
@@ -211,7 +251,12 @@ def read_sample(
     paths = [sample_path(f) for f in s.files]
     with ExitStack() as stack:
         datasets = [stack.enter_context(rasterio.open(p)) for p in paths]
-        if dst_crs == scene_crs and math.isclose(res, s.resolution, rel_tol=_RES_TOL):
+        ox, oy = sample_origin(s.name)
+        on_lattice = (
+            dst_crs == scene_crs and math.isclose(res, s.resolution, rel_tol=_RES_TOL)
+            and _integral((minx - ox) / res, (maxy - oy) / res)
+        )
+        if on_lattice:
             data, _ = merge(
                 datasets,
                 bounds=(minx, miny, maxx, maxy),
@@ -232,7 +277,7 @@ def read_sample(
                     transform=transform,
                     width=width,
                     height=height,
-                    resampling=Resampling.nearest,
+                    resampling=Resampling.bilinear,
                     src_nodata=s.nodata,
                     nodata=s.nodata,
                 ) as vrt:
@@ -245,9 +290,12 @@ def read_sample(
     expected = (len(indexes), height, width)
     if data.shape != expected:  # merge rounds the same way; be sure
         raise RuntimeError(f"internal error: read {data.shape}, expected {expected}")
-    data = data.astype(s.dtype, copy=False)
     valid = ~_nodata_mask(data, s.nodata).any(axis=0)
-    return data, valid
+    return s.reflectance(data, valid), valid
+
+
+def _integral(*values: float) -> bool:
+    return all(abs(v - round(v)) < 1e-6 for v in values)
 
 
 def read_label_polygons(scene: str) -> tuple[list[tuple[dict, str]], str]:

@@ -19,7 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from geo_assets.geo import sample, stac, synthetic
-from geo_assets.geo.grid import Bounds
+from geo_assets.geo.grid import Bounds, TileGrid
 from geo_assets.geo.regions import Region
 from geo_assets.geo.stac import ImagerySettings
 
@@ -29,13 +29,23 @@ DEFAULT_BANDS = ("blue", "green", "red", "nir")
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """What a source delivers for a region: its bands, native resolution, dtype and fill value."""
+    """What a source delivers for a region: its bands, native pixel lattice, dtype and fill value.
+
+    Every source delivers one convention: uint16 reflectance x 10000, 0 = no data. `origin` is a
+    pixel corner of the source's native lattice in the region's CRS: the tile grid is anchored
+    there, so tiles are cut from the source's own pixels, never resampled.
+    """
 
     source: str
     bands: tuple[str, ...]
     resolution: float
     dtype: str
     nodata: float | None
+    origin: tuple[float, float] = (0.0, 0.0)
+
+    def grid(self, crs: str, tile_size: int) -> TileGrid:
+        """The tile grid a region in `crs` is cut on for this source: its own pixel lattice."""
+        return TileGrid(crs, self.resolution, tile_size, self.origin)
 
 
 @dataclass
@@ -144,7 +154,7 @@ class SampleSource:
 
     def spec(self, region: Region) -> SourceSpec:
         s = self.sample_scene(region)
-        return SourceSpec(self.name, s.bands, s.resolution, s.dtype, s.nodata)
+        return SourceSpec(self.name, s.bands, s.resolution, "uint16", sample.NODATA, sample.sample_origin(s.name))
 
     def scene(self, region, date, settings=None, *, bands=None, max_cloud=100.0) -> SampleScene:
         return SampleScene(self.spec(region), region.crs, self.sample_scene(region).name)
@@ -171,7 +181,12 @@ class StacScene:
         return Window(data, valid, cloud)
 
     def describe(self) -> dict:
-        return {"collection": self.collection.collection, "items": [i.describe() for i in self.items]}
+        # Items in another CRS than the region's are warped onto the tile grid: say so, and how.
+        warped = [i.id for i in self.items if i.crs and not stac.same_crs(i.crs, self.crs)]
+        return {
+            "collection": self.collection.collection, "items": [i.describe() for i in self.items],
+            **({"reprojected": warped, "resampling": {k: r.name for k, r in stac.RESAMPLING.items()}} if warped else {}),
+        }
 
 
 class StacSource:
@@ -183,7 +198,7 @@ class StacSource:
 
     def spec(self, region: Region) -> SourceSpec:
         c = self.collection
-        return SourceSpec(self.name, tuple(c.assets), c.resolution, "uint16", stac.NODATA)
+        return SourceSpec(self.name, tuple(c.assets), c.resolution, "uint16", stac.NODATA, c.origin)
 
     def scene(self, region, date, settings=None, *, bands=None, max_cloud=100.0) -> StacScene:
         settings = settings or ImagerySettings()

@@ -219,6 +219,7 @@ class Collection:
     kind: str  # "sentinel-2" (SCL, BOA offset) or "landsat" (QA_PIXEL, scale/offset)
     resolution: float  # the tile grid's metres per pixel
     signed: bool = False  # hrefs need signing at read time (Planetary Computer)
+    origin: tuple[float, float] = (0.0, 0.0)  # a pixel corner of the collection's native lattice
 
 
 _S2_BANDS = {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08", "swir1": "B11", "swir2": "B12"}
@@ -234,7 +235,7 @@ COLLECTIONS = {
         Collection(
             "landsat-c2", "landsat-c2l2-sr",
             {"blue": "blue", "green": "green", "red": "red", "nir": "nir08", "swir1": "swir16", "swir2": "swir22"},
-            "qa_pixel", "landsat", 30.0,
+            "qa_pixel", "landsat", 30.0, origin=(15.0, 15.0),  # Collection 2 pixel corners: 15 + 30k m
         ),
     )
 }
@@ -248,6 +249,9 @@ QA_CLOUD = (1 << 1) | (1 << 3) | (1 << 4)
 # Landsat C2 L2 surface reflectance = DN * 2.75e-05 - 0.2 (USGS, constant for the collection).
 LANDSAT_SCALE, LANDSAT_OFFSET = 2.75e-05, -0.2
 S2_BOA_ADD_OFFSET = 1000  # DN added from processing baseline 04.00 (2022-01-25) on
+# Where an item's pixels are not on the tile lattice (another CRS): reflectance is interpolated,
+# bit-coded quality masks are never (an average of QA bits means nothing).
+RESAMPLING = {"reflectance": Resampling.bilinear, "mask": Resampling.nearest}
 
 
 def s2_dn_offset(properties: Mapping, asset: Mapping) -> int:
@@ -515,6 +519,10 @@ def _same_crs(src_crs: CRS, crs: str) -> bool:
     return src_crs == CRS.from_user_input(crs)
 
 
+def same_crs(a: str, b: str) -> bool:
+    return _same_crs(CRS.from_user_input(a), b)
+
+
 def close_datasets() -> None:
     """Close this thread's kept-open datasets (e.g. between benchmark runs, or to drop cached blocks)."""
     for entry in getattr(_DATASETS, "open", {}).values():
@@ -523,14 +531,16 @@ def close_datasets() -> None:
 
 
 def read_window(
-    href: str, path: str, declared_crs: str | None, bounds: Bounds, size: tuple[int, int], crs: str, resolution: float, fill: int
+    href: str, path: str, declared_crs: str | None, bounds: Bounds, size: tuple[int, int], crs: str, resolution: float, fill: int,
+    resampling: Resampling = Resampling.nearest,
 ) -> np.ndarray:
     """One band of one COG on the tile's grid (rows, cols); `fill` where the COG has no pixels.
 
     In the tile's CRS with a pixel grid that lines up (same origin modulo pixel size; the source
     may be coarser, like 20 m SCL under a 10 m tile), it is a plain windowed read that GDAL serves
-    from the COG's internal blocks, upsampled with nearest neighbour. Otherwise (another CRS, or a
-    grid that does not line up) GDAL's warper resamples it onto the tile grid, nearest neighbour.
+    from the COG's internal blocks: each tile pixel is the source pixel it lies in. Otherwise
+    (another CRS, or a grid that does not line up) GDAL's warper resamples it onto the tile grid
+    with `resampling` (bilinear for reflectance, nearest for quality masks; see `RESAMPLING`).
     """
     left, bottom, right, top = bounds
     rows, cols = size
@@ -557,7 +567,7 @@ def read_window(
                 return out
         with WarpedVRT(
             src, crs=crs, transform=from_origin(left, top, resolution, resolution), width=cols, height=rows,
-            resampling=Resampling.nearest, nodata=fill,
+            resampling=resampling, src_nodata=src.nodata if src.nodata is not None else fill, nodata=fill,
         ) as vrt:
             return vrt.read(1)
     except RasterioError as exc:
@@ -610,7 +620,8 @@ def read_mosaic(
             def read(key: str, fill: int) -> np.ndarray:
                 href = item.hrefs[key]
                 path = gdal_path(sign(href) if sign else href)  # signed per read: tokens expire
-                return read_window(href, path, item.crs, bounds, size, crs, collection.resolution, fill)
+                resampling = RESAMPLING["mask" if key == "mask" else "reflectance"]
+                return read_window(href, path, item.crs, bounds, size, crs, collection.resolution, fill, resampling)
 
             item_valid, item_cloud = _decode_mask(collection.kind, read("mask", fill_mask))
             if not (item_valid & ~clear & (~item_cloud | ~valid)).any():

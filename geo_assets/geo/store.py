@@ -4,7 +4,8 @@
 scheme: LocalStore, S3Store or GCSStore. They share one interface:
 
 - object operations: `exists`, `read_bytes`/`write_bytes`, `read_json`/`write_json`, `list`,
-  `delete`, `writing(key)` (a local temporary file published on success) and `local_copy(key)`
+  `delete`, `scan` (one listing request: a page of objects after a key, with their versions),
+  `folders` (the folders under a prefix), `writing(key)` (a local temporary file published on success) and `local_copy(key)`
   (a local file with the object's bytes, for readers that need a real file, e.g. torch.export.load);
 - raster reads: `path(key)` is what GDAL opens (a local path, `/vsis3/bucket/key` or
   `/vsigs/bucket/key`) inside `with store.env():`, which configures GDAL for this store.
@@ -56,6 +57,22 @@ class BucketNotFoundError(FileNotFoundError):
 
 class ObjectNotFoundError(FileNotFoundError):
     """No object at a URI."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One object as a listing reports it."""
+
+    key: str  # relative to the store's root, as listed (not validated: listings may hold any name)
+    version: str  # changes with every write: S3 ETag-LastModified, GCS generation, local inode-ctime
+    modified: float  # when this version arrived (at the latest), epoch seconds: S3 LastModified, GCS timeCreated, local ctime
+
+    @property
+    def ref(self) -> str:
+        return f"{self.key}@{self.version}"
+
+
+PAGE = 1000  # the most keys one S3 or GCS listing request returns
 
 
 def validate_key(key: str) -> str:
@@ -120,6 +137,17 @@ class Store(ABC):
     @abstractmethod
     def list(self, prefix: str) -> list[str]:
         """Keys of the objects directly or indirectly under `prefix`, sorted."""
+
+    @abstractmethod
+    def scan(self, prefix: str, start_after: str = "", limit: int = PAGE) -> tuple[list[ObjectInfo], bool]:
+        """One listing request: up to `limit` objects under `prefix` whose keys sort after `start_after`,
+        in the server's listing order, and whether more follow. Pass the last key back as `start_after`
+        to go on; `start_after` need not exist (it never makes a listing start over, unlike a cursor
+        key that was deleted)."""
+
+    @abstractmethod
+    def folders(self, prefix: str) -> list[str]:
+        """Names of the folders directly under `prefix` (common prefixes), sorted."""
 
     @abstractmethod
     def delete(self, key: str) -> None:
@@ -192,6 +220,47 @@ class LocalStore(Store):
                 if not name.startswith(".tmp-"):
                     keys.append(Path(dirpath, name).relative_to(self.base).as_posix())
         return sorted(keys)
+
+    def scan(self, prefix: str, start_after: str = "", limit: int = PAGE) -> tuple[list[ObjectInfo], bool]:
+        """As Store.scan, in S3's order (keys as UTF-8 bytes); folders wholly before `start_after` are
+        not entered, so a page costs about as much as the keys it returns."""
+        if not 1 <= limit <= PAGE:
+            raise ValueError(f"limit must be between 1 and {PAGE}, got {limit}")
+        found: list[ObjectInfo] = []
+
+        def walk(path: Path, key_prefix: str) -> bool:  # False: the page is full
+            try:
+                entries = list(os.scandir(path))
+            except (FileNotFoundError, NotADirectoryError):
+                return True
+            # A folder sorts as "name/": that is where its keys fall among its siblings' keys.
+            named = {(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name): e for e in entries}
+            for name, entry in sorted(named.items()):
+                key = key_prefix + name
+                if name.endswith("/"):
+                    if start_after > key and not start_after.startswith(key):
+                        continue  # every key under it sorts before start_after
+                    if not walk(Path(entry.path), key):
+                        return False
+                elif key > start_after and not name.startswith(".tmp-") and entry.is_file():
+                    if len(found) == limit:
+                        return False
+                    try:
+                        st = entry.stat()
+                    except FileNotFoundError:  # removed since the folder was read
+                        continue
+                    found.append(ObjectInfo(key, f"{st.st_ino:x}-{st.st_ctime_ns:x}", st.st_ctime))
+            return True
+
+        complete = walk(self.base / validate_key(prefix), validate_key(prefix) + "/")
+        return found, not complete
+
+    def folders(self, prefix: str) -> list[str]:
+        try:
+            entries = list(os.scandir(self.base / validate_key(prefix)))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
 
     def delete(self, key: str) -> None:
         (self.base / validate_key(key)).unlink(missing_ok=True)
@@ -367,6 +436,37 @@ class ObjectStore(Store):
             return []
         return sorted(p[strip:] for p in found if p.startswith(base))
 
+    def _listing_prefix(self, prefix: str) -> tuple[str, int]:
+        """(the bucket-relative prefix of `prefix`'s objects, how many leading characters of a listed
+        name are the store's own prefix)."""
+        root = f"{self.prefix}/" if self.prefix else ""
+        return f"{root}{validate_key(prefix)}/", len(root)
+
+    @abstractmethod
+    def _list_page(self, prefix: str, start_after: str, limit: int, delimiter: bool, token: str | None) -> dict:
+        """One listing request: {"objects": [(name, version, modified)], "folders": [name], "next": token|None}."""
+
+    def scan(self, prefix: str, start_after: str = "", limit: int = PAGE) -> tuple[list[ObjectInfo], bool]:
+        if not 1 <= limit <= PAGE:
+            raise ValueError(f"limit must be between 1 and {PAGE}, got {limit}")
+        full, strip = self._listing_prefix(prefix)
+        after = self.prefix + "/" + start_after if self.prefix and start_after else start_after
+        with self._errors("listing", self.uri(prefix) + "/"):
+            page = self._list_page(full, after, limit, False, None)
+        objects = [ObjectInfo(name[strip:], version, modified) for name, version, modified in page["objects"]]
+        return objects, page["next"] is not None
+
+    def folders(self, prefix: str) -> list[str]:
+        full, _ = self._listing_prefix(prefix)
+        names, token = [], None
+        with self._errors("listing", self.uri(prefix) + "/"):
+            while True:
+                page = self._list_page(full, "", PAGE, True, token)
+                names += [f[len(full):].rstrip("/") for f in page["folders"]]
+                token = page["next"]
+                if token is None:
+                    return sorted(names)
+
     def delete(self, key: str) -> None:
         target = self.uri(key)
         try:
@@ -407,6 +507,25 @@ class S3Store(ObjectStore):
 
     def _secrets(self) -> list[str]:
         return [s for s in (self.secret_access_key, self.access_key_id) if s]
+
+    def _list_page(self, prefix, start_after, limit, delimiter, token):
+        kwargs = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": limit}
+        if start_after:
+            kwargs["StartAfter"] = start_after
+        if delimiter:
+            kwargs["Delimiter"] = "/"
+        if token:
+            kwargs["ContinuationToken"] = token
+        page = self._fs().call_s3("list_objects_v2", **kwargs)
+        # The ETag alone would not change when the same bytes are written again: every write is an
+        # arrival. LastModified comes in whole seconds: the version arrived before that second's end.
+        objects = [
+            (o["Key"], f"{o['ETag'].strip(chr(34))}-{int(o['LastModified'].timestamp())}",
+             o["LastModified"].timestamp() + (1.0 if o["LastModified"].microsecond == 0 else 0.0))
+            for o in page.get("Contents", [])
+        ]
+        folders = [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        return {"objects": objects, "folders": folders, "next": page.get("NextContinuationToken") if page.get("IsTruncated") else None}
 
     def _new_fs(self):
         import s3fs
@@ -459,6 +578,25 @@ class GCSStore(ObjectStore):
     label: ClassVar[str] = "GCS"
 
     project: str | None = None
+
+    def _list_page(self, prefix, start_after, limit, delimiter, token):
+        from datetime import datetime
+
+        params: dict[str, Any] = {"prefix": prefix, "maxResults": limit + 1 if start_after else limit}
+        if start_after:
+            params["startOffset"] = start_after  # inclusive, unlike S3's StartAfter: one more, then drop it
+        if delimiter:
+            params["delimiter"] = "/"
+        if token:
+            params["pageToken"] = token
+        page = self._fs().call("GET", "b/{}/o", self.bucket, json_out=True, **params)
+        after = [i for i in page.get("items", []) if i["name"] > start_after]
+        objects = [
+            (i["name"], str(i["generation"]), datetime.fromisoformat(i["timeCreated"].replace("Z", "+00:00")).timestamp())
+            for i in after[:limit]
+        ]
+        more = page.get("nextPageToken") or ("more" if len(after) > limit else None)
+        return {"objects": objects, "folders": page.get("prefixes", []), "next": more}
 
     def _new_fs(self):
         kwargs: dict[str, Any] = {"use_listings_cache": False}

@@ -2,13 +2,26 @@
 
 Land cover is drawn from smooth noise fields defined on world coordinates, so any window of any
 size can be generated on its own and always matches the same window cut from a larger scene.
-Land cover is seeded by the region, clouds by region and date. Class spectra approximate
-Sentinel-2 L2A surface reflectance (x 10000) for each class.
+Land cover is seeded by the region, clouds by region and date.
+
+Pixel spectra are drawn from real per-class surface reflectance (`data/spectra.csv`, built by
+`devtools.spectra_build` from the earthlib spectral library: measured soils and urban materials,
+PROSAIL canopies, in Sentinel-2 bands; water and cloud from typical values). Each patch of ground
+(a 400 m field; a 30 m block of a town: roofs, roads and yards) takes one library spectrum of its
+class, and what real 10 m pixels show is
+added: vegetation and built-up mixed with the soil below (cover fractions that keep the classes
+apart: vegetation >= 55 % canopy, bare soil <= 10 %, built-up <= 25 %), soil darkened by roughness and moisture
+(0.55-1.0 of the laboratory value), a smooth residual haze (up to +600 in blue, fading to 0 in
+the SWIR: what imperfect atmospheric correction leaves, as in the Sentinel-2 sample, whose blue
+exceeds its green), within-class texture and sensor noise.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+from functools import lru_cache
+from importlib.resources import files
 
 import numpy as np
 
@@ -19,18 +32,28 @@ BANDS: tuple[str, ...] = ("blue", "green", "red", "nir", "swir1", "swir2")
 RESOLUTION = 10.0
 NODATA = 0  # never produced: reflectances are clipped to >= 1
 
-# Mean reflectance x 10000 per class and band (B2, B3, B4, B8, B11, B12), after typical S2 L2A values.
-SPECTRA = np.array(
-    [
-        [620, 540, 330, 180, 90, 60],  # water: dark, NIR and SWIR absorbed
-        [350, 650, 380, 3300, 1700, 800],  # vegetation: red edge, bright NIR
-        [1050, 1120, 1230, 1850, 2150, 1900],  # built-up: flat, moderately bright
-        [900, 1250, 1700, 2300, 3100, 2600],  # bare soil: rising towards SWIR
-        [6800, 6900, 7100, 7400, 4800, 3700],  # cloud: bright and white
-    ],
-    dtype=np.float64,
-)
-assert SPECTRA.shape[0] == len(CLASSES)
+
+
+@lru_cache(maxsize=1)
+def library() -> dict[str, np.ndarray]:
+    """Per class, (n, 6) surface reflectance x 10000 in BANDS order, from the package's spectra.csv."""
+    rows: dict[str, list[list[float]]] = {c: [] for c in CLASSES}
+    with open(str(files("geo_assets") / "data" / "spectra.csv"), encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            rows[row["class"]].append([float(row[b]) for b in BANDS])
+    empty = [c for c, r in rows.items() if not r]
+    if empty:
+        raise ValueError(f"spectra.csv has no spectra for class(es) {empty}; rebuild it with devtools.spectra_build")
+    return {c: np.array(r) for c, r in rows.items()}
+
+
+# Residual path radiance at full haze, x 10000 (strongest in blue, none in the SWIR).
+_HAZE = np.array([600.0, 400.0, 250.0, 120.0, 20.0, 10.0])
+# Canopy cover ranges per class (fraction of vegetation mixed over the soil spectrum).
+_COVER = {"vegetation": (0.55, 1.0), "built-up": (0.0, 0.25), "bare-soil": (0.0, 0.1)}
+# A field or a soil takes one spectrum per 400 m patch; a town is a fine mosaic of roofs, roads and
+# yards, one material per 30 m block.
+_PATCH_CELL, _BLOCK_CELL, _COVER_CELL, _HAZE_CELL = 400.0, 30.0, 300.0, 3000.0
 
 # Noise-field feature sizes in metres: lakes and rivers, towns, fields, clouds, within-class texture.
 _WATER_CELL, _URBAN_CELL, _SOIL_CELL, _CLOUD_CELL, _TEXTURE_CELL = 2400.0, 1100.0, 700.0, 1600.0, 250.0
@@ -117,6 +140,40 @@ def cloud_mask(region: str, date: str, bounds: Bounds, resolution: float = RESOL
     return _fbm(xs, ys, _CLOUD_CELL, _seed("clouds", region, date)) > _CLOUD_T
 
 
+def _patch_uniform(xs: np.ndarray, ys: np.ndarray, seed: int, cell: float = _PATCH_CELL) -> np.ndarray:
+    """One uniform [0, 1) value per square cell of ground (rows, cols): which library spectrum it takes."""
+    return _lattice(np.floor(xs / cell)[np.newaxis, :], np.floor(ys / cell)[:, np.newaxis], seed)
+
+
+def _spectra(region: str, date: str, classes: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """(rows, cols, 6) noise-free surface reflectance x 10000 of every pixel, from the class library."""
+    lib = library()
+    pick = _patch_uniform(xs, ys, _seed("patch", region))
+    block = _patch_uniform(xs, ys, _seed("block", region), _BLOCK_CELL)
+    under = _patch_uniform(xs + _PATCH_CELL / 2, ys + _PATCH_CELL / 2, _seed("soil", region))  # soil below cover
+    cover = np.clip((_fbm(xs, ys, _COVER_CELL, _seed("cover", region)) - 0.3) / 0.4, 0.0, 1.0)
+    bright = 0.55 + 0.45 * _fbm(xs, ys, _COVER_CELL * 2, _seed("bright", region))
+    soil = lib["bare-soil"][(under * len(lib["bare-soil"])).astype(int)] * bright[..., np.newaxis]
+    out = np.empty((*classes.shape, len(BANDS)))
+    for k, name in enumerate(CLASSES):
+        where = classes == k
+        if not where.any():
+            continue
+        chosen = block if name == "built-up" else pick
+        own = lib[name][(chosen[where] * len(lib[name])).astype(int)]
+        if name == "bare-soil":
+            own = own * bright[where][:, np.newaxis]
+        if name in _COVER:
+            lo, hi = _COVER[name]
+            veg = lib["vegetation"][(under[where] * len(lib["vegetation"])).astype(int)]
+            canopy = (lo + (hi - lo) * cover[where])[:, np.newaxis]
+            base = soil[where] if name == "vegetation" else own
+            own = canopy * (own if name == "vegetation" else veg) + (1 - canopy) * base
+        out[where] = own
+    haze = _fbm(xs, ys, _HAZE_CELL, _seed("haze", region, date))
+    return out + np.clip((haze - 0.25) / 0.5, 0.0, 1.0)[..., np.newaxis] * _HAZE
+
+
 def scene(
     region: str,
     date: str,
@@ -131,7 +188,7 @@ def scene(
     classes = truth(region, date, bounds, resolution)
     xs, ys = _pixel_centres(bounds, resolution)
     band_idx = [BANDS.index(b) for b in bands]
-    spectra = SPECTRA[classes][..., band_idx]  # rows, cols, bands
+    spectra = _spectra(region, date, classes, xs, ys)[..., band_idx]  # rows, cols, bands
     # Within-class texture (+-12 %) and sensor noise, both deterministic for the window.
     texture = 0.88 + 0.24 * _fbm(xs, ys, _TEXTURE_CELL, _seed("texture", region, date))
     rng = np.random.default_rng(_seed("noise", region, date, *(f"{v:.3f}" for v in bounds)))

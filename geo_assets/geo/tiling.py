@@ -12,7 +12,7 @@ import numpy as np
 
 from geo_assets.geo.cog import write_cog
 from geo_assets.geo.grid import Tile
-from geo_assets.geo.labels import label_tile
+from geo_assets.geo.labels import holdout_tile, label_tile
 from geo_assets.geo.landcover import CLASSES, IGNORE
 from geo_assets.geo.regions import Region
 from geo_assets.geo.sources import Scene, check_bands
@@ -58,7 +58,7 @@ def cut_label_tile(store: Store, region: Region, source: str, resolution: float,
     with store.writing(key) as tmp:
         write_cog(tmp, mask, region.crs, tile.transform, IGNORE, ["class"])
     counts = np.bincount(mask.ravel(), minlength=256)
-    return {
+    entry = {
         "key": tile.key,
         "path": key,
         "bounds": list(tile.bounds),
@@ -66,3 +66,12 @@ def cut_label_tile(store: Store, region: Region, source: str, resolution: float,
         "labelled_fraction": round(1.0 - counts[IGNORE] / mask.size, 6),
         "class_counts": [int(c) for c in counts[: len(CLASSES)]],
     }
+    holdout = holdout_tile(region, source, tile)
+    if holdout is not None and (holdout != IGNORE).any():  # labels never trained on, scored in reports
+        holdout_key = f"{prefix}/{tile.key}.holdout.tif"
+        with store.writing(holdout_key) as tmp:
+            write_cog(tmp, holdout, region.crs, tile.transform, IGNORE, ["class"])
+        entry["holdout_path"] = holdout_key
+        entry["holdout_digest"] = pixel_digest(holdout)
+        entry["holdout_class_counts"] = [int(c) for c in np.bincount(holdout.ravel(), minlength=256)[: len(CLASSES)]]
+    return entry

@@ -17,6 +17,7 @@ from geo_assets.ml.data import normalize
 from geo_assets.ml.predict import predict_batch
 
 Mapper = Callable[[Callable, Sequence], list]  # the compute resource's map, or the built-in map
+Normalise = Callable[[np.ndarray, Sequence], np.ndarray]  # (tile DN, its band names) -> model input
 
 
 def valid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -28,11 +29,13 @@ def valid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
     return ~(data == nodata).all(axis=0)
 
 
-def read_tile(store: Store, entry: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+def read_tile(store: Store, entry: dict, normalise: Normalise | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(model input, valid, profile) of one tile; `normalise` is the model's (see ml.data.Normalisation)."""
     # Entered per work unit: rasterio's GDAL config is per thread, and this runs on a pool.
     with store.env():
         data, profile = read_raster(store.path(entry["path"]))
-    return normalize(data), valid_mask(data, profile["nodata"]), profile
+    image = normalize(data) if normalise is None else normalise(data, profile["band_names"])
+    return image, valid_mask(data, profile["nodata"]), profile
 
 
 def write_prediction(store: Store, prefix: str, item: tuple[dict, np.ndarray, dict]) -> dict:
@@ -53,12 +56,13 @@ def predict_tiles(
     batch_size: int,
     mapper: Mapper = lambda fn, items: list(map(fn, items)),
     progress: Callable[[int, int], None] | None = None,
+    normalise: Normalise | None = None,
 ) -> list[dict]:
     """Predict every tile in batches: parallel reads, one forward pass per batch, parallel writes."""
     results: list[dict] = []
     for start in range(0, len(entries), batch_size):
         batch = entries[start : start + batch_size]
-        tiles = mapper(partial(read_tile, store), batch)
+        tiles = mapper(partial(read_tile, store, normalise=normalise), batch)
         shapes = {t[0].shape for t in tiles}
         if len(shapes) != 1:
             raise ValueError(f"tiles in a batch differ in shape: {sorted(shapes)}")

@@ -1,6 +1,7 @@
 """The model store: immutable versions, their immutable evaluations, and the serving alias.
 
-    models/<name>/<version>/model.json, model.pt2         one trained version (never rewritten)
+    models/<name>/<version>/model.json, model.pt2         one trained version (never rewritten); model.json
+                                                          carries the input normalisation (bands, scale, offset)
     models/<name>/<version>/evaluations/<id>.json         one per (version, evaluation set, threshold)
     models/<name>/serving.json                            a version promoted by hand (optional)
 
@@ -17,6 +18,7 @@ import hashlib
 import json
 
 from geo_assets.geo.store import ObjectNotFoundError, Store
+from geo_assets.ml.data import Normalisation
 
 MODEL_FILE = "model.json"
 EVALUATIONS_DIR = "evaluations"
@@ -36,6 +38,15 @@ def version_id(config: dict, input_versions: dict[str, str], runtime: dict[str, 
 def evaluation_id(input_versions: dict[str, str], min_miou: float) -> str:
     """An evaluation set (its data versions) judged at one threshold."""
     return _hash({"inputs": input_versions, "min_miou": min_miou}, 12)
+
+
+def normalisation(record: dict) -> Normalisation:
+    """The input normalisation a version was trained with, to apply wherever it predicts.
+
+    Stored in model.json as {"bands", "scale", "offset"}; versions stored before it was recorded
+    were trained on DN / 10000 clipped to [0, 1.5], which is what they get.
+    """
+    return Normalisation.from_record(record)
 
 
 def model_prefix(name: str, version: str) -> str:

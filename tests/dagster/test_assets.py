@@ -72,8 +72,8 @@ def test_sample_region_keeps_real_crs_and_reports_nodata(registered, resources, 
     result = _materialize([imagery_tiles], key, resources, registered)
     assert result.success
     manifest = store.read_json("manifests/imagery_tiles/region=s2-sample/date=2020-01-01.json")
-    assert manifest["crs"] == "EPSG:32719" and manifest["dtype"] == "float64"
-    assert np.isnan(manifest["nodata"])
+    assert manifest["crs"] == "EPSG:32719" and manifest["dtype"] == "uint16"  # every source: reflectance x 10000
+    assert manifest["nodata"] == 0
     meta = result.asset_materializations_for_node("imagery_tiles")[0].metadata
     assert 0 < meta["nodata_fraction"].value < 1  # the grid overhangs the 3 x 2 km clip
 

@@ -90,3 +90,26 @@ def test_another_model_never_overwrites_predictions(pipeline):
     assert {p: store.read_bytes(p) for p in before} == before
     assert _serving_predictions(store, "synth-holdout", "2024-06-01") == first
     assert result.output_for_node("region_report")["model"] == "landcover-fcn"
+
+
+def test_real_samples_are_reported_beside_an_index_reference(pipeline):
+    """Each real sample's report: class shares inside the footprint beside the spectral-index
+    reference (thresholds stated), and for landsat-sample the score on held-out polygon halves."""
+    from geo_assets.demo import REAL, _version
+    from resources.storage import dims_path, model_manifest_key
+
+    _, store = pipeline
+    reports = {}
+    for region, model in REAL.items():
+        date = {"s2-sample": "2020-01-01", "landsat-sample": "2020-05-18"}[region]
+        key = model_manifest_key("region_report", model, _version(store, model), dims_path({"region": region, "date": date}))
+        reports[region] = store.read_json(key)
+        assert sum(reports[region]["shares"].values()) == pytest.approx(1.0, abs=1e-3)
+        assert "index reference" in store.read_bytes(reports[region]["report"]).decode()
+    s2 = reports["s2-sample"]
+    # 6 bands: every rule applies (MNDWI for water, NDVI for vegetation, BSI for bare soil).
+    assert s2["index_reference"]["rules"].startswith("water: MNDWI > 0; vegetation: NDVI > 0.3; bare-soil: BSI > 0")
+    assert sum(s2["areas_km2"].values()) == pytest.approx(6.0, abs=1e-3)  # the 3 x 2 km clip, not the overhang
+    landsat = reports["landsat-sample"]
+    assert landsat["holdout"]["pixels"] > 200 and landsat["holdout"]["miou"] is not None
+    assert "GRVI > 0" in landsat["index_reference"]["rules"]

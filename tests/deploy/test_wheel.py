@@ -17,5 +17,6 @@ def test_wheel_holds_the_runtime_and_no_dev_tooling(wheel):
     for banned in ("emulators", "devtools", "tests", "bench", "sample_build", "stac_data", "conftest"):
         assert not [n for n in names if banned in n], banned
     for needed in ("geo_assets/definitions.py", "geo_assets/geo/sample.py", "resources/profiles.py",
-                   "geo_assets/data/sample/s2_sample.tif", "geo_assets/data/sample/PROVENANCE.md"):
+                   "geo_assets/data/sample/s2_sample.tif", "geo_assets/data/sample/PROVENANCE.md",
+                   "geo_assets/data/spectra.csv"):
         assert needed in names

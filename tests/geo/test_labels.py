@@ -83,13 +83,22 @@ def _centres(tile):
     return np.meshgrid(xs, ys)
 
 
-def test_polygon_labels_only_inside_polygons(regions):
+@pytest.mark.parametrize("part", ["train", "holdout"])
+def test_polygon_labels_only_inside_polygons(regions, part):
+    """Each polygon's training part (north or west of its centroid) labels the training tiles, its
+    held-out part the held-out tiles; each behaves as a polygon of its own."""
+    from shapely.geometry import mapping, shape
+
+    from geo_assets.geo.labels import HOLDOUT_GAP_PX, holdout_tile, split_polygon
+
     region = regions["landsat-sample"]
-    polygons = _polygons()
-    grid = TileGrid(region.crs, 30.0, 256)
+    polygons = [(shape(split_polygon(mapping(g), HOLDOUT_GAP_PX * 30.0)[part == "holdout"]), c) for g, c in _polygons()]
+    grid = TileGrid(region.crs, 30.0, 256, (15.0, 15.0))  # the Landsat lattice the labels follow
     total = np.zeros(256, dtype=np.int64)
     for tile in grid.tiles(region.bbox):
-        mask = label_tile(region, "polygons", tile, 30.0)
+        train, held = label_tile(region, "polygons", tile, 30.0), holdout_tile(region, "polygons", tile)
+        assert not ((train != IGNORE) & (held != IGNORE)).any()  # never the same pixel
+        mask = train if part == "train" else held
         assert mask.shape == (256, 256) and mask.dtype == np.uint8
         assert set(np.unique(mask)) <= {0, 1, 2, IGNORE}
         total += np.bincount(mask.ravel(), minlength=256)
@@ -120,5 +129,5 @@ def test_polygon_labels_only_inside_polygons(regions):
     assert total[0] > 0 and total[1] > 0 and total[2] > 0
     for cls in (0, 1, 2):
         area = sum(g.area for g, c in polygons if c == cls)
-        assert total[cls] == pytest.approx(area / 900.0, rel=0.3, abs=5), cls
+        assert total[cls] == pytest.approx(area / 900.0, rel=0.35, abs=8), cls
     assert total[IGNORE] > 0.9 * total.sum()

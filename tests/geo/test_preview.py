@@ -99,3 +99,24 @@ def test_class_colours(tmp_path):
         assert tuple(out[row, col]) == palette[cls]
     half = class_colours(str(path), (2, 4))  # nearest-neighbour downsampling keeps classes pure
     assert {tuple(p) for p in half.reshape(-1, 3)} <= set(palette.values())
+
+
+def test_true_colour_stretches_each_band_2_to_98_percent_over_valid_pixels(tmp_path):
+    """Bands of very different brightness each fill the range (a natural true colour, no cast);
+    no-data pixels neither take part in the percentiles nor get a colour."""
+    rng = np.random.default_rng(3)
+    red = rng.integers(2000, 3000, (64, 64))
+    green = rng.integers(600, 800, (64, 64))
+    blue = rng.integers(300, 400, (64, 64))
+    data = np.stack([blue, green, red]).astype(np.uint16)
+    data[:, :, :16] = 0  # no data: a quarter of the tile
+    path = tmp_path / "t.tif"
+    write_cog(path, data, "EPSG:32631", Affine(10, 0, 0, 0, -10, 640), 0, ["blue", "green", "red"])
+    rgb = true_colour([(str(path), (0.0, 0.0, 640.0, 640.0))], ["blue", "green", "red"])
+    valid = rgb[:, 16:]
+    for i, band in enumerate((red, green, blue)):
+        lo, hi = np.percentile(band[:, 16:], (2, 98))
+        expected = np.clip((band[:, 16:] - lo) / (hi - lo) * 255, 0, 255).round()
+        np.testing.assert_allclose(valid[..., i], expected, atol=1)
+        assert np.median(valid[..., i]) == pytest.approx(127, abs=20)  # every band centred: no colour cast
+    assert (rgb[:, :16] == 0).all()

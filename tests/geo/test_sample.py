@@ -36,13 +36,19 @@ def _read(name: str) -> np.ndarray:
         return src.read()
 
 
+def _toa(dn: np.ndarray) -> np.ndarray:
+    """Landsat 8 L1 DN -> uint16 top-of-atmosphere reflectance x 10000 (OLI rescaling, sun at 36.8 deg)."""
+    refl = (2e-05 * dn.astype(float) - 0.1) / math.sin(math.radians(36.8))
+    return np.where(dn == 0, 0, np.clip(np.rint(refl * 10000), 1, 65535)).astype(np.uint16)
+
+
 # --- metadata / package data ---------------------------------------------------------------------
 
 
 def test_samples_registry():
     assert set(SAMPLES) == {"sentinel2", "landsat8"}
     s2, l8 = SAMPLES["sentinel2"], SAMPLES["landsat8"]
-    assert s2.bands == ("blue", "green", "red", "nir")
+    assert s2.bands == ("blue", "green", "red", "nir", "swir1", "swir2")
     assert (s2.crs, s2.resolution, s2.dtype, s2.acquired, s2.label_file) == (
         "EPSG:32719", 10.0, "float64", None, None,
     )
@@ -131,8 +137,9 @@ def test_read_full_s2_is_pixel_exact():
     bounds, crs = sample_footprint("sentinel2")
     data, valid = read_sample("sentinel2", bounds, crs, 10.0)
     src = _read("s2_sample.tif")
-    assert data.dtype == np.float64 and data.shape == (4, 200, 300)
-    assert np.array_equal(data, src)
+    # Delivered as every source delivers: uint16 reflectance x 10000 (the L2A DN), 0 = no data.
+    assert data.dtype == np.uint16 and data.shape == (6, 200, 300)
+    assert np.array_equal(data, src.astype(np.uint16)) and (src == np.rint(src)).all()
     assert valid.shape == (200, 300) and valid.all()
 
 
@@ -141,7 +148,7 @@ def test_read_s2_subwindow_and_band_selection_keep_the_grid():
     # rows 50..130, cols 20..220 of the source grid
     bounds = (600000 + 20 * 10, 4700020 - 130 * 10, 600000 + 220 * 10, 4700020 - 50 * 10)
     data, valid = read_sample("sentinel2", bounds, "EPSG:32719", 10, bands=["nir", "red"])
-    assert np.array_equal(data, src[[3, 2], 50:130, 20:220])
+    assert np.array_equal(data, src[[3, 2], 50:130, 20:220].astype(np.uint16))
     assert valid.all()
 
 
@@ -149,24 +156,26 @@ def test_read_window_half_outside_is_nodata():
     src = _read("s2_sample.tif")
     bounds = (598500.0, 4698020.0, 601500.0, 4700020.0)  # left 150 columns west of the data
     data, valid = read_sample("sentinel2", bounds, "EPSG:32719", 10.0)
-    assert data.shape == (4, 200, 300)
-    assert np.isnan(data[:, :, :150]).all() and not valid[:, :150].any()
-    assert np.array_equal(data[:, :, 150:], src[:, :, :150]) and valid[:, 150:].all()
+    assert data.shape == (6, 200, 300)
+    assert (data[:, :, :150] == 0).all() and not valid[:, :150].any()
+    assert np.array_equal(data[:, :, 150:], src[:, :, :150].astype(np.uint16)) and valid[:, 150:].all()
 
 
-def test_read_other_resolution_warps_nearest():
+def test_read_other_resolution_is_resampled_bilinear():
     src = _read("s2_sample.tif")
     data, valid = read_sample("sentinel2", S2_FOOTPRINT, "EPSG:32719", 30.0, bands=["red"])
     assert data.shape == (1, 67, 100)  # round(2000 / 30) = 67 rows
-    # 30 m pixel centres (600015, 4700005, ...) fall on 10 m pixel centres 1, 4, 7, ... 199
-    assert np.array_equal(data[0], src[2, 1::3, 1::3])
+    # 30 m pixel centres (600015, 4700005, ...) fall on 10 m pixel centres 1, 4, 7, ... 199: the
+    # bilinear kernel is centred there, so values stay close to them (not shifted, not copied).
+    centre = src[2, 1::3, 1::3]
+    assert np.median(np.abs(data[0] - centre)) < 0.03 * np.median(centre)
+    assert not np.array_equal(data[0], centre.astype(np.uint16))
     assert valid.all()
-    # 300 m (10 columns) west of the data: nodata there, same values after
+    # 300 m (10 columns) west of the data: nodata there
     minx, miny, maxx, maxy = S2_FOOTPRINT
     data, valid = read_sample("sentinel2", (minx - 300, miny, maxx, maxy), "EPSG:32719", 30.0)
-    assert data.shape == (4, 67, 110)
-    assert np.isnan(data[:, :, :10]).all() and not valid[:, :10].any()
-    assert np.array_equal(data[:, :, 10:], src[:, 1::3, 1::3]) and valid[:, 10:].all()
+    assert data.shape == (6, 67, 110)
+    assert (data[:, :, :10] == 0).all() and not valid[:, :10].any() and valid[:, 11:].all()
 
 
 def test_read_other_crs():
@@ -183,6 +192,7 @@ def test_landsat_mosaic_first_valid_pixel_wins():
     a, b = _read("landsat8_224078.tif"), _read("landsat8_224077.tif")
     va, vb = (a != 0).all(0), (b != 0).all(0)
     assert data.dtype == np.uint16 and data.shape == a.shape
+    a, b = _toa(a), _toa(b)  # delivered as reflectance x 10000 (top of atmosphere for this L1 product)
     # The window holds pixels that only 224077 covers (224078's NE fill corner) ...
     only_b = ~va & vb
     assert only_b.sum() > 1000
@@ -194,6 +204,8 @@ def test_landsat_mosaic_first_valid_pixel_wins():
     # 224077's clip has zero rows at the south; 224078 fills them.
     assert (~vb[-100:]).all() and np.array_equal(data[:, -100:], a[:, -100:])
     assert np.array_equal(data, np.where(va, a, b))
+    # Plausible reflectance: a vegetated landscape's TOA visible bands lie between 2 % and 20 %.
+    assert 200 < np.median(data[2]) < 2000
     assert np.array_equal(valid, va | vb) and valid.all()
 
 
@@ -205,7 +217,7 @@ def test_landsat_mosaic_small_window_in_both_clips():
     a = _read("landsat8_224078.tif")[2, :60, -60:]
     b = _read("landsat8_224077.tif")[2, :60, -60:]
     assert (a == 0).any() and (a != 0).any() and (b != 0).all()
-    assert np.array_equal(data[0], np.where(a != 0, a, b))
+    assert np.array_equal(data[0], _toa(np.where(a != 0, a, b)))
     assert valid.all()
 
 

@@ -113,8 +113,9 @@ def test_sample_imagery_tiles_partly_outside_the_data(store, regions):
         for tile in tiles:
             entry = cut_imagery_tile(store, plan_scene("sample", region, region.dates[0]), BANDS4, "s2", tile)
             assert "cloud_path" not in entry  # the sample source has no cloud mask
-            data, profile = _check_georef(store, entry["path"], region, tile, 4, "float64")
-            assert math.isnan(profile["nodata"]) and profile["band_names"] == BANDS4
+            # Every source's convention: uint16 reflectance x 10000, 0 = no data.
+            data, profile = _check_georef(store, entry["path"], region, tile, 4, "uint16")
+            assert profile["nodata"] == 0 and profile["band_names"] == BANDS4
 
             # The tile extends beyond the sample's footprint: the part outside is nodata.
             l, b, r, t = tile.bounds
@@ -125,15 +126,15 @@ def test_sample_imagery_tiles_partly_outside_the_data(store, regions):
             assert entry["nodata_fraction"] > 0
             assert entry["nodata_fraction"] == pytest.approx(1 - inside_fraction, abs=1e-5)
 
-            # Inside: exactly the sample's pixels; outside: NaN.
+            # Inside: exactly the sample's pixels (L2A DN = reflectance x 10000); outside: 0.
             rows = slice(round((t - it) / 10), round((t - ib) / 10))
             cols = slice(round((il - l) / 10), round((ir - l) / 10))
-            expected = src.read(window=from_bounds(il, ib, ir, it, src.transform))
-            np.testing.assert_array_equal(data[:, rows, cols], expected)
+            expected = src.read([1, 2, 3, 4], window=from_bounds(il, ib, ir, it, src.transform))
+            np.testing.assert_array_equal(data[:, rows, cols], expected.astype(np.uint16))
             outside = np.ones(data.shape[1:], dtype=bool)
             outside[rows, cols] = False
-            assert np.isnan(data[:, outside]).all()
-            assert not np.isnan(expected).any()
+            assert (data[:, outside] == 0).all()
+            assert not np.isnan(expected).any() and (expected >= 1).all()
 
 
 def test_landsat_sample_tiles_report_their_nodata(store, regions):

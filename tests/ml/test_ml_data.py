@@ -78,3 +78,53 @@ def test_empty_chips_are_skipped_when_possible():
 def test_mismatched_inputs_rejected():
     with pytest.raises(ValueError, match="image 0"):
         ChipDataset([np.zeros((1, 8, 8), np.float32)], [np.zeros((8, 9), np.uint8)])
+
+
+# --- Normalisation: stored with a model version, applied at prediction ------------------------
+
+from geo_assets.ml.data import Normalisation  # noqa: E402
+
+
+def test_normalisation_is_fitted_on_valid_pixels_and_picks_bands_by_name():
+    rng = np.random.default_rng(0)
+    a = rng.integers(500, 3000, (3, 8, 8)).astype(np.uint16)
+    a[:, 0, :] = 0  # a row of no data: left out of the fit
+    norm = Normalisation.fit([a.astype(np.float32)], ["red", "green", "blue"])
+    valid = a[:, 1:, :].reshape(3, -1).astype(np.float64)
+    np.testing.assert_allclose(norm.offset, -valid.mean(axis=1) / valid.std(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(norm.scale, 1 / valid.std(axis=1), rtol=1e-6)
+    # Applied to a tile whose bands come in another order, with one more band: picked by name.
+    tile = np.stack([a[2], a[1], a[0], np.full((8, 8), 4000, np.uint16)])
+    out = norm(tile, ["blue", "green", "red", "nir"])
+    assert out.dtype == np.float32 and out.shape == (3, 8, 8)
+    np.testing.assert_allclose(out[:, 1:].reshape(3, -1).mean(axis=1), 0, atol=1e-5)
+    np.testing.assert_allclose(out[:, 1:].reshape(3, -1).std(axis=1), 1, atol=1e-5)
+    assert (out[:, 0, :] == 0).all()  # no data -> 0, the training mean
+    with pytest.raises(ValueError, match=r"missing \['red'\]"):
+        norm(tile[[0, 1, 3]], ["blue", "green", "nir"])
+
+
+def test_normalisation_round_trips_through_the_model_record_and_legacy_records_keep_their_rule():
+    norm = Normalisation(("blue", "nir"), (0.5, 0.25), (-1.0, -2.0))
+    assert Normalisation.from_record({"bands": ["blue", "nir"], "normalisation": norm.to_json()}) == norm
+    legacy = Normalisation.from_record({"bands": ["blue", "nir"]})  # a version stored before the record
+    dn = np.array([[[0, 5000, 20000]], [[10000, np.nan, 2500]]])
+    np.testing.assert_allclose(legacy(dn, ["blue", "nir"]), normalize(dn))
+    for bad in [dict(scale=(0.0, 1.0)), dict(offset=(float("nan"), 0.0)), dict(scale=(1.0,))]:
+        with pytest.raises(ValueError):
+            Normalisation(**{"bands": ("blue", "nir"), "scale": (1.0, 1.0), "offset": (0.0, 0.0), **bad})
+
+
+def test_sparse_real_labels_are_drawn_as_often_as_whole_synthetic_tiles():
+    """A tile with a small labelled polygon is drawn as often as a fully labelled one, and its chips
+    lie over its labels: mixing a few real polygons with synthetic scenes reaches the model."""
+    full = (np.zeros((1, 128, 128), np.float32), np.zeros((128, 128), np.uint8))
+    sparse_label = np.full((128, 128), IGNORE, np.uint8)
+    sparse_label[100:106, 5:12] = 2  # 42 labelled pixels
+    sparse = (np.ones((1, 128, 128), np.float32), sparse_label)
+    ds = ChipDataset([full[0], sparse[0]], [full[1], sparse[1]], chip_size=32, chips_per_epoch=200, seed=0, augment=False)
+    from_sparse = 0
+    for x, y in _items(ds):
+        assert (y != IGNORE).any()
+        from_sparse += int(x[0, 0, 0] == 1)
+    assert 70 < from_sparse < 130

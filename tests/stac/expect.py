@@ -31,13 +31,14 @@ def window(array: np.ndarray, transform, bounds, resolution: float) -> np.ndarra
     return array[row : row + size, col : col + size]
 
 
-def warped(array: np.ndarray, transform, crs: str, bounds, resolution: float, dst_crs: str, nodata: int) -> np.ndarray:
+def warped(array: np.ndarray, transform, crs: str, bounds, resolution: float, dst_crs: str, nodata: int,
+           resampling: Resampling) -> np.ndarray:
     size = int(round((bounds[2] - bounds[0]) / resolution))
     out = np.full((size, size), nodata, dtype=array.dtype)
     reproject(
         array, out, src_transform=transform, src_crs=crs, src_nodata=nodata, dst_nodata=nodata, dst_crs=dst_crs,
         dst_transform=rasterio.transform.from_origin(bounds[0], bounds[3], resolution, resolution),
-        resampling=Resampling.nearest,
+        resampling=resampling,
     )
     return out
 
@@ -51,7 +52,9 @@ def s2_layer(cat: Catalogue, item_id: str, bounds, offset: int, dst_crs: str = "
         array, transform, crs = local(cat, item_id, asset)
         if crs == dst_crs:
             return window(array, transform, bounds, 10.0)
-        return warped(array, transform, crs, bounds, 10.0, dst_crs, 0)
+        # The documented rule off the lattice: reflectance bilinear, the SCL mask nearest.
+        return warped(array, transform, crs, bounds, 10.0, dst_crs, 0,
+                      Resampling.nearest if asset == scl_key else Resampling.bilinear)
 
     dn = np.stack([tile(assets[b]) for b in BANDS]).astype(np.int64)
     scl = tile(scl_key)

@@ -116,14 +116,22 @@ def test_two_overlapping_items_are_mosaicked_by_the_documented_rule(settings, ca
 def test_an_item_in_another_crs_is_warped_onto_the_tile_grid(settings, catalogues):
     scene = plan_scene("earth-search", S2_REGION, "2022-06-01", settings, bands=BANDS)
     assert [i.crs for i in scene.items] == ["EPSG:32720"]
+    # The resampling is recorded with the scene: reflectance bilinear, quality masks nearest.
+    assert scene.describe()["reprojected"] == [scene.items[0].id]
+    assert scene.describe()["resampling"] == {"reflectance": "bilinear", "mask": "nearest"}
     for tile in tiles(S2_REGION, 10.0):
         win = scene.read(tile.bounds, BANDS)
         data, valid, cloud, _ = mosaic([s2_layer(catalogues["earth-search"], scene.items[0].id, tile.bounds, 1000)])
-        np.testing.assert_array_equal(win.data, data)
-        np.testing.assert_array_equal(win.cloud, cloud)
-        # Nearest there and back again: most pixels are the sample's own.
-        same = (win.data == _sample(tile.bounds)).all(axis=0)[win.valid]
-        assert same.mean() > 0.8
+        # GDAL's warper approximates the transform per chunk: bilinear values agree to a few DN.
+        both = win.valid & valid
+        assert both.mean() > 0.75 and (win.valid != valid).mean() < 0.01  # SCL marks some no data
+        np.testing.assert_allclose(win.data[:, both], data[:, both], rtol=0.03)
+        assert (win.cloud == cloud)[both].mean() > 0.99
+        # Nearest there (the provider), bilinear back: close to the sample's own pixels, not shifted.
+        error = np.abs(win.data.astype(float) - _sample(tile.bounds))[:, win.valid]
+        assert np.median(error) < 0.05 * np.median(_sample(tile.bounds)), np.median(error)
+    # A same-CRS scene on the lattice is copied, and says nothing about resampling.
+    assert "resampling" not in plan_scene("earth-search", S2_REGION, "2024-06-01", settings, bands=BANDS).describe()
 
 
 def test_landsat_scale_offset_qa_and_band_names(settings, catalogues):

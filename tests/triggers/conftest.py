@@ -1,6 +1,11 @@
-"""A small world for the trigger tests: two tiny regions, their imagery and labels, a tiny model trained
-as `landcover-unet` (the default model) in a real store and Dagster home, and a real `dagster dev`
-(webserver and daemon) serving them, shared by the launch and backfill tests."""
+"""Real stores for the trigger tests: a local folder, SeaweedFS (S3 API, signatures checked) and
+fake-gcs-server (GCS API), each started once per session on 127.0.0.1; every test gets a fresh
+prefix of the shared bucket, so tests never see each other's objects.
+
+And a small world for the launch, backfill, schedule and limit tests: two tiny regions, their imagery
+and labels, a tiny model trained as `landcover-unet` (the default model) in a real store and Dagster
+home, and a real `dagster dev` (webserver and daemon) serving them.
+"""
 
 import contextlib
 import io
@@ -8,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,18 +21,48 @@ import dagster as dg
 import pytest
 
 from devtools.dagster_dev import BIN, ROOT, dagster_dev, free_port
+from devtools.emulators.gcs import fake_gcs
+from devtools.emulators.s3 import seaweedfs
+from geo_assets import cli
 from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.assets.labels import labels
 from geo_assets.assets.models import evaluation_set, model_evaluation, trained_model, training_set
-from geo_assets import cli
 from geo_assets.cli import register
 from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
-from geo_assets.geo.store import Store, local_root
+from geo_assets.geo.store import Store, local_root, make_store
 from geo_assets.partitions import region_date_key
 from resources.compute import LocalPoolCompute
 from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
+from trigger_stores import ACCESS_KEY, BUCKET, SECRET, gcs_settings, s3_settings  # tests/triggers is on sys.path
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs"), [BUCKET], ACCESS_KEY, SECRET) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory):
+    with fake_gcs(tmp_path_factory.mktemp("fake-gcs"), [BUCKET]) as endpoint_url:
+        yield endpoint_url
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["local", "s3", "gcs"])
+def any_store(request, tmp_path, prefix) -> Store:
+    """The same test on a local folder, the S3 API and the GCS API."""
+    if request.param == "local":
+        return Store(local_root(tmp_path / "storage"))
+    if request.param == "s3":
+        return make_store(f"s3://{BUCKET}/{prefix}", **s3_settings(request.getfixturevalue("s3_server")))
+    return make_store(f"gs://{BUCKET}/{prefix}", **gcs_settings(request.getfixturevalue("gcs_server")))
 
 MODEL = "landcover-unet"
 FIELD = Region("tiny-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic")

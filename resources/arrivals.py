@@ -1,0 +1,86 @@
+"""The `arrivals` resource: where scenes land in the storage and how the scene_arrivals sensor watches them.
+
+A deployment setting, read from GEO_ASSETS_ARRIVALS_* variables by `arrivals_from_env()`; each value
+has bounds, and a bad one fails when the code location loads, naming the variable.
+"""
+
+import math
+import os
+from datetime import datetime, timezone
+from typing import Optional
+
+import dagster as dg
+from pydantic import Field, ValidationError, field_validator
+
+from geo_assets.geo.arrivals import DEFAULT_LAYOUT, Layout, Watcher
+
+
+class ArrivalsResource(dg.ConfigurableResource):
+    layout: str = DEFAULT_LAYOUT  # partition folders under the storage root; items are the .json objects in them
+    lookback_days: int = Field(default=7, ge=0, le=366)  # dates this far before arrival are found at once
+    settle_seconds: float = Field(default=300.0, ge=0, le=86400)  # longer than the slowest upload, plus clock skew
+    max_requests: int = Field(default=25, ge=1, le=1000)  # listing requests per tick for recent dates
+    sweep_seconds: float = Field(default=0.25, ge=0, le=30)  # listing time per tick of the sweep for older dates
+    max_arrivals: int = Field(default=1000, ge=1, le=10000)  # item versions per tick; the rest at the next
+    register_regions: bool = False  # register an unknown region from its first item's projected footprint
+    since: Optional[str] = None  # ISO time: watch versions that arrived from then on (default: the first tick)
+
+    @field_validator("layout")
+    @classmethod
+    def _layout(cls, value: str) -> str:
+        Layout.parse(value)
+        return value
+
+    @field_validator("since")
+    @classmethod
+    def _since(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            since_timestamp(value)
+        return value
+
+    def watcher(self) -> Watcher:
+        return Watcher(
+            Layout.parse(self.layout), self.lookback_days, self.settle_seconds, self.max_requests, self.sweep_seconds,
+            self.max_arrivals,
+        )
+
+
+def since_timestamp(value: str) -> float:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"since={value!r}: expected an ISO time, e.g. 2024-06-01T00:00:00Z") from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+
+
+ENV = "GEO_ASSETS_ARRIVALS_"
+_NUMBERS = {"LOOKBACK_DAYS": int, "SETTLE_SECONDS": float, "MAX_REQUESTS": int, "SWEEP_SECONDS": float, "MAX_ARRIVALS": int}
+
+
+def arrivals_from_env() -> ArrivalsResource:
+    settings: dict = {}
+    if os.environ.get(ENV + "LAYOUT"):
+        settings["layout"] = os.environ[ENV + "LAYOUT"]
+    if os.environ.get(ENV + "SINCE"):
+        settings["since"] = os.environ[ENV + "SINCE"]
+    for name, kind in _NUMBERS.items():
+        raw = os.environ.get(ENV + name)
+        if raw:
+            try:
+                value = kind(raw)
+            except ValueError:
+                value = math.nan
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{ENV}{name}={raw!r}: must be a finite number")
+            settings[name.lower()] = value
+    raw = os.environ.get(ENV + "REGISTER_REGIONS")
+    if raw:
+        if raw.lower() not in ("1", "true", "yes", "0", "false", "no"):
+            raise ValueError(f"{ENV}REGISTER_REGIONS={raw!r}: use true or false")
+        settings["register_regions"] = raw.lower() in ("1", "true", "yes")
+    try:
+        return ArrivalsResource(**settings)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = ENV + str(error["loc"][0]).upper()
+        raise ValueError(f"{name}={os.environ.get(name)!r}: {error['msg'].removeprefix('Value error, ')}") from None

@@ -1,0 +1,182 @@
+"""The scene_arrivals sensor's evaluation against a real store and instance: the exact run requests,
+arrivals that wait for their region, regions registered from a footprint, the tick's log lines."""
+
+import json
+import logging
+import time
+from datetime import datetime, timezone
+
+import dagster as dg
+import pytest
+
+from devtools.arrivals import write_item, write_scene
+from geo_assets.arrival_sensor import PENDING_MAX, interval_seconds, scene_arrivals
+from geo_assets.assets.common import digest
+from geo_assets.cli import register
+from geo_assets.geo.regions import Region, add_region, load_catalogue
+from geo_assets.geo.store import Store, local_root
+from resources.arrivals import ArrivalsResource, arrivals_from_env
+from resources.storage import StorageResource
+from trigger_stores import FARM
+
+TODAY = datetime.now(timezone.utc).date().isoformat()
+
+
+class Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    s = Store(local_root(tmp_path / "storage"))
+    add_region(s, FARM)
+    return s
+
+
+@pytest.fixture
+def instance(store):
+    with dg.instance_for_test() as inst:
+        register(inst, regions=[FARM.name])
+        yield inst
+
+
+def evaluate(store, instance, cursor=None, **settings):
+    """One tick, as the daemon runs it; returns (result, log lines)."""
+    lines = Lines()
+    context = dg.build_sensor_context(
+        instance=instance, cursor=cursor,
+        resources={"storage": StorageResource(root=store.root), "arrivals": ArrivalsResource(settle_seconds=0.2, **settings)},
+    )
+    context.log.addHandler(lines)
+    return scene_arrivals(context), lines.lines
+
+
+def settled():
+    time.sleep(0.4)
+
+
+def ref(store, key):
+    return next(o.ref for o in store.scan(key.rsplit("/", 1)[0])[0] if o.key == key)
+
+
+def test_arrivals_become_one_run_request_per_partition(store, instance):
+    first, _ = evaluate(store, instance)  # the first tick: the watch starts now
+    a = f"incoming/arrival-farm/{TODAY}/S2A_1.json"
+    b1, b2 = "incoming/arrival-farm/2024-06-01/S2A_2.json", "incoming/arrival-farm/2024-06-01/S2B_3.json"
+    for key in (a, b1, b2, f"incoming/arrival-farm/{TODAY}/S2A_1/B04.tif", "incoming/notes.txt",
+                "incoming/arrival-farm/2014-01-01/too-early.json"):
+        write_item(store, key)
+    settled()
+    result, lines = evaluate(store, instance, first.cursor)
+    requests = sorted(result.run_requests, key=lambda r: r.partition_key)
+    refs_b = sorted([ref(store, b1), ref(store, b2)])
+    assert [(r.run_key, r.partition_key, r.run_config, r.tags) for r in requests] == [
+        (f"arrivals:2024-06-01|arrival-farm:{digest(refs_b)}",
+         dg.MultiPartitionKey({"region": "arrival-farm", "date": "2024-06-01"}),
+         {"ops": {"imagery_tiles": {"config": {"arrivals": "incoming/arrival-farm/2024-06-01"}}}},
+         {"geo-assets/arrivals": " ".join(refs_b)}),
+        (f"arrivals:{TODAY}|arrival-farm:{digest([ref(store, a)])}",
+         dg.MultiPartitionKey({"region": "arrival-farm", "date": TODAY}),
+         {"ops": {"imagery_tiles": {"config": {"arrivals": f"incoming/arrival-farm/{TODAY}"}}}},
+         {"geo-assets/arrivals": ref(store, a)}),
+    ]
+    assert scene_arrivals.job_name == "imagery_job"
+    assert "skipped incoming/notes.txt: does not lie under a partition folder incoming/{region}/{date}" in lines
+    assert any(line.startswith("skipped incoming/arrival-farm/2014-01-01/too-early.json: 2014-01-01 is not an acquisition date partition")
+               for line in lines)
+    assert result.dynamic_partitions_requests in (None, [])  # the region has its partition
+    assert len(result.cursor) < 500
+    # The next tick finds nothing new.
+    again, _ = evaluate(store, instance, result.cursor)
+    assert again.run_requests == []
+
+
+def test_arrivals_for_an_unknown_region_wait_until_it_is_added(store, instance):
+    first, _ = evaluate(store, instance)
+    key = f"incoming/new-farm/{TODAY}/S2A_1.json"
+    write_item(store, key)
+    settled()
+    waiting, lines = evaluate(store, instance, first.cursor)
+    assert waiting.run_requests == []
+    assert any("region 'new-farm' is not in the region catalogue: 1 arrived item version(s) wait for it. "
+               "Add it with `geo-assets region add new-farm" in line for line in lines), lines
+    assert [p["key"] for p in json.loads(waiting.cursor)["pending"]] == [key]
+    still, _ = evaluate(store, instance, waiting.cursor)
+    assert still.run_requests == [] and json.loads(still.cursor)["pending"] == json.loads(waiting.cursor)["pending"]
+
+    add_region(store, Region("new-farm", (399360.0, 5140480.0, 400640.0, 5141760.0), "EPSG:32631"))
+    released, _ = evaluate(store, instance, still.cursor)
+    (request,) = released.run_requests
+    assert request.partition_key == dg.MultiPartitionKey({"region": "new-farm", "date": TODAY})
+    assert request.tags == {"geo-assets/arrivals": ref(store, key)}
+    # The catalogue's region gets its partition in the same tick, before the run is created.
+    (add,) = released.dynamic_partitions_requests
+    assert (add.partitions_def_name, list(add.partition_keys)) == ("regions", ["new-farm"])
+    assert json.loads(released.cursor)["pending"] == []
+
+
+def test_waiting_arrivals_are_bounded(store, instance):
+    first, _ = evaluate(store, instance)
+    for i in range(PENDING_MAX + 5):
+        write_item(store, f"incoming/new-farm/{TODAY}/item-{i:03d}.json")
+    settled()
+    result, lines = evaluate(store, instance, first.cursor)
+    assert len(json.loads(result.cursor)["pending"]) == PENDING_MAX
+    assert any(line.startswith("dropped 5 waiting arrival(s), oldest first") for line in lines), lines
+
+
+def test_a_region_is_registered_from_its_first_items_footprint_when_enabled(store, instance):
+    first, _ = evaluate(store, instance, register_regions=True)
+    write_scene(store, f"incoming/new-farm/{TODAY}", "S2A_1", FARM.bbox, FARM.crs, date=TODAY)
+    write_item(store, f"incoming/Bad-Farm/{TODAY}/x.json")  # not a slug: never a region
+    write_item(store, f"incoming/no-footprint/{TODAY}/x.json", b'{"type": "Feature", "assets": {}, "properties": {}}')
+    settled()
+    result, lines = evaluate(store, instance, first.cursor, register_regions=True)
+    region = load_catalogue(store).get("new-farm")
+    assert (region.crs, region.source) == ("EPSG:32631", "earth-search")
+    assert [r.partition_key for r in result.run_requests] == [dg.MultiPartitionKey({"region": "new-farm", "date": TODAY})]
+    assert [list(r.partition_keys) for r in result.dynamic_partitions_requests] == [["new-farm"]]
+    assert any("registered region new-farm (EPSG:32631" in line for line in lines), lines
+    assert any("region 'no-footprint' could not be registered" in line and "declares no CRS" in line for line in lines), lines
+    assert "no-footprint" not in load_catalogue(store).names()
+    assert [p["region"] for p in json.loads(result.cursor)["pending"]] == ["no-footprint"]
+
+
+def test_settings_have_bounds_and_clear_errors(monkeypatch):
+    assert interval_seconds() == 30
+    for value in ("0", "1.5", "nan", "inf", "soon"):
+        monkeypatch.setenv("GEO_ASSETS_ARRIVALS_INTERVAL", value)
+        with pytest.raises(ValueError, match=f"GEO_ASSETS_ARRIVALS_INTERVAL='{value}': must be a whole number of seconds"):
+            interval_seconds()
+    monkeypatch.delenv("GEO_ASSETS_ARRIVALS_INTERVAL")
+    assert arrivals_from_env() == ArrivalsResource()
+    monkeypatch.setenv("GEO_ASSETS_ARRIVALS_LAYOUT", "landing/{date}/{region}")
+    monkeypatch.setenv("GEO_ASSETS_ARRIVALS_LOOKBACK_DAYS", "3")
+    monkeypatch.setenv("GEO_ASSETS_ARRIVALS_REGISTER_REGIONS", "true")
+    got = arrivals_from_env()
+    assert (got.layout, got.lookback_days, got.register_regions) == ("landing/{date}/{region}", 3, True)
+    for name, value, message in [
+        ("SETTLE_SECONDS", "nan", "must be a finite number"), ("SETTLE_SECONDS", "inf", "must be a finite number"),
+        ("LOOKBACK_DAYS", "400", "less than or equal to 366"), ("MAX_ARRIVALS", "0", "greater than or equal to 1"),
+        ("LAYOUT", "incoming/{date}", "invalid arrivals layout"), ("SINCE", "yesterday", "expected an ISO time"),
+        ("REGISTER_REGIONS", "maybe", "use true or false"),
+    ]:
+        with monkeypatch.context() as m:
+            m.setenv(f"GEO_ASSETS_ARRIVALS_{name}", value)
+            with pytest.raises(ValueError, match=message) as info:
+                arrivals_from_env()
+            assert str(info.value).startswith(f"GEO_ASSETS_ARRIVALS_{name}={value!r}: ")
+
+
+def test_the_sensor_is_off_by_default_and_in_the_definitions():
+    from geo_assets.definitions import defs
+
+    sensor = defs.resolve_sensor_def("scene_arrivals")
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    assert sensor.minimum_interval_seconds == 30
+    assert "arrivals" in defs.resources
