@@ -102,7 +102,6 @@ def run_backfill(env: dict, url: str, dates: list[str]) -> float:
 
 def run_plain(store, dates: list[str], prefix: str) -> float:
     """The backfill's tile work for every date, without Dagster."""
-    from geo_assets.geo.grid import TileGrid
     from geo_assets.geo.preview import class_colours, side_by_side_png, true_colour
     from geo_assets.geo.regions import load_catalogue
     from geo_assets.geo.sources import get_source
@@ -118,12 +117,12 @@ def run_plain(store, dates: list[str], prefix: str) -> float:
     device = select_device("auto")
     with store.local_copy(record["weights"]) as weights:
         model = load_model(weights, device)
-    source, bands = get_source("synthetic"), record["bands"]
-    tiles = TileGrid(region.crs, source.spec(region).resolution, 256).tiles(region.bbox)
+    source, bands, normalise = get_source("synthetic"), record["bands"], registry.normalisation(record)
+    tiles = source.spec(region).grid(region.crs, 256).tiles(region.bbox)  # the source's own lattice, as the asset
     for date in dates:
         scene = source.scene(region, date, bands=bands)
         entries = [cut_imagery_tile(store, scene, bands, f"{prefix}/imagery/{date}", t) for t in tiles]
-        predicted = predict_tiles(store, model, device, entries, f"{prefix}/predictions/{date}", 16)
+        predicted = predict_tiles(store, model, device, entries, f"{prefix}/predictions/{date}", 16, normalise=normalise)
         mosaic = f"{prefix}/predictions/{date}/mosaic.tif"
         write_mosaic(store, [(p["path"], e["bounds"]) for p, e in zip(predicted, entries)], region.crs, mosaic)
         with store.env():

@@ -91,7 +91,7 @@ def plan(
     source = source or region.source
     spec = get_source(source).spec(region)  # an unknown source, or a sample that does not cover the region
     check_dates(source, region, dates)
-    check_size(region, spec.resolution, ImageryConfig().tile_size, max_tiles())
+    check_size(region, spec.grid(region.crs, ImageryConfig().tile_size), max_tiles())
 
     ops: dict = {}
     tags = {TAG + "region": region.name, TAG + "source": source}

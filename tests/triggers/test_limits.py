@@ -156,6 +156,8 @@ def test_limit_settings_are_whole_and_bounded(monkeypatch, raw):
 
 
 def test_tile_count_matches_the_grid():
-    for bbox, resolution, size in [((400000, 5120000, 401280, 5121280), 10, 64), ((399999.5, -2816025, 748035, -2784975), 30, 256),
-                                   ((600000, 4698020, 603000, 4700020), 10, 16), ((-1000.5, -20, 15, 7000), 20, 512)]:
-        assert tile_count(bbox, resolution, size) == len(TileGrid("EPSG:32631", resolution, size).tiles(bbox))
+    cases = [((400000, 5120000, 401280, 5121280), 10, 64, (0, 0)), ((399999.5, -2816025, 748035, -2784975), 30, 256, (15, 15)),
+             ((600000, 4698020, 603000, 4700020), 10, 16, (0, 0)), ((-1000.5, -20, 15, 7000), 20, 512, (5, 7))]
+    for bbox, resolution, size, origin in cases:
+        grid = TileGrid("EPSG:32631", resolution, size, origin)
+        assert tile_count(grid, bbox) == len(grid.tiles(bbox))
