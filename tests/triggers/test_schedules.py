@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 
 from geo_assets.definitions import defs
-from geo_assets.schedules import REGIONS_ENV, monthly_predictions
+from geo_assets.schedules import REGIONS_ENV, monthly_predictions, predictions_follow_serving_model
 from geo_assets.partitions import region_date_key
 
 TICK = datetime.datetime(2024, 7, 1, 6, 0, tzinfo=datetime.timezone.utc)
@@ -47,8 +47,9 @@ def test_monthly_predictions_skips_with_the_reason(world, instance, monkeypatch)
 
 
 def test_schedules_and_automation_are_off_by_default():
-    assert defs.get_schedule_def("monthly_predictions").default_status == dg.DefaultScheduleStatus.STOPPED
-    assert defs.get_sensor_def("predictions_follow_serving_model").default_status == dg.DefaultSensorStatus.STOPPED
+    assert monthly_predictions in defs.schedules and predictions_follow_serving_model in defs.sensors
+    assert monthly_predictions.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert predictions_follow_serving_model.default_status == dg.DefaultSensorStatus.STOPPED
 
 
 def test_predictions_follow_a_newly_evaluated_model():
