@@ -193,8 +193,8 @@ dagster {info['dagster']}, torch {info['torch']}; {info['date']}; 1-min load ave
 
 Per repeat (backfill, plain): {', '.join(f"{r['backfill']:.1f}/{r['plain']:.1f}" for r in rows)} s. With
 `BackfillPolicy.single_run()` the {n} partitions are one run: the run and step processes start once,
-and what grows with N is the per-partition work inside the steps (manifests, run tags, three
-materialisation events and the model load of each partition)."""
+and what grows with N is the per-partition work inside the steps (manifests, run tags and three
+materialisation events of each partition; the model is loaded once per process)."""
 
 
 def main(argv: list[str] | None = None) -> int:
