@@ -26,6 +26,7 @@ validate: setup
 
 bench: setup
 	$(BIN)/python -m bench.predictions
+	$(BIN)/python -m bench.floor
 	$(BIN)/python -m bench.cog_reads
 	$(BIN)/python -m bench.full_tile
 	$(BIN)/python -m bench.runs

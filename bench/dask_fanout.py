@@ -244,14 +244,14 @@ def render(info: dict, args: dict, r: dict) -> str:
         f"- 2 worker processes vs 1: **{speedup:.2f}x** (target >= {TARGET}: **{'met' if speedup >= TARGET else 'not met'}**); "
         f"Dask with 2 workers vs the thread pool: {med['threads'] / med['dask-2']:.2f}x.",
         f"- Cold start of a 2-worker LocalCluster (not in the figures above): {r['cluster_start_s']:.1f} s to start, "
-        f"{r['warmup_s']:.1f} s for the first batch (imports, model load).",
+        f"{r['warmup_s']:.1f} s for a first call on {args['batch_size']} tiles (imports and the model load included).",
         "",
         "Cost of a batch, on the 2-worker cluster:",
         "",
         f"- an empty task's round trip (median of {ROUND_TRIPS}): **{r['round_trip_ms']:.1f} ms**; the scheduler ran "
         f"{EMPTY_TASKS} empty tasks at **{r['task_rate']:.0f} tasks/s**;",
         f"- a tile costs **{r['per_tile_ms']:.0f} ms** of a worker thread (dask-1: {med['dask-1']:.2f} s / {n} tiles);",
-        f"- the whole workload at fixed tiles per batch, forward passes of 1 tile (seconds; 'auto' is `BatchSizer`'s choice):",
+        "- the whole workload at fixed tiles per batch, forward passes of 1 tile (seconds; 'auto' is `BatchSizer`'s choice):",
         "",
         "| tiles per batch | " + " | ".join(str(k) for k in r["sweep"]) + " |",
         "|---|" + "---:|" * len(r["sweep"]),
@@ -264,7 +264,7 @@ def render(info: dict, args: dict, r: dict) -> str:
         f"thread: it chose {r['chosen']['dask-2']} tiles per batch here.",
         "",
         f"On paper, {PAPER_TILES:,} tiles on W one-thread workers of this CPU ({r['per_tile_ms']:.0f} ms per tile), "
-        f"{r['per_batch_ms']:.0f} ms per batch, the scheduler's measured {r['task_rate']:.0f} tasks/s, "
+        f"{r['per_batch_ms']:.0f} ms per batch, the scheduler's {r['task_rate']:.0f} empty tasks/s measured above, "
         f"{r['tile_kb']:.0f} kB read and written per tile. Assumptions: workers are like this machine's cores; the "
         f"object store takes {STORE_PUTS_PER_S:,} writes/s (GCS's initial per-bucket rate; S3 allows 3,500 per "
         f"prefix) and each worker's network {NODE_BYTES_PER_S / 1e9:.0f} GB/s; the step's process only collects "

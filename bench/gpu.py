@@ -164,7 +164,7 @@ CPU: 64 tiles, one run):
 {preds}
 
 The CUDA-trained bundle on CPU: {b['pixels_equal'] * 100:.4f} % of the {held_out_px:,} held-out pixels get the same class as
-on CUDA ({differing} differ: argmax near-ties under different kernels);
+on CUDA ({differing} pixel(s) differ: argmax near-ties under different kernels);
 held-out mIoU (synth-holdout) {b['miou_cuda']:.3f} on CUDA, {b['miou_cpu']:.3f} on CPU; the CPU-trained model
 {b['miou_cpu_trained']:.3f}. Model versions differ between the two (the version id records the device type,
 README "Model versions")."""

@@ -60,28 +60,24 @@ def _store(env: dict[str, str]):
     )
 
 
-def _predictions(store) -> str:
-    """Where the manifests of the demo model's serving version lie."""
-    from geo_assets.config import DEFAULT_MODEL
-    from geo_assets.ml import registry
-    from resources.gate import gate_from_env
-
-    version = registry.serving_version(store, DEFAULT_MODEL, gate_from_env().min_miou)["version"]
-    return f"manifests/predictions/{DEFAULT_MODEL}/{version}"
+def _predictions(store, model: str) -> str:
+    """Where the manifests of the version the demo predicted with (the one it trained) lie."""
+    version = store.read_json(f"manifests/trained_model/{model}.json")["version"]
+    return f"manifests/predictions/{model}/{version}"
 
 
-def _prediction_tiles(store, region: str, date: str) -> dict[str, np.ndarray]:
-    manifest = store.read_json(f"{_predictions(store)}/region={region}/date={date}.json")
+def _prediction_tiles(store, model: str, region: str, date: str) -> dict[str, np.ndarray]:
+    manifest = store.read_json(f"{_predictions(store, model)}/region={region}/date={date}.json")
     with store.env():
         return {t["key"]: read_raster(store.path(t["path"]))[0] for t in manifest["tiles"]}
 
 
-def compare(envs: dict[str, dict[str, str]], partitions: list[tuple[str, str]]) -> list[tuple[str, str, int, bool]]:
-    """(region, date, tiles, identical across every profile) for each predicted partition."""
+def compare(envs: dict[str, dict[str, str]], partitions: list[tuple[str, str, str]]) -> list[tuple[str, str, int, bool]]:
+    """(region, date, tiles, identical across every profile) for each (model, region, date) predicted."""
     stores = {p: _store(e) for p, e in envs.items()}
     rows = []
-    for region, date in partitions:
-        tiles = {p: _prediction_tiles(s, region, date) for p, s in stores.items()}
+    for model, region, date in partitions:
+        tiles = {p: _prediction_tiles(s, model, region, date) for p, s in stores.items()}
         reference = tiles["local"]
         same = all(
             t.keys() == reference.keys() and all(np.array_equal(t[k], reference[k]) for k in reference)
@@ -109,7 +105,7 @@ def run_demo_cloud(workdir: Path, quick: bool = False) -> int:
             if subprocess.run(cmd, env={**os.environ, **env, "DAGSTER_HOME": str(home)}).returncode:
                 console.print(f"[red]the demo failed on profile {profile}[/red]")
                 return 1
-        partitions = [(r, d) for r in PREDICT for d in _dates(envs["local"], r)]
+        partitions = [(m, r, d) for m, r in PREDICT for d in _dates(envs["local"], m, r)]
         rows = compare(envs, partitions)
         table = Table(title="Predictions on local, aws (S3 API) and gcp (GCS API)")
         for col in ("region", "date", "tiles", "pixel for pixel"):
@@ -121,9 +117,9 @@ def run_demo_cloud(workdir: Path, quick: bool = False) -> int:
     return 0 if all(r[3] for r in rows) else 1
 
 
-def _dates(env: dict[str, str], region: str) -> list[str]:
+def _dates(env: dict[str, str], model: str, region: str) -> list[str]:
     store = _store(env)
-    prefix = f"{_predictions(store)}/region={region}"
+    prefix = f"{_predictions(store, model)}/region={region}"
     return sorted(k.rsplit("date=", 1)[1].removesuffix(".json") for k in store.list(prefix))
 
 

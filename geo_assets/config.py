@@ -13,7 +13,9 @@ from geo_assets.geo.labels import LABEL_SOURCES
 from geo_assets.geo.regions import validate_date, validate_region_name
 from geo_assets.geo.store import validate_key
 from geo_assets.geo.sources import SOURCES
+from geo_assets.ml.layout import MAX_BATCH
 from geo_assets.ml.models import ARCHITECTURES, check_hyperparameters
+from geo_assets.ml.runtime import RUNTIMES
 from geo_assets.partitions import validate_model_name
 
 DEFAULT_MODEL = "landcover-unet"
@@ -35,6 +37,7 @@ ImagerySource = _enum("ImagerySource", sorted(SOURCES))
 LabelSource = _enum("LabelSource", LABEL_SOURCES)
 Architecture = _enum("Architecture", sorted(ARCHITECTURES))
 Device = _enum("Device", ["auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(8))])
+InferenceRuntime = _enum("InferenceRuntime", RUNTIMES)
 Band = _enum("Band", dict.fromkeys([
     *synthetic.BANDS, *(b for s in sample.SAMPLES.values() for b in s.bands),
     *(b for c in stac.COLLECTIONS.values() for b in c.assets),
@@ -62,7 +65,9 @@ ModelName = Annotated[str, AfterValidator(validate_model_name)]
 TileSize = Annotated[
     int, _check(lambda v: 16 <= v <= 4096 and v % 16 == 0, "tile_size must be a multiple of 16 between 16 and 4096, got {value}")
 ]
-BatchSize = Annotated[int, _whole(1, 256, "batch_size")]
+BatchSize = Annotated[
+    int, _check(lambda v: 1 <= v <= MAX_BATCH, f"batch_size must be between 1 and {MAX_BATCH}, got {{value}}")
+]
 Bands = Annotated[
     list[Band],
     _check(lambda v: v and len(set(v)) == len(v), "bands must be a non-empty list without repeats, got {value}"),
@@ -142,8 +147,9 @@ class EvaluationConfig(_Config):
 class PredictionConfig(_Config):
     model: ModelName = DEFAULT_MODEL
     version: Optional[Version] = None  # default: the model's serving version (promoted, else newest gated)
-    batch_size: BatchSize = 16
+    batch_size: Optional[BatchSize] = None  # default: measured on the machine with the thread layout
     device: Device = "auto"
+    inference_runtime: Optional[InferenceRuntime] = None  # default: GEO_ASSETS_INFERENCE_RUNTIME, else auto
 
 
 class ReportConfig(_Config):

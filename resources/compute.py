@@ -25,7 +25,7 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 import dagster as dg
 from pydantic import Field
@@ -213,6 +213,8 @@ class LocalPoolCompute(dg.ConfigurableResource):
         job = TileJob(label, work, items, ledger, context.log)
         if job.todo:
             self._execute(job)
+        if ledger is not None:
+            ledger.forget()
         return job.results
 
     def _sizer(self, job: TileJob, slots: int, overhead: float) -> BatchSizer:

@@ -40,7 +40,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr, model_validator
 
 from geo_assets.geo.tilework import noop, run_batch
-from resources.compute import MAX_TILES_PER_BATCH, BatchSizer, LocalPoolCompute, TileJob, TileWorkError
+from resources.compute import MAX_TILES_PER_BATCH, LocalPoolCompute, TileJob, TileWorkError
 
 MAX_WORKERS = 1024
 CLUSTERS = {  # kind -> (module, class): built by name, so only the kind in use is imported

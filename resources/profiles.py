@@ -22,6 +22,7 @@ from resources.dask_compute import env_number, dask_compute_from_env
 from resources.gate import gate_from_env
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
+from resources.training import TRAINING_ENV, InProcessTraining, TrainingResource, ecs_from_env, vertex_from_env
 
 PROFILE_ENV = "GEO_ASSETS_PROFILE"
 PROFILES = ("local", "aws", "gcp")
@@ -95,6 +96,21 @@ def compute_from_env() -> LocalPoolCompute:
     return LocalPoolCompute(workers=workers, tiles_per_batch=per_batch)
 
 
+TRAININGS = {"in-process": lambda environ: InProcessTraining(), "vertex": vertex_from_env, "ecs": ecs_from_env}
+
+
+def _training(root: str) -> TrainingResource:
+    """Where trained_model trains: in the step's process (default), a Vertex AI job or an ECS task.
+    A remote job reads and writes the store itself, so it needs the store of its cloud."""
+    kind = os.environ.get(TRAINING_ENV) or "in-process"
+    if kind not in TRAININGS:
+        raise ValueError(f"unknown {TRAINING_ENV}={kind!r}; accepted: {', '.join(TRAININGS)}")
+    training = TRAININGS[kind](os.environ)
+    if kind != "in-process":
+        training.check_root(root)
+    return training
+
+
 def _resources(storage: StorageResource) -> dict:
     return {
         "storage": storage,
@@ -103,6 +119,7 @@ def _resources(storage: StorageResource) -> dict:
         "imagery": _imagery(),
         "gate": gate_from_env(),
         "arrivals": arrivals_from_env(),
+        "training": _training(storage.root),
     }
 
 

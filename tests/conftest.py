@@ -11,6 +11,7 @@ _HOME = tempfile.mkdtemp(prefix="geo-assets-test-home-")
 def pytest_configure(config):
     os.environ["DAGSTER_HOME"] = _HOME
     os.environ["GEO_ASSETS_STORAGE_ROOT"] = "file://" + os.path.join(_HOME, "storage")
+    os.environ["GEO_ASSETS_CACHE_DIR"] = os.path.join(_HOME, "cache")  # measured inference layouts
     os.environ.pop("GEO_ASSETS_PROFILE", None)
 
 

@@ -10,6 +10,7 @@ import dagster as dg
 
 from geo_assets.geo.regions import RegionCatalogue, load_catalogue
 from geo_assets.geo.store import ObjectNotFoundError, Store
+from geo_assets.ml.registry import input_versions  # noqa: F401 (the assets' name for it)
 from geo_assets.partitions import split_key
 from resources.storage import PartitionManifests, dims_path, manifest_key
 
@@ -95,11 +96,6 @@ def dataset(store: Store, regions: list[str], dates: list[str]) -> dict:
     if not bands:
         raise ValueError(f"the selected imagery shares no band: {sorted({tuple(i['bands']) for i in items})}")
     return {"regions": regions, "dates": dates, "bands": bands, "items": items}
-
-
-def input_versions(dataset_manifest: dict) -> dict[str, str]:
-    """`region/date` -> the data versions of its imagery and labels."""
-    return {f"{i['region']}/{i['date']}": i["imagery_version"] + i["labels_version"] for i in dataset_manifest["items"]}
 
 
 def dataset_metadata(manifest: dict) -> dict:

@@ -6,26 +6,24 @@ import time
 
 import dagster as dg
 import numpy as np
-import torch
 
 from geo_assets.assets.common import dataset, dataset_metadata, input_versions, output, tag_run
-from geo_assets.assets.placement import op_tags
+from geo_assets.assets.placement import gpu_pool, op_tags
 from geo_assets.checks import QUALITY_GATE
 from geo_assets.config import EvaluationConfig, EvaluationSetConfig, TrainingConfig, TrainingSetConfig
 from geo_assets.geo.landcover import CLASSES, IGNORE
 from geo_assets.geo.regions import footprints_overlap
 from geo_assets.geo.store import ObjectNotFoundError
 from geo_assets.ml import registry
-from geo_assets.ml.data import Normalisation
 from geo_assets.ml.device import select_device
 from geo_assets.ml.metrics import confusion_matrix, scores
-from geo_assets.ml.pairs import load_pairs
-from geo_assets.ml.predict import export_model, load_model, predict_batch
-from geo_assets.ml.train import TrainConfig, train
+from geo_assets.ml.predict import load_model, predict_batch
+from geo_assets.ml.versions import TrainingRequest, load_set
 from geo_assets.partitions import models_partitions, validate_model_name
 from resources.compute import LocalPoolCompute
 from resources.gate import ModelGate
 from resources.storage import StorageResource
+from resources.training import TrainingResource
 
 ALL = dg.AllPartitionMapping()
 CODE_VERSION = "1"  # bump when a change to this module changes what these assets store
@@ -87,92 +85,41 @@ def _stored(store, key: str) -> dict | None:
         return None
 
 
-def _load(store, compute, manifest: dict, label: str, normalise: Normalisation) -> list:
-    """(image, label) tile pairs of every acquisition of a training or evaluation set, as `normalise` makes them."""
-    labels = {key: store.read_json(key) for key in {item["labels"] for item in manifest["items"]}}  # one read a region
-    return [
-        p
-        for item in manifest["items"]
-        for p in load_pairs(store, store.read_json(item["imagery"]), labels[item["labels"]],
-                            lambda f, xs: compute.map(f, xs, label), normalise)
-    ]
-
-
-@dg.asset(partitions_def=models_partitions, group_name="models", kinds={"pytorch"}, code_version=CODE_VERSION, pool="gpu",
-          op_tags=op_tags("trained_model"))
+@dg.asset(partitions_def=models_partitions, group_name="models", kinds={"pytorch"}, code_version=CODE_VERSION,
+          pool=gpu_pool("trained_model"), op_tags=op_tags("trained_model"))
 def trained_model(
     context: dg.AssetExecutionContext,
     config: TrainingConfig,
     storage: StorageResource,
     compute: LocalPoolCompute,
+    training: TrainingResource,
     training_set: dict,
 ) -> dg.Output[dict]:
-    """Train the configured architecture on the training set; store an immutable, exported version."""
+    """Train the configured architecture on the training set; store an immutable, exported version.
+    The `training` resource decides where: in this process or as a remote job (Vertex AI, ECS)."""
     name = validate_model_name(context.partition_key)
-    store = storage.store()
-    bands = training_set["bands"]
-    hyper = _hyperparameters(config.hyperparameters)
-    settings = {**config.model_dump(), "hyperparameters": hyper}
-    inputs = input_versions(training_set)
-    # The device type and torch version shape the weights, so they are part of the version's identity.
-    device = select_device(config.device)
-    runtime = {"device": device.type, "torch": torch.__version__}
-    version = registry.version_id(settings, inputs, runtime)
-    prefix = registry.model_prefix(name, version)
-    tag_run(context, model=name, model_version=version, regions=",".join(training_set["regions"]))
-
-    record_key = f"{prefix}/{registry.MODEL_FILE}"
-    record = _stored(store, record_key)
-    if record is not None:
-        context.log.info(f"version {version} of {name} exists (same config, data and runtime): reusing it unchanged")
-    else:
-        data = _load(store, compute, training_set, "training tiles", Normalisation.identity(bands))
-        normalisation = Normalisation.fit([d[0] for d in data], bands)  # stored with the version, applied at prediction
-        context.log.info(f"training {config.architecture} on {len(data)} tiles from {len(inputs)} acquisitions")
-        result = train(
-            [normalisation.apply(d[0]) for d in data],
-            [d[1] for d in data],
-            in_channels=len(bands),
-            num_classes=len(CLASSES),
-            config=TrainConfig(
-                architecture=config.architecture, hyperparameters=hyper, epochs=config.epochs,
-                batch_size=config.batch_size, learning_rate=config.learning_rate, chip_size=config.chip_size,
-                chips_per_epoch=config.chips_per_epoch, seed=config.seed, device=str(device),
-            ),
-            progress=lambda e, n, loss: context.log.info(f"epoch {e}/{n}: loss {loss:.4f}"),
-        )
-        with store.writing(f"{prefix}/{registry.WEIGHTS_FILE}") as tmp:
-            export_model(result.model, tmp, len(bands))
-        record = {
-            "name": name,
-            "version": version,
-            "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-            "config": settings,
-            "bands": bands,
-            "normalisation": normalisation.to_json(),
-            "classes": list(CLASSES),
-            "inputs": inputs,
-            "training_set": [{k: i[k] for k in ("region", "date", "footprint")} for i in training_set["items"]],
-            "runtime": runtime,
-            "weights": f"{prefix}/{registry.WEIGHTS_FILE}",
-            "loss_curve": [round(x, 6) for x in result.loss_curve],
-            "train_seconds": round(result.seconds, 2),
-            "device": result.device,
-        }
-        store.write_json(record_key, record)  # written last: a version exists once its record does
+    settings = {**config.model_dump(), "hyperparameters": _hyperparameters(config.hyperparameters)}
+    tag_run(context, model=name, regions=",".join(training_set["regions"]))
+    request = TrainingRequest(name, settings, training_set)
+    trained, where = training.train(context, storage, request, lambda f, xs: compute.map(f, xs, "training tiles"))
+    record = trained.record
+    tag_run(context, model_version=record["version"])
+    if trained.reused:
+        context.log.info(f"version {record['version']} of {name} exists (same config, data and runtime): reusing it unchanged")
     curve = "\n".join(f"| {i} | {v:.4f} |" for i, v in enumerate(record["loss_curve"], 1))
     return output(
         record,
         {
             "model": name,
-            "version": version,
+            "version": record["version"],
             "architecture": config.architecture,
             "final_loss": record["loss_curve"][-1],
             "train_seconds": record["train_seconds"],
             "device": record["device"],
             "torch": record["runtime"]["torch"],
             "loss_curve": dg.MetadataValue.md("| epoch | loss |\n|---|---|\n" + curve),
-            "location": dg.MetadataValue.path(store.uri(prefix)),
+            "location": dg.MetadataValue.path(storage.store().uri(registry.model_prefix(name, record["version"]))),
+            **where,
         },
     )
 
@@ -214,7 +161,8 @@ def model_evaluation(
             model = load_model(weights, device)
         cm = np.zeros((len(CLASSES), len(CLASSES)), dtype=np.int64)
         started = time.perf_counter()
-        pairs = _load(store, compute, evaluation_set, "evaluation tiles", registry.normalisation(trained_model))
+        pairs = load_set(store, evaluation_set, lambda f, xs: compute.map(f, xs, "evaluation tiles"),
+                         registry.normalisation(trained_model))
         for start in range(0, len(pairs), config.batch_size):
             batch = pairs[start : start + config.batch_size]
             pred = predict_batch(model, np.stack([p[0] for p in batch]), device)

@@ -17,6 +17,8 @@ import json
 import os
 from dataclasses import dataclass
 
+from resources.training import remote_training_chosen
+
 POOL_LABEL = "geo-assets/pool"
 GPU_TAINT = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
@@ -39,6 +41,19 @@ NEEDS = {
     "predictions": Needs(vcpu=4, memory_gib=16, gpus=1),
     "region_report": Needs(vcpu=1, memory_gib=4),
 }
+
+
+# trained_model's step when its training runs as a remote job (GEO_ASSETS_TRAINING=vertex|ecs): it waits.
+WAITING = Needs(vcpu=0.5, memory_gib=1)
+
+
+def step_needs(asset: str) -> Needs:
+    return WAITING if asset == "trained_model" and remote_training_chosen() else NEEDS[asset]
+
+
+def gpu_pool(asset: str) -> str | None:
+    """The `gpu` concurrency pool for the steps that use a GPU of the deployment's own nodes."""
+    return "gpu" if step_needs(asset).gpus else None
 
 
 def _k8s(needs: Needs) -> dict:
@@ -65,5 +80,5 @@ def _ecs(needs: Needs) -> dict[str, str]:
 
 def op_tags(asset: str) -> dict[str, str]:
     """The op tags of `asset`'s step for both cluster runtimes (each executor reads its own)."""
-    needs = NEEDS[asset]
+    needs = step_needs(asset)
     return {"dagster-k8s/config": json.dumps(_k8s(needs)), **_ecs(needs)}

@@ -65,9 +65,10 @@ def _predictions(context, config: PredictionConfig, storage, compute, gate, imag
     variant = imagery_tiles["prefix"].rsplit("/", 1)[1]  # the imagery's source/tiling, so variants never collide
     prefix = f"predictions/{config.model}/{version}/{region}/{date}/{variant}"
     started = time.perf_counter()
-    # Chunks name the model by its key: each process that runs one (here, or a Dask worker) loads it once.
+    # Chunks name the model by its key: each process that runs one (here, or a Dask worker) loads it once,
+    # in the inference runtime asked for, and normalises tiles as the version was trained.
     work = PredictChunk(store, record["weights"], config.device, prefix, config.batch_size,
-                        normalise=registry.normalisation(record))  # the bands and scaling the version was trained with
+                        normalise=registry.normalisation(record), runtime=config.inference_runtime)
     entries = compute.map_tiles(
         context, work, imagery_tiles["tiles"], label="predicted tiles", ledger=TileLedger(store, prefix)
     )
@@ -98,6 +99,7 @@ def _predictions(context, config: PredictionConfig, storage, compute, gate, imag
             "serving": version == serving,  # the partition's prediction, when its model is asked for by name
             "tile_count": len(entries),
             "seconds": round(time.perf_counter() - started, 2),
+            "inference": dg.MetadataValue.json(work.inference()),  # runtime, batch size, streams, threads
             "mosaic": dg.MetadataValue.path(store.uri(mosaic)),
             "location": dg.MetadataValue.path(store.uri(prefix)),
         },

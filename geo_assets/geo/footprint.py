@@ -11,7 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geo_assets.geo.cog import read_raster
 from geo_assets.geo.grid import Bounds
+from geo_assets.geo.indices import REFERENCE_CLASSES, reference_classes
+from geo_assets.geo.landcover import IGNORE
 
 
 def _overlap(edges: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -27,11 +30,6 @@ def coverage(bounds: Bounds, shape: tuple[int, int], bbox: Bounds) -> np.ndarray
     ys = top - resy * np.arange(rows + 1)  # row edges, north to south
     wy = np.clip(np.minimum(ys[:-1], bbox[3]) - np.maximum(ys[1:], bbox[1]), 0.0, None) / resy
     return np.outer(wy, wx)
-
-
-def inside(bounds: Bounds, bbox: Bounds) -> bool:
-    """True when the tile lies wholly inside the box (every pixel counts in full)."""
-    return bounds[0] >= bbox[0] and bounds[1] >= bbox[1] and bounds[2] <= bbox[2] and bounds[3] <= bbox[3]
 
 
 def weighted_counts(values: np.ndarray, weights: np.ndarray, length: int = 256) -> np.ndarray:
@@ -55,10 +53,6 @@ def tally(tiles: list[dict], bbox: Bounds, band_names: list[str], num_classes: i
     Each tile is {"bounds", "prediction" (path), "imagery" (path), "holdout" (path or None)}; one
     tile is read at a time. Pixels with no data (class 255) are counted apart and in no share.
     """
-    from geo_assets.geo.cog import read_raster
-    from geo_assets.geo.indices import REFERENCE_CLASSES, reference_classes
-    from geo_assets.geo.landcover import IGNORE
-
     out = Tally(np.zeros(num_classes), 0.0, np.zeros(len(REFERENCE_CLASSES)), None)
     for tile in tiles:
         predicted = read_raster(tile["prediction"])[0][0]

@@ -14,7 +14,8 @@ Whatever the files store, `read_sample` delivers the convention of every imagery
 reflectance x 10000, 0 = no data. Sentinel-2 L2A DN already are surface reflectance x 10000. The
 Landsat L1TP DN are converted to top-of-atmosphere reflectance with the OLI Level-1 rescaling
 (reflectance = (2.0e-05 DN - 0.1) / sin(sun elevation), the constants of every OLI L1 product's
-metadata); no surface reflectance exists for this product, and that is said where it is shown.
+metadata), then to an approximate surface reflectance by dark-object subtraction (DOS1): no
+surface reflectance product exists for this scene, and that is said where it is shown.
 
 The files are built by :mod:`devtools.sample_build`; their provenance (sources, licences,
 what was clipped or dropped) is in ``PROVENANCE.md`` next to them.
@@ -63,13 +64,16 @@ class SampleScene:
     scale: float = 1e-4
     offset: float = 0.0
     sun_elevation: float | None = None  # degrees
+    haze: tuple[float, ...] | None = None  # per band, reflectance of path radiance to subtract (dark object)
     product: str = "surface reflectance"
 
-    def reflectance(self, dn: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """DN -> uint16 reflectance x 10000, clipped to [1, 65535] where valid, 0 elsewhere."""
+    def reflectance(self, dn: np.ndarray, valid: np.ndarray, bands: Sequence[str]) -> np.ndarray:
+        """DN of `bands` -> uint16 reflectance x 10000, clipped to [1, 65535] where valid, 0 elsewhere."""
         value = np.nan_to_num(dn.astype(np.float64)) * self.scale + self.offset
         if self.sun_elevation is not None:
             value /= math.sin(math.radians(self.sun_elevation))
+        if self.haze is not None:
+            value -= np.array([self.haze[self.bands.index(b)] for b in bands])[:, None, None]
         value = np.clip(np.rint(value * REFLECTANCE_SCALE), 1, 65535)
         return np.where(valid, value, NODATA).astype(np.uint16)
 
@@ -102,7 +106,10 @@ SAMPLES: dict[str, SampleScene] = {
         scale=2.0e-05,
         offset=-0.1,
         sun_elevation=36.8,
-        product="top-of-atmosphere reflectance (L1TP; no surface reflectance product)",
+        # Dark-object subtraction (DOS1, Chavez 1996): per band, the darkest 0.01 % of the clip's
+        # top-of-atmosphere reflectance is taken to be 1 % reflectance; the rest is path radiance.
+        haze=(0.0699, 0.0384, 0.0196),
+        product="surface reflectance approximated from L1TP (top of atmosphere, then dark-object subtraction)",
     ),
 }
 NODATA = 0  # the fill value of what read_sample delivers
@@ -291,7 +298,7 @@ def read_sample(
     if data.shape != expected:  # merge rounds the same way; be sure
         raise RuntimeError(f"internal error: read {data.shape}, expected {expected}")
     valid = ~_nodata_mask(data, s.nodata).any(axis=0)
-    return s.reflectance(data, valid), valid
+    return s.reflectance(data, valid, [s.bands[i - 1] for i in indexes]), valid
 
 
 def _integral(*values: float) -> bool:

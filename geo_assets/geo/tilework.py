@@ -82,8 +82,9 @@ class TileLedger:
     whatever removes a region's outputs removes these too.)
 
     `run` is the run's root run id: a re-execution of a run (from failure, or a retry) shares it and
-    skips the tiles already done for the same input; a new run starts afresh. One read per batch
-    record, one write per batch: cheap next to the tiles themselves.
+    skips the tiles already done for the same input; a new run starts afresh. The records go once all
+    the tiles are done. One write per batch, one read per batch record on re-execution: cheap next to
+    the tiles themselves.
     """
 
     store: Store
@@ -113,6 +114,11 @@ class TileLedger:
             for tile in record["tiles"]:
                 done[tile["key"]] = (tile["input"], tile["result"])
         return done
+
+    def forget(self) -> None:
+        """Remove every record: the step's tile work is complete, and its outputs say the rest."""
+        for key in self.store.list(self.root):
+            self.store.delete(key)
 
     def record(self, keys: Sequence[str], digests: Sequence[str], results: Sequence[dict]) -> None:
         name = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]

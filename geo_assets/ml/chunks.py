@@ -14,37 +14,47 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
-from torch import nn
-
 from geo_assets.geo.store import Store
 from geo_assets.geo.tilework import Mapper
 from geo_assets.ml.data import Normalisation
 from geo_assets.ml.device import select_device
 from geo_assets.ml.inference import predict_tiles
-from geo_assets.ml.predict import load_model
+from geo_assets.ml.runtime import Runtime, load_runtime, requested
 
 log = logging.getLogger(__name__)
 
-MODELS_KEPT = 4  # exported models kept loaded per process (a long-lived worker serves many versions)
-_models: OrderedDict[tuple[str, str], nn.Module] = OrderedDict()
+MODELS_KEPT = 4  # model versions kept loaded per process (a long-lived worker serves many versions)
+_models: OrderedDict[tuple[str, str, str], Runtime] = OrderedDict()
 _lock = threading.Lock()  # torch.export.load is not thread-safe: one load at a time per process
+_inference: dict[tuple[str, str, str], dict] = {}  # the runtime and layout a process last predicted with
 
 
-def cached_model(store: Store, key: str, device: str) -> nn.Module:
-    """The exported model at `key`, loaded once per process and device."""
-    name = (store.uri(key), device)
+def cached_runtime(store: Store, key: str, device: str, runtime: str | None) -> Runtime:
+    """The model version at `key` in its inference runtime, loaded once per process, device and runtime."""
+    name = (store.uri(key), device, requested(runtime))
     with _lock:
         if name in _models:
             _models.move_to_end(name)
             return _models[name]
         started = time.perf_counter()
-        with store.local_copy(key) as path:  # torch.export.load needs a local file
-            model = load_model(path, device)
+        model = load_runtime(store, key, select_device(device), runtime)
         _models[name] = model
         while len(_models) > MODELS_KEPT:
             _models.popitem(last=False)
-    log.info("loaded model %s on %s in %.2f s", store.uri(key), device, time.perf_counter() - started)
+    log.info("loaded model %s on %s (%s) in %.2f s%s", store.uri(key), device, model.name,
+             time.perf_counter() - started, f"; {model.note}" if model.note else "")
     return model
+
+
+def _share_of_cores() -> int | None:
+    """On a Dask worker, the threads it was given (its share of the machine's cores, so workers beside
+    each other do not each measure a layout for every core); elsewhere None: all this process may use."""
+    try:
+        from distributed import get_worker
+
+        return int(get_worker().state.nthreads)
+    except (ImportError, ValueError, AttributeError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -55,21 +65,35 @@ class PredictChunk:
     weights: str  # the key of the version's model.pt2
     device: str  # as configured: auto, cpu, cuda, cuda:N; resolved where the chunk runs
     prefix: str  # where the class tiles go
-    batch_size: int  # tiles per forward pass
+    batch_size: int | None  # tiles per forward pass; None: measured with the thread layout
     normalise: Normalisation | None = None  # the version's input normalisation (None: legacy scaling)
+    runtime: str | None = None  # inference runtime (geo_assets.ml.runtime): None is the installed default
 
     @property
     def min_items(self) -> int:
-        return self.batch_size  # a chunk smaller than a forward batch wastes the batching
+        return self.batch_size or 16  # a chunk smaller than a forward batch wastes the batching
 
     def _device(self) -> str:
         return str(select_device(self.device))
 
     def warm(self) -> None:
-        cached_model(self.store, self.weights, self._device())
+        cached_runtime(self.store, self.weights, self._device(), self.runtime)
 
     def __call__(self, entries: Sequence[dict], mapper: Mapper) -> list[dict]:
         device = self._device()
-        model = cached_model(self.store, self.weights, device)
+        model = cached_runtime(self.store, self.weights, device, self.runtime)
+
+        def on_layout(layout) -> None:
+            _inference[self._name()] = {**model.describe(), **layout.metadata()}
+            log.info("inference on %s (%s): %s", model.name, device, layout)
+
         return predict_tiles(self.store, model, select_device(device), list(entries), self.prefix, self.batch_size, mapper,
-                             normalise=self.normalise)
+                             normalise=self.normalise, on_layout=on_layout, cpus=_share_of_cores())
+
+    def _name(self) -> tuple[str, str, str]:
+        return (self.store.uri(self.weights), self._device(), requested(self.runtime))
+
+    def inference(self) -> dict:
+        """The runtime and layout this process predicted with (runtime, device, batch size, streams,
+        threads, measured or cached); on a cluster each worker chooses its own, and logs it."""
+        return _inference.get(self._name()) or {"runtime": requested(self.runtime), "layout": "per worker: see the step log"}

@@ -1,11 +1,22 @@
-"""Batched inference over stored imagery tiles, writing class COGs on the exact tile grid."""
+"""Inference over stored imagery tiles, writing class COGs on the exact tile grid.
+
+The tile loop is a pipeline: I/O threads read batches ahead and write finished ones, while
+`layout.streams` inference threads run the model, so reads and writes overlap inference. At most
+`depth(layout)` batches are in flight (read, in inference or being written) at any time, which
+bounds memory whatever the region's size. The layout (batch size, streams, threads) is measured
+on the machine unless given (geo_assets.ml.layout).
+"""
 
 from __future__ import annotations
 
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 
 from geo_assets.geo.cog import read_raster, write_cog
 from geo_assets.geo.grid import Bounds
@@ -14,10 +25,17 @@ from geo_assets.geo.mosaic import mosaic
 from geo_assets.geo.store import Store
 from geo_assets.geo.tiling import pixel_digest
 from geo_assets.ml.data import normalize
-from geo_assets.ml.predict import predict_batch
+from geo_assets.ml.layout import Layout, check_batch_size, choose_layout
+from geo_assets.ml.predict import classify
+from geo_assets.ml.runtime import Runtime, as_runtime
 
 Mapper = Callable[[Callable, Sequence], list]  # the compute resource's map, or the built-in map
 Normalise = Callable[[np.ndarray, Sequence], np.ndarray]  # (tile DN, its band names) -> model input
+PROGRESS_SECONDS = 5.0  # progress is reported this often, and at the end
+
+
+class TileError(RuntimeError):
+    """A tile that could not be read, predicted or written, named by its key."""
 
 
 def valid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -47,32 +65,113 @@ def write_prediction(store: Store, prefix: str, item: tuple[dict, np.ndarray, di
     return {"key": entry["key"], "path": key, "digest": pixel_digest(classes), "class_counts": [int(c) for c in counts]}
 
 
+def depth(layout: Layout) -> int:
+    """Batches in flight at most: one in inference per stream, as many read ahead, and two more
+    so a write or a slow read never leaves a stream waiting."""
+    return 2 * layout.streams + 2
+
+
+def _keys(batch: list[dict]) -> str:
+    return batch[0]["key"] if len(batch) == 1 else f"{batch[0]['key']}..{batch[-1]['key']}"
+
+
+def _named(what: str, fn: Callable, entry: dict, *args):
+    try:
+        return fn(*args)
+    except Exception as exc:
+        raise TileError(f"tile {entry['key']}: {what} failed: {exc}") from exc
+
+
+def _read_batch(store: Store, mapper: Mapper, normalise: Normalise | None, batch: list[dict]) -> list[tuple]:
+    tiles = mapper(lambda e: _named("read", read_tile, e, store, e, normalise), batch)
+    shapes = {t[0].shape for t in tiles}
+    if len(shapes) != 1:
+        raise TileError(f"tiles {_keys(batch)} differ in shape: {sorted(shapes)}")
+    return tiles
+
+
+def _write_batch(store: Store, prefix: str, mapper: Mapper, batch: list[dict], classes, tiles) -> list[dict]:
+    items = [(e, c, t[2]) for e, c, t in zip(batch, classes, tiles)]
+    return mapper(lambda item: _named("write", write_prediction, item[0], store, prefix, item), items)
+
+
 def predict_tiles(
     store: Store,
-    model,
+    model: Runtime | torch.nn.Module,
     device,
     entries: list[dict],
     prefix: str,
-    batch_size: int,
-    mapper: Mapper = lambda fn, items: list(map(fn, items)),
+    batch_size: int | str | None = None,
+    mapper: Mapper | None = None,
     progress: Callable[[int, int], None] | None = None,
     normalise: Normalise | None = None,
+    *,
+    layout: Layout | None = None,
+    on_layout: Callable[[Layout], None] | None = None,
+    cpus: int | None = None,
 ) -> list[dict]:
-    """Predict every tile in batches: parallel reads, one forward pass per batch, parallel writes."""
+    """Predict every tile of `entries` into `prefix`/tiles; return their entries in the same order.
+
+    `model` is a Runtime (geo_assets.ml.runtime) or a torch module run eagerly on `device`.
+    `batch_size` None or "auto" is measured with the rest of the layout, on `cpus` cores (default:
+    all this process may use; a worker sharing the machine passes its share); `layout` fixes all of it.
+    `mapper` fans out each batch's reads and writes (default: one I/O thread per batch).
+    `on_layout` hears the layout before the first tile; `progress(done, total)` is called every
+    few seconds and at the end. A failed tile raises TileError naming its key: batches not yet
+    started are dropped, those in flight finish, and every tile written is whole (writes are atomic).
+    """
+    runtime = as_runtime(model, device)
+    batch_size = check_batch_size(batch_size)
+    if not entries:
+        return []
+    if layout is None:
+        sample = _named("read", read_tile, entries[0], store, entries[0], normalise)[0]
+        layout = choose_layout(runtime, sample, batch_size, cpus)
+    if on_layout:
+        on_layout(layout)
+    mapper = mapper or (lambda fn, items: [fn(i) for i in items])
+    read = partial(_read_batch, store, mapper, normalise)
+    write = partial(_write_batch, store, prefix, mapper)
+    batches = [entries[i : i + layout.batch_size] for i in range(0, len(entries), layout.batch_size)]
     results: list[dict] = []
-    for start in range(0, len(entries), batch_size):
-        batch = entries[start : start + batch_size]
-        tiles = mapper(partial(read_tile, store, normalise=normalise), batch)
-        shapes = {t[0].shape for t in tiles}
-        if len(shapes) != 1:
-            raise ValueError(f"tiles in a batch differ in shape: {sorted(shapes)}")
-        classes = predict_batch(
-            model, np.stack([t[0] for t in tiles]), device, valid=np.stack([t[1] for t in tiles])
-        )
-        items = [(e, c, t[2]) for e, c, t in zip(batch, classes, tiles)]
-        results.extend(mapper(partial(write_prediction, store, prefix), items))
-        if progress:
-            progress(len(results), len(entries))
+    reported = time.perf_counter()
+
+    with runtime.session(layout.threads) as forward, \
+            ThreadPoolExecutor(layout.io_threads, "tile-io") as io, \
+            ThreadPoolExecutor(layout.streams, "inference") as inference:
+
+        def infer(batch: list[dict], reading: Future) -> Future:
+            tiles = reading.result()
+            try:
+                classes = classify(forward, np.stack([t[0] for t in tiles]), runtime.multiple,
+                                   np.stack([t[1] for t in tiles]), runtime.in_channels)
+            except Exception as exc:
+                raise TileError(f"tile(s) {_keys(batch)}: inference failed: {exc}") from exc
+            return io.submit(write, batch, classes, tiles)
+
+        in_flight: deque[Future] = deque()
+
+        def collect() -> None:
+            nonlocal reported
+            results.extend(in_flight.popleft().result().result())
+            now = time.perf_counter()
+            if progress and (now - reported >= PROGRESS_SECONDS or len(results) == len(entries)):
+                reported = now
+                progress(len(results), len(entries))
+
+        try:
+            for batch in batches:
+                if len(in_flight) >= depth(layout):
+                    collect()  # in order: the oldest batch first
+                in_flight.append(inference.submit(infer, batch, io.submit(read, batch)))
+            while in_flight:
+                collect()
+        except BaseException:
+            # Stop: queued reads and inferences are dropped; running ones finish, and no write
+            # starts after the pools are shut (a stream finishing now cannot submit one).
+            inference.shutdown(cancel_futures=True)
+            io.shutdown(cancel_futures=True)
+            raise
     return results
 
 

@@ -1,9 +1,9 @@
 """The model store: immutable versions, their immutable evaluations, and the serving alias.
 
-    models/<name>/<version>/model.json, model.pt2         one trained version (never rewritten); model.json
-                                                          carries the input normalisation (bands, scale, offset)
-    models/<name>/<version>/evaluations/<id>.json         one per (version, evaluation set, threshold)
-    models/<name>/serving.json                            a version promoted by hand (optional)
+    models/<name>/<version>/model.json, model.pt2, model.onnx   one trained version (never rewritten); model.json
+                                                                 carries the input normalisation (bands, scale, offset)
+    models/<name>/<version>/evaluations/<id>.json                one per (version, evaluation set, threshold)
+    models/<name>/serving.json                                   a version promoted by hand (optional)
 
 A version id is derived from the training config, the data versions of its inputs and the
 runtime that shapes the weights (device type, torch version), so the same config on the same
@@ -23,6 +23,7 @@ from geo_assets.ml.data import Normalisation
 MODEL_FILE = "model.json"
 EVALUATIONS_DIR = "evaluations"
 WEIGHTS_FILE = "model.pt2"  # a torch.export archive: loads with torch alone
+ONNX_FILE = "model.onnx"  # the same model in ONNX: runs with onnxruntime alone (versions trained since it exists)
 SERVING_FILE = "serving.json"
 
 
@@ -33,6 +34,11 @@ def _hash(value: object, length: int) -> str:
 def version_id(config: dict, input_versions: dict[str, str], runtime: dict[str, str]) -> str:
     """Config, input data versions and runtime (device type, torch version): what decides the weights."""
     return _hash({"config": config, "inputs": input_versions, "runtime": runtime}, 12)
+
+
+def input_versions(dataset_manifest: dict) -> dict[str, str]:
+    """`region/date` -> the data versions of its imagery and labels, for a training or evaluation set."""
+    return {f"{i['region']}/{i['date']}": i["imagery_version"] + i["labels_version"] for i in dataset_manifest["items"]}
 
 
 def evaluation_id(input_versions: dict[str, str], min_miou: float) -> str:

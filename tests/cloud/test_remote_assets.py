@@ -18,6 +18,7 @@ from resources.compute import LocalPoolCompute
 from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
+from resources.training import InProcessTraining
 
 # 2 x 2 tiles of 64 px at 10 m, on the grid (as in tests/dagster).
 TINY = Region("tiny-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",))
@@ -42,7 +43,8 @@ def _resources(storage: StorageResource) -> dict:
     save_catalogue(storage.store(), catalogue)
     return {"storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
             "imagery": ImageryResource(),  # unused by the synthetic source
-            "gate": ModelGate(min_miou=0.0)}  # plumbing, not quality
+            "gate": ModelGate(min_miou=0.0),  # plumbing, not quality
+            "training": InProcessTraining()}
 
 
 def _materialize(assets, key, resources, instance, ops=None, **kw):

@@ -10,6 +10,7 @@ from resources.compute import LocalPoolCompute
 from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
+from resources.training import InProcessTraining
 
 # 2 x 2 tiles of 64 px at 10 m, on the grid (edges on multiples of 640 m).
 TINY = Region("tiny-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",))
@@ -39,6 +40,7 @@ def resources(store) -> dict:
         "storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
         "imagery": ImageryResource(),
         "gate": ModelGate(min_miou=0.2),  # tiny models: plumbing, not quality (quality: test_pipeline)
+        "training": InProcessTraining(),
     }
 
 

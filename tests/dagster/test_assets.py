@@ -94,6 +94,7 @@ def test_training_evaluation_prediction_and_report(registered, resources, store)
     record = result.output_for_node("trained_model")
     version = record["version"]
     assert store.exists(f"models/tiny-model/{version}/model.pt2")
+    assert store.exists(f"models/tiny-model/{version}/model.onnx")  # what ONNX Runtime predicts with on the CPU
     assert len(record["loss_curve"]) == 4 and record["config"]["architecture"] == "fcn"
     checks = result.get_asset_check_evaluations()
     assert [c.check_name for c in checks] == ["quality_gate"] and checks[0].passed
@@ -112,6 +113,9 @@ def test_training_evaluation_prediction_and_report(registered, resources, store)
     assert result.success
     pred = result.output_for_node("predictions")
     assert pred["version"] == version and f"/{version}/" in pred["prefix"]
+    inference = result.asset_materializations_for_node("predictions")[0].metadata["inference"].value
+    assert inference["runtime"] == "onnxruntime" and inference["how"] in ("measured", "cached", "busy machine: by CPU time")
+    assert inference["batch_size"] >= 1 and inference["streams"] >= 1
     imagery = store.read_json("manifests/imagery_tiles/region=tiny-holdout/date=2024-06-01.json")
     for tile, out in zip(imagery["tiles"], pred["tiles"]):
         with rasterio.open(store.path(tile["path"])) as a, rasterio.open(store.path(out["path"])) as b:

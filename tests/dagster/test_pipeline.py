@@ -9,6 +9,9 @@ from geo_assets.cli import _instance
 from geo_assets.demo import run_demo
 from resources.profiles import resource_defs
 
+# The quick demo trains two models; on a loaded 2-core machine that takes longer than the default limit.
+pytestmark = pytest.mark.timeout(1800)
+
 
 @pytest.fixture(scope="module")
 def pipeline():

@@ -24,6 +24,7 @@ from resources.compute import LocalPoolCompute
 from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
+from resources.training import InProcessTraining
 
 DATE = "2024-06-01"
 TRAIN = Region("px-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", (DATE,))
@@ -45,7 +46,7 @@ def env(tmp_path_factory):
     save_catalogue(store, catalogue)
     storage = StorageResource(root=store.root)
     resources = {"storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
-                 "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0)}
+                 "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0), "training": InProcessTraining()}
     with dg.instance_for_test() as instance:
         register(instance, regions=load_catalogue(store).names(), models=["px-model", "px-rgb"])
         yield store, resources, instance

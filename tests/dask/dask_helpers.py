@@ -16,6 +16,7 @@ from resources.compute import LocalPoolCompute
 from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
+from resources.training import InProcessTraining
 
 HERE = Path(__file__).resolve().parent
 
@@ -31,7 +32,7 @@ TRAIN = {"architecture": "fcn", "epochs": 2, "chips_per_epoch": 32, "chip_size":
 def resources_for(store: Store, compute: LocalPoolCompute) -> dict:
     storage = StorageResource(root=store.root)
     return {"storage": storage, "compute": compute, "io_manager": ManifestIOManager(storage=storage),
-            "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0)}
+            "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0), "training": InProcessTraining()}
 
 
 @contextlib.contextmanager

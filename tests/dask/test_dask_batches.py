@@ -2,7 +2,6 @@
 
 import logging
 
-import pytest
 
 from geo_assets.geo.store import Store, local_root
 from geo_assets.geo.tilework import BatchOutcome, TileLedger, fingerprint

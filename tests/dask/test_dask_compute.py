@@ -8,7 +8,6 @@ import signal
 import threading
 import time
 from functools import partial
-from pathlib import Path
 
 import dagster as dg
 import pytest

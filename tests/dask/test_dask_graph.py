@@ -123,5 +123,6 @@ def test_reexecution_from_failure_recomputes_only_missing_tiles(compute, referen
     logs = [e.user_message for e in registered.all_logs(again.run_id) if e.dagster_event is None]
     assert f"predicted tiles: {len(done)} of {TILES} tiles already done by an earlier attempt of this run" in " ".join(logs)
     assert_same(pixels(store), reference)
-    # The records lie beside the outputs, not among them.
+    # The records lay beside the outputs, not among them, and went once every tile was done.
     assert store.list(preds["prefix"]) == sorted([t["path"] for t in preds["tiles"]] + [preds["mosaic"]])
+    assert store.list(preds["prefix"] + ".done") == []

@@ -2,7 +2,8 @@
 
 Expected values are computed here from the shipped files with rasterio's own georeferencing
 (`rowcol` of each tile pixel's centre), independently of the reader, and converted with the
-documented formulas (Sentinel-2 L2A: DN as is; Landsat 8 L1TP: OLI top-of-atmosphere reflectance).
+documented formulas (Sentinel-2 L2A: DN as is; Landsat 8 L1TP: OLI top-of-atmosphere reflectance
+less a dark-object haze).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from geo_assets.geo.grid import TileGrid
 from geo_assets.geo.sources import get_source
 
 DATE = {"s2-sample": "2020-01-01", "landsat-sample": "2020-05-18"}
+HAZE = {"blue": 0.0699, "green": 0.0384, "red": 0.0196}  # Landsat sample: DOS1, derived in test_sample
 
 
 def _expected(scene: sample.SampleScene, tile, bands: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -38,8 +40,9 @@ def _expected(scene: sample.SampleScene, tile, bands: list[str]) -> tuple[np.nda
             take = ok & ~valid
             dn[:, take] = values[:, take]
             valid |= take
-    if scene.name == "landsat8":  # OLI L1: (2e-5 DN - 0.1) / sin(sun elevation)
-        refl = (2e-05 * dn - 0.1) / math.sin(math.radians(36.8))
+    if scene.name == "landsat8":  # OLI L1: (2e-5 DN - 0.1) / sin(sun elevation), less the dark object's haze
+        haze = np.array([HAZE[b] for b in bands])[:, None]
+        refl = (2e-05 * dn - 0.1) / math.sin(math.radians(36.8)) - haze
     else:  # Sentinel-2 L2A DN are reflectance x 10000
         refl = dn / 10000
     out = np.where(valid, np.clip(np.rint(refl * 10000), 1, 65535), 0).astype(np.uint16)

@@ -36,10 +36,30 @@ def _read(name: str) -> np.ndarray:
         return src.read()
 
 
-def _toa(dn: np.ndarray) -> np.ndarray:
-    """Landsat 8 L1 DN -> uint16 top-of-atmosphere reflectance x 10000 (OLI rescaling, sun at 36.8 deg)."""
+HAZE = np.array([0.0699, 0.0384, 0.0196])  # blue, green, red
+
+
+def _toa(dn: np.ndarray, haze: np.ndarray | None = HAZE) -> np.ndarray:
+    """Landsat 8 L1 DN (3 bands, or red alone) -> uint16 reflectance x 10000: OLI rescaling with the
+    sun at 36.8 deg (top of atmosphere), less each band's dark-object haze."""
     refl = (2e-05 * dn.astype(float) - 0.1) / math.sin(math.radians(36.8))
+    if haze is not None:
+        refl -= haze.reshape(-1, *([1] * (dn.ndim - 1))) if dn.ndim == 3 else haze
     return np.where(dn == 0, 0, np.clip(np.rint(refl * 10000), 1, 65535)).astype(np.uint16)
+
+
+def test_landsat_haze_is_the_dark_object_of_the_clip():
+    """DOS1: per band, the darkest 0.01 % of the clip's top-of-atmosphere reflectance is 1 % reflectance."""
+    a, b = _read("landsat8_224078.tif"), _read("landsat8_224077.tif")
+    va = (a != 0).all(0)
+    dn = np.where(va, a, b)
+    toa = _toa(dn, haze=None)[:, (dn != 0).all(0)] / 10000
+    np.testing.assert_allclose(np.percentile(toa, 0.01, axis=1) - 0.01, HAZE, atol=2e-4)
+    assert SAMPLES["landsat8"].haze == tuple(HAZE)
+    # After it, vegetation looks like vegetation: green above blue and red (the median pixel).
+    data, _ = read_sample("landsat8", L8_FOOTPRINT, "EPSG:32621", 30.0)
+    blue, green, red = np.median(data.reshape(3, -1), axis=1)
+    assert green > red > blue
 
 
 # --- metadata / package data ---------------------------------------------------------------------
@@ -192,7 +212,7 @@ def test_landsat_mosaic_first_valid_pixel_wins():
     a, b = _read("landsat8_224078.tif"), _read("landsat8_224077.tif")
     va, vb = (a != 0).all(0), (b != 0).all(0)
     assert data.dtype == np.uint16 and data.shape == a.shape
-    a, b = _toa(a), _toa(b)  # delivered as reflectance x 10000 (top of atmosphere for this L1 product)
+    a, b = _toa(a), _toa(b)  # delivered as reflectance x 10000 (from this L1 product: TOA less haze)
     # The window holds pixels that only 224077 covers (224078's NE fill corner) ...
     only_b = ~va & vb
     assert only_b.sum() > 1000
@@ -204,8 +224,8 @@ def test_landsat_mosaic_first_valid_pixel_wins():
     # 224077's clip has zero rows at the south; 224078 fills them.
     assert (~vb[-100:]).all() and np.array_equal(data[:, -100:], a[:, -100:])
     assert np.array_equal(data, np.where(va, a, b))
-    # Plausible reflectance: a vegetated landscape's TOA visible bands lie between 2 % and 20 %.
-    assert 200 < np.median(data[2]) < 2000
+    # Plausible reflectance: a vegetated landscape's visible bands lie between 1 % and 10 %.
+    assert 100 < np.median(data[2]) < 1000
     assert np.array_equal(valid, va | vb) and valid.all()
 
 
@@ -217,7 +237,7 @@ def test_landsat_mosaic_small_window_in_both_clips():
     a = _read("landsat8_224078.tif")[2, :60, -60:]
     b = _read("landsat8_224077.tif")[2, :60, -60:]
     assert (a == 0).any() and (a != 0).any() and (b != 0).all()
-    assert np.array_equal(data[0], _toa(np.where(a != 0, a, b)))
+    assert np.array_equal(data[0], _toa(np.where(a != 0, a, b), HAZE[2]))
     assert valid.all()
 
 

@@ -168,12 +168,18 @@ def test_synthetic_label_tile(store, regions):
 def test_polygon_label_tiles_count_what_they_store(store, regions):
     region = regions["landsat-sample"]
     entries = [cut_label_tile(store, region, "polygons", 30.0, "labels/l8", t) for t in _tiles(region, 30.0)]
-    assert store.list("labels/l8") == sorted(e["path"] for e in entries)
+    # Training labels, and beside them the held-out halves of the polygons where a tile has some.
+    held = [e["holdout_path"] for e in entries if "holdout_path" in e]
+    assert held and store.list("labels/l8") == sorted([e["path"] for e in entries] + held)
     labelled = 0
     for e in entries:
         data, _ = read_raster(store.path(e["path"]))
         counts = np.bincount(data.ravel(), minlength=256)
         assert e["class_counts"] == counts[: len(CLASSES)].tolist()
+        if "holdout_path" in e:
+            holdout = read_raster(store.path(e["holdout_path"]))[0]
+            assert e["holdout_class_counts"] == np.bincount(holdout.ravel(), minlength=256)[: len(CLASSES)].tolist()
+            assert not ((holdout != IGNORE) & (data != IGNORE)).any()
         assert e["labelled_fraction"] == pytest.approx(1 - counts[IGNORE] / data.size, abs=1e-6)
         assert sum(e["class_counts"]) + counts[IGNORE] == data.size
         labelled += sum(e["class_counts"])

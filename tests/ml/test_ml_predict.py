@@ -83,3 +83,15 @@ def test_ml_package_never_imports_dagster():
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def test_concurrent_loads_succeed(tmp_path):
+    # torch.export.load alone fails when two threads deserialise at once; load_model serialises them.
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = export_model(_trained_like("unet"), tmp_path / "m.pt2", 3)
+    with ThreadPoolExecutor(4) as pool:
+        loaded = list(pool.map(lambda _: load_model(path, "cpu"), range(8)))
+    batch = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
+    first = predict_batch(loaded[0], batch, "cpu")
+    assert all(np.array_equal(predict_batch(m, batch, "cpu"), first) for m in loaded)

@@ -20,6 +20,7 @@ from resources.compute import LocalPoolCompute
 from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
+from resources.training import InProcessTraining
 
 MODEL = "ui-model"
 DATE = "2024-06-01"
@@ -45,7 +46,7 @@ def prepare(home: Path, root: str) -> str:
     storage = StorageResource(root=root)
     resources = {
         "storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
-        "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0),
+        "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0), "training": InProcessTraining(),
     }
     # The instance yaml reads DAGSTER_HOME from the environment.
     with pytest.MonkeyPatch.context() as env:

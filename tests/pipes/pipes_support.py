@@ -1,0 +1,116 @@
+"""Constants and helpers of the remote-training tests (their fixtures are in conftest.py)."""
+
+import io
+import json
+import os
+import zipfile
+
+import dagster as dg
+
+from geo_assets.assets.imagery import imagery_tiles
+from geo_assets.assets.labels import labels
+from geo_assets.assets.models import trained_model, training_set
+from geo_assets.demo import failure_message
+from geo_assets.ml import registry
+from geo_assets.cli import register
+from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
+from geo_assets.partitions import region_date_key
+from resources.compute import LocalPoolCompute
+from resources.gate import ModelGate
+from resources.imagery import ImageryResource
+from resources.storage import ManifestIOManager, StorageResource
+from resources.training import InProcessTraining
+
+DATA_BUCKET = "geo-assets-data"
+PIPES_BUCKET = "geo-assets-pipes"
+ACCESS_KEY, SECRET_KEY, REGION = "pipes-test-key", "pipes-test-secret", "us-east-1"
+TINY = Region("tiny-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",))
+DATE = "2024-06-01"
+MODEL = "tiny-model"
+# Tiny and fast, as in tests/dagster; seeded, so two trainings on the CPU give the same weights.
+TRAIN = {"architecture": "fcn", "epochs": 2, "chips_per_epoch": 32, "chip_size": 64, "batch_size": 8,
+         "learning_rate": 0.01, "hyperparameters": {"hidden_channels": 8}, "device": "cpu"}
+
+
+def resources_for(storage: StorageResource, training) -> dict:
+    return {"storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
+            "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0), "training": training}
+
+
+def materialize(assets, key, resources, instance, ops=None, **kw):
+    return dg.materialize(assets, partition_key=key, resources=resources, instance=instance,
+                          run_config={"ops": ops or {}}, raise_on_error=False, **kw)
+
+
+def prepare(storage: StorageResource, instance) -> None:
+    """Imagery, labels and the training set of one tiny region, in the bucket."""
+    store = storage.store()
+    catalogue = load_catalogue(store)
+    catalogue.add(TINY)
+    save_catalogue(store, catalogue)
+    register(instance, regions=[TINY.name], models=[MODEL])
+    resources = resources_for(storage, InProcessTraining())
+    tiles = {"config": {"tile_size": 64}}
+    assert materialize([imagery_tiles], region_date_key(TINY.name, DATE), resources, instance, {"imagery_tiles": tiles}).success
+    assert materialize([labels], TINY.name, resources, instance, {"labels": tiles}).success
+    assert materialize([training_set], MODEL, resources, instance, {"training_set": {"config": {"regions": [TINY.name]}}}).success
+
+
+def job_env() -> dict:
+    """What a remote container starts with here: this machine's environment, no Pipes variables of its own."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_PIPES_")}
+
+
+def archive(data: bytes) -> dict:
+    """A torch.export archive's members: weights and every other file byte for byte, the program as JSON data.
+
+    torch writes one map of the program (its range constraints) in set order, which follows Python's
+    hash seed, so two processes exporting the same model may order it differently; the id derived
+    from the serialised program then differs too. Everything else is the same bytes.
+    """
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        members = {name.split("/", 1)[1]: z.read(name) for name in z.namelist()}
+    members.pop(".data/serialization_id")
+    members["models/model.json"] = json.loads(members["models/model.json"])
+    assert any(name.startswith("data/weights/weight_") for name in members)
+    return members
+
+
+def train(storage: StorageResource, training, instance, **config):
+    """trained_model[tiny-model] with `training` doing the training."""
+    return materialize([training_set, trained_model], MODEL, resources_for(storage, training), instance,
+                       {"trained_model": {"config": {**TRAIN, **config}}}, selection=["trained_model"])
+
+
+def metadata(result) -> dict:
+    return {k: v.value for k, v in result.asset_materializations_for_node("trained_model")[0].metadata.items()}
+
+
+VOLATILE = {"created_at", "train_seconds"}  # differ between any two trainings, wherever they run
+WHERE = {"training", "train_seconds", "manifest_digest"}  # metadata saying where and when, not what
+
+
+def train_twice_and_compare(storage: StorageResource, remote_training, instance):
+    """Train in-process, forget the version, train it remotely: the same version, weights and record.
+    Returns the remote run, its record and its metadata."""
+    store = storage.store()
+    local = train(storage, InProcessTraining(), instance)
+    assert local.success, failure_message(local)
+    expected = local.output_for_node("trained_model")
+    weights = store.read_bytes(expected["weights"])
+    prefix = registry.model_prefix(MODEL, expected["version"])
+    for name in (registry.MODEL_FILE, registry.WEIGHTS_FILE):
+        store.delete(f"{prefix}/{name}")
+
+    remote = train(storage, remote_training, instance)
+    assert remote.success, failure_message(remote)
+    record = remote.output_for_node("trained_model")
+    assert record["version"] == expected["version"]
+    assert archive(store.read_bytes(record["weights"])) == archive(weights)
+    assert {k: v for k, v in record.items() if k not in VOLATILE} == {k: v for k, v in expected.items() if k not in VOLATILE}
+    assert store.read_json(f"{prefix}/{registry.MODEL_FILE}") == record
+    remote_meta, local_meta = metadata(remote), metadata(local)
+    assert local_meta["training"] == "in-process"
+    extra = set(remote_meta) - set(local_meta)  # where the job ran (its id, machine): remote only
+    assert {k: v for k, v in remote_meta.items() if k not in WHERE | extra} == {k: v for k, v in local_meta.items() if k not in WHERE}
+    return remote, record, remote_meta
