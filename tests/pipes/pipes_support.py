@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import zipfile
 
 import dagster as dg
@@ -61,6 +62,18 @@ def job_env() -> dict:
     return {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_PIPES_")}
 
 
+def onnx_model(data: bytes) -> tuple[bytes, set[str]]:
+    """An ONNX file as its serialised model, but the range constraints torch copies into the graph's
+    metadata in set order (as in `archive`), which are compared as a set."""
+    import onnx
+
+    model = onnx.load_from_string(data)
+    props = model.graph.metadata_props
+    (constraints,) = [p for p in props if p.key.endswith(".range_constraints")]
+    props.remove(constraints)
+    return model.SerializeToString(), {c.strip() for c in re.findall(r"[^{},]+: VR\[[^\]]*\]", constraints.value)}
+
+
 def archive(data: bytes) -> dict:
     """A torch.export archive's members: weights and every other file byte for byte, the program as JSON data.
 
@@ -97,16 +110,19 @@ def train_twice_and_compare(storage: StorageResource, remote_training, instance)
     local = train(storage, InProcessTraining(), instance)
     assert local.success, failure_message(local)
     expected = local.output_for_node("trained_model")
-    weights = store.read_bytes(expected["weights"])
     prefix = registry.model_prefix(MODEL, expected["version"])
-    for name in (registry.MODEL_FILE, registry.WEIGHTS_FILE):
-        store.delete(f"{prefix}/{name}")
+    files = {key: store.read_bytes(key) for key in store.list(prefix)}
+    assert set(files) == {f"{prefix}/{name}" for name in (registry.MODEL_FILE, registry.WEIGHTS_FILE, registry.ONNX_FILE)}
+    for key in files:  # forget the version: the job trains and stores it again
+        store.delete(key)
 
     remote = train(storage, remote_training, instance)
     assert remote.success, failure_message(remote)
     record = remote.output_for_node("trained_model")
     assert record["version"] == expected["version"]
-    assert archive(store.read_bytes(record["weights"])) == archive(weights)
+    assert store.list(prefix) == sorted(files)
+    assert archive(store.read_bytes(f"{prefix}/{registry.WEIGHTS_FILE}")) == archive(files[f"{prefix}/{registry.WEIGHTS_FILE}"])
+    assert onnx_model(store.read_bytes(f"{prefix}/{registry.ONNX_FILE}")) == onnx_model(files[f"{prefix}/{registry.ONNX_FILE}"])
     assert {k: v for k, v in record.items() if k not in VOLATILE} == {k: v for k, v in expected.items() if k not in VOLATILE}
     assert store.read_json(f"{prefix}/{registry.MODEL_FILE}") == record
     remote_meta, local_meta = metadata(remote), metadata(local)
