@@ -4,7 +4,7 @@ moto keeps tasks but runs nothing. Its server records every request as received 
 its state manager is told to keep tasks RUNNING until stopped, and `TaskRunner` stands in for the
 ECS agent: devtools.clusters.EcsAgent runs each new task's container as a local process, and this
 one also stops the task through the API when that process exits, as the agent reports a stopped
-container.
+container, and terminates the process of a task stopped through the API.
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ def recorded(recording: Path, target: str) -> list[dict]:
 
 
 class TaskRunner(EcsAgent):
-    """The project's stand-in ECS agent (devtools.clusters), plus what PipesECSClient waits for: the
-    agent reports a task STOPPED (StopTask) once its container's process has exited."""
+    """The project's stand-in ECS agent (devtools.clusters), plus what PipesECSClient relies on: the
+    agent reports a task STOPPED once its container's process has exited, and stops the process of a
+    task that StopTask stopped."""
 
     def __init__(self, endpoint_url: str, region: str, base_env: dict, workdir: Path):
         super().__init__(endpoint_url, region, base_env, dagster_home=str(Path(workdir) / "dagster-home"), workdir=Path(workdir))
@@ -66,11 +67,19 @@ class TaskRunner(EcsAgent):
 
     def _report_stopped(self) -> None:
         while not self._stop.wait(0.2):
-            for arn, container in list(self.tasks.items()):
-                if arn not in self._stopped and container.poll() is not None:
-                    self._stopped.add(arn)
-                    self.ecs.stop_task(cluster=container.spec["task"]["clusterArn"], task=arn,
-                                       reason=f"Essential container in task exited ({container.returncode})")
+            running = {arn: c for arn, c in list(self.tasks.items()) if arn not in self._stopped}
+            for cluster in {c.spec["task"]["clusterArn"] for c in running.values()}:
+                arns = [arn for arn, c in running.items() if c.spec["task"]["clusterArn"] == cluster]
+                for task in self.ecs.describe_tasks(cluster=cluster, tasks=arns)["tasks"]:
+                    arn, container = task["taskArn"], running[task["taskArn"]]
+                    if task["desiredStatus"] == "STOPPED":  # StopTask: SIGTERM, as `docker stop` sends it
+                        self._stopped.add(arn)
+                        if container.poll() is None:
+                            container.proc.terminate()
+                    elif container.poll() is not None:
+                        self._stopped.add(arn)
+                        self.ecs.stop_task(cluster=cluster, task=arn,
+                                           reason=f"Essential container in task exited ({container.returncode})")
 
     def __exit__(self, *exc) -> None:
         super().__exit__(*exc)

@@ -139,8 +139,6 @@ def test_gpu_tasks_run_on_ec2_with_a_gpu_requirement():
     }
 
 
-@pytest.mark.xfail(reason="after merging the ONNX export and stored normalisation into training, the stand-in "
-                          "task still writes the model version after StopTask; under investigation", strict=False)
 def test_an_interrupted_step_stops_its_task(s3_storage, instance, ecs):
     runner = ecs["runner"]
 
