@@ -35,6 +35,7 @@ from resources.compute import LocalPoolCompute
 from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
+from resources.training import InProcessTraining
 from trigger_stores import ACCESS_KEY, BUCKET, SECRET, gcs_settings, s3_settings  # tests/triggers is on sys.path
 
 
@@ -125,7 +126,7 @@ def world(tmp_path_factory) -> World:
 
     storage = StorageResource(root=store.root)
     resources = {"storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
-                 "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0)}
+                 "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0), "training": InProcessTraining()}
     with dg.instance_for_test() as instance:  # the training history is not needed, only the stored version
         register(instance, regions=load_catalogue(store).names(), models=[MODEL])
         for region in (FIELD, HOLDOUT):
