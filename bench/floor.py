@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--tiles must be in 1..4096 and --repeats in 1..50")
     batches = (1, 4) if args.quick else BATCHES
 
-    from geo_assets.ml.layout import cores as count_cores
+    from geo_assets.ml.device import cores as count_cores
 
     info = machine_info()
     cores = count_cores()

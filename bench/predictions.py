@@ -341,7 +341,8 @@ def setup(instance, defs, store, sizes: list[int], training: dict, log) -> tuple
 def tune(paths: list[Path], onnx: Path, tiles, work: Path, log) -> dict:
     """The plain loop's and the floor's fastest layouts on the first region: each candidate once."""
     from bench.floor import best_floor, onnxruntime_forwards
-    from geo_assets.ml.layout import cores, thread_splits
+    from geo_assets.ml.device import cores
+    from geo_assets.ml.layout import thread_splits
 
     floor, floor_rows = best_floor(onnxruntime_forwards(onnx), tiles, cores(), (1, 2, 4, 8))
     log(f"  tune: floor best {floor['streams']} x {floor['threads']}, batch {floor['batch']}: "

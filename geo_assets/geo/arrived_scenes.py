@@ -40,6 +40,9 @@ class ArrivedScene:
     store: Store
     folder: str
     items: tuple[tuple[str, str], ...]  # (key, version) of each item read
+    # (key, version) of each COG read that lies in the folder: an item rewritten with the same bytes
+    # within one second keeps its S3 version (ETag and LastModified), its new COGs do not.
+    assets: tuple[tuple[str, str], ...] = ()
 
     @property
     def spec(self) -> SourceSpec:
@@ -55,7 +58,8 @@ class ArrivedScene:
 
     def describe(self) -> dict:
         # The versions make a rewritten item another scene, hence another output path.
-        return {**self.scene.describe(), "arrivals": {"folder": self.folder, "items": [list(i) for i in self.items]}}
+        return {**self.scene.describe(), "arrivals": {
+            "folder": self.folder, "items": [list(i) for i in self.items], "assets": [list(a) for a in self.assets]}}
 
 
 def store_settings(store: Store) -> ImagerySettings:
@@ -104,8 +108,8 @@ def _collection(store: Store, key: str, item: dict, source: str | None, bands: l
     )
 
 
-def _href(store: Store, item_key: str, href: str) -> str:
-    """The GDAL path of an asset: relative to its item, or an absolute URI inside the store."""
+def _asset_key(store: Store, item_key: str, href: str) -> str:
+    """The storage key of an asset: relative to its item, or an absolute URI inside the store."""
     root = store.root.rstrip("/") + "/"
     if href.startswith(root):
         key = href[len(root):]
@@ -114,7 +118,7 @@ def _href(store: Store, item_key: str, href: str) -> str:
     else:
         key = None
     try:
-        return store.path(validate_key(key))
+        return validate_key(key)
     except (ValueError, TypeError):
         raise ValueError(
             f"arrived item {store.uri(item_key)}: asset href {href!r} lies outside the storage root {store.root}; "
@@ -135,12 +139,13 @@ def arrived_scene(
             f"or unset (taken from the items), not {source!r}"
         )
     bands = list(bands or DEFAULT_BANDS)
-    listed = [o for o in _listing(store, folder) if o.key.endswith(".json")]
+    objects = _listing(store, folder)
+    listed = [o for o in objects if o.key.endswith(".json")]
     if not listed:
         raise NoItemsError(f"no STAC items (.json objects) under {store.uri(folder)}/")
     if len(listed) > MAX_ITEMS:
         raise ValueError(f"{store.uri(folder)}/ holds {len(listed)} items; at most {MAX_ITEMS} make one scene")
-    items, collection = [], None
+    items, collection, read = [], None, set()
     for o in listed:
         item = _item(store, o.key)
         c = _collection(store, o.key, item, source, bands)
@@ -148,9 +153,11 @@ def arrived_scene(
             raise ValueError(f"items under {store.uri(folder)}/ mix collections: {collection.source} and {c.source} ({o.key})")
         collection = c
         used = {c.mask, *(c.assets[b] for b in bands if b in c.assets)}
-        assets = {k: {**{f: v for f, v in a.items() if f != "alternate"}, "href": _href(store, o.key, a["href"])}
+        keys = {k: _asset_key(store, o.key, a["href"]) for k, a in item["assets"].items() if k in used}
+        assets = {k: {**{f: v for f, v in a.items() if f != "alternate"}, "href": store.path(keys[k])}
                   for k, a in item["assets"].items() if k in used}
         items.append({**item, "assets": {**item["assets"], **assets}})
+        read.update(keys.values())
     spec = SourceSpec(collection.source, tuple(collection.assets), collection.resolution, "uint16", stac.NODATA)
     bands = check_bands(spec, bands)
     kept = [i for i in items if max_cloud >= 100 or (i["properties"].get("eo:cloud_cover") is not None
@@ -164,7 +171,8 @@ def arrived_scene(
     if not any(p.bounds[0] < maxx and minx < p.bounds[2] and p.bounds[1] < maxy and miny < p.bounds[3] for p in planned):
         raise NoItemsError(f"the item(s) under {store.uri(folder)}/ do not cover region {region.name!r} ({region.crs} {region.bbox})")
     scene = StacScene(replace(spec, bands=tuple(bands)), region.crs, collection, tuple(planned), store_settings(store))
-    return ArrivedScene(scene, store, folder, tuple((o.key, o.version) for o in listed))
+    return ArrivedScene(scene, store, folder, tuple((o.key, o.version) for o in listed),
+                        tuple((o.key, o.version) for o in objects if o.key in read))
 
 
 def region_from_item(store: Store, name: str, key: str) -> Region:

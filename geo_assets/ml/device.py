@@ -1,7 +1,8 @@
-"""Turn a config string into a torch.device, failing early instead of mid-run."""
+"""Turn a config string into a torch.device, failing early instead of mid-run; count the CPU cores."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import torch
@@ -26,3 +27,8 @@ def select_device(name: str) -> torch.device:
     if index is not None and index >= torch.cuda.device_count():
         raise ValueError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     return torch.device(value)
+
+
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

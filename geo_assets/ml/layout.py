@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geo_assets.ml.device import cores
 from geo_assets.ml.predict import classify
 from geo_assets.ml.runtime import Runtime
 
@@ -79,10 +80,6 @@ def check_batch_size(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= MAX_BATCH:
         raise ValueError(f"batch_size must be an integer between 1 and {MAX_BATCH}, or auto (measured), got {value!r}")
     return int(value)
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def thread_splits(n: int) -> list[tuple[int, int]]:

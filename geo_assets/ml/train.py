@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -14,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from geo_assets.geo.landcover import IGNORE
 from geo_assets.ml.data import ChipDataset, validate_pairs
-from geo_assets.ml.device import select_device
+from geo_assets.ml.device import cores, select_device
 from geo_assets.ml.models import build_model
 
 ProgressCallback = Callable[[int, int, float], None]
@@ -47,6 +48,21 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds all CUDA devices
 
 
+@contextmanager
+def _all_cores(device: torch.device) -> Iterator[None]:
+    """Train on every core this process may use, whatever the process set before: the split of a
+    convolution's backward pass over threads changes the weights' last bits, so a version trained in a
+    step that predicted first (which sets its own thread count) or in a remote container must see the
+    same count to give the same bytes on the same machine."""
+    before = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(cores())
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train(
     images: Sequence[np.ndarray],
     labels: Sequence[np.ndarray],
@@ -63,6 +79,11 @@ def train(
             f"{config.batch_size}, {config.learning_rate}"
         )
     device = select_device(config.device)  # fail on a bad device before building anything
+    with _all_cores(device):
+        return _train(images, labels, in_channels, num_classes, config, progress, device)
+
+
+def _train(images, labels, in_channels, num_classes, config, progress, device) -> TrainResult:
     start = time.perf_counter()
     _seed_everything(config.seed)
 

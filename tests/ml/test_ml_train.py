@@ -109,3 +109,19 @@ def test_bad_config_rejected_before_training():
         train([IMG], [LAB], C, K, TrainConfig(architecture="resnet", device="cpu"))
     with pytest.raises(ValueError, match="accepted: auto, cpu"):
         train([IMG], [LAB], C, K, TrainConfig(device="tpu"))
+
+
+def test_weights_do_not_depend_on_the_thread_count_the_process_had():
+    # A step that predicted first (its own torch thread count) or a remote container must train the same bytes.
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = train(IMAGES, LABELS, C, K, FAST["fcn"]).model.state_dict()
+        torch.set_num_threads(max(2, before))
+        many = train(IMAGES, LABELS, C, K, FAST["fcn"]).model.state_dict()
+        assert torch.get_num_threads() == max(2, before)  # put back after training
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(one[k], many[k]) for k in one)

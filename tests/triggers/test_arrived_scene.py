@@ -65,7 +65,10 @@ def test_the_run_reads_the_scene_that_arrived(any_store, instance):
     manifest = any_store.read_json(f"manifests/imagery_tiles/region={FARM.name}/date={DATE}.json")
     (version,) = [o.version for o in any_store.scan(FOLDER)[0] if o.key.endswith(".json")]
     assert manifest["source"] == "earth-search"
-    assert manifest["scene"]["arrivals"] == {"folder": FOLDER, "items": [[f"{FOLDER}/S2A_T31_20240601_0.json", version]]}
+    assert manifest["scene"]["arrivals"]["items"] == [[f"{FOLDER}/S2A_T31_20240601_0.json", version]]
+    assert manifest["scene"]["arrivals"]["folder"] == FOLDER
+    assert sorted(k for k, _ in manifest["scene"]["arrivals"]["assets"]) == sorted(
+        o.key for o in any_store.scan(FOLDER)[0] if o.key.endswith(".tif"))
     assert [i["id"] for i in manifest["scene"]["items"]] == ["S2A_T31_20240601_0"]
     assert len(manifest["tiles"]) == 4
     for tile in manifest["tiles"]:
