@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import AfterValidator
 
 from geo_assets.geo.labels import LABEL_SOURCES
+from geo_assets.geo.margins import MAX_MARGIN
 from geo_assets.geo.regions import validate_date, validate_region_name
 from geo_assets.geo.store import validate_key
 from geo_assets.geo.sources import SOURCES
@@ -54,6 +55,11 @@ BatchSize = Annotated[
     int, _check(lambda v: 1 <= v <= MAX_BATCH, f"batch_size must be between 1 and {MAX_BATCH}, got {{value}}")
 ]
 InferenceRuntime = Annotated[str, _one_of(RUNTIMES, "inference runtime")]
+Margin = Annotated[
+    int, _check(lambda v: 0 <= v <= MAX_MARGIN and v % 8 == 0,
+                f"margin must be a multiple of 8 px between 0 and {MAX_MARGIN}, got {{value}}")
+]
+DEFAULT_MARGIN = 32  # px: a multiple of every zoo model's pad multiple up to depth 5
 Bands = Annotated[
     list[str], _check(lambda v: v and len(set(v)) == len(v), "bands must be a non-empty list without repeats, got {value}")
 ]
@@ -117,6 +123,9 @@ class PredictionConfig(dg.Config):
     batch_size: Optional[BatchSize] = None  # default: measured on the machine with the thread layout
     device: Device = "auto"
     inference_runtime: Optional[InferenceRuntime] = None  # default: GEO_ASSETS_INFERENCE_RUNTIME, else auto
+    # Pixels of the neighbouring tiles each tile is predicted with (then cropped): no seams at tile edges.
+    # 0: tiles alone. A multiple of the model's pad multiple, at most half the tile.
+    margin: Margin = DEFAULT_MARGIN
 
 
 class ReportConfig(dg.Config):

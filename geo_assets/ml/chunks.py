@@ -68,6 +68,7 @@ class PredictChunk:
     batch_size: int | None  # tiles per forward pass; None: measured with the thread layout
     normalise: Normalisation | None = None  # the version's input normalisation (None: legacy scaling)
     runtime: str | None = None  # inference runtime (geo_assets.ml.runtime): None is the installed default
+    margin: int = 0  # px of the neighbours read around each tile (entries list them: geo.margins.with_neighbours)
 
     @property
     def min_items(self) -> int:
@@ -88,7 +89,7 @@ class PredictChunk:
             log.info("inference on %s (%s): %s", model.name, device, layout)
 
         return predict_tiles(self.store, model, select_device(device), list(entries), self.prefix, self.batch_size, mapper,
-                             normalise=self.normalise, on_layout=on_layout, cpus=_share_of_cores())
+                             normalise=self.normalise, on_layout=on_layout, cpus=_share_of_cores(), margin=self.margin)
 
     def _name(self) -> tuple[str, str, str]:
         return (self.store.uri(self.weights), self._device(), requested(self.runtime))

@@ -5,6 +5,10 @@ The tile loop is a pipeline: I/O threads read batches ahead and write finished o
 `depth(layout)` batches are in flight (read, in inference or being written) at any time, which
 bounds memory whatever the region's size. The layout (batch size, streams, threads) is measured
 on the machine unless given (geo_assets.ml.layout).
+
+With a `margin`, each tile is read with that many pixels of its neighbours around it
+(geo_assets.geo.margins), inferred whole and cropped back to the tile, so a pixel at a tile's edge
+sees the same context as one in its middle, and class boundaries do not break at tile edges.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import torch
 from geo_assets.geo.cog import read_raster, write_cog
 from geo_assets.geo.grid import Bounds
 from geo_assets.geo.landcover import CLASSES, IGNORE
-from geo_assets.geo.mosaic import mosaic
+from geo_assets.geo.margins import read_with_margin, with_neighbours
+from geo_assets.geo.mosaic import write_mosaic_cog
 from geo_assets.geo.store import Store
 from geo_assets.geo.tiling import pixel_digest
 from geo_assets.ml.data import normalize
@@ -47,13 +52,20 @@ def valid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
     return ~(data == nodata).all(axis=0)
 
 
-def read_tile(store: Store, entry: dict, normalise: Normalise | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(model input, valid, profile) of one tile; `normalise` is the model's (see ml.data.Normalisation)."""
+def read_tile(
+    store: Store, entry: dict, normalise: Normalise | None = None, margin: int = 0
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(model input, valid, profile) of one tile; `normalise` is the model's (see ml.data.Normalisation).
+    With a `margin`, the input holds the tile and `margin` px of its `neighbours` around it; `valid` the tile's."""
     # Entered per work unit: rasterio's GDAL config is per thread, and this runs on a pool.
     with store.env():
-        data, profile = read_raster(store.path(entry["path"]))
+        if margin:
+            data, profile = read_with_margin(store.path, entry, margin)
+        else:
+            data, profile = read_raster(store.path(entry["path"]))
     image = normalize(data) if normalise is None else normalise(data, profile["band_names"])
-    return image, valid_mask(data, profile["nodata"]), profile
+    inside = data[:, margin : data.shape[1] - margin, margin : data.shape[2] - margin]
+    return image, valid_mask(inside, profile["nodata"]), profile
 
 
 def write_prediction(store: Store, prefix: str, item: tuple[dict, np.ndarray, dict]) -> dict:
@@ -82,8 +94,8 @@ def _named(what: str, fn: Callable, entry: dict, *args):
         raise TileError(f"tile {entry['key']}: {what} failed: {exc}") from exc
 
 
-def _read_batch(store: Store, mapper: Mapper, normalise: Normalise | None, batch: list[dict]) -> list[tuple]:
-    tiles = mapper(lambda e: _named("read", read_tile, e, store, e, normalise), batch)
+def _read_batch(store: Store, mapper: Mapper, normalise: Normalise | None, margin: int, batch: list[dict]) -> list[tuple]:
+    tiles = mapper(lambda e: _named("read", read_tile, e, store, e, normalise, margin), batch)
     shapes = {t[0].shape for t in tiles}
     if len(shapes) != 1:
         raise TileError(f"tiles {_keys(batch)} differ in shape: {sorted(shapes)}")
@@ -109,6 +121,7 @@ def predict_tiles(
     layout: Layout | None = None,
     on_layout: Callable[[Layout], None] | None = None,
     cpus: int | None = None,
+    margin: int = 0,
 ) -> list[dict]:
     """Predict every tile of `entries` into `prefix`/tiles; return their entries in the same order.
 
@@ -119,18 +132,26 @@ def predict_tiles(
     `on_layout` hears the layout before the first tile; `progress(done, total)` is called every
     few seconds and at the end. A failed tile raises TileError naming its key: batches not yet
     started are dropped, those in flight finish, and every tile written is whole (writes are atomic).
+    `margin` (px, a multiple of the model's pad multiple) reads each tile with its neighbours' pixels
+    around it: those an entry lists in `neighbours` (geo.margins.with_neighbours), else the other
+    `entries` around it on the grid; the class tiles are the centre of each prediction.
     """
     runtime = as_runtime(model, device)
     batch_size = check_batch_size(batch_size)
+    if margin % runtime.multiple:
+        raise ValueError(f"margin {margin} px is not a multiple of the model's pad multiple {runtime.multiple}: "
+                         "the tile would not sit on the model's stride lattice")
     if not entries:
         return []
+    if margin:
+        entries = with_neighbours(entries)
     if layout is None:
-        sample = _named("read", read_tile, entries[0], store, entries[0], normalise)[0]
+        sample = _named("read", read_tile, entries[0], store, entries[0], normalise, margin)[0]
         layout = choose_layout(runtime, sample, batch_size, cpus)
     if on_layout:
         on_layout(layout)
     mapper = mapper or (lambda fn, items: [fn(i) for i in items])
-    read = partial(_read_batch, store, mapper, normalise)
+    read = partial(_read_batch, store, mapper, normalise, margin)
     write = partial(_write_batch, store, prefix, mapper)
     batches = [entries[i : i + layout.batch_size] for i in range(0, len(entries), layout.batch_size)]
     results: list[dict] = []
@@ -143,8 +164,10 @@ def predict_tiles(
         def infer(batch: list[dict], reading: Future) -> Future:
             tiles = reading.result()
             try:
-                classes = classify(forward, np.stack([t[0] for t in tiles]), runtime.multiple,
-                                   np.stack([t[1] for t in tiles]), runtime.in_channels)
+                classes = classify(forward, np.stack([t[0] for t in tiles]), runtime.multiple, None, runtime.in_channels)
+                if margin:
+                    classes = classes[:, margin:-margin, margin:-margin]
+                classes[~np.stack([t[1] for t in tiles])] = IGNORE
             except Exception as exc:
                 raise TileError(f"tile(s) {_keys(batch)}: inference failed: {exc}") from exc
             return io.submit(write, batch, classes, tiles)
@@ -176,8 +199,7 @@ def predict_tiles(
 
 
 def write_mosaic(store: Store, tiles: list[tuple[str, Bounds]], crs: str, key: str) -> None:
-    """Merge class tiles, given as (key, bounds), into one COG with overviews for browsing whole regions."""
-    with store.env():
-        classes, transform = mosaic([(store.path(k), b) for k, b in tiles], IGNORE)
-    with store.writing(key) as tmp:
-        write_cog(tmp, classes, crs, transform, IGNORE, ["class"], blocksize=512)
+    """Merge class tiles, given as (key, bounds), into one COG with overviews for browsing whole regions.
+    GDAL copies them window by window: memory does not grow with the region."""
+    with store.writing(key) as tmp, store.env():
+        write_mosaic_cog(tmp, [(store.path(k), b) for k, b in tiles], crs, IGNORE, "class", blocksize=512)

@@ -1,0 +1,112 @@
+"""Tiles read with a margin from their neighbours on the grid, so a model sees across tile edges.
+
+Tiles of one grid abut exactly (same size, same pixel lattice), so a tile's margin is the edge strips
+of the up to eight tiles around it, each read as a window of its own COG: no mosaic of the region is
+ever built. Where a neighbour is absent (the region's edge), the margin mirrors the pixels inside it
+(reflect, as a lone tile is padded): at the region's edge a window is exactly that of the region's
+mosaic padded by reflection.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from geo_assets.geo.cog import CorruptRasterError, read_raster
+
+MAX_MARGIN = 256  # pixels: a margin reads the ring of tiles around a tile, never further
+AROUND = [(dc, dr) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dc, dr) != (0, 0)]
+
+
+def grid_index(key: str) -> tuple[int, int]:
+    """(col, row) of a grid tile key `col_row` (geo.grid.Tile.key); rows grow southwards."""
+    try:
+        col, row = key.split("_")
+        return int(col), int(row)
+    except ValueError:
+        raise ValueError(f"tile key {key!r} is not a grid key col_row: cannot find its neighbours") from None
+
+
+def with_neighbours(entries: list[dict]) -> list[dict]:
+    """Manifest entries, each with `neighbours`: {"dc,dr": path} of the entries around it on the grid.
+    An entry that already lists its neighbours keeps them (a chunk of a region carries the whole region's)."""
+    by_index = {grid_index(e["key"]): e["path"] for e in entries}
+    out = []
+    for entry in entries:
+        if "neighbours" not in entry:
+            col, row = grid_index(entry["key"])
+            around = {f"{dc},{dr}": by_index[(col + dc, row + dr)] for dc, dr in AROUND if (col + dc, row + dr) in by_index}
+            entry = {**entry, "neighbours": around}
+        out.append(entry)
+    return out
+
+
+def check_margin(margin: int, tile: int) -> int:
+    most = min(MAX_MARGIN, tile // 2)
+    if not isinstance(margin, int) or isinstance(margin, bool) or not 0 <= margin <= most:
+        raise ValueError(f"margin must be an integer between 0 and {most} px "
+                         f"(at most {MAX_MARGIN} and half the tile's {tile} px), got {margin!r}")
+    return margin
+
+
+def _span(d: int, size: int, margin: int) -> tuple[slice, slice]:
+    """(rows or cols in the neighbour's file, the same in the window) for offset d in -1, 0, 1."""
+    if d < 0:
+        return slice(size - margin, size), slice(0, margin)
+    if d > 0:
+        return slice(0, margin), slice(margin + size, 2 * margin + size)
+    return slice(0, size), slice(margin, margin + size)
+
+
+def read_with_margin(path_of, entry: dict, margin: int) -> tuple[np.ndarray, dict]:
+    """(bands, T + 2m, T + 2m) pixels of a tile and its margin, and the tile's own profile.
+
+    `path_of(key)` turns a store key into a path GDAL opens; the entry's `neighbours` name the tiles around it.
+    """
+    data, profile = read_raster(path_of(entry["path"]))
+    bands, size, width = data.shape
+    if size != width:
+        raise ValueError(f"tile {entry['key']} is {width} x {size} px: margins need square grid tiles")
+    check_margin(margin, size)
+    if margin == 0:
+        return data, profile
+    m = margin
+    out = np.empty((bands, size + 2 * m, size + 2 * m), dtype=data.dtype)
+    out[:, m : m + size, m : m + size] = data
+    have = set()
+    for name, key in entry.get("neighbours", {}).items():
+        dc, dr = (int(v) for v in name.split(","))
+        (src_rows, rows), (src_cols, cols) = _span(dr, size, m), _span(dc, size, m)
+        path = path_of(key)
+        try:
+            with rasterio.open(path) as src:
+                if (src.count, src.height, src.width) != data.shape:
+                    raise ValueError(f"neighbour {key} is {src.count} x {src.height} x {src.width}, "
+                                     f"tile {entry['key']} {bands} x {size} x {size}: not one grid")
+                window = Window.from_slices(src_rows, src_cols)
+                out[:, rows, cols] = src.read(window=window)
+        except rasterio.errors.RasterioIOError as exc:
+            raise CorruptRasterError(f"cannot read neighbour {path} of tile {entry['key']}: {exc}") from None
+        have.add((dc, dr))
+    # Absent sides mirror the tile. An absent corner mirrors the strip beside it across the edge
+    # that has no neighbour (as np.pad's reflect does at the region's edge).
+    if (0, -1) not in have:
+        out[:, :m, m : m + size] = data[:, m:0:-1]
+    if (0, 1) not in have:
+        out[:, m + size :, m : m + size] = data[:, size - 2 : size - 2 - m : -1]
+    if (-1, 0) not in have:
+        out[:, m : m + size, :m] = data[:, :, m:0:-1]
+    if (1, 0) not in have:
+        out[:, m : m + size, m + size :] = data[:, :, size - 2 : size - 2 - m : -1]
+    # (the margin's rows or cols, the rows or cols it mirrors) before (-1) and after (1) the tile; the window is square
+    mirror = {-1: (slice(0, m), slice(2 * m, m, -1)), 1: (slice(m + size, None), slice(m + size - 2, size - 2, -1))}
+    for dc, dr in ((-1, -1), (1, -1), (-1, 1), (1, 1)):
+        if (dc, dr) in have:
+            continue
+        (rows, rows_from), (cols, cols_from) = mirror[dr], mirror[dc]
+        if (0, dr) not in have:  # nothing beyond the tile's north/south edge: mirror rows across it
+            out[:, rows, cols] = out[:, rows_from, cols]
+        else:  # nothing beyond its west/east edge: mirror columns across it
+            out[:, rows, cols] = out[:, rows, cols_from]
+    return out, profile
