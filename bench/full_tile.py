@@ -49,8 +49,9 @@ def region_name(n: int) -> str:
 # --- the items -----------------------------------------------------------------------------------
 
 
-def _band_cog(path: Path, bounds, size: int, band: str | None, work: Path) -> None:
-    """One band of the synthetic scene over `bounds` (or SCL = 4 when band is None) as a COG like Sentinel-2's."""
+def _item_cogs(paths: dict[str, Path], bounds, size: int, work: Path) -> None:
+    """The synthetic scene over `bounds` as one COG per band like Sentinel-2's (`paths`: band -> file;
+    "scl" is SCL at half the size, 4 = vegetation everywhere). Made by windows: never whole in memory."""
     import numpy as np
     import rasterio
     import rasterio.shutil
@@ -61,24 +62,34 @@ def _band_cog(path: Path, bounds, size: int, band: str | None, work: Path) -> No
 
     res = (bounds[2] - bounds[0]) / size
     west, north = bounds[0], bounds[3]
-    staging = work / f"staging-{path.name}"
-    profile = dict(driver="GTiff", width=size, height=size, count=1, dtype="uint16" if band else "uint8", crs=CRS,
-                   transform=Affine(res, 0, west, 0, -res, north), nodata=0, tiled=True, blockxsize=512, blockysize=512)
-    with rasterio.open(staging, "w", **profile) as dst:  # by windows: the scene never sits whole in memory
-        for row in range(0, size, ROWS_PER_WRITE):
-            rows = min(ROWS_PER_WRITE, size - row)
-            for col in range(0, size, ROWS_PER_WRITE):
-                cols = min(ROWS_PER_WRITE, size - col)
+    bands = [b for b in paths if b != "scl"]
+    staging = {b: work / f"staging-{p.name}" for b, p in paths.items()}
+    opened = {}
+    for band, path in staging.items():
+        px = size // 2 if band == "scl" else size
+        opened[band] = rasterio.open(
+            path, "w", driver="GTiff", width=px, height=px, count=1, dtype="uint8" if band == "scl" else "uint16",
+            crs=CRS, transform=Affine(res * size / px, 0, west, 0, -res * size / px, north), nodata=0,
+            tiled=True, blockxsize=512, blockysize=512)
+    try:
+        step = ROWS_PER_WRITE
+        for row in range(0, size, step):
+            rows = min(step, size - row)
+            for col in range(0, size, step):
+                cols = min(step, size - col)
                 box = (west + col * res, north - (row + rows) * res, west + (col + cols) * res, north - row * res)
-                if band:
-                    data = synthetic.scene("bench-full-tile", DATE, box, res, [band])[0][0]
-                else:
-                    data = np.full((rows, cols), 4, dtype=np.uint8)  # SCL 4: vegetation, valid and clear
-                dst.write(data, 1, window=Window(col, row, cols, rows))
+                data = synthetic.scene("bench-full-tile", DATE, box, res, bands)[0]
+                for i, band in enumerate(bands):
+                    opened[band].write(data[i], 1, window=Window(col, row, cols, rows))
+        opened["scl"].write(np.full((size // 2, size // 2), 4, dtype=np.uint8), 1)
+    finally:
+        for dst in opened.values():
+            dst.close()
     with rasterio.Env(GDAL_CACHEMAX=256):
-        rasterio.shutil.copy(staging, path, driver="COG", blocksize=BLOCK_PX, compress="DEFLATE", predictor="YES",
-                             overviews="AUTO", overview_resampling="AVERAGE" if band else "NEAREST")
-    staging.unlink()
+        for band, path in paths.items():
+            rasterio.shutil.copy(staging[band], path, driver="COG", blocksize=BLOCK_PX, compress="DEFLATE", predictor="YES",
+                                 overviews="AUTO", overview_resampling="NEAREST" if band == "scl" else "AVERAGE")
+            staging[band].unlink()
 
 
 def build_items(work: Path, s3, n: int, size: int) -> Path:
@@ -97,14 +108,15 @@ def build_items(work: Path, s3, n: int, size: int) -> Path:
             bounds = (x0 + i * ground, y0 + (n - 1 - j) * ground, x0 + (i + 1) * ground, y0 + (n - j) * ground)
             item_id = f"S2B_31UBQ{i}{j}_{DATE.replace('-', '')}_0_L2A"
             prefix = f"sentinel-s2-l2a-cogs/31/U/BQ{i}{j}/2024/6/{item_id}"
+            names = {**BANDS, "scl": "SCL"}
+            local = {b: work / "objects" / f"{item_id}-{name}.tif" for b, name in names.items()}
+            local["blue"].parent.mkdir(parents=True, exist_ok=True)
+            _item_cogs(local, bounds, size, work)
             assets = {}
-            for band, name in [*BANDS.items(), ("scl", "SCL")]:
+            for band, name in names.items():
                 px = size if band != "scl" else size // 2
-                local = work / "objects" / f"{item_id}-{name}.tif"
-                local.parent.mkdir(parents=True, exist_ok=True)
-                _band_cog(local, bounds, px, None if band == "scl" else band, work)
-                client.upload_file(str(local), "sentinel-cogs", f"{prefix}/{name}.tif")
-                local.unlink()
+                client.upload_file(str(local[band]), "sentinel-cogs", f"{prefix}/{name}.tif")
+                local[band].unlink()
                 raster = {"nodata": 0, "data_type": "uint8" if band == "scl" else "uint16",
                           "spatial_resolution": 20 if band == "scl" else 10}
                 if band != "scl":

@@ -8,7 +8,8 @@ import rasterio
 from affine import Affine
 
 from geo_assets.geo.cog import CorruptRasterError, write_cog
-from geo_assets.geo.mosaic import mosaic
+from geo_assets.geo import mosaic as mosaic_module
+from geo_assets.geo.mosaic import mosaic, write_mosaic_cog
 
 
 def _tiles(tmp_path, cols=3, rows=2, px=32):
@@ -61,3 +62,47 @@ def test_corrupt_tile_is_named(tmp_path):
         f.truncate(200)
     with pytest.raises(CorruptRasterError, match="2_0.tif"):
         mosaic(tiles, 0)
+
+
+def test_the_mosaic_cog_equals_the_mosaic_and_fills_missing_tiles(tmp_path):
+    tiles, full = _tiles(tmp_path)
+    tiles = [t for t in tiles if not t[0].endswith("1_0.tif")]  # a hole: nodata there
+    write_mosaic_cog(str(tmp_path / "m.tif"), tiles, "EPSG:32631", 0, "class", blocksize=64)
+    expected, transform = mosaic(tiles, 0)
+    with rasterio.open(tmp_path / "m.tif") as m:
+        np.testing.assert_array_equal(m.read(), expected)
+        assert (m.read(1)[:32, 32:64] == 0).all()
+        assert m.transform == transform and m.crs.to_string() == "EPSG:32631" and m.nodata == 0
+        assert m.descriptions == ("class",) and m.block_shapes == [(64, 64)] and m.overviews(1)
+
+
+def test_the_mosaic_cog_is_written_by_windows(tmp_path, monkeypatch):
+    """Writing a 64 MiB mosaic raises the process's peak memory by far less than the mosaic's size."""
+    monkeypatch.setattr(mosaic_module, "CACHE_MB", 8)
+    px, side = 512, 16
+    tiles = []
+    for r in range(side):
+        for c in range(side):
+            path = tmp_path / f"{c}_{r}.tif"
+            data = np.add.outer(np.arange(px), np.arange(px)).astype(np.uint8) // 32 + (r * side + c) % 7
+            write_cog(path, data, "EPSG:32631", Affine(10, 0, c * px * 10, 0, -10, 5_000_000 - r * px * 10), 255)
+            tiles.append((str(path), (c * px * 10, 5_000_000 - (r + 1) * px * 10, (c + 1) * px * 10, 5_000_000 - r * px * 10)))
+    region_mb = (side * px) ** 2 / 2**20
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak (VmHWM) to the current resident size
+    except OSError:
+        pytest.skip("this kernel cannot reset a process's peak memory (/proc/self/clear_refs)")
+    before = _status_mb("VmRSS")
+    write_mosaic_cog(str(tmp_path / "m.tif"), tiles, "EPSG:32631", 255, "class")
+    grew = _status_mb("VmHWM") - before
+    assert grew < region_mb / 2, f"peak memory grew {grew:.0f} MB writing a {region_mb:.0f} MB mosaic"
+    with rasterio.open(tmp_path / "m.tif") as m:
+        assert m.shape == (side * px, side * px)
+        np.testing.assert_array_equal(m.read(1, window=((px, 2 * px), (0, px))),
+                                      np.add.outer(np.arange(px), np.arange(px)).astype(np.uint8) // 32 + side % 7)
+
+
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
