@@ -28,6 +28,7 @@ bench: setup
 	$(BIN)/python -m bench.predictions
 	$(BIN)/python -m bench.floor
 	$(BIN)/python -m bench.cog_reads
+	$(BIN)/python -m bench.seams
 	$(BIN)/python -m bench.full_tile
 	$(BIN)/python -m bench.runs
 	$(BIN)/python -m bench.sensor_tick

@@ -3,7 +3,8 @@
 The tile loop is a pipeline: I/O threads read batches ahead and write finished ones, while
 `layout.streams` inference threads run the model, so reads and writes overlap inference. At most
 `depth(layout)` batches are in flight (read, in inference or being written) at any time, which
-bounds memory whatever the region's size. The layout (batch size, streams, threads) is measured
+bounds memory whatever the region's size (with margins, plus a cache of decoded tiles of at most
+geo_assets.geo.margins.CACHE_BYTES). The layout (batch size, streams, threads) is measured
 on the machine unless given (geo_assets.ml.layout).
 
 With a `margin`, each tile is read with that many pixels of its neighbours around it
@@ -25,7 +26,7 @@ import torch
 from geo_assets.geo.cog import read_raster, write_cog
 from geo_assets.geo.grid import Bounds
 from geo_assets.geo.landcover import CLASSES, IGNORE
-from geo_assets.geo.margins import read_with_margin, with_neighbours
+from geo_assets.geo.margins import TileCache, read_with_margin, with_neighbours
 from geo_assets.geo.mosaic import write_mosaic_cog
 from geo_assets.geo.store import Store
 from geo_assets.geo.tiling import pixel_digest
@@ -53,14 +54,14 @@ def valid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
 
 
 def read_tile(
-    store: Store, entry: dict, normalise: Normalise | None = None, margin: int = 0
+    store: Store, entry: dict, normalise: Normalise | None = None, margin: int = 0, cache: TileCache | None = None
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """(model input, valid, profile) of one tile; `normalise` is the model's (see ml.data.Normalisation).
     With a `margin`, the input holds the tile and `margin` px of its `neighbours` around it; `valid` the tile's."""
     # Entered per work unit: rasterio's GDAL config is per thread, and this runs on a pool.
     with store.env():
         if margin:
-            data, profile = read_with_margin(store.path, entry, margin)
+            data, profile = read_with_margin(store.path, entry, margin, cache)
         else:
             data, profile = read_raster(store.path(entry["path"]))
     image = normalize(data) if normalise is None else normalise(data, profile["band_names"])
@@ -94,8 +95,9 @@ def _named(what: str, fn: Callable, entry: dict, *args):
         raise TileError(f"tile {entry['key']}: {what} failed: {exc}") from exc
 
 
-def _read_batch(store: Store, mapper: Mapper, normalise: Normalise | None, margin: int, batch: list[dict]) -> list[tuple]:
-    tiles = mapper(lambda e: _named("read", read_tile, e, store, e, normalise, margin), batch)
+def _read_batch(store: Store, mapper: Mapper, normalise: Normalise | None, margin: int, cache: TileCache | None,
+                batch: list[dict]) -> list[tuple]:
+    tiles = mapper(lambda e: _named("read", read_tile, e, store, e, normalise, margin, cache), batch)
     shapes = {t[0].shape for t in tiles}
     if len(shapes) != 1:
         raise TileError(f"tiles {_keys(batch)} differ in shape: {sorted(shapes)}")
@@ -151,7 +153,8 @@ def predict_tiles(
     if on_layout:
         on_layout(layout)
     mapper = mapper or (lambda fn, items: [fn(i) for i in items])
-    read = partial(_read_batch, store, mapper, normalise, margin)
+    # Decoded tiles for the margins: each is a neighbour of the tiles after it and of the next row's.
+    read = partial(_read_batch, store, mapper, normalise, margin, TileCache() if margin else None)
     write = partial(_write_batch, store, prefix, mapper)
     batches = [entries[i : i + layout.batch_size] for i in range(0, len(entries), layout.batch_size)]
     results: list[dict] = []

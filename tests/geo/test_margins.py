@@ -5,7 +5,7 @@ import pytest
 from affine import Affine
 
 from geo_assets.geo.cog import CorruptRasterError, write_cog
-from geo_assets.geo.margins import read_with_margin, with_neighbours
+from geo_assets.geo.margins import TileCache, read_with_margin, with_neighbours
 
 PX, COLS, ROWS, M = 32, 3, 3, 8
 
@@ -43,6 +43,18 @@ def test_past_the_region_s_edge_the_margin_mirrors_the_tile(grid):
         c, r = (int(v) for v in entry["key"].split("_"))
         data, _ = read_with_margin(str, entry, M)
         np.testing.assert_array_equal(data, padded[:, r * PX : (r + 1) * PX + 2 * M, c * PX : (c + 1) * PX + 2 * M])
+
+
+def test_a_cache_reads_each_tile_once_and_changes_no_pixel(grid):
+    _, entries = grid
+    listed = with_neighbours(entries)
+    alone = [read_with_margin(str, e, M)[0] for e in listed]
+    cache, small = TileCache(), TileCache(max_bytes=2 * PX * PX * 2 * 2)  # room for two tiles only
+    for entry, expected in zip(listed, alone):
+        np.testing.assert_array_equal(read_with_margin(str, entry, M, cache)[0], expected)
+        np.testing.assert_array_equal(read_with_margin(str, entry, M, small)[0], expected)
+    assert cache.reads == len(entries)  # instead of 49 tile reads (each tile and its neighbours)
+    assert len(entries) < small.reads < 49
 
 
 def test_a_lone_tile_is_padded_as_np_pad_reflect(grid):
