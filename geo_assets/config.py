@@ -59,7 +59,6 @@ Margin = Annotated[
     int, _check(lambda v: 0 <= v <= MAX_MARGIN and v % 8 == 0,
                 f"margin must be a multiple of 8 px between 0 and {MAX_MARGIN}, got {{value}}")
 ]
-DEFAULT_MARGIN = 32  # px: a multiple of every zoo model's pad multiple up to depth 5
 Bands = Annotated[
     list[str], _check(lambda v: v and len(set(v)) == len(v), "bands must be a non-empty list without repeats, got {value}")
 ]
@@ -124,8 +123,9 @@ class PredictionConfig(dg.Config):
     device: Device = "auto"
     inference_runtime: Optional[InferenceRuntime] = None  # default: GEO_ASSETS_INFERENCE_RUNTIME, else auto
     # Pixels of the neighbouring tiles each tile is predicted with (then cropped): no seams at tile edges.
-    # 0: tiles alone. A multiple of the model's pad multiple, at most half the tile.
-    margin: Margin = DEFAULT_MARGIN
+    # 0: tiles alone. A multiple of the model's pad multiple, at most half the tile. Default: 32 px
+    # (geo.margins.default_margin: half the tile, rounded down to a multiple of 8, for tiles under 64 px).
+    margin: Optional[Margin] = None
 
 
 class ReportConfig(dg.Config):

@@ -11,7 +11,7 @@ from geo_assets.assets.placement import op_tags
 from geo_assets.config import PredictionConfig
 from geo_assets.geo.landcover import CLASSES
 from geo_assets.ml import registry
-from geo_assets.geo.margins import with_neighbours
+from geo_assets.geo.margins import check_margin, default_margin, with_neighbours
 from geo_assets.geo.tilework import TileLedger
 from geo_assets.ml.chunks import PredictChunk
 from geo_assets.ml.inference import write_mosaic
@@ -55,17 +55,19 @@ def predictions(
             f"model {config.model} {version} expects bands {record['bands']}, imagery has {imagery_tiles['bands']}; "
             "materialise imagery_tiles with the model's bands"
         )
+    margin = check_margin(default_margin(imagery_tiles["tile_size"]) if config.margin is None else config.margin,
+                          imagery_tiles["tile_size"])  # before any tile is read
     variant = imagery_tiles["prefix"].rsplit("/", 1)[1]  # the imagery's source/tiling, so variants never collide
     # The margin changes the classes near tile edges: outputs of another margin never overwrite these.
-    prefix = f"predictions/{config.model}/{version}/{region}/{date}/{variant}/margin-{config.margin}px"
+    prefix = f"predictions/{config.model}/{version}/{region}/{date}/{variant}/margin-{margin}px"
     started = time.perf_counter()
     # Chunks name the model by its key: each process that runs one (here, or a Dask worker) loads it once,
     # in the inference runtime asked for, and normalises tiles as the version was trained.
     work = PredictChunk(store, record["weights"], config.device, prefix, config.batch_size,
                         normalise=registry.normalisation(record), runtime=config.inference_runtime,
-                        margin=config.margin)
+                        margin=margin)
     # Each tile names its neighbours, so a chunk of tiles (here or on a Dask worker) reads their margins.
-    tiles = with_neighbours(imagery_tiles["tiles"]) if config.margin else imagery_tiles["tiles"]
+    tiles = with_neighbours(imagery_tiles["tiles"]) if margin else imagery_tiles["tiles"]
     entries = compute.map_tiles(context, work, tiles, label="predicted tiles", ledger=TileLedger(store, prefix))
     mosaic = f"{prefix}/mosaic.tif"
     bounds = [t["bounds"] for t in imagery_tiles["tiles"]]
@@ -93,7 +95,7 @@ def predictions(
             "version": version,
             "serving": version == serving,  # the partition's prediction, when its model is asked for by name
             "tile_count": len(entries),
-            "margin_px": config.margin,
+            "margin_px": margin,
             "seconds": round(time.perf_counter() - started, 2),
             "inference": dg.MetadataValue.json(work.inference()),  # runtime, batch size, streams, threads
             "mosaic": dg.MetadataValue.path(store.uri(mosaic)),

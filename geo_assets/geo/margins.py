@@ -21,6 +21,7 @@ from geo_assets.geo.cog import CorruptRasterError, read_raster
 
 CACHE_BYTES = 128 * 2**20  # decoded tiles kept per prediction call: two rows of a 86-tile-wide region of 256 px tiles
 MAX_MARGIN = 256  # pixels: a margin reads the ring of tiles around a tile, never further
+DEFAULT_MARGIN = 32  # pixels: the demo U-Net's reach; a multiple of every zoo model's pad multiple up to depth 5
 AROUND = [(dc, dr) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dc, dr) != (0, 0)]
 
 
@@ -45,6 +46,11 @@ def with_neighbours(entries: list[dict]) -> list[dict]:
             entry = {**entry, "neighbours": around}
         out.append(entry)
     return out
+
+
+def default_margin(tile_size: int) -> int:
+    """DEFAULT_MARGIN, or for tiles under twice that, half the tile rounded down to a multiple of 8."""
+    return min(DEFAULT_MARGIN, tile_size // 2 // 8 * 8)
 
 
 def check_margin(margin: int, tile: int) -> int:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from geo_assets.config import DEFAULT_MARGIN
+from geo_assets.geo.margins import DEFAULT_MARGIN
 from geo_assets.geo.cog import read_raster
 from geo_assets.ml.inference import predict_tiles
 from geo_assets.ml.layout import Layout
@@ -82,3 +82,17 @@ def test_margin_must_fit_the_model_and_the_tile(tiny, region):
     with pytest.raises(Exception, match="margin must be an integer between 0 and 32 px"):
         predict_tiles(tiny.store, runtime, CPU, tiny.entries, "predictions/never", layout=Layout(1, 1, 1, 1), margin=40)
     assert not tiny.store.list("predictions/never")
+
+
+@pytest.mark.parametrize("margin", [-8, 12, 264])
+def test_run_config_refuses_a_margin_out_of_bounds(margin):
+    from geo_assets.config import PredictionConfig
+
+    with pytest.raises(Exception, match=f"margin must be a multiple of 8 px between 0 and 256, got {margin}"):
+        PredictionConfig(margin=margin)
+
+
+def test_default_margin_fits_small_tiles():
+    from geo_assets.geo.margins import default_margin
+
+    assert [default_margin(t) for t in (16, 32, 48, 64, 256, 4096)] == [8, 16, 24, 32, 32, 32]
