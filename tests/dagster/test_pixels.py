@@ -15,6 +15,7 @@ from geo_assets.assets.predictions import predictions
 from geo_assets.assets.reports import region_report
 from geo_assets.cli import register
 from geo_assets.geo.landcover import CLASSES
+from geo_assets.geo.margins import default_margin, read_with_margin, with_neighbours
 from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
 from geo_assets.geo.store import Store, local_root
 from geo_assets.ml.data import Normalisation, normalize
@@ -101,13 +102,14 @@ def test_the_training_normalisation_is_stored_with_the_model_and_applied_at_pred
     net = load_model(store.path(model["weights"]))
     holdout = store.read_json(f"manifests/imagery_tiles/region={HOLDOUT.name}/date={DATE}.json")
     differs = 0
-    for tile, out in zip(holdout["tiles"], pred["tiles"]):
-        with rasterio.open(store.path(tile["path"])) as src:
-            data, names = src.read(), list(src.descriptions)
+    m = default_margin(holdout["tile_size"])  # each tile is predicted with its neighbours' margin, then cropped
+    for tile, out in zip(with_neighbours(holdout["tiles"]), pred["tiles"]):
+        data, profile = read_with_margin(store.path, tile, m)
+        names = profile["band_names"]
         with rasterio.open(store.path(out["path"])) as src:
             got = src.read(1)
-        np.testing.assert_array_equal(got, predict_batch(net, norm(data, names)[None])[0])
-        differs += (got != predict_batch(net, normalize(data)[None])[0]).sum()
+        np.testing.assert_array_equal(got, predict_batch(net, norm(data, names)[None])[0][m:-m, m:-m])
+        differs += (got != predict_batch(net, normalize(data)[None])[0][m:-m, m:-m]).sum()
     assert differs > 0
 
 
