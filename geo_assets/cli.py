@@ -6,14 +6,19 @@
     geo-assets model list NAME          versions, evaluations and which one serves
     geo-assets model promote NAME VERSION | --auto
     geo-assets init        register built-in regions and the default model as partitions
+    geo-assets launch --region R --date D [--model M] [--source S] [--wait]       one run, over GraphQL
+    geo-assets backfill --region R --from D1 --to D2 [--model M] [--source S] [--wait]   through the daemon
     geo-assets demo        materialise the whole asset graph on the embedded default
     geo-assets demo-cloud  the same on the aws and gcp profiles against local S3 and GCS servers
 """
 
 import argparse
+import collections
 import os
 import sys
 from pathlib import Path
+
+from geo_assets.graphql import DEFAULT_URL, LaunchError
 
 
 def _instance():
@@ -150,6 +155,74 @@ def cmd_init(args) -> int:
     return 0
 
 
+def _request(args, dates: list[str]):
+    """The launch's partitions, run config and tags, refused here when a partition cannot succeed."""
+    from geo_assets.launches import plan
+
+    assets = tuple(a.strip() for a in args.select.split(",") if a.strip())
+    return plan(_store(), args.region, dates, min_miou=_min_miou(), source=args.source, model=args.model,
+                version=args.version, assets=assets)
+
+
+def _print_event(event) -> None:
+    print(f"  {event.kind:22} {event.step or '':16} {event.message}", flush=True)
+
+
+def cmd_launch(args) -> int:
+    from geo_assets.graphql import DagsterClient, ui_url
+
+    request = _request(args, [args.date])
+    client = DagsterClient(args.url)
+    tags = {**request.tags, "geo-assets/trigger": "cli-launch"}
+    run_id = client.launch_run(list(request.assets), request.partitions[0], request.run_config, tags)
+    print(f"launched run {run_id} ({', '.join(request.assets)} of {request.partitions[0]}): {ui_url(args.url, '/runs/' + run_id)}",
+          flush=True)
+    if not args.wait:
+        return 0
+    status = None
+    for item in client.follow_run(run_id):
+        if isinstance(item, str):
+            status = item
+        else:
+            _print_event(item)
+    print(f"run {run_id}: {status}")
+    return 0 if status == "SUCCESS" else 1
+
+
+def _backfill_progress(state: dict) -> None:
+    counts = (state.get("assetBackfillData") or {}).get("assetBackfillStatuses") or []
+    assets = ", ".join(
+        f"{'/'.join(c['assetKey']['path'])} {c['numPartitionsMaterialized']}/{c['numPartitionsTargeted']}"
+        + (f" ({c['numPartitionsFailed']} failed)" if c["numPartitionsFailed"] else "")
+        for c in counts if "assetKey" in c
+    )
+    runs = collections.Counter(r["status"].lower() for r in state["runs"])
+    print(f"  {state['status']:18} runs: {', '.join(f'{n} {s}' for s, n in sorted(runs.items())) or 'none yet'}; {assets}", flush=True)
+
+
+def cmd_backfill(args) -> int:
+    from geo_assets.graphql import DagsterClient, ui_url
+    from geo_assets.launches import date_range
+    from geo_assets.limits import max_backfill_partitions
+
+    request = _request(args, date_range(args.start, args.end, max_backfill_partitions()))
+    client = DagsterClient(args.url)
+    tags = {**request.tags, "geo-assets/dates": f"{args.start}...{args.end}", "geo-assets/trigger": "cli-backfill"}
+    title = f"{args.region} {args.start} to {args.end}"
+    backfill_id = client.launch_backfill(list(request.assets), list(request.partitions), request.run_config, tags, title)
+    print(f"launched backfill {backfill_id} of {len(request.partitions)} partitions ({', '.join(request.assets)} of "
+          f"{args.region}, {args.start} to {args.end}): {ui_url(args.url, '/runs/b/' + backfill_id)}", flush=True)
+    if not args.wait:
+        return 0
+    state = client.follow_backfill(backfill_id, report=_backfill_progress)
+    failed = sum(c.get("numPartitionsFailed", 0) for c in (state.get("assetBackfillData") or {}).get("assetBackfillStatuses") or [])
+    ok = state["status"] in ("COMPLETED", "COMPLETED_SUCCESS") and not failed and all(r["status"] == "SUCCESS" for r in state["runs"])
+    error = (state.get("error") or {}).get("message")
+    print(f"backfill {backfill_id}: {state['status']}{f' ({failed} partitions failed)' if failed else ''}"
+          f"{': ' + error.strip().splitlines()[0] if error else ''}")
+    return 0 if ok else 1
+
+
 def cmd_demo(args) -> int:
     from geo_assets.demo import run_demo
 
@@ -193,6 +266,21 @@ def parser() -> argparse.ArgumentParser:
     promote.add_argument("--auto", action="store_true", help="drop the promotion: serve the newest gated version")
     promote.set_defaults(fn=cmd_model_promote)
     sub.add_parser("init", help="register built-in regions and the default model").set_defaults(fn=cmd_init)
+    launch = sub.add_parser("launch", help="launch one region x date partition on a running webserver (GraphQL)")
+    launch.add_argument("--date", required=True, help="acquisition date YYYY-MM-DD")
+    backfill = sub.add_parser("backfill", help="backfill a date range of one region through the daemon (GraphQL)")
+    backfill.add_argument("--from", dest="start", required=True, metavar="D1", help="first date YYYY-MM-DD")
+    backfill.add_argument("--to", dest="end", required=True, metavar="D2", help="last date YYYY-MM-DD (included)")
+    for cmd, fn in ((launch, cmd_launch), (backfill, cmd_backfill)):
+        cmd.add_argument("--region", required=True, help="a catalogued region")
+        cmd.add_argument("--model", help="model name that predicts (default: landcover-unet)")
+        cmd.add_argument("--version", help="model version (default: the model's serving version when the run starts)")
+        cmd.add_argument("--source", help="imagery source (default: the region's)")
+        cmd.add_argument("--select", default="imagery_tiles,predictions,region_report",
+                         help="assets to materialise, comma-separated (default: imagery_tiles,predictions,region_report)")
+        cmd.add_argument("--wait", action="store_true", help="follow to the end; exit 1 unless every run succeeded")
+        cmd.add_argument("--url", default=DEFAULT_URL, help=f"the webserver's GraphQL endpoint (default: {DEFAULT_URL})")
+        cmd.set_defaults(fn=fn)
     demo = sub.add_parser("demo", help="materialise the whole asset graph on the embedded default")
     demo.add_argument("--quick", action="store_true", help="fewer epochs and dates (for tests)")
     demo.set_defaults(fn=cmd_demo)
@@ -207,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ValueError, LookupError, FileNotFoundError) as exc:
+    except (ValueError, LookupError, FileNotFoundError, LaunchError) as exc:
         print(f"geo-assets: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,32 +1,48 @@
 """Run config for each stage. Validation errors name the field, the bad value and what is accepted."""
 
 
+import enum
 import re
 from typing import Annotated, Optional
 
 import dagster as dg
-from pydantic import AfterValidator
+from pydantic import AfterValidator, ConfigDict, PlainSerializer, model_validator
 
+from geo_assets.geo import sample, stac, synthetic
 from geo_assets.geo.labels import LABEL_SOURCES
 from geo_assets.geo.margins import MAX_MARGIN
 from geo_assets.geo.regions import validate_date, validate_region_name
 from geo_assets.geo.store import validate_key
 from geo_assets.geo.sources import SOURCES
 from geo_assets.ml.layout import MAX_BATCH
-from geo_assets.ml.models import ARCHITECTURES
+from geo_assets.ml.models import ARCHITECTURES, check_hyperparameters
 from geo_assets.ml.runtime import RUNTIMES
 from geo_assets.partitions import validate_model_name
 
 DEFAULT_MODEL = "landcover-unet"
 
 
-def _one_of(accepted, what: str):
-    def check(value: str) -> str:
-        if value not in accepted:
-            raise ValueError(f"unknown {what} {value!r}; accepted: {', '.join(sorted(accepted))}")
-        return value
+def _enum(name: str, values):
+    """A config enum: the launchpad offers these values and refuses any other before a run starts. The
+    step sees the plain string ("earth-search"), as manifests, paths, metadata and messages need."""
+    members = enum.StrEnum(name, {v: v for v in values})
+    return Annotated[members, AfterValidator(str), PlainSerializer(str, return_type=str)]
 
-    return AfterValidator(check)
+
+class _Config(dg.Config):
+    model_config = ConfigDict(validate_default=True)  # defaults pass the same validators (enums become str)
+
+
+# Enumerated settings: checked by Dagster's config system when a run is launched (UI, GraphQL, CLI).
+ImagerySource = _enum("ImagerySource", sorted(SOURCES))
+LabelSource = _enum("LabelSource", LABEL_SOURCES)
+Architecture = _enum("Architecture", sorted(ARCHITECTURES))
+Device = _enum("Device", ["auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(8))])
+InferenceRuntime = _enum("InferenceRuntime", RUNTIMES)
+Band = _enum("Band", dict.fromkeys([
+    *synthetic.BANDS, *(b for s in sample.SAMPLES.values() for b in s.bands),
+    *(b for c in stac.COLLECTIONS.values() for b in c.assets),
+]))
 
 
 def _check(predicate, message: str):
@@ -38,34 +54,34 @@ def _check(predicate, message: str):
     return AfterValidator(check)
 
 
-Source = Annotated[str, _one_of(SOURCES, "imagery source")]
-LabelSource = Annotated[str, _one_of(LABEL_SOURCES, "label source")]
-Architecture = Annotated[str, _one_of(ARCHITECTURES, "architecture")]
+def _whole(low: int, high: int, what: str):
+    return _check(lambda v: low <= v <= high, what + f" must be from {low:,} to {high:,}, got {{value}}")
+
+
+# Numeric ranges: Dagster's config schema has no ranges, so these fail when the step builds its
+# config, before any work. Floats also refuse inf and nan (comparisons with nan are false).
 RegionName = Annotated[str, AfterValidator(validate_region_name)]
 Date = Annotated[str, AfterValidator(validate_date)]
 ModelName = Annotated[str, AfterValidator(validate_model_name)]
-Device = Annotated[
-    str, _check(lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v), "unknown device {value!r}; accepted: auto, cpu, cuda, cuda:N")
-]
 TileSize = Annotated[
     int, _check(lambda v: 16 <= v <= 4096 and v % 16 == 0, "tile_size must be a multiple of 16 between 16 and 4096, got {value}")
 ]
-Positive = Annotated[int, _check(lambda v: v > 0, "must be > 0, got {value}")]
 BatchSize = Annotated[
     int, _check(lambda v: 1 <= v <= MAX_BATCH, f"batch_size must be between 1 and {MAX_BATCH}, got {{value}}")
 ]
-InferenceRuntime = Annotated[str, _one_of(RUNTIMES, "inference runtime")]
 Margin = Annotated[
     int, _check(lambda v: 0 <= v <= MAX_MARGIN and v % 8 == 0,
                 f"margin must be a multiple of 8 px between 0 and {MAX_MARGIN}, got {{value}}")
 ]
 Bands = Annotated[
-    list[str], _check(lambda v: v and len(set(v)) == len(v), "bands must be a non-empty list without repeats, got {value}")
+    list[Band],
+    _check(lambda v: v and len(set(v)) == len(v), "bands must be a non-empty list without repeats, got {value}"),
 ]
+MAX_BATCH_PIXELS = 2**24  # a training batch's pixels (batch_size x chip_size²): 64 chips of 512 px
 
 
-class ImageryConfig(dg.Config):
-    source: Optional[Source] = None  # default: the region's own source in the catalogue
+class ImageryConfig(_Config):
+    source: Optional[ImagerySource] = None  # default: the region's own source in the catalogue
     bands: Bands = ["blue", "green", "red", "nir"]
     tile_size: TileSize = 256  # pixels per tile side
     # STAC sources: keep items whose eo:cloud_cover (percent of the whole item) is at most this.
@@ -75,48 +91,65 @@ class ImageryConfig(dg.Config):
     arrivals: Optional[Annotated[str, AfterValidator(lambda v: validate_key(v.strip("/")))]] = None
 
 
-class LabelsConfig(dg.Config):
+class LabelsConfig(_Config):
     source: Optional[LabelSource] = None  # default: the region's label source in the catalogue
     tile_size: TileSize = 256
 
 
-Regions = Annotated[list[RegionName], _check(bool, "regions must name at least one region")]
+Regions = Annotated[list[RegionName], _check(lambda v: 1 <= len(v) <= 256, "regions must name at least one region and at most 256, got {value}")]
+Dates = Annotated[list[Date], _check(lambda v: len(v) <= 1000, "dates must list at most 1,000 dates")]
 Version = Annotated[str, _check(lambda v: re.fullmatch(r"[0-9a-f]{12}", v), "invalid model version {value!r}: 12 hex digits")]
 
 
-class TrainingSetConfig(dg.Config):
+class TrainingSetConfig(_Config):
     """Which acquisitions a model trains on: the lineage of every version trained from this set."""
 
     regions: Regions = ["synth-train-a", "synth-train-b"]
-    dates: list[Date] = []  # empty: every date of each region that has imagery
+    dates: Dates = []  # empty: every date of each region that has imagery
 
 
-class EvaluationSetConfig(dg.Config):
+class EvaluationSetConfig(_Config):
     """Held-out acquisitions a model is judged on; their footprints may not touch the training ground."""
 
     regions: Regions = ["synth-holdout"]
-    dates: list[Date] = []
+    dates: Dates = []
 
 
-class TrainingConfig(dg.Config):
+class TrainingConfig(_Config):
     architecture: Architecture = "unet"
-    hyperparameters: dict[str, float] = {}  # passed to the architecture, e.g. {"base_channels": 16}
-    epochs: Positive = 8
-    batch_size: Positive = 8
+    # Passed to the architecture, e.g. {"base_channels": 16}; ranges in geo_assets.ml.models.HYPERPARAMETERS.
+    hyperparameters: dict[str, float] = {}
+    epochs: Annotated[int, _whole(1, 1000, "epochs")] = 8
+    batch_size: BatchSize = 8
     learning_rate: Annotated[float, _check(lambda v: 0 < v < 1, "learning_rate must be in (0, 1), got {value}")] = 2e-3
-    chip_size: Positive = 128
-    chips_per_epoch: Positive = 256
-    seed: int = 0
+    chip_size: Annotated[
+        int, _check(lambda v: 16 <= v <= 1024 and v % 16 == 0, "chip_size must be a multiple of 16 between 16 and 1024, got {value}")
+    ] = 128
+    chips_per_epoch: Annotated[int, _whole(1, 100_000, "chips_per_epoch")] = 256
+    seed: Annotated[int, _whole(0, 2**32 - 1, "seed")] = 0
     device: Device = "auto"  # auto picks CUDA when present
 
+    @model_validator(mode="after")
+    def _fits(self):
+        hyper = check_hyperparameters(self.architecture, self.hyperparameters)
+        if self.batch_size * self.chip_size**2 > MAX_BATCH_PIXELS:
+            raise ValueError(
+                f"batch_size x chip_size² is {self.batch_size * self.chip_size**2:,} pixels; the limit is "
+                f"{MAX_BATCH_PIXELS:,} (e.g. batch_size 64 of chip_size 512)"
+            )
+        multiple = 2 ** hyper.get("depth", 3) if self.architecture == "unet" else 1
+        if self.chip_size % multiple:
+            raise ValueError(f"chip_size {self.chip_size} must be a multiple of {multiple} for a unet of depth {multiple.bit_length() - 1}")
+        return self
 
-class EvaluationConfig(dg.Config):
+
+class EvaluationConfig(_Config):
     # The threshold is not here: it is the deployment's `gate` resource (GEO_ASSETS_MIN_MIOU).
-    batch_size: Positive = 16
+    batch_size: BatchSize = 16
     device: Device = "auto"
 
 
-class PredictionConfig(dg.Config):
+class PredictionConfig(_Config):
     model: ModelName = DEFAULT_MODEL
     version: Optional[Version] = None  # default: the model's serving version (promoted, else newest gated)
     batch_size: Optional[BatchSize] = None  # default: measured on the machine with the thread layout
@@ -128,7 +161,7 @@ class PredictionConfig(dg.Config):
     margin: Optional[Margin] = None
 
 
-class ReportConfig(dg.Config):
+class ReportConfig(_Config):
     """Which model version's predictions to report. In a run that also predicts, that run's version."""
 
     model: Optional[ModelName] = None  # default: the predicting run's model, else landcover-unet

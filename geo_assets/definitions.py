@@ -9,9 +9,12 @@ from geo_assets.assets.predictions import predictions
 from geo_assets.assets.reports import region_report
 from geo_assets.executors import executor_def
 from geo_assets.jobs import JOBS
+from geo_assets.schedules import AUTOMATION, SCHEDULES
 from geo_assets.sensors import SENSORS
 from resources.profiles import resource_defs
 
 ASSETS = [imagery_tiles, labels, training_set, evaluation_set, trained_model, model_evaluation, predictions, region_report]
 
-defs = dg.Definitions(assets=ASSETS, jobs=JOBS, sensors=SENSORS, resources=resource_defs(), executor=executor_def())
+defs = dg.Definitions(
+    assets=ASSETS, jobs=JOBS, sensors=SENSORS + AUTOMATION, schedules=SCHEDULES, resources=resource_defs(), executor=executor_def()
+)

@@ -22,7 +22,13 @@ def region_date_key(region: str, date: str) -> dg.MultiPartitionKey:
 
 def region_and_date(context: dg.AssetExecutionContext) -> tuple[str, str]:
     """The validated (region, date) of a run; hostile keys fail here, before any storage is touched."""
-    key = context.partition_key
+    return split_key(context.partition_key)
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """The validated (region, date) of a `date|region` partition key."""
+    if isinstance(key, str) and not isinstance(key, dg.MultiPartitionKey) and key.count("|") == 1:
+        key = region_date_partitions.get_partition_key_from_str(key)
     if not isinstance(key, dg.MultiPartitionKey):
         raise ValueError(f"expected a region|date partition key, got {key!r}")
     dims = key.keys_by_dimension

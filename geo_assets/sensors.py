@@ -57,7 +57,9 @@ def _changed_inputs(context, cursor: dict) -> tuple[dict[tuple[str, str], str], 
         )
         for record in result.records:
             event = record.asset_materialization
-            version = event.tags.get(DATA_VERSION_TAG) if event.tags else None
+            # The manifest's own digest: a range run gives all its partitions one Dagster data version.
+            digest_entry = event.metadata.get("manifest_digest")
+            version = digest_entry.value if digest_entry is not None else (event.tags or {}).get(DATA_VERSION_TAG)
             if version is None or event.partition is None:
                 continue
             if asset == "imagery_tiles":

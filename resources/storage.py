@@ -45,14 +45,22 @@ def _resolved(field: str, value):
     return value
 
 
-def partition_path(context: dg.InputContext | dg.OutputContext) -> str:
+def partition_path(context: dg.InputContext | dg.OutputContext, key: str | None = None) -> str:
     """The partition part of a manifest key: `region=x/date=y` for multi-partitions, else the key."""
     if not context.has_asset_partitions:
         return "all"
-    key = context.asset_partition_key
+    key = context.asset_partition_key if key is None else key
+    partitions_def = context.asset_partitions_def
+    if isinstance(partitions_def, dg.MultiPartitionsDefinition) and not isinstance(key, dg.MultiPartitionKey):
+        key = partitions_def.get_partition_key_from_str(key)
     if isinstance(key, dg.MultiPartitionKey):
         return dims_path(key.keys_by_dimension)
     return key
+
+
+class PartitionManifests(dict):
+    """The manifests of a run that materialises a range of partitions (a backfill policy's single run),
+    by partition key: each is stored, and read back, as if its partition had run alone."""
 
 
 def dims_path(dims: dict[str, str]) -> str:
@@ -82,25 +90,36 @@ def _keyed_by_model_version(context: dg.InputContext | dg.OutputContext) -> bool
 class ManifestIOManager(dg.ConfigurableIOManager):
     storage: dg.ResourceDependency[StorageResource]
 
-    def _key(self, context: dg.InputContext | dg.OutputContext, obj: dict | None = None) -> str:
+    def _key(self, context: dg.InputContext | dg.OutputContext, obj: dict | None = None, partition: str | None = None) -> str:
         asset = "/".join(context.asset_key.path)
         if _keyed_by_model_version(context):
             if obj is None:
                 raise TypeError(
                     f"{asset} is keyed by model version: read it with its model and version, not as an input"
                 )
-            return model_manifest_key(asset, obj["model"], obj["version"], partition_path(context))
-        return manifest_key(asset, partition_path(context))
+            return model_manifest_key(asset, obj["model"], obj["version"], partition_path(context, partition))
+        return manifest_key(asset, partition_path(context, partition))
 
     def handle_output(self, context: dg.OutputContext, obj: dict) -> None:
         if not isinstance(obj, dict):
             raise TypeError(f"assets must return a manifest dict, got {type(obj).__name__}")
+        store = self.storage.store()
+        if isinstance(obj, PartitionManifests):
+            for partition, manifest in obj.items():
+                store.write_json(self._key(context, manifest, partition), manifest)
+            return
         key = self._key(context, obj)
-        self.storage.store().write_json(key, obj)
-        context.add_output_metadata({"manifest": dg.MetadataValue.path(self.storage.store().uri(key))})
+        store.write_json(key, obj)
+        context.add_output_metadata({"manifest": dg.MetadataValue.path(store.uri(key))})
 
     def load_input(self, context: dg.InputContext) -> dict:
-        key = self._key(context)
+        partitions = context.asset_partition_keys if context.has_asset_partitions else []
+        if len(partitions) > 1:  # the upstream range of a range run
+            return PartitionManifests({str(p): self._read(context, p) for p in partitions})
+        return self._read(context)
+
+    def _read(self, context: dg.InputContext, partition: str | None = None) -> dict:
+        key = self._key(context, partition=partition)
         try:
             return self.storage.store().read_json(key)
         except BucketNotFoundError:  # a configuration error, not a missing upstream output
@@ -108,5 +127,5 @@ class ManifestIOManager(dg.ConfigurableIOManager):
         except FileNotFoundError:
             raise FileNotFoundError(
                 f"upstream asset {context.asset_key.to_user_string()} has no output for partition "
-                f"{context.asset_partition_key}: materialise it first (no manifest at {key})"
+                f"{partition or context.asset_partition_key}: materialise it first (no manifest at {key})"
             ) from None

@@ -4,13 +4,15 @@
 import hashlib
 import json
 import warnings
+from typing import Callable
 
 import dagster as dg
 
 from geo_assets.geo.regions import RegionCatalogue, load_catalogue
 from geo_assets.geo.store import ObjectNotFoundError, Store
 from geo_assets.ml.registry import input_versions  # noqa: F401 (the assets' name for it)
-from resources.storage import dims_path, manifest_key
+from geo_assets.partitions import split_key
+from resources.storage import PartitionManifests, dims_path, manifest_key
 
 TAG_PREFIX = "geo-assets/"
 
@@ -111,3 +113,28 @@ def dataset_metadata(manifest: dict) -> dict:
         "bands": ", ".join(manifest["bands"]),
         "inputs": dg.MetadataValue.table(rows, schema=schema),
     }
+
+
+def each_partition(
+    context: dg.AssetExecutionContext, build: Callable[[str, str, dict | None], dg.Output], upstream: dict | None = None
+) -> dg.Output:
+    """Materialise every region x date partition of this run with `build(region, date, upstream manifest)`.
+
+    A run of one partition returns build's Output as it is. A run of a range (the daemon's backfill runs
+    and `dagster asset materialize --partition-range`, under BackfillPolicy.single_run) builds the
+    partitions one after another in this one process, attaches each one's metadata to its own
+    materialisation, and hands the IO manager their manifests by partition. Dagster gives a step one
+    data version, so a range's partitions share the digest of all their manifests."""
+    keys = [str(k) for k in context.partition_keys]
+    if len(keys) == 1:
+        return build(*split_key(keys[0]), upstream)
+    manifests, regions = PartitionManifests(), set()
+    for key in keys:
+        region, date = split_key(key)
+        result = build(region, date, upstream[key] if isinstance(upstream, PartitionManifests) else upstream)
+        manifests[key] = result.value
+        context.add_asset_metadata(dict(result.metadata), partition_key=key)
+        regions.add(region)
+    first, last = (split_key(k)[1] for k in (keys[0], keys[-1]))
+    tag_run(context, region=",".join(sorted(regions)), date=f"{first}...{last}")
+    return output(manifests, {"partitions": len(keys)})

@@ -6,20 +6,26 @@ from functools import partial
 import dagster as dg
 import numpy as np
 
-from geo_assets.assets.common import catalogue, digest, output, tag_run
+from geo_assets.assets.common import catalogue, digest, each_partition, output, tag_run
 from geo_assets.assets.placement import op_tags
 from geo_assets.config import ImageryConfig
 from geo_assets.geo.arrived_scenes import arrived_scene
 from geo_assets.geo.sources import check_bands, get_source
 from geo_assets.geo.tiling import cut_imagery_tile
+from geo_assets.geo.regions import check_size
 from geo_assets.geo.tilework import Each, TileLedger
-from geo_assets.partitions import region_and_date, region_date_partitions
+from geo_assets.launches import check_dates
+from geo_assets.limits import max_tiles
+from geo_assets.partitions import region_date_partitions
 from resources.compute import LocalPoolCompute
 from resources.imagery import ImageryResource
 from resources.storage import StorageResource
 
 
-@dg.asset(partitions_def=region_date_partitions, group_name="imagery", kinds={"python", "cog"}, code_version="1", op_tags=op_tags("imagery_tiles"))
+@dg.asset(
+    partitions_def=region_date_partitions, group_name="imagery", kinds={"python", "cog"}, code_version="1", op_tags=op_tags("imagery_tiles"),
+    backfill_policy=dg.BackfillPolicy.single_run(),  # a range of dates in one process: see README "Backfills"
+)
 def imagery_tiles(
     context: dg.AssetExecutionContext,
     config: ImageryConfig,
@@ -28,7 +34,10 @@ def imagery_tiles(
     imagery: ImageryResource,
 ) -> dg.Output[dict]:
     """Read the source over the region's footprint and write one COG per grid tile."""
-    region_name, date = region_and_date(context)
+    return each_partition(context, lambda region, date, _: _imagery_tiles(context, config, storage, compute, imagery, region, date))
+
+
+def _imagery_tiles(context, config: ImageryConfig, storage, compute, imagery, region_name: str, date: str) -> dg.Output[dict]:
     store = storage.store()
     region = catalogue(store).get(region_name)
     if config.arrivals:  # the scene that landed in the storage: its items say the source
@@ -39,6 +48,8 @@ def imagery_tiles(
         source_name = config.source or region.source
         source = get_source(source_name)
         bands = check_bands(source.spec(region), config.bands)
+        check_dates(source_name, region, [date])  # a sample is one scene: other dates have no imagery
+        check_size(region, source.spec(region).grid(region.crs, config.tile_size), max_tiles())  # before the search
         tag_run(context, region=region.name, date=date, source=source_name)
         # One search per run; every tile then reads its windows from this plan.
         scene = source.scene(region, date, imagery.settings(), bands=bands, max_cloud=config.max_cloud)
@@ -49,6 +60,7 @@ def imagery_tiles(
         context.log.info(f"{len(described['items'])} {described['collection']} item(s), in mosaic order: {ids}")
 
     grid = spec.grid(region.crs, config.tile_size)  # the source's own pixel lattice
+    check_size(region, grid, max_tiles())  # arithmetic: a huge box fails here, not while listing its tiles
     tiles = grid.tiles(region.bbox)
     # The items read (which a cloud limit or a newly published scene changes) are part of the path,
     # so a rerun that fails halfway never mixes its tiles into an earlier, different output.

@@ -11,7 +11,8 @@ from geo_assets.assets.placement import op_tags
 from geo_assets.config import LabelsConfig
 from geo_assets.geo.labels import check_label_source
 from geo_assets.geo.landcover import CLASSES
-from geo_assets.geo.regions import validate_region_name
+from geo_assets.geo.regions import check_size, validate_region_name
+from geo_assets.limits import max_tiles
 from geo_assets.geo.sources import get_source
 from geo_assets.geo.tiling import cut_label_tile
 from geo_assets.partitions import regions_partitions
@@ -31,6 +32,7 @@ def labels(
     tag_run(context, region=region.name, labels=source)
 
     grid = spec.grid(region.crs, config.tile_size)  # the source's own pixel lattice
+    check_size(region, grid, max_tiles())  # arithmetic: a huge box fails here, not while listing its tiles
     tiles = grid.tiles(region.bbox)
     prefix = f"labels/{region.name}/{source}-{config.tile_size}px"
     entries = compute.map(

@@ -6,7 +6,7 @@ import time
 import dagster as dg
 import numpy as np
 
-from geo_assets.assets.common import output, tag_run
+from geo_assets.assets.common import each_partition, output, tag_run
 from geo_assets.assets.placement import op_tags
 from geo_assets.config import PredictionConfig
 from geo_assets.geo.landcover import CLASSES
@@ -15,7 +15,8 @@ from geo_assets.geo.margins import check_margin, default_margin, with_neighbours
 from geo_assets.geo.tilework import TileLedger
 from geo_assets.ml.chunks import PredictChunk
 from geo_assets.ml.inference import write_mosaic
-from geo_assets.partitions import region_and_date, region_date_partitions
+from geo_assets.partitions import region_date_partitions
+from geo_assets.schedules import FOLLOW_SERVING_MODEL
 from resources.compute import LocalPoolCompute
 from resources.gate import ModelGate
 from resources.storage import KEYED_BY_MODEL_VERSION, StorageResource
@@ -33,6 +34,8 @@ CODE_VERSION = "2"  # bump when a change to this module changes what predictions
     # The model is chosen by run config; at asset level predictions follow the models' evaluations.
     deps=[dg.AssetDep("model_evaluation", partition_mapping=dg.AllPartitionMapping())],
     metadata={KEYED_BY_MODEL_VERSION: True},
+    backfill_policy=dg.BackfillPolicy.single_run(),  # a range of dates in one process: see README "Backfills"
+    automation_condition=FOLLOW_SERVING_MODEL,  # acts only while the predictions_follow_serving_model sensor runs
 )
 def predictions(
     context: dg.AssetExecutionContext,
@@ -43,7 +46,12 @@ def predictions(
     imagery_tiles: dict,
 ) -> dg.Output[dict]:
     """Class COGs aligned pixel for pixel with the imagery tiles, plus a mosaic, under the model version's path."""
-    region, date = region_and_date(context)
+    return each_partition(
+        context, lambda region, date, imagery: _predictions(context, config, storage, compute, gate, imagery, region, date), imagery_tiles
+    )
+
+
+def _predictions(context, config: PredictionConfig, storage, compute, gate, imagery_tiles: dict, region: str, date: str) -> dg.Output[dict]:
     store = storage.store()
     versions = registry.list_versions(store, config.model)  # one listing: the version asked for and the serving one
     record = registry.resolve_version(store, config.model, config.version, gate.min_miou, versions)

@@ -11,7 +11,7 @@ import base64
 
 import dagster as dg
 
-from geo_assets.assets.common import catalogue, digest, labels_key, output, tag_run
+from geo_assets.assets.common import catalogue, digest, each_partition, labels_key, output, tag_run
 from geo_assets.assets.placement import op_tags
 from geo_assets.config import DEFAULT_MODEL, ReportConfig
 from geo_assets.geo import indices
@@ -21,27 +21,27 @@ from geo_assets.geo.preview import class_colours, side_by_side_png, true_colour
 from geo_assets.geo.store import ObjectNotFoundError
 from geo_assets.ml import registry
 from geo_assets.ml.metrics import scores
-from geo_assets.partitions import region_and_date, region_date_partitions
+from geo_assets.partitions import region_date_partitions
 from resources.gate import ModelGate
 from resources.storage import KEYED_BY_MODEL_VERSION, StorageResource, dims_path, model_manifest_key
 
 CODE_VERSION = "2"  # 2: footprint-only areas, index reference, held-out IoU
 
 
-def _predicted_in_this_run(context: dg.AssetExecutionContext) -> tuple[str, str] | None:
-    """(model, version) of the predictions this run materialised for this partition, if it did."""
+def _predicted_in_this_run(context: dg.AssetExecutionContext) -> dict[str, tuple[str, str]]:
+    """Partition key -> (model, version) of the predictions this run materialised (read once per step)."""
     records = context.instance.get_records_for_run(
-        context.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+        context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
     ).records
+    found = {}
     for record in records:
         event = record.event_log_entry.asset_materialization
-        if event and event.asset_key == dg.AssetKey("predictions") and event.partition == context.partition_key:
-            return event.metadata["model"].value, event.metadata["version"].value
-    return None
+        if event and event.asset_key == dg.AssetKey("predictions") and event.partition:
+            found[str(event.partition)] = event.metadata["model"].value, event.metadata["version"].value
+    return found
 
 
-def _which_predictions(context, config: ReportConfig, store, min_miou: float) -> tuple[str, str]:
-    in_run = _predicted_in_this_run(context)
+def _which_predictions(in_run: tuple[str, str] | None, config: ReportConfig, store, min_miou: float) -> tuple[str, str]:
     if in_run is not None:
         model, version = in_run
         found = {"model": model, "version": version}
@@ -67,6 +67,7 @@ def _which_predictions(context, config: ReportConfig, store, min_miou: float) ->
     # Not an IO-manager input: which predictions to read depends on the model version, resolved below.
     deps=["predictions"],
     metadata={KEYED_BY_MODEL_VERSION: True},
+    backfill_policy=dg.BackfillPolicy.single_run(),  # the same policy as predictions, so both share a backfill's runs
 )
 def region_report(
     context: dg.AssetExecutionContext,
@@ -76,9 +77,17 @@ def region_report(
     imagery_tiles: dict,
 ) -> dg.Output[dict]:
     """Area per class in km², imagery beside prediction as a PNG, and a markdown summary."""
-    region, date = region_and_date(context)
+    predicted = _predicted_in_this_run(context)
+    return each_partition(
+        context,
+        lambda region, date, imagery: _region_report(context, config, storage, gate, imagery, predicted, region, date),
+        imagery_tiles,
+    )
+
+
+def _region_report(context, config: ReportConfig, storage, gate, imagery_tiles: dict, predicted: dict, region: str, date: str) -> dg.Output[dict]:
     store = storage.store()
-    model, version = _which_predictions(context, config, store, gate.min_miou)
+    model, version = _which_predictions(predicted.get(f"{date}|{region}"), config, store, gate.min_miou)
     key = model_manifest_key("predictions", model, version, dims_path({"region": region, "date": date}))
     try:
         predictions = store.read_json(key)

@@ -6,12 +6,14 @@ Region names become partition keys and storage paths, so they are restricted to 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Iterable
 
-from geo_assets.geo.grid import Bounds, projected_crs
+from geo_assets.geo.grid import _HALF_SPAN_M as GRID_HALF_SPAN_M
+from geo_assets.geo.grid import Bounds, TileGrid, projected_crs
 from geo_assets.geo.store import ObjectNotFoundError
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -57,8 +59,15 @@ class Region:
         validate_region_name(self.name)
         projected_crs(self.crs)
         minx, miny, maxx, maxy = (float(v) for v in self.bbox)
+        if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
+            raise ValueError(f"region {self.name!r}: bbox {self.bbox} must be finite numbers (no inf or nan)")
         if not (minx < maxx and miny < maxy):
             raise ValueError(f"region {self.name!r}: bbox {self.bbox} must be minx < maxx and miny < maxy")
+        if max(abs(minx), abs(miny), abs(maxx), abs(maxy)) > GRID_HALF_SPAN_M:
+            raise ValueError(
+                f"region {self.name!r}: bbox {self.bbox} reaches beyond {GRID_HALF_SPAN_M / 1000:,.0f} km from the "
+                f"origin of {self.crs}, outside any projected CRS's valid area; give the footprint in metres of that CRS"
+            )
         object.__setattr__(self, "bbox", (minx, miny, maxx, maxy))
         object.__setattr__(self, "dates", tuple(validate_date(d) for d in self.dates))
 
@@ -123,6 +132,29 @@ class RegionCatalogue:
         return iter(self._regions[n] for n in self.names())
 
 
+def tile_count(grid: TileGrid, bbox: Bounds) -> int:
+    """Tiles of `grid` that a box covers, by arithmetic: tile edges lie on the grid's origin plus multiples
+    of the tile's ground size, so this needs no enumeration (which a huge box must never reach)."""
+    ground = grid.resolution * grid.tile_size
+    (ox, oy), (minx, miny, maxx, maxy) = grid.origin, bbox
+    cols = math.ceil((maxx - ox) / ground) - math.floor((minx - ox) / ground)
+    rows = math.ceil((maxy - oy) / ground) - math.floor((miny - oy) / ground)
+    return cols * rows
+
+
+def check_size(region: Region, grid: TileGrid, max_tiles: int) -> int:
+    """The region's tile count on `grid`, or a ValueError when it exceeds `max_tiles`."""
+    count = tile_count(grid, region.bbox)
+    if count > max_tiles:
+        minx, miny, maxx, maxy = region.bbox
+        raise ValueError(
+            f"region {region.name!r} covers {count:,} tiles of {grid.tile_size} px at {grid.resolution:g} m "
+            f"({(maxx - minx) / 1000:,.1f} x {(maxy - miny) / 1000:,.1f} km); the limit is {max_tiles:,} tiles per "
+            "partition (GEO_ASSETS_MAX_TILES): split the region, use larger tiles or raise the limit"
+        )
+    return count
+
+
 CATALOGUE_KEY = "catalogue/regions.json"
 
 
@@ -138,16 +170,19 @@ def save_catalogue(store, catalogue: RegionCatalogue) -> None:
     store.write_bytes(CATALOGUE_KEY, catalogue.user_json().encode())
 
 
-def add_region(store, region: Region, replace: bool = False) -> Region:
+def add_region(store, region: Region, replace: bool = False, tile_size: int = 256) -> Region:
     """The one validated way to add a region to a store's catalogue: `geo-assets region add` and the
-    scene_arrivals sensor both come through here. Region() has checked the name, CRS and box."""
+    scene_arrivals sensor both come through here. Region() has checked the name, CRS and box; the size
+    limit is checked at the default tile size (a run with other tiles checks again before its first)."""
     from geo_assets.geo.labels import LABEL_SOURCES  # these modules import this one
-    from geo_assets.geo.sources import SOURCES
+    from geo_assets.geo.sources import SOURCES, get_source
+    from geo_assets.limits import max_tiles
 
     if region.source not in SOURCES:
         raise ValueError(f"unknown imagery source {region.source!r}; accepted: {', '.join(sorted(SOURCES))}")
     if region.labels is not None and region.labels not in LABEL_SOURCES:
         raise ValueError(f"unknown label source {region.labels!r}; accepted: {', '.join(LABEL_SOURCES)}")
+    check_size(region, get_source(region.source).spec(region).grid(region.crs, tile_size), max_tiles())
     catalogue = load_catalogue(store)
     catalogue.add(region, replace=replace)
     save_catalogue(store, catalogue)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
+import math
 from typing import Any, Callable
 
 import torch
@@ -71,23 +71,52 @@ class PixelFCN(nn.Module):
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"unet": UNet, "fcn": PixelFCN}
 
+# Each hyperparameter's accepted range: past these a model stops fitting in memory (a U-Net's widths
+# double at every level: depth 99 would ask for 16 * 2**99 channels) or stops making sense.
+HYPERPARAMETERS: dict[str, dict[str, tuple[int, int]]] = {
+    "unet": {"base_channels": (1, 256), "depth": (1, 6)},
+    "fcn": {"hidden_channels": (1, 1024), "num_layers": (1, 64)},
+}
+MAX_PARAMETERS = 50_000_000  # 200 MB of float32 weights; the demo's U-Net has about 120 thousand
+
+
+def check_hyperparameters(architecture: str, hyperparameters: dict[str, Any], in_channels: int = 6, num_classes: int = 6) -> dict:
+    """The hyperparameters as ints, each within its range, and a model within MAX_PARAMETERS; else one
+    ValueError naming the first problem. Counts weights on torch's meta device: nothing is allocated."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; accepted: {', '.join(sorted(ARCHITECTURES))}")
+    bounds = HYPERPARAMETERS[architecture]
+    unknown = sorted(set(hyperparameters) - set(bounds))
+    if unknown:
+        raise ValueError(
+            f"unknown hyperparameter(s) {', '.join(unknown)} for architecture {architecture!r}; "
+            f"accepted: {', '.join(bounds)}"
+        )
+    checked = {}
+    for name, value in hyperparameters.items():
+        low, high = bounds[name]
+        whole = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and float(value).is_integer()
+        if not whole or not low <= value <= high:
+            raise ValueError(f"hyperparameter {name} of {architecture!r} must be a whole number from {low} to {high}, got {value!r}")
+        checked[name] = int(value)
+    with torch.device("meta"):
+        count = sum(p.numel() for p in ARCHITECTURES[architecture](in_channels, num_classes, **checked).parameters())
+    if count > MAX_PARAMETERS:
+        raise ValueError(
+            f"{architecture} with {checked} has {count:,} parameters; the limit is {MAX_PARAMETERS:,}: "
+            "use fewer channels or levels"
+        )
+    return checked
+
+
 def required_multiple(model: nn.Module) -> int:
     """Input H and W must be a multiple of this; inference pads to it (depth is a hyperparameter)."""
     return 2**model.depth if isinstance(model, UNet) else 1
 
 
 def build_model(architecture: str, in_channels: int, num_classes: int, **hyperparameters: Any) -> nn.Module:
-    """Instantiate a zoo model; rejects unknown names early so config typos fail loudly."""
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {architecture!r}; accepted: {', '.join(sorted(ARCHITECTURES))}")
-    factory = ARCHITECTURES[architecture]
-    accepted = [p for p in inspect.signature(factory).parameters if p not in ("in_channels", "num_classes")]
-    unknown = sorted(set(hyperparameters) - set(accepted))
-    if unknown:
-        raise ValueError(
-            f"unknown hyperparameter(s) {', '.join(unknown)} for architecture {architecture!r}; "
-            f"accepted: {', '.join(accepted)}"
-        )
+    """Instantiate a zoo model; unknown names and out-of-range sizes fail before any memory is taken."""
     if in_channels < 1 or num_classes < 2:
         raise ValueError(f"need in_channels >= 1 and num_classes >= 2, got {in_channels}, {num_classes}")
-    return factory(in_channels, num_classes, **hyperparameters)
+    checked = check_hyperparameters(architecture, hyperparameters, in_channels, num_classes)
+    return ARCHITECTURES[architecture](in_channels, num_classes, **checked)

@@ -1,0 +1,36 @@
+"""Deployment limits: how much one partition or one backfill may ask for.
+
+They are deployment settings (environment variables), not run config, so no launch can raise its own
+ceiling. Each is read when it is used, so a daemon, a run and the CLI agree on the value in force.
+"""
+
+import os
+
+MAX_TILES_ENV = "GEO_ASSETS_MAX_TILES"
+MAX_BACKFILL_ENV = "GEO_ASSETS_MAX_BACKFILL_PARTITIONS"
+DEFAULT_MAX_TILES = 10_000  # a 256 km square at 10 m and 256 px tiles; manifests stay a few MB
+DEFAULT_MAX_BACKFILL = 400  # a year of dates for one region, with room
+CEILING = 10_000_000  # no setting goes beyond this: it would only defer the failure to memory
+
+
+def _positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:  # also "inf", "nan", "1e3", "2.5"
+        value = 0
+    if not 1 <= value <= CEILING:
+        raise ValueError(f"{name}={raw!r}: must be a whole number between 1 and {CEILING:,}")
+    return value
+
+
+def max_tiles() -> int:
+    """Tiles one region x date partition may hold (imagery, labels, predictions)."""
+    return _positive_int(MAX_TILES_ENV, DEFAULT_MAX_TILES)
+
+
+def max_backfill_partitions() -> int:
+    """Region x date partitions one `geo-assets backfill` may request."""
+    return _positive_int(MAX_BACKFILL_ENV, DEFAULT_MAX_BACKFILL)

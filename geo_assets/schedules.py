@@ -1,0 +1,82 @@
+"""Schedules and declarative automation. Every one is off until a team turns it on (UI: Automation; or
+`dagster schedule start` / `dagster sensor start`), since most runs here are chosen by hand.
+
+- `monthly_predictions`: on the 1st of each month at 06:00 UTC, imagery, predictions and a report of
+  that day's partition for each region named in GEO_ASSETS_SCHEDULED_REGIONS, predicted by the serving
+  version of landcover-unet. Each region is checked as `geo-assets launch` checks it; a region that
+  cannot succeed (unknown, a sample scene of another date, no serving model) is skipped with a log line.
+- `predictions_follow_serving_model`: declarative automation that predicts again the partitions that
+  have predictions whenever a model is newly evaluated, which is when a version that passes the gate
+  becomes the serving one (unless a promotion pins another).
+"""
+
+import datetime
+import os
+
+import dagster as dg
+
+from geo_assets.launches import ASSETS, plan
+from geo_assets.limits import max_backfill_partitions
+from resources.gate import ModelGate
+from resources.storage import StorageResource
+
+REGIONS_ENV = "GEO_ASSETS_SCHEDULED_REGIONS"
+TRIGGER_TAG = "geo-assets/trigger"
+
+
+def scheduled_regions() -> list[str]:
+    names = [r.strip() for r in os.environ.get(REGIONS_ENV, "").split(",") if r.strip()]
+    if len(names) > max_backfill_partitions():
+        raise ValueError(f"{REGIONS_ENV} names {len(names)} regions; at most {max_backfill_partitions()} (GEO_ASSETS_MAX_BACKFILL_PARTITIONS)")
+    return list(dict.fromkeys(names))
+
+
+@dg.schedule(
+    cron_schedule="0 6 1 * *",
+    execution_timezone="UTC",
+    target=dg.AssetSelection.assets(*ASSETS),
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Imagery, predictions and a report for each region of GEO_ASSETS_SCHEDULED_REGIONS on the 1st of the month.",
+)
+def monthly_predictions(context: dg.ScheduleEvaluationContext, storage: StorageResource, gate: ModelGate):
+    regions = scheduled_regions()
+    if not regions:
+        return dg.SkipReason(f"no region is scheduled: set {REGIONS_ENV}=region-a,region-b")
+    date = context.scheduled_execution_time.astimezone(datetime.timezone.utc).date().isoformat()
+    store, requests, refused = storage.store(), [], []
+    for region in regions:
+        try:
+            request = plan(store, region, [date], min_miou=gate.min_miou)
+        except (ValueError, LookupError) as exc:
+            context.log.warning(f"{region} {date} skipped: {exc}")
+            refused.append(region)
+            continue
+        key = request.partitions[0]
+        requests.append(dg.RunRequest(
+            run_key=key, partition_key=key, run_config=request.run_config,
+            tags={**request.tags, TRIGGER_TAG: "monthly_predictions"},
+        ))
+    if not requests:
+        return dg.SkipReason(f"every scheduled region was refused for {date}: {', '.join(refused)} (see the tick's log)")
+    return requests
+
+
+# Partitions that have predictions, whose model evaluations changed since the last tick; not while one runs.
+FOLLOW_SERVING_MODEL = (
+    dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated()).allow(dg.AssetSelection.assets("model_evaluation"))
+    & ~dg.AutomationCondition.missing()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("a model was newly evaluated")
+
+# The condition is set on the predictions asset (its decorator); this sensor, stopped by default, is
+# what evaluates it, so nothing happens until a team starts it.
+predictions_follow_serving_model = dg.AutomationConditionSensorDefinition(
+    "predictions_follow_serving_model",
+    target=dg.AssetSelection.assets("predictions"),
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    run_tags={TRIGGER_TAG: "predictions_follow_serving_model"},
+    description="Predict existing partitions again when a model is newly evaluated (a new serving version).",
+)
+
+SCHEDULES = [monthly_predictions]
+AUTOMATION = [predictions_follow_serving_model]
