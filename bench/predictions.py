@@ -181,7 +181,8 @@ def platform_predict(job, instance, region: str, version: str) -> dict:
     from geo_assets.partitions import region_date_key
 
     run_config = {
-        "ops": {"predictions": {"config": {"model": MODEL, "version": version}}},
+        # Margin 0: tile by tile, as the plain loop and the floor work; what margins cost is bench.seams.
+        "ops": {"predictions": {"config": {"model": MODEL, "version": version, "margin": 0}}},
         # Keep the console quiet so the table is readable; every event is still stored in the instance.
         "loggers": {"console": {"config": {"log_level": "WARNING"}}},
     }
