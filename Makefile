@@ -16,7 +16,7 @@ demo-cloud: setup
 	$(BIN)/geo-assets demo-cloud
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile  # two workers, a test file each at a time (tests/conftest.py pins their cores)
 
 dev: setup
 	$(BIN)/dagster dev -w workspace.yaml

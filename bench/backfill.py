@@ -108,6 +108,7 @@ def run_plain(store, dates: list[str], prefix: str) -> float:
     from geo_assets.geo.sources import get_source
     from geo_assets.geo.tiling import cut_imagery_tile
     from geo_assets.ml import registry
+    from geo_assets.geo.margins import default_margin, with_neighbours
     from geo_assets.ml.chunks import PredictChunk
     from geo_assets.ml.inference import write_mosaic
 
@@ -120,8 +121,10 @@ def run_plain(store, dates: list[str], prefix: str) -> float:
         scene = source.scene(region, date, bands=bands)
         entries = [cut_imagery_tile(store, scene, bands, f"{prefix}/imagery/{date}", t) for t in tiles]
         # The asset's own unit of inference (the model loaded once per process, in the default runtime).
-        work = PredictChunk(store, record["weights"], "auto", f"{prefix}/predictions/{date}", None, normalise=normalise)
-        predicted = work(entries, lambda fn, items: list(map(fn, items)))
+        # With the asset's default margin, each tile read with its neighbours' pixels around it.
+        work = PredictChunk(store, record["weights"], "auto", f"{prefix}/predictions/{date}", None, normalise=normalise,
+                            margin=default_margin(256))
+        predicted = work(with_neighbours(entries), lambda fn, items: list(map(fn, items)))
         mosaic = f"{prefix}/predictions/{date}/mosaic.tif"
         write_mosaic(store, [(p["path"], e["bounds"]) for p, e in zip(predicted, entries)], region.crs, mosaic)
         with store.env():

@@ -1,6 +1,6 @@
 """Fixtures of the UI test: Debian's Chromium driven by Playwright, and a real `dagster dev` serving
 a Dagster home in which a tiny model has already been trained and passed the gate (ui_world.py).
-Screenshots land in test-artifacts/ui/ (git-ignored) and are listed at the end of the session."""
+Screenshots land in test-artifacts/ui/ (git-ignored) and are listed at the end of the session (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -101,10 +101,3 @@ def pytest_runtest_makereport(item, call):
     if report.when == "call":
         item.rep_call = report  # read by `shoot` to keep the failing page
     return report
-
-
-def pytest_terminal_summary(terminalreporter):
-    if SHOTS:
-        terminalreporter.section("UI screenshots")
-        for path in SHOTS:
-            terminalreporter.write_line(str(path))
