@@ -110,7 +110,7 @@ def run_plain(store, dates: list[str], prefix: str) -> float:
     from geo_assets.ml import registry
     from geo_assets.geo.margins import default_margin, with_neighbours
     from geo_assets.ml.chunks import PredictChunk
-    from geo_assets.ml.inference import write_mosaic
+    from geo_assets.geo.mosaic import write_class_mosaic
 
     started = time.perf_counter()
     region = load_catalogue(store).get(REGION)
@@ -126,7 +126,7 @@ def run_plain(store, dates: list[str], prefix: str) -> float:
                             margin=default_margin(256))
         predicted = work(with_neighbours(entries), lambda fn, items: list(map(fn, items)))
         mosaic = f"{prefix}/predictions/{date}/mosaic.tif"
-        write_mosaic(store, [(p["path"], e["bounds"]) for p, e in zip(predicted, entries)], region.crs, mosaic)
+        write_class_mosaic(store, [(p["path"], e["bounds"]) for p, e in zip(predicted, entries)], region.crs, mosaic)
         with store.env():
             rgb = true_colour([(store.path(e["path"]), e["bounds"]) for e in entries], bands)
             png = side_by_side_png(rgb, class_colours(store.path(mosaic), rgb.shape[:2]))

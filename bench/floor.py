@@ -52,7 +52,7 @@ def demo_model(work: Path, quick: bool) -> dict[str, Path]:
     """Train the demo architecture briefly on a synthetic scene; export it as a version is exported."""
     from geo_assets.geo import synthetic
     from geo_assets.geo.landcover import CLASSES
-    from geo_assets.ml.data import normalize
+    from geo_assets.ml.normalisation import normalize
     from geo_assets.ml.predict import EXPORTS
     from geo_assets.ml.train import TrainConfig, train
 
@@ -68,7 +68,7 @@ def demo_model(work: Path, quick: bool) -> dict[str, Path]:
 def demo_tiles(n: int) -> np.ndarray:
     """n normalised tiles of 256 px from a synthetic scene (another ground than the training one)."""
     from geo_assets.geo import synthetic
-    from geo_assets.ml.data import normalize
+    from geo_assets.ml.normalisation import normalize
 
     cols = int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / cols))

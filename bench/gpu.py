@@ -28,7 +28,7 @@ import torch
 
 from geo_assets.geo.landcover import CLASSES
 from geo_assets.geo.synthetic import scene
-from geo_assets.ml.data import normalize
+from geo_assets.ml.normalisation import normalize
 from geo_assets.ml.metrics import confusion_matrix, scores
 from geo_assets.ml.predict import export_model, load_model, predict_batch
 from geo_assets.ml.train import TrainConfig, train

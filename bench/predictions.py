@@ -101,7 +101,7 @@ def plain_predict(paths: list[Path], onnx: Path, out_dir: Path, streams: int, th
     from geo_assets.geo.cog import write_cog
     from geo_assets.geo.landcover import CLASSES, IGNORE
     from geo_assets.geo.mosaic import mosaic
-    from geo_assets.ml.data import Normalisation
+    from geo_assets.ml.normalisation import Normalisation
 
     # The normalisation the version was trained with, stored beside its weights (model.json).
     normalise = Normalisation.from_record(json.loads((onnx.parent / "model.json").read_text()))
@@ -241,7 +241,7 @@ def load_tiles(paths: list[Path]):
     import numpy as np
     import rasterio
 
-    from geo_assets.ml.data import normalize
+    from geo_assets.ml.normalisation import normalize
 
     out = []
     for p in paths:

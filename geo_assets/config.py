@@ -14,9 +14,7 @@ from geo_assets.geo.margins import MAX_MARGIN
 from geo_assets.geo.regions import validate_date, validate_region_name
 from geo_assets.geo.store import validate_key
 from geo_assets.geo.sources import SOURCES
-from geo_assets.ml.layout import MAX_BATCH
-from geo_assets.ml.models import ARCHITECTURES, check_hyperparameters
-from geo_assets.ml.runtime import RUNTIMES
+from geo_assets.ml.options import ARCHITECTURE_NAMES, MAX_BATCH, RUNTIMES
 from geo_assets.partitions import validate_model_name
 
 DEFAULT_MODEL = "landcover-unet"
@@ -36,7 +34,7 @@ class _Config(dg.Config):
 # Enumerated settings: checked by Dagster's config system when a run is launched (UI, GraphQL, CLI).
 ImagerySource = _enum("ImagerySource", sorted(SOURCES))
 LabelSource = _enum("LabelSource", LABEL_SOURCES)
-Architecture = _enum("Architecture", sorted(ARCHITECTURES))
+Architecture = _enum("Architecture", sorted(ARCHITECTURE_NAMES))
 Device = _enum("Device", ["auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(8))])
 InferenceRuntime = _enum("InferenceRuntime", RUNTIMES)
 Band = _enum("Band", dict.fromkeys([
@@ -131,6 +129,8 @@ class TrainingConfig(_Config):
 
     @model_validator(mode="after")
     def _fits(self):
+        from geo_assets.ml.models import check_hyperparameters  # torch, only where a training config is built
+
         hyper = check_hyperparameters(self.architecture, self.hyperparameters)
         if self.batch_size * self.chip_size**2 > MAX_BATCH_PIXELS:
             raise ValueError(

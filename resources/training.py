@@ -24,7 +24,7 @@ from dagster._core.events import DagsterEventType
 from pydantic import model_validator
 
 from geo_assets.config import _check  # the settings' bounds are checked as run config is
-from geo_assets.ml.inference import Mapper
+from geo_assets.geo.tilework import Mapper
 from geo_assets.ml.versions import TrainedVersion, TrainingRequest, train_version
 from resources.storage import StorageResource, _resolved
 from resources.vertex import PipesVertexClient, VertexJobs, vertex_labels

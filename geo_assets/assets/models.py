@@ -17,7 +17,6 @@ from geo_assets.geo.store import ObjectNotFoundError
 from geo_assets.ml import registry
 from geo_assets.ml.device import select_device
 from geo_assets.ml.metrics import confusion_matrix, scores
-from geo_assets.ml.predict import load_model, predict_batch
 from geo_assets.ml.versions import TrainingRequest, load_set
 from geo_assets.partitions import models_partitions, validate_model_name
 from resources.compute import LocalPoolCompute
@@ -156,6 +155,9 @@ def model_evaluation(
     if evaluation is not None:
         context.log.info(f"version {version} was already evaluated on this set at min mIoU {gate.min_miou}: reusing it")
     else:
+        # torch only here: the code location loads in every process, most of which never run a model.
+        from geo_assets.ml.predict import load_model, predict_batch
+
         device = select_device(config.device)
         with store.local_copy(trained_model["weights"]) as weights:  # torch.export.load needs a local file
             model = load_model(weights, device)

@@ -14,7 +14,7 @@ from geo_assets.ml import registry
 from geo_assets.geo.margins import check_margin, default_margin, with_neighbours
 from geo_assets.geo.tilework import TileLedger
 from geo_assets.ml.chunks import PredictChunk
-from geo_assets.ml.inference import write_mosaic
+from geo_assets.geo.mosaic import write_class_mosaic
 from geo_assets.partitions import region_date_partitions
 from geo_assets.schedules import FOLLOW_SERVING_MODEL
 from resources.compute import LocalPoolCompute
@@ -79,7 +79,7 @@ def _predictions(context, config: PredictionConfig, storage, compute, gate, imag
     entries = compute.map_tiles(context, work, tiles, label="predicted tiles", ledger=TileLedger(store, prefix))
     mosaic = f"{prefix}/mosaic.tif"
     bounds = [t["bounds"] for t in imagery_tiles["tiles"]]
-    write_mosaic(store, [(e["path"], b) for e, b in zip(entries, bounds)], imagery_tiles["crs"], mosaic)
+    write_class_mosaic(store, [(e["path"], b) for e, b in zip(entries, bounds)], imagery_tiles["crs"], mosaic)
     counts = np.sum([e["class_counts"] for e in entries], axis=0)
     manifest = {
         "region": region,

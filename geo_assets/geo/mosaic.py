@@ -25,6 +25,8 @@ from rasterio.enums import Resampling
 
 from geo_assets.geo.cog import CorruptRasterError
 from geo_assets.geo.grid import Bounds
+from geo_assets.geo.landcover import IGNORE
+from geo_assets.geo.store import Store
 
 
 CACHE_MB = 256  # GDAL's block cache while a mosaic is written: its memory, whatever the region
@@ -119,3 +121,10 @@ def mosaic(
         except rasterio.errors.RasterioIOError as exc:
             raise CorruptRasterError(f"cannot read tile {path} for the mosaic: {exc}") from None
     return out, Affine(res, 0.0, minx, 0.0, -res, maxy)
+
+
+def write_class_mosaic(store: Store, tiles: Sequence[tuple[str, Bounds]], crs: str, key: str) -> None:
+    """Merge class tiles, given as (store key, bounds), into one COG at `key` with overviews for
+    browsing whole regions; GDAL copies them window by window: memory does not grow with the region."""
+    with store.writing(key) as tmp, store.env():
+        write_mosaic_cog(tmp, [(store.path(k), b) for k, b in tiles], crs, IGNORE, "class", blocksize=512)

@@ -12,25 +12,32 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from geo_assets.geo.store import Store
 from geo_assets.geo.tilework import Mapper
-from geo_assets.ml.data import Normalisation
 from geo_assets.ml.device import select_device
-from geo_assets.ml.inference import predict_tiles
-from geo_assets.ml.runtime import Runtime, load_runtime, requested
+from geo_assets.ml.normalisation import Normalisation
+from geo_assets.ml.options import requested
+
+if TYPE_CHECKING:
+    from geo_assets.ml.runtime import Runtime
+
+# torch and the runtimes are imported where a chunk runs, not where it is built: the step (and the
+# code location's other processes) only name the work.
 
 log = logging.getLogger(__name__)
 
 MODELS_KEPT = 4  # model versions kept loaded per process (a long-lived worker serves many versions)
-_models: OrderedDict[tuple[str, str, str], Runtime] = OrderedDict()
+_models: OrderedDict[tuple[str, str, str], "Runtime"] = OrderedDict()
 _lock = threading.Lock()  # torch.export.load is not thread-safe: one load at a time per process
 _inference: dict[tuple[str, str, str], dict] = {}  # the runtime and layout a process last predicted with
 
 
 def cached_runtime(store: Store, key: str, device: str, runtime: str | None) -> Runtime:
     """The model version at `key` in its inference runtime, loaded once per process, device and runtime."""
+    from geo_assets.ml.runtime import load_runtime
+
     name = (store.uri(key), device, requested(runtime))
     with _lock:
         if name in _models:
@@ -81,6 +88,8 @@ class PredictChunk:
         cached_runtime(self.store, self.weights, self._device(), self.runtime)
 
     def __call__(self, entries: Sequence[dict], mapper: Mapper) -> list[dict]:
+        from geo_assets.ml.inference import predict_tiles
+
         device = self._device()
         model = cached_runtime(self.store, self.weights, device, self.runtime)
 

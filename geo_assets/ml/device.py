@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import re
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 ACCEPTED = "auto, cpu, cuda, cuda:N"
 
 
 def select_device(name: str) -> torch.device:
     """'auto' -> cuda if available else cpu; 'cpu'; 'cuda' / 'cuda:N' (only if that GPU exists)."""
+    import torch  # here, not at the top: `cores` is read by processes that never load a model
+
     value = name.strip().lower() if isinstance(name, str) else name
     if value == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

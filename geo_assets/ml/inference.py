@@ -18,55 +18,27 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
 
-from geo_assets.geo.cog import read_raster, write_cog
-from geo_assets.geo.grid import Bounds
+from geo_assets.geo.cog import write_cog
 from geo_assets.geo.landcover import CLASSES, IGNORE
-from geo_assets.geo.margins import TileCache, read_with_margin, with_neighbours
-from geo_assets.geo.mosaic import write_mosaic_cog
+from geo_assets.geo.margins import TileCache, with_neighbours
 from geo_assets.geo.store import Store
+from geo_assets.geo.tilework import Mapper
 from geo_assets.geo.tiling import pixel_digest
-from geo_assets.ml.data import normalize
+from geo_assets.ml.inputs import Normalise, read_tile
 from geo_assets.ml.layout import Layout, check_batch_size, choose_layout
 from geo_assets.ml.predict import classify
 from geo_assets.ml.runtime import Runtime, as_runtime
 
-Mapper = Callable[[Callable, Sequence], list]  # the compute resource's map, or the built-in map
-Normalise = Callable[[np.ndarray, Sequence], np.ndarray]  # (tile DN, its band names) -> model input
 PROGRESS_SECONDS = 5.0  # progress is reported this often, and at the end
 
 
 class TileError(RuntimeError):
     """A tile that could not be read, predicted or written, named by its key."""
-
-
-def valid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
-    """Pixels where every band has data (NaN-aware)."""
-    if nodata is None:
-        return np.ones(data.shape[1:], dtype=bool)
-    if np.isnan(nodata):
-        return ~np.isnan(data).any(axis=0)
-    return ~(data == nodata).all(axis=0)
-
-
-def read_tile(
-    store: Store, entry: dict, normalise: Normalise | None = None, margin: int = 0, cache: TileCache | None = None
-) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(model input, valid, profile) of one tile; `normalise` is the model's (see ml.data.Normalisation).
-    With a `margin`, the input holds the tile and `margin` px of its `neighbours` around it; `valid` the tile's."""
-    # Entered per work unit: rasterio's GDAL config is per thread, and this runs on a pool.
-    with store.env():
-        if margin:
-            data, profile = read_with_margin(store.path, entry, margin, cache)
-        else:
-            data, profile = read_raster(store.path(entry["path"]))
-    image = normalize(data) if normalise is None else normalise(data, profile["band_names"])
-    inside = data[:, margin : data.shape[1] - margin, margin : data.shape[2] - margin]
-    return image, valid_mask(inside, profile["nodata"]), profile
 
 
 def write_prediction(store: Store, prefix: str, item: tuple[dict, np.ndarray, dict]) -> dict:
@@ -199,10 +171,3 @@ def predict_tiles(
             io.shutdown(cancel_futures=True)
             raise
     return results
-
-
-def write_mosaic(store: Store, tiles: list[tuple[str, Bounds]], crs: str, key: str) -> None:
-    """Merge class tiles, given as (key, bounds), into one COG with overviews for browsing whole regions.
-    GDAL copies them window by window: memory does not grow with the region."""
-    with store.writing(key) as tmp, store.env():
-        write_mosaic_cog(tmp, [(store.path(k), b) for k, b in tiles], crs, IGNORE, "class", blocksize=512)

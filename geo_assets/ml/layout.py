@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from geo_assets.ml.device import cores
+from geo_assets.ml.options import MAX_BATCH
 from geo_assets.ml.predict import classify
 from geo_assets.ml.runtime import Runtime
 
-MAX_BATCH = 256
 CPU_BATCHES = (1, 2, 4, 8)  # tried in order while each is faster; 16 was slower everywhere we measured
 GPU_BATCH = 16
 MIN_SECONDS = 0.2  # each candidate runs at least this long, and two batches per stream

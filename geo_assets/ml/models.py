@@ -8,6 +8,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from geo_assets.ml.options import HYPERPARAMETERS, MAX_PARAMETERS
+
 
 def _double_conv(in_ch: int, out_ch: int) -> nn.Sequential:
     # bias=False: BatchNorm's shift makes a conv bias redundant.
@@ -70,14 +72,6 @@ class PixelFCN(nn.Module):
 
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"unet": UNet, "fcn": PixelFCN}
-
-# Each hyperparameter's accepted range: past these a model stops fitting in memory (a U-Net's widths
-# double at every level: depth 99 would ask for 16 * 2**99 channels) or stops making sense.
-HYPERPARAMETERS: dict[str, dict[str, tuple[int, int]]] = {
-    "unet": {"base_channels": (1, 256), "depth": (1, 6)},
-    "fcn": {"hidden_channels": (1, 1024), "num_layers": (1, 64)},
-}
-MAX_PARAMETERS = 50_000_000  # 200 MB of float32 weights; the demo's U-Net has about 120 thousand
 
 
 def check_hyperparameters(architecture: str, hyperparameters: dict[str, Any], in_channels: int = 6, num_classes: int = 6) -> dict:

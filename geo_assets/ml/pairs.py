@@ -9,7 +9,8 @@ import numpy as np
 from geo_assets.geo.cog import read_raster
 from geo_assets.geo.landcover import CLASSES, IGNORE
 from geo_assets.geo.store import Store
-from geo_assets.ml.inference import Mapper, Normalise, read_tile
+from geo_assets.geo.tilework import Mapper
+from geo_assets.ml.inputs import Normalise, read_tile
 
 
 def check_same_grid(imagery: dict, labels: dict) -> None:

@@ -18,7 +18,7 @@ import hashlib
 import json
 
 from geo_assets.geo.store import ObjectNotFoundError, Store
-from geo_assets.ml.data import Normalisation
+from geo_assets.ml.normalisation import Normalisation
 
 MODEL_FILE = "model.json"
 EVALUATIONS_DIR = "evaluations"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from typing import Callable, Iterator
@@ -29,6 +28,7 @@ from torch import nn
 from geo_assets.geo.store import Store
 from geo_assets.ml import registry
 from geo_assets.ml.models import required_multiple
+from geo_assets.ml.options import requested
 from geo_assets.ml.predict import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -39,8 +39,6 @@ from geo_assets.ml.predict import (
     torch_forward,
 )
 
-ENV_VAR = "GEO_ASSETS_INFERENCE_RUNTIME"
-RUNTIMES = ("auto", "torch", "onnxruntime")
 
 Forward = Callable[[np.ndarray], np.ndarray]  # a padded (N,C,H,W) float32 batch -> (N,H,W) uint8 class ids
 
@@ -148,15 +146,6 @@ def installed() -> list[str]:
     except ImportError:
         return ["torch"]
     return ["torch", "onnxruntime"]
-
-
-def requested(name: str | None = None) -> str:
-    """The runtime asked for: `name`, else GEO_ASSETS_INFERENCE_RUNTIME, else auto; unknown names refused."""
-    source = "config" if name else ENV_VAR
-    name = name or os.environ.get(ENV_VAR) or "auto"
-    if name not in RUNTIMES:
-        raise ValueError(f"unknown inference runtime {name!r} (from {source}); accepted: {', '.join(RUNTIMES)}")
-    return name
 
 
 def as_runtime(model: nn.Module | Runtime, device: str | torch.device = "cpu") -> Runtime:

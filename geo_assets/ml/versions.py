@@ -13,17 +13,14 @@ from dataclasses import asdict, dataclass, fields
 from typing import Callable
 
 import numpy as np
-import torch
 
 from geo_assets.geo.landcover import CLASSES
 from geo_assets.geo.store import ObjectNotFoundError, Store
+from geo_assets.geo.tilework import Mapper
 from geo_assets.ml import registry
-from geo_assets.ml.data import Normalisation
 from geo_assets.ml.device import select_device
-from geo_assets.ml.inference import Mapper
+from geo_assets.ml.normalisation import Normalisation
 from geo_assets.ml.pairs import load_pairs
-from geo_assets.ml.predict import EXPORTS
-from geo_assets.ml.train import TrainConfig, train
 
 Log = Callable[[str], None]
 
@@ -66,6 +63,12 @@ def load_set(store: Store, manifest: dict, mapper: Mapper, normalise: Normalisat
 
 def train_version(store: Store, request: TrainingRequest, mapper: Mapper, log: Log) -> TrainedVersion:
     """Reuse the stored version this request names on this runtime, or train, export and store it."""
+    # torch here, not at the top: the requests are built in processes that never train.
+    import torch
+
+    from geo_assets.ml.predict import EXPORTS
+    from geo_assets.ml.train import TrainConfig, train
+
     settings, training_set = request.settings, request.training_set
     device = select_device(settings["device"])
     runtime = {"device": device.type, "torch": torch.__version__}

@@ -1,5 +1,7 @@
 """The code location loads, and its asset graph, partitions, checks and jobs are what users rely on."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -122,3 +124,11 @@ def test_unknown_profile_is_refused(monkeypatch):
     monkeypatch.setenv("GEO_ASSETS_PROFILE", "azure")
     with pytest.raises(ValueError, match="unknown profile GEO_ASSETS_PROFILE=.azure.; accepted: local, aws, gcp"):
         resource_defs()
+
+
+def test_the_code_location_loads_without_torch():
+    # Every process that loads the code location (webserver, daemon, each run and step, the CLI) would
+    # pay torch's import, about a second; only the steps that train or predict import it.
+    probe = "import sys, geo_assets.definitions; print(sorted(m for m in ('torch', 'onnxruntime') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

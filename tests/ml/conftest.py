@@ -14,7 +14,7 @@ from geo_assets.geo import synthetic
 from geo_assets.geo.cog import write_cog
 from geo_assets.geo.landcover import CLASSES
 from geo_assets.geo.store import Store, local_root
-from geo_assets.ml.data import normalize
+from geo_assets.ml.normalisation import normalize
 from geo_assets.ml.predict import EXPORTS
 from geo_assets.ml.train import TrainConfig, train
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from geo_assets.geo.landcover import IGNORE
-from geo_assets.ml.data import ChipDataset, normalize
+from geo_assets.ml.data import ChipDataset
+from geo_assets.ml.normalisation import normalize
 
 
 def test_normalize_scales_and_clips():
@@ -82,7 +83,7 @@ def test_mismatched_inputs_rejected():
 
 # --- Normalisation: stored with a model version, applied at prediction ------------------------
 
-from geo_assets.ml.data import Normalisation  # noqa: E402
+from geo_assets.ml.normalisation import Normalisation  # noqa: E402
 
 
 def test_normalisation_is_fitted_on_valid_pixels_and_picks_bands_by_name():

@@ -15,7 +15,8 @@ from geo_assets.geo.cog import write_cog
 from geo_assets.geo.landcover import IGNORE
 from geo_assets.geo.tiling import pixel_digest
 from geo_assets.ml.inference import TileError, depth, predict_tiles, read_tile, write_prediction
-from geo_assets.ml.layout import MAX_BATCH, Layout
+from geo_assets.ml.layout import Layout
+from geo_assets.ml.options import MAX_BATCH
 from geo_assets.ml.predict import predict_batch
 from geo_assets.ml.runtime import load_runtime
 

@@ -16,7 +16,8 @@ from geo_assets.ml import layout as layouts
 from geo_assets.ml.layout import Layout, choose_layout, thread_splits
 from geo_assets.ml.models import build_model
 from geo_assets.ml.predict import export_onnx, predict_batch
-from geo_assets.ml.runtime import ENV_VAR, OnnxRuntime, TorchRuntime, load_runtime
+from geo_assets.ml.options import ENV_VAR
+from geo_assets.ml.runtime import OnnxRuntime, TorchRuntime, load_runtime
 
 CPU = torch.device("cpu")
 

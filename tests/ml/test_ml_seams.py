@@ -55,7 +55,7 @@ def tiled(tiny, runtime, margin: int) -> np.ndarray:
 
 
 def test_default_margin_has_no_seams(tiny, region):
-    from geo_assets.ml.data import normalize
+    from geo_assets.ml.normalisation import normalize
 
     full, runtime, seam = region
     ours, whole = tiled(tiny, runtime, DEFAULT_MARGIN), whole_region(runtime, full, DEFAULT_MARGIN, normalize)
@@ -67,7 +67,7 @@ def test_default_margin_has_no_seams(tiny, region):
 
 def test_tiles_alone_break_at_their_edges(tiny, region):
     """Without a margin (as before), edge pixels lack their context: the seam band disagrees."""
-    from geo_assets.ml.data import normalize
+    from geo_assets.ml.normalisation import normalize
 
     full, runtime, seam = region
     ours, whole = tiled(tiny, runtime, 0), whole_region(runtime, full, 0, normalize)
