@@ -1,5 +1,7 @@
-"""Test-session environment: a private Dagster home and storage root, set before any import of
-the code location (its resources read them when the Definitions load)."""
+"""Test-session environment: a private Dagster home and storage root, set when this file is imported:
+before any import of the code location (its resources read them when the Definitions load), which
+the conftest files of test folders named on the command line may import before pytest_configure
+runs. Each process has its own: a pytest-xdist worker imports this file again."""
 
 import os
 import shutil
@@ -10,6 +12,10 @@ from pathlib import Path
 _HOME = tempfile.mkdtemp(prefix="geo-assets-test-home-")
 _STARTED = time.time()
 UI_SHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "ui"  # written by tests/ui
+os.environ["DAGSTER_HOME"] = _HOME
+os.environ["GEO_ASSETS_STORAGE_ROOT"] = "file://" + os.path.join(_HOME, "storage")
+os.environ["GEO_ASSETS_CACHE_DIR"] = os.path.join(_HOME, "cache")  # measured inference layouts
+os.environ.pop("GEO_ASSETS_PROFILE", None)
 
 
 def _pin_xdist_worker() -> None:
@@ -26,10 +32,6 @@ def _pin_xdist_worker() -> None:
 
 def pytest_configure(config):
     _pin_xdist_worker()
-    os.environ["DAGSTER_HOME"] = _HOME
-    os.environ["GEO_ASSETS_STORAGE_ROOT"] = "file://" + os.path.join(_HOME, "storage")
-    os.environ["GEO_ASSETS_CACHE_DIR"] = os.path.join(_HOME, "cache")  # measured inference layouts
-    os.environ.pop("GEO_ASSETS_PROFILE", None)
 
 
 def pytest_unconfigure(config):
