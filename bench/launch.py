@@ -107,6 +107,8 @@ def measure(repeats: int) -> dict:
                     log(f"launch {i}/{repeats}: {row['total']:.2f} s to STEP_START "
                         f"({', '.join(f'{n} {row[n]:.2f}' for n, _, _ in PHASES)})")
                     imports.append(import_seconds(env))  # alternated with the launches, on the same load
+                for _ in client.follow_run(run_id, timeout=300):  # let the last run end before dagster dev stops
+                    pass
     return {"rows": rows, "imports": imports}
 
 

@@ -237,16 +237,15 @@ def platform_predict(job, instance, region: str, version: str) -> dict:
 # The floor: forward passes alone over the same tiles in memory.
 
 
-def load_tiles(paths: list[Path]):
+def load_tiles(paths: list[Path], normalise):
+    """The tiles as the model version reads them: its stored normalisation, bands picked by name."""
     import numpy as np
     import rasterio
-
-    from geo_assets.ml.normalisation import normalize
 
     out = []
     for p in paths:
         with rasterio.open(p) as src:
-            out.append(normalize(src.read()))
+            out.append(normalise(src.read(), list(src.descriptions)))
     return np.stack(out)
 
 
@@ -547,6 +546,7 @@ def run(args, work: Path, log) -> int:
         record = registry.resolve_version(store, MODEL, version, 0.0)
         weights = Path(store.path(record["weights"]))
         onnx = weights.with_name(registry.ONNX_FILE)
+        normalise = registry.normalisation(record)
         job = defs.resolve_job_def("prediction_job")  # loading the code location is not a per-run cost
 
         def paths_of(n: int) -> list[Path]:
@@ -566,14 +566,14 @@ def run(args, work: Path, log) -> int:
         # run of each tile shape; the plain loop's and the floor's layouts are tuned here.
         for n in (FIXED_SIZE, TUNE_SIZE):
             platform_predict(job, instance, region_name(n), version)
-        tuning = tune(paths_of(TUNE_SIZE), onnx, load_tiles(paths_of(TUNE_SIZE)), work, log)
+        tuning = tune(paths_of(TUNE_SIZE), onnx, load_tiles(paths_of(TUNE_SIZE), normalise), work, log)
         plain_layout = tuning["plain"]
         floor_layout = tuning["floor"]
 
         results = {}
         for n in sorted({FIXED_SIZE, *args.sizes}):
             paths = paths_of(n)
-            tiles = load_tiles(paths) if n != FIXED_SIZE else None
+            tiles = load_tiles(paths, normalise) if n != FIXED_SIZE else None
             out_dir = work / "plain" / region_name(n)
             runs: dict[str, list[dict]] = {"platform": [], "plain": []} | ({"floor": []} if tiles is not None else {})
             rss = {"platform": 0.0, "plain": 0.0}

@@ -67,7 +67,11 @@ def dagster_dev(env: dict, log: Path, timeout: float = 120) -> Iterator[str]:
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # a run process still winding down: stop the whole group
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
 
 
 def launch(url: str, job: str, partition: str, ops: dict) -> str:
