@@ -136,10 +136,10 @@ dagster {info['dagster']}, torch {info['torch']}; {info['date']}; 1-min load ave
 Each run: {', '.join(f"{r['total']:.2f}" for r in rows)} s. What dominates: **{dominant}**. The queue
 phase is the daemon's dequeue interval (`run_coordinator.config.dequeue_interval_seconds` in
 `dagster.yaml`); the run-process and step phases each start a Python process that imports the code
-location (dagster, torch, rasterio: the reference row), once for the run and once more for the step
-under the multiprocess executor (step setup is mostly that second load: resources initialise in
-milliseconds). Two loads of the code location are most of the time: an in-process executor for the
-embedded default would drop the step process, and importing torch lazily would shorten both loads."""
+location (dagster and rasterio; torch only in steps that train or predict: the reference row), once for
+the run and once more for the step under the multiprocess executor (step setup is mostly that second
+load: resources initialise in milliseconds). Two loads of the code location are most of the time: an
+in-process executor for the embedded default would drop the step process."""
 
 
 def main(argv: list[str] | None = None) -> int:
