@@ -174,17 +174,6 @@ def worker_threads(client) -> dict:
     return client.run(torch.get_num_threads)
 
 
-def round_trip(client) -> float:
-    from geo_assets.geo.tilework import noop
-
-    times = []
-    for _ in range(ROUND_TRIPS):
-        start = time.perf_counter()
-        client.submit(noop, pure=False).result()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def empty_task_rate(client) -> float:
     from geo_assets.geo.tilework import noop
 
@@ -302,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     import distributed
 
     from resources.compute import LocalPoolCompute
-    from resources.dask_compute import DaskCompute
+    from resources.dask_compute import DaskCompute, round_trip
 
     info = machine_info()
     work = Path(tempfile.mkdtemp(prefix="bench-dask-fanout-"))
@@ -341,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             if d != reference:
                 raise SystemExit(f"{name} predicted other pixels than the thread pool: the benchmark is void")
 
-        rtt = round_trip(two_client)
+        rtt = round_trip(two_client, ROUND_TRIPS)  # the platform's own measurement, more repeats
         rate = empty_task_rate(two_client)
         sweep, sweep_reference = {}, None
         # Forward passes of 1 tile throughout, so that only the tiles per batch change.

@@ -68,6 +68,16 @@ ENV = {  # setting -> environment variable (resources/profiles.py reads them)
 }
 
 
+def round_trip(client, repeats: int = ROUND_TRIPS) -> float:
+    """Median seconds for an empty task to go to a worker and back: a batch's fixed cost."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        client.submit(noop, pure=False).result()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 class DaskUnavailableError(RuntimeError):
     """No Dask cluster to run on: the scheduler did not answer, or no worker joined in time."""
 
@@ -223,7 +233,7 @@ class DaskCompute(LocalPoolCompute):
                 job.accept(outcome)
                 sizer.observe(outcome)
                 if not planned and job.remaining:
-                    sizer.overhead = self._round_trip(client)
+                    sizer.overhead = round_trip(client)
                     job.planned(sizer)
                     while job.remaining:
                         submit()
@@ -247,14 +257,6 @@ class DaskCompute(LocalPoolCompute):
                         f"no Dask worker in the {self.kind} cluster for {self.worker_timeout:g} s "
                         f"({ENV['worker_timeout']}); the scheduler is {client.scheduler.address}"
                     ) from None
-
-    def _round_trip(self, client) -> float:
-        times = []
-        for _ in range(ROUND_TRIPS):
-            start = time.perf_counter()
-            client.submit(noop, pure=False).result()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
 
     def _outcome(self, job: TileJob, future):
         try:
