@@ -23,13 +23,13 @@ import math
 import os
 import statistics
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence, TypeVar
 
 import dagster as dg
 from pydantic import Field
 
+from geo_assets.geo.threads import map_on
 from geo_assets.geo.tilework import BatchOutcome, TileLedger, fingerprint, item_key, run_batch
 
 PROGRESS_SECONDS = 5.0  # long work reports progress this often; short work once, at the end
@@ -189,13 +189,13 @@ class LocalPoolCompute(dg.ConfigurableResource):
         results: list[R] = []
         start = time.perf_counter()
         last = start
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for i, result in enumerate(pool.map(fn, items), start=1):
-                results.append(result)
-                now = time.perf_counter()
-                if log and (now - last >= PROGRESS_SECONDS or i == total):
-                    last = now
-                    log(f"{label}: {i}/{total} done ({i / max(now - start, 1e-9):.1f}/s)")
+        # The process's pool, not one per call: its threads keep GDAL's per-thread state (geo.threads).
+        for i, result in enumerate(map_on("compute", workers, fn, items), start=1):
+            results.append(result)
+            now = time.perf_counter()
+            if log and (now - last >= PROGRESS_SECONDS or i == total):
+                last = now
+                log(f"{label}: {i}/{total} done ({i / max(now - start, 1e-9):.1f}/s)")
         return results
 
     def map_tiles(

@@ -14,9 +14,10 @@ sees the same context as one in its middle, and class boundaries do not break at
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, wait
 from functools import partial
 from typing import Callable
 
@@ -27,6 +28,7 @@ from geo_assets.geo.cog import write_cog
 from geo_assets.geo.landcover import CLASSES, IGNORE
 from geo_assets.geo.margins import TileCache, with_neighbours
 from geo_assets.geo.store import Store
+from geo_assets.geo.threads import shared_pool
 from geo_assets.geo.tilework import Mapper
 from geo_assets.geo.tiling import pixel_digest
 from geo_assets.ml.inputs import Normalise, read_tile
@@ -132,9 +134,32 @@ def predict_tiles(
     results: list[dict] = []
     reported = time.perf_counter()
 
-    with runtime.session(layout.threads) as forward, \
-            ThreadPoolExecutor(layout.io_threads, "tile-io") as io, \
-            ThreadPoolExecutor(layout.streams, "inference") as inference:
+    # The process's pools, not new ones per call: their threads keep GDAL's per-thread state (geo.threads).
+    io, inference = shared_pool("tile-io", layout.io_threads), shared_pool("inference", layout.streams)
+    submitted: list[Future] = []  # everything this call put on the pools
+    lock = threading.Lock()
+    stopped = False
+
+    def submit(pool, fn, *args) -> Future:
+        with lock:
+            if stopped:
+                raise CancelledError("the tile loop was stopped")
+            future = pool.submit(fn, *args)
+            submitted.append(future)
+            return future
+
+    def stop() -> None:
+        # Queued reads, inferences and writes are dropped; running ones finish before this returns,
+        # and none starts after (submissions are refused from here on).
+        nonlocal stopped
+        with lock:
+            stopped = True
+            pending = list(submitted)
+        for future in pending:
+            future.cancel()
+        wait(pending)
+
+    with runtime.session(layout.threads) as forward:
 
         def infer(batch: list[dict], reading: Future) -> Future:
             tiles = reading.result()
@@ -145,7 +170,7 @@ def predict_tiles(
                 classes[~np.stack([t[1] for t in tiles])] = IGNORE
             except Exception as exc:
                 raise TileError(f"tile(s) {_keys(batch)}: inference failed: {exc}") from exc
-            return io.submit(write, batch, classes, tiles)
+            return submit(io, write, batch, classes, tiles)
 
         in_flight: deque[Future] = deque()
 
@@ -161,13 +186,10 @@ def predict_tiles(
             for batch in batches:
                 if len(in_flight) >= depth(layout):
                     collect()  # in order: the oldest batch first
-                in_flight.append(inference.submit(infer, batch, io.submit(read, batch)))
+                in_flight.append(submit(inference, infer, batch, submit(io, read, batch)))
             while in_flight:
                 collect()
         except BaseException:
-            # Stop: queued reads and inferences are dropped; running ones finish, and no write
-            # starts after the pools are shut (a stream finishing now cannot submit one).
-            inference.shutdown(cancel_futures=True)
-            io.shutdown(cancel_futures=True)
+            stop()
             raise
     return results

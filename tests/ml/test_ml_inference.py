@@ -198,3 +198,22 @@ def test_batch_size_given_is_kept_and_progress_reaches_the_total(tiny, reference
 
 def test_no_entries_predicts_nothing(tiny):
     assert predict_tiles(tiny.store, tiny.model, "cpu", [], "predictions/none") == []
+
+
+def test_concurrent_tile_loops_in_one_process_share_the_pools_and_keep_their_outputs(tiny, reference):
+    """Two loops at once (e.g. a Dask worker with two threads) run on the same process-wide pools."""
+    runtime = load_runtime(tiny.store, tiny.weights, CPU, "torch")
+    layout = Layout(1, 2, 1, 4)
+    out: dict[str, list[dict]] = {}
+
+    def loop(prefix: str) -> None:
+        out[prefix] = predict_tiles(tiny.store, runtime, CPU, tiny.entries, prefix, layout=layout)
+
+    loops = [threading.Thread(target=loop, args=(f"predictions/concurrent-{i}",)) for i in range(2)]
+    for t in loops:
+        t.start()
+    for t in loops:
+        t.join(120)
+    assert sorted(out) == ["predictions/concurrent-0", "predictions/concurrent-1"]
+    for results in out.values():
+        assert [r["digest"] for r in results] == [r["digest"] for r in reference]
