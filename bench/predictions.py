@@ -120,34 +120,39 @@ def plain_predict(paths: list[Path], onnx: Path, out_dir: Path, streams: int, th
     errors: list[BaseException] = []
 
     def loop() -> None:
-        nonlocal counts
+        # The GDAL setting the platform's local store reads with (no folder listing per open).
         try:
-            while True:
-                with lock:
-                    if not batches:
-                        return
-                    indices = batches.pop(0)
-                images, masks, georefs = [], [], []
-                for i in indices:
-                    with rasterio.open(paths[i]) as src:
-                        data = src.read()
-                        georefs.append((src.crs.to_string(), src.transform))
-                        nodata = src.nodata
-                        names = list(src.descriptions)
-                    images.append(normalise(data, names))
-                    masks.append(np.ones(data.shape[1:], bool) if nodata is None else ~(data == nodata).all(axis=0))
-                logits = session.run(["logits"], {"image": np.stack(images)})[0]  # 256 px: no padding needed
-                classes = logits.argmax(axis=1).astype(np.uint8)
-                classes[~np.stack(masks)] = IGNORE
-                for i, tile, (crs, transform) in zip(indices, classes, georefs):
-                    dst = tiles_dir / paths[i].name
-                    write_cog(dst, tile, crs, transform, IGNORE, ["class"])
-                    tile_counts = np.bincount(tile.ravel(), minlength=256)[: len(CLASSES)]
-                    with lock:
-                        counts += tile_counts
-                    written[i] = (str(dst), rasterio.transform.array_bounds(*tile.shape, transform)[:4], crs)
+            with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
+                loop_batches()
         except BaseException as exc:  # re-raised on the main thread
             errors.append(exc)
+
+    def loop_batches() -> None:
+        nonlocal counts
+        while True:
+            with lock:
+                if not batches:
+                    return
+                indices = batches.pop(0)
+            images, masks, georefs = [], [], []
+            for i in indices:
+                with rasterio.open(paths[i]) as src:
+                    data = src.read()
+                    georefs.append((src.crs.to_string(), src.transform))
+                    nodata = src.nodata
+                    names = list(src.descriptions)
+                images.append(normalise(data, names))
+                masks.append(np.ones(data.shape[1:], bool) if nodata is None else ~(data == nodata).all(axis=0))
+            logits = session.run(["logits"], {"image": np.stack(images)})[0]  # 256 px: no padding needed
+            classes = logits.argmax(axis=1).astype(np.uint8)
+            classes[~np.stack(masks)] = IGNORE
+            for i, tile, (crs, transform) in zip(indices, classes, georefs):
+                dst = tiles_dir / paths[i].name
+                write_cog(dst, tile, crs, transform, IGNORE, ["class"])
+                tile_counts = np.bincount(tile.ravel(), minlength=256)[: len(CLASSES)]
+                with lock:
+                    counts += tile_counts
+                written[i] = (str(dst), rasterio.transform.array_bounds(*tile.shape, transform)[:4], crs)
 
     workers = [threading.Thread(target=loop) for _ in range(streams)]
     for w in workers:

@@ -25,7 +25,6 @@ naming the object URI or bucket and the problem, with any credential text remove
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -181,7 +180,12 @@ class LocalStore(Store):
         return str(self.base / validate_key(key))
 
     def env(self) -> ContextManager:
-        return contextlib.nullcontext()
+        import rasterio
+
+        # Every raster of the store is a self-contained COG: no sidecar files to look for. Without this
+        # GDAL lists the folder on each open, and a region's folder holds thousands of tiles (0.6 ms
+        # of a tile's 2.3 ms read, bench `fresh threads` in BENCHMARKS.md).
+        return rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR")
 
     def exists(self, key: str) -> bool:
         return (self.base / validate_key(key)).is_file()
