@@ -28,6 +28,7 @@ bench: setup
 	$(BIN)/python -m bench.predictions
 	$(BIN)/python -m bench.floor
 	$(BIN)/python -m bench.cog_reads
+	$(BIN)/python -m bench.tile_io
 	$(BIN)/python -m bench.seams
 	$(BIN)/python -m bench.full_tile
 	$(BIN)/python -m bench.runs
@@ -38,7 +39,6 @@ bench: setup
 
 bench-full-tile: setup
 	$(BIN)/python -m bench.full_tile
-	$(BIN)/python -m bench.runs
 
 setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
