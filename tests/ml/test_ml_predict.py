@@ -7,22 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from geo_assets.ml.models import build_model
 from geo_assets.ml.predict import export_model, load_model, predict_batch
-
-
-def _trained_like(arch: str) -> torch.nn.Module:
-    # Non-trivial BatchNorm statistics so a train/eval mix-up would change the outputs.
-    torch.manual_seed(0)
-    model = build_model(arch, 3, 4, **({"base_channels": 8} if arch == "unet" else {}))
-    with torch.no_grad():
-        model.train()(torch.rand(4, 3, 32, 32) * 3 + 1)
-    return model
+from ml_models import trained_like
 
 
 @pytest.mark.parametrize("arch", ["unet", "fcn"])
 def test_export_load_roundtrip_identical(arch, tmp_path):
-    model = _trained_like(arch)
+    model = trained_like(arch)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)  # no deprecated TorchScript path
         path = export_model(model, tmp_path / "model.pt2", in_channels=3)
@@ -36,13 +27,13 @@ def test_export_load_roundtrip_identical(arch, tmp_path):
 
 
 def test_loaded_model_checks_channels(tmp_path):
-    loaded = load_model(export_model(_trained_like("fcn"), tmp_path / "m.pt2", 3), "cpu")
+    loaded = load_model(export_model(trained_like("fcn"), tmp_path / "m.pt2", 3), "cpu")
     with pytest.raises(ValueError, match="expects 3"):
         predict_batch(loaded, np.zeros((1, 5, 8, 8), np.float32), "cpu")
 
 
 def test_export_loads_without_project_code(tmp_path):
-    path = export_model(_trained_like("unet"), tmp_path / "m.pt2", 3)
+    path = export_model(trained_like("unet"), tmp_path / "m.pt2", 3)
     script = textwrap.dedent(
         f"""
         import sys, torch
@@ -68,7 +59,7 @@ def test_load_corrupt_file_names_path(tmp_path):
     garbage.write_bytes(b"not a model")
     with pytest.raises(ValueError, match="garbage.pt2"):
         load_model(garbage, "cpu")
-    good = export_model(_trained_like("fcn"), tmp_path / "good.pt2", 3).read_bytes()
+    good = export_model(trained_like("fcn"), tmp_path / "good.pt2", 3).read_bytes()
     truncated = tmp_path / "truncated.pt2"
     truncated.write_bytes(good[: len(good) // 2])
     with pytest.raises(ValueError, match="truncated.pt2"):
@@ -89,7 +80,7 @@ def test_concurrent_loads_succeed(tmp_path):
     # torch.export.load alone fails when two threads deserialise at once; load_model serialises them.
     from concurrent.futures import ThreadPoolExecutor
 
-    path = export_model(_trained_like("unet"), tmp_path / "m.pt2", 3)
+    path = export_model(trained_like("unet"), tmp_path / "m.pt2", 3)
     with ThreadPoolExecutor(4) as pool:
         loaded = list(pool.map(lambda _: load_model(path, "cpu"), range(8)))
     batch = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)

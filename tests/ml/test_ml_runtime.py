@@ -14,21 +14,12 @@ import torch
 
 from geo_assets.ml import layout as layouts
 from geo_assets.ml.layout import Layout, choose_layout, thread_splits
-from geo_assets.ml.models import build_model
 from geo_assets.ml.predict import export_onnx, predict_batch
 from geo_assets.ml.options import ENV_VAR
 from geo_assets.ml.runtime import OnnxRuntime, TorchRuntime, load_runtime
+from ml_models import trained_like
 
 CPU = torch.device("cpu")
-
-
-def _trained_like(arch: str) -> torch.nn.Module:
-    # Non-trivial BatchNorm statistics so a train/eval mix-up would change the outputs.
-    torch.manual_seed(0)
-    model = build_model(arch, 3, 4, **({"base_channels": 8} if arch == "unet" else {}))
-    with torch.no_grad():
-        model.train()(torch.rand(4, 3, 32, 32) * 3 + 1)
-    return model
 
 
 def _copy_version(tiny, prefix: str, files: list[str]) -> str:
@@ -82,7 +73,7 @@ def test_corrupt_onnx_file_is_named(tiny):
 
 @pytest.mark.parametrize("arch", ["unet", "fcn"])
 def test_onnx_export_predicts_like_eager(arch, tmp_path):
-    model = _trained_like(arch)
+    model = trained_like(arch)
     path = export_onnx(model, tmp_path / "model.onnx", in_channels=3)
     assert model.training  # export works on a copy
     runtime = OnnxRuntime(path.read_bytes(), str(path))
