@@ -61,10 +61,13 @@ class ChipDataset(Dataset):
         chips_per_epoch: int = 256,
         seed: int = 0,
         augment: bool = True,
+        groups: Sequence[int] | None = None,
     ) -> None:
         validate_pairs(images, labels)
         if chip_size < 1 or chips_per_epoch < 1:
             raise ValueError(f"chip_size and chips_per_epoch must be >= 1, got {chip_size}, {chips_per_epoch}")
+        if groups is not None and len(groups) != len(images):
+            raise ValueError(f"got {len(groups)} group ids for {len(images)} images")
         self.images = [self._pad(np.asarray(im, dtype=np.float32), chip_size, 0.0) for im in images]
         self.labels = [self._pad(np.asarray(lb, dtype=np.uint8), chip_size, IGNORE) for lb in labels]
         self.chip_size = chip_size
@@ -72,10 +75,14 @@ class ChipDataset(Dataset):
         self.seed = seed
         self.augment = augment
         self.epoch = 0
-        # Every tile with labels is drawn alike, however sparse: a few real polygons mixed with whole
-        # synthetic tiles still reach the model (the chip is then placed over some of its labels).
+        # Every group (an acquisition) is drawn alike, and every tile with labels within it, however
+        # sparse: a real scene's few polygons get as many chips as a whole synthetic scene (the chip
+        # is then placed over some of its labels).
         labelled = np.array([np.any(lb != IGNORE) for lb in self.labels], dtype=np.float64)
-        self.tile_weights = labelled / labelled.sum()
+        group = np.zeros(len(self.labels), dtype=np.int64) if groups is None else np.asarray(groups)
+        per_group = {g: labelled[group == g].sum() for g in set(group.tolist())}
+        weights = np.array([w / per_group[g] if w else 0.0 for w, g in zip(labelled, group.tolist())])
+        self.tile_weights = weights / weights.sum()
 
     @staticmethod
     def _pad(array: np.ndarray, size: int, fill: float) -> np.ndarray:

@@ -70,8 +70,14 @@ def train(
     num_classes: int,
     config: TrainConfig,
     progress: ProgressCallback | None = None,
+    groups: Sequence[int] | None = None,
 ) -> TrainResult:
-    """Images: normalized float32 (C,H,W); labels: uint8 (H,W) with IGNORE for unlabelled."""
+    """Images: normalized float32 (C,H,W); labels: uint8 (H,W) with IGNORE for unlabelled.
+
+    `groups`: the acquisition of each image. Given, every acquisition is drawn alike and every chip
+    weighs alike in the loss, however few of its pixels are labelled: a real scene's few polygons
+    mixed with whole synthetic scenes still teach the model. Without, chips are drawn from every
+    labelled image alike and the loss is the mean over labelled pixels."""
     validate_pairs(images, labels, in_channels=in_channels, num_classes=num_classes)
     if config.epochs < 1 or config.batch_size < 1 or config.learning_rate <= 0:
         raise ValueError(
@@ -80,19 +86,29 @@ def train(
         )
     device = select_device(config.device)  # fail on a bad device before building anything
     with _all_cores(device):
-        return _train(images, labels, in_channels, num_classes, config, progress, device)
+        return _train(images, labels, in_channels, num_classes, config, progress, device, groups)
 
 
-def _train(images, labels, in_channels, num_classes, config, progress, device) -> TrainResult:
+def _chip_loss(per_pixel: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean over chips of each chip's mean loss over its labelled pixels: a chip of a few polygons
+    weighs as much as a fully labelled one (for fully labelled chips: the plain pixel mean)."""
+    counts = (labels != IGNORE).flatten(1).sum(1)
+    labelled = counts > 0
+    return (per_pixel.flatten(1).sum(1)[labelled] / counts[labelled]).mean()
+
+
+def _train(images, labels, in_channels, num_classes, config, progress, device, groups=None) -> TrainResult:
     start = time.perf_counter()
     _seed_everything(config.seed)
 
     model = build_model(config.architecture, in_channels, num_classes, **config.hyperparameters).to(device)
-    dataset = ChipDataset(images, labels, config.chip_size, config.chips_per_epoch, seed=config.seed)
+    dataset = ChipDataset(images, labels, config.chip_size, config.chips_per_epoch, seed=config.seed,
+                          groups=groups)
     # Chips are already random per index, so no shuffling; workers=0 keeps it simple and
     # deterministic (chip extraction is cheap next to the forward/backward pass).
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False, num_workers=0)
-    loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE)
+    # Per pixel (ignored pixels: 0) when chips weigh alike, else the mean over labelled pixels.
+    loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE, reduction="none" if groups is not None else "mean")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     # OneCycle: warm-up then anneal; converges well in the few epochs we can afford.
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -109,6 +125,8 @@ def _train(images, labels, in_channels, num_classes, config, progress, device) -
             optimizer.zero_grad(set_to_none=True)
             if (y != IGNORE).any():  # an all-IGNORE batch would give a NaN loss
                 loss = loss_fn(model(x), y)
+                if groups is not None:
+                    loss = _chip_loss(loss, y)
                 loss.backward()
                 optimizer.step()
                 losses.append(loss.item())

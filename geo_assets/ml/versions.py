@@ -51,14 +51,16 @@ class TrainedVersion:
     reused: bool  # the version was stored before: nothing was trained
 
 
+def load_acquisitions(store: Store, manifest: dict, mapper: Mapper, normalise: Normalisation) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """Per acquisition of a training or evaluation set, its (image, label) tile pairs as `normalise` makes them."""
+    labels = {key: store.read_json(key) for key in {item["labels"] for item in manifest["items"]}}  # one read a region
+    return [load_pairs(store, store.read_json(item["imagery"]), labels[item["labels"]], mapper, normalise)
+            for item in manifest["items"]]
+
+
 def load_set(store: Store, manifest: dict, mapper: Mapper, normalise: Normalisation) -> list[tuple[np.ndarray, np.ndarray]]:
     """(image, label) tile pairs of every acquisition of a training or evaluation set, as `normalise` makes them."""
-    labels = {key: store.read_json(key) for key in {item["labels"] for item in manifest["items"]}}  # one read a region
-    return [
-        p
-        for item in manifest["items"]
-        for p in load_pairs(store, store.read_json(item["imagery"]), labels[item["labels"]], mapper, normalise)
-    ]
+    return [p for pairs in load_acquisitions(store, manifest, mapper, normalise) for p in pairs]
 
 
 def train_version(store: Store, request: TrainingRequest, mapper: Mapper, log: Log) -> TrainedVersion:
@@ -82,13 +84,16 @@ def train_version(store: Store, request: TrainingRequest, mapper: Mapper, log: L
         pass
 
     bands = training_set["bands"]
-    data = load_set(store, training_set, mapper, Normalisation.identity(bands))
+    acquisitions = load_acquisitions(store, training_set, mapper, Normalisation.identity(bands))
+    data = [p for pairs in acquisitions for p in pairs]
+    groups = [i for i, pairs in enumerate(acquisitions) for _ in pairs]  # each acquisition is drawn alike
     normalisation = Normalisation.fit([d[0] for d in data], bands)  # stored with the version, applied at prediction
     log(f"training {settings['architecture']} on {len(data)} tiles from {len(inputs)} acquisitions ({device})")
     config = TrainConfig(**{f.name: settings[f.name] for f in fields(TrainConfig) if f.name != "device"}, device=str(device))
     result = train(
         [normalisation.apply(d[0]) for d in data], [d[1] for d in data], in_channels=len(bands), num_classes=len(CLASSES),
         config=config, progress=lambda e, n, loss: log(f"epoch {e}/{n}: loss {loss:.4f}"),
+        groups=groups,
     )
     for file, export in EXPORTS.items():  # model.pt2 (torch) and model.onnx (ONNX Runtime)
         with store.writing(f"{prefix}/{file}") as tmp:
