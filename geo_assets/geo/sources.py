@@ -13,7 +13,8 @@ tile loop, and keeps tile work a plain function that any worker can run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import uuid
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -172,11 +173,13 @@ class StacScene:
     collection: stac.Collection
     items: tuple[stac.PlannedItem, ...]
     settings: ImagerySettings
+    # Each plan is its own: COGs read for it are not read through datasets another plan opened.
+    plan: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def read(self, bounds: Bounds, bands: list[str]) -> Window:
         data, valid, cloud = stac.read_mosaic(
             self.collection, self.items, check_bands(self.spec, bands), bounds, _size(bounds, self.spec.resolution),
-            self.crs, self.settings,
+            self.crs, self.settings, self.plan,
         )
         return Window(data, valid, cloud)
 

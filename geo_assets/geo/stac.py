@@ -16,6 +16,7 @@ import re
 import threading
 import time
 import warnings
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -479,32 +480,6 @@ def _integral(*values: float) -> bool:
     return all(abs(v - round(v)) < 1e-6 for v in values)
 
 
-_DATASETS = threading.local()
-_OPEN_PER_THREAD = 32
-
-
-def _dataset(path: str) -> "_Open":
-    """An open dataset for `path`, kept per thread and reused by the following tiles.
-
-    A source COG's blocks (512-1024 px) span several 256 px tiles, and GDAL caches decoded blocks
-    per open dataset: reopening for every tile would fetch and decompress each block again.
-    Datasets are not shared between threads (GDAL handles are not thread-safe); a small LRU
-    bounds how many stay open. Its georeferencing is read once, with it.
-    """
-    cache = getattr(_DATASETS, "open", None)
-    if cache is None:
-        cache = _DATASETS.open = OrderedDict()
-    entry = cache.get(path)
-    if entry is None or entry.src.closed:
-        src = rasterio.open(path)
-        entry = cache[path] = _Open(src, src.crs, src.transform, src.bounds, src.dtypes[0])
-        while len(cache) > _OPEN_PER_THREAD:
-            cache.popitem(last=False)[1].src.close()
-    else:
-        cache.move_to_end(path)
-    return entry
-
-
 @dataclass(frozen=True)
 class _Open:
     src: rasterio.DatasetReader
@@ -512,6 +487,70 @@ class _Open:
     transform: object
     bounds: tuple
     dtype: str
+
+
+_OPEN_PER_THREAD = 32
+
+
+class _ThreadDatasets:
+    """The source datasets one thread keeps open, all of one scene plan; its lock is held while
+    the thread reads, so another thread may close them only while they are idle."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.plan: str | None = None
+        self.open: OrderedDict[str, _Open] = OrderedDict()
+
+    def close(self) -> None:
+        for entry in self.open.values():
+            entry.src.close()
+        self.open.clear()
+        self.plan = None
+
+    def dataset(self, path: str, plan: str) -> "_Open":
+        """An open dataset for `path`, kept and reused by this thread's following tiles of `plan`.
+
+        A source COG's blocks (512-1024 px) span several 256 px tiles, and GDAL caches decoded blocks
+        per open dataset: reopening for every tile would fetch and decompress each block again.
+        Datasets are not shared between threads (GDAL handles are not thread-safe); a small LRU
+        bounds how many stay open. Its georeferencing is read once, with it.
+
+        Threads outlive a run (geo.threads, Dask workers), and an object may be rewritten at the same
+        path between runs (a scene delivered again). So a thread keeps one plan's datasets only: its
+        first read of another plan closes them, and the idle ones other threads keep for older plans
+        (closing also drops what GDAL cached of a remote object), so the new plan reads each object
+        as it is now.
+        """
+        if self.plan != plan:
+            self.close()
+            self.plan = plan
+            for other in list(_ALL_THREADS):
+                if other is not self and other.plan not in (None, plan) and other.lock.acquire(blocking=False):
+                    try:
+                        other.close()
+                    finally:
+                        other.lock.release()
+        entry = self.open.get(path)
+        if entry is None or entry.src.closed:
+            src = rasterio.open(path)
+            entry = self.open[path] = _Open(src, src.crs, src.transform, src.bounds, src.dtypes[0])
+            while len(self.open) > _OPEN_PER_THREAD:
+                self.open.popitem(last=False)[1].src.close()
+        else:
+            self.open.move_to_end(path)
+        return entry
+
+
+_ALL_THREADS: "weakref.WeakSet[_ThreadDatasets]" = weakref.WeakSet()  # a thread's entry goes with the thread
+_LOCAL = threading.local()
+
+
+def _thread_datasets() -> _ThreadDatasets:
+    mine = getattr(_LOCAL, "datasets", None)
+    if mine is None:
+        mine = _LOCAL.datasets = _ThreadDatasets()
+        _ALL_THREADS.add(mine)
+    return mine
 
 
 @lru_cache(maxsize=64)
@@ -525,16 +564,17 @@ def same_crs(a: str, b: str) -> bool:
 
 def close_datasets() -> None:
     """Close this thread's kept-open datasets (e.g. between benchmark runs, or to drop cached blocks)."""
-    for entry in getattr(_DATASETS, "open", {}).values():
-        entry.src.close()
-    _DATASETS.open = OrderedDict()
+    mine = _thread_datasets()
+    with mine.lock:
+        mine.close()
 
 
 def read_window(
     href: str, path: str, declared_crs: str | None, bounds: Bounds, size: tuple[int, int], crs: str, resolution: float, fill: int,
-    resampling: Resampling = Resampling.nearest,
+    resampling: Resampling = Resampling.nearest, plan: str = "",
 ) -> np.ndarray:
     """One band of one COG on the tile's grid (rows, cols); `fill` where the COG has no pixels.
+    `plan` names the scene plan the read belongs to (datasets are kept open within it).
 
     In the tile's CRS with a pixel grid that lines up (same origin modulo pixel size; the source
     may be coarser, like 20 m SCL under a 10 m tile), it is a plain windowed read that GDAL serves
@@ -544,32 +584,34 @@ def read_window(
     """
     left, bottom, right, top = bounds
     rows, cols = size
+    mine = _thread_datasets()
     try:
-        ds = _dataset(path)  # kept open for the next tiles
-        src = ds.src
-        if declared_crs is not None and ds.crs != CRS.from_user_input(declared_crs):
-            raise ItemMismatchError(f"{href}: the COG is in {ds.crs}, but its STAC item declares {declared_crs}")
-        t = ds.transform
-        if _same_crs(ds.crs, crs) and t.b == 0 and t.d == 0 and t.e < 0:
-            sb = ds.bounds
-            x0, x1, y0, y1 = max(left, sb.left), min(right, sb.right), max(bottom, sb.bottom), min(top, sb.top)
-            if x0 >= x1 or y0 >= y1:
-                return np.full(size, fill, dtype=ds.dtype)
-            c0, c1, r0, r1 = ((x0 - left) / resolution, (x1 - left) / resolution, (top - y1) / resolution, (top - y0) / resolution)
-            sc0, sc1, sr0, sr1 = ((x0 - t.c) / t.a, (x1 - t.c) / t.a, (t.f - y1) / -t.e, (t.f - y0) / -t.e)
-            if _integral(c0, c1, r0, r1, sc0, sc1, sr0, sr1):
-                c0, c1, r0, r1, sc0, sc1, sr0, sr1 = (int(round(v)) for v in (c0, c1, r0, r1, sc0, sc1, sr0, sr1))
-                window = RasterWindow(sc0, sr0, sc1 - sc0, sr1 - sr0)
-                if (r0, c0, r1, c1) == (0, 0, rows, cols) and (window.height, window.width) == size:
-                    return src.read(1, window=window)  # the common case: the tile lies inside the COG, same pixels
-                out = np.full(size, fill, dtype=ds.dtype)
-                out[r0:r1, c0:c1] = src.read(1, window=window, out_shape=(r1 - r0, c1 - c0), resampling=Resampling.nearest)
-                return out
-        with WarpedVRT(
-            src, crs=crs, transform=from_origin(left, top, resolution, resolution), width=cols, height=rows,
-            resampling=resampling, src_nodata=src.nodata if src.nodata is not None else fill, nodata=fill,
-        ) as vrt:
-            return vrt.read(1)
+        with mine.lock:  # other threads close this thread's datasets only while it reads none
+            ds = mine.dataset(path, plan)  # kept open for the plan's next tiles
+            src = ds.src
+            if declared_crs is not None and ds.crs != CRS.from_user_input(declared_crs):
+                raise ItemMismatchError(f"{href}: the COG is in {ds.crs}, but its STAC item declares {declared_crs}")
+            t = ds.transform
+            if _same_crs(ds.crs, crs) and t.b == 0 and t.d == 0 and t.e < 0:
+                sb = ds.bounds
+                x0, x1, y0, y1 = max(left, sb.left), min(right, sb.right), max(bottom, sb.bottom), min(top, sb.top)
+                if x0 >= x1 or y0 >= y1:
+                    return np.full(size, fill, dtype=ds.dtype)
+                c0, c1, r0, r1 = ((x0 - left) / resolution, (x1 - left) / resolution, (top - y1) / resolution, (top - y0) / resolution)
+                sc0, sc1, sr0, sr1 = ((x0 - t.c) / t.a, (x1 - t.c) / t.a, (t.f - y1) / -t.e, (t.f - y0) / -t.e)
+                if _integral(c0, c1, r0, r1, sc0, sc1, sr0, sr1):
+                    c0, c1, r0, r1, sc0, sc1, sr0, sr1 = (int(round(v)) for v in (c0, c1, r0, r1, sc0, sc1, sr0, sr1))
+                    window = RasterWindow(sc0, sr0, sc1 - sc0, sr1 - sr0)
+                    if (r0, c0, r1, c1) == (0, 0, rows, cols) and (window.height, window.width) == size:
+                        return src.read(1, window=window)  # the common case: the tile lies inside the COG, same pixels
+                    out = np.full(size, fill, dtype=ds.dtype)
+                    out[r0:r1, c0:c1] = src.read(1, window=window, out_shape=(r1 - r0, c1 - c0), resampling=Resampling.nearest)
+                    return out
+            with WarpedVRT(
+                src, crs=crs, transform=from_origin(left, top, resolution, resolution), width=cols, height=rows,
+                resampling=resampling, src_nodata=src.nodata if src.nodata is not None else fill, nodata=fill,
+            ) as vrt:
+                return vrt.read(1)
     except RasterioError as exc:
         _raise_read_error(href, exc)
 
@@ -592,9 +634,9 @@ def to_reflectance(kind: str, dn: np.ndarray, dn_offset: int = 0) -> np.ndarray:
 
 def read_mosaic(
     collection: Collection, items: tuple[PlannedItem, ...], bands: list[str], bounds: Bounds, size: tuple[int, int],
-    crs: str, settings: ImagerySettings,
+    crs: str, settings: ImagerySettings, plan: str = "",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(data (bands, rows, cols) uint16, valid, cloud) of one tile, mosaicked from `items`.
+    """(data (bands, rows, cols) uint16, valid, cloud) of one tile, mosaicked from `items` of the scene plan `plan`.
 
     Mosaic rule, with `items` in plan order (eo:cloud_cover ascending, then datetime): per pixel,
     the first item with a valid, cloud-free pixel wins; where every item is cloudy, the first
@@ -621,7 +663,7 @@ def read_mosaic(
                 href = item.hrefs[key]
                 path = gdal_path(sign(href) if sign else href)  # signed per read: tokens expire
                 resampling = RESAMPLING["mask" if key == "mask" else "reflectance"]
-                return read_window(href, path, item.crs, bounds, size, crs, collection.resolution, fill, resampling)
+                return read_window(href, path, item.crs, bounds, size, crs, collection.resolution, fill, resampling, plan)
 
             item_valid, item_cloud = _decode_mask(collection.kind, read("mask", fill_mask))
             if not (item_valid & ~clear & (~item_cloud | ~valid)).any():
