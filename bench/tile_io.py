@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             got = [reader(env)(p) for p in paths]
             assert all(np.array_equal(a, b) for a, b in zip(got, expected)), "a mode read different pixels"
 
-        rows_, cols_ = np.mgrid[:PX, :PX]  # a class map of smooth patches, as predictions are
-        classes = ((np.sin(cols_ / 17) + np.cos(rows_ / 23) + 2) * 1.2).astype(np.uint8)
+        y, x = np.mgrid[:PX, :PX]  # a class map of smooth patches, as predictions are
+        classes = ((np.sin(x / 17) + np.cos(y / 23) + 2) * 1.2).astype(np.uint8)
         profile = read_raster(paths[0])[1]
 
         def write(i):

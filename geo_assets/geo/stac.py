@@ -524,7 +524,9 @@ class _ThreadDatasets:
         if self.plan != plan:
             self.close()
             self.plan = plan
-            for other in list(_ALL_THREADS):
+            with _ALL_LOCK:
+                others = list(_ALL_THREADS)
+            for other in others:
                 if other is not self and other.plan not in (None, plan) and other.lock.acquire(blocking=False):
                     try:
                         other.close()
@@ -542,6 +544,7 @@ class _ThreadDatasets:
 
 
 _ALL_THREADS: "weakref.WeakSet[_ThreadDatasets]" = weakref.WeakSet()  # a thread's entry goes with the thread
+_ALL_LOCK = threading.Lock()  # a set must not change while it is copied
 _LOCAL = threading.local()
 
 
@@ -549,7 +552,8 @@ def _thread_datasets() -> _ThreadDatasets:
     mine = getattr(_LOCAL, "datasets", None)
     if mine is None:
         mine = _LOCAL.datasets = _ThreadDatasets()
-        _ALL_THREADS.add(mine)
+        with _ALL_LOCK:
+            _ALL_THREADS.add(mine)
     return mine
 
 

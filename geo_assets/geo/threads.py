@@ -1,10 +1,10 @@
 """Thread pools for tile work that live as long as the process.
 
 GDAL builds state per thread the first time a thread opens a raster (its configuration and a
-PROJ context with its own proj.db connection): about 7 ms of CPU, three times the cost of reading
-a 256 px tile (bench `fresh threads`: open and read 2.3 ms on a reused thread, 9.9 ms on a new
-one). A pool made per batch pays it again for every thread of every batch, so tile work runs on
-pools made once per process and name, whose threads keep that state.
+PROJ context with its own proj.db connection): about 6 ms of CPU, three times the cost of reading
+a 256 px tile (bench.tile_io: open and read 2.1 ms on a reused thread, 8.1 ms on a new one). A
+pool made per batch pays it again for every thread of every batch, so tile work runs on pools
+made once per process and name, whose threads keep that state.
 
 `map_on` fans a function out over such a pool; called from one of that pool's own threads it runs
 the items in the calling thread instead, so work that maps inside mapped work cannot deadlock.

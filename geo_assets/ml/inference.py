@@ -136,16 +136,22 @@ def predict_tiles(
 
     # The process's pools, not new ones per call: their threads keep GDAL's per-thread state (geo.threads).
     io, inference = shared_pool("tile-io", layout.io_threads), shared_pool("inference", layout.streams)
-    submitted: list[Future] = []  # everything this call put on the pools
-    lock = threading.Lock()
+    # What this call put on the pools and has not finished (finished ones leave: their results are tiles).
+    pending: set[Future] = set()
+    lock = threading.RLock()  # reentrant: a future already done runs its callback in the submitting thread
     stopped = False
+
+    def finished(future: Future) -> None:
+        with lock:
+            pending.discard(future)
 
     def submit(pool, fn, *args) -> Future:
         with lock:
             if stopped:
                 raise CancelledError("the tile loop was stopped")
             future = pool.submit(fn, *args)
-            submitted.append(future)
+            pending.add(future)
+            future.add_done_callback(finished)
             return future
 
     def stop() -> None:
@@ -154,10 +160,10 @@ def predict_tiles(
         nonlocal stopped
         with lock:
             stopped = True
-            pending = list(submitted)
-        for future in pending:
+            unfinished = list(pending)
+        for future in unfinished:
             future.cancel()
-        wait(pending)
+        wait(unfinished)
 
     with runtime.session(layout.threads) as forward:
 
