@@ -41,7 +41,13 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from bench.common import machine_info, peak_mb, reset_peak, write_section
+from bench.common import machine_info, peak_mb, reset_peak, write_section, INFERENCE, TILE_IO
+
+# What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
+MEASURES = ["bench/predictions.py", "bench/floor.py", *INFERENCE, *TILE_IO, "geo_assets/geo/tiling.py",
+            "geo_assets/assets/predictions.py", "geo_assets/assets/common.py", "geo_assets/ml/registry.py",
+            "geo_assets/config.py", "geo_assets/jobs.py", "geo_assets/definitions.py", "resources/compute.py",
+            "resources/storage.py", "resources/gate.py", "dagster.yaml"]
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "predictions.json"
@@ -645,7 +651,7 @@ def run(args, work: Path, log) -> int:
                      "target_size": TARGET_SIZE, "peak_rss": rss_method},
         "open_files_limit": nofile, "setup_seconds": setup_s, "tuning": tuning, "fixed_cost": fixed, "results": rows,
     }, indent=2, default=str) + "\n")
-    write_section("predictions", section)
+    write_section("predictions", MEASURES, section)
     print(f"\nwrote {RESULTS.relative_to(REPO)} and {DOC.relative_to(REPO)}")
     return 0
 
