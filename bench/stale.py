@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     total = len(SECTION.findall(text))
     for s in found:
         print(f"{s.section}: {s.why} (commit {s.commit})" + "".join(f"\n    {p}" for p in s.changed))
-    print(f"{len(found)} of {total} sections to rerun" if found else f"all {total} sections measure HEAD's code")
+    print(f"{len(found)} of {total} sections to rerun" if found else f"all {total} sections: no measured code changed since their commits")
     return 1 if found and args.check else 0
 
 
