@@ -313,19 +313,22 @@ def peak_rss_child(spec: dict) -> dict:
             instance.dispose()
     else:
         res = plain_predict([Path(p) for p in spec["paths"]], Path(spec["onnx"]), Path(spec["out_dir"]), *spec["layout"])
-    # ru_maxrss (KiB on Linux): the process's high-water mark, imports included, nothing else resident.
-    return {"tiles": res["tiles"], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    # VmHWM: the high-water mark of this process's memory since it started, imports included. Not
+    # ru_maxrss: Linux carries the parent's high-water mark over fork and exec into the child's.
+    with open("/proc/self/status") as status:
+        hwm_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    return {"tiles": res["tiles"], "peak_rss_mb": hwm_kb / 1024, "layout": res.get("inference", {}).get("how")}
 
 
-def peak_rss(spec: dict) -> float:
-    """Peak RSS (MB) of one run of spec["mode"] in a fresh process."""
+def peak_rss(spec: dict) -> dict:
+    """Peak RSS (MB) of one run of spec["mode"] in a fresh process, and how that run got its layout."""
     proc = subprocess.run([sys.executable, "-m", "bench.predictions", "--peak-rss-of", json.dumps(spec)],
                           cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"peak RSS run of {spec['mode']} failed:\n{proc.stderr[-4000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["tiles"] == len(spec["paths"]), f"{spec['mode']}: {out['tiles']} tiles, expected {len(spec['paths'])}"
-    return out["peak_rss_mb"]
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -511,7 +514,8 @@ def verdict(rows: list[dict], fixed: dict | None) -> list[str]:
     return out
 
 
-def render_section(info: dict, meta: dict, rows: list[dict], fixed: dict | None, tuning: dict, setup_s: dict) -> str:
+def render_section(info: dict, meta: dict, rows: list[dict], fixed: dict | None, tuning: dict, setup_s: dict,
+                   rss_notes: list[str]) -> str:
     layouts, margins = rows[-1]["layout"], rows[-1]["margin_px"]
     plain, floor = tuning["plain"], tuning["floor"]
 
@@ -539,8 +543,9 @@ def render_section(info: dict, meta: dict, rows: list[dict], fixed: dict | None,
         "",
         table(rows),
         "",
-        "Peak RSS: one run of each mode in a fresh process of its own after the timed runs (ru_maxrss): the whole "
-        "process, torch, onnxruntime and dagster imports included; no other mode's memory and not the floor's tiles.",
+        "Peak RSS: one run of each mode in a fresh process of its own after the timed runs (VmHWM): the whole "
+        "process, torch, onnxruntime and dagster imports included; no other mode's memory and not the floor's tiles"
+        + "".join(f"; {note}" for note in rss_notes) + ".",
         "",
         "Where the platform's time goes (median seconds). *before step*: from the call to STEP_START (job subset, "
         "run record, plan, resources, run events); *step*: step duration from `get_run_step_stats`; *asset body*: "
@@ -639,7 +644,7 @@ def run(args, work: Path, log) -> int:
         plain_layout = tuning["plain"]
         floor_layout = tuning["floor"]
 
-        results = {}
+        results, rss_notes = {}, []
         for n in sorted({FIXED_SIZE, *args.sizes}):
             paths = paths_of(n)
             tiles = load_tiles(paths, normalise) if n != FIXED_SIZE else None
@@ -688,8 +693,13 @@ def run(args, work: Path, log) -> int:
                         "onnx": str(onnx), "out_dir": str(out_dir),
                         "layout": [plain_layout["streams"], plain_layout["threads"], plain_layout["batch"]]}
                 for mode in RSS_MODES:
-                    rss[mode] = peak_rss({"mode": mode, **spec})
-                    log(f"  {n:5d} tiles  {mode:8s} peak RSS in a process of its own: {rss[mode]:.0f} MB")
+                    out = peak_rss({"mode": mode, **spec})
+                    rss[mode] = out["peak_rss_mb"]
+                    log(f"  {n:5d} tiles  {mode:8s} peak RSS in a process of its own: {rss[mode]:.0f} MB"
+                        + (f" (layout: {out['layout']})" if out["layout"] else ""))
+                    if out["layout"] not in (None, "cached"):  # a busy machine's layout is not cached
+                        rss_notes.append(f"{n} tiles, {mode}: the layout was measured again in that process "
+                                         f"({out['layout']}), and its forward passes count in the peak")
             results[n] = summarise(n, runs, rss, agree)
             s = results[n]
             log(f"  {n:5d} tiles: platform {s['median_s']['platform']:.2f} s, margin 0 {s['median_s']['margin 0']:.2f} s, "
@@ -704,7 +714,7 @@ def run(args, work: Path, log) -> int:
     command = "python -m bench.predictions " + ("--quick" if args.quick else " ".join(
         ["--sizes", *map(str, args.sizes), "--repeats", str(args.repeats)]))
     meta = {"command": command, "repeats": args.repeats, "onnxruntime": onnxruntime.__version__}
-    section = render_section(info, meta, rows, fixed, tuning, setup_s)
+    section = render_section(info, meta, rows, fixed, tuning, setup_s, rss_notes)
     print("\n" + section)
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -713,7 +723,7 @@ def run(args, work: Path, log) -> int:
         "settings": {**meta, "tile_px": TILE_PX, "bands": 4, "model": MODEL, "model_version": version,
                      "training": QUICK_TRAINING if args.quick else TRAINING, "date": DATE, "targets": TARGETS,
                      "target_size": TARGET_SIZE,
-                     "peak_rss": "one run of each mode in a fresh process (ru_maxrss)"},
+                     "peak_rss": "one run of each mode in a fresh process (VmHWM)"},
         "open_files_limit": nofile, "setup_seconds": setup_s, "tuning": tuning, "fixed_cost": fixed, "results": rows,
     }, indent=2, default=str) + "\n")
     if args.no_write:
