@@ -322,7 +322,8 @@ def peak_rss_child(spec: dict) -> dict:
 
 def peak_rss(spec: dict) -> dict:
     """Peak RSS (MB) of one run of spec["mode"] in a fresh process, and how that run got its layout."""
-    proc = subprocess.run([sys.executable, "-m", "bench.predictions", "--peak-rss-of", json.dumps(spec)],
+    # The spec on stdin: a region's tile paths outgrow an argument's length limit (128 KiB on Linux).
+    proc = subprocess.run([sys.executable, "-m", "bench.predictions", "--peak-rss-child"], input=json.dumps(spec),
                           cwd=REPO, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"peak RSS run of {spec['mode']} failed:\n{proc.stderr[-4000:]}")
@@ -412,8 +413,6 @@ def tune(paths: list[Path], onnx: Path, tiles, work: Path, log) -> dict:
     log(f"  tune: plain best {plain['streams']} loops x {plain['threads']} threads, batch {plain['batch']}: "
         f"{plain['seconds']:.2f} s for {len(paths)} tiles")
     return {"floor": floor, "floor_rows": floor_rows, "plain": plain, "plain_rows": plain_rows}
-
-
 
 
 # --------------------------------------------------------------------------------------------------
@@ -572,10 +571,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="one size of 64 tiles, one run, a model trained less")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory and print its path")
     ap.add_argument("--no-write", action="store_true", help="print the section instead of writing BENCHMARKS.md")
-    ap.add_argument("--peak-rss-of", metavar="JSON", help=argparse.SUPPRESS)  # the child of peak_rss()
+    ap.add_argument("--peak-rss-child", action="store_true", help=argparse.SUPPRESS)  # peak_rss()'s, spec on stdin
     args = ap.parse_args(argv)
-    if args.peak_rss_of:
-        print(json.dumps(peak_rss_child(json.loads(args.peak_rss_of))))
+    if args.peak_rss_child:
+        print(json.dumps(peak_rss_child(json.load(sys.stdin))))
         return 0
     if args.quick:
         args.sizes, args.repeats = [TUNE_SIZE], 1
