@@ -543,7 +543,8 @@ def render_section(info: dict, meta: dict, rows: list[dict], fixed: dict | None,
         table(rows),
         "",
         "Peak RSS: one run of each mode in a fresh process of its own after the timed runs (VmHWM): the whole "
-        "process, torch, onnxruntime and dagster imports included; no other mode's memory and not the floor's tiles"
+        "process with its own imports (the platform's dagster, torch and onnxruntime; the plain loop's onnxruntime "
+        "and rasterio); no other mode's memory and not the floor's tiles"
         + "".join(f"; {note}" for note in rss_notes) + ".",
         "",
         "Where the platform's time goes (median seconds). *before step*: from the call to STEP_START (job subset, "
