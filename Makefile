@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: demo demo-cloud test setup dev validate bench bench-full-tile clean
+.PHONY: demo demo-cloud test setup dev validate bench bench-full-tile bench-stale clean
 
 demo: setup
 	$(BIN)/geo-assets demo
@@ -39,6 +39,10 @@ bench: setup
 
 bench-full-tile: setup
 	$(BIN)/python -m bench.full_tile
+
+# The BENCHMARKS.md sections whose measured code changed since the commit they record (git and the standard library only).
+bench-stale:
+	$(PYTHON) -m bench.stale
 
 setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 

@@ -37,7 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import machine_info, write_section
+from bench.common import machine_info, write_section, CODE_LOCATION
+
+# What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
+MEASURES = ["bench/backfill.py", *CODE_LOCATION]
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "backfill.json"
@@ -215,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"machine": info, **result}, indent=2))
     section = render(info, result)
-    write_section("backfill", section)
+    write_section("backfill", MEASURES, section)
     print(section)
     return 0
 

@@ -1,37 +1,30 @@
-"""Shared by the benchmarks: machine facts, peak memory of a phase, and BENCHMARKS.md sections."""
+"""Shared by the benchmarks: machine facts and BENCHMARKS.md sections."""
 
 from __future__ import annotations
 
 import datetime
 import os
 import platform as py_platform
-import resource
+import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "BENCHMARKS.md"
 INTRO = "# Benchmarks\n\nRun them with `make bench`. Each benchmark rewrites its own section below.\n"
 
-
-# Peak RSS of one phase: /proc/self/clear_refs "5" resets VmHWM (Linux >= 4.0); getrusage's
-# ru_maxrss cannot be reset (and keeps the maximum of exited threads), so it is only the fallback.
-def reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_mb(reset_ok: bool) -> float:
-    if reset_ok:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
+# Code that several benchmarks measure; each benchmark's MEASURES (its own module first) builds on these.
+# bench.stale lists a section when any of its paths changed since the commit it measured.
+INFERENCE = [
+    "geo_assets/ml/inference.py", "geo_assets/ml/runtime.py", "geo_assets/ml/layout.py", "geo_assets/ml/inputs.py",
+    "geo_assets/ml/predict.py", "geo_assets/ml/normalisation.py", "geo_assets/ml/models.py",
+    "geo_assets/ml/device.py", "geo_assets/ml/options.py", "geo_assets/ml/chunks.py",
+]
+TILE_IO = [
+    "geo_assets/geo/cog.py", "geo_assets/geo/store.py", "geo_assets/geo/threads.py", "geo_assets/geo/tilework.py",
+    "geo_assets/geo/margins.py", "geo_assets/geo/mosaic.py",
+]
+# Runs, launches and backfills load the whole code location in each process: all of it is measured.
+CODE_LOCATION = ["geo_assets", "resources", "dagster.yaml", "devtools/dagster_dev.py"]
 
 
 def machine_info() -> dict:
@@ -65,11 +58,34 @@ def machine_info() -> dict:
 
 
 
-def write_section(name: str, section: str) -> None:
-    """Replace the text between `<!-- name:start -->` and `<!-- name:end -->` in BENCHMARKS.md."""
+def measured_commit(measures: list[str]) -> str:
+    """The commit whose code a run measures: HEAD, or "unknown (...)" when the measured paths differ from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--", *measures)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    # Figures of uncommitted code belong to no commit: bench.stale lists them until rerun on a commit.
+    return f"unknown (uncommitted changes to measured code on {head})" if dirty else head
+
+
+def meta_line(name: str, commit: str, measures: list[str]) -> str:
+    """The machine-readable line bench.stale reads: which commit a section measured, and which code."""
+    return f"<!-- bench: {name}; commit: {commit}; measures: {' '.join(measures)} -->"
+
+
+def write_section(name: str, measures: list[str], section: str) -> None:
+    """Replace the text between `<!-- name:start -->` and `<!-- name:end -->` in BENCHMARKS.md.
+
+    `measures` lists the paths (files or folders, from the repository root) whose code the figures
+    measure, the benchmark's own module included; the section records them with the commit measured.
+    """
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = DOC.read_text() if DOC.exists() else INTRO
-    block = f"{start}\n{section}\n{end}"
+    block = f"{start}\n{meta_line(name, measured_commit(measures), measures)}\n{section}\n{end}"
     if start in text and end in text:
         before, rest = text.split(start, 1)
         text = before + block + rest.split(end, 1)[1]

@@ -36,6 +36,10 @@ import numpy as np
 
 from bench.common import REPO, machine_info, write_section
 
+# What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
+MEASURES = ["bench/floor.py", "geo_assets/ml/predict.py", "geo_assets/ml/models.py", "geo_assets/ml/layout.py",
+            "geo_assets/ml/device.py"]
+
 RESULTS = REPO / "bench" / "results" / "floor.json"
 TILE_PX, BANDS = 256, ["blue", "green", "red", "nir"]
 ORIGIN = (501760.0, 5171200.0)  # on the 256 px x 10 m grid, north of the built-in regions
@@ -273,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "setup_s": setup_s, "summary": summary, "runs": rows}, indent=2) + "\n")
     section = render(info, args, summary, cores)
     print("\n" + section)
-    write_section("floor", section)
+    write_section("floor", MEASURES, section)
     return 0
 
 
@@ -300,6 +304,13 @@ def summarise(rows: dict[str, list[list[dict]]], agree: dict[str, float], n: int
 def render(info: dict, args, summary: dict, cores: int) -> str:
     eager = summary["torch"]["best"]["tiles_per_s"]
     lines = [
+        "## floor: forward passes alone, per runtime and layout",
+        "",
+        "Why ONNX Runtime: the forward pass of the demo's U-Net on each runtime installed here, over the same tiles in "
+        "memory, at every split of the cores into streams x intra-op threads and batch sizes 1 to 16. CPU ms per tile "
+        "is the figure to trust on a shared machine; the agreement column compares each runtime's classes with torch "
+        "eager's on every pixel.",
+        "",
         f"### Results ({info['date']})",
         "",
         f"The demo's U-Net (unet, base_channels 16, depth 3), trained briefly on a synthetic scene and exported as "

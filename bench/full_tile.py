@@ -29,7 +29,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import REPO, machine_info, write_section
+from bench.common import REPO, machine_info, write_section, INFERENCE, TILE_IO
+
+# What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
+MEASURES = ["bench/full_tile.py", *INFERENCE, *TILE_IO, "geo_assets/geo", "geo_assets/assets", "resources",
+            "geo_assets/ml/registry.py", "geo_assets/config.py", "geo_assets/definitions.py"]
 
 FULL_PX = 10980  # a Sentinel-2 L2A tile at 10 m
 MIN_PX, BLOCK_PX = 1024, 1024
@@ -272,7 +276,7 @@ def run(env: dict, size: int, grids: list[int], build_s: float) -> int:
             f = r[name]
             table.append(f"| {r['grid']} x {r['grid']} | {r['px']} | {r['tiles']} | `{'imagery_tiles' if name == 'imagery' else name}` "
                          f"| {f['seconds']:.1f} | {f['mpx_per_s']:.2f} | {f['peak_mb']} |")
-    write_section("full-tile", "\n".join([
+    write_section("full-tile", MEASURES, "\n".join([
         "## full-size Sentinel-2 tiles through the `earth-search` source, from S3, then predicted",
         "",
         f"n x n Sentinel-2 L2A items of {size} x {size} px at 10 m{' (a whole MGRS tile)' if size == FULL_PX else ''} in "

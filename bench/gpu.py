@@ -33,6 +33,11 @@ from geo_assets.ml.metrics import confusion_matrix, scores
 from geo_assets.ml.predict import export_model, load_model, predict_batch
 from geo_assets.ml.train import TrainConfig, train
 
+# What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
+MEASURES = ["bench/gpu.py", "geo_assets/ml/train.py", "geo_assets/ml/data.py", "geo_assets/ml/models.py",
+            "geo_assets/ml/predict.py", "geo_assets/ml/normalisation.py", "geo_assets/ml/metrics.py",
+            "geo_assets/ml/device.py", "geo_assets/geo/synthetic.py"]
+
 # The demo's training and held-out regions (geo_assets/data/regions.json), 1024 px square at 10 m.
 TRAIN = [("synth-train-a", "2024-06-01", (399360, 5120000, 409600, 5130240)),
          ("synth-train-a", "2024-07-01", (399360, 5120000, 409600, 5130240)),
@@ -168,7 +173,7 @@ on CUDA ({differing} pixel(s) differ: argmax near-ties under different kernels);
 held-out mIoU (synth-holdout) {b['miou_cuda']:.3f} on CUDA, {b['miou_cpu']:.3f} on CPU; the CPU-trained model
 {b['miou_cpu_trained']:.3f}. Model versions differ between the two (the version id records the device type,
 README "Model versions")."""
-    write_section("gpu", section)
+    write_section("gpu", MEASURES, section)
     print(section)
 
 

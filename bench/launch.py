@@ -34,7 +34,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import machine_info, write_section
+from bench.common import machine_info, write_section, CODE_LOCATION
+
+# What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
+MEASURES = ["bench/launch.py", *CODE_LOCATION]
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "launch.json"
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"machine": info, "repeats": repeats, **result}, indent=2))
     section = render(info, result, repeats)
-    write_section("launch", section)
+    write_section("launch", MEASURES, section)
     print(section)
     return 0
 

@@ -7,10 +7,11 @@ For each size N (a tile count: the synthetic region bench-N is sqrt(N) x sqrt(N)
 
 * platform: `prediction_job` with the asset selection [predictions] for partition `<date>|bench-N`,
   through `execute_in_process` on a persistent SQLite instance in a temporary DAGSTER_HOME, with the
-  defaults users get (runtime auto: ONNX Runtime on the CPU; batch size and thread layout measured on
-  the machine, cached after the first run). The timer covers the whole call: job subsetting, run
-  creation, resource init, input manifest, version lookup, model load, the pipelined tile loop, the
-  mosaic, the output manifest, metadata and every event written to SQLite.
+  defaults users get (the default margin, 32 px; runtime auto: ONNX Runtime on the CPU; batch size and
+  thread layout measured on the machine, cached after the first run). The timer covers the whole call:
+  job subsetting, run creation, resource init, input manifest, version lookup, model load, the pipelined
+  tile loop, the mosaic, the output manifest, metadata and every event written to SQLite.
+* platform, margin 0: the same with `margin: 0` (tiles alone), the work the plain loop and the floor do.
 * plain: the same work without Dagster or the platform's pipeline, with the same parallelism: as many
   plain Python loops as the platform has inference streams, each taking batches of tiles from a shared
   list and doing rasterio read, normalize, ONNX Runtime forward, argmax, write_cog per tile; then the same
@@ -18,9 +19,11 @@ For each size N (a tile count: the synthetic region bench-N is sqrt(N) x sqrt(N)
 * floor: the model's forward passes alone over the same N tiles held in memory (read and normalised
   before the timer), at the fastest (streams x threads, batch) of a tuning pass (bench.floor).
 
-Outputs are asserted identical: every tile the platform wrote equals the plain loop's, pixel for pixel,
-and so do the mosaics. The share of pixels equal to torch eager's classes is reported. A 1-tile region
-measures the platform's fixed cost per run. Setup (regions, imagery, a trained model) is not timed and is
+Outputs are asserted identical: every tile the platform wrote at margin 0 equals the plain loop's, pixel
+for pixel, and so do the mosaics. The share of pixels equal to torch eager's classes is reported. A 1-tile region
+measures the platform's fixed cost per run. Peak RSS is measured apart, after the timed runs: one run
+of each mode in a fresh process of its own (so no mode's memory, nor the floor's tiles, counts in
+another's). Setup (regions, imagery, a trained model) is not timed and is
 removed at the end (unless --keep). Results go to bench/results/predictions.json and to the section
 between the predictions markers in BENCHMARKS.md.
 """
@@ -34,6 +37,7 @@ import os
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -41,7 +45,13 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from bench.common import machine_info, peak_mb, reset_peak, write_section
+from bench.common import INFERENCE, TILE_IO, machine_info, write_section
+
+# What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
+MEASURES = ["bench/predictions.py", "bench/floor.py", *INFERENCE, *TILE_IO, "geo_assets/geo/tiling.py",
+            "geo_assets/assets/predictions.py", "geo_assets/assets/common.py", "geo_assets/ml/registry.py",
+            "geo_assets/config.py", "geo_assets/jobs.py", "geo_assets/definitions.py", "resources/compute.py",
+            "resources/storage.py", "resources/gate.py", "dagster.yaml"]
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "predictions.json"
@@ -58,7 +68,9 @@ ORIGIN = (196 * GROUND, 2000 * GROUND)  # (501760, 5120000): on the grid, north 
 FIXED_SIZE = 1  # the 1-tile region that measures the per-run fixed cost
 TUNE_SIZE = 64  # the region the plain loop's and the floor's layouts are tuned on
 TARGET_SIZE = 1024
-TARGETS = {"platform / floor": 1.15, "platform / plain": 1.10, "platform Mpx/s": 1.5}
+# Like for like (tiles alone) against the plain loop and the floor; throughput on the defaults users get.
+TARGETS = {"margin 0 / floor": 1.15, "margin 0 / plain": 1.10, "platform Mpx/s": 1.5}
+PLATFORM_MARGINS = {"platform": None, "margin 0": 0}  # None: the config's default margin
 TRAINING_SET = {"regions": [TRAIN_REGION], "dates": [DATE]}
 TRAINING = {"epochs": 2, "chips_per_epoch": 128}  # the demo's architecture (unet, base 16, depth 3)
 QUICK_TRAINING = {"epochs": 1, "chips_per_epoch": 16}
@@ -180,14 +192,15 @@ def plain_predict(paths: list[Path], onnx: Path, out_dir: Path, streams: int, th
 # The platform run.
 
 
-def platform_predict(job, instance, region: str, version: str) -> dict:
+def platform_predict(job, instance, region: str, version: str, margin: int | None) -> dict:
+    """One run of `predictions`; margin None leaves the config's default (what users get)."""
     import dagster as dg
 
     from geo_assets.partitions import region_date_key
 
+    config = {"model": MODEL, "version": version} | ({} if margin is None else {"margin": margin})
     run_config = {
-        # Margin 0: tile by tile, as the plain loop and the floor work; what margins cost is bench.seams.
-        "ops": {"predictions": {"config": {"model": MODEL, "version": version, "margin": 0}}},
+        "ops": {"predictions": {"config": config}},
         # Keep the console quiet so the table is readable; every event is still stored in the instance.
         "loggers": {"console": {"config": {"log_level": "WARNING"}}},
     }
@@ -226,6 +239,7 @@ def platform_predict(job, instance, region: str, version: str) -> dict:
         "tiles": int(meta["tile_count"].value),
         "mosaic_uri": meta["mosaic"].value,
         "inference": meta["inference"].value,
+        "margin_px": int(meta["margin_px"].value),
         "digests": {t["key"]: t["digest"] for t in manifest["tiles"]},
         "events": len(logs),
         "phases": {
@@ -278,6 +292,44 @@ def eager_agreement(weights: Path, tiles, plain_tiles_dir: Path, names: list[str
             equal += int((ours[known] == eager[j][known]).sum())
             total += int(known.sum())
     return equal / max(total, 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Peak memory: one run of a mode in a fresh process of its own, after the timed runs.
+
+
+def peak_rss_child(spec: dict) -> dict:
+    """Runs one mode once in this process (started for it alone) and returns its peak RSS."""
+    if spec["mode"] in PLATFORM_MARGINS:
+        import dagster as dg
+
+        from geo_assets.definitions import defs  # the parent's environment: its instance, store and layout cache
+
+        instance = dg.DagsterInstance.get()
+        try:
+            res = platform_predict(defs.resolve_job_def("prediction_job"), instance, spec["region"], spec["version"],
+                                   PLATFORM_MARGINS[spec["mode"]])
+        finally:
+            instance.dispose()
+    else:
+        res = plain_predict([Path(p) for p in spec["paths"]], Path(spec["onnx"]), Path(spec["out_dir"]), *spec["layout"])
+    # VmHWM: the high-water mark of this process's memory since it started, imports included. Not
+    # ru_maxrss: Linux carries the parent's high-water mark over fork and exec into the child's.
+    with open("/proc/self/status") as status:
+        hwm_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    return {"tiles": res["tiles"], "peak_rss_mb": hwm_kb / 1024, "layout": res.get("inference", {}).get("how")}
+
+
+def peak_rss(spec: dict) -> dict:
+    """Peak RSS (MB) of one run of spec["mode"] in a fresh process, and how that run got its layout."""
+    # The spec on stdin: a region's tile paths outgrow an argument's length limit (128 KiB on Linux).
+    proc = subprocess.run([sys.executable, "-m", "bench.predictions", "--peak-rss-child"], input=json.dumps(spec),
+                          cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"peak RSS run of {spec['mode']} failed:\n{proc.stderr[-4000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["tiles"] == len(spec["paths"]), f"{spec['mode']}: {out['tiles']} tiles, expected {len(spec['paths'])}"
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -364,61 +416,69 @@ def tune(paths: list[Path], onnx: Path, tiles, work: Path, log) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------
-# Reporting.
+# Reporting. Modes: "platform" (the defaults users get), "margin 0" (the platform, tiles alone), "plain", "floor".
+
+MODES = ["platform", "margin 0", "plain", "floor"]
+RSS_MODES = ["platform", "margin 0", "plain"]
 
 
 def summarise(n: int, runs: dict[str, list[dict]], rss: dict, agree: float | None) -> dict:
     med = {mode: statistics.median(r["seconds"] for r in rs) for mode, rs in runs.items()}
     cpu = {mode: statistics.median(r["cpu_s"] for r in rs) for mode, rs in runs.items()}
     mpx = n * TILE_PX * TILE_PX / 1e6
-    platform = runs["platform"]
     return {
         "tiles": n,
         "region": region_name(n),
         "median_s": med,
         "cpu_s": cpu,
-        "platform_over_floor": med["platform"] / med["floor"],
-        "platform_over_plain": med["platform"] / med["plain"],
+        "margin0_over_floor": med["margin 0"] / med["floor"],
+        "margin0_over_plain": med["margin 0"] / med["plain"],
+        "platform_over_margin0": med["platform"] / med["margin 0"],
         "mpx_per_s": {mode: mpx / s for mode, s in med.items()},
         "peak_rss_mb": rss,
         "pixels_equal_to_eager": agree,
-        "layout": platform[-1]["inference"],
-        "platform_phases_median_s": {k: statistics.median(r["phases"][k] for r in platform) for k in platform[0]["phases"]},
-        "platform_events_per_run": platform[-1]["events"],
-        "plain_phases_median_s": {k: statistics.median(r["phases"][k] for r in runs["plain"]) for k in runs["plain"][0]["phases"]},
+        "layout": {m: runs[m][-1]["inference"] for m in PLATFORM_MARGINS},
+        "margin_px": {m: runs[m][-1]["margin_px"] for m in PLATFORM_MARGINS},
+        "phases_median_s": {m: {k: statistics.median(r["phases"][k] for r in runs[m]) for k in runs[m][0]["phases"]}
+                            for m in ("platform", "margin 0", "plain")},
+        "events_per_run": {m: runs[m][-1]["events"] for m in PLATFORM_MARGINS},
         "runs_s": {mode: [r["seconds"] for r in rs] for mode, rs in runs.items()},
     }
 
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| tiles | platform s | plain s | floor s | platform / floor | platform / plain | platform Mpx/s | plain Mpx/s "
-        "| floor Mpx/s | CPU s platform / plain / floor | peak RSS platform / plain MB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| tiles | platform s | margin 0 s | plain s | floor s | margin 0 / floor | margin 0 / plain | platform / margin 0 "
+        "| platform Mpx/s | margin 0 Mpx/s | plain Mpx/s | floor Mpx/s | CPU s platform / margin 0 / plain / floor "
+        "| peak RSS platform / margin 0 / plain MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         m, c, x, rss = r["median_s"], r["cpu_s"], r["mpx_per_s"], r["peak_rss_mb"]
         lines.append(
-            f"| {r['tiles']} | {m['platform']:.2f} | {m['plain']:.2f} | {m['floor']:.2f} | **{r['platform_over_floor']:.3f}** "
-            f"| **{r['platform_over_plain']:.3f}** | **{x['platform']:.2f}** | {x['plain']:.2f} | {x['floor']:.2f} "
-            f"| {c['platform']:.1f} / {c['plain']:.1f} / {c['floor']:.1f} | {rss['platform']:.0f} / {rss['plain']:.0f} |"
+            f"| {r['tiles']} | {m['platform']:.2f} | {m['margin 0']:.2f} | {m['plain']:.2f} | {m['floor']:.2f} "
+            f"| **{r['margin0_over_floor']:.3f}** | **{r['margin0_over_plain']:.3f}** | **{r['platform_over_margin0']:.2f}x** "
+            f"| **{x['platform']:.2f}** | {x['margin 0']:.2f} | {x['plain']:.2f} | {x['floor']:.2f} "
+            f"| {' / '.join(f'{c[k]:.1f}' for k in MODES)} | {' / '.join(f'{rss[k]:.0f}' for k in RSS_MODES)} |"
         )
     return "\n".join(lines)
 
 
 def breakdown_table(rows: list[dict]) -> str:
     lines = [
-        "| tiles | platform call | before step | step | asset body | step other | after step | events "
-        "| plain total | plain model load | plain tile loop | plain mosaic |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| tiles | mode | call | before step | step | asset body | step other | after step | events |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        ph, pl = r["platform_phases_median_s"], r["plain_phases_median_s"]
-        lines.append(
-            f"| {r['tiles']} | {r['median_s']['platform']:.2f} | {ph['before_step']:.2f} | {ph['step']:.2f} "
-            f"| {ph['asset_body']:.2f} | {ph['step_other']:.2f} | {ph['after_step']:.2f} | {r['platform_events_per_run']} "
-            f"| {r['median_s']['plain']:.2f} | {pl['model_load']:.2f} | {pl['tile_loop']:.2f} | {pl['mosaic']:.2f} |"
-        )
+        for m in PLATFORM_MARGINS:
+            ph = r["phases_median_s"][m]
+            lines.append(
+                f"| {r['tiles']} | {m} | {r['median_s'][m]:.2f} | {ph['before_step']:.2f} | {ph['step']:.2f} "
+                f"| {ph['asset_body']:.2f} | {ph['step_other']:.2f} | {ph['after_step']:.2f} | {r['events_per_run'][m]} |"
+            )
+        pl = r["phases_median_s"]["plain"]
+        lines.append(f"| {r['tiles']} | plain | {r['median_s']['plain']:.2f} | | | | model load {pl['model_load']:.2f}, "
+                     f"tile loop {pl['tile_loop']:.2f}, mosaic {pl['mosaic']:.2f} | | |")
     return "\n".join(lines)
 
 
@@ -429,7 +489,7 @@ def verdict(rows: list[dict], fixed: dict | None) -> list[str]:
         out.append(f"Targets at {TARGET_SIZE} tiles: **not measured in this run** "
                    f"(sizes {', '.join(str(r['tiles']) for r in rows)}).")
     else:
-        got = {"platform / floor": target["platform_over_floor"], "platform / plain": target["platform_over_plain"],
+        got = {"margin 0 / floor": target["margin0_over_floor"], "margin 0 / plain": target["margin0_over_plain"],
                "platform Mpx/s": target["mpx_per_s"]["platform"]}
         for name, bound in TARGETS.items():
             ok = got[name] >= bound if name.endswith("Mpx/s") else got[name] <= bound
@@ -438,14 +498,15 @@ def verdict(rows: list[dict], fixed: dict | None) -> list[str]:
                        f"({got[name]:.3f}).")
     if fixed is not None:
         out.append(f"Fixed cost per platform run (1-tile region): **{fixed['median_s']['platform']:.2f} s** "
-                   f"(plain {fixed['median_s']['plain']:.2f} s).")
+                   f"(margin 0 {fixed['median_s']['margin 0']:.2f} s, plain {fixed['median_s']['plain']:.2f} s).")
     for r in rows:
         c, n = r["cpu_s"], r["tiles"]
         out.append(
-            f"{n} tiles: CPU per tile platform {1000 * c['platform'] / n:.1f} ms, plain {1000 * c['plain'] / n:.1f} ms, "
-            f"forward passes alone {1000 * c['floor'] / n:.1f} ms: reading, decoding, encoding and writing the tiles "
-            f"cost about {1000 * (c['plain'] - c['floor']) / n:.1f} ms of CPU per tile on top of the forward pass, "
-            "on the same cores."
+            f"{n} tiles: CPU per tile platform {1000 * c['platform'] / n:.1f} ms, margin 0 {1000 * c['margin 0'] / n:.1f} ms, "
+            f"plain {1000 * c['plain'] / n:.1f} ms, forward passes alone {1000 * c['floor'] / n:.1f} ms: reading, decoding, "
+            f"encoding and writing the tiles cost about {1000 * (c['plain'] - c['floor']) / n:.1f} ms of CPU per tile on "
+            f"top of the forward pass, on the same cores; the default margin adds "
+            f"{1000 * (c['platform'] - c['margin 0']) / n:.1f} ms."
             + (f" Classes equal to torch eager's on {100 * r['pixels_equal_to_eager']:.3f}% of pixels."
                if r["pixels_equal_to_eager"] is not None else "")
         )
@@ -453,9 +514,16 @@ def verdict(rows: list[dict], fixed: dict | None) -> list[str]:
 
 
 def render_section(info: dict, meta: dict, rows: list[dict], fixed: dict | None, tuning: dict, setup_s: dict,
-                   rss_method: str) -> str:
-    layout = rows[-1]["layout"]
+                   rss_notes: list[str]) -> str:
+    layouts, margins = rows[-1]["layout"], rows[-1]["margin_px"]
     plain, floor = tuning["plain"], tuning["floor"]
+
+    def described(m: str) -> str:
+        lay = layouts[m]
+        return (f"{m} (margin {margins[m]} px): runtime **{lay.get('runtime')}**, layout {lay.get('how')}: batch "
+                f"{lay.get('batch_size')}, {lay.get('streams')} stream(s) x {lay.get('threads', 'default')} intra-op "
+                f"thread(s), {lay.get('io_threads')} I/O threads")
+
     lines = [
         f"### Results ({info['date']})",
         "",
@@ -465,17 +533,19 @@ def render_section(info: dict, meta: dict, rows: list[dict], fixed: dict | None,
         f"1-min load average {info['loadavg_1min_at_start']} at the start, {info['loadavg_1min_at_end']} at the end "
         "(anything near the core count means the wall figures are noisy; CPU seconds much less so).",
         "",
-        f"Command: `{meta['command']}`; medians of {meta['repeats']} alternating run(s) per size. Platform: runtime "
-        f"**{layout.get('runtime')}**, layout {layout.get('how')}: batch {layout.get('batch_size')}, "
-        f"{layout.get('streams')} stream(s) x {layout.get('threads', 'default')} intra-op thread(s), "
-        f"{layout.get('io_threads')} I/O threads. Plain: {plain['streams']} loop(s) x {plain['threads']} intra-op "
+        f"Command: `{meta['command']}`; medians of {meta['repeats']} alternating run(s) per size. "
+        + "; ".join(described(m) for m in PLATFORM_MARGINS)
+        + f". Plain: {plain['streams']} loop(s) x {plain['threads']} intra-op "
         f"thread(s), batch {plain['batch']}. Floor: {floor['streams']} stream(s) x {floor['threads']} thread(s), "
         f"batch {floor['batch']} (the fastest of each tuning pass on {TUNE_SIZE} tiles). Outputs: every tile and the "
-        "mosaic identical between platform and plain (asserted).",
+        "mosaic identical between the platform at margin 0 and plain (asserted).",
         "",
         table(rows),
         "",
-        f"Peak RSS: {rss_method}.",
+        "Peak RSS: one run of each mode in a fresh process of its own after the timed runs (VmHWM): the whole "
+        "process with its own imports (the platform's dagster, torch and onnxruntime; the plain loop's onnxruntime "
+        "and rasterio); no other mode's memory and not the floor's tiles"
+        + "".join(f"; {note}" for note in rss_notes) + ".",
         "",
         "Where the platform's time goes (median seconds). *before step*: from the call to STEP_START (job subset, "
         "run record, plan, resources, run events); *step*: step duration from `get_run_step_stats`; *asset body*: "
@@ -501,7 +571,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="alternating runs per size and mode (default 3)")
     ap.add_argument("--quick", action="store_true", help="one size of 64 tiles, one run, a model trained less")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory and print its path")
+    ap.add_argument("--no-write", action="store_true", help="print the section instead of writing BENCHMARKS.md")
+    ap.add_argument("--peak-rss-child", action="store_true", help=argparse.SUPPRESS)  # peak_rss()'s, spec on stdin
     args = ap.parse_args(argv)
+    if args.peak_rss_child:
+        print(json.dumps(peak_rss_child(json.load(sys.stdin))))
+        return 0
     if args.quick:
         args.sizes, args.repeats = [TUNE_SIZE], 1
     if not 1 <= args.repeats <= 50 or any(not 1 <= n <= 4096 for n in args.sizes):
@@ -559,49 +634,40 @@ def run(args, work: Path, log) -> int:
             assert len(manifest["tiles"]) == n
             return [Path(store.path(t["path"])) for t in manifest["tiles"]]
 
-        reset_ok = reset_peak()
-        rss_method = (
-            "VmHWM reset before each run (/proc/self/clear_refs), max over runs; the whole process, "
-            "torch, onnxruntime and dagster imports included; the floor's tiles in memory excluded"
-            if reset_ok
-            else "process high-water mark (getrusage ru_maxrss) after each mode's runs; monotonic, so an upper bound"
-        )
-
         # Warm-up and tuning (untimed): the platform measures its layout (then cached) on its first
-        # run of each tile shape; the plain loop's and the floor's layouts are tuned here.
+        # run of each tile shape (the default margin predicts larger windows: a shape of its own);
+        # the plain loop's and the floor's layouts are tuned here.
         for n in (FIXED_SIZE, TUNE_SIZE):
-            platform_predict(job, instance, region_name(n), version)
+            for margin in PLATFORM_MARGINS.values():
+                platform_predict(job, instance, region_name(n), version, margin)
         tuning = tune(paths_of(TUNE_SIZE), onnx, load_tiles(paths_of(TUNE_SIZE), normalise), work, log)
         plain_layout = tuning["plain"]
         floor_layout = tuning["floor"]
 
-        results = {}
+        results, rss_notes = {}, []
         for n in sorted({FIXED_SIZE, *args.sizes}):
             paths = paths_of(n)
             tiles = load_tiles(paths, normalise) if n != FIXED_SIZE else None
             out_dir = work / "plain" / region_name(n)
-            runs: dict[str, list[dict]] = {"platform": [], "plain": []} | ({"floor": []} if tiles is not None else {})
-            rss = {"platform": 0.0, "plain": 0.0}
-            modes = list(runs)
+            modes = MODES if tiles is not None else MODES[:-1]
+            runs: dict[str, list[dict]] = {mode: [] for mode in modes}
             for r in range(args.repeats):
                 for mode in modes[r % len(modes):] + modes[: r % len(modes)]:  # rotate the order each repeat
-                    reset_peak()
-                    if mode == "platform":
-                        res = platform_predict(job, instance, region_name(n), version)
+                    if mode in PLATFORM_MARGINS:
+                        res = platform_predict(job, instance, region_name(n), version, PLATFORM_MARGINS[mode])
                     elif mode == "plain":
                         res = plain_predict(paths, onnx, out_dir, plain_layout["streams"], plain_layout["threads"],
                                             plain_layout["batch"])
                     else:
                         res = floor_run(onnx, tiles, floor_layout["streams"], floor_layout["threads"],
                                         floor_layout["batch"])
-                    if mode in rss:
-                        rss[mode] = max(rss[mode], peak_mb(reset_ok))
+                    if mode != "floor":
                         assert res["tiles"] == n, f"{mode} predicted {res['tiles']} tiles, expected {n}"
                     runs[mode].append(res)
                     log(f"  {n:5d} tiles  {mode:8s} run {r + 1}/{args.repeats}: {res['seconds']:.2f} s, "
                         f"{res['cpu_s']:.2f} s CPU (load {os.getloadavg()[0]:.1f})")
-            # Same pixels? (not timed)
-            platform, plain = runs["platform"][-1], runs["plain"][-1]
+            # Same pixels at margin 0? (not timed)
+            platform, plain = runs["margin 0"][-1], runs["plain"][-1]
             with rasterio.open(unquote(urlparse(platform["mosaic_uri"]).path)) as a, rasterio.open(plain["mosaic_path"]) as b:
                 same_mosaic = bool(np.array_equal(a.read(), b.read()))
             from geo_assets.geo.tiling import pixel_digest
@@ -612,7 +678,7 @@ def run(args, work: Path, log) -> int:
                     if pixel_digest(src.read(1)) != platform["digests"][p.stem]:
                         different.append(p.stem)
             if different or not same_mosaic:
-                raise AssertionError(f"{n} tiles: platform and plain outputs differ (tiles {different[:5]}, "
+                raise AssertionError(f"{n} tiles: platform (margin 0) and plain outputs differ (tiles {different[:5]}, "
                                      f"mosaic identical: {same_mosaic})")
             agree = None
             if tiles is not None and (n == max(args.sizes) or args.quick):
@@ -620,11 +686,25 @@ def run(args, work: Path, log) -> int:
             if tiles is None:
                 runs["floor"] = [{"seconds": float("nan"), "cpu_s": float("nan")}]
             del tiles
+            # Peak memory (not timed): each mode once more, in a fresh process of its own.
+            rss = {mode: float("nan") for mode in RSS_MODES}
+            if n in args.sizes:
+                spec = {"region": region_name(n), "version": version, "paths": [str(p) for p in paths],
+                        "onnx": str(onnx), "out_dir": str(out_dir),
+                        "layout": [plain_layout["streams"], plain_layout["threads"], plain_layout["batch"]]}
+                for mode in RSS_MODES:
+                    out = peak_rss({"mode": mode, **spec})
+                    rss[mode] = out["peak_rss_mb"]
+                    log(f"  {n:5d} tiles  {mode:8s} peak RSS in a process of its own: {rss[mode]:.0f} MB"
+                        + (f" (layout: {out['layout']})" if out["layout"] else ""))
+                    if out["layout"] not in (None, "cached"):  # a busy machine's layout is not cached
+                        rss_notes.append(f"{n} tiles, {mode}: the layout was measured again in that process "
+                                         f"({out['layout']}), and its forward passes count in the peak")
             results[n] = summarise(n, runs, rss, agree)
             s = results[n]
-            log(f"  {n:5d} tiles: platform {s['median_s']['platform']:.2f} s, plain {s['median_s']['plain']:.2f} s, "
-                f"floor {s['median_s']['floor']:.2f} s; platform/floor {s['platform_over_floor']:.3f}, "
-                f"platform/plain {s['platform_over_plain']:.3f}; outputs identical")
+            log(f"  {n:5d} tiles: platform {s['median_s']['platform']:.2f} s, margin 0 {s['median_s']['margin 0']:.2f} s, "
+                f"plain {s['median_s']['plain']:.2f} s, floor {s['median_s']['floor']:.2f} s; margin 0 / floor "
+                f"{s['margin0_over_floor']:.3f}, margin 0 / plain {s['margin0_over_plain']:.3f}; outputs identical")
     finally:
         instance.dispose()
     info["loadavg_1min_at_end"] = round(os.getloadavg()[0], 2)
@@ -634,7 +714,7 @@ def run(args, work: Path, log) -> int:
     command = "python -m bench.predictions " + ("--quick" if args.quick else " ".join(
         ["--sizes", *map(str, args.sizes), "--repeats", str(args.repeats)]))
     meta = {"command": command, "repeats": args.repeats, "onnxruntime": onnxruntime.__version__}
-    section = render_section(info, meta, rows, fixed, tuning, setup_s, rss_method)
+    section = render_section(info, meta, rows, fixed, tuning, setup_s, rss_notes)
     print("\n" + section)
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -642,10 +722,14 @@ def run(args, work: Path, log) -> int:
         "benchmark": "predictions", "machine": info,
         "settings": {**meta, "tile_px": TILE_PX, "bands": 4, "model": MODEL, "model_version": version,
                      "training": QUICK_TRAINING if args.quick else TRAINING, "date": DATE, "targets": TARGETS,
-                     "target_size": TARGET_SIZE, "peak_rss": rss_method},
+                     "target_size": TARGET_SIZE,
+                     "peak_rss": "one run of each mode in a fresh process (VmHWM)"},
         "open_files_limit": nofile, "setup_seconds": setup_s, "tuning": tuning, "fixed_cost": fixed, "results": rows,
     }, indent=2, default=str) + "\n")
-    write_section("predictions", section)
+    if args.no_write:
+        print(f"\nwrote {RESULTS.relative_to(REPO)}")
+        return 0
+    write_section("predictions", MEASURES, section)
     print(f"\nwrote {RESULTS.relative_to(REPO)} and {DOC.relative_to(REPO)}")
     return 0
 

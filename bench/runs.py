@@ -32,7 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import REPO, machine_info, write_section
+from bench.common import REPO, machine_info, write_section, CODE_LOCATION
+
+# What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
+MEASURES = ["bench/runs.py", *CODE_LOCATION]
 
 REGION = "bench-runs"
 ORIGIN = (400000.0, 5120000.0)  # on the grid, EPSG:32631 (as the built-in synthetic regions)
@@ -130,6 +133,13 @@ def render(info: dict, args: argparse.Namespace, rows: dict, n_tiles: int, comma
     per_one = [r["run_s_median"] for r in rows["one_detail"]]
     workers = os.environ.get("GEO_ASSETS_WORKERS") or f"{info['os_cpu_count']} (one per core)"
     lines = [
+        f"## runs: {args.dates} partitions as runs through the queue against one process",
+        "",
+        f"A backfill of {args.dates} `imagery_tiles` partitions launched as runs over GraphQL into the queue of "
+        "`dagster dev` (the repository's `dagster.yaml`: two runs at a time, the multiprocess executor), against "
+        "`execute_in_process` on each partition in a loop in one process that has loaded the code location. "
+        "`.venv/bin/python -m bench.runs`.",
+        "",
         f"### Results ({info['date']})",
         "",
         f"Machine: {info['nproc']} cores (nproc), {info['cpu_model']}; {info['platform']}. Python {info['python']}, "
@@ -153,8 +163,8 @@ def render(info: dict, args: argparse.Namespace, rows: dict, n_tiles: int, comma
         "over machines when runs or steps get pods or tasks of their own (GEO_ASSETS_RUNTIME=k8s or ecs).",
     ]
     if args.quick:
-        lines.insert(4, "**`--quick`: a check that the benchmark runs, not a figure to quote.**")
-        lines.insert(5, "")
+        lines.insert(8, "**`--quick`: a check that the benchmark runs, not a figure to quote.**")
+        lines.insert(9, "")
     return "\n".join(lines)
 
 
@@ -202,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         section = render(info, args, rows, args.tiles_per_side ** 2, command)
         print(section)
         if not args.no_write:
-            write_section("runs", section)
+            write_section("runs", MEASURES, section)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -25,7 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import REPO, machine_info, write_section
+from bench.common import REPO, machine_info, write_section, INFERENCE, TILE_IO
+
+# What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
+MEASURES = ["bench/seams.py", *INFERENCE, *TILE_IO]
 
 TILE_PX, RES, CRS = 256, 10.0, "EPSG:32631"
 WEST, NORTH = 196 * 2560.0, 2000 * 2560.0
@@ -142,7 +145,7 @@ def main(argv=None) -> int:
         table = [f"| {r['margin']} | {r['median_s']:.2f} | {r['mpx_per_s']:.2f} | {r['cost']:.2f}x | "
                  f"{100 * r['seam_agreement']:.2f} % | {r['layout']['streams']} x {r['layout']['threads']} @ {r['layout']['batch']} |"
                  for r in rows]
-        write_section("seams", "\n".join([
+        write_section("seams", MEASURES, "\n".join([
             "## the cost of no seams: tiles predicted with a margin from their neighbours",
             "",
             f"A synthetic region of {args.side} x {args.side} tiles of {TILE_PX} px ({mpx:.1f} Mpx; 4 bands) in a local "

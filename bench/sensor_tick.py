@@ -33,6 +33,10 @@ from pathlib import Path
 
 from bench.common import REPO, machine_info, write_section
 
+# What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
+MEASURES = ["bench/sensor_tick.py", "geo_assets/arrival_sensor.py", "geo_assets/geo/arrivals.py",
+            "geo_assets/geo/regions.py", "geo_assets/geo/store.py", "resources/arrivals.py", "resources/storage.py"]
+
 REGIONS = [f"farm-{i:02d}" for i in range(10)]
 NEW_PER_REGION = 10
 FOOTPRINT = ((399360.0, 5140480.0, 400640.0, 5141760.0), "EPSG:32631")
@@ -178,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {info['nproc']} cores ({info['cpu_model']}), Python {info['python']}, dagster {info['dagster']}, "
         f"{info['date']}; 1-min load average {info['loadavg_1min_at_start']} at the start, {round(os.getloadavg()[0], 2)} at the end.",
     ]
-    write_section("sensor-tick", "\n".join(lines))
+    write_section("sensor-tick", MEASURES, "\n".join(lines))
     return 0
 
 

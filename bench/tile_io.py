@@ -33,6 +33,9 @@ import numpy as np
 
 from bench.common import REPO, machine_info, write_section
 
+# What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
+MEASURES = ["bench/tile_io.py", "geo_assets/geo/cog.py", "geo_assets/geo/store.py"]
+
 REGION_TILES, PX, BANDS = 1024, 256, 4
 CRS = "EPSG:32631"
 
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps({"benchmark": "tile_io", "machine": info, "tiles": args.tiles,
                                    "repeats": args.repeats, "rows": rows}, indent=2) + "\n")
-    write_section("tile-io", section)
+    write_section("tile-io", MEASURES, section)
     return 0
 
 
