@@ -4,6 +4,8 @@
 named by Earth Search's asset keys, an SCL at 20 m, the +1000 offset declared by the processing
 baseline), then its STAC item last, with hrefs relative to the item: the item's arrival says the
 scene is complete. It returns the DN it wrote so a test can compute the pixels it expects.
+`write_landsat_scene` does the same for a Landsat Collection 2 Level-2 scene in USGS's layout (pixel
+corners on 15 + 30k m), from the real Landsat 8 sample clip.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import rasterio
 from affine import Affine
 
+from geo_assets.geo import sample
 from geo_assets.geo.cog import write_cog
 from geo_assets.geo.stac import region_footprint_wgs84
 from geo_assets.geo.store import Store
@@ -66,6 +70,50 @@ def write_scene(
     }
     store.write_bytes(f"{folder}/{item_id}.json", json.dumps(item).encode())
     return dn, scl
+
+
+LANDSAT_FILES = {"blue": "SR_B2", "green": "SR_B3", "red": "SR_B4", "nir08": "SR_B5", "qa_pixel": "QA_PIXEL"}
+
+
+def write_landsat_scene(
+    store: Store, folder: str, item_id: str, *, date: str, seed: int = 11, cloud: float = 12.0,
+) -> tuple[dict[str, np.ndarray], Affine, str]:
+    """A Landsat 8 C2 L2 scene from the sample clip `landsat8_224078.tif` (EPSG:32621, 30 m, corners on
+    15 + 30k m) as USGS names its files, with a made-up NIR and QA_PIXEL (as the STAC emulator makes
+    them), COGs under `folder/item_id/`, then the item at `folder/item_id.json`.
+    Returns ({asset key: DN}, the COGs' transform, their CRS)."""
+    from devtools.emulators.stac_data import synthetic_nir, synthetic_qa
+
+    with rasterio.open(sample.sample_path("landsat8_224078.tif")) as src:
+        blue, green, red = src.read()
+        transform, crs = src.transform, src.crs.to_string()
+    dn = {"blue": blue, "green": green, "red": red, "nir08": synthetic_nir(green, red)}
+    dn["qa_pixel"] = synthetic_qa(blue.shape, seed, (blue == 0) | (green == 0) | (red == 0))
+    assets = {}
+    with tempfile.TemporaryDirectory(prefix="scene-") as tmp:
+        for asset, name in LANDSAT_FILES.items():
+            nodata = 1 if asset == "qa_pixel" else 0
+            local = Path(tmp, f"{item_id}_{name}.TIF")
+            write_cog(local, dn[asset], crs, transform, nodata, blocksize=128)
+            store.write_bytes(f"{folder}/{item_id}/{local.name}", local.read_bytes())
+            raster = {"nodata": nodata, "data_type": "uint16"}
+            if asset != "qa_pixel":
+                raster.update(scale=2.75e-05, offset=-0.2)
+            assets[asset] = {"href": f"./{item_id}/{local.name}", "type": "image/vnd.stac.geotiff; cloud-optimized=true",
+                             "roles": ["data"], "raster:bands": [raster]}
+    rows, cols = blue.shape
+    bbox = (transform.c, transform.f + transform.e * rows, transform.c + transform.a * cols, transform.f)
+    footprint = region_footprint_wgs84(bbox, crs, points_per_side=4)
+    ring = np.array(footprint["coordinates"][0])
+    item = {
+        "type": "Feature", "stac_version": "1.0.0", "id": item_id, "collection": "landsat-c2l2-sr", "geometry": footprint,
+        "bbox": [float(ring[:, 0].min()), float(ring[:, 1].min()), float(ring[:, 0].max()), float(ring[:, 1].max())],
+        "properties": {"datetime": f"{date}T13:38:46Z", "platform": "LANDSAT_8", "eo:cloud_cover": cloud,
+                       "proj:epsg": int(crs.split(":")[1]), "proj:bbox": list(bbox)},
+        "links": [], "assets": assets,
+    }
+    store.write_bytes(f"{folder}/{item_id}.json", json.dumps(item).encode())
+    return dn, transform, crs
 
 
 def write_item(store: Store, key: str, payload: bytes = b"{}") -> None:

@@ -147,9 +147,9 @@ def cmd_model_promote(args) -> int:
 
 def cmd_init(args) -> int:
     from geo_assets.config import DEFAULT_MODEL
-    from geo_assets.geo.regions import load_catalogue
+    from geo_assets.geo.regions import init_catalogue
 
-    names = load_catalogue(_store()).names()
+    names = init_catalogue(_store()).names()  # creates the store's catalogue if it has none
     register(_instance(), regions=names, models=[DEFAULT_MODEL])
     print(f"registered regions: {', '.join(names)}; model: {DEFAULT_MODEL}")
     return 0

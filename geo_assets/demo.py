@@ -13,7 +13,7 @@ from rich.table import Table
 
 from geo_assets.config import DEFAULT_MODEL
 from geo_assets.definitions import defs
-from geo_assets.geo.regions import load_catalogue
+from geo_assets.geo.regions import init_catalogue
 from geo_assets.partitions import region_date_key
 from resources.profiles import resource_defs
 from resources.storage import dims_path, manifest_key, model_manifest_key
@@ -86,7 +86,7 @@ def run_demo(instance: dg.DagsterInstance, quick: bool = False) -> int:
     console = Console(width=None if Console().is_terminal else 140)
     loggers = {"progress": _progress_logger(console)}
     store = resource_defs()["storage"].store()
-    catalogue = load_catalogue(store)
+    catalogue = init_catalogue(store)  # as `geo-assets init`: the store's catalogue exists from now on
     register(instance, regions=catalogue.names(), models=[DEFAULT_MODEL, RGB_MODEL])
     runs = plan(catalogue, quick)
     console.rule(f"geo-assets demo: {len(runs)} runs, storage {store.root}")

@@ -2,7 +2,10 @@
 
 - `region_partitions`: the region catalogue is the one source of truth for regions. A partition
   added in the UI or over GraphQL without a footprint is removed again (with a log line naming
-  `geo-assets region add`), and a catalogued region without a partition gets one.
+  `geo-assets region add`), and a catalogued region without a partition gets one. It removes only
+  against a catalogue it has read: when the catalogue cannot be read (corrupt, access denied, an
+  unreachable bucket), or the storage root holds none while partitions outside the built-in regions
+  exist (a root that points elsewhere), the tick fails naming the storage root and changes nothing.
 - `input_changes`: when an acquisition that a training or evaluation set lists gets a new data
   version, that set is materialised again with its recorded selection (a cheap run that reads
   manifests), so it takes the new data version and Dagster marks the models built on it stale.
@@ -18,7 +21,7 @@ import dagster as dg
 
 from geo_assets.arrival_sensor import scene_arrivals
 from geo_assets.assets.common import digest
-from geo_assets.geo.regions import load_catalogue
+from geo_assets.geo.regions import CATALOGUE_KEY, RegionCatalogue, stored_catalogue
 from geo_assets.partitions import REGIONS, region_date_partitions
 from resources.storage import StorageResource
 
@@ -26,13 +29,34 @@ DATA_VERSION_TAG = "dagster/data_version"
 DATASETS = ("training_set", "evaluation_set")
 WATCHED = {"imagery_tiles": "imagery_version", "labels": "labels_version"}
 EVENTS_PER_TICK = 1000  # bounded work per tick; the cursor picks up the rest on the next one
+NAMED = 20  # partitions named in a message; the rest are counted
+
+
+class CatalogueUnavailable(RuntimeError):
+    """The region catalogue could not be read: the tick changes no partition."""
 
 
 @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
 def region_partitions(context: dg.SensorEvaluationContext, storage: StorageResource) -> dg.SensorResult:
-    catalogue = set(load_catalogue(storage.store()).names())
+    store = storage.store()
+    try:
+        stored = stored_catalogue(store)
+    except (ValueError, OSError) as exc:  # corrupt, access denied, no such bucket, unreachable
+        raise CatalogueUnavailable(
+            f"the region catalogue under storage root {store.root} cannot be read, so no region partition was "
+            f"added or removed: {exc}"
+        ) from None
+    catalogue = set((stored or RegionCatalogue()).names())
     partitions = set(context.instance.get_dynamic_partitions(REGIONS))
     unknown, missing = sorted(partitions - catalogue), sorted(catalogue - partitions)
+    if unknown and stored is None:
+        # No catalogue is no evidence: a storage root that points elsewhere holds none either.
+        raise CatalogueUnavailable(
+            f"no region catalogue at {store.uri(CATALOGUE_KEY)} (storage root {store.root}), so region partition(s) "
+            f"{', '.join(unknown[:NAMED])}{f' and {len(unknown) - NAMED} more' if len(unknown) > NAMED else ''} "
+            "were kept and nothing was added: if this storage root is the right one, run "
+            "`geo-assets init` to create its catalogue; otherwise fix GEO_ASSETS_STORAGE_ROOT"
+        )
     for name in unknown:
         context.log.warning(
             f"region partition {name!r} has no footprint in the region catalogue and was removed: "

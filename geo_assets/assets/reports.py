@@ -1,7 +1,8 @@
 """region_report: class areas, a preview and a short summary of one model version's predictions.
 
-Areas and shares count only what lies inside the region's footprint (edge tiles overhang it) and
-leave no-data pixels out. Beside the model's class shares stands a spectral-index reference
+Areas and shares count only what lies inside the region's footprint (edge tiles overhang it),
+measured on the ground (the ellipsoid of the region's CRS, not projected metres), and leave no-data
+pixels out. Beside the model's class shares stands a spectral-index reference
 (geo.indices, thresholds stated in the report), and where the region's labels hold polygons
 held out from training, the model's IoU on them.
 """
@@ -25,7 +26,7 @@ from geo_assets.partitions import region_date_partitions
 from resources.gate import ModelGate
 from resources.storage import KEYED_BY_MODEL_VERSION, StorageResource, dims_path, model_manifest_key
 
-CODE_VERSION = "2"  # 2: footprint-only areas, index reference, held-out IoU
+CODE_VERSION = "3"  # 2: footprint-only areas, index reference, held-out IoU; 3: ground areas, not res²
 
 
 def _predicted_in_this_run(context: dg.AssetExecutionContext) -> dict[str, tuple[str, str]]:
@@ -98,9 +99,9 @@ def _region_report(context, config: ReportConfig, storage, gate, imagery_tiles: 
         ) from None
     tag_run(context, region=region, date=date, source=predictions["source"], model=model, model_version=version)
     bbox = catalogue(store).get(region).bbox
-    counted = _tally(store, imagery_tiles, predictions, bbox)
-    pixel_km2 = predictions["resolution"] ** 2 / 1e6
-    areas = {c: round(float(n) * pixel_km2, 4) for c, n in zip(CLASSES, counted.classes)}
+    counted = _tally(store, imagery_tiles, predictions, bbox)  # ground areas in m²
+    areas = {c: round(float(m2) / 1e6, 4) for c, m2 in zip(CLASSES, counted.classes)}
+    nodata_km2 = round(counted.nodata / 1e6, 4)
     shares = _shares(dict(zip(CLASSES, counted.classes)))
     reference = {
         "rules": indices.describe(imagery_tiles["bands"]),
@@ -117,14 +118,13 @@ def _region_report(context, config: ReportConfig, storage, gate, imagery_tiles: 
     png = side_by_side_png(rgb, classes)
     prefix = f"reports/{model}/{version}/{region}/{date}"
     store.write_bytes(f"{prefix}/preview.png", png)
-    summary = _summary(region, date, model, version, predictions, imagery_tiles, areas, shares, reference, holdout,
-                       round(counted.nodata * pixel_km2, 4))
+    summary = _summary(region, date, model, version, predictions, imagery_tiles, areas, shares, reference, holdout, nodata_km2)
     store.write_bytes(f"{prefix}/report.md", summary.encode())
     image = f"![imagery and prediction](data:image/png;base64,{base64.b64encode(png).decode()})"
     manifest = {
         "region": region, "date": date, "model": model, "version": version, "predictions": key,
         "predictions_digest": digest(predictions),
-        "areas_km2": areas, "nodata_km2": round(counted.nodata * pixel_km2, 4), "shares": shares,
+        "areas_km2": areas, "nodata_km2": nodata_km2, "shares": shares,
         "index_reference": reference, **({"holdout": holdout} if holdout else {}),
         "preview": f"{prefix}/preview.png", "report": f"{prefix}/report.md",
     }
@@ -159,7 +159,7 @@ def _tally(store, imagery: dict, predictions: dict, bbox):
              "holdout": store.path(holdout[p["key"]]) if p["key"] in holdout else None}
             for p in predictions["tiles"]
         ]
-        return tally(tiles, bbox, imagery["bands"], len(CLASSES))
+        return tally(tiles, bbox, imagery["crs"], imagery["bands"], len(CLASSES))
 
 
 def _shares(counts: dict) -> dict:
@@ -180,7 +180,7 @@ def _summary(region, date, model, version, predictions, imagery, areas, shares, 
         f"# {region}, {date}\n\n"
         f"Model `{model}` version `{version}` on `{predictions['source']}` imagery, "
         f"{len(predictions['tiles'])} tiles, {imagery['crs']} at {predictions['resolution']:g} m. "
-        f"Areas inside the region's footprint; no data: {nodata_km2:.3f} km², in no share.\n\n"
+        f"Areas on the ground (ellipsoidal, not projected) inside the region's footprint; no data: {nodata_km2:.3f} km², in no share.\n\n"
         f"| class | area (km²) | share | index reference |\n|---|---|---|---|\n{rows}\n"
         f"| other (index reference only) | | | {_pct(other)} |\n\n"
         f"Index reference, first rule that holds: {reference['rules']}.\n"

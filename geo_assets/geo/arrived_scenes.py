@@ -24,7 +24,7 @@ from shapely.geometry import shape
 from geo_assets.geo import stac
 from geo_assets.geo.grid import Bounds
 from geo_assets.geo.regions import Region
-from geo_assets.geo.sources import DEFAULT_BANDS, SourceSpec, StacScene, Window, check_bands
+from geo_assets.geo.sources import DEFAULT_BANDS, SourceSpec, StacScene, StacSource, Window, check_bands
 from geo_assets.geo.stac import ImagerySettings, NoItemsError
 from geo_assets.geo.store import PAGE, S3Store, Store, validate_key
 
@@ -158,7 +158,9 @@ def arrived_scene(
                   for k, a in item["assets"].items() if k in used}
         items.append({**item, "assets": {**item["assets"], **assets}})
         read.update(keys.values())
-    spec = SourceSpec(collection.source, tuple(collection.assets), collection.resolution, "uint16", stac.NODATA)
+    # The STAC source's own spec: one grid rule, the collection's lattice origin included (Landsat C2
+    # pixel corners lie on 15 + 30k m; a (0, 0) grid would warp every pixel by half of one).
+    spec = StacSource(collection).spec(region)
     bands = check_bands(spec, bands)
     kept = [i for i in items if max_cloud >= 100 or (i["properties"].get("eo:cloud_cover") is not None
                                                    and i["properties"]["eo:cloud_cover"] <= max_cloud)]

@@ -2,7 +2,8 @@
 
 Tiles are cut on a fixed grid, so a region's edge tiles overhang its box (a 2 x 2-tile region
 off the grid spans up to 3 x 3 tiles). Every area and share counts each pixel by the fraction
-of it that lies inside the box: exact for any box, aligned to the pixels or not.
+of it that lies inside the box (exact for any box, aligned to the pixels or not) times its area
+on the ground (`geo.area`: not res², which in Web Mercator is twice the ground at 45°).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geo_assets.geo.area import GroundArea
 from geo_assets.geo.cog import read_raster
 from geo_assets.geo.grid import Bounds
 from geo_assets.geo.indices import REFERENCE_CLASSES, reference_classes
@@ -39,24 +41,26 @@ def weighted_counts(values: np.ndarray, weights: np.ndarray, length: int = 256) 
 
 @dataclass
 class Tally:
-    """What a region's report counts, inside its footprint (pixel weights; confusion in whole pixels)."""
+    """What a region's report counts, inside its footprint (ground area in m²; confusion in whole pixels)."""
 
-    classes: np.ndarray  # (num_classes,) predicted pixels per class
-    nodata: float  # pixels with no data (class 255)
-    reference: np.ndarray  # (len(REFERENCE_CLASSES),) pixels per spectral-index reference class
+    classes: np.ndarray  # (num_classes,) ground area predicted per class
+    nodata: float  # ground area with no data (class 255)
+    reference: np.ndarray  # (len(REFERENCE_CLASSES),) ground area per spectral-index reference class
     holdout: np.ndarray | None  # (num_classes, num_classes) held-out labels (rows) x predictions (cols)
 
 
-def tally(tiles: list[dict], bbox: Bounds, band_names: list[str], num_classes: int) -> Tally:
-    """Count predictions, the index reference and held-out labels over the tiles' parts inside `bbox`.
+def tally(tiles: list[dict], bbox: Bounds, crs: str, band_names: list[str], num_classes: int) -> Tally:
+    """Measure predictions and the index reference, and count held-out labels, over the tiles' parts
+    inside `bbox` (in `crs`, the tiles' CRS).
 
     Each tile is {"bounds", "prediction" (path), "imagery" (path), "holdout" (path or None)}; one
-    tile is read at a time. Pixels with no data (class 255) are counted apart and in no share.
+    tile is read at a time. Pixels with no data (class 255) are measured apart and in no share.
     """
     out = Tally(np.zeros(num_classes), 0.0, np.zeros(len(REFERENCE_CLASSES)), None)
+    ground = GroundArea(crs)
     for tile in tiles:
         predicted = read_raster(tile["prediction"])[0][0]
-        weights = coverage(tuple(tile["bounds"]), predicted.shape, bbox)
+        weights = coverage(tuple(tile["bounds"]), predicted.shape, bbox) * ground.pixels(tuple(tile["bounds"]), predicted.shape)
         counts = weighted_counts(predicted, weights)
         out.classes += counts[:num_classes]
         out.nodata += counts[IGNORE]

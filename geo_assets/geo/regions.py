@@ -158,12 +158,37 @@ def check_size(region: Region, grid: TileGrid, max_tiles: int) -> int:
 CATALOGUE_KEY = "catalogue/regions.json"
 
 
-def load_catalogue(store) -> RegionCatalogue:
-    """The catalogue kept in a store: built-in regions plus those users added."""
+class CatalogueError(ValueError):
+    """The store holds a region catalogue that cannot be read as one (not UTF-8 JSON of valid regions)."""
+
+
+def stored_catalogue(store) -> RegionCatalogue | None:
+    """The catalogue kept in a store (built-in regions plus those users added), or None when the store
+    holds none: a store no one has initialised, or a storage root that points elsewhere."""
     try:
-        return RegionCatalogue.from_json(store.read_bytes(CATALOGUE_KEY).decode())
-    except ObjectNotFoundError:  # no user regions yet
-        return RegionCatalogue()
+        raw = store.read_bytes(CATALOGUE_KEY)
+    except ObjectNotFoundError:
+        return None
+    try:
+        return RegionCatalogue.from_json(raw.decode())
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # not UTF-8 or JSON, or entries that are not regions
+        raise CatalogueError(f"region catalogue {store.uri(CATALOGUE_KEY)} cannot be read: {type(exc).__name__}: {exc}") from None
+
+
+def load_catalogue(store) -> RegionCatalogue:
+    """The catalogue kept in a store; the built-in regions alone when it holds none yet."""
+    catalogue = stored_catalogue(store)
+    return RegionCatalogue() if catalogue is None else catalogue
+
+
+def init_catalogue(store) -> RegionCatalogue:
+    """The store's catalogue, written first (built-in regions only) if it holds none: from then on the
+    store's catalogue is what the region_partitions sensor removes unknown partitions against."""
+    catalogue = stored_catalogue(store)
+    if catalogue is None:
+        catalogue = RegionCatalogue()
+        save_catalogue(store, catalogue)
+    return catalogue
 
 
 def save_catalogue(store, catalogue: RegionCatalogue) -> None:

@@ -9,6 +9,7 @@ import torch
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
+from devtools.geodesy import box_area_m2
 from geo_assets import cli
 from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.assets.labels import labels
@@ -84,8 +85,8 @@ def test_report_belongs_to_its_own_model_version(registered, resources, store, t
     assert report.success
     out = report.output_for_node("region_report")
     assert (out["model"], out["version"]) == ("tiny-model", a)
-    km2 = {c: round(n * 100 / 1e6, 4) for c, n in pred_a["class_counts"].items()}
-    assert out["areas_km2"] == km2
+    pixel_m2 = box_area_m2((440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631") / (128 * 128)  # ground under one 10 m pixel there
+    assert out["areas_km2"] == pytest.approx({c: n * pixel_m2 / 1e6 for c, n in pred_a["class_counts"].items()}, abs=6e-5)
     meta = report.asset_materializations_for_node("region_report")[0].metadata
     assert (meta["model"].value, meta["version"].value) == ("tiny-model", a)
     tags = registered.get_run_by_id(report.run_id).tags

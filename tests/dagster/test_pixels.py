@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 
+from devtools.geodesy import box_area_m2
 from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.assets.labels import labels
 from geo_assets.assets.models import evaluation_set, model_evaluation, trained_model, training_set
@@ -31,6 +32,7 @@ DATE = "2024-06-01"
 TRAIN = Region("px-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", (DATE,))
 HOLDOUT = Region("px-holdout", (440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", (DATE,))
 # 2 x 2 tiles' worth of ground (64 px tiles of 640 m), 110 m east and 50 m north of the grid: it spans 3 x 3 tiles.
+S2_BOX = (600000.0, 4698020.0, 603000.0, 4700020.0)  # the s2-sample region
 OFF_GRID = Region("px-off-grid", (440430.0, 5120050.0, 441710.0, 5121330.0), "EPSG:32631", "synthetic", "synthetic", (DATE,))
 TILES64 = {"config": {"tile_size": 64}}
 FCN = {"architecture": "fcn", "epochs": 3, "chips_per_epoch": 48, "chip_size": 64, "batch_size": 8,
@@ -119,14 +121,15 @@ def test_class_areas_count_only_the_footprint_of_a_box_off_the_grid(env, model):
     pred, report = _predict(env, "px-model", OFF_GRID.name)
     assert len(pred["tiles"]) == 9  # 2 x 2 tiles of ground off the grid touch 3 x 3 tiles
     minx, miny, maxx, maxy = OFF_GRID.bbox
-    assert sum(report["areas_km2"].values()) + report["nodata_km2"] == pytest.approx((maxx - minx) * (maxy - miny) / 1e6, abs=1e-3)
+    ground = box_area_m2(OFF_GRID.bbox, OFF_GRID.crs)  # m² on the ground, not (maxx - minx) * (maxy - miny)
+    assert sum(report["areas_km2"].values()) + report["nodata_km2"] == pytest.approx(ground / 1e6, abs=5e-4)
     # Each class: the predicted pixels inside the box (it lies on the 10 m pixels), read from the mosaic.
     with rasterio.open(store.path(pred["mosaic"])) as m:
         window = rasterio.windows.from_bounds(minx, miny, maxx, maxy, m.transform)
         inside = m.read(1, window=window)
     assert inside.shape == (128, 128)
     for k, name in enumerate(CLASSES):
-        assert report["areas_km2"][name] == pytest.approx((inside == k).sum() * 100 / 1e6, abs=1e-4)
+        assert report["areas_km2"][name] == pytest.approx((inside == k).sum() * ground / inside.size / 1e6, abs=6e-5)
     assert sum(v for v in report["shares"].values()) == pytest.approx(1.0, abs=1e-3)
     # The index reference stands beside it, with its thresholds stated.
     rules = report["index_reference"]["rules"]
@@ -146,8 +149,8 @@ def test_no_data_is_class_255_and_in_no_statistic_on_the_sentinel2_sample(env, m
             nodata, classes = (a.read() == 0).any(axis=0), b.read(1)
         assert nodata.any() and not nodata.all()  # the 256 px grid overhangs the 3 x 2 km clip
         assert (classes[nodata] == 255).all() and (classes[~nodata] < len(CLASSES)).all()
-    # The clip fills its region exactly: 6 km² of classes, nothing of the overhang's no data.
-    assert sum(report["areas_km2"].values()) == pytest.approx(6.0, abs=1e-3)
+    # The clip fills its region exactly: its 3 x 2 km (6.003 km² of ground) of classes, nothing of the overhang's no data.
+    assert sum(report["areas_km2"].values()) == pytest.approx(box_area_m2(S2_BOX, "EPSG:32719") / 1e6, abs=5e-4)
     assert report["nodata_km2"] == 0.0
     # Its index reference: 4 bands give NDVI and NDWI, no SWIR for MNDWI or BSI, and it says so.
     assert "no rule for bare-soil" in report["index_reference"]["rules"]
