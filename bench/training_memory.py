@@ -137,13 +137,15 @@ def render(info: dict, rows: list[dict], command: str) -> str:
         "",
         f"Command: `{command}`. Each phase in a fresh process; settings equal between 1x and 4x (asserted).",
         "",
-        "| phase | set | tiles | peak RSS MB | RSS before MB | peak - before MB | stated bound MB | seconds |",
+        "| phase | set | tiles | peak RSS MB | RSS before MB | peak - before MB | tile data bound MB | seconds |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['phase']} | {r['scale']}x | {r['tiles']} | {r['peak_mb']:.0f} | {r['baseline_mb']:.0f} | "
                      f"{r['peak_mb'] - r['baseline_mb']:.0f} | {r['bound_mb']:.0f} | {r['seconds']:.1f} |")
-    lines.append("")
+    lines += ["", "*tile data bound*: `geo_assets.ml.memory`'s bound on the tiles and chips held (README, \"Training and "
+              "evaluation memory\"); *peak - before* also holds what does not grow with the set: the model, its "
+              "activations and gradients for one batch, the exported files (training), GDAL's block cache.", ""]
     for name in ("training", "evaluation"):
         one, four = (next(r for r in rows if r["phase"] == name and r["scale"] == s) for s in (1, 4))
         ratio = four["peak_mb"] / one["peak_mb"]
