@@ -77,8 +77,9 @@ def map_on(name: str, threads: int, fn: Callable[[T], R], items: Sequence[T]) ->
 def read_ahead(fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
     """`fn` over `items` in order, one item ahead: while the caller works on one result, the next is
     made on the process's read-ahead thread. At most two results are alive at once (the one handed
-    out and the one being made), however many items there are; on a failure or an early stop the
-    pending one is waited for, so nothing of this call runs on after it."""
+    out, if the caller drops it before asking for the next, and the one being made), however many
+    items there are; on a failure or an early stop the pending one is waited for, so nothing of this
+    call runs on after it."""
     if inside("read-ahead", 1):  # called from the read-ahead thread itself: no thread to wait on
         yield from map(fn, items)
         return
