@@ -36,6 +36,7 @@ bench: setup
 	$(BIN)/python -m bench.backfill
 	$(BIN)/python -m bench.sensor_tick
 	$(BIN)/python -m bench.dask_fanout
+	$(BIN)/python -m bench.training_memory
 
 bench-full-tile: setup
 	$(BIN)/python -m bench.full_tile

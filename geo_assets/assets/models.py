@@ -5,19 +5,19 @@ import datetime
 import time
 
 import dagster as dg
-import numpy as np
 
 from geo_assets.assets.common import dataset, dataset_metadata, input_versions, output, tag_run
 from geo_assets.assets.placement import gpu_pool, op_tags
 from geo_assets.checks import QUALITY_GATE
 from geo_assets.config import EvaluationConfig, EvaluationSetConfig, TrainingConfig, TrainingSetConfig
-from geo_assets.geo.landcover import CLASSES, IGNORE
+from geo_assets.geo.landcover import CLASSES
 from geo_assets.geo.regions import footprints_overlap
 from geo_assets.geo.store import ObjectNotFoundError
 from geo_assets.ml import registry
 from geo_assets.ml.device import select_device
-from geo_assets.ml.metrics import confusion_matrix, scores
-from geo_assets.ml.versions import TrainingRequest, load_set
+from geo_assets.ml.evaluation import evaluate
+from geo_assets.ml.metrics import scores
+from geo_assets.ml.versions import TrainingRequest
 from geo_assets.partitions import models_partitions, validate_model_name
 from resources.compute import LocalPoolCompute
 from resources.gate import ModelGate
@@ -155,20 +155,10 @@ def model_evaluation(
     if evaluation is not None:
         context.log.info(f"version {version} was already evaluated on this set at min mIoU {gate.min_miou}: reusing it")
     else:
-        # torch only here: the code location loads in every process, most of which never run a model.
-        from geo_assets.ml.predict import load_model, predict_batch
-
-        device = select_device(config.device)
-        with store.local_copy(trained_model["weights"]) as weights:  # torch.export.load needs a local file
-            model = load_model(weights, device)
-        cm = np.zeros((len(CLASSES), len(CLASSES)), dtype=np.int64)
         started = time.perf_counter()
-        pairs = load_set(store, evaluation_set, lambda f, xs: compute.map(f, xs, "evaluation tiles"),
-                         registry.normalisation(trained_model))
-        for start in range(0, len(pairs), config.batch_size):
-            batch = pairs[start : start + config.batch_size]
-            pred = predict_batch(model, np.stack([p[0] for p in batch]), device)
-            cm += confusion_matrix(pred, np.stack([p[1] for p in batch]), len(CLASSES), ignore=IGNORE)
+        # Batch by batch, tiles read a batch ahead: memory does not grow with the set (ml.memory).
+        cm = evaluate(store, trained_model, evaluation_set, lambda f, xs: compute.map(f, xs, "evaluation tiles"),
+                      select_device(config.device), config.batch_size)
         result = scores(cm, list(CLASSES))
         evaluation = {
             "model": name,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -72,3 +72,33 @@ def map_on(name: str, threads: int, fn: Callable[[T], R], items: Sequence[T]) ->
             future.cancel()
         wait(futures)
         raise
+
+
+def read_ahead(fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
+    """`fn` over `items` in order, one item ahead: while the caller works on one result, the next is
+    made on the process's read-ahead thread. At most two results are alive at once (the one handed
+    out, if the caller drops it before asking for the next, and the one being made), however many
+    items there are; on a failure or an early stop the pending one is waited for, so nothing of this
+    call runs on after it."""
+    if inside("read-ahead", 1):  # called from the read-ahead thread itself: no thread to wait on
+        yield from map(fn, items)
+        return
+    pool = shared_pool("read-ahead", 1)
+    it = iter(items)
+    pending: Future | None = None
+    try:
+        for item in it:
+            pending = pool.submit(fn, item)
+            break
+        while pending is not None:
+            result = pending.result()
+            pending = None
+            for item in it:
+                pending = pool.submit(fn, item)
+                break
+            yield result
+            del result  # the caller's copy is the only one left
+    finally:
+        if pending is not None:
+            pending.cancel()
+            wait([pending])

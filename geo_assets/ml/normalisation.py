@@ -69,20 +69,10 @@ class Normalisation:
     @classmethod
     def fit(cls, images: Sequence[np.ndarray], bands: Sequence[str]) -> "Normalisation":
         """Standardise each band over the valid pixels (no band 0) of (C,H,W) DN images."""
-        total = np.zeros(len(bands))
-        squares = np.zeros(len(bands))
-        count = 0
+        moments = BandMoments(len(bands))
         for image in images:
-            pixels = image[:, (image != 0).all(axis=0)].astype(np.float64)
-            total += pixels.sum(axis=1)
-            squares += (pixels**2).sum(axis=1)
-            count += pixels.shape[1]
-        if count == 0:
-            raise ValueError("no valid pixels to fit a normalisation on (every pixel has no data)")
-        mean = total / count
-        std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
-        std = np.where(std > 1e-6 * np.maximum(np.abs(mean), 1.0), std, 1.0)  # a constant band: only centred
-        return cls(tuple(bands), tuple(1.0 / std), tuple(-mean / std))
+            moments.add(*BandMoments.of(image))
+        return moments.normalisation(bands)
 
     @classmethod
     def from_record(cls, record: dict) -> "Normalisation":
@@ -110,15 +100,45 @@ class Normalisation:
         return data[[names.index(b) for b in self.bands]]
 
     def apply(self, data: np.ndarray) -> np.ndarray:
-        """(C,H,W) DN of this normalisation's bands, in order -> float32 model input."""
+        """(C,H,W) or (N,C,H,W) DN of this normalisation's bands, in order -> float32 model input."""
         if self.legacy_clip:
             return normalize(data)
         out = np.asarray(data, dtype=np.float32).copy()
-        nodata = ~np.isfinite(out).all(axis=0) | (out == 0).any(axis=0)
+        nodata = ~np.isfinite(out).all(axis=-3) | (out == 0).any(axis=-3)
         out *= np.asarray(self.scale, dtype=np.float32)[:, None, None]
         out += np.asarray(self.offset, dtype=np.float32)[:, None, None]
-        out[:, nodata] = 0.0
+        np.copyto(out, np.float32(0.0), where=np.expand_dims(nodata, -3))
         return out
 
     def __call__(self, data: np.ndarray, band_names: Sequence[str | None] | None = None) -> np.ndarray:
         return self.apply(self.select(data, band_names))
+
+
+class BandMoments:
+    """Per-band sums over valid pixels, added tile by tile: a normalisation fitted without holding the tiles.
+
+    Added in the tiles' order, the sums (float64) are those `Normalisation.fit` takes over the whole list."""
+
+    def __init__(self, bands: int) -> None:
+        self.total = np.zeros(bands)
+        self.squares = np.zeros(bands)
+        self.count = 0
+
+    @staticmethod
+    def of(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """One (C,H,W) DN tile's sums, squares and count over its valid pixels (no band 0)."""
+        pixels = image[:, (image != 0).all(axis=0)].astype(np.float64)
+        return pixels.sum(axis=1), (pixels**2).sum(axis=1), pixels.shape[1]
+
+    def add(self, total: np.ndarray, squares: np.ndarray, count: int) -> None:
+        self.total += total
+        self.squares += squares
+        self.count += count
+
+    def normalisation(self, bands: Sequence[str]) -> Normalisation:
+        if self.count == 0:
+            raise ValueError("no valid pixels to fit a normalisation on (every pixel has no data)")
+        mean = self.total / self.count
+        std = np.sqrt(np.maximum(self.squares / self.count - mean**2, 0.0))
+        std = np.where(std > 1e-6 * np.maximum(np.abs(mean), 1.0), std, 1.0)  # a constant band: only centred
+        return Normalisation(tuple(bands), tuple(1.0 / std), tuple(-mean / std))

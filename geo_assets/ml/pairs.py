@@ -1,7 +1,9 @@
-"""Pairs of imagery tiles and label tiles, for training and evaluation."""
+"""Pairs of imagery tiles and label tiles, for training and evaluation: read one by one (SetTiles),
+never a whole set at once."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -23,6 +25,27 @@ def check_same_grid(imagery: dict, labels: dict) -> None:
             )
 
 
+def validate_pair(
+    i: int | str, image: np.ndarray, label: np.ndarray, in_channels: int | None = None, num_classes: int | None = None
+) -> bool:
+    """Check one (image, label) pair named `i` (an index or a tile); whether it holds labelled pixels."""
+    if image.ndim != 3:
+        raise ValueError(f"image {i} must have shape (C,H,W), got {image.shape}")
+    if label.ndim != 2:
+        raise ValueError(f"label {i} must have shape (H,W), got {label.shape}")
+    if image.shape[1:] != label.shape:
+        raise ValueError(f"image {i} is {image.shape[1]}x{image.shape[2]} but label {i} is {label.shape[0]}x{label.shape[1]}")
+    if in_channels is not None and image.shape[0] != in_channels:
+        raise ValueError(f"image {i} has {image.shape[0]} channels, expected in_channels={in_channels}")
+    labelled = label[label != IGNORE]
+    if num_classes is not None and labelled.size and int(labelled.max()) >= num_classes:
+        raise ValueError(
+            f"label {i} contains class {int(labelled.max())} but num_classes={num_classes} "
+            f"(use {IGNORE} for unlabelled pixels)"
+        )
+    return labelled.size > 0
+
+
 def _load_pair(store: Store, item: tuple[dict, dict], normalise: Normalise | None = None) -> tuple[np.ndarray, np.ndarray]:
     tile, label_entry = item
     image, valid, _ = read_tile(store, tile, normalise)
@@ -36,13 +59,58 @@ def _load_pair(store: Store, item: tuple[dict, dict], normalise: Normalise | Non
     return image, label
 
 
-def load_pairs(
-    store: Store, imagery: dict, labels: dict, mapper: Mapper, normalise: Normalise | None = None
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(normalised image, label) for every tile present in both manifests; `normalise` picks the model's bands."""
+def pair_entries(imagery: dict, labels: dict) -> list[tuple[dict, dict]]:
+    """(imagery entry, label entry) of every tile present in both manifests of one acquisition."""
     check_same_grid(imagery, labels)
     by_key = {e["key"]: e for e in labels["tiles"]}
     items = [(t, by_key[t["key"]]) for t in imagery["tiles"] if t["key"] in by_key]
     if not items:
         raise ValueError(f"imagery {imagery['region']}/{imagery['date']} shares no tiles with its labels")
-    return mapper(partial(_load_pair, store, normalise=normalise), items)
+    return items
+
+
+def load_pairs(
+    store: Store, imagery: dict, labels: dict, mapper: Mapper, normalise: Normalise | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(normalised image, label) for every tile of one acquisition, all in memory; `normalise` picks the model's bands."""
+    return mapper(partial(_load_pair, store, normalise=normalise), pair_entries(imagery, labels))
+
+
+def _tile_size(imagery: dict) -> int:
+    """A manifest's tile size (manifests before "tile_size": from a tile's bounds)."""
+    if imagery.get("tile_size"):
+        return int(imagery["tile_size"])
+    bounds = imagery["tiles"][0]["bounds"] if imagery["tiles"] else [0, 0, 0, 0]
+    return round(max(bounds[2] - bounds[0], bounds[3] - bounds[1]) / float(imagery["resolution"]))
+
+
+@dataclass(frozen=True)
+class SetTiles:
+    """The tile pairs of a training or evaluation set as manifest entries, in the set's order: a tile is
+    read when asked for, so nothing here grows with the set but the entries themselves."""
+
+    store: Store
+    items: list[tuple[dict, dict]]  # (imagery entry, label entry) of each tile
+    names: list[str]  # "region/date tile key": what errors name
+    groups: list[int]  # the acquisition of each tile (its index in the set's items)
+    tile_size: int  # the largest of the set's tiles, px a side
+
+    @classmethod
+    def of(cls, store: Store, manifest: dict) -> SetTiles:
+        labels = {key: store.read_json(key) for key in {item["labels"] for item in manifest["items"]}}  # one read a region
+        items, names, groups, size = [], [], [], 0
+        for group, item in enumerate(manifest["items"]):
+            imagery = store.read_json(item["imagery"])
+            pairs = pair_entries(imagery, labels[item["labels"]])
+            items += pairs
+            names += [f"{imagery['region']}/{imagery['date']} tile {t['key']}" for t, _ in pairs]
+            groups += [group] * len(pairs)
+            size = max(size, _tile_size(imagery))
+        return cls(store, items, names, groups, size)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def read(self, index: int, normalise: Normalise | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(normalised image, label) of tile `index`; `normalise` picks the model's bands."""
+        return _load_pair(self.store, self.items[index], normalise)

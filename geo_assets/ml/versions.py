@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from typing import Callable
-
-import numpy as np
 
 from geo_assets.geo.landcover import CLASSES
 from geo_assets.geo.store import ObjectNotFoundError, Store
+from geo_assets.geo.threads import read_ahead
 from geo_assets.geo.tilework import Mapper
 from geo_assets.ml import registry
 from geo_assets.ml.device import select_device
-from geo_assets.ml.normalisation import Normalisation
-from geo_assets.ml.pairs import load_pairs
+from geo_assets.ml.memory import check_tiles_held
+from geo_assets.ml.normalisation import BandMoments, Normalisation
+from geo_assets.ml.pairs import SetTiles, validate_pair
 
 Log = Callable[[str], None]
 
@@ -51,16 +52,22 @@ class TrainedVersion:
     reused: bool  # the version was stored before: nothing was trained
 
 
-def load_acquisitions(store: Store, manifest: dict, mapper: Mapper, normalise: Normalisation) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-    """Per acquisition of a training or evaluation set, its (image, label) tile pairs as `normalise` makes them."""
-    labels = {key: store.read_json(key) for key in {item["labels"] for item in manifest["items"]}}  # one read a region
-    return [load_pairs(store, store.read_json(item["imagery"]), labels[item["labels"]], mapper, normalise)
-            for item in manifest["items"]]
+def survey(tiles: SetTiles, mapper: Mapper, window: int, normalise: Normalisation, num_classes: int) -> tuple[BandMoments, list[bool]]:
+    """One pass over a training set's tiles, `window` at a time: each pair checked, the sums a
+    normalisation is fitted from, and whether each tile holds labels (what chips are drawn from)."""
 
+    def summary(index: int) -> tuple[tuple, bool]:
+        image, label = tiles.read(index, normalise)  # dropped on return: a window's tiles at most are alive
+        labelled = validate_pair(tiles.names[index], image, label, len(normalise.bands), num_classes)
+        return BandMoments.of(image), labelled
 
-def load_set(store: Store, manifest: dict, mapper: Mapper, normalise: Normalisation) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(image, label) tile pairs of every acquisition of a training or evaluation set, as `normalise` makes them."""
-    return [p for pairs in load_acquisitions(store, manifest, mapper, normalise) for p in pairs]
+    moments, labelled = BandMoments(len(normalise.bands)), []
+    windows = [range(i, min(i + window, len(tiles))) for i in range(0, len(tiles), window)]
+    for results in read_ahead(lambda indices: mapper(summary, list(indices)), windows):
+        for sums, flag in results:  # in the tiles' order: the same sums as a fit over the whole list
+            moments.add(*sums)
+            labelled.append(flag)
+    return moments, labelled
 
 
 def train_version(store: Store, request: TrainingRequest, mapper: Mapper, log: Log) -> TrainedVersion:
@@ -69,7 +76,8 @@ def train_version(store: Store, request: TrainingRequest, mapper: Mapper, log: L
     import torch
 
     from geo_assets.ml.predict import EXPORTS
-    from geo_assets.ml.train import TrainConfig, train
+    from geo_assets.ml.data import ChipBatches, ChipSampler
+    from geo_assets.ml.train import TrainConfig, train_chips
 
     settings, training_set = request.settings, request.training_set
     device = select_device(settings["device"])
@@ -84,17 +92,18 @@ def train_version(store: Store, request: TrainingRequest, mapper: Mapper, log: L
         pass
 
     bands = training_set["bands"]
-    acquisitions = load_acquisitions(store, training_set, mapper, Normalisation.identity(bands))
-    data = [p for pairs in acquisitions for p in pairs]
-    groups = [i for i, pairs in enumerate(acquisitions) for _ in pairs]  # each acquisition is drawn alike
-    normalisation = Normalisation.fit([d[0] for d in data], bands)  # stored with the version, applied at prediction
-    log(f"training {settings['architecture']} on {len(data)} tiles from {len(inputs)} acquisitions ({device})")
     config = TrainConfig(**{f.name: settings[f.name] for f in fields(TrainConfig) if f.name != "device"}, device=str(device))
-    result = train(
-        [normalisation.apply(d[0]) for d in data], [d[1] for d in data], in_channels=len(bands), num_classes=len(CLASSES),
-        config=config, progress=lambda e, n, loss: log(f"epoch {e}/{n}: loss {loss:.4f}"),
-        groups=groups,
-    )
+    tiles = SetTiles.of(store, training_set)  # manifests only: no tile read yet
+    check_tiles_held("training", config.batch_size, 1, tiles.tile_size)
+    identity = Normalisation.identity(bands)
+    moments, labelled = survey(tiles, mapper, config.batch_size, identity, len(CLASSES))
+    normalisation = moments.normalisation(bands)  # stored with the version, applied at prediction
+    log(f"training {settings['architecture']} on {len(tiles)} tiles from {len(inputs)} acquisitions ({device})")
+    # Each acquisition is drawn alike; a batch reads only the tiles its chips come from, normalised as a batch.
+    sampler = ChipSampler(labelled, config.chip_size, config.chips_per_epoch, seed=config.seed, groups=tiles.groups)
+    chips = ChipBatches(sampler, partial(tiles.read, normalise=identity), config.batch_size, mapper, normalisation.apply)
+    result = train_chips(chips, len(bands), len(CLASSES), config,
+                         progress=lambda e, n, loss: log(f"epoch {e}/{n}: loss {loss:.4f}"))
     for file, export in EXPORTS.items():  # model.pt2 (torch) and model.onnx (ONNX Runtime)
         with store.writing(f"{prefix}/{file}") as tmp:
             export(result.model, tmp, len(bands))

@@ -76,3 +76,25 @@ def test_a_forked_child_gets_fresh_pools():
     child.start()
     child.join(30)
     assert child.exitcode == 0 and queue.get(timeout=5) == [1, 2, 3, 4]
+
+
+def test_read_ahead_makes_one_item_ahead_in_order_and_stops_with_its_caller():
+    from geo_assets.geo.threads import read_ahead
+
+    made = []
+
+    def make(x):
+        made.append(x)
+        return x * x
+
+    results = read_ahead(make, range(10))
+    assert next(results) == 0
+    time.sleep(0.1)
+    assert made == [0, 1]  # the next one is made while the caller works; no further
+    assert next(results) == 1 and next(results) == 4
+    results.close()  # an early stop: the pending one is cancelled or waited for, nothing more is made
+    stopped = list(made)
+    time.sleep(0.1)
+    assert made == stopped and stopped in ([0, 1, 2], [0, 1, 2, 3])
+    with pytest.raises(ValueError, match="item 2"):
+        list(read_ahead(lambda x: x if x != 2 else (_ for _ in ()).throw(ValueError("item 2")), range(5)))
