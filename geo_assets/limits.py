@@ -34,3 +34,16 @@ def max_tiles() -> int:
 def max_backfill_partitions() -> int:
     """Region x date partitions one `geo-assets backfill` may request."""
     return _positive_int(MAX_BACKFILL_ENV, DEFAULT_MAX_BACKFILL)
+
+
+LEASE_WAIT_ENV = "GEO_ASSETS_LEASE_WAIT_S"
+DEFAULT_LEASE_WAIT_S = 1800  # a backfill behind an arrival run of the same partition waits, not fails
+MAX_LEASE_WAIT_S = 86_400
+
+
+def lease_wait_s() -> int:
+    """Seconds a step waits for a partition another active run is writing, before it fails naming that run."""
+    value = _positive_int(LEASE_WAIT_ENV, DEFAULT_LEASE_WAIT_S)
+    if value > MAX_LEASE_WAIT_S:
+        raise ValueError(f"{LEASE_WAIT_ENV}={value}: must be a whole number between 1 and {MAX_LEASE_WAIT_S:,}")
+    return value
