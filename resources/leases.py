@@ -38,7 +38,7 @@ def take_all(context: dg.AssetExecutionContext, store: Store, partitions: Iterab
     taken: list[leases.Lease] = []
     try:
         for partition in sorted(set(partitions)):
-            lease = leases.take(store, leases.lease_key(asset, partition), context.run_id, active, wait, context.log.info)
+            lease = leases.take(store, leases.lease_key(asset, partition), context.run.run_id, active, wait, context.log.info)
             taken.append(lease)
             with _lock:
                 _held[(store.root, lease.key)] = lease

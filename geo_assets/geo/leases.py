@@ -76,7 +76,7 @@ def take(
     lease = Lease(key, run, uuid.uuid4().hex)
     body = json.dumps({"run": run, "token": lease.token, "taken": datetime.now(timezone.utc).isoformat()}).encode()
     start = time.monotonic()
-    logged = start
+    logged = start - LOG_EVERY_S  # the first wait is reported at once
     while True:
         if store.create(key, body):
             return lease
