@@ -43,7 +43,11 @@ MAX_LEASE_WAIT_S = 86_400
 
 def lease_wait_s() -> int:
     """Seconds a step waits for a partition another active run is writing, before it fails naming that run."""
-    value = _positive_int(LEASE_WAIT_ENV, DEFAULT_LEASE_WAIT_S)
-    if value > MAX_LEASE_WAIT_S:
-        raise ValueError(f"{LEASE_WAIT_ENV}={value}: must be a whole number between 1 and {MAX_LEASE_WAIT_S:,}")
+    try:
+        value = _positive_int(LEASE_WAIT_ENV, DEFAULT_LEASE_WAIT_S)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_LEASE_WAIT_S:
+        raw = os.environ.get(LEASE_WAIT_ENV)
+        raise ValueError(f"{LEASE_WAIT_ENV}={raw!r}: must be a whole number between 1 and {MAX_LEASE_WAIT_S:,}")
     return value

@@ -86,3 +86,12 @@ def test_something_that_is_not_a_lease_is_never_taken_over(any_store):
     with pytest.raises(ValueError, match="is not a lease"):
         leases.take(any_store, KEY, "a-run", lambda r: False, wait_s=1)
     assert any_store.read_bytes(KEY) == b"not json"
+
+
+@pytest.mark.parametrize("raw", ["0", "inf", "2.5", "86401"])
+def test_the_wait_setting_is_bounded(monkeypatch, raw):
+    from geo_assets.limits import lease_wait_s
+
+    monkeypatch.setenv("GEO_ASSETS_LEASE_WAIT_S", raw)
+    with pytest.raises(ValueError, match=f"GEO_ASSETS_LEASE_WAIT_S='{raw}': must be a whole number between 1 and 86,400"):
+        lease_wait_s()

@@ -173,6 +173,9 @@ def test_a_range_backfill_never_writes_a_partition_while_a_materialize_run_does(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("imagery_tiles"), asset_partitions=[partition]), limit=1).records
     assert events[0].run_id == b_run.run_id
     assert events[0].asset_materialization.metadata["manifest_digest"].value == digest(manifest)
+    # Every step released the leases it took when it published (imagery, predictions and reports).
+    held = [k for k in world.store.list("leases") if f"region={region}/date=2024-09-1" in k]
+    assert not held, held
 
 
 def test_an_orphaned_step_whose_run_was_marked_failed_cannot_publish(world, instance, tmp_path):
