@@ -224,3 +224,28 @@ def test_an_orphaned_step_whose_run_was_marked_failed_cannot_publish(world, inst
     (failure,) = [e.dagster_event.step_failure_data.error.to_string() for e in instance.all_logs(a_run.run_id)
                   if e.dagster_event is not None and e.dagster_event.is_step_failure]
     assert f"run is {dg.DagsterRunStatus.FAILURE.value}, so it publishes nothing" in failure, failure
+
+
+def test_a_run_that_waited_its_limit_fails_naming_the_writer(world, instance, tmp_path):
+    region, date = "tiny-field", "2024-09-25"
+    partition = f"{date}|{region}"
+    before = {r.run_id for r in instance.get_runs()}
+    a_log = tmp_path / "writer.log"
+    a = _materialize(world, partition, 16, a_log)
+    paused = _pause_mid_write(world, a, region, date, 16, a_log)
+    try:
+        a_run = _run_of(instance, partition, before)
+        config = json.dumps({"ops": {"imagery_tiles": {"config": {"tile_size": 32}}}})
+        second = subprocess.run([BIN / "dagster", "asset", "materialize", "-m", "geo_assets.definitions", "--select",
+                                 "imagery_tiles", "--partition", partition, "--config-json", config],
+                                cwd=ROOT, env={**world.env, "GEO_ASSETS_LEASE_WAIT_S": "3"}, capture_output=True, text=True, timeout=600)
+        for p in paused:
+            p.resume()
+        assert a.wait(timeout=300) == 0, a_log.read_text()[-3000:]
+    finally:
+        _kill(paused)
+    assert second.returncode != 0, "the second run wrote the partition while the first was writing it"
+    assert f"run {a_run.run_id} is writing this partition" in second.stdout + second.stderr
+    assert not _tiles(world, region, date, 32)  # it wrote nothing
+    manifest = world.store.read_json(imagery_key(region, date))
+    assert manifest["tile_size"] == 16 and all(world.store.exists(t["path"]) for t in manifest["tiles"])
