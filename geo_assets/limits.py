@@ -34,3 +34,20 @@ def max_tiles() -> int:
 def max_backfill_partitions() -> int:
     """Region x date partitions one `geo-assets backfill` may request."""
     return _positive_int(MAX_BACKFILL_ENV, DEFAULT_MAX_BACKFILL)
+
+
+LEASE_WAIT_ENV = "GEO_ASSETS_LEASE_WAIT_S"
+DEFAULT_LEASE_WAIT_S = 1800  # a backfill behind an arrival run of the same partition waits, not fails
+MAX_LEASE_WAIT_S = 86_400
+
+
+def lease_wait_s() -> int:
+    """Seconds a step waits for a partition another active run is writing, before it fails naming that run."""
+    try:
+        value = _positive_int(LEASE_WAIT_ENV, DEFAULT_LEASE_WAIT_S)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_LEASE_WAIT_S:
+        raw = os.environ.get(LEASE_WAIT_ENV)
+        raise ValueError(f"{LEASE_WAIT_ENV}={raw!r}: must be a whole number between 1 and {MAX_LEASE_WAIT_S:,}")
+    return value

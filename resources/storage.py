@@ -8,6 +8,7 @@ themselves are COGs in the store, written by the tile work units.
 import dagster as dg
 
 from geo_assets.geo.store import BucketNotFoundError, Store, make_store, validate_key
+from resources import leases
 
 
 class StorageResource(dg.ConfigurableResource):
@@ -87,6 +88,17 @@ def _keyed_by_model_version(context: dg.InputContext | dg.OutputContext) -> bool
     return bool(output is not None and (output.definition_metadata or {}).get(KEYED_BY_MODEL_VERSION))
 
 
+def _publish(store: Store, context: dg.OutputContext, partition: str, key: str, manifest: dict) -> None:
+    """Write a manifest, the step's output becoming visible: only while the step still holds the
+    partition's lease, if it took one (resources/leases.py), which is then released."""
+    lease = leases.held(store, "/".join(context.asset_key.path), partition)
+    if lease is not None:  # an orphaned writer, whose run has ended, stops here
+        leases.check_publish(store, lease, context.step_context.instance)
+    store.write_json(key, manifest)
+    if lease is not None:
+        leases.release_all(store, [lease])
+
+
 class ManifestIOManager(dg.ConfigurableIOManager):
     storage: dg.ResourceDependency[StorageResource]
 
@@ -106,10 +118,10 @@ class ManifestIOManager(dg.ConfigurableIOManager):
         store = self.storage.store()
         if isinstance(obj, PartitionManifests):
             for partition, manifest in obj.items():
-                store.write_json(self._key(context, manifest, partition), manifest)
+                _publish(store, context, partition_path(context, partition), self._key(context, manifest, partition), manifest)
             return
         key = self._key(context, obj)
-        store.write_json(key, obj)
+        _publish(store, context, partition_path(context), key, obj)
         context.add_output_metadata({"manifest": dg.MetadataValue.path(store.uri(key))})
 
     def load_input(self, context: dg.InputContext) -> dict:

@@ -12,6 +12,7 @@ from geo_assets.geo.regions import RegionCatalogue, load_catalogue
 from geo_assets.geo.store import ObjectNotFoundError, Store
 from geo_assets.ml.registry import input_versions  # noqa: F401 (the assets' name for it)
 from geo_assets.partitions import split_key
+from resources import leases
 from resources.storage import PartitionManifests, dims_path, manifest_key
 
 TAG_PREFIX = "geo-assets/"
@@ -126,6 +127,18 @@ def each_partition(
     materialisation, and hands the IO manager their manifests by partition. Dagster gives a step one
     data version, so a range's partitions share the digest of all their manifests."""
     keys = [str(k) for k in context.partition_keys]
+    # One writer per partition, whatever launched the run: the IO manager checks and releases these
+    # leases when it publishes; a failed build releases them here.
+    store = context.resources.storage.store()
+    taken = leases.take_all(context, store, [dims_path(dict(zip(("region", "date"), split_key(k)))) for k in keys])
+    try:
+        return _each_partition(context, build, upstream, keys)
+    except BaseException:
+        leases.release_all(store, taken)
+        raise
+
+
+def _each_partition(context, build, upstream, keys) -> dg.Output:
     if len(keys) == 1:
         return build(*split_key(keys[0]), upstream)
     manifests, regions = PartitionManifests(), set()

@@ -16,6 +16,7 @@ from geo_assets.limits import max_tiles
 from geo_assets.geo.sources import get_source
 from geo_assets.geo.tiling import cut_label_tile
 from geo_assets.partitions import regions_partitions
+from resources import leases
 from resources.compute import LocalPoolCompute
 from resources.storage import StorageResource
 
@@ -26,6 +27,16 @@ def labels(
 ) -> dg.Output[dict]:
     """Synthetic truth or rasterised vector polygons, one uint8 class COG per tile (255: unlabelled)."""
     store = storage.store()
+    # One writer per region's labels: the IO manager checks and releases the lease when it publishes.
+    taken = leases.take_all(context, store, [validate_region_name(context.partition_key)])
+    try:
+        return _labels(context, config, store, compute)
+    except BaseException:
+        leases.release_all(store, taken)
+        raise
+
+
+def _labels(context: dg.AssetExecutionContext, config: LabelsConfig, store, compute: LocalPoolCompute) -> dg.Output[dict]:
     region = catalogue(store).get(validate_region_name(context.partition_key))
     source = check_label_source(config.source, region)
     spec = get_source(region.source).spec(region)  # labels follow the grid of the region's imagery

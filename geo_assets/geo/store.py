@@ -25,6 +25,7 @@ naming the object URI or bucket and the problem, with any credential text remove
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -157,6 +158,22 @@ class Store(ABC):
         """Yield a local file path holding the object's bytes, to read only: for a local store it is
         the stored file itself; for an object store a private copy, removed on exit."""
 
+    # -- conditional writes: one writer wins a race (the primitives of geo/leases.py)
+
+    @abstractmethod
+    def create(self, key: str, data: bytes) -> bool:
+        """Write `data` at `key` only where no object is; False where one is. Of writers racing to
+        create the same key, exactly one gets True."""
+
+    @abstractmethod
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and the version they are (one read), or None where there is none."""
+
+    @abstractmethod
+    def replace(self, key: str, data: bytes, version: str) -> bool:
+        """Write `data` at `key` only if the object is still at `version`; False if it has changed
+        or is gone."""
+
     def write_json(self, key: str, value: object) -> None:
         self.write_bytes(key, (json.dumps(value, indent=1, sort_keys=True) + "\n").encode())
 
@@ -275,6 +292,41 @@ class LocalStore(Store):
         if not path.is_file():
             raise ObjectNotFoundError(f"no object at {self.uri(key)}")
         yield str(path)  # already a local file: no copy
+
+    @contextmanager
+    def _folder_lock(self, key: str) -> Iterator[Path]:
+        """An exclusive lock on the key's folder, for one read-compare-write: processes on this machine
+        (the only ones that share a file:// root) take turns. The lock file's `.tmp-` name keeps it out
+        of listings."""
+        import fcntl
+
+        path = self.base / validate_key(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.parent / ".tmp-lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield path  # the lock goes with the file's closing
+
+    def create(self, key: str, data: bytes) -> bool:
+        with self._folder_lock(key) as path:
+            if path.exists():
+                return False
+            self.write_bytes(key, data)
+            return True
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            data = (self.base / validate_key(key)).read_bytes()  # replaced whole (os.replace): never half
+        except FileNotFoundError:
+            return None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def replace(self, key: str, data: bytes, version: str) -> bool:
+        with self._folder_lock(key):
+            found = self.read_versioned(key)
+            if found is None or found[1] != version:
+                return False
+            self.write_bytes(key, data)
+            return True
 
 
 @dataclass(frozen=True)
@@ -531,6 +583,47 @@ class S3Store(ObjectStore):
         folders = [p["Prefix"] for p in page.get("CommonPrefixes", [])]
         return {"objects": objects, "folders": folders, "next": page.get("NextContinuationToken") if page.get("IsTruncated") else None}
 
+    def _call(self, method: str, key: str, **kwargs) -> dict | None:
+        """One request of boto's own client, for the conditional headers fsspec does not pass: None
+        when its precondition fails (412, or 409 for a concurrent conditional write) or the object is
+        missing; the body read whole."""
+        from botocore.exceptions import ClientError
+        from fsspec.asyn import sync
+
+        fs = self._fs()
+
+        async def call():
+            await fs.set_session()
+            client = await fs.get_s3(self.bucket)
+            answer = await getattr(client, method)(Bucket=self.bucket, Key=self._object(key).split("/", 1)[1], **kwargs)
+            if "Body" in answer:
+                async with answer["Body"] as body:
+                    answer["Body"] = await body.read()
+            return answer
+
+        try:
+            with self._errors(f"{method} of", self.uri(key)):
+                try:
+                    return sync(fs.loop, call)
+                except ClientError as exc:
+                    error = exc.response.get("Error", {})
+                    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                    if status in (409, 412) or error.get("Code") in ("NoSuchKey", "PreconditionFailed", "ConditionalRequestConflict"):
+                        return None
+                    raise
+        except ObjectNotFoundError:
+            return None
+
+    def create(self, key: str, data: bytes) -> bool:
+        return self._call("put_object", key, Body=data, IfNoneMatch="*") is not None
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        answer = self._call("get_object", key)
+        return None if answer is None else (answer["Body"], answer["ETag"])
+
+    def replace(self, key: str, data: bytes, version: str) -> bool:
+        return self._call("put_object", key, Body=data, IfMatch=version) is not None
+
     def _new_fs(self):
         import s3fs
 
@@ -619,6 +712,40 @@ class GCSStore(ObjectStore):
         import gcsfs
 
         return gcsfs.GCSFileSystem(**kwargs)
+
+    def _upload(self, key: str, data: bytes, generation: str) -> bool:
+        """Write only if the object's generation is `generation` ("0": no object); False if not."""
+        fs = self._fs()
+        name = self._object(key).split("/", 1)[1]
+        try:
+            with self._errors("writing", self.uri(key)):
+                # A multipart upload (metadata, then the bytes), as gcsfs sends its own, with the condition.
+                body = (f"--==0==\nContent-Type: application/json; charset=UTF-8\n\n{json.dumps({'name': name})}\n"
+                        "--==0==\nContent-Type: application/json\n\n").encode() + data + b"\n--==0==--"
+                try:
+                    fs.call("POST", f"{fs._location}/upload/storage/v1/b/{self.bucket}/o", uploadType="multipart",
+                            ifGenerationMatch=generation, data=body,
+                            headers={"Content-Type": 'multipart/related; boundary="==0=="'}, json_out=True)
+                except FileExistsError:  # gcsfs's word for 412: the precondition failed
+                    return False
+        except ObjectNotFoundError:
+            return False
+        return True
+
+    def create(self, key: str, data: bytes) -> bool:
+        return self._upload(key, data, "0")
+
+    def read_versioned(self, key: str) -> tuple[bytes, str] | None:
+        fs = self._fs()
+        try:
+            with self._errors("reading", self.uri(key)):
+                headers, data = fs.call("GET", "b/{}/o/{}", self.bucket, self._object(key).split("/", 1)[1], alt="media")
+        except ObjectNotFoundError:
+            return None
+        return data, headers["x-goog-generation"]
+
+    def replace(self, key: str, data: bytes, version: str) -> bool:
+        return self._upload(key, data, version)
 
     def env(self) -> ContextManager:
         import rasterio
