@@ -137,7 +137,7 @@ def model_evaluation(
     config: EvaluationConfig,
     storage: StorageResource,
     compute: LocalPoolCompute,
-    gate: ModelGate,
+    gate: dg.ResourceParam[ModelGate],
     trained_model: dict,
     evaluation_set: dict,
 ):
