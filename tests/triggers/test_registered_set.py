@@ -3,6 +3,8 @@
 Real runs launched with `dagster asset materialize` (the CLI process reads GEO_ASSETS_MIN_MIOU as a
 deployment would) and the `geo-assets model` commands, in fresh processes, on a real store and instance."""
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -11,6 +13,7 @@ import dagster as dg
 import pytest
 
 from devtools.dagster_dev import BIN, ROOT
+from geo_assets import cli
 from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.assets.labels import labels
 from geo_assets.assets.models import trained_model, training_set
@@ -49,6 +52,16 @@ class Deployment:
     def cli(self, *args, min_miou: str = "0") -> subprocess.CompletedProcess:
         return subprocess.run([str(BIN / args[0]), *map(str, args[1:])], cwd=ROOT, capture_output=True, text=True,
                               env={**self.env, "GEO_ASSETS_MIN_MIOU": min_miou}, timeout=600)
+
+    def main(self, *args, min_miou: str = "0") -> str:
+        """A `geo-assets` command in this process (the same code path without a process start-up); its output."""
+        out = io.StringIO()
+        with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            for name, value in {**self.env, "GEO_ASSETS_MIN_MIOU": min_miou}.items():
+                patch.setenv(name, value)
+            code = cli.main([str(a) for a in args])
+        assert code == 0, out.getvalue()
+        return out.getvalue()
 
     def evaluate(self, regions: list[str], **extra) -> subprocess.CompletedProcess:
         ops = {"evaluation_set": {"config": {"regions": regions, **extra}}}
@@ -107,7 +120,7 @@ def _latest_metadata(home, asset: str) -> dict:
 
 def test_only_an_evaluation_on_the_registered_set_makes_a_version_serve(deployment):
     d, version = deployment
-    out = _ok(d.cli("geo-assets", "model", "evaluation-set", MODEL, "--regions", HOLDOUT.name))
+    out = d.main("model", "evaluation-set", MODEL, "--regions", HOLDOUT.name)
     registered = registry.registered_set(d.store, MODEL)
     assert registered["acquisitions"] == [[HOLDOUT.name, DATE]] and registered["revision"] == 1
     assert f"registered model {MODEL} evaluation set: {registered['set_id']} revision 1, 1 acquisition(s): tiny-holdout/{DATE}" in out
@@ -125,7 +138,7 @@ def test_only_an_evaluation_on_the_registered_set_makes_a_version_serve(deployme
     metadata = _latest_metadata(d.home, "model_evaluation")
     assert (metadata["on_registered_set"], metadata["passed_gate"], metadata["serving"]) == (False, False, "none")
     assert metadata["registered_set"] == f"revision 1: {registered['set_id']} (tiny-holdout/{DATE})"
-    listing = _ok(d.cli("geo-assets", "model", "list", MODEL))
+    listing = d.main("model", "list", MODEL)
     assert "serving: none" in listing and f"(other set {other['evaluation_set']}: does not count)" in listing
     assert f"evaluation set: {registered['set_id']} revision 1, 1 acquisition(s): tiny-holdout/{DATE}" in listing
     refused = d.predict()
@@ -133,10 +146,14 @@ def test_only_an_evaluation_on_the_registered_set_makes_a_version_serve(deployme
     assert (f"no version of model '{MODEL}' has passed the quality gate (min mIoU 0.0) on its registered evaluation set "
             f"(revision 1, {registered['set_id']})") in refused.stdout + refused.stderr
 
-    # Judged on the registered set: it serves.
-    _ok(d.evaluate([HOLDOUT.name]))
+
+def test_an_evaluation_on_the_registered_set_serves_and_the_set_changes_only_on_purpose(deployment):
+    d, version = deployment
+    _ok(d.evaluate([HOLDOUT.name]))  # the model's first selection registers its set
+    registered = registry.registered_set(d.store, MODEL)
+    assert registered["acquisitions"] == [[HOLDOUT.name, DATE]] and "the model had none" in registered["changed_by"]
     assert _latest_metadata(d.home, "model_evaluation")["on_registered_set"] is True
-    assert f"* {version}" in _ok(d.cli("geo-assets", "model", "list", MODEL))
+    assert f"* {version}" in d.main("model", "list", MODEL)
     _ok(d.predict())
 
     # Changing the set is an explicit act, recorded with a new revision.
@@ -152,13 +169,13 @@ def test_a_pinned_version_that_no_longer_passes_is_refused_not_served(deployment
     _ok(d.evaluate([HOLDOUT.name]))  # the model's first selection registers its set
     registered = registry.registered_set(d.store, MODEL)
     assert registered["acquisitions"] == [[HOLDOUT.name, DATE]]
-    _ok(d.cli("geo-assets", "model", "promote", MODEL, version))
+    d.main("model", "promote", MODEL, version)
     (evaluation,) = d.evaluations(version)
     assert evaluation["miou"] < 0.99  # a tiny model: the stricter gate below really fails it
     _ok(d.predict())  # gate 0: the pin passes and serves
 
     # The deployment raises the bar: the pin no longer passes, and is refused (not served), saying why and the way out.
-    listing = _ok(d.cli("geo-assets", "model", "list", MODEL, min_miou="0.99"))
+    listing = d.main("model", "list", MODEL, min_miou="0.99")
     assert f"serving: none (pinned to {version}, REFUSED: it does not pass the gate in force (min mIoU 0.99))" in listing
     assert f"! {version}" in listing
     refused = d.predict(min_miou="0.99")
