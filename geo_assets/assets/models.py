@@ -37,7 +37,7 @@ def _register_evaluation_set(context: dg.AssetExecutionContext, store, model: st
     registered = registry.registered_set(store, model)
     if registered is None or config.register_set:
         why = "register_set: true" if config.register_set else "the model had none"
-        registered, changed = registry.register_set(store, model, pairs, by=f"run {context.run_id} ({why})")
+        registered, changed = registry.register_set(store, model, pairs, by=f"run {context.run.run_id} ({why})")
         if changed:
             context.log.info(f"registered the evaluation set of {model}: revision {registered['revision']}, "
                              f"{len(pairs)} acquisitions, set {this} ({why})")

@@ -53,14 +53,14 @@ class Deployment:
         return subprocess.run([str(BIN / args[0]), *map(str, args[1:])], cwd=ROOT, capture_output=True, text=True,
                               env={**self.env, "GEO_ASSETS_MIN_MIOU": min_miou}, timeout=600)
 
-    def main(self, *args, min_miou: str = "0") -> str:
+    def main(self, *args, min_miou: str = "0", code: int = 0) -> str:
         """A `geo-assets` command in this process (the same code path without a process start-up); its output."""
         out = io.StringIO()
         with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             for name, value in {**self.env, "GEO_ASSETS_MIN_MIOU": min_miou}.items():
                 patch.setenv(name, value)
-            code = cli.main([str(a) for a in args])
-        assert code == 0, out.getvalue()
+            returned = cli.main([str(a) for a in args])
+        assert returned == code, out.getvalue()
         return out.getvalue()
 
     def evaluate(self, regions: list[str], **extra) -> subprocess.CompletedProcess:
@@ -124,6 +124,10 @@ def test_only_an_evaluation_on_the_registered_set_makes_a_version_serve(deployme
     registered = registry.registered_set(d.store, MODEL)
     assert registered["acquisitions"] == [[HOLDOUT.name, DATE]] and registered["revision"] == 1
     assert f"registered model {MODEL} evaluation set: {registered['set_id']} revision 1, 1 acquisition(s): tiny-holdout/{DATE}" in out
+    # Bad input: one clear error, and the registered set is untouched.
+    assert "unknown region 'atlantis'" in d.main("model", "evaluation-set", MODEL, "--regions", "atlantis", code=2)
+    assert "2024-07-01" in d.main("model", "evaluation-set", MODEL, "--regions", HOLDOUT.name, "--dates", "2024-07-01", code=2)
+    assert registry.registered_set(d.store, MODEL) == registered
 
     # Judged on another set (at gate 0, where any score passes): recorded and shown, but the blocking
     # quality_gate check fails and no version serves.
