@@ -3,8 +3,9 @@
     geo-assets region list
     geo-assets region add NAME --bbox MINX MINY MAXX MAXY --crs EPSG:32631 [--source synthetic] [--labels synthetic]
     geo-assets region remove NAME [--delete-outputs]
-    geo-assets model list NAME          versions, evaluations and which one serves
+    geo-assets model list NAME          versions, evaluations, the registered evaluation set and which one serves
     geo-assets model promote NAME VERSION | --auto
+    geo-assets model evaluation-set NAME --regions R [R ...] [--dates D ...]   register the set the gate judges on
     geo-assets init        register built-in regions and the default model as partitions
     geo-assets launch --region R --date D [--model M] [--source S] [--wait]       one run, over GraphQL
     geo-assets backfill --region R --from D1 --to D2 [--model M] [--source S] [--wait]   through the daemon
@@ -114,17 +115,49 @@ def cmd_model_list(args) -> int:
     versions = registry.list_versions(store, validate_model_name(args.name))
     if not versions:
         raise LookupError(f"model {args.name!r} has no trained versions")
-    serving = registry.serving_id(store, args.name, min_miou, versions)
-    pinned = registry.serving_pin(store, args.name)
-    print(f"model {args.name}: gate min mIoU {min_miou}; serving: {serving or 'none'}"
-          f"{' (promoted)' if pinned else ' (newest gated)' if serving else ''}")
+    state = registry.serving_state(store, args.name, min_miou, versions)
+    serving, registered = state["serving"], state["registered_set"]
+    print(f"model {args.name}: gate min mIoU {min_miou}; serving: {serving or 'none'} ({state['state']})")
+    if state["refused"]:
+        print(f"  {state['refused']}")
+    print(_registered_line(registered))
     for r in versions:
         evals = ", ".join(
             f"mIoU {e['miou']:.3f} on {'+'.join(e['regions'])} at {e['min_miou']} {'passed' if e['passed'] else 'failed'}"
+            + ("" if registry.on_set(e, registered) else f" (other set {e.get('evaluation_set', 'unrecorded')}: does not count)")
             for e in r["evaluations"] if e["miou"] is not None
         ) or "not evaluated"
-        mark = "*" if r["version"] == serving else " "
+        mark = "*" if r["version"] == serving else "!" if r["version"] == state["pinned"] else " "
         print(f"{mark} {r['version']}  {r['created_at'][:19]}  {r['config']['architecture']:5} {r['runtime']['device']:4}  {evals}")
+    return 0
+
+
+def _registered_line(registered: dict | None) -> str:
+    if registered is None:
+        return "evaluation set: none registered (materialise evaluation_set or run `geo-assets model evaluation-set`)"
+    pairs = registered["acquisitions"]
+    shown = ", ".join("/".join(a) for a in pairs[:10]) + (f", ... ({len(pairs)} in all)" if len(pairs) > 10 else "")
+    return (f"evaluation set: {registered['set_id']} revision {registered['revision']}, {len(pairs)} acquisition(s): "
+            f"{shown}; changed {registered['changed_at'][:19]} by {registered['changed_by']}")
+
+
+def cmd_model_evaluation_set(args) -> int:
+    """Register the evaluation set a model's gate is judged on: the acquisitions present now, fixed from then on."""
+    from geo_assets.assets.common import dataset
+    from geo_assets.config import EvaluationSetConfig
+    from geo_assets.ml import registry
+    from geo_assets.partitions import validate_model_name
+
+    name = validate_model_name(args.name)
+    config = EvaluationSetConfig(regions=args.regions, dates=args.dates or [])  # the run config's checks and bounds
+    store = _store()
+    manifest = dataset(store, config.regions, config.dates)  # an unknown region or missing imagery fails here
+    record, changed = registry.register_set(store, name, registry.acquisitions(manifest),
+                                            by=f"geo-assets model evaluation-set ({os.environ.get('USER', 'unknown user')})")
+    print(("registered" if changed else "unchanged:") + f" model {name} " + _registered_line(record))
+    if changed:
+        print(f"materialise evaluation_set[{name}] and model_evaluation[{name}] on it: only evaluations on this set "
+              "make a version serve")
     return 0
 
 
@@ -265,6 +298,11 @@ def parser() -> argparse.ArgumentParser:
     promote.add_argument("version", nargs="?")
     promote.add_argument("--auto", action="store_true", help="drop the promotion: serve the newest gated version")
     promote.set_defaults(fn=cmd_model_promote)
+    evalset = model.add_parser("evaluation-set", help="register the evaluation set the model's gate is judged on")
+    evalset.add_argument("name")
+    evalset.add_argument("--regions", nargs="+", required=True, help="held-out regions")
+    evalset.add_argument("--dates", nargs="+", help="dates YYYY-MM-DD (default: every date with imagery now)")
+    evalset.set_defaults(fn=cmd_model_evaluation_set)
     sub.add_parser("init", help="register built-in regions and the default model").set_defaults(fn=cmd_init)
     launch = sub.add_parser("launch", help="launch one region x date partition on a running webserver (GraphQL)")
     launch.add_argument("--date", required=True, help="acquisition date YYYY-MM-DD")

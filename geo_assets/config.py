@@ -96,21 +96,45 @@ class LabelsConfig(_Config):
 
 Regions = Annotated[list[RegionName], _check(lambda v: 1 <= len(v) <= 256, "regions must name at least one region and at most 256, got {value}")]
 Dates = Annotated[list[Date], _check(lambda v: len(v) <= 1000, "dates must list at most 1,000 dates")]
+Acquisition = Annotated[str, _check(
+    lambda v: v.count("/") == 1 and validate_region_name(v.split("/")[0]) and validate_date(v.split("/")[1]),
+    "an acquisition is REGION/YYYY-MM-DD, got {value!r}")]
+Acquisitions = Annotated[list[Acquisition], _check(lambda v: len(v) <= 10_000, "acquisitions must list at most 10,000")]
 Version = Annotated[str, _check(lambda v: re.fullmatch(r"[0-9a-f]{12}", v), "invalid model version {value!r}: 12 hex digits")]
 
 
-class TrainingSetConfig(_Config):
+class _SetConfig(_Config):
+    # Empty dates: every date of each region that has imagery *when the set is materialised*; the manifest
+    # records the dates that resolved to, and the set keeps them until someone selects it again.
+    dates: Dates = []
+    # Exactly these REGION/YYYY-MM-DD acquisitions (the input_changes sensor passes a set's own, to refresh
+    # their data versions without re-selecting). Every region listed must be in `regions`, and `dates` empty.
+    acquisitions: Acquisitions = []
+
+    @model_validator(mode="after")
+    def _one_selection(self):
+        if self.acquisitions:
+            if self.dates:
+                raise ValueError("give dates or acquisitions, not both")
+            outside = sorted({a.split("/")[0] for a in self.acquisitions} - set(self.regions))
+            if outside:
+                raise ValueError(f"acquisitions name region(s) {', '.join(outside)} that regions does not list")
+        return self
+
+
+class TrainingSetConfig(_SetConfig):
     """Which acquisitions a model trains on: the lineage of every version trained from this set."""
 
     regions: Regions = ["synth-train-a", "synth-train-b"]
-    dates: Dates = []  # empty: every date of each region that has imagery
 
 
-class EvaluationSetConfig(_Config):
-    """Held-out acquisitions a model is judged on; their footprints may not touch the training ground."""
+class EvaluationSetConfig(_SetConfig):
+    """Held-out acquisitions a model is judged on; their footprints may not touch the training ground.
+    The first selection for a model becomes its registered evaluation set (the one its gate is judged on);
+    a later, different selection changes it only with `register_set: true`."""
 
     regions: Regions = ["synth-holdout"]
-    dates: Dates = []
+    register_set: bool = False
 
 
 class TrainingConfig(_Config):

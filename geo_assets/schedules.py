@@ -38,7 +38,7 @@ def scheduled_regions() -> list[str]:
     default_status=dg.DefaultScheduleStatus.STOPPED,
     description="Imagery, predictions and a report for each region of GEO_ASSETS_SCHEDULED_REGIONS on the 1st of the month.",
 )
-def monthly_predictions(context: dg.ScheduleEvaluationContext, storage: StorageResource, gate: ModelGate):
+def monthly_predictions(context: dg.ScheduleEvaluationContext, storage: StorageResource, gate: dg.ResourceParam[ModelGate]):
     regions = scheduled_regions()
     if not regions:
         return dg.SkipReason(f"no region is scheduled: set {REGIONS_ENV}=region-a,region-b")

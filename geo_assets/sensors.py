@@ -7,8 +7,9 @@
   unreachable bucket), or the storage root holds none while partitions outside the built-in regions
   exist (a root that points elsewhere), the tick fails naming the storage root and changes nothing.
 - `input_changes`: when an acquisition that a training or evaluation set lists gets a new data
-  version, that set is materialised again with its recorded selection (a cheap run that reads
-  manifests), so it takes the new data version and Dagster marks the models built on it stale.
+  version, that set is materialised again with exactly the acquisitions it lists (a cheap run that
+  reads manifests), so it takes the new data version and Dagster marks the models built on it stale.
+  It never selects again: new dates of a region never join a set, and it never registers a set.
   (An observation would not do: Dagster judges a materialisable asset's upstream by its
   materialisations.) The run key is the set's new data version, so each change runs once.
 - `scene_arrivals` (off by default; in `arrival_sensor.py`): imagery_tiles for each partition whose
@@ -130,7 +131,12 @@ def input_changes(context: dg.SensorEvaluationContext, storage: StorageResource)
                         run_key=f"{asset}:{model}:{digest(refreshed[0])}",
                         partition_key=model,
                         asset_selection=[dg.AssetKey(asset)],
-                        run_config={"ops": {asset: {"config": {"regions": manifest["regions"], "dates": manifest["dates"]}}}},
+                        # The set's own acquisitions, never its selection again: `dates: []` resolved once,
+                        # when the set was materialised, so unrelated new dates never join it.
+                        run_config={"ops": {asset: {"config": {
+                            "regions": manifest["regions"],
+                            "acquisitions": [f"{i['region']}/{i['date']}" for i in manifest["items"]],
+                        }}}},
                         tags={"geo-assets/changed-inputs": changed[:255]},
                     )
                 )

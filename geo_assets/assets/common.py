@@ -71,15 +71,22 @@ def output(manifest: dict, metadata: dict) -> dg.Output:
         return dg.Output(manifest, metadata={**metadata, "manifest_digest": version}, data_version=dg.DataVersion(version))
 
 
-def dataset(store: Store, regions: list[str], dates: list[str]) -> dict:
+def dataset(store: Store, regions: list[str], dates: list[str], acquisitions: list[str] = ()) -> dict:
     """The (imagery, labels) acquisitions of a training or evaluation set, each with its data version:
-    every date of a region that has imagery when no dates are given."""
+    exactly `acquisitions` (REGION/DATE) when given, else `dates` of each region, else every date of a
+    region that has imagery now. The manifest records the dates it resolved to, so the set is fixed."""
     cat = catalogue(store)
+    chosen: dict[str, list[str]] = {}
+    for acquisition in acquisitions:
+        region, date = acquisition.split("/")
+        chosen.setdefault(region, []).append(date)
     items = []
     for region in regions:
+        if acquisitions and region not in chosen:
+            continue
         r = cat.get(region)
         labels = labels_manifest(store, region)
-        region_dates = dates or imagery_dates(store, region)
+        region_dates = chosen.get(region) or dates or imagery_dates(store, region)
         if not region_dates:
             raise FileNotFoundError(f"region {region!r} has no imagery_tiles yet: materialise some dates first")
         for date in region_dates:
@@ -96,7 +103,7 @@ def dataset(store: Store, regions: list[str], dates: list[str]) -> dict:
     bands = [b for b in items[0]["bands"] if all(b in i["bands"] for i in items)]
     if not bands:
         raise ValueError(f"the selected imagery shares no band: {sorted({tuple(i['bands']) for i in items})}")
-    return {"regions": regions, "dates": dates, "bands": bands, "items": items}
+    return {"regions": regions, "dates": sorted({i["date"] for i in items}), "bands": bands, "items": items}
 
 
 def dataset_metadata(manifest: dict) -> dict:

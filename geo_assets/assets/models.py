@@ -28,6 +28,35 @@ ALL = dg.AllPartitionMapping()
 CODE_VERSION = "1"  # bump when a change to this module changes what these assets store
 
 
+def _register_evaluation_set(context: dg.AssetExecutionContext, store, model: str, config: EvaluationSetConfig,
+                             manifest: dict) -> dict:
+    """The set a model is judged on changes only on purpose: the first selection for a model registers it,
+    a different one later only with `register_set: true` (or `geo-assets model evaluation-set`)."""
+    pairs = registry.acquisitions(manifest)
+    this = registry.set_id(pairs)
+    registered = registry.registered_set(store, model)
+    if registered is None or config.register_set:
+        why = "register_set: true" if config.register_set else "the model had none"
+        registered, changed = registry.register_set(store, model, pairs, by=f"run {context.run.run_id} ({why})")
+        if changed:
+            context.log.info(f"registered the evaluation set of {model}: revision {registered['revision']}, "
+                             f"{len(pairs)} acquisitions, set {this} ({why})")
+    elif registered["set_id"] != this:
+        context.log.warning(
+            f"evaluation_set[{model}] selects {len(pairs)} acquisitions (set {this}), not the model's registered "
+            f"evaluation set (revision {registered['revision']}, {len(registered['acquisitions'])} acquisitions, set "
+            f"{registered['set_id']}): evaluations on it are recorded but make no version serve. To change the "
+            f"registered set, materialise with register_set: true or run `geo-assets model evaluation-set {model}`"
+        )
+    return {
+        "set_id": this,
+        "registered_set": registered["set_id"],
+        "registered_revision": registered["revision"],
+        "is_registered_set": registered["set_id"] == this,
+        "registered_acquisitions": ", ".join("/".join(a) for a in registered["acquisitions"])[:4000],
+    }
+
+
 def _dataset_asset(name: str, config_type: type, role: str):
     """training_set / evaluation_set: the exact acquisitions (and their data versions) a model version
     is trained or judged on. Dagster draws the edges at asset level (its partition lineage cannot follow
@@ -47,9 +76,12 @@ def _dataset_asset(name: str, config_type: type, role: str):
     def _asset(context: dg.AssetExecutionContext, config: config_type, storage: StorageResource) -> dg.Output[dict]:
         model = validate_model_name(context.partition_key)
         store = storage.store()
-        manifest = {"model": model, **dataset(store, config.regions, config.dates)}
+        manifest = {"model": model, **dataset(store, config.regions, config.dates, config.acquisitions)}
         tag_run(context, model=model, regions=",".join(config.regions))
-        return output(manifest, dataset_metadata(manifest))
+        metadata = dataset_metadata(manifest)
+        if isinstance(config, EvaluationSetConfig):
+            metadata.update(_register_evaluation_set(context, store, model, config, manifest))
+        return output(manifest, metadata)
 
     return _asset
 
@@ -137,7 +169,7 @@ def model_evaluation(
     config: EvaluationConfig,
     storage: StorageResource,
     compute: LocalPoolCompute,
-    gate: ModelGate,
+    gate: dg.ResourceParam[ModelGate],
     trained_model: dict,
     evaluation_set: dict,
 ):
@@ -149,7 +181,8 @@ def model_evaluation(
         raise ValueError(f"evaluation imagery has bands {evaluation_set['bands']}, the model expects {trained_model['bands']}")
     _held_out(trained_model["training_set"], evaluation_set["items"])
     inputs = input_versions(evaluation_set)
-    evaluation_id = registry.evaluation_id(inputs, gate.min_miou)
+    this_set = registry.set_id(registry.acquisitions(evaluation_set))
+    evaluation_id = registry.evaluation_id(inputs, gate.min_miou, this_set)
     evaluation_key = registry.evaluation_key(name, version, evaluation_id)
     evaluation = _stored(store, evaluation_key)  # evaluations are immutable: the same set at the same bar is not redone
     if evaluation is not None:
@@ -168,13 +201,20 @@ def model_evaluation(
             "regions": evaluation_set["regions"],
             "inputs": inputs,
             "min_miou": gate.min_miou,
+            "evaluation_set": this_set,  # only an evaluation on the model's registered set can make it serve
             "passed": result["miou"] is not None and result["miou"] >= gate.min_miou,
             "confusion_matrix": cm.tolist(),
             "seconds": round(time.perf_counter() - started, 2),
             **result,
         }
         store.write_json(evaluation_key, evaluation)
-    passed = evaluation["passed"]
+    registered = registry.registered_set(store, name)
+    on_registered = registry.on_set(evaluation, registered)
+    passed = evaluation["passed"] and on_registered
+    if not on_registered:
+        context.log.warning(f"evaluated on set {this_set}, not the registered evaluation set of {name} "
+                            f"({registered['set_id'] if registered else 'none'}): recorded, but it makes no version serve")
+    serving = registry.serving_state(store, name, gate.min_miou)
     table = "\n".join(
         f"| {c} | {_fmt(s['iou'])} | {_fmt(s['f1'])} | {s['support']} |" for c, s in evaluation["per_class"].items()
     )
@@ -186,6 +226,12 @@ def model_evaluation(
             "miou": evaluation["miou"],
             "min_miou": evaluation["min_miou"],
             "passed_gate": passed,
+            "evaluation_set": this_set,
+            "on_registered_set": on_registered,
+            "registered_set": (f"revision {registered['revision']}: {registered['set_id']} ("
+                               + ", ".join("/".join(a) for a in registered["acquisitions"])[:4000] + ")") if registered else "none",
+            "serving": serving["serving"] or "none",
+            "serving_state": serving["state"],
             "scores": dg.MetadataValue.md("| class | IoU | F1 | pixels |\n|---|---|---|---|\n" + table),
             "location": dg.MetadataValue.path(store.uri(evaluation_key)),
         },
@@ -194,7 +240,8 @@ def model_evaluation(
         check_name=QUALITY_GATE.name,
         passed=passed,
         metadata={"miou": evaluation["miou"], "min_miou": evaluation["min_miou"], "version": version},
-        description=f"mIoU {_fmt(evaluation['miou'])} on {', '.join(evaluation['regions'])} (threshold {evaluation['min_miou']})",
+        description=f"mIoU {_fmt(evaluation['miou'])} on {', '.join(evaluation['regions'])} (threshold {evaluation['min_miou']})"
+                    + ("" if on_registered else "; not the registered evaluation set, so it cannot pass"),
     )
 
 

@@ -42,7 +42,7 @@ def predictions(
     config: PredictionConfig,
     storage: StorageResource,
     compute: LocalPoolCompute,
-    gate: ModelGate,
+    gate: dg.ResourceParam[ModelGate],
     imagery_tiles: dict,
 ) -> dg.Output[dict]:
     """Class COGs aligned pixel for pixel with the imagery tiles, plus a mosaic, under the model version's path."""

@@ -74,7 +74,7 @@ def region_report(
     context: dg.AssetExecutionContext,
     config: ReportConfig,
     storage: StorageResource,
-    gate: ModelGate,
+    gate: dg.ResourceParam[ModelGate],
     imagery_tiles: dict,
 ) -> dg.Output[dict]:
     """Area per class in km², imagery beside prediction as a PNG, and a markdown summary."""

@@ -1,14 +1,22 @@
-"""The model store: immutable versions, their immutable evaluations, and the serving alias.
+"""The model store: immutable versions, their immutable evaluations, the registered evaluation set
+and the serving alias.
 
     models/<name>/<version>/model.json, model.pt2, model.onnx   one trained version (never rewritten); model.json
                                                                  carries the input normalisation (bands, scale, offset)
     models/<name>/<version>/evaluations/<id>.json                one per (version, evaluation set, threshold)
+    models/<name>/evaluation_set.json                            the set the model is judged on: its acquisitions,
+                                                                 their digest (the set id) and a revision number
     models/<name>/serving.json                                   a version promoted by hand (optional)
 
 A version id is derived from the training config, the data versions of its inputs and the
 runtime that shapes the weights (device type, torch version), so the same config on the same
-data and runtime names the same version. The serving version of a model is the one promoted
-by hand if there is one, else the newest version that passed the quality gate in force.
+data and runtime names the same version.
+
+A version passes the gate in force when an evaluation on the model's registered evaluation set
+(same acquisitions; their data versions may have been refreshed) reached the threshold. Evaluations
+on any other set are kept and shown, but never make a version serve. The serving version is the one
+promoted by hand if there is one and it still passes (a pin that no longer passes is refused, not
+served), else the newest version that passes.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ EVALUATIONS_DIR = "evaluations"
 WEIGHTS_FILE = "model.pt2"  # a torch.export archive: loads with torch alone
 ONNX_FILE = "model.onnx"  # the same model in ONNX: runs with onnxruntime alone (versions trained since it exists)
 SERVING_FILE = "serving.json"
+EVALUATION_SET_FILE = "evaluation_set.json"
 
 
 def _hash(value: object, length: int) -> str:
@@ -41,9 +50,9 @@ def input_versions(dataset_manifest: dict) -> dict[str, str]:
     return {f"{i['region']}/{i['date']}": i["imagery_version"] + i["labels_version"] for i in dataset_manifest["items"]}
 
 
-def evaluation_id(input_versions: dict[str, str], min_miou: float) -> str:
-    """An evaluation set (its data versions) judged at one threshold."""
-    return _hash({"inputs": input_versions, "min_miou": min_miou}, 12)
+def evaluation_id(input_versions: dict[str, str], min_miou: float, evaluation_set: str) -> str:
+    """An evaluation set (its id and data versions) judged at one threshold."""
+    return _hash({"inputs": input_versions, "min_miou": min_miou, "set": evaluation_set}, 12)
 
 
 def normalisation(record: dict) -> Normalisation:
@@ -76,17 +85,72 @@ def list_versions(store: Store, name: str) -> list[dict]:
     return sorted(versions, key=lambda r: (r["created_at"], r["version"]))
 
 
-def passes(record: dict, min_miou: float) -> bool:
-    """Servable under the gate in force: an evaluation passed at this threshold or a stricter one."""
-    return any(e["passed"] and e["min_miou"] >= min_miou for e in record.get("evaluations", []))
+def acquisitions(dataset_manifest: dict) -> list[list[str]]:
+    """The (region, date) pairs of an evaluation or training set, sorted: what the set is, whatever their data versions."""
+    return sorted([i["region"], i["date"]] for i in dataset_manifest["items"])
 
 
-def _summary(versions: list[dict]) -> str:
+def set_id(pairs: list[list[str]]) -> str:
+    """An evaluation set's identity: a digest of its acquisitions (not of their data versions, which the
+    input_changes sensor refreshes)."""
+    return _hash(sorted([str(r), str(d)] for r, d in pairs), 12)
+
+
+def registered_set(store: Store, name: str) -> dict | None:
+    """The evaluation set `name` is judged on, or None before one is registered."""
+    try:
+        return store.read_json(f"models/{name}/{EVALUATION_SET_FILE}")
+    except ObjectNotFoundError:
+        return None
+
+
+def register_set(store: Store, name: str, pairs: list[list[str]], by: str) -> tuple[dict, bool]:
+    """Make `pairs` the evaluation set of `name` (an explicit act). Returns the record and whether it changed:
+    the same acquisitions keep their revision, others make the next one."""
+    current = registered_set(store, name)
+    identity = set_id(pairs)
+    if current is not None and current["set_id"] == identity:
+        return current, False
+    record = {
+        "model": name,
+        "set_id": identity,
+        "revision": (current["revision"] + 1) if current else 1,
+        "acquisitions": sorted([str(r), str(d)] for r, d in pairs),
+        "changed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "changed_by": by,
+        "previous_set_id": current["set_id"] if current else None,
+    }
+    store.write_json(f"models/{name}/{EVALUATION_SET_FILE}", record)
+    return record, True
+
+
+def on_set(evaluation: dict, registered: dict | None) -> bool:
+    """Whether an evaluation was made on the registered set (evaluations stored before sets were recorded: no)."""
+    return registered is not None and evaluation.get("evaluation_set") == registered["set_id"]
+
+
+def passes(record: dict, min_miou: float, registered: dict | None) -> bool:
+    """Servable under the gate in force: an evaluation on the registered set passed at this threshold or a stricter one."""
+    return any(e["passed"] and e["min_miou"] >= min_miou and on_set(e, registered) for e in record.get("evaluations", []))
+
+
+def best_miou(record: dict, registered: dict | None) -> float | None:
+    """The version's best mIoU on the registered set, None if it was never evaluated on it."""
+    scored = [e["miou"] for e in record.get("evaluations", []) if e["miou"] is not None and on_set(e, registered)]
+    return max(scored) if scored else None
+
+
+def _summary(versions: list[dict], registered: dict | None) -> str:
     def best(r):
-        scored = [e["miou"] for e in r["evaluations"] if e["miou"] is not None]
-        return f"best mIoU {max(scored):.3f}" if scored else "not evaluated"
+        score = best_miou(r, registered)
+        return f"best mIoU {score:.3f}" if score is not None else "not evaluated on the registered set"
 
     return ", ".join(f"{r['version']} ({best(r)})" for r in versions)
+
+
+def _no_set(name: str) -> str:
+    return (f"model {name!r} has no registered evaluation set: materialise evaluation_set[{name}] or run "
+            f"`geo-assets model evaluation-set {name} --regions ...`")
 
 
 def serving_pin(store: Store, name: str) -> dict | None:
@@ -101,20 +165,54 @@ def serving_version(store: Store, name: str, min_miou: float, versions: list[dic
     versions = list_versions(store, name) if versions is None else versions
     if not versions:
         raise LookupError(f"model {name!r} has no trained versions; materialise trained_model[{name}] first")
+    registered = registered_set(store, name)
     pin = serving_pin(store, name)
     if pin is not None:
-        for record in versions:
-            if record["version"] == pin["version"]:
-                return record
-        raise LookupError(f"model {name!r} is pinned to version {pin['version']}, which is not stored; "
-                          f"run `geo-assets model promote {name} --auto` or promote a stored version")
-    passed = [r for r in versions if passes(r, min_miou)]
+        record = next((r for r in versions if r["version"] == pin["version"]), None)
+        if record is None:
+            raise LookupError(f"model {name!r} is pinned to version {pin['version']}, which is not stored; "
+                              f"run `geo-assets model promote {name} --auto` or promote a stored version")
+        if not passes(record, min_miou, registered):
+            # Refused, not served: a pin says "this one", never "this one whatever the gate says now".
+            best = best_miou(record, registered)
+            on = f"revision {registered['revision']} ({registered['set_id']})" if registered else "none registered"
+            raise LookupError(
+                f"model {name!r} is pinned to version {pin['version']}, which does not pass the quality gate in force "
+                f"(min mIoU {min_miou}): its best mIoU on the registered evaluation set, {on}, is "
+                f"{'none (not evaluated on it)' if best is None else f'{best:.3f}'}. Re-evaluate it (materialise "
+                f"model_evaluation[{name}]), unpin it (`geo-assets model promote {name} --auto`), or pass an explicit "
+                "version to predict anyway"
+            )
+        return record
+    passed = [r for r in versions if passes(r, min_miou, registered)]
     if not passed:
+        if registered is None:
+            raise LookupError(_no_set(name))
         raise LookupError(
-            f"no version of model {name!r} has passed the quality gate (min mIoU {min_miou}): {_summary(versions)}. "
+            f"no version of model {name!r} has passed the quality gate (min mIoU {min_miou}) on its registered "
+            f"evaluation set (revision {registered['revision']}, {registered['set_id']}): {_summary(versions, registered)}. "
             "Materialise model_evaluation, or pass an explicit version to predict anyway"
         )
     return passed[-1]
+
+
+def serving_state(store: Store, name: str, min_miou: float, versions: list[dict] | None = None) -> dict:
+    """What serves and why, for every listing: the serving id (None when none does, with the refusal), the pin
+    and its state, and the registered evaluation set."""
+    versions = list_versions(store, name) if versions is None else versions
+    try:
+        serving, refused = serving_version(store, name, min_miou, versions)["version"], None
+    except LookupError as exc:
+        serving, refused = None, str(exc)
+    pin = serving_pin(store, name)
+    if pin is None:
+        state = "newest gated" if serving else "none serves"
+    elif serving == pin["version"]:
+        state = f"pinned to {pin['version']} (passes the gate in force)"
+    else:
+        state = f"pinned to {pin['version']}, REFUSED: it does not pass the gate in force (min mIoU {min_miou})"
+    return {"serving": serving, "pinned": pin["version"] if pin else None, "state": state, "refused": refused,
+            "registered_set": registered_set(store, name)}
 
 
 def serving_id(store: Store, name: str, min_miou: float, versions: list[dict] | None = None) -> str | None:
@@ -142,10 +240,10 @@ def resolve_version(store: Store, name: str, version: str | None, min_miou: floa
 def promote(store: Store, name: str, version: str, min_miou: float) -> dict:
     """Pin `version` as the serving one; only a version that passed the gate in force may serve."""
     record = resolve_version(store, name, version, min_miou)
-    if not passes(record, min_miou):
+    if not passes(record, min_miou, registered_set(store, name)):
         raise ValueError(
-            f"version {version} of model {name!r} has not passed the quality gate (min mIoU {min_miou}); "
-            "evaluate it first: only gated versions can be promoted"
+            f"version {version} of model {name!r} has not passed the quality gate (min mIoU {min_miou}) on its "
+            "registered evaluation set; evaluate it first: only gated versions can be promoted"
         )
     pin = {"version": version, "promoted_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
     store.write_json(f"models/{name}/{SERVING_FILE}", pin)

@@ -238,7 +238,9 @@ def test_changed_training_input_marks_the_model_stale(registered, resources, sto
     (request,) = result.run_requests
     assert (request.partition_key, request.asset_selection) == ("tiny-model", [dg.AssetKey("training_set")])
     assert request.run_key.startswith("training_set:tiny-model:")  # one run per change
-    assert request.run_config == {"ops": {"training_set": {"config": {"regions": ["tiny-field"], "dates": []}}}}
+    # The set's own acquisitions, not its selection again (which would take in every date cut since).
+    assert request.run_config == {"ops": {"training_set": {"config": {"regions": ["tiny-field"],
+                                                                      "acquisitions": ["tiny-field/2024-06-01"]}}}}
     assert request.tags["geo-assets/changed-inputs"] == "imagery tiny-field/2024-06-01"
     assert json.loads(result.cursor)["imagery_tiles"] > json.loads(cursor)["imagery_tiles"]
 
@@ -247,6 +249,34 @@ def test_changed_training_input_marks_the_model_stale(registered, resources, sto
     assert _status(registered, "trained_model", "tiny-model") == StaleStatus.STALE
     causes = get_stale_status_resolver(registered, ALL_ASSETS).get_stale_causes(dg.AssetKey("trained_model"), "tiny-model")
     assert [c.dependency.asset_key for c in causes if c.dependency] == [dg.AssetKey("training_set")]
+
+
+def test_a_backfill_of_more_dates_never_grows_an_evaluation_set(registered, resources, store):
+    _prepare(resources, registered)
+    first = _train(resources, registered)  # evaluation_set: tiny-holdout, dates [] (every date with imagery now)
+    assert first.success
+    registered_set = registry.registered_set(store, "tiny-model")
+    assert registered_set["acquisitions"] == [["tiny-holdout", "2024-06-01"]]
+    before = store.read_json("manifests/evaluation_set/tiny-model.json")
+    assert before["dates"] == ["2024-06-01"]  # `dates: []` resolved once, to the dates then present
+    cursor = _tick(registered, resources).cursor
+
+    # Unrelated work: three dates of tiny-holdout cut (again) at another tile size, 2024-06-01 among them.
+    for date in ("2024-06-01", "2024-06-02", "2024-06-03"):
+        assert _run([imagery_tiles], region_date_key("tiny-holdout", date), resources, registered,
+                    {"imagery_tiles": {"config": {"tile_size": 128}}}).success
+    result = _tick(registered, resources, cursor)
+    (request,) = [r for r in result.run_requests if r.asset_selection == [dg.AssetKey("evaluation_set")]]
+    assert request.tags["geo-assets/changed-inputs"] == "imagery tiny-holdout/2024-06-01"
+
+    # What the daemon then runs: the set keeps its one acquisition, with its new data version.
+    rerun = _run([evaluation_set], "tiny-model", resources, registered, request.run_config["ops"])
+    assert rerun.success
+    after = store.read_json("manifests/evaluation_set/tiny-model.json")
+    assert [(i["region"], i["date"]) for i in after["items"]] == [("tiny-holdout", "2024-06-01")]
+    assert after["items"][0]["imagery_version"] != before["items"][0]["imagery_version"]
+    assert registry.registered_set(store, "tiny-model") == registered_set
+    assert rerun.asset_materializations_for_node("evaluation_set")[0].metadata["is_registered_set"].value is True
 
 
 def test_training_set_lists_its_inputs_as_lineage(registered, resources):

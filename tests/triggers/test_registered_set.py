@@ -1,0 +1,192 @@
+"""The set a model is judged on is part of its registered definition, and a pin serves only while it passes.
+
+Real runs launched with `dagster asset materialize` (the CLI process reads GEO_ASSETS_MIN_MIOU as a
+deployment would) and the `geo-assets model` commands, in fresh processes, on a real store and instance."""
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+
+import dagster as dg
+import pytest
+
+from devtools.dagster_dev import BIN, ROOT
+from geo_assets import cli
+from geo_assets.assets.imagery import imagery_tiles
+from geo_assets.assets.labels import labels
+from geo_assets.assets.models import trained_model, training_set
+from geo_assets.cli import register
+from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
+from geo_assets.geo.store import Store, local_root
+from geo_assets.ml import registry
+from geo_assets.partitions import region_date_key
+from resources.compute import LocalPoolCompute
+from resources.gate import ModelGate
+from resources.imagery import ImageryResource
+from resources.storage import ManifestIOManager, StorageResource
+from resources.training import InProcessTraining
+
+MODEL = "tiny-model"
+DATE = "2024-06-01"
+FIELD = Region("tiny-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic")
+HOLDOUT = Region("tiny-holdout", (440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic")
+OTHER = Region("tiny-other", (480000.0, 5120000.0, 481280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic")
+TRAIN = {"architecture": "fcn", "epochs": 2, "chips_per_epoch": 32, "chip_size": 64, "batch_size": 8,
+         "learning_rate": 0.01, "hyperparameters": {"hidden_channels": 8}}
+TILES64 = {"config": {"tile_size": 64}}
+
+
+class Deployment:
+    """A store and Dagster home with tiny-model trained (not yet evaluated), driven through the command lines."""
+
+    def __init__(self, tmp):
+        self.home = tmp / "home"
+        self.home.mkdir()
+        (self.home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+        self.store = Store(local_root(tmp / "storage"))
+        self.env = {**os.environ, "DAGSTER_HOME": str(self.home), "GEO_ASSETS_STORAGE_ROOT": (tmp / "storage").as_uri(),
+                    "GEO_ASSETS_MIN_MIOU": "0"}
+
+    def cli(self, *args, min_miou: str = "0") -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / args[0]), *map(str, args[1:])], cwd=ROOT, capture_output=True, text=True,
+                              env={**self.env, "GEO_ASSETS_MIN_MIOU": min_miou}, timeout=600)
+
+    def main(self, *args, min_miou: str = "0", code: int = 0) -> str:
+        """A `geo-assets` command in this process (the same code path without a process start-up); its output."""
+        out = io.StringIO()
+        with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            for name, value in {**self.env, "GEO_ASSETS_MIN_MIOU": min_miou}.items():
+                patch.setenv(name, value)
+            returned = cli.main([str(a) for a in args])
+        assert returned == code, out.getvalue()
+        return out.getvalue()
+
+    def evaluate(self, regions: list[str], **extra) -> subprocess.CompletedProcess:
+        ops = {"evaluation_set": {"config": {"regions": regions, **extra}}}
+        return self.cli("dagster", "asset", "materialize", "-m", "geo_assets.definitions", "--select",
+                        "evaluation_set,model_evaluation", "--partition", MODEL, "--config-json", json.dumps({"ops": ops}))
+
+    def predict(self, min_miou: str = "0", version: str | None = None) -> subprocess.CompletedProcess:
+        config = {"model": MODEL, **({"version": version} if version else {})}
+        return self.cli("dagster", "asset", "materialize", "-m", "geo_assets.definitions", "--select", "predictions",
+                        "--partition", f"{DATE}|{HOLDOUT.name}", "--config-json",
+                        json.dumps({"ops": {"predictions": {"config": config}}}), min_miou=min_miou)
+
+    def evaluations(self, version: str) -> list[dict]:
+        return next(r for r in registry.list_versions(self.store, MODEL) if r["version"] == version)["evaluations"]
+
+
+@pytest.fixture
+def deployment(tmp_path, monkeypatch) -> tuple[Deployment, str]:
+    d = Deployment(tmp_path)
+    catalogue = load_catalogue(d.store)
+    for region in (FIELD, HOLDOUT, OTHER):
+        catalogue.add(region)
+    save_catalogue(d.store, catalogue)
+    monkeypatch.setenv("DAGSTER_HOME", str(d.home))  # the instance yaml reads it
+    with dg.DagsterInstance.from_config(str(d.home)) as served:
+        register(served, regions=catalogue.names(), models=[MODEL])
+    storage = StorageResource(root=d.store.root)
+    resources = {"storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
+                 "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0), "training": InProcessTraining()}
+    with dg.instance_for_test() as instance:  # the inputs, made the quick way; what is tested runs below
+        register(instance, regions=catalogue.names(), models=[MODEL])
+
+        def run(assets, key, ops):
+            result = dg.materialize(assets, partition_key=key, resources=resources, instance=instance, run_config={"ops": ops})
+            assert result.success
+            return result
+
+        for region in (FIELD, HOLDOUT, OTHER):
+            run([imagery_tiles], region_date_key(region.name, DATE), {"imagery_tiles": TILES64})
+            run([labels], region.name, {"labels": TILES64})
+        result = run([training_set, trained_model], MODEL,
+                     {"training_set": {"config": {"regions": [FIELD.name]}}, "trained_model": {"config": TRAIN}})
+    return d, result.output_for_node("trained_model")["version"]
+
+
+def _ok(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def _latest_metadata(home, asset: str) -> dict:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+        return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def test_only_an_evaluation_on_the_registered_set_makes_a_version_serve(deployment):
+    d, version = deployment
+    out = d.main("model", "evaluation-set", MODEL, "--regions", HOLDOUT.name)
+    registered = registry.registered_set(d.store, MODEL)
+    assert registered["acquisitions"] == [[HOLDOUT.name, DATE]] and registered["revision"] == 1
+    assert f"registered model {MODEL} evaluation set: {registered['set_id']} revision 1, 1 acquisition(s): tiny-holdout/{DATE}" in out
+    # Bad input: one clear error, and the registered set is untouched.
+    assert "unknown region 'atlantis'" in d.main("model", "evaluation-set", MODEL, "--regions", "atlantis", code=2)
+    assert "2024-07-01" in d.main("model", "evaluation-set", MODEL, "--regions", HOLDOUT.name, "--dates", "2024-07-01", code=2)
+    assert registry.registered_set(d.store, MODEL) == registered
+
+    # Judged on another set (at gate 0, where any score passes): recorded and shown, but the blocking
+    # quality_gate check fails and no version serves.
+    judged = d.evaluate([OTHER.name])
+    out = judged.stdout + judged.stderr
+    assert judged.returncode != 0, out[-3000:]
+    assert "not the model's registered evaluation set" in out
+    assert "on tiny-other (threshold 0.0); not the registered evaluation set, so it cannot pass" in out
+    assert registry.registered_set(d.store, MODEL) == registered  # a run's selection never changes it
+    (other,) = d.evaluations(version)
+    assert other["passed"] and other["evaluation_set"] != registered["set_id"]
+    metadata = _latest_metadata(d.home, "model_evaluation")
+    assert (metadata["on_registered_set"], metadata["passed_gate"], metadata["serving"]) == (False, False, "none")
+    assert metadata["registered_set"] == f"revision 1: {registered['set_id']} (tiny-holdout/{DATE})"
+    listing = d.main("model", "list", MODEL)
+    assert "serving: none" in listing and f"(other set {other['evaluation_set']}: does not count)" in listing
+    assert f"evaluation set: {registered['set_id']} revision 1, 1 acquisition(s): tiny-holdout/{DATE}" in listing
+    refused = d.predict()
+    assert refused.returncode != 0
+    assert (f"no version of model '{MODEL}' has passed the quality gate (min mIoU 0.0) on its registered evaluation set "
+            f"(revision 1, {registered['set_id']})") in refused.stdout + refused.stderr
+
+
+def test_an_evaluation_on_the_registered_set_serves_and_the_set_changes_only_on_purpose(deployment):
+    d, version = deployment
+    _ok(d.evaluate([HOLDOUT.name]))  # the model's first selection registers its set
+    registered = registry.registered_set(d.store, MODEL)
+    assert registered["acquisitions"] == [[HOLDOUT.name, DATE]] and "the model had none" in registered["changed_by"]
+    assert _latest_metadata(d.home, "model_evaluation")["on_registered_set"] is True
+    assert f"* {version}" in d.main("model", "list", MODEL)
+    _ok(d.predict())
+
+    # Changing the set is an explicit act, recorded with a new revision.
+    _ok(d.evaluate([OTHER.name], register_set=True))
+    changed = registry.registered_set(d.store, MODEL)
+    assert changed["acquisitions"] == [[OTHER.name, DATE]] and changed["revision"] == 2
+    assert changed["previous_set_id"] == registered["set_id"] and "register_set: true" in changed["changed_by"]
+    assert _latest_metadata(d.home, "evaluation_set")["registered_revision"] == 2
+
+
+def test_a_pinned_version_that_no_longer_passes_is_refused_not_served(deployment):
+    d, version = deployment
+    _ok(d.evaluate([HOLDOUT.name]))  # the model's first selection registers its set
+    registered = registry.registered_set(d.store, MODEL)
+    assert registered["acquisitions"] == [[HOLDOUT.name, DATE]]
+    d.main("model", "promote", MODEL, version)
+    (evaluation,) = d.evaluations(version)
+    assert evaluation["miou"] < 0.99  # a tiny model: the stricter gate below really fails it
+    _ok(d.predict())  # gate 0: the pin passes and serves
+
+    # The deployment raises the bar: the pin no longer passes, and is refused (not served), saying why and the way out.
+    listing = d.main("model", "list", MODEL, min_miou="0.99")
+    assert f"serving: none (pinned to {version}, REFUSED: it does not pass the gate in force (min mIoU 0.99))" in listing
+    assert f"! {version}" in listing
+    refused = d.predict(min_miou="0.99")
+    assert refused.returncode != 0
+    message = refused.stdout + refused.stderr
+    assert (f"model '{MODEL}' is pinned to version {version}, which does not pass the quality gate in force (min mIoU 0.99): "
+            f"its best mIoU on the registered evaluation set, revision 1 ({registered['set_id']}), is {evaluation['miou']:.3f}. "
+            f"Re-evaluate it (materialise model_evaluation[{MODEL}]), unpin it (`geo-assets model promote {MODEL} --auto`), "
+            "or pass an explicit version to predict anyway") in message
+    _ok(d.predict(min_miou="0.99", version=version))  # the named version: the explicit way out
