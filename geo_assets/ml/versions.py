@@ -17,7 +17,7 @@ import numpy as np
 from geo_assets.geo.landcover import CLASSES
 from geo_assets.geo.store import ObjectNotFoundError, Store
 from geo_assets.geo.tilework import Mapper
-from geo_assets.ml import registry
+from geo_assets.ml import registry, training_code
 from geo_assets.ml.device import select_device
 from geo_assets.ml.normalisation import Normalisation
 from geo_assets.ml.pairs import load_pairs
@@ -75,7 +75,8 @@ def train_version(store: Store, request: TrainingRequest, mapper: Mapper, log: L
     device = select_device(settings["device"])
     runtime = {"device": device.type, "torch": torch.__version__}
     inputs = registry.input_versions(training_set)
-    version = registry.version_id(settings, inputs, runtime)
+    code = training_code.identity()  # this machine's training code: an edit to it is a new version
+    version = registry.version_id(settings, inputs, runtime, code["digest"])
     prefix = registry.model_prefix(request.model, version)
     record_key = f"{prefix}/{registry.MODEL_FILE}"
     try:
@@ -107,8 +108,9 @@ def train_version(store: Store, request: TrainingRequest, mapper: Mapper, log: L
         "normalisation": normalisation.to_json(),
         "classes": list(CLASSES),
         "inputs": inputs,
-        "training_set": [{k: i[k] for k in ("region", "date", "footprint")} for i in training_set["items"]],
+        "training_set": [{k: i[k] for k in ("region", "date", "footprint", "ground") if k in i} for i in training_set["items"]],
         "runtime": runtime,
+        "training_code": code,
         "weights": f"{prefix}/{registry.WEIGHTS_FILE}",
         "loss_curve": [round(x, 6) for x in result.loss_curve],
         "train_seconds": round(result.seconds, 2),

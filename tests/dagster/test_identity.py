@@ -189,10 +189,10 @@ def test_version_records_the_runtime_that_shaped_the_weights(registered, resourc
     _prepare(resources, registered)
     record = _train(resources, registered).output_for_node("trained_model")
     assert record["runtime"] == {"device": "cpu", "torch": torch.__version__}
-    settings, inputs = record["config"], record["inputs"]
-    assert registry.version_id(settings, inputs, record["runtime"]) == record["version"]
-    assert registry.version_id(settings, inputs, {**record["runtime"], "device": "cuda"}) != record["version"]
-    assert registry.version_id(settings, inputs, {**record["runtime"], "torch": "2.11.0"}) != record["version"]
+    settings, inputs, code = record["config"], record["inputs"], record["training_code"]["digest"]
+    assert registry.version_id(settings, inputs, record["runtime"], code) == record["version"]
+    assert registry.version_id(settings, inputs, {**record["runtime"], "device": "cuda"}, code) != record["version"]
+    assert registry.version_id(settings, inputs, {**record["runtime"], "torch": "2.11.0"}, code) != record["version"]
 
 
 def _status(instance, key, partition):
