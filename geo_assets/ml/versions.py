@@ -63,6 +63,13 @@ def load_set(store: Store, manifest: dict, mapper: Mapper, normalise: Normalisat
     return [p for pairs in load_acquisitions(store, manifest, mapper, normalise) for p in pairs]
 
 
+def version_of(request: TrainingRequest, runtime: dict[str, str]) -> str:
+    """The version id `request` names on `runtime`, with this process's training code: an edit to that
+    code is a new version, never a reuse of weights the code of today would not make."""
+    inputs = registry.input_versions(request.training_set)
+    return registry.version_id(request.settings, inputs, runtime, training_code.digest())
+
+
 def train_version(store: Store, request: TrainingRequest, mapper: Mapper, log: Log) -> TrainedVersion:
     """Reuse the stored version this request names on this runtime, or train, export and store it."""
     # torch here, not at the top: the requests are built in processes that never train.
@@ -75,8 +82,8 @@ def train_version(store: Store, request: TrainingRequest, mapper: Mapper, log: L
     device = select_device(settings["device"])
     runtime = {"device": device.type, "torch": torch.__version__}
     inputs = registry.input_versions(training_set)
-    code = training_code.identity()  # this machine's training code: an edit to it is a new version
-    version = registry.version_id(settings, inputs, runtime, code["digest"])
+    code = training_code.identity()
+    version = version_of(request, runtime)
     prefix = registry.model_prefix(request.model, version)
     record_key = f"{prefix}/{registry.MODEL_FILE}"
     try:
