@@ -181,7 +181,9 @@ def test_evaluation_on_the_training_ground_is_refused(registered, resources, sto
     registered.add_dynamic_partitions("regions", ["tiny-shifted"])
     _prepare(resources, registered, regions=("tiny-field", "tiny-shifted"))
     result = _train(resources, registered, held_out=("tiny-shifted",))
-    assert "evaluation region 'tiny-shifted' overlaps training region 'tiny-field' on the ground (0.819 km²)" in failure_message(result)
+    # Two 640 m tiles in common: 0.8192 km² on the map, 0.820 km² on the ellipsoid 100 km off the meridian.
+    assert ("evaluation acquisition tiny-shifted/2024-06-01 shares 0.820 km² of ground with training acquisition "
+            "tiny-field/2024-06-01: 2 of its 4 tiles overlap tiles the model was trained on") in failure_message(result)
     assert not any("/evaluations/" in k for k in store.list("models/tiny-model"))
 
 
