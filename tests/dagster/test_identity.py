@@ -8,6 +8,7 @@ import pytest
 import torch
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
+from shapely.geometry import box, shape
 
 from geo_assets import cli
 from geo_assets.assets.imagery import imagery_tiles
@@ -256,5 +257,9 @@ def test_training_set_lists_its_inputs_as_lineage(registered, resources):
     table = result.asset_materializations_for_node("training_set")[0].metadata["inputs"].value
     assert [(r.data["region"], r.data["date"], r.data["tiles"]) for r in table.records] == [("tiny-field", "2024-06-01", 4)]
     record = result.output_for_node("trained_model")
-    assert record["training_set"] == [{"region": "tiny-field", "date": "2024-06-01",
-                                       "footprint": {"crs": "EPSG:32631", "bbox": [400000.0, 5120000.0, 401280.0, 5121280.0]}}]
+    assert [{k: v for k, v in i.items() if k != "ground"} for i in record["training_set"]] == [
+        {"region": "tiny-field", "date": "2024-06-01",
+         "footprint": {"crs": "EPSG:32631", "bbox": [400000.0, 5120000.0, 401280.0, 5121280.0]}}]
+    # The ground read: its 2 x 2 tiles, which here fill the box exactly.
+    ground = record["training_set"][0]["ground"]
+    assert ground["crs"] == "EPSG:32631" and shape(ground["geometry"]).equals(box(400000.0, 5120000.0, 401280.0, 5121280.0))
