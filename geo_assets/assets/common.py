@@ -57,16 +57,15 @@ def labels_manifest(store: Store, region: str) -> dict:
         raise FileNotFoundError(f"no labels for region {region!r}: materialise labels[{region}] first") from None
 
 
-def read_ground(imagery: dict, labels: dict) -> dict:
-    """The ground a training or evaluation step reads for one acquisition: the boxes of the tiles that
-    have both imagery and labels (load_pairs reads those whole; margins come from the same tiles)."""
-    labelled = {t["key"] for t in labels["tiles"]}
-    return tile_ground(imagery["crs"], [t["bounds"] for t in imagery["tiles"] if t["key"] in labelled])
+def read_ground(imagery: dict) -> dict:
+    """The ground a training or evaluation step may read for one acquisition: the boxes of its imagery
+    tiles (load_pairs reads those that have labels, whole; margins come from the same tiles)."""
+    return tile_ground(imagery["crs"], [t["bounds"] for t in imagery["tiles"]])
 
 
 def acquisition_ground(store: Store, region: str, date: str) -> dict:
     """read_ground of an acquisition as stored now (for records made before grounds were kept)."""
-    return read_ground(imagery_manifest(store, region, date), labels_manifest(store, region))
+    return read_ground(imagery_manifest(store, region, date))
 
 
 def digest(value: object) -> str:
@@ -103,7 +102,7 @@ def dataset(store: Store, regions: list[str], dates: list[str]) -> dict:
                 "labels": labels_key(region),
                 "labels_version": digest(labels),
                 "footprint": {"crs": r.crs, "bbox": list(r.bbox)},
-                "ground": read_ground(imagery, labels),  # what is read: whole tiles overhang the box
+                "ground": read_ground(imagery),  # what is read: whole tiles overhang the box
             })
     # A model sees the bands every acquisition has (e.g. a 3-band Landsat sample beside 6-band scenes).
     bands = [b for b in items[0]["bands"] if all(b in i["bands"] for i in items)]
