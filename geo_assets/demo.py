@@ -24,8 +24,8 @@ LABELLED = TRAIN + HOLDOUT + ["landsat-sample"]
 IMAGERY = TRAIN + HOLDOUT + ["s2-sample", "landsat-sample"]
 ALL_BANDS = ["blue", "green", "red", "nir", "swir1", "swir2"]  # synthetic scenes and the Sentinel-2 sample
 RGB = ["blue", "green", "red"]  # all the Landsat sample has
-# The Landsat sample's model: trained on the synthetic scenes and the training halves of its polygons
-# (RGB, the bands both have), scored on the held-out halves in its region_report.
+# The Landsat sample's model: trained on the synthetic scenes and three of its four polygons (RGB, the
+# bands both have), scored in its region_report on the polygon held out whole ("developed").
 RGB_MODEL = "landcover-rgb"
 PREDICT = [(DEFAULT_MODEL, "synth-holdout"), (DEFAULT_MODEL, "s2-sample"), (RGB_MODEL, "landsat-sample")]
 REAL = {"s2-sample": DEFAULT_MODEL, "landsat-sample": RGB_MODEL}
@@ -172,7 +172,7 @@ def _real_samples(console: Console, store, catalogue, quick: bool) -> None:
     for col in ("region", "model", "", "water", "vegetation", "built-up", "bare-soil", "cloud", "other",
                 "held-out polygons mIoU"):
         table.add_column(col)
-    rules = []
+    rules, held_out = [], []
     for region, model in REAL.items():
         version = _version(store, model)
         for date in catalogue.get(region).dates[:1] if quick else catalogue.get(region).dates:
@@ -186,9 +186,22 @@ def _real_samples(console: Console, store, catalogue, quick: bool) -> None:
             table.add_row("", "", "index reference", _pct(ref.get("water")), _pct(ref.get("vegetation")), "",
                           _pct(ref.get("bare-soil")), "", _pct(ref.get("other")), "")
             rules.append(f"{region}: {report['index_reference']['rules']}")
+            if holdout:
+                held_out.append(_held_out_note(region, holdout))
     console.print(table)
     for line in rules:
         console.print(f"  index reference, {line}", highlight=False)
+    for line in held_out:
+        console.print(line, highlight=False)
+
+
+def _held_out_note(region: str, holdout: dict) -> str:
+    """What the held-out score is over, and what it does and does not show."""
+    classes = ", ".join(f"{c} {s['support']} px" for c, s in holdout["per_class"].items() if s["support"])
+    return (f"  held out on {region}: whole polygons apart from every tile trained on, {holdout['pixels']} labelled px "
+            f"({classes}); mIoU {_fmt(holdout['miou'])}. It shows whether the model finds these classes on real "
+            f"ground it never learnt from; over so few pixels and polygons it is a coarse check, not a land-cover "
+            f"accuracy, and it says nothing of the classes it does not hold")
 
 
 def _pct(x) -> str:

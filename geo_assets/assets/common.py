@@ -8,6 +8,7 @@ from typing import Callable
 
 import dagster as dg
 
+from geo_assets.geo.ground import tile_ground
 from geo_assets.geo.regions import RegionCatalogue, load_catalogue
 from geo_assets.geo.store import ObjectNotFoundError, Store
 from geo_assets.ml.registry import input_versions  # noqa: F401 (the assets' name for it)
@@ -57,6 +58,17 @@ def labels_manifest(store: Store, region: str) -> dict:
         raise FileNotFoundError(f"no labels for region {region!r}: materialise labels[{region}] first") from None
 
 
+def read_ground(imagery: dict) -> dict:
+    """The ground a training or evaluation step may read for one acquisition: the boxes of its imagery
+    tiles (load_pairs reads those that have labels, whole; margins come from the same tiles)."""
+    return tile_ground(imagery["crs"], [t["bounds"] for t in imagery["tiles"]])
+
+
+def acquisition_ground(store: Store, region: str, date: str) -> dict:
+    """read_ground of an acquisition as stored now (for records made before grounds were kept)."""
+    return read_ground(imagery_manifest(store, region, date))
+
+
 def digest(value: object) -> str:
     """A short content hash of a JSON-able value: the data version of a manifest."""
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
@@ -98,6 +110,7 @@ def dataset(store: Store, regions: list[str], dates: list[str], acquisitions: li
                 "labels": labels_key(region),
                 "labels_version": digest(labels),
                 "footprint": {"crs": r.crs, "bbox": list(r.bbox)},
+                "ground": read_ground(imagery),  # what is read: whole tiles overhang the box
             })
     # A model sees the bands every acquisition has (e.g. a 3-band Landsat sample beside 6-band scenes).
     bands = [b for b in items[0]["bands"] if all(b in i["bands"] for i in items)]

@@ -6,12 +6,12 @@ import time
 
 import dagster as dg
 
-from geo_assets.assets.common import dataset, dataset_metadata, input_versions, output, tag_run
+from geo_assets.assets.common import acquisition_ground, dataset, dataset_metadata, input_versions, output, tag_run
 from geo_assets.assets.placement import gpu_pool, op_tags
 from geo_assets.checks import QUALITY_GATE
 from geo_assets.config import EvaluationConfig, EvaluationSetConfig, TrainingConfig, TrainingSetConfig
 from geo_assets.geo.landcover import CLASSES
-from geo_assets.geo.regions import footprints_overlap
+from geo_assets.geo.ground import format_area, shared_area, tiles_on
 from geo_assets.geo.store import ObjectNotFoundError
 from geo_assets.ml import registry
 from geo_assets.ml.device import select_device
@@ -25,7 +25,7 @@ from resources.storage import StorageResource
 from resources.training import TrainingResource
 
 ALL = dg.AllPartitionMapping()
-CODE_VERSION = "1"  # bump when a change to this module changes what these assets store
+CODE_VERSION = "2"  # bump when a change to this module changes what these assets store
 
 
 def _register_evaluation_set(context: dg.AssetExecutionContext, store, model: str, config: EvaluationSetConfig,
@@ -95,16 +95,24 @@ def _hyperparameters(raw: dict[str, float]) -> dict:
     return {k: int(v) if float(v).is_integer() else v for k, v in raw.items()}
 
 
-def _held_out(training: list[dict], evaluation: list[dict]) -> None:
-    """Held out means held out on the ground: no evaluation footprint may overlap a training one."""
-    trained_on = {t["region"]: t["footprint"] for t in training}
-    for region, fe in {e["region"]: e["footprint"] for e in evaluation}.items():
-        for other, ft in trained_on.items():
-            overlap = footprints_overlap((ft["crs"], ft["bbox"]), (fe["crs"], fe["bbox"]))
-            if overlap > 0:
+def _held_out(store, training: list[dict], evaluation: list[dict]) -> None:
+    """Held out means held out on the ground: no tile an evaluation reads may share ground with a tile
+    the model was trained on (the tiles' footprints, not the regions' boxes: edge tiles overhang them)."""
+    def ground(item):  # records made before grounds were kept: the acquisition's tiles as stored now
+        return item.get("ground") or acquisition_ground(store, item["region"], item["date"])
+
+    trained_on = [(t["region"], t["date"], ground(t)) for t in training]
+    for e in evaluation:
+        seen = ground(e)
+        for region, date, trained in trained_on:
+            shared = shared_area(trained, seen)
+            if shared > 0:
+                tiles = store.read_json(e["imagery"])["tiles"]
+                on = tiles_on(trained, seen["crs"], [(t["key"], t["bounds"]) for t in tiles])
                 raise ValueError(
-                    f"evaluation region {region!r} overlaps training region {other!r} on the ground "
-                    f"({overlap / 1e6:.3f} km²); evaluate on held-out ground"
+                    f"evaluation acquisition {e['region']}/{e['date']} shares {format_area(shared)} of ground with "
+                    f"training acquisition {region}/{date}: {len(on)} of its {len(tiles)} tiles overlap tiles the "
+                    f"model was trained on ({', '.join(on[:20])}{', ...' if len(on) > 20 else ''}); evaluate on held-out ground"
                 )
 
 
@@ -179,7 +187,7 @@ def model_evaluation(
     tag_run(context, model=name, model_version=version)
     if not set(trained_model["bands"]) <= set(evaluation_set["bands"]):
         raise ValueError(f"evaluation imagery has bands {evaluation_set['bands']}, the model expects {trained_model['bands']}")
-    _held_out(trained_model["training_set"], evaluation_set["items"])
+    _held_out(store, trained_model["training_set"], evaluation_set["items"])
     inputs = input_versions(evaluation_set)
     this_set = registry.set_id(registry.acquisitions(evaluation_set))
     evaluation_id = registry.evaluation_id(inputs, gate.min_miou, this_set)

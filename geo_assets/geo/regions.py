@@ -212,19 +212,3 @@ def add_region(store, region: Region, replace: bool = False, tile_size: int = 25
     catalogue.add(region, replace=replace)
     save_catalogue(store, catalogue)
     return region
-
-
-def footprints_overlap(a: tuple[str, Bounds], b: tuple[str, Bounds]) -> float:
-    """Area (m², in b's CRS) shared by two (crs, bbox) footprints; 0 when they only touch or lie apart.
-
-    a's box is densified before reprojection, so its edges follow the curvature between UTM zones."""
-    from rasterio.warp import transform_geom
-    from shapely.geometry import box, mapping, shape
-    from shapely import segmentize
-
-    (crs_a, bbox_a), (crs_b, bbox_b) = a, b
-    poly_a = box(*bbox_a)
-    if crs_a != crs_b:
-        dense = segmentize(poly_a, max(poly_a.length / 400, 1.0))
-        poly_a = shape(transform_geom(crs_a, crs_b, mapping(dense)))
-    return float(poly_a.intersection(box(*bbox_b)).area)

@@ -60,6 +60,8 @@ class SampleScene:
     nodata: float  # fill value; NaN for float scenes
     acquired: str | None  # ISO date, None if unknown
     label_file: str | None = None  # GeoJSON land-cover polygons in ``crs``, if any
+    # Indexes (in label_file) of the polygons held out whole: never trained on, scored in region_report.
+    held_out_polygons: tuple[int, ...] = ()
     # DN -> reflectance: (DN * scale + offset) / sin(sun_elevation); sun_elevation None: no correction.
     scale: float = 1e-4
     offset: float = 0.0
@@ -100,6 +102,9 @@ SAMPLES: dict[str, SampleScene] = {
         nodata=0.0,
         acquired="2020-05-18",
         label_file="landsat8_polygons.geojson",
+        # "developed" (the town, 79 px): the one polygon that lies apart from the others' tiles on the
+        # default 256 px grid (water, crop and tree share a tile there). The other three are trained on.
+        held_out_polygons=(3,),
         # OLI L1 REFLECTANCE_MULT/ADD (the same for every band and product). The sun elevation is
         # the solar position at the clip's centre (54.62 W, 25.30 S) at 13:38 UTC, path 224's
         # overpass time: the product's metadata file was not shipped with the sample.

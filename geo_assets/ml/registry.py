@@ -8,9 +8,10 @@ and the serving alias.
                                                                  their digest (the set id) and a revision number
     models/<name>/serving.json                                   a version promoted by hand (optional)
 
-A version id is derived from the training config, the data versions of its inputs and the
-runtime that shapes the weights (device type, torch version), so the same config on the same
-data and runtime names the same version.
+A version id is derived from the training config, the data versions of its inputs, the
+runtime that shapes the weights (device type, torch version) and a digest of the training code
+(`ml/training_code.py` lists the modules), so the same config on the same data, runtime and
+training code names the same version.
 
 A version passes the gate in force when an evaluation on the model's registered evaluation set
 (same acquisitions; their data versions may have been refreshed) reached the threshold. Evaluations
@@ -40,9 +41,10 @@ def _hash(value: object, length: int) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:length]
 
 
-def version_id(config: dict, input_versions: dict[str, str], runtime: dict[str, str]) -> str:
-    """Config, input data versions and runtime (device type, torch version): what decides the weights."""
-    return _hash({"config": config, "inputs": input_versions, "runtime": runtime}, 12)
+def version_id(config: dict, input_versions: dict[str, str], runtime: dict[str, str], training_code: str) -> str:
+    """Config, input data versions, runtime (device type, torch version) and the training code's digest
+    (`ml.training_code.digest()`): what decides the weights."""
+    return _hash({"config": config, "inputs": input_versions, "runtime": runtime, "code": training_code}, 12)
 
 
 def input_versions(dataset_manifest: dict) -> dict[str, str]:

@@ -17,7 +17,7 @@ from geo_assets.geo.landcover import CLASSES
 from geo_assets.geo.store import ObjectNotFoundError, Store
 from geo_assets.geo.threads import read_ahead
 from geo_assets.geo.tilework import Mapper
-from geo_assets.ml import registry
+from geo_assets.ml import registry, training_code
 from geo_assets.ml.device import select_device
 from geo_assets.ml.memory import check_tiles_held
 from geo_assets.ml.normalisation import BandMoments, Normalisation
@@ -70,6 +70,13 @@ def survey(tiles: SetTiles, mapper: Mapper, window: int, normalise: Normalisatio
     return moments, labelled
 
 
+def version_of(request: TrainingRequest, runtime: dict[str, str]) -> str:
+    """The version id `request` names on `runtime`, with this process's training code: an edit to that
+    code is a new version, never a reuse of weights the code of today would not make."""
+    inputs = registry.input_versions(request.training_set)
+    return registry.version_id(request.settings, inputs, runtime, training_code.digest())
+
+
 def train_version(store: Store, request: TrainingRequest, mapper: Mapper, log: Log) -> TrainedVersion:
     """Reuse the stored version this request names on this runtime, or train, export and store it."""
     # torch here, not at the top: the requests are built in processes that never train.
@@ -83,7 +90,8 @@ def train_version(store: Store, request: TrainingRequest, mapper: Mapper, log: L
     device = select_device(settings["device"])
     runtime = {"device": device.type, "torch": torch.__version__}
     inputs = registry.input_versions(training_set)
-    version = registry.version_id(settings, inputs, runtime)
+    code = training_code.identity()
+    version = version_of(request, runtime)
     prefix = registry.model_prefix(request.model, version)
     record_key = f"{prefix}/{registry.MODEL_FILE}"
     try:
@@ -116,8 +124,9 @@ def train_version(store: Store, request: TrainingRequest, mapper: Mapper, log: L
         "normalisation": normalisation.to_json(),
         "classes": list(CLASSES),
         "inputs": inputs,
-        "training_set": [{k: i[k] for k in ("region", "date", "footprint")} for i in training_set["items"]],
+        "training_set": [{k: i[k] for k in ("region", "date", "footprint", "ground") if k in i} for i in training_set["items"]],
         "runtime": runtime,
+        "training_code": code,
         "weights": f"{prefix}/{registry.WEIGHTS_FILE}",
         "loss_curve": [round(x, 6) for x in result.loss_curve],
         "train_seconds": round(result.seconds, 2),

@@ -83,8 +83,11 @@ def test_labels_from_polygons_on_the_landsat_sample(registered, resources, store
     result = _materialize([labels], "landsat-sample", resources, registered)
     assert result.success
     counts = result.asset_materializations_for_node("labels")[0].metadata["class_pixels"].value
-    assert counts["water"] > 0 and counts["vegetation"] > 0 and counts["built-up"] > 0
+    assert counts["water"] > 0 and counts["vegetation"] > 0
+    assert counts["built-up"] == 0  # the town, the sample's only built-up polygon, is held out whole
     assert counts["cloud"] == 0 and counts["bare-soil"] == 0
+    held = [t["holdout_class_counts"] for t in result.output_for_node("labels")["tiles"] if "holdout_class_counts" in t]
+    assert len(held) == 1 and held[0][2] == sum(held[0]) > 0  # one tile, built-up only, beside the training labels
 
 
 def test_training_evaluation_prediction_and_report(registered, resources, store):

@@ -8,6 +8,7 @@ import pytest
 import torch
 from dagster._core.definitions.data_version import StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
+from shapely.geometry import box, shape
 
 from devtools.geodesy import box_area_m2
 from geo_assets import cli
@@ -182,7 +183,9 @@ def test_evaluation_on_the_training_ground_is_refused(registered, resources, sto
     registered.add_dynamic_partitions("regions", ["tiny-shifted"])
     _prepare(resources, registered, regions=("tiny-field", "tiny-shifted"))
     result = _train(resources, registered, held_out=("tiny-shifted",))
-    assert "evaluation region 'tiny-shifted' overlaps training region 'tiny-field' on the ground (0.819 km²)" in failure_message(result)
+    # Two 640 m tiles in common: 0.8192 km² on the map, 0.820 km² on the ellipsoid 100 km off the meridian.
+    assert ("evaluation acquisition tiny-shifted/2024-06-01 shares 0.820 km² of ground with training acquisition "
+            "tiny-field/2024-06-01: 2 of its 4 tiles overlap tiles the model was trained on") in failure_message(result)
     assert not any("/evaluations/" in k for k in store.list("models/tiny-model"))
 
 
@@ -190,10 +193,10 @@ def test_version_records_the_runtime_that_shaped_the_weights(registered, resourc
     _prepare(resources, registered)
     record = _train(resources, registered).output_for_node("trained_model")
     assert record["runtime"] == {"device": "cpu", "torch": torch.__version__}
-    settings, inputs = record["config"], record["inputs"]
-    assert registry.version_id(settings, inputs, record["runtime"]) == record["version"]
-    assert registry.version_id(settings, inputs, {**record["runtime"], "device": "cuda"}) != record["version"]
-    assert registry.version_id(settings, inputs, {**record["runtime"], "torch": "2.11.0"}) != record["version"]
+    settings, inputs, code = record["config"], record["inputs"], record["training_code"]["digest"]
+    assert registry.version_id(settings, inputs, record["runtime"], code) == record["version"]
+    assert registry.version_id(settings, inputs, {**record["runtime"], "device": "cuda"}, code) != record["version"]
+    assert registry.version_id(settings, inputs, {**record["runtime"], "torch": "2.11.0"}, code) != record["version"]
 
 
 def _status(instance, key, partition):
@@ -285,5 +288,9 @@ def test_training_set_lists_its_inputs_as_lineage(registered, resources):
     table = result.asset_materializations_for_node("training_set")[0].metadata["inputs"].value
     assert [(r.data["region"], r.data["date"], r.data["tiles"]) for r in table.records] == [("tiny-field", "2024-06-01", 4)]
     record = result.output_for_node("trained_model")
-    assert record["training_set"] == [{"region": "tiny-field", "date": "2024-06-01",
-                                       "footprint": {"crs": "EPSG:32631", "bbox": [400000.0, 5120000.0, 401280.0, 5121280.0]}}]
+    assert [{k: v for k, v in i.items() if k != "ground"} for i in record["training_set"]] == [
+        {"region": "tiny-field", "date": "2024-06-01",
+         "footprint": {"crs": "EPSG:32631", "bbox": [400000.0, 5120000.0, 401280.0, 5121280.0]}}]
+    # The ground read: its 2 x 2 tiles, which here fill the box exactly.
+    ground = record["training_set"][0]["ground"]
+    assert ground["crs"] == "EPSG:32631" and shape(ground["geometry"]).equals(box(400000.0, 5120000.0, 401280.0, 5121280.0))

@@ -98,7 +98,7 @@ def test_another_model_never_overwrites_predictions(pipeline):
 
 def test_real_samples_are_reported_beside_an_index_reference(pipeline):
     """Each real sample's report: class shares inside the footprint beside the spectral-index
-    reference (thresholds stated), and for landsat-sample the score on held-out polygon halves."""
+    reference (thresholds stated), and for landsat-sample the score on its held-out polygon."""
     from geo_assets.demo import REAL, _version
     from resources.storage import dims_path, model_manifest_key
 
@@ -116,5 +116,6 @@ def test_real_samples_are_reported_beside_an_index_reference(pipeline):
     s2_ground = box_area_m2((600000.0, 4698020.0, 603000.0, 4700020.0), "EPSG:32719") / 1e6  # the 3 x 2 km clip: 6.003 km²
     assert sum(s2["areas_km2"].values()) == pytest.approx(s2_ground, abs=5e-4)  # not the overhang
     landsat = reports["landsat-sample"]
-    assert landsat["holdout"]["pixels"] > 200 and landsat["holdout"]["miou"] is not None
+    # The one polygon held out whole (the town, 78.8 px of area), never the halves of trained polygons.
+    assert 70 <= landsat["holdout"]["pixels"] <= 90 and landsat["holdout"]["miou"] is not None
     assert "GRVI > 0" in landsat["index_reference"]["rules"]

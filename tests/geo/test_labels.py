@@ -85,14 +85,13 @@ def _centres(tile):
 
 @pytest.mark.parametrize("part", ["train", "holdout"])
 def test_polygon_labels_only_inside_polygons(regions, part):
-    """Each polygon's training part (north or west of its centroid) labels the training tiles, its
-    held-out part the held-out tiles; each behaves as a polygon of its own."""
-    from shapely.geometry import mapping, shape
-
-    from geo_assets.geo.labels import HOLDOUT_GAP_PX, holdout_tile, split_polygon
+    """The polygons the sample holds out (the fourth, "developed") label the held-out masks, whole; the
+    others label the training masks, whole."""
+    from geo_assets.geo.labels import holdout_tile
 
     region = regions["landsat-sample"]
-    polygons = [(shape(split_polygon(mapping(g), HOLDOUT_GAP_PX * 30.0)[part == "holdout"]), c) for g, c in _polygons()]
+    held_out = {3}  # the shipped file's fourth polygon, "developed"
+    polygons = [(g, c) for i, (g, c) in enumerate(_polygons()) if (i in held_out) == (part == "holdout")]
     grid = TileGrid(region.crs, 30.0, 256, (15.0, 15.0))  # the Landsat lattice the labels follow
     total = np.zeros(256, dtype=np.int64)
     for tile in grid.tiles(region.bbox):
@@ -125,9 +124,28 @@ def test_polygon_labels_only_inside_polygons(regions, part):
                 if c == cls:
                     ok |= shapely.contains_xy(geom.buffer(0.01), x, y)
             assert ok[mask == cls].all(), (tile.key, cls)
-    # Some pixels of every mapped class are labelled, roughly as many as the polygon areas say.
-    assert total[0] > 0 and total[1] > 0 and total[2] > 0
-    for cls in (0, 1, 2):
+    # Some pixels of every class of the part's polygons are labelled, roughly as many as their areas say.
+    classes = {c for _, c in polygons}
+    assert classes == ({0, 1} if part == "train" else {2})
+    assert all(total[c] == 0 for c in {0, 1, 2} - classes)
+    for cls in classes:
         area = sum(g.area for g, c in polygons if c == cls)
         assert total[cls] == pytest.approx(area / 900.0, rel=0.35, abs=8), cls
     assert total[IGNORE] > 0.9 * total.sum()
+
+
+def test_a_grid_whose_training_tile_comes_near_a_held_out_polygon_is_refused(regions):
+    """At 512 px (15.4 km) the tile of water, crop and tree ends 700 m north of the held-out town, within
+    the 256 px margin a prediction may read: the town's ground would not be held out."""
+    from geo_assets.geo.labels import holdout_tile
+
+    region = regions["landsat-sample"]
+    grid = TileGrid(region.crs, 30.0, 512, (15.0, 15.0))
+    with pytest.raises(ValueError, match=r"tile \S+ of region 'landsat-sample' holds training labels and lies 700 m "
+                                         r"from held-out polygon developed \(polygon 3\), less than the 7680 m margin"):
+        for tile in grid.tiles(region.bbox):
+            label_tile(region, "polygons", tile, 30.0)
+    for size in (16, 64, 128, 256):  # every tile size up to the default keeps it apart
+        for tile in TileGrid(region.crs, 30.0, size, (15.0, 15.0)).tiles((737000, -2813000, 744000, -2794000)):
+            label_tile(region, "polygons", tile, 30.0)
+            holdout_tile(region, "polygons", tile)

@@ -168,7 +168,7 @@ def test_synthetic_label_tile(store, regions):
 def test_polygon_label_tiles_count_what_they_store(store, regions):
     region = regions["landsat-sample"]
     entries = [cut_label_tile(store, region, "polygons", 30.0, "labels/l8", t) for t in _tiles(region, 30.0)]
-    # Training labels, and beside them the held-out halves of the polygons where a tile has some.
+    # Training labels, and beside them the polygons held out whole where a tile has some.
     held = [e["holdout_path"] for e in entries if "holdout_path" in e]
     assert held and store.list("labels/l8") == sorted([e["path"] for e in entries] + held)
     labelled = 0
