@@ -14,6 +14,7 @@ from rich.table import Table
 from geo_assets.config import DEFAULT_MODEL
 from geo_assets.definitions import defs
 from geo_assets.geo.regions import init_catalogue
+from geo_assets.ml import registry
 from geo_assets.partitions import region_date_key
 from resources.profiles import resource_defs
 from resources.storage import dims_path, manifest_key, model_manifest_key
@@ -156,14 +157,21 @@ def _summary(console: Console, store, spent: dict, partitions: dict, catalogue=N
     for name, s in evaluation["per_class"].items():
         scores.add_row(name, _fmt(s["iou"]), _fmt(s["f1"]), str(s["support"]))
     scores.add_row("[bold]mean[/bold]", f"[bold]{_fmt(evaluation['miou'])}[/bold]", _fmt(evaluation["mean_f1"]),
-                   "gate " + ("passed" if evaluation["passed"] else "FAILED") + f" (min {evaluation['min_miou']})")
+                   _gate(store, DEFAULT_MODEL, evaluation))
     console.print(scores)
     rgb = store.read_json(f"manifests/model_evaluation/{RGB_MODEL}.json")
     console.print(f"{RGB_MODEL} {rgb['version']} (bands {', '.join(RGB)}; synthetic scenes + Landsat polygons): "
-                  f"mIoU {_fmt(rgb['miou'])} on {', '.join(rgb['regions'])}, gate "
-                  + ("passed" if rgb["passed"] else "FAILED") + f" (min {rgb['min_miou']})", highlight=False)
+                  f"mIoU {_fmt(rgb['miou'])} on {', '.join(rgb['regions'])}, {_gate(store, RGB_MODEL, rgb)}", highlight=False)
     if catalogue is not None:
         _real_samples(console, store, catalogue, quick)
+
+
+def _gate(store, model: str, evaluation: dict) -> str:
+    """The gate as it decides serving: a score counts only on the model's registered evaluation set."""
+    verdict = "passed" if evaluation["passed"] else "FAILED"
+    if not registry.on_set(evaluation, registry.registered_set(store, model)):
+        verdict += ", but not on the registered evaluation set: it does not count"
+    return f"gate {verdict} (min {evaluation['min_miou']})"
 
 
 def _real_samples(console: Console, store, catalogue, quick: bool) -> None:

@@ -144,7 +144,7 @@ def trained_model(
     record = trained.record
     tag_run(context, model_version=record["version"])
     if trained.reused:
-        context.log.info(f"version {record['version']} of {name} exists (same config, data and runtime): reusing it unchanged")
+        context.log.info(f"version {record['version']} of {name} exists (same config, data, runtime and training code): reusing it unchanged")
     curve = "\n".join(f"| {i} | {v:.4f} |" for i, v in enumerate(record["loss_curve"], 1))
     return output(
         record,
