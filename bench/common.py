@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform as py_platform
+import resource
 import subprocess
 from pathlib import Path
 
@@ -25,6 +26,26 @@ TILE_IO = [
 ]
 # Runs, launches and backfills load the whole code location in each process: all of it is measured.
 CODE_LOCATION = ["geo_assets", "resources", "dagster.yaml", "devtools/dagster_dev.py"]
+
+
+def reset_peak() -> bool:
+    """Restart this process's VmHWM (Linux clear_refs 5): peaks measured after it leave out earlier work."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_mb(reset_ok: bool) -> float:
+    """This process's peak RSS since reset_peak(), or since it started where that could not be reset."""
+    if reset_ok:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def machine_info() -> dict:
