@@ -21,6 +21,8 @@ from geo_assets.ml import registry
 from geo_assets.partitions import region_date_key
 from geo_assets.sensors import input_changes
 from resources.gate import ModelGate
+from geo_assets.geo.acquisitions import pick_imagery
+from geo_assets.demo import only_output
 
 ALL_ASSETS = [imagery_tiles, labels, training_set, evaluation_set, trained_model, model_evaluation, predictions, region_report]
 MODELS = [training_set, evaluation_set, trained_model, model_evaluation]
@@ -75,7 +77,7 @@ def test_report_belongs_to_its_own_model_version(registered, resources, store, t
     assert pred_a["class_counts"] != pred_b["class_counts"]  # two different models, two different answers
 
     # A's manifest survives B's run, under A's version.
-    kept = store.read_json(f"manifests/predictions/tiny-model/{a}/region=tiny-holdout/date=2024-06-01.json")
+    kept = store.read_json(only_output(store, "predictions", "tiny-model", a, "tiny-holdout", "2024-06-01"))
     assert kept == pred_a
 
     # Reporting A afterwards, in a run of its own, reports A's classes, not B's (the latest) ones.
@@ -90,7 +92,7 @@ def test_report_belongs_to_its_own_model_version(registered, resources, store, t
     assert (meta["model"].value, meta["version"].value) == ("tiny-model", a)
     tags = registered.get_run_by_id(report.run_id).tags
     assert (tags["geo-assets/model"], tags["geo-assets/model-version"]) == ("tiny-model", a)
-    assert store.read_json(f"manifests/region_report/tiny-model/{a}/region=tiny-holdout/date=2024-06-01.json") == out
+    assert store.read_json(only_output(store, "region_report", "tiny-model", a, "tiny-holdout", "2024-06-01")) == out
 
     # In a run that predicts, the report is of that run's version; asking for another one is refused.
     clash = _predict(resources, registered, "tiny-model-b", version=b, report={"model": "tiny-model"})
@@ -120,13 +122,13 @@ def test_serving_alias_defaults_to_newest_gated_and_can_be_promoted(registered, 
     assert cli.main(["model", "promote", "tiny-model", old]) == 0
     promoted = _predict(resources, registered, "tiny-model").output_for_node("predictions")
     assert promoted["version"] == old
-    meta_serving = store.read_json(f"manifests/predictions/tiny-model/{old}/region=tiny-holdout/date=2024-06-01.json")
+    meta_serving = store.read_json(only_output(store, "predictions", "tiny-model", old, "tiny-holdout", "2024-06-01"))
 
     # Predicting with another version explicitly never replaces the serving one's outputs.
     other = _predict(resources, registered, "tiny-model", version=new)
     assert other.output_for_node("predictions")["version"] == new
     assert other.asset_materializations_for_node("predictions")[0].metadata["serving"].value is False
-    assert store.read_json(f"manifests/predictions/tiny-model/{old}/region=tiny-holdout/date=2024-06-01.json") == meta_serving
+    assert store.read_json(only_output(store, "predictions", "tiny-model", old, "tiny-holdout", "2024-06-01")) == meta_serving
 
     assert cli.main(["model", "promote", "tiny-model", "--auto"]) == 0
     assert registry.serving_version(store, "tiny-model", 0.2)["version"] == new
@@ -157,7 +159,7 @@ def test_evaluations_are_immutable_and_record_threshold_and_data(registered, res
     key = f"models/tiny-model/{version}/evaluations/{evaluation['evaluation']}.json"
     before = store.read_bytes(key)
     assert evaluation["min_miou"] == 0.2
-    imagery = store.read_json("manifests/imagery_tiles/region=tiny-holdout/date=2024-06-01.json")
+    imagery = pick_imagery(store, "tiny-holdout", "2024-06-01")[1]
     labels_manifest = store.read_json("manifests/labels/tiny-holdout.json")
     from geo_assets.assets.common import digest
 
