@@ -232,19 +232,26 @@ def test_changed_training_input_marks_the_model_stale(registered, resources, sto
     assert result.run_requests == []
     assert _status(registered, "trained_model", "tiny-model") == StaleStatus.FRESH
 
-    # tiny-field is cut again at another tile size: the training set's acquisition changed.
+    # tiny-field is cut again at another tile size: a variant beside the one the set lists, which is unchanged.
     assert _run([imagery_tiles], region_date_key("tiny-field", "2024-06-01"), resources, registered,
                 {"imagery_tiles": {"config": {"tile_size": 128}}}).success
+    result = _tick(registered, resources, result.cursor)
+    assert result.run_requests == []
+    assert json.loads(result.cursor)["imagery_tiles"] > json.loads(cursor)["imagery_tiles"]
+
+    # Its labels cut at that tile size too: the set's acquisition changed (labels, and the variant matching them).
+    assert _run([labels], "tiny-field", resources, registered, {"labels": {"config": {"tile_size": 128}}}).success
     result = _tick(registered, resources, result.cursor)
     (request,) = result.run_requests
     assert (request.partition_key, request.asset_selection) == ("tiny-model", [dg.AssetKey("training_set")])
     assert request.run_key.startswith("training_set:tiny-model:")  # one run per change
     assert request.run_config == {"ops": {"training_set": {"config": {"regions": ["tiny-field"], "dates": []}}}}
-    assert request.tags["geo-assets/changed-inputs"] == "imagery tiny-field/2024-06-01"
-    assert json.loads(result.cursor)["imagery_tiles"] > json.loads(cursor)["imagery_tiles"]
+    assert request.tags["geo-assets/changed-inputs"] == "labels tiny-field"
 
     # What the daemon then runs: the set takes the new data version, and the model turns stale.
     assert _run([training_set], "tiny-model", resources, registered, request.run_config["ops"]).success
+    (item,) = store.read_json("manifests/training_set/tiny-model.json")["items"]
+    assert item["imagery"].endswith("/date=2024-06-01/synthetic-128px-blue-green-red-nir.json")  # cut like its labels
     assert _status(registered, "trained_model", "tiny-model") == StaleStatus.STALE
     causes = get_stale_status_resolver(registered, ALL_ASSETS).get_stale_causes(dg.AssetKey("trained_model"), "tiny-model")
     assert [c.dependency.asset_key for c in causes if c.dependency] == [dg.AssetKey("training_set")]
