@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+from contextlib import contextmanager
 
 import dagster as dg
 import pytest
@@ -60,9 +61,21 @@ def _run_curl(block: str, url: str, edit=None) -> dict:
     return json.loads(proc.stdout)
 
 
+@contextmanager
+def _instance(home):
+    """The demo's instance (its dagster.yaml reads DAGSTER_HOME)."""
+    before = os.environ["DAGSTER_HOME"]
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            yield instance
+    finally:
+        os.environ["DAGSTER_HOME"] = before
+
+
 def _failure(home, run_id: str) -> str:
     """The user's error message behind a failed run's step."""
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    with _instance(home) as instance:
         for record in instance.all_logs(run_id):
             event = record.dagster_event
             if event is not None and event.is_step_failure:
@@ -131,7 +144,7 @@ def test_an_acquisitions_variants_live_side_by_side(demo):
     # Predicting afterwards picks the variant the model reads.
     run_id = _launch(url, "prediction_job", PARTITION, {"predictions": {"config": {"model": "landcover-unet"}}})
     assert _wait(url, run_id, timeout=600)["status"] == "SUCCESS", _failure(home, run_id)
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    with _instance(home) as instance:
         event = instance.get_latest_materialization_event(dg.AssetKey("predictions"))
         assert event.run_id == run_id and event.asset_materialization.metadata["variant"].value == SIX
 
@@ -151,7 +164,7 @@ def test_predictions_of_each_margin_keep_their_own_manifest_and_report(demo):
     for asked, expected in (({"margin": 0}, 0), ({}, 32)):  # unset: the default margin of the tile size
         run_id = _launch_assets(url, ["region_report"], PARTITION, {"region_report": {"config": asked}})
         assert _wait(url, run_id, timeout=600)["status"] == "SUCCESS", _failure(home, run_id)
-        with dg.DagsterInstance.from_config(str(home)) as instance:
+        with _instance(home) as instance:
             event = instance.get_latest_materialization_event(dg.AssetKey("region_report"))
         assert event.run_id == run_id
         report = store.read_json(event.asset_materialization.metadata["manifest"].value.split("/storage/", 1)[1])
