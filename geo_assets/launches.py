@@ -122,8 +122,9 @@ def plan(
         missing = [d for d in dates if not any(set(bands) <= set(m["bands"]) for m in imagery_variants(store, region.name, d).values())]
         if missing:
             raise FileNotFoundError(
-                f"no imagery_tiles with bands {', '.join(bands)} for region {region.name!r} on {', '.join(missing[:3])}"
-                f"{f' and {len(missing) - 3} more dates' if len(missing) > 3 else ''}: select imagery_tiles too"
+                f"no imagery_tiles for region {region.name!r} on {', '.join(missing[:3])}"
+                f"{f' and {len(missing) - 3} more dates' if len(missing) > 3 else ''}: select imagery_tiles too "
+                f"(predictions read a variant holding bands {', '.join(bands)})"
             )
     keys = tuple(f"{d}|{region.name}" for d in dates)
     return Request(assets, keys, {"ops": ops}, tags)
