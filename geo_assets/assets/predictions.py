@@ -65,6 +65,8 @@ def choose_imagery(store, region: str, date: str, bands: list[str], cut: dict | 
 
 def _predictions(context, config: PredictionConfig, storage, compute, gate, cut: dict, region: str, date: str) -> dg.Output[dict]:
     store = storage.store()
+    if f"{date}|{region}" not in cut and not acquisitions.imagery_variants(store, region, date):  # before the model
+        raise FileNotFoundError(f"no imagery_tiles for region {region!r} on {date}: materialise imagery_tiles[{date}|{region}] first")
     versions = registry.list_versions(store, config.model)  # one listing: the version asked for and the serving one
     record = registry.resolve_version(store, config.model, config.version, gate.min_miou, versions)
     version = record["version"]
