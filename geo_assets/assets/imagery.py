@@ -8,8 +8,7 @@ import numpy as np
 
 from geo_assets.assets.common import catalogue, digest, each_partition, output, run_assets, tag_run
 from geo_assets.assets.placement import op_tags
-from geo_assets.config import ImageryConfig
-from geo_assets.config import PredictionConfig
+from geo_assets.config import ImageryConfig, PredictionConfig
 from geo_assets.geo.acquisitions import variant
 from geo_assets.geo.arrived_scenes import arrived_scene
 from geo_assets.geo.sources import DEFAULT_BANDS, check_bands, get_source
