@@ -105,4 +105,6 @@ def test_the_readme_curl_launch_works(world, server, readme_curl):
     assert run["status"] == "SUCCESS"
     tags = {t["key"]: t["value"] for t in run["tags"]}
     assert (tags["dagster/partition"], tags["geo-assets/model"]) == ("2024-08-01|tiny-field", "landcover-unet")
-    assert world.store.exists(f"reports/landcover-unet/{world.version}/tiny-field/2024-08-01/report.md")
+    # Reports lie under their imagery variant and margin: one of each here, the default margin.
+    (report,) = [k for k in world.store.list(f"reports/landcover-unet/{world.version}/tiny-field/2024-08-01") if k.endswith("/report.md")]
+    assert report.endswith("/margin-32px/report.md")
