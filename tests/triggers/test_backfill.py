@@ -29,7 +29,8 @@ def _backfill_ids(url) -> set[str]:
 
 
 def _materialized(world, asset: str, region: str) -> set[str]:
-    return {k.rsplit("date=", 1)[1].removesuffix(".json")
+    # The date of each manifest key: ...region=R/date=D/<variant>[/margin-Npx].json
+    return {k.split("date=", 1)[1].split("/", 1)[0].removesuffix(".json")
             for k in world.store.list(f"manifests/{asset}") if f"region={region}/" in k}
 
 
@@ -54,7 +55,7 @@ def test_backfill_of_one_regions_dates_runs_once_through_the_daemon(world, serve
     for date in DATES:  # each partition stored as if it had run alone, by the version the run config chose
         manifest = world.store.read_json(only_output(world.store, "predictions", "landcover-unet", world.version, "tiny-field", date))
         assert (manifest["date"], manifest["version"]) == (date, world.version)
-        assert world.store.exists(f"reports/landcover-unet/{world.version}/tiny-field/{date}/preview.png")
+        assert [k for k in world.store.list(f"reports/landcover-unet/{world.version}/tiny-field/{date}") if k.endswith("/preview.png")]
     assert not _materialized(world, "imagery_tiles", "tiny-holdout") & set(DATES)
 
 
