@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import machine_info, write_section, CODE_LOCATION
+from geo_assets.demo import only_output
 
 # What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
 MEASURES = ["bench/backfill.py", *CODE_LOCATION]
@@ -144,7 +145,7 @@ def same_predictions(store, dates: list[str], prefix: str) -> None:
 
     version = registry.serving_version(store, "landcover-unet", 0.0)["version"]
     for date in dates:
-        manifest = store.read_json(f"manifests/predictions/landcover-unet/{version}/region={REGION}/date={date}.json")
+        manifest = store.read_json(only_output(store, "predictions", "landcover-unet", version, REGION, date))
         with store.env():
             for tile in manifest["tiles"]:
                 plain = store.path(f"{prefix}/predictions/{date}/tiles/{tile['key']}.tif")

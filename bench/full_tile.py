@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from bench.common import REPO, machine_info, write_section, INFERENCE, TILE_IO
+from geo_assets.geo.acquisitions import pick_imagery
 
 # What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
 MEASURES = ["bench/full_tile.py", *INFERENCE, *TILE_IO, "geo_assets/geo", "geo_assets/assets", "resources",
@@ -257,7 +258,7 @@ def run(env: dict, size: int, grids: list[int], build_s: float) -> int:
         key = region_date_key(region_name(n), DATE)
         imagery_s, imagery_mb = run_step("imagery_job", key, {"imagery_tiles": {"config": {"source": "earth-search"}}},
                                          ["imagery_tiles"], env)
-        tiles = len(store.read_json(f"manifests/imagery_tiles/region={region_name(n)}/date={DATE}.json")["tiles"])
+        tiles = len(pick_imagery(store, region_name(n), DATE)[1]["tiles"])
         predict_s, predict_mb = run_step("prediction_job", key, {"predictions": {"config": {"model": MODEL, "version": version}}},
                                          ["predictions"], env)
         mpx = (n * size) ** 2 / 1e6

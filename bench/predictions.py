@@ -608,7 +608,7 @@ def run(args, work: Path, log) -> int:
     from geo_assets.definitions import defs  # after prepare_environment: resources read the env at import
     from geo_assets.ml import registry
     from resources.profiles import resource_defs
-    from resources.storage import dims_path, manifest_key
+    from geo_assets.geo.acquisitions import pick_imagery
 
     store = resource_defs()["storage"].store()
     assert store.base == (work / "storage").resolve(), f"storage root {store.root} is not the benchmark's"
@@ -630,7 +630,7 @@ def run(args, work: Path, log) -> int:
         job = defs.resolve_job_def("prediction_job")  # loading the code location is not a per-run cost
 
         def paths_of(n: int) -> list[Path]:
-            manifest = store.read_json(manifest_key("imagery_tiles", dims_path({"region": region_name(n), "date": DATE})))
+            manifest = pick_imagery(store, region_name(n), DATE)[1]
             assert len(manifest["tiles"]) == n
             return [Path(store.path(t["path"])) for t in manifest["tiles"]]
 

@@ -123,7 +123,9 @@ def run_in_one_process(env: dict, dates_: list[str], tile_size: int) -> dict:
 def tiles_of(root: str, date: str) -> list:
     from geo_assets.geo.store import Store
 
-    manifest = Store(root).read_json(f"manifests/imagery_tiles/region={REGION}/date={date}.json")
+    from geo_assets.geo.acquisitions import pick_imagery
+
+    manifest = pick_imagery(Store(root), REGION, date)[1]
     return [(t["key"], t["digest"]) for t in manifest["tiles"]]
 
 

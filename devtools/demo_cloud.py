@@ -67,7 +67,8 @@ def _predictions(store, model: str) -> str:
 
 
 def _prediction_tiles(store, model: str, region: str, date: str) -> dict[str, np.ndarray]:
-    manifest = store.read_json(f"{_predictions(store, model)}/region={region}/date={date}.json")
+    (key,) = store.list(f"{_predictions(store, model)}/region={region}/date={date}")  # the one variant and margin made
+    manifest = store.read_json(key)
     with store.env():
         return {t["key"]: read_raster(store.path(t["path"]))[0] for t in manifest["tiles"]}
 

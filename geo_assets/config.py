@@ -80,7 +80,8 @@ MAX_BATCH_PIXELS = 2**24  # a training batch's pixels (batch_size x chip_size²)
 
 class ImageryConfig(_Config):
     source: Optional[ImagerySource] = None  # default: the region's own source in the catalogue
-    bands: Bands = ["blue", "green", "red", "nir"]
+    # Default: in a run that also predicts, the bands its model reads; otherwise blue, green, red, nir.
+    bands: Optional[Bands] = None
     tile_size: TileSize = 256  # pixels per tile side
     # STAC sources: keep items whose eo:cloud_cover (percent of the whole item) is at most this.
     max_cloud: Annotated[float, _check(lambda v: 0 <= v <= 100, "max_cloud must be a percentage between 0 and 100, got {value}")] = 100.0
@@ -183,6 +184,10 @@ class PredictionConfig(_Config):
     # 0: tiles alone. A multiple of the model's pad multiple, at most half the tile. Default: 32 px
     # (geo.margins.default_margin: half the tile, rounded down to a multiple of 8, for tiles under 64 px).
     margin: Optional[Margin] = None
+    # Which imagery variant to predict when the run does not cut it: default, the one holding the model's
+    # bands with the fewest others, of the region's source, else of 256 px tiles.
+    tile_size: Optional[TileSize] = None
+    source: Optional[ImagerySource] = None
 
 
 class ReportConfig(_Config):
@@ -190,3 +195,8 @@ class ReportConfig(_Config):
 
     model: Optional[ModelName] = None  # default: the predicting run's model, else landcover-unet
     version: Optional[Version] = None  # default: the predicting run's version, else the serving one
+    # Which of the version's predictions, when the run does not predict: default, the only one, else the
+    # imagery variant predictions would choose at its default margin.
+    margin: Optional[Margin] = None
+    tile_size: Optional[TileSize] = None
+    source: Optional[ImagerySource] = None

@@ -17,7 +17,7 @@ from geo_assets.geo.regions import init_catalogue
 from geo_assets.ml import registry
 from geo_assets.partitions import region_date_key
 from resources.profiles import resource_defs
-from resources.storage import dims_path, manifest_key, model_manifest_key
+from resources.storage import dims_path, manifest_key
 
 TRAIN = ["synth-train-a", "synth-train-b"]
 HOLDOUT = ["synth-holdout"]
@@ -184,8 +184,7 @@ def _real_samples(console: Console, store, catalogue, quick: bool) -> None:
     for region, model in REAL.items():
         version = _version(store, model)
         for date in catalogue.get(region).dates[:1] if quick else catalogue.get(region).dates:
-            report = store.read_json(model_manifest_key("region_report", model, version,
-                                                        dims_path({"region": region, "date": date})))
+            report = store.read_json(only_output(store, "region_report", model, version, region, date))
             ref = report["index_reference"]["shares"]
             holdout = report.get("holdout")
             table.add_row(region, f"{model} {version}", "model", *(_pct(report["shares"][c]) for c in
@@ -210,6 +209,13 @@ def _held_out_note(region: str, holdout: dict) -> str:
             f"({classes}); mIoU {_fmt(holdout['miou'])}. It shows whether the model finds these classes on real "
             f"ground it never learnt from; over so few pixels and polygons it is a coarse check, not a land-cover "
             f"accuracy, and it says nothing of the classes it does not hold")
+
+
+def only_output(store, asset: str, model: str, version: str, region: str, date: str) -> str:
+    """The key of the one output (one imagery variant, one margin) a version has of a partition, as the demo makes."""
+    folder = f"manifests/{asset}/{model}/{version}/{dims_path({'region': region, 'date': date})}"
+    (key,) = store.list(folder)
+    return key
 
 
 def _pct(x) -> str:

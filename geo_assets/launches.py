@@ -13,12 +13,12 @@ import datetime
 from dataclasses import dataclass
 
 from geo_assets.config import DEFAULT_MODEL, ImageryConfig
+from geo_assets.geo.acquisitions import imagery_variants
 from geo_assets.geo.regions import Region, check_size, load_catalogue, validate_date
-from geo_assets.geo.sources import SampleSource, check_bands, get_source
+from geo_assets.geo.sources import DEFAULT_BANDS, SampleSource, check_bands, get_source
 from geo_assets.limits import max_tiles
 from geo_assets.ml import registry
 from geo_assets.partitions import validate_model_name
-from resources.storage import dims_path, manifest_key
 
 ASSETS = ("imagery_tiles", "predictions", "region_report")  # the region x date assets, upstream first
 FIRST_DATE = "2015-06-23"  # the date partitions' start (Sentinel-2A's launch)
@@ -95,7 +95,7 @@ def plan(
 
     ops: dict = {}
     tags = {TAG + "region": region.name, TAG + "source": source}
-    bands = [str(b) for b in ImageryConfig().bands]
+    bands = list(DEFAULT_BANDS)
     if "predictions" in assets or "region_report" in assets:
         model = validate_model_name(model or DEFAULT_MODEL)
         versions = registry.list_versions(store, model)
@@ -118,12 +118,13 @@ def plan(
     if "imagery_tiles" in assets:
         check_bands(spec, bands)
         ops["imagery_tiles"] = {"config": {"source": source, "bands": bands}}
-    else:  # predictions and reports read the stored imagery of each date
-        missing = [d for d in dates if not store.exists(manifest_key("imagery_tiles", dims_path({"region": region.name, "date": d})))]
+    else:  # predictions and reports read the stored imagery of each date, the variant with the model's bands
+        missing = [d for d in dates if not any(set(bands) <= set(m["bands"]) for m in imagery_variants(store, region.name, d).values())]
         if missing:
             raise FileNotFoundError(
                 f"no imagery_tiles for region {region.name!r} on {', '.join(missing[:3])}"
-                f"{f' and {len(missing) - 3} more dates' if len(missing) > 3 else ''}: select imagery_tiles too"
+                f"{f' and {len(missing) - 3} more dates' if len(missing) > 3 else ''}: select imagery_tiles too "
+                f"(predictions read a variant holding bands {', '.join(bands)})"
             )
     keys = tuple(f"{d}|{region.name}" for d in dates)
     return Request(assets, keys, {"ops": ops}, tags)

@@ -22,6 +22,7 @@ import dagster as dg
 
 from geo_assets.arrival_sensor import scene_arrivals
 from geo_assets.assets.common import digest
+from geo_assets.geo.acquisitions import imagery_key, legacy_imagery_key
 from geo_assets.geo.regions import CATALOGUE_KEY, RegionCatalogue, stored_catalogue
 from geo_assets.partitions import REGIONS, region_date_partitions
 from resources.storage import StorageResource
@@ -87,9 +88,12 @@ def _changed_inputs(context, cursor: dict) -> tuple[dict[tuple[str, str], str], 
             version = digest_entry.value if digest_entry is not None else (event.tags or {}).get(DATA_VERSION_TAG)
             if version is None or event.partition is None:
                 continue
-            if asset == "imagery_tiles":
+            if asset == "imagery_tiles":  # one variant of the acquisition: its manifest key, as sets record it
                 dims = region_date_partitions.get_partition_key_from_str(event.partition).keys_by_dimension
-                changes[(field, f"{dims['region']}/{dims['date']}")] = version
+                cut = event.metadata.get("variant")
+                key = (imagery_key(dims["region"], dims["date"], cut.value) if cut is not None
+                       else legacy_imagery_key(dims["region"], dims["date"]))
+                changes[(field, key)] = version
             else:
                 changes[(field, event.partition)] = version
             cursor[asset] = record.storage_id
@@ -101,7 +105,7 @@ def _refreshed(manifest: dict, changes: dict) -> tuple[dict, list[str]] | None:
     items, changed = [], []
     for item in manifest["items"]:
         updated = dict(item)
-        for field, key in (("imagery_version", f"{item['region']}/{item['date']}"), ("labels_version", item["region"])):
+        for field, key in (("imagery_version", item["imagery"]), ("labels_version", item["region"])):
             new = changes.get((field, key))
             if new is not None and new != item[field]:
                 updated[field] = new

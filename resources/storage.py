@@ -79,13 +79,19 @@ def manifest_key(asset: str, partition: str) -> str:
 KEYED_BY_MODEL_VERSION = "geo-assets/keyed-by-model-version"
 
 
-def model_manifest_key(asset: str, model: str, version: str, partition: str) -> str:
-    return manifest_key(asset, f"{model}/{version}/{partition}")
+# Asset metadata flag: this asset's partitions hold variants (bands, tile size, source) side by side, so
+# its manifests are keyed `<partition>/<variant>`, the variant named by the manifest itself.
+KEYED_BY_VARIANT = "geo-assets/keyed-by-variant"
 
 
-def _keyed_by_model_version(context: dg.InputContext | dg.OutputContext) -> bool:
+def model_manifest_key(asset: str, model: str, version: str, partition: str, variant: str, margin: int) -> str:
+    """Everything that changes a prediction's pixels: model version, imagery variant and margin."""
+    return manifest_key(asset, f"{model}/{version}/{partition}/{variant}/margin-{margin}px")
+
+
+def _keyed_by(context: dg.InputContext | dg.OutputContext, flag: str) -> bool:
     output = context if isinstance(context, dg.OutputContext) else context.upstream_output
-    return bool(output is not None and (output.definition_metadata or {}).get(KEYED_BY_MODEL_VERSION))
+    return bool(output is not None and (output.definition_metadata or {}).get(flag))
 
 
 def _publish(store: Store, context: dg.OutputContext, partition: str, key: str, manifest: dict) -> None:
@@ -104,12 +110,14 @@ class ManifestIOManager(dg.ConfigurableIOManager):
 
     def _key(self, context: dg.InputContext | dg.OutputContext, obj: dict | None = None, partition: str | None = None) -> str:
         asset = "/".join(context.asset_key.path)
-        if _keyed_by_model_version(context):
-            if obj is None:
-                raise TypeError(
-                    f"{asset} is keyed by model version: read it with its model and version, not as an input"
-                )
-            return model_manifest_key(asset, obj["model"], obj["version"], partition_path(context, partition))
+        keyed = [f for f in (KEYED_BY_MODEL_VERSION, KEYED_BY_VARIANT) if _keyed_by(context, f)]
+        if keyed and obj is None:
+            raise TypeError(f"{asset} is keyed by {keyed[0].rsplit('by-', 1)[1]}: read the variant you need, not an input")
+        if KEYED_BY_MODEL_VERSION in keyed:
+            return model_manifest_key(asset, obj["model"], obj["version"], partition_path(context, partition),
+                                      obj["variant"], obj["margin"])
+        if KEYED_BY_VARIANT in keyed:
+            return manifest_key(asset, f"{partition_path(context, partition)}/{obj['variant']}")
         return manifest_key(asset, partition_path(context, partition))
 
     def handle_output(self, context: dg.OutputContext, obj: dict) -> None:

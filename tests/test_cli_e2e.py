@@ -37,7 +37,7 @@ def test_region_add_and_materialise_through_dagster_cli(env, tmp_path, monkeypat
     config = json.dumps({"ops": {"imagery_tiles": {"config": {"tile_size": 64}}}})
     run(env, BIN / "dagster", "asset", "materialize", "-m", "geo_assets.definitions", "--select", "imagery_tiles",
         "--partition", "2024-06-01|e2e-field", "--config-json", config)
-    manifest = tmp_path / "storage/manifests/imagery_tiles/region=e2e-field/date=2024-06-01.json"
+    manifest = tmp_path / "storage/manifests/imagery_tiles/region=e2e-field/date=2024-06-01/synthetic-64px-blue-green-red-nir.json"
     assert len(json.loads(manifest.read_text())["tiles"]) == 4
 
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])  # dagster.yaml reads it

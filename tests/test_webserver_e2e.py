@@ -50,7 +50,7 @@ def test_run_launched_over_graphql_succeeds(server):
     assert run["status"] == "SUCCESS", run
     tags = {t["key"]: t["value"] for t in run["tags"]}
     assert tags["geo-assets/region"] == "synth-holdout" and tags["geo-assets/source"] == "synthetic"
-    manifest = tmp / "storage/manifests/imagery_tiles/region=synth-holdout/date=2024-06-01.json"
+    manifest = tmp / "storage/manifests/imagery_tiles/region=synth-holdout/date=2024-06-01/synthetic-64px-blue-green-red-nir.json"
     assert len(json.loads(manifest.read_text())["tiles"]) == 16 * 16
 
 

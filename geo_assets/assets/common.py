@@ -8,6 +8,7 @@ from typing import Callable
 
 import dagster as dg
 
+from geo_assets.geo.acquisitions import imagery_dates, imagery_variants, pick_imagery  # noqa: F401 (the assets' names for them)
 from geo_assets.geo.ground import tile_ground
 from geo_assets.geo.regions import RegionCatalogue, load_catalogue
 from geo_assets.geo.store import ObjectNotFoundError, Store
@@ -28,26 +29,28 @@ def tag_run(context: dg.AssetExecutionContext, **tags: object) -> None:
     context.instance.add_run_tags(context.run.run_id, {TAG_PREFIX + k.replace("_", "-"): str(v) for k, v in tags.items()})
 
 
-def imagery_key(region: str, date: str) -> str:
-    return manifest_key("imagery_tiles", dims_path({"region": region, "date": date}))
+def materialised_in_run(context: dg.AssetExecutionContext, asset: str) -> dict[str, dict]:
+    """Partition key -> metadata of each materialisation of `asset` this run has made so far (read
+    once per step): which variant an upstream step of this run wrote."""
+    records = context.instance.get_records_for_run(
+        context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    found = {}
+    for record in records:
+        event = record.event_log_entry.asset_materialization
+        if event and event.asset_key == dg.AssetKey(asset) and event.partition:
+            found[str(event.partition)] = {k: v.value for k, v in event.metadata.items()}
+    return found
+
+
+def run_assets(context: dg.AssetExecutionContext) -> set[str]:
+    """The assets this run materialises (its selection, or its whole job)."""
+    keys = context.run.asset_selection or context.job_def.asset_layer.selected_asset_keys
+    return {k.to_user_string() for k in keys}
 
 
 def labels_key(region: str) -> str:
     return manifest_key("labels", region)
-
-
-def imagery_manifest(store: Store, region: str, date: str) -> dict:
-    key = imagery_key(region, date)
-    try:
-        return store.read_json(key)
-    except ObjectNotFoundError:
-        raise FileNotFoundError(f"no imagery_tiles for region {region!r} on {date}: materialise imagery_tiles[{date}|{region}] first") from None
-
-
-def imagery_dates(store: Store, region: str) -> list[str]:
-    """Dates of a region that have imagery, from the stored manifests."""
-    prefix = f"manifests/imagery_tiles/region={region}"
-    return sorted(k.rsplit("date=", 1)[1].removesuffix(".json") for k in store.list(prefix))
 
 
 def labels_manifest(store: Store, region: str) -> dict:
@@ -64,9 +67,18 @@ def read_ground(imagery: dict) -> dict:
     return tile_ground(imagery["crs"], [t["bounds"] for t in imagery["tiles"]])
 
 
-def acquisition_ground(store: Store, region: str, date: str) -> dict:
-    """read_ground of an acquisition as stored now (for records made before grounds were kept)."""
-    return read_ground(imagery_manifest(store, region, date))
+def acquisition_ground(store: Store, item: dict) -> dict:
+    """The ground of a set item recorded before grounds were kept: the tiles of the imagery manifest it
+    names, else of every variant of its acquisition stored now (more ground refuses more, never less)."""
+    try:
+        return read_ground(store.read_json(item["imagery"]))
+    except (KeyError, ObjectNotFoundError):
+        pass
+    variants = list(imagery_variants(store, item["region"], item["date"]).values())
+    if not variants:
+        raise FileNotFoundError(f"no imagery_tiles for {item['region']}/{item['date']}: its ground cannot be judged")
+    crs = variants[0]["crs"]
+    return tile_ground(crs, [t["bounds"] for m in variants if m["crs"] == crs for t in m["tiles"]])
 
 
 def digest(value: object) -> str:
@@ -102,10 +114,11 @@ def dataset(store: Store, regions: list[str], dates: list[str], acquisitions: li
         if not region_dates:
             raise FileNotFoundError(f"region {region!r} has no imagery_tiles yet: materialise some dates first")
         for date in region_dates:
-            imagery = imagery_manifest(store, region, date)
+            # The variant cut like the labels, with the most bands (a set keeps the bands all its items have).
+            key, imagery = pick_imagery(store, region, date, tile_size=labels["tile_size"], prefer_source=r.source, widest=True)
             items.append({
                 "region": region, "date": date, "bands": imagery["bands"], "tiles": len(imagery["tiles"]),
-                "imagery": imagery_key(region, date),
+                "imagery": key,
                 "imagery_version": digest(imagery),
                 "labels": labels_key(region),
                 "labels_version": digest(labels),

@@ -6,24 +6,28 @@ from functools import partial
 import dagster as dg
 import numpy as np
 
-from geo_assets.assets.common import catalogue, digest, each_partition, output, tag_run
+from geo_assets.assets.common import catalogue, digest, each_partition, output, run_assets, tag_run
 from geo_assets.assets.placement import op_tags
-from geo_assets.config import ImageryConfig
+from geo_assets.config import ImageryConfig, PredictionConfig
+from geo_assets.geo.acquisitions import variant
 from geo_assets.geo.arrived_scenes import arrived_scene
-from geo_assets.geo.sources import check_bands, get_source
+from geo_assets.geo.sources import DEFAULT_BANDS, check_bands, get_source
 from geo_assets.geo.tiling import cut_imagery_tile
 from geo_assets.geo.regions import check_size
 from geo_assets.geo.tilework import Each, TileLedger
 from geo_assets.launches import check_dates
 from geo_assets.limits import max_tiles
+from geo_assets.ml import registry
 from geo_assets.partitions import region_date_partitions
 from resources.compute import LocalPoolCompute
+from resources.gate import ModelGate
 from resources.imagery import ImageryResource
-from resources.storage import StorageResource
+from resources.storage import KEYED_BY_VARIANT, StorageResource
 
 
 @dg.asset(
     partitions_def=region_date_partitions, group_name="imagery", kinds={"python", "cog"}, code_version="1", op_tags=op_tags("imagery_tiles"),
+    metadata={KEYED_BY_VARIANT: True},  # bands, tile sizes and sources of one acquisition live side by side
     backfill_policy=dg.BackfillPolicy.single_run(),  # a range of dates in one process: see README "Backfills"
 )
 def imagery_tiles(
@@ -32,22 +36,44 @@ def imagery_tiles(
     storage: StorageResource,
     compute: LocalPoolCompute,
     imagery: ImageryResource,
+    gate: dg.ResourceParam[ModelGate],
 ) -> dg.Output[dict]:
     """Read the source over the region's footprint and write one COG per grid tile."""
-    return each_partition(context, lambda region, date, _: _imagery_tiles(context, config, storage, compute, imagery, region, date))
+    bands = _bands_for_run(context, config, storage, gate)  # before any partition writes
+    return each_partition(context, lambda region, date, _: _imagery_tiles(context, config, bands, storage, compute, imagery, region, date))
 
 
-def _imagery_tiles(context, config: ImageryConfig, storage, compute, imagery, region_name: str, date: str) -> dg.Output[dict]:
+def _bands_for_run(context, config: ImageryConfig, storage, gate) -> list[str]:
+    """The bands to cut. In a run that also predicts, they must hold the bands of the predicting model
+    (unset, they are those bands): a run whose steps cannot agree is refused before anything is written."""
+    if "predictions" not in run_assets(context):
+        return list(config.bands or DEFAULT_BANDS)
+    asked = PredictionConfig(**context.run.run_config.get("ops", {}).get("predictions", {}).get("config", {}))
+    store = storage.store()
+    record = registry.resolve_version(store, asked.model, asked.version, gate.min_miou, registry.list_versions(store, asked.model))
+    if config.bands is None:
+        return list(record["bands"])
+    missing = [b for b in record["bands"] if b not in config.bands]
+    if missing:
+        raise ValueError(
+            f"imagery_tiles config bands [{', '.join(config.bands)}] lack {', '.join(missing)}, which predictions model "
+            f"{asked.model} version {record['version']} reads ([{', '.join(record['bands'])}]) in this same run: "
+            "set imagery_tiles bands to the model's bands (or leave them unset), or predict with another model"
+        )
+    return list(config.bands)
+
+
+def _imagery_tiles(context, config: ImageryConfig, bands, storage, compute, imagery, region_name: str, date: str) -> dg.Output[dict]:
     store = storage.store()
     region = catalogue(store).get(region_name)
     if config.arrivals:  # the scene that landed in the storage: its items say the source
-        scene = arrived_scene(store, config.arrivals, region, source=config.source, bands=config.bands, max_cloud=config.max_cloud)
+        scene = arrived_scene(store, config.arrivals, region, source=config.source, bands=bands, max_cloud=config.max_cloud)
         source_name, bands = scene.spec.source, list(scene.spec.bands)
         tag_run(context, region=region.name, date=date, source=source_name, arrivals=config.arrivals)
     else:
         source_name = config.source or region.source
         source = get_source(source_name)
-        bands = check_bands(source.spec(region), config.bands)
+        bands = check_bands(source.spec(region), bands)
         check_dates(source_name, region, [date])  # a sample is one scene: other dates have no imagery
         check_size(region, source.spec(region).grid(region.crs, config.tile_size), max_tiles())  # before the search
         tag_run(context, region=region.name, date=date, source=source_name)
@@ -75,6 +101,7 @@ def _imagery_tiles(context, config: ImageryConfig, storage, compute, imagery, re
     manifest = {
         "region": region.name,
         "date": date,
+        "variant": variant(source_name, config.tile_size, bands),  # its manifest's key: variants never collide
         "source": source_name,
         "bands": bands,
         "crs": region.crs,
@@ -93,6 +120,7 @@ def _imagery_tiles(context, config: ImageryConfig, storage, compute, imagery, re
         {
             "region": region.name,
             "source": source_name,
+            "variant": variant(source_name, config.tile_size, bands),
             "tile_count": len(entries),
             "bounds": dg.MetadataValue.json({"bbox": list(region.bbox), "crs": region.crs}),
             "crs": region.crs,

@@ -99,7 +99,7 @@ def _held_out(store, training: list[dict], evaluation: list[dict]) -> None:
     """Held out means held out on the ground: no tile an evaluation reads may share ground with a tile
     the model was trained on (the tiles' footprints, not the regions' boxes: edge tiles overhang them)."""
     def ground(item):  # records made before grounds were kept: the acquisition's tiles as stored now
-        return item.get("ground") or acquisition_ground(store, item["region"], item["date"])
+        return item.get("ground") or acquisition_ground(store, item)
 
     trained_on = [(t["region"], t["date"], ground(t)) for t in training]
     for e in evaluation:

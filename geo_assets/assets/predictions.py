@@ -6,9 +6,10 @@ import time
 import dagster as dg
 import numpy as np
 
-from geo_assets.assets.common import each_partition, output, tag_run
+from geo_assets.assets.common import catalogue, digest, each_partition, materialised_in_run, output, pick_imagery, tag_run
 from geo_assets.assets.placement import op_tags
 from geo_assets.config import PredictionConfig
+from geo_assets.geo import acquisitions
 from geo_assets.geo.landcover import CLASSES
 from geo_assets.ml import registry
 from geo_assets.geo.margins import check_margin, default_margin, with_neighbours
@@ -32,7 +33,8 @@ CODE_VERSION = "2"  # bump when a change to this module changes what predictions
     pool="gpu",  # GPU steps take a slot of the deployment's gpu pool
     op_tags=op_tags("predictions"),
     # The model is chosen by run config; at asset level predictions follow the models' evaluations.
-    deps=[dg.AssetDep("model_evaluation", partition_mapping=dg.AllPartitionMapping())],
+    # The imagery is read by the step, not handed in: it chooses the variant (bands, tile size) it needs.
+    deps=[dg.AssetDep("model_evaluation", partition_mapping=dg.AllPartitionMapping()), "imagery_tiles"],
     metadata={KEYED_BY_MODEL_VERSION: True},
     backfill_policy=dg.BackfillPolicy.single_run(),  # a range of dates in one process: see README "Backfills"
     automation_condition=FOLLOW_SERVING_MODEL,  # acts only while the predictions_follow_serving_model sensor runs
@@ -43,20 +45,34 @@ def predictions(
     storage: StorageResource,
     compute: LocalPoolCompute,
     gate: dg.ResourceParam[ModelGate],
-    imagery_tiles: dict,
 ) -> dg.Output[dict]:
     """Class COGs aligned pixel for pixel with the imagery tiles, plus a mosaic, under the model version's path."""
+    cut = materialised_in_run(context, "imagery_tiles")
     return each_partition(
-        context, lambda region, date, imagery: _predictions(context, config, storage, compute, gate, imagery, region, date), imagery_tiles
+        context, lambda region, date, _: _predictions(context, config, storage, compute, gate, cut, region, date)
     )
 
 
-def _predictions(context, config: PredictionConfig, storage, compute, gate, imagery_tiles: dict, region: str, date: str) -> dg.Output[dict]:
+def choose_imagery(store, region: str, date: str, bands: list[str], cut: dict | None, tile_size=None, source=None) -> tuple[str, dict]:
+    """The imagery variant to predict: the one this run cut, else the stored one holding the model's bands
+    (of the tile size and source asked for)."""
+    if cut is not None:
+        key = acquisitions.imagery_key(region, date, cut["variant"])
+        return key, store.read_json(key)
+    return pick_imagery(store, region, date, bands=bands, tile_size=tile_size, source=source,
+                        prefer_source=catalogue(store).get(region).source)
+
+
+def _predictions(context, config: PredictionConfig, storage, compute, gate, cut: dict, region: str, date: str) -> dg.Output[dict]:
     store = storage.store()
+    if f"{date}|{region}" not in cut and not acquisitions.imagery_variants(store, region, date):  # before the model
+        raise FileNotFoundError(f"no imagery_tiles for region {region!r} on {date}: materialise imagery_tiles[{date}|{region}] first")
     versions = registry.list_versions(store, config.model)  # one listing: the version asked for and the serving one
     record = registry.resolve_version(store, config.model, config.version, gate.min_miou, versions)
     version = record["version"]
     serving = registry.serving_id(store, config.model, gate.min_miou, versions)
+    imagery_key, imagery_tiles = choose_imagery(store, region, date, record["bands"], cut.get(f"{date}|{region}"),
+                                                config.tile_size, config.source)
     tag_run(context, region=region, date=date, source=imagery_tiles["source"], model=config.model, model_version=version)
     if not set(record["bands"]) <= set(imagery_tiles["bands"]):
         raise ValueError(
@@ -65,9 +81,9 @@ def _predictions(context, config: PredictionConfig, storage, compute, gate, imag
         )
     margin = check_margin(default_margin(imagery_tiles["tile_size"]) if config.margin is None else config.margin,
                           imagery_tiles["tile_size"])  # before any tile is read
-    variant = imagery_tiles["prefix"].rsplit("/", 1)[1]  # the imagery's source/tiling, so variants never collide
+    tiles_dir = imagery_tiles["prefix"].rsplit("/", 1)[1]  # the imagery's source/tiling, so variants never collide
     # The margin changes the classes near tile edges: outputs of another margin never overwrite these.
-    prefix = f"predictions/{config.model}/{version}/{region}/{date}/{variant}/margin-{margin}px"
+    prefix = f"predictions/{config.model}/{version}/{region}/{date}/{tiles_dir}/margin-{margin}px"
     started = time.perf_counter()
     # Chunks name the model by its key: each process that runs one (here, or a Dask worker) loads it once,
     # in the inference runtime asked for, and normalises tiles as the version was trained.
@@ -86,6 +102,12 @@ def _predictions(context, config: PredictionConfig, storage, compute, gate, imag
         "date": date,
         "model": config.model,
         "version": version,
+        # With model and version, these key the manifest: another variant or margin never replaces it.
+        "variant": acquisitions.variant_of(imagery_tiles),
+        "margin": margin,
+        "imagery": imagery_key,
+        "imagery_version": digest(imagery_tiles),
+        "inference_runtime": work.inference().get("runtime"),
         "source": imagery_tiles["source"],
         "crs": imagery_tiles["crs"],
         "resolution": imagery_tiles["resolution"],
@@ -101,6 +123,7 @@ def _predictions(context, config: PredictionConfig, storage, compute, gate, imag
             "source": imagery_tiles["source"],
             "model": config.model,
             "version": version,
+            "variant": acquisitions.variant_of(imagery_tiles),
             "serving": version == serving,  # the partition's prediction, when its model is asked for by name
             "tile_count": len(entries),
             "margin_px": margin,

@@ -12,12 +12,14 @@ import base64
 
 import dagster as dg
 
-from geo_assets.assets.common import catalogue, digest, each_partition, labels_key, output, tag_run
+from geo_assets.assets.common import catalogue, digest, each_partition, labels_key, materialised_in_run, output, tag_run
+from geo_assets.assets.predictions import choose_imagery
 from geo_assets.assets.placement import op_tags
 from geo_assets.config import DEFAULT_MODEL, ReportConfig
 from geo_assets.geo import indices
 from geo_assets.geo.footprint import tally
 from geo_assets.geo.landcover import CLASSES
+from geo_assets.geo.margins import default_margin
 from geo_assets.geo.preview import class_colours, side_by_side_png, true_colour
 from geo_assets.geo.store import ObjectNotFoundError
 from geo_assets.ml import registry
@@ -29,22 +31,9 @@ from resources.storage import KEYED_BY_MODEL_VERSION, StorageResource, dims_path
 CODE_VERSION = "3"  # 2: footprint-only areas, index reference, held-out IoU; 3: ground areas, not res²
 
 
-def _predicted_in_this_run(context: dg.AssetExecutionContext) -> dict[str, tuple[str, str]]:
-    """Partition key -> (model, version) of the predictions this run materialised (read once per step)."""
-    records = context.instance.get_records_for_run(
-        context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-    ).records
-    found = {}
-    for record in records:
-        event = record.event_log_entry.asset_materialization
-        if event and event.asset_key == dg.AssetKey("predictions") and event.partition:
-            found[str(event.partition)] = event.metadata["model"].value, event.metadata["version"].value
-    return found
-
-
-def _which_predictions(in_run: tuple[str, str] | None, config: ReportConfig, store, min_miou: float) -> tuple[str, str]:
+def _which_predictions(in_run: dict | None, config: ReportConfig, store, min_miou: float) -> tuple[str, str]:
     if in_run is not None:
-        model, version = in_run
+        model, version = in_run["model"], in_run["version"]
         found = {"model": model, "version": version}
         asked = {"model": config.model, "version": config.version}
         clash = {k: v for k, v in asked.items() if v is not None and v != found[k]}
@@ -65,8 +54,8 @@ def _which_predictions(in_run: tuple[str, str] | None, config: ReportConfig, sto
     kinds={"python", "markdown"},
     code_version=CODE_VERSION,
     op_tags=op_tags("region_report"),
-    # Not an IO-manager input: which predictions to read depends on the model version, resolved below.
-    deps=["predictions"],
+    # Not IO-manager inputs: which predictions (model version, imagery variant, margin) is resolved below.
+    deps=["predictions", "imagery_tiles"],
     metadata={KEYED_BY_MODEL_VERSION: True},
     backfill_policy=dg.BackfillPolicy.single_run(),  # the same policy as predictions, so both share a backfill's runs
 )
@@ -75,28 +64,68 @@ def region_report(
     config: ReportConfig,
     storage: StorageResource,
     gate: dg.ResourceParam[ModelGate],
-    imagery_tiles: dict,
 ) -> dg.Output[dict]:
     """Area per class in km², imagery beside prediction as a PNG, and a markdown summary."""
-    predicted = _predicted_in_this_run(context)
+    predicted = materialised_in_run(context, "predictions")
     return each_partition(
-        context,
-        lambda region, date, imagery: _region_report(context, config, storage, gate, imagery, predicted, region, date),
-        imagery_tiles,
+        context, lambda region, date, _: _region_report(context, config, storage, gate, predicted, region, date)
     )
 
 
-def _region_report(context, config: ReportConfig, storage, gate, imagery_tiles: dict, predicted: dict, region: str, date: str) -> dg.Output[dict]:
-    store = storage.store()
-    model, version = _which_predictions(predicted.get(f"{date}|{region}"), config, store, gate.min_miou)
-    key = model_manifest_key("predictions", model, version, dims_path({"region": region, "date": date}))
-    try:
-        predictions = store.read_json(key)
-    except ObjectNotFoundError:
+def _stored_predictions(store, model: str, version: str, region: str, date: str, config: ReportConfig, min_miou: float) -> str:
+    """The key of the version's predictions to report, when this run did not predict: those of the
+    variant and margin asked for; of several, those predictions would make by default."""
+    partition = dims_path({"region": region, "date": date})
+    folder = f"manifests/predictions/{model}/{version}/{partition}/"
+    keys = [k for k in store.list(folder.rstrip("/")) if k.startswith(folder)]
+    if not keys and store.exists(f"{folder.rstrip('/')}.json"):
         raise FileNotFoundError(
-            f"no predictions of model {model} version {version} for {date}|{region}: materialise predictions "
-            f"with config {{model: {model}, version: {version}}} first"
-        ) from None
+            f"the predictions of model {model} version {version} for {date}|{region} were stored before outputs were "
+            "keyed by imagery variant and margin: materialise predictions again to report them"
+        )
+    found = {k: store.read_json(k) for k in keys}
+    found = {k: p for k, p in found.items() if (config.margin is None or p["margin"] == config.margin)}
+    fits = {k: p for k, p in found.items() if _imagery_fits(store, p, config)}
+    if len(fits) > 1:  # as predictions would choose: the model's imagery variant, at its default margin
+        record = registry.resolve_version(store, model, version, min_miou)
+        key, imagery = choose_imagery(store, region, date, record["bands"], None, config.tile_size, config.source)
+        margin = default_margin(imagery["tile_size"]) if config.margin is None else config.margin
+        fits = {k: p for k, p in fits.items() if p["imagery"] == key and p["margin"] == margin}
+    asked = ", ".join(f"{f} {getattr(config, f)}" for f in ("margin", "tile_size", "source") if getattr(config, f) is not None)
+    what = f"predictions of model {model} version {version} for {date}|{region}{' with ' + asked if asked else ''}"
+    if not fits:
+        raise FileNotFoundError(f"no {what}: materialise predictions with config {{model: {model}, version: {version}}} first")
+    if len(fits) > 1:
+        raise ValueError(f"{len(fits)} stored {what} fit ({', '.join(sorted(fits))}): choose one with region_report "
+                         "config margin, tile_size or source")
+    return next(iter(fits))
+
+
+def _imagery_fits(store, predictions: dict, config: ReportConfig) -> bool:
+    if config.tile_size is None and config.source is None:
+        return True
+    imagery = store.read_json(predictions["imagery"])
+    return config.tile_size in (None, imagery["tile_size"]) and config.source in (None, imagery["source"])
+
+
+def _region_report(context, config: ReportConfig, storage, gate, predicted: dict, region: str, date: str) -> dg.Output[dict]:
+    store = storage.store()
+    in_run = predicted.get(f"{date}|{region}")
+    model, version = _which_predictions(in_run, config, store, gate.min_miou)
+    if in_run is not None:  # the predictions this run made: their variant and margin
+        key = model_manifest_key("predictions", model, version, dims_path({"region": region, "date": date}),
+                                 in_run["variant"], in_run["margin_px"])
+    else:
+        key = _stored_predictions(store, model, version, region, date, config, gate.min_miou)
+    predictions = store.read_json(key)
+    try:  # the very imagery these predictions were made from
+        imagery_tiles = store.read_json(predictions["imagery"])
+    except ObjectNotFoundError:
+        raise FileNotFoundError(f"the imagery of {key} is gone ({predictions['imagery']}): materialise it and predict again") from None
+    if digest(imagery_tiles) != predictions["imagery_version"]:
+        raise ValueError(
+            f"imagery_tiles {predictions['imagery']} changed after {key} was predicted from it: predict again, then report"
+        )
     tag_run(context, region=region, date=date, source=predictions["source"], model=model, model_version=version)
     bbox = catalogue(store).get(region).bbox
     counted = _tally(store, imagery_tiles, predictions, bbox)  # ground areas in m²
@@ -116,13 +145,14 @@ def _region_report(context, config: ReportConfig, storage, gate, imagery_tiles: 
         rgb = true_colour([(store.path(t["path"]), t["bounds"]) for t in imagery_tiles["tiles"]], imagery_tiles["bands"])
         classes = class_colours(store.path(predictions["mosaic"]), rgb.shape[:2])
     png = side_by_side_png(rgb, classes)
-    prefix = f"reports/{model}/{version}/{region}/{date}"
+    prefix = f"reports/{model}/{version}/{region}/{date}/{predictions['variant']}/margin-{predictions['margin']}px"
     store.write_bytes(f"{prefix}/preview.png", png)
     summary = _summary(region, date, model, version, predictions, imagery_tiles, areas, shares, reference, holdout, nodata_km2)
     store.write_bytes(f"{prefix}/report.md", summary.encode())
     image = f"![imagery and prediction](data:image/png;base64,{base64.b64encode(png).decode()})"
     manifest = {
         "region": region, "date": date, "model": model, "version": version, "predictions": key,
+        "variant": predictions["variant"], "margin": predictions["margin"],  # with model and version: the key
         "predictions_digest": digest(predictions),
         "areas_km2": areas, "nodata_km2": nodata_km2, "shares": shares,
         "index_reference": reference, **({"holdout": holdout} if holdout else {}),

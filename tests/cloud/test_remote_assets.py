@@ -19,12 +19,14 @@ from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
 from resources.training import InProcessTraining
+from geo_assets.geo.acquisitions import pick_imagery
 
 # 2 x 2 tiles of 64 px at 10 m, on the grid (as in tests/dagster).
 TINY = Region("tiny-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",))
 TINY_HOLDOUT = Region("tiny-holdout", (440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",))
 DATE = "2024-06-01"
 TILES64 = {"config": {"tile_size": 64}}
+CUT = "synthetic-64px-blue-green-red-nir"  # the imagery variant TILES64 cuts
 TRAIN = {"architecture": "fcn", "epochs": 2, "chips_per_epoch": 32, "chip_size": 64, "batch_size": 8,
          "learning_rate": 0.01, "hyperparameters": {"hidden_channels": 8}}
 
@@ -78,14 +80,14 @@ def test_whole_pipeline_with_storage_in_s3(s3_settings, prefix, instance, monkey
     assert store.root.startswith("s3://geo-assets-test/")
     manifests = store.list("manifests")
     assert manifests == sorted([
-        f"manifests/imagery_tiles/region={r}/date={DATE}.json" for r in (TINY.name, TINY_HOLDOUT.name)
+        f"manifests/imagery_tiles/region={r}/date={DATE}/{CUT}.json" for r in (TINY.name, TINY_HOLDOUT.name)
     ] + [f"manifests/labels/{r}.json" for r in (TINY.name, TINY_HOLDOUT.name)] + [
         "manifests/evaluation_set/tiny-model.json", "manifests/model_evaluation/tiny-model.json",
-        f"manifests/predictions/tiny-model/{version}/region={TINY_HOLDOUT.name}/date={DATE}.json",
-        f"manifests/region_report/tiny-model/{version}/region={TINY_HOLDOUT.name}/date={DATE}.json",
+        f"manifests/predictions/tiny-model/{version}/region={TINY_HOLDOUT.name}/date={DATE}/{CUT}/margin-32px.json",
+        f"manifests/region_report/tiny-model/{version}/region={TINY_HOLDOUT.name}/date={DATE}/{CUT}/margin-32px.json",
         "manifests/trained_model/tiny-model.json", "manifests/training_set/tiny-model.json",
     ])
-    imagery = store.read_json(f"manifests/imagery_tiles/region={TINY_HOLDOUT.name}/date={DATE}.json")
+    imagery = pick_imagery(store, TINY_HOLDOUT.name, DATE)[1]
     assert len(imagery["tiles"]) == 4 and all(store.exists(t["path"]) for t in imagery["tiles"])
     assert store.exists(f"models/tiny-model/{version}/model.pt2")
     pred = result.output_for_node("predictions")
@@ -113,7 +115,7 @@ def test_imagery_tiles_with_storage_in_gcs(gcs_settings, prefix, instance):
     resources = _resources(storage)
     result = _materialize([imagery_tiles], region_date_key(TINY.name, DATE), resources, instance, {"imagery_tiles": TILES64})
     store = storage.store()
-    key = f"manifests/imagery_tiles/region={TINY.name}/date={DATE}.json"
+    key = f"manifests/imagery_tiles/region={TINY.name}/date={DATE}/{CUT}.json"
     meta = result.asset_materializations_for_node("imagery_tiles")[0].metadata
     assert meta["manifest"].value == f"gs://geo-assets-test/{prefix}/{key}"
     manifest = store.read_json(key)

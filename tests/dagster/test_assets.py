@@ -15,6 +15,7 @@ from geo_assets.demo import failure_message
 from geo_assets.geo import synthetic
 from geo_assets.partitions import region_date_key
 from resources.gate import ModelGate
+from geo_assets.geo.acquisitions import pick_imagery
 
 KEY = region_date_key("tiny-field", "2024-06-01")
 HOLDOUT_KEY = region_date_key("tiny-holdout", "2024-06-01")
@@ -46,7 +47,7 @@ def _imagery_and_labels(resources, instance, region="tiny-field"):
 def test_imagery_tiles_writes_one_cog_per_grid_tile(registered, resources, store):
     result = _materialize([imagery_tiles], KEY, resources, registered, {"imagery_tiles": TILES64})
     assert result.success
-    manifest = store.read_json("manifests/imagery_tiles/region=tiny-field/date=2024-06-01.json")
+    manifest = pick_imagery(store, "tiny-field", "2024-06-01")[1]
     assert [tuple(t["bounds"]) for t in manifest["tiles"]] == [  # row-major, north first
         (400000.0, 5120640.0, 400640.0, 5121280.0),
         (400640.0, 5120640.0, 401280.0, 5121280.0),
@@ -72,7 +73,7 @@ def test_sample_region_keeps_real_crs_and_reports_nodata(registered, resources, 
     key = region_date_key("s2-sample", "2020-01-01")
     result = _materialize([imagery_tiles], key, resources, registered)
     assert result.success
-    manifest = store.read_json("manifests/imagery_tiles/region=s2-sample/date=2020-01-01.json")
+    manifest = pick_imagery(store, "s2-sample", "2020-01-01")[1]
     assert manifest["crs"] == "EPSG:32719" and manifest["dtype"] == "uint16"  # every source: reflectance x 10000
     assert manifest["nodata"] == 0
     meta = result.asset_materializations_for_node("imagery_tiles")[0].metadata
@@ -120,7 +121,7 @@ def test_training_evaluation_prediction_and_report(registered, resources, store)
     inference = result.asset_materializations_for_node("predictions")[0].metadata["inference"].value
     assert inference["runtime"] == "onnxruntime" and inference["how"] in ("measured", "cached", "busy machine: by CPU time")
     assert inference["batch_size"] >= 1 and inference["streams"] >= 1
-    imagery = store.read_json("manifests/imagery_tiles/region=tiny-holdout/date=2024-06-01.json")
+    imagery = pick_imagery(store, "tiny-holdout", "2024-06-01")[1]
     for tile, out in zip(imagery["tiles"], pred["tiles"]):
         with rasterio.open(store.path(tile["path"])) as a, rasterio.open(store.path(out["path"])) as b:
             assert (b.crs, b.transform, b.shape) == (a.crs, a.transform, a.shape)

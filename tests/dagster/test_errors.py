@@ -117,4 +117,6 @@ def test_predictions_without_a_model(registered, resources):
 def test_predictions_before_imagery(registered, resources):
     key = region_date_key("tiny-holdout", "2024-06-01")
     result = _run(predictions, key, resources, registered, extra=[imagery_tiles], selection=["predictions"])
-    assert "upstream asset imagery_tiles has no output for partition" in failure_message(result)
+    # The step reads the variant it needs (no IO-manager input): its own message names the partition.
+    assert "no imagery_tiles for region 'tiny-holdout' on 2024-06-01: materialise imagery_tiles[2024-06-01|tiny-holdout] first" \
+        in failure_message(result)

@@ -23,6 +23,8 @@ from geo_assets.ml import registry
 from geo_assets.partitions import region_date_key
 from geo_assets.sensors import input_changes
 from resources.gate import ModelGate
+from geo_assets.geo.acquisitions import pick_imagery
+from geo_assets.demo import only_output
 
 ALL_ASSETS = [imagery_tiles, labels, training_set, evaluation_set, trained_model, model_evaluation, predictions, region_report]
 MODELS = [training_set, evaluation_set, trained_model, model_evaluation]
@@ -77,7 +79,7 @@ def test_report_belongs_to_its_own_model_version(registered, resources, store, t
     assert pred_a["class_counts"] != pred_b["class_counts"]  # two different models, two different answers
 
     # A's manifest survives B's run, under A's version.
-    kept = store.read_json(f"manifests/predictions/tiny-model/{a}/region=tiny-holdout/date=2024-06-01.json")
+    kept = store.read_json(only_output(store, "predictions", "tiny-model", a, "tiny-holdout", "2024-06-01"))
     assert kept == pred_a
 
     # Reporting A afterwards, in a run of its own, reports A's classes, not B's (the latest) ones.
@@ -92,7 +94,7 @@ def test_report_belongs_to_its_own_model_version(registered, resources, store, t
     assert (meta["model"].value, meta["version"].value) == ("tiny-model", a)
     tags = registered.get_run_by_id(report.run_id).tags
     assert (tags["geo-assets/model"], tags["geo-assets/model-version"]) == ("tiny-model", a)
-    assert store.read_json(f"manifests/region_report/tiny-model/{a}/region=tiny-holdout/date=2024-06-01.json") == out
+    assert store.read_json(only_output(store, "region_report", "tiny-model", a, "tiny-holdout", "2024-06-01")) == out
 
     # In a run that predicts, the report is of that run's version; asking for another one is refused.
     clash = _predict(resources, registered, "tiny-model-b", version=b, report={"model": "tiny-model"})
@@ -122,13 +124,13 @@ def test_serving_alias_defaults_to_newest_gated_and_can_be_promoted(registered, 
     assert cli.main(["model", "promote", "tiny-model", old]) == 0
     promoted = _predict(resources, registered, "tiny-model").output_for_node("predictions")
     assert promoted["version"] == old
-    meta_serving = store.read_json(f"manifests/predictions/tiny-model/{old}/region=tiny-holdout/date=2024-06-01.json")
+    meta_serving = store.read_json(only_output(store, "predictions", "tiny-model", old, "tiny-holdout", "2024-06-01"))
 
     # Predicting with another version explicitly never replaces the serving one's outputs.
     other = _predict(resources, registered, "tiny-model", version=new)
     assert other.output_for_node("predictions")["version"] == new
     assert other.asset_materializations_for_node("predictions")[0].metadata["serving"].value is False
-    assert store.read_json(f"manifests/predictions/tiny-model/{old}/region=tiny-holdout/date=2024-06-01.json") == meta_serving
+    assert store.read_json(only_output(store, "predictions", "tiny-model", old, "tiny-holdout", "2024-06-01")) == meta_serving
 
     assert cli.main(["model", "promote", "tiny-model", "--auto"]) == 0
     assert registry.serving_version(store, "tiny-model", 0.2)["version"] == new
@@ -159,7 +161,7 @@ def test_evaluations_are_immutable_and_record_threshold_and_data(registered, res
     key = f"models/tiny-model/{version}/evaluations/{evaluation['evaluation']}.json"
     before = store.read_bytes(key)
     assert evaluation["min_miou"] == 0.2
-    imagery = store.read_json("manifests/imagery_tiles/region=tiny-holdout/date=2024-06-01.json")
+    imagery = pick_imagery(store, "tiny-holdout", "2024-06-01")[1]
     labels_manifest = store.read_json("manifests/labels/tiny-holdout.json")
     from geo_assets.assets.common import digest
 
@@ -234,9 +236,15 @@ def test_changed_training_input_marks_the_model_stale(registered, resources, sto
     assert result.run_requests == []
     assert _status(registered, "trained_model", "tiny-model") == StaleStatus.FRESH
 
-    # tiny-field is cut again at another tile size: the training set's acquisition changed.
+    # tiny-field is cut again at another tile size: a variant beside the one the set lists, which is unchanged.
     assert _run([imagery_tiles], region_date_key("tiny-field", "2024-06-01"), resources, registered,
                 {"imagery_tiles": {"config": {"tile_size": 128}}}).success
+    result = _tick(registered, resources, result.cursor)
+    assert result.run_requests == []
+    assert json.loads(result.cursor)["imagery_tiles"] > json.loads(cursor)["imagery_tiles"]
+
+    # Its labels cut at that tile size too: the set's acquisition changed (labels, and the variant matching them).
+    assert _run([labels], "tiny-field", resources, registered, {"labels": {"config": {"tile_size": 128}}}).success
     result = _tick(registered, resources, result.cursor)
     (request,) = result.run_requests
     assert (request.partition_key, request.asset_selection) == ("tiny-model", [dg.AssetKey("training_set")])
@@ -244,11 +252,12 @@ def test_changed_training_input_marks_the_model_stale(registered, resources, sto
     # The set's own acquisitions, not its selection again (which would take in every date cut since).
     assert request.run_config == {"ops": {"training_set": {"config": {"regions": ["tiny-field"],
                                                                       "acquisitions": ["tiny-field/2024-06-01"]}}}}
-    assert request.tags["geo-assets/changed-inputs"] == "imagery tiny-field/2024-06-01"
-    assert json.loads(result.cursor)["imagery_tiles"] > json.loads(cursor)["imagery_tiles"]
+    assert request.tags["geo-assets/changed-inputs"] == "labels tiny-field"
 
     # What the daemon then runs: the set takes the new data version, and the model turns stale.
     assert _run([training_set], "tiny-model", resources, registered, request.run_config["ops"]).success
+    (item,) = store.read_json("manifests/training_set/tiny-model.json")["items"]
+    assert item["imagery"].endswith("/date=2024-06-01/synthetic-128px-blue-green-red-nir.json")  # cut like its labels
     assert _status(registered, "trained_model", "tiny-model") == StaleStatus.STALE
     causes = get_stale_status_resolver(registered, ALL_ASSETS).get_stale_causes(dg.AssetKey("trained_model"), "tiny-model")
     assert [c.dependency.asset_key for c in causes if c.dependency] == [dg.AssetKey("training_set")]

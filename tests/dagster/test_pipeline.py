@@ -9,6 +9,8 @@ from devtools.geodesy import box_area_m2
 from geo_assets.cli import _instance
 from geo_assets.demo import run_demo
 from resources.profiles import resource_defs
+from geo_assets.geo.acquisitions import pick_imagery
+from geo_assets.demo import only_output
 
 # The quick demo trains two models; on a loaded 2-core machine that takes longer than the default limit.
 pytestmark = pytest.mark.timeout(1800)
@@ -25,7 +27,7 @@ def _serving_predictions(store, region, date):
     from geo_assets.ml import registry
 
     version = registry.serving_version(store, "landcover-unet", 0.9)["version"]
-    return store.read_json(f"manifests/predictions/landcover-unet/{version}/region={region}/date={date}.json")
+    return store.read_json(only_output(store, "predictions", "landcover-unet", version, region, date))
 
 
 def test_trained_model_reaches_miou_on_held_out_region(pipeline):
@@ -39,7 +41,7 @@ def test_trained_model_reaches_miou_on_held_out_region(pipeline):
 def test_predictions_align_pixel_exact_with_imagery(pipeline):
     _, store = pipeline
     for region, date in (("synth-holdout", "2024-06-01"), ("s2-sample", "2020-01-01")):
-        imagery = store.read_json(f"manifests/imagery_tiles/region={region}/date={date}.json")
+        imagery = pick_imagery(store, region, date)[1]
         preds = _serving_predictions(store, region, date)
         assert [t["key"] for t in imagery["tiles"]] == [t["key"] for t in preds["tiles"]]
         for tile, pred in zip(imagery["tiles"], preds["tiles"]):
@@ -100,13 +102,12 @@ def test_real_samples_are_reported_beside_an_index_reference(pipeline):
     """Each real sample's report: class shares inside the footprint beside the spectral-index
     reference (thresholds stated), and for landsat-sample the score on its held-out polygon."""
     from geo_assets.demo import REAL, _version
-    from resources.storage import dims_path, model_manifest_key
 
     _, store = pipeline
     reports = {}
     for region, model in REAL.items():
         date = {"s2-sample": "2020-01-01", "landsat-sample": "2020-05-18"}[region]
-        key = model_manifest_key("region_report", model, _version(store, model), dims_path({"region": region, "date": date}))
+        key = only_output(store, "region_report", model, _version(store, model), region, date)
         reports[region] = store.read_json(key)
         assert sum(reports[region]["shares"].values()) == pytest.approx(1.0, abs=1e-3)
         assert "index reference" in store.read_bytes(reports[region]["report"]).decode()

@@ -27,6 +27,7 @@ from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
 from resources.training import InProcessTraining
+from geo_assets.geo.acquisitions import pick_imagery
 
 DATE = "2024-06-01"
 TRAIN = Region("px-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", (DATE,))
@@ -93,7 +94,7 @@ def test_the_training_normalisation_is_stored_with_the_model_and_applied_at_pred
     stored = store.read_json(f"models/px-model/{model['version']}/model.json")["normalisation"]
     assert stored["bands"] == ["blue", "green", "red", "nir"]
     # It is the training tiles' per-band mean and spread (x = DN * scale + offset standardises them).
-    imagery = store.read_json(f"manifests/imagery_tiles/region={TRAIN.name}/date={DATE}.json")
+    imagery = pick_imagery(store, TRAIN.name, DATE)[1]
     pixels = np.concatenate([rasterio.open(store.path(t["path"])).read().reshape(4, -1) for t in imagery["tiles"]], axis=1)
     mean, std = pixels.mean(axis=1), pixels.std(axis=1)
     np.testing.assert_allclose(stored["scale"], 1 / std, rtol=1e-5)
@@ -102,7 +103,7 @@ def test_the_training_normalisation_is_stored_with_the_model_and_applied_at_pred
     norm = Normalisation.from_record({"bands": stored["bands"], "normalisation": stored})
     pred, _ = _predict(env, "px-model", HOLDOUT.name)
     net = load_model(store.path(model["weights"]))
-    holdout = store.read_json(f"manifests/imagery_tiles/region={HOLDOUT.name}/date={DATE}.json")
+    holdout = pick_imagery(store, HOLDOUT.name, DATE)[1]
     differs = 0
     m = default_margin(holdout["tile_size"])  # each tile is predicted with its neighbours' margin, then cropped
     for tile, out in zip(with_neighbours(holdout["tiles"]), pred["tiles"]):

@@ -19,6 +19,7 @@ from geo_assets.partitions import region_date_key, region_date_partitions
 from resources.compute import LocalPoolCompute
 from resources.dask_compute import DaskCompute
 from resources.profiles import resource_defs
+from geo_assets.geo.acquisitions import pick_imagery
 
 KEY = region_date_key(TINY_HOLDOUT.name, DATE)
 TILES = 16  # tiny-holdout in tiles of 32 px
@@ -30,7 +31,7 @@ def ops(version: str) -> dict:
 
 
 def manifests(store) -> tuple[dict, dict]:
-    imagery = store.read_json(f"manifests/imagery_tiles/region={TINY_HOLDOUT.name}/date={DATE}.json")
+    imagery = pick_imagery(store, TINY_HOLDOUT.name, DATE)[1]
     (key,) = [k for k in store.list("manifests/predictions") if f"region={TINY_HOLDOUT.name}/date={DATE}" in k]
     return imagery, store.read_json(key)
 

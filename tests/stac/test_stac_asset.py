@@ -15,8 +15,10 @@ from geo_assets.geo.regions import load_catalogue, save_catalogue
 from geo_assets.geo.store import Store, local_root
 from geo_assets.partitions import region_date_key
 from resources.compute import LocalPoolCompute
+from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
+from geo_assets.geo.acquisitions import pick_imagery
 
 A, B = "S2B_19FFM_20240601_0_L2A", "S2A_19FFM_20240601_1_L2A"
 
@@ -30,6 +32,7 @@ def setup(tmp_path, s3, stac_urls):
     storage = StorageResource(root=store.root)
     resources = {
         "storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
+        "gate": ModelGate(),  # imagery_tiles reads the model a run predicts with, to cut its bands
         "imagery": ImageryResource(
             earth_search_url=stac_urls["earth-search"], s3_endpoint_url=s3.endpoint_url, s3_region=s3.region,
             s3_no_sign=False, s3_access_key_id=ACCESS_KEY, s3_secret_access_key=SECRET_KEY, http_retries=2, http_backoff_s=0.05,
@@ -53,7 +56,7 @@ def test_imagery_tiles_from_earth_search(setup, catalogues):
     store, _, instance = setup
     result = _run(setup, "2024-06-01")
     assert result.success
-    manifest = store.read_json(f"manifests/imagery_tiles/region={S2_REGION.name}/date=2024-06-01.json")
+    manifest = pick_imagery(store, S2_REGION.name, "2024-06-01")[1]
     assert manifest["source"] == "earth-search" and manifest["dtype"] == "uint16" and manifest["nodata"] == 0
     assert [i["id"] for i in manifest["scene"]["items"]] == [A, B]
     assert len(manifest["tiles"]) == 4
@@ -73,7 +76,7 @@ def test_imagery_tiles_from_earth_search(setup, catalogues):
     # A cloud limit picks fewer items and writes elsewhere: the first output stays as it was.
     limited = _run(setup, "2024-06-01", max_cloud=20)
     assert limited.success
-    manifest20 = store.read_json(f"manifests/imagery_tiles/region={S2_REGION.name}/date=2024-06-01.json")
+    manifest20 = pick_imagery(store, S2_REGION.name, "2024-06-01")[1]
     assert [i["id"] for i in manifest20["scene"]["items"]] == [A]
     assert manifest20["prefix"] != manifest["prefix"] and store.exists(manifest["tiles"][0]["path"])
     assert manifest20["prefix"].rsplit("-", 1)[0] == manifest["prefix"].rsplit("-", 1)[0]  # only the scene part differs

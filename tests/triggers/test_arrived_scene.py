@@ -16,9 +16,11 @@ from geo_assets.geo.regions import Region, add_region
 from geo_assets.geo.stac import NoItemsError, SCL_CLOUD, to_reflectance
 from geo_assets.partitions import region_date_key
 from resources.compute import LocalPoolCompute
+from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
 from trigger_stores import FARM
+from geo_assets.geo.acquisitions import pick_imagery
 
 DATE = "2024-06-01"
 FOLDER = f"incoming/{FARM.name}/{DATE}"
@@ -33,7 +35,7 @@ def storage_of(store) -> StorageResource:
 def materialise(store, instance, **config):
     storage = storage_of(store)
     resources = {"storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
-                 "imagery": ImageryResource()}
+                 "imagery": ImageryResource(), "gate": ModelGate()}
     return dg.materialize(
         [imagery_tiles], partition_key=region_date_key(FARM.name, DATE), resources=resources, instance=instance,
         run_config={"ops": {"imagery_tiles": {"config": {"tile_size": 64, **config}}}}, raise_on_error=False,
@@ -62,7 +64,7 @@ def test_the_run_reads_the_scene_that_arrived(any_store, instance):
     dn, scl = write_scene(any_store, FOLDER, "S2A_T31_20240601_0", FARM.bbox, FARM.crs, date=DATE, seed=1)
     result = materialise(any_store, instance, arrivals=FOLDER)
     assert result.success
-    manifest = any_store.read_json(f"manifests/imagery_tiles/region={FARM.name}/date={DATE}.json")
+    manifest = pick_imagery(any_store, FARM.name, DATE)[1]
     (version,) = [o.version for o in any_store.scan(FOLDER)[0] if o.key.endswith(".json")]
     assert manifest["source"] == "earth-search"
     assert manifest["scene"]["arrivals"]["items"] == [[f"{FOLDER}/S2A_T31_20240601_0.json", version]]
@@ -83,7 +85,7 @@ def test_the_run_reads_the_scene_that_arrived(any_store, instance):
     # A rewritten scene is another scene: another output path, its own pixels, the first kept.
     dn2, scl2 = write_scene(any_store, FOLDER, "S2A_T31_20240601_0", FARM.bbox, FARM.crs, date=DATE, seed=2)
     assert materialise(any_store, instance, arrivals=FOLDER).success
-    second = any_store.read_json(f"manifests/imagery_tiles/region={FARM.name}/date={DATE}.json")
+    second = pick_imagery(any_store, FARM.name, DATE)[1]
     assert second["prefix"] != manifest["prefix"] and any_store.exists(manifest["tiles"][0]["path"])
     tile = second["tiles"][0]
     with any_store.env(), rasterio.open(any_store.path(tile["path"])) as src:

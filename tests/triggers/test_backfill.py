@@ -11,6 +11,8 @@ import pytest
 from devtools.dagster_dev import BIN, ROOT, graphql
 from geo_assets.assets.common import digest
 from geo_assets.graphql import DagsterClient
+from geo_assets.geo.acquisitions import pick_imagery
+from geo_assets.demo import only_output
 
 BACKFILL = """
 query Backfill($id: String!) {
@@ -27,7 +29,8 @@ def _backfill_ids(url) -> set[str]:
 
 
 def _materialized(world, asset: str, region: str) -> set[str]:
-    return {k.rsplit("date=", 1)[1].removesuffix(".json")
+    # The date of each manifest key: ...region=R/date=D/<variant>[/margin-Npx].json
+    return {k.split("date=", 1)[1].split("/", 1)[0].removesuffix(".json")
             for k in world.store.list(f"manifests/{asset}") if f"region={region}/" in k}
 
 
@@ -50,9 +53,9 @@ def test_backfill_of_one_regions_dates_runs_once_through_the_daemon(world, serve
     assert tags["geo-assets/date"] == f"{DATES[0]}...{DATES[-1]}"
 
     for date in DATES:  # each partition stored as if it had run alone, by the version the run config chose
-        manifest = world.store.read_json(f"manifests/predictions/landcover-unet/{world.version}/region=tiny-field/date={date}.json")
+        manifest = world.store.read_json(only_output(world.store, "predictions", "landcover-unet", world.version, "tiny-field", date))
         assert (manifest["date"], manifest["version"]) == (date, world.version)
-        assert world.store.exists(f"reports/landcover-unet/{world.version}/tiny-field/{date}/preview.png")
+        assert [k for k in world.store.list(f"reports/landcover-unet/{world.version}/tiny-field/{date}") if k.endswith("/preview.png")]
     assert not _materialized(world, "imagery_tiles", "tiny-holdout") & set(DATES)
 
 
@@ -95,7 +98,7 @@ def test_partition_range_from_the_dagster_cli(world, monkeypatch):
         ours = [e for e in events if e.partition_key in {f"{d}|tiny-holdout" for d in dates}]
         assert len({e.run_id for e in ours}) == 1 and len(ours) == 3
         for event in ours:  # each partition carries its own manifest's digest and tile count
-            manifest = world.store.read_json(f"manifests/imagery_tiles/region=tiny-holdout/date={event.partition_key[:10]}.json")
+            manifest = pick_imagery(world.store, "tiny-holdout", event.partition_key[:10])[1]
             metadata = event.asset_materialization.metadata
             assert metadata["manifest_digest"].value == digest(manifest)
             assert metadata["tile_count"].value == len(manifest["tiles"]) == 1

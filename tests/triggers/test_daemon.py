@@ -13,6 +13,7 @@ from devtools.arrivals import write_item, write_scene
 from geo_assets.assets.common import digest
 from geo_assets.geo.store import make_store
 from trigger_stores import BUCKET, FARM, s3_settings
+from geo_assets.geo.acquisitions import pick_imagery
 
 TODAY = datetime.now(timezone.utc).date().isoformat()
 FAST = {"GEO_ASSETS_ARRIVALS_INTERVAL": "1", "GEO_ASSETS_ARRIVALS_SETTLE_SECONDS": "1"}
@@ -114,7 +115,7 @@ def test_arrived_scenes_of_one_partition_run_one_after_the_other_to_the_end(tmp_
         assert [r.dagster_run.status for r in runs] == [dg.DagsterRunStatus.SUCCESS] * 2
         assert {r.dagster_run.tags["dagster/partition"] for r in runs} == {f"{TODAY}|arrival-farm"}
         assert runs[1].start_time >= runs[0].end_time  # queued behind, not beside
-        manifest = store.read_json(f"manifests/imagery_tiles/region=arrival-farm/date={TODAY}.json")
+        manifest = pick_imagery(store, "arrival-farm", TODAY)[1]
         assert [i["id"] for i in manifest["scene"]["items"]] == ["S2A_1", "S2B_2"]  # both scenes, in mosaic order
         assert manifest["scene"]["arrivals"]["folder"] == folder
     finally:

@@ -7,6 +7,7 @@ import pytest
 
 from devtools.dagster_dev import free_port, graphql, wait
 from geo_assets.graphql import DagsterClient, LaunchError
+from geo_assets.demo import only_output
 
 RUN_IDS = """{ runsOrError { ... on Runs { results { runId } } } }"""
 
@@ -31,7 +32,7 @@ def test_launch_waits_and_reports_each_step(world, server):
     assert tags["dagster/partition"] == "2024-06-02|tiny-field"
     assert (tags["geo-assets/model"], tags["geo-assets/model-version"]) == ("landcover-unet", world.version)
     assert tags["geo-assets/trigger"] == "cli-launch" and tags["geo-assets/source"] == "synthetic"
-    manifest = world.store.read_json(f"manifests/predictions/landcover-unet/{world.version}/region=tiny-field/date=2024-06-02.json")
+    manifest = world.store.read_json(only_output(world.store, "predictions", "landcover-unet", world.version, "tiny-field", "2024-06-02"))
     assert manifest["version"] == world.version and len(manifest["tiles"]) == 1
 
 
@@ -104,4 +105,6 @@ def test_the_readme_curl_launch_works(world, server, readme_curl):
     assert run["status"] == "SUCCESS"
     tags = {t["key"]: t["value"] for t in run["tags"]}
     assert (tags["dagster/partition"], tags["geo-assets/model"]) == ("2024-08-01|tiny-field", "landcover-unet")
-    assert world.store.exists(f"reports/landcover-unet/{world.version}/tiny-field/2024-08-01/report.md")
+    # Reports lie under their imagery variant and margin: one of each here, the default margin.
+    (report,) = [k for k in world.store.list(f"reports/landcover-unet/{world.version}/tiny-field/2024-08-01") if k.endswith("/report.md")]
+    assert report.endswith("/margin-32px/report.md")
