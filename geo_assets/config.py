@@ -132,10 +132,10 @@ class TrainingSetConfig(_SetConfig):
 class EvaluationSetConfig(_SetConfig):
     """Held-out acquisitions a model is judged on; their footprints may not touch the training ground.
     The first selection for a model becomes its registered evaluation set (the one its gate is judged on);
-    a later, different selection changes it only with `register_set: true`."""
+    only `geo-assets model evaluation-set` changes it later: no run config can, or a run could pick the
+    set its own version is judged on."""
 
     regions: Regions = ["synth-holdout"]
-    register_set: bool = False
 
 
 class TrainingConfig(_Config):

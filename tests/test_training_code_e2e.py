@@ -129,3 +129,16 @@ def test_a_run_after_the_training_code_changed_trains_anew(tmp_path, world):
     # The edited code again: its version exists, so it is reused as it was stored.
     assert "reusing it unchanged" in _train(edited, env)
     assert len([k for k in store.list("models/code-model") if k.endswith("/model.json")]) == 2
+
+
+def test_the_same_acquisitions_in_another_order_name_another_version():
+    # The set's order decides which tile each chip draw picks (ml.data.ChipSampler), so it decides the
+    # weights: a set listed [b, a] may not reuse the version trained on [a, b].
+    from geo_assets.ml.versions import TrainingRequest, version_of
+
+    items = [{"region": r, "date": "2024-06-01", "imagery_version": f"i-{r}", "labels_version": f"l-{r}"} for r in "ab"]
+    runtime = {"device": "cpu", "torch": "2.13.0"}
+    forward = version_of(TrainingRequest("m", {"epochs": 1}, {"items": items}), runtime)
+    backward = version_of(TrainingRequest("m", {"epochs": 1}, {"items": items[::-1]}), runtime)
+    assert forward != backward
+    assert forward == version_of(TrainingRequest("m", {"epochs": 1}, {"items": [dict(i) for i in items]}), runtime)

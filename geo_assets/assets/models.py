@@ -28,25 +28,29 @@ ALL = dg.AllPartitionMapping()
 CODE_VERSION = "2"  # bump when a change to this module changes what these assets store
 
 
-def _register_evaluation_set(context: dg.AssetExecutionContext, store, model: str, config: EvaluationSetConfig,
-                             manifest: dict) -> dict:
-    """The set a model is judged on changes only on purpose: the first selection for a model registers it,
-    a different one later only with `register_set: true` (or `geo-assets model evaluation-set`)."""
+def _register_evaluation_set(context: dg.AssetExecutionContext, store, model: str, manifest: dict) -> dict:
+    """The set a model is judged on changes only on purpose: the first selection for a model registers it
+    (unless a sensor launched the run: automation never defines a set), and later only
+    `geo-assets model evaluation-set` changes it. No run config can, or a run could choose its own judge."""
     pairs = registry.acquisitions(manifest)
     this = registry.set_id(pairs)
     registered = registry.registered_set(store, model)
-    if registered is None or config.register_set:
-        why = "register_set: true" if config.register_set else "the model had none"
-        registered, changed = registry.register_set(store, model, pairs, by=f"run {context.run.run_id} ({why})")
+    sensor = context.run.tags.get("dagster/sensor_name")
+    if registered is None and sensor is None:
+        registered, changed = registry.register_set(store, model, pairs, by=f"run {context.run.run_id} (the model had none)")
         if changed:
             context.log.info(f"registered the evaluation set of {model}: revision {registered['revision']}, "
-                             f"{len(pairs)} acquisitions, set {this} ({why})")
+                             f"{len(pairs)} acquisitions, set {this} (the model had none)")
+    elif registered is None:
+        context.log.warning(f"evaluation_set[{model}] was selected by sensor {sensor}; the model has no registered "
+                            f"evaluation set, and automation never registers one: run `geo-assets model evaluation-set {model}`")
+        return {"set_id": this, "registered_set": "none", "is_registered_set": False}
     elif registered["set_id"] != this:
         context.log.warning(
             f"evaluation_set[{model}] selects {len(pairs)} acquisitions (set {this}), not the model's registered "
             f"evaluation set (revision {registered['revision']}, {len(registered['acquisitions'])} acquisitions, set "
             f"{registered['set_id']}): evaluations on it are recorded but make no version serve. To change the "
-            f"registered set, materialise with register_set: true or run `geo-assets model evaluation-set {model}`"
+            f"registered set, run `geo-assets model evaluation-set {model}`"
         )
     return {
         "set_id": this,
@@ -80,7 +84,7 @@ def _dataset_asset(name: str, config_type: type, role: str):
         tag_run(context, model=model, regions=",".join(config.regions))
         metadata = dataset_metadata(manifest)
         if isinstance(config, EvaluationSetConfig):
-            metadata.update(_register_evaluation_set(context, store, model, config, manifest))
+            metadata.update(_register_evaluation_set(context, store, model, manifest))
         return output(manifest, metadata)
 
     return _asset

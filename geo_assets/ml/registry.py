@@ -44,7 +44,8 @@ def _hash(value: object, length: int) -> str:
 def version_id(config: dict, input_versions: dict[str, str], runtime: dict[str, str], training_code: str) -> str:
     """Config, input data versions, runtime (device type, torch version) and the training code's digest
     (`ml.training_code.digest()`): what decides the weights."""
-    return _hash({"config": config, "inputs": input_versions, "runtime": runtime, "code": training_code}, 12)
+    # The inputs as ordered pairs: the set's order decides which tile each chip draw picks.
+    return _hash({"config": config, "inputs": list(input_versions.items()), "runtime": runtime, "code": training_code}, 12)
 
 
 def input_versions(dataset_manifest: dict) -> dict[str, str]:

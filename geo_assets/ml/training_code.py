@@ -12,6 +12,8 @@ in it because an edit to it can change the weights or the files stored for a ver
 - ml/inputs.py         how an imagery tile is read and its valid pixels found
 - ml/versions.py       the training step: the set's order, groups, normalisation fit, the record
 - ml/predict.py        the exports written as the version (model.pt2, model.onnx)
+- ml/device.py         the device and the CPU thread count training runs with (float sums follow it)
+- geo/cog.py           how a tile's pixels are read from its COG
 - geo/landcover.py     the class legend and the ignored label value the loss is taught with
 
 The digest is of each module's syntax tree without docstrings, so comments, docstrings and layout
@@ -34,6 +36,8 @@ MODULES = (
     "ml/inputs.py",
     "ml/versions.py",
     "ml/predict.py",
+    "ml/device.py",
+    "geo/cog.py",
     "geo/landcover.py",
 )
 PACKAGE = Path(__file__).resolve().parents[1]  # geo_assets/

@@ -22,7 +22,14 @@ import psutil
 import pytest
 
 from devtools.dagster_dev import BIN, ROOT
-from geo_assets.assets.common import digest, imagery_key
+from geo_assets.assets.common import digest
+from geo_assets.geo import acquisitions
+from geo_assets.geo.sources import DEFAULT_BANDS
+
+
+def imagery_key(region: str, date: str, tile_size: int) -> str:
+    """The manifest of the synthetic source's default-band variant at this tile size."""
+    return acquisitions.imagery_key(region, date, acquisitions.variant("synthetic", tile_size, list(DEFAULT_BANDS)))
 
 
 @pytest.fixture
@@ -167,7 +174,7 @@ def test_a_range_backfill_never_writes_a_partition_while_a_materialize_run_does(
         f"range run {b_run.run_id} over {b_writes}")
 
     # The output is whole: the manifest is the last publisher's, and every tile it lists is stored.
-    manifest = world.store.read_json(imagery_key(region, dates[1]))
+    manifest = world.store.read_json(imagery_key(region, dates[1], 256))
     assert manifest["tile_size"] == 256 and all(world.store.exists(t["path"]) for t in manifest["tiles"])
     events = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("imagery_tiles"), asset_partitions=[partition]), limit=1).records
@@ -203,7 +210,7 @@ def test_an_orphaned_step_whose_run_was_marked_failed_cannot_publish(world, inst
                               cwd=ROOT, env=world.env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         b_run = _run_of(instance, partition, before | {a_run.run_id})
-        published = world.store.read_json(imagery_key(region, date))
+        published = world.store.read_json(imagery_key(region, date, 32))
         assert published["tile_size"] == 32
 
         # The orphan goes on to the end of its step.
@@ -216,8 +223,9 @@ def test_an_orphaned_step_whose_run_was_marked_failed_cannot_publish(world, inst
 
     # It wrote its tiles, but the published output is still the other run's, whole.
     assert len(_tiles(world, region, date, 16)) == 64
-    manifest = world.store.read_json(imagery_key(region, date))
+    manifest = world.store.read_json(imagery_key(region, date, 32))
     assert manifest == published, f"the orphaned step of run {a_run.run_id} published over run {b_run.run_id}"
+    assert not world.store.exists(imagery_key(region, date, 16)), f"the orphaned step of run {a_run.run_id} published its variant"
     assert all(world.store.exists(t["path"]) for t in manifest["tiles"])
     assert a_run.run_id not in _published(instance, partition)
     assert instance.get_run_by_id(a_run.run_id).status == dg.DagsterRunStatus.FAILURE
@@ -247,5 +255,5 @@ def test_a_run_that_waited_its_limit_fails_naming_the_writer(world, instance, tm
     assert second.returncode != 0, "the second run wrote the partition while the first was writing it"
     assert f"run {a_run.run_id} is writing this partition" in second.stdout + second.stderr
     assert not _tiles(world, region, date, 32)  # it wrote nothing
-    manifest = world.store.read_json(imagery_key(region, date))
+    manifest = world.store.read_json(imagery_key(region, date, 16))
     assert manifest["tile_size"] == 16 and all(world.store.exists(t["path"]) for t in manifest["tiles"])

@@ -160,11 +160,17 @@ def test_an_evaluation_on_the_registered_set_serves_and_the_set_changes_only_on_
     assert f"* {version}" in d.main("model", "list", MODEL)
     _ok(d.predict())
 
-    # Changing the set is an explicit act, recorded with a new revision.
-    _ok(d.evaluate([OTHER.name], register_set=True))
+    # No run can choose the set it is judged on: run config that tries is refused before the run starts.
+    tried = d.evaluate([OTHER.name], register_set=True)
+    assert tried.returncode != 0 and 'unexpected config entry "register_set"' in tried.stdout + tried.stderr
+    assert registry.registered_set(d.store, MODEL) == registered
+
+    # Changing the set is an explicit act outside any run, recorded with a new revision.
+    d.main("model", "evaluation-set", MODEL, "--regions", OTHER.name)
     changed = registry.registered_set(d.store, MODEL)
     assert changed["acquisitions"] == [[OTHER.name, DATE]] and changed["revision"] == 2
-    assert changed["previous_set_id"] == registered["set_id"] and "register_set: true" in changed["changed_by"]
+    assert changed["previous_set_id"] == registered["set_id"] and "geo-assets model evaluation-set" in changed["changed_by"]
+    _ok(d.evaluate([OTHER.name]))
     assert _latest_metadata(d.home, "evaluation_set")["registered_revision"] == 2
 
 
