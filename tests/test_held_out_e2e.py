@@ -17,10 +17,12 @@ import pytest
 from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.assets.labels import labels
 from geo_assets.cli import register
+from geo_assets.geo.acquisitions import pick_imagery
 from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
 from geo_assets.geo.store import Store, local_root
 from geo_assets.partitions import region_date_key
 from resources.compute import LocalPoolCompute
+from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
 
@@ -50,6 +52,7 @@ def world(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     storage = StorageResource(root=store.root)
     resources = {"storage": storage, "compute": LocalPoolCompute(workers=2), "imagery": ImageryResource(),
+                 "gate": ModelGate(),  # imagery_tiles reads the model a run predicts with, to cut its bands
                  "io_manager": ManifestIOManager(storage=storage)}
     with dg.DagsterInstance.from_config(str(home)) as instance:
         register(instance, regions=[WEST.name, EAST.name, APART.name], models=["ls-model"])
@@ -89,8 +92,8 @@ def test_abutting_regions_share_their_edge_tiles_and_are_refused_then_ground_apa
     assert found, out[-3000:]
     # The middle column: 5 tiles of 7680 m, on the ellipsoid within 0.2 % of the map's area.
     assert float(found.group(1)) == pytest.approx(5 * TILE_M**2 / 1e6, rel=2e-3)
-    middle = {t["key"] for t in store.read_json(f"manifests/imagery_tiles/region=ls-west/date={LANDSAT_DATE}.json")["tiles"]} & \
-             {t["key"] for t in store.read_json(f"manifests/imagery_tiles/region=ls-east/date={LANDSAT_DATE}.json")["tiles"]}
+    middle = {t["key"] for t in pick_imagery(store, "ls-west", LANDSAT_DATE)[1]["tiles"]} & \
+             {t["key"] for t in pick_imagery(store, "ls-east", LANDSAT_DATE)[1]["tiles"]}
     assert set(found.group(2).split(", ")) == middle and len(middle) == 5
     versions = [k for k in store.list("models/ls-model") if k.endswith("/model.json")]
     assert len(versions) == 1 and not any("/evaluations/" in k for k in store.list("models/ls-model"))

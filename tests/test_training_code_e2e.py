@@ -20,6 +20,7 @@ from geo_assets.geo.store import Store, local_root
 from geo_assets.ml import training_code
 from geo_assets.partitions import region_date_key
 from resources.compute import LocalPoolCompute
+from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
 
@@ -93,6 +94,7 @@ def world(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     storage = StorageResource(root=store.root)
     resources = {"storage": storage, "compute": LocalPoolCompute(workers=2), "imagery": ImageryResource(),
+                 "gate": ModelGate(),  # imagery_tiles reads the model a run predicts with, to cut its bands
                  "io_manager": ManifestIOManager(storage=storage)}
     tiles = {"config": {"tile_size": 64}}
     with dg.DagsterInstance.from_config(str(home)) as instance:

@@ -277,16 +277,20 @@ def test_a_backfill_of_more_dates_never_grows_an_evaluation_set(registered, reso
     for date in ("2024-06-01", "2024-06-02", "2024-06-03"):
         assert _run([imagery_tiles], region_date_key("tiny-holdout", date), resources, registered,
                     {"imagery_tiles": {"config": {"tile_size": 128}}}).success
+    # ... and its labels cut at that size too: the set's one acquisition changed (its labels, and the
+    # imagery variant matching them), so the sensor selects the set again.
+    assert _run([labels], "tiny-holdout", resources, registered, {"labels": {"config": {"tile_size": 128}}}).success
     result = _tick(registered, resources, cursor)
     (request,) = [r for r in result.run_requests if r.asset_selection == [dg.AssetKey("evaluation_set")]]
-    assert request.tags["geo-assets/changed-inputs"] == "imagery tiny-holdout/2024-06-01"
+    assert request.tags["geo-assets/changed-inputs"] == "labels tiny-holdout"
 
     # What the daemon then runs: the set keeps its one acquisition, with its new data version.
     rerun = _run([evaluation_set], "tiny-model", resources, registered, request.run_config["ops"])
     assert rerun.success
     after = store.read_json("manifests/evaluation_set/tiny-model.json")
     assert [(i["region"], i["date"]) for i in after["items"]] == [("tiny-holdout", "2024-06-01")]
-    assert after["items"][0]["imagery_version"] != before["items"][0]["imagery_version"]
+    assert after["items"][0]["labels_version"] != before["items"][0]["labels_version"]
+    assert after["items"][0]["imagery"].endswith("/date=2024-06-01/synthetic-128px-blue-green-red-nir.json")
     assert registry.registered_set(store, "tiny-model") == registered_set
     assert rerun.asset_materializations_for_node("evaluation_set")[0].metadata["is_registered_set"].value is True
 

@@ -7,7 +7,7 @@ import pytest
 from rasterio.warp import transform_bounds
 
 from devtools.geodesy import box_area_m2
-from resources.storage import dims_path, model_manifest_key
+from geo_assets.demo import only_output
 
 DATE = "2024-06-01"
 UTM = ("ground-utm", (499360.0, 4982400.0, 500640.0, 4983680.0), "EPSG:32631")  # 1.28 km square at 45° N, 3° E
@@ -21,8 +21,7 @@ def _report(world, server, name, bbox, crs) -> dict:
     assert added.returncode == 0, added.stdout + added.stderr
     launched = world.cli("launch", "--region", name, "--date", DATE, "--wait", "--url", server)
     assert launched.returncode == 0, launched.stdout + launched.stderr
-    return world.store.read_json(model_manifest_key("region_report", "landcover-unet", world.version,
-                                                    dims_path({"region": name, "date": DATE})))
+    return world.store.read_json(only_output(world.store, "region_report", "landcover-unet", world.version, name, DATE))
 
 
 def test_areas_are_ground_areas_in_any_projected_crs(world, server):
