@@ -100,7 +100,11 @@ def test_abutting_regions_share_their_edge_tiles_and_are_refused_then_ground_apa
     record = store.read_json(versions[0])
     assert [(i["region"], i["ground"]["crs"]) for i in record["training_set"]] == [("ls-west", "EPSG:32621")]
 
-    # The same version judged on ground apart (another UTM zone, compared on the ellipsoid) is evaluated.
+    # The same version judged on ground apart (another UTM zone, compared on the ellipsoid) is evaluated,
+    # once that ground is made the model's registered evaluation set (the explicit act that changes it).
+    registered = subprocess.run([BIN / "geo-assets", "model", "evaluation-set", "ls-model", "--regions", APART.name,
+                                 "--dates", SYNTHETIC_DATE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert registered.returncode == 0, registered.stdout + registered.stderr
     judged = _materialize(env, "evaluation_set,model_evaluation", _sets(WEST, APART, SYNTHETIC_DATE))
     assert judged.returncode == 0, (judged.stdout + judged.stderr)[-3000:]
     evaluations = [store.read_json(k) for k in store.list("models/ls-model") if "/evaluations/" in k]
