@@ -121,7 +121,8 @@ def run_demo_cloud(workdir: Path, quick: bool = False) -> int:
 def _dates(env: dict[str, str], model: str, region: str) -> list[str]:
     store = _store(env)
     prefix = f"{_predictions(store, model)}/region={region}"
-    return sorted(k.rsplit("date=", 1)[1].removesuffix(".json") for k in store.list(prefix))
+    # .../date=D/<variant>/margin-<N>px.json: the date is the folder, whatever variant and margin lie under it
+    return sorted({k.split("/date=", 1)[1].split("/", 1)[0] for k in store.list(prefix)})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ import yaml
 from ui_world import DATE, FIELD, MODEL
 
 from devtools.dagster_dev import graphql
+from geo_assets.demo import only_output
 
 ASSETS = ("imagery_tiles", "predictions", "region_report")
 BACKFILL_DATES = ("2024-06-02", "2024-06-03")
@@ -194,7 +195,8 @@ def test_materialise_see_the_preview_and_backfill_in_the_ui(server, page, shoot)
     assert tags["geo-assets/region"] == FIELD.name and tags["geo-assets/source"] == "synthetic"
     assert tags["geo-assets/model"] == MODEL and tags["geo-assets/model-version"] == server.model_version
 
-    stored = server.store.read_bytes(f"reports/{MODEL}/{server.model_version}/{FIELD.name}/{DATE}/preview.png")
+    report = server.store.read_json(only_output(server.store, "region_report", MODEL, server.model_version, FIELD.name, DATE))
+    stored = server.store.read_bytes(report["preview"])
     _see_preview(page, server.base, stored, shoot)
 
     backfill_id = _backfill_from_partition_dialog(page, graph_url, shoot)
