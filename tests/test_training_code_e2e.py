@@ -11,18 +11,14 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from local_world import local_world
 
 from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.assets.labels import labels
 from geo_assets.cli import register
-from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
-from geo_assets.geo.store import Store, local_root
+from geo_assets.geo.regions import Region
 from geo_assets.ml import training_code
 from geo_assets.partitions import region_date_key
-from resources.compute import LocalPoolCompute
-from resources.gate import ModelGate
-from resources.imagery import ImageryResource
-from resources.storage import ManifestIOManager, StorageResource
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -84,18 +80,7 @@ def test_an_edited_loss_names_a_new_version_and_a_comment_does_not(tmp_path):
 @pytest.fixture
 def world(tmp_path, monkeypatch):
     """A DAGSTER_HOME and a store with a tiny region's imagery and labels."""
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
-    store = Store(local_root(tmp_path / "storage"))
-    catalogue = load_catalogue(store)
-    catalogue.add(FIELD)
-    save_catalogue(store, catalogue)
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    storage = StorageResource(root=store.root)
-    resources = {"storage": storage, "compute": LocalPoolCompute(workers=2), "imagery": ImageryResource(),
-                 "gate": ModelGate(),  # imagery_tiles reads the model a run predicts with, to cut its bands
-                 "io_manager": ManifestIOManager(storage=storage)}
+    home, store, resources = local_world(tmp_path, monkeypatch, [FIELD])
     tiles = {"config": {"tile_size": 64}}
     with dg.DagsterInstance.from_config(str(home)) as instance:
         register(instance, regions=[FIELD.name], models=["code-model"])
