@@ -15,8 +15,12 @@ demo: setup
 demo-cloud: setup
 	$(BIN)/geo-assets demo-cloud
 
+# Two workers, a test file each at a time (tests/conftest.py pins their cores): first the suite,
+# then the end-to-end runs of several minutes and the container tests (markers `slow`, `containers`).
 test: setup
-	$(BIN)/python -m pytest -n 2 --dist loadfile  # two workers, a test file each at a time (tests/conftest.py pins their cores)
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15 -m 'not soak and not slow and not containers'
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15 -m 'slow or containers'
+
 
 dev: setup
 	$(BIN)/dagster dev -w workspace.yaml

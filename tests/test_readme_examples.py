@@ -18,7 +18,7 @@ from devtools.dagster_dev import launch as _launch
 from devtools.dagster_dev import wait as _wait
 from geo_assets.geo.store import Store
 
-pytestmark = pytest.mark.timeout(2400)  # the quick demo trains two models
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # the quick demo trains two models
 
 README = (ROOT / "README.md").read_text()
 PARTITION = "2024-06-01|synth-holdout"  # the demo's evaluation date of its held-out region

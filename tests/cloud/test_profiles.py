@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(2400)  # three quick demos, each training two models
 def test_demo_cloud_gives_identical_predictions_on_every_profile(tmp_path):
     proc = subprocess.run([BIN / "geo-assets", "demo-cloud", "--quick", "--workdir", tmp_path / "dc"],

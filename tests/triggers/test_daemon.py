@@ -53,7 +53,7 @@ def test_ticks_through_the_daemon_request_each_arrival_once_across_a_restart(tmp
         b1, b2 = "incoming/arrival-farm/2024-06-01/S2A_2.json", "incoming/arrival-farm/2024-06-01/S2B_3.json"
         for key in (a, b1, b2, f"incoming/arrival-farm/{TODAY}/S2A_1/B04.tif", "incoming/notes.txt"):
             write_item(store, key)
-        runs = wait_for(lambda: len(runs_of(instance)) >= 2 and queued(runs_of(instance)), 90, "two queued runs", daemon)
+        runs = wait_for(lambda: len(runs_of(instance)) >= 2 and queued(runs_of(instance)), 180, "two queued runs", daemon)
         refs_b = sorted([ref(store, b1), ref(store, b2)])
         assert [(r.job_name, r.status, r.tags["dagster/partition"], r.tags["dagster/run_key"], r.tags["geo-assets/arrivals"],
                  r.run_config) for r in runs] == [
@@ -75,11 +75,11 @@ def test_ticks_through_the_daemon_request_each_arrival_once_across_a_restart(tmp
         daemon.start()
         seen = {r.run_id for r in runs}
         later = lambda: [r for r in runs_of(instance) if r.run_id not in seen]  # noqa: E731
-        new = wait_for(lambda: len(later()) >= 2 and queued(later()), 90, "two more queued runs", daemon)
+        new = wait_for(lambda: len(later()) >= 2 and queued(later()), 180, "two more queued runs", daemon)
         assert sorted((r.tags["dagster/partition"], r.tags["geo-assets/arrivals"]) for r in new) == [
             ("2019-03-01|arrival-farm", ref(store, late)), ("2024-06-01|arrival-farm", ref(store, b1))]
         ticks = len(sensor_ticks(instance))
-        wait_for(lambda: len(sensor_ticks(instance)) >= ticks + 3, 60, "three more ticks", daemon)
+        wait_for(lambda: len(sensor_ticks(instance)) >= ticks + 3, 180, "three more ticks", daemon)
         assert len(runs_of(instance)) == 4  # nothing twice, nothing for the deletion
     finally:
         daemon.stop()
@@ -102,9 +102,9 @@ def test_arrived_scenes_of_one_partition_run_one_after_the_other_to_the_end(tmp_
     try:
         wait_for(lambda: sensor_ticks(instance), 120, "the first tick", daemon)
         write_scene(store, folder, "S2A_1", FARM.bbox, FARM.crs, date=TODAY, seed=1)
-        (first,) = wait_for(lambda: queued(runs_of(instance)), 60, "the first run", daemon)
+        (first,) = wait_for(lambda: queued(runs_of(instance)), 180, "the first run", daemon)
         write_scene(store, folder, "S2B_2", FARM.bbox, FARM.crs, date=TODAY, seed=2, cloud=50.0)
-        second = wait_for(lambda: queued([r for r in runs_of(instance) if r.run_id != first.run_id]), 60, "the second run", daemon)[0]
+        second = wait_for(lambda: queued([r for r in runs_of(instance) if r.run_id != first.run_id]), 180, "the second run", daemon)[0]
         daemon.stop()
         dagster_home(home, max_concurrent_runs=2)  # room for both: only the per-partition limit can hold one back
         daemon.start()

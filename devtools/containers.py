@@ -1,0 +1,178 @@
+"""A Docker engine and base images made from Debian packages, for the container tests and the
+deployment stack on one host (deploy/compose/).
+
+No image registry is reachable from the machines this project is tested on, so nothing is pulled:
+the engine is Debian's `docker.io`, started with no bridge network (every container shares the
+host's network: `--network host`, compose's `network_mode: host`), and the base images are made
+here: `debootstrap --variant=minbase bookworm` imported as `geo-assets/debian:bookworm`, then
+deploy/base/Dockerfile adds Debian's Python 3.11 as `geo-assets/python:3.11-bookworm`.
+
+    python -m devtools.containers          # engine up, both base images made (idempotent)
+    python -m devtools.containers app      # ... and the project's image, geo-assets:cpu
+
+Each step takes a file lock, so two test workers never start two engines or bootstrap twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache" / "containers"
+DEBIAN_IMAGE = "geo-assets/debian:bookworm"
+PYTHON_IMAGE = "geo-assets/python:3.11-bookworm"
+APP_IMAGE = "geo-assets:cpu"  # deploy/Dockerfile on the Python base above
+PACKAGES = {"dockerd": "docker.io", "debootstrap": "debootstrap", "docker-compose": "docker-compose"}
+# The engine as INFRA.md starts it: no bridge, no iptables, so containers only ever see the host's network.
+DOCKERD = ["dockerd", "--bridge=none", "--iptables=false", "--ip-masq=false"]
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+class ContainerError(RuntimeError):
+    """A container step failed; the message names the step and carries its output's tail."""
+
+
+@contextmanager
+def _lock(name: str) -> Iterator[None]:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f"{name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def run(*args: str, what: str, timeout: float = 1800, **kw) -> subprocess.CompletedProcess:
+    """`args` run to the end; a failure raises ContainerError naming `what` with the output's tail."""
+    proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, **kw)
+    if proc.returncode != 0:
+        tail = (proc.stdout[-3000:] + "\n" + proc.stderr[-3000:]).strip()
+        raise ContainerError(f"{what} failed (exit {proc.returncode}): {' '.join(args[:6])} ...\n{tail}")
+    return proc
+
+
+def docker(*args: str, what: str | None = None, timeout: float = 1800, **kw) -> subprocess.CompletedProcess:
+    return run("docker", *args, what=what or f"docker {args[0]}", timeout=timeout, **kw)
+
+
+def _install_packages() -> None:
+    missing = [pkg for binary, pkg in PACKAGES.items() if not shutil.which(binary)]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise ContainerError(f"{', '.join(missing)} missing: install with `sudo apt-get install -y {' '.join(missing)}`")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    run("apt-get", "update", what="apt-get update", env=env)
+    run("apt-get", "install", "-y", "--no-install-recommends", *missing, what=f"apt-get install {' '.join(missing)}", env=env)
+
+
+def engine_up() -> bool:
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+
+
+def ensure_engine(timeout: float = 60.0) -> None:
+    """Debian's engine installed and answering; started here (as root) when it is not."""
+    with _lock("engine"):
+        _install_packages()
+        if engine_up():
+            return
+        if os.geteuid() != 0:
+            raise ContainerError("the Docker engine is not running: start it (as root) with " + " ".join(DOCKERD))
+        log = open(CACHE / "dockerd.log", "ab")
+        # Its own session: the engine outlives the test process that started it, like a system service.
+        subprocess.Popen(DOCKERD, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not engine_up():
+            if time.monotonic() > deadline:
+                raise ContainerError(f"dockerd did not answer within {timeout:.0f} s; see {CACHE / 'dockerd.log'}")
+            time.sleep(0.5)
+
+
+def image_exists(name: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", name], capture_output=True, timeout=30).returncode == 0
+
+
+def debian_image() -> str:
+    """`geo-assets/debian:bookworm`: Debian's minimal base system, bootstrapped from Debian's packages."""
+    ensure_engine()
+    with _lock("debian"):
+        if not image_exists(DEBIAN_IMAGE):
+            with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+                rootfs = Path(tmp) / "rootfs"
+                run("debootstrap", "--variant=minbase", "bookworm", str(rootfs), what="debootstrap bookworm")
+                tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+                run("docker", "import", "-", DEBIAN_IMAGE, what="docker import", stdin=tar.stdout)
+                tar.wait()
+    return DEBIAN_IMAGE
+
+
+def build(tag: str, dockerfile: str | Path, context: str | Path = ROOT, *, args: dict[str, str] | None = None,
+          target: str | None = None, timeout: float = 3600) -> subprocess.CompletedProcess:
+    """`docker build` on the host network (the only one), with its build args."""
+    cmd = ["build", "--network", "host", "-f", str(dockerfile), "-t", tag]
+    for key, value in (args or {}).items():
+        cmd += ["--build-arg", f"{key}={value}"]
+    if target:
+        cmd += ["--target", target]
+    return docker(*cmd, str(context), what=f"building {tag} from {dockerfile}", timeout=timeout)
+
+
+def python_image() -> str:
+    """`geo-assets/python:3.11-bookworm`: the Debian base with Debian's Python 3.11 (deploy/base/Dockerfile)."""
+    debian_image()
+    with _lock("python"):
+        if not image_exists(PYTHON_IMAGE):
+            build(PYTHON_IMAGE, ROOT / "deploy/base/Dockerfile", ROOT / "deploy/base", args={"DEBIAN_IMAGE": DEBIAN_IMAGE})
+    return PYTHON_IMAGE
+
+
+def torch_wheels() -> Path | None:
+    """The local folder holding the CPU torch wheel, where this machine's pip configuration names
+    one (`find-links`), or GEO_ASSETS_WHEELS; None where neither holds a torch wheel."""
+    candidates = [os.environ.get("GEO_ASSETS_WHEELS", "")]
+    proc = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True)
+    candidates += [line.split("=", 1)[1].strip("'\" ") for line in proc.stdout.splitlines() if "find-links=" in line]
+    for folder in (Path(c) for c in candidates if c):
+        if any(folder.glob("torch-2.13.0*.whl")):
+            return folder
+    return None
+
+
+def fill_wheelhouse(wheelhouse: Path = ROOT / "deploy/wheelhouse") -> None:
+    """deploy/wheelhouse/ given what this machine holds that the index does not: the CPU torch wheel
+    from the local wheel folder, and the machine's CA bundle for pip inside the build. Hard links
+    where they can be (no copy of 190 MB); a wheel already there is kept."""
+    wheels = torch_wheels()
+    for src in ([*wheels.glob("torch-2.13.0*.whl")] if wheels else []):
+        dst = wheelhouse / src.name
+        if not dst.exists():
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+    if CA_BUNDLE.exists():
+        shutil.copyfile(CA_BUNDLE, wheelhouse / "ca.crt")
+
+
+def app_image(tag: str = APP_IMAGE, context: Path = ROOT) -> str:
+    """The project's image (deploy/Dockerfile) built from `context` on the Debian Python base; the
+    engine's layer cache makes a rebuild with unchanged dependencies take seconds."""
+    python_image()
+    fill_wheelhouse(context / "deploy/wheelhouse")
+    with _lock("app"):
+        build(tag, context / "deploy/Dockerfile", context, args={"PYTHON_IMAGE": PYTHON_IMAGE})
+    return tag
+
+
+if __name__ == "__main__":
+    print(app_image() if sys.argv[1:] == ["app"] else python_image())
