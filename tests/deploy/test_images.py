@@ -80,8 +80,13 @@ def test_images_are_multi_stage_non_root_and_serve_the_code_location(dockerfile)
                 assert (ROOT / src).exists(), f"{dockerfile} copies {src}, which does not exist"
     # Dependencies install at the lock's versions.
     runs = " ".join(args for op, args in steps if op == "RUN")
-    assert "pip wheel --no-cache-dir --no-deps --wheel-dir /wheels ." in runs
-    assert re.search(r"pip install --no-cache-dir -c \S*constraints\S* /wheels/geo_assets-0\.1\.0-py3-none-any\.whl", runs)
+    if "install-locked.sh" in runs:  # the CPU image: the lock's dependencies, then the project without deps
+        assert "sh deploy/install-locked.sh torch" in runs and "sh deploy/install-locked.sh dependencies" in runs
+        assert "pip install -c deploy/constraints.txt" in (ROOT / "deploy/install-locked.sh").read_text()
+        assert "pip install --no-deps /wheels/geo_assets-0.1.0-py3-none-any.whl" in runs and "pip check" in runs
+    else:
+        assert "pip wheel --no-cache-dir --no-deps --wheel-dir /wheels ." in runs
+        assert re.search(r"pip install --no-cache-dir -c \S*constraints\S* /wheels/geo_assets-0\.1\.0-py3-none-any\.whl", runs)
 
 
 def _pins() -> dict[str, str]:
