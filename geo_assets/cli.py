@@ -16,6 +16,7 @@
 import argparse
 import collections
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -268,8 +269,16 @@ def cmd_demo_cloud(args) -> int:
     return run_demo_cloud(Path(args.workdir).resolve(), quick=args.quick)
 
 
+class _Parser(argparse.ArgumentParser):
+    # Python 3.11's argparse reads `-5e8` (a number in scientific notation) as an option, so
+    # `--bbox -5e8 ...` failed with "expected 4 arguments"; 3.13 widened the same private pattern to this.
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="geo-assets", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="geo-assets", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     region = sub.add_parser("region", help="list, add or remove regions").add_subparsers(dest="region_command", required=True)
     region.add_parser("list", help="list the regions catalogue").set_defaults(fn=cmd_region_list)

@@ -90,6 +90,7 @@ def test_cli_refuses_bad_regions_clearly(env):
         (["Bad_Name", "--bbox", "0", "0", "10", "10", "--crs", "EPSG:32631"], "invalid region name 'Bad_Name'"),
         (["ok-name", "--bbox", "0", "0", "10", "10", "--crs", "EPSG:4326"], "is not projected"),
         (["ok-name", "--bbox", "10", "0", "0", "10", "--crs", "EPSG:32631"], "must be minx < maxx"),
+        (["ok-name", "--bbox", "-5e8", "0", "10", "10", "--crs", "EPSG:32631"], "reaches beyond 21,000 km"),  # a number, not an option
         (["ok-name", "--bbox", "0", "0", "10", "10", "--crs", "EPSG:32631", "--source", "modis"], "unknown imagery source 'modis'"),
     ]:
         proc = run(env, BIN / "geo-assets", "region", "add", *args, ok=False)
