@@ -55,6 +55,10 @@ class BucketNotFoundError(FileNotFoundError):
     """The storage root's bucket does not exist (a configuration error, unlike a missing object)."""
 
 
+class CorruptObjectError(ValueError):
+    """An object that exists but cannot be read as what it should be (a truncated or empty JSON record)."""
+
+
 class ObjectNotFoundError(FileNotFoundError):
     """No object at a URI."""
 
@@ -178,7 +182,11 @@ class Store(ABC):
         self.write_bytes(key, (json.dumps(value, indent=1, sort_keys=True) + "\n").encode())
 
     def read_json(self, key: str) -> object:
-        return json.loads(self.read_bytes(key))
+        data = self.read_bytes(key)
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise CorruptObjectError(f"{self.uri(key)} is not valid JSON ({len(data)} bytes): {exc}") from None
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,9 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import logging
 
-from geo_assets.geo.store import ObjectNotFoundError, Store
+from geo_assets.geo.store import CorruptObjectError, ObjectNotFoundError, Store
 from geo_assets.ml.normalisation import Normalisation
 
 MODEL_FILE = "model.json"
@@ -35,6 +36,7 @@ WEIGHTS_FILE = "model.pt2"  # a torch.export archive: loads with torch alone
 ONNX_FILE = "model.onnx"  # the same model in ONNX: runs with onnxruntime alone (versions trained since it exists)
 SERVING_FILE = "serving.json"
 EVALUATION_SET_FILE = "evaluation_set.json"
+log = logging.getLogger(__name__)
 
 
 def _hash(value: object, length: int) -> str:
@@ -81,11 +83,23 @@ def list_versions(store: Store, name: str) -> list[dict]:
     versions = []
     for key in keys:
         if key.endswith("/" + MODEL_FILE):
-            record = store.read_json(key)
-            evals = [store.read_json(k) for k in keys if k.startswith(key.rsplit("/", 1)[0] + f"/{EVALUATIONS_DIR}/")]
-            record["evaluations"] = sorted(evals, key=lambda e: e["evaluated_at"])
+            record = _readable(store, key)
+            if record is None:
+                continue
+            evals = [_readable(store, k) for k in keys if k.startswith(key.rsplit("/", 1)[0] + f"/{EVALUATIONS_DIR}/")]
+            record["evaluations"] = sorted((e for e in evals if e is not None), key=lambda e: e["evaluated_at"])
             versions.append(record)
     return sorted(versions, key=lambda r: (r["created_at"], r["version"]))
+
+
+def _readable(store: Store, key: str) -> dict | None:
+    """A version or evaluation record, or None (with a warning naming the file) where it is corrupt:
+    one damaged record must not make the model's other versions unusable."""
+    try:
+        return store.read_json(key)
+    except CorruptObjectError as exc:
+        log.warning("skipped an unreadable record: %s", exc)
+        return None
 
 
 def acquisitions(dataset_manifest: dict) -> list[list[str]]:

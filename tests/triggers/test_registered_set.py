@@ -196,3 +196,14 @@ def test_a_pinned_version_that_no_longer_passes_is_refused_not_served(deployment
             f"Re-evaluate it (materialise model_evaluation[{MODEL}]), unpin it (`geo-assets model promote {MODEL} --auto`), "
             "or pass an explicit version to predict anyway") in message
     _ok(d.predict(min_miou="0.99", version=version))  # the named version: the explicit way out
+
+
+def test_one_damaged_version_record_leaves_the_others_usable_and_is_named(deployment):
+    d, version = deployment
+    _ok(d.evaluate([HOLDOUT.name]))
+    d.store.write_bytes(f"models/{MODEL}/0badc0ffee00/model.json", b"")  # a zero-byte record, as a failed copy leaves
+    listing = d.cli("geo-assets", "model", "list", MODEL)
+    assert listing.returncode == 0, listing.stderr[-3000:]
+    assert f"* {version}" in listing.stdout
+    assert f"skipped an unreadable record: {d.store.uri(f'models/{MODEL}/0badc0ffee00/model.json')} is not valid JSON (0 bytes)" in listing.stderr
+    _ok(d.predict())  # the serving version still predicts
