@@ -18,10 +18,9 @@ from geo_assets.geo.regions import Region, check_size, load_catalogue, validate_
 from geo_assets.geo.sources import DEFAULT_BANDS, SampleSource, check_bands, get_source
 from geo_assets.limits import max_tiles
 from geo_assets.ml import registry
-from geo_assets.partitions import validate_model_name
+from geo_assets.partitions import check_partition_dates, validate_model_name
 
 ASSETS = ("imagery_tiles", "predictions", "region_report")  # the region x date assets, upstream first
-FIRST_DATE = "2015-06-23"  # the date partitions' start (Sentinel-2A's launch)
 TAG = "geo-assets/"
 
 
@@ -59,13 +58,6 @@ def date_range(start: str, end: str, limit: int) -> list[str]:
     return [(first + datetime.timedelta(days=i)).isoformat() for i in range(count)]
 
 
-def _check_partition_dates(dates: list[str]) -> None:
-    last = (datetime.date.today() + datetime.timedelta(days=1)).isoformat()  # end_offset=1: tomorrow is addressable
-    outside = [d for d in dates if not FIRST_DATE <= d <= last]
-    if outside:
-        raise ValueError(f"date(s) {', '.join(outside[:3])} lie outside the date partitions ({FIRST_DATE} to {last})")
-
-
 @dataclass(frozen=True)
 class Request:
     """Runs to launch: these assets for these `date|region` partitions, with this run config and these tags."""
@@ -87,7 +79,7 @@ def plan(
     assets = tuple(a for a in ASSETS if a in assets)  # upstream first
     region = load_catalogue(store).get(region_name)
     dates = [validate_date(d) for d in dates]
-    _check_partition_dates(dates)
+    check_partition_dates(dates)
     source = source or region.source
     spec = get_source(source).spec(region)  # an unknown source, or a sample that does not cover the region
     check_dates(source, region, dates)

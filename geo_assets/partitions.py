@@ -25,14 +25,25 @@ def region_and_date(context: dg.AssetExecutionContext) -> tuple[str, str]:
     return split_key(context.partition_key)
 
 
+def check_partition_dates(dates: list[str]) -> None:
+    """Each date one of the date partitions: from the first to today (UTC; end_offset=1 makes today's
+    partition exist from midnight). Checked at launch and again in each step, whatever launched it."""
+    first, last = dates_partitions.get_first_partition_key(), dates_partitions.get_last_partition_key()
+    outside = [d for d in dates if not first <= d <= last]
+    if outside:
+        raise ValueError(f"date(s) {', '.join(outside[:3])} lie outside the date partitions ({first} to {last}, today in UTC)")
+
+
 def split_key(key: str) -> tuple[str, str]:
-    """The validated (region, date) of a `date|region` partition key."""
+    """The validated (region, date) of a `date|region` partition key, its date within the partitions."""
     if isinstance(key, str) and not isinstance(key, dg.MultiPartitionKey) and key.count("|") == 1:
         key = region_date_partitions.get_partition_key_from_str(key)
     if not isinstance(key, dg.MultiPartitionKey):
         raise ValueError(f"expected a region|date partition key, got {key!r}")
     dims = key.keys_by_dimension
-    return validate_region_name(dims["region"]), validate_date(dims["date"])
+    region, date = validate_region_name(dims["region"]), validate_date(dims["date"])
+    check_partition_dates([date])
+    return region, date
 
 
 def validate_model_name(name: str) -> str:

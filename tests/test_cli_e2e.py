@@ -107,3 +107,18 @@ def test_unregistered_partition_is_refused_by_dagster(env):
 def test_definitions_validate(env):
     proc = run(env, BIN / "dagster", "definitions", "validate", "-w", "workspace.yaml")
     assert "Validation successful" in proc.stdout + proc.stderr
+
+
+def test_a_date_after_the_last_partition_is_refused_in_the_step_before_any_write(env, tmp_path):
+    """`dagster asset materialize` refuses such a key, but a job launched with the partition as a tag
+    (`dagster job execute --tags`, GraphQL's launchRun) reaches the step: the step refuses it."""
+    run(env, BIN / "geo-assets", "region", "add", "e2e-field", "--bbox", "400000", "5120000", "401280", "5121280",
+        "--crs", "EPSG:32631", "--labels", "synthetic")
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"ops": {"imagery_tiles": {"config": {"tile_size": 64}}}}))
+    proc = run(env, BIN / "dagster", "job", "execute", "-m", "geo_assets.definitions", "-j", "imagery_job",
+               "--tags", json.dumps({"dagster/partition": "2099-01-01|e2e-field"}),
+               "--config", config, ok=False)
+    assert proc.returncode != 0
+    assert "date(s) 2099-01-01 lie outside the date partitions (2015-06-23 to " in proc.stdout + proc.stderr
+    assert not [p for p in (tmp_path / "storage").rglob("*") if "2099" in str(p)]

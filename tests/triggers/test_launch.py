@@ -1,6 +1,7 @@
 """`geo-assets launch` against a real `dagster dev`: a configured materialisation over GraphQL, followed to
 the end; refusals before any run exists; the launchpad's config enums refuse bad values before a run."""
 
+import datetime
 import re
 
 import pytest
@@ -9,6 +10,7 @@ from devtools.dagster_dev import free_port, graphql, wait
 from geo_assets.graphql import DagsterClient, LaunchError
 from geo_assets.demo import only_output
 
+TOMORROW = (datetime.datetime.now(datetime.timezone.utc).date() + datetime.timedelta(days=1)).isoformat()  # UTC, as the partitions
 RUN_IDS = """{ runsOrError { ... on Runs { results { runId } } } }"""
 
 
@@ -57,6 +59,7 @@ def test_a_failing_run_exits_non_zero_with_its_error(world, server):
          "model 'ghost-model' has no trained versions"),
         (["--region", "tiny-field", "--date", "2024-06-02", "--source", "sentinel-9"], "unknown imagery source 'sentinel-9'"),
         (["--region", "tiny-field", "--date", "2014-01-01"], "date(s) 2014-01-01 lie outside the date partitions (2015-06-23 to "),
+        (["--region", "tiny-field", "--date", TOMORROW], f"date(s) {TOMORROW} lie outside the date partitions (2015-06-23 to "),
         (["--region", "tiny-field", "--date", "2024-06-02", "--select", "imagery_tiles,labels"], "unknown asset(s) labels"),
         (["--region", "tiny-field", "--date", "2024-09-09", "--select", "predictions,region_report"],
          "no imagery_tiles for region 'tiny-field' on 2024-09-09: select imagery_tiles too"),
