@@ -91,11 +91,15 @@ def test_cli_refuses_bad_regions_clearly(env):
         (["ok-name", "--bbox", "0", "0", "10", "10", "--crs", "EPSG:4326"], "is not projected"),
         (["ok-name", "--bbox", "10", "0", "0", "10", "--crs", "EPSG:32631"], "must be minx < maxx"),
         (["ok-name", "--bbox", "-5e8", "0", "10", "10", "--crs", "EPSG:32631"], "reaches beyond 21,000 km"),  # a number, not an option
+        (["synth-holdout", "--bbox", "0", "0", "10240", "10240", "--crs", "EPSG:32631", "--replace"],
+         "region 'synth-holdout' is built in and cannot be redefined"),
         (["ok-name", "--bbox", "0", "0", "10", "10", "--crs", "EPSG:32631", "--source", "modis"], "unknown imagery source 'modis'"),
     ]:
         proc = run(env, BIN / "geo-assets", "region", "add", *args, ok=False)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
-    assert "ok-name" not in run(env, BIN / "geo-assets", "region", "list").stdout
+    listing = run(env, BIN / "geo-assets", "region", "list").stdout
+    assert "ok-name" not in listing
+    assert "440320 5.12e+06 450560 5.13024e+06" in next(line for line in listing.splitlines() if line.startswith("synth-holdout"))
 
 
 def test_unregistered_partition_is_refused_by_dagster(env):

@@ -207,6 +207,9 @@ def add_region(store, region: Region, replace: bool = False, tile_size: int = 25
         raise ValueError(f"unknown imagery source {region.source!r}; accepted: {', '.join(sorted(SOURCES))}")
     if region.labels is not None and region.labels not in LABEL_SOURCES:
         raise ValueError(f"unknown label source {region.labels!r}; accepted: {', '.join(LABEL_SOURCES)}")
+    builtin = builtin_regions().get(region.name)
+    if builtin is not None and builtin != region:  # its footprint is what the samples and held-out areas were cut to
+        raise ValueError(f"region {region.name!r} is built in and cannot be redefined; add your area under another name")
     check_size(region, get_source(region.source).spec(region).grid(region.crs, tile_size), max_tiles())
     catalogue = load_catalogue(store)
     catalogue.add(region, replace=replace)
