@@ -24,9 +24,11 @@ from functools import lru_cache
 from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
+import antimeridian
 import numpy as np
 import pyproj
 import rasterio
+import shapely.geometry
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
@@ -310,14 +312,18 @@ class PlannedItem:
 
 
 def region_footprint_wgs84(bbox: Bounds, crs: str, points_per_side: int = 16) -> dict:
-    """The region's box as a GeoJSON polygon in WGS84, edges densified so it stays a true outline."""
+    """The region's box as a GeoJSON polygon in WGS84, edges densified so it stays a true outline; a
+    MultiPolygon of its two halves where it crosses the antimeridian (one ring would span the globe)."""
     minx, miny, maxx, maxy = bbox
     t = np.linspace(0.0, 1.0, points_per_side, endpoint=False)
     xs = np.concatenate([minx + (maxx - minx) * t, np.full_like(t, maxx), maxx - (maxx - minx) * t, np.full_like(t, minx)])
     ys = np.concatenate([np.full_like(t, miny), miny + (maxy - miny) * t, np.full_like(t, maxy), maxy - (maxy - miny) * t])
     lon, lat = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)
     ring = [[round(float(x), 8), round(float(y), 8)] for x, y in zip(lon, lat)]
-    return {"type": "Polygon", "coordinates": [ring + [ring[0]]]}
+    polygon = {"type": "Polygon", "coordinates": [ring + [ring[0]]]}
+    if np.ptp(lon) > 180:  # the box crosses the antimeridian: split there, as GeoJSON asks (RFC 7946, 3.1.9)
+        polygon = shapely.geometry.mapping(antimeridian.fix_polygon(shapely.geometry.shape(polygon)))
+    return polygon
 
 
 def search(collection: Collection, url: str, bbox: Bounds, crs: str, date: str, max_cloud: float, http: HttpRetry) -> list[dict]:
