@@ -1,12 +1,9 @@
 """Shared by the image and Dask container tests: containers of the project's image on the host
-network, removed on exit, and a copy of the build context to build from without editing the checkout.
-A module of its own: `conftest` is not importable by name when several exist."""
+network, removed on exit. A module of its own: `conftest` is not importable by name when several exist."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -62,23 +59,3 @@ def wait_until(check, timeout: float, what: str, cname: str | None = None) -> No
             break
         time.sleep(0.5)
     raise AssertionError(f"{what} within {timeout:.0f} s" + (f"; {cname} logs:\n{logs(cname)[-4000:]}" if cname else ""))
-
-
-def context_copy(dest: Path) -> Path:
-    """The files the image build reads (those .dockerignore lets in), copied to `dest`; the wheelhouse's
-    wheels hard-linked (hundreds of MB). Editing the copy never edits the checkout."""
-    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "data")
-    for item in ("pyproject.toml", "README.md", ".dockerignore"):
-        shutil.copy2(ROOT / item, dest / item)
-    for folder in ("geo_assets", "resources"):
-        shutil.copytree(ROOT / folder, dest / folder, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    shutil.copytree(ROOT / "deploy", dest / "deploy", ignore=lambda d, names: (
-        [n for n in names if n in ("wheelhouse", "__pycache__")] + (list(skip(d, names)) if d.endswith("compose") else [])))
-    house = dest / "deploy/wheelhouse"
-    house.mkdir()
-    for item in (ROOT / "deploy/wheelhouse").iterdir():
-        if item.suffix == ".whl":
-            os.link(item, house / item.name)
-        else:
-            shutil.copy2(item, house / item.name)
-    return dest

@@ -18,7 +18,6 @@ import uuid
 import dagster as dg
 import numpy as np
 import pytest
-import rasterio
 from rasterio.io import MemoryFile
 
 from devtools.emulators import free_port

@@ -17,16 +17,16 @@ import re
 import subprocess
 import sys
 import tomllib
+import uuid
 from pathlib import Path
 
-import pytest
 import requests
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from devtools import containers
 from devtools.emulators import free_port, running
-from image_helpers import ROOT, container, context_copy, logs, name, wait_until
+from image_helpers import ROOT, container, logs, name, wait_until
 
 BIN = Path(sys.executable).parent
 
@@ -52,9 +52,11 @@ def in_image(image: str, *command: str, user: str | None = None) -> str:
 
 
 def test_a_source_only_change_rebuilds_from_the_cached_dependency_layers(app_image, tmp_path):
-    context = context_copy(tmp_path)
-    (context / "geo_assets/__init__.py").open("a").write("# a source-only change\n")
+    context = containers.context_copy(tmp_path)
+    change = f"# a source-only change {uuid.uuid4().hex}"  # new each time: no earlier build cached it
+    (context / "geo_assets/__init__.py").open("a").write(change + "\n")
     tag = name("rebuild").replace("-rebuild-", ":rebuild-", 1)
+    proc = None
     try:
         proc = build_log(tag, context)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -64,9 +66,13 @@ def test_a_source_only_change_rebuilds_from_the_cached_dependency_layers(app_ima
         assert cached["COPY --from=build /opt/venv /opt/venv"], proc.stdout  # the 2 GB venv is not copied again
         assert not cached["COPY geo_assets geo_assets"], proc.stdout  # the change was seen, and built
         marker = in_image(tag, "sh", "-c", "tail -n1 $(python -c 'import geo_assets; print(geo_assets.__file__)')")
-        assert marker.strip() == "# a source-only change"
+        assert marker.strip() == change
     finally:
-        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, timeout=300)
+        # The tag, and the wheel stage's images this build made (no tag holds them).
+        made = re.findall(r"^Step \d+/\d+ : FROM build AS wheel\n(?:.*\n)*?^Step \d+/\d+ : FROM ", proc.stdout if proc else "",
+                          flags=re.M)
+        ids = re.findall(r"^ ---> ([0-9a-f]{12})$", made[0], flags=re.M)[1:] if made else []
+        subprocess.run(["docker", "rmi", "-f", tag, *ids], capture_output=True, timeout=300)
 
 
 def test_runs_as_uid_10001(app_image):
