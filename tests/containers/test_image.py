@@ -47,14 +47,15 @@ def steps(output: str) -> dict[str, bool]:
 
 def in_image(image: str, *command: str, user: str | None = None) -> str:
     extra = ["--user", user] if user else []
-    return containers.docker("run", "--rm", "--network", "host", *extra, image, command[0],
-                             *command[1:], what=f"{command[0]} in {image}").stdout
+    return containers.docker("run", "--rm", "--network", "host", *extra, image, *command,
+                             what=f"{command[0]} in {image}").stdout
 
 
 def test_a_source_only_change_rebuilds_from_the_cached_dependency_layers(app_image, tmp_path):
     context = containers.context_copy(tmp_path)
     change = f"# a source-only change {uuid.uuid4().hex}"  # new each time: no earlier build cached it
-    (context / "geo_assets/__init__.py").open("a").write(change + "\n")
+    with open(context / "geo_assets/__init__.py", "a") as source:
+        source.write(change + "\n")
     tag = name("rebuild").replace("-rebuild-", ":rebuild-", 1)
     proc = None
     try:
