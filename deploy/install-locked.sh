@@ -8,7 +8,11 @@ cert=/wheelhouse/ca.crt
 [ -f "$cert" ] && export PIP_CERT="$cert"
 torch_wheel=$(ls /wheelhouse/torch-2.13.0+cpu-*.whl 2>/dev/null | head -n1 || true)
 where="wheelhouse /wheelhouse ($(ls /wheelhouse/*.whl 2>/dev/null | wc -l) wheels)"
-[ "${PIP_NO_INDEX:-0}" = 1 ] && export PIP_NO_INDEX=1 && unset PIP_INDEX_URL || where="$where, index ${PIP_INDEX_URL:-default}"
+if [ "${PIP_NO_INDEX:-0}" = 1 ]; then
+  export PIP_NO_INDEX=1; unset PIP_INDEX_URL; where="$where, no index (PIP_NO_INDEX=1)"
+else
+  where="$where, index ${PIP_INDEX_URL:-default}"
+fi
 case "$1" in
   torch)
     extra=""

@@ -174,5 +174,22 @@ def app_image(tag: str = APP_IMAGE, context: Path = ROOT) -> str:
     return tag
 
 
+def context_copy(dest: Path, root: Path = ROOT) -> Path:
+    """The files deploy/Dockerfile reads (what .dockerignore lets in), copied from `root` to `dest`,
+    the wheelhouse's wheels hard-linked (hundreds of MB, never edited): a build context to edit
+    (a source-only change, for the cache test and the warm-rebuild benchmark) without editing `root`."""
+    junk = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for item in ("pyproject.toml", "README.md", ".dockerignore"):
+        shutil.copy2(root / item, dest / item)
+    for folder in ("geo_assets", "resources"):
+        shutil.copytree(root / folder, dest / folder, ignore=junk)
+    shutil.copytree(root / "deploy", dest / "deploy", ignore=lambda folder, names: [
+        *junk(folder, names), *(["wheelhouse"] if Path(folder) == root / "deploy" else []),
+        *(["data"] if Path(folder) == root / "deploy/compose" else [])])
+    (dest / "deploy/wheelhouse").mkdir()
+    for item in (root / "deploy/wheelhouse").iterdir():
+        (os.link if item.suffix == ".whl" else shutil.copy2)(item, dest / "deploy/wheelhouse" / item.name)
+    return dest
+
 if __name__ == "__main__":
     print(app_image() if sys.argv[1:] == ["app"] else python_image())

@@ -8,8 +8,9 @@
 - the wheel, installed with `pip install --no-deps` into a clean venv that sees only the locked
   dependencies (never this checkout), serves the code location over gRPC from outside the checkout.
 
-Not done here: `docker build` itself (no engine on this machine), hence neither the downloads of
-the image's stages nor the CUDA base image.
+The CPU image is built and run for real by tests/containers/test_image.py (Debian's engine, a base made
+from Debian's packages); the GPU image as far as it goes without a CUDA base image by
+tests/containers/test_gpu_image.py. These checks stay offline and fast.
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ def test_images_are_multi_stage_non_root_and_serve_the_code_location(dockerfile)
     if "install-locked.sh" in runs:  # the CPU image: the lock's dependencies, then the project without deps
         assert "sh deploy/install-locked.sh torch" in runs and "sh deploy/install-locked.sh dependencies" in runs
         assert "pip install -c deploy/constraints.txt" in (ROOT / "deploy/install-locked.sh").read_text()
-        assert "pip install --no-deps /wheels/geo_assets-0.1.0-py3-none-any.whl" in runs and "pip check" in runs
+        assert "pip wheel --no-deps --no-build-isolation --wheel-dir /wheels ." in runs
+        assert "pip install --no-cache-dir --no-deps --no-index /tmp/geo_assets-0.1.0-py3-none-any.whl" in runs
+        assert "pip check" in runs
     else:
         assert "pip wheel --no-cache-dir --no-deps --wheel-dir /wheels ." in runs
         assert re.search(r"pip install --no-cache-dir -c \S*constraints\S* /wheels/geo_assets-0\.1\.0-py3-none-any\.whl", runs)

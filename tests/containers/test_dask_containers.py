@@ -1,0 +1,185 @@
+"""Dask in containers: a scheduler and two workers, each a container of the project's image on the
+host network, and the Dask profile pointed at them (GEO_ASSETS_COMPUTE=dask, GEO_ASSETS_DASK_ADDRESS).
+
+Storage is the aws profile's: a bucket on the suite's S3 server (SeaweedFS), which the step in this
+process and the workers in their containers both read and write, each with the standard AWS variables,
+as workers on cloud machines would. A small model is trained once on the thread pool; then imagery and
+predictions of a held-out region run as the Dask tests in tests/dask run them (`dg.materialize` on the
+profile's resources), first on the embedded default (the thread pool), then on the containers.
+Predictions must be equal pixel for pixel, and the workers' log lines must reach the step's log.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import uuid
+
+import dagster as dg
+import numpy as np
+import pytest
+from rasterio.io import MemoryFile
+
+from devtools.emulators import free_port
+from devtools.emulators.s3 import seaweedfs
+from geo_assets.assets.imagery import imagery_tiles
+from geo_assets.assets.labels import labels
+from geo_assets.assets.models import trained_model, training_set
+from geo_assets.assets.predictions import predictions
+from geo_assets.cli import register
+from geo_assets.geo.acquisitions import pick_imagery
+from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
+from geo_assets.partitions import region_date_key
+from image_helpers import container, logs, wait_until
+from resources.compute import LocalPoolCompute
+from resources.dask_compute import DaskCompute
+from resources.gate import ModelGate
+from resources.imagery import ImageryResource
+from resources.profiles import resource_defs
+from resources.storage import ManifestIOManager, StorageResource
+from resources.training import InProcessTraining
+
+# The regions of tests/dagster and tests/dask: 2 x 2 tiles of 64 px at 10 m (16 tiles of 32 px).
+TINY = Region("tiny-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",))
+HOLDOUT = Region("tiny-holdout", (440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",))
+DATE = "2024-06-01"
+MODEL = "tiny-model"
+TRAIN = {"architecture": "fcn", "epochs": 2, "chips_per_epoch": 32, "chip_size": 64, "batch_size": 8,
+         "learning_rate": 0.01, "hyperparameters": {"hidden_channels": 8}}
+KEY = region_date_key(HOLDOUT.name, DATE)
+BUCKET = "geo-assets-dask"
+REGION = "us-east-1"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs"), [BUCKET], "dask-test-key", secrets.token_hex(16)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def aws_env(s3) -> dict[str, str]:
+    """The aws profile on a fresh prefix of the bucket: what the step and the workers both get."""
+    return {"AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key, "AWS_REGION": REGION,
+            "AWS_ENDPOINT_URL_S3": s3.endpoint_url}
+
+
+@pytest.fixture(scope="module")
+def profile(aws_env):
+    root = f"s3://{BUCKET}/dask-{uuid.uuid4().hex[:8]}"
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {**aws_env, "GEO_ASSETS_PROFILE": "aws", "GEO_ASSETS_STORAGE_ROOT": root}.items():
+            mp.setenv(key, value)
+        mp.delenv("GEO_ASSETS_COMPUTE", raising=False)
+        yield mp
+
+
+@pytest.fixture(scope="module")
+def storage(profile) -> StorageResource:
+    return resource_defs("aws")["storage"]
+
+
+@pytest.fixture(scope="module")
+def instance(storage):
+    with dg.instance_for_test() as inst:
+        store = storage.store()
+        catalogue = load_catalogue(store)
+        catalogue.add(TINY)
+        catalogue.add(HOLDOUT)
+        save_catalogue(store, catalogue)
+        register(inst, regions=[TINY.name, HOLDOUT.name], models=[MODEL])
+        yield inst
+
+
+@pytest.fixture(scope="module")
+def trained(instance, storage) -> str:
+    """A small model trained on tiny-field on the thread pool, stored in the bucket; its version id."""
+    resources = {"storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
+                 "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0), "training": InProcessTraining()}
+    tiles64 = {"config": {"tile_size": 64}}
+    assert dg.materialize([imagery_tiles], partition_key=region_date_key(TINY.name, DATE), resources=resources,
+                          instance=instance, run_config={"ops": {"imagery_tiles": tiles64}}).success
+    assert dg.materialize([labels], partition_key=TINY.name, resources=resources, instance=instance,
+                          run_config={"ops": {"labels": tiles64}}).success
+    ops = {"training_set": {"config": {"regions": [TINY.name]}}, "trained_model": {"config": TRAIN}}
+    result = dg.materialize([training_set, trained_model], partition_key=MODEL, resources=resources,
+                            instance=instance, run_config={"ops": ops})
+    assert result.success
+    return result.output_for_node("trained_model")["version"]
+
+
+@pytest.fixture(scope="module")
+def cluster(app_image, aws_env):
+    """`dask scheduler` and two `dask worker`s, each a container of the image; yields (scheduler
+    address, the workers' addresses as their logs announce them)."""
+    from distributed import Client
+
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    with container(app_image, "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
+                   what="dask-scheduler") as scheduler:
+        wait_until(lambda: "Scheduler at:" in logs(scheduler), 120, "the scheduler container did not start", scheduler)
+        worker = ["dask", "worker", address, "--host", "127.0.0.1", "--nthreads", "1", "--no-dashboard",
+                  "--memory-limit", "2GiB"]
+        with container(app_image, *worker, env=aws_env, what="dask-worker") as first, \
+                container(app_image, *worker, env=aws_env, what="dask-worker") as second:
+            with Client(address, timeout=60, set_as_default=False) as client:
+                client.wait_for_workers(2, timeout=180)
+            announced = set()
+            for name in (first, second):
+                found = re.findall(r"Start worker at:\s+(tcp://127\.0\.0\.1:\d+)", logs(name))
+                assert len(found) == 1, logs(name)
+                announced |= set(found)
+            yield address, announced
+
+
+def ops(version: str) -> dict:
+    return {"imagery_tiles": {"config": {"tile_size": 32}},
+            "predictions": {"config": {"model": MODEL, "version": version, "batch_size": 2}}}
+
+
+def pixels(store) -> dict:
+    """Every stored pixel of the partition's imagery and predictions, with the manifests' digests."""
+    imagery = pick_imagery(store, HOLDOUT.name, DATE)[1]
+    (key,) = [k for k in store.list("manifests/predictions") if f"region={HOLDOUT.name}/date={DATE}" in k]
+    preds = store.read_json(key)
+    out = {"digests": ([t["digest"] for t in imagery["tiles"]], [t["digest"] for t in preds["tiles"]])}
+    for path in [t["path"] for t in imagery["tiles"] + preds["tiles"]] + [preds["mosaic"]]:
+        with MemoryFile(store.read_bytes(path)) as memfile, memfile.open() as src:
+            out[path] = src.read()
+    return out
+
+
+def run_predictions(instance, version: str) -> dg.ExecuteInProcessResult:
+    result = dg.materialize([imagery_tiles, predictions], partition_key=KEY, instance=instance,
+                            resources=resource_defs("aws"), run_config={"ops": ops(version)})
+    assert result.success
+    return result
+
+
+def test_predictions_on_dask_containers_equal_the_embedded_defaults(trained, instance, storage, cluster, profile):
+    address, workers = cluster
+    reference_run = run_predictions(instance, trained)  # the thread pool in this process
+    reference = pixels(storage.store())
+    assert len(reference["digests"][1]) == 16
+
+    profile.setenv("GEO_ASSETS_COMPUTE", "dask")
+    profile.setenv("GEO_ASSETS_DASK_ADDRESS", address)
+    assert isinstance(resource_defs("aws")["compute"], DaskCompute)
+    result = run_predictions(instance, trained)
+    on_dask = pixels(storage.store())
+    assert on_dask.keys() == reference.keys() and on_dask["digests"] == reference["digests"]
+    for path in reference:
+        if path != "digests":
+            np.testing.assert_array_equal(on_dask[path], reference[path], err_msg=path)
+
+    # The batches ran on the containers' workers, and their log lines are in the step's log.
+    logs_of = lambda run: [e.user_message for e in instance.all_logs(run.run_id) if e.dagster_event is None]  # noqa: E731
+    step_log = logs_of(result)
+    done_on = {m.rsplit(" done on ", 1)[1].split()[0].rstrip(",;") for m in step_log
+               if m.startswith("predicted tiles: batch ") and " done on " in m}
+    assert done_on and done_on <= workers, (done_on, workers)
+    forwarded = [m for m in step_log if m.startswith("[tcp://127.0.0.1:") and "] loaded model " in m]
+    assert forwarded, step_log
+    assert {m[1:].split("]", 1)[0] for m in forwarded} <= workers
+    assert not any(m.startswith("[tcp://") for m in logs_of(reference_run))  # the reference never left this process
