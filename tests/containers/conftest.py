@@ -17,6 +17,10 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if HERE in Path(item.fspath).parents:
             item.add_marker(pytest.mark.containers)
+            if item.get_closest_marker("timeout") is None:
+                # The first test of a worker also makes the base images and the project's image
+                # (bootstrap, then every locked wheel): minutes on a cold, loaded machine.
+                item.add_marker(pytest.mark.timeout(2400))
 
 
 @pytest.fixture(scope="session")
