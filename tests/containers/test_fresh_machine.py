@@ -18,6 +18,7 @@ package index only with it.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -46,6 +47,7 @@ make demo
 echo "make demo took $(( $(date +%s) - started )) s"
 .venv/bin/python -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
 echo "nvidia packages: $(.venv/bin/pip list --format=freeze | grep -ic '^nvidia-' || true)"
+du -sh .venv .dagster_home  # the disk it took, for the README's prerequisites
 """
 
 
@@ -104,6 +106,42 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
+def _pip_env(**extra: str) -> dict[str, str]:
+    """This process's environment without pip's settings (this machine's name a local wheel folder)
+    or the set-up's, and with no pip configuration file; then `extra`."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("PIP_") and key not in ("TORCH_WHEELS", "TORCH_INDEX_URL")}
+    return env | {"PIP_CONFIG_FILE": os.devnull, "PIP_RETRIES": "0"} | extra
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("named_by", ["TORCH_WHEELS", "pip's find-links setting"])
+def test_setup_takes_torch_from_a_local_wheel_folder(tmp_path, named_by):
+    """With the wheel folder named either way the README gives, the torch step of the set-up takes
+    2.13.0+cpu from it, with PyTorch's CPU wheel index refusing every connection. A dry run (pip
+    resolves and fetches torch's own dependencies' metadata from the package index, installs nothing)."""
+    wheels = containers.torch_wheels()
+    if wheels is None:
+        pytest.skip("this machine holds no local torch wheel folder (pip's find-links, GEO_ASSETS_WHEELS)")
+    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", tmp_path / "venv"],
+                   check=True, timeout=120)
+    env = _pip_env(PATH=f"{tmp_path / 'venv/bin'}:{os.environ['PATH']}", PIP_DRY_RUN="1",
+                   TORCH_INDEX_URL=f"http://127.0.0.1:{_closed_port()}/whl/cpu")
+    if "PIP_CERT" in os.environ:
+        env["PIP_CERT"] = os.environ["PIP_CERT"]
+    if named_by == "TORCH_WHEELS":
+        env["TORCH_WHEELS"] = str(wheels)
+    else:
+        (tmp_path / "pip.conf").write_text(f"[global]\nfind-links = {wheels}\n")
+        env["PIP_CONFIG_FILE"] = str(tmp_path / "pip.conf")
+    proc = subprocess.run(["sh", "deploy/install-locked.sh", "torch"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=240)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert re.search(r"^Would install .*\btorch-2\.13\.0\+cpu\b", out, re.M), out
+    assert "nvidia" not in out.lower(), out
+
+
 @pytest.mark.timeout(300)
 def test_setup_without_any_torch_source_names_each_place_tried(tmp_path):
     """No local wheel folder and no index that answers: `make setup` stops at torch with one message
@@ -113,10 +151,7 @@ def test_setup_without_any_torch_source_names_each_place_tried(tmp_path):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / path, tmp_path / path)
     index, torch_index = f"http://127.0.0.1:{_closed_port()}/simple", f"http://127.0.0.1:{_closed_port()}/whl/cpu"
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith("PIP_") and key not in ("TORCH_WHEELS", "TORCH_INDEX_URL")}
-    # No pip configuration file (this machine's names a local wheel folder), every index refused at once.
-    env |= {"PIP_CONFIG_FILE": os.devnull, "PIP_RETRIES": "0", "PIP_INDEX_URL": index, "TORCH_INDEX_URL": torch_index}
+    env = _pip_env(PIP_INDEX_URL=index, TORCH_INDEX_URL=torch_index)  # every index refuses at once
     python = getattr(sys, "_base_executable", sys.executable)
     proc = subprocess.run(["make", "setup", f"PYTHON={python}"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=240)
