@@ -51,12 +51,16 @@ bench-stale:
 
 setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 
-# torch first, by its exact version: that takes the CPU build; then everything at the locked versions.
-$(VENV)/.installed: pyproject.toml deploy/constraints.txt
+# torch first, the CPU build, from a local wheel folder (TORCH_WHEELS, pip's find-links) or else PyTorch's
+# CPU wheel index (TORCH_INDEX_URL); then everything at the locked versions. The image's build runs
+# the same script (deploy/install-locked.sh), with .venv/bin first on PATH here. pip is upgraded after
+# torch, so a machine with no torch source is told so before anything else is downloaded.
+LOCKED = PATH="$(CURDIR)/$(BIN):$$PATH" PIP_QUIET=1 sh deploy/install-locked.sh
+$(VENV)/.installed: pyproject.toml deploy/constraints.txt deploy/install-locked.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(LOCKED) torch
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -c deploy/constraints.txt -e '.[dev]'
+	$(LOCKED) dev
 	touch $@
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml

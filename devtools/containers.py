@@ -138,8 +138,8 @@ def python_image() -> str:
 
 def torch_wheels() -> Path | None:
     """The local folder holding the CPU torch wheel, where this machine's pip configuration names
-    one (`find-links`), or GEO_ASSETS_WHEELS; None where neither holds a torch wheel."""
-    candidates = [os.environ.get("GEO_ASSETS_WHEELS", "")]
+    one (`find-links`), or TORCH_WHEELS; None where neither holds a torch wheel."""
+    candidates = [os.environ.get("TORCH_WHEELS", "")]
     proc = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True)
     candidates += [line.split("=", 1)[1].strip("'\" ") for line in proc.stdout.splitlines() if "find-links=" in line]
     for folder in (Path(c) for c in candidates if c):
