@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from devtools import apt
+
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "containers"
 DEBIAN_IMAGE = "geo-assets/debian:bookworm"
@@ -67,13 +69,8 @@ def docker(*args: str, what: str | None = None, timeout: float = 1800, **kw) -> 
 
 def _install_packages() -> None:
     missing = [pkg for binary, pkg in PACKAGES.items() if not shutil.which(binary)]
-    if not missing:
-        return
-    if os.geteuid() != 0:
-        raise ContainerError(f"{', '.join(missing)} missing: install with `sudo apt-get install -y {' '.join(missing)}`")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    run("apt-get", "update", what="apt-get update", env=env)
-    run("apt-get", "install", "-y", "--no-install-recommends", *missing, what=f"apt-get install {' '.join(missing)}", env=env)
+    if missing:
+        apt.install(missing)
 
 
 def engine_up() -> bool:
@@ -81,16 +78,14 @@ def engine_up() -> bool:
 
 
 def ensure_engine(timeout: float = 60.0) -> None:
-    """Debian's engine installed and answering; started here (as root) when it is not."""
+    """Debian's engine installed and answering; started here (as root, or through sudo) when it is not."""
     with _lock("engine"):
         _install_packages()
         if engine_up():
             return
-        if os.geteuid() != 0:
-            raise ContainerError("the Docker engine is not running: start it (as root) with " + " ".join(DOCKERD))
         log = open(CACHE / "dockerd.log", "ab")
         # Its own session: the engine outlives the test process that started it, like a system service.
-        subprocess.Popen(DOCKERD, stdout=log, stderr=log, start_new_session=True)
+        subprocess.Popen([*apt.as_root(["docker.io"]), *DOCKERD], stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + timeout
         while not engine_up():
             if time.monotonic() > deadline:
@@ -107,12 +102,15 @@ def debian_image() -> str:
     ensure_engine()
     with _lock("debian"):
         if not image_exists(DEBIAN_IMAGE):
-            with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-                rootfs = Path(tmp) / "rootfs"
-                run("debootstrap", "--variant=minbase", "bookworm", str(rootfs), what="debootstrap bookworm")
-                tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+            root = apt.as_root(["debootstrap"])  # a root filesystem is made, and read, as root
+            rootfs = Path(tempfile.mkdtemp(dir=CACHE)) / "rootfs"
+            try:
+                run(*root, "debootstrap", "--variant=minbase", "bookworm", str(rootfs), what="debootstrap bookworm")
+                tar = subprocess.Popen([*root, "tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
                 run("docker", "import", "-", DEBIAN_IMAGE, what="docker import", stdin=tar.stdout)
                 tar.wait()
+            finally:
+                subprocess.run([*root, "rm", "-rf", str(rootfs.parent)], capture_output=True)
     return DEBIAN_IMAGE
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
+from devtools import apt
 from devtools.emulators import free_port
 
 PG_ROOT = Path("/usr/lib/postgresql")
@@ -73,14 +74,7 @@ def install() -> Path:
     found = bin_dir()
     if found:
         return found
-    if os.geteuid() != 0:
-        raise RuntimeError("PostgreSQL is not installed and this user cannot install it: "
-                           "run `apt-get install -y postgresql` as root")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"]
-    if subprocess.run(cmd, env=env, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, check=True, capture_output=True)
-        subprocess.run(cmd, env=env, check=True, capture_output=True)
+    apt.install(["postgresql"])
     found = bin_dir()
     if not found:
         raise RuntimeError(f"apt-get installed postgresql but no initdb lies under {PG_ROOT}")
