@@ -25,6 +25,7 @@ from devtools import containers
 from devtools.demo_cloud import compare
 from devtools.emulators import free_port
 from devtools.emulators.s3 import seaweedfs
+from geo_assets.graphql import DAEMON_SILENT_S, DagsterClient
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -218,3 +219,115 @@ def test_a_prediction_launched_in_the_stack_equals_the_embedded_defaults(up, tmp
                                   "AWS_SECRET_ACCESS_KEY", "AWS_REGION")}
     ((region, date, tiles, same),) = compare({"local": local, "aws": aws}, [(MODEL, REGION, DATE)])
     assert tiles == 16 and same
+
+
+def launched_id(proc: subprocess.CompletedProcess) -> str:
+    (run_id,) = re.findall(r"launched run ([0-9a-f-]{36})", proc.stdout)
+    return run_id
+
+
+def test_the_queue_and_the_run_history_outlive_the_daemon_and_the_database(up):
+    if not any(s == "SUCCESS" for s in up.runs().values()):  # history to keep, when run alone
+        up.launch("--select", "imagery_tiles", "--wait")
+    history = {i: s for i, s in up.runs().items() if s in ("SUCCESS", "FAILURE")}
+    up.compose("stop", "daemon")
+    stopped = time.monotonic()
+    first = launched_id(up.launch("--select", "imagery_tiles"))
+    assert up.runs()[first] == "QUEUED"  # no daemon: nothing dequeues it
+
+    # A new database container on the same volume.
+    up.compose("rm", "-fsv", "postgres")
+    up.compose("up", "-d", "postgres")
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            runs = up.runs()
+            break
+        except (requests.RequestException, AssertionError, ValueError):
+            assert time.monotonic() < deadline, "the webserver did not read the database again within 120 s"
+            time.sleep(1)
+    assert runs[first] == "QUEUED" and {i: runs[i] for i in history} == history
+
+    # Once the daemon's heartbeat is older than the CLI tolerates, a launch says the run will wait.
+    time.sleep(max(0.0, DAEMON_SILENT_S + 5 - (time.monotonic() - stopped)))
+    queued = up.launch("--select", "imagery_tiles")
+    assert "geo-assets: warning: the Dagster daemon of the webserver" in queued.stderr, queued.stderr
+    second = launched_id(queued)
+    assert up.runs()[second] == "QUEUED"
+    up.compose("start", "daemon")
+    for run_id in (first, second):
+        assert up.wait_status(run_id, ("SUCCESS", "FAILURE", "CANCELED"), 600) == "SUCCESS"
+
+
+LAUNCH_TRAINING = """
+mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
+
+
+def test_a_run_whose_container_is_killed_mid_step_is_marked_failed(up):
+    # A training long enough to be killed in its step, launched over GraphQL like the UI's launchpad.
+    ops = {"training_set": {"config": {"regions": [REGION]}},
+           "trained_model": {"config": {"architecture": "fcn", "epochs": 500, "chips_per_epoch": 64, "chip_size": 64,
+                                        "batch_size": 8, "hyperparameters": {"hidden_channels": 8}}}}
+    params = {"selector": {"repositoryLocationName": "geo_assets", "repositoryName": "__repository__",
+                           "jobName": "__ASSET_JOB", "assetSelection": [{"path": ["training_set"]}, {"path": ["trained_model"]}]},
+              "runConfigData": {"ops": ops}, "executionMetadata": {"tags": [{"key": "dagster/partition", "value": MODEL}]}}
+    DagsterClient(up.web).ready()  # as `geo-assets launch` does: each pooled database connection answers
+    launched = up.graphql(LAUNCH_TRAINING, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    query = """query($id: ID!) { runOrError(runId: $id) { ... on Run { status tags { key value } } }
+                                 logsForRun(runId: $id) { ... on EventConnection { events {
+                                   __typename ... on MessageEvent { message stepKey eventType } } } } }"""
+
+    def state():
+        data = up.graphql(query, {"id": run_id})
+        return data["runOrError"], data["logsForRun"]["events"]
+
+    deadline = time.monotonic() + 600
+    while not any(e.get("eventType") == "STEP_START" and e.get("stepKey") == "trained_model" for e in state()[1]):
+        assert time.monotonic() < deadline and state()[0]["status"] in ("QUEUED", "STARTING", "STARTED"), state()
+        time.sleep(1)
+    run, _ = state()
+    container = {t["key"]: t["value"] for t in run["tags"]}["docker/container_id"]
+    up.sh(f"docker kill {container}")
+    t0 = time.monotonic()
+    assert up.wait_status(run_id, ("FAILURE", "SUCCESS", "CANCELED"), 120) == "FAILURE"
+    print(f"the killed run was marked failed {time.monotonic() - t0:.0f} s after its container died")
+    messages = "\n".join(e.get("message") or "" for e in state()[1])
+    assert "Detected run worker status" in messages and "Container status is exited" in messages, messages[-3000:]
+
+
+def until_launched(up: Stack, timeout: float = 180) -> subprocess.CompletedProcess:
+    """`geo-assets launch --wait` of imagery_tiles, repeated until the stack takes it: a service back
+    from a stop takes seconds to answer again."""
+    deadline = time.monotonic() + timeout
+    while True:
+        proc = up.launch("--select", "imagery_tiles", "--wait", check=False)
+        if proc.returncode != 2 or time.monotonic() > deadline:
+            assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+            return proc
+        time.sleep(3)
+
+
+def one_error(proc: subprocess.CompletedProcess) -> str:
+    """The CLI's refusal: exit 2, one line on stderr, no traceback, nothing launched."""
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("geo-assets: error: "), proc.stderr
+    assert "launched run" not in proc.stdout
+    return lines[0]
+
+
+def test_a_stopped_code_server_or_database_gives_one_clear_message_and_launches_work_when_back(up):
+    up.compose("stop", "code-server")
+    message = one_error(up.launch("--select", "imagery_tiles", check=False))
+    assert "the code location geo_assets does not answer" in message and "code server is stopped" in message, message
+    up.compose("start", "code-server")
+    until_launched(up)
+
+    up.compose("stop", "postgres")
+    message = one_error(up.launch("--select", "imagery_tiles", check=False))
+    assert f"the Dagster webserver at {up.web} cannot reach its database" in message, message
+    up.compose("start", "postgres")
+    until_launched(up)
