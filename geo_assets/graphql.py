@@ -93,7 +93,8 @@ query Ready {
 }""" % (_ERRORS, _ERRORS, _ERRORS, _ERRORS)
 # How the webserver's errors name a database that does not answer (psycopg2 through SQLAlchemy) and a
 # code server that does not answer (gRPC).
-DATABASE_DOWN = ("OperationalError", "DagsterPostgresException", "could not connect to server", "server closed the connection")
+DATABASE_DOWN = ("OperationalError", "DagsterPostgresException", "too many retries for DB connection",
+                 "could not connect to server", "server closed the connection")
 CODE_SERVER_DOWN = "DagsterUserCodeUnreachableError"
 # A running daemon writes a heartbeat every 30 s; Dagster itself calls it unhealthy only after 30 minutes.
 DAEMON_SILENT_S = 90
