@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -51,7 +51,6 @@ class Stack:
     web: str  # the writable webserver's GraphQL endpoint
     commands: list[str]
     tmp: Path
-    seen: set[str] = field(default_factory=set)  # run ids seen, whose containers teardown removes
 
     def sh(self, command: str, *, timeout: float = 600, check: bool = True, **env) -> subprocess.CompletedProcess:
         proc = subprocess.run(["bash", "-c", command], cwd=ROOT, env={**self.env, **env}, capture_output=True,
@@ -76,9 +75,7 @@ class Stack:
     def runs(self) -> dict[str, str]:
         """run id -> status, every run the instance holds."""
         data = self.graphql("{ runsOrError { ... on Runs { results { runId status } } } }")
-        runs = {r["runId"]: r["status"] for r in data["runsOrError"]["results"]}
-        self.seen |= runs.keys()
-        return runs
+        return {r["runId"]: r["status"] for r in data["runsOrError"]["results"]}
 
     def wait_status(self, run_id: str, statuses: tuple[str, ...], timeout: float) -> str:
         deadline = time.monotonic() + timeout
@@ -163,15 +160,14 @@ def stack(stack_image, s3_server, tmp_path_factory) -> Stack:
     try:
         yield stack
     finally:
-        try:
-            stack.runs()  # every run id, for the removal of its container below
-        except Exception:
-            pass
-        # The README's down (it keeps the database's volume), then this test's volume and run containers.
+        # The README's down (it keeps the database's volume), then this test's volume and the run containers
+        # the launcher left: those whose environment names this stack's database port.
         down = stack.sh(stack.command(f"docker-compose -f {COMPOSE} down"), check=False)
         stack.compose("down", "-v", "--remove-orphans", check=False)
-        for run_id in stack.seen:
-            stack.sh(f"docker ps -aq --filter label=dagster/run_id={run_id} | xargs -r docker rm -f", check=False)
+        ours = f"DAGSTER_PG_PORT={env['DAGSTER_PG_PORT']}"
+        for container in stack.sh("docker ps -aq --filter label=dagster/run_id", check=False).stdout.split():
+            if ours in stack.sh(f"docker inspect --format '{{{{json .Config.Env}}}}' {container}", check=False).stdout:
+                stack.sh(f"docker rm -f {container}", check=False)
     assert down.returncode == 0, down.stderr[-3000:]
 
 
