@@ -207,6 +207,8 @@ def cmd_launch(args) -> int:
 
     request = _request(args, [args.date])
     client = DagsterClient(args.url)
+    for warning in client.ready():
+        print(f"geo-assets: warning: {warning}", file=sys.stderr, flush=True)
     tags = {**request.tags, "geo-assets/trigger": "cli-launch"}
     run_id = client.launch_run(list(request.assets), request.partitions[0], request.run_config, tags)
     print(f"launched run {run_id} ({', '.join(request.assets)} of {request.partitions[0]}): {ui_url(args.url, '/runs/' + run_id)}",
@@ -241,6 +243,8 @@ def cmd_backfill(args) -> int:
 
     request = _request(args, date_range(args.start, args.end, max_backfill_partitions()))
     client = DagsterClient(args.url)
+    for warning in client.ready():
+        print(f"geo-assets: warning: {warning}", file=sys.stderr, flush=True)
     tags = {**request.tags, "geo-assets/dates": f"{args.start}...{args.end}", "geo-assets/trigger": "cli-backfill"}
     title = f"{args.region} {args.start} to {args.end}"
     backfill_id = client.launch_backfill(list(request.assets), list(request.partitions), request.run_config, tags, title)

@@ -78,6 +78,27 @@ query Backfill($id: String!) {
   }
 }""" % _ERRORS
 
+# What a launch needs of the webserver, read before it: its database (runs; asset events), the code
+# location, and whether a daemon dequeues runs. Each storage keeps its own connection pool, so each is read.
+READY = """
+query Ready {
+  runsOrError(limit: 1) { __typename ... on Runs { results { runId } } %s }
+  assetsOrError(limit: 1) { __typename ... on AssetConnection { nodes { id } } %s }
+  instance { daemonHealth { daemonStatus(daemonType: "QUEUED_RUN_COORDINATOR") { required lastHeartbeatTime } } }
+  workspaceOrError {
+    __typename
+    ... on Workspace { locationEntries { name locationOrLoadError { __typename %s } } }
+    %s
+  }
+}""" % (_ERRORS, _ERRORS, _ERRORS, _ERRORS)
+# How the webserver's errors name a database that does not answer (psycopg2 through SQLAlchemy) and a
+# code server that does not answer (gRPC).
+DATABASE_DOWN = ("OperationalError", "DagsterPostgresException", "too many retries for DB connection",
+                 "could not connect to server", "server closed the connection")
+CODE_SERVER_DOWN = "DagsterUserCodeUnreachableError"
+# A running daemon writes a heartbeat every 30 s; Dagster itself calls it unhealthy only after 30 minutes.
+DAEMON_SILENT_S = 90
+
 # What `--wait` prints of a run's events: its steps and outputs, never the debug chatter.
 SHOWN = {
     "RUN_START", "RUN_SUCCESS", "RUN_FAILURE", "RUN_CANCELED", "STEP_START", "STEP_SUCCESS",
@@ -120,6 +141,62 @@ class DagsterClient:
         self.url, self.timeout = url, timeout
         self.session = requests.Session()
 
+    def database_down(self, message: str) -> str | None:
+        """One line saying the webserver cannot reach its database, when `message` says so."""
+        if not any(sign in message for sign in DATABASE_DOWN):
+            return None
+        lines = [line.strip() for line in message.splitlines() if line.strip()]
+        cause = next((line for line in lines if "OperationalError" in line or "server" in line), lines[0])
+        cause = cause.split(") ", 1)[-1] if cause.startswith("sqlalchemy.") else cause.split(": ", 1)[-1]
+        return (f"the Dagster webserver at {self.url} cannot reach its database: {cause[:300]}. Nothing was launched; "
+                "start the database (its runs and history are kept) and launch again")
+
+    def code_server_down(self, message: str) -> str | None:
+        if CODE_SERVER_DOWN not in message:
+            return None
+        return (f"the code location {LOCATION} does not answer the Dagster webserver at {self.url}: its code server is "
+                "stopped or restarting. Nothing was launched; start it and launch again")
+
+    def ready(self, attempts: int = 3, wait: float = 1.0) -> list[str]:
+        """The webserver answers, reads its database and has the code location loaded; else one LaunchError
+        saying which is missing. A database that just came back fails each pooled connection once: retried.
+        Returns warnings: a launch without a daemon waits in the queue."""
+        for attempt in range(attempts):
+            try:
+                data = self.query(READY)
+            except LaunchError as exc:
+                if self.database_down(str(exc)) is None or attempt == attempts - 1:
+                    raise
+                time.sleep(wait)
+                continue
+            errors = [r.get("message", "") for r in (data["runsOrError"], data["assetsOrError"], data["workspaceOrError"])
+                      if r["__typename"] == "PythonError"]
+            down = next((d for d in map(self.database_down, errors) if d), None)
+            if down is None:
+                break
+            if attempt == attempts - 1:
+                raise LaunchError(down)
+            time.sleep(wait)
+        if errors:
+            raise LaunchError(f"the Dagster webserver at {self.url} failed to answer: {errors[0].strip().splitlines()[0]}")
+        entries = {e["name"]: e["locationOrLoadError"] for e in data["workspaceOrError"]["locationEntries"]}
+        if LOCATION not in entries:
+            raise LaunchError(f"the Dagster webserver at {self.url} serves no code location {LOCATION!r} "
+                              f"(it serves: {', '.join(entries) or 'none'})")
+        location = entries[LOCATION] or {}
+        if location.get("__typename") != "RepositoryLocation":
+            error = (location.get("message") or "it is still loading").strip()
+            raise LaunchError(self.code_server_down(error) or
+                              f"the code location {LOCATION} is not loaded in the Dagster webserver at {self.url}: "
+                              f"{error.splitlines()[0][:300]}")
+        daemon = data["instance"]["daemonHealth"]["daemonStatus"]
+        last = daemon["lastHeartbeatTime"]
+        if daemon["required"] and (last is None or time.time() - last > DAEMON_SILENT_S):
+            since = "never" if last is None else f"not for {time.time() - last:.0f} s"
+            return [f"the Dagster daemon of the webserver at {self.url} has reported {since}: launched runs wait in "
+                    "the queue (kept in the instance's database) until it runs again"]
+        return []
+
     def query(self, query: str, variables: dict | None = None) -> dict:
         try:
             response = self.session.post(self.url, json={"query": query, "variables": variables or {}}, timeout=self.timeout)
@@ -130,14 +207,17 @@ class DagsterClient:
         except ValueError:
             raise LaunchError(f"{self.url} answered HTTP {response.status_code} without GraphQL: is it a Dagster webserver's /graphql?") from None
         if body.get("errors"):
-            raise LaunchError(f"{self.url} refused the request: {'; '.join(e.get('message', '') for e in body['errors'])}")
+            messages = "; ".join(e.get("message", "") for e in body["errors"])
+            raise LaunchError(self.database_down(messages) or f"{self.url} refused the request: {messages}")
         return body["data"]
 
-    @staticmethod
-    def _result(result: dict, ok: str, what: str) -> dict:
+    def _result(self, result: dict, ok: str, what: str) -> dict:
         if result["__typename"] == ok:
             return result
         details = "; ".join(e["message"] for e in result.get("errors", [])) or result.get("message", "")
+        unreachable = self.database_down(details) or self.code_server_down(details)
+        if unreachable:
+            raise LaunchError(unreachable)
         raise LaunchError(f"{what} refused ({result['__typename']}): {details}")
 
     def launch_run(self, assets: list[str], partition: str, run_config: dict, tags: dict[str, str]) -> str:
