@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import subprocess
@@ -37,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import machine_info, write_section, CODE_LOCATION
+from bench.common import machine_info, publish, CODE_LOCATION
 from geo_assets.demo import only_output
 
 # What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
@@ -216,11 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--partitions must be from 1 to 400 (the backfill limit) and --repeats from 1 to 20")
     info = machine_info()
     result = measure(partitions, repeats)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"machine": info, **result}, indent=2))
-    section = render(info, result)
-    write_section("backfill", MEASURES, section)
-    print(section)
+    publish("backfill", MEASURES, RESULTS, {"machine": info, **result}, render(info, result))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform as py_platform
 import resource
@@ -96,6 +97,14 @@ def measured_commit(measures: list[str]) -> str:
 def meta_line(name: str, commit: str, measures: list[str]) -> str:
     """The machine-readable line bench.stale reads: which commit a section measured, and which code."""
     return f"<!-- bench: {name}; commit: {commit}; measures: {' '.join(measures)} -->"
+
+
+def publish(name: str, measures: list[str], results: Path, record: dict, section: str) -> None:
+    """A run's raw figures to `results` (bench/results/), its section to BENCHMARKS.md, and printed."""
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(record, indent=2))
+    write_section(name, measures, section)
+    print(section)
 
 
 def write_section(name: str, measures: list[str], section: str) -> None:

@@ -31,7 +31,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.common import REPO, machine_info, write_section
+from bench.common import REPO, machine_info, publish
 from devtools import containers
 
 MEASURES = ["bench/image.py", "deploy/Dockerfile", "deploy/install-locked.sh", "deploy/base/Dockerfile",
@@ -162,11 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"tag": tag, "sizes": sizes(tag), "warm_s": warm_rebuilds(args.warm_repeats)}
     if not args.skip_cold:
         result["cold"] = cold_build()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"machine": info, **result}, indent=2))
-    text = section(info, result, args.tag)
-    write_section("image", MEASURES, text)
-    print(text)
+    publish("image", MEASURES, RESULTS, {"machine": info, **result}, section(info, result, args.tag))
     return 0
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import subprocess
@@ -34,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import machine_info, write_section, CODE_LOCATION
+from bench.common import machine_info, publish, CODE_LOCATION
 
 # What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
 MEASURES = ["bench/launch.py", *CODE_LOCATION]
@@ -155,11 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--repeats must be from 1 to 100")
     info = machine_info()
     result = measure(repeats)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"machine": info, "repeats": repeats, **result}, indent=2))
-    section = render(info, result, repeats)
-    write_section("launch", MEASURES, section)
-    print(section)
+    publish("launch", MEASURES, RESULTS, {"machine": info, "repeats": repeats, **result}, render(info, result, repeats))
     return 0
 
 

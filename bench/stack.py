@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import secrets
 import statistics
@@ -35,7 +34,7 @@ from typing import Iterator
 
 import requests
 
-from bench.common import CODE_LOCATION, machine_info, write_section
+from bench.common import CODE_LOCATION, machine_info, publish
 from bench.launch import PHASES, _stamps
 
 MEASURES = ["bench/stack.py", "deploy/compose", "deploy/Dockerfile", *CODE_LOCATION]
@@ -174,11 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     containers.debian_image()  # the PostgreSQL image's base
     info = machine_info()
     result = measure(image, starts, repeats)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"machine": info, "image": image, **result}, indent=2))
-    section = render(info, result, image)
-    write_section("stack", MEASURES, section)
-    print(section)
+    publish("stack", MEASURES, RESULTS, {"machine": info, "image": image, **result}, render(info, result, image))
     return 0
 
 

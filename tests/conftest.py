@@ -9,6 +9,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 _HOME = tempfile.mkdtemp(prefix="geo-assets-test-home-")
 _STARTED = time.time()
 UI_SHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "ui"  # written by tests/ui
@@ -45,3 +47,17 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("UI screenshots")
         for path in shots:
             terminalreporter.write_line(str(path))
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_defs_state_storage():
+    """Entering a DagsterInstance sets Dagster's current definitions-state storage (a context
+    variable, dagster 1.13.27), which holds the instance by weak reference. Where one test file left
+    it set and its instance was then collected, a later file's `dg.materialize` in the same worker
+    failed with "Attempted to resolve undefined DagsterInstance weakref" (tests/ui, once). Each test
+    starts and ends with none set, as a fresh process does; the project keeps no definitions state."""
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    _current_storage.set(None)
+    yield
+    _current_storage.set(None)

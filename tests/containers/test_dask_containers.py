@@ -23,30 +23,18 @@ from rasterio.io import MemoryFile
 from devtools.emulators import free_port
 from devtools.emulators.s3 import seaweedfs
 from geo_assets.assets.imagery import imagery_tiles
-from geo_assets.assets.labels import labels
-from geo_assets.assets.models import trained_model, training_set
 from geo_assets.assets.predictions import predictions
 from geo_assets.cli import register
 from geo_assets.geo.acquisitions import pick_imagery
-from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
+from geo_assets.geo.regions import load_catalogue, save_catalogue
 from geo_assets.partitions import region_date_key
 from image_helpers import container, logs, wait_until
-from resources.compute import LocalPoolCompute
+from tiny_world import DATE, MODEL, TINY, TINY_HOLDOUT, train_tiny
 from resources.dask_compute import DaskCompute
-from resources.gate import ModelGate
-from resources.imagery import ImageryResource
 from resources.profiles import resource_defs
-from resources.storage import ManifestIOManager, StorageResource
-from resources.training import InProcessTraining
+from resources.storage import StorageResource
 
-# The regions of tests/dagster and tests/dask: 2 x 2 tiles of 64 px at 10 m (16 tiles of 32 px).
-TINY = Region("tiny-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",))
-HOLDOUT = Region("tiny-holdout", (440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",))
-DATE = "2024-06-01"
-MODEL = "tiny-model"
-TRAIN = {"architecture": "fcn", "epochs": 2, "chips_per_epoch": 32, "chip_size": 64, "batch_size": 8,
-         "learning_rate": 0.01, "hyperparameters": {"hidden_channels": 8}}
-KEY = region_date_key(HOLDOUT.name, DATE)
+KEY = region_date_key(TINY_HOLDOUT.name, DATE)
 BUCKET = "geo-assets-dask"
 REGION = "us-east-1"
 
@@ -85,27 +73,16 @@ def instance(storage):
         store = storage.store()
         catalogue = load_catalogue(store)
         catalogue.add(TINY)
-        catalogue.add(HOLDOUT)
+        catalogue.add(TINY_HOLDOUT)
         save_catalogue(store, catalogue)
-        register(inst, regions=[TINY.name, HOLDOUT.name], models=[MODEL])
+        register(inst, regions=[TINY.name, TINY_HOLDOUT.name], models=[MODEL])
         yield inst
 
 
 @pytest.fixture(scope="module")
 def trained(instance, storage) -> str:
     """A small model trained on tiny-field on the thread pool, stored in the bucket; its version id."""
-    resources = {"storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
-                 "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0), "training": InProcessTraining()}
-    tiles64 = {"config": {"tile_size": 64}}
-    assert dg.materialize([imagery_tiles], partition_key=region_date_key(TINY.name, DATE), resources=resources,
-                          instance=instance, run_config={"ops": {"imagery_tiles": tiles64}}).success
-    assert dg.materialize([labels], partition_key=TINY.name, resources=resources, instance=instance,
-                          run_config={"ops": {"labels": tiles64}}).success
-    ops = {"training_set": {"config": {"regions": [TINY.name]}}, "trained_model": {"config": TRAIN}}
-    result = dg.materialize([training_set, trained_model], partition_key=MODEL, resources=resources,
-                            instance=instance, run_config={"ops": ops})
-    assert result.success
-    return result.output_for_node("trained_model")["version"]
+    return train_tiny(instance, storage)
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +117,8 @@ def ops(version: str) -> dict:
 
 def pixels(store) -> dict:
     """Every stored pixel of the partition's imagery and predictions, with the manifests' digests."""
-    imagery = pick_imagery(store, HOLDOUT.name, DATE)[1]
-    (key,) = [k for k in store.list("manifests/predictions") if f"region={HOLDOUT.name}/date={DATE}" in k]
+    imagery = pick_imagery(store, TINY_HOLDOUT.name, DATE)[1]
+    (key,) = [k for k in store.list("manifests/predictions") if f"region={TINY_HOLDOUT.name}/date={DATE}" in k]
     preds = store.read_json(key)
     out = {"digests": ([t["digest"] for t in imagery["tiles"]], [t["digest"] for t in preds["tiles"]])}
     for path in [t["path"] for t in imagery["tiles"] + preds["tiles"]] + [preds["mosaic"]]:

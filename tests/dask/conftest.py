@@ -13,12 +13,11 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from dask_helpers import DATE, MODEL, TINY, TINY_HOLDOUT, TRAIN, dask_cli_cluster, resources_for
+from dask_helpers import dask_cli_cluster
+from tiny_world import MODEL, TINY, TINY_HOLDOUT, train_tiny
 from geo_assets.cli import register
 from geo_assets.geo.regions import load_catalogue, save_catalogue
 from geo_assets.geo.store import Store, local_root
-from geo_assets.partitions import region_date_key
-from resources.compute import LocalPoolCompute
 
 @pytest.fixture(scope="session")
 def local_cluster():
@@ -59,19 +58,4 @@ def registered(instance, store):
 @pytest.fixture(scope="module")
 def trained(registered, store) -> str:
     """A small model trained on tiny-field with the thread pool; its version id."""
-    from geo_assets.assets.imagery import imagery_tiles
-    from geo_assets.assets.labels import labels
-    from geo_assets.assets.models import trained_model, training_set
-
-    resources = resources_for(store, LocalPoolCompute(workers=2))
-    tiles64 = {"config": {"tile_size": 64}}
-    key = region_date_key(TINY.name, DATE)
-    assert dg.materialize([imagery_tiles], partition_key=key, resources=resources, instance=registered,
-                          run_config={"ops": {"imagery_tiles": tiles64}}).success
-    assert dg.materialize([labels], partition_key=TINY.name, resources=resources, instance=registered,
-                          run_config={"ops": {"labels": tiles64}}).success
-    ops = {"training_set": {"config": {"regions": [TINY.name]}}, "trained_model": {"config": TRAIN}}
-    result = dg.materialize([training_set, trained_model], partition_key=MODEL, resources=resources,
-                            instance=registered, run_config={"ops": ops})
-    assert result.success
-    return result.output_for_node("trained_model")["version"]
+    return train_tiny(registered, store)

@@ -1,6 +1,6 @@
-"""Shared by the Dask tests: the tiny regions and model settings, the resources of a step, and a Dask
-cluster started with the `dask` command line, as on a remote machine (the step only knows the
-scheduler's address). A module of its own: `conftest` is not importable by name when several exist."""
+"""Shared by the Dask tests: a Dask cluster started with the `dask` command line, as on a remote
+machine (the step only knows the scheduler's address); the tiny world is tests/tiny_world.py.
+A module of its own: `conftest` is not importable by name when several exist."""
 
 from __future__ import annotations
 
@@ -10,30 +10,8 @@ import sys
 from pathlib import Path
 
 from devtools.emulators import free_port, running
-from geo_assets.geo.regions import Region
-from geo_assets.geo.store import Store
-from resources.compute import LocalPoolCompute
-from resources.gate import ModelGate
-from resources.imagery import ImageryResource
-from resources.storage import ManifestIOManager, StorageResource
-from resources.training import InProcessTraining
 
 HERE = Path(__file__).resolve().parent
-
-# The regions of tests/dagster: 2 x 2 tiles of 64 px at 10 m (16 tiles of 32 px).
-TINY = Region("tiny-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",))
-TINY_HOLDOUT = Region("tiny-holdout", (440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",))
-DATE = "2024-06-01"
-MODEL = "tiny-model"
-TRAIN = {"architecture": "fcn", "epochs": 2, "chips_per_epoch": 32, "chip_size": 64, "batch_size": 8,
-         "learning_rate": 0.01, "hyperparameters": {"hidden_channels": 8}}
-
-
-def resources_for(store: Store, compute: LocalPoolCompute) -> dict:
-    storage = StorageResource(root=store.root)
-    return {"storage": storage, "compute": compute, "io_manager": ManifestIOManager(storage=storage),
-            "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0), "training": InProcessTraining()}
-
 
 @contextlib.contextmanager
 def dask_cli_cluster(log_dir: Path, workers: int = 2):

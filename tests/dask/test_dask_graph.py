@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from dask_helpers import DATE, MODEL, TINY_HOLDOUT, resources_for
+from tiny_world import DATE, MODEL, TINY_HOLDOUT, resources_for
 from dask_test_jobs import prediction_job
 from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.assets.predictions import predictions
