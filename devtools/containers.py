@@ -74,7 +74,11 @@ def _install_packages() -> None:
 
 
 def engine_up() -> bool:
-    return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+    proc = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=30)
+    if "permission denied" in proc.stderr.lower():
+        raise ContainerError("the Docker engine runs, but this user may not use its socket (/var/run/docker.sock): "
+                             "run as root or as a member of the `docker` group")
+    return proc.returncode == 0
 
 
 def ensure_engine(timeout: float = 60.0) -> None:
@@ -141,7 +145,7 @@ def torch_wheels() -> Path | None:
     proc = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True)
     candidates += [line.split("=", 1)[1].strip("'\" ") for line in proc.stdout.splitlines() if "find-links=" in line]
     for folder in (Path(c) for c in candidates if c):
-        if any(folder.glob("torch-2.13.0*.whl")):
+        if any(folder.glob("torch-2.13.0+cpu-*.whl")):  # the glob deploy/install-locked.sh looks for
             return folder
     return None
 
@@ -151,7 +155,7 @@ def fill_wheelhouse(wheelhouse: Path = ROOT / "deploy/wheelhouse") -> None:
     from the local wheel folder, and the machine's CA bundle for pip inside the build. Hard links
     where they can be (no copy of 190 MB); a wheel already there is kept."""
     wheels = torch_wheels()
-    for src in ([*wheels.glob("torch-2.13.0*.whl")] if wheels else []):
+    for src in ([*wheels.glob("torch-2.13.0+cpu-*.whl")] if wheels else []):
         dst = wheelhouse / src.name
         if not dst.exists():
             try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -34,6 +35,7 @@ from resources.dask_compute import DaskCompute
 from resources.profiles import resource_defs
 from resources.storage import StorageResource
 
+ROOT = Path(__file__).resolve().parents[2]
 KEY = region_date_key(TINY_HOLDOUT.name, DATE)
 BUCKET = "geo-assets-dask"
 REGION = "us-east-1"
@@ -85,6 +87,15 @@ def trained(instance, storage) -> str:
     return train_tiny(instance, storage)
 
 
+def readme_dask(kind: str) -> list[str]:
+    """`dask scheduler ...` or `dask worker ...` as deploy/README.md's "Dask in containers" runs them
+    (what follows the image name): the flags tested are the flags documented."""
+    block = (ROOT / "deploy/README.md").read_text().split("## Dask in containers", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    (line,) = [l for l in block.replace("\\\n", " ").splitlines() if f"dask {kind}" in l]
+    words = line.split()
+    return words[words.index("dask"):]
+
+
 @pytest.fixture(scope="module")
 def cluster(app_image, aws_env):
     """`dask scheduler` and two `dask worker`s, each a container of the image; yields (scheduler
@@ -93,11 +104,10 @@ def cluster(app_image, aws_env):
 
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    with container(app_image, "dask", "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
-                   what="dask-scheduler") as scheduler:
+    scheduler_args, worker_args = readme_dask("scheduler"), readme_dask("worker")
+    with container(app_image, *[str(port) if a == "8786" else a for a in scheduler_args], what="dask-scheduler") as scheduler:
         wait_until(lambda: "Scheduler at:" in logs(scheduler), 120, "the scheduler container did not start", scheduler)
-        worker = ["dask", "worker", address, "--host", "127.0.0.1", "--nthreads", "1", "--no-dashboard",
-                  "--memory-limit", "2GiB"]
+        worker = [address if a == "tcp://127.0.0.1:8786" else a for a in worker_args]
         with container(app_image, *worker, env=aws_env, what="dask-worker") as first, \
                 container(app_image, *worker, env=aws_env, what="dask-worker") as second:
             with Client(address, timeout=60, set_as_default=False) as client:

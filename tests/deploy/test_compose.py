@@ -46,3 +46,18 @@ def test_the_daemon_has_every_variable_the_launcher_copies_into_run_containers()
         assert service["environment"] == environment
         assert "/var/run/docker.sock:/var/run/docker.sock" in service["volumes"] and service["group_add"]
     assert not any("docker.sock" in v for v in COMPOSE["services"]["webserver-read-only"]["volumes"])
+
+
+def test_every_server_listens_on_loopback_only_and_runs_skip_the_code_servers_health_check():
+    """Whoever reaches the webserver, the code server or the database can launch runs or read
+    secrets, and the webserver and daemon control the engine: on the host network each must listen
+    on 127.0.0.1, never on every address."""
+    services = COMPOSE["services"]
+    for name in ("code-server", "webserver", "webserver-read-only"):
+        assert " -h 127.0.0.1 " in services[name]["command"][-1], (name, services[name]["command"])
+    entrypoint = (ROOT / "deploy/compose/postgres/entrypoint.sh").read_text()
+    assert "listen_addresses=127.0.0.1 " in entrypoint and "listen_addresses='*'" not in entrypoint
+    # The image's HEALTHCHECK asks the code server; the other services and each run's container
+    # run something else, so they carry none (it would call them unhealthy, every 30 s, at a cost).
+    assert all(services[name]["healthcheck"] == {"disable": True} for name in ("webserver", "webserver-read-only", "daemon"))
+    assert INSTANCE["run_launcher"]["config"]["container_kwargs"]["healthcheck"] == {"test": ["NONE"]}
