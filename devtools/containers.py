@@ -186,8 +186,7 @@ def context_copy(dest: Path, root: Path = ROOT) -> Path:
     for folder in ("geo_assets", "resources"):
         shutil.copytree(root / folder, dest / folder, ignore=junk)
     shutil.copytree(root / "deploy", dest / "deploy", ignore=lambda folder, names: [
-        *junk(folder, names), *(["wheelhouse"] if Path(folder) == root / "deploy" else []),
-        *(["data"] if Path(folder) == root / "deploy/compose" else [])])
+        *junk(folder, names), *(["wheelhouse"] if Path(folder) == root / "deploy" else [])])
     (dest / "deploy/wheelhouse").mkdir()
     for item in (root / "deploy/wheelhouse").iterdir():
         (os.link if item.suffix == ".whl" else shutil.copy2)(item, dest / "deploy/wheelhouse" / item.name)
