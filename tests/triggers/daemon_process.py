@@ -81,6 +81,14 @@ def sensor_ticks(instance, name: str = "scene_arrivals") -> list:
     return list(instance.get_ticks(states[0].instigator_origin_id, states[0].selector_id))
 
 
+def finished_ticks(instance, name: str = "scene_arrivals") -> list:
+    """The sensor's ticks that have ended. A tick is recorded (STARTED) before its evaluation reads
+    the clock, and a first tick watches from that clock on: wait for this before writing arrivals."""
+    from dagster._core.scheduler.instigation import TickStatus
+
+    return [t for t in sensor_ticks(instance, name) if t.status != TickStatus.STARTED]
+
+
 def tick_log_lines(instance, ticks) -> list[str]:
     from dagster._core.definitions.instigation_logger import get_instigation_log_records
 

@@ -6,9 +6,8 @@ import os
 from datetime import datetime, timezone
 
 import dagster as dg
-import pytest
 
-from daemon_process import Daemon, dagster_home, sensor_ticks, tick_log_lines, wait_for
+from daemon_process import Daemon, dagster_home, finished_ticks, sensor_ticks, tick_log_lines, wait_for
 from devtools.arrivals import write_item, write_scene
 from geo_assets.assets.common import digest
 from geo_assets.geo.store import make_store
@@ -48,7 +47,7 @@ def test_ticks_through_the_daemon_request_each_arrival_once_across_a_restart(tmp
     instance = dg.DagsterInstance.from_config(str(home))
     daemon.start()
     try:
-        wait_for(lambda: sensor_ticks(instance), 120, "the first tick", daemon)
+        wait_for(lambda: finished_ticks(instance), 120, "the first tick to end", daemon)
         a = f"incoming/arrival-farm/{TODAY}/S2A_1.json"
         b1, b2 = "incoming/arrival-farm/2024-06-01/S2A_2.json", "incoming/arrival-farm/2024-06-01/S2B_3.json"
         for key in (a, b1, b2, f"incoming/arrival-farm/{TODAY}/S2A_1/B04.tif", "incoming/notes.txt"):
@@ -100,7 +99,7 @@ def test_arrived_scenes_of_one_partition_run_one_after_the_other_to_the_end(tmp_
     folder = f"incoming/arrival-farm/{TODAY}"
     daemon.start()
     try:
-        wait_for(lambda: sensor_ticks(instance), 120, "the first tick", daemon)
+        wait_for(lambda: finished_ticks(instance), 120, "the first tick to end", daemon)
         write_scene(store, folder, "S2A_1", FARM.bbox, FARM.crs, date=TODAY, seed=1)
         (first,) = wait_for(lambda: queued(runs_of(instance)), 180, "the first run", daemon)
         write_scene(store, folder, "S2B_2", FARM.bbox, FARM.crs, date=TODAY, seed=2, cloud=50.0)

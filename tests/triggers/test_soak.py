@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import pytest
 
-from daemon_process import Daemon, dagster_home, sensor_ticks, wait_for
+from daemon_process import Daemon, dagster_home, finished_ticks, sensor_ticks, wait_for
 from geo_assets.geo.regions import Region, add_region
 from geo_assets.geo.store import make_store
 from trigger_stores import BUCKET, s3_settings
@@ -74,7 +74,7 @@ def test_ten_thousand_versions_each_run_once_across_three_restarts(tmp_path, s3_
 
     daemon.start()
     try:
-        wait_for(lambda: sensor_ticks(instance), 180, "the first tick", daemon)
+        wait_for(lambda: finished_ticks(instance), 180, "the first tick to end", daemon)
 
         put(store, wave_keys(0))
         expected |= versions(store)
