@@ -10,7 +10,7 @@ import dagster as dg
 import numpy as np
 import rasterio
 
-from daemon_process import Daemon, dagster_home, wait_for
+from daemon_process import Daemon, dagster_home, finished_ticks, wait_for
 from devtools.arrivals import write_landsat_scene
 from geo_assets.geo.acquisitions import pick_imagery
 from geo_assets.geo.stac import QA_CLOUD, QA_FILL, to_reflectance
@@ -38,8 +38,7 @@ def test_an_arrived_landsat_scene_is_cut_on_its_own_pixels(tmp_path):
     runs = lambda: instance.get_runs(dg.RunsFilter(tags={"dagster/sensor_name": "scene_arrivals"}))  # noqa: E731
     daemon.start()
     try:
-        wait_for(lambda: [s for s in instance.all_instigator_state() if s.name == "scene_arrivals"
-                          and list(instance.get_ticks(s.instigator_origin_id, s.selector_id))], 120, "the first tick", daemon)
+        wait_for(lambda: finished_ticks(instance), 120, "the first tick to end", daemon)
         dn, transform, crs = write_landsat_scene(store, f"incoming/{REGION}/{TODAY}", "LC08_L2SP_224078_20200518_20200820_02_T1",
                                                  date=TODAY)
         (run,) = wait_for(lambda: [r for r in runs() if r.is_finished], 240, "the arrival's run to finish", daemon, every=2)
