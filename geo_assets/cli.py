@@ -202,13 +202,22 @@ def _print_event(event) -> None:
     print(f"  {event.kind:22} {event.step or '':16} {event.message}", flush=True)
 
 
-def cmd_launch(args) -> int:
-    from geo_assets.graphql import DagsterClient, ui_url
+def _ready_client(url: str):
+    """A client of the webserver at `url`, once it reads its database and serves the code location;
+    its warnings (a silent daemon) printed."""
+    from geo_assets.graphql import DagsterClient
 
-    request = _request(args, [args.date])
-    client = DagsterClient(args.url)
+    client = DagsterClient(url)
     for warning in client.ready():
         print(f"geo-assets: warning: {warning}", file=sys.stderr, flush=True)
+    return client
+
+
+def cmd_launch(args) -> int:
+    from geo_assets.graphql import ui_url
+
+    request = _request(args, [args.date])
+    client = _ready_client(args.url)
     tags = {**request.tags, "geo-assets/trigger": "cli-launch"}
     run_id = client.launch_run(list(request.assets), request.partitions[0], request.run_config, tags)
     print(f"launched run {run_id} ({', '.join(request.assets)} of {request.partitions[0]}): {ui_url(args.url, '/runs/' + run_id)}",
@@ -237,14 +246,12 @@ def _backfill_progress(state: dict) -> None:
 
 
 def cmd_backfill(args) -> int:
-    from geo_assets.graphql import DagsterClient, ui_url
+    from geo_assets.graphql import ui_url
     from geo_assets.launches import date_range
     from geo_assets.limits import max_backfill_partitions
 
     request = _request(args, date_range(args.start, args.end, max_backfill_partitions()))
-    client = DagsterClient(args.url)
-    for warning in client.ready():
-        print(f"geo-assets: warning: {warning}", file=sys.stderr, flush=True)
+    client = _ready_client(args.url)
     tags = {**request.tags, "geo-assets/dates": f"{args.start}...{args.end}", "geo-assets/trigger": "cli-backfill"}
     title = f"{args.region} {args.start} to {args.end}"
     backfill_id = client.launch_backfill(list(request.assets), list(request.partitions), request.run_config, tags, title)
