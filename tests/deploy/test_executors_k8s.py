@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 
+import dagster as dg
 import pytest
 import yaml
 
@@ -70,7 +71,7 @@ def cluster(tmp_path_factory):
             init = subprocess.run([BIN / "geo-assets", "init"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
             assert init.returncode == 0, init.stderr[-3000:]
             with dagster_dev(env, tmp / "dev.log") as url:
-                yield url, jobs
+                yield url, jobs, env
 
 
 def _pod(job: dict) -> dict:
@@ -89,7 +90,7 @@ def _failure(url: str, run_id: str) -> str:
 
 
 def test_each_step_is_a_valid_job_placed_by_its_op_tags(cluster):
-    url, jobs = cluster
+    url, jobs, _ = cluster
     run_id = launch(url, "imagery_job", PARTITION, {"imagery_tiles": {"config": {"tile_size": 256}}})
     run = wait(url, run_id, timeout=420)
     assert run["status"] == "SUCCESS", _failure(url, run_id)
@@ -118,7 +119,7 @@ def test_each_step_is_a_valid_job_placed_by_its_op_tags(cluster):
 
 
 def test_gpu_steps_ask_for_a_gpu_node_with_the_cuda_image(cluster):
-    url, jobs = cluster
+    url, jobs, _ = cluster
     # No model is trained here: the predictions step is placed and started, then fails for lack of one.
     run_id = launch(url, "prediction_job", PARTITION, {"predictions": {"config": {"model": "no-such-model"}}})
     run = wait(url, run_id, timeout=420)
@@ -136,7 +137,7 @@ def test_gpu_steps_ask_for_a_gpu_node_with_the_cuda_image(cluster):
 
 
 def test_a_job_the_api_refuses_fails_its_step_with_the_cause(cluster):
-    url, jobs = cluster
+    url, jobs, _ = cluster
     # A per-step override the API server refuses: "8GiB" is not a Kubernetes quantity ("8Gi" is).
     bad = {"imagery_tiles": {"container_config": {"resources": {"limits": {"memory": "8GiB"}}}}}
     run_id = _launch_with_execution(url, {"imagery_tiles": {"config": {"tile_size": 256}}}, {"config": {"per_step_k8s_config": bad}})
@@ -182,3 +183,85 @@ def test_the_cpu_code_location_runs_steps_as_jobs(cloud):
     # The GPU location keeps whole runs on one GPU node: its steps stay processes of the run's pod.
     gpu_env = {e["name"]: e["value"] for e in deployments["geo-assets-gpu"]["env"]}
     assert "GEO_ASSETS_RUNTIME" not in gpu_env
+
+
+def _trained_without_evaluation(env: dict):
+    """tiny-field's tiny model and tiny-holdout's registered evaluation set in the cluster's store, made
+    in this process (no evaluation yet); the version id and the store."""
+    from geo_assets.assets.models import evaluation_set, trained_model, training_set
+    from geo_assets.cli import register
+    from geo_assets.geo.regions import load_catalogue, save_catalogue
+    from resources.compute import LocalPoolCompute
+    from resources.storage import StorageResource
+    from tiny_world import DATE, TILES64, TINY, TINY_HOLDOUT, TRAIN, resources_for
+
+    storage = StorageResource(root=env["GEO_ASSETS_STORAGE_ROOT"], endpoint_url=env["STORAGE_EMULATOR_HOST"],
+                              anonymous=True, project="test-project")
+    store = storage.store()
+    catalogue = load_catalogue(store)
+    for region in (TINY, TINY_HOLDOUT):
+        if region.name not in catalogue.names():
+            catalogue.add(region)
+    save_catalogue(store, catalogue)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+        with dg.DagsterInstance.get() as served:
+            register(served, regions=[TINY.name, TINY_HOLDOUT.name], models=[GATED_MODEL])
+    resources = resources_for(storage, LocalPoolCompute(workers=2))
+    from geo_assets.assets.imagery import imagery_tiles
+    from geo_assets.assets.labels import labels
+    from geo_assets.partitions import region_date_key
+
+    with dg.instance_for_test() as instance:
+        register(instance, regions=[TINY.name, TINY_HOLDOUT.name], models=[GATED_MODEL])
+        for region in (TINY, TINY_HOLDOUT):
+            assert dg.materialize([imagery_tiles], partition_key=region_date_key(region.name, DATE), resources=resources,
+                                  instance=instance, run_config={"ops": {"imagery_tiles": TILES64}}).success
+            assert dg.materialize([labels], partition_key=region.name, resources=resources, instance=instance,
+                                  run_config={"ops": {"labels": TILES64}}).success
+        ops = {"training_set": {"config": {"regions": [TINY.name]}}, "evaluation_set": {"config": {"regions": [TINY_HOLDOUT.name]}},
+               "trained_model": {"config": TRAIN}}
+        result = dg.materialize([training_set, evaluation_set, trained_model], partition_key=GATED_MODEL, resources=resources,
+                                instance=instance, run_config={"ops": ops})
+    assert result.success
+    return result.output_for_node("trained_model")["version"], store
+
+
+GATED_MODEL = "landcover-unet"
+LOWERED = "0.0"
+
+
+def test_a_run_that_sets_its_pods_environment_cannot_move_the_gate(cluster):
+    """The run's pod (a `dagster-k8s/config` tag) and its step's pod (the executor's `env_vars`) both get
+    GEO_ASSETS_MIN_MIOU=0.0. The step still judges at the code location's 0.9: it reads the gate the code
+    server recorded in the run's job snapshot, not its own environment."""
+    from devtools.dagster_dev import LAUNCH, REPO
+
+    url, jobs, env = cluster
+    assert "GEO_ASSETS_MIN_MIOU" not in env  # the deployment's gate: the default, 0.9
+    version, store = _trained_without_evaluation(env)
+    lowered = {"name": "GEO_ASSETS_MIN_MIOU", "value": LOWERED}
+    params = {
+        "selector": {**REPO, "jobName": "__ASSET_JOB", "assetSelection": [{"path": ["model_evaluation"]}]},
+        "runConfigData": {"execution": {"config": {"env_vars": [f"GEO_ASSETS_MIN_MIOU={LOWERED}"]}}},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": GATED_MODEL},
+                                       {"key": "dagster-k8s/config", "value": json.dumps({"container_config": {"env": [lowered]}})}]},
+    }
+    launched = graphql(url, LAUNCH, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    wait(url, run_id, timeout=420)
+
+    # The lowered gate reached both processes...
+    run_pod = next(_pod(j.spec) for j in jobs.jobs.values() if j.spec["metadata"]["labels"].get("app.kubernetes.io/component") == "run_worker"
+                   and run_id in json.dumps(j.spec))
+    step_pod = _pod(_step_jobs(jobs, run_id)["model_evaluation"])
+    for pod in (run_pod, step_pod):
+        assert lowered in pod["containers"][0]["env"]
+    # ...and the step judged at the deployment's bar all the same, and said so.
+    (key,) = store.list(f"models/{GATED_MODEL}/{version}/evaluations")
+    evaluation = store.read_json(key)
+    assert evaluation["min_miou"] == 0.9
+    assert evaluation["miou"] < 0.9 and evaluation["passed"] is False  # at 0.0 it would have passed and served
+    messages = [e.get("message") or "" for e in graphql(url, EVENTS, {"id": run_id})["logsForRun"]["events"]]
+    assert any("GEO_ASSETS_MIN_MIOU in this process gives a gate of 0.0; the run was created with 0.9" in m for m in messages)
