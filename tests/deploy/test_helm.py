@@ -214,3 +214,83 @@ def _leaves(node, prefix=""):
 
 def _without_comments(text: str) -> str:
     return "\n".join(line.split(" #")[0] for line in text.splitlines() if not line.lstrip().startswith("#"))
+
+
+# --- Who may reach whom inside the cluster (deploy/helm/network-policies.yaml) ---------------------
+NAMESPACE, AUTH = "geo-assets", "geo-assets-auth"
+# Pod labels as the Dagster chart (release `dagster`) and the oauth2-proxy chart (releases
+# oauth2-proxy-editors / -viewers) render them: selector labels plus `component`.
+DAGSTER = {"app.kubernetes.io/name": "dagster", "app.kubernetes.io/instance": "dagster"}
+WEBSERVER, READ_ONLY = {**DAGSTER, "component": "dagster-webserver"}, {**DAGSTER, "component": "dagster-webserver-read-only"}
+DAEMON = {**DAGSTER, "component": "dagster-daemon", "deployment": "daemon"}
+PROXY = {who: {"app.kubernetes.io/name": "oauth2-proxy", "app.kubernetes.io/instance": f"oauth2-proxy-{who}"} for who in ("editors", "viewers")}
+
+
+def _policies() -> list[dict]:
+    return [p for p in yaml.safe_load_all((ROOT / "deploy/helm/network-policies.yaml").read_text()) if p]
+
+
+def _matches(selector: dict, labels: dict) -> bool:
+    """A Kubernetes label selector (matchLabels, matchExpressions with In / NotIn / Exists)."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        ok = {"In": lambda: labels.get(e["key"]) in e["values"], "NotIn": lambda: labels.get(e["key"]) not in e["values"],
+              "Exists": lambda: e["key"] in labels, "DoesNotExist": lambda: e["key"] not in labels}[e["operator"]]()
+        if not ok:
+            return False
+    return True
+
+
+def _admits(policies: list[dict], to: tuple[str, dict, int], source: tuple[str, dict]) -> bool:
+    """Whether a pod (namespace, labels) may open `to` = (namespace, labels, port) under NetworkPolicy rules:
+    open unless a policy selects the target for ingress; then some rule of one of them must admit the source."""
+    (to_ns, to_labels, port), (from_ns, from_labels) = to, source
+    selecting = [p for p in policies if to_ns == NAMESPACE and "Ingress" in p["spec"]["policyTypes"]
+                 and _matches(p["spec"]["podSelector"], to_labels)]
+    if not selecting:
+        return True
+    namespace_labels = {"kubernetes.io/metadata.name": from_ns}
+    for policy in selecting:
+        for rule in policy["spec"].get("ingress", []):
+            if rule.get("ports") and not any(p["port"] == port for p in rule["ports"]):
+                continue
+            for peer in rule.get("from", []):
+                in_namespace = (_matches(peer["namespaceSelector"], namespace_labels) if "namespaceSelector" in peer
+                                else from_ns == NAMESPACE)
+                if in_namespace and ("podSelector" not in peer or _matches(peer["podSelector"], from_labels)):
+                    return True
+    return False
+
+
+def test_network_policies_are_valid_objects():
+    for policy in _policies():
+        kubernetes_validate.validate(policy, K8S, strict=True)
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_only_the_sign_in_proxies_reach_the_webservers(cloud):
+    values, policies = _values(cloud), _policies()
+    port = values["dagsterWebserver"]["service"]["port"]
+    code = _deployment(values, "geo-assets")
+    code_server = (NAMESPACE, {"app.kubernetes.io/name": "dagster-user-deployments", "deployment": code["name"]}, code["port"])
+    run_pod = _run_job(values, code)["spec"]["template"]["metadata"]["labels"]  # as dagster-k8s labels it
+    webserver, read_only = (NAMESPACE, WEBSERVER, port), (NAMESPACE, READ_ONLY, port)
+
+    assert _admits(policies, webserver, (AUTH, PROXY["editors"]))
+    assert _admits(policies, read_only, (AUTH, PROXY["viewers"]))
+    assert not _admits(policies, webserver, (AUTH, PROXY["viewers"]))  # viewers never reach the writable one
+    for source in [(NAMESPACE, run_pod), (NAMESPACE, DAEMON), (NAMESPACE, {}), ("default", PROXY["editors"]),
+                   # a run whose dagster-k8s/config tag copies the proxy's labels onto its pod
+                   (NAMESPACE, {**run_pod, **PROXY["editors"]})]:
+        assert not _admits(policies, webserver, source), source
+        assert not _admits(policies, read_only, source), source
+    # The code servers answer the system pods of their namespace, nobody outside it.
+    for source in [(NAMESPACE, WEBSERVER), (NAMESPACE, READ_ONLY), (NAMESPACE, DAEMON)]:
+        assert _admits(policies, code_server, source)
+    assert not _admits(policies, code_server, ("default", DAEMON))
+    assert not _admits(policies, code_server, (AUTH, PROXY["editors"]))
+    # The proxies' upstreams are the services of those pods.
+    for who, service in (("editors", "dagster-dagster-webserver"), ("viewers", "dagster-dagster-webserver-read-only")):
+        config = yaml.safe_load((ROOT / f"deploy/helm/oauth2-proxy-{who}.yaml").read_text())["config"]["configFile"]
+        assert f"http://{service}.{NAMESPACE}.svc.cluster.local:{port}/" in config
