@@ -70,16 +70,19 @@ class Request:
 
 def plan(
     store, region_name: str, dates: list[str], *, min_miou: float, source: str | None = None,
-    model: str | None = None, version: str | None = None, assets: tuple[str, ...] = ASSETS,
+    model: str | None = None, version: str | None = None, assets: tuple[str, ...] = ASSETS, in_partitions: bool = True,
 ) -> Request:
-    """The request for `assets` of region x dates, or a ValueError/LookupError naming why it cannot succeed."""
+    """The request for `assets` of region x dates, or a ValueError/LookupError naming why it cannot succeed.
+    `in_partitions=False` leaves out the check that the dates are date partitions already (a schedule's
+    preview of a future tick, which requests nothing)."""
     unknown = [a for a in assets if a not in ASSETS]
     if unknown or not assets:
         raise ValueError(f"unknown asset(s) {', '.join(unknown) or '(none)'}; accepted: {', '.join(ASSETS)}")
     assets = tuple(a for a in ASSETS if a in assets)  # upstream first
     region = load_catalogue(store).get(region_name)
     dates = [validate_date(d) for d in dates]
-    check_partition_dates(dates)
+    if in_partitions:
+        check_partition_dates(dates)
     source = source or region.source
     spec = get_source(source).spec(region)  # an unknown source, or a sample that does not cover the region
     check_dates(source, region, dates)

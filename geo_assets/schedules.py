@@ -43,10 +43,13 @@ def monthly_predictions(context: dg.ScheduleEvaluationContext, storage: StorageR
     if not regions:
         return dg.SkipReason(f"no region is scheduled: set {REGIONS_ENV}=region-a,region-b")
     date = context.scheduled_execution_time.astimezone(datetime.timezone.utc).date().isoformat()
+    # The UI previews future ticks by evaluating them now; their date is not a partition yet, so a preview
+    # checks everything else and requests nothing.
+    preview = date > datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     store, requests, refused = storage.store(), [], []
     for region in regions:
         try:
-            request = plan(store, region, [date], min_miou=gate.min_miou)
+            request = plan(store, region, [date], min_miou=gate.min_miou, in_partitions=not preview)
         except (ValueError, LookupError) as exc:
             context.log.warning(f"{region} {date} skipped: {exc}")
             refused.append(region)
@@ -56,6 +59,11 @@ def monthly_predictions(context: dg.ScheduleEvaluationContext, storage: StorageR
             run_key=key, partition_key=key, run_config=request.run_config,
             tags={**request.tags, TRIGGER_TAG: "monthly_predictions"},
         ))
+    if preview:
+        return dg.SkipReason(
+            f"preview of the tick of {date}: it will request {', '.join(r.partition_key for r in requests) or 'nothing'}"
+            + (f"; refused now: {', '.join(refused)}" if refused else "") + " (nothing is requested before that day)"
+        )
     if not requests:
         return dg.SkipReason(f"every scheduled region was refused for {date}: {', '.join(refused)} (see the tick's log)")
     return requests

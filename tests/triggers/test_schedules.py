@@ -19,9 +19,9 @@ def instance():
         yield inst
 
 
-def _tick(world, instance):
+def _tick(world, instance, at: datetime.datetime = TICK):
     resources = {"storage": world.resources["storage"], "gate": world.resources["gate"]}
-    return monthly_predictions(dg.build_schedule_context(instance=instance, scheduled_execution_time=TICK, resources=resources))
+    return monthly_predictions(dg.build_schedule_context(instance=instance, scheduled_execution_time=at, resources=resources))
 
 
 def test_monthly_predictions_requests_each_scheduled_region_that_can_succeed(world, instance, monkeypatch):
@@ -44,6 +44,18 @@ def test_monthly_predictions_skips_with_the_reason(world, instance, monkeypatch)
     assert f"set {REGIONS_ENV}=" in _tick(world, instance).skip_message
     monkeypatch.setenv(REGIONS_ENV, "s2-sample,atlantis")
     assert "every scheduled region was refused for 2024-07-01: s2-sample, atlantis" in _tick(world, instance).skip_message
+
+
+def test_the_preview_of_a_future_tick_says_what_it_will_request(world, instance, monkeypatch):
+    """The UI's next-tick preview evaluates a tick dated after today: its regions are checked as on the
+    day (the date aside, which is not a partition yet), and nothing is requested now."""
+    monkeypatch.setenv(REGIONS_ENV, "tiny-field,atlantis")
+    today = datetime.datetime.now(datetime.timezone.utc)
+    next_month = (today.replace(day=1) + datetime.timedelta(days=32)).replace(day=1, hour=6, minute=0, second=0, microsecond=0)
+    day = next_month.date().isoformat()
+    assert _tick(world, instance, next_month).skip_message == (
+        f"preview of the tick of {day}: it will request {day}|tiny-field; refused now: atlantis "
+        "(nothing is requested before that day)")
 
 
 def test_schedules_and_automation_are_off_by_default():
