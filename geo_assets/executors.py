@@ -12,6 +12,9 @@ What each step asks of the cluster (CPU, memory, a GPU node) is in the op tags o
 geo_assets/assets/placement.py. The `gpu` pool of the GPU steps caps them on every runtime.
 `execute_in_process` (the demo, the tests) runs in one process whatever is chosen here.
 
+On the `process` runtime the run worker records itself in a run tag before its first step
+(geo_assets/run_launcher.py), so run monitoring can tell a lost worker from a busy one.
+
 When the cluster's API refuses a step's Job or task (a spec it finds invalid, a task definition it
 does not know), dagster-k8s and dagster-aws raise in the orchestrator and the whole run fails with
 a generic message. Here that step fails instead, with the API's own words in its one message, and
@@ -26,9 +29,11 @@ from typing import Callable, Iterator
 import dagster as dg
 from dagster._core.events import DagsterEvent
 from dagster._core.execution.plan.objects import StepFailureData
+from dagster._core.executor.base import Executor
 from dagster._core.executor.step_delegating import CheckStepHealthResult, StepHandler, StepHandlerContext
 from dagster._utils.error import SerializableErrorInfo
 
+from geo_assets.run_launcher import record_worker
 from resources.profiles import get_runtime
 
 
@@ -89,6 +94,33 @@ def _explaining(executor: dg.ExecutorDefinition, refused: tuple[type[BaseExcepti
     )
 
 
+class _RecordsItsWorker(Executor):
+    """Delegates to `inner`, once the run worker has recorded itself for run monitoring."""
+
+    def __init__(self, inner: Executor):
+        self._inner = inner
+
+    @property
+    def retries(self):
+        return self._inner.retries
+
+    @property
+    def step_dependency_config(self):
+        return self._inner.step_dependency_config
+
+    def execute(self, plan_context, execution_plan):
+        record_worker(plan_context.instance, plan_context.run_id)
+        yield from self._inner.execute(plan_context, execution_plan)
+
+
+def _recording_worker(executor: dg.ExecutorDefinition) -> dg.ExecutorDefinition:
+    return dg.ExecutorDefinition(
+        name=executor.name, config_schema=executor.config_schema, requirements=executor.get_requirements,
+        executor_creation_fn=lambda init_context: _RecordsItsWorker(executor.executor_creation_fn(init_context)),
+        description=executor.description,
+    )
+
+
 def executor_def(runtime: str | None = None) -> dg.ExecutorDefinition:
     runtime = runtime or get_runtime()
     if runtime == "k8s":
@@ -101,4 +133,4 @@ def executor_def(runtime: str | None = None) -> dg.ExecutorDefinition:
 
         # RunTask refusals arrive as botocore's ClientError, tasks ECS could not place as Exception("Task ... failed").
         return _explaining(ecs_executor, (Exception,), str)
-    return dg.multiprocess_executor
+    return _recording_worker(dg.multiprocess_executor)
