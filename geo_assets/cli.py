@@ -154,7 +154,8 @@ def cmd_model_evaluation_set(args) -> int:
     store = _store()
     manifest = dataset(store, config.regions, config.dates)  # an unknown region or missing imagery fails here
     record, changed = registry.register_set(store, name, registry.acquisitions(manifest),
-                                            by=f"geo-assets model evaluation-set ({os.environ.get('USER', 'unknown user')})")
+                                            by=f"geo-assets model evaluation-set ({os.environ.get('USER', 'unknown user')})",
+                                            variants=registry.set_variants(manifest))
     print(("registered" if changed else "unchanged:") + f" model {name} " + _registered_line(record))
     if changed:
         print(f"materialise evaluation_set[{name}] and model_evaluation[{name}] on it: only evaluations on this set "

@@ -95,10 +95,13 @@ def output(manifest: dict, metadata: dict) -> dg.Output:
         return dg.Output(manifest, metadata={**metadata, "manifest_digest": version}, data_version=dg.DataVersion(version))
 
 
-def dataset(store: Store, regions: list[str], dates: list[str], acquisitions: list[str] = ()) -> dict:
+def dataset(store: Store, regions: list[str], dates: list[str], acquisitions: list[str] = (), pinned: dict | None = None) -> dict:
     """The (imagery, labels) acquisitions of a training or evaluation set, each with its data version:
     exactly `acquisitions` (REGION/DATE) when given, else `dates` of each region, else every date of a
-    region that has imagery now. The manifest records the dates it resolved to, so the set is fixed."""
+    region that has imagery now. The manifest records the dates it resolved to, so the set is fixed.
+    `pinned` (REGION/DATE -> what a registered evaluation set reads, `set_variants`) fixes the imagery
+    variant and the labels' cut of those acquisitions: a set registered on them never switches to other
+    imagery or labels by itself, it is refused instead."""
     cat = catalogue(store)
     chosen: dict[str, list[str]] = {}
     for acquisition in acquisitions:
@@ -114,14 +117,19 @@ def dataset(store: Store, regions: list[str], dates: list[str], acquisitions: li
         if not region_dates:
             raise FileNotFoundError(f"region {region!r} has no imagery_tiles yet: materialise some dates first")
         for date in region_dates:
-            # The variant cut like the labels, with the most bands (a set keeps the bands all its items have).
-            key, imagery = pick_imagery(store, region, date, tile_size=labels["tile_size"], prefer_source=r.source, widest=True)
+            pin = (pinned or {}).get(f"{region}/{date}")
+            if pin:
+                key, imagery = _pinned(store, region, date, labels, pin)
+            else:
+                # The variant cut like the labels, with the most bands (a set keeps the bands all its items have).
+                key, imagery = pick_imagery(store, region, date, tile_size=labels["tile_size"], prefer_source=r.source, widest=True)
             items.append({
                 "region": region, "date": date, "bands": imagery["bands"], "tiles": len(imagery["tiles"]),
                 "imagery": key,
                 "imagery_version": digest(imagery),
                 "labels": labels_key(region),
                 "labels_version": digest(labels),
+                "labels_cut": {"source": labels["source"], "tile_size": labels["tile_size"]},
                 "footprint": {"crs": r.crs, "bbox": list(r.bbox)},
                 "ground": read_ground(imagery),  # what is read: whole tiles overhang the box
             })
@@ -130,6 +138,24 @@ def dataset(store: Store, regions: list[str], dates: list[str], acquisitions: li
     if not bands:
         raise ValueError(f"the selected imagery shares no band: {sorted({tuple(i['bands']) for i in items})}")
     return {"regions": regions, "dates": sorted({i["date"] for i in items}), "bands": bands, "items": items}
+
+
+def _pinned(store: Store, region: str, date: str, labels: dict, pin: dict) -> tuple[str, dict]:
+    cut = {"source": labels["source"], "tile_size": labels["tile_size"]}
+    if cut != pin["labels"]:
+        raise ValueError(
+            f"the labels of region {region!r} are now cut at {cut['tile_size']} px from {cut['source']}; the registered "
+            f"evaluation set reads {region}/{date} with labels cut at {pin['labels']['tile_size']} px from "
+            f"{pin['labels']['source']}. Materialise labels[{region}] with that cut again, or register the set anew "
+            "with `geo-assets model evaluation-set`"
+        )
+    try:
+        return pin["imagery"], store.read_json(pin["imagery"])
+    except ObjectNotFoundError:
+        raise FileNotFoundError(
+            f"the registered evaluation set reads {region}/{date} from imagery {pin['imagery']}, which is no longer "
+            "stored. Materialise that variant again, or register the set anew with `geo-assets model evaluation-set`"
+        ) from None
 
 
 def dataset_metadata(manifest: dict) -> dict:

@@ -33,11 +33,12 @@ def _register_evaluation_set(context: dg.AssetExecutionContext, store, model: st
     (unless a sensor launched the run: automation never defines a set), and later only
     `geo-assets model evaluation-set` changes it. No run config can, or a run could choose its own judge."""
     pairs = registry.acquisitions(manifest)
-    this = registry.set_id(pairs)
     registered = registry.registered_set(store, model)
+    this = registry.judged_set_id(manifest, registered)
     sensor = context.run.tags.get("dagster/sensor_name")
     if registered is None and sensor is None:
-        registered, changed = registry.register_set(store, model, pairs, by=f"run {context.run.run_id} (the model had none)")
+        registered, changed = registry.register_set(store, model, pairs, by=f"run {context.run.run_id} (the model had none)",
+                                                    variants=registry.set_variants(manifest))
         if changed:
             context.log.info(f"registered the evaluation set of {model}: revision {registered['revision']}, "
                              f"{len(pairs)} acquisitions, set {this} (the model had none)")
@@ -61,6 +62,19 @@ def _register_evaluation_set(context: dg.AssetExecutionContext, store, model: st
     }
 
 
+def _evaluation_dataset(store, model: str, config: EvaluationSetConfig) -> dict:
+    """The selected evaluation set. The model's registered set reads what it was registered on (its
+    imagery variants and labels' cuts), or is refused naming what changed: it never switches by itself."""
+    registered = registry.registered_set(store, model)
+    pins = (registered or {}).get("variants")
+    if pins and sorted(a.split("/") for a in config.acquisitions) == registered["acquisitions"]:
+        return dataset(store, config.regions, config.dates, config.acquisitions, pinned=pins)  # the input_changes sensor's request
+    selected = dataset(store, config.regions, config.dates, config.acquisitions)
+    if pins and registry.acquisitions(selected) == registered["acquisitions"] and registry.set_variants(selected) != pins:
+        return dataset(store, config.regions, config.dates, list(pins), pinned=pins)
+    return selected
+
+
 def _dataset_asset(name: str, config_type: type, role: str):
     """training_set / evaluation_set: the exact acquisitions (and their data versions) a model version
     is trained or judged on. Dagster draws the edges at asset level (its partition lineage cannot follow
@@ -80,7 +94,10 @@ def _dataset_asset(name: str, config_type: type, role: str):
     def _asset(context: dg.AssetExecutionContext, config: config_type, storage: StorageResource) -> dg.Output[dict]:
         model = validate_model_name(context.partition_key)
         store = storage.store()
-        manifest = {"model": model, **dataset(store, config.regions, config.dates, config.acquisitions)}
+        if isinstance(config, EvaluationSetConfig):
+            manifest = {"model": model, **_evaluation_dataset(store, model, config)}
+        else:
+            manifest = {"model": model, **dataset(store, config.regions, config.dates, config.acquisitions)}
         tag_run(context, model=model, regions=",".join(config.regions))
         metadata = dataset_metadata(manifest)
         if isinstance(config, EvaluationSetConfig):
@@ -193,7 +210,7 @@ def model_evaluation(
         raise ValueError(f"evaluation imagery has bands {evaluation_set['bands']}, the model expects {trained_model['bands']}")
     _held_out(store, trained_model["training_set"], evaluation_set["items"])
     inputs = input_versions(evaluation_set)
-    this_set = registry.set_id(registry.acquisitions(evaluation_set))
+    this_set = registry.judged_set_id(evaluation_set, registry.registered_set(store, name))
     evaluation_id = registry.evaluation_id(inputs, gate.min_miou, this_set)
     evaluation_key = registry.evaluation_key(name, version, evaluation_id)
     evaluation = _stored(store, evaluation_key)  # evaluations are immutable: the same set at the same bar is not redone

@@ -107,10 +107,27 @@ def acquisitions(dataset_manifest: dict) -> list[list[str]]:
     return sorted([i["region"], i["date"]] for i in dataset_manifest["items"])
 
 
-def set_id(pairs: list[list[str]]) -> str:
-    """An evaluation set's identity: a digest of its acquisitions (not of their data versions, which the
-    input_changes sensor refreshes)."""
-    return _hash(sorted([str(r), str(d)] for r, d in pairs), 12)
+def set_id(pairs: list[list[str]], variants: dict | None = None) -> str:
+    """An evaluation set's identity: a digest of its acquisitions and of what each reads (`set_variants`:
+    the imagery variant, the labels' cut), not of their data versions, which the input_changes sensor
+    refreshes. Sets registered before variants were recorded are their acquisitions alone."""
+    pairs = sorted([str(r), str(d)] for r, d in pairs)
+    return _hash({"acquisitions": pairs, "variants": variants}, 12) if variants else _hash(pairs, 12)
+
+
+def set_variants(manifest: dict) -> dict | None:
+    """REGION/DATE -> the imagery variant and the labels' cut each acquisition of a set manifest reads
+    (None for a manifest made before labels' cuts were recorded)."""
+    if not all("labels_cut" in i for i in manifest["items"]):
+        return None
+    return {f"{i['region']}/{i['date']}": {"imagery": i["imagery"], "labels": i["labels_cut"]} for i in manifest["items"]}
+
+
+def judged_set_id(manifest: dict, registered: dict | None) -> str:
+    """The id of the set `manifest` holds, as the registered set is identified: with its variants, unless
+    the registered set predates them."""
+    variants = set_variants(manifest) if registered is None or registered.get("variants") else None
+    return set_id(acquisitions(manifest), variants)
 
 
 def registered_set(store: Store, name: str) -> dict | None:
@@ -121,11 +138,11 @@ def registered_set(store: Store, name: str) -> dict | None:
         return None
 
 
-def register_set(store: Store, name: str, pairs: list[list[str]], by: str) -> tuple[dict, bool]:
-    """Make `pairs` the evaluation set of `name` (an explicit act). Returns the record and whether it changed:
-    the same acquisitions keep their revision, others make the next one."""
+def register_set(store: Store, name: str, pairs: list[list[str]], by: str, variants: dict | None = None) -> tuple[dict, bool]:
+    """Make `pairs`, reading `variants` (`set_variants`), the evaluation set of `name` (an explicit act).
+    Returns the record and whether it changed: the same set keeps its revision, another makes the next one."""
     current = registered_set(store, name)
-    identity = set_id(pairs)
+    identity = set_id(pairs, variants)
     if current is not None and current["set_id"] == identity:
         return current, False
     record = {
@@ -136,6 +153,7 @@ def register_set(store: Store, name: str, pairs: list[list[str]], by: str) -> tu
         "changed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "changed_by": by,
         "previous_set_id": current["set_id"] if current else None,
+        "variants": variants or {},
     }
     store.write_json(f"models/{name}/{EVALUATION_SET_FILE}", record)
     return record, True

@@ -39,6 +39,8 @@ MODULES = (
     "ml/device.py",
     "geo/cog.py",
     "geo/landcover.py",
+    "geo/threads.py",  # read_ahead and the Mapper decide the order tiles reach the normalisation's sums
+    "geo/tilework.py",
 )
 PACKAGE = Path(__file__).resolve().parents[1]  # geo_assets/
 

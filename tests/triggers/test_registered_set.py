@@ -207,3 +207,36 @@ def test_one_damaged_version_record_leaves_the_others_usable_and_is_named(deploy
     assert f"* {version}" in listing.stdout
     assert f"skipped an unreadable record: {d.store.uri(f'models/{MODEL}/0badc0ffee00/model.json')} is not valid JSON (0 bytes)" in listing.stderr
     _ok(d.predict())  # the serving version still predicts
+
+
+def test_unrelated_work_never_changes_what_the_registered_set_reads(deployment):
+    """The registered set records what each acquisition reads (imagery variant, labels' cut). Imagery and
+    labels cut again at another tile size do not switch it: the input_changes sensor's request is refused
+    naming what changed, and once the labels are cut as registered it reads the registered variant again."""
+    d, version = deployment
+    _ok(d.evaluate([HOLDOUT.name]))  # the first selection registers the set
+    registered = registry.registered_set(d.store, MODEL)
+    ((acquisition, pin),) = registered["variants"].items()
+    assert acquisition == f"{HOLDOUT.name}/{DATE}" and pin["labels"] == {"source": "synthetic", "tile_size": 64}
+    assert "-64px-" in pin["imagery"]
+
+    def cut(asset: str, key: str, tile_size: int) -> None:
+        _ok(d.cli("dagster", "asset", "materialize", "-m", "geo_assets.definitions", "--select", asset, "--partition", key,
+                  "--config-json", json.dumps({"ops": {asset: {"config": {"tile_size": tile_size}}}})))
+
+    # Unrelated work on the held-out region: its imagery and labels cut at 128 px.
+    cut("imagery_tiles", f"{DATE}|{HOLDOUT.name}", 128)
+    cut("labels", HOLDOUT.name, 128)
+    # What the input_changes sensor requests for the set: its own acquisitions.
+    refused = d.evaluate([HOLDOUT.name], acquisitions=[acquisition])
+    assert refused.returncode != 0
+    assert (f"the labels of region '{HOLDOUT.name}' are now cut at 128 px from synthetic; the registered evaluation set "
+            f"reads {acquisition} with labels cut at 64 px from synthetic") in refused.stdout + refused.stderr
+    assert registry.registered_set(d.store, MODEL) == registered
+
+    cut("labels", HOLDOUT.name, 64)  # the way out the message names
+    _ok(d.evaluate([HOLDOUT.name], acquisitions=[acquisition]))
+    (item,) = d.store.read_json(f"manifests/evaluation_set/{MODEL}.json")["items"]
+    assert item["imagery"] == pin["imagery"]  # not the 128 px variant beside it
+    assert _latest_metadata(d.home, "model_evaluation")["on_registered_set"] is True
+    assert registry.registered_set(d.store, MODEL) == registered
