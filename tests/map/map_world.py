@@ -1,0 +1,41 @@
+"""The map tests' world: tiny-field's imagery on two dates and a small model's predictions of both,
+materialised in-process into a store (tests/tiny_world.py), then served by a real map server."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from tiny_world import DATE, MODEL, TILES64, TINY, resources_for, train_tiny
+from geo_assets.cli import register
+from geo_assets.geo.regions import load_catalogue, save_catalogue
+from geo_assets.geo.store import Store
+from geo_assets.partitions import region_date_key
+from resources.compute import LocalPoolCompute
+
+DATE2 = "2024-07-01"  # the synthetic source images any date: a second acquisition to difference against
+
+
+def prepare(store: Store) -> str:
+    """Catalogue tiny-field, train MODEL on it and predict both dates; the model version."""
+    from geo_assets.assets.imagery import imagery_tiles
+    from geo_assets.assets.predictions import predictions
+
+    catalogue = load_catalogue(store)
+    catalogue.add(TINY)
+    save_catalogue(store, catalogue)
+    with dg.instance_for_test() as instance:
+        register(instance, regions=[TINY.name], models=[MODEL])
+        version = train_tiny(instance, store)
+        resources = resources_for(store, LocalPoolCompute(workers=2))
+        for date in (DATE, DATE2):
+            ops = {"imagery_tiles": TILES64, "predictions": {"config": {"model": MODEL, "version": version}}}
+            result = dg.materialize([imagery_tiles, predictions], partition_key=region_date_key(TINY.name, date),
+                                    resources=resources, instance=instance, run_config={"ops": ops})
+            assert result.success, date
+    return version
+
+
+def copy_store(source: Store, target: Store) -> None:
+    """Every object of `source` at the same key in `target` (manifests name keys, not URIs)."""
+    for key in [k for top in ("catalogue", "manifests", "imagery", "predictions", "models") for k in source.list(top)]:
+        target.write_bytes(key, source.read_bytes(key))
