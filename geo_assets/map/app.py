@@ -129,6 +129,9 @@ def create_app(store: Store) -> FastAPI:
 
     @app.get("/map")
     def page():
+        if not (PAGE / "leaflet" / "leaflet.js").is_file():  # fetched at set-up, with npm (devtools/leaflet.py)
+            return _error(503, "the map page's Leaflet is not installed here: run `make map-page` (needs npm) "
+                               "where the package is built; the tiles and /api routes work without it")
         return FileResponse(str(PAGE / "index.html"), media_type="text/html")
 
     @app.get("/api/legend")

@@ -15,10 +15,15 @@ from resources.compute import LocalPoolCompute
 DATE2 = "2024-07-01"  # the synthetic source images any date: a second acquisition to difference against
 
 
+LINKS: dict[str, str] = {}  # asset -> the map URL in its materialisation's metadata (DATE)
+
+
 def prepare(store: Store) -> str:
-    """Catalogue tiny-field, train MODEL on it and predict both dates; the model version."""
+    """Catalogue tiny-field, train MODEL on it, predict and report both dates; the model version.
+    The map links of DATE's materialisations land in LINKS."""
     from geo_assets.assets.imagery import imagery_tiles
     from geo_assets.assets.predictions import predictions
+    from geo_assets.assets.reports import region_report
 
     catalogue = load_catalogue(store)
     catalogue.add(TINY)
@@ -29,9 +34,13 @@ def prepare(store: Store) -> str:
         resources = resources_for(store, LocalPoolCompute(workers=2))
         for date in (DATE, DATE2):
             ops = {"imagery_tiles": TILES64, "predictions": {"config": {"model": MODEL, "version": version}}}
-            result = dg.materialize([imagery_tiles, predictions], partition_key=region_date_key(TINY.name, date),
+            result = dg.materialize([imagery_tiles, predictions, region_report], partition_key=region_date_key(TINY.name, date),
                                     resources=resources, instance=instance, run_config={"ops": ops})
             assert result.success, date
+            if date == DATE:
+                for event in result.get_asset_materialization_events():
+                    materialization = event.step_materialization_data.materialization
+                    LINKS[materialization.asset_key.to_user_string()] = materialization.metadata["map"].url
     return version
 
 
