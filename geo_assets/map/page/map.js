@@ -97,9 +97,11 @@
           const answer = await getJSON(`${view.predictions.class}&lon=${lng}&lat=${lat}`);
           const text = answer.class ? `${answer.class} at ${lng.toFixed(6)}, ${lat.toFixed(6)}` : "no data at that pixel";
           $("clicked").textContent = text;
+          $("clicked").dataset.answered = `${lng},${lat}`;
           L.popup().setLatLng(event.latlng).setContent(text).openOn(map);
         } catch (error) {
           $("clicked").textContent = error.message;
+          $("clicked").dataset.answered = "error";
         }
       });
     }
