@@ -48,6 +48,7 @@ bench: setup
 	$(BIN)/python -m bench.sensor_tick
 	$(BIN)/python -m bench.dask_fanout
 	$(BIN)/python -m bench.training_memory
+	$(BIN)/python -m bench.map_tiles
 
 bench-full-tile: setup
 	$(BIN)/python -m bench.full_tile
