@@ -1,27 +1,20 @@
 """Fixtures of the map tests: a store holding tiny-field's imagery and predictions on two dates
-(map_world.py), the same objects on a real S3 server (SeaweedFS), and a real map server
-(`python -m geo_assets.map`, as `make dev` and the image start it) over either."""
+(map_world.py), the same objects on a real S3 server (SeaweedFS) and a GCS server (fake-gcs-server),
+and a real map server (`python -m geo_assets.map`, as `make dev` and the image start it) over each."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 import pytest
-import requests
-from map_world import copy_store, prepare
+from map_world import ROOT, copy_store, map_server, prepare
 
-from devtools.emulators import free_port
+from devtools.emulators.gcs import fake_gcs
 from devtools.emulators.s3 import seaweedfs
 from geo_assets.geo.store import Store, local_root, make_store
 
-ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "geo-assets-map"
 OTHER_BUCKET = "geo-assets-other"  # holds an object the map must never serve
 
@@ -31,34 +24,6 @@ class MapServer:
     url: str
     store: Store
     version: str  # the model version predicted
-
-
-@contextmanager
-def map_server(env: dict, log: Path, timeout: float = 60) -> Iterator[str]:
-    """`python -m geo_assets.map` on a free port in `env`; yields its base URL; stopped by its pid."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "geo_assets.map", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(log, "w"))
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + timeout
-        while True:
-            try:
-                if requests.get(f"{url}/healthz", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"the map server did not start: {log.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -90,4 +55,18 @@ def s3_map(world, tmp_path_factory) -> Iterator[MapServer]:
                "AWS_ENDPOINT_URL_S3": server.endpoint_url, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": key,
                "AWS_SECRET_ACCESS_KEY": secret, "PYTHONPATH": str(ROOT)}
         with map_server(env, tmp_path_factory.mktemp("map-s3-log") / "map.log") as url:
+            yield MapServer(url, store, version)
+
+
+@pytest.fixture(scope="session")
+def gcs_map(world, tmp_path_factory) -> Iterator[MapServer]:
+    """The same world in a GCS bucket's prefix, served on the gcp profile."""
+    local, version = world
+    with fake_gcs(tmp_path_factory.mktemp("map-gcs"), [BUCKET, OTHER_BUCKET]) as endpoint:
+        store = make_store(f"gs://{BUCKET}/world", endpoint_url=endpoint, anonymous=True, project="test-project")
+        copy_store(local, store)
+        env = {**os.environ, "GEO_ASSETS_PROFILE": "gcp", "GEO_ASSETS_STORAGE_ROOT": store.root,
+               "STORAGE_EMULATOR_HOST": endpoint, "GOOGLE_CLOUD_PROJECT": "test-project",
+               "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "PYTHONPATH": str(ROOT)}
+        with map_server(env, tmp_path_factory.mktemp("map-gcs-log") / "map.log") as url:
             yield MapServer(url, store, version)

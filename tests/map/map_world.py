@@ -3,15 +3,25 @@ materialised in-process into a store (tests/tiny_world.py), then served by a rea
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
 import dagster as dg
+import requests
 
 from tiny_world import DATE, MODEL, TILES64, TINY, resources_for, train_tiny
+from devtools.emulators import free_port
 from geo_assets.cli import register
 from geo_assets.geo.regions import load_catalogue, save_catalogue
 from geo_assets.geo.store import Store
 from geo_assets.partitions import region_date_key
 from resources.compute import LocalPoolCompute
 
+ROOT = Path(__file__).resolve().parents[2]
 DATE2 = "2024-07-01"  # the synthetic source images any date: a second acquisition to difference against
 
 
@@ -48,3 +58,31 @@ def copy_store(source: Store, target: Store) -> None:
     """Every object of `source` at the same key in `target` (manifests name keys, not URIs)."""
     for key in [k for top in ("catalogue", "manifests", "imagery", "predictions", "models") for k in source.list(top)]:
         target.write_bytes(key, source.read_bytes(key))
+
+
+@contextmanager
+def map_server(env: dict, log: Path, timeout: float = 60) -> Iterator[str]:
+    """`python -m geo_assets.map` on a free port in `env`; yields its base URL; stopped by its pid."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "geo_assets.map", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                if requests.get(f"{url}/healthz", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the map server did not start: {log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,6 +1,6 @@
 """The map server over HTTP, as the page and a user's tools ask it: prediction tiles in the legend's
 colours where the stored COG says so, imagery in true and false colour, the difference of two dates,
-the class at a place; from local files and from an S3 server. And what it refuses: paths, URIs and
+the class at a place; from local files, an S3 server and a GCS server. And what it refuses: paths, URIs and
 other buckets in every parameter, zooms out of bounds, writes, floods; every refusal a 4xx with one
 message, never a stack trace."""
 
@@ -24,7 +24,7 @@ TMS = morecantile.tms.get("WebMercatorQuad")
 ZOOM = 16
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "gcs"])
 def served(request):
     return request.getfixturevalue(f"{request.param}_map")
 
@@ -230,7 +230,7 @@ def test_request_rate_is_bounded(world, tmp_path):
     """A client past GEO_ASSETS_MAP_RATE requests per second (a burst of twice that) gets 429s that say so."""
     import os
 
-    from conftest import ROOT, map_server
+    from map_world import ROOT, map_server
 
     store, _ = world
     env = {**os.environ, "GEO_ASSETS_STORAGE_ROOT": store.root, "GEO_ASSETS_MAP_RATE": "5", "PYTHONPATH": str(ROOT)}
