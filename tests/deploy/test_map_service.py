@@ -25,3 +25,14 @@ def test_map_service_reads_the_store_and_nothing_else():
 def test_links_in_every_run_point_at_the_map():
     assert COMPOSE["x-environment"]["GEO_ASSETS_MAP_URL"] == "${GEO_ASSETS_MAP_URL:-http://127.0.0.1:3100}"
     assert "GEO_ASSETS_MAP_URL" in INSTANCE["run_launcher"]["config"]["env_vars"]  # runs write the links
+
+
+def test_the_wheel_carries_the_map_page(wheel):
+    """The page's own files, from a clean checkout; Leaflet is not in git (fetched by `make map-page`),
+    and package-data takes it in wherever it was fetched before the build."""
+    import zipfile
+
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"geo_assets/map/page/index.html", "geo_assets/map/page/map.js", "geo_assets/map/page/map.css"} <= names
+    text = (ROOT / "pyproject.toml").read_text()
+    assert '"map/page/leaflet/*", "map/page/leaflet/images/*"' in text
