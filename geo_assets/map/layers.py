@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import rasterio
+from cachetools import TTLCache, cached
 from rasterio.enums import Resampling
 from rasterio.warp import transform_bounds, transform_geom
 
@@ -28,6 +30,10 @@ _VARIANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 STRETCH_SAMPLE_TILES = 16  # tiles read (decimated) to find an imagery version's stretch
 STRETCH_PX = 64  # each read at most this many pixels a side
 COMPOSITES = {"true-colour": ("red", "green", "blue"), "false-colour": ("nir", "red", "green")}
+# Which manifest a layer reads is looked up (a listing and a read) once per this many seconds, not once
+# per map tile: a view asks for dozens of tiles at once. A new materialisation shows within it.
+LOOKUP_TTL_S = 30
+_LOOKUPS_LOCK = threading.Lock()
 
 
 class BadRequest(ValueError):
@@ -103,6 +109,7 @@ class Imagery:
         return [self.manifest["bands"].index(b) + 1 for b in COMPOSITES[composite]]
 
 
+@cached(TTLCache(maxsize=1024, ttl=LOOKUP_TTL_S), lock=_LOOKUPS_LOCK)
 def imagery(store: Store, region: str, date: str, variant: str | None = None) -> Imagery:
     """The acquisition's imagery: the variant named, else the one with the most bands (false colour
     needs near infrared), then the region's own source."""
@@ -118,6 +125,7 @@ def imagery(store: Store, region: str, date: str, variant: str | None = None) ->
     return Imagery(key, stored[key])
 
 
+@cached(TTLCache(maxsize=1024, ttl=LOOKUP_TTL_S), lock=_LOOKUPS_LOCK)
 def predictions(store: Store, region: str, date: str, model: str, version: str) -> dict:
     """The manifest of one model version's predictions of the acquisition; of several (imagery variants,
     margins), the newest."""

@@ -46,7 +46,6 @@ def test_cli_prints_the_same_link(local_map):
 def test_cli_refuses_a_link_to_nothing(local_map):
     for args, named in (((TINY.name, "2031-01-01"), "no imagery_tiles"), (("nowhere", DATE), "nowhere"),
                         ((TINY.name, DATE, "--model", MODEL, "--version", "0000deadbeef"), "0000deadbeef"),
-                        ((TINY.name, "2024-07-02"), "no imagery_tiles"),
                         ((TINY.name, DATE, "--model", MODEL), "no registered evaluation set")):  # no serving version
         result = _cli(local_map.store, *args)
         assert result.returncode == 2 and named in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
