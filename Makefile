@@ -23,8 +23,9 @@ test: setup
 
 
 # The Dagster UI on 3000 and, beside it, the map of the store's outputs on 3100 (geo-assets map-server),
-# stopped with it.
-dev: setup map-page
+# stopped with it. Without npm the map page says how to get Leaflet; the UI and the tiles still work.
+dev: setup
+	-$(BIN)/python -m devtools.leaflet
 	$(BIN)/geo-assets map-server & map=$$!; trap 'kill $$map' EXIT INT TERM; $(BIN)/dagster dev -w workspace.yaml
 
 # The map page's Leaflet, from npm (the map page's only prerequisite; `make demo` needs no npm).
