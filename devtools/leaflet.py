@@ -67,4 +67,10 @@ def install() -> Path:
 
 
 if __name__ == "__main__":
-    print(install())
+    import sys
+
+    try:
+        print(install())
+    except RuntimeError as exc:
+        print(f"devtools.leaflet: {exc}", file=sys.stderr)
+        sys.exit(1)
