@@ -36,3 +36,51 @@ def test_the_wheel_carries_the_map_page(wheel):
     assert {"geo_assets/map/page/index.html", "geo_assets/map/page/map.js", "geo_assets/map/page/map.css"} <= names
     text = (ROOT / "pyproject.toml").read_text()
     assert '"map/page/leaflet/*", "map/page/leaflet/images/*"' in text
+
+
+# -- Kubernetes (deploy/helm/map-*.yaml, oauth2-proxy-map.yaml), offline as tests/deploy/test_helm.py does
+
+K8S = "1.33"
+FILLED = {"PROJECT_ID": "my-project", "AWS_ACCOUNT_ID": "123456789012", "AWS_REGION": "eu-west-1",
+          "IMAGE_REPOSITORY": "registry.invalid/geo-assets", "IMAGE_TAG": "0123abc", "BUCKET": "geo-assets-data"}
+
+
+def _manifests(cloud: str) -> dict:
+    import string
+
+    text = string.Template((ROOT / f"deploy/helm/map-{cloud}.yaml").read_text()).substitute(FILLED)
+    return {d["kind"]: d for d in yaml.safe_load_all(text)}
+
+
+def test_kubernetes_map_is_valid_read_only_and_has_its_own_identity():
+    import kubernetes_validate
+    import pytest
+
+    for cloud, (profile, annotation) in {"gke": ("gcp", "iam.gke.io/gcp-service-account"),
+                                         "eks": ("aws", "eks.amazonaws.com/role-arn")}.items():
+        found = _manifests(cloud)
+        for obj in found.values():
+            kubernetes_validate.validate(obj, K8S, strict=True)
+        pod = found["Deployment"]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["command"][:2] == ["geo-assets", "map-server"]
+        assert container["image"] == "registry.invalid/geo-assets:0123abc"
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True and pod["securityContext"]["runAsNonRoot"]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["GEO_ASSETS_PROFILE"] == profile and env["GEO_ASSETS_STORAGE_ROOT"].endswith("geo-assets-data/geo-assets")
+        assert not any("PG" in name or "SECRET" in name for name in env) and "envFrom" not in container
+        assert pod["serviceAccountName"] == "geo-assets-map" != "geo-assets"  # not the read-write account of the runs
+        assert "geo-assets-map" in found["ServiceAccount"]["metadata"]["annotations"][annotation]
+        assert found["Service"]["spec"]["type"] == "ClusterIP"
+    broken = _manifests("gke")["Deployment"]
+    broken["spec"]["template"]["spec"]["containers"][0]["ports"] = "3100"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S, strict=True)
+
+
+def test_map_only_behind_oauth2_proxy():
+    proxy = yaml.safe_load((ROOT / "deploy/helm/oauth2-proxy-map.yaml").read_text())
+    config = proxy["config"]["configFile"]
+    assert 'upstreams = [ "http://geo-assets-map.geo-assets.svc.cluster.local:80/" ]' in config
+    assert "allowed_groups" in config and "cookie_secure = true" in config
+    assert proxy["config"]["existingSecret"] == "oauth2-proxy-map" and proxy["ingress"]["tls"]
