@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: demo demo-cloud test setup dev validate bench bench-full-tile bench-stale clean
+.PHONY: demo demo-cloud test setup dev map-page validate bench bench-full-tile bench-stale clean
 
 demo: setup
 	$(BIN)/geo-assets demo
@@ -22,8 +22,15 @@ test: setup
 	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15 -m 'slow or containers'
 
 
+# The Dagster UI on 3000 and, beside it, the map of the store's outputs on 3100 (geo-assets map-server),
+# stopped with it. Without npm the map page says how to get Leaflet; the UI and the tiles still work.
 dev: setup
-	$(BIN)/dagster dev -w workspace.yaml
+	-$(BIN)/python -m devtools.leaflet
+	$(BIN)/geo-assets map-server & map=$$!; trap 'kill $$map' EXIT INT TERM; $(BIN)/dagster dev -w workspace.yaml
+
+# The map page's Leaflet, from npm (the map page's only prerequisite; `make demo` needs no npm).
+map-page: setup
+	$(BIN)/python -m devtools.leaflet
 
 validate: setup
 	$(BIN)/dagster definitions validate -w workspace.yaml
@@ -42,6 +49,7 @@ bench: setup
 	$(BIN)/python -m bench.sensor_tick
 	$(BIN)/python -m bench.dask_fanout
 	$(BIN)/python -m bench.training_memory
+	$(BIN)/python -m bench.map_tiles
 
 bench-full-tile: setup
 	$(BIN)/python -m bench.full_tile

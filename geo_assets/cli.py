@@ -9,6 +9,8 @@
     geo-assets init        register built-in regions and the default model as partitions
     geo-assets launch --region R --date D [--model M] [--source S] [--wait]       one run, over GraphQL
     geo-assets backfill --region R --from D1 --to D2 [--model M] [--source S] [--wait]   through the daemon
+    geo-assets map REGION DATE [--model M] [--version V] [--open]   the link to its map view
+    geo-assets map-server [--host H] [--port P]   serve the map of the store's outputs (read-only)
     geo-assets demo        materialise the whole asset graph on the embedded default
     geo-assets demo-cloud  the same on the aws and gcp profiles against local S3 and GCS servers
 """
@@ -269,6 +271,49 @@ def cmd_backfill(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_map(args) -> int:
+    """Print (or open) the map view of an acquisition: its imagery, and a model version's predictions
+    when a model or version is named (the model's serving version unless one is)."""
+    from geo_assets.config import DEFAULT_MODEL
+    from geo_assets.geo import acquisitions
+    from geo_assets.geo.regions import validate_date
+    from geo_assets.map.links import map_url
+    from geo_assets.ml import registry
+    from geo_assets.partitions import validate_model_name
+
+    store = _store()
+    region = load_region(store, args.region)
+    date = validate_date(args.date)
+    if not acquisitions.imagery_variants(store, region, date):
+        raise FileNotFoundError(f"no imagery_tiles of region {region!r} on {date}: materialise imagery_tiles[{date}|{region}] first")
+    model, version = args.model, args.version
+    if model or version:
+        model = validate_model_name(model or DEFAULT_MODEL)
+        version = registry.resolve_version(store, model, version, _min_miou())["version"]
+        from geo_assets.map import layers
+
+        layers.predictions(store, region, date, model, version)  # a link to nothing is refused, naming what is missing
+    url = map_url(region, date, model, version)
+    print(url)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(url)
+    return 0
+
+
+def load_region(store, name: str) -> str:
+    from geo_assets.geo.regions import load_catalogue
+
+    return load_catalogue(store).get(name).name  # an unknown name fails here, naming the known ones
+
+
+def cmd_map_server(args) -> int:
+    from geo_assets.map.__main__ import main as serve
+
+    return serve(["--host", args.host, "--port", str(args.port)])
+
+
 def cmd_demo(args) -> int:
     from geo_assets.demo import run_demo
 
@@ -340,6 +385,19 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--wait", action="store_true", help="follow to the end; exit 1 unless every run succeeded")
         cmd.add_argument("--url", default=DEFAULT_URL, help=f"the webserver's GraphQL endpoint (default: {DEFAULT_URL})")
         cmd.set_defaults(fn=fn)
+    from geo_assets.map.links import DEFAULT_PORT, MAP_URL_ENV
+
+    where = sub.add_parser("map", help=f"print the link to an acquisition's map view (server address: {MAP_URL_ENV})")
+    where.add_argument("region")
+    where.add_argument("date", help="acquisition date YYYY-MM-DD")
+    where.add_argument("--model", help="show this model's predictions (default with --version: landcover-unet)")
+    where.add_argument("--version", help="model version (default: the model's serving version)")
+    where.add_argument("--open", action="store_true", help="open it in the browser too")
+    where.set_defaults(fn=cmd_map)
+    serve = sub.add_parser("map-server", help="serve the map of the store's outputs (read-only)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    serve.set_defaults(fn=cmd_map_server)
     demo = sub.add_parser("demo", help="materialise the whole asset graph on the embedded default")
     demo.add_argument("--quick", action="store_true", help="fewer epochs and dates (for tests)")
     demo.set_defaults(fn=cmd_demo)

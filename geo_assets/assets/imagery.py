@@ -16,6 +16,7 @@ from geo_assets.geo.tiling import cut_imagery_tile
 from geo_assets.geo.regions import check_size
 from geo_assets.geo.tilework import Each, TileLedger
 from geo_assets.launches import check_dates
+from geo_assets.map.links import map_url
 from geo_assets.limits import max_tiles
 from geo_assets.ml import registry
 from geo_assets.partitions import region_date_partitions
@@ -130,5 +131,6 @@ def _imagery_tiles(context, config: ImageryConfig, bands, storage, compute, imag
             **({"cloud_fraction": round(float(np.mean(clouds)), 4)} if clouds else {}),
             **({"max_cloud": config.max_cloud, "scene": dg.MetadataValue.json(described)} if described else {}),
             "location": dg.MetadataValue.path(store.uri(prefix)),
+            "map": dg.MetadataValue.url(map_url(region.name, date)),  # the map server's view of these tiles
         },
     )

@@ -16,6 +16,7 @@ from geo_assets.geo.margins import check_margin, default_margin, with_neighbours
 from geo_assets.geo.tilework import TileLedger
 from geo_assets.ml.chunks import PredictChunk
 from geo_assets.geo.mosaic import write_class_mosaic
+from geo_assets.map.links import map_url
 from geo_assets.partitions import region_date_partitions
 from geo_assets.schedules import FOLLOW_SERVING_MODEL
 from resources.compute import LocalPoolCompute
@@ -131,5 +132,6 @@ def _predictions(context, config: PredictionConfig, storage, compute, gate, cut:
             "inference": dg.MetadataValue.json(work.inference()),  # runtime, batch size, streams, threads
             "mosaic": dg.MetadataValue.path(store.uri(mosaic)),
             "location": dg.MetadataValue.path(store.uri(prefix)),
+            "map": dg.MetadataValue.url(map_url(region, date, config.model, version)),  # over the imagery, with a legend
         },
     )

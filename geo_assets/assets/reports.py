@@ -22,6 +22,7 @@ from geo_assets.geo.landcover import CLASSES
 from geo_assets.geo.margins import default_margin
 from geo_assets.geo.preview import class_colours, side_by_side_png, true_colour
 from geo_assets.geo.store import ObjectNotFoundError
+from geo_assets.map.links import map_url
 from geo_assets.ml import registry
 from geo_assets.ml.metrics import scores
 from geo_assets.partitions import region_date_partitions
@@ -168,6 +169,7 @@ def _region_report(context, config: ReportConfig, storage, gate, predicted: dict
             **({"holdout_miou": holdout["miou"]} if holdout else {}),
             "preview": dg.MetadataValue.md(summary + "\n" + image),
             "report": dg.MetadataValue.path(store.uri(f"{prefix}/report.md")),
+            "map": dg.MetadataValue.url(map_url(region, date, model, version)),
         },
     )
 

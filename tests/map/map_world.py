@@ -1,0 +1,88 @@
+"""The map tests' world: tiny-field's imagery on two dates and a small model's predictions of both,
+materialised in-process into a store (tests/tiny_world.py), then served by a real map server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import dagster as dg
+import requests
+
+from tiny_world import DATE, MODEL, TILES64, TINY, resources_for, train_tiny
+from devtools.emulators import free_port
+from geo_assets.cli import register
+from geo_assets.geo.regions import load_catalogue, save_catalogue
+from geo_assets.geo.store import Store
+from geo_assets.partitions import region_date_key
+from resources.compute import LocalPoolCompute
+
+ROOT = Path(__file__).resolve().parents[2]
+DATE2 = "2024-07-01"  # the synthetic source images any date: a second acquisition to difference against
+
+
+LINKS: dict[str, str] = {}  # asset -> the map URL in its materialisation's metadata (DATE)
+
+
+def prepare(store: Store) -> str:
+    """Catalogue tiny-field, train MODEL on it, predict and report both dates; the model version.
+    The map links of DATE's materialisations land in LINKS."""
+    from geo_assets.assets.imagery import imagery_tiles
+    from geo_assets.assets.predictions import predictions
+    from geo_assets.assets.reports import region_report
+
+    catalogue = load_catalogue(store)
+    catalogue.add(TINY)
+    save_catalogue(store, catalogue)
+    with dg.instance_for_test() as instance:
+        register(instance, regions=[TINY.name], models=[MODEL])
+        version = train_tiny(instance, store)
+        resources = resources_for(store, LocalPoolCompute(workers=2))
+        for date in (DATE, DATE2):
+            ops = {"imagery_tiles": TILES64, "predictions": {"config": {"model": MODEL, "version": version}}}
+            result = dg.materialize([imagery_tiles, predictions, region_report], partition_key=region_date_key(TINY.name, date),
+                                    resources=resources, instance=instance, run_config={"ops": ops})
+            assert result.success, date
+            if date == DATE:
+                for event in result.get_asset_materialization_events():
+                    materialization = event.step_materialization_data.materialization
+                    LINKS[materialization.asset_key.to_user_string()] = materialization.metadata["map"].url
+    return version
+
+
+def copy_store(source: Store, target: Store) -> None:
+    """Every object of `source` at the same key in `target` (manifests name keys, not URIs)."""
+    for key in [k for top in ("catalogue", "manifests", "imagery", "predictions", "models") for k in source.list(top)]:
+        target.write_bytes(key, source.read_bytes(key))
+
+
+@contextmanager
+def map_server(env: dict, log: Path, timeout: float = 60) -> Iterator[str]:
+    """`python -m geo_assets.map` on a free port in `env`; yields its base URL; stopped by its pid."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "geo_assets.map", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                if requests.get(f"{url}/healthz", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"the map server did not start: {log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
