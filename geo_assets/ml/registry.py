@@ -140,8 +140,12 @@ def registered_set(store: Store, name: str) -> dict | None:
 
 def register_set(store: Store, name: str, pairs: list[list[str]], by: str, variants: dict | None = None) -> tuple[dict, bool]:
     """Make `pairs`, reading `variants` (`set_variants`), the evaluation set of `name` (an explicit act).
-    Returns the record and whether it changed: the same set keeps its revision, another makes the next one."""
-    current = registered_set(store, name)
+    Returns the record and whether it changed: the same set keeps its revision, another makes the next one.
+    A conditional write: of two registrations at once (two first evaluation_set runs, a run and the CLI),
+    one is refused, and neither overwrites the other's revision."""
+    key = f"models/{name}/{EVALUATION_SET_FILE}"
+    found = store.read_versioned(key)
+    current = json.loads(found[0]) if found else None
     identity = set_id(pairs, variants)
     if current is not None and current["set_id"] == identity:
         return current, False
@@ -155,7 +159,10 @@ def register_set(store: Store, name: str, pairs: list[list[str]], by: str, varia
         "previous_set_id": current["set_id"] if current else None,
         "variants": variants or {},
     }
-    store.write_json(f"models/{name}/{EVALUATION_SET_FILE}", record)
+    data = (json.dumps(record, indent=1, sort_keys=True) + "\n").encode()
+    if not (store.create(key, data) if found is None else store.replace(key, data, found[1])):
+        raise ValueError(f"the evaluation set of model {name!r} was changed by another writer meanwhile; nothing was "
+                         f"written: see it with `geo-assets model list {name}`, and register again if it is not the one wanted")
     return record, True
 
 

@@ -240,3 +240,34 @@ def test_unrelated_work_never_changes_what_the_registered_set_reads(deployment):
     assert item["imagery"] == pin["imagery"]  # not the 128 px variant beside it
     assert _latest_metadata(d.home, "model_evaluation")["on_registered_set"] is True
     assert registry.registered_set(d.store, MODEL) == registered
+
+
+def test_two_registrations_at_once_never_overwrite_each_other(any_store):
+    """Another registration lands between this one's read and its write (two first evaluation_set runs, or a
+    run and `geo-assets model evaluation-set`): this one is refused and the other's revision stands, on a
+    local folder, the S3 API and the GCS API alike."""
+
+    class Meanwhile:  # the real store; its first read of the set is followed by another writer's registration
+        def __init__(self, store):
+            self.store, self.raced = store, False
+
+        def __getattr__(self, name):
+            return getattr(self.store, name)
+
+        def read_versioned(self, key):
+            found = self.store.read_versioned(key)
+            if not self.raced:
+                self.raced = True
+                registry.register_set(self.store, MODEL, [[OTHER.name, DATE]], by="the other writer")
+            return found
+
+    for before in (None, [[FIELD.name, DATE]]):  # the first registration, then a change of a registered set
+        if before:
+            registry.register_set(any_store, MODEL, before, by="setup")
+        first = registry.registered_set(any_store, MODEL)
+        with pytest.raises(ValueError, match=f"the evaluation set of model '{MODEL}' was changed by another writer meanwhile"):
+            registry.register_set(Meanwhile(any_store), MODEL, [[HOLDOUT.name, DATE]], by="this writer")
+        other = registry.registered_set(any_store, MODEL)
+        assert other["changed_by"] == "the other writer" and other["acquisitions"] == [[OTHER.name, DATE]]
+        assert other["revision"] == (first["revision"] + 1 if first else 1)
+        any_store.delete(f"models/{MODEL}/{registry.EVALUATION_SET_FILE}")
