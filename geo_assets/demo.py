@@ -205,7 +205,8 @@ def _real_samples(console: Console, store, catalogue, quick: bool) -> None:
 def _held_out_note(region: str, holdout: dict) -> str:
     """What the held-out score is over, and what it does and does not show."""
     classes = ", ".join(f"{c} {s['support']} px" for c, s in holdout["per_class"].items() if s["support"])
-    return (f"  held out on {region}: whole polygons apart from every tile trained on, {holdout['pixels']} labelled px "
+    return (f"  held out on {region}: whole polygons apart from every tile with training labels (the input "
+            f"normalisation is fitted on every tile read, theirs included), {holdout['pixels']} labelled px "
             f"({classes}); mIoU {_fmt(holdout['miou'])}. It shows whether the model finds these classes on real "
             f"ground it never learnt from; over so few pixels and polygons it is a coarse check, not a land-cover "
             f"accuracy, and it says nothing of the classes it does not hold")
