@@ -257,11 +257,16 @@ class DagsterClient:
 
     def launch_run(self, assets: list[str], partition: str, run_config: dict, tags: dict[str, str]) -> str:
         """Launch one run materialising `assets` for a `date|region` partition; return its run id."""
+        return self.launch_assets(assets, run_config, {**tags, **partition_tags(partition)})
+
+    def launch_assets(self, assets: list[str], run_config: dict, tags: dict[str, str]) -> str:
+        """Launch one run materialising `assets`, its partition chosen by `tags` (`dagster/partition`: a region,
+        a model name) as the UI's launchpad does; return its run id."""
         params = {
             "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "jobName": ASSET_JOB,
                          "assetSelection": _asset_keys(assets)},
             "runConfigData": run_config,
-            "executionMetadata": {"tags": _tags({**tags, **partition_tags(partition)})},
+            "executionMetadata": {"tags": _tags(tags)},
         }
         result = self.query(LAUNCH_RUN, {"params": params})["launchRun"]
         return self._result(result, "LaunchRunSuccess", "launch")["run"]["runId"]
