@@ -1,8 +1,9 @@
 """The deployment on one host (deploy/compose/), run with the commands deploy/README.md gives: PostgreSQL,
 the code server, two webservers and the daemon as containers, each run launched as a container of the
-same image, writing to the test suite's S3 server. A tiny model is trained by runs launched into the stack;
-its predictions equal the embedded default's pixel for pixel; the queue and the run history outlive the daemon and the database container; a run whose
-container dies is marked failed; a missing code server or database gives the CLI one clear message."""
+same image, writing to the test suite's S3 server. A tiny model is trained by runs launched into the
+stack; its predictions equal the embedded default's pixel for pixel; the queue and the run history
+outlive the daemon and the database container; a run whose container dies is marked failed; a missing
+code server or database gives the CLI one clear message."""
 
 from __future__ import annotations
 
