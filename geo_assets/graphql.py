@@ -84,8 +84,8 @@ query Backfill($id: String!) {
 # or did not answer.
 _ERRORS_CAUSES = "... on PythonError { message causes { message } } ... on Error { message }"
 # The run storage alone, asked first: a database that does not answer costs each storage the instance's
-# connect timeout six times over, with backoff (dagster-postgres's retries: ~25 s with connect_timeout 2), so
-# one storage says it soonest, and the request waits longer than that.
+# connect timeout six times over, with backoff (dagster-postgres's retries), so one storage says it soonest,
+# and this request waits longer than that.
 DATABASE = """query Database { runsOrError(limit: 1) { __typename %s } }""" % _ERRORS_CAUSES
 DATABASE_WAIT_S = 60
 READY = """
