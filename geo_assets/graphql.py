@@ -80,6 +80,14 @@ query Backfill($id: String!) {
 
 # What a launch needs of the webserver, read before it: its database (runs; asset events), the code
 # location, and whether a daemon dequeues runs. Each storage keeps its own connection pool, so each is read.
+# An error's causes are read too: "too many retries for DB connection" hides whether the database refused
+# or did not answer.
+_ERRORS_CAUSES = "... on PythonError { message causes { message } } ... on Error { message }"
+# The run storage alone, asked first: a database that does not answer costs each storage the instance's
+# connect timeout six times over, with backoff (dagster-postgres's retries), so one storage says it soonest,
+# and this request waits longer than that.
+DATABASE = """query Database { runsOrError(limit: 1) { __typename %s } }""" % _ERRORS_CAUSES
+DATABASE_WAIT_S = 60
 READY = """
 query Ready {
   runsOrError(limit: 1) { __typename ... on Runs { results { runId } } %s }
@@ -90,11 +98,14 @@ query Ready {
     ... on Workspace { locationEntries { name locationOrLoadError { __typename %s } } }
     %s
   }
-}""" % (_ERRORS, _ERRORS, _ERRORS, _ERRORS)
+}""" % (_ERRORS_CAUSES, _ERRORS_CAUSES, _ERRORS_CAUSES, _ERRORS_CAUSES)
 # How the webserver's errors name a database that does not answer (psycopg2 through SQLAlchemy) and a
 # code server that does not answer (gRPC).
 DATABASE_DOWN = ("OperationalError", "DagsterPostgresException", "too many retries for DB connection",
                  "could not connect to server", "server closed the connection")
+# libpq's word for a database that accepted no connection within the instance's connect_timeout: it does not
+# answer (packets dropped, host down), so asking again only waits as long again.
+DATABASE_SILENT = "timeout expired"
 CODE_SERVER_DOWN = "DagsterUserCodeUnreachableError"
 # A running daemon writes a heartbeat every 30 s; Dagster itself calls it unhealthy only after 30 minutes.
 DAEMON_SILENT_S = 90
@@ -136,6 +147,13 @@ def _tags(tags: dict[str, str]) -> list[dict]:
     return [{"key": k, "value": v} for k, v in tags.items()]
 
 
+def _causes(info: dict | None) -> str:
+    """The messages of the exceptions behind a GraphQL error (the webserver's `errorInfo`), one a line."""
+    if not isinstance(info, dict):
+        return ""
+    return "\n".join(filter(None, [info.get("message") or "", _causes(info.get("cause")), _causes(info.get("context"))]))
+
+
 class DagsterClient:
     def __init__(self, url: str = DEFAULT_URL, timeout: float = 30):
         self.url, self.timeout = url, timeout
@@ -159,22 +177,24 @@ class DagsterClient:
 
     def ready(self, attempts: int = 3, wait: float = 1.0) -> list[str]:
         """The webserver answers, reads its database and has the code location loaded; else one LaunchError
-        saying which is missing. A database that just came back fails each pooled connection once: retried.
-        Returns warnings: a launch without a daemon waits in the queue."""
+        saying which is missing. A database that just came back fails each pooled connection once: retried,
+        unless it did not answer at all. Returns warnings: a launch without a daemon waits in the queue."""
+        self._database_answers()
         for attempt in range(attempts):
             try:
                 data = self.query(READY)
             except LaunchError as exc:
-                if self.database_down(str(exc)) is None or attempt == attempts - 1:
+                if self.database_down(str(exc)) is None or DATABASE_SILENT in str(exc) or attempt == attempts - 1:
                     raise
                 time.sleep(wait)
                 continue
-            errors = [r.get("message", "") for r in (data["runsOrError"], data["assetsOrError"], data["workspaceOrError"])
+            errors = ["\n".join([r.get("message", ""), *(c["message"] for c in r.get("causes") or [])])
+                      for r in (data["runsOrError"], data["assetsOrError"], data["workspaceOrError"])
                       if r["__typename"] == "PythonError"]
             down = next((d for d in map(self.database_down, errors) if d), None)
             if down is None:
                 break
-            if attempt == attempts - 1:
+            if attempt == attempts - 1 or DATABASE_SILENT in down:
                 raise LaunchError(down)
             time.sleep(wait)
         if errors:
@@ -197,9 +217,23 @@ class DagsterClient:
                     "the queue (kept in the instance's database) until it runs again"]
         return []
 
-    def query(self, query: str, variables: dict | None = None) -> dict:
+    def _database_answers(self) -> None:
+        """A LaunchError when the webserver's database did not answer a connection (its connect timeout)."""
         try:
-            response = self.session.post(self.url, json={"query": query, "variables": variables or {}}, timeout=self.timeout)
+            runs = self.query(DATABASE, timeout=DATABASE_WAIT_S)["runsOrError"]
+        except LaunchError as exc:
+            if DATABASE_SILENT in str(exc):
+                raise
+            return  # the full check below says what else is wrong
+        error = "\n".join([runs.get("message", ""), *(c["message"] for c in runs.get("causes") or [])])
+        down = self.database_down(error)
+        if down and DATABASE_SILENT in down:
+            raise LaunchError(down)
+
+    def query(self, query: str, variables: dict | None = None, timeout: float | None = None) -> dict:
+        try:
+            response = self.session.post(self.url, json={"query": query, "variables": variables or {}},
+                                         timeout=timeout or self.timeout)
         except requests.RequestException as exc:
             raise LaunchError(f"no Dagster webserver answers at {self.url} ({type(exc).__name__}); start one with `make dev` or pass --url") from None
         try:
@@ -208,7 +242,8 @@ class DagsterClient:
             raise LaunchError(f"{self.url} answered HTTP {response.status_code} without GraphQL: is it a Dagster webserver's /graphql?") from None
         if body.get("errors"):
             messages = "; ".join(e.get("message", "") for e in body["errors"])
-            raise LaunchError(self.database_down(messages) or f"{self.url} refused the request: {messages}")
+            causes = "\n".join(_causes((e.get("extensions") or {}).get("errorInfo")) for e in body["errors"])
+            raise LaunchError(self.database_down(f"{messages}\n{causes}") or f"{self.url} refused the request: {messages}")
         return body["data"]
 
     def _result(self, result: dict, ok: str, what: str) -> dict:
@@ -222,11 +257,16 @@ class DagsterClient:
 
     def launch_run(self, assets: list[str], partition: str, run_config: dict, tags: dict[str, str]) -> str:
         """Launch one run materialising `assets` for a `date|region` partition; return its run id."""
+        return self.launch_assets(assets, run_config, {**tags, **partition_tags(partition)})
+
+    def launch_assets(self, assets: list[str], run_config: dict, tags: dict[str, str]) -> str:
+        """Launch one run materialising `assets`, its partition chosen by `tags` (`dagster/partition`: a region,
+        a model name) as the UI's launchpad does; return its run id."""
         params = {
             "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "jobName": ASSET_JOB,
                          "assetSelection": _asset_keys(assets)},
             "runConfigData": run_config,
-            "executionMetadata": {"tags": _tags({**tags, **partition_tags(partition)})},
+            "executionMetadata": {"tags": _tags(tags)},
         }
         result = self.query(LAUNCH_RUN, {"params": params})["launchRun"]
         return self._result(result, "LaunchRunSuccess", "launch")["run"]["runId"]

@@ -1,11 +1,12 @@
-"""The host's side of the stack test, run as a process whose environment chooses the profile and the
-Dagster instance (the stack's PostgreSQL, or the embedded default's SQLite):
+"""The host's side of the stack test: the embedded default's model and prediction, run as a process whose
+environment chooses the profile and the Dagster instance (SQLite, local files):
 
     python tests/containers/stack_world.py train      a tiny model of synth-holdout: prints its version
     python tests/containers/stack_world.py predict V  the prediction `geo-assets launch` plans, run here
 
-Both through the code location's own Definitions and resources, as one process each: the stack's
-launch and the embedded default's prediction then differ only in where they ran.
+Both through the code location's own Definitions and resources, as one process each. The stack trains
+the same model (TRAIN) in runs launched into it, each its own container: the two then differ only in
+where they ran.
 """
 
 import json

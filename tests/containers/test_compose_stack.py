@@ -1,8 +1,9 @@
 """The deployment on one host (deploy/compose/), run with the commands deploy/README.md gives: PostgreSQL,
 the code server, two webservers and the daemon as containers, each run launched as a container of the
-same image, writing to the test suite's S3 server. Its predictions equal the embedded default's pixel for
-pixel; the queue and the run history outlive the daemon and the database container; a run whose
-container dies is marked failed; a missing code server or database gives the CLI one clear message."""
+same image, writing to the test suite's S3 server. A tiny model is trained by runs launched into the
+stack; its predictions equal the embedded default's pixel for pixel; the queue and the run history
+outlive the daemon and the database container; a run whose container dies is marked failed; a missing
+code server or database gives the CLI one clear message."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from stack_world import TRAIN
 
 from devtools import containers
 from devtools.demo_cloud import compare
@@ -174,23 +176,39 @@ def stack(stack_image, s3_server, tmp_path_factory) -> Stack:
     assert down.returncode == 0, down.stderr[-3000:]
 
 
+def launched_in_stack(stack: Stack, assets: list[str], partition: str, ops: dict) -> str:
+    """A run launched over GraphQL with the CLI's client, as the UI's launchpad does, followed to its end;
+    returns its run id once it succeeded in its own container."""
+    client = DagsterClient(stack.web)
+    client.ready()
+    run_id = client.launch_assets(assets, {"ops": ops}, {"dagster/partition": partition})
+    *_, status = client.follow_run(run_id, timeout=900)
+    assert status == "SUCCESS", f"{assets} of {partition}: run {run_id} {status}"
+    return run_id
+
+
 @pytest.fixture(scope="module")
 def up(stack) -> Stack:
-    """The README's `up -d` and `geo-assets init`, then a tiny model trained on the stack's store from
-    the host: the launch below needs a version to predict with."""
+    """The README's `up -d` and `geo-assets init`, then a tiny model trained by runs launched into the stack
+    (imagery, labels, the training set and the model, each run its own container): the launch below
+    needs a version to predict with."""
     t0 = time.monotonic()
     stack.sh(stack.command(f"docker-compose -f {COMPOSE} up -d"), timeout=900)
     wait_for_location(stack.web)
     print(f"stack up and the code location loaded in {time.monotonic() - t0:.0f} s")
     stack.sh(stack.command(f"docker-compose -f {COMPOSE} exec -T daemon geo-assets init"))
-    # On the host, with a SQLite instance of its own: the stack's daemon would mark a run of the host's
-    # processes in its instance failed (its run monitoring finds no container for it).
-    home = stack.tmp / "host-home"
-    home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-    env = {**stack.env, "GEO_ASSETS_PROFILE": "aws", "DAGSTER_HOME": str(home)}
-    subprocess.run([BIN / "geo-assets", "init"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
-    stack.env["VERSION"] = json.loads(host_world(env, "train").splitlines()[-1])["version"]
+    t0 = time.monotonic()
+    stack.launch("--select", "imagery_tiles", "--wait")
+    launched_in_stack(stack, ["labels"], REGION, {})
+    run_id = launched_in_stack(stack, ["training_set", "trained_model"], MODEL,
+                               {"training_set": {"config": {"regions": [REGION]}}, "trained_model": {"config": TRAIN}})
+    print(f"the model trained in the stack in {time.monotonic() - t0:.0f} s")
+    tags = stack.graphql('query($id: ID!) { runOrError(runId: $id) { ... on Run { tags { key value } } } }',
+                         {"id": run_id})["runOrError"]["tags"]
+    assert {t["key"]: t["value"] for t in tags}["dagster/image"] == stack.env["GEO_ASSETS_IMAGE"]  # its own container
+    # The version, as the README says to find it: `geo-assets model list` (the newest is listed last).
+    listed = stack.sh(f"geo-assets model list {MODEL}", GEO_ASSETS_PROFILE="aws").stdout
+    stack.env["VERSION"] = re.findall(r"^[ *!] (\S+)  ", listed, re.M)[-1]
     return stack
 
 

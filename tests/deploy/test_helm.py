@@ -165,6 +165,7 @@ def test_instance_settings_match_the_instance_yamls(cloud):
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     assert values["postgresql"]["enabled"] is False
     assert values["postgresql"]["postgresqlScheme"] == instance["storage"]["postgres"]["postgres_db"]["scheme"]
+    assert values["postgresql"]["postgresqlParams"] == instance["storage"]["postgres"]["postgres_db"]["params"]
 
 
 @pytest.mark.parametrize("cloud", CLOUDS)

@@ -124,6 +124,8 @@ def test_every_deployed_instance_uses_postgres_the_queue_and_retries(yaml_path, 
         assert isinstance(instance.run_storage, PostgresRunStorage)
         assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
         assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
+        # A database that does not answer fails each connection in seconds (tests/deploy/test_database_away.py).
+        assert "connect_timeout=2" in instance.run_storage.postgres_url
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         concurrency = instance.get_concurrency_config()
         assert concurrency.run_queue_config.tag_concurrency_limits == [
