@@ -21,6 +21,8 @@ from devtools.dagster_dev import BIN, ROOT, free_port
 from devtools.relay import Relay
 from geo_assets.graphql import DagsterClient, LaunchError
 
+pytestmark = pytest.mark.slow  # minutes of services stopped and started: make test's second phase
+
 REGION, DATE = "synth-holdout", "2024-06-01"
 
 

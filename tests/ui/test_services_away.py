@@ -25,6 +25,8 @@ from devtools.postgres import postgres_server
 from devtools.relay import Relay
 from geo_assets.graphql import DagsterClient, LaunchError
 
+pytestmark = pytest.mark.slow  # minutes of services stopped and started: make test's second phase
+
 REGION, DATE = "synth-holdout", "2024-06-01"
 WORKSPACE = "deploy/compose/workspace.yaml"
 
