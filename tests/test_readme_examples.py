@@ -184,3 +184,31 @@ def _launch_assets(url: str, assets: list[str], partition: str, ops: dict) -> st
     launched = _gql(url, LAUNCH, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     return launched["run"]["runId"]
+
+
+def _cli_example(command: str) -> list[str]:
+    """The first line of README's bash block that starts with `.venv/bin/geo-assets COMMAND`, as written."""
+    blocks = re.findall(r"```bash\n(.*?)```", README, re.S)
+    (block,) = [b for b in blocks if b.startswith(f".venv/bin/geo-assets {command} ")]
+    return block.splitlines()[0].split()
+
+
+def test_readme_launch_and_backfill_examples_leave_the_registered_evaluation_set_as_it_was(demo):
+    """`geo-assets launch` and `geo-assets backfill` as README writes them (the URL aside: the test's server),
+    on the demo's state: they succeed, predict with the model's bands, and whatever dates they add, the
+    set landcover-unet is judged on stays what it was."""
+    url, store, home = demo
+    evaluation_set = "models/landcover-unet/evaluation_set.json"
+    registered, six = store.read_json(evaluation_set), store.read_bytes(f"{FOLDER}/{SIX}.json")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "GEO_ASSETS_STORAGE_ROOT": store.root}
+    for command in ("launch", "backfill"):
+        argv = _cli_example(command)
+        assert argv[0] == ".venv/bin/geo-assets" and "--wait" in argv
+        proc = subprocess.run([BIN / "geo-assets", *argv[1:], "--url", url], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=1200)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert store.read_bytes(f"{FOLDER}/{SIX}.json") == six
+    for date in ("2024-06-01", "2024-06-02", "2024-06-03"):
+        assert any(f"region=synth-holdout/date={date}/{SIX}/margin-32px.json" in k
+                   for k in store.list("manifests/predictions/landcover-unet")), date
+    assert store.read_json(evaluation_set) == registered
