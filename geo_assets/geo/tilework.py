@@ -117,8 +117,9 @@ class TileLedger:
         return done
 
     def forget(self) -> None:
-        """Remove every record: the step's tile work is complete, and its outputs say the rest."""
-        for key in self.store.list(self.root):
+        """Remove every record, and the temporaries of record writes that were killed: the step's
+        tile work is complete, and its outputs say the rest."""
+        for key in self.store.list(self.root, temporaries=True):
             self.store.delete(key)
 
     def record(self, keys: Sequence[str], digests: Sequence[str], results: Sequence[dict]) -> None:
