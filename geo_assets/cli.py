@@ -45,8 +45,10 @@ def _min_miou() -> float:
 
 
 def register(instance, regions: list[str] = (), models: list[str] = ()) -> None:
-    from geo_assets.partitions import MODELS, REGIONS
+    """Add region and model partitions; a name that is no valid slug is refused before any is added."""
+    from geo_assets.partitions import MODELS, REGIONS, validate_model_name, validate_region_name
 
+    regions, models = [validate_region_name(r) for r in regions], [validate_model_name(m) for m in models]
     for name, keys in ((REGIONS, regions), (MODELS, models)):
         missing = [k for k in keys if not instance.has_dynamic_partition(name, k)]
         if missing:
