@@ -228,9 +228,12 @@ class LocalStore(Store):
         try:
             yield str(tmp)
             os.replace(tmp, final)
-        finally:  # a failed write removes its temporary and whatever its writer put beside it
+        except BaseException:
+            # A failed write removes its temporary and whatever its writer put beside it (GDAL's
+            # `.ovr.tmp`). Only then: a listing of a folder of thousands of tiles per write would cost.
             for left in final.parent.glob(glob.escape(tmp.name) + "*"):
                 left.unlink(missing_ok=True)
+            raise
 
     def write_bytes(self, key: str, data: bytes) -> None:
         with self.writing(key) as tmp:
