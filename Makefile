@@ -40,6 +40,7 @@ bench: setup
 	$(BIN)/python -m bench.floor
 	$(BIN)/python -m bench.cog_reads
 	$(BIN)/python -m bench.tile_io
+	$(BIN)/python -m bench.tile_digest
 	$(BIN)/python -m bench.seams
 	$(BIN)/python -m bench.full_tile
 	$(BIN)/python -m bench.runs

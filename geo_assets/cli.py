@@ -47,8 +47,10 @@ def _min_miou() -> float:
 
 
 def register(instance, regions: list[str] = (), models: list[str] = ()) -> None:
-    from geo_assets.partitions import MODELS, REGIONS
+    """Add region and model partitions; a name that is no valid slug is refused before any is added."""
+    from geo_assets.partitions import MODELS, REGIONS, validate_model_name, validate_region_name
 
+    regions, models = [validate_region_name(r) for r in regions], [validate_model_name(m) for m in models]
     for name, keys in ((REGIONS, regions), (MODELS, models)):
         missing = [k for k in keys if not instance.has_dynamic_partition(name, k)]
         if missing:
@@ -75,12 +77,16 @@ def cmd_region_add(args) -> int:
 
 def region_outputs(store, name: str) -> list[str]:
     """Every stored key that belongs to region `name`: its tiles, labels, predictions, reports, manifests."""
-    keys = store.list(f"imagery/{name}") + store.list(f"labels/{name}") + store.list(f"manifests/imagery_tiles/region={name}")
+    # With the temporaries of writes that were killed: nothing else ever removes them.
+    def listed(prefix: str) -> list[str]:
+        return store.list(prefix, temporaries=True)
+
+    keys = listed(f"imagery/{name}") + listed(f"labels/{name}") + listed(f"manifests/imagery_tiles/region={name}")
     keys += [k for k in [f"manifests/labels/{name}.json"] if store.exists(k)]
     # <top>/<model>/<version>/<region>/...; their manifests: manifests/<asset>/<model>/<version>/region=<region>/...
     for top, part, value in (("predictions", 3, name), ("reports", 3, name),
                              ("manifests/predictions", 4, f"region={name}"), ("manifests/region_report", 4, f"region={name}")):
-        keys += [k for k in store.list(top) if k.split("/")[part : part + 1] == [value]]
+        keys += [k for k in listed(top) if k.split("/")[part : part + 1] == [value]]
     return sorted(keys)
 
 

@@ -6,6 +6,8 @@
   against a catalogue it has read: when the catalogue cannot be read (corrupt, access denied, an
   unreachable bucket), or the storage root holds none while partitions outside the built-in regions
   exist (a root that points elsewhere), the tick fails naming the storage root and changes nothing.
+  It also removes model partitions whose keys are no valid model name (`../evil`, empty, with a
+  newline: the UI and GraphQL add any string), which every path of ours refuses to add.
 - `input_changes`: when an acquisition that a training or evaluation set lists gets a new data
   version, that set is materialised again with exactly the acquisitions it lists (a cheap run that
   reads manifests), so it takes the new data version and Dagster marks the models built on it stale.
@@ -24,7 +26,7 @@ from geo_assets.arrival_sensor import scene_arrivals
 from geo_assets.assets.common import digest
 from geo_assets.geo.acquisitions import imagery_key, legacy_imagery_key
 from geo_assets.geo.regions import CATALOGUE_KEY, RegionCatalogue, stored_catalogue
-from geo_assets.partitions import REGIONS, region_date_partitions
+from geo_assets.partitions import MODELS, REGIONS, region_date_partitions, validate_model_name
 from resources.storage import StorageResource
 
 DATA_VERSION_TAG = "dagster/data_version"
@@ -67,9 +69,23 @@ def region_partitions(context: dg.SensorEvaluationContext, storage: StorageResou
     requests = []
     if unknown:
         requests.append(dg.DeleteDynamicPartitionsRequest(REGIONS, unknown))
+    invalid_models = [k for k in context.instance.get_dynamic_partitions(MODELS) if not _valid_model_name(k)]
+    for key in invalid_models:
+        context.log.warning(f"model partition {key!r} is not a valid model name and was removed: use lowercase letters, "
+                            "digits and hyphens (not at either end), at most 63 characters")
+    if invalid_models:
+        requests.append(dg.DeleteDynamicPartitionsRequest(MODELS, invalid_models))
     if missing:
         requests.append(dg.AddDynamicPartitionsRequest(REGIONS, missing))
     return dg.SensorResult(dynamic_partitions_requests=requests)
+
+
+def _valid_model_name(key: str) -> bool:
+    try:
+        validate_model_name(key)
+    except ValueError:
+        return False
+    return True
 
 
 def _changed_inputs(context, cursor: dict) -> tuple[dict[tuple[str, str], str], dict]:

@@ -213,8 +213,8 @@ class LocalPoolCompute(dg.ConfigurableResource):
         job = TileJob(label, work, items, ledger, context.log)
         if job.todo:
             self._execute(job)
-        if ledger is not None:
-            ledger.forget()
+        # The records stay until the IO manager has published the step's manifest (resources/storage.py):
+        # a failure on the way there (the mosaic, the manifest write) re-executes without recomputing a tile.
         return job.results
 
     def _sizer(self, job: TileJob, slots: int, overhead: float) -> BatchSizer:

@@ -8,6 +8,7 @@ themselves are COGs in the store, written by the tile work units.
 import dagster as dg
 
 from geo_assets.geo.store import BucketNotFoundError, Store, make_store, validate_key
+from geo_assets.geo.tilework import TileLedger
 from resources import leases
 
 
@@ -101,6 +102,8 @@ def _publish(store: Store, context: dg.OutputContext, partition: str, key: str, 
     if lease is not None:  # an orphaned writer, whose run has ended, stops here
         leases.check_publish(store, lease, context.step_context.instance)
     store.write_json(key, manifest)
+    if "prefix" in manifest:  # tile work's completion records: the manifest now says what they said
+        TileLedger(store, manifest["prefix"]).forget()
     if lease is not None:
         leases.release_all(store, [lease])
 

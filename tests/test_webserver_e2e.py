@@ -90,3 +90,24 @@ def test_a_region_added_in_the_ui_without_a_footprint_is_removed(server):
     regions = _regions(url)
     assert "atlantis" not in regions
     assert {"synth-holdout", "s2-sample"} <= set(regions)  # catalogued regions stay
+
+
+def _models(url) -> list[str]:
+    """Model partitions as the UI sees them (trained_model is partitioned by model)."""
+    query = """{ assetNodeOrError(assetKey: {path: ["trained_model"]}) { ... on AssetNode { partitionKeys } } }"""
+    return _gql(url, query)["assetNodeOrError"]["partitionKeys"]
+
+
+def test_model_partitions_that_are_no_model_name_are_removed(server):
+    url, _ = server
+    hostile = ["../evil", "", "two\nlines"]
+    for key in hostile:  # GraphQL (and the UI's "Add partition") accept any string
+        added = _gql(url, ADD_PARTITION, {"repo": REPO, "name": "models", "key": key})["addDynamicPartition"]
+        assert added["__typename"] == "AddDynamicPartitionSuccess", added
+    assert set(hostile) <= set(_models(url))
+    deadline = time.time() + 90  # the region_partitions sensor ticks every 30 s
+    while time.time() < deadline and set(hostile) & set(_models(url)):
+        time.sleep(2)
+    models = _models(url)
+    assert not set(hostile) & set(models), models
+    assert "landcover-unet" in models  # `geo-assets init` registered it: valid names stay

@@ -15,6 +15,7 @@ from geo_assets.ml import registry
 from geo_assets.geo.margins import check_margin, default_margin, with_neighbours
 from geo_assets.geo.tilework import TileLedger
 from geo_assets.ml.chunks import PredictChunk
+from geo_assets.ml.memory import check_prediction_batch
 from geo_assets.geo.mosaic import write_class_mosaic
 from geo_assets.map.links import map_url
 from geo_assets.partitions import region_date_partitions
@@ -82,6 +83,7 @@ def _predictions(context, config: PredictionConfig, storage, compute, gate, cut:
         )
     margin = check_margin(default_margin(imagery_tiles["tile_size"]) if config.margin is None else config.margin,
                           imagery_tiles["tile_size"])  # before any tile is read
+    check_prediction_batch(config.batch_size, imagery_tiles["tile_size"], margin, len(record["bands"]))  # memory, likewise
     tiles_dir = imagery_tiles["prefix"].rsplit("/", 1)[1]  # the imagery's source/tiling, so variants never collide
     # The margin changes the classes near tile edges: outputs of another margin never overwrite these.
     prefix = f"predictions/{config.model}/{version}/{region}/{date}/{tiles_dir}/margin-{margin}px"

@@ -18,6 +18,7 @@ from collections import OrderedDict
 
 import numpy as np
 from geo_assets.geo.cog import CorruptRasterError, read_raster
+from geo_assets.geo.integrity import check_pixels
 
 CACHE_BYTES = 128 * 2**20  # decoded tiles kept per prediction call: two rows of a 86-tile-wide region of 256 px tiles
 MAX_MARGIN = 256  # pixels: a margin reads the ring of tiles around a tile, never further
@@ -35,15 +36,17 @@ def grid_index(key: str) -> tuple[int, int]:
 
 
 def with_neighbours(entries: list[dict]) -> list[dict]:
-    """Manifest entries, each with `neighbours`: {"dc,dr": path} of the entries around it on the grid.
+    """Manifest entries, each with `neighbours`: {"dc,dr": path} of the entries around it on the grid,
+    and `neighbour_digests`: {"dc,dr": pixel digest} of those whose entry records one (checked on read).
     An entry that already lists its neighbours keeps them (a chunk of a region carries the whole region's)."""
-    by_index = {grid_index(e["key"]): e["path"] for e in entries}
+    by_index = {grid_index(e["key"]): e for e in entries}
     out = []
     for entry in entries:
         if "neighbours" not in entry:
             col, row = grid_index(entry["key"])
             around = {f"{dc},{dr}": by_index[(col + dc, row + dr)] for dc, dr in AROUND if (col + dc, row + dr) in by_index}
-            entry = {**entry, "neighbours": around}
+            entry = {**entry, "neighbours": {name: e["path"] for name, e in around.items()},
+                     "neighbour_digests": {name: e["digest"] for name, e in around.items() if "digest" in e}}
         out.append(entry)
     return out
 
@@ -72,12 +75,14 @@ class TileCache:
         self._lock = threading.Lock()
         self.reads = 0  # tiles read from their files (the rest came from the cache)
 
-    def read(self, path: str) -> tuple[np.ndarray, dict]:
+    def read(self, path: str, digest: str | None = None, what: str = "") -> tuple[np.ndarray, dict]:
+        """The tile at `path`, its pixels checked against `digest` (geo.integrity) when read from the file."""
         with self._lock:
             if path in self._tiles:
                 self._tiles.move_to_end(path)
                 return self._tiles[path]
         data, profile = read_raster(path)
+        check_pixels(what or f"tile {path}", data, digest)  # once per decode: cached tiles were checked
         data.flags.writeable = False  # shared between windows
         with self._lock:
             self.reads += 1
@@ -105,7 +110,7 @@ def read_with_margin(path_of, entry: dict, margin: int, cache: TileCache | None 
     around it; `cache` (default: none kept) serves tiles read before.
     """
     cache = cache or TileCache(0)
-    data, profile = cache.read(path_of(entry["path"]))
+    data, profile = cache.read(path_of(entry["path"]), entry.get("digest"), f"imagery tile {entry['key']} ({path_of(entry['path'])})")
     bands, size, width = data.shape
     if size != width:
         raise ValueError(f"tile {entry['key']} is {width} x {size} px: margins need square grid tiles")
@@ -116,11 +121,12 @@ def read_with_margin(path_of, entry: dict, margin: int, cache: TileCache | None 
     out = np.empty((bands, size + 2 * m, size + 2 * m), dtype=data.dtype)
     out[:, m : m + size, m : m + size] = data
     have = set()
+    digests = entry.get("neighbour_digests", {})
     for name, key in entry.get("neighbours", {}).items():
         dc, dr = (int(v) for v in name.split(","))
         (src_rows, rows), (src_cols, cols) = _span(dr, size, m), _span(dc, size, m)
         try:
-            tile = cache.read(path_of(key))[0]
+            tile = cache.read(path_of(key), digests.get(name), f"imagery tile {path_of(key)}, neighbour {name} of tile {entry['key']},")[0]
         except CorruptRasterError as exc:
             raise CorruptRasterError(f"cannot read neighbour {path_of(key)} of tile {entry['key']}: {exc}") from None
         if tile.shape != data.shape:

@@ -25,6 +25,7 @@ naming the object URI or bucket and the problem, with any credential text remove
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -39,6 +40,9 @@ from typing import Any, ClassVar, ContextManager, Iterator
 from urllib.parse import unquote, urlparse
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9._=+@-]+$")
+# A local write's temporary (LocalStore.writing), and any file its writer put beside it (GDAL's
+# `.ovr.tmp`, `.aux.xml`): never an object, but a killed writer leaves it.
+_TEMPORARY = re.compile(r"^\.tmp-[0-9a-f]{32}-")
 # S3 and GCS bucket names: lowercase letters, digits, dots, hyphens (GCS also underscores).
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 SCHEMES = ("file://", "gs://", "s3://")
@@ -139,8 +143,9 @@ class Store(ABC):
     def read_bytes(self, key: str) -> bytes: ...
 
     @abstractmethod
-    def list(self, prefix: str) -> list[str]:
-        """Keys of the objects directly or indirectly under `prefix`, sorted."""
+    def list(self, prefix: str, temporaries: bool = False) -> list[str]:
+        """Keys of the objects directly or indirectly under `prefix`, sorted. `temporaries`: with the
+        temporary files writers killed mid-write left behind (`leftover`), for the paths that delete."""
 
     @abstractmethod
     def scan(self, prefix: str, start_after: str = "", limit: int = PAGE) -> tuple[list[ObjectInfo], bool]:
@@ -223,9 +228,12 @@ class LocalStore(Store):
         try:
             yield str(tmp)
             os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        except BaseException:
+            # A failed write removes its temporary and whatever its writer put beside it (GDAL's
+            # `.ovr.tmp`). Only then: a listing of a folder of thousands of tiles per write would cost.
+            for left in final.parent.glob(glob.escape(tmp.name) + "*"):
+                left.unlink(missing_ok=True)
+            raise
 
     def write_bytes(self, key: str, data: bytes) -> None:
         with self.writing(key) as tmp:
@@ -238,15 +246,16 @@ class LocalStore(Store):
         except FileNotFoundError:
             raise ObjectNotFoundError(f"no object at {self.uri(key)}") from None
 
-    def list(self, prefix: str) -> list[str]:
-        """As Store.list; leftover temporaries of killed writers are excluded."""
+    def list(self, prefix: str, temporaries: bool = False) -> list[str]:
+        """As Store.list; leftover temporaries of killed writers only when asked for (the store's own
+        `.tmp-lock` files never: a lock is not a leftover, and removing one held would let two in)."""
         base = self.base / validate_key(prefix)
         if not base.is_dir():
             return []
         keys = []
         for dirpath, _, files in os.walk(base):
             for name in files:
-                if not name.startswith(".tmp-"):
+                if not name.startswith(".tmp-") or (temporaries and _TEMPORARY.match(name)):
                     keys.append(Path(dirpath, name).relative_to(self.base).as_posix())
         return sorted(keys)
 
@@ -490,7 +499,8 @@ class ObjectStore(Store):
         with self._errors("reading", target):
             return self._fs().cat_file(self._object(key))
 
-    def list(self, prefix: str) -> list[str]:
+    def list(self, prefix: str, temporaries: bool = False) -> list[str]:
+        # Writes upload from a local temporary: a bucket never holds one, so `temporaries` adds nothing.
         base = self._object(prefix) + "/"  # a file is not a prefix, and p/ never matches pp/
         strip = len(self._object(prefix)) - len(validate_key(prefix))
         try:

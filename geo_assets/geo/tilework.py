@@ -82,8 +82,9 @@ class TileLedger:
     whatever removes a region's outputs removes these too.)
 
     `run` is the run's root run id: a re-execution of a run (from failure, or a retry) shares it and
-    skips the tiles already done for the same input; a new run starts afresh. The records go once all
-    the tiles are done. One write per batch, one read per batch record on re-execution: cheap next to
+    skips the tiles already done for the same input; a new run starts afresh. The records go once the
+    step's manifest, which lists every tile, is published (resources/storage.py), not before: a failure
+    between the last tile and that write must not cost the tiles. One write per batch, one read per batch record on re-execution: cheap next to
     the tiles themselves.
     """
 
@@ -116,8 +117,9 @@ class TileLedger:
         return done
 
     def forget(self) -> None:
-        """Remove every record: the step's tile work is complete, and its outputs say the rest."""
-        for key in self.store.list(self.root):
+        """Remove every record, and the temporaries of record writes that were killed: the step's
+        tile work is complete, and its outputs say the rest."""
+        for key in self.store.list(self.root, temporaries=True):
             self.store.delete(key)
 
     def record(self, keys: Sequence[str], digests: Sequence[str], results: Sequence[dict]) -> None:

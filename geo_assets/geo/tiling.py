@@ -6,25 +6,16 @@ pool now, a Dask cluster later) can run it; each returns a small manifest entry,
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 
 from geo_assets.geo.cog import write_cog
 from geo_assets.geo.grid import Tile
+from geo_assets.geo.integrity import pixel_digest
 from geo_assets.geo.labels import holdout_tile, label_tile
 from geo_assets.geo.landcover import CLASSES, IGNORE
 from geo_assets.geo.regions import Region
 from geo_assets.geo.sources import Scene, check_bands
 from geo_assets.geo.store import Store
-
-
-def pixel_digest(array: np.ndarray) -> str:
-    """A content hash of a tile's pixels: manifests carry it so data versions change with the data."""
-    h = hashlib.blake2b(digest_size=12)
-    h.update(f"{array.dtype.str}{array.shape}".encode())
-    h.update(np.ascontiguousarray(array).tobytes())
-    return h.hexdigest()
 
 
 def cut_imagery_tile(store: Store, scene: Scene, bands: list[str], prefix: str, tile: Tile) -> dict:

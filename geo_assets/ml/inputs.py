@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from geo_assets.geo.cog import read_raster
+from geo_assets.geo.integrity import check_pixels
 from geo_assets.geo.margins import TileCache, read_with_margin
 from geo_assets.geo.store import Store
 from geo_assets.ml.normalisation import normalize
@@ -35,6 +36,7 @@ def read_tile(
             data, profile = read_with_margin(store.path, entry, margin, cache)
         else:
             data, profile = read_raster(store.path(entry["path"]))
+            check_pixels(f"imagery tile {entry['key']} ({store.path(entry['path'])})", data, entry.get("digest"))
     image = normalize(data) if normalise is None else normalise(data, profile["band_names"])
     inside = data[:, margin : data.shape[1] - margin, margin : data.shape[2] - margin]
     return image, valid_mask(inside, profile["nodata"]), profile

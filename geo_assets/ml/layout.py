@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from geo_assets.ml.device import cores
+from geo_assets.ml.memory import MAX_FORWARD_PIXELS, max_forward_batch
 from geo_assets.ml.options import MAX_BATCH
 from geo_assets.ml.predict import classify
 from geo_assets.ml.runtime import Runtime
@@ -102,14 +103,18 @@ def choose_layout(runtime: Runtime, sample: np.ndarray, batch_size: int | str | 
     shares the machine with other workers passes its share.
     """
     batch = check_batch_size(batch_size)
+    most = max_forward_batch(max(sample.shape[-2:]))  # memory: batch x window² within MAX_FORWARD_PIXELS
+    if batch is not None and batch > most or most == 0:
+        raise ValueError(f"batch_size {batch or 1} of {sample.shape[-1]} px windows passes the forward pass's bound of "
+                         f"{MAX_FORWARD_PIXELS:,} pixels (batch x window²): at most {most} fit")
     if runtime.device.type != "cpu":
-        return Layout(batch or GPU_BATCH, 1, None, io_threads(2), "default")
+        return Layout(batch or min(GPU_BATCH, most), 1, None, io_threads(2), "default")
     n = cores() if cpus is None else cpus
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 256:
         raise ValueError(f"cpus must be an integer between 1 and 256, got {n!r}")
     key = _key(runtime, sample.shape, batch, n)
     cached = _cache_get(key)
-    if cached is not None:
+    if cached is not None and cached["batch_size"] <= most:  # measured before the bound: measured again
         return Layout(**{**cached, "how": "cached" if cached["how"] == "measured" else cached["how"]})
     layout = _measure_layouts(runtime, sample, batch, n)
     # A busy machine's choice is kept for this process only: the next process measures again.
@@ -143,6 +148,11 @@ def measure(runtime: Runtime, sample: np.ndarray, streams: int, threads: int, ba
     return Rate(tiles / wall, 1000 * cpu / tiles, cpu / (wall * streams * threads))
 
 
+def batches_to_try(window: int) -> tuple[int, ...]:
+    """CPU_BATCHES within the forward pass's memory bound for windows of `window` px."""
+    return tuple(b for b in CPU_BATCHES if b <= max_forward_batch(window))
+
+
 def _measure_layouts(runtime: Runtime, sample: np.ndarray, batch: int | None, n: int) -> Layout:
     splits = thread_splits(n)  # simplest first: one single-threaded stream per core
     first = batch or CPU_BATCHES[0]
@@ -155,7 +165,7 @@ def _measure_layouts(runtime: Runtime, sample: np.ndarray, batch: int | None, n:
     best = _fastest(rates)
     if batch is None:
         streams, threads, _ = best
-        for b in CPU_BATCHES[1:]:
+        for b in batches_to_try(max(sample.shape[-2:]))[1:]:
             rates[(streams, threads, b)] = measure(runtime, sample, streams, threads, b)
             if _fastest(rates) == best:
                 break  # not faster: larger batches will not be either
@@ -176,7 +186,7 @@ def _fastest(rates: dict[tuple, Rate]) -> tuple:
 def _by_cpu(runtime: Runtime, sample: np.ndarray, batch: int | None, n: int, first: Rate) -> Layout:
     best, cost = batch or CPU_BATCHES[0], first.cpu_ms_per_tile
     if batch is None:
-        for b in CPU_BATCHES[1:]:
+        for b in batches_to_try(max(sample.shape[-2:]))[1:]:
             r = measure(runtime, sample, n, 1, b)
             if r.cpu_ms_per_tile * BETTER >= cost:
                 break

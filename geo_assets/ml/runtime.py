@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from geo_assets.geo.store import Store
+from geo_assets.geo.integrity import check_file
+from geo_assets.geo.store import ObjectNotFoundError, Store
 from geo_assets.ml import registry
 from geo_assets.ml.models import required_multiple
 from geo_assets.ml.options import requested
@@ -164,8 +165,25 @@ def load_runtime(store: Store, weights: str, device: torch.device, name: str | N
     (written next to model.pt2 at training), else torch; the reason is in `runtime.note`.
     """
     name = requested(name)
-    onnx_key = weights.rsplit("/", 1)[0] + "/" + registry.ONNX_FILE
+    folder = weights.rsplit("/", 1)[0]
+    onnx_key = f"{folder}/{registry.ONNX_FILE}"
+    # The sizes and digests recorded at training: a file copied over from another version is refused
+    # before it predicts anything. Versions trained before they were recorded load unchecked, and say so.
+    try:
+        recorded = store.read_json(f"{folder}/{registry.MODEL_FILE}").get("files")
+    except ObjectNotFoundError:  # a bare exported model, outside the model store's layout
+        recorded = None
+    unverified = "" if recorded else f"files not verified: no digests recorded in {store.uri(folder)}/{registry.MODEL_FILE}"
     note = ""
+
+    def checked(key: str, path: str) -> str:
+        if recorded:
+            file = key.rsplit("/", 1)[1]
+            if file not in recorded:
+                raise ValueError(f"{store.uri(key)} has no digest in {store.uri(folder)}/{registry.MODEL_FILE}; refusing to use it")
+            check_file(store.uri(key), path, recorded[file])
+        return path
+
     if name == "onnxruntime" and device.type != "cpu":
         raise ValueError(f"runtime onnxruntime runs on the CPU only, not {device}; use runtime torch or auto")
     if name in ("auto", "onnxruntime") and device.type == "cpu":
@@ -174,13 +192,18 @@ def load_runtime(store: Store, weights: str, device: torch.device, name: str | N
         elif not store.exists(onnx_key):
             note = f"the version has no {registry.ONNX_FILE} (trained before ONNX export)"
         else:
-            return OnnxRuntime(store.read_bytes(onnx_key), store.uri(onnx_key))
+            with store.local_copy(onnx_key) as path:
+                with open(checked(onnx_key, path), "rb") as f:
+                    model = f.read()
+            runtime = OnnxRuntime(model, store.uri(onnx_key))
+            runtime.note = unverified
+            return runtime
         if name == "onnxruntime":
             raise ValueError(f"runtime onnxruntime asked for, but {note}; use runtime torch or auto")
     with store.local_copy(weights) as path:  # torch.export.load needs a local file
-        module = load_model(path, device)
+        module = load_model(checked(weights, path), device)
         with open(path, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()[:16]
     runtime = TorchRuntime(module, device, digest)
-    runtime.note = f"torch eager: {note}" if note else ""
+    runtime.note = "; ".join(n for n in (f"torch eager: {note}" if note else "", unverified) if n)
     return runtime

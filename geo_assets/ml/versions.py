@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from functools import partial
 from typing import Callable
 
+from geo_assets.geo.integrity import file_record
 from geo_assets.geo.landcover import CLASSES
 from geo_assets.geo.store import ObjectNotFoundError, Store
 from geo_assets.geo.threads import read_ahead
@@ -112,9 +113,11 @@ def train_version(store: Store, request: TrainingRequest, mapper: Mapper, log: L
     chips = ChipBatches(sampler, partial(tiles.read, normalise=identity), config.batch_size, mapper, normalisation.apply)
     result = train_chips(chips, len(bands), len(CLASSES), config,
                          progress=lambda e, n, loss: log(f"epoch {e}/{n}: loss {loss:.4f}"))
+    files = {}  # each file's size and sha256, checked wherever it is loaded (geo.integrity)
     for file, export in EXPORTS.items():  # model.pt2 (torch) and model.onnx (ONNX Runtime)
         with store.writing(f"{prefix}/{file}") as tmp:
             export(result.model, tmp, len(bands))
+            files[file] = file_record(tmp)
     record = {
         "name": request.model,
         "version": version,
@@ -128,6 +131,7 @@ def train_version(store: Store, request: TrainingRequest, mapper: Mapper, log: L
         "runtime": runtime,
         "training_code": code,
         "weights": f"{prefix}/{registry.WEIGHTS_FILE}",
+        "files": files,
         "loss_curve": [round(x, 6) for x in result.loss_curve],
         "train_seconds": round(result.seconds, 2),
         "device": result.device,

@@ -15,6 +15,7 @@ from geo_assets.geo.cog import write_cog
 from geo_assets.geo.landcover import CLASSES
 from geo_assets.geo.store import Store, local_root
 from geo_assets.ml.normalisation import normalize
+from geo_assets.geo.integrity import file_record
 from geo_assets.ml.predict import EXPORTS
 from geo_assets.ml.train import TrainConfig, train
 
@@ -62,9 +63,12 @@ def tiny(tmp_path_factory) -> TinyRegion:
         learning_rate=5e-3, chip_size=64, chips_per_epoch=96, seed=0, device="cpu",
     )
     model = train([normalize(image)], [truth], len(BANDS), len(CLASSES), config).model
+    files = {}  # as training records them: loads check each file against its size and sha256
     for name, export in EXPORTS.items():
         with store.writing(f"{VERSION_PREFIX}/{name}") as tmp:
             export(model, tmp, len(BANDS))
+            files[name] = file_record(tmp)
+    store.write_json(f"{VERSION_PREFIX}/model.json", {"files": files})
     return TinyRegion(store, entries, f"{VERSION_PREFIX}/model.pt2", model)
 
 
