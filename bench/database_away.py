@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 launch, to check that the benchmark works")
     args = ap.parse_args(argv)
     repeats = 1 if args.quick else args.repeats
+    if not 1 <= repeats <= 20:
+        ap.error("--repeats must be from 1 to 20")
     info = machine_info()
     result = measure(repeats)
     publish("database-away", MEASURES, RESULTS, {"machine": info, **result}, render(info, result))

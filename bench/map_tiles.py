@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.map_tiles", description=__doc__.split("\n\n")[0])
     ap.add_argument("--tiles", type=int, default=24, help="map tiles per zoom (default 24)")
     args = ap.parse_args(argv)
+    if not 1 <= args.tiles <= 256:
+        ap.error("--tiles must be from 1 to 256")
     machine = machine_info()
     results = {}
     with tempfile.TemporaryDirectory(prefix="geo-assets-map-bench-") as tmp:

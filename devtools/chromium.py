@@ -9,8 +9,11 @@ missing, as root or through passwordless sudo (CI runners); once present, nothin
 
 from __future__ import annotations
 
+import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from devtools import apt
 
@@ -36,6 +39,20 @@ def install() -> Path:
     if not found:
         raise RuntimeError("apt-get installed chromium but no `chromium` executable is on PATH")
     return found
+
+
+@contextmanager
+def headless(executable_path: Path) -> Iterator:
+    """A headless Chromium driven by Playwright (its sync API: an event loop in this thread)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []  # Chromium's sandbox refuses to run as root
+        browser = pw.chromium.launch(executable_path=str(executable_path), headless=True, args=args)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 if __name__ == "__main__":

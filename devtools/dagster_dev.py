@@ -66,12 +66,18 @@ def dagster_dev(env: dict, log: Path, timeout: float = 120) -> Iterator[str]:
             raise RuntimeError("dagster dev did not serve the code location: " + log.read_text()[-3000:])
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:  # a run process still winding down: stop the whole group
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        stop_group(proc)  # a run process may still be winding down: the whole group goes
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 60) -> None:
+    """Stop the process group `proc` leads (started with start_new_session): SIGTERM, then SIGKILL after
+    `grace` seconds (a loaded machine can keep a graceful stop past a minute)."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
 
 
 def launch(url: str, job: str, partition: str, ops: dict) -> str:

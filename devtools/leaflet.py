@@ -12,6 +12,7 @@ page only: `make demo` and the tile server run without it.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import json
 import shutil
@@ -35,8 +36,16 @@ def integrity(path: Path) -> str:
 
 
 def install() -> Path:
+    """Leaflet in TARGET, fetched once; parallel test processes wait for the one that fetches it."""
     if installed():
         return TARGET
+    TARGET.parent.mkdir(parents=True, exist_ok=True)
+    with open(TARGET.parent / ".leaflet.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return TARGET if installed() else _fetch()
+
+
+def _fetch() -> Path:
     npm = shutil.which("npm")
     if npm is None:
         raise RuntimeError("npm is not installed: the map page needs it once, to fetch Leaflet "

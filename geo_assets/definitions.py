@@ -9,9 +9,12 @@ from geo_assets.assets.predictions import predictions
 from geo_assets.assets.reports import region_report
 from geo_assets.executors import executor_def
 from geo_assets.jobs import JOBS
+from geo_assets.map.links import map_base_url
 from geo_assets.schedules import AUTOMATION, SCHEDULES
 from geo_assets.sensors import SENSORS
 from resources.profiles import resource_defs
+
+map_base_url()  # a bad GEO_ASSETS_MAP_URL stops the load, naming it, not every run at its end
 
 ASSETS = [imagery_tiles, labels, training_set, evaluation_set, trained_model, model_evaluation, predictions, region_report]
 

@@ -4,8 +4,8 @@ Dagster's DefaultRunLauncher (the embedded default, and the deploy/aws and deplo
 starts each run worker as a process beside the code server, but it cannot tell run monitoring
 whether that process still lives: a run whose machine or process tree was lost stays STARTED for
 good, the next run of its partition waits in the queue behind it, its backfill never ends, and
-run retries never start. So each run worker records who it is in a run tag (host, boot, pid and
-process start time) before its first step, and `ProcessRunLauncher` answers run monitoring from
+run retries never start. So each run worker records who it is in a run tag (host, boot, PID
+namespace, pid, process start time and run) before its first step, and `ProcessRunLauncher` answers run monitoring from
 that record: the process gone, or the machine restarted since, is a failed worker; monitoring then
 marks the run failed, and run retries launch it again. A worker on another host cannot be seen
 from here and counts as running (run monitoring's timeouts still apply).
@@ -13,6 +13,8 @@ from here and counts as running (run monitoring's timeouts still apply).
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 from pathlib import Path
 
@@ -32,28 +34,38 @@ def _boot() -> str:
         return str(int(psutil.boot_time()))
 
 
-def worker_identity(pid: int) -> str:
-    """host/boot/pid/start: the process `pid` of this machine, told apart from a later process of that pid."""
-    return f"{socket.gethostname()}/{_boot()}/{pid}/{psutil.Process(pid).create_time():.2f}"
+def _pid_namespace() -> str:
+    """This process's PID namespace (Linux; "" elsewhere): pids are comparable only within one."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def worker_identity(pid: int, run_id: str) -> str:
+    """The process `pid` of this machine as the worker of `run_id`, told apart from a later process of that pid
+    (its start time), from a process of another container (its PID namespace) and from the worker of the run a
+    retry copied its tags from (the run id)."""
+    return json.dumps({"host": socket.gethostname(), "boot": _boot(), "pid_namespace": _pid_namespace(), "pid": pid,
+                       "started": round(psutil.Process(pid).create_time(), 2), "run": run_id}, sort_keys=True)
 
 
 def record_worker(instance: dg.DagsterInstance, run_id: str) -> None:
-    import os
-
-    instance.add_run_tags(run_id, {WORKER_TAG: worker_identity(os.getpid())})
+    instance.add_run_tags(run_id, {WORKER_TAG: worker_identity(os.getpid(), run_id)})
 
 
-def worker_health(identity: str | None) -> CheckRunHealthResult:
-    if not identity:  # not yet recorded: the worker has not reached its first step
+def worker_health(identity: str | None, run_id: str) -> CheckRunHealthResult:
+    worker = json.loads(identity) if identity else {}
+    if worker.get("run") != run_id:  # not yet recorded (a retry starts with its parent's tags)
         return CheckRunHealthResult(WorkerStatus.RUNNING, "the run worker has not recorded itself yet")
-    host, boot, pid, started = identity.rsplit("/", 3)
-    if host != socket.gethostname():
-        return CheckRunHealthResult(WorkerStatus.RUNNING, f"the run worker is on {host}, which cannot be seen from here")
-    if boot != _boot():
+    host, pid = worker["host"], worker["pid"]
+    if host != socket.gethostname() or worker["pid_namespace"] != _pid_namespace():
+        return CheckRunHealthResult(WorkerStatus.RUNNING, f"the run worker is on {host}, in processes that cannot be seen from here")
+    if worker["boot"] != _boot():
         return CheckRunHealthResult(WorkerStatus.FAILED, f"the run worker's machine {host} has restarted since the run started")
     try:
-        process = psutil.Process(int(pid))
-        alive = abs(process.create_time() - float(started)) < 0.01 and process.status() != psutil.STATUS_ZOMBIE
+        process = psutil.Process(pid)
+        alive = abs(process.create_time() - worker["started"]) < 0.01 and process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         alive = False
     if alive:
@@ -69,4 +81,4 @@ class ProcessRunLauncher(DefaultRunLauncher):
         return True
 
     def check_run_worker_health(self, run: dg.DagsterRun) -> CheckRunHealthResult:
-        return worker_health(run.tags.get(WORKER_TAG))
+        return worker_health(run.tags.get(WORKER_TAG), run.run_id)

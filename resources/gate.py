@@ -12,7 +12,8 @@ Where runs or steps get processes of their own (the K8sRunLauncher or EcsRunLaun
 `ecs/container_overrides`) can set its environment. So a step does not trust its own environment:
 it takes the threshold the code server recorded in the run's job snapshot when the run was created
 (the snapshot comes from the code location, never from the launch request), and warns when its own
-environment says otherwise.
+environment says otherwise. This holds against a run's environment, not against a run allowed to
+change its pod's image or command (deploy/README, "Access and threat model").
 """
 
 import math
@@ -48,7 +49,7 @@ class ModelGate(dg.ResourceDefinition):
         )
 
     def _for_run(self, context: dg.InitResourceContext) -> "ModelGate":
-        recorded = recorded_min_miou(context.instance, context.dagster_run)
+        recorded = recorded_min_miou(context.instance, context.run)
         if recorded is None or recorded == self.min_miou:
             return self
         context.log.warning(

@@ -1,12 +1,16 @@
-"""The tiny world of the Dagster, Dask and container tests: two regions of 2 x 2 tiles of 64 px at
-10 m (16 tiles of 32 px), one date, and a small model trained on the thread pool."""
+"""The tiny world of the Dagster, Dask, integrity and container tests: two regions of 2 x 2 tiles of 64 px
+at 10 m (16 tiles of 32 px), one date, and a small model trained on the thread pool. The fixtures below
+(a Dagster instance, a store with the tiny regions, the model trained once per module) are imported by
+the conftest files that use them."""
 
 from __future__ import annotations
 
 import dagster as dg
+import pytest
 
-from geo_assets.geo.regions import Region
-from geo_assets.geo.store import Store
+from geo_assets.cli import register
+from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
+from geo_assets.geo.store import Store, local_root
 from geo_assets.partitions import region_date_key
 from resources.compute import LocalPoolCompute
 from resources.gate import ModelGate
@@ -46,3 +50,31 @@ def train_tiny(instance: dg.DagsterInstance, store: Store | StorageResource) -> 
                             instance=instance, run_config={"ops": ops})
     assert result.success
     return result.output_for_node("trained_model")["version"]
+
+
+@pytest.fixture(scope="module")
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Store:
+    s = Store(local_root(tmp_path_factory.mktemp("tiny-world") / "storage"))
+    catalogue = load_catalogue(s)
+    catalogue.add(TINY)
+    catalogue.add(TINY_HOLDOUT)
+    save_catalogue(s, catalogue)
+    return s
+
+
+@pytest.fixture(scope="module")
+def registered(instance, store):
+    register(instance, regions=load_catalogue(store).names(), models=[MODEL])
+    return instance
+
+
+@pytest.fixture(scope="module")
+def trained(registered, store) -> str:
+    """A small model trained on tiny-field with the thread pool; its version id."""
+    return train_tiny(registered, store)

@@ -10,8 +10,10 @@ import hashlib
 import json
 import re
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Iterator
 
 import numpy as np
 import rasterio
@@ -77,6 +79,14 @@ def legend() -> list[dict]:
 
 def colormap() -> dict[int, tuple[int, int, int, int]]:
     return {i: (*COLOURS[i], 255) for i in range(len(CLASSES))}
+
+
+@contextmanager
+def open_cog(path: str) -> Iterator[rasterio.DatasetReader]:
+    """A stored COG, opened as GeoTIFF only: GDAL picks a driver from the content, so a ".tif" that is
+    really a VRT (whoever may write to the store could put one there) would read files outside the root."""
+    with rasterio.open(path, driver="GTiff") as src:
+        yield src
 
 
 def _stored_path(store: Store, key: str) -> str:
@@ -195,7 +205,7 @@ def _stretch(store: Store, key: str, digest: str, indexes: tuple[int, ...]) -> t
     values: list[list[np.ndarray]] = [[] for _ in indexes]
     with store.env():
         for t in tiles[::step][:STRETCH_SAMPLE_TILES]:
-            with rasterio.open(_stored_path(store, t["path"])) as src:
+            with open_cog(_stored_path(store, t["path"])) as src:
                 side = min(STRETCH_PX, src.width)
                 data = src.read(list(indexes), out_shape=(len(indexes), side, side), resampling=Resampling.nearest,
                                 masked=True)

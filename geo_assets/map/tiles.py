@@ -49,7 +49,7 @@ def imagery_tile(store: Store, imagery: layers.Imagery, composite: str, z: int, 
                                 "read for one map tile: zoom in")
 
     def read(path: str, *args, **kwargs) -> ImageData:
-        with Reader(path, tms=WEB_MERCATOR) as src:
+        with layers.open_cog(path) as dataset, Reader(None, dataset=dataset, tms=WEB_MERCATOR) as src:
             return src.tile(*args, indexes=indexes, tilesize=TILE_PX, **kwargs)
 
     with store.env():
@@ -62,7 +62,8 @@ def imagery_tile(store: Store, imagery: layers.Imagery, composite: str, z: int, 
 
 
 def _class_tile(store: Store, manifest: dict, z: int, x: int, y: int) -> ImageData:
-    with store.env(), Reader(layers.mosaic_path(store, manifest), tms=WEB_MERCATOR) as src:
+    with store.env(), layers.open_cog(layers.mosaic_path(store, manifest)) as dataset, \
+            Reader(None, dataset=dataset, tms=WEB_MERCATOR) as src:
         try:
             return src.tile(x, y, z, indexes=1, tilesize=TILE_PX, resampling_method="nearest")
         except TileOutsideBounds:
@@ -90,7 +91,7 @@ def class_at(store: Store, manifest: dict, lon: float, lat: float) -> dict:
     """The predicted class at a longitude/latitude."""
     if not (-180 <= lon <= 180 and -90 <= lat <= 90):
         raise layers.BadRequest(f"lon {lon}, lat {lat} is not a place: lon in [-180, 180], lat in [-90, 90]")
-    with store.env(), Reader(layers.mosaic_path(store, manifest)) as src:
+    with store.env(), layers.open_cog(layers.mosaic_path(store, manifest)) as dataset, Reader(None, dataset=dataset) as src:
         try:
             point = src.point(lon, lat, indexes=1)
         except PointOutsideBounds:

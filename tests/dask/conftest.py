@@ -10,14 +10,10 @@ a small model trained once per session on the thread pool.
 
 from __future__ import annotations
 
-import dagster as dg
 import pytest
 
 from dask_helpers import dask_cli_cluster
-from tiny_world import MODEL, TINY, TINY_HOLDOUT, train_tiny
-from geo_assets.cli import register
-from geo_assets.geo.regions import load_catalogue, save_catalogue
-from geo_assets.geo.store import Store, local_root
+from tiny_world import instance, registered, store, trained  # noqa: F401 (the tiny world's fixtures)
 
 @pytest.fixture(scope="session")
 def local_cluster():
@@ -33,29 +29,3 @@ def cli_cluster(tmp_path_factory):
         yield address
 
 
-@pytest.fixture(scope="module")
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Store:
-    s = Store(local_root(tmp_path_factory.mktemp("dask-store") / "storage"))
-    catalogue = load_catalogue(s)
-    catalogue.add(TINY)
-    catalogue.add(TINY_HOLDOUT)
-    save_catalogue(s, catalogue)
-    return s
-
-
-@pytest.fixture(scope="module")
-def registered(instance, store):
-    register(instance, regions=load_catalogue(store).names(), models=[MODEL])
-    return instance
-
-
-@pytest.fixture(scope="module")
-def trained(registered, store) -> str:
-    """A small model trained on tiny-field with the thread pool; its version id."""
-    return train_tiny(registered, store)

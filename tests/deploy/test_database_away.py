@@ -11,13 +11,12 @@ whose packets are dropped. When the relay forwards again, launching works again.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 
 import pytest
 
-from devtools.dagster_dev import BIN, ROOT, free_port
+from devtools.dagster_dev import BIN, ROOT, free_port, stop_group
 from devtools.relay import Relay
 from geo_assets.graphql import DagsterClient, LaunchError
 
@@ -55,12 +54,7 @@ def webserver(tmp_path, fresh_db):
         yield url, relay, env
     finally:
         relay.close()
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        stop_group(proc, grace=30)
 
 
 def launch(url: str, env: dict) -> subprocess.CompletedProcess:

@@ -286,6 +286,16 @@ def test_only_the_sign_in_proxies_reach_the_webservers(cloud):
                    (NAMESPACE, {**run_pod, **PROXY["editors"]})]:
         assert not _admits(policies, webserver, source), source
         assert not _admits(policies, read_only, source), source
+    # The map server, its own proxy only (its pods' labels and port as map-<cloud>.yaml gives them).
+    map_deployment = next(d for d in yaml.safe_load_all(_render((ROOT / f"deploy/helm/map-{cloud}.yaml").read_text()))
+                          if d and d["kind"] == "Deployment")
+    pod = map_deployment["spec"]["template"]
+    (map_port,) = [p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports", [])]
+    map_server = (NAMESPACE, pod["metadata"]["labels"], map_port)
+    map_proxy = {"app.kubernetes.io/name": "oauth2-proxy", "app.kubernetes.io/instance": "oauth2-proxy-map"}
+    assert _admits(policies, map_server, (AUTH, map_proxy))
+    for source in [(NAMESPACE, run_pod), (NAMESPACE, {**run_pod, **map_proxy}), (AUTH, PROXY["editors"])]:
+        assert not _admits(policies, map_server, source), source
     # The code servers answer the system pods of their namespace, nobody outside it.
     for source in [(NAMESPACE, WEBSERVER), (NAMESPACE, READ_ONLY), (NAMESPACE, DAEMON)]:
         assert _admits(policies, code_server, source)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -29,6 +28,8 @@ import pytest
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from devtools.dagster_dev import stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -180,12 +181,7 @@ def test_wheel_installed_without_deps_serves_the_code_location(wheel, tmp_path):
     finally:
         # Cleanup, not the test's subject: a loaded machine can keep the server's graceful stop past a
         # minute (seen once in the full suite), so it is then killed, as a deployment's grace period would.
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
+        stop_group(server)
 
 
 def _free_port() -> int:

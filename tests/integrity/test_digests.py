@@ -7,7 +7,7 @@ import shutil
 import dagster as dg
 import pytest
 
-from conftest import predict
+from integrity_world import predict
 from tiny_world import MODEL, TRAIN, resources_for
 from geo_assets.demo import failure_message
 from geo_assets.geo.margins import grid_index

@@ -7,7 +7,7 @@ import shutil
 
 import dagster as dg
 
-from conftest import KEY
+from integrity_world import KEY
 from integrity_jobs import prediction_job
 from tiny_world import MODEL
 from geo_assets.demo import failure_message

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import KEY, predict
+from integrity_world import KEY, predict
 from tiny_world import DATE, MODEL, TINY_HOLDOUT, resources_for
 from geo_assets.demo import failure_message
 from geo_assets.geo.acquisitions import pick_imagery

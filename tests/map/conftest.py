@@ -11,6 +11,7 @@ from typing import Iterator
 import pytest
 from map_world import ROOT, copy_store, map_server, prepare
 
+from devtools import leaflet
 from devtools.emulators.gcs import fake_gcs
 from devtools.emulators.s3 import seaweedfs
 from geo_assets.geo.store import Store, local_root, make_store
@@ -24,6 +25,13 @@ class MapServer:
     url: str
     store: Store
     version: str  # the model version predicted
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leaflet_page():
+    """The map page's Leaflet, as `make map-page` fetches it (npm, integrity-checked): a fresh clone has none,
+    and /map answers 503 without it."""
+    leaflet.install()
 
 
 @pytest.fixture(scope="session")

@@ -6,13 +6,11 @@ Screenshots land in test-artifacts/map/ (git-ignored)."""
 from __future__ import annotations
 
 import io
-import os
 
 import numpy as np
 import pytest
 import rasterio
 from PIL import Image
-from playwright.sync_api import sync_playwright
 from pyproj import Transformer
 
 from devtools import chromium, leaflet
@@ -29,12 +27,8 @@ ARTIFACTS = ROOT / "test-artifacts" / "map"
 def browser(local_map):
     """Chromium, headless; Leaflet fetched first (npm, integrity-checked) as `make map-page` does."""
     leaflet.install()
-    executable = chromium.install()
-    with sync_playwright() as pw:
-        args = ["--no-sandbox"] if os.geteuid() == 0 else []  # Chromium's sandbox refuses root
-        browser = pw.chromium.launch(executable_path=str(executable), headless=True, args=args)
+    with chromium.headless(chromium.install()) as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -220,11 +220,13 @@ def test_unrelated_work_never_changes_what_the_registered_set_reads(deployment):
     assert acquisition == f"{HOLDOUT.name}/{DATE}" and pin["labels"] == {"source": "synthetic", "tile_size": 64}
     assert "-64px-" in pin["imagery"]
 
-    def cut(asset: str, key: str, tile_size: int) -> None:
+    def cut(asset: str, key: str, tile_size: int, **config) -> None:
         _ok(d.cli("dagster", "asset", "materialize", "-m", "geo_assets.definitions", "--select", asset, "--partition", key,
-                  "--config-json", json.dumps({"ops": {asset: {"config": {"tile_size": tile_size}}}})))
+                  "--config-json", json.dumps({"ops": {asset: {"config": {"tile_size": tile_size, **config}}}})))
 
-    # Unrelated work on the held-out region: its imagery and labels cut at 128 px.
+    # Unrelated work on the held-out region: its imagery cut at 64 px with more bands (the variant an
+    # unpinned selection would take: the most bands at the labels' tile size), then imagery and labels at 128 px.
+    cut("imagery_tiles", f"{DATE}|{HOLDOUT.name}", 64, bands=["blue", "green", "red", "nir", "swir1", "swir2"])
     cut("imagery_tiles", f"{DATE}|{HOLDOUT.name}", 128)
     cut("labels", HOLDOUT.name, 128)
     # What the input_changes sensor requests for the set: its own acquisitions.
@@ -237,7 +239,7 @@ def test_unrelated_work_never_changes_what_the_registered_set_reads(deployment):
     cut("labels", HOLDOUT.name, 64)  # the way out the message names
     _ok(d.evaluate([HOLDOUT.name], acquisitions=[acquisition]))
     (item,) = d.store.read_json(f"manifests/evaluation_set/{MODEL}.json")["items"]
-    assert item["imagery"] == pin["imagery"]  # not the 128 px variant beside it
+    assert item["imagery"] == pin["imagery"]  # not the 6-band 64 px variant, nor the 128 px one, beside it
     assert _latest_metadata(d.home, "model_evaluation")["on_registered_set"] is True
     assert registry.registered_set(d.store, MODEL) == registered
 

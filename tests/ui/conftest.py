@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from playwright.sync_api import sync_playwright
 from ui_world import prepare
 
 from devtools import chromium
@@ -55,12 +54,8 @@ def chromium_executable() -> Path:
 def browser(chromium_executable, server):
     """Chromium, headless, driven by Playwright. Started after the server's prerequisites: Playwright's
     sync API runs an event loop in this thread, which the in-process materialisations must not share."""
-    with sync_playwright() as pw:
-        # Chromium's sandbox refuses to run as root (as here); elsewhere it stays on.
-        args = ["--no-sandbox"] if os.geteuid() == 0 else []
-        browser = pw.chromium.launch(executable_path=str(chromium_executable), headless=True, args=args)
+    with chromium.headless(chromium_executable) as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ deploy/compose/dagster.yaml (runs are processes of the daemon here, not containe
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devtools.dagster_dev import BIN, ROOT, free_port, graphql
+from devtools.dagster_dev import BIN, ROOT, free_port, graphql, stop_group
 from devtools.postgres import postgres_server
 from devtools.relay import Relay
 from geo_assets.graphql import DagsterClient, LaunchError
@@ -53,13 +52,7 @@ class Deployment:
                                             stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        stop_group(self.procs.pop(name), grace=30)
 
     def launch(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([BIN / "geo-assets", "launch", "--url", self.graphql, "--region", REGION, "--date", DATE,

@@ -1,0 +1,22 @@
+"""What the integrity tests share beyond their fixtures (conftest.py): the partition they predict, and
+the prediction itself. A module of its own: `from conftest import` would find whichever conftest
+pytest imported last."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from tiny_world import DATE, MODEL, TINY_HOLDOUT, resources_for
+from geo_assets.partitions import region_date_key
+from resources.compute import LocalPoolCompute
+
+KEY = region_date_key(TINY_HOLDOUT.name, DATE)
+
+
+def predict(instance, store, version: str, raise_on_error: bool = False, **config):
+    """predictions[tiny-holdout] with `version` of the tiny model, on the thread pool."""
+    from geo_assets.assets.predictions import predictions
+
+    ops = {"predictions": {"config": {"model": MODEL, "version": version, "tile_size": 32, **config}}}
+    return dg.materialize([predictions], partition_key=KEY, instance=instance, raise_on_error=raise_on_error,
+                          resources=resources_for(store, LocalPoolCompute(workers=2)), run_config={"ops": ops})
