@@ -284,13 +284,24 @@ def test_a_backfill_of_more_dates_never_grows_an_evaluation_set(registered, reso
     (request,) = [r for r in result.run_requests if r.asset_selection == [dg.AssetKey("evaluation_set")]]
     assert request.tags["geo-assets/changed-inputs"] == "labels tiny-holdout"
 
-    # What the daemon then runs: the set keeps its one acquisition, with its new data version.
+    # What the daemon then runs. The registered set reads what it was registered on (64 px labels and
+    # imagery): it never switches to the 128 px cut by itself, so the run is refused, naming the cut it needs.
+    rerun = _run([evaluation_set], "tiny-model", resources, registered, request.run_config["ops"])
+    assert not rerun.success
+    (failure,) = [e for e in rerun.all_events if e.is_step_failure]
+    assert ("the labels of region 'tiny-holdout' are now cut at 128 px from synthetic; the registered evaluation set "
+            "reads tiny-holdout/2024-06-01 with labels cut at 64 px") in str(failure.step_failure_data.error)
+    assert store.read_json("manifests/evaluation_set/tiny-model.json") == before
+    assert registry.registered_set(store, "tiny-model") == registered_set
+
+    # Labels cut as registered again: the set keeps its one acquisition and its 64 px variant, beside the 128 px one.
+    assert _run([labels], "tiny-holdout", resources, registered, {"labels": {"config": {"tile_size": 64}}}).success
     rerun = _run([evaluation_set], "tiny-model", resources, registered, request.run_config["ops"])
     assert rerun.success
     after = store.read_json("manifests/evaluation_set/tiny-model.json")
     assert [(i["region"], i["date"]) for i in after["items"]] == [("tiny-holdout", "2024-06-01")]
-    assert after["items"][0]["labels_version"] != before["items"][0]["labels_version"]
-    assert after["items"][0]["imagery"].endswith("/date=2024-06-01/synthetic-128px-blue-green-red-nir.json")
+    assert after["items"][0]["imagery"] == before["items"][0]["imagery"]
+    assert after["items"][0]["imagery"].endswith("/date=2024-06-01/synthetic-64px-blue-green-red-nir.json")
     assert registry.registered_set(store, "tiny-model") == registered_set
     assert rerun.asset_materializations_for_node("evaluation_set")[0].metadata["is_registered_set"].value is True
 

@@ -1,5 +1,6 @@
 """Constants and helpers of the remote-training tests (their fixtures are in conftest.py)."""
 
+import hashlib
 import io
 import json
 import os
@@ -99,7 +100,9 @@ def metadata(result) -> dict:
     return {k: v.value for k, v in result.asset_materializations_for_node("trained_model")[0].metadata.items()}
 
 
-VOLATILE = {"created_at", "train_seconds"}  # differ between any two trainings, wherever they run
+# Differ between any two trainings, wherever they run; `files` holds the digests of the exported bytes
+# (the .pt2 archive and the ONNX file are equal as models, not byte for byte: checked below).
+VOLATILE = {"created_at", "train_seconds", "files"}
 WHERE = {"training", "train_seconds", "manifest_digest"}  # metadata saying where and when, not what
 
 
@@ -125,6 +128,9 @@ def train_twice_and_compare(storage: StorageResource, remote_training, instance)
     assert onnx_model(store.read_bytes(f"{prefix}/{registry.ONNX_FILE}")) == onnx_model(files[f"{prefix}/{registry.ONNX_FILE}"])
     assert {k: v for k, v in record.items() if k not in VOLATILE} == {k: v for k, v in expected.items() if k not in VOLATILE}
     assert store.read_json(f"{prefix}/{registry.MODEL_FILE}") == record
+    for name, recorded in record["files"].items():  # the record's digests are those of the bytes the job stored
+        data = store.read_bytes(f"{prefix}/{name}")
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (recorded["bytes"], recorded["sha256"]), name
     remote_meta, local_meta = metadata(remote), metadata(local)
     assert local_meta["training"] == "in-process"
     extra = set(remote_meta) - set(local_meta)  # where the job ran (its id, machine): remote only
