@@ -2,32 +2,23 @@
 pass (geo_assets.ml.memory.MAX_FORWARD_PIXELS). Past it the step refuses before reading any tile, naming
 the settings and the bound, and the layout probe never measures a batch past it."""
 
-import dagster as dg
 import numpy as np
 import pytest
 import torch
 
-from integrity_world import KEY, predict
-from tiny_world import DATE, MODEL, TINY_HOLDOUT, resources_for
+from integrity_world import cut_holdout, predict
+from tiny_world import MODEL
 from geo_assets.demo import failure_message
-from geo_assets.geo.acquisitions import pick_imagery
 from geo_assets.ml import registry
 from geo_assets.ml.layout import batches_to_try, choose_layout
 from geo_assets.ml.memory import MAX_FORWARD_PIXELS
 from geo_assets.ml.runtime import load_runtime
-from resources.compute import LocalPoolCompute
 
 
 @pytest.fixture(scope="module")
 def imagery_2048(registered, store) -> dict:
     """tiny-holdout in one tile of 2048 px, whose file is then removed: a step that read it would fail on that."""
-    from geo_assets.assets.imagery import imagery_tiles
-
-    result = dg.materialize([imagery_tiles], partition_key=KEY, instance=registered,
-                            resources=resources_for(store, LocalPoolCompute(workers=2)),
-                            run_config={"ops": {"imagery_tiles": {"config": {"tile_size": 2048}}}})
-    assert result.success
-    manifest = pick_imagery(store, TINY_HOLDOUT.name, DATE, tile_size=2048)[1]
+    manifest = cut_holdout(registered, store, 2048)
     for tile in manifest["tiles"]:
         store.delete(tile["path"])
     return manifest
