@@ -1,4 +1,4 @@
-"""README's launch examples, run as written against the state `make demo` leaves (its quick settings),
+"""The docs' launch examples, run as written against the state `make demo` leaves (its quick settings),
 on a real `dagster dev`: and what they must never do to that state. An acquisition's variants (bands,
 tile size, source) live side by side, a prediction's margin is part of its identity, and a run whose
 steps cannot agree is refused before any step writes."""
@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import dagster as dg
 import pytest
 
+from devtools import docs
 from devtools.dagster_dev import BIN, LAUNCH, REPO, ROOT, dagster_dev
 from devtools.dagster_dev import graphql as _gql
 from devtools.dagster_dev import launch as _launch
@@ -20,7 +21,7 @@ from geo_assets.geo.store import Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # the quick demo trains two models
 
-README = (ROOT / "README.md").read_text()
+README = docs.text()  # README.md and the pages under docs/, whose examples these are
 PARTITION = "2024-06-01|synth-holdout"  # the demo's evaluation date of its held-out region
 FOLDER = "manifests/imagery_tiles/region=synth-holdout/date=2024-06-01"
 SIX = "synthetic-256px-blue-green-red-nir-swir1-swir2"  # the variant the demo cut: landcover-unet reads 6 bands
