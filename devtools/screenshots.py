@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from devtools import chromium
-from devtools.dagster_dev import ROOT, dagster_dev
+from devtools.dagster_dev import ROOT, dagster_dev, graphql
 
 ASSETS = ("imagery_tiles", "labels", "training_set", "evaluation_set", "trained_model", "model_evaluation",
           "predictions", "region_report")
@@ -25,6 +25,7 @@ def asset_graph(home: Path, out: Path) -> Path:
     env = {**os.environ, "DAGSTER_HOME": str(home.resolve())}
     with tempfile.TemporaryDirectory() as tmp, dagster_dev(env, Path(tmp) / "dev.log") as url:
         base = url.removesuffix("/graphql")
+        graphql(url, "mutation { setNuxSeen }")  # the welcome dialog of a first visit would cover the graph
         with chromium.headless(chromium.install()) as browser:
             page = browser.new_page(viewport={"width": 1600, "height": 900})
             page.goto(f"{base}/asset-groups")
