@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import re
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -21,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from geo_assets.webserver.health import DatabaseDown, Services
 
+LOGGER = logging.getLogger("dagster-webserver")
 SERVICES_PATH = "/geo-assets/services"  # under the path prefix: {"database": ..., "daemon": ...}, each a message or null
 BANNER_ID = "geo-assets-service-banner"
 RELOAD_S = 10  # the database page reloads itself this often
@@ -67,7 +69,12 @@ class ServiceMessages:
             await self.database_down(down, wants_html, send)
             return
         watch = _Watch(self, send, wants_html, page=page, retry=scope["method"] == "GET" and page)
-        await self.app(scope, receive, watch)
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:  # Starlette sends its 500, then raises: logged here when that 500 was replaced
+            if watch.mode not in ("drop", "retry"):
+                raise
+            LOGGER.warning("Dagster's webserver failed on %s %s", scope["method"], scope["path"], exc_info=True)
         if watch.mode == "retry":  # the page failed on a connection the database dropped: asked once more
             await self.app(scope, _no_body, _Watch(self, send, wants_html, page=page, retry=False))
 
