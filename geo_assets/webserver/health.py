@@ -81,7 +81,8 @@ class Services:
             return None
         except sa.exc.DBAPIError as exc:
             original = exc.orig or exc
-            cause = " ".join(str(original).split())  # libpq's hints come on more lines
+            lines = [" ".join(line.split()) for line in str(original).splitlines()]  # libpq's hint: a line of its own
+            cause = "; ".join(line for line in lines if line)
             error = f"{type(original).__module__}.{type(original).__qualname__}"
             return DatabaseDown(describe(self.url), cause[:500], error)
 
