@@ -7,8 +7,8 @@ A real PostgreSQL (devtools.postgres) reached through a relay that can go silent
 instance of deploy/compose/dagster.yaml (its connect_timeout), and both webservers serving the code
 location side by side. Healthy: the median time of a UI page load (GET with Accept: text/html) and of a
 small GraphQL query, `--requests` of each per webserver, interleaved. Database silent: for each repeat,
-the time from the silence to each webserver's answer to a page load (Dagster's: HTTP 500 after
-dagster-postgres's retries; ours: HTTP 503 naming the database). Results go to
+two page loads per webserver after the silence, timed; the second opens a new connection (Dagster's:
+HTTP 500 after dagster-postgres's retries; ours: HTTP 503 naming the database). Results go to
 bench/results/service_messages.json and the section between the service-messages markers in BENCHMARKS.md.
 """
 
@@ -101,9 +101,13 @@ def measure(n_requests: int, repeats: int) -> dict:
                     until_ready(f"{base}/graphql")
                 relay.silence()
                 for name, base in bases.items():
-                    seconds, statuses[name] = timed(lambda: requests.get(f"{base}/runs", headers=PAGE, timeout=300))
-                    silent[name].append(seconds)
-                log(f"silent {i + 1}/{repeats}: " + ", ".join(f"{n} {s[-1]:.1f} s" for n, s in silent.items()))
+                    # Two loads: the first may fail at once on the pooled connection the silence cut; the
+                    # second opens a new one, which is where a silent database costs time.
+                    for _ in range(2):
+                        seconds, status = timed(lambda: requests.get(f"{base}/runs", headers=PAGE, timeout=300))
+                        silent[name].append(seconds)
+                        statuses[name] = max(statuses.get(name, 0), status)
+                log(f"silent {i + 1}/{repeats}: " + ", ".join(f"{n} {s[-2]:.1f} s, {s[-1]:.1f} s" for n, s in silent.items()))
         finally:
             relay.close()
             for proc in procs:
@@ -113,21 +117,24 @@ def measure(n_requests: int, repeats: int) -> dict:
         "requests": n_requests,
         "healthy_median_ms": {n: {w: 1000 * statistics.median(v) for w, v in d.items()} for n, d in healthy.items()},
         "silent_seconds": silent,
-        "silent_median_s": {n: statistics.median(v) for n, v in silent.items()},
+        "silent_median_s": {n: {"first": statistics.median(v[0::2]), "second": statistics.median(v[1::2])}
+                            for n, v in silent.items()},
         "silent_status": statuses,
     }
 
 
 def render(info: dict, r: dict) -> str:
     ms, s = r["healthy_median_ms"], r["silent_median_s"]
-    rows = "\n".join(f"| `{n}` | {ms[n]['page']:.1f} | {ms[n]['graphql']:.1f} | {s[n]:.1f} (HTTP {r['silent_status'][n]}) |"
-                     for n in ms)
+    rows = "\n".join(f"| `{n}` | {ms[n]['page']:.1f} | {ms[n]['graphql']:.1f} | {s[n]['first']:.1f} | {s[n]['second']:.1f} "
+                     f"(HTTP {r['silent_status'][n]}) |" for n in ms)
     return ("## The webserver's service messages\n\nThe deployment's webserver (`geo-assets-webserver`: Dagster's app in "
             "a middleware that names an unreachable database and a silent daemon) against Dagster's `dagster-webserver`, "
             f"side by side on one instance (deploy/compose/dagster.yaml). Healthy: median of {r['requests']} requests each. "
-            "Silent database: time from the silence to the answer of a page load, median of "
-            f"{len(next(iter(r['silent_seconds'].values())))} repeats.\n\n"
-            "| webserver | page load, ms | GraphQL query, ms | page with the database silent, s |\n| --- | --- | --- | --- |\n"
+            "Silent database: the first and the second page load after the silence (Dagster's first fails at once on "
+            "the pooled connection the silence cut; ours asks the database, then answers from its 5 s cache), median of "
+            f"{len(next(iter(r['silent_seconds'].values()))) // 2} repeats.\n\n"
+            "| webserver | page load, ms | GraphQL query, ms | database silent: first page, s | second page, s |\n"
+            "| --- | --- | --- | --- | --- |\n"
             f"{rows}\n\nMachine: {info['nproc']} cores ({info['cpu_model']}), dagster {info['dagster']}; {info['date']}; "
             f"1-min load average {info['loadavg_1min_at_start']} at the start.\n")
 
