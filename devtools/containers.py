@@ -67,8 +67,13 @@ def docker(*args: str, what: str | None = None, timeout: float = 1800, **kw) -> 
     return run("docker", *args, what=what or f"docker {args[0]}", timeout=timeout, **kw)
 
 
+def _installed(binary: str) -> bool:
+    # Debian puts dockerd and debootstrap in /usr/sbin, which an ordinary user's PATH leaves out.
+    return bool(shutil.which(binary) or shutil.which(binary, path="/usr/local/sbin:/usr/sbin:/sbin"))
+
+
 def _install_packages() -> None:
-    missing = [pkg for binary, pkg in PACKAGES.items() if not shutil.which(binary)]
+    missing = [pkg for binary, pkg in PACKAGES.items() if not _installed(binary)]
     if missing:
         apt.install(missing)
 

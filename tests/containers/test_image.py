@@ -32,7 +32,8 @@ BIN = Path(sys.executable).parent
 
 
 def build_log(tag: str, context: Path, **args: str) -> subprocess.CompletedProcess:
-    cmd = ["docker", "build", "--network", "host", "-f", str(context / "deploy/Dockerfile"), "-t", tag,
+    # --force-rm: a failed step's container goes too (the air-gapped failure below would leave one per run)
+    cmd = ["docker", "build", "--force-rm", "--network", "host", "-f", str(context / "deploy/Dockerfile"), "-t", tag,
            "--build-arg", f"PYTHON_IMAGE={containers.PYTHON_IMAGE}"]
     for key, value in args.items():
         cmd += ["--build-arg", f"{key}={value}"]
