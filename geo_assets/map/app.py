@@ -31,13 +31,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geo_assets.geo.store import ObjectNotFoundError, Store
-from geo_assets.map import layers, tiles
+from geo_assets.map import clients, layers, tiles
 from geo_assets.map.layers import BadRequest, NotFound
 
 log = logging.getLogger("geo_assets.map")
 PAGE = package_files.files("geo_assets.map") / "page"
 BASEMAP_ENV = "GEO_ASSETS_MAP_BASEMAP_URL"  # an XYZ template under the imagery, e.g. a team's own tile server
-RATE_ENV = "GEO_ASSETS_MAP_RATE"  # requests per second one client may make (a burst of twice that)
+RATE_ENV = "GEO_ASSETS_MAP_RATE"  # requests per second one client may make (a burst of twice that); who: clients.py
 DEFAULT_RATE = 100
 PNG_CACHE = "public, max-age=300"
 
@@ -47,7 +47,8 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 class _Rate:
-    """A token bucket per client address: a map view asks for a few dozen tiles at once, a scraper more."""
+    """A token bucket per client (clients.py: its user through the sign-in proxy, else its address): a map
+    view asks for a few dozen tiles at once, a scraper more."""
 
     def __init__(self, per_second: float) -> None:
         self.per_second, self.burst = per_second, 2 * per_second
@@ -84,12 +85,12 @@ def _basemap() -> str | None:
 
 
 def create_app(store: Store) -> FastAPI:
-    rate, basemap = _Rate(_rate()), _basemap()
+    rate, basemap, who = _Rate(_rate()), _basemap(), clients.from_env()
     app = FastAPI(title="geo-assets map", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.middleware("http")
     async def limit(request: Request, call_next):
-        if not rate.allow(request.client.host if request.client else "-"):
+        if not rate.allow(who.key(request.client.host if request.client else None, request.headers)):
             return _error(429, f"too many requests: at most {rate.per_second:g} per second per client ({RATE_ENV})")
         return await call_next(request)
 

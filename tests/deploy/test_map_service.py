@@ -69,6 +69,8 @@ def test_kubernetes_map_is_valid_read_only_and_has_its_own_identity():
         env = {e["name"]: e["value"] for e in container["env"]}
         assert env["GEO_ASSETS_PROFILE"] == profile and env["GEO_ASSETS_STORAGE_ROOT"].endswith("geo-assets-data/geo-assets")
         assert not any("PG" in name or "SECRET" in name for name in env) and "envFrom" not in container
+        # Its rate limit is per signed-in user: every peer is its proxy (test_helm.py checks the NetworkPolicy).
+        assert env["GEO_ASSETS_MAP_TRUSTED_PROXIES"] == "*"
         assert pod["serviceAccountName"] == "geo-assets-map" != "geo-assets"  # not the read-write account of the runs
         assert "geo-assets-map" in found["ServiceAccount"]["metadata"]["annotations"][annotation]
         assert found["Service"]["spec"]["type"] == "ClusterIP"
