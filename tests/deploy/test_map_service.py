@@ -45,7 +45,8 @@ def test_the_wheel_carries_the_map_page(wheel):
 
 K8S = "1.33"
 FILLED = {"PROJECT_ID": "my-project", "AWS_ACCOUNT_ID": "123456789012", "AWS_REGION": "eu-west-1",
-          "IMAGE_REPOSITORY": "registry.invalid/geo-assets", "IMAGE_TAG": "0123abc", "BUCKET": "geo-assets-data"}
+          "IMAGE_REPOSITORY": "registry.invalid/geo-assets", "IMAGE_TAG": "0123abc", "BUCKET": "geo-assets-data",
+          "MAP_HOST": "map.example.org"}
 
 
 def _manifests(cloud: str) -> dict:
@@ -74,6 +75,7 @@ def test_kubernetes_map_is_valid_read_only_and_has_its_own_identity():
         assert not any("PG" in name or "SECRET" in name for name in env) and "envFrom" not in container
         # Its rate limit is per signed-in user: every peer is its proxy (test_helm.py checks the NetworkPolicy).
         assert env["GEO_ASSETS_MAP_TRUSTED_PROXIES"] == "*"
+        assert env["GEO_ASSETS_MAP_URL"] == "https://map.example.org"  # the host oauth2-proxy-map serves
         assert pod["serviceAccountName"] == "geo-assets-map" != "geo-assets"  # not the read-write account of the runs
         assert "geo-assets-map" in found["ServiceAccount"]["metadata"]["annotations"][annotation]
         assert found["Service"]["spec"]["type"] == "ClusterIP"
