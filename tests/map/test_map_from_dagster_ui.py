@@ -51,9 +51,10 @@ def test_the_map_link_in_the_dagster_ui_opens_the_predictions_on_the_map(dagster
     page.goto(f"{dagster_ui}/assets/predictions")
     page.get_by_text(f"{DATE}|{TINY.name}").first.wait_for()  # the latest materialisation's partition
     row = page.locator("tr", has=page.get_by_text("map", exact=True))
-    link = row.get_by_role("link")
+    link = row.get_by_role("link", name=f"{local_map.url}/map?")  # the URL, shown (shortened) as the link's text
     link.wait_for()
     href = link.get_attribute("href")
+    link.scroll_into_view_if_needed()
     shot(page, "10-dagster-ui-predictions")
     # The link the step wrote: this map server, this acquisition, this model version.
     assert href == LINKS["predictions"], href
