@@ -8,7 +8,7 @@ here: `debootstrap --variant=minbase bookworm` imported as `geo-assets/debian:bo
 deploy/base/Dockerfile adds Debian's Python 3.11 as `geo-assets/python:3.11-bookworm`.
 
     python -m devtools.containers          # engine up, both base images made (idempotent)
-    python -m devtools.containers app      # ... and the project's image, geo-assets:cpu
+    python -m devtools.containers app      # ... and the project's image, geo-assets:cpu (Leaflet fetched first)
 
 Each step takes a file lock, so two test workers never start two engines or bootstrap twice.
 """
@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from devtools import apt
+from devtools import apt, leaflet
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "containers"
@@ -173,8 +173,11 @@ def fill_wheelhouse(wheelhouse: Path = ROOT / "deploy/wheelhouse") -> None:
 
 def app_image(tag: str = APP_IMAGE, context: Path = ROOT) -> str:
     """The project's image (deploy/Dockerfile) built from `context` on the Debian Python base; the
-    engine's layer cache makes a rebuild with unchanged dependencies take seconds."""
+    engine's layer cache makes a rebuild with unchanged dependencies take seconds. The map page's
+    Leaflet is fetched into `context` first (npm): the wheel carries it, and the build refuses a
+    context without it."""
     python_image()
+    leaflet.install(context / leaflet.TARGET.relative_to(ROOT))
     fill_wheelhouse(context / "deploy/wheelhouse")
     with _lock("app"):
         build(tag, context / "deploy/Dockerfile", context, args={"PYTHON_IMAGE": PYTHON_IMAGE})
