@@ -149,7 +149,7 @@ def render(info: dict, rows: list[dict], command: str) -> str:
         f"torch {info['torch']}, rasterio {info['rasterio']} (GDAL {info['gdal']}). 1-min load average "
         f"{info['loadavg_1min_at_start']} at the start, {info['loadavg_1min_at_end']} at the end.",
         "",
-        f"Command: `{command}`. Each phase in a fresh process; settings equal between 1x and 4x (asserted).",
+        f"Command: `{command}`. Each phase in a fresh process; settings equal at every scale (asserted).",
         "",
         "| phase | set | tiles | peak RSS MB | RSS before MB | peak - before MB | tile data bound MB | seconds |",
         "|---|---|---|---|---|---|---|---|",
