@@ -51,6 +51,7 @@ bench: setup
 	$(BIN)/python -m bench.launch
 	$(BIN)/python -m bench.stack
 	$(BIN)/python -m bench.database_away
+	$(BIN)/python -m bench.service_messages
 	$(BIN)/python -m bench.backfill
 	$(BIN)/python -m bench.sensor_tick
 	$(BIN)/python -m bench.dask_fanout

@@ -1,19 +1,23 @@
-"""Benchmark: peak memory of training and evaluation at 1x and 4x the demo's set.
+"""Benchmark: peak memory of training and evaluation at 1x and 4x the demo's set (evaluation also at 16x).
 
     .venv/bin/python -m bench.training_memory [--quick] [--no-doc]
 
 1x is the demo's sets: training on synth-train-a (2 dates) and synth-train-b (1 date), evaluation on
 synth-holdout (1 date), 6 bands, tiles of 256 px (16 a date). 4x holds four times the dates of the same
 synthetic regions (12 training acquisitions, 4 evaluation ones): the same regions, the same tiles per
-date, four times the tiles. Imagery and labels are cut into a temporary store by the tile functions the
-imagery and labels assets run.
+date, four times the tiles. Evaluation runs at 16x too (16 dates): the 1x set is one batch of
+EvaluationConfig's 16 tiles, so only from 4x on does a batch get read ahead while another is predicted,
+and 16x against 4x shows what, if anything, grows with the tiles themselves. Imagery and labels are cut
+into a temporary store by the tile functions the imagery and labels assets run.
 
 Each phase runs in a fresh process (`--phase`), through the functions a step calls: training is
 `ml.versions.train_version` with the training defaults users get (TrainingConfig), evaluation is
 `ml.evaluation.evaluate` of the 1x version with EvaluationConfig's batch size, both over the compute
 resource's default pool (LocalPoolCompute().map). Peak RSS: the process's VmHWM after the phase, with
 the peak reset after imports (torch, GDAL) where Linux allows; baseline: RSS before the phase. The
-settings of 1x and 4x are asserted equal; only the set differs. Target: 4x peak within 1.2x of 1x.
+settings of every scale are asserted equal; only the set differs. Target: 4x peak within 1.2x of 1x,
+for training and for evaluation, and evaluation's 16x within 1.2x of its 4x; the command exits 1
+(after writing its figures) where a target is not met.
 Results go to bench/results/training_memory.json and the "training-memory" section of BENCHMARKS.md.
 """
 
@@ -35,6 +39,9 @@ TILE_PX = 256
 TRAIN = {"synth-train-a": 2, "synth-train-b": 1}  # the demo's training dates per region
 HOLDOUT = {"synth-holdout": 1}
 TARGET = 1.2
+SCALES = {"training": (1, 4), "evaluation": (1, 4, 16)}
+# (phase, larger scale, smaller scale) whose peaks must be within TARGET of each other
+TARGETS = [("training", 4, 1), ("evaluation", 4, 1), ("evaluation", 16, 4)]
 # What the figures measure: bench.stale lists this section when any of it changes.
 MEASURES = [
     "bench/training_memory.py", "geo_assets/ml/versions.py", "geo_assets/ml/train.py", "geo_assets/ml/data.py",
@@ -142,7 +149,7 @@ def render(info: dict, rows: list[dict], command: str) -> str:
         f"torch {info['torch']}, rasterio {info['rasterio']} (GDAL {info['gdal']}). 1-min load average "
         f"{info['loadavg_1min_at_start']} at the start, {info['loadavg_1min_at_end']} at the end.",
         "",
-        f"Command: `{command}`. Each phase in a fresh process; settings equal between 1x and 4x (asserted).",
+        f"Command: `{command}`. Each phase in a fresh process; settings equal at every scale (asserted).",
         "",
         "| phase | set | tiles | peak RSS MB | RSS before MB | peak - before MB | tile data bound MB | seconds |",
         "|---|---|---|---|---|---|---|---|",
@@ -153,11 +160,14 @@ def render(info: dict, rows: list[dict], command: str) -> str:
     lines += ["", "*tile data bound*: `geo_assets.ml.memory`'s bound on the tiles and chips held (README, \"Training and "
               "evaluation memory\"); *peak - before* also holds what does not grow with the set: the model, its "
               "activations and gradients for one batch, the exported files (training), GDAL's block cache.", ""]
-    for name in ("training", "evaluation"):
-        one, four = (next(r for r in rows if r["phase"] == name and r["scale"] == s) for s in (1, 4))
-        ratio = four["peak_mb"] / one["peak_mb"]
-        lines.append(f"- {name}: peak 4x / 1x = **{ratio:.2f}x** (target <= {TARGET}x: {'met' if ratio <= TARGET else 'NOT met'}).")
+    for name, large, small, ratio in ratios(rows):
+        lines.append(f"- {name}: peak {large}x / {small}x = **{ratio:.2f}x** (target <= {TARGET}x: {'met' if ratio <= TARGET else 'NOT met'}).")
     return "\n".join(lines)
+
+
+def ratios(rows: list[dict]) -> list[tuple[str, int, int, float]]:
+    peak = {(r["phase"], r["scale"]): r["peak_mb"] for r in rows}
+    return [(name, large, small, peak[name, large] / peak[name, small]) for name, large, small in TARGETS]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,27 +188,32 @@ def main(argv: list[str] | None = None) -> int:
     info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="bench-training-memory-") as tmp:
         store = Store(local_root(Path(tmp) / "store"))
-        for scale in (1, 4):
-            store.write_json(f"sets/training-{scale}x.json", cut_set(store, TRAIN, scale))
-            store.write_json(f"sets/evaluation-{scale}x.json", cut_set(store, HOLDOUT, scale))
+        for name, regions in (("training", TRAIN), ("evaluation", HOLDOUT)):
+            for scale in SCALES[name]:
+                store.write_json(f"sets/{name}-{scale}x.json", cut_set(store, regions, scale))
         rows = []
         for name in ("training", "evaluation"):  # training 1x first: evaluation scores its version
-            for scale in (1, 4):
+            for scale in SCALES[name]:
                 rows.append(run_phase(Path(tmp) / "store", name, scale, args.quick))
                 print(f"{name} {scale}x: {rows[-1]['tiles']} tiles, peak {rows[-1]['peak_mb']:.0f} MB", file=sys.stderr)
     for name in ("training", "evaluation"):
-        one, four = (next(r for r in rows if r["phase"] == name and r["scale"] == s) for s in (1, 4))
-        assert one["settings"] == four["settings"], (one["settings"], four["settings"])
-        assert four["tiles"] == 4 * one["tiles"], (one["tiles"], four["tiles"])
+        one, *larger = (next(r for r in rows if r["phase"] == name and r["scale"] == s) for s in SCALES[name])
+        for other in larger:
+            assert one["settings"] == other["settings"], (one["settings"], other["settings"])
+            assert other["tiles"] == other["scale"] * one["tiles"], (one["tiles"], other["tiles"])
     info["loadavg_1min_at_end"] = round(os.getloadavg()[0], 2)
     command = "python -m bench.training_memory" + (" --quick" if args.quick else "")
     section = render(info, rows, command)
     if args.no_doc:
         print(section)
-        return 0
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"machine": info, "rows": rows}, indent=2))
-    write_section("training-memory", MEASURES, "## Training and evaluation memory (bench.training_memory)\n\n" + section)
+    else:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps({"machine": info, "rows": rows}, indent=2))
+        write_section("training-memory", MEASURES, "## Training and evaluation memory (bench.training_memory)\n\n" + section)
+    missed = [f"{name} {large}x / {small}x = {ratio:.2f}x" for name, large, small, ratio in ratios(rows) if ratio > TARGET]
+    if missed:
+        print(f"peak memory grows with the set: {', '.join(missed)} (target <= {TARGET}x)", file=sys.stderr)
+        return 1
     return 0
 
 

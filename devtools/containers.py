@@ -8,7 +8,7 @@ here: `debootstrap --variant=minbase bookworm` imported as `geo-assets/debian:bo
 deploy/base/Dockerfile adds Debian's Python 3.11 as `geo-assets/python:3.11-bookworm`.
 
     python -m devtools.containers          # engine up, both base images made (idempotent)
-    python -m devtools.containers app      # ... and the project's image, geo-assets:cpu
+    python -m devtools.containers app      # ... and the project's image, geo-assets:cpu (Leaflet fetched first)
 
 Each step takes a file lock, so two test workers never start two engines or bootstrap twice.
 """
@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from devtools import apt
+from devtools import apt, leaflet
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "containers"
@@ -67,8 +67,13 @@ def docker(*args: str, what: str | None = None, timeout: float = 1800, **kw) -> 
     return run("docker", *args, what=what or f"docker {args[0]}", timeout=timeout, **kw)
 
 
+def _installed(binary: str) -> bool:
+    # Debian puts dockerd and debootstrap in /usr/sbin, which an ordinary user's PATH leaves out.
+    return bool(shutil.which(binary) or shutil.which(binary, path="/usr/local/sbin:/usr/sbin:/sbin"))
+
+
 def _install_packages() -> None:
-    missing = [pkg for binary, pkg in PACKAGES.items() if not shutil.which(binary)]
+    missing = [pkg for binary, pkg in PACKAGES.items() if not _installed(binary)]
     if missing:
         apt.install(missing)
 
@@ -168,8 +173,11 @@ def fill_wheelhouse(wheelhouse: Path = ROOT / "deploy/wheelhouse") -> None:
 
 def app_image(tag: str = APP_IMAGE, context: Path = ROOT) -> str:
     """The project's image (deploy/Dockerfile) built from `context` on the Debian Python base; the
-    engine's layer cache makes a rebuild with unchanged dependencies take seconds."""
+    engine's layer cache makes a rebuild with unchanged dependencies take seconds. The map page's
+    Leaflet is fetched into `context` first (npm): the wheel carries it, and the build refuses a
+    context without it."""
     python_image()
+    leaflet.install(context / leaflet.TARGET.relative_to(ROOT))
     fill_wheelhouse(context / "deploy/wheelhouse")
     with _lock("app"):
         build(tag, context / "deploy/Dockerfile", context, args={"PYTHON_IMAGE": PYTHON_IMAGE})

@@ -24,28 +24,31 @@ from pathlib import Path
 VERSION = "1.9.4"
 INTEGRITY = "sha512-nxS1ynzJOmOlHp+iL3FyWqK89GtNL8U8rvlMOsQdTTssxZwCXh8N2NB3GDQOL+YR3XnWyZAxwQixURb+FA74PA=="
 TARGET = Path(__file__).resolve().parents[1] / "geo_assets" / "map" / "page" / "leaflet"
-STAMP = TARGET / "VERSION"
 
 
-def installed() -> bool:
-    return STAMP.is_file() and STAMP.read_text().strip() == VERSION and (TARGET / "leaflet.js").is_file()
+def installed(target: Path | None = None) -> bool:
+    target = target or TARGET
+    stamp = target / "VERSION"
+    return stamp.is_file() and stamp.read_text().strip() == VERSION and (target / "leaflet.js").is_file()
 
 
 def integrity(path: Path) -> str:
     return "sha512-" + base64.b64encode(hashlib.sha512(path.read_bytes()).digest()).decode()
 
 
-def install() -> Path:
-    """Leaflet in TARGET, fetched once; parallel test processes wait for the one that fetches it."""
-    if installed():
-        return TARGET
-    TARGET.parent.mkdir(parents=True, exist_ok=True)
-    with open(TARGET.parent / ".leaflet.lock", "w") as lock:
+def install(target: Path | None = None) -> Path:
+    """Leaflet in `target` (default TARGET: this checkout's page), fetched once; parallel test processes
+    wait for the one that fetches it."""
+    target = target or TARGET
+    if installed(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".leaflet.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return TARGET if installed() else _fetch()
+        return target if installed(target) else _fetch(target)
 
 
-def _fetch() -> Path:
+def _fetch(target: Path) -> Path:
     npm = shutil.which("npm")
     if npm is None:
         raise RuntimeError("npm is not installed: the map page needs it once, to fetch Leaflet "
@@ -70,9 +73,9 @@ def _fetch() -> Path:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_bytes(tar.extractfile(m).read())  # names checked above: no member escapes `staging`
         (staging / "VERSION").write_text(VERSION + "\n")
-        shutil.rmtree(TARGET, ignore_errors=True)
-        shutil.copytree(staging, TARGET)
-    return TARGET
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(staging, target)
+    return target
 
 
 if __name__ == "__main__":

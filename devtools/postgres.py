@@ -17,7 +17,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from devtools import apt
 from devtools.emulators import free_port
@@ -35,6 +35,15 @@ class Postgres:
     user: str
     password: str = field(repr=False)
     db: str
+    pg_ctl: Callable[[str], None] | None = field(default=None, repr=False, compare=False)  # "stop" | "start"
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: sessions are cut), as a database host going down."""
+        self.pg_ctl("stop")
+
+    def start(self) -> None:
+        """Start the stopped server again on the same port and data."""
+        self.pg_ctl("start")
 
     def env(self) -> dict[str, str]:
         """The variables the instance yamls in deploy/ read."""
@@ -119,9 +128,14 @@ def postgres_server(db: str = "geo_assets") -> Iterator[Postgres]:
             "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C")
         options = (f"-c listen_addresses=127.0.0.1 -p {port} -k {work} "
                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-        run(bindir / "pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "-t", "60", "start")
+
+        def pg_ctl(action: str) -> None:
+            fast = ["-m", "fast"] if action == "stop" else []
+            run(bindir / "pg_ctl", "-D", data, "-o", options, "-l", log, "-w", "-t", "60", *fast, action)
+
+        pg_ctl("start")
         try:
-            yield Postgres("127.0.0.1", port, USER, PASSWORD, "postgres").create_database(db)
+            yield Postgres("127.0.0.1", port, USER, PASSWORD, "postgres", pg_ctl).create_database(db)
         finally:
             subprocess.run([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
                            capture_output=True, cwd=work, **as_owner)

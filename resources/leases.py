@@ -1,5 +1,7 @@
-"""Partition leases in a run: taken by a step before it writes (assets/common.py each_partition),
-checked and released by the IO manager when it publishes the manifest (resources/storage.py).
+"""Partition leases in a run: taken by a step before it writes (`writing`: every asset that writes
+partitions, region x date, region and model), checked and released by the IO manager when it publishes
+the manifest (resources/storage.py). A step that publishes a record of its own before its manifest (a
+model version's model.json, an evaluation) checks its lease first (`check_held`).
 
 A lease's holder is active while the Dagster instance says its run has not finished: a run that
 failed, was canceled, succeeded or is unknown to the instance holds nothing, whatever its processes
@@ -10,7 +12,8 @@ publish in the same step checks the very token it took.
 from __future__ import annotations
 
 import threading
-from typing import Iterable
+from contextlib import contextmanager
+from typing import Iterable, Iterator
 
 import dagster as dg
 
@@ -46,6 +49,28 @@ def take_all(context: dg.AssetExecutionContext, store: Store, partitions: Iterab
         release_all(store, taken)
         raise
     return taken
+
+
+@contextmanager
+def writing(context: dg.AssetExecutionContext, store: Store, partitions: Iterable[str]) -> Iterator[list[leases.Lease]]:
+    """Hold this step's leases of `partitions` while it writes them: the IO manager checks and releases
+    each one when it publishes its manifest; a failed step releases them here."""
+    taken = take_all(context, store, partitions)
+    try:
+        yield taken
+    except BaseException:
+        release_all(store, taken)
+        raise
+
+
+def check_held(context: dg.AssetExecutionContext, store: Store, partition: str) -> None:
+    """Refuse unless this step still holds its lease of `partition` and its run is active: right before
+    it writes a record that others read as published."""
+    asset = "/".join(context.asset_key.path)
+    lease = held(store, asset, partition)
+    if lease is None:
+        raise leases.LeaseLostError(f"{asset}[{partition}]: this step holds no lease of the partition, so it publishes nothing")
+    check_publish(store, lease, context.instance)
 
 
 def check_publish(store: Store, lease: leases.Lease, instance: dg.DagsterInstance) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Callable, ClassVar, Literal
 
 import dagster as dg
 from dagster._core.events import DagsterEventType
@@ -64,16 +64,18 @@ class TrainingResource(dg.ConfigurableResource):
     """The interface `trained_model` calls: train (or reuse) the version a request names."""
 
     def train(self, context: dg.AssetExecutionContext, storage: StorageResource, request: TrainingRequest,
-              mapper: Mapper) -> tuple[TrainedVersion, dict]:
-        """The stored version and metadata saying where it was trained."""
+              mapper: Mapper, before_record: Callable[[], None] = lambda: None) -> tuple[TrainedVersion, dict]:
+        """The stored version and metadata saying where it was trained. `before_record` runs right before a
+        new version's record is stored, in this process (it raises where the step may no longer publish);
+        a remote job stores its record itself, and the step's manifest is checked when it is published."""
         raise NotImplementedError
 
 
 class InProcessTraining(TrainingResource):
     """Train in the step's own process (CUDA when the run's node has a GPU and the config allows it)."""
 
-    def train(self, context, storage, request, mapper):
-        return train_version(storage.store(), request, mapper, context.log.info), {"training": "in-process"}
+    def train(self, context, storage, request, mapper, before_record=lambda: None):
+        return train_version(storage.store(), request, mapper, context.log.info, before_record), {"training": "in-process"}
 
 
 class RemoteTrainingError(RuntimeError):
@@ -197,7 +199,7 @@ class VertexTraining(_RemoteTraining):
             "jobSpec": spec,
         }
 
-    def train(self, context, storage, request, mapper):
+    def train(self, context, storage, request, mapper, before_record=lambda: None):
         from dagster_gcp.pipes import PipesGCSContextInjector, PipesGCSMessageReader
         from google.cloud import storage as gcs
 
@@ -284,7 +286,7 @@ class EcsTraining(_RemoteTraining):
             }}
         return params
 
-    def train(self, context, storage, request, mapper):
+    def train(self, context, storage, request, mapper, before_record=lambda: None):
         import boto3
         from dagster_aws.pipes import PipesECSClient, PipesS3ContextInjector, PipesS3MessageReader
 

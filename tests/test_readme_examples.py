@@ -1,16 +1,20 @@
-"""The docs' launch examples, run as written against the state `make demo` leaves (its quick settings),
-on a real `dagster dev`: and what they must never do to that state. An acquisition's variants (bands,
-tile size, source) live side by side, a prediction's margin is part of its identity, and a run whose
-steps cannot agree is refused before any step writes."""
+"""README's examples, run against the state `make demo` leaves (its quick settings), on a real
+`dagster dev`: every command block of README taken by its fence (those that need a cloud or are not
+examples listed with the reason), and what the launch examples must never do to that state. An
+acquisition's variants (bands, tile size, source) live side by side, a prediction's margin is part of
+its identity, and a run whose steps cannot agree is refused before any step writes."""
 
 import json
 import os
 import re
 import subprocess
+import time
 from contextlib import contextmanager
 
 import dagster as dg
 import pytest
+from dagster._core.execution.backfill import BulkActionStatus
+from dagster._core.scheduler.instigation import InstigatorStatus
 
 from devtools import docs
 from devtools.dagster_dev import BIN, LAUNCH, REPO, ROOT, dagster_dev
@@ -18,10 +22,13 @@ from devtools.dagster_dev import graphql as _gql
 from devtools.dagster_dev import launch as _launch
 from devtools.dagster_dev import wait as _wait
 from geo_assets.geo.store import Store
+from geo_assets.graphql import DEFAULT_URL
+from geo_assets.ml import registry
+from resources.gate import gate_from_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # the quick demo trains two models
 
-README = docs.text()  # README.md and the pages under docs/, whose examples these are
+README = docs.text(docs.user_pages())  # README.md and docs/, in reading order: their examples (deploy/README.md's run in containers)
 PARTITION = "2024-06-01|synth-holdout"  # the demo's evaluation date of its held-out region
 FOLDER = "manifests/imagery_tiles/region=synth-holdout/date=2024-06-01"
 SIX = "synthetic-256px-blue-green-red-nir-swir1-swir2"  # the variant the demo cut: landcover-unet reads 6 bands
@@ -213,3 +220,102 @@ def test_readme_launch_and_backfill_examples_leave_the_registered_evaluation_set
         assert any(f"region=synth-holdout/date={date}/{SIX}/margin-32px.json" in k
                    for k in store.list("manifests/predictions/landcover-unet")), date
     assert store.read_json(evaluation_set) == registered
+
+
+# README's command blocks this test does not run, by the start of their first line, and why. Every other
+# bash or sh block of README runs in test_every_readme_command_block_runs_on_the_demos_state.
+NOT_RUN = {
+    "make demo": "the setup itself: the fixture runs `geo-assets demo --quick`, what make demo runs",
+    "make dev ": "starts the UI for a person; the fixture serves the same instance with the same `dagster dev`",
+    ".venv/bin/python -m pytest -p no:logging -m soak": "the soak test and a benchmark of sensor ticks, not examples on the demo's state",
+    "GEO_ASSETS_COMPUTE=dask make dev": "starts the UI on a Dask cluster, the last line on a Kubernetes cluster (a cloud)",
+    ".venv/bin/python -m pytest tests/ui": "a test suite (and Chromium's install)",
+    ".venv/bin/python -m pytest tests/PATH": "how to run one test: PATH and NAME are placeholders",
+    ".venv/bin/python -m bench.": "benchmarks (minutes; they write BENCHMARKS.md)",
+}
+# Blocks whose lines are alternatives: each line after the first runs after README's `region add` line again.
+ALTERNATIVES = ["geo-assets region remove my-farm"]
+EXAMPLE_VERSION = "3f2a9c1d0b7e"  # README's placeholder for a version id: the demo's serving version runs instead
+
+
+def _command_blocks() -> list[str]:
+    return re.findall(r"```(?:bash|sh)\n(.*?)```", README, re.S)
+
+
+def _as_run(block: str, url: str, home, version: str) -> str:
+    """A README block with only what ties it to a developer's checkout swapped: the virtual environment's
+    folder, the Dagster home, the webserver's address (README's is make dev's port 3000) and the example
+    version id."""
+    block = (block.replace(".venv/bin/", f"{BIN}/").replace("$PWD/.dagster_home", str(home))
+             .replace(DEFAULT_URL, url).replace(EXAMPLE_VERSION, version))
+    lines = []
+    for line in block.replace("\\\n", " ").splitlines():  # continuation lines joined
+        command, hash_, comment = line.partition(" #")
+        if re.search(r"geo-assets (launch|backfill) ", command) and "--url" not in command:
+            command += f" --url {url}"  # these default to make dev's address
+        lines.append(command + hash_ + comment)
+    return "\n".join(lines) + "\n"
+
+
+def _wait_until_idle(home, timeout: float = 1800) -> None:
+    """Until no run is queued or running and no backfill is being requested: what a block launched has ended."""
+    busy = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+            dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+    deadline = time.monotonic() + timeout
+    with _instance(home) as instance:
+        while time.monotonic() < deadline:
+            backfills = instance.get_backfills(status=BulkActionStatus.REQUESTED)
+            if not backfills and not instance.get_runs(filters=dg.RunsFilter(statuses=busy)):
+                return
+            time.sleep(2)
+    raise TimeoutError(f"runs or backfills still going after {timeout:.0f} s")
+
+
+@pytest.mark.timeout(5400)  # a 30-day backfill and a 30-day range run among them
+def test_every_readme_command_block_runs_on_the_demos_state(demo):
+    """Every bash/sh block of README that works offline, extracted by its fence (a README edit is what
+    runs), in README's order on the state `make demo` leaves: each command exits 0, and every run and
+    backfill it starts succeeds. Runs last in this module: it changes the demo's state as a user would."""
+    url, store, home = demo
+    blocks = _command_blocks()
+    for key in NOT_RUN:  # the list names blocks README still has
+        assert any(b.startswith(key) for b in blocks), f"README has no block starting with {key!r}"
+    with _instance(home) as instance:
+        before_runs = {r.run_id for r in instance.get_runs()}
+        before_backfills = {b.backfill_id for b in instance.get_backfills()}
+    version = registry.serving_state(store, "landcover-unet", gate_from_env().min_miou)["serving"]
+    assert version, "the demo left no serving version of landcover-unet"
+    env = {**os.environ, "DAGSTER_HOME": str(home), "GEO_ASSETS_STORAGE_ROOT": store.root}
+    (add,) = [line for b in blocks for line in b.splitlines() if line.startswith(".venv/bin/geo-assets region add my-farm ")]
+    ran = []
+    for block in blocks:
+        if block.startswith(tuple(NOT_RUN)):
+            continue
+        if any(a in block.splitlines()[0] for a in ALTERNATIVES):  # the region exists from the block before
+            first, *others = block.splitlines()
+            parts = [first + "\n", *(f"{add}\n{line}\n" for line in others)]
+        else:
+            parts = [block]
+        for part in parts:
+            script = _as_run(part, url, home, version)
+            proc = subprocess.run(["bash", "-e", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+            assert proc.returncode == 0, f"README block failed:\n{script}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            _wait_until_idle(home)
+            ran.append(block.splitlines()[0])
+    assert len(ran) >= 12, ran  # the blocks above: model, map, regions, sensors, materialize, launch, backfill, curl
+
+    # The sensors and the schedule the blocks started are running; stopped again for whoever comes next.
+    with _instance(home) as instance:
+        states = {state.name: state.status for state in instance.all_instigator_state()}
+    for kind, name in (("sensor", "scene_arrivals"), ("sensor", "predictions_follow_serving_model"), ("schedule", "monthly_predictions")):
+        assert states.get(name) == InstigatorStatus.RUNNING, (name, states.get(name))
+        subprocess.run([BIN / "dagster", kind, "stop", name, "-w", "workspace.yaml"], cwd=ROOT, env=env, check=True,
+                       capture_output=True, timeout=300)
+    _wait_until_idle(home)
+    with _instance(home) as instance:
+        runs = [r for r in instance.get_runs() if r.run_id not in before_runs]
+        failed = {r.run_id: _failure(home, r.run_id) for r in runs if r.status != dg.DagsterRunStatus.SUCCESS}
+        assert runs and not failed, failed
+        backfills = [b for b in instance.get_backfills() if b.backfill_id not in before_backfills]
+        assert len(backfills) >= 3 and all(b.status == BulkActionStatus.COMPLETED_SUCCESS for b in backfills), [
+            (b.backfill_id, b.status) for b in backfills]

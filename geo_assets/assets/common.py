@@ -186,15 +186,10 @@ def each_partition(
     materialisation, and hands the IO manager their manifests by partition. Dagster gives a step one
     data version, so a range's partitions share the digest of all their manifests."""
     keys = [str(k) for k in context.partition_keys]
-    # One writer per partition, whatever launched the run: the IO manager checks and releases these
-    # leases when it publishes; a failed build releases them here.
+    # One writer per partition, whatever launched the run.
     store = context.resources.storage.store()
-    taken = leases.take_all(context, store, [dims_path(dict(zip(("region", "date"), split_key(k)))) for k in keys])
-    try:
+    with leases.writing(context, store, [dims_path(dict(zip(("region", "date"), split_key(k)))) for k in keys]):
         return _each_partition(context, build, upstream, keys)
-    except BaseException:
-        leases.release_all(store, taken)
-        raise
 
 
 def _each_partition(context, build, upstream, keys) -> dg.Output:

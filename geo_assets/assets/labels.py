@@ -27,13 +27,8 @@ def labels(
 ) -> dg.Output[dict]:
     """Synthetic truth or rasterised vector polygons, one uint8 class COG per tile (255: unlabelled)."""
     store = storage.store()
-    # One writer per region's labels: the IO manager checks and releases the lease when it publishes.
-    taken = leases.take_all(context, store, [validate_region_name(context.partition_key)])
-    try:
+    with leases.writing(context, store, [validate_region_name(context.partition_key)]):  # one writer per region's labels
         return _labels(context, config, store, compute)
-    except BaseException:
-        leases.release_all(store, taken)
-        raise
 
 
 def _labels(context: dg.AssetExecutionContext, config: LabelsConfig, store, compute: LocalPoolCompute) -> dg.Output[dict]:

@@ -3,6 +3,7 @@
 
 import datetime
 import time
+from functools import partial
 
 import dagster as dg
 
@@ -19,6 +20,7 @@ from geo_assets.ml.evaluation import evaluate
 from geo_assets.ml.metrics import scores
 from geo_assets.ml.versions import TrainingRequest
 from geo_assets.partitions import models_partitions, validate_model_name
+from resources import leases
 from resources.compute import LocalPoolCompute
 from resources.gate import ModelGate
 from resources.storage import StorageResource
@@ -37,6 +39,7 @@ def _register_evaluation_set(context: dg.AssetExecutionContext, store, model: st
     this = registry.judged_set_id(manifest, registered)
     sensor = context.run.tags.get("dagster/sensor_name")
     if registered is None and sensor is None:
+        leases.check_held(context, store, model)  # an orphaned step registers nothing
         registered, changed = registry.register_set(store, model, pairs, by=f"run {context.run.run_id} (the model had none)",
                                                     variants=registry.set_variants(manifest))
         if changed:
@@ -75,6 +78,19 @@ def _evaluation_dataset(store, model: str, config: EvaluationSetConfig) -> dict:
     return selected
 
 
+def _dataset(context: dg.AssetExecutionContext, config, store, model: str) -> dg.Output[dict]:
+    """The set's manifest (an evaluation set's registered one, see above) with its metadata."""
+    if isinstance(config, EvaluationSetConfig):
+        manifest = {"model": model, **_evaluation_dataset(store, model, config)}
+    else:
+        manifest = {"model": model, **dataset(store, config.regions, config.dates, config.acquisitions)}
+    tag_run(context, model=model, regions=",".join(config.regions))
+    metadata = dataset_metadata(manifest)
+    if isinstance(config, EvaluationSetConfig):
+        metadata.update(_register_evaluation_set(context, store, model, manifest))
+    return output(manifest, metadata)
+
+
 def _dataset_asset(name: str, config_type: type, role: str):
     """training_set / evaluation_set: the exact acquisitions (and their data versions) a model version
     is trained or judged on. Dagster draws the edges at asset level (its partition lineage cannot follow
@@ -94,15 +110,8 @@ def _dataset_asset(name: str, config_type: type, role: str):
     def _asset(context: dg.AssetExecutionContext, config: config_type, storage: StorageResource) -> dg.Output[dict]:
         model = validate_model_name(context.partition_key)
         store = storage.store()
-        if isinstance(config, EvaluationSetConfig):
-            manifest = {"model": model, **_evaluation_dataset(store, model, config)}
-        else:
-            manifest = {"model": model, **dataset(store, config.regions, config.dates, config.acquisitions)}
-        tag_run(context, model=model, regions=",".join(config.regions))
-        metadata = dataset_metadata(manifest)
-        if isinstance(config, EvaluationSetConfig):
-            metadata.update(_register_evaluation_set(context, store, model, manifest))
-        return output(manifest, metadata)
+        with leases.writing(context, store, [model]):  # one writer per model partition
+            return _dataset(context, config, store, model)
 
     return _asset
 
@@ -158,10 +167,19 @@ def trained_model(
     """Train the configured architecture on the training set; store an immutable, exported version.
     The `training` resource decides where: in this process or as a remote job (Vertex AI, ECS)."""
     name = validate_model_name(context.partition_key)
+    store = storage.store()
+    with leases.writing(context, store, [name]):  # one writer per model partition
+        return _trained_model(context, config, storage, store, compute, training, training_set, name)
+
+
+def _trained_model(context, config: TrainingConfig, storage: StorageResource, store, compute: LocalPoolCompute,
+                   training: TrainingResource, training_set: dict, name: str) -> dg.Output[dict]:
     settings = {**config.model_dump(), "hyperparameters": _hyperparameters(config.hyperparameters)}
     tag_run(context, model=name, regions=",".join(training_set["regions"]))
     request = TrainingRequest(name, settings, training_set)
-    trained, where = training.train(context, storage, request, lambda f, xs: compute.map(f, xs, "training tiles"))
+    # A new version exists once its model.json is stored: only while this step still holds the partition.
+    trained, where = training.train(context, storage, request, lambda f, xs: compute.map(f, xs, "training tiles"),
+                                    partial(leases.check_held, context, store, name))
     record = trained.record
     tag_run(context, model_version=record["version"])
     if trained.reused:
@@ -178,7 +196,7 @@ def trained_model(
             "device": record["device"],
             "torch": record["runtime"]["torch"],
             "loss_curve": dg.MetadataValue.md("| epoch | loss |\n|---|---|\n" + curve),
-            "location": dg.MetadataValue.path(storage.store().uri(registry.model_prefix(name, record["version"]))),
+            "location": dg.MetadataValue.path(store.uri(registry.model_prefix(name, record["version"]))),
             **where,
         },
     )
@@ -204,6 +222,12 @@ def model_evaluation(
 ):
     """Per-class IoU/F1 and mIoU on held-out ground; the quality gate blocks versions under the deployment's min_miou."""
     store = storage.store()
+    with leases.writing(context, store, [validate_model_name(context.partition_key)]):  # one writer per model partition
+        yield from _model_evaluation(context, config, store, compute, gate, trained_model, evaluation_set)
+
+
+def _model_evaluation(context, config: EvaluationConfig, store, compute: LocalPoolCompute, gate: ModelGate,
+                      trained_model: dict, evaluation_set: dict):
     name, version = trained_model["name"], trained_model["version"]
     tag_run(context, model=name, model_version=version)
     if not set(trained_model["bands"]) <= set(evaluation_set["bands"]):
@@ -236,6 +260,7 @@ def model_evaluation(
             "seconds": round(time.perf_counter() - started, 2),
             **result,
         }
+        leases.check_held(context, store, context.partition_key)  # the serving choice reads it: only while this step holds the partition
         store.write_json(evaluation_key, evaluation)
     registered = registry.registered_set(store, name)
     on_registered = registry.on_set(evaluation, registered)

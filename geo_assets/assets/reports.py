@@ -129,7 +129,10 @@ def _region_report(context, config: ReportConfig, storage, gate, predicted: dict
         )
     tag_run(context, region=region, date=date, source=predictions["source"], model=model, model_version=version)
     bbox = catalogue(store).get(region).bbox
-    counted = _tally(store, imagery_tiles, predictions, bbox)  # ground areas in m²
+    held_out, unscored = _held_out_tiles(store, imagery_tiles)
+    if unscored:
+        context.log.warning(unscored)
+    counted = _tally(store, imagery_tiles, predictions, bbox, held_out)  # ground areas in m²
     areas = {c: round(float(m2) / 1e6, 4) for c, m2 in zip(CLASSES, counted.classes)}
     nodata_km2 = round(counted.nodata / 1e6, 4)
     shares = _shares(dict(zip(CLASSES, counted.classes)))
@@ -149,6 +152,8 @@ def _region_report(context, config: ReportConfig, storage, gate, predicted: dict
     prefix = f"reports/{model}/{version}/{region}/{date}/{predictions['variant']}/margin-{predictions['margin']}px"
     store.write_bytes(f"{prefix}/preview.png", png)
     summary = _summary(region, date, model, version, predictions, imagery_tiles, areas, shares, reference, holdout, nodata_km2)
+    if unscored:
+        summary += f"\n{unscored[0].upper()}{unscored[1:]}.\n"
     store.write_bytes(f"{prefix}/report.md", summary.encode())
     image = f"![imagery and prediction](data:image/png;base64,{base64.b64encode(png).decode()})"
     manifest = {
@@ -157,6 +162,7 @@ def _region_report(context, config: ReportConfig, storage, gate, predicted: dict
         "predictions_digest": digest(predictions),
         "areas_km2": areas, "nodata_km2": nodata_km2, "shares": shares,
         "index_reference": reference, **({"holdout": holdout} if holdout else {}),
+        **({"holdout_unscored": unscored} if unscored else {}),
         "preview": f"{prefix}/preview.png", "report": f"{prefix}/report.md",
     }
     return output(
@@ -174,15 +180,27 @@ def _region_report(context, config: ReportConfig, storage, gate, predicted: dict
     )
 
 
-def _tally(store, imagery: dict, predictions: dict, bbox):
-    """Read tile by tile: predictions, imagery and any held-out labels of the same grid cell."""
-    holdout = {}
+def _held_out_tiles(store, imagery: dict) -> tuple[dict, str | None]:
+    """Tile key -> held-out label tile of the region's labels, where they are cut like `imagery`. Labels cut
+    otherwise (one labels manifest a region: the last cut replaced it) are never mixed in: then none, and
+    why, where they hold held-out polygons."""
     try:
         labels = store.read_json(labels_key(imagery["region"]))
-        if labels.get("origin", [0.0, 0.0]) == imagery.get("origin", [0.0, 0.0]) and labels["tile_size"] == imagery["tile_size"]:
-            holdout = {t["key"]: t["holdout_path"] for t in labels["tiles"] if "holdout_path" in t}
     except ObjectNotFoundError:  # a region without labels: no held-out score
-        pass
+        return {}, None
+    holdout = {t["key"]: t["holdout_path"] for t in labels["tiles"] if "holdout_path" in t}
+    if labels.get("origin", [0.0, 0.0]) == imagery.get("origin", [0.0, 0.0]) and labels["tile_size"] == imagery["tile_size"]:
+        return holdout, None
+    if not holdout:
+        return {}, None
+    return {}, (f"held-out polygons not scored: the labels of {imagery['region']} are now cut at {labels['tile_size']} px "
+                f"from {labels.get('source', '?')} (origin {labels.get('origin', [0.0, 0.0])}), these predictions' imagery at "
+                f"{imagery['tile_size']} px (origin {imagery.get('origin', [0.0, 0.0])}): materialise labels[{imagery['region']}] "
+                f"at {imagery['tile_size']} px to score them")
+
+
+def _tally(store, imagery: dict, predictions: dict, bbox, holdout: dict):
+    """Read tile by tile: predictions, imagery and the held-out labels of the same grid cell."""
     by_key = {t["key"]: t for t in imagery["tiles"]}
     with store.env():
         tiles = [

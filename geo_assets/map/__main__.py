@@ -22,7 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
     args = p.parse_args(argv)
     store = resource_defs()["storage"].store()
-    uvicorn.run(create_app(store), host=args.host, port=args.port, log_level="info", server_header=False)
+    # proxy_headers off: the peer is the TCP peer, never what a client's X-Forwarded-For claims (clients.py).
+    uvicorn.run(create_app(store), host=args.host, port=args.port, log_level="info", server_header=False,
+                proxy_headers=False)
     return 0
 
 

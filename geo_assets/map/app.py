@@ -8,6 +8,7 @@ with one message, never a stack trace.
 
     GET /map?region=R&date=D[&model=M&version=V]          the map page
     GET /api/view?region=R&date=D[&model=M&version=V][&against_date=D2|&against_version=V2]
+    GET /api/tilejson.json?region=R&date=D&layer={true-colour|false-colour|predictions}[&model=M&version=V]
     GET /api/legend                                       classes and colours
     GET /api/class?region=R&date=D&model=M&version=V&lon=X&lat=Y   the class at a place
     GET /tiles/imagery/R/D/{true-colour|false-colour}/z/x/y.png[?variant=...]
@@ -31,13 +32,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from geo_assets.geo.store import ObjectNotFoundError, Store
-from geo_assets.map import layers, tiles
+from geo_assets.map import clients, layers, links, tiles
 from geo_assets.map.layers import BadRequest, NotFound
 
 log = logging.getLogger("geo_assets.map")
 PAGE = package_files.files("geo_assets.map") / "page"
 BASEMAP_ENV = "GEO_ASSETS_MAP_BASEMAP_URL"  # an XYZ template under the imagery, e.g. a team's own tile server
-RATE_ENV = "GEO_ASSETS_MAP_RATE"  # requests per second one client may make (a burst of twice that)
+RATE_ENV = "GEO_ASSETS_MAP_RATE"  # requests per second one client may make (a burst of twice that); who: clients.py
 DEFAULT_RATE = 100
 PNG_CACHE = "public, max-age=300"
 
@@ -47,7 +48,8 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 class _Rate:
-    """A token bucket per client address: a map view asks for a few dozen tiles at once, a scraper more."""
+    """A token bucket per client (clients.py: its user through the sign-in proxy, else its address): a map
+    view asks for a few dozen tiles at once, a scraper more."""
 
     def __init__(self, per_second: float) -> None:
         self.per_second, self.burst = per_second, 2 * per_second
@@ -84,12 +86,12 @@ def _basemap() -> str | None:
 
 
 def create_app(store: Store) -> FastAPI:
-    rate, basemap = _Rate(_rate()), _basemap()
+    rate, basemap, who, public = _Rate(_rate()), _basemap(), clients.from_env(), links.map_base_url()
     app = FastAPI(title="geo-assets map", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.middleware("http")
     async def limit(request: Request, call_next):
-        if not rate.allow(request.client.host if request.client else "-"):
+        if not rate.allow(who.key(request.client.host if request.client else None, request.headers)):
             return _error(429, f"too many requests: at most {rate.per_second:g} per second per client ({RATE_ENV})")
         return await call_next(request)
 
@@ -166,6 +168,24 @@ def create_app(store: Store) -> FastAPI:
                 out["difference"] = {"tiles": f"tiles/difference/{region}/{date}/{model}/{version}/{{z}}/{{x}}/{{y}}.png?{query}",
                                      "against_date": against_date or date, "against_version": against_version or version}
         return out
+
+    @app.get("/api/tilejson.json")
+    def tilejson(region: str, date: str, layer: str = "true-colour", model: str | None = None, version: str | None = None):
+        """One layer as TileJSON 3.0, for other map clients (QGIS, MapLibre); its tiles at the map's public
+        address (GEO_ASSETS_MAP_URL, where the links point)."""
+        described = view(region, date, model, version)
+        found = dict(described["imagery"]["layers"])
+        if "predictions" in described:
+            found["predictions"] = described["predictions"]["tiles"]
+        if layer not in found:
+            raise BadRequest(f"no layer {layer!r} here: one of {', '.join(sorted(found))}"
+                             + ("" if model else " (predictions: name a model and version)"))
+        ring = described["footprint"]["coordinates"][0]
+        west, east = min(p[0] for p in ring), max(p[0] for p in ring)
+        south, north = min(p[1] for p in ring), max(p[1] for p in ring)
+        return {"tilejson": "3.0.0", "name": f"{region} {date} {layer}", "scheme": "xyz",
+                "tiles": [f"{public}/{found[layer]}"], "minzoom": tiles.MIN_ZOOM, "maxzoom": tiles.MAX_ZOOM,
+                "bounds": [west, south, east, north], "center": [(west + east) / 2, (south + north) / 2, 14]}
 
     def _against(region, date, model, version, against_date, against_version) -> dict:
         if not (against_date or against_version):

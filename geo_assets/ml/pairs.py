@@ -59,6 +59,20 @@ def _load_pair(store: Store, item: tuple[dict, dict], normalise: Normalise | Non
     return image, label
 
 
+def check_labels_cut(item: dict, labels: dict) -> None:
+    """A set reads its acquisitions' labels as they were cut when it was selected: labels cut since at
+    another tile size or from another source (they replace the region's one labels manifest) are refused."""
+    then = item.get("labels_cut")  # sets selected before the cut was recorded: the grid check below
+    now = {"source": labels.get("source"), "tile_size": labels.get("tile_size")}
+    if then is not None and then != now:
+        raise ValueError(
+            f"the labels of region {item['region']!r} are now cut at {now['tile_size']} px from {now['source']}; this set "
+            f"reads {item['region']}/{item['date']} with labels cut at {then['tile_size']} px from {then['source']}. "
+            f"Materialise labels[{item['region']}] with that cut again, or select the set again (its training_set or "
+            "evaluation_set)"
+        )
+
+
 def pair_entries(imagery: dict, labels: dict) -> list[tuple[dict, dict]]:
     """(imagery entry, label entry) of every tile present in both manifests of one acquisition."""
     check_same_grid(imagery, labels)
@@ -100,6 +114,7 @@ class SetTiles:
         labels = {key: store.read_json(key) for key in {item["labels"] for item in manifest["items"]}}  # one read a region
         items, names, groups, size = [], [], [], 0
         for group, item in enumerate(manifest["items"]):
+            check_labels_cut(item, labels[item["labels"]])
             imagery = store.read_json(item["imagery"])
             pairs = pair_entries(imagery, labels[item["labels"]])
             items += pairs

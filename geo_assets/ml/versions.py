@@ -78,8 +78,10 @@ def version_of(request: TrainingRequest, runtime: dict[str, str]) -> str:
     return registry.version_id(request.settings, inputs, runtime, training_code.digest())
 
 
-def train_version(store: Store, request: TrainingRequest, mapper: Mapper, log: Log) -> TrainedVersion:
-    """Reuse the stored version this request names on this runtime, or train, export and store it."""
+def train_version(store: Store, request: TrainingRequest, mapper: Mapper, log: Log,
+                  before_record: Callable[[], None] = lambda: None) -> TrainedVersion:
+    """Reuse the stored version this request names on this runtime, or train, export and store it.
+    `before_record` runs right before the record is stored and may refuse (a step that lost its partition)."""
     # torch here, not at the top: the requests are built in processes that never train.
     import torch
 
@@ -136,5 +138,6 @@ def train_version(store: Store, request: TrainingRequest, mapper: Mapper, log: L
         "train_seconds": round(result.seconds, 2),
         "device": result.device,
     }
+    before_record()
     store.write_json(record_key, record)  # written last: a version exists once its record does
     return TrainedVersion(record, reused=False)

@@ -7,13 +7,16 @@
   health check, then a `dagster-webserver` on the host whose workspace names only the container's
   gRPC server lists the project's jobs and assets;
 - an air-gapped build (PIP_NO_INDEX=1) whose wheelhouse lacks packages fails with install-locked.sh's
-  message naming what it tried.
+  message naming what it tried;
+- the map server in it serves the map page and the page's Leaflet (fetched before the build, never from
+  git); a context without Leaflet stops the build with a message saying how to get it.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -31,8 +34,9 @@ from image_helpers import ROOT, container, logs, name, wait_until
 BIN = Path(sys.executable).parent
 
 
-def build_log(tag: str, context: Path, **args: str) -> subprocess.CompletedProcess:
-    cmd = ["docker", "build", "--network", "host", "-f", str(context / "deploy/Dockerfile"), "-t", tag,
+def build_log(tag: str, context: Path, *flags: str, **args: str) -> subprocess.CompletedProcess:
+    # --force-rm: a failed step's container goes too (the air-gapped failure below would leave one per run)
+    cmd = ["docker", "build", "--force-rm", "--network", "host", *flags, "-f", str(context / "deploy/Dockerfile"), "-t", tag,
            "--build-arg", f"PYTHON_IMAGE={containers.PYTHON_IMAGE}"]
     for key, value in args.items():
         cmd += ["--build-arg", f"{key}={value}"]
@@ -142,8 +146,12 @@ WORKSPACE = """{ workspaceOrError { ... on Workspace { locationEntries { name lo
 
 
 def _answers(url: str) -> bool:
+    return _ok(url.replace("/graphql", "/server_info"))
+
+
+def _ok(url: str) -> bool:
     try:
-        return requests.get(url.replace("/graphql", "/server_info"), timeout=5).ok
+        return requests.get(url, timeout=5).ok
     except requests.RequestException:
         return False
 
@@ -163,3 +171,34 @@ def test_air_gapped_build_with_an_incomplete_wheelhouse_names_what_it_tried(engi
     assert "  - local wheel folders (TORCH_WHEELS, pip's find-links): /wheelhouse, no torch-2.13.0+cpu-*.whl there" in out
     assert "  - no index (PIP_NO_INDEX=1)" in out
     assert "fill deploy/wheelhouse/ (see its README.md)" in out
+
+
+def test_the_image_serves_the_map_page_with_its_leaflet(app_image):
+    """`geo-assets map-server` as compose and Helm start it: /map is the page (not the 503 of a missing
+    Leaflet), and the script and styles the page loads are served from the image."""
+    from devtools import leaflet
+
+    port = free_port()
+    with container(app_image, "geo-assets", "map-server", "--host", "127.0.0.1", "--port", str(port), what="map") as cname:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _ok(f"{url}/healthz"), 120, "the map server in the image did not answer", cname)
+        page = requests.get(f"{url}/map", params={"region": "synth-holdout", "date": "2024-06-01"}, timeout=30)
+        assert page.status_code == 200 and 'src="static/leaflet/leaflet.js"' in page.text, page.text[:500]
+        script = requests.get(f"{url}/static/leaflet/leaflet.js", timeout=30)
+        assert script.status_code == 200 and f"Leaflet {leaflet.VERSION}" in script.text[:300]
+        assert requests.get(f"{url}/static/leaflet/leaflet.css", timeout=30).status_code == 200
+
+
+def test_a_build_without_leaflet_stops_and_says_how_to_get_it(app_image, tmp_path):
+    """A context whose Leaflet was not fetched (a fresh clone): the wheel stage fails with the message,
+    before any image a deployment could push exists. The dependency layers come from the cache."""
+    context = containers.context_copy(tmp_path)
+    shutil.rmtree(context / "geo_assets/map/page/leaflet")
+    tag = name("noleaflet").replace("-noleaflet-", ":noleaflet-", 1)
+    proc = build_log(tag, context, "--force-rm")  # the failed step's container goes too
+    wheel_stage = proc.stdout.split("FROM build AS wheel", 1)[1] if "FROM build AS wheel" in proc.stdout else ""
+    made = re.findall(r"^ ---> ([0-9a-f]{12})$", wheel_stage, flags=re.M)  # the first: the cached dependencies
+    subprocess.run(["docker", "rmi", "-f", tag, *made[1:]], capture_output=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert "geo_assets/map/page/leaflet/ is missing: run 'make map-page'" in out, out[-3000:]

@@ -263,6 +263,31 @@ def test_changed_training_input_marks_the_model_stale(registered, resources, sto
     assert [c.dependency.asset_key for c in causes if c.dependency] == [dg.AssetKey("training_set")]
 
 
+def test_training_and_evaluation_refuse_labels_cut_since_their_set_was_selected(registered, resources, store):
+    """Labels cut at another tile size replace the region's one labels manifest: a training or an evaluation
+    of a set selected on the former cut is refused naming both cuts, not fed labels the set did not select."""
+    _prepare(resources, registered)
+    assert _train(resources, registered).success  # both sets selected on labels cut at 64 px
+
+    def refused(result, region: str) -> str:
+        assert not result.success
+        (failure,) = [e for e in result.all_events if e.is_step_failure]
+        message = str(failure.step_failure_data.error)
+        assert (f"the labels of region '{region}' are now cut at 128 px from synthetic; this set reads {region}/2024-06-01 "
+                "with labels cut at 64 px from synthetic") in message, message
+        return message
+
+    # tiny-field cut again at 128 px, its labels too: a new training (another seed) from the set as selected.
+    _prepare(resources, registered, regions=("tiny-field",), tile_size=128)
+    refused(_run(MODELS, "tiny-model", resources, registered, {"trained_model": {"config": {**TRAIN, "seed": 5}}},
+                 selection=["trained_model"]), "tiny-field")
+
+    # tiny-holdout too: an evaluation not yet made (another gate) of the set as selected.
+    _prepare(resources, registered, regions=("tiny-holdout",), tile_size=128)
+    refused(_run(MODELS, "tiny-model", {**resources, "gate": ModelGate(min_miou=0.25)}, registered,
+                 selection=["model_evaluation"]), "tiny-holdout")
+
+
 def test_a_backfill_of_more_dates_never_grows_an_evaluation_set(registered, resources, store):
     _prepare(resources, registered)
     first = _train(resources, registered)  # evaluation_set: tiny-holdout, dates [] (every date with imagery now)

@@ -178,3 +178,15 @@ def test_training_mixes_landsat_polygons_with_synthetic_scenes_and_scores_the_he
     assert report["holdout"]["miou"] is not None and 0 <= report["holdout"]["miou"] <= 1
     assert "Held-out polygons" in store.read_bytes(report["report"]).decode()
     assert "GRVI > 0" in report["index_reference"]["rules"]  # visible bands only: the stated fallback
+
+    # Labels cut again at 128 px replace the region's labels manifest: the report of the 256 px predictions
+    # scores no held-out polygon of another cut, and says why, naming both cuts.
+    _run(env, [labels], "landsat-sample", {"labels": {"config": {"tile_size": 128}}})
+    report = _run(env, [imagery_tiles, predictions, region_report], region_date_key("landsat-sample", "2020-05-18"),
+                  {"region_report": {"config": {"model": "px-rgb"}}}, selection=["region_report"]).output_for_node("region_report")
+    assert "holdout" not in report
+    unscored = ("held-out polygons not scored: the labels of landsat-sample are now cut at 128 px from polygons "
+                "(origin [15.0, 15.0]), these predictions' imagery at 256 px (origin [15.0, 15.0])")
+    assert report["holdout_unscored"].startswith(unscored), report["holdout_unscored"]
+    text = store.read_bytes(report["report"]).decode()
+    assert "Held-out polygons (never trained on)" not in text and "Held-out polygons not scored" in text

@@ -34,7 +34,7 @@ CLOUDS = {
 # What .github/workflows/deploy.yml fills in with envsubst (test values here).
 FILLED = {"PROJECT_ID": "my-project", "AWS_ACCOUNT_ID": "123456789012", "AWS_REGION": "eu-west-1",
           "IMAGE_REPOSITORY": "registry.invalid/geo-assets", "IMAGE_TAG": "0123abc", "CLOUD_SQL_PRIVATE_IP": "10.1.2.3",
-          "RDS_ENDPOINT": "geo-assets.cluster.invalid", "BUCKET": "geo-assets-data"}
+          "RDS_ENDPOINT": "geo-assets.cluster.invalid", "BUCKET": "geo-assets-data", "MAP_HOST": "map.example.org"}
 
 
 def _render(text: str) -> str:
@@ -145,6 +145,26 @@ def test_kubernetes_validate_rejects_a_broken_object(tmp_path):
     job["spec"]["template"]["spec"]["tolerations"] = {"key": "nvidia.com/gpu"}  # an object, not a list
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(job, K8S, strict=True)
+
+
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_runs_link_to_the_deployed_map(cloud, monkeypatch):
+    """Both code locations, and the GPU location's runs (the CPU one's inherit its env), write map links
+    to the host oauth2-proxy-map serves, as a URL the code location accepts."""
+    from geo_assets.map.links import MAP_URL_ENV, map_url
+
+    values = _values(cloud)
+    for name in ("geo-assets", "geo-assets-gpu"):
+        env = {e["name"]: e.get("value") for e in _deployment(values, name)["env"]}
+        assert env[MAP_URL_ENV] == "https://map.example.org", name
+    assert _deployment(values, "geo-assets")["includeConfigInLaunchedRuns"]["enabled"] is True
+    (container,) = _run_job(values, _deployment(values, "geo-assets-gpu"))["spec"]["template"]["spec"]["containers"]
+    run_env = {e["name"]: e.get("value") for e in container["env"]}
+    assert run_env[MAP_URL_ENV] == "https://map.example.org"
+    proxy = yaml.safe_load((ROOT / "deploy/helm/oauth2-proxy-map.yaml").read_text())
+    assert proxy["ingress"]["hosts"] == ["${MAP_HOST}"]  # the same placeholder, so the same host
+    monkeypatch.setenv(MAP_URL_ENV, run_env[MAP_URL_ENV])
+    assert map_url("synth-holdout", "2024-06-01") == "https://map.example.org/map?region=synth-holdout&date=2024-06-01"
 
 
 @pytest.mark.parametrize("cloud", CLOUDS)

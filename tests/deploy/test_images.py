@@ -80,6 +80,11 @@ def test_images_are_multi_stage_non_root_and_serve_the_code_location(dockerfile)
         if op == "COPY" and not args.startswith("--from"):
             for src in shlex.split(args)[:-1]:
                 assert (ROOT / src).exists(), f"{dockerfile} copies {src}, which does not exist"
+    # The wheel is built only where the map page's Leaflet was fetched (not in git; the page answers 503 without it).
+    (wheel_run,) = [args for op, args in steps if op == "RUN" and "pip wheel" in args]
+    guard = wheel_run.split("pip wheel")[0]
+    assert guard.startswith("if [ ! -f geo_assets/map/page/leaflet/leaflet.js ]; then") and "make map-page" in guard
+    assert "exit 1;" in guard
     # Dependencies install at the lock's versions.
     runs = " ".join(args for op, args in steps if op == "RUN")
     if "install-locked.sh" in runs:  # the CPU image: the lock's dependencies, then the project without deps

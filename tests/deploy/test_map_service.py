@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from devtools import docs
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "deploy/compose/docker-compose.yml").read_text())
 INSTANCE = yaml.safe_load((ROOT / "deploy/compose/dagster.yaml").read_text())
@@ -20,6 +22,9 @@ def test_map_service_reads_the_store_and_nothing_else():
     assert not any(k.startswith("DAGSTER_PG") for k in service["environment"])
     assert "volumes" not in service and "group_add" not in service  # no instance, no engine socket
     assert service["environment"]["GEO_ASSETS_STORAGE_ROOT"] == COMPOSE["x-environment"]["GEO_ASSETS_STORAGE_ROOT"]
+    # The map's own settings pass through; left empty, the server's defaults hold (no proxy trusted).
+    for name in ("GEO_ASSETS_MAP_RATE", "GEO_ASSETS_MAP_TRUSTED_PROXIES", "GEO_ASSETS_MAP_BASEMAP_URL"):
+        assert service["environment"][name] == "${%s:-}" % name
 
 
 def test_links_in_every_run_point_at_the_map():
@@ -42,7 +47,8 @@ def test_the_wheel_carries_the_map_page(wheel):
 
 K8S = "1.33"
 FILLED = {"PROJECT_ID": "my-project", "AWS_ACCOUNT_ID": "123456789012", "AWS_REGION": "eu-west-1",
-          "IMAGE_REPOSITORY": "registry.invalid/geo-assets", "IMAGE_TAG": "0123abc", "BUCKET": "geo-assets-data"}
+          "IMAGE_REPOSITORY": "registry.invalid/geo-assets", "IMAGE_TAG": "0123abc", "BUCKET": "geo-assets-data",
+          "MAP_HOST": "map.example.org"}
 
 
 def _manifests(cloud: str) -> dict:
@@ -69,6 +75,9 @@ def test_kubernetes_map_is_valid_read_only_and_has_its_own_identity():
         env = {e["name"]: e["value"] for e in container["env"]}
         assert env["GEO_ASSETS_PROFILE"] == profile and env["GEO_ASSETS_STORAGE_ROOT"].endswith("geo-assets-data/geo-assets")
         assert not any("PG" in name or "SECRET" in name for name in env) and "envFrom" not in container
+        # Its rate limit is per signed-in user: every peer is its proxy (test_helm.py checks the NetworkPolicy).
+        assert env["GEO_ASSETS_MAP_TRUSTED_PROXIES"] == "*"
+        assert env["GEO_ASSETS_MAP_URL"] == "https://map.example.org"  # the host oauth2-proxy-map serves
         assert pod["serviceAccountName"] == "geo-assets-map" != "geo-assets"  # not the read-write account of the runs
         assert "geo-assets-map" in found["ServiceAccount"]["metadata"]["annotations"][annotation]
         assert found["Service"]["spec"]["type"] == "ClusterIP"
@@ -84,3 +93,19 @@ def test_map_only_behind_oauth2_proxy():
     assert 'upstreams = [ "http://geo-assets-map.geo-assets.svc.cluster.local:80/" ]' in config
     assert "allowed_groups" in config and "cookie_secure = true" in config
     assert proxy["config"]["existingSecret"] == "oauth2-proxy-map" and proxy["ingress"]["tls"]
+
+
+def test_readme_lists_every_map_setting():
+    """The docs' settings table (under "Profiles and storage") has a row for each GEO_ASSETS_MAP_* the
+    runtime, the compose stack and the Helm files read."""
+    import re
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files", "geo_assets", "deploy"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+    used = {m for f in files if (ROOT / f).is_file() and f.endswith((".py", ".yml", ".yaml"))
+            for m in re.findall(r"GEO_ASSETS_MAP_[A-Z_]+[A-Z]", (ROOT / f).read_text())}
+    assert {"GEO_ASSETS_MAP_URL", "GEO_ASSETS_MAP_RATE", "GEO_ASSETS_MAP_TRUSTED_PROXIES"} <= used
+    table = docs.section("Profiles and storage")
+    listed = set(re.findall(r"^\| `(GEO_ASSETS_MAP_[A-Z_]+)` \|", table, flags=re.M))
+    assert used == listed, (sorted(used - listed), sorted(listed - used))

@@ -68,3 +68,15 @@ def test_main_builds_both_images_then_rolls_out_without_keys():
         assert listed == wanted, (cloud, listed ^ wanted)
         env = {k for s in wf["jobs"][job]["steps"] for k in s.get("env", {})}
         assert wanted <= env
+
+
+def test_images_are_built_with_the_map_pages_leaflet():
+    """Leaflet is not in git: the images job fetches it (npm, devtools/leaflet.py) before the build, which
+    reads the checkout's files (a path context, not git's, which would lack it)."""
+    steps = _load("deploy.yml")["jobs"]["images"]["steps"]
+    uses = [s.get("uses", "").split("@")[0] for s in steps]
+    fetch = next(i for i, s in enumerate(steps) if "python3 -m devtools.leaflet" in s.get("run", ""))
+    build = uses.index("docker/build-push-action")
+    assert uses.index("actions/setup-node") < fetch < build  # npm first, then Leaflet, then the image
+    assert steps[fetch].get("if") is None  # for both clouds and both images
+    assert steps[build]["with"]["context"] == "."

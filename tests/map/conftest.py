@@ -1,20 +1,25 @@
-"""Fixtures of the map tests: a store holding tiny-field's imagery and predictions on two dates
-(map_world.py), the same objects on a real S3 server (SeaweedFS) and a GCS server (fake-gcs-server),
-and a real map server (`python -m geo_assets.map`, as `make dev` and the image start it) over each."""
+"""Fixtures of the map tests: a store and a Dagster home holding tiny-field's imagery and predictions
+on two dates (map_world.py), the same objects on a real S3 server (SeaweedFS) and a GCS server
+(fake-gcs-server), a real map server (`python -m geo_assets.map`, as `make dev` and the image start
+it) over each, and Debian's Chromium for the browser tests."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
+import dagster as dg
 import pytest
 from map_world import ROOT, copy_store, map_server, prepare
 
-from devtools import leaflet
+from devtools import chromium, leaflet
+from devtools.emulators import free_port
 from devtools.emulators.gcs import fake_gcs
 from devtools.emulators.s3 import seaweedfs
 from geo_assets.geo.store import Store, local_root, make_store
+from geo_assets.map.links import MAP_URL_ENV
 
 BUCKET = "geo-assets-map"
 OTHER_BUCKET = "geo-assets-other"  # holds an object the map must never serve
@@ -35,16 +40,40 @@ def leaflet_page():
 
 
 @pytest.fixture(scope="session")
-def world(tmp_path_factory) -> tuple[Store, str]:
-    store = Store(local_root(tmp_path_factory.mktemp("map-world") / "storage"))
-    return store, prepare(store)
+def local_port() -> int:
+    """The local map server's port, chosen before the world is made: the world's materialisations link
+    there (GEO_ASSETS_MAP_URL), as a deployment's link to its map."""
+    return free_port()
 
 
 @pytest.fixture(scope="session")
-def local_map(world, tmp_path_factory) -> Iterator[MapServer]:
+def dagster_home(tmp_path_factory) -> Path:
+    """The Dagster home the world is materialised in (the project's dagster.yaml), which the UI test serves."""
+    home = tmp_path_factory.mktemp("map-home")
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    return home
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory, dagster_home, local_port) -> tuple[Store, str]:
+    store = Store(local_root(tmp_path_factory.mktemp("map-world") / "storage"))
+    with pytest.MonkeyPatch.context() as env:  # the instance yaml reads DAGSTER_HOME; the links, the map's address
+        env.setenv("DAGSTER_HOME", str(dagster_home))
+        env.setenv(MAP_URL_ENV, f"http://127.0.0.1:{local_port}")
+        instance = dg.DagsterInstance.from_config(str(dagster_home))
+        try:
+            version = prepare(store, instance)
+        finally:
+            instance.dispose()
+    return store, version
+
+
+@pytest.fixture(scope="session")
+def local_map(world, local_port, tmp_path_factory) -> Iterator[MapServer]:
     store, version = world
-    env = {**os.environ, "GEO_ASSETS_PROFILE": "local", "GEO_ASSETS_STORAGE_ROOT": store.root, "PYTHONPATH": str(ROOT)}
-    with map_server(env, tmp_path_factory.mktemp("map-log") / "map.log") as url:
+    env = {**os.environ, "GEO_ASSETS_PROFILE": "local", "GEO_ASSETS_STORAGE_ROOT": store.root, "PYTHONPATH": str(ROOT),
+           MAP_URL_ENV: f"http://127.0.0.1:{local_port}"}  # its own public address (TileJSON's tile URLs)
+    with map_server(env, tmp_path_factory.mktemp("map-log") / "map.log", port=local_port) as url:
         yield MapServer(url, store, version)
 
 
@@ -78,3 +107,20 @@ def gcs_map(world, tmp_path_factory) -> Iterator[MapServer]:
                "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "PYTHONPATH": str(ROOT)}
         with map_server(env, tmp_path_factory.mktemp("map-gcs-log") / "map.log") as url:
             yield MapServer(url, store, version)
+
+
+@pytest.fixture(scope="module")
+def browser(local_map):
+    """Debian's Chromium, headless, driven by Playwright; started after the world's in-process
+    materialisations (Playwright's sync API runs an event loop in this thread)."""
+    with chromium.headless(chromium.install()) as browser:
+        yield browser
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    context.set_default_timeout(60_000)
+    page = context.new_page()
+    yield page
+    context.close()

@@ -1,5 +1,6 @@
 """The map tests' world: tiny-field's imagery on two dates and a small model's predictions of both,
-materialised in-process into a store (tests/tiny_world.py), then served by a real map server."""
+materialised in-process into a store and a Dagster home (tests/tiny_world.py), then served by a real
+map server (and, for the UI test, a real Dagster webserver over that home)."""
 
 from __future__ import annotations
 
@@ -28,9 +29,9 @@ DATE2 = "2024-07-01"  # the synthetic source images any date: a second acquisiti
 LINKS: dict[str, str] = {}  # asset -> the map URL in its materialisation's metadata (DATE)
 
 
-def prepare(store: Store) -> str:
-    """Catalogue tiny-field, train MODEL on it, predict and report both dates; the model version.
-    The map links of DATE's materialisations land in LINKS."""
+def prepare(store: Store, instance: dg.DagsterInstance) -> str:
+    """Catalogue tiny-field, train MODEL on it, predict and report both dates in `instance`; the model
+    version. The map links of DATE's materialisations land in LINKS."""
     from geo_assets.assets.imagery import imagery_tiles
     from geo_assets.assets.predictions import predictions
     from geo_assets.assets.reports import region_report
@@ -38,19 +39,18 @@ def prepare(store: Store) -> str:
     catalogue = load_catalogue(store)
     catalogue.add(TINY)
     save_catalogue(store, catalogue)
-    with dg.instance_for_test() as instance:
-        register(instance, regions=[TINY.name], models=[MODEL])
-        version = train_tiny(instance, store)
-        resources = resources_for(store, LocalPoolCompute(workers=2))
-        for date in (DATE, DATE2):
-            ops = {"imagery_tiles": TILES64, "predictions": {"config": {"model": MODEL, "version": version}}}
-            result = dg.materialize([imagery_tiles, predictions, region_report], partition_key=region_date_key(TINY.name, date),
-                                    resources=resources, instance=instance, run_config={"ops": ops})
-            assert result.success, date
-            if date == DATE:
-                for event in result.get_asset_materialization_events():
-                    materialization = event.step_materialization_data.materialization
-                    LINKS[materialization.asset_key.to_user_string()] = materialization.metadata["map"].url
+    register(instance, regions=[TINY.name], models=[MODEL])
+    version = train_tiny(instance, store)
+    resources = resources_for(store, LocalPoolCompute(workers=2))
+    for date in (DATE2, DATE):  # DATE last: the latest materialisation, which the UI shows first
+        ops = {"imagery_tiles": TILES64, "predictions": {"config": {"model": MODEL, "version": version}}}
+        result = dg.materialize([imagery_tiles, predictions, region_report], partition_key=region_date_key(TINY.name, date),
+                                resources=resources, instance=instance, run_config={"ops": ops})
+        assert result.success, date
+        if date == DATE:
+            for event in result.get_asset_materialization_events():
+                materialization = event.step_materialization_data.materialization
+                LINKS[materialization.asset_key.to_user_string()] = materialization.metadata["map"].url
     return version
 
 
@@ -61,9 +61,9 @@ def copy_store(source: Store, target: Store) -> None:
 
 
 @contextmanager
-def map_server(env: dict, log: Path, timeout: float = 60) -> Iterator[str]:
-    """`python -m geo_assets.map` on a free port in `env`; yields its base URL; stopped by its pid."""
-    port = free_port()
+def map_server(env: dict, log: Path, timeout: float = 60, port: int | None = None) -> Iterator[str]:
+    """`python -m geo_assets.map` on `port` (default: a free one) in `env`; yields its base URL; stopped by its pid."""
+    port = port or free_port()
     proc = subprocess.Popen([sys.executable, "-m", "geo_assets.map", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=open(log, "w"))
     url = f"http://127.0.0.1:{port}"

@@ -1,5 +1,7 @@
 """Linked from where users are: every imagery_tiles, predictions and region_report materialisation
-carries its map view's URL, `geo-assets map` prints the same, and that URL opens on the map server."""
+carries its map view's URL on the map server GEO_ASSETS_MAP_URL names (the world's materialisations
+named the local map server's), `geo-assets map` prints the same, and that URL opens on the map server.
+test_map_from_dagster_ui.py follows the link from the Dagster UI in a browser."""
 
 from __future__ import annotations
 
@@ -23,22 +25,25 @@ def _cli(store, *args: str, **env: str) -> subprocess.CompletedProcess:
 
 def test_materialisations_link_to_their_map_view(local_map):
     query = {"region": [TINY.name], "date": [DATE]}
-    assert LINKS["imagery_tiles"] == f"{DEFAULT_MAP_URL}/map?region={TINY.name}&date={DATE}"
+    assert LINKS["imagery_tiles"] == f"{local_map.url}/map?region={TINY.name}&date={DATE}"
     for asset in ("predictions", "region_report"):
         parts = urlsplit(LINKS[asset])
-        assert f"{parts.scheme}://{parts.netloc}" == DEFAULT_MAP_URL and parts.path == "/map"
+        assert f"{parts.scheme}://{parts.netloc}" == local_map.url and parts.path == "/map"
         assert parse_qs(parts.query) == {**query, "model": [MODEL], "version": [local_map.version]}
-    # The link's view opens on a server over that store (here on another port than the default).
+    # The link opens on the map server, and its view is the predictions' model version.
     view = requests.get(f"{local_map.url}/api/view?{urlsplit(LINKS['predictions']).query}", timeout=30)
     assert view.status_code == 200 and view.json()["predictions"]["model"]["version"] == local_map.version
-    page = requests.get(f"{local_map.url}/map?{urlsplit(LINKS['predictions']).query}", timeout=30)
+    page = requests.get(LINKS["predictions"], timeout=30)
     assert page.status_code == 200 and "<html" in page.text
 
 
 def test_cli_prints_the_same_link(local_map):
-    printed = _cli(local_map.store, TINY.name, DATE, "--model", MODEL, "--version", local_map.version)
+    printed = _cli(local_map.store, TINY.name, DATE, "--model", MODEL, "--version", local_map.version,
+                   GEO_ASSETS_MAP_URL=local_map.url)
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout.strip() == LINKS["predictions"]
+    default = _cli(local_map.store, TINY.name, DATE, GEO_ASSETS_MAP_URL="")  # unset: where `make dev` serves it
+    assert default.stdout.strip() == f"{DEFAULT_MAP_URL}/map?region={TINY.name}&date={DATE}", default.stderr
     imagery_only = _cli(local_map.store, TINY.name, DATE, GEO_ASSETS_MAP_URL="https://maps.example.org/geo/")
     assert imagery_only.stdout.strip() == f"https://maps.example.org/geo/map?region={TINY.name}&date={DATE}"
 

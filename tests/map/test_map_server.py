@@ -134,6 +134,28 @@ def test_view_describes_the_layers(local_map):
     assert legend[0] == {"value": 0, "class": CLASSES[0], "colour": "#%02x%02x%02x" % COLOURS[0]}
 
 
+def test_tilejson_names_each_layers_tiles_at_the_public_address(local_map):
+    """TileJSON for other map clients: the region's bounds, the zoom range, and a tile template at the
+    server's public address (GEO_ASSETS_MAP_URL) that serves the same tiles as the map page's."""
+    good = {"region": TINY.name, "date": DATE, "model": MODEL, "version": local_map.version}
+    t, (lon, lat) = _centre_tile(), _centre()
+    for layer, path in (("predictions", f"/tiles/predictions/{TINY.name}/{DATE}/{MODEL}/{local_map.version}/"),
+                        ("false-colour", f"/tiles/imagery/{TINY.name}/{DATE}/false-colour/")):
+        doc = requests.get(f"{local_map.url}/api/tilejson.json", params={**good, "layer": layer}, timeout=30).json()
+        assert doc["tilejson"] == "3.0.0" and doc["scheme"] == "xyz" and (doc["minzoom"], doc["maxzoom"]) == (6, 22)
+        west, south, east, north = doc["bounds"]
+        assert west < lon < east and south < lat < north and east - west < 0.05, doc["bounds"]
+        (template,) = doc["tiles"]
+        assert template.startswith(local_map.url + path), template
+        url = template.replace("{z}", str(ZOOM)).replace("{x}", str(t.x)).replace("{y}", str(t.y))
+        via_tilejson = _png(requests.get(url, timeout=30))
+        direct = _png(requests.get(f"{local_map.url}{path}{ZOOM}/{t.x}/{t.y}.png", timeout=30))
+        assert (via_tilejson == direct).all()
+    missing = requests.get(f"{local_map.url}/api/tilejson.json", params={"region": TINY.name, "date": DATE,
+                                                                      "layer": "predictions"}, timeout=30)
+    assert missing.status_code == 400 and "name a model and version" in missing.json()["error"]
+
+
 # -- what it refuses
 
 HOSTILE = [
@@ -149,6 +171,7 @@ def _urls(server) -> dict[str, tuple[str, dict]]:
     good = {"region": TINY.name, "date": DATE, "model": MODEL, "version": server.version}
     return {
         "view": ("/api/view", {**good, "against_date": DATE2}),
+        "tilejson": ("/api/tilejson.json", {**good, "layer": "predictions"}),
         "class": ("/api/class", {**good, "lon": _centre()[0], "lat": _centre()[1]}),
         "imagery": ("/tiles/imagery/{region}/{date}/{composite}/{z}/{x}/{y}.png",
                     {"region": TINY.name, "date": DATE, "composite": "true-colour", "z": ZOOM, "x": t.x, "y": t.y, "variant": "synthetic-64px-blue-green-red-nir"}),

@@ -3,6 +3,7 @@ batch size, whatever the set's size, through the real functions a step calls (ml
 ml.evaluation.evaluate) on real COGs in a real store, with the real thread pools; and the streamed
 results are those of the former all-in-memory computation."""
 
+import tracemalloc
 from functools import partial
 
 import numpy as np
@@ -14,13 +15,13 @@ from geo_assets.geo.store import Store, local_root
 from geo_assets.geo.threads import map_on
 from geo_assets.ml import registry
 from geo_assets.ml.data import ChipBatches, ChipSampler
-from geo_assets.ml.evaluation import evaluate
+from geo_assets.ml.evaluation import confusion, evaluate
 from geo_assets.ml.metrics import confusion_matrix
 from geo_assets.ml.normalisation import Normalisation
 from geo_assets.ml.pairs import SetTiles, load_pairs
 from geo_assets.ml.train import TrainConfig, train, train_chips
 from geo_assets.ml.versions import TrainingRequest, train_version
-from tests.ml.ml_sets import BANDS, DATES, FIELD, HOLDOUT, counting_tiles, dataset
+from tests.ml.ml_sets import BANDS, DATES, FIELD, HOLDOUT, TILE, counting_tiles, dataset
 
 BATCH = 2
 SETTINGS = {"architecture": "fcn", "hyperparameters": {"hidden_channels": 8, "num_layers": 2}, "epochs": 2,
@@ -77,6 +78,34 @@ def test_evaluation_holds_a_batch_of_tiles_at_most_and_scores_as_before(store, s
         before += confusion_matrix(pred, np.stack([p[1] for p in batch]), len(CLASSES), ignore=IGNORE)
     assert before.sum() > 0
     np.testing.assert_array_equal(streamed, before)
+
+
+def test_evaluation_allocates_no_more_on_sixteen_times_the_tiles(store, sets):
+    """Evaluation's traced peak (numpy's and Python's allocations, on every thread) is the same on 4 tiles
+    and on 64 (the same acquisition listed 16 times): only the confusion matrix accumulates, nothing per
+    tile (a batch of inputs, or even its predictions, kept)."""
+    record = train_version(store, TrainingRequest("mem-small", SETTINGS, sets["small"]), pool, lambda _: None).record
+    from geo_assets.ml.predict import load_model, predict_batch
+
+    with store.local_copy(record["weights"]) as weights:
+        model = load_model(weights, torch.device("cpu"))
+    normalise = registry.normalisation(record)
+
+    def peak(manifest: dict) -> int:
+        tiles = SetTiles.of(store, manifest)  # the manifest entries, which do grow with the set
+        tracemalloc.start()
+        try:
+            confusion(tiles, lambda x: predict_batch(model, x, torch.device("cpu")), normalise, pool, 2)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    peak(sets["small"])  # once before: the pools' threads, GDAL's state on each, torch's kernels
+    small, large = peak(sets["small"]), peak({**sets["small"], "items": sets["small"]["items"] * 16})
+    # Within 3 input tiles' bytes (small objects of GDAL, rasterio and torch awaiting the garbage collector
+    # vary by about 1.5 tiles): keeping only the predictions of 60 more tiles passes it, their inputs by far.
+    tile = TILE * TILE * len(BANDS) * 4
+    assert large - small < 3 * tile, f"evaluation's peak grows with the set: {small:,} bytes on 4 tiles, {large:,} on 64"
 
 
 def test_streamed_training_is_the_in_memory_training(store, sets):

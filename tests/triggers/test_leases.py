@@ -12,9 +12,7 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -25,6 +23,9 @@ from devtools.dagster_dev import BIN, ROOT
 from geo_assets.assets.common import digest
 from geo_assets.geo import acquisitions
 from geo_assets.geo.sources import DEFAULT_BANDS
+from paused_runs import (  # tests/triggers is on sys.path
+    kill as _kill, materialize, pause_when, published, resume, run_of as _run_of, step_failures, wait_for as _wait_for,
+)
 
 
 def imagery_key(region: str, date: str, tile_size: int) -> str:
@@ -41,88 +42,25 @@ def instance(world, monkeypatch):
 
 def _materialize(world, partition: str, tile_size: int, log: Path) -> subprocess.Popen:
     """`dagster asset materialize` of imagery_tiles[partition] at `tile_size` px, in a process of its own."""
-    config = {"ops": {"imagery_tiles": {"config": {"tile_size": tile_size}}}}
-    with open(log, "w") as out:
-        return subprocess.Popen(
-            [BIN / "dagster", "asset", "materialize", "-m", "geo_assets.definitions", "--select", "imagery_tiles",
-             "--partition", partition, "--config-json", json.dumps(config)],
-            cwd=ROOT, env=world.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    return materialize(world, "imagery_tiles", partition, {"imagery_tiles": {"config": {"tile_size": tile_size}}}, log)
 
 
 def _tiles(world, region: str, date: str, tile_size: int) -> list[str]:
     return [k for k in world.store.list(f"imagery/{region}/{date}") if f"-{tile_size}px-" in k and k.endswith(".tif") and not k.endswith(".cloud.tif")]
 
 
-def _wait_for(what: str, done, timeout: float, poll: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = done()
-        if found:
-            return found
-        time.sleep(poll)
-    raise TimeoutError(f"{what}: not within {timeout:.0f} s")
-
-
 def _pause_mid_write(world, proc: subprocess.Popen, region: str, date: str, tile_size: int, log: Path) -> list[psutil.Process]:
     """Stop the run's processes (the run worker and its step processes) once its first tile is stored."""
-    deadline = time.monotonic() + 300
-    while not _tiles(world, region, date, tile_size):
-        assert proc.poll() is None, f"the run ended before writing a tile:\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"no tile within 300 s:\n{log.read_text()[-3000:]}"
-        time.sleep(0.005)
-    worker = psutil.Process(proc.pid)
-    processes = [worker, *worker.children(recursive=True)]
-    # SQLite instance: a process stopped inside a write transaction would hold the instance's database
-    # for everyone. Stop again, a moment later, until the stopped processes hold no write lock.
-    databases = sorted(Path(world.env["DAGSTER_HOME"], "history").rglob("*.db"))
-    for _ in range(200):
-        for p in processes:
-            p.suspend()
-        if not any(_locked(db) for db in databases):
-            return processes
-        for p in processes:
-            p.resume()
-        time.sleep(0.01)
-    raise AssertionError("the run's processes held the instance's database at every pause")
-
-
-def _locked(db: Path) -> bool:
-    connection = sqlite3.connect(db, timeout=0.05, isolation_level=None)
-    try:
-        connection.execute("BEGIN IMMEDIATE")
-        connection.execute("ROLLBACK")
-        return False
-    except sqlite3.OperationalError:
-        return True
-    finally:
-        connection.close()
-
-
-def _run_of(instance, partition: str, exclude: set[str]) -> dg.DagsterRun:
-    runs = [r for r in instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": partition})) if r.run_id not in exclude]
-    assert len(runs) == 1, [r.run_id for r in runs]
-    return runs[0]
+    return pause_when(world, proc, lambda: bool(_tiles(world, region, date, tile_size)), "writing a tile", log)
 
 
 def _published(instance, partition: str) -> dict[str, float]:
     """Run id -> when it published imagery_tiles[partition]."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("imagery_tiles"), asset_partitions=[partition]), limit=100).records
-    return {r.run_id: r.timestamp for r in records}
+    return published(instance, "imagery_tiles", partition)
 
 
 def _first_write(world, region: str, date: str, tile_size: int) -> float:
     return min(os.stat(world.store.path(k)).st_ctime for k in _tiles(world, region, date, tile_size))
-
-
-def _kill(processes: list[psutil.Process]) -> None:
-    for p in processes:
-        try:
-            p.resume()
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
 
 
 def test_a_range_backfill_never_writes_a_partition_while_a_materialize_run_does(world, server, instance, tmp_path):
@@ -152,11 +90,7 @@ def test_a_range_backfill_never_writes_a_partition_while_a_materialize_run_does(
 
         _wait_for("the backfill's run to end or to wait for the partition", b_is_done_or_waits, 600, poll=1)
     finally:
-        for p in paused:
-            try:
-                p.resume()
-            except psutil.NoSuchProcess:
-                pass
+        resume(paused)
     try:
         assert a.wait(timeout=300) == 0, a_log.read_text()[-3000:]
         assert b.wait(timeout=600) == 0, b_log.read_text()[-3000:]
@@ -229,8 +163,7 @@ def test_an_orphaned_step_whose_run_was_marked_failed_cannot_publish(world, inst
     assert all(world.store.exists(t["path"]) for t in manifest["tiles"])
     assert a_run.run_id not in _published(instance, partition)
     assert instance.get_run_by_id(a_run.run_id).status == dg.DagsterRunStatus.FAILURE
-    (failure,) = [e.dagster_event.step_failure_data.error.to_string() for e in instance.all_logs(a_run.run_id)
-                  if e.dagster_event is not None and e.dagster_event.is_step_failure]
+    (failure,) = step_failures(instance, a_run.run_id)
     assert f"run is {dg.DagsterRunStatus.FAILURE.value}, so it publishes nothing" in failure, failure
 
 
