@@ -28,6 +28,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -38,6 +39,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, ContextManager, Iterator
 from urllib.parse import unquote, urlparse
+
+from geo_assets.geo import retries
+
+log = logging.getLogger(__name__)
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9._=+@-]+$")
 # A local write's temporary (LocalStore.writing), and any file its writer put beside it (GDAL's
@@ -442,23 +447,31 @@ class ObjectStore(Store):
         The backend's exception is not chained (`from None`): tracebacks in the Dagster UI show
         chained causes, and a client library's message is not ours to vouch for.
         """
-        try:
-            yield
-        except FileNotFoundError:
+        with retries.collecting() as retried:
+            try:
+                yield
+            except Exception as exc:
+                raise self._error(exc, action, target, retried) from None
+        if retried:  # succeeded, after the client's retries: said, never silent
+            log.warning("%s %s: succeeded after %s retries", action, target, retries.describe(retried))
+
+    def _error(self, exc: Exception, action: str, target: str, retried: list[str]) -> Exception:
+        if isinstance(exc, FileNotFoundError):
             if not self._bucket_exists():
-                raise BucketNotFoundError(
+                return BucketNotFoundError(
                     f"{self.label} bucket {self.bucket!r} does not exist (while {action} {target}); "
                     "create it or fix the storage root"
-                ) from None
-            raise ObjectNotFoundError(f"no object at {target}") from None
-        except PermissionError:
-            raise PermissionError(
+                )
+            return ObjectNotFoundError(f"no object at {target}")
+        if isinstance(exc, PermissionError):
+            return PermissionError(
                 f"access denied to {self.label} bucket {self.bucket!r} (while {action} {target}): "
                 "the credentials were refused or lack permission"
-            ) from None
-        except Exception as exc:  # connection refused, timeouts, server errors
-            detail = self._redact(f"{type(exc).__name__}: {exc}")
-            raise OSError(f"{action} {target} failed: {detail}") from None
+            )
+        # Connection refused, timeouts, server errors: the client has retried them already.
+        detail = self._redact(f"{type(exc).__name__}: {exc}")
+        after = f" after {len(retried) + 1} attempts (retries: {retries.describe(retried)})" if retried else ""
+        return OSError(f"{self.label} store: {action} {target} failed{after}: {detail}")
 
     # -- object operations, through fsspec
 
@@ -646,7 +659,7 @@ class S3Store(ObjectStore):
         import s3fs
 
         client_kwargs = {"region_name": self.region} if self.region else {}
-        return s3fs.S3FileSystem(
+        fs = s3fs.S3FileSystem(
             anon=self.anonymous,
             key=self.access_key_id,
             secret=self.secret_access_key,
@@ -654,7 +667,13 @@ class S3Store(ObjectStore):
             client_kwargs=client_kwargs,
             # Listings are never cached: other processes (runs, sensors) write to the same bucket.
             use_listings_cache=False,
+            # One retry policy, botocore's, whose every retry geo/retries.py counts and the store logs:
+            # s3fs's own loop (5 tries around botocore's, uncounted) is set to one try.
+            session=retries.s3_session(),
+            config_kwargs=retries.s3_config(),
         )
+        fs.retries = 1
+        return fs
 
     def _session(self):
         from rasterio.session import AWSSession
