@@ -6,8 +6,8 @@ Requests pass through unchanged, except those chosen to fail, which get one of:
 - `"reset"`: the connection reset (TCP RST) once the request's head has arrived;
 - `"stall"`: no answer at all, until the client gives up and closes the connection.
 
-`proxy.inject(fault, times=N)` fails the next N requests, `fraction=p` a seeded share of them, and
-`times=None` every one until `proxy.heal()`; several injections apply together, the first that
+`proxy.inject(fault, times=N)` fails the next N requests, `fraction=p` a seeded share of them (N of
+those where both are given), and with no `times` every one picked until `proxy.heal()`; several injections apply together, the first that
 takes a request failing it. Each client connection carries one request (the proxy
 asks the server to close after answering), so every request is seen and counted.
 
@@ -61,7 +61,7 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
 
-    def inject(self, fault: str, *, times: int | None = 1, fraction: float = 1.0, methods: tuple[str, ...] = ()) -> None:
+    def inject(self, fault: str, *, times: int | None = None, fraction: float = 1.0, methods: tuple[str, ...] = ()) -> None:
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}: one of {', '.join(FAULTS)}")
         if not 0.0 < fraction <= 1.0:

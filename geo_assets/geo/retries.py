@@ -86,8 +86,16 @@ def _count_retry(request=None, **_) -> None:
         record(context.pop(_CAUSE, "unknown failure"))
 
 
+def _no_expect_continue(params=None, **_) -> None:
+    """Uploads go without `Expect: 100-continue`: aiohttp waits for the server's "100 Continue" with no
+    timeout, so a server that stalls there hangs the upload for good; with the body sent at once, the
+    read timeout ends the attempt, and botocore retries it."""
+    if params is not None:
+        params.get("headers", {}).pop("Expect", None)
+
+
 def s3_session():
-    """This process's aiobotocore session, with the two events registered."""
+    """This process's aiobotocore session, with our handlers of its events registered."""
     pid = os.getpid()
     with _lock:
         if pid not in _sessions:
@@ -96,10 +104,13 @@ def s3_session():
             session = AioSession()
             session.register("needs-retry.s3", _note_failure, unique_id="geo-assets-note-failure")
             session.register("request-created.s3", _count_retry, unique_id="geo-assets-count-retry")
+            # Last: after botocore's own handler of the event, which adds the header to every upload.
+            session.get_component("event_emitter").register_last("before-call.s3", _no_expect_continue,
+                                                                 unique_id="geo-assets-no-expect-continue")
             _sessions[pid] = session
         return _sessions[pid]
 
 
 def s3_config() -> dict:
     """botocore's retry settings of the store's S3 clients (s3fs's `config_kwargs`)."""
-    return {"retries": {"mode": "standard", "max_attempts": S3_ATTEMPTS}}
+    return {"retries": {"mode": "standard", "total_max_attempts": S3_ATTEMPTS}}

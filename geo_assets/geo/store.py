@@ -25,6 +25,7 @@ naming the object URI or bucket and the problem, with any credential text remove
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import json
@@ -199,6 +200,25 @@ class Store(ABC):
             raise CorruptObjectError(f"{self.uri(key)} is not valid JSON ({len(data)} bytes): {exc}") from None
 
 
+_FULL = 64 << 10  # a device with less free space than this is full: a few blocks
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return _FULL
+    return st.f_bavail * st.f_frsize
+
+
+def _check_room(written: str | Path) -> None:
+    """Refuse to publish a file written on a device left (nearly) full: its writer may have been cut
+    short without saying so (GDAL's COG driver has returned success with a tile's last blocks unwritten)."""
+    free = _free_bytes(Path(written).parent)
+    if free < _FULL:
+        raise OSError(errno.ENOSPC, f"the device was left with {free:,} bytes free: the file may be cut short")
+
+
 @dataclass(frozen=True)
 class LocalStore(Store):
     """Files under a file:// root."""
@@ -232,12 +252,19 @@ class LocalStore(Store):
         tmp = final.parent / f".tmp-{uuid.uuid4().hex}-{final.name}"
         try:
             yield str(tmp)
+            _check_room(tmp)
             os.replace(tmp, final)
-        except BaseException:
+        except BaseException as exc:
+            free = _free_bytes(final.parent)  # before the cleanup gives some back
             # A failed write removes its temporary and whatever its writer put beside it (GDAL's
             # `.ovr.tmp`). Only then: a listing of a folder of thousands of tiles per write would cost.
             for left in final.parent.glob(glob.escape(tmp.name) + "*"):
                 left.unlink(missing_ok=True)
+            if isinstance(exc, Exception) and (getattr(exc, "errno", None) == errno.ENOSPC or free < _FULL):
+                # Writers say it their own way (GDAL: "IO error writing tag data"): name the cause.
+                raise OSError(errno.ENOSPC, f"local store: writing {self.uri(key)} failed: no space left on the device "
+                                            f"of {self.base} ({free:,} bytes free): free space or choose another storage "
+                                            f"root ({type(exc).__name__}: {exc})") from exc
             raise
 
     def write_bytes(self, key: str, data: bytes) -> None:
@@ -453,7 +480,7 @@ class ObjectStore(Store):
             except Exception as exc:
                 raise self._error(exc, action, target, retried) from None
         if retried:  # succeeded, after the client's retries: said, never silent
-            log.warning("%s %s: succeeded after %s retries", action, target, retries.describe(retried))
+            log.warning("%s %s: succeeded after retries: %s", action, target, retries.describe(retried))
 
     def _error(self, exc: Exception, action: str, target: str, retried: list[str]) -> Exception:
         if isinstance(exc, FileNotFoundError):
@@ -499,6 +526,11 @@ class ObjectStore(Store):
             yield tmp
             if not os.path.isfile(tmp):
                 raise FileNotFoundError(f"nothing was written to the temporary file for {target}")
+            try:
+                _check_room(tmp)
+            except OSError as exc:
+                raise OSError(errno.ENOSPC, f"{self.label} store: writing {target} failed: no space left on the device "
+                                            f"of the local temporary {tmpdir}: {exc}") from None
             with self._errors("writing", target):
                 self._fs().put_file(tmp, self._object(key))  # one upload: visible once complete
 

@@ -57,8 +57,7 @@ class StepRun:
         return sum(int(m.group(1)) for m in map(RETRIED.search, self.messages) if m)
 
     def failure(self) -> str:
-        """The step's error message ('' when it succeeded)."""
-        return "\n".join(e.step_failure_data.error.message for e in self.result.all_events if e.is_step_failure)
+        return failure(self.result)
 
 
 def cut_imagery(storage: StorageResource, instance: dg.DagsterInstance) -> StepRun:
@@ -93,3 +92,15 @@ def imagery_job() -> dg.JobDefinition:
 
 
 IMAGERY_CONFIG = {"ops": {"imagery_tiles": {"config": {"tile_size": TILE}}}}
+
+
+def failure(result) -> str:
+    """The step's error, with the errors that caused it ('' when it succeeded): Dagster's own message
+    wraps the one the step raised."""
+    lines = []
+    for event in result.all_events:
+        error = event.step_failure_data.error if event.is_step_failure else None
+        while error is not None:
+            lines.append(error.message.strip())
+            error = error.cause
+    return "\n".join(lines)

@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from devtools.tmpfs import MountRefused, resize, tmpfs
-from fault_world import IMAGERY_CONFIG, PARTITION, imagery_job, outputs, prepare
+from fault_world import failure, IMAGERY_CONFIG, PARTITION, imagery_job, outputs, prepare
 from geo_assets.geo.store import local_root
 from geo_assets.partitions import region_date_partitions
 from reliability import record
@@ -33,10 +33,6 @@ def small_disk(tmp_path):
         pytest.skip(f"no small disk to fill: {exc}")
 
 
-def _failure(result) -> str:
-    return "\n".join(e.step_failure_data.error.message for e in result.all_events if e.is_step_failure)
-
-
 def test_a_full_disk_fails_the_step_clearly_and_leaves_nothing_half_written(small_disk, baseline, monkeypatch):
     root = local_root(small_disk)
     monkeypatch.setenv("GEO_ASSETS_FAULTS_ROOT", root)
@@ -46,7 +42,7 @@ def test_a_full_disk_fails_the_step_clearly_and_leaves_nothing_half_written(smal
         prepare(store, instance)
         first = dg.execute_job(job, instance, run_config=IMAGERY_CONFIG, tags=tags)
         assert not first.success
-        message = _failure(first)
+        message = failure(first)
         assert "no space left" in message.lower() and root in message, message
 
         left = outputs(store)
@@ -60,7 +56,7 @@ def test_a_full_disk_fails_the_step_clearly_and_leaves_nothing_half_written(smal
         begin = time.monotonic()
         second = dg.execute_job(job, instance, tags=tags,
                                 reexecution_options=dg.ReexecutionOptions.from_failure(first.run_id, instance))
-        assert second.success, _failure(second)
+        assert second.success, failure(second)
         seconds = time.monotonic() - begin
         reused = [m for m in (REUSED.search(e.user_message) for e in instance.all_logs(second.run_id)) if m]
         got = outputs(store)
@@ -70,7 +66,7 @@ def test_a_full_disk_fails_the_step_clearly_and_leaves_nothing_half_written(smal
         "disk-full", "Local storage root on a full disk", "tests/faults/test_disk_full.py", MEASURES,
         injected=f"a 1 MiB tmpfs as the storage root of an imagery_tiles step whose outputs take {sum(map(len, baseline.values())):,} bytes; then grown to 64 MiB and the run re-executed from failure.",
         observed={
-            "first run": f"failed: `{message.splitlines()[0][:240]}`",
+            "first run": f"failed: `{next(m for m in message.splitlines() if 'no space' in m.lower())[:300]}`",
             "half-written files left": len(temporaries),
             "objects left, each equal to an uninterrupted run's": len(tiles),
             "tiles reused by the re-execution": f"{reused[0].group(1)} of {reused[0].group(2)}" if reused else "0",
