@@ -77,18 +77,26 @@ def outputs(store: Store) -> dict[str, bytes]:
     return {k: store.read_bytes(k) for top in ("imagery", "manifests") for k in store.list(top)}
 
 
-def imagery_job() -> dg.JobDefinition:
-    """imagery_tiles alone, in process, in batches of 4 tiles (a re-execution then has many to reuse),
-    on the store GEO_ASSETS_FAULTS_ROOT names: a file:// root, or the S3 server's prefix, then at
-    GEO_ASSETS_FAULTS_ENDPOINT. Reconstructable, for re-execution from failure."""
-    import os
-
-    root = os.environ["GEO_ASSETS_FAULTS_ROOT"]
-    store = StorageResource(root=root) if root.startswith("file://") else storage(os.environ["GEO_ASSETS_FAULTS_ENDPOINT"], root)
+def _imagery_job(store: StorageResource) -> dg.JobDefinition:
     resources = {"storage": store, "compute": LocalPoolCompute(workers=4, tiles_per_batch=4),
                  "io_manager": ManifestIOManager(storage=store), "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0)}
     job = dg.define_asset_job("cut", selection=["imagery_tiles"], executor_def=dg.in_process_executor)
     return dg.Definitions(assets=[imagery_tiles], resources=resources, jobs=[job]).resolve_job_def("cut")
+
+
+# imagery_tiles alone, in process, in batches of 4 tiles (a re-execution then has many to reuse): reconstructable,
+# for re-execution from failure. Dagster keeps a reconstructed job for the process, so the store is read from the
+# environment when each run starts (dg.EnvVar), not when the job is made.
+
+def local_imagery_job() -> dg.JobDefinition:
+    """On the file:// root GEO_ASSETS_FAULTS_ROOT."""
+    return _imagery_job(StorageResource(root=dg.EnvVar("GEO_ASSETS_FAULTS_ROOT")))
+
+
+def s3_imagery_job() -> dg.JobDefinition:
+    """On the S3 root GEO_ASSETS_FAULTS_ROOT of the server at GEO_ASSETS_FAULTS_ENDPOINT."""
+    return _imagery_job(StorageResource(root=dg.EnvVar("GEO_ASSETS_FAULTS_ROOT"), endpoint_url=dg.EnvVar("GEO_ASSETS_FAULTS_ENDPOINT"),
+                                        region=REGION_S3, access_key_id=ACCESS_KEY, secret_access_key=SECRET))
 
 
 IMAGERY_CONFIG = {"ops": {"imagery_tiles": {"config": {"tile_size": TILE}}}}

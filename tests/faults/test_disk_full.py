@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from devtools.tmpfs import MountRefused, resize, tmpfs
-from fault_world import failure, IMAGERY_CONFIG, PARTITION, imagery_job, outputs, prepare
+from fault_world import IMAGERY_CONFIG, PARTITION, failure, local_imagery_job, outputs, prepare
 from geo_assets.geo.store import local_root
 from geo_assets.partitions import region_date_partitions
 from reliability import record
@@ -37,7 +37,7 @@ def test_a_full_disk_fails_the_step_clearly_and_leaves_nothing_half_written(smal
     root = local_root(small_disk)
     monkeypatch.setenv("GEO_ASSETS_FAULTS_ROOT", root)
     store = StorageResource(root=root).store()
-    job, tags = dg.reconstructable(imagery_job), region_date_partitions.get_tags_for_partition_key(PARTITION)
+    job, tags = dg.reconstructable(local_imagery_job), region_date_partitions.get_tags_for_partition_key(PARTITION)
     with dg.instance_for_test() as instance:
         prepare(store, instance)
         first = dg.execute_job(job, instance, run_config=IMAGERY_CONFIG, tags=tags)

@@ -14,7 +14,7 @@ import dagster as dg
 import rasterio
 
 from devtools.emulators.s3 import seaweedfs
-from fault_world import failure, ACCESS_KEY, BUCKET, IMAGERY_CONFIG, PARTITION, SECRET, imagery_job, outputs, prepare, storage
+from fault_world import ACCESS_KEY, BUCKET, IMAGERY_CONFIG, PARTITION, SECRET, failure, outputs, prepare, s3_imagery_job, storage
 from geo_assets.partitions import region_date_partitions
 from reliability import record
 
@@ -26,12 +26,11 @@ KILL_AFTER = 16  # tile objects in the bucket: the step is well under way
 
 def test_s3_server_killed_mid_write_then_restarted(tmp_path, baseline, monkeypatch):
     workdir, prefix = tmp_path / "seaweedfs", f"t-{uuid.uuid4().hex[:12]}"
-    monkeypatch.setenv("GEO_ASSETS_FAULTS_ROOT", prefix)
-    tags = region_date_partitions.get_tags_for_partition_key(PARTITION)
+    monkeypatch.setenv("GEO_ASSETS_FAULTS_ROOT", f"s3://{BUCKET}/{prefix}")
+    job, tags = dg.reconstructable(s3_imagery_job), region_date_partitions.get_tags_for_partition_key(PARTITION)
     with dg.instance_for_test() as instance:
         with seaweedfs(workdir, [BUCKET], ACCESS_KEY, SECRET) as server:
             monkeypatch.setenv("GEO_ASSETS_FAULTS_ENDPOINT", server.endpoint_url)
-            job = dg.reconstructable(imagery_job)
             direct = storage(server.endpoint_url, prefix)
             prepare(direct.store(), instance)
             killed: list[float] = []
