@@ -1,15 +1,10 @@
 """The fault suite's servers: a SeaweedFS S3 server per session (faults go through a proxy in front of
 it, never into it), and one per test for the tests that kill the server."""
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # fault_world, reliability: helpers beside the tests
-
-from devtools.emulators.s3 import seaweedfs  # noqa: E402
-from fault_world import ACCESS_KEY, BUCKET, SECRET  # noqa: E402
+from devtools.emulators.s3 import seaweedfs
+from fault_world import ACCESS_KEY, BUCKET, SECRET
 
 
 @pytest.fixture(scope="session")

@@ -66,7 +66,7 @@ def test_a_full_disk_fails_the_step_clearly_and_leaves_nothing_half_written(smal
         "disk-full", "Local storage root on a full disk", "tests/faults/test_disk_full.py", MEASURES,
         injected=f"a 1 MiB tmpfs as the storage root of an imagery_tiles step whose outputs take {sum(map(len, baseline.values())):,} bytes; then grown to 64 MiB and the run re-executed from failure.",
         observed={
-            "first run": f"failed: `{next(m for m in message.splitlines() if 'no space' in m.lower())[:300]}`",
+            "first run": f"failed: `{next(m for m in message.splitlines() if 'no space' in m.lower())[:500]}`",
             "half-written files left": len(temporaries),
             "objects left, each equal to an uninterrupted run's": len(tiles),
             "tiles reused by the re-execution": f"{reused[0].group(1)} of {reused[0].group(2)}" if reused else "0",

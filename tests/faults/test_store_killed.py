@@ -88,7 +88,7 @@ def test_s3_server_killed_mid_write_then_restarted(tmp_path, baseline, monkeypat
                   f"({len(baseline)} objects in all) were in the bucket; then the server started on the same data and port, "
                   "and the run re-executed from failure."),
         observed={
-            "first run": f"failed {failed_at - killed[0]:.1f} s after the kill: `{next(m for m in message.splitlines() if 'S3 store: ' in m)[:300]}`",
+            "first run": f"failed {failed_at - killed[0]:.1f} s after the kill: `{next(m for m in message.splitlines() if 'S3 store: ' in m)[:500]}`",
             "objects visible after the kill": f"{len(left)}, each equal to an uninterrupted run's ({sum(map(len, left.values())):,} bytes)",
             "tiles reused by the re-execution": f"{reused[0][0]} of {reused[0][1]}",
             "objects compared after the re-execution": f"{len(got)}, all equal; every tile of the manifest opened",
