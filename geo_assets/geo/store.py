@@ -20,7 +20,9 @@ production uses (fsspec would add a second HTTP stack under rasterio). Whole obj
 list, delete) go through fsspec (s3fs, gcsfs), which give clear exceptions per failure.
 
 Credentials are fields with repr=False, and every backend error is re-raised as our own message
-naming the object URI or bucket and the problem, with any credential text removed.
+naming the object URI or bucket and the problem, with any credential text removed. The S3 client's
+retries of throttled, failed or timed-out requests are counted and logged (geo/retries.py). A local
+write that leaves its device full is never published: its writer may have been cut short silently.
 """
 
 from __future__ import annotations
