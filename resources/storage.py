@@ -4,9 +4,12 @@ Assets exchange small JSON manifests (keys, bounds, stats), never pickled raster
 themselves are COGs in the store, written by the tile work units.
 """
 
+from collections import Counter
 
 import dagster as dg
+from pydantic import PrivateAttr
 
+from geo_assets.geo import retries
 from geo_assets.geo.store import BucketNotFoundError, Store, make_store, validate_key
 from geo_assets.geo.tilework import TileLedger
 from resources import leases
@@ -110,6 +113,20 @@ def _publish(store: Store, context: dg.OutputContext, partition: str, key: str, 
 
 class ManifestIOManager(dg.ConfigurableIOManager):
     storage: dg.ResourceDependency[StorageResource]
+    # Store retries of this process (geo/retries.py) already reported: each output reports those since.
+    _retries_reported: Counter = PrivateAttr(default_factory=Counter)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._retries_reported = retries.totals()
+
+    def _report_retries(self, context: dg.OutputContext) -> None:
+        """One line in the step's log for the store requests the client retried since the last report
+        (each operation's own line goes to the process log, or with tile work to the step's log)."""
+        now = retries.totals()
+        since = now - self._retries_reported
+        self._retries_reported = now
+        if since:
+            context.log.warning(f"store requests retried in this step: {retries.describe(since)}")
 
     def _key(self, context: dg.InputContext | dg.OutputContext, obj: dict | None = None, partition: str | None = None) -> str:
         asset = "/".join(context.asset_key.path)
@@ -130,9 +147,11 @@ class ManifestIOManager(dg.ConfigurableIOManager):
         if isinstance(obj, PartitionManifests):
             for partition, manifest in obj.items():
                 _publish(store, context, partition_path(context, partition), self._key(context, manifest, partition), manifest)
+            self._report_retries(context)
             return
         key = self._key(context, obj)
         _publish(store, context, partition_path(context), key, obj)
+        self._report_retries(context)
         context.add_output_metadata({"manifest": dg.MetadataValue.path(store.uri(key))})
 
     def load_input(self, context: dg.InputContext) -> dict:

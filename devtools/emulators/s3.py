@@ -8,6 +8,7 @@ refuses requests signed with anything else.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import tempfile
 import time
@@ -28,6 +29,8 @@ class S3Server:
     access_key: str = field(repr=False)
     secret_key: str = field(repr=False)
     region: str = "us-east-1"
+    pid: int = field(default=0, compare=False)  # the `weed mini` process, for tests that kill it
+    ports: tuple[int, ...] = field(default=(), compare=False)  # to start it again where it was (`ports=`)
 
 
 def weed_binary() -> str:
@@ -87,12 +90,14 @@ def _wait_until_serving(server: S3Server, buckets: list[str], proc, log: Path, t
 
 
 @contextmanager
-def seaweedfs(workdir: Path, buckets: list[str], access_key: str, secret_key: str) -> Iterator[S3Server]:
-    """Run `weed mini` with `buckets` pre-created; yield its endpoint and credentials; stop it on exit."""
+def seaweedfs(workdir: Path, buckets: list[str], access_key: str, secret_key: str,
+              ports: tuple[int, ...] = ()) -> Iterator[S3Server]:
+    """Run `weed mini` with `buckets` pre-created; yield its endpoint and credentials; stop it on exit.
+    `ports`: a stopped server's `S3Server.ports`, to start it again on the same ports (and `workdir`)."""
     workdir = Path(workdir)
     data = workdir / "data"
     data.mkdir(parents=True, exist_ok=True)
-    s3, master, volume, filer, admin = _ports(5)
+    s3, master, volume, filer, admin = ports or _ports(5)
     cmd = [
         weed_binary(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
@@ -102,7 +107,7 @@ def seaweedfs(workdir: Path, buckets: list[str], access_key: str, secret_key: st
     ]
     if buckets:
         cmd.append("-bucket=" + ",".join(buckets))
-    server = S3Server(f"http://127.0.0.1:{s3}", access_key, secret_key)
+    server = S3Server(f"http://127.0.0.1:{s3}", access_key, secret_key, ports=(s3, master, volume, filer, admin))
     log = workdir / "seaweedfs.log"
     env = {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
     # Unix sockets default to /tmp/seaweedfs-<part>-<port>.sock and outlive the server: keep the
@@ -112,7 +117,7 @@ def seaweedfs(workdir: Path, buckets: list[str], access_key: str, secret_key: st
         try:
             with running(cmd, log, env=env, cwd=workdir) as proc:
                 _wait_until_serving(server, buckets, proc, log)
-                yield server
+                yield dataclasses.replace(server, pid=proc.pid)
         finally:
             # ... and remove the fixed-path ones this server made, once it has stopped.
             for part, port in (("master", master), ("volume", volume), ("filer", filer), ("admin", admin)):

@@ -20,14 +20,18 @@ production uses (fsspec would add a second HTTP stack under rasterio). Whole obj
 list, delete) go through fsspec (s3fs, gcsfs), which give clear exceptions per failure.
 
 Credentials are fields with repr=False, and every backend error is re-raised as our own message
-naming the object URI or bucket and the problem, with any credential text removed.
+naming the object URI or bucket and the problem, with any credential text removed. The S3 client's
+retries of throttled, failed or timed-out requests are counted and logged (geo/retries.py). A local
+write that leaves its device full is never published: its writer may have been cut short silently.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -38,6 +42,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, ContextManager, Iterator
 from urllib.parse import unquote, urlparse
+
+from geo_assets.geo import retries
+
+log = logging.getLogger(__name__)
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9._=+@-]+$")
 # A local write's temporary (LocalStore.writing), and any file its writer put beside it (GDAL's
@@ -194,6 +202,25 @@ class Store(ABC):
             raise CorruptObjectError(f"{self.uri(key)} is not valid JSON ({len(data)} bytes): {exc}") from None
 
 
+_FULL = 64 << 10  # a device with less free space than this is full: a few blocks
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return _FULL
+    return st.f_bavail * st.f_frsize
+
+
+def _check_room(written: str | Path) -> None:
+    """Refuse to publish a file written on a device left (nearly) full: its writer may have been cut
+    short without saying so (GDAL's COG driver has returned success with a tile's last blocks unwritten)."""
+    free = _free_bytes(Path(written).parent)
+    if free < _FULL:
+        raise OSError(errno.ENOSPC, f"the device was left with {free:,} bytes free: the file may be cut short")
+
+
 @dataclass(frozen=True)
 class LocalStore(Store):
     """Files under a file:// root."""
@@ -227,12 +254,19 @@ class LocalStore(Store):
         tmp = final.parent / f".tmp-{uuid.uuid4().hex}-{final.name}"
         try:
             yield str(tmp)
+            _check_room(tmp)
             os.replace(tmp, final)
-        except BaseException:
+        except BaseException as exc:
+            free = _free_bytes(final.parent)  # before the cleanup gives some back
             # A failed write removes its temporary and whatever its writer put beside it (GDAL's
             # `.ovr.tmp`). Only then: a listing of a folder of thousands of tiles per write would cost.
             for left in final.parent.glob(glob.escape(tmp.name) + "*"):
                 left.unlink(missing_ok=True)
+            if isinstance(exc, Exception) and (getattr(exc, "errno", None) == errno.ENOSPC or free < _FULL):
+                # Writers say it their own way (GDAL: "IO error writing tag data"): name the cause.
+                raise OSError(errno.ENOSPC, f"local store: writing {self.uri(key)} failed: no space left on the device "
+                                            f"of {self.base} ({free:,} bytes free): free space or choose another storage "
+                                            f"root ({type(exc).__name__}: {exc})") from exc
             raise
 
     def write_bytes(self, key: str, data: bytes) -> None:
@@ -442,23 +476,31 @@ class ObjectStore(Store):
         The backend's exception is not chained (`from None`): tracebacks in the Dagster UI show
         chained causes, and a client library's message is not ours to vouch for.
         """
-        try:
-            yield
-        except FileNotFoundError:
+        with retries.collecting() as retried:
+            try:
+                yield
+            except Exception as exc:
+                raise self._error(exc, action, target, retried) from None
+        if retried:  # succeeded, after the client's retries: said, never silent
+            log.warning("%s %s: succeeded after retries: %s", action, target, retries.describe(retried))
+
+    def _error(self, exc: Exception, action: str, target: str, retried: list[str]) -> Exception:
+        if isinstance(exc, FileNotFoundError):
             if not self._bucket_exists():
-                raise BucketNotFoundError(
+                return BucketNotFoundError(
                     f"{self.label} bucket {self.bucket!r} does not exist (while {action} {target}); "
                     "create it or fix the storage root"
-                ) from None
-            raise ObjectNotFoundError(f"no object at {target}") from None
-        except PermissionError:
-            raise PermissionError(
+                )
+            return ObjectNotFoundError(f"no object at {target}")
+        if isinstance(exc, PermissionError):
+            return PermissionError(
                 f"access denied to {self.label} bucket {self.bucket!r} (while {action} {target}): "
                 "the credentials were refused or lack permission"
-            ) from None
-        except Exception as exc:  # connection refused, timeouts, server errors
-            detail = self._redact(f"{type(exc).__name__}: {exc}")
-            raise OSError(f"{action} {target} failed: {detail}") from None
+            )
+        # Connection refused, timeouts, server errors: the client has retried them already.
+        detail = self._redact(f"{type(exc).__name__}: {exc}")
+        after = f" after {len(retried) + 1} attempts (retries: {retries.describe(retried)})" if retried else ""
+        return OSError(f"{self.label} store: {action} {target} failed{after}: {detail}")
 
     # -- object operations, through fsspec
 
@@ -486,6 +528,11 @@ class ObjectStore(Store):
             yield tmp
             if not os.path.isfile(tmp):
                 raise FileNotFoundError(f"nothing was written to the temporary file for {target}")
+            try:
+                _check_room(tmp)
+            except OSError as exc:
+                raise OSError(errno.ENOSPC, f"{self.label} store: writing {target} failed: no space left on the device "
+                                            f"of the local temporary {tmpdir}: {exc}") from None
             with self._errors("writing", target):
                 self._fs().put_file(tmp, self._object(key))  # one upload: visible once complete
 
@@ -646,7 +693,7 @@ class S3Store(ObjectStore):
         import s3fs
 
         client_kwargs = {"region_name": self.region} if self.region else {}
-        return s3fs.S3FileSystem(
+        fs = s3fs.S3FileSystem(
             anon=self.anonymous,
             key=self.access_key_id,
             secret=self.secret_access_key,
@@ -654,7 +701,13 @@ class S3Store(ObjectStore):
             client_kwargs=client_kwargs,
             # Listings are never cached: other processes (runs, sensors) write to the same bucket.
             use_listings_cache=False,
+            # One retry policy, botocore's, whose every retry geo/retries.py counts and the store logs:
+            # s3fs's own loop (5 tries around botocore's, uncounted) is set to one try.
+            session=retries.s3_session(),
+            config_kwargs=retries.s3_config(),
         )
+        fs.retries = 1
+        return fs
 
     def _session(self):
         from rasterio.session import AWSSession

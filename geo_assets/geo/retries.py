@@ -1,0 +1,116 @@
+"""Requests to an object store that failed and were retried: told to the operation, counted per process.
+
+The S3 client under s3fs (botocore, standard retry mode) retries a throttled, failed or timed-out
+request itself, with exponential backoff, and says nothing. Two of its events tell us, per request:
+`needs-retry` after every attempt (we note why a failed one failed) and `request-created` before
+every attempt (one after the first is a retry, for the noted cause). They are registered on one
+session per process, which every S3 client of the store is made from.
+
+Each store operation collects its own retries (`collecting()`): a context variable, which asyncio
+copies into fsspec's event loop thread with the request, so concurrent operations of a thread pool
+never see each other's. The store logs them once the operation ends (geo/store.py); `totals()` counts
+every retry of the process, for a step's summary (resources/storage.py).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator
+
+# Attempts of one request, the first included. Every retry of an S3 request is botocore's (s3fs's own
+# retry loop is set to one try), so this is the store's whole retry policy, and every retry is counted.
+S3_ATTEMPTS = 5
+
+_current: ContextVar[list[str] | None] = ContextVar("geo_assets_store_retries", default=None)
+_lock = threading.Lock()
+_totals: Counter[str] = Counter()  # cause -> retries in this process
+_CAUSE = "geo_assets_failed_because"  # a request context's key: why its last attempt failed
+_sessions: dict[int, object] = {}  # pid -> the S3 session (an event loop's clients are not fork-safe)
+
+
+@contextmanager
+def collecting() -> Iterator[list[str]]:
+    """Collect the causes of the retries of the store requests made in this block."""
+    causes: list[str] = []
+    token = _current.set(causes)
+    try:
+        yield causes
+    finally:
+        _current.reset(token)
+
+
+def record(cause: str) -> None:
+    with _lock:
+        _totals[cause] += 1
+    causes = _current.get()
+    if causes is not None:
+        causes.append(cause)
+
+
+def totals() -> Counter[str]:
+    """Every retry of this process so far, by cause."""
+    with _lock:
+        return Counter(_totals)
+
+
+def describe(causes: Counter[str] | list[str]) -> str:
+    """`3 (HTTP 503 SlowDown x2, ReadTimeoutError x1)`."""
+    counted = Counter(causes) if isinstance(causes, list) else causes
+    parts = ", ".join(f"{cause} x{n}" for cause, n in sorted(counted.items()))
+    return f"{sum(counted.values())} ({parts})"
+
+
+# -- botocore's events
+
+
+def _note_failure(response=None, caught_exception=None, request_dict=None, **_) -> None:
+    if caught_exception is not None:
+        cause = type(caught_exception).__name__
+    elif response is not None and (response[0].status_code >= 500 or response[0].status_code == 429):
+        code = (response[1] or {}).get("Error", {}).get("Code", "")
+        cause = f"HTTP {response[0].status_code} {code}".rstrip()
+    else:
+        return None
+    if request_dict is not None:
+        request_dict["context"][_CAUSE] = cause
+    return None  # observe only: botocore's own handler decides whether to retry
+
+
+def _count_retry(request=None, **_) -> None:
+    context = getattr(request, "context", None) or {}
+    if context.get("retries", {}).get("attempt", 1) > 1:
+        record(context.pop(_CAUSE, "unknown failure"))
+
+
+def _no_expect_continue(params=None, **_) -> None:
+    """Uploads go without `Expect: 100-continue`: aiohttp waits for the server's "100 Continue" with no
+    timeout, so a server that stalls there hangs the upload for good; with the body sent at once, the
+    read timeout ends the attempt, and botocore retries it."""
+    if params is not None:
+        params.get("headers", {}).pop("Expect", None)
+
+
+def s3_session():
+    """This process's aiobotocore session, with our handlers of its events registered."""
+    pid = os.getpid()
+    with _lock:
+        if pid not in _sessions:
+            from aiobotocore.session import AioSession
+
+            session = AioSession()
+            session.register("needs-retry.s3", _note_failure, unique_id="geo-assets-note-failure")
+            session.register("request-created.s3", _count_retry, unique_id="geo-assets-count-retry")
+            # Last: after botocore's own handler of the event, which adds the header to every upload.
+            session.get_component("event_emitter").register_last("before-call.s3", _no_expect_continue,
+                                                                 unique_id="geo-assets-no-expect-continue")
+            _sessions[pid] = session
+        return _sessions[pid]
+
+
+def s3_config() -> dict:
+    """botocore's retry settings of the store's S3 clients (s3fs's `config_kwargs`)."""
+    return {"retries": {"mode": "standard", "total_max_attempts": S3_ATTEMPTS}}

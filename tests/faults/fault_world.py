@@ -1,0 +1,114 @@
+"""What the fault tests share: a region of many small tiles, the S3 storage settings, one
+`imagery_tiles` step run through dagster.materialize as tests/cloud runs steps on S3, and the
+comparison of two outputs object by object."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+import dagster as dg
+
+from geo_assets.assets.imagery import imagery_tiles
+from geo_assets.cli import register
+from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
+from geo_assets.geo.store import Store
+from geo_assets.partitions import region_date_key
+from resources.compute import LocalPoolCompute
+from resources.gate import ModelGate
+from resources.imagery import ImageryResource
+from resources.storage import ManifestIOManager, StorageResource
+
+BUCKET = "geo-assets-faults"
+ACCESS_KEY = "geo-assets-faults-key"
+SECRET = "sEcReT-" + secrets.token_hex(12)
+REGION_S3 = "us-east-1"
+TILE = 64  # px at 10 m: 8 x 8 = 64 tiles, two objects each (imagery and cloud mask)
+FIELD = Region("fault-field", (400000.0, 5120000.0, 405120.0, 5125120.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",))
+DATE = "2024-06-01"
+PARTITION = region_date_key(FIELD.name, DATE)
+RETRIED = re.compile(r"store requests retried in this step: (\d+) \(")
+
+
+def storage(endpoint_url: str, prefix: str) -> StorageResource:
+    return StorageResource(root=f"s3://{BUCKET}/{prefix}", endpoint_url=endpoint_url, region=REGION_S3,
+                           access_key_id=ACCESS_KEY, secret_access_key=SECRET)
+
+
+def prepare(store: Store, instance: dg.DagsterInstance) -> None:
+    """The region in the store's catalogue and among the instance's partitions."""
+    catalogue = load_catalogue(store)
+    catalogue.add(FIELD)
+    save_catalogue(store, catalogue)
+    register(instance, regions=[FIELD.name])
+
+
+@dataclass
+class StepRun:
+    result: dg.ExecuteInJobResult
+    seconds: float
+    messages: list[str]  # the run's log, in order
+
+    @property
+    def retried(self) -> int:
+        """Retries the step's log reports (the IO manager's one line per output)."""
+        return sum(int(m.group(1)) for m in map(RETRIED.search, self.messages) if m)
+
+    def failure(self) -> str:
+        return failure(self.result)
+
+
+def cut_imagery(storage: StorageResource, instance: dg.DagsterInstance) -> StepRun:
+    """One imagery_tiles step of FIELD on `storage`; a failure is returned, not raised."""
+    resources = {"storage": storage, "compute": LocalPoolCompute(workers=4), "io_manager": ManifestIOManager(storage=storage),
+                 "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0)}
+    begin = time.monotonic()
+    result = dg.materialize([imagery_tiles], partition_key=PARTITION, resources=resources, instance=instance,
+                            run_config={"ops": {"imagery_tiles": {"config": {"tile_size": TILE}}}},
+                            raise_on_error=False)
+    seconds = time.monotonic() - begin
+    return StepRun(result, seconds, [r.message or "" for r in instance.all_logs(result.run_id)])
+
+
+def outputs(store: Store) -> dict[str, bytes]:
+    """Every object the step wrote (tiles, manifest), with its bytes."""
+    return {k: store.read_bytes(k) for top in ("imagery", "manifests") for k in store.list(top)}
+
+
+def _imagery_job(store: StorageResource) -> dg.JobDefinition:
+    resources = {"storage": store, "compute": LocalPoolCompute(workers=4, tiles_per_batch=4),
+                 "io_manager": ManifestIOManager(storage=store), "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0)}
+    job = dg.define_asset_job("cut", selection=["imagery_tiles"], executor_def=dg.in_process_executor)
+    return dg.Definitions(assets=[imagery_tiles], resources=resources, jobs=[job]).resolve_job_def("cut")
+
+
+# imagery_tiles alone, in process, in batches of 4 tiles (a re-execution then has many to reuse): reconstructable,
+# for re-execution from failure. Dagster keeps a reconstructed job for the process, so the store is read from the
+# environment when each run starts (dg.EnvVar), not when the job is made.
+
+def local_imagery_job() -> dg.JobDefinition:
+    """On the file:// root GEO_ASSETS_FAULTS_ROOT."""
+    return _imagery_job(StorageResource(root=dg.EnvVar("GEO_ASSETS_FAULTS_ROOT")))
+
+
+def s3_imagery_job() -> dg.JobDefinition:
+    """On the S3 root GEO_ASSETS_FAULTS_ROOT of the server at GEO_ASSETS_FAULTS_ENDPOINT."""
+    return _imagery_job(StorageResource(root=dg.EnvVar("GEO_ASSETS_FAULTS_ROOT"), endpoint_url=dg.EnvVar("GEO_ASSETS_FAULTS_ENDPOINT"),
+                                        region=REGION_S3, access_key_id=ACCESS_KEY, secret_access_key=SECRET))
+
+
+IMAGERY_CONFIG = {"ops": {"imagery_tiles": {"config": {"tile_size": TILE}}}}
+
+
+def failure(result) -> str:
+    """The step's error, with the errors that caused it ('' when it succeeded): Dagster's own message
+    wraps the one the step raised."""
+    lines = []
+    for event in result.all_events:
+        error = event.step_failure_data.error if event.is_step_failure else None
+        while error is not None:
+            lines.append(error.message.strip())
+            error = error.cause
+    return "\n".join(lines)
