@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: demo demo-cloud test setup dev map-page validate bench bench-full-tile bench-stale clean
+.PHONY: demo demo-cloud test setup dev map-page docs validate bench bench-full-tile bench-stale clean
 
 demo: setup
 	$(BIN)/geo-assets demo
@@ -31,6 +31,10 @@ dev: setup
 # The map page's Leaflet, from npm (the map page's only prerequisite; `make demo` needs no npm).
 map-page: setup
 	$(BIN)/python -m devtools.leaflet
+
+# README.md, docs/, deploy/README.md and BENCHMARKS.md as a site in site/ (MkDocs; links and anchors checked).
+docs: setup
+	$(BIN)/python -m mkdocs build --strict
 
 validate: setup
 	$(BIN)/dagster definitions validate -w workspace.yaml

@@ -107,6 +107,10 @@ def publish(name: str, measures: list[str], results: Path, record: dict, section
     print(section)
 
 
+def anchor(name: str) -> str:
+    return f'<a id="{name}"></a>'
+
+
 def write_section(name: str, measures: list[str], section: str) -> None:
     """Replace the text between `<!-- name:start -->` and `<!-- name:end -->` in BENCHMARKS.md.
 
@@ -115,7 +119,8 @@ def write_section(name: str, measures: list[str], section: str) -> None:
     """
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = DOC.read_text() if DOC.exists() else INTRO
-    block = f"{start}\n{meta_line(name, measured_commit(measures), measures)}\n{section}\n{end}"
+    # The anchor that quotes link to (BENCHMARKS.md#NAME), on a clone and in the docs site alike.
+    block = f"{start}\n{anchor(name)}\n{meta_line(name, measured_commit(measures), measures)}\n{section}\n{end}"
     if start in text and end in text:
         before, rest = text.split(start, 1)
         text = before + block + rest.split(end, 1)[1]

@@ -172,7 +172,7 @@ The CUDA-trained bundle on CPU: {b['pixels_equal'] * 100:.4f} % of the {held_out
 on CUDA ({differing} pixel(s) differ: argmax near-ties under different kernels);
 held-out mIoU (synth-holdout) {b['miou_cuda']:.3f} on CUDA, {b['miou_cpu']:.3f} on CPU; the CPU-trained model
 {b['miou_cpu_trained']:.3f}. Model versions differ between the two (the version id records the device type,
-README "Model versions")."""
+docs/guide/models.md, "Model versions")."""
     write_section("gpu", MEASURES, section)
     print(section)
 

@@ -1,5 +1,5 @@
 """Figures that match the code: BENCHMARKS.md records what each section measured, bench.stale lists the
-sections to rerun, and every figure README quotes is one BENCHMARKS.md holds."""
+sections to rerun, and every figure the docs quote (README.md, docs/, deploy/README.md) is one BENCHMARKS.md holds."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 
 from bench import common
+from devtools import docs
 from bench.stale import META, SECTION
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "BENCHMARKS.md"
 
-# A quoted figure is a link to the section that holds it: [1.51x](BENCHMARKS.md#floor).
-QUOTE = re.compile(r"\[([^\]]+)\]\(BENCHMARKS\.md#([\w-]+)\)")
+# A quoted figure is a link to the section that holds it: [1.51x](BENCHMARKS.md#floor) (from docs/: ../../BENCHMARKS.md).
+QUOTE = re.compile(r"\[([^\]]+)\]\((?:\.\./)*BENCHMARKS\.md#([\w-]+)\)")
 # A number, and its sign when it is a ratio or a share: "1.51x" must be held as 1.51x, "98.83 %" as 98.83 %.
 FIGURE = re.compile(r"(\d[\d,]*(?:\.\d+)?)\s?(x\b|%)?")
 # What an unquoted measurement looks like in prose: an approximation or a ratio.
@@ -147,10 +148,10 @@ def test_every_section_records_commit_code_and_heading():
 
 def test_quoted_figures_are_in_benchmarks():
     doc = DOC.read_text()
-    for source, least in (("README.md", 14), ("pyproject.toml", 1)):
-        found, wrong = misquotes((REPO / source).read_text(), doc)
+    for source, text, least in (("the docs", docs.text(), 14), ("pyproject.toml", (REPO / "pyproject.toml").read_text(), 1)):
+        found, wrong = misquotes(text, doc)
         assert found >= least, f"{source}: only {found} quotes found"
-        assert not wrong, f"{source} quotes figures BENCHMARKS.md does not hold: {wrong}"
+        assert not wrong, f"{source} quote figures BENCHMARKS.md does not hold: {wrong}"
     # A misquote is caught: a figure the section does not hold, or holds only in another section.
     assert misquotes("ONNX Runtime is [2x](BENCHMARKS.md#floor) eager", doc) == (1, ["[2x](BENCHMARKS.md#floor)"])
     assert misquotes("[94 %](BENCHMARKS.md#seams)", doc)[1]
@@ -160,10 +161,11 @@ def test_quoted_figures_are_in_benchmarks():
 
 
 def test_no_unquoted_approximate_figures():
-    readme = (REPO / "README.md").read_text()
-    cited, loose = unquoted(readme)
-    assert cited >= 10, f"only {cited} README paragraphs cite a benchmark"
-    assert not loose, f"README states figures without quoting BENCHMARKS.md: {loose}"
+    for page in docs.pages():
+        cited, loose = unquoted(page.read_text())
+        assert not loose, f"{page.relative_to(REPO)} states figures without quoting BENCHMARKS.md: {loose}"
+    cited, _ = unquoted(docs.text())
+    assert cited >= 10, f"only {cited} paragraphs of the docs cite a benchmark"
     comments = "\n".join(line for line in (REPO / "pyproject.toml").read_text().splitlines()
                          if line.lstrip().startswith("#"))
     assert not APPROXIMATE.findall(QUOTE.sub("", comments)), "pyproject.toml states an unquoted figure"

@@ -16,6 +16,7 @@ import pytest
 from dagster._core.execution.backfill import BulkActionStatus
 from dagster._core.scheduler.instigation import InstigatorStatus
 
+from devtools import docs
 from devtools.dagster_dev import BIN, LAUNCH, REPO, ROOT, dagster_dev
 from devtools.dagster_dev import graphql as _gql
 from devtools.dagster_dev import launch as _launch
@@ -27,7 +28,7 @@ from resources.gate import gate_from_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # the quick demo trains two models
 
-README = (ROOT / "README.md").read_text()
+README = docs.text(docs.user_pages())  # README.md and docs/, in reading order: their examples (deploy/README.md's run in containers)
 PARTITION = "2024-06-01|synth-holdout"  # the demo's evaluation date of its held-out region
 FOLDER = "manifests/imagery_tiles/region=synth-holdout/date=2024-06-01"
 SIX = "synthetic-256px-blue-green-red-nir-swir1-swir2"  # the variant the demo cut: landcover-unet reads 6 bands
@@ -229,6 +230,7 @@ NOT_RUN = {
     ".venv/bin/python -m pytest -p no:logging -m soak": "the soak test and a benchmark of sensor ticks, not examples on the demo's state",
     "GEO_ASSETS_COMPUTE=dask make dev": "starts the UI on a Dask cluster, the last line on a Kubernetes cluster (a cloud)",
     ".venv/bin/python -m pytest tests/ui": "a test suite (and Chromium's install)",
+    ".venv/bin/python -m pytest tests/PATH": "how to run one test: PATH and NAME are placeholders",
     ".venv/bin/python -m bench.": "benchmarks (minutes; they write BENCHMARKS.md)",
 }
 # Blocks whose lines are alternatives: each line after the first runs after README's `region add` line again.
@@ -284,7 +286,7 @@ def test_every_readme_command_block_runs_on_the_demos_state(demo):
     version = registry.serving_state(store, "landcover-unet", gate_from_env().min_miou)["serving"]
     assert version, "the demo left no serving version of landcover-unet"
     env = {**os.environ, "DAGSTER_HOME": str(home), "GEO_ASSETS_STORAGE_ROOT": store.root}
-    (add,) = [line for b in blocks for line in b.splitlines() if line.startswith(".venv/bin/geo-assets region add ")]
+    (add,) = [line for b in blocks for line in b.splitlines() if line.startswith(".venv/bin/geo-assets region add my-farm ")]
     ran = []
     for block in blocks:
         if block.startswith(tuple(NOT_RUN)):

@@ -29,7 +29,7 @@ from resources.storage import KEYED_BY_VARIANT, StorageResource
 @dg.asset(
     partitions_def=region_date_partitions, group_name="imagery", kinds={"python", "cog"}, code_version="1", op_tags=op_tags("imagery_tiles"),
     metadata={KEYED_BY_VARIANT: True},  # bands, tile sizes and sources of one acquisition live side by side
-    backfill_policy=dg.BackfillPolicy.single_run(),  # a range of dates in one process: see README "Backfills"
+    backfill_policy=dg.BackfillPolicy.single_run(),  # a range of dates in one process: see docs/guide/launching.md, "Backfills"
 )
 def imagery_tiles(
     context: dg.AssetExecutionContext,

@@ -38,7 +38,7 @@ CODE_VERSION = "2"  # bump when a change to this module changes what predictions
     # The imagery is read by the step, not handed in: it chooses the variant (bands, tile size) it needs.
     deps=[dg.AssetDep("model_evaluation", partition_mapping=dg.AllPartitionMapping()), "imagery_tiles"],
     metadata={KEYED_BY_MODEL_VERSION: True},
-    backfill_policy=dg.BackfillPolicy.single_run(),  # a range of dates in one process: see README "Backfills"
+    backfill_policy=dg.BackfillPolicy.single_run(),  # a range of dates in one process: see docs/guide/launching.md, "Backfills"
     automation_condition=FOLLOW_SERVING_MODEL,  # acts only while the predictions_follow_serving_model sensor runs
 )
 def predictions(

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from devtools import docs
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "deploy/compose/docker-compose.yml").read_text())
 INSTANCE = yaml.safe_load((ROOT / "deploy/compose/dagster.yaml").read_text())
@@ -94,7 +96,7 @@ def test_map_only_behind_oauth2_proxy():
 
 
 def test_readme_lists_every_map_setting():
-    """README's settings table (under "Profiles and storage") has a row for each GEO_ASSETS_MAP_* the
+    """The docs' settings table (under "Profiles and storage") has a row for each GEO_ASSETS_MAP_* the
     runtime, the compose stack and the Helm files read."""
     import re
     import subprocess
@@ -104,7 +106,6 @@ def test_readme_lists_every_map_setting():
     used = {m for f in files if (ROOT / f).is_file() and f.endswith((".py", ".yml", ".yaml"))
             for m in re.findall(r"GEO_ASSETS_MAP_[A-Z_]+[A-Z]", (ROOT / f).read_text())}
     assert {"GEO_ASSETS_MAP_URL", "GEO_ASSETS_MAP_RATE", "GEO_ASSETS_MAP_TRUSTED_PROXIES"} <= used
-    readme = (ROOT / "README.md").read_text()
-    table = readme.split("## Profiles and storage", 1)[1].split("\n## ", 1)[0]
+    table = docs.section("Profiles and storage")
     listed = set(re.findall(r"^\| `(GEO_ASSETS_MAP_[A-Z_]+)` \|", table, flags=re.M))
     assert used == listed, (sorted(used - listed), sorted(listed - used))

@@ -93,7 +93,7 @@ def test_held_out_polygon_lies_apart_from_every_training_tile():
 @pytest.mark.xfail(strict=True, reason=(
     "the one held-out polygon is a real town (81 px) the model never saw a label of; trained on synthetic "
     "built-up and three real polygons of other classes, at this budget it calls every one of its pixels "
-    "vegetation (built-up IoU 0.0): an honest score under the 0.5 bar (README, 'The RGB model on the Landsat sample')"))
+    "vegetation (built-up IoU 0.0): an honest score under the 0.5 bar (docs/guide/models.md, 'The RGB model on the Landsat sample')"))
 def test_held_out_polygon_is_recognised(landsat_prediction):
     _, _, held_out, _, predicted = landsat_prediction
     result = scores(confusion_matrix(predicted, held_out, len(CLASSES)), list(CLASSES))

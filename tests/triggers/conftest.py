@@ -20,6 +20,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from devtools import docs
 from devtools.dagster_dev import BIN, ROOT, dagster_dev, free_port
 from devtools.emulators.gcs import fake_gcs
 from devtools.emulators.s3 import seaweedfs
@@ -148,13 +149,13 @@ def server(world) -> str:
 
 @pytest.fixture
 def readme_curl():
-    """post(section, replace): POST the JSON body of the `curl` example in a README section, with `replace`
+    """post(section, replace): POST the JSON body of the `curl` example in a docs section, with `replace`
     applied (tiny inputs), with the real curl; returns the JSON answer."""
     if shutil.which("curl") is None:
-        pytest.skip("curl is not installed: the README's curl examples cannot be run")
+        pytest.skip("curl is not installed: the docs' curl examples cannot be run")
 
     def post(url: str, section: str, replace: dict[str, str]) -> dict:
-        text = (ROOT / "README.md").read_text().split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+        text = docs.section(section)
         body = text.split("-d @- <<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
         for old, new in replace.items():
             body = body.replace(old, new)
