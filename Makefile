@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: demo demo-cloud test setup dev map-page docs validate bench bench-full-tile bench-stale clean
+.PHONY: demo demo-cloud test lint setup dev map-page docs validate bench bench-full-tile bench-stale clean
 
 demo: setup
 	$(BIN)/geo-assets demo
@@ -17,10 +17,16 @@ demo-cloud: setup
 
 # Two workers, a test file each at a time (tests/conftest.py pins their cores): first the suite,
 # then the end-to-end runs of several minutes and the container tests (markers `slow`, `containers`).
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15 -m 'not soak and not slow and not containers'
 	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15 -m 'slow or containers'
 
+
+# ruff: lint and format check (pyproject [tool.ruff]); `make test` runs it first. Fix with
+# `.venv/bin/ruff check --fix . && .venv/bin/ruff format .`.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The Dagster UI on 3000 and, beside it, the map of the store's outputs on 3100 (geo-assets map-server),
 # stopped with it. Without npm the map page says how to get Leaflet; the UI and the tiles still work.

@@ -4,14 +4,17 @@
 
 Each section records the commit it measured and the paths it measures (the line
 `<!-- bench: NAME; commit: SHA; measures: PATH ... -->`, written by the benchmark with its figures).
-A section is listed when `git diff --name-only SHA..HEAD -- PATH ...` names a file, when it records
-no commit (none, "unknown", figures of uncommitted code), or when its commit is not in the repository.
+A section is listed when `git diff --name-only SHA..HEAD -- PATH ...` names a file whose code changed,
+when it records no commit (none, "unknown", figures of uncommitted code), or when its commit is not in
+the repository. A Python module whose syntax tree is unchanged (formatting, comments, docstrings) has
+not changed its code; any other file counts by its bytes.
 --check exits 1 when any section is listed.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import re
 import subprocess
 import sys
@@ -35,6 +38,32 @@ def git(repo: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
 
 
+def _code(source: str) -> str | None:
+    """A module's syntax tree without docstrings (None when it does not parse)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def code_changed(repo: Path, commit: str, path: str) -> bool:
+    """Whether `path` holds other code at HEAD than at `commit` (a formatting-only change does not count)."""
+    if not path.endswith(".py"):
+        return True
+    before, after = (git(repo, "show", f"{rev}:{path}") for rev in (commit, "HEAD"))
+    if before.returncode != 0 or after.returncode != 0:  # added or removed
+        return True
+    old = _code(before.stdout)
+    return old is None or old != _code(after.stdout)
+
+
 def stale_sections(doc: str, repo: Path) -> list[Stale]:
     """The sections of `doc` (BENCHMARKS.md's text) that `repo`'s HEAD makes stale, in document order."""
     out = []
@@ -54,7 +83,7 @@ def stale_sections(doc: str, repo: Path) -> list[Stale]:
             diff = git(repo, "diff", "--name-only", f"{commit}..HEAD", "--", *measures)
             if diff.returncode != 0:
                 raise RuntimeError(f"git diff for section {name} failed: {diff.stderr.strip()}")
-            changed = diff.stdout.split()
+            changed = [path for path in diff.stdout.split() if code_changed(repo, commit, path)]
             if changed:
                 out.append(Stale(name, commit, "measured code changed", changed))
     return out

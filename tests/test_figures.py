@@ -172,3 +172,26 @@ def test_no_unquoted_approximate_figures():
     # The guard sees the wording that drifted before.
     assert unquoted("ONNX Runtime, about twice as fast (the `floor` benchmark); load about 0.7 s (`bench.launch`); "
                     "2x eager (BENCHMARKS.md)")[1] == ["about twice", "about 0", "2x"]
+
+
+def test_a_change_of_formatting_comments_or_docstrings_leaves_a_section_current(tmp_path, monkeypatch):
+    """`ruff format` or a comment fixed does not stale the figures; one changed expression does."""
+    repo = tmp_path / "repo"
+    (repo / "lib").mkdir(parents=True)
+    git(repo, "init", "-q")
+    (repo / "lib" / "a.py").write_text('def f(x):\n    """Twice x."""\n    return x*2\n')
+    (repo / "lib" / "b.py").write_text("def g(x):\n    return x + 1\n")
+    commit_all(repo, "code")
+    monkeypatch.setattr(common, "REPO", repo)
+    monkeypatch.setattr(common, "DOC", repo / "BENCHMARKS.md")
+    common.write_section("alpha", ["lib/a.py"], "## alpha\n\n1.00 s")
+    common.write_section("beta", ["lib/b.py"], "## beta\n\n2.00 s")
+    commit_all(repo, "figures")
+    (repo / "lib" / "a.py").write_text('def f(x):\n    """Two times x: reformatted."""\n    # why\n    return x * 2\n')
+    (repo / "lib" / "b.py").write_text("def g(x):\n    return x + 2\n")
+    commit_all(repo, "format a, change b")
+    out = subprocess.run([sys.executable, "-m", "bench.stale", "--repo", str(repo), "--check"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 1, out.stderr
+    assert re.findall(r"^(\w+): ", out.stdout, re.M) == ["beta"], out.stdout
+
