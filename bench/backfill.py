@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import machine_info, publish, CODE_LOCATION
+from bench.common import CODE_LOCATION, machine_info, publish
 from geo_assets.demo import only_output
 
 # What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
@@ -49,8 +49,14 @@ BOX = (400000.0, 5120000.0, 402560.0, 5122560.0)  # one tile of 256 px at 10 m, 
 HOLDOUT = ("bench-holdout", (440320.0, 5120000.0, 442880.0, 5122560.0))
 FIRST = datetime.date(2023, 1, 1)
 TARGET_S = 0.5
-TRAIN = {"architecture": "fcn", "epochs": 1, "chips_per_epoch": 16, "chip_size": 64, "batch_size": 8,
-         "hyperparameters": {"hidden_channels": 8}}
+TRAIN = {
+    "architecture": "fcn",
+    "epochs": 1,
+    "chips_per_epoch": 16,
+    "chip_size": 64,
+    "batch_size": 8,
+    "hyperparameters": {"hidden_channels": 8},
+}
 
 
 def log(message: str) -> None:
@@ -73,8 +79,12 @@ def _setup(tmp: Path) -> tuple[dict, object]:
     home = tmp / "home"
     home.mkdir()
     (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
-    env = {**os.environ, "DAGSTER_HOME": str(home), "GEO_ASSETS_STORAGE_ROOT": (tmp / "storage").as_uri(),
-           "GEO_ASSETS_MIN_MIOU": "0"}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "GEO_ASSETS_STORAGE_ROOT": (tmp / "storage").as_uri(),
+        "GEO_ASSETS_MIN_MIOU": "0",
+    }
     os.environ.update({k: env[k] for k in ("DAGSTER_HOME", "GEO_ASSETS_STORAGE_ROOT", "GEO_ASSETS_MIN_MIOU")})
     store = Store(local_root(tmp / "storage"))
     catalogue = load_catalogue(store)
@@ -87,17 +97,42 @@ def _setup(tmp: Path) -> tuple[dict, object]:
         for name in (REGION, HOLDOUT[0]):
             for assets, key in (([imagery_tiles], region_date_key(name, "2022-12-31")), ([labels], name)):
                 assert dg.materialize(assets, partition_key=key, resources=resources, instance=instance).success
-        ops = {"training_set": {"config": {"regions": [REGION]}}, "evaluation_set": {"config": {"regions": [HOLDOUT[0]]}},
-               "trained_model": {"config": TRAIN}}
-        assert dg.materialize([training_set, evaluation_set, trained_model, model_evaluation], partition_key="landcover-unet",
-                              resources=resources, instance=instance, run_config={"ops": ops}).success
+        ops = {
+            "training_set": {"config": {"regions": [REGION]}},
+            "evaluation_set": {"config": {"regions": [HOLDOUT[0]]}},
+            "trained_model": {"config": TRAIN},
+        }
+        assert dg.materialize(
+            [training_set, evaluation_set, trained_model, model_evaluation],
+            partition_key="landcover-unet",
+            resources=resources,
+            instance=instance,
+            run_config={"ops": ops},
+        ).success
     return env, store
 
 
 def run_backfill(env: dict, url: str, dates: list[str]) -> float:
     started = time.perf_counter()
-    proc = subprocess.run([str(Path(sys.executable).parent / "geo-assets"), "backfill", "--region", REGION, "--from", dates[0],
-                           "--to", dates[-1], "--wait", "--url", url], cwd=REPO, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "geo-assets"),
+            "backfill",
+            "--region",
+            REGION,
+            "--from",
+            dates[0],
+            "--to",
+            dates[-1],
+            "--wait",
+            "--url",
+            url,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - started
     if proc.returncode:
         raise RuntimeError(f"backfill failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -106,14 +141,14 @@ def run_backfill(env: dict, url: str, dates: list[str]) -> float:
 
 def run_plain(store, dates: list[str], prefix: str) -> float:
     """The backfill's tile work for every date, without Dagster."""
+    from geo_assets.geo.margins import default_margin, with_neighbours
+    from geo_assets.geo.mosaic import write_class_mosaic
     from geo_assets.geo.preview import class_colours, side_by_side_png, true_colour
     from geo_assets.geo.regions import load_catalogue
     from geo_assets.geo.sources import get_source
     from geo_assets.geo.tiling import cut_imagery_tile
     from geo_assets.ml import registry
-    from geo_assets.geo.margins import default_margin, with_neighbours
     from geo_assets.ml.chunks import PredictChunk
-    from geo_assets.geo.mosaic import write_class_mosaic
 
     started = time.perf_counter()
     region = load_catalogue(store).get(REGION)
@@ -125,8 +160,15 @@ def run_plain(store, dates: list[str], prefix: str) -> float:
         entries = [cut_imagery_tile(store, scene, bands, f"{prefix}/imagery/{date}", t) for t in tiles]
         # The asset's own unit of inference (the model loaded once per process, in the default runtime).
         # With the asset's default margin, each tile read with its neighbours' pixels around it.
-        work = PredictChunk(store, record["weights"], "auto", f"{prefix}/predictions/{date}", None, normalise=normalise,
-                            margin=default_margin(256))
+        work = PredictChunk(
+            store,
+            record["weights"],
+            "auto",
+            f"{prefix}/predictions/{date}",
+            None,
+            normalise=normalise,
+            margin=default_margin(256),
+        )
         predicted = work(with_neighbours(entries), lambda fn, items: list(map(fn, items)))
         mosaic = f"{prefix}/predictions/{date}/mosaic.tif"
         write_class_mosaic(store, [(p["path"], e["bounds"]) for p, e in zip(predicted, entries)], region.crs, mosaic)
@@ -168,9 +210,13 @@ def measure(partitions: int, repeats: int) -> dict:
                 backfill = run_backfill(env, url, dates)
                 plain = run_plain(store, dates, f"plain/{i}")
                 same_predictions(store, dates, f"plain/{i}")
-                rows.append({"backfill": backfill, "plain": plain, "overhead_per_partition": (backfill - plain) / partitions})
-                log(f"repeat {i + 1}/{repeats}: backfill {backfill:.1f} s, plain {plain:.1f} s, "
-                    f"overhead {rows[-1]['overhead_per_partition']:.3f} s per partition")
+                rows.append(
+                    {"backfill": backfill, "plain": plain, "overhead_per_partition": (backfill - plain) / partitions}
+                )
+                log(
+                    f"repeat {i + 1}/{repeats}: backfill {backfill:.1f} s, plain {plain:.1f} s, "
+                    f"overhead {rows[-1]['overhead_per_partition']:.3f} s per partition"
+                )
     return {"partitions": partitions, "rows": rows}
 
 
@@ -186,17 +232,17 @@ repository's `dagster.yaml`, from the command's start to its exit, against a pla
 doing the same tile work with the same libraries (cut the tile, predict it with the same exported model,
 mosaic, preview PNG). Predictions are equal pixel for pixel. Command:
 `.venv/bin/python -m bench.backfill --partitions {n} --repeats {len(rows)}`.
-Machine: {info['nproc']} cores ({info['cpu_model']}), {info['platform']}, Python {info['python']},
-dagster {info['dagster']}, torch {info['torch']}; {info['date']}; 1-min load average
-{info['loadavg_1min_at_start']} at the start.
+Machine: {info["nproc"]} cores ({info["cpu_model"]}), {info["platform"]}, Python {info["python"]},
+dagster {info["dagster"]}, torch {info["torch"]}; {info["date"]}; 1-min load average
+{info["loadavg_1min_at_start"]} at the start.
 
 | | median (s) |
 | --- | --- |
-| backfill (CLI to exit) | {med['backfill']:.1f} |
-| plain loop | {med['plain']:.1f} |
-| **overhead per partition** | **{med['overhead_per_partition']:.3f}** (target <= {TARGET_S} s: {met}) |
+| backfill (CLI to exit) | {med["backfill"]:.1f} |
+| plain loop | {med["plain"]:.1f} |
+| **overhead per partition** | **{med["overhead_per_partition"]:.3f}** (target <= {TARGET_S} s: {met}) |
 
-Per repeat (backfill, plain): {', '.join(f"{r['backfill']:.1f}/{r['plain']:.1f}" for r in rows)} s. With
+Per repeat (backfill, plain): {", ".join(f"{r['backfill']:.1f}/{r['plain']:.1f}" for r in rows)} s. With
 `BackfillPolicy.single_run()` the {n} partitions are one run: the run and step processes start once,
 and what grows with N is the per-partition work inside the steps (manifests, run tags and three
 materialisation events of each partition; the model is loaded once per process). Much of the fixed

@@ -53,7 +53,11 @@ def make_cog(path: Path) -> None:
 def windows() -> list[tuple[tuple[float, float, float, float], tuple[int, int]]]:
     x, y = ORIGIN
     g = WINDOW * RES
-    return [((x + c * g, y - (r + 1) * g, x + (c + 1) * g, y - r * g), (r, c)) for r in range(SIDE // WINDOW) for c in range(SIDE // WINDOW)]
+    return [
+        ((x + c * g, y - (r + 1) * g, x + (c + 1) * g, y - r * g), (r, c))
+        for r in range(SIDE // WINDOW)
+        for c in range(SIDE // WINDOW)
+    ]
 
 
 def platform(path: str, settings) -> tuple[float, int]:
@@ -77,9 +81,14 @@ def plain(path: str, settings) -> tuple[float, int]:
     session = None
     if settings.s3_endpoint:
         host = settings.s3_endpoint.split("://", 1)[1]
-        options = dict(AWS_S3_ENDPOINT=host, AWS_HTTPS="NO", AWS_VIRTUAL_HOSTING="FALSE", GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR")
-        session = AWSSession(aws_access_key_id=settings.s3_access_key, aws_secret_access_key=settings.s3_secret_key,
-                             region_name=settings.s3_region)
+        options = dict(
+            AWS_S3_ENDPOINT=host, AWS_HTTPS="NO", AWS_VIRTUAL_HOSTING="FALSE", GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"
+        )
+        session = AWSSession(
+            aws_access_key_id=settings.s3_access_key,
+            aws_secret_access_key=settings.s3_secret_key,
+            region_name=settings.s3_region,
+        )
     t0 = time.perf_counter()
     checksum = 0
     with rasterio.Env(session=session, **options), rasterio.open(path) as src:
@@ -102,13 +111,25 @@ def main(argv: list[str] | None = None) -> int:
         cog = Path(tmp) / "B04.tif"
         make_cog(cog)
         with seaweedfs(Path(tmp) / "s3", ["bench"], "bench-key", "bench-secret-key") as s3:
-            store = make_store("s3://bench/cogs", endpoint_url=s3.endpoint_url, access_key_id=s3.access_key,
-                               secret_access_key=s3.secret_key, region=s3.region)
+            store = make_store(
+                "s3://bench/cogs",
+                endpoint_url=s3.endpoint_url,
+                access_key_id=s3.access_key,
+                secret_access_key=s3.secret_key,
+                region=s3.region,
+            )
             store.write_bytes("B04.tif", cog.read_bytes())
-            s3_settings = ImagerySettings(s3_endpoint=s3.endpoint_url, s3_no_sign=False, s3_region=s3.region,
-                                          s3_access_key=s3.access_key, s3_secret_key=s3.secret_key)
-            for where, path, settings in (("local disk", str(cog), ImagerySettings()),
-                                          ("S3 server", "/vsis3/bench/cogs/B04.tif", s3_settings)):
+            s3_settings = ImagerySettings(
+                s3_endpoint=s3.endpoint_url,
+                s3_no_sign=False,
+                s3_region=s3.region,
+                s3_access_key=s3.access_key,
+                s3_secret_key=s3.secret_key,
+            )
+            for where, path, settings in (
+                ("local disk", str(cog), ImagerySettings()),
+                ("S3 server", "/vsis3/bench/cogs/B04.tif", s3_settings),
+            ):
                 times = {"platform": [], "plain": []}
                 sums = set()
                 for _ in range(args.repeats):
@@ -119,9 +140,19 @@ def main(argv: list[str] | None = None) -> int:
                 if len(sums) != 1:
                     raise AssertionError(f"{where}: the two readers returned different pixels")
                 p, q = statistics.median(times["platform"]), statistics.median(times["plain"])
-                rows.append({"where": where, "platform_s": p, "plain_s": q, "platform_mpx_s": mpx / p,
-                             "plain_mpx_s": mpx / q, "ratio": q / p})
-                print(f"{where}: platform {mpx / p:.1f} Mpx/s, plain {mpx / q:.1f} Mpx/s, ratio {q / p:.3f}", flush=True)
+                rows.append(
+                    {
+                        "where": where,
+                        "platform_s": p,
+                        "plain_s": q,
+                        "platform_mpx_s": mpx / p,
+                        "plain_mpx_s": mpx / q,
+                        "ratio": q / p,
+                    }
+                )
+                print(
+                    f"{where}: platform {mpx / p:.1f} Mpx/s, plain {mpx / q:.1f} Mpx/s, ratio {q / p:.3f}", flush=True
+                )
     info = machine_info()
     (REPO / "bench" / "results").mkdir(parents=True, exist_ok=True)
     (REPO / "bench" / "results" / "cog_reads.json").write_text(json.dumps({"rows": rows, "machine": info}, indent=1))
@@ -136,7 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "| from | platform Mpx/s | plain Mpx/s | ratio |",
         "|---|---:|---:|---:|",
-        *(f"| {r['where']} | {r['platform_mpx_s']:.1f} | {r['plain_mpx_s']:.1f} | **{r['ratio']:.3f}** |" for r in rows),
+        *(
+            f"| {r['where']} | {r['platform_mpx_s']:.1f} | {r['plain_mpx_s']:.1f} | **{r['ratio']:.3f}** |"
+            for r in rows
+        ),
         "",
         f"Machine: {info['nproc']} cores ({info['cpu_model']}), Python {info['python']}, GDAL {info['gdal']}, "
         f"rasterio {info['rasterio']}, {info['date']}.",

@@ -17,13 +17,24 @@ INTRO = "# Benchmarks\n\nRun them with `make bench`. Each benchmark rewrites its
 # Code that several benchmarks measure; each benchmark's MEASURES (its own module first) builds on these.
 # bench.stale lists a section when any of its paths changed since the commit it measured.
 INFERENCE = [
-    "geo_assets/ml/inference.py", "geo_assets/ml/runtime.py", "geo_assets/ml/layout.py", "geo_assets/ml/inputs.py",
-    "geo_assets/ml/predict.py", "geo_assets/ml/normalisation.py", "geo_assets/ml/models.py",
-    "geo_assets/ml/device.py", "geo_assets/ml/options.py", "geo_assets/ml/chunks.py",
+    "geo_assets/ml/inference.py",
+    "geo_assets/ml/runtime.py",
+    "geo_assets/ml/layout.py",
+    "geo_assets/ml/inputs.py",
+    "geo_assets/ml/predict.py",
+    "geo_assets/ml/normalisation.py",
+    "geo_assets/ml/models.py",
+    "geo_assets/ml/device.py",
+    "geo_assets/ml/options.py",
+    "geo_assets/ml/chunks.py",
 ]
 TILE_IO = [
-    "geo_assets/geo/cog.py", "geo_assets/geo/store.py", "geo_assets/geo/threads.py", "geo_assets/geo/tilework.py",
-    "geo_assets/geo/margins.py", "geo_assets/geo/mosaic.py",
+    "geo_assets/geo/cog.py",
+    "geo_assets/geo/store.py",
+    "geo_assets/geo/threads.py",
+    "geo_assets/geo/tilework.py",
+    "geo_assets/geo/margins.py",
+    "geo_assets/geo/mosaic.py",
 ]
 # Runs, launches and backfills load the whole code location in each process: all of it is measured.
 CODE_LOCATION = ["geo_assets", "resources", "dagster.yaml", "devtools/dagster_dev.py"]
@@ -73,17 +84,18 @@ def machine_info() -> dict:
         "dagster": dagster.__version__,
         "rasterio": rasterio.__version__,
         "gdal": rasterio.__gdal_version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "loadavg_1min_at_start": round(os.getloadavg()[0], 2),
     }
 
 
-
-
 def measured_commit(measures: list[str]) -> str:
     """The commit whose code a run measures: HEAD, or "unknown (...)" when the measured paths differ from it."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     try:
         head = git("rev-parse", "--short=12", "HEAD")

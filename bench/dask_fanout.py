@@ -39,7 +39,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import REPO, machine_info, write_section, INFERENCE, TILE_IO
+from bench.common import INFERENCE, REPO, TILE_IO, machine_info, write_section
 
 # What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
 MEASURES = ["bench/dask_fanout.py", *INFERENCE, *TILE_IO, "resources/compute.py", "resources/dask_compute.py"]
@@ -129,7 +129,10 @@ def prepare(work: Path, tiles: int):
 
 def output_bytes(store, entries: list[dict], results: list[dict]) -> float:
     """Mean bytes read and written per tile (imagery COG in, class COG out)."""
-    sizes = [os.path.getsize(store.path(e["path"])) + os.path.getsize(store.path(r["path"])) for e, r in zip(entries, results)]
+    sizes = [
+        os.path.getsize(store.path(e["path"])) + os.path.getsize(store.path(r["path"]))
+        for e, r in zip(entries, results)
+    ]
     return statistics.mean(sizes)
 
 
@@ -165,8 +168,9 @@ def start_cluster(workers: int):
     from distributed import Client, LocalCluster
 
     started = time.perf_counter()
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None)
+    cluster = LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    )
     client = Client(cluster, set_as_default=False)
     return cluster, client, time.perf_counter() - started
 
@@ -202,9 +206,19 @@ def on_paper(per_tile_s: float, per_batch_s: float, task_rate: float, tile_bytes
         scheduler = task_rate * size
         store = min(STORE_PUTS_PER_S, w * NODE_BYTES_PER_S / tile_bytes)
         limit = min(compute, scheduler, store)
-        rows.append({"workers": w, "tiles_per_batch": size, "compute": compute, "scheduler": scheduler, "store": store,
-                     "tiles_per_s": limit, "bound": {compute: "compute", scheduler: "scheduler", store: "object store"}[limit],
-                     "mpx_per_s": limit * TILE_PX * TILE_PX / 1e6, "hours_for_region": tiles / limit / 3600})
+        rows.append(
+            {
+                "workers": w,
+                "tiles_per_batch": size,
+                "compute": compute,
+                "scheduler": scheduler,
+                "store": store,
+                "tiles_per_s": limit,
+                "bound": {compute: "compute", scheduler: "scheduler", store: "object store"}[limit],
+                "mpx_per_s": limit * TILE_PX * TILE_PX / 1e6,
+                "hours_for_region": tiles / limit / 3600,
+            }
+        )
     return rows
 
 
@@ -240,8 +254,10 @@ def render(info: dict, args: dict, r: dict) -> str:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name in ("threads", "dask-1", "dask-2"):
-        lines.append(f"| {name} | {med[name]:.2f} | {n / med[name]:.1f} | {n * TILE_PX ** 2 / med[name] / 1e6:.2f} | "
-                     f"{r['batches'][name]} | {r['chosen'][name]} |")
+        lines.append(
+            f"| {name} | {med[name]:.2f} | {n / med[name]:.1f} | {n * TILE_PX**2 / med[name] / 1e6:.2f} | "
+            f"{r['batches'][name]} | {r['chosen'][name]} |"
+        )
     lines += [
         "",
         f"- 2 worker processes vs 1: **{speedup:.2f}x** (target >= {TARGET}: **{'met' if speedup >= TARGET else 'not met'}**); "
@@ -277,11 +293,16 @@ def render(info: dict, args: dict, r: dict) -> str:
         "|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for p in r["paper"]:
-        lines.append(f"| {p['workers']} | {p['tiles_per_batch']} | {p['compute']:.0f} | {p['scheduler']:.0f} | "
-                     f"{p['store']:.0f} | **{p['tiles_per_s']:.0f}** | {p['bound']} | {p['mpx_per_s']:.0f} | "
-                     f"{p['hours_for_region']:.2f} |")
-    lines += ["", "Past ~1,000 tiles/s the store's write rate binds before the scheduler: prefixes spread over "
-              "regions and dates (as the storage layout does) lift it on both clouds."]
+        lines.append(
+            f"| {p['workers']} | {p['tiles_per_batch']} | {p['compute']:.0f} | {p['scheduler']:.0f} | "
+            f"{p['store']:.0f} | **{p['tiles_per_s']:.0f}** | {p['bound']} | {p['mpx_per_s']:.0f} | "
+            f"{p['hours_for_region']:.2f} |"
+        )
+    lines += [
+        "",
+        "Past ~1,000 tiles/s the store's write rate binds before the scheduler: prefixes spread over "
+        "regions and dates (as the storage layout does) lift it on both clouds.",
+    ]
     return "\n".join(lines)
 
 
@@ -368,14 +389,23 @@ def main(argv: list[str] | None = None) -> int:
             "distributed": distributed.__version__,
             "loadavg_end": round(os.getloadavg()[0], 2),
             "worker_torch_threads": sorted(set(worker_threads(two_client).values())),
-            "times_s": times, "median_s": median, "warmup_s": warm["dask-2"], "cluster_start_s": start_s,
+            "times_s": times,
+            "median_s": median,
+            "warmup_s": warm["dask-2"],
+            "cluster_start_s": start_s,
             "batches": {k: batches(v) for k, v in lines.items()},
             "chosen": {k: chosen_size(v) or "one probe, then all" for k, v in lines.items()},
-            "round_trip_ms": rtt * 1000, "task_rate": rate, "sweep": sweep,
-            "per_batch_ms": max(per_batch, rtt) * 1000, "per_tile_ms": per_tile * 1000, "tile_kb": tile_bytes / 1000,
+            "round_trip_ms": rtt * 1000,
+            "task_rate": rate,
+            "sweep": sweep,
+            "per_batch_ms": max(per_batch, rtt) * 1000,
+            "per_tile_ms": per_tile * 1000,
+            "tile_kb": tile_bytes / 1000,
             "paper": on_paper(per_tile, max(per_batch, rtt), rate, tile_bytes, PAPER_TILES),
         }
-        command = "python -m bench.dask_fanout" + (" --quick" if args.quick else f" --tiles {args.tiles} --repeats {args.repeats}")
+        command = "python -m bench.dask_fanout" + (
+            " --quick" if args.quick else f" --tiles {args.tiles} --repeats {args.repeats}"
+        )
         arg_info = {"tiles": n, "repeats": args.repeats, "batch_size": args.batch_size, "command": command}
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps({"machine": info, "args": arg_info, **result}, indent=1, default=str) + "\n")

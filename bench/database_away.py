@@ -54,21 +54,37 @@ def until_ready(url: str, timeout: float = 300) -> None:
 
 
 def measure(repeats: int) -> dict:
-    connect_timeout = yaml.safe_load((REPO / "deploy/compose/dagster.yaml").read_text())["storage"]["postgres"]["postgres_db"]["params"]["connect_timeout"]
+    connect_timeout = yaml.safe_load((REPO / "deploy/compose/dagster.yaml").read_text())["storage"]["postgres"][
+        "postgres_db"
+    ]["params"]["connect_timeout"]
     with tempfile.TemporaryDirectory(prefix="bench-database-away-") as tmp, postgres_server() as pg:
         relay = Relay((pg.host, pg.port))
         home = Path(tmp) / "home"
         home.mkdir()
         (home / "dagster.yaml").write_text((REPO / "deploy/compose/dagster.yaml").read_text())
-        env = {**os.environ, **pg.env(), "DAGSTER_PG_PORT": str(relay.port), "DAGSTER_HOME": str(home),
-               "GEO_ASSETS_STORAGE_ROOT": (Path(tmp) / "storage").as_uri(), "GEO_ASSETS_LOG_BUCKET": "logs",
-               "AWS_ACCESS_KEY_ID": "unused", "AWS_SECRET_ACCESS_KEY": "unused", "AWS_REGION": "us-east-1"}
+        env = {
+            **os.environ,
+            **pg.env(),
+            "DAGSTER_PG_PORT": str(relay.port),
+            "DAGSTER_HOME": str(home),
+            "GEO_ASSETS_STORAGE_ROOT": (Path(tmp) / "storage").as_uri(),
+            "GEO_ASSETS_LOG_BUCKET": "logs",
+            "AWS_ACCESS_KEY_ID": "unused",
+            "AWS_SECRET_ACCESS_KEY": "unused",
+            "AWS_REGION": "us-east-1",
+        }
         env.pop("GEO_ASSETS_PROFILE", None)
         subprocess.run([BIN / "geo-assets", "init"], cwd=REPO, env=env, check=True, capture_output=True)
         port = free_port()
         url = f"http://127.0.0.1:{port}/graphql"
-        web = subprocess.Popen([BIN / "dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
-                               cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        web = subprocess.Popen(
+            [BIN / "dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         seconds = []
         try:
             for i in range(repeats):
@@ -76,8 +92,14 @@ def measure(repeats: int) -> dict:
                 until_ready(url)
                 relay.silence()
                 started = time.perf_counter()
-                proc = subprocess.run([BIN / "geo-assets", *LAUNCH, "--url", url], cwd=REPO, env=env, capture_output=True,
-                                      text=True, timeout=300)
+                proc = subprocess.run(
+                    [BIN / "geo-assets", *LAUNCH, "--url", url],
+                    cwd=REPO,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                )
                 seconds.append(time.perf_counter() - started)
                 if proc.returncode != 2 or "cannot reach its database" not in proc.stderr:
                     raise RuntimeError(f"launch did not name the database: {proc.stdout[-1000:]}{proc.stderr[-1000:]}")
@@ -91,11 +113,13 @@ def measure(repeats: int) -> dict:
 
 def render(info: dict, result: dict) -> str:
     runs = ", ".join(f"{s:.1f}" for s in result["seconds"])
-    return (f"## A database that does not answer\n\n`geo-assets launch` against a webserver whose PostgreSQL accepts "
-            f"connections and never answers (deploy/compose/dagster.yaml, connect_timeout {result['connect_timeout_s']} s): "
-            f"**{result['median_s']:.1f} s** median from start to its one-line error naming the database "
-            f"({len(result['seconds'])} runs: {runs} s).\n\nMachine: {info['nproc']} cores ({info['cpu_model']}), "
-            f"dagster {info['dagster']}; {info['date']}; 1-min load average {info['loadavg_1min_at_start']} at the start.\n")
+    return (
+        f"## A database that does not answer\n\n`geo-assets launch` against a webserver whose PostgreSQL accepts "
+        f"connections and never answers (deploy/compose/dagster.yaml, connect_timeout {result['connect_timeout_s']} s): "
+        f"**{result['median_s']:.1f} s** median from start to its one-line error naming the database "
+        f"({len(result['seconds'])} runs: {runs} s).\n\nMachine: {info['nproc']} cores ({info['cpu_model']}), "
+        f"dagster {info['dagster']}; {info['date']}; 1-min load average {info['loadavg_1min_at_start']} at the start.\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

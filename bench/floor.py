@@ -28,17 +28,22 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from bench.common import REPO, machine_info, write_section
 
 # What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
-MEASURES = ["bench/floor.py", "geo_assets/ml/predict.py", "geo_assets/ml/models.py", "geo_assets/ml/layout.py",
-            "geo_assets/ml/device.py"]
+MEASURES = [
+    "bench/floor.py",
+    "geo_assets/ml/predict.py",
+    "geo_assets/ml/models.py",
+    "geo_assets/ml/layout.py",
+    "geo_assets/ml/device.py",
+]
 
 RESULTS = REPO / "bench" / "results" / "floor.json"
 TILE_PX, BANDS = 256, ["blue", "green", "red", "nir"]
@@ -61,10 +66,20 @@ def demo_model(work: Path, quick: bool) -> dict[str, Path]:
     from geo_assets.ml.train import TrainConfig, train
 
     side = 512 * 10.0
-    image, truth = synthetic.scene("synth-train-a", "2024-06-01", (ORIGIN[0], ORIGIN[1] - side, ORIGIN[0] + side, ORIGIN[1]),
-                                   10.0, BANDS)
-    config = TrainConfig(architecture="unet", hyperparameters={}, epochs=1 if quick else 3, batch_size=8,
-                         learning_rate=2e-3, chip_size=128, chips_per_epoch=64 if quick else 256, seed=0, device="cpu")
+    image, truth = synthetic.scene(
+        "synth-train-a", "2024-06-01", (ORIGIN[0], ORIGIN[1] - side, ORIGIN[0] + side, ORIGIN[1]), 10.0, BANDS
+    )
+    config = TrainConfig(
+        architecture="unet",
+        hyperparameters={},
+        epochs=1 if quick else 3,
+        batch_size=8,
+        learning_rate=2e-3,
+        chip_size=128,
+        chips_per_epoch=64 if quick else 256,
+        seed=0,
+        device="cpu",
+    )
     model = train([normalize(image)], [truth], len(BANDS), len(CLASSES), config).model
     return {name: export(model, work / name, len(BANDS)) for name, export in EXPORTS.items()}
 
@@ -78,8 +93,14 @@ def demo_tiles(n: int) -> np.ndarray:
     rows = int(np.ceil(n / cols))
     g = TILE_PX * 10.0
     west, north = ORIGIN[0] + 4 * g, ORIGIN[1]
-    image, _ = synthetic.scene("synth-holdout", "2024-06-01", (west, north - rows * g, west + cols * g, north), 10.0, BANDS)
-    tiles = [image[:, r * TILE_PX:(r + 1) * TILE_PX, c * TILE_PX:(c + 1) * TILE_PX] for r in range(rows) for c in range(cols)]
+    image, _ = synthetic.scene(
+        "synth-holdout", "2024-06-01", (west, north - rows * g, west + cols * g, north), 10.0, BANDS
+    )
+    tiles = [
+        image[:, r * TILE_PX : (r + 1) * TILE_PX, c * TILE_PX : (c + 1) * TILE_PX]
+        for r in range(rows)
+        for c in range(cols)
+    ]
     return normalize(np.stack(tiles[:n]))
 
 
@@ -149,10 +170,16 @@ def openvino_forwards(onnx: Path):
     model = core.read_model(str(onnx))
 
     def make(streams: int, threads: int) -> Forward:
-        compiled = core.compile_model(model, "CPU", {
-            "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams, "INFERENCE_NUM_THREADS": streams * threads,
-            "INFERENCE_PRECISION_HINT": "f32",  # as the others: no bf16 on CPUs that have it
-        })
+        compiled = core.compile_model(
+            model,
+            "CPU",
+            {
+                "PERFORMANCE_HINT": "THROUGHPUT",
+                "NUM_STREAMS": streams,
+                "INFERENCE_NUM_THREADS": streams * threads,
+                "INFERENCE_PRECISION_HINT": "f32",  # as the others: no bf16 on CPUs that have it
+            },
+        )
         local = threading.local()
 
         def forward(x):
@@ -201,7 +228,7 @@ def run_floor(forward: Forward, tiles: np.ndarray, streams: int, batch: int) -> 
                 if not starts:
                     return
                 i = starts.pop(0)
-            forward(tiles[i:i + batch])
+            forward(tiles[i : i + batch])
 
     for _ in range(streams):  # warm-up: allocations and kernels for this batch shape
         forward(tiles[:batch])
@@ -217,7 +244,7 @@ def agreement(forward: Forward, reference: np.ndarray, tiles: np.ndarray) -> flo
     """Share of pixels whose class equals eager's."""
     equal = 0
     for i in range(0, len(tiles), 8):
-        equal += int((forward(tiles[i:i + 8]).argmax(1) == reference[i:i + 8]).sum())
+        equal += int((forward(tiles[i : i + 8]).argmax(1) == reference[i : i + 8]).sum())
     return equal / reference.size
 
 
@@ -227,8 +254,9 @@ def best_floor(make: Callable, tiles: np.ndarray, cores: int, batches=BATCHES) -
     for streams, threads in splits(cores):
         forward = make(streams, threads)
         for batch in batches:
-            rows.append({"streams": streams, "threads": threads, "batch": batch,
-                         **run_floor(forward, tiles, streams, batch)})
+            rows.append(
+                {"streams": streams, "threads": threads, "batch": batch, **run_floor(forward, tiles, streams, batch)}
+            )
     return min(rows, key=lambda r: r["wall_s"]), rows
 
 
@@ -252,8 +280,11 @@ def main(argv: list[str] | None = None) -> int:
 
     info = machine_info()
     cores = count_cores()
-    print(f"floor benchmark: {args.tiles} tiles, {args.repeats} repeat(s), {cores} cores, "
-          f"load average {info['loadavg_1min_at_start']}", flush=True)
+    print(
+        f"floor benchmark: {args.tiles} tiles, {args.repeats} repeat(s), {cores} cores, "
+        f"load average {info['loadavg_1min_at_start']}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="geo-assets-floor-") as tmp:
         t0 = time.perf_counter()
         files = demo_model(Path(tmp), args.quick)
@@ -261,20 +292,36 @@ def main(argv: list[str] | None = None) -> int:
         setup_s = time.perf_counter() - t0
         found = runtimes(files, args.compile)
         eager = torch_forwards(files["model.pt2"])(1, cores)
-        reference = np.concatenate([eager(tiles[i:i + 8]).argmax(1) for i in range(0, len(tiles), 8)])
+        reference = np.concatenate([eager(tiles[i : i + 8]).argmax(1) for i in range(0, len(tiles), 8)])
         rows: dict[str, list[list[dict]]] = {name: [] for name in found}
         for r in range(args.repeats):
-            for name in (list(found) if r % 2 == 0 else list(found)[::-1]):
+            for name in list(found) if r % 2 == 0 else list(found)[::-1]:
                 best, all_rows = best_floor(found[name], tiles, cores, batches)
                 rows[name].append(all_rows)
-                print(f"  repeat {r + 1} {name:14s} best: {best['streams']}x{best['threads']} batch {best['batch']}: "
-                      f"{best['tiles_per_s']:.1f} tiles/s, {best['cpu_ms_per_tile']:.1f} ms CPU/tile", flush=True)
+                print(
+                    f"  repeat {r + 1} {name:14s} best: {best['streams']}x{best['threads']} batch {best['batch']}: "
+                    f"{best['tiles_per_s']:.1f} tiles/s, {best['cpu_ms_per_tile']:.1f} ms CPU/tile",
+                    flush=True,
+                )
         agree = {name: agreement(make(1, cores), reference, tiles) for name, make in found.items()}
     info["loadavg_1min_at_end"] = round(os.getloadavg()[0], 2)
     summary = summarise(rows, agree, args.tiles)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"benchmark": "floor", "machine": info, "tiles": args.tiles, "repeats": args.repeats,
-                                   "setup_s": setup_s, "summary": summary, "runs": rows}, indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "benchmark": "floor",
+                "machine": info,
+                "tiles": args.tiles,
+                "repeats": args.repeats,
+                "setup_s": setup_s,
+                "summary": summary,
+                "runs": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     section = render(info, args, summary, cores)
     print("\n" + section)
     write_section("floor", MEASURES, section)
@@ -293,8 +340,14 @@ def summarise(rows: dict[str, list[list[dict]]], agree: dict[str, float], n: int
             }
         (s, t, b), best = max(cells.items(), key=lambda kv: kv[1]["tiles_per_s"])
         out[name] = {
-            "best": {"streams": s, "threads": t, "batch": b, **best, "mpx_per_s": best["tiles_per_s"] * TILE_PX**2 / 1e6,
-                     "floor_s": n / best["tiles_per_s"]},
+            "best": {
+                "streams": s,
+                "threads": t,
+                "batch": b,
+                **best,
+                "mpx_per_s": best["tiles_per_s"] * TILE_PX**2 / 1e6,
+                "floor_s": n / best["tiles_per_s"],
+            },
             "cells": [{"streams": k[0], "threads": k[1], "batch": k[2], **v} for k, v in cells.items()],
             "pixels_equal_to_eager": agree[name],
         }
@@ -324,9 +377,11 @@ def render(info: dict, args, summary: dict, cores: int) -> str:
     ]
     for name, s in summary.items():
         b = s["best"]
-        lines.append(f"| {name} | {b['streams']} x {b['threads']}, batch {b['batch']} | {b['tiles_per_s']:.1f} "
-                     f"| {b['mpx_per_s']:.2f} | {b['cpu_ms_per_tile']:.1f} | {b['tiles_per_s'] / eager:.2f}x "
-                     f"| {100 * s['pixels_equal_to_eager']:.3f}% |")
+        lines.append(
+            f"| {name} | {b['streams']} x {b['threads']}, batch {b['batch']} | {b['tiles_per_s']:.1f} "
+            f"| {b['mpx_per_s']:.2f} | {b['cpu_ms_per_tile']:.1f} | {b['tiles_per_s'] / eager:.2f}x "
+            f"| {100 * s['pixels_equal_to_eager']:.3f}% |"
+        )
     lines += ["", "CPU ms per tile by batch size (on the best split of each runtime):", ""]
     batches = sorted({c["batch"] for s in summary.values() for c in s["cells"]})
     lines.append("| runtime | split | " + " | ".join(f"batch {b}" for b in batches) + " |")
@@ -334,8 +389,11 @@ def render(info: dict, args, summary: dict, cores: int) -> str:
     for name, s in summary.items():
         split = (s["best"]["streams"], s["best"]["threads"])
         cells = {c["batch"]: c for c in s["cells"] if (c["streams"], c["threads"]) == split}
-        lines.append(f"| {name} | {split[0]} x {split[1]} | "
-                     + " | ".join(f"{cells[b]['cpu_ms_per_tile']:.1f}" for b in batches) + " |")
+        lines.append(
+            f"| {name} | {split[0]} x {split[1]} | "
+            + " | ".join(f"{cells[b]['cpu_ms_per_tile']:.1f}" for b in batches)
+            + " |"
+        )
     lines += [
         "",
         f"Machine: {info['nproc']} cores ({info['cpu_model']}), Python {info['python']}, torch {info['torch']}, "

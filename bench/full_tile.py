@@ -29,12 +29,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import REPO, machine_info, write_section, INFERENCE, TILE_IO
+from bench.common import INFERENCE, REPO, TILE_IO, machine_info, write_section
 from geo_assets.geo.acquisitions import pick_imagery
 
 # What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
-MEASURES = ["bench/full_tile.py", *INFERENCE, *TILE_IO, "geo_assets/geo", "geo_assets/assets", "resources",
-            "geo_assets/ml/registry.py", "geo_assets/config.py", "geo_assets/definitions.py"]
+MEASURES = [
+    "bench/full_tile.py",
+    *INFERENCE,
+    *TILE_IO,
+    "geo_assets/geo",
+    "geo_assets/assets",
+    "resources",
+    "geo_assets/ml/registry.py",
+    "geo_assets/config.py",
+    "geo_assets/definitions.py",
+]
 
 FULL_PX = 10980  # a Sentinel-2 L2A tile at 10 m
 MIN_PX, BLOCK_PX = 1024, 1024
@@ -72,9 +81,20 @@ def _item_cogs(paths: dict[str, Path], bounds, size: int, work: Path) -> None:
     for band, path in staging.items():
         px = size // 2 if band == "scl" else size
         opened[band] = rasterio.open(
-            path, "w", driver="GTiff", width=px, height=px, count=1, dtype="uint8" if band == "scl" else "uint16",
-            crs=CRS, transform=Affine(res * size / px, 0, west, 0, -res * size / px, north), nodata=0,
-            tiled=True, blockxsize=512, blockysize=512)
+            path,
+            "w",
+            driver="GTiff",
+            width=px,
+            height=px,
+            count=1,
+            dtype="uint8" if band == "scl" else "uint16",
+            crs=CRS,
+            transform=Affine(res * size / px, 0, west, 0, -res * size / px, north),
+            nodata=0,
+            tiled=True,
+            blockxsize=512,
+            blockysize=512,
+        )
     try:
         step = ROWS_PER_WRITE
         for row in range(0, size, step):
@@ -91,8 +111,16 @@ def _item_cogs(paths: dict[str, Path], bounds, size: int, work: Path) -> None:
             dst.close()
     with rasterio.Env(GDAL_CACHEMAX=256):
         for band, path in paths.items():
-            rasterio.shutil.copy(staging[band], path, driver="COG", blocksize=BLOCK_PX, compress="DEFLATE", predictor="YES",
-                                 overviews="AUTO", overview_resampling="NEAREST" if band == "scl" else "AVERAGE")
+            rasterio.shutil.copy(
+                staging[band],
+                path,
+                driver="COG",
+                blocksize=BLOCK_PX,
+                compress="DEFLATE",
+                predictor="YES",
+                overviews="AUTO",
+                overview_resampling="NEAREST" if band == "scl" else "AVERAGE",
+            )
             staging[band].unlink()
 
 
@@ -102,8 +130,13 @@ def build_items(work: Path, s3, n: int, size: int) -> Path:
 
     from devtools.emulators.stac_data import _stac_item
 
-    client = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region,
-                          aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key)
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3.endpoint_url,
+        region_name=s3.region,
+        aws_access_key_id=s3.access_key,
+        aws_secret_access_key=s3.secret_key,
+    )
     items = []
     ground = size * RES
     x0, y0 = ORIGIN
@@ -121,17 +154,30 @@ def build_items(work: Path, s3, n: int, size: int) -> Path:
                 px = size if band != "scl" else size // 2
                 client.upload_file(str(local[band]), "sentinel-cogs", f"{prefix}/{name}.tif")
                 local[band].unlink()
-                raster = {"nodata": 0, "data_type": "uint8" if band == "scl" else "uint16",
-                          "spatial_resolution": 20 if band == "scl" else 10}
+                raster = {
+                    "nodata": 0,
+                    "data_type": "uint8" if band == "scl" else "uint16",
+                    "spatial_resolution": 20 if band == "scl" else 10,
+                }
                 if band != "scl":
                     raster.update(scale=0.0001, offset=-0.1)
-                assets[band] = {"href": f"s3://sentinel-cogs/{prefix}/{name}.tif",
-                                "type": "image/tiff; application=geotiff; profile=cloud-optimized", "roles": ["data"],
-                                "raster:bands": [raster], "proj:shape": [px, px],
-                                "proj:transform": [ground / px, 0.0, bounds[0], 0.0, -ground / px, bounds[3]]}
-            properties = {"datetime": f"{DATE}T10:56:19.000000Z", "platform": "sentinel-2b", "constellation": "sentinel-2",
-                          "eo:cloud_cover": 0.0, "s2:processing_baseline": "02.14", "proj:epsg": 32631,
-                          "earthsearch:boa_offset_applied": False}
+                assets[band] = {
+                    "href": f"s3://sentinel-cogs/{prefix}/{name}.tif",
+                    "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                    "roles": ["data"],
+                    "raster:bands": [raster],
+                    "proj:shape": [px, px],
+                    "proj:transform": [ground / px, 0.0, bounds[0], 0.0, -ground / px, bounds[3]],
+                }
+            properties = {
+                "datetime": f"{DATE}T10:56:19.000000Z",
+                "platform": "sentinel-2b",
+                "constellation": "sentinel-2",
+                "eo:cloud_cover": 0.0,
+                "s2:processing_baseline": "02.14",
+                "proj:epsg": 32631,
+                "earthsearch:boa_offset_applied": False,
+            }
             items.append(_stac_item(item_id, "sentinel-2-l2a", bounds, CRS, properties, assets))
     path = work / f"items-{n}.json"
     path.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
@@ -181,7 +227,8 @@ def step(job: str, key: str, ops: str, assets: str) -> int:
 
     result = defs.resolve_job_def(job).execute_in_process(
         run_config={"ops": json.loads(ops), "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        instance=dg.DagsterInstance.get(), partition_key=key,
+        instance=dg.DagsterInstance.get(),
+        partition_key=key,
         asset_selection=[dg.AssetKey(a) for a in assets.split(",")] if assets else None,
     )
     return 0 if result.success else 1
@@ -216,11 +263,19 @@ def main(argv=None) -> int:
                 home = work / "home"
                 home.mkdir()
                 shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-                env = {**os.environ, "GEO_ASSETS_PROFILE": "aws", "GEO_ASSETS_STORAGE_ROOT": "s3://bench/full-tile",
-                       "DAGSTER_HOME": str(home), "AWS_ENDPOINT_URL_S3": s3.endpoint_url, "AWS_ACCESS_KEY_ID": s3.access_key,
-                       "AWS_SECRET_ACCESS_KEY": s3.secret_key, "AWS_REGION": s3.region,
-                       "GEO_ASSETS_EARTH_SEARCH_URL": url, "GEO_ASSETS_SOURCE_S3_ENDPOINT": s3.endpoint_url,
-                       "GEO_ASSETS_CACHE_DIR": str(work / "cache")}
+                env = {
+                    **os.environ,
+                    "GEO_ASSETS_PROFILE": "aws",
+                    "GEO_ASSETS_STORAGE_ROOT": "s3://bench/full-tile",
+                    "DAGSTER_HOME": str(home),
+                    "AWS_ENDPOINT_URL_S3": s3.endpoint_url,
+                    "AWS_ACCESS_KEY_ID": s3.access_key,
+                    "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+                    "AWS_REGION": s3.region,
+                    "GEO_ASSETS_EARTH_SEARCH_URL": url,
+                    "GEO_ASSETS_SOURCE_S3_ENDPOINT": s3.endpoint_url,
+                    "GEO_ASSETS_CACHE_DIR": str(work / "cache"),
+                }
                 os.environ.update(env)
                 return run(env, args.size, args.grids, build_s)
     finally:
@@ -247,56 +302,97 @@ def run(env: dict, size: int, grids: list[int], build_s: float) -> int:
     train = "synth-train-a"
     run_step("labels_job", train, {}, [], env)
     run_step("imagery_job", region_date_key(train, DATE), {}, [], env)
-    run_step("training_job", MODEL, {"training_set": {"config": {"regions": [train], "dates": [DATE]}},
-                                     "trained_model": {"config": {"epochs": 1, "chips_per_epoch": 16}}},
-             ["training_set", "trained_model"], env)
+    run_step(
+        "training_job",
+        MODEL,
+        {
+            "training_set": {"config": {"regions": [train], "dates": [DATE]}},
+            "trained_model": {"config": {"epochs": 1, "chips_per_epoch": 16}},
+        },
+        ["training_set", "trained_model"],
+        env,
+    )
     train_s = time.perf_counter() - t0
     version = store.read_json(f"manifests/trained_model/{MODEL}.json")["version"]
 
     rows = []
     for n in grids:
         key = region_date_key(region_name(n), DATE)
-        imagery_s, imagery_mb = run_step("imagery_job", key, {"imagery_tiles": {"config": {"source": "earth-search"}}},
-                                         ["imagery_tiles"], env)
+        imagery_s, imagery_mb = run_step(
+            "imagery_job", key, {"imagery_tiles": {"config": {"source": "earth-search"}}}, ["imagery_tiles"], env
+        )
         tiles = len(pick_imagery(store, region_name(n), DATE)[1]["tiles"])
-        predict_s, predict_mb = run_step("prediction_job", key, {"predictions": {"config": {"model": MODEL, "version": version}}},
-                                         ["predictions"], env)
+        predict_s, predict_mb = run_step(
+            "prediction_job",
+            key,
+            {"predictions": {"config": {"model": MODEL, "version": version}}},
+            ["predictions"],
+            env,
+        )
         mpx = (n * size) ** 2 / 1e6
-        rows.append({"grid": n, "px": n * size, "mpx": round(mpx, 1), "tiles": tiles,
-                     "imagery": {"seconds": round(imagery_s, 1), "mpx_per_s": round(mpx / imagery_s, 3), "peak_mb": round(imagery_mb)},
-                     "predictions": {"seconds": round(predict_s, 1), "mpx_per_s": round(mpx / predict_s, 3), "peak_mb": round(predict_mb)}})
+        rows.append(
+            {
+                "grid": n,
+                "px": n * size,
+                "mpx": round(mpx, 1),
+                "tiles": tiles,
+                "imagery": {
+                    "seconds": round(imagery_s, 1),
+                    "mpx_per_s": round(mpx / imagery_s, 3),
+                    "peak_mb": round(imagery_mb),
+                },
+                "predictions": {
+                    "seconds": round(predict_s, 1),
+                    "mpx_per_s": round(mpx / predict_s, 3),
+                    "peak_mb": round(predict_mb),
+                },
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     info = machine_info()
-    figures = {"size": size, "rows": rows, "target_mb": TARGET_MB, "setup_s": {"items": round(build_s, 1), "model": round(train_s, 1)},
-               "machine": info}
+    figures = {
+        "size": size,
+        "rows": rows,
+        "target_mb": TARGET_MB,
+        "setup_s": {"items": round(build_s, 1), "model": round(train_s, 1)},
+        "machine": info,
+    }
     (REPO / "bench" / "results").mkdir(parents=True, exist_ok=True)
     (REPO / "bench" / "results" / "full_tile.json").write_text(json.dumps(figures, indent=1))
     table = []
     for r in rows:
         for name in ("imagery", "predictions"):
             f = r[name]
-            table.append(f"| {r['grid']} x {r['grid']} | {r['px']} | {r['tiles']} | `{'imagery_tiles' if name == 'imagery' else name}` "
-                         f"| {f['seconds']:.1f} | {f['mpx_per_s']:.2f} | {f['peak_mb']} |")
-    write_section("full-tile", MEASURES, "\n".join([
-        "## full-size Sentinel-2 tiles through the `earth-search` source, from S3, then predicted",
-        "",
-        f"n x n Sentinel-2 L2A items of {size} x {size} px at 10 m{' (a whole MGRS tile)' if size == FULL_PX else ''} in "
-        "Earth Search's layout in a local S3 server (SeaweedFS): one COG per band (B02, B03, B04, B08; SCL at 20 m), "
-        "1024 px internal tiles, overviews, uint16, nodata 0, listed by a local STAC API (rustac); synthetic pixels. "
-        "A region over them is materialised through the aws profile: `imagery_tiles` (source `earth-search`: STAC "
-        "search, windowed reads over /vsis3/, 256 px tiles written to S3), then `predictions` (ONNX Runtime, the "
-        "default margin, class tiles and the mosaic written to S3), each step in a process of its own. "
-        f"`.venv/bin/python -m bench.full_tile --size {size} --grids {' '.join(map(str, grids))}`.",
-        "",
-        "| items | region px | tiles | step | wall s | Mpx/s | peak RSS MB |",
-        "|---|---:|---:|---|---:|---:|---:|",
-        *table,
-        "",
-        f"Peak RSS: the step's process and its children together, sampled every 0.1 s; target for predictions: "
-        f"{TARGET_MB} MB. One run. Machine: {info['nproc']} cores ({info['cpu_model']}), load average "
-        f"{info['loadavg_1min_at_start']}, Python {info['python']}, torch {info['torch']}, dagster {info['dagster']}, "
-        f"GDAL {info['gdal']}, {info['date']}. Setup (not in the figures): items {build_s:.0f} s, model {train_s:.0f} s.",
-    ]))
+            table.append(
+                f"| {r['grid']} x {r['grid']} | {r['px']} | {r['tiles']} | `{'imagery_tiles' if name == 'imagery' else name}` "
+                f"| {f['seconds']:.1f} | {f['mpx_per_s']:.2f} | {f['peak_mb']} |"
+            )
+    write_section(
+        "full-tile",
+        MEASURES,
+        "\n".join(
+            [
+                "## full-size Sentinel-2 tiles through the `earth-search` source, from S3, then predicted",
+                "",
+                f"n x n Sentinel-2 L2A items of {size} x {size} px at 10 m{' (a whole MGRS tile)' if size == FULL_PX else ''} in "
+                "Earth Search's layout in a local S3 server (SeaweedFS): one COG per band (B02, B03, B04, B08; SCL at 20 m), "
+                "1024 px internal tiles, overviews, uint16, nodata 0, listed by a local STAC API (rustac); synthetic pixels. "
+                "A region over them is materialised through the aws profile: `imagery_tiles` (source `earth-search`: STAC "
+                "search, windowed reads over /vsis3/, 256 px tiles written to S3), then `predictions` (ONNX Runtime, the "
+                "default margin, class tiles and the mosaic written to S3), each step in a process of its own. "
+                f"`.venv/bin/python -m bench.full_tile --size {size} --grids {' '.join(map(str, grids))}`.",
+                "",
+                "| items | region px | tiles | step | wall s | Mpx/s | peak RSS MB |",
+                "|---|---:|---:|---|---:|---:|---:|",
+                *table,
+                "",
+                f"Peak RSS: the step's process and its children together, sampled every 0.1 s; target for predictions: "
+                f"{TARGET_MB} MB. One run. Machine: {info['nproc']} cores ({info['cpu_model']}), load average "
+                f"{info['loadavg_1min_at_start']}, Python {info['python']}, torch {info['torch']}, dagster {info['dagster']}, "
+                f"GDAL {info['gdal']}, {info['date']}. Setup (not in the figures): items {build_s:.0f} s, model {train_s:.0f} s.",
+            ]
+        ),
+    )
     return 0 if all(r["predictions"]["peak_mb"] <= TARGET_MB for r in rows) else 1
 
 

@@ -28,20 +28,30 @@ import torch
 
 from geo_assets.geo.landcover import CLASSES
 from geo_assets.geo.synthetic import scene
-from geo_assets.ml.normalisation import normalize
 from geo_assets.ml.metrics import confusion_matrix, scores
+from geo_assets.ml.normalisation import normalize
 from geo_assets.ml.predict import export_model, load_model, predict_batch
 from geo_assets.ml.train import TrainConfig, train
 
 # What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
-MEASURES = ["bench/gpu.py", "geo_assets/ml/train.py", "geo_assets/ml/data.py", "geo_assets/ml/models.py",
-            "geo_assets/ml/predict.py", "geo_assets/ml/normalisation.py", "geo_assets/ml/metrics.py",
-            "geo_assets/ml/device.py", "geo_assets/geo/synthetic.py"]
+MEASURES = [
+    "bench/gpu.py",
+    "geo_assets/ml/train.py",
+    "geo_assets/ml/data.py",
+    "geo_assets/ml/models.py",
+    "geo_assets/ml/predict.py",
+    "geo_assets/ml/normalisation.py",
+    "geo_assets/ml/metrics.py",
+    "geo_assets/ml/device.py",
+    "geo_assets/geo/synthetic.py",
+]
 
 # The demo's training and held-out regions (geo_assets/data/regions.json), 1024 px square at 10 m.
-TRAIN = [("synth-train-a", "2024-06-01", (399360, 5120000, 409600, 5130240)),
-         ("synth-train-a", "2024-07-01", (399360, 5120000, 409600, 5130240)),
-         ("synth-train-b", "2024-06-01", (419840, 5120000, 430080, 5130240))]
+TRAIN = [
+    ("synth-train-a", "2024-06-01", (399360, 5120000, 409600, 5130240)),
+    ("synth-train-a", "2024-07-01", (399360, 5120000, 409600, 5130240)),
+    ("synth-train-b", "2024-06-01", (419840, 5120000, 430080, 5130240)),
+]
 HOLDOUT = ("synth-holdout", "2024-06-01", (440320, 5120000, 450560, 5130240))
 TILE = 256
 BANDS = ("blue", "green", "red", "nir")
@@ -95,9 +105,15 @@ def run(out: Path, epochs: int, cpu_epochs: int, repeats: int) -> dict:
     x = np.concatenate([x] * 16)  # 256 tiles of 256 px for throughput (16.8 Mpx)
 
     result: dict = {
-        "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda,
-        "python": platform.python_version(), "cpu_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "tiles": int(x.shape[0]), "tile_px": TILE,
+        "gpu": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "tiles": int(x.shape[0]),
+        "tile_px": TILE,
         "training": {},
     }
     trained = {}
@@ -106,9 +122,13 @@ def run(out: Path, epochs: int, cpu_epochs: int, repeats: int) -> dict:
         fit = train(images, labels, len(BANDS), len(CLASSES), config)
         trained[device] = fit.model
         result["training"][device] = {
-            "epochs": n_epochs, "seconds": fit.seconds, "seconds_per_epoch": fit.seconds / n_epochs,
-            "final_loss": fit.loss_curve[-1], "chips_per_epoch": config.chips_per_epoch,
-            "chip_size": config.chip_size, "batch_size": config.batch_size,
+            "epochs": n_epochs,
+            "seconds": fit.seconds,
+            "seconds_per_epoch": fit.seconds / n_epochs,
+            "final_loss": fit.loss_curve[-1],
+            "chips_per_epoch": config.chips_per_epoch,
+            "chip_size": config.chip_size,
+            "batch_size": config.batch_size,
         }
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,11 +140,16 @@ def run(out: Path, epochs: int, cpu_epochs: int, repeats: int) -> dict:
         holdout_x = x[: len(y)]
         pred_cuda = _predict_all(on_cuda, holdout_x, cuda, 16)
         pred_cpu = _predict_all(on_cpu, holdout_x, torch.device("cpu"), 16)
-        cpu_trained = _predict_all(load_model(export_model(trained["cpu"], Path(tmp) / "cpu.pt2", len(BANDS))),
-                                   holdout_x, torch.device("cpu"), 16)
+        cpu_trained = _predict_all(
+            load_model(export_model(trained["cpu"], Path(tmp) / "cpu.pt2", len(BANDS))),
+            holdout_x,
+            torch.device("cpu"),
+            16,
+        )
     result["bundle_on_cpu"] = {
         "pixels_equal": float((pred_cuda == pred_cpu).mean()),
-        "miou_cuda": _miou(pred_cuda, y), "miou_cpu": _miou(pred_cpu, y),
+        "miou_cuda": _miou(pred_cuda, y),
+        "miou_cpu": _miou(pred_cpu, y),
         "miou_cpu_trained": _miou(cpu_trained, y),
     }
     out.write_text(json.dumps(result, indent=2))
@@ -146,21 +171,22 @@ def report(path: Path) -> None:
     )
     preds = "\n".join(
         f"| {dev} | {p['batch']} | {p['seconds']:.2f} | {p['mpx_per_s']:.1f} |"
-        for dev, key in (("cuda", "predict_cuda"), ("cpu", "predict_cpu")) for p in r[key]
+        for dev, key in (("cuda", "predict_cuda"), ("cpu", "predict_cpu"))
+        for p in r[key]
     )
     section = f"""## GPU check: training and prediction on CUDA, the CUDA-trained bundle on CPU
 
-`python -m bench.gpu run --out gpu.json` on the lent GPU machine ({r['gpu']}, torch {r['torch']}, CUDA {r['cuda']},
-Python {r['python']}, {r['cpu_count']} CPU cores, torch CPU threads {r['cpu_threads']}; {r['date']}), then
-`python -m bench.gpu report gpu.json` here. The demo's U-Net (default config: chips of {t['cuda']['chip_size']} px,
-{t['cuda']['chips_per_epoch']} chips per epoch, batch {t['cuda']['batch_size']}, seed 0) trained on the demo's three
+`python -m bench.gpu run --out gpu.json` on the lent GPU machine ({r["gpu"]}, torch {r["torch"]}, CUDA {r["cuda"]},
+Python {r["python"]}, {r["cpu_count"]} CPU cores, torch CPU threads {r["cpu_threads"]}; {r["date"]}), then
+`python -m bench.gpu report gpu.json` here. The demo's U-Net (default config: chips of {t["cuda"]["chip_size"]} px,
+{t["cuda"]["chips_per_epoch"]} chips per epoch, batch {t["cuda"]["batch_size"]}, seed 0) trained on the demo's three
 synthetic training scenes with `geo_assets.ml.train`, once on CUDA and once on that machine's CPU.
 
 | trained on | epochs | seconds | s/epoch | final loss |
 |---|---:|---:|---:|---:|
 {rows}
 
-Prediction with the CUDA-trained bundle (`export_model` then `load_model`) over {r['tiles']} tiles of {r['tile_px']} px
+Prediction with the CUDA-trained bundle (`export_model` then `load_model`) over {r["tiles"]} tiles of {r["tile_px"]} px
 held in memory (`predict_batch`, timings include host-device copies; CUDA: median of the repeats after a warm-up;
 CPU: 64 tiles, one run):
 
@@ -168,10 +194,10 @@ CPU: 64 tiles, one run):
 |---|---:|---:|---:|
 {preds}
 
-The CUDA-trained bundle on CPU: {b['pixels_equal'] * 100:.4f} % of the {held_out_px:,} held-out pixels get the same class as
+The CUDA-trained bundle on CPU: {b["pixels_equal"] * 100:.4f} % of the {held_out_px:,} held-out pixels get the same class as
 on CUDA ({differing} pixel(s) differ: argmax near-ties under different kernels);
-held-out mIoU (synth-holdout) {b['miou_cuda']:.3f} on CUDA, {b['miou_cpu']:.3f} on CPU; the CPU-trained model
-{b['miou_cpu_trained']:.3f}. Model versions differ between the two (the version id records the device type,
+held-out mIoU (synth-holdout) {b["miou_cuda"]:.3f} on CUDA, {b["miou_cpu"]:.3f} on CPU; the CPU-trained model
+{b["miou_cpu_trained"]:.3f}. Model versions differ between the two (the version id records the device type,
 docs/guide/models.md, "Model versions")."""
     write_section("gpu", MEASURES, section)
     print(section)

@@ -34,8 +34,15 @@ from pathlib import Path
 from bench.common import REPO, machine_info, publish
 from devtools import containers
 
-MEASURES = ["bench/image.py", "deploy/Dockerfile", "deploy/install-locked.sh", "deploy/base/Dockerfile",
-            "deploy/constraints.txt", "pyproject.toml", ".dockerignore"]
+MEASURES = [
+    "bench/image.py",
+    "deploy/Dockerfile",
+    "deploy/install-locked.sh",
+    "deploy/base/Dockerfile",
+    "deploy/constraints.txt",
+    "pyproject.toml",
+    ".dockerignore",
+]
 RESULTS = REPO / "bench" / "results" / "image.json"
 MB = 1e6
 
@@ -61,8 +68,20 @@ def image_size(image: str) -> int:
 
 def timed_build(tag: str, context: Path, *extra: str) -> tuple[float, list[str]]:
     """Seconds a build of `context` takes, and the ids of the images it made (to remove them)."""
-    cmd = ["docker", "build", "--network", "host", *extra, "-f", str(context / "deploy/Dockerfile"), "-t", tag,
-           "--build-arg", f"PYTHON_IMAGE={containers.PYTHON_IMAGE}", str(context)]
+    cmd = [
+        "docker",
+        "build",
+        "--network",
+        "host",
+        *extra,
+        "-f",
+        str(context / "deploy/Dockerfile"),
+        "-t",
+        tag,
+        "--build-arg",
+        f"PYTHON_IMAGE={containers.PYTHON_IMAGE}",
+        str(context),
+    ]
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     seconds = time.perf_counter() - started
@@ -88,10 +107,16 @@ def sizes(image: str) -> dict:
     base = image_size(containers.PYTHON_IMAGE)
     total = image_size(image)
     deps = sum(dists.values())
-    return {"image_mb": total / MB, "python_base_mb": base / MB, "dependencies_mb": deps / MB,
-            "dependencies": len(dists), "geo_assets_mb": own / MB, "pip_setuptools_mb": sum(tooling.values()) / MB,
-            "rest_mb": (total - base - deps - own - sum(tooling.values())) / MB,
-            "largest": sorted(((n, s / MB) for n, s in dists.items()), key=lambda x: -x[1])[:6]}
+    return {
+        "image_mb": total / MB,
+        "python_base_mb": base / MB,
+        "dependencies_mb": deps / MB,
+        "dependencies": len(dists),
+        "geo_assets_mb": own / MB,
+        "pip_setuptools_mb": sum(tooling.values()) / MB,
+        "rest_mb": (total - base - deps - own - sum(tooling.values())) / MB,
+        "largest": sorted(((n, s / MB) for n, s in dists.items()), key=lambda x: -x[1])[:6],
+    }
 
 
 def warm_rebuilds(repeats: int) -> list[float]:
@@ -119,24 +144,27 @@ def cold_build() -> dict:
 def section(info: dict, result: dict, tag: str) -> str:
     s, warm, cold = result["sizes"], result["warm_s"], result.get("cold")
     largest = ", ".join(f"{n} {mb:,.0f}" for n, mb in s["largest"])
-    cold_row = (f"| cold build (`--no-cache`, from the Python base) | {cold['seconds']:.0f} s |" if cold
-                else "| cold build | not run (`--skip-cold`) |")
+    cold_row = (
+        f"| cold build (`--no-cache`, from the Python base) | {cold['seconds']:.0f} s |"
+        if cold
+        else "| cold build | not run (`--skip-cold`) |"
+    )
     return f"""## image: size and build times of deploy/Dockerfile
 
 What is measured: `{tag}` built from this checkout on the Debian Python base (`{containers.PYTHON_IMAGE}`,
 made by `python -m devtools.containers`) with the legacy builder on the host network. Sizes from
 `docker image inspect`; installed sizes from each distribution's RECORD inside the image. Command:
-`.venv/bin/python -m bench.image`. Machine: {info['nproc']} cores ({info['cpu_model']}), Python
-{info['python']}; {info['date']}; 1-min load average {info['loadavg_1min_at_start']} at the start.
+`.venv/bin/python -m bench.image`. Machine: {info["nproc"]} cores ({info["cpu_model"]}), Python
+{info["python"]}; {info["date"]}; 1-min load average {info["loadavg_1min_at_start"]} at the start.
 
 | | size (MB) |
 | --- | ---: |
-| **image** | **{s['image_mb']:,.0f}** |
-| Python base (Debian bookworm, python3) | {s['python_base_mb']:,.0f} |
-| the wheel's runtime dependencies, installed ({s['dependencies']} distributions) | {s['dependencies_mb']:,.0f} |
-| geo-assets itself | {s['geo_assets_mb']:,.1f} |
-| pip and setuptools in the venv | {s['pip_setuptools_mb']:,.0f} |
-| the rest (venv scripts, byte code not in RECORDs, user, instance yamls) | {s['rest_mb']:,.0f} |
+| **image** | **{s["image_mb"]:,.0f}** |
+| Python base (Debian bookworm, python3) | {s["python_base_mb"]:,.0f} |
+| the wheel's runtime dependencies, installed ({s["dependencies"]} distributions) | {s["dependencies_mb"]:,.0f} |
+| geo-assets itself | {s["geo_assets_mb"]:,.1f} |
+| pip and setuptools in the venv | {s["pip_setuptools_mb"]:,.0f} |
+| the rest (venv scripts, byte code not in RECORDs, user, instance yamls) | {s["rest_mb"]:,.0f} |
 
 Largest dependencies (MB): {largest}.
 

@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import machine_info, publish, CODE_LOCATION
+from bench.common import CODE_LOCATION, machine_info, publish
 
 # What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
 MEASURES = ["bench/launch.py", *CODE_LOCATION]
@@ -42,9 +42,13 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "launch.json"
 REGION = ("bench-launch", "400000", "5120000", "402560", "5122560")  # one tile of 256 px at 10 m
 TARGET_S = 5.0
-PHASES = (("launch", None, "RUN_ENQUEUED"), ("queue", "RUN_ENQUEUED", "RUN_STARTING"),
-          ("run process", "RUN_STARTING", "RUN_START"), ("step process", "RUN_START", "STEP_WORKER_STARTED"),
-          ("step setup", "STEP_WORKER_STARTED", "STEP_START"))
+PHASES = (
+    ("launch", None, "RUN_ENQUEUED"),
+    ("queue", "RUN_ENQUEUED", "RUN_STARTING"),
+    ("run process", "RUN_STARTING", "RUN_START"),
+    ("step process", "RUN_START", "STEP_WORKER_STARTED"),
+    ("step setup", "STEP_WORKER_STARTED", "STEP_START"),
+)
 EVENTS = """
 query Events($runId: ID!) {
   logsForRun(runId: $runId) { ... on EventConnection { events { ... on MessageEvent { eventType timestamp stepKey } } } }
@@ -90,8 +94,13 @@ def measure(repeats: int) -> dict:
         (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
         env = {**os.environ, "DAGSTER_HOME": str(home), "GEO_ASSETS_STORAGE_ROOT": (tmp / "storage").as_uri()}
         geo_assets = [str(Path(sys.executable).parent / "geo-assets")]
-        subprocess.run([*geo_assets, "region", "add", REGION[0], "--bbox", *REGION[1:], "--crs", "EPSG:32631"],
-                       cwd=REPO, env=env, check=True, capture_output=True)
+        subprocess.run(
+            [*geo_assets, "region", "add", REGION[0], "--bbox", *REGION[1:], "--crs", "EPSG:32631"],
+            cwd=REPO,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         rows, imports = [], []
         with dagster_dev(env, tmp / "dev.log") as url:
             client = DagsterClient(url)
@@ -106,8 +115,10 @@ def measure(repeats: int) -> dict:
                     row[name] = stamps[end] - stamps[start or "sent"]
                 if i:
                     rows.append(row)
-                    log(f"launch {i}/{repeats}: {row['total']:.2f} s to STEP_START "
-                        f"({', '.join(f'{n} {row[n]:.2f}' for n, _, _ in PHASES)})")
+                    log(
+                        f"launch {i}/{repeats}: {row['total']:.2f} s to STEP_START "
+                        f"({', '.join(f'{n} {row[n]:.2f}' for n, _, _ in PHASES)})"
+                    )
                     imports.append(import_seconds(env))  # alternated with the launches, on the same load
                 for _ in client.follow_run(run_id, timeout=300):  # let the last run end before dagster dev stops
                     pass
@@ -125,17 +136,17 @@ What is measured: `imagery_tiles` of a one-tile region launched over GraphQL (`g
 `dagster dev` with the repository's `dagster.yaml` (SQLite, queued run coordinator, daemon, default run
 launcher, multiprocess executor), from just before the request to the `STEP_START` event; {repeats}
 launches after one warm-up, each on a new date. Command: `.venv/bin/python -m bench.launch --repeats {repeats}`.
-Machine: {info['nproc']} cores ({info['cpu_model']}), {info['platform']}, Python {info['python']},
-dagster {info['dagster']}, torch {info['torch']}; {info['date']}; 1-min load average
-{info['loadavg_1min_at_start']} at the start.
+Machine: {info["nproc"]} cores ({info["cpu_model"]}), {info["platform"]}, Python {info["python"]},
+dagster {info["dagster"]}, torch {info["torch"]}; {info["date"]}; 1-min load average
+{info["loadavg_1min_at_start"]} at the start.
 
 | | median (s) | share |
 | --- | --- | --- |
-| **launch to STEP_START** | **{total:.2f}** | (target <= {TARGET_S:g} s: {'met' if total <= TARGET_S else 'NOT met'}) |
+| **launch to STEP_START** | **{total:.2f}** | (target <= {TARGET_S:g} s: {"met" if total <= TARGET_S else "NOT met"}) |
 {phases}
-| reference: a fresh process importing the code location | {statistics.median(result['imports']):.2f} | |
+| reference: a fresh process importing the code location | {statistics.median(result["imports"]):.2f} | |
 
-Each run: {', '.join(f"{r['total']:.2f}" for r in rows)} s. What dominates: **{dominant}**. The queue
+Each run: {", ".join(f"{r['total']:.2f}" for r in rows)} s. What dominates: **{dominant}**. The queue
 phase is the daemon's dequeue interval (`run_coordinator.config.dequeue_interval_seconds` in
 `dagster.yaml`); the run-process and step phases each start a Python process that imports the code
 location (dagster and rasterio; torch only in steps that train or predict: the reference row), once for

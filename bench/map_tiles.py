@@ -52,25 +52,40 @@ def build_world(store) -> str:
     catalogue.add(Region(REGION_NAME, BBOX, "EPSG:32631", "synthetic", "synthetic", (DATE,)))
     save_catalogue(store, catalogue)
     storage = StorageResource(root=store.root)
-    resources = {"storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
-                 "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0), "training": InProcessTraining()}
-    train = {"architecture": "fcn", "epochs": 2, "chips_per_epoch": 32, "chip_size": 64, "batch_size": 8,
-             "hyperparameters": {"hidden_channels": 8}}
+    resources = {
+        "storage": storage,
+        "compute": LocalPoolCompute(workers=2),
+        "io_manager": ManifestIOManager(storage=storage),
+        "imagery": ImageryResource(),
+        "gate": ModelGate(min_miou=0.0),
+        "training": InProcessTraining(),
+    }
+    train = {
+        "architecture": "fcn",
+        "epochs": 2,
+        "chips_per_epoch": 32,
+        "chip_size": 64,
+        "batch_size": 8,
+        "hyperparameters": {"hidden_channels": 8},
+    }
     with dg.instance_for_test() as instance:
         register(instance, regions=[REGION_NAME], models=[MODEL])
         key = region_date_key(REGION_NAME, DATE)
 
         def run(assets, partition, ops):
-            result = dg.materialize(assets, partition_key=partition, resources=resources, instance=instance,
-                                    run_config={"ops": ops})
+            result = dg.materialize(
+                assets, partition_key=partition, resources=resources, instance=instance, run_config={"ops": ops}
+            )
             assert result.success
             return result
 
         run([imagery_tiles], key, {})
         run([labels], REGION_NAME, {})
-        version = run([training_set, trained_model], MODEL, {"training_set": {"config": {"regions": [REGION_NAME]}},
-                                                              "trained_model": {"config": train}}
-                      ).output_for_node("trained_model")["version"]
+        version = run(
+            [training_set, trained_model],
+            MODEL,
+            {"training_set": {"config": {"regions": [REGION_NAME]}}, "trained_model": {"config": train}},
+        ).output_for_node("trained_model")["version"]
         run([predictions], key, {"predictions": {"config": {"model": MODEL, "version": version}}})
     return version
 
@@ -82,9 +97,13 @@ def map_server(env: dict):
     from devtools.emulators import free_port
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "geo_assets.map", "--port", str(port)], cwd=REPO,
-                            env={**os.environ, **env, "PYTHONPATH": str(REPO), "GEO_ASSETS_MAP_RATE": "100000"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "geo_assets.map", "--port", str(port)],
+        cwd=REPO,
+        env={**os.environ, **env, "PYTHONPATH": str(REPO), "GEO_ASSETS_MAP_RATE": "100000"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -115,8 +134,10 @@ def measure(url: str, version: str, limit: int) -> dict:
     """Latencies (ms) per layer, zoom and pass: a fresh server, so the first pass is cold."""
     import requests
 
-    layers = {"imagery": f"tiles/imagery/{REGION_NAME}/{DATE}/true-colour",
-              "predictions": f"tiles/predictions/{REGION_NAME}/{DATE}/{MODEL}/{version}"}
+    layers = {
+        "imagery": f"tiles/imagery/{REGION_NAME}/{DATE}/true-colour",
+        "predictions": f"tiles/predictions/{REGION_NAME}/{DATE}/{MODEL}/{version}",
+    }
     out: dict = {}
     session = requests.Session()
     for state in ("cold", "warm"):
@@ -155,13 +176,24 @@ def main(argv: list[str] | None = None) -> int:
             results["local"] = measure(url, version, args.tiles)
         key, secret = "bench-map-key", "bench-map-secret"
         with seaweedfs(Path(tmp) / "s3", ["bench-map"], key, secret) as server:
-            s3 = make_store("s3://bench-map/world", endpoint_url=server.endpoint_url, region="us-east-1",
-                            access_key_id=key, secret_access_key=secret)
+            s3 = make_store(
+                "s3://bench-map/world",
+                endpoint_url=server.endpoint_url,
+                region="us-east-1",
+                access_key_id=key,
+                secret_access_key=secret,
+            )
             for top in ("catalogue", "manifests", "imagery", "predictions", "models"):
                 for k in local.list(top):
                     s3.write_bytes(k, local.read_bytes(k))
-            env = {"GEO_ASSETS_PROFILE": "aws", "GEO_ASSETS_STORAGE_ROOT": s3.root, "AWS_ENDPOINT_URL_S3": server.endpoint_url,
-                   "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
+            env = {
+                "GEO_ASSETS_PROFILE": "aws",
+                "GEO_ASSETS_STORAGE_ROOT": s3.root,
+                "AWS_ENDPOINT_URL_S3": server.endpoint_url,
+                "AWS_REGION": "us-east-1",
+                "AWS_ACCESS_KEY_ID": key,
+                "AWS_SECRET_ACCESS_KEY": secret,
+            }
             with map_server(env) as url:
                 results["s3"] = measure(url, version, args.tiles)
     rows = []
@@ -169,19 +201,24 @@ def main(argv: list[str] | None = None) -> int:
         for (layer, z, state), times in found.items():
             median, p95 = summary(times)
             rows.append(f"| {store} | {layer} | {z} | {state} | {len(times)} | {median:.1f} | {p95:.1f} |")
-    section = "\n".join([
-        "## Map tiles",
-        "",
-        f"`python -m bench.map_tiles --tiles {args.tiles}`: 256 px PNG tiles from the map server (one uvicorn process), "
-        "one request at a time, a region of 6 x 6 imagery tiles of 256 px; cold = first request after the server "
-        f"starts. {machine['cpu_model']}, {machine['nproc']} CPUs, load {machine['loadavg_1min_at_start']} at start, "
-        f"{machine['date']}.",
-        "",
-        "| store | layer | zoom | pass | tiles | median ms | p95 ms |",
-        "|---|---|---|---|---|---|---|",
-        *rows,
-    ])
-    record = {"machine": machine, "results": {s: {f"{l}/{z}/{st}": t for (l, z, st), t in r.items()} for s, r in results.items()}}
+    section = "\n".join(
+        [
+            "## Map tiles",
+            "",
+            f"`python -m bench.map_tiles --tiles {args.tiles}`: 256 px PNG tiles from the map server (one uvicorn process), "
+            "one request at a time, a region of 6 x 6 imagery tiles of 256 px; cold = first request after the server "
+            f"starts. {machine['cpu_model']}, {machine['nproc']} CPUs, load {machine['loadavg_1min_at_start']} at start, "
+            f"{machine['date']}.",
+            "",
+            "| store | layer | zoom | pass | tiles | median ms | p95 ms |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
+    record = {
+        "machine": machine,
+        "results": {s: {f"{layer}/{z}/{st}": t for (layer, z, st), t in r.items()} for s, r in results.items()},
+    }
     publish("map-tiles", MEASURES, REPO / "bench" / "results" / "map_tiles.json", record, section)
     return 0
 

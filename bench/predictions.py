@@ -48,10 +48,23 @@ from urllib.parse import unquote, urlparse
 from bench.common import INFERENCE, TILE_IO, machine_info, write_section
 
 # What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
-MEASURES = ["bench/predictions.py", "bench/floor.py", *INFERENCE, *TILE_IO, "geo_assets/geo/tiling.py",
-            "geo_assets/assets/predictions.py", "geo_assets/assets/common.py", "geo_assets/ml/registry.py",
-            "geo_assets/config.py", "geo_assets/jobs.py", "geo_assets/definitions.py", "resources/compute.py",
-            "resources/storage.py", "resources/gate.py", "dagster.yaml"]
+MEASURES = [
+    "bench/predictions.py",
+    "bench/floor.py",
+    *INFERENCE,
+    *TILE_IO,
+    "geo_assets/geo/tiling.py",
+    "geo_assets/assets/predictions.py",
+    "geo_assets/assets/common.py",
+    "geo_assets/ml/registry.py",
+    "geo_assets/config.py",
+    "geo_assets/jobs.py",
+    "geo_assets/definitions.py",
+    "resources/compute.py",
+    "resources/storage.py",
+    "resources/gate.py",
+    "dagster.yaml",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "predictions.json"
@@ -284,8 +297,8 @@ def eager_agreement(weights: Path, tiles, plain_tiles_dir: Path, names: list[str
     model = load_model(weights, "cpu")
     equal = total = 0
     for i in range(0, len(tiles), 8):
-        eager = predict_batch(model, tiles[i:i + 8], "cpu")
-        for j, name in enumerate(names[i:i + 8]):
+        eager = predict_batch(model, tiles[i : i + 8], "cpu")
+        for j, name in enumerate(names[i : i + 8]):
             with rasterio.open(plain_tiles_dir / name) as src:
                 ours = src.read(1)
             known = ours != 255  # no-data pixels are masked alike in both
@@ -307,12 +320,19 @@ def peak_rss_child(spec: dict) -> dict:
 
         instance = dg.DagsterInstance.get()
         try:
-            res = platform_predict(defs.resolve_job_def("prediction_job"), instance, spec["region"], spec["version"],
-                                   PLATFORM_MARGINS[spec["mode"]])
+            res = platform_predict(
+                defs.resolve_job_def("prediction_job"),
+                instance,
+                spec["region"],
+                spec["version"],
+                PLATFORM_MARGINS[spec["mode"]],
+            )
         finally:
             instance.dispose()
     else:
-        res = plain_predict([Path(p) for p in spec["paths"]], Path(spec["onnx"]), Path(spec["out_dir"]), *spec["layout"])
+        res = plain_predict(
+            [Path(p) for p in spec["paths"]], Path(spec["onnx"]), Path(spec["out_dir"]), *spec["layout"]
+        )
     # VmHWM: the high-water mark of this process's memory since it started, imports included. Not
     # ru_maxrss: Linux carries the parent's high-water mark over fork and exec into the child's.
     with open("/proc/self/status") as status:
@@ -323,8 +343,13 @@ def peak_rss_child(spec: dict) -> dict:
 def peak_rss(spec: dict) -> dict:
     """Peak RSS (MB) of one run of spec["mode"] in a fresh process, and how that run got its layout."""
     # The spec on stdin: a region's tile paths outgrow an argument's length limit (128 KiB on Linux).
-    proc = subprocess.run([sys.executable, "-m", "bench.predictions", "--peak-rss-child"], input=json.dumps(spec),
-                          cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.predictions", "--peak-rss-child"],
+        input=json.dumps(spec),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"peak RSS run of {spec['mode']} failed:\n{proc.stderr[-4000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -386,8 +411,11 @@ def setup(instance, defs, store, sizes: list[int], training: dict, log) -> tuple
     run("labels_job", TRAIN_REGION, {}, what=f"labels[{TRAIN_REGION}]")
     run("imagery_job", region_date_key(TRAIN_REGION, DATE), {}, what=f"imagery_tiles[{DATE}|{TRAIN_REGION}]")
     result = run(
-        "training_job", MODEL, {"training_set": {"config": TRAINING_SET}, "trained_model": {"config": training}},
-        ["training_set", "trained_model"], f"trained_model[{MODEL}]",
+        "training_job",
+        MODEL,
+        {"training_set": {"config": TRAINING_SET}, "trained_model": {"config": training}},
+        ["training_set", "trained_model"],
+        f"trained_model[{MODEL}]",
     )
     version = result.asset_materializations_for_node("trained_model")[0].metadata["version"].value
     for n in sizes:
@@ -402,16 +430,20 @@ def tune(paths: list[Path], onnx: Path, tiles, work: Path, log) -> dict:
     from geo_assets.ml.layout import thread_splits
 
     floor, floor_rows = best_floor(onnxruntime_forwards(onnx), tiles, cores(), (1, 2, 4, 8))
-    log(f"  tune: floor best {floor['streams']} x {floor['threads']}, batch {floor['batch']}: "
-        f"{floor['tiles_per_s']:.1f} tiles/s")
+    log(
+        f"  tune: floor best {floor['streams']} x {floor['threads']}, batch {floor['batch']}: "
+        f"{floor['tiles_per_s']:.1f} tiles/s"
+    )
     plain_rows = []
     for streams, threads in thread_splits(cores()):
         for batch in (1, 4):
             r = plain_predict(paths, onnx, work / "plain" / "tune", streams, threads, batch)
             plain_rows.append({"streams": streams, "threads": threads, "batch": batch, "seconds": r["seconds"]})
     plain = min(plain_rows, key=lambda r: r["seconds"])
-    log(f"  tune: plain best {plain['streams']} loops x {plain['threads']} threads, batch {plain['batch']}: "
-        f"{plain['seconds']:.2f} s for {len(paths)} tiles")
+    log(
+        f"  tune: plain best {plain['streams']} loops x {plain['threads']} threads, batch {plain['batch']}: "
+        f"{plain['seconds']:.2f} s for {len(paths)} tiles"
+    )
     return {"floor": floor, "floor_rows": floor_rows, "plain": plain, "plain_rows": plain_rows}
 
 
@@ -439,8 +471,10 @@ def summarise(n: int, runs: dict[str, list[dict]], rss: dict, agree: float | Non
         "pixels_equal_to_eager": agree,
         "layout": {m: runs[m][-1]["inference"] for m in PLATFORM_MARGINS},
         "margin_px": {m: runs[m][-1]["margin_px"] for m in PLATFORM_MARGINS},
-        "phases_median_s": {m: {k: statistics.median(r["phases"][k] for r in runs[m]) for k in runs[m][0]["phases"]}
-                            for m in ("platform", "margin 0", "plain")},
+        "phases_median_s": {
+            m: {k: statistics.median(r["phases"][k] for r in runs[m]) for k in runs[m][0]["phases"]}
+            for m in ("platform", "margin 0", "plain")
+        },
         "events_per_run": {m: runs[m][-1]["events"] for m in PLATFORM_MARGINS},
         "runs_s": {mode: [r["seconds"] for r in rs] for mode, rs in runs.items()},
     }
@@ -477,8 +511,10 @@ def breakdown_table(rows: list[dict]) -> str:
                 f"| {ph['asset_body']:.2f} | {ph['step_other']:.2f} | {ph['after_step']:.2f} | {r['events_per_run'][m]} |"
             )
         pl = r["phases_median_s"]["plain"]
-        lines.append(f"| {r['tiles']} | plain | {r['median_s']['plain']:.2f} | | | | model load {pl['model_load']:.2f}, "
-                     f"tile loop {pl['tile_loop']:.2f}, mosaic {pl['mosaic']:.2f} | | |")
+        lines.append(
+            f"| {r['tiles']} | plain | {r['median_s']['plain']:.2f} | | | | model load {pl['model_load']:.2f}, "
+            f"tile loop {pl['tile_loop']:.2f}, mosaic {pl['mosaic']:.2f} | | |"
+        )
     return "\n".join(lines)
 
 
@@ -486,19 +522,28 @@ def verdict(rows: list[dict], fixed: dict | None) -> list[str]:
     out = []
     target = next((r for r in rows if r["tiles"] == TARGET_SIZE), None)
     if target is None:
-        out.append(f"Targets at {TARGET_SIZE} tiles: **not measured in this run** "
-                   f"(sizes {', '.join(str(r['tiles']) for r in rows)}).")
+        out.append(
+            f"Targets at {TARGET_SIZE} tiles: **not measured in this run** "
+            f"(sizes {', '.join(str(r['tiles']) for r in rows)})."
+        )
     else:
-        got = {"margin 0 / floor": target["margin0_over_floor"], "margin 0 / plain": target["margin0_over_plain"],
-               "platform Mpx/s": target["mpx_per_s"]["platform"]}
+        got = {
+            "margin 0 / floor": target["margin0_over_floor"],
+            "margin 0 / plain": target["margin0_over_plain"],
+            "platform Mpx/s": target["mpx_per_s"]["platform"],
+        }
         for name, bound in TARGETS.items():
             ok = got[name] >= bound if name.endswith("Mpx/s") else got[name] <= bound
             sign = ">=" if name.endswith("Mpx/s") else "<="
-            out.append(f"Target {name} {sign} {bound} at {TARGET_SIZE} tiles: **{'met' if ok else 'MISSED'}** "
-                       f"({got[name]:.3f}).")
+            out.append(
+                f"Target {name} {sign} {bound} at {TARGET_SIZE} tiles: **{'met' if ok else 'MISSED'}** "
+                f"({got[name]:.3f})."
+            )
     if fixed is not None:
-        out.append(f"Fixed cost per platform run (1-tile region): **{fixed['median_s']['platform']:.2f} s** "
-                   f"(margin 0 {fixed['median_s']['margin 0']:.2f} s, plain {fixed['median_s']['plain']:.2f} s).")
+        out.append(
+            f"Fixed cost per platform run (1-tile region): **{fixed['median_s']['platform']:.2f} s** "
+            f"(margin 0 {fixed['median_s']['margin 0']:.2f} s, plain {fixed['median_s']['plain']:.2f} s)."
+        )
     for r in rows:
         c, n = r["cpu_s"], r["tiles"]
         out.append(
@@ -507,22 +552,28 @@ def verdict(rows: list[dict], fixed: dict | None) -> list[str]:
             f"encoding and writing the tiles cost about {1000 * (c['plain'] - c['floor']) / n:.1f} ms of CPU per tile on "
             f"top of the forward pass, on the same cores; the default margin adds "
             f"{1000 * (c['platform'] - c['margin 0']) / n:.1f} ms."
-            + (f" Classes equal to torch eager's on {100 * r['pixels_equal_to_eager']:.3f}% of pixels."
-               if r["pixels_equal_to_eager"] is not None else "")
+            + (
+                f" Classes equal to torch eager's on {100 * r['pixels_equal_to_eager']:.3f}% of pixels."
+                if r["pixels_equal_to_eager"] is not None
+                else ""
+            )
         )
     return out
 
 
-def render_section(info: dict, meta: dict, rows: list[dict], fixed: dict | None, tuning: dict, setup_s: dict,
-                   rss_notes: list[str]) -> str:
+def render_section(
+    info: dict, meta: dict, rows: list[dict], fixed: dict | None, tuning: dict, setup_s: dict, rss_notes: list[str]
+) -> str:
     layouts, margins = rows[-1]["layout"], rows[-1]["margin_px"]
     plain, floor = tuning["plain"], tuning["floor"]
 
     def described(m: str) -> str:
         lay = layouts[m]
-        return (f"{m} (margin {margins[m]} px): runtime **{lay.get('runtime')}**, layout {lay.get('how')}: batch "
-                f"{lay.get('batch_size')}, {lay.get('streams')} stream(s) x {lay.get('threads', 'default')} intra-op "
-                f"thread(s), {lay.get('io_threads')} I/O threads")
+        return (
+            f"{m} (margin {margins[m]} px): runtime **{lay.get('runtime')}**, layout {lay.get('how')}: batch "
+            f"{lay.get('batch_size')}, {lay.get('streams')} stream(s) x {lay.get('threads', 'default')} intra-op "
+            f"thread(s), {lay.get('io_threads')} I/O threads"
+        )
 
     lines = [
         f"### Results ({info['date']})",
@@ -545,7 +596,8 @@ def render_section(info: dict, meta: dict, rows: list[dict], fixed: dict | None,
         "Peak RSS: one run of each mode in a fresh process of its own after the timed runs (VmHWM): the whole "
         "process with its own imports (the platform's dagster, torch and onnxruntime; the plain loop's onnxruntime "
         "and rasterio); no other mode's memory and not the floor's tiles"
-        + "".join(f"; {note}" for note in rss_notes) + ".",
+        + "".join(f"; {note}" for note in rss_notes)
+        + ".",
         "",
         "Where the platform's time goes (median seconds). *before step*: from the call to STEP_START (job subset, "
         "run record, plan, resources, run events); *step*: step duration from `get_run_step_stats`; *asset body*: "
@@ -606,16 +658,18 @@ def run(args, work: Path, log) -> int:
     import rasterio
 
     from geo_assets.definitions import defs  # after prepare_environment: resources read the env at import
+    from geo_assets.geo.acquisitions import pick_imagery
     from geo_assets.ml import registry
     from resources.profiles import resource_defs
-    from geo_assets.geo.acquisitions import pick_imagery
 
     store = resource_defs()["storage"].store()
     assert store.base == (work / "storage").resolve(), f"storage root {store.root} is not the benchmark's"
     info = machine_info()
     if info["loadavg_1min_at_start"] > 0.5 * info["nproc"]:
-        log(f"warning: load average {info['loadavg_1min_at_start']} on {info['nproc']} cores: the machine is busy, "
-            "wall times will be noisy")
+        log(
+            f"warning: load average {info['loadavg_1min_at_start']} on {info['nproc']} cores: the machine is busy, "
+            "wall times will be noisy"
+        )
     log(f"geo-assets predictions benchmark: sizes {args.sizes}, repeats {args.repeats}; work dir {work}")
 
     nofile = ensure_open_files(max(args.sizes + [TUNE_SIZE]) + 256, log)
@@ -652,23 +706,35 @@ def run(args, work: Path, log) -> int:
             modes = MODES if tiles is not None else MODES[:-1]
             runs: dict[str, list[dict]] = {mode: [] for mode in modes}
             for r in range(args.repeats):
-                for mode in modes[r % len(modes):] + modes[: r % len(modes)]:  # rotate the order each repeat
+                for mode in modes[r % len(modes) :] + modes[: r % len(modes)]:  # rotate the order each repeat
                     if mode in PLATFORM_MARGINS:
                         res = platform_predict(job, instance, region_name(n), version, PLATFORM_MARGINS[mode])
                     elif mode == "plain":
-                        res = plain_predict(paths, onnx, out_dir, plain_layout["streams"], plain_layout["threads"],
-                                            plain_layout["batch"])
+                        res = plain_predict(
+                            paths,
+                            onnx,
+                            out_dir,
+                            plain_layout["streams"],
+                            plain_layout["threads"],
+                            plain_layout["batch"],
+                        )
                     else:
-                        res = floor_run(onnx, tiles, floor_layout["streams"], floor_layout["threads"],
-                                        floor_layout["batch"])
+                        res = floor_run(
+                            onnx, tiles, floor_layout["streams"], floor_layout["threads"], floor_layout["batch"]
+                        )
                     if mode != "floor":
                         assert res["tiles"] == n, f"{mode} predicted {res['tiles']} tiles, expected {n}"
                     runs[mode].append(res)
-                    log(f"  {n:5d} tiles  {mode:8s} run {r + 1}/{args.repeats}: {res['seconds']:.2f} s, "
-                        f"{res['cpu_s']:.2f} s CPU (load {os.getloadavg()[0]:.1f})")
+                    log(
+                        f"  {n:5d} tiles  {mode:8s} run {r + 1}/{args.repeats}: {res['seconds']:.2f} s, "
+                        f"{res['cpu_s']:.2f} s CPU (load {os.getloadavg()[0]:.1f})"
+                    )
             # Same pixels at margin 0? (not timed)
             platform, plain = runs["margin 0"][-1], runs["plain"][-1]
-            with rasterio.open(unquote(urlparse(platform["mosaic_uri"]).path)) as a, rasterio.open(plain["mosaic_path"]) as b:
+            with (
+                rasterio.open(unquote(urlparse(platform["mosaic_uri"]).path)) as a,
+                rasterio.open(plain["mosaic_path"]) as b,
+            ):
                 same_mosaic = bool(np.array_equal(a.read(), b.read()))
             from geo_assets.geo.tiling import pixel_digest
 
@@ -678,8 +744,10 @@ def run(args, work: Path, log) -> int:
                     if pixel_digest(src.read(1)) != platform["digests"][p.stem]:
                         different.append(p.stem)
             if different or not same_mosaic:
-                raise AssertionError(f"{n} tiles: platform (margin 0) and plain outputs differ (tiles {different[:5]}, "
-                                     f"mosaic identical: {same_mosaic})")
+                raise AssertionError(
+                    f"{n} tiles: platform (margin 0) and plain outputs differ (tiles {different[:5]}, "
+                    f"mosaic identical: {same_mosaic})"
+                )
             agree = None
             if tiles is not None and (n == max(args.sizes) or args.quick):
                 agree = eager_agreement(weights, tiles, Path(plain["tiles_dir"]), [p.name for p in paths])
@@ -689,43 +757,75 @@ def run(args, work: Path, log) -> int:
             # Peak memory (not timed): each mode once more, in a fresh process of its own.
             rss = {mode: float("nan") for mode in RSS_MODES}
             if n in args.sizes:
-                spec = {"region": region_name(n), "version": version, "paths": [str(p) for p in paths],
-                        "onnx": str(onnx), "out_dir": str(out_dir),
-                        "layout": [plain_layout["streams"], plain_layout["threads"], plain_layout["batch"]]}
+                spec = {
+                    "region": region_name(n),
+                    "version": version,
+                    "paths": [str(p) for p in paths],
+                    "onnx": str(onnx),
+                    "out_dir": str(out_dir),
+                    "layout": [plain_layout["streams"], plain_layout["threads"], plain_layout["batch"]],
+                }
                 for mode in RSS_MODES:
                     out = peak_rss({"mode": mode, **spec})
                     rss[mode] = out["peak_rss_mb"]
-                    log(f"  {n:5d} tiles  {mode:8s} peak RSS in a process of its own: {rss[mode]:.0f} MB"
-                        + (f" (layout: {out['layout']})" if out["layout"] else ""))
+                    log(
+                        f"  {n:5d} tiles  {mode:8s} peak RSS in a process of its own: {rss[mode]:.0f} MB"
+                        + (f" (layout: {out['layout']})" if out["layout"] else "")
+                    )
                     if out["layout"] not in (None, "cached"):  # a busy machine's layout is not cached
-                        rss_notes.append(f"{n} tiles, {mode}: the layout was measured again in that process "
-                                         f"({out['layout']}), and its forward passes count in the peak")
+                        rss_notes.append(
+                            f"{n} tiles, {mode}: the layout was measured again in that process "
+                            f"({out['layout']}), and its forward passes count in the peak"
+                        )
             results[n] = summarise(n, runs, rss, agree)
             s = results[n]
-            log(f"  {n:5d} tiles: platform {s['median_s']['platform']:.2f} s, margin 0 {s['median_s']['margin 0']:.2f} s, "
+            log(
+                f"  {n:5d} tiles: platform {s['median_s']['platform']:.2f} s, margin 0 {s['median_s']['margin 0']:.2f} s, "
                 f"plain {s['median_s']['plain']:.2f} s, floor {s['median_s']['floor']:.2f} s; margin 0 / floor "
-                f"{s['margin0_over_floor']:.3f}, margin 0 / plain {s['margin0_over_plain']:.3f}; outputs identical")
+                f"{s['margin0_over_floor']:.3f}, margin 0 / plain {s['margin0_over_plain']:.3f}; outputs identical"
+            )
     finally:
         instance.dispose()
     info["loadavg_1min_at_end"] = round(os.getloadavg()[0], 2)
 
     fixed = results.get(FIXED_SIZE) if FIXED_SIZE not in args.sizes else None
     rows = [results[n] for n in args.sizes]
-    command = "python -m bench.predictions " + ("--quick" if args.quick else " ".join(
-        ["--sizes", *map(str, args.sizes), "--repeats", str(args.repeats)]))
+    command = "python -m bench.predictions " + (
+        "--quick" if args.quick else " ".join(["--sizes", *map(str, args.sizes), "--repeats", str(args.repeats)])
+    )
     meta = {"command": command, "repeats": args.repeats, "onnxruntime": onnxruntime.__version__}
     section = render_section(info, meta, rows, fixed, tuning, setup_s, rss_notes)
     print("\n" + section)
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "benchmark": "predictions", "machine": info,
-        "settings": {**meta, "tile_px": TILE_PX, "bands": 4, "model": MODEL, "model_version": version,
-                     "training": QUICK_TRAINING if args.quick else TRAINING, "date": DATE, "targets": TARGETS,
-                     "target_size": TARGET_SIZE,
-                     "peak_rss": "one run of each mode in a fresh process (VmHWM)"},
-        "open_files_limit": nofile, "setup_seconds": setup_s, "tuning": tuning, "fixed_cost": fixed, "results": rows,
-    }, indent=2, default=str) + "\n")
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "benchmark": "predictions",
+                "machine": info,
+                "settings": {
+                    **meta,
+                    "tile_px": TILE_PX,
+                    "bands": 4,
+                    "model": MODEL,
+                    "model_version": version,
+                    "training": QUICK_TRAINING if args.quick else TRAINING,
+                    "date": DATE,
+                    "targets": TARGETS,
+                    "target_size": TARGET_SIZE,
+                    "peak_rss": "one run of each mode in a fresh process (VmHWM)",
+                },
+                "open_files_limit": nofile,
+                "setup_seconds": setup_s,
+                "tuning": tuning,
+                "fixed_cost": fixed,
+                "results": rows,
+            },
+            indent=2,
+            default=str,
+        )
+        + "\n"
+    )
     if args.no_write:
         print(f"\nwrote {RESULTS.relative_to(REPO)}")
         return 0

@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import REPO, machine_info, write_section, CODE_LOCATION
+from bench.common import CODE_LOCATION, REPO, machine_info, write_section
 
 # What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
 MEASURES = ["bench/runs.py", *CODE_LOCATION]
@@ -55,7 +55,14 @@ def prepare(work: Path, tiles_per_side: int, tile_size: int, dates_: list[str]) 
     from geo_assets.geo.store import Store, local_root
 
     side = tiles_per_side * tile_size * 10.0  # 10 m pixels
-    region = Region(REGION, (ORIGIN[0], ORIGIN[1], ORIGIN[0] + side, ORIGIN[1] + side), "EPSG:32631", "synthetic", "synthetic", tuple(dates_))
+    region = Region(
+        REGION,
+        (ORIGIN[0], ORIGIN[1], ORIGIN[0] + side, ORIGIN[1] + side),
+        "EPSG:32631",
+        "synthetic",
+        "synthetic",
+        tuple(dates_),
+    )
     envs = {}
     for mode in ("runs", "one-process"):
         home, root = work / mode / "home", local_root(work / mode / "storage")
@@ -112,8 +119,14 @@ with dg.DagsterInstance.get() as instance:
 
 
 def run_in_one_process(env: dict, dates_: list[str], tile_size: int) -> dict:
-    proc = subprocess.run([sys.executable, "-c", ONE_PROCESS, REGION, str(tile_size), *dates_], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=3600)
+    proc = subprocess.run(
+        [sys.executable, "-c", ONE_PROCESS, REGION, str(tile_size), *dates_],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -121,9 +134,8 @@ def run_in_one_process(env: dict, dates_: list[str], tile_size: int) -> dict:
 
 
 def tiles_of(root: str, date: str) -> list:
-    from geo_assets.geo.store import Store
-
     from geo_assets.geo.acquisitions import pick_imagery
+    from geo_assets.geo.store import Store
 
     manifest = pick_imagery(Store(root), REGION, date)[1]
     return [(t["key"], t["digest"]) for t in manifest["tiles"]]
@@ -176,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiles-per-side", type=int, default=4, help="the region is N x N tiles (default 4)")
     ap.add_argument("--tile-size", type=int, default=256, help="tile size in pixels (default 256)")
     ap.add_argument("--repeats", type=int, default=3, help="alternating repeats of both modes (default 3)")
-    ap.add_argument("--quick", action="store_true", help="2 x 2 tiles of 64 px, one repeat: checks the benchmark, not a figure")
+    ap.add_argument(
+        "--quick", action="store_true", help="2 x 2 tiles of 64 px, one repeat: checks the benchmark, not a figure"
+    )
     ap.add_argument("--no-write", action="store_true", help="print the section instead of writing BENCHMARKS.md")
     args = ap.parse_args(argv)
     for name in ("dates", "tiles_per_side", "tile_size", "repeats"):
@@ -197,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         runs_env, one_env = prepare(work, args.tiles_per_side, args.tile_size, dates_)
         with dagster_dev(runs_env, work / "dev.log", timeout=300) as url:
             for i in range(args.repeats):
-                for mode in (("runs", "one-process") if i % 2 == 0 else ("one-process", "runs")):
+                for mode in ("runs", "one-process") if i % 2 == 0 else ("one-process", "runs"):
                     if mode == "runs":
                         r = run_as_runs(url, dates_, args.tile_size)
                         rows["runs_detail"].append(r)
@@ -207,11 +221,14 @@ def main(argv: list[str] | None = None) -> int:
                     rows[mode].append(r["wall_s"])
                     print(f"repeat {i + 1} {mode}: {r['wall_s']:.1f} s", flush=True)
                 for d in dates_:
-                    a, b = tiles_of(runs_env["GEO_ASSETS_STORAGE_ROOT"], d), tiles_of(one_env["GEO_ASSETS_STORAGE_ROOT"], d)
+                    a, b = (
+                        tiles_of(runs_env["GEO_ASSETS_STORAGE_ROOT"], d),
+                        tiles_of(one_env["GEO_ASSETS_STORAGE_ROOT"], d),
+                    )
                     if a != b:
                         raise AssertionError(f"outputs differ on {d}")
         info["loadavg_1min_at_end"] = round(os.getloadavg()[0], 2)
-        section = render(info, args, rows, args.tiles_per_side ** 2, command)
+        section = render(info, args, rows, args.tiles_per_side**2, command)
         print(section)
         if not args.no_write:
             write_section("runs", MEASURES, section)

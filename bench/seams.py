@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import REPO, machine_info, write_section, INFERENCE, TILE_IO
+from bench.common import INFERENCE, REPO, TILE_IO, machine_info, write_section
 
 # What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
 MEASURES = ["bench/seams.py", *INFERENCE, *TILE_IO]
@@ -57,13 +57,28 @@ def setup(work: Path, side: int):
         for c in range(side):
             key, path = f"{c}_{r}", f"imagery/{c}_{r}.tif"
             with store.writing(path) as tmp:
-                write_cog(tmp, image[:, r * TILE_PX : (r + 1) * TILE_PX, c * TILE_PX : (c + 1) * TILE_PX], CRS,
-                          Affine(RES, 0, WEST + c * TILE_PX * RES, 0, -RES, NORTH - r * TILE_PX * RES), 0, BANDS)
+                write_cog(
+                    tmp,
+                    image[:, r * TILE_PX : (r + 1) * TILE_PX, c * TILE_PX : (c + 1) * TILE_PX],
+                    CRS,
+                    Affine(RES, 0, WEST + c * TILE_PX * RES, 0, -RES, NORTH - r * TILE_PX * RES),
+                    0,
+                    BANDS,
+                )
             entries.append({"key": key, "path": path})
     normalisation = Normalisation.fit([image], BANDS)  # as training fits it, stored with a version
     inputs = normalisation(image, BANDS)
-    config = TrainConfig(architecture="unet", hyperparameters={"base_channels": 16, "depth": 3}, epochs=2,
-                         batch_size=8, learning_rate=5e-3, chip_size=128, chips_per_epoch=128, seed=0, device="cpu")
+    config = TrainConfig(
+        architecture="unet",
+        hyperparameters={"base_channels": 16, "depth": 3},
+        epochs=2,
+        batch_size=8,
+        learning_rate=5e-3,
+        chip_size=128,
+        chips_per_epoch=128,
+        seed=0,
+        device="cpu",
+    )
     model = train([np.asarray(inputs, dtype=np.float32)], [truth], len(BANDS), len(CLASSES), config).model
     with store.writing("model/model.onnx") as tmp:
         export_onnx(model, tmp, len(BANDS))
@@ -116,8 +131,16 @@ def main(argv=None) -> int:
         for repeat in range(args.repeats + 1):  # the first round measures each margin's layout, untimed
             for margin in args.margins:
                 started = time.perf_counter()
-                results = predict_tiles(store, runtime, torch.device("cpu"), entries, f"predictions/m{margin}",
-                                        normalise=normalisation, margin=margin, on_layout=lambda l, m=margin: layouts.setdefault(m, l))
+                results = predict_tiles(
+                    store,
+                    runtime,
+                    torch.device("cpu"),
+                    entries,
+                    f"predictions/m{margin}",
+                    normalise=normalisation,
+                    margin=margin,
+                    on_layout=lambda chosen, m=margin: layouts.setdefault(m, chosen),
+                )
                 seconds = time.perf_counter() - started
                 if repeat:
                     times[margin].append(seconds)
@@ -133,36 +156,51 @@ def main(argv=None) -> int:
         for margin in args.margins:
             median = statistics.median(times[margin])
             layout = layouts[margin]
-            rows.append({"margin": margin, "median_s": round(median, 3), "runs_s": [round(t, 3) for t in times[margin]],
-                         "mpx_per_s": round(mpx / median, 3), "cost": round(median / base, 3),
-                         "seam_agreement": round(agreement[margin], 5),
-                         "layout": {"batch": layout.batch_size, "streams": layout.streams, "threads": layout.threads}})
+            rows.append(
+                {
+                    "margin": margin,
+                    "median_s": round(median, 3),
+                    "runs_s": [round(t, 3) for t in times[margin]],
+                    "mpx_per_s": round(mpx / median, 3),
+                    "cost": round(median / base, 3),
+                    "seam_agreement": round(agreement[margin], 5),
+                    "layout": {"batch": layout.batch_size, "streams": layout.streams, "threads": layout.threads},
+                }
+            )
         info = machine_info()
         figures = {"tiles": len(entries), "tile_px": TILE_PX, "mpx": mpx, "rows": rows, "machine": info}
         print(json.dumps(rows, indent=1))
         (REPO / "bench" / "results").mkdir(parents=True, exist_ok=True)
         (REPO / "bench" / "results" / "seams.json").write_text(json.dumps(figures, indent=1))
-        table = [f"| {r['margin']} | {r['median_s']:.2f} | {r['mpx_per_s']:.2f} | {r['cost']:.2f}x | "
-                 f"{100 * r['seam_agreement']:.2f} % | {r['layout']['streams']} x {r['layout']['threads']} @ {r['layout']['batch']} |"
-                 for r in rows]
-        write_section("seams", MEASURES, "\n".join([
-            "## the cost of no seams: tiles predicted with a margin from their neighbours",
-            "",
-            f"A synthetic region of {args.side} x {args.side} tiles of {TILE_PX} px ({mpx:.1f} Mpx; 4 bands) in a local "
-            "store, predicted by `predict_tiles` (ONNX Runtime, the demo's U-Net: base 16, depth 3) with each margin, "
-            f"alternately, {args.repeats} times; each margin at its own measured layout. *Seam agreement*: pixels "
-            f"within {SEAM} px of an edge between two tiles that equal one forward pass over the whole region's "
-            "mosaic (reflect-padded at its edge, as tiles are). Margin 0 is tile by tile, as before. "
-            f"`.venv/bin/python -m bench.seams --side {args.side}`.",
-            "",
-            "| margin px | median s | Mpx/s | cost | seam agreement | streams x threads @ batch |",
-            "|---:|---:|---:|---:|---:|---|",
-            *table,
-            "",
-            f"Medians of {args.repeats} runs. Machine: {info['nproc']} cores ({info['cpu_model']}), load average "
-            f"{info['loadavg_1min_at_start']} at start, Python {info['python']}, torch {info['torch']}, "
-            f"GDAL {info['gdal']}, {info['date']}.",
-        ]))
+        table = [
+            f"| {r['margin']} | {r['median_s']:.2f} | {r['mpx_per_s']:.2f} | {r['cost']:.2f}x | "
+            f"{100 * r['seam_agreement']:.2f} % | {r['layout']['streams']} x {r['layout']['threads']} @ {r['layout']['batch']} |"
+            for r in rows
+        ]
+        write_section(
+            "seams",
+            MEASURES,
+            "\n".join(
+                [
+                    "## the cost of no seams: tiles predicted with a margin from their neighbours",
+                    "",
+                    f"A synthetic region of {args.side} x {args.side} tiles of {TILE_PX} px ({mpx:.1f} Mpx; 4 bands) in a local "
+                    "store, predicted by `predict_tiles` (ONNX Runtime, the demo's U-Net: base 16, depth 3) with each margin, "
+                    f"alternately, {args.repeats} times; each margin at its own measured layout. *Seam agreement*: pixels "
+                    f"within {SEAM} px of an edge between two tiles that equal one forward pass over the whole region's "
+                    "mosaic (reflect-padded at its edge, as tiles are). Margin 0 is tile by tile, as before. "
+                    f"`.venv/bin/python -m bench.seams --side {args.side}`.",
+                    "",
+                    "| margin px | median s | Mpx/s | cost | seam agreement | streams x threads @ batch |",
+                    "|---:|---:|---:|---:|---:|---|",
+                    *table,
+                    "",
+                    f"Medians of {args.repeats} runs. Machine: {info['nproc']} cores ({info['cpu_model']}), load average "
+                    f"{info['loadavg_1min_at_start']} at start, Python {info['python']}, torch {info['torch']}, "
+                    f"GDAL {info['gdal']}, {info['date']}.",
+                ]
+            ),
+        )
         return 0 if agreement[max(args.margins)] >= 0.999 else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -28,14 +28,21 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.common import REPO, machine_info, write_section
 
 # What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
-MEASURES = ["bench/sensor_tick.py", "geo_assets/arrival_sensor.py", "geo_assets/geo/arrivals.py",
-            "geo_assets/geo/regions.py", "geo_assets/geo/store.py", "resources/arrivals.py", "resources/storage.py"]
+MEASURES = [
+    "bench/sensor_tick.py",
+    "geo_assets/arrival_sensor.py",
+    "geo_assets/geo/arrivals.py",
+    "geo_assets/geo/regions.py",
+    "geo_assets/geo/store.py",
+    "resources/arrivals.py",
+    "resources/storage.py",
+]
 
 REGIONS = [f"farm-{i:02d}" for i in range(10)]
 NEW_PER_REGION = 10
@@ -44,7 +51,12 @@ FOOTPRINT = ((399360.0, 5140480.0, 400640.0, 5141760.0), "EPSG:32631")
 
 def history_keys(size: int, today) -> list[str]:
     days = -(-size // (3 * len(REGIONS)))
-    keys = [f"incoming/{r}/{today - timedelta(days=d)}/hist-{i}.json" for d in range(1, days + 1) for r in REGIONS for i in range(3)]
+    keys = [
+        f"incoming/{r}/{today - timedelta(days=d)}/hist-{i}.json"
+        for d in range(1, days + 1)
+        for r in REGIONS
+        for i in range(3)
+    ]
     return keys[:size]
 
 
@@ -64,7 +76,13 @@ def prepare(client, s3, bucket: str, size: int, today):
     from resources.storage import StorageResource
 
     root = f"s3://{bucket}"
-    store = make_store(root, endpoint_url=s3.endpoint_url, region=s3.region, access_key_id=s3.access_key, secret_access_key=s3.secret_key)
+    store = make_store(
+        root,
+        endpoint_url=s3.endpoint_url,
+        region=s3.region,
+        access_key_id=s3.access_key,
+        secret_access_key=s3.secret_key,
+    )
     for name in REGIONS:
         add_region(store, Region(name, *FOOTPRINT, "earth-search"))
     t0 = time.perf_counter()
@@ -72,15 +90,23 @@ def prepare(client, s3, bucket: str, size: int, today):
     print(f"  {size} objects written in {time.perf_counter() - t0:.0f} s", flush=True)
     time.sleep(2.1)  # the history settles (LastModified has whole seconds)
     resources = {
-        "storage": StorageResource(root=root, endpoint_url=s3.endpoint_url, region=s3.region,
-                                   access_key_id=s3.access_key, secret_access_key=s3.secret_key),
+        "storage": StorageResource(
+            root=root,
+            endpoint_url=s3.endpoint_url,
+            region=s3.region,
+            access_key_id=s3.access_key,
+            secret_access_key=s3.secret_key,
+        ),
         "arrivals": ArrivalsResource(settle_seconds=1.0),
     }
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("regions", REGIONS)
     first = scene_arrivals(dg.build_sensor_context(instance=instance, resources=resources))
-    since = max(o["LastModified"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="incoming/")
-                for o in page.get("Contents", []))
+    since = max(
+        o["LastModified"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="incoming/")
+        for o in page.get("Contents", [])
+    )
     time.sleep(1.1)
     new = [f"incoming/{r}/{today}/new-{i}.json" for r in REGIONS for i in range(NEW_PER_REGION)]
     fill(client, bucket, new)
@@ -132,13 +158,20 @@ def main(argv: list[str] | None = None) -> int:
     if any(not 100 <= s <= 1_000_000 for s in sizes) or not 1 <= repeats <= 50:
         ap.error("sizes must be between 100 and 1000000 objects, repeats between 1 and 50")
     info = machine_info()
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     buckets = {s: f"bench-{s}" for s in sizes}
     rows = []
-    with tempfile.TemporaryDirectory(prefix="geo-assets-sensor-tick-") as tmp, \
-            seaweedfs(Path(tmp) / "s3", list(buckets.values()), "bench-key", "bench-secret-key") as s3:
-        client = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name=s3.region,
-                              aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key)
+    with (
+        tempfile.TemporaryDirectory(prefix="geo-assets-sensor-tick-") as tmp,
+        seaweedfs(Path(tmp) / "s3", list(buckets.values()), "bench-key", "bench-secret-key") as s3,
+    ):
+        client = boto3.client(
+            "s3",
+            endpoint_url=s3.endpoint_url,
+            region_name=s3.region,
+            aws_access_key_id=s3.access_key,
+            aws_secret_access_key=s3.secret_key,
+        )
         for size in sizes:
             print(f"bucket of {size} objects:", flush=True)
             instance, resources, cursor, since, new = prepare(client, s3, buckets[size], size, today)
@@ -153,11 +186,20 @@ def main(argv: list[str] | None = None) -> int:
                     raise AssertionError(f"get_objects found {len(keys)} keys, not the {len(new)} new ones")
                 times["get_objects"].append(seconds)
             requests, listed = count_requests(instance, resources, cursor)
-            row = {"size": size, "tick_s": statistics.median(times["tick"]), "get_objects_s": statistics.median(times["get_objects"]),
-                   "tick_requests": requests, "tick_listed": listed, "get_objects_listed": size + len(new)}
+            row = {
+                "size": size,
+                "tick_s": statistics.median(times["tick"]),
+                "get_objects_s": statistics.median(times["get_objects"]),
+                "tick_requests": requests,
+                "tick_listed": listed,
+                "get_objects_listed": size + len(new),
+            }
             rows.append(row)
-            print(f"  tick {row['tick_s']:.3f} s ({requests} requests, {listed} keys listed); "
-                  f"get_objects {row['get_objects_s']:.3f} s ({size + len(new)} keys listed)", flush=True)
+            print(
+                f"  tick {row['tick_s']:.3f} s ({requests} requests, {listed} keys listed); "
+                f"get_objects {row['get_objects_s']:.3f} s ({size + len(new)} keys listed)",
+                flush=True,
+            )
     (REPO / "bench" / "results").mkdir(parents=True, exist_ok=True)
     (REPO / "bench" / "results" / "sensor_tick.json").write_text(json.dumps({"rows": rows, "machine": info}, indent=1))
     lines = [
@@ -172,8 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "| objects in bucket | tick s | tick listing requests | keys listed | get_objects s | keys listed |",
         "|---:|---:|---:|---:|---:|---:|",
-        *(f"| {r['size']} | **{r['tick_s']:.3f}** | {r['tick_requests']} | {r['tick_listed']} | {r['get_objects_s']:.3f} | "
-          f"{r['get_objects_listed']} |" for r in rows),
+        *(
+            f"| {r['size']} | **{r['tick_s']:.3f}** | {r['tick_requests']} | {r['tick_listed']} | {r['get_objects_s']:.3f} | "
+            f"{r['get_objects_listed']} |"
+            for r in rows
+        ),
         "",
         "The tick lists each region folder from 8 days back (lookback_days 7: one request each, plus the folder listing) and "
         "spends sweep_seconds (0.25 s, one page of 1000 keys at least) on the sweep of older keys; get_objects lists every key "

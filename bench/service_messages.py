@@ -37,8 +37,10 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "service_messages.json"
 PAGE = {"Accept": "text/html,application/xhtml+xml"}
 QUERY = {"query": "{ runsOrError(limit: 1) { __typename } }"}
-COMMANDS = {"dagster-webserver": [str(BIN / "dagster-webserver")],
-            "geo-assets-webserver": [str(BIN / "python"), "-m", "geo_assets.webserver"]}
+COMMANDS = {
+    "dagster-webserver": [str(BIN / "dagster-webserver")],
+    "geo-assets-webserver": [str(BIN / "python"), "-m", "geo_assets.webserver"],
+}
 
 
 def log(message: str) -> None:
@@ -69,9 +71,17 @@ def measure(n_requests: int, repeats: int) -> dict:
         home = Path(tmp) / "home"
         home.mkdir()
         (home / "dagster.yaml").write_text((REPO / "deploy/compose/dagster.yaml").read_text())
-        env = {**os.environ, **pg.env(), "DAGSTER_PG_PORT": str(relay.port), "DAGSTER_HOME": str(home),
-               "GEO_ASSETS_STORAGE_ROOT": (Path(tmp) / "storage").as_uri(), "GEO_ASSETS_LOG_BUCKET": "logs",
-               "AWS_ACCESS_KEY_ID": "unused", "AWS_SECRET_ACCESS_KEY": "unused", "AWS_REGION": "us-east-1"}
+        env = {
+            **os.environ,
+            **pg.env(),
+            "DAGSTER_PG_PORT": str(relay.port),
+            "DAGSTER_HOME": str(home),
+            "GEO_ASSETS_STORAGE_ROOT": (Path(tmp) / "storage").as_uri(),
+            "GEO_ASSETS_LOG_BUCKET": "logs",
+            "AWS_ACCESS_KEY_ID": "unused",
+            "AWS_SECRET_ACCESS_KEY": "unused",
+            "AWS_REGION": "us-east-1",
+        }
         env.pop("GEO_ASSETS_PROFILE", None)
         subprocess.run([BIN / "geo-assets", "init"], cwd=REPO, env=env, check=True, capture_output=True)
         bases, procs = {}, []
@@ -79,17 +89,26 @@ def measure(n_requests: int, repeats: int) -> dict:
             for name, command in COMMANDS.items():
                 port = free_port()
                 bases[name] = f"http://127.0.0.1:{port}"
-                procs.append(subprocess.Popen([*command, "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
-                                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                              start_new_session=True))
+                procs.append(
+                    subprocess.Popen(
+                        [*command, "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
+                        cwd=REPO,
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
+                )
             healthy: dict[str, dict[str, list[float]]] = {name: {"page": [], "graphql": []} for name in bases}
             for base in bases.values():
                 until_ready(f"{base}/graphql")
                 requests.get(f"{base}/runs", headers=PAGE, timeout=60)  # warm: first page, first pooled connection
             for _ in range(n_requests):
                 for name, base in bases.items():  # interleaved: both see the same load
-                    for what, call in (("page", lambda: requests.get(f"{base}/runs", headers=PAGE, timeout=60)),
-                                       ("graphql", lambda: requests.post(f"{base}/graphql", json=QUERY, timeout=60))):
+                    for what, call in (
+                        ("page", lambda base=base: requests.get(f"{base}/runs", headers=PAGE, timeout=60)),
+                        ("graphql", lambda base=base: requests.post(f"{base}/graphql", json=QUERY, timeout=60)),
+                    ):
                         seconds, status = timed(call)
                         assert status == 200, (name, what, status)
                         healthy[name][what].append(seconds)
@@ -104,10 +123,15 @@ def measure(n_requests: int, repeats: int) -> dict:
                     # Two loads: the first may fail at once on the pooled connection the silence cut; the
                     # second opens a new one, which is where a silent database costs time.
                     for _ in range(2):
-                        seconds, status = timed(lambda: requests.get(f"{base}/runs", headers=PAGE, timeout=300))
+                        seconds, status = timed(
+                            lambda base=base: requests.get(f"{base}/runs", headers=PAGE, timeout=300)
+                        )
                         silent[name].append(seconds)
                         statuses[name] = max(statuses.get(name, 0), status)
-                log(f"silent {i + 1}/{repeats}: " + ", ".join(f"{n} {s[-2]:.1f} s, {s[-1]:.1f} s" for n, s in silent.items()))
+                log(
+                    f"silent {i + 1}/{repeats}: "
+                    + ", ".join(f"{n} {s[-2]:.1f} s, {s[-1]:.1f} s" for n, s in silent.items())
+                )
         finally:
             relay.close()
             for proc in procs:
@@ -117,26 +141,32 @@ def measure(n_requests: int, repeats: int) -> dict:
         "requests": n_requests,
         "healthy_median_ms": {n: {w: 1000 * statistics.median(v) for w, v in d.items()} for n, d in healthy.items()},
         "silent_seconds": silent,
-        "silent_median_s": {n: {"first": statistics.median(v[0::2]), "second": statistics.median(v[1::2])}
-                            for n, v in silent.items()},
+        "silent_median_s": {
+            n: {"first": statistics.median(v[0::2]), "second": statistics.median(v[1::2])} for n, v in silent.items()
+        },
         "silent_status": statuses,
     }
 
 
 def render(info: dict, r: dict) -> str:
     ms, s = r["healthy_median_ms"], r["silent_median_s"]
-    rows = "\n".join(f"| `{n}` | {ms[n]['page']:.1f} | {ms[n]['graphql']:.1f} | {s[n]['first']:.1f} | {s[n]['second']:.1f} "
-                     f"(HTTP {r['silent_status'][n]}) |" for n in ms)
-    return ("## The webserver's service messages\n\nThe deployment's webserver (`geo-assets-webserver`: Dagster's app in "
-            "a middleware that names an unreachable database and a silent daemon) against Dagster's `dagster-webserver`, "
-            f"side by side on one instance (deploy/compose/dagster.yaml). Healthy: median of {r['requests']} requests each. "
-            "Silent database: the first and the second page load after the silence (Dagster's first fails at once on "
-            "the pooled connection the silence cut; ours asks the database, then answers from its 5 s cache), median of "
-            f"{len(next(iter(r['silent_seconds'].values()))) // 2} repeats.\n\n"
-            "| webserver | page load, ms | GraphQL query, ms | database silent: first page, s | second page, s |\n"
-            "| --- | --- | --- | --- | --- |\n"
-            f"{rows}\n\nMachine: {info['nproc']} cores ({info['cpu_model']}), dagster {info['dagster']}; {info['date']}; "
-            f"1-min load average {info['loadavg_1min_at_start']} at the start.\n")
+    rows = "\n".join(
+        f"| `{n}` | {ms[n]['page']:.1f} | {ms[n]['graphql']:.1f} | {s[n]['first']:.1f} | {s[n]['second']:.1f} "
+        f"(HTTP {r['silent_status'][n]}) |"
+        for n in ms
+    )
+    return (
+        "## The webserver's service messages\n\nThe deployment's webserver (`geo-assets-webserver`: Dagster's app in "
+        "a middleware that names an unreachable database and a silent daemon) against Dagster's `dagster-webserver`, "
+        f"side by side on one instance (deploy/compose/dagster.yaml). Healthy: median of {r['requests']} requests each. "
+        "Silent database: the first and the second page load after the silence (Dagster's first fails at once on "
+        "the pooled connection the silence cut; ours asks the database, then answers from its 5 s cache), median of "
+        f"{len(next(iter(r['silent_seconds'].values()))) // 2} repeats.\n\n"
+        "| webserver | page load, ms | GraphQL query, ms | database silent: first page, s | second page, s |\n"
+        "| --- | --- | --- | --- | --- |\n"
+        f"{rows}\n\nMachine: {info['nproc']} cores ({info['cpu_model']}), dagster {info['dagster']}; {info['date']}; "
+        f"1-min load average {info['loadavg_1min_at_start']} at the start.\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,9 +28,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import requests
 
@@ -59,11 +59,15 @@ def sh(cmd: list[str], env: dict, timeout: float = 900) -> str:
 
 def location_loaded(url: str) -> bool:
     try:
-        entries = requests.post(url, json={"query": WORKSPACE}, timeout=10).json()["data"]["workspaceOrError"]["locationEntries"]
+        entries = requests.post(url, json={"query": WORKSPACE}, timeout=10).json()["data"]["workspaceOrError"][
+            "locationEntries"
+        ]
     except (requests.RequestException, ValueError, KeyError, TypeError):
         return False
-    return any(e["name"] == "geo_assets" and (e["locationOrLoadError"] or {}).get("__typename") == "RepositoryLocation"
-               for e in entries)
+    return any(
+        e["name"] == "geo_assets" and (e["locationOrLoadError"] or {}).get("__typename") == "RepositoryLocation"
+        for e in entries
+    )
 
 
 @contextmanager
@@ -72,17 +76,29 @@ def stack_env(image: str) -> Iterator[tuple[dict, str]]:
     from devtools.emulators import free_port
     from devtools.emulators.s3 import seaweedfs
 
-    with tempfile.TemporaryDirectory(prefix="bench-stack-") as tmp, \
-            seaweedfs(Path(tmp) / "s3", [BUCKET], "bench-stack-key", secrets.token_hex(12)) as s3:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-stack-") as tmp,
+        seaweedfs(Path(tmp) / "s3", [BUCKET], "bench-stack-key", secrets.token_hex(12)) as s3,
+    ):
         web = free_port()
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-               "COMPOSE_PROJECT_NAME": f"bench-stack-{uuid.uuid4().hex[:8]}", "GEO_ASSETS_IMAGE": image,
-               "GEO_ASSETS_STORAGE_ROOT": f"s3://{BUCKET}/stack", "GEO_ASSETS_LOG_BUCKET": BUCKET,
-               "AWS_ENDPOINT_URL_S3": s3.endpoint_url, "AWS_ACCESS_KEY_ID": s3.access_key,
-               "AWS_SECRET_ACCESS_KEY": s3.secret_key, "AWS_REGION": s3.region,
-               "DAGSTER_PG_PASSWORD": secrets.token_hex(8), "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
-               "DAGSTER_PG_PORT": str(free_port()), "GEO_ASSETS_GRPC_PORT": str(free_port()),
-               "GEO_ASSETS_WEBSERVER_PORT": str(web), "GEO_ASSETS_READ_ONLY_PORT": str(free_port())}
+        env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "COMPOSE_PROJECT_NAME": f"bench-stack-{uuid.uuid4().hex[:8]}",
+            "GEO_ASSETS_IMAGE": image,
+            "GEO_ASSETS_STORAGE_ROOT": f"s3://{BUCKET}/stack",
+            "GEO_ASSETS_LOG_BUCKET": BUCKET,
+            "AWS_ENDPOINT_URL_S3": s3.endpoint_url,
+            "AWS_ACCESS_KEY_ID": s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+            "AWS_REGION": s3.region,
+            "DAGSTER_PG_PASSWORD": secrets.token_hex(8),
+            "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
+            "DAGSTER_PG_PORT": str(free_port()),
+            "GEO_ASSETS_GRPC_PORT": str(free_port()),
+            "GEO_ASSETS_WEBSERVER_PORT": str(web),
+            "GEO_ASSETS_READ_ONLY_PORT": str(free_port()),
+        }
         for name in ("GEO_ASSETS_PROFILE", "DAGSTER_HOME"):
             env.pop(name, None)
         try:
@@ -113,13 +129,30 @@ def measure(image: str, starts: int, repeats: int) -> dict:
                 sh([*COMPOSE, "down", "-v"], env, timeout=300)
             start_times.append(start(env, url))
             log(f"start {i + 1}/{starts}: {start_times[-1]:.1f} s")
-        sh([*COMPOSE, "exec", "-T", "daemon", "geo-assets", "region", "add", REGION[0], "--bbox", *REGION[1:],
-            "--crs", "EPSG:32631"], env)
+        sh(
+            [
+                *COMPOSE,
+                "exec",
+                "-T",
+                "daemon",
+                "geo-assets",
+                "region",
+                "add",
+                REGION[0],
+                "--bbox",
+                *REGION[1:],
+                "--crs",
+                "EPSG:32631",
+            ],
+            env,
+        )
         client, day, run_ids = DagsterClient(url), datetime.date(2024, 1, 1), []
         try:
             for i in range(repeats + 1):  # the first launch warms the code server and is not counted
                 sent = time.time()
-                run_ids.append(client.launch_run(["imagery_tiles"], f"{day + datetime.timedelta(days=i)}|{REGION[0]}", {}, {}))
+                run_ids.append(
+                    client.launch_run(["imagery_tiles"], f"{day + datetime.timedelta(days=i)}|{REGION[0]}", {}, {})
+                )
                 stamps = {"sent": sent, **_stamps(client, run_ids[-1], timeout=600)}
                 row = {"run_id": run_ids[-1], "total": stamps["STEP_START"] - sent}
                 row.update({name: stamps[end] - stamps[begin or "sent"] for name, begin, end in PHASES})
@@ -128,8 +161,11 @@ def measure(image: str, starts: int, repeats: int) -> dict:
                     log(f"launch {i}/{repeats}: {row['total']:.2f} s to STEP_START")
         finally:
             for run_id in run_ids:  # the run containers the launcher left behind
-                subprocess.run(f"docker ps -aq --filter label=dagster/run_id={run_id} | xargs -r docker rm -f",
-                               shell=True, capture_output=True)
+                subprocess.run(
+                    f"docker ps -aq --filter label=dagster/run_id={run_id} | xargs -r docker rm -f",
+                    shell=True,
+                    capture_output=True,
+                )
     return {"starts": start_times, "rows": rows}
 
 
@@ -142,19 +178,19 @@ def render(info: dict, result: dict, image: str) -> str:
 What is measured: `deploy/compose/docker-compose.yml` with the image `{image}` (PostgreSQL, code server,
 webserver, read-only webserver, daemon; runs as containers of the image through `DockerRunLauncher`),
 its store on a local S3 API server. Start: `docker-compose up -d` to the webserver serving the loaded code
-location, {len(result['starts'])} times on a new database volume. Launch: `imagery_tiles` of a one-tile
+location, {len(result["starts"])} times on a new database volume. Launch: `imagery_tiles` of a one-tile
 region over GraphQL to `STEP_START`, {len(rows)} launches after one warm-up. Command:
-`.venv/bin/python -m bench.stack --starts {len(result['starts'])} --repeats {len(rows)}`.
-Machine: {info['nproc']} cores ({info['cpu_model']}), {info['platform']}, Python {info['python']},
-dagster {info['dagster']}; {info['date']}; 1-min load average {info['loadavg_1min_at_start']} at the start.
+`.venv/bin/python -m bench.stack --starts {len(result["starts"])} --repeats {len(rows)}`.
+Machine: {info["nproc"]} cores ({info["cpu_model"]}), {info["platform"]}, Python {info["python"]},
+dagster {info["dagster"]}; {info["date"]}; 1-min load average {info["loadavg_1min_at_start"]} at the start.
 
 | | median (s) | share |
 | --- | --- | --- |
-| **stack start** (up to the code location loaded) | **{statistics.median(result['starts']):.1f}** | |
+| **stack start** (up to the code location loaded) | **{statistics.median(result["starts"]):.1f}** | |
 | **launch to STEP_START** | **{total:.2f}** | |
 {phases}
 
-Starts: {', '.join(f"{s:.1f}" for s in result['starts'])} s. Launches: {', '.join(f"{r['total']:.2f}" for r in rows)} s.
+Starts: {", ".join(f"{s:.1f}" for s in result["starts"])} s. Launches: {", ".join(f"{r['total']:.2f}" for r in rows)} s.
 "run process" holds the run container's creation and start and the code location's load inside it."""
 
 

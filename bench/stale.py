@@ -46,9 +46,13 @@ def _code(source: str) -> str | None:
         return None
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
-                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)):
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             node.body = body[1:] or [ast.Pass()]
     return ast.dump(tree)
 
@@ -91,8 +95,12 @@ def stale_sections(doc: str, repo: Path) -> list[Stale]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.stale", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repo", type=Path, default=Path(__file__).resolve().parent.parent,
-                    help="the repository (default: this one); its BENCHMARKS.md is read")
+    ap.add_argument(
+        "--repo",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent,
+        help="the repository (default: this one); its BENCHMARKS.md is read",
+    )
     ap.add_argument("--check", action="store_true", help="exit 1 when any section is listed")
     args = ap.parse_args(argv)
     doc = args.repo / "BENCHMARKS.md"
@@ -103,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     total = len(SECTION.findall(text))
     for s in found:
         print(f"{s.section}: {s.why} (commit {s.commit})" + "".join(f"\n    {p}" for p in s.changed))
-    print(f"{len(found)} of {total} sections to rerun" if found else f"all {total} sections: no measured code changed since their commits")
+    print(
+        f"{len(found)} of {total} sections to rerun"
+        if found
+        else f"all {total} sections: no measured code changed since their commits"
+    )
     return 1 if found and args.check else 0
 
 

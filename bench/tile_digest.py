@@ -39,8 +39,14 @@ def make_tiles(folder: Path, bands: int, dtype: str, count: int) -> list[Path]:
         base = 1000 + 800 * np.sin((x + 7 * i) / 23.0)[None] * np.cos(y / 31.0)[None]
         data = (base + rng.normal(0, 50, (bands, PX, PX))).clip(0, 10000).astype(dtype)
         path = folder / f"{i}_{bands}_{dtype}.tif"
-        write_cog(path, data, "EPSG:32631", Affine(10, 0, 500000 + i * 2560, 0, -10, 5200000), 0,
-                  [f"b{b}" for b in range(bands)])
+        write_cog(
+            path,
+            data,
+            "EPSG:32631",
+            Affine(10, 0, 500000 + i * 2560, 0, -10, 5200000),
+            0,
+            [f"b{b}" for b in range(bands)],
+        )
         paths.append(path)
     return paths
 
@@ -69,8 +75,16 @@ def main(argv: list[str] | None = None) -> int:
             arrays = [read_raster(p)[0] for p in paths]
             read = statistics.median(cpu_ms(read_raster, paths) for _ in range(args.repeats))
             digest = statistics.median(cpu_ms(pixel_digest, arrays) for _ in range(args.repeats))
-            rows.append({"bands": bands, "dtype": dtype, "mb": round(arrays[0].nbytes / 2**20, 2),
-                         "read_ms": round(read, 3), "digest_ms": round(digest, 3), "share": round(digest / read, 3)})
+            rows.append(
+                {
+                    "bands": bands,
+                    "dtype": dtype,
+                    "mb": round(arrays[0].nbytes / 2**20, 2),
+                    "read_ms": round(read, 3),
+                    "digest_ms": round(digest, 3),
+                    "share": round(digest / read, 3),
+                }
+            )
     info = machine_info()
     lines = [
         "## Tile digests on read",
@@ -81,10 +95,18 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "| bands | dtype | decoded MB | read ms | digest ms | digest / read |",
         "|---|---|---|---|---|---|",
-        *[f"| {r['bands']} | {r['dtype']} | {r['mb']} | {r['read_ms']} | {r['digest_ms']} | {r['share']:.0%} |" for r in rows],
+        *[
+            f"| {r['bands']} | {r['dtype']} | {r['mb']} | {r['read_ms']} | {r['digest_ms']} | {r['share']:.0%} |"
+            for r in rows
+        ],
     ]
-    publish("tile-digest", MEASURES, REPO / "bench" / "results" / "tile_digest.json",
-            {"machine": info, "tiles": args.tiles, "repeats": args.repeats, "rows": rows}, "\n".join(lines))
+    publish(
+        "tile-digest",
+        MEASURES,
+        REPO / "bench" / "results" / "tile_digest.json",
+        {"machine": info, "tiles": args.tiles, "repeats": args.repeats, "rows": rows},
+        "\n".join(lines),
+    )
     return 0
 
 

@@ -51,8 +51,14 @@ def make_region(folder: Path) -> list[Path]:
         row, col = divmod(i, 32)
         data = rng.integers(300, 4000, (BANDS, PX, PX), dtype=np.uint16)
         path = folder / f"{col}_{row}.tif"
-        write_cog(path, data, CRS, Affine(10, 0, 500000 + col * 2560, 0, -10, 5200000 - row * 2560), 0,
-                  ["blue", "green", "red", "nir"])
+        write_cog(
+            path,
+            data,
+            CRS,
+            Affine(10, 0, 500000 + col * 2560, 0, -10, 5200000 - row * 2560),
+            0,
+            ["blue", "green", "red", "nir"],
+        )
         paths.append(path)
     return paths
 
@@ -94,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             def read(path):
                 with env():
                     return read_raster(path)[0]
+
             return read
 
         expected = [read_raster(p)[0] for p in paths]
@@ -112,12 +119,26 @@ def main(argv: list[str] | None = None) -> int:
         for name, env in envs.items():
             for fresh in (False, True):
                 runs = [cpu_ms(reader(env), paths, fresh) for _ in range(args.repeats)]
-                rows.append({"what": "read", "gdal": name, "thread": "fresh" if fresh else "reused",
-                             "cpu_ms": statistics.median(runs), "runs": runs})
+                rows.append(
+                    {
+                        "what": "read",
+                        "gdal": name,
+                        "thread": "fresh" if fresh else "reused",
+                        "cpu_ms": statistics.median(runs),
+                        "runs": runs,
+                    }
+                )
         for fresh in (False, True):
             runs = [cpu_ms(write, range(args.tiles), fresh) for _ in range(args.repeats)]
-            rows.append({"what": "write", "gdal": "GDAL defaults", "thread": "fresh" if fresh else "reused",
-                         "cpu_ms": statistics.median(runs), "runs": runs})
+            rows.append(
+                {
+                    "what": "write",
+                    "gdal": "GDAL defaults",
+                    "thread": "fresh" if fresh else "reused",
+                    "cpu_ms": statistics.median(runs),
+                    "runs": runs,
+                }
+            )
 
     info["loadavg_1min_at_end"] = round(os.getloadavg()[0], 2)
     lines = [
@@ -136,8 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     print(section)
     results = REPO / "bench" / "results" / "tile_io.json"
     results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(json.dumps({"benchmark": "tile_io", "machine": info, "tiles": args.tiles,
-                                   "repeats": args.repeats, "rows": rows}, indent=2) + "\n")
+    results.write_text(
+        json.dumps(
+            {"benchmark": "tile_io", "machine": info, "tiles": args.tiles, "repeats": args.repeats, "rows": rows},
+            indent=2,
+        )
+        + "\n"
+    )
     write_section("tile-io", MEASURES, section)
     return 0
 

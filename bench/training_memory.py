@@ -44,10 +44,20 @@ SCALES = {"training": (1, 4), "evaluation": (1, 4, 16)}
 TARGETS = [("training", 4, 1), ("evaluation", 4, 1), ("evaluation", 16, 4)]
 # What the figures measure: bench.stale lists this section when any of it changes.
 MEASURES = [
-    "bench/training_memory.py", "geo_assets/ml/versions.py", "geo_assets/ml/train.py", "geo_assets/ml/data.py",
-    "geo_assets/ml/pairs.py", "geo_assets/ml/evaluation.py", "geo_assets/ml/normalisation.py",
-    "geo_assets/ml/memory.py", "geo_assets/ml/models.py", "geo_assets/ml/predict.py", "geo_assets/geo/threads.py",
-    "geo_assets/geo/store.py", "geo_assets/geo/cog.py", "resources/compute.py",
+    "bench/training_memory.py",
+    "geo_assets/ml/versions.py",
+    "geo_assets/ml/train.py",
+    "geo_assets/ml/data.py",
+    "geo_assets/ml/pairs.py",
+    "geo_assets/ml/evaluation.py",
+    "geo_assets/ml/normalisation.py",
+    "geo_assets/ml/memory.py",
+    "geo_assets/ml/models.py",
+    "geo_assets/ml/predict.py",
+    "geo_assets/geo/threads.py",
+    "geo_assets/geo/store.py",
+    "geo_assets/geo/cog.py",
+    "resources/compute.py",
 ]
 
 
@@ -79,11 +89,22 @@ def cut_set(store, regions: dict[str, int], scale: int) -> dict:
             if not store.exists(key):
                 scene = source.scene(region, date, bands=ALL_BANDS)
                 entries = [cut_imagery_tile(store, scene, ALL_BANDS, f"imagery/{name}/{date}", t) for t in tiles]
-                store.write_json(key, {"region": name, "date": date, "bands": ALL_BANDS, **fields, "nodata": 0.0,
-                                       "tiles": entries})
-            items.append({"region": name, "date": date, "bands": ALL_BANDS, "tiles": len(tiles), "imagery": key,
-                          "imagery_version": f"{name}/{date}", "labels": labels_key, "labels_version": name,
-                          "footprint": {"crs": region.crs, "bbox": list(region.bbox)}})
+                store.write_json(
+                    key, {"region": name, "date": date, "bands": ALL_BANDS, **fields, "nodata": 0.0, "tiles": entries}
+                )
+            items.append(
+                {
+                    "region": name,
+                    "date": date,
+                    "bands": ALL_BANDS,
+                    "tiles": len(tiles),
+                    "imagery": key,
+                    "imagery_version": f"{name}/{date}",
+                    "labels": labels_key,
+                    "labels_version": name,
+                    "footprint": {"crs": region.crs, "bbox": list(region.bbox)},
+                }
+            )
     return {"regions": list(regions), "dates": [], "bands": ALL_BANDS, "items": items}
 
 
@@ -123,21 +144,50 @@ def phase(args) -> dict:
     start = time.perf_counter()
     if args.phase == "training":
         settings = training_settings(args.quick)
-        record = train_version(store, TrainingRequest(f"bench-{args.scale}x", settings, manifest), mapper, lambda _: None).record
+        record = train_version(
+            store, TrainingRequest(f"bench-{args.scale}x", settings, manifest), mapper, lambda _: None
+        ).record
         if args.scale == 1:
             store.write_json("sets/version.json", record)
         bound = training_bytes(settings["batch_size"], settings["chip_size"], TILE_PX, bands)
     else:
-        settings = {"batch_size": EvaluationConfig().batch_size, "device": "cpu", "version": store.read_json("sets/version.json")["version"]}
-        evaluate(store, store.read_json("sets/version.json"), manifest, mapper, torch.device("cpu"), settings["batch_size"])
+        settings = {
+            "batch_size": EvaluationConfig().batch_size,
+            "device": "cpu",
+            "version": store.read_json("sets/version.json")["version"],
+        }
+        evaluate(
+            store, store.read_json("sets/version.json"), manifest, mapper, torch.device("cpu"), settings["batch_size"]
+        )
         bound = evaluation_bytes(settings["batch_size"], TILE_PX, bands)
-    return {"phase": args.phase, "scale": args.scale, "tiles": tiles, "settings": settings, "seconds": time.perf_counter() - start,
-            "baseline_mb": baseline, "peak_mb": peak_mb(reset_ok), "peak_reset": reset_ok, "bound_mb": bound / 2**20}
+    return {
+        "phase": args.phase,
+        "scale": args.scale,
+        "tiles": tiles,
+        "settings": settings,
+        "seconds": time.perf_counter() - start,
+        "baseline_mb": baseline,
+        "peak_mb": peak_mb(reset_ok),
+        "peak_reset": reset_ok,
+        "bound_mb": bound / 2**20,
+    }
 
 
 def run_phase(store: Path, name: str, scale: int, quick: bool) -> dict:
-    command = [sys.executable, "-m", "bench.training_memory", "--phase", name, "--scale", str(scale), "--store", str(store)]
-    out = subprocess.run(command + (["--quick"] if quick else []), cwd=REPO, check=True, capture_output=True, text=True).stdout
+    command = [
+        sys.executable,
+        "-m",
+        "bench.training_memory",
+        "--phase",
+        name,
+        "--scale",
+        str(scale),
+        "--store",
+        str(store),
+    ]
+    out = subprocess.run(
+        command + (["--quick"] if quick else []), cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -155,13 +205,21 @@ def render(info: dict, rows: list[dict], command: str) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['phase']} | {r['scale']}x | {r['tiles']} | {r['peak_mb']:.0f} | {r['baseline_mb']:.0f} | "
-                     f"{r['peak_mb'] - r['baseline_mb']:.0f} | {r['bound_mb']:.0f} | {r['seconds']:.1f} |")
-    lines += ["", "*tile data bound*: `geo_assets.ml.memory`'s bound on the tiles and chips held (README, \"Training and "
-              "evaluation memory\"); *peak - before* also holds what does not grow with the set: the model, its "
-              "activations and gradients for one batch, the exported files (training), GDAL's block cache.", ""]
+        lines.append(
+            f"| {r['phase']} | {r['scale']}x | {r['tiles']} | {r['peak_mb']:.0f} | {r['baseline_mb']:.0f} | "
+            f"{r['peak_mb'] - r['baseline_mb']:.0f} | {r['bound_mb']:.0f} | {r['seconds']:.1f} |"
+        )
+    lines += [
+        "",
+        "*tile data bound*: `geo_assets.ml.memory`'s bound on the tiles and chips held (README, \"Training and "
+        'evaluation memory"); *peak - before* also holds what does not grow with the set: the model, its '
+        "activations and gradients for one batch, the exported files (training), GDAL's block cache.",
+        "",
+    ]
     for name, large, small, ratio in ratios(rows):
-        lines.append(f"- {name}: peak {large}x / {small}x = **{ratio:.2f}x** (target <= {TARGET}x: {'met' if ratio <= TARGET else 'NOT met'}).")
+        lines.append(
+            f"- {name}: peak {large}x / {small}x = **{ratio:.2f}x** (target <= {TARGET}x: {'met' if ratio <= TARGET else 'NOT met'})."
+        )
     return "\n".join(lines)
 
 
@@ -185,7 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     from geo_assets.geo.store import Store, local_root
 
     info = machine_info()
-    info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    info["commit"] = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="bench-training-memory-") as tmp:
         store = Store(local_root(Path(tmp) / "store"))
         for name, regions in (("training", TRAIN), ("evaluation", HOLDOUT)):
@@ -209,8 +269,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps({"machine": info, "rows": rows}, indent=2))
-        write_section("training-memory", MEASURES, "## Training and evaluation memory (bench.training_memory)\n\n" + section)
-    missed = [f"{name} {large}x / {small}x = {ratio:.2f}x" for name, large, small, ratio in ratios(rows) if ratio > TARGET]
+        write_section(
+            "training-memory", MEASURES, "## Training and evaluation memory (bench.training_memory)\n\n" + section
+        )
+    missed = [
+        f"{name} {large}x / {small}x = {ratio:.2f}x" for name, large, small, ratio in ratios(rows) if ratio > TARGET
+    ]
     if missed:
         print(f"peak memory grows with the set: {', '.join(missed)} (target <= {TARGET}x)", file=sys.stderr)
         return 1

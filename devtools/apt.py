@@ -17,8 +17,10 @@ def as_root(packages: list[str]) -> list[str]:
         return []
     if shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0:
         return ["sudo", "-n", "DEBIAN_FRONTEND=noninteractive"]
-    raise RuntimeError(f"{', '.join(packages)} not installed and this user cannot install them: "
-                       f"run `apt-get install -y --no-install-recommends {' '.join(packages)}` as root")
+    raise RuntimeError(
+        f"{', '.join(packages)} not installed and this user cannot install them: "
+        f"run `apt-get install -y --no-install-recommends {' '.join(packages)}` as root"
+    )
 
 
 def install(packages: list[str]) -> None:

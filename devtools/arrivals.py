@@ -39,16 +39,28 @@ def scene_arrays(bbox, resolution: float, seed: int, dn_add: int) -> tuple[dict[
 
 
 def write_scene(
-    store: Store, folder: str, item_id: str, bbox, crs: str, *, date: str, seed: int = 0, cloud: float = 10.0,
-    baseline: str = "05.00", dn_add: int = 1000, resolution: float = 10.0,
+    store: Store,
+    folder: str,
+    item_id: str,
+    bbox,
+    crs: str,
+    *,
+    date: str,
+    seed: int = 0,
+    cloud: float = 10.0,
+    baseline: str = "05.00",
+    dn_add: int = 1000,
+    resolution: float = 10.0,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Write the band COGs under `folder/item_id/`, then the item at `folder/item_id.json`."""
     dn, scl = scene_arrays(bbox, resolution, seed, dn_add)
     transform = Affine(resolution, 0.0, bbox[0], 0.0, -resolution, bbox[3])
     assets = {}
     with tempfile.TemporaryDirectory(prefix="scene-") as tmp:
-        files = {**{band: (name, dn[band], transform) for band, name in BANDS.items()},
-                 "scl": ("SCL", scl, transform * Affine.scale(2.0))}
+        files = {
+            **{band: (name, dn[band], transform) for band, name in BANDS.items()},
+            "scl": ("SCL", scl, transform * Affine.scale(2.0)),
+        }
         for asset, (name, array, t) in files.items():
             local = Path(tmp, f"{name}.tif")
             write_cog(local, array, crs, t, 0, blocksize=128)
@@ -56,17 +68,30 @@ def write_scene(
             raster = {"nodata": 0, "data_type": str(array.dtype)}
             if asset != "scl":
                 raster.update(scale=0.0001, offset=-0.1)
-            assets[asset] = {"href": f"./{item_id}/{name}.tif", "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-                             "roles": ["data"], "raster:bands": [raster]}
+            assets[asset] = {
+                "href": f"./{item_id}/{name}.tif",
+                "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                "roles": ["data"],
+                "raster:bands": [raster],
+            }
     footprint = region_footprint_wgs84(bbox, crs, points_per_side=4)
     ring = np.array(footprint["coordinates"][0])
     item = {
-        "type": "Feature", "stac_version": "1.0.0", "id": item_id, "collection": "sentinel-2-l2a",
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": item_id,
+        "collection": "sentinel-2-l2a",
         "geometry": footprint,
         "bbox": [float(ring[:, 0].min()), float(ring[:, 1].min()), float(ring[:, 0].max()), float(ring[:, 1].max())],
-        "properties": {"datetime": f"{date}T10:30:00Z", "eo:cloud_cover": cloud, "s2:processing_baseline": baseline,
-                       "proj:code": crs, "platform": "sentinel-2a"},
-        "links": [], "assets": assets,
+        "properties": {
+            "datetime": f"{date}T10:30:00Z",
+            "eo:cloud_cover": cloud,
+            "s2:processing_baseline": baseline,
+            "proj:code": crs,
+            "platform": "sentinel-2a",
+        },
+        "links": [],
+        "assets": assets,
     }
     store.write_bytes(f"{folder}/{item_id}.json", json.dumps(item).encode())
     return dn, scl
@@ -76,7 +101,13 @@ LANDSAT_FILES = {"blue": "SR_B2", "green": "SR_B3", "red": "SR_B4", "nir08": "SR
 
 
 def write_landsat_scene(
-    store: Store, folder: str, item_id: str, *, date: str, seed: int = 11, cloud: float = 12.0,
+    store: Store,
+    folder: str,
+    item_id: str,
+    *,
+    date: str,
+    seed: int = 11,
+    cloud: float = 12.0,
 ) -> tuple[dict[str, np.ndarray], Affine, str]:
     """A Landsat 8 C2 L2 scene from the sample clip `landsat8_224078.tif` (EPSG:32621, 30 m, corners on
     15 + 30k m) as USGS names its files, with a made-up NIR and QA_PIXEL (as the STAC emulator makes
@@ -99,18 +130,32 @@ def write_landsat_scene(
             raster = {"nodata": nodata, "data_type": "uint16"}
             if asset != "qa_pixel":
                 raster.update(scale=2.75e-05, offset=-0.2)
-            assets[asset] = {"href": f"./{item_id}/{local.name}", "type": "image/vnd.stac.geotiff; cloud-optimized=true",
-                             "roles": ["data"], "raster:bands": [raster]}
+            assets[asset] = {
+                "href": f"./{item_id}/{local.name}",
+                "type": "image/vnd.stac.geotiff; cloud-optimized=true",
+                "roles": ["data"],
+                "raster:bands": [raster],
+            }
     rows, cols = blue.shape
     bbox = (transform.c, transform.f + transform.e * rows, transform.c + transform.a * cols, transform.f)
     footprint = region_footprint_wgs84(bbox, crs, points_per_side=4)
     ring = np.array(footprint["coordinates"][0])
     item = {
-        "type": "Feature", "stac_version": "1.0.0", "id": item_id, "collection": "landsat-c2l2-sr", "geometry": footprint,
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": item_id,
+        "collection": "landsat-c2l2-sr",
+        "geometry": footprint,
         "bbox": [float(ring[:, 0].min()), float(ring[:, 1].min()), float(ring[:, 0].max()), float(ring[:, 1].max())],
-        "properties": {"datetime": f"{date}T13:38:46Z", "platform": "LANDSAT_8", "eo:cloud_cover": cloud,
-                       "proj:epsg": int(crs.split(":")[1]), "proj:bbox": list(bbox)},
-        "links": [], "assets": assets,
+        "properties": {
+            "datetime": f"{date}T13:38:46Z",
+            "platform": "LANDSAT_8",
+            "eo:cloud_cover": cloud,
+            "proj:epsg": int(crs.split(":")[1]),
+            "proj:bbox": list(bbox),
+        },
+        "links": [],
+        "assets": assets,
     }
     store.write_bytes(f"{folder}/{item_id}.json", json.dumps(item).encode())
     return dn, transform, crs

@@ -27,11 +27,11 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -66,10 +66,19 @@ class Container:
 
 
 def _start(container: Container, base_env: dict[str, str], dagster_home: str) -> None:
-    env = {**base_env, **container.env, "DAGSTER_HOME": dagster_home, "PATH": f"{BIN}{os.pathsep}{base_env.get('PATH', '')}"}
-    command = [str(BIN / container.command[0]) if (BIN / container.command[0]).exists() else container.command[0], *container.command[1:]]
-    container.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=open(container.log, "w"), stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+    env = {
+        **base_env,
+        **container.env,
+        "DAGSTER_HOME": dagster_home,
+        "PATH": f"{BIN}{os.pathsep}{base_env.get('PATH', '')}",
+    }
+    command = [
+        str(BIN / container.command[0]) if (BIN / container.command[0]).exists() else container.command[0],
+        *container.command[1:],
+    ]
+    container.proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=open(container.log, "w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def _stop(container: Container) -> None:
@@ -107,8 +116,10 @@ class KubernetesJobs:
             for kind, quantities in (container.get("resources") or {}).items():
                 for resource, value in quantities.items():
                     if not QUANTITY.match(str(value)):
-                        message = (f'Job.batch "{name}" is invalid: spec.template.spec.containers[{i}].resources.{kind}[{resource}]: '
-                                   f'Invalid value: "{value}": quantities must match the regular expression \'{QUANTITY.pattern}\'')
+                        message = (
+                            f'Job.batch "{name}" is invalid: spec.template.spec.containers[{i}].resources.{kind}[{resource}]: '
+                            f"Invalid value: \"{value}\": quantities must match the regular expression '{QUANTITY.pattern}'"
+                        )
                         self.refused.append((manifest, message))
                         return 422, _status(422, "Invalid", message)
         manifest = {**manifest, "metadata": {**manifest["metadata"], "namespace": namespace}}
@@ -117,7 +128,13 @@ class KubernetesJobs:
                 return 409, _status(409, "AlreadyExists", f'jobs.batch "{name}" already exists')
             (container,) = manifest["spec"]["template"]["spec"]["containers"]
             env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
-            job = Container(name, manifest, list(container.get("command", [])) + list(container["args"]), env, self.logs / f"{name}.log")
+            job = Container(
+                name,
+                manifest,
+                list(container.get("command", [])) + list(container["args"]),
+                env,
+                self.logs / f"{name}.log",
+            )
             self.jobs[name] = job
         _start(job, self.base_env, self.dagster_home)
         return 201, manifest
@@ -127,7 +144,7 @@ class KubernetesJobs:
         if job is None:
             return 404, _status(404, "NotFound", f'jobs.batch "{name}" not found')
         rc = job.poll()
-        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         status: dict = {"startTime": now}
         if rc is None:
             status["active"] = 1
@@ -150,7 +167,15 @@ class KubernetesJobs:
 
 
 def _status(code: int, reason: str, message: str, status: str = "Failure") -> dict:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": status, "message": message, "reason": reason, "code": code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": status,
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
 
 
 _JOBS = re.compile(r"^/apis/batch/v1/namespaces/([^/]+)/jobs(?:/([^/]+))?(/status)?$")
@@ -210,12 +235,20 @@ def kubernetes_api(base_env: dict[str, str], dagster_home: str, workdir: Path) -
     thread.start()
     kubeconfig = workdir / "kubeconfig"
     host = f"http://127.0.0.1:{server.server_address[1]}"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "local",
-        "clusters": [{"name": "local", "cluster": {"server": host}}],
-        "users": [{"name": "local", "user": {"token": "local"}}],
-        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "local", "namespace": "geo-assets"}}],
-    }))
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "local",
+                "clusters": [{"name": "local", "cluster": {"server": host}}],
+                "users": [{"name": "local", "user": {"token": "local"}}],
+                "contexts": [
+                    {"name": "local", "context": {"cluster": "local", "user": "local", "namespace": "geo-assets"}}
+                ],
+            }
+        )
+    )
     try:
         yield kubeconfig, jobs
     finally:
@@ -233,7 +266,12 @@ class EcsAgent:
     def __init__(self, endpoint_url: str, region: str, base_env: dict[str, str], dagster_home: str, workdir: Path):
         import boto3
 
-        kw = {"endpoint_url": endpoint_url, "region_name": region, "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+        kw = {
+            "endpoint_url": endpoint_url,
+            "region_name": region,
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",
+        }
         self.ecs = boto3.client("ecs", **kw)
         self.secrets = boto3.client("secretsmanager", **kw)
         self.base_env, self.dagster_home, self.workdir = base_env, dagster_home, workdir
@@ -264,7 +302,11 @@ class EcsAgent:
                     self.end_headers()
                     return
                 container = task["containers"][0]["name"] if task.get("containers") else "run"
-                body = {"Cluster": task["clusterArn"], "TaskARN": task["taskArn"]} if parts[2:] == ["task"] else {"Name": container}
+                body = (
+                    {"Cluster": task["clusterArn"], "TaskARN": task["taskArn"]}
+                    if parts[2:] == ["task"]
+                    else {"Name": container}
+                )
                 data = json.dumps(body).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -277,7 +319,9 @@ class EcsAgent:
     def _container(self, task: dict) -> Container:
         definition = self.ecs.describe_task_definition(taskDefinition=task["taskDefinitionArn"])["taskDefinition"]
         overrides = {o["name"]: o for o in task.get("overrides", {}).get("containerOverrides", [])}
-        (spec,) = [c for c in definition["containerDefinitions"] if c["name"] in overrides] or definition["containerDefinitions"][:1]
+        (spec,) = [c for c in definition["containerDefinitions"] if c["name"] in overrides] or definition[
+            "containerDefinitions"
+        ][:1]
         override = overrides.get(spec["name"], {})
         env = {e["name"]: e["value"] for e in spec.get("environment", [])}
         env.update({e["name"]: e["value"] for e in override.get("environment", [])})
@@ -285,16 +329,26 @@ class EcsAgent:
             env[secret["name"]] = self.secrets.get_secret_value(SecretId=secret["valueFrom"])["SecretString"]
         # What ECS itself puts into every Fargate container: the metadata endpoint and the region.
         region = task["taskArn"].split(":")[3]
-        env.update(ECS_CONTAINER_METADATA_URI_V4=self.metadata_uri(task["taskArn"]), AWS_REGION=region, AWS_DEFAULT_REGION=region)
+        env.update(
+            ECS_CONTAINER_METADATA_URI_V4=self.metadata_uri(task["taskArn"]),
+            AWS_REGION=region,
+            AWS_DEFAULT_REGION=region,
+        )
         command = override.get("command") or spec.get("command") or []
         name = task["taskArn"].rsplit("/", 1)[-1]
-        return Container(name, {"task": task, "taskDefinition": definition}, command, env, self.workdir / f"task-{name}.log")
+        return Container(
+            name, {"task": task, "taskDefinition": definition}, command, env, self.workdir / f"task-{name}.log"
+        )
 
     def _poll(self) -> None:
         while not self._stop.wait(0.5):
             try:
                 for cluster in self.ecs.list_clusters()["clusterArns"]:
-                    arns = [a for a in self.ecs.list_tasks(cluster=cluster)["taskArns"] if a not in self.tasks and a not in self.skip]
+                    arns = [
+                        a
+                        for a in self.ecs.list_tasks(cluster=cluster)["taskArns"]
+                        if a not in self.tasks and a not in self.skip
+                    ]
                     if not arns:
                         continue
                     for task in self.ecs.describe_tasks(cluster=cluster, tasks=arns, include=["TAGS"])["tasks"]:
@@ -305,7 +359,7 @@ class EcsAgent:
             except Exception as e:  # keep polling; the test sees the tasks that never ran
                 print(f"ecs agent: {e!r}", file=sys.stderr)
 
-    def __enter__(self) -> "EcsAgent":
+    def __enter__(self) -> EcsAgent:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()

@@ -22,9 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from devtools import apt, leaflet
 
@@ -81,8 +81,10 @@ def _install_packages() -> None:
 def engine_up() -> bool:
     proc = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=30)
     if "permission denied" in proc.stderr.lower():
-        raise ContainerError("the Docker engine runs, but this user may not use its socket (/var/run/docker.sock): "
-                             "run as root or as a member of the `docker` group")
+        raise ContainerError(
+            "the Docker engine runs, but this user may not use its socket (/var/run/docker.sock): "
+            "run as root or as a member of the `docker` group"
+        )
     return proc.returncode == 0
 
 
@@ -123,8 +125,15 @@ def debian_image() -> str:
     return DEBIAN_IMAGE
 
 
-def build(tag: str, dockerfile: str | Path, context: str | Path = ROOT, *, args: dict[str, str] | None = None,
-          target: str | None = None, timeout: float = 3600) -> subprocess.CompletedProcess:
+def build(
+    tag: str,
+    dockerfile: str | Path,
+    context: str | Path = ROOT,
+    *,
+    args: dict[str, str] | None = None,
+    target: str | None = None,
+    timeout: float = 3600,
+) -> subprocess.CompletedProcess:
     """`docker build` on the host network (the only one), with its build args."""
     cmd = ["build", "--network", "host", "-f", str(dockerfile), "-t", tag]
     for key, value in (args or {}).items():
@@ -139,7 +148,9 @@ def python_image() -> str:
     debian_image()
     with _lock("python"):
         if not image_exists(PYTHON_IMAGE):
-            build(PYTHON_IMAGE, ROOT / "deploy/base/Dockerfile", ROOT / "deploy/base", args={"DEBIAN_IMAGE": DEBIAN_IMAGE})
+            build(
+                PYTHON_IMAGE, ROOT / "deploy/base/Dockerfile", ROOT / "deploy/base", args={"DEBIAN_IMAGE": DEBIAN_IMAGE}
+            )
     return PYTHON_IMAGE
 
 
@@ -160,7 +171,7 @@ def fill_wheelhouse(wheelhouse: Path = ROOT / "deploy/wheelhouse") -> None:
     from the local wheel folder, and the machine's CA bundle for pip inside the build. Hard links
     where they can be (no copy of 190 MB); a wheel already there is kept."""
     wheels = torch_wheels()
-    for src in ([*wheels.glob("torch-2.13.0+cpu-*.whl")] if wheels else []):
+    for src in [*wheels.glob("torch-2.13.0+cpu-*.whl")] if wheels else []:
         dst = wheelhouse / src.name
         if not dst.exists():
             try:
@@ -193,12 +204,19 @@ def context_copy(dest: Path, root: Path = ROOT) -> Path:
         shutil.copy2(root / item, dest / item)
     for folder in ("geo_assets", "resources"):
         shutil.copytree(root / folder, dest / folder, ignore=junk)
-    shutil.copytree(root / "deploy", dest / "deploy", ignore=lambda folder, names: [
-        *junk(folder, names), *(["wheelhouse"] if Path(folder) == root / "deploy" else [])])
+    shutil.copytree(
+        root / "deploy",
+        dest / "deploy",
+        ignore=lambda folder, names: [
+            *junk(folder, names),
+            *(["wheelhouse"] if Path(folder) == root / "deploy" else []),
+        ],
+    )
     (dest / "deploy/wheelhouse").mkdir()
     for item in (root / "deploy/wheelhouse").iterdir():
         (os.link if item.suffix == ".whl" else shutil.copy2)(item, dest / "deploy/wheelhouse" / item.name)
     return dest
+
 
 if __name__ == "__main__":
     print(app_image() if sys.argv[1:] == ["app"] else python_image())

@@ -9,9 +9,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import requests
 
@@ -27,7 +27,9 @@ mutation Launch($params: ExecutionParams!) {
     ... on RunConfigValidationInvalid { errors { message } }
   }
 }"""
-RUN = """query Run($id: ID!) { runOrError(runId: $id) { ... on Run { status startTime endTime tags { key value } } } }"""
+RUN = (
+    """query Run($id: ID!) { runOrError(runId: $id) { ... on Run { status startTime endTime tags { key value } } } }"""
+)
 ASSETS = """{ assetNodes { assetKey { path } partitionDefinition { description } } }"""
 DONE = ("SUCCESS", "FAILURE", "CANCELED")
 
@@ -51,7 +53,11 @@ def dagster_dev(env: dict, log: Path, timeout: float = 120) -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
         [BIN / "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "w"),
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}/graphql"
     try:
@@ -86,11 +92,13 @@ def launch(url: str, job: str, partition: str, ops: dict) -> str:
     params = {
         "selector": {**REPO, "jobName": job},
         "runConfigData": {"ops": ops},
-        "executionMetadata": {"tags": [
-            {"key": "dagster/partition", "value": partition},
-            {"key": "dagster/partition/date", "value": date},
-            {"key": "dagster/partition/region", "value": region},
-        ]},
+        "executionMetadata": {
+            "tags": [
+                {"key": "dagster/partition", "value": partition},
+                {"key": "dagster/partition/date", "value": date},
+                {"key": "dagster/partition/region", "value": region},
+            ]
+        },
     }
     launched = graphql(url, LAUNCH, {"params": params})["launchRun"]
     if launched["__typename"] != "LaunchRunSuccess":

@@ -16,10 +16,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from geo_assets.demo import PREDICT
 from devtools.emulators.gcs import fake_gcs
 from devtools.emulators.s3 import seaweedfs
 from devtools.postgres import postgres_server
+from geo_assets.demo import PREDICT
 from geo_assets.geo.cog import read_raster
 from geo_assets.geo.store import local_root, make_store
 
@@ -35,13 +35,20 @@ def profile_envs(workdir: Path, s3, gcs_url: str, pg=None) -> dict[str, dict[str
     envs = {
         "local": {"GEO_ASSETS_PROFILE": "local", "GEO_ASSETS_STORAGE_ROOT": local_root(workdir / "local" / "storage")},
         "aws": {
-            "GEO_ASSETS_PROFILE": "aws", "GEO_ASSETS_STORAGE_ROOT": f"s3://{BUCKET}/demo",
-            "AWS_ENDPOINT_URL_S3": s3.endpoint_url, "AWS_ACCESS_KEY_ID": s3.access_key,
-            "AWS_SECRET_ACCESS_KEY": s3.secret_key, "AWS_REGION": s3.region, "GEO_ASSETS_LOG_BUCKET": LOGS,
+            "GEO_ASSETS_PROFILE": "aws",
+            "GEO_ASSETS_STORAGE_ROOT": f"s3://{BUCKET}/demo",
+            "AWS_ENDPOINT_URL_S3": s3.endpoint_url,
+            "AWS_ACCESS_KEY_ID": s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+            "AWS_REGION": s3.region,
+            "GEO_ASSETS_LOG_BUCKET": LOGS,
         },
         "gcp": {
-            "GEO_ASSETS_PROFILE": "gcp", "GEO_ASSETS_STORAGE_ROOT": f"gs://{BUCKET}/demo",
-            "STORAGE_EMULATOR_HOST": gcs_url, "GOOGLE_CLOUD_PROJECT": "geo-assets-demo", "GEO_ASSETS_LOG_BUCKET": LOGS,
+            "GEO_ASSETS_PROFILE": "gcp",
+            "GEO_ASSETS_STORAGE_ROOT": f"gs://{BUCKET}/demo",
+            "STORAGE_EMULATOR_HOST": gcs_url,
+            "GOOGLE_CLOUD_PROJECT": "geo-assets-demo",
+            "GEO_ASSETS_LOG_BUCKET": LOGS,
         },
     }
     if pg is not None:
@@ -53,9 +60,16 @@ def profile_envs(workdir: Path, s3, gcs_url: str, pg=None) -> dict[str, dict[str
 def _store(env: dict[str, str]):
     return make_store(
         env["GEO_ASSETS_STORAGE_ROOT"],
-        **({"endpoint_url": env["AWS_ENDPOINT_URL_S3"], "access_key_id": env["AWS_ACCESS_KEY_ID"],
-            "secret_access_key": env["AWS_SECRET_ACCESS_KEY"], "region": env["AWS_REGION"]}
-           if "AWS_ENDPOINT_URL_S3" in env else {}),
+        **(
+            {
+                "endpoint_url": env["AWS_ENDPOINT_URL_S3"],
+                "access_key_id": env["AWS_ACCESS_KEY_ID"],
+                "secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+                "region": env["AWS_REGION"],
+            }
+            if "AWS_ENDPOINT_URL_S3" in env
+            else {}
+        ),
         **({"endpoint_url": env["STORAGE_EMULATOR_HOST"], "anonymous": True} if "STORAGE_EMULATOR_HOST" in env else {}),
     )
 
@@ -73,7 +87,9 @@ def _prediction_tiles(store, model: str, region: str, date: str) -> dict[str, np
         return {t["key"]: read_raster(store.path(t["path"]))[0] for t in manifest["tiles"]}
 
 
-def compare(envs: dict[str, dict[str, str]], partitions: list[tuple[str, str, str]]) -> list[tuple[str, str, int, bool]]:
+def compare(
+    envs: dict[str, dict[str, str]], partitions: list[tuple[str, str, str]]
+) -> list[tuple[str, str, int, bool]]:
     """(region, date, tiles, identical across every profile) for each (model, region, date) predicted."""
     stores = {p: _store(e) for p, e in envs.items()}
     rows = []
@@ -92,8 +108,11 @@ def run_demo_cloud(workdir: Path, quick: bool = False) -> int:
     console = Console(width=None if Console().is_terminal else 140)
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    with seaweedfs(workdir / "s3", [BUCKET, LOGS], DEMO_KEY, DEMO_SECRET) as s3, \
-            fake_gcs(workdir / "gcs", [BUCKET, LOGS]) as gcs_url, postgres_server() as pg:
+    with (
+        seaweedfs(workdir / "s3", [BUCKET, LOGS], DEMO_KEY, DEMO_SECRET) as s3,
+        fake_gcs(workdir / "gcs", [BUCKET, LOGS]) as gcs_url,
+        postgres_server() as pg,
+    ):
         console.rule(f"local servers: S3 API {s3.endpoint_url}, GCS API {gcs_url}, PostgreSQL {pg.host}:{pg.port}")
         envs = profile_envs(workdir, s3, gcs_url, pg)
         for profile, env in envs.items():

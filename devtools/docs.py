@@ -40,8 +40,11 @@ def text(of: list[Path] | None = None) -> str:
 
 def section(title: str) -> str:
     """The body of the one `## title` section of the docs, up to the next `## ` heading."""
-    found = [page.read_text().split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
-             for page in pages() if f"\n## {title}\n" in page.read_text()]
+    found = [
+        page.read_text().split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+        for page in pages()
+        if f"\n## {title}\n" in page.read_text()
+    ]
     if len(found) != 1:
         raise LookupError(f"the docs hold {len(found)} sections titled {title!r}")
     return found[0]

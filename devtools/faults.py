@@ -61,7 +61,9 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
 
-    def inject(self, fault: str, *, times: int | None = None, fraction: float = 1.0, methods: tuple[str, ...] = ()) -> None:
+    def inject(
+        self, fault: str, *, times: int | None = None, fraction: float = 1.0, methods: tuple[str, ...] = ()
+    ) -> None:
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}: one of {', '.join(FAULTS)}")
         if not 0.0 < fraction <= 1.0:
@@ -125,8 +127,10 @@ class FaultProxy:
             if fault is None:
                 self._forward(client, _one_request(head) + rest)
             elif fault == "503":
-                client.sendall(b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
-                               b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_SLOW_DOWN), _SLOW_DOWN))
+                client.sendall(
+                    b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
+                    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_SLOW_DOWN), _SLOW_DOWN)
+                )
                 _drain(client, idle=1.0)
             elif fault == "reset":
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -51,22 +51,34 @@ def install(target: Path | None = None) -> Path:
 def _fetch(target: Path) -> Path:
     npm = shutil.which("npm")
     if npm is None:
-        raise RuntimeError("npm is not installed: the map page needs it once, to fetch Leaflet "
-                           f"{VERSION} (apt-get install npm, or Node.js's installer); the rest of the project does not")
+        raise RuntimeError(
+            "npm is not installed: the map page needs it once, to fetch Leaflet "
+            f"{VERSION} (apt-get install npm, or Node.js's installer); the rest of the project does not"
+        )
     with tempfile.TemporaryDirectory() as tmp:
-        packed = subprocess.run([npm, "pack", f"leaflet@{VERSION}", "--json", "--pack-destination", tmp],
-                                capture_output=True, text=True, timeout=300)
+        packed = subprocess.run(
+            [npm, "pack", f"leaflet@{VERSION}", "--json", "--pack-destination", tmp],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if packed.returncode != 0:
             raise RuntimeError(f"npm pack leaflet@{VERSION} failed: {packed.stderr.strip()[-2000:]}")
         tarball = Path(tmp) / json.loads(packed.stdout)[0]["filename"]
         found = integrity(tarball)
         if found != INTEGRITY:
-            raise RuntimeError(f"leaflet@{VERSION} from npm has integrity {found}, not the pinned {INTEGRITY}: not installed")
+            raise RuntimeError(
+                f"leaflet@{VERSION} from npm has integrity {found}, not the pinned {INTEGRITY}: not installed"
+            )
         staging = Path(tmp) / "leaflet"
         with tarfile.open(tarball) as tar:
-            members = [m for m in tar.getmembers() if m.isfile()
-                       and (m.name.startswith("package/dist/") or m.name == "package/LICENSE")
-                       and not m.name.endswith((".map", "-src.js", "-src.esm.js", ".esm.js"))]
+            members = [
+                m
+                for m in tar.getmembers()
+                if m.isfile()
+                and (m.name.startswith("package/dist/") or m.name == "package/LICENSE")
+                and not m.name.endswith((".map", "-src.js", "-src.esm.js", ".esm.js"))
+            ]
             for m in members:
                 relative = Path(m.name).relative_to("package/dist" if m.name.startswith("package/dist/") else "package")
                 out = staging / relative

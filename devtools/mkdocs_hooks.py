@@ -26,6 +26,13 @@ def _sources() -> list[Path]:
 def on_files(files: Files, config) -> Files:
     docs_dir = Path(config.docs_dir).resolve()
     theme = [f for f in files if not Path(f.abs_src_path or "").resolve().is_relative_to(docs_dir)]
-    pages = [File(str(p.relative_to(ROOT)), src_dir=str(ROOT), dest_dir=config.site_dir,
-                  use_directory_urls=config.use_directory_urls) for p in _sources()]
+    pages = [
+        File(
+            str(p.relative_to(ROOT)),
+            src_dir=str(ROOT),
+            dest_dir=config.site_dir,
+            use_directory_urls=config.use_directory_urls,
+        )
+        for p in _sources()
+    ]
     return Files([*theme, *pages])

@@ -14,10 +14,10 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
 
 from devtools import apt
 from devtools.emulators import free_port
@@ -48,8 +48,11 @@ class Postgres:
     def env(self) -> dict[str, str]:
         """The variables the instance yamls in deploy/ read."""
         return {
-            "DAGSTER_PG_HOST": self.host, "DAGSTER_PG_PORT": str(self.port), "DAGSTER_PG_USER": self.user,
-            "DAGSTER_PG_PASSWORD": self.password, "DAGSTER_PG_DB": self.db,
+            "DAGSTER_PG_HOST": self.host,
+            "DAGSTER_PG_PORT": str(self.port),
+            "DAGSTER_PG_USER": self.user,
+            "DAGSTER_PG_PASSWORD": self.password,
+            "DAGSTER_PG_DB": self.db,
         }
 
     def connect(self):
@@ -57,7 +60,7 @@ class Postgres:
 
         return psycopg2.connect(host=self.host, port=self.port, user=self.user, password=self.password, dbname=self.db)
 
-    def create_database(self, name: str | None = None) -> "Postgres":
+    def create_database(self, name: str | None = None) -> Postgres:
         """A new, empty database on this server (Dagster creates its tables on first use)."""
         name = name or "t_" + uuid.uuid4().hex[:12]
         conn = self.connect()
@@ -97,8 +100,9 @@ def _owner() -> pwd.struct_passwd | None:
     try:
         return pwd.getpwnam("postgres")
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "postgres"],
-                       check=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "postgres"], check=True
+        )
         return pwd.getpwnam("postgres")
 
 
@@ -124,10 +128,22 @@ def postgres_server(db: str = "geo_assets") -> Iterator[Postgres]:
             raise RuntimeError(f"{Path(str(cmd[0])).name} failed ({proc.returncode}): {proc.stderr[-2000:]}\n{tail}")
 
     try:
-        run(bindir / "initdb", "-D", data, "-U", USER, f"--pwfile={pwfile}", "--auth-local=trust",
-            "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C")
-        options = (f"-c listen_addresses=127.0.0.1 -p {port} -k {work} "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+        run(
+            bindir / "initdb",
+            "-D",
+            data,
+            "-U",
+            USER,
+            f"--pwfile={pwfile}",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--encoding=UTF8",
+            "--locale=C",
+        )
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {port} -k {work} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
 
         def pg_ctl(action: str) -> None:
             fast = ["-m", "fast"] if action == "stop" else []
@@ -137,7 +153,11 @@ def postgres_server(db: str = "geo_assets") -> Iterator[Postgres]:
         try:
             yield Postgres("127.0.0.1", port, USER, PASSWORD, "postgres", pg_ctl).create_database(db)
         finally:
-            subprocess.run([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                           capture_output=True, cwd=work, **as_owner)
+            subprocess.run(
+                [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                capture_output=True,
+                cwd=work,
+                **as_owner,
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)

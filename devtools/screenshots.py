@@ -17,8 +17,16 @@ from pathlib import Path
 from devtools import chromium
 from devtools.dagster_dev import ROOT, dagster_dev, graphql
 
-ASSETS = ("imagery_tiles", "labels", "training_set", "evaluation_set", "trained_model", "model_evaluation",
-          "predictions", "region_report")
+ASSETS = (
+    "imagery_tiles",
+    "labels",
+    "training_set",
+    "evaluation_set",
+    "trained_model",
+    "model_evaluation",
+    "predictions",
+    "region_report",
+)
 
 
 def asset_graph(home: Path, out: Path) -> Path:
@@ -42,7 +50,9 @@ def asset_graph(home: Path, out: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", type=Path, default=ROOT / ".dagster_home", help="the Dagster home (default: make demo's)")
+    parser.add_argument(
+        "--home", type=Path, default=ROOT / ".dagster_home", help="the Dagster home (default: make demo's)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "asset-graph.png")
     args = parser.parse_args(argv)
     if not (args.home / "dagster.yaml").exists():

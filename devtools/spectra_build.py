@@ -23,8 +23,12 @@ import numpy as np
 
 OUT = Path(__file__).resolve().parents[1] / "geo_assets" / "data" / "spectra.csv"
 BANDS = {  # Sentinel-2A centre and FWHM, micrometres (B02, B03, B04, B08, B11, B12)
-    "blue": (0.492, 0.066), "green": (0.560, 0.036), "red": (0.665, 0.031),
-    "nir": (0.833, 0.106), "swir1": (1.614, 0.091), "swir2": (2.202, 0.175),
+    "blue": (0.492, 0.066),
+    "green": (0.560, 0.036),
+    "red": (0.665, 0.031),
+    "nir": (0.833, 0.106),
+    "swir1": (1.614, 0.091),
+    "swir2": (2.202, 0.175),
 }
 PER_CLASS = 64
 # earthlib (LEVEL_2, LEVEL_3) -> our class. Paint, glass, manholes and "other"/"mixed" are left out
@@ -32,15 +36,26 @@ PER_CLASS = 64
 # driveways: spectrally they are soil or wood, and a 10 m pixel of them cannot be told from one.
 CLASSES = {
     "vegetation": [("vegetation", "canopy")],
-    "built-up": [("built", m) for m in ("road", "comp_shingle", "parking_lot", "sidewalk", "concrete_tile", "asphalt",
-                                        "metal", "bridge")],
+    "built-up": [
+        ("built", m)
+        for m in ("road", "comp_shingle", "parking_lot", "sidewalk", "concrete_tile", "asphalt", "metal", "bridge")
+    ],
     "bare-soil": [("bare", m) for m in ("soil", "sand", "dirt", "gravel")],
 }
 # Typical surface reflectance x 10000, not measured spectra (none in the library): clear, dark,
 # green (algae) and turbid water; thick and thinner cloud.
 TYPICAL = {
-    "water": [[420, 360, 210, 110, 50, 30], [260, 240, 150, 80, 40, 30], [480, 760, 480, 380, 80, 50], [780, 980, 900, 360, 110, 60]],
-    "cloud": [[6800, 6900, 7100, 7400, 4800, 3700], [5200, 5300, 5400, 5600, 4200, 3100], [7800, 7900, 8000, 8100, 5200, 4000]],
+    "water": [
+        [420, 360, 210, 110, 50, 30],
+        [260, 240, 150, 80, 40, 30],
+        [480, 760, 480, 380, 80, 50],
+        [780, 980, 900, 360, 110, 60],
+    ],
+    "cloud": [
+        [6800, 6900, 7100, 7400, 4800, 3700],
+        [5200, 5300, 5400, 5600, 4200, 3100],
+        [7800, 7900, 8000, 8100, 5200, 4000],
+    ],
 }
 
 
@@ -55,7 +70,9 @@ def build(earthlib: Path, out: Path = OUT) -> Path:
     meta = list(csv.DictReader(open(data_dir / "spectra.csv", encoding="utf-8")))
     if len(meta) != lines:
         raise SystemExit(f"spectra.csv has {len(meta)} rows for {lines} spectra")
-    passes = np.stack([(wavelengths >= c - w / 2 - 1e-9) & (wavelengths <= c + w / 2 + 1e-9) for c, w in BANDS.values()])
+    passes = np.stack(
+        [(wavelengths >= c - w / 2 - 1e-9) & (wavelengths <= c + w / 2 + 1e-9) for c, w in BANDS.values()]
+    )
     banded = spectra @ passes.T / passes.sum(axis=1)  # mean reflectance over each band pass
     rows = []
     for cls, kinds in CLASSES.items():
@@ -63,7 +80,9 @@ def build(earthlib: Path, out: Path = OUT) -> Path:
         chosen = np.array(idx)[np.argsort(banded[idx].sum(axis=1), kind="stable")]
         chosen = chosen[np.linspace(0, len(chosen) - 1, PER_CLASS).round().astype(int)]  # spread over brightness
         for i in chosen:
-            rows.append([cls, meta[i]["NAME"], meta[i]["SOURCE"], *np.clip(np.rint(banded[i] * 10000), 1, 10000).astype(int)])
+            rows.append(
+                [cls, meta[i]["NAME"], meta[i]["SOURCE"], *np.clip(np.rint(banded[i] * 10000), 1, 10000).astype(int)]
+            )
     for cls, values in TYPICAL.items():
         rows += [[cls, f"typical-{cls}-{k}", "typical value (not measured)", *v] for k, v in enumerate(values)]
     with open(out, "w", newline="", encoding="utf-8") as f:

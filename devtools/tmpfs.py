@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 
 class MountRefused(RuntimeError):
@@ -24,7 +24,9 @@ def _root() -> list[str]:
 
 
 def _mount(where: Path, options: str) -> None:
-    done = subprocess.run([*_root(), "mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
+    done = subprocess.run(
+        [*_root(), "mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise MountRefused(f"mount -t tmpfs -o {options} at {where} was refused: {done.stderr.strip()}")
 

@@ -60,12 +60,18 @@ def _register(context, store, arrivals: list[Arrival], enabled: bool, known: set
                 context.log.warning(f"region {region!r} could not be registered from {waiting[0].key}: {exc}")
             else:
                 known.add(region)
-                context.log.info(f"registered region {region} ({added.crs} {added.bbox}, source {added.source}) from {waiting[0].key}")
+                context.log.info(
+                    f"registered region {region} ({added.crs} {added.bbox}, source {added.source}) from {waiting[0].key}"
+                )
                 continue
         context.log.warning(
             f"region {region!r} is not in the region catalogue: {len(waiting)} arrived item version(s) wait for it. "
             f"Add it with `geo-assets region add {region} --bbox MINX MINY MAXX MAXY --crs EPSG:XXXX`"
-            + ("" if enabled else ", or let this sensor add regions from their items' footprints (GEO_ASSETS_ARRIVALS_REGISTER_REGIONS=true)")
+            + (
+                ""
+                if enabled
+                else ", or let this sensor add regions from their items' footprints (GEO_ASSETS_ARRIVALS_REGISTER_REGIONS=true)"
+            )
         )
 
 
@@ -75,7 +81,9 @@ def _register(context, store, arrivals: list[Arrival], enabled: bool, known: set
     default_status=dg.DefaultSensorStatus.STOPPED,
     description="Runs imagery_tiles for each region and date whose scene (STAC items and COGs) landed in the storage.",
 )
-def scene_arrivals(context: dg.SensorEvaluationContext, storage: StorageResource, arrivals: ArrivalsResource) -> dg.SensorResult:
+def scene_arrivals(
+    context: dg.SensorEvaluationContext, storage: StorageResource, arrivals: ArrivalsResource
+) -> dg.SensorResult:
     store, watcher, now = storage.store(), arrivals.watcher(), time.time()
     cursor = json.loads(context.cursor) if context.cursor else {}
     if "watch" in cursor:

@@ -1,18 +1,18 @@
 """The `geo-assets` command: manage regions and run the demo.
 
-    geo-assets region list
-    geo-assets region add NAME --bbox MINX MINY MAXX MAXY --crs EPSG:32631 [--source synthetic] [--labels synthetic]
-    geo-assets region remove NAME [--delete-outputs]
-    geo-assets model list NAME          versions, evaluations, the registered evaluation set and which one serves
-    geo-assets model promote NAME VERSION | --auto
-    geo-assets model evaluation-set NAME --regions R [R ...] [--dates D ...]   register the set the gate judges on
-    geo-assets init        register built-in regions and the default model as partitions
-    geo-assets launch --region R --date D [--model M] [--source S] [--wait]       one run, over GraphQL
-    geo-assets backfill --region R --from D1 --to D2 [--model M] [--source S] [--wait]   through the daemon
-    geo-assets map REGION DATE [--model M] [--version V] [--open]   the link to its map view
-    geo-assets map-server [--host H] [--port P]   serve the map of the store's outputs (read-only)
-    geo-assets demo        materialise the whole asset graph on the embedded default
-    geo-assets demo-cloud  the same on the aws and gcp profiles against local S3 and GCS servers
+geo-assets region list
+geo-assets region add NAME --bbox MINX MINY MAXX MAXY --crs EPSG:32631 [--source synthetic] [--labels synthetic]
+geo-assets region remove NAME [--delete-outputs]
+geo-assets model list NAME          versions, evaluations, the registered evaluation set and which one serves
+geo-assets model promote NAME VERSION | --auto
+geo-assets model evaluation-set NAME --regions R [R ...] [--dates D ...]   register the set the gate judges on
+geo-assets init        register built-in regions and the default model as partitions
+geo-assets launch --region R --date D [--model M] [--source S] [--wait]       one run, over GraphQL
+geo-assets backfill --region R --from D1 --to D2 [--model M] [--source S] [--wait]   through the daemon
+geo-assets map REGION DATE [--model M] [--version V] [--open]   the link to its map view
+geo-assets map-server [--host H] [--port P]   serve the map of the store's outputs (read-only)
+geo-assets demo        materialise the whole asset graph on the embedded default
+geo-assets demo-cloud  the same on the aws and gcp profiles against local S3 and GCS servers
 """
 
 import argparse
@@ -71,12 +71,15 @@ def cmd_region_add(args) -> int:
     region = Region(args.name, tuple(args.bbox), args.crs, args.source, args.labels, tuple(args.date or ()))
     add_region(_store(), region, replace=args.replace)
     register(_instance(), regions=[region.name])
-    print(f"added region {region.name} ({region.crs} {region.bbox}); partition registered in {os.environ['DAGSTER_HOME']}")
+    print(
+        f"added region {region.name} ({region.crs} {region.bbox}); partition registered in {os.environ['DAGSTER_HOME']}"
+    )
     return 0
 
 
 def region_outputs(store, name: str) -> list[str]:
     """Every stored key that belongs to region `name`: its tiles, labels, predictions, reports, manifests."""
+
     # With the temporaries of writes that were killed: nothing else ever removes them.
     def listed(prefix: str) -> list[str]:
         return store.list(prefix, temporaries=True)
@@ -84,8 +87,12 @@ def region_outputs(store, name: str) -> list[str]:
     keys = listed(f"imagery/{name}") + listed(f"labels/{name}") + listed(f"manifests/imagery_tiles/region={name}")
     keys += [k for k in [f"manifests/labels/{name}.json"] if store.exists(k)]
     # <top>/<model>/<version>/<region>/...; their manifests: manifests/<asset>/<model>/<version>/region=<region>/...
-    for top, part, value in (("predictions", 3, name), ("reports", 3, name),
-                             ("manifests/predictions", 4, f"region={name}"), ("manifests/region_report", 4, f"region={name}")):
+    for top, part, value in (
+        ("predictions", 3, name),
+        ("reports", 3, name),
+        ("manifests/predictions", 4, f"region={name}"),
+        ("manifests/region_report", 4, f"region={name}"),
+    ):
         keys += [k for k in listed(top) if k.split("/")[part : part + 1] == [value]]
     return sorted(keys)
 
@@ -111,8 +118,10 @@ def cmd_region_remove(args) -> int:
             store.delete(key)
         print(f"deleted its {len(outputs)} stored objects")
     elif outputs:
-        print(f"kept its {len(outputs)} stored objects (tiles, labels, predictions, reports, manifests) under "
-              f"{store.root}; pass --delete-outputs to delete them")
+        print(
+            f"kept its {len(outputs)} stored objects (tiles, labels, predictions, reports, manifests) under "
+            f"{store.root}; pass --delete-outputs to delete them"
+        )
     return 0
 
 
@@ -131,13 +140,23 @@ def cmd_model_list(args) -> int:
         print(f"  {state['refused']}")
     print(_registered_line(registered))
     for r in versions:
-        evals = ", ".join(
-            f"mIoU {e['miou']:.3f} on {'+'.join(e['regions'])} at {e['min_miou']} {'passed' if e['passed'] else 'failed'}"
-            + ("" if registry.on_set(e, registered) else f" (other set {e.get('evaluation_set', 'unrecorded')}: does not count)")
-            for e in r["evaluations"] if e["miou"] is not None
-        ) or "not evaluated"
+        evals = (
+            ", ".join(
+                f"mIoU {e['miou']:.3f} on {'+'.join(e['regions'])} at {e['min_miou']} {'passed' if e['passed'] else 'failed'}"
+                + (
+                    ""
+                    if registry.on_set(e, registered)
+                    else f" (other set {e.get('evaluation_set', 'unrecorded')}: does not count)"
+                )
+                for e in r["evaluations"]
+                if e["miou"] is not None
+            )
+            or "not evaluated"
+        )
         mark = "*" if r["version"] == serving else "!" if r["version"] == state["pinned"] else " "
-        print(f"{mark} {r['version']}  {r['created_at'][:19]}  {r['config']['architecture']:5} {r['runtime']['device']:4}  {evals}")
+        print(
+            f"{mark} {r['version']}  {r['created_at'][:19]}  {r['config']['architecture']:5} {r['runtime']['device']:4}  {evals}"
+        )
     return 0
 
 
@@ -146,8 +165,10 @@ def _registered_line(registered: dict | None) -> str:
         return "evaluation set: none registered (materialise evaluation_set or run `geo-assets model evaluation-set`)"
     pairs = registered["acquisitions"]
     shown = ", ".join("/".join(a) for a in pairs[:10]) + (f", ... ({len(pairs)} in all)" if len(pairs) > 10 else "")
-    return (f"evaluation set: {registered['set_id']} revision {registered['revision']}, {len(pairs)} acquisition(s): "
-            f"{shown}; changed {registered['changed_at'][:19]} by {registered['changed_by']}")
+    return (
+        f"evaluation set: {registered['set_id']} revision {registered['revision']}, {len(pairs)} acquisition(s): "
+        f"{shown}; changed {registered['changed_at'][:19]} by {registered['changed_by']}"
+    )
 
 
 def cmd_model_evaluation_set(args) -> int:
@@ -161,13 +182,19 @@ def cmd_model_evaluation_set(args) -> int:
     config = EvaluationSetConfig(regions=args.regions, dates=args.dates or [])  # the run config's checks and bounds
     store = _store()
     manifest = dataset(store, config.regions, config.dates)  # an unknown region or missing imagery fails here
-    record, changed = registry.register_set(store, name, registry.acquisitions(manifest),
-                                            by=f"geo-assets model evaluation-set ({os.environ.get('USER', 'unknown user')})",
-                                            variants=registry.set_variants(manifest))
+    record, changed = registry.register_set(
+        store,
+        name,
+        registry.acquisitions(manifest),
+        by=f"geo-assets model evaluation-set ({os.environ.get('USER', 'unknown user')})",
+        variants=registry.set_variants(manifest),
+    )
     print(("registered" if changed else "unchanged:") + f" model {name} " + _registered_line(record))
     if changed:
-        print(f"materialise evaluation_set[{name}] and model_evaluation[{name}] on it: only evaluations on this set "
-              "make a version serve")
+        print(
+            f"materialise evaluation_set[{name}] and model_evaluation[{name}] on it: only evaluations on this set "
+            "make a version serve"
+        )
     return 0
 
 
@@ -203,8 +230,16 @@ def _request(args, dates: list[str]):
     from geo_assets.launches import plan
 
     assets = tuple(a.strip() for a in args.select.split(",") if a.strip())
-    return plan(_store(), args.region, dates, min_miou=_min_miou(), source=args.source, model=args.model,
-                version=args.version, assets=assets)
+    return plan(
+        _store(),
+        args.region,
+        dates,
+        min_miou=_min_miou(),
+        source=args.source,
+        model=args.model,
+        version=args.version,
+        assets=assets,
+    )
 
 
 def _print_event(event) -> None:
@@ -229,8 +264,10 @@ def cmd_launch(args) -> int:
     client = _ready_client(args.url)
     tags = {**request.tags, "geo-assets/trigger": "cli-launch"}
     run_id = client.launch_run(list(request.assets), request.partitions[0], request.run_config, tags)
-    print(f"launched run {run_id} ({', '.join(request.assets)} of {request.partitions[0]}): {ui_url(args.url, '/runs/' + run_id)}",
-          flush=True)
+    print(
+        f"launched run {run_id} ({', '.join(request.assets)} of {request.partitions[0]}): {ui_url(args.url, '/runs/' + run_id)}",
+        flush=True,
+    )
     if not args.wait:
         return 0
     status = None
@@ -248,10 +285,14 @@ def _backfill_progress(state: dict) -> None:
     assets = ", ".join(
         f"{'/'.join(c['assetKey']['path'])} {c['numPartitionsMaterialized']}/{c['numPartitionsTargeted']}"
         + (f" ({c['numPartitionsFailed']} failed)" if c["numPartitionsFailed"] else "")
-        for c in counts if "assetKey" in c
+        for c in counts
+        if "assetKey" in c
     )
     runs = collections.Counter(r["status"].lower() for r in state["runs"])
-    print(f"  {state['status']:18} runs: {', '.join(f'{n} {s}' for s, n in sorted(runs.items())) or 'none yet'}; {assets}", flush=True)
+    print(
+        f"  {state['status']:18} runs: {', '.join(f'{n} {s}' for s, n in sorted(runs.items())) or 'none yet'}; {assets}",
+        flush=True,
+    )
 
 
 def cmd_backfill(args) -> int:
@@ -263,17 +304,31 @@ def cmd_backfill(args) -> int:
     client = _ready_client(args.url)
     tags = {**request.tags, "geo-assets/dates": f"{args.start}...{args.end}", "geo-assets/trigger": "cli-backfill"}
     title = f"{args.region} {args.start} to {args.end}"
-    backfill_id = client.launch_backfill(list(request.assets), list(request.partitions), request.run_config, tags, title)
-    print(f"launched backfill {backfill_id} of {len(request.partitions)} partitions ({', '.join(request.assets)} of "
-          f"{args.region}, {args.start} to {args.end}): {ui_url(args.url, '/runs/b/' + backfill_id)}", flush=True)
+    backfill_id = client.launch_backfill(
+        list(request.assets), list(request.partitions), request.run_config, tags, title
+    )
+    print(
+        f"launched backfill {backfill_id} of {len(request.partitions)} partitions ({', '.join(request.assets)} of "
+        f"{args.region}, {args.start} to {args.end}): {ui_url(args.url, '/runs/b/' + backfill_id)}",
+        flush=True,
+    )
     if not args.wait:
         return 0
     state = client.follow_backfill(backfill_id, report=_backfill_progress)
-    failed = sum(c.get("numPartitionsFailed", 0) for c in (state.get("assetBackfillData") or {}).get("assetBackfillStatuses") or [])
-    ok = state["status"] in ("COMPLETED", "COMPLETED_SUCCESS") and not failed and all(r["status"] == "SUCCESS" for r in state["runs"])
+    failed = sum(
+        c.get("numPartitionsFailed", 0)
+        for c in (state.get("assetBackfillData") or {}).get("assetBackfillStatuses") or []
+    )
+    ok = (
+        state["status"] in ("COMPLETED", "COMPLETED_SUCCESS")
+        and not failed
+        and all(r["status"] == "SUCCESS" for r in state["runs"])
+    )
     error = (state.get("error") or {}).get("message")
-    print(f"backfill {backfill_id}: {state['status']}{f' ({failed} partitions failed)' if failed else ''}"
-          f"{': ' + error.strip().splitlines()[0] if error else ''}")
+    print(
+        f"backfill {backfill_id}: {state['status']}{f' ({failed} partitions failed)' if failed else ''}"
+        f"{': ' + error.strip().splitlines()[0] if error else ''}"
+    )
     return 0 if ok else 1
 
 
@@ -291,7 +346,9 @@ def cmd_map(args) -> int:
     region = load_region(store, args.region)
     date = validate_date(args.date)
     if not acquisitions.imagery_variants(store, region, date):
-        raise FileNotFoundError(f"no imagery_tiles of region {region!r} on {date}: materialise imagery_tiles[{date}|{region}] first")
+        raise FileNotFoundError(
+            f"no imagery_tiles of region {region!r} on {date}: materialise imagery_tiles[{date}|{region}] first"
+        )
     model, version = args.model, args.version
     if model or version:
         model = validate_model_name(model or DEFAULT_MODEL)
@@ -343,12 +400,20 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="geo-assets", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    region = sub.add_parser("region", help="list, add or remove regions").add_subparsers(dest="region_command", required=True)
+    region = sub.add_parser("region", help="list, add or remove regions").add_subparsers(
+        dest="region_command", required=True
+    )
     region.add_parser("list", help="list the regions catalogue").set_defaults(fn=cmd_region_list)
     add = region.add_parser("add", help="add a region and register its partition")
     add.add_argument("name", help="a slug: lowercase letters, digits, hyphens; at most 63 characters")
-    add.add_argument("--bbox", nargs=4, type=float, required=True, metavar=("MINX", "MINY", "MAXX", "MAXY"),
-                     help="footprint in the region's CRS units (metres)")
+    add.add_argument(
+        "--bbox",
+        nargs=4,
+        type=float,
+        required=True,
+        metavar=("MINX", "MINY", "MAXX", "MAXY"),
+        help="footprint in the region's CRS units (metres)",
+    )
     add.add_argument("--crs", required=True, help="a projected CRS in metres, e.g. EPSG:32631")
     add.add_argument("--source", default="synthetic", help="default imagery source (default: synthetic)")
     add.add_argument("--labels", default=None, help="label source: synthetic or polygons (default: none)")
@@ -357,11 +422,15 @@ def parser() -> argparse.ArgumentParser:
     add.set_defaults(fn=cmd_region_add)
     remove = region.add_parser("remove", help="remove a region from the catalogue and its partition")
     remove.add_argument("name")
-    remove.add_argument("--delete-outputs", action="store_true",
-                        help="also delete its tiles, labels, predictions and reports (kept by default)")
+    remove.add_argument(
+        "--delete-outputs",
+        action="store_true",
+        help="also delete its tiles, labels, predictions and reports (kept by default)",
+    )
     remove.set_defaults(fn=cmd_region_remove)
     model = sub.add_parser("model", help="list model versions or choose the serving one").add_subparsers(
-        dest="model_command", required=True)
+        dest="model_command", required=True
+    )
     ls = model.add_parser("list", help="versions, their evaluations and which one serves")
     ls.add_argument("name")
     ls.set_defaults(fn=cmd_model_list)
@@ -386,10 +455,15 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--model", help="model name that predicts (default: landcover-unet)")
         cmd.add_argument("--version", help="model version (default: the model's serving version when the run starts)")
         cmd.add_argument("--source", help="imagery source (default: the region's)")
-        cmd.add_argument("--select", default="imagery_tiles,predictions,region_report",
-                         help="assets to materialise, comma-separated (default: imagery_tiles,predictions,region_report)")
+        cmd.add_argument(
+            "--select",
+            default="imagery_tiles,predictions,region_report",
+            help="assets to materialise, comma-separated (default: imagery_tiles,predictions,region_report)",
+        )
         cmd.add_argument("--wait", action="store_true", help="follow to the end; exit 1 unless every run succeeded")
-        cmd.add_argument("--url", default=DEFAULT_URL, help=f"the webserver's GraphQL endpoint (default: {DEFAULT_URL})")
+        cmd.add_argument(
+            "--url", default=DEFAULT_URL, help=f"the webserver's GraphQL endpoint (default: {DEFAULT_URL})"
+        )
         cmd.set_defaults(fn=fn)
     from geo_assets.map.links import DEFAULT_PORT, MAP_URL_ENV
 

@@ -1,9 +1,8 @@
 """Run config for each stage. Validation errors name the field, the bad value and what is accepted."""
 
-
 import enum
 import re
-from typing import Annotated, Optional
+from typing import Annotated
 
 import dagster as dg
 from pydantic import AfterValidator, ConfigDict, PlainSerializer, model_validator
@@ -12,8 +11,8 @@ from geo_assets.geo import sample, stac, synthetic
 from geo_assets.geo.labels import LABEL_SOURCES
 from geo_assets.geo.margins import MAX_MARGIN
 from geo_assets.geo.regions import validate_date, validate_region_name
-from geo_assets.geo.store import validate_key
 from geo_assets.geo.sources import SOURCES
+from geo_assets.geo.store import validate_key
 from geo_assets.ml.options import ARCHITECTURE_NAMES, MAX_BATCH, RUNTIMES
 from geo_assets.partitions import validate_model_name
 
@@ -37,10 +36,16 @@ LabelSource = _enum("LabelSource", LABEL_SOURCES)
 Architecture = _enum("Architecture", sorted(ARCHITECTURE_NAMES))
 Device = _enum("Device", ["auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(8))])
 InferenceRuntime = _enum("InferenceRuntime", RUNTIMES)
-Band = _enum("Band", dict.fromkeys([
-    *synthetic.BANDS, *(b for s in sample.SAMPLES.values() for b in s.bands),
-    *(b for c in stac.COLLECTIONS.values() for b in c.assets),
-]))
+Band = _enum(
+    "Band",
+    dict.fromkeys(
+        [
+            *synthetic.BANDS,
+            *(b for s in sample.SAMPLES.values() for b in s.bands),
+            *(b for c in stac.COLLECTIONS.values() for b in c.assets),
+        ]
+    ),
+)
 
 
 def _check(predicate, message: str):
@@ -62,14 +67,20 @@ RegionName = Annotated[str, AfterValidator(validate_region_name)]
 Date = Annotated[str, AfterValidator(validate_date)]
 ModelName = Annotated[str, AfterValidator(validate_model_name)]
 TileSize = Annotated[
-    int, _check(lambda v: 16 <= v <= 4096 and v % 16 == 0, "tile_size must be a multiple of 16 between 16 and 4096, got {value}")
+    int,
+    _check(
+        lambda v: 16 <= v <= 4096 and v % 16 == 0, "tile_size must be a multiple of 16 between 16 and 4096, got {value}"
+    ),
 ]
 BatchSize = Annotated[
     int, _check(lambda v: 1 <= v <= MAX_BATCH, f"batch_size must be between 1 and {MAX_BATCH}, got {{value}}")
 ]
 Margin = Annotated[
-    int, _check(lambda v: 0 <= v <= MAX_MARGIN and v % 8 == 0,
-                f"margin must be a multiple of 8 px between 0 and {MAX_MARGIN}, got {{value}}")
+    int,
+    _check(
+        lambda v: 0 <= v <= MAX_MARGIN and v % 8 == 0,
+        f"margin must be a multiple of 8 px between 0 and {MAX_MARGIN}, got {{value}}",
+    ),
 ]
 Bands = Annotated[
     list[Band],
@@ -79,29 +90,40 @@ MAX_BATCH_PIXELS = 2**24  # a training batch's pixels (batch_size x chip_size²)
 
 
 class ImageryConfig(_Config):
-    source: Optional[ImagerySource] = None  # default: the region's own source in the catalogue
+    source: ImagerySource | None = None  # default: the region's own source in the catalogue
     # Default: in a run that also predicts, the bands its model reads; otherwise blue, green, red, nir.
-    bands: Optional[Bands] = None
+    bands: Bands | None = None
     tile_size: TileSize = 256  # pixels per tile side
     # STAC sources: keep items whose eo:cloud_cover (percent of the whole item) is at most this.
-    max_cloud: Annotated[float, _check(lambda v: 0 <= v <= 100, "max_cloud must be a percentage between 0 and 100, got {value}")] = 100.0
+    max_cloud: Annotated[
+        float, _check(lambda v: 0 <= v <= 100, "max_cloud must be a percentage between 0 and 100, got {value}")
+    ] = 100.0
     # A storage folder holding this partition's arrived STAC items (set by the scene_arrivals sensor):
     # read them, and their COGs, instead of searching the source's catalogue.
-    arrivals: Optional[Annotated[str, AfterValidator(lambda v: validate_key(v.strip("/")))]] = None
+    arrivals: Annotated[str, AfterValidator(lambda v: validate_key(v.strip("/")))] | None = None
 
 
 class LabelsConfig(_Config):
-    source: Optional[LabelSource] = None  # default: the region's label source in the catalogue
+    source: LabelSource | None = None  # default: the region's label source in the catalogue
     tile_size: TileSize = 256
 
 
-Regions = Annotated[list[RegionName], _check(lambda v: 1 <= len(v) <= 256, "regions must name at least one region and at most 256, got {value}")]
+Regions = Annotated[
+    list[RegionName],
+    _check(lambda v: 1 <= len(v) <= 256, "regions must name at least one region and at most 256, got {value}"),
+]
 Dates = Annotated[list[Date], _check(lambda v: len(v) <= 1000, "dates must list at most 1,000 dates")]
-Acquisition = Annotated[str, _check(
-    lambda v: v.count("/") == 1 and validate_region_name(v.split("/")[0]) and validate_date(v.split("/")[1]),
-    "an acquisition is REGION/YYYY-MM-DD, got {value!r}")]
+Acquisition = Annotated[
+    str,
+    _check(
+        lambda v: v.count("/") == 1 and validate_region_name(v.split("/")[0]) and validate_date(v.split("/")[1]),
+        "an acquisition is REGION/YYYY-MM-DD, got {value!r}",
+    ),
+]
 Acquisitions = Annotated[list[Acquisition], _check(lambda v: len(v) <= 10_000, "acquisitions must list at most 10,000")]
-Version = Annotated[str, _check(lambda v: re.fullmatch(r"[0-9a-f]{12}", v), "invalid model version {value!r}: 12 hex digits")]
+Version = Annotated[
+    str, _check(lambda v: re.fullmatch(r"[0-9a-f]{12}", v), "invalid model version {value!r}: 12 hex digits")
+]
 
 
 class _SetConfig(_Config):
@@ -146,7 +168,11 @@ class TrainingConfig(_Config):
     batch_size: BatchSize = 8
     learning_rate: Annotated[float, _check(lambda v: 0 < v < 1, "learning_rate must be in (0, 1), got {value}")] = 2e-3
     chip_size: Annotated[
-        int, _check(lambda v: 16 <= v <= 1024 and v % 16 == 0, "chip_size must be a multiple of 16 between 16 and 1024, got {value}")
+        int,
+        _check(
+            lambda v: 16 <= v <= 1024 and v % 16 == 0,
+            "chip_size must be a multiple of 16 between 16 and 1024, got {value}",
+        ),
     ] = 128
     chips_per_epoch: Annotated[int, _whole(1, 100_000, "chips_per_epoch")] = 256
     seed: Annotated[int, _whole(0, 2**32 - 1, "seed")] = 0
@@ -164,7 +190,9 @@ class TrainingConfig(_Config):
             )
         multiple = 2 ** hyper.get("depth", 3) if self.architecture == "unet" else 1
         if self.chip_size % multiple:
-            raise ValueError(f"chip_size {self.chip_size} must be a multiple of {multiple} for a unet of depth {multiple.bit_length() - 1}")
+            raise ValueError(
+                f"chip_size {self.chip_size} must be a multiple of {multiple} for a unet of depth {multiple.bit_length() - 1}"
+            )
         return self
 
 
@@ -176,27 +204,27 @@ class EvaluationConfig(_Config):
 
 class PredictionConfig(_Config):
     model: ModelName = DEFAULT_MODEL
-    version: Optional[Version] = None  # default: the model's serving version (promoted, else newest gated)
-    batch_size: Optional[BatchSize] = None  # default: measured on the machine with the thread layout
+    version: Version | None = None  # default: the model's serving version (promoted, else newest gated)
+    batch_size: BatchSize | None = None  # default: measured on the machine with the thread layout
     device: Device = "auto"
-    inference_runtime: Optional[InferenceRuntime] = None  # default: GEO_ASSETS_INFERENCE_RUNTIME, else auto
+    inference_runtime: InferenceRuntime | None = None  # default: GEO_ASSETS_INFERENCE_RUNTIME, else auto
     # Pixels of the neighbouring tiles each tile is predicted with (then cropped): no seams at tile edges.
     # 0: tiles alone. A multiple of the model's pad multiple, at most half the tile. Default: 32 px
     # (geo.margins.default_margin: half the tile, rounded down to a multiple of 8, for tiles under 64 px).
-    margin: Optional[Margin] = None
+    margin: Margin | None = None
     # Which imagery variant to predict when the run does not cut it: default, the one holding the model's
     # bands with the fewest others, of the region's source, else of 256 px tiles.
-    tile_size: Optional[TileSize] = None
-    source: Optional[ImagerySource] = None
+    tile_size: TileSize | None = None
+    source: ImagerySource | None = None
 
 
 class ReportConfig(_Config):
     """Which model version's predictions to report. In a run that also predicts, that run's version."""
 
-    model: Optional[ModelName] = None  # default: the predicting run's model, else landcover-unet
-    version: Optional[Version] = None  # default: the predicting run's version, else the serving one
+    model: ModelName | None = None  # default: the predicting run's model, else landcover-unet
+    version: Version | None = None  # default: the predicting run's version, else the serving one
     # Which of the version's predictions, when the run does not predict: default, the only one, else the
     # imagery variant predictions would choose at its default margin.
-    margin: Optional[Margin] = None
-    tile_size: Optional[TileSize] = None
-    source: Optional[ImagerySource] = None
+    margin: Margin | None = None
+    tile_size: TileSize | None = None
+    source: ImagerySource | None = None

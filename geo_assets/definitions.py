@@ -16,8 +16,22 @@ from resources.profiles import resource_defs
 
 map_base_url()  # a bad GEO_ASSETS_MAP_URL stops the load, naming it, not every run at its end
 
-ASSETS = [imagery_tiles, labels, training_set, evaluation_set, trained_model, model_evaluation, predictions, region_report]
+ASSETS = [
+    imagery_tiles,
+    labels,
+    training_set,
+    evaluation_set,
+    trained_model,
+    model_evaluation,
+    predictions,
+    region_report,
+]
 
 defs = dg.Definitions(
-    assets=ASSETS, jobs=JOBS, sensors=SENSORS + AUTOMATION, schedules=SCHEDULES, resources=resource_defs(), executor=executor_def()
+    assets=ASSETS,
+    jobs=JOBS,
+    sensors=SENSORS + AUTOMATION,
+    schedules=SCHEDULES,
+    resources=resource_defs(),
+    executor=executor_def(),
 )

@@ -46,10 +46,18 @@ def plan(catalogue, quick: bool) -> list[tuple[str, object, object, str]]:
         runs += [("imagery_job", region_date_key(r, d), bands, "imagery_tiles") for d in dates[r]]
     runs += [("labels_job", r, {}, "labels") for r in LABELLED]
     for model, regions in ((DEFAULT_MODEL, TRAIN), (RGB_MODEL, TRAIN + ["landsat-sample"])):
-        runs.append(("training_job", model, {"training_set": {"config": {"regions": regions}},
-                                             "evaluation_set": {"config": {"regions": HOLDOUT}},
-                                             "trained_model": {"config": epochs}},
-                     "training_set + evaluation_set + trained_model + model_evaluation"))
+        runs.append(
+            (
+                "training_job",
+                model,
+                {
+                    "training_set": {"config": {"regions": regions}},
+                    "evaluation_set": {"config": {"regions": HOLDOUT}},
+                    "trained_model": {"config": epochs},
+                },
+                "training_set + evaluation_set + trained_model + model_evaluation",
+            )
+        )
     for model, r in PREDICT:
         # The version just trained, gated or not: the demo shows what it made.
         def ops(store, model=model):
@@ -98,12 +106,16 @@ def run_demo(instance: dg.DagsterInstance, quick: bool = False) -> int:
         console.print(f"[bold][{i}/{len(runs)}][/bold] {what} [cyan]{key}[/cyan] ...")
         t0 = time.perf_counter()
         ops = ops(store) if callable(ops) else ops
-        result = defs.resolve_job_def(job).with_logger_defs(loggers).execute_in_process(
-            run_config={"ops": ops, "loggers": {"progress": {}}},
-            instance=instance,
-            partition_key=key,
-            tags={"geo-assets/launched-by": "demo"},
-            raise_on_error=False,
+        result = (
+            defs.resolve_job_def(job)
+            .with_logger_defs(loggers)
+            .execute_in_process(
+                run_config={"ops": ops, "loggers": {"progress": {}}},
+                instance=instance,
+                partition_key=key,
+                tags={"geo-assets/launched-by": "demo"},
+                raise_on_error=False,
+            )
         )
         seconds = time.perf_counter() - t0
         if not result.success and key == RGB_MODEL and _gate_failed(result):
@@ -117,14 +129,17 @@ def run_demo(instance: dg.DagsterInstance, quick: bool = False) -> int:
             partitions[step.step_key].append(str(key))
         console.print(f"    done in {seconds:.1f} s (run {result.run_id[:8]})")
     _summary(console, store, spent, partitions, catalogue, quick)
-    console.print(f"total {time.perf_counter() - started:.0f} s. Browse it: DAGSTER_HOME={instance.root_directory} dagster dev")
+    console.print(
+        f"total {time.perf_counter() - started:.0f} s. Browse it: DAGSTER_HOME={instance.root_directory} dagster dev"
+    )
     return 0
 
 
 def _gate_failed(result) -> bool:
     """The run failed only because a blocking asset check (the quality gate) did not pass."""
     return "DagsterAssetCheckFailedError" in failure_message(result) or any(
-        not c.passed for c in result.get_asset_check_evaluations())
+        not c.passed for c in result.get_asset_check_evaluations()
+    )
 
 
 def failure_message(result) -> str:
@@ -142,26 +157,41 @@ def _summary(console: Console, store, spent: dict, partitions: dict, catalogue=N
     table = Table(title="Materialised assets")
     for col in ("asset", "partitions", "time (s)", "outputs"):
         table.add_column(col)
-    outputs = {"imagery_tiles": "imagery/", "labels": "labels/", "training_set": "manifests/training_set/",
-               "evaluation_set": "manifests/evaluation_set/", "trained_model": f"models/{DEFAULT_MODEL}/",
-               "model_evaluation": f"models/{DEFAULT_MODEL}/", "predictions": f"predictions/{DEFAULT_MODEL}/",
-               "region_report": f"reports/{DEFAULT_MODEL}/"}
+    outputs = {
+        "imagery_tiles": "imagery/",
+        "labels": "labels/",
+        "training_set": "manifests/training_set/",
+        "evaluation_set": "manifests/evaluation_set/",
+        "trained_model": f"models/{DEFAULT_MODEL}/",
+        "model_evaluation": f"models/{DEFAULT_MODEL}/",
+        "predictions": f"predictions/{DEFAULT_MODEL}/",
+        "region_report": f"reports/{DEFAULT_MODEL}/",
+    }
     for asset, where in outputs.items():
         keys = partitions.get(asset, [])
         table.add_row(asset, ", ".join(keys), f"{spent.get(asset, 0):.1f}", store.uri(where.rstrip("/")))
     console.print(table)
     evaluation = store.read_json(f"manifests/model_evaluation/{DEFAULT_MODEL}.json")
-    scores = Table(title=f"Held-out scores of {DEFAULT_MODEL} {evaluation['version']} on {', '.join(evaluation['regions'])}")
+    scores = Table(
+        title=f"Held-out scores of {DEFAULT_MODEL} {evaluation['version']} on {', '.join(evaluation['regions'])}"
+    )
     for col in ("class", "IoU", "F1", "pixels"):
         scores.add_column(col)
     for name, s in evaluation["per_class"].items():
         scores.add_row(name, _fmt(s["iou"]), _fmt(s["f1"]), str(s["support"]))
-    scores.add_row("[bold]mean[/bold]", f"[bold]{_fmt(evaluation['miou'])}[/bold]", _fmt(evaluation["mean_f1"]),
-                   _gate(store, DEFAULT_MODEL, evaluation))
+    scores.add_row(
+        "[bold]mean[/bold]",
+        f"[bold]{_fmt(evaluation['miou'])}[/bold]",
+        _fmt(evaluation["mean_f1"]),
+        _gate(store, DEFAULT_MODEL, evaluation),
+    )
     console.print(scores)
     rgb = store.read_json(f"manifests/model_evaluation/{RGB_MODEL}.json")
-    console.print(f"{RGB_MODEL} {rgb['version']} (bands {', '.join(RGB)}; synthetic scenes + Landsat polygons): "
-                  f"mIoU {_fmt(rgb['miou'])} on {', '.join(rgb['regions'])}, {_gate(store, RGB_MODEL, rgb)}", highlight=False)
+    console.print(
+        f"{RGB_MODEL} {rgb['version']} (bands {', '.join(RGB)}; synthetic scenes + Landsat polygons): "
+        f"mIoU {_fmt(rgb['miou'])} on {', '.join(rgb['regions'])}, {_gate(store, RGB_MODEL, rgb)}",
+        highlight=False,
+    )
     if catalogue is not None:
         _real_samples(console, store, catalogue, quick)
 
@@ -177,8 +207,18 @@ def _gate(store, model: str, evaluation: dict) -> str:
 def _real_samples(console: Console, store, catalogue, quick: bool) -> None:
     """Each real sample: the model's class shares beside the spectral-index reference, and held-out polygons."""
     table = Table(title="Real samples: class shares inside the footprint, beside a spectral-index reference")
-    for col in ("region", "model", "", "water", "vegetation", "built-up", "bare-soil", "cloud", "other",
-                "held-out polygons mIoU"):
+    for col in (
+        "region",
+        "model",
+        "",
+        "water",
+        "vegetation",
+        "built-up",
+        "bare-soil",
+        "cloud",
+        "other",
+        "held-out polygons mIoU",
+    ):
         table.add_column(col)
     rules, held_out = [], []
     for region, model in REAL.items():
@@ -187,11 +227,26 @@ def _real_samples(console: Console, store, catalogue, quick: bool) -> None:
             report = store.read_json(only_output(store, "region_report", model, version, region, date))
             ref = report["index_reference"]["shares"]
             holdout = report.get("holdout")
-            table.add_row(region, f"{model} {version}", "model", *(_pct(report["shares"][c]) for c in
-                          ("water", "vegetation", "built-up", "bare-soil", "cloud")), "",
-                          _fmt(holdout["miou"]) + f" ({holdout['pixels']} px)" if holdout else "n/a")
-            table.add_row("", "", "index reference", _pct(ref.get("water")), _pct(ref.get("vegetation")), "",
-                          _pct(ref.get("bare-soil")), "", _pct(ref.get("other")), "")
+            table.add_row(
+                region,
+                f"{model} {version}",
+                "model",
+                *(_pct(report["shares"][c]) for c in ("water", "vegetation", "built-up", "bare-soil", "cloud")),
+                "",
+                _fmt(holdout["miou"]) + f" ({holdout['pixels']} px)" if holdout else "n/a",
+            )
+            table.add_row(
+                "",
+                "",
+                "index reference",
+                _pct(ref.get("water")),
+                _pct(ref.get("vegetation")),
+                "",
+                _pct(ref.get("bare-soil")),
+                "",
+                _pct(ref.get("other")),
+                "",
+            )
             rules.append(f"{region}: {report['index_reference']['rules']}")
             if holdout:
                 held_out.append(_held_out_note(region, holdout))
@@ -205,11 +260,13 @@ def _real_samples(console: Console, store, catalogue, quick: bool) -> None:
 def _held_out_note(region: str, holdout: dict) -> str:
     """What the held-out score is over, and what it does and does not show."""
     classes = ", ".join(f"{c} {s['support']} px" for c, s in holdout["per_class"].items() if s["support"])
-    return (f"  held out on {region}: whole polygons apart from every tile with training labels (the input "
-            f"normalisation is fitted on every tile read, theirs included), {holdout['pixels']} labelled px "
-            f"({classes}); mIoU {_fmt(holdout['miou'])}. It shows whether the model finds these classes on real "
-            f"ground it never learnt from; over so few pixels and polygons it is a coarse check, not a land-cover "
-            f"accuracy, and it says nothing of the classes it does not hold")
+    return (
+        f"  held out on {region}: whole polygons apart from every tile with training labels (the input "
+        f"normalisation is fitted on every tile read, theirs included), {holdout['pixels']} labelled px "
+        f"({classes}); mIoU {_fmt(holdout['miou'])}. It shows whether the model finds these classes on real "
+        f"ground it never learnt from; over so few pixels and polygons it is a coarse check, not a land-cover "
+        f"accuracy, and it says nothing of the classes it does not hold"
+    )
 
 
 def only_output(store, asset: str, model: str, version: str, region: str, date: str) -> str:

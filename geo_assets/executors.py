@@ -24,7 +24,7 @@ the rest of the run goes on as after any step failure.
 from __future__ import annotations
 
 import json
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import dagster as dg
 from dagster._core.events import DagsterEvent
@@ -40,7 +40,9 @@ from resources.profiles import get_runtime
 class _RefusalFailsTheStep(StepHandler):
     """Delegates to a cluster's step handler; a launch the API refuses becomes that step's failure."""
 
-    def __init__(self, inner: StepHandler, refused: tuple[type[BaseException], ...], explain: Callable[[BaseException], str]):
+    def __init__(
+        self, inner: StepHandler, refused: tuple[type[BaseException], ...], explain: Callable[[BaseException], str]
+    ):
         super().__init__()
         self._inner, self._refused_types, self._explain = inner, refused, explain
         self._refused: set[str] = set()
@@ -58,7 +60,9 @@ class _RefusalFailsTheStep(StepHandler):
             message = f"{self._inner.name} could not start step {step_key}: {self._explain(e)}"
             error = SerializableErrorInfo(message=message, stack=[], cls_name=type(e).__name__)
             yield DagsterEvent.step_failure_event(
-                step_handler_context.get_step_context(step_key), StepFailureData(error=error, user_failure_data=None), message=message
+                step_handler_context.get_step_context(step_key),
+                StepFailureData(error=error, user_failure_data=None),
+                message=message,
             )
 
     def check_step_health(self, step_handler_context: StepHandlerContext) -> CheckStepHealthResult:
@@ -80,7 +84,9 @@ def _kubernetes_reason(e: BaseException) -> str:
         return str(api)
 
 
-def _explaining(executor: dg.ExecutorDefinition, refused: tuple[type[BaseException], ...], explain) -> dg.ExecutorDefinition:
+def _explaining(
+    executor: dg.ExecutorDefinition, refused: tuple[type[BaseException], ...], explain
+) -> dg.ExecutorDefinition:
     """`executor` with its step handler wrapped (same name, config and requirements)."""
 
     def create(init_context):
@@ -89,8 +95,11 @@ def _explaining(executor: dg.ExecutorDefinition, refused: tuple[type[BaseExcepti
         return created
 
     return dg.ExecutorDefinition(
-        name=executor.name, config_schema=executor.config_schema, requirements=executor.get_requirements,
-        executor_creation_fn=create, description=executor.description,
+        name=executor.name,
+        config_schema=executor.config_schema,
+        requirements=executor.get_requirements,
+        executor_creation_fn=create,
+        description=executor.description,
     )
 
 
@@ -115,7 +124,9 @@ class _RecordsItsWorker(Executor):
 
 def _recording_worker(executor: dg.ExecutorDefinition) -> dg.ExecutorDefinition:
     return dg.ExecutorDefinition(
-        name=executor.name, config_schema=executor.config_schema, requirements=executor.get_requirements,
+        name=executor.name,
+        config_schema=executor.config_schema,
+        requirements=executor.get_requirements,
         executor_creation_fn=lambda init_context: _RecordsItsWorker(executor.executor_creation_fn(init_context)),
         description=executor.description,
     )
@@ -127,7 +138,9 @@ def executor_def(runtime: str | None = None) -> dg.ExecutorDefinition:
         from dagster_k8s import k8s_job_executor
         from dagster_k8s.client import DagsterK8sAPIRetryLimitExceeded, DagsterK8sUnrecoverableAPIError
 
-        return _explaining(k8s_job_executor, (DagsterK8sUnrecoverableAPIError, DagsterK8sAPIRetryLimitExceeded), _kubernetes_reason)
+        return _explaining(
+            k8s_job_executor, (DagsterK8sUnrecoverableAPIError, DagsterK8sAPIRetryLimitExceeded), _kubernetes_reason
+        )
     if runtime == "ecs":
         from dagster_aws.ecs import ecs_executor
 

@@ -10,8 +10,8 @@ says what was refused.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import requests
 
@@ -23,7 +23,8 @@ RUN_DONE = ("SUCCESS", "FAILURE", "CANCELED")
 BACKFILL_DONE = ("COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED")
 
 _ERRORS = "... on PythonError { message } ... on Error { message }"
-LAUNCH_RUN = """
+LAUNCH_RUN = (
+    """
 mutation LaunchRun($params: ExecutionParams!) {
   launchRun(executionParams: $params) {
     __typename
@@ -31,8 +32,11 @@ mutation LaunchRun($params: ExecutionParams!) {
     ... on RunConfigValidationInvalid { errors { message } }
     %s
   }
-}""" % _ERRORS
-LAUNCH_BACKFILL = """
+}"""
+    % _ERRORS
+)
+LAUNCH_BACKFILL = (
+    """
 mutation LaunchBackfill($params: LaunchBackfillParams!) {
   launchPartitionBackfill(backfillParams: $params) {
     __typename
@@ -40,7 +44,9 @@ mutation LaunchBackfill($params: LaunchBackfillParams!) {
     ... on RunConfigValidationInvalid { errors { message } }
     %s
   }
-}""" % _ERRORS
+}"""
+    % _ERRORS
+)
 RUN_EVENTS = """
 query RunEvents($runId: ID!, $cursor: String) {
   runOrError(runId: $runId) { __typename ... on Run { status } %s }
@@ -58,7 +64,8 @@ query RunEvents($runId: ID!, $cursor: String) {
     %s
   }
 }""" % (_ERRORS, _ERRORS)
-BACKFILL_STATUS = """
+BACKFILL_STATUS = (
+    """
 query Backfill($id: String!) {
   partitionBackfillOrError(backfillId: $id) {
     __typename
@@ -76,7 +83,9 @@ query Backfill($id: String!) {
     }
     %s
   }
-}""" % _ERRORS
+}"""
+    % _ERRORS
+)
 
 # What a launch needs of the webserver, read before it: its database (runs; asset events), the code
 # location, and whether a daemon dequeues runs. Each storage keeps its own connection pool, so each is read.
@@ -101,8 +110,13 @@ query Ready {
 }""" % (_ERRORS_CAUSES, _ERRORS_CAUSES, _ERRORS_CAUSES, _ERRORS_CAUSES)
 # How the webserver's errors name a database that does not answer (psycopg2 through SQLAlchemy) and a
 # code server that does not answer (gRPC).
-DATABASE_DOWN = ("OperationalError", "DagsterPostgresException", "too many retries for DB connection",
-                 "could not connect to server", "server closed the connection")
+DATABASE_DOWN = (
+    "OperationalError",
+    "DagsterPostgresException",
+    "too many retries for DB connection",
+    "could not connect to server",
+    "server closed the connection",
+)
 # libpq's word for a database that accepted no connection within the instance's connect_timeout: it does not
 # answer (packets dropped, host down), so asking again only waits as long again.
 DATABASE_SILENT = "timeout expired"
@@ -112,8 +126,14 @@ DAEMON_SILENT_S = 90
 
 # What `--wait` prints of a run's events: its steps and outputs, never the debug chatter.
 SHOWN = {
-    "RUN_START", "RUN_SUCCESS", "RUN_FAILURE", "RUN_CANCELED", "STEP_START", "STEP_SUCCESS",
-    "STEP_FAILURE", "ASSET_MATERIALIZATION",
+    "RUN_START",
+    "RUN_SUCCESS",
+    "RUN_FAILURE",
+    "RUN_CANCELED",
+    "STEP_START",
+    "STEP_SUCCESS",
+    "STEP_FAILURE",
+    "ASSET_MATERIALIZATION",
 }
 
 
@@ -151,7 +171,9 @@ def _causes(info: dict | None) -> str:
     """The messages of the exceptions behind a GraphQL error (the webserver's `errorInfo`), one a line."""
     if not isinstance(info, dict):
         return ""
-    return "\n".join(filter(None, [info.get("message") or "", _causes(info.get("cause")), _causes(info.get("context"))]))
+    return "\n".join(
+        filter(None, [info.get("message") or "", _causes(info.get("cause")), _causes(info.get("context"))])
+    )
 
 
 class DagsterClient:
@@ -166,14 +188,18 @@ class DagsterClient:
         lines = [line.strip() for line in message.splitlines() if line.strip()]
         cause = next((line for line in lines if "OperationalError" in line or "server" in line), lines[0])
         cause = cause.split(") ", 1)[-1] if cause.startswith("sqlalchemy.") else cause.split(": ", 1)[-1]
-        return (f"the Dagster webserver at {self.url} cannot reach its database: {cause[:300]}. Nothing was launched; "
-                "start the database (its runs and history are kept) and launch again")
+        return (
+            f"the Dagster webserver at {self.url} cannot reach its database: {cause[:300]}. Nothing was launched; "
+            "start the database (its runs and history are kept) and launch again"
+        )
 
     def code_server_down(self, message: str) -> str | None:
         if CODE_SERVER_DOWN not in message:
             return None
-        return (f"the code location {LOCATION} does not answer the Dagster webserver at {self.url}: its code server is "
-                "stopped or restarting. Nothing was launched; start it and launch again")
+        return (
+            f"the code location {LOCATION} does not answer the Dagster webserver at {self.url}: its code server is "
+            "stopped or restarting. Nothing was launched; start it and launch again"
+        )
 
     def ready(self, attempts: int = 3, wait: float = 1.0) -> list[str]:
         """The webserver answers, reads its database and has the code location loaded; else one LaunchError
@@ -188,9 +214,11 @@ class DagsterClient:
                     raise
                 time.sleep(wait)
                 continue
-            errors = ["\n".join([r.get("message", ""), *(c["message"] for c in r.get("causes") or [])])
-                      for r in (data["runsOrError"], data["assetsOrError"], data["workspaceOrError"])
-                      if r["__typename"] == "PythonError"]
+            errors = [
+                "\n".join([r.get("message", ""), *(c["message"] for c in r.get("causes") or [])])
+                for r in (data["runsOrError"], data["assetsOrError"], data["workspaceOrError"])
+                if r["__typename"] == "PythonError"
+            ]
             down = next((d for d in map(self.database_down, errors) if d), None)
             if down is None:
                 break
@@ -198,23 +226,31 @@ class DagsterClient:
                 raise LaunchError(down)
             time.sleep(wait)
         if errors:
-            raise LaunchError(f"the Dagster webserver at {self.url} failed to answer: {errors[0].strip().splitlines()[0]}")
+            raise LaunchError(
+                f"the Dagster webserver at {self.url} failed to answer: {errors[0].strip().splitlines()[0]}"
+            )
         entries = {e["name"]: e["locationOrLoadError"] for e in data["workspaceOrError"]["locationEntries"]}
         if LOCATION not in entries:
-            raise LaunchError(f"the Dagster webserver at {self.url} serves no code location {LOCATION!r} "
-                              f"(it serves: {', '.join(entries) or 'none'})")
+            raise LaunchError(
+                f"the Dagster webserver at {self.url} serves no code location {LOCATION!r} "
+                f"(it serves: {', '.join(entries) or 'none'})"
+            )
         location = entries[LOCATION] or {}
         if location.get("__typename") != "RepositoryLocation":
             error = (location.get("message") or "it is still loading").strip()
-            raise LaunchError(self.code_server_down(error) or
-                              f"the code location {LOCATION} is not loaded in the Dagster webserver at {self.url}: "
-                              f"{error.splitlines()[0][:300]}")
+            raise LaunchError(
+                self.code_server_down(error)
+                or f"the code location {LOCATION} is not loaded in the Dagster webserver at {self.url}: "
+                f"{error.splitlines()[0][:300]}"
+            )
         daemon = data["instance"]["daemonHealth"]["daemonStatus"]
         last = daemon["lastHeartbeatTime"]
         if daemon["required"] and (last is None or time.time() - last > DAEMON_SILENT_S):
             since = "never" if last is None else f"not for {time.time() - last:.0f} s"
-            return [f"the Dagster daemon of the webserver at {self.url} has reported {since}: launched runs wait in "
-                    "the queue (kept in the instance's database) until it runs again"]
+            return [
+                f"the Dagster daemon of the webserver at {self.url} has reported {since}: launched runs wait in "
+                "the queue (kept in the instance's database) until it runs again"
+            ]
         return []
 
     def _database_answers(self) -> None:
@@ -232,18 +268,25 @@ class DagsterClient:
 
     def query(self, query: str, variables: dict | None = None, timeout: float | None = None) -> dict:
         try:
-            response = self.session.post(self.url, json={"query": query, "variables": variables or {}},
-                                         timeout=timeout or self.timeout)
+            response = self.session.post(
+                self.url, json={"query": query, "variables": variables or {}}, timeout=timeout or self.timeout
+            )
         except requests.RequestException as exc:
-            raise LaunchError(f"no Dagster webserver answers at {self.url} ({type(exc).__name__}); start one with `make dev` or pass --url") from None
+            raise LaunchError(
+                f"no Dagster webserver answers at {self.url} ({type(exc).__name__}); start one with `make dev` or pass --url"
+            ) from None
         try:
             body = response.json()
         except ValueError:
-            raise LaunchError(f"{self.url} answered HTTP {response.status_code} without GraphQL: is it a Dagster webserver's /graphql?") from None
+            raise LaunchError(
+                f"{self.url} answered HTTP {response.status_code} without GraphQL: is it a Dagster webserver's /graphql?"
+            ) from None
         if body.get("errors"):
             messages = "; ".join(e.get("message", "") for e in body["errors"])
             causes = "\n".join(_causes((e.get("extensions") or {}).get("errorInfo")) for e in body["errors"])
-            raise LaunchError(self.database_down(f"{messages}\n{causes}") or f"{self.url} refused the request: {messages}")
+            raise LaunchError(
+                self.database_down(f"{messages}\n{causes}") or f"{self.url} refused the request: {messages}"
+            )
         return body["data"]
 
     def _result(self, result: dict, ok: str, what: str) -> dict:
@@ -263,19 +306,28 @@ class DagsterClient:
         """Launch one run materialising `assets`, its partition chosen by `tags` (`dagster/partition`: a region,
         a model name) as the UI's launchpad does; return its run id."""
         params = {
-            "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "jobName": ASSET_JOB,
-                         "assetSelection": _asset_keys(assets)},
+            "selector": {
+                "repositoryLocationName": LOCATION,
+                "repositoryName": REPOSITORY,
+                "jobName": ASSET_JOB,
+                "assetSelection": _asset_keys(assets),
+            },
             "runConfigData": run_config,
             "executionMetadata": {"tags": _tags(tags)},
         }
         result = self.query(LAUNCH_RUN, {"params": params})["launchRun"]
         return self._result(result, "LaunchRunSuccess", "launch")["run"]["runId"]
 
-    def launch_backfill(self, assets: list[str], partitions: list[str], run_config: dict, tags: dict[str, str], title: str) -> str:
+    def launch_backfill(
+        self, assets: list[str], partitions: list[str], run_config: dict, tags: dict[str, str], title: str
+    ) -> str:
         """Launch an asset backfill of exactly these `date|region` partitions through the daemon; return its id."""
         params = {
-            "assetSelection": _asset_keys(assets), "partitionNames": partitions, "runConfigData": run_config,
-            "tags": _tags(tags), "title": title,
+            "assetSelection": _asset_keys(assets),
+            "partitionNames": partitions,
+            "runConfigData": run_config,
+            "tags": _tags(tags),
+            "title": title,
         }
         result = self.query(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
         return self._result(result, "LaunchBackfillSuccess", "backfill")["backfillId"]
@@ -305,14 +357,22 @@ class DagsterClient:
         result = self.query(BACKFILL_STATUS, {"id": backfill_id})["partitionBackfillOrError"]
         return self._result(result, "PartitionBackfill", f"backfill {backfill_id}")
 
-    def follow_backfill(self, backfill_id: str, poll: float = 2, timeout: float = 7 * 24 * 3600,
-                        report: Callable[[dict], None] = lambda b: None) -> dict:
+    def follow_backfill(
+        self,
+        backfill_id: str,
+        poll: float = 2,
+        timeout: float = 7 * 24 * 3600,
+        report: Callable[[dict], None] = lambda b: None,
+    ) -> dict:
         """Poll a backfill until it has ended; `report` sees each state that differs from the last one."""
         last, deadline = None, time.monotonic() + timeout
         while True:
             state = self.backfill(backfill_id)
-            summary = (state["status"], [(r["runId"], r["status"]) for r in state["runs"]],
-                       str((state.get("assetBackfillData") or {}).get("assetBackfillStatuses")))
+            summary = (
+                state["status"],
+                [(r["runId"], r["status"]) for r in state["runs"]],
+                str((state.get("assetBackfillData") or {}).get("assetBackfillStatuses")),
+            )
             if summary != last:
                 report(state)
                 last = summary

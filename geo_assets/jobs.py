@@ -2,7 +2,9 @@
 
 import dagster as dg
 
-imagery_job = dg.define_asset_job("imagery_job", selection=["imagery_tiles"], description="Cut a region's imagery for one date.")
+imagery_job = dg.define_asset_job(
+    "imagery_job", selection=["imagery_tiles"], description="Cut a region's imagery for one date."
+)
 labels_job = dg.define_asset_job("labels_job", selection=["labels"], description="Make a region's training labels.")
 training_job = dg.define_asset_job(
     "training_job",

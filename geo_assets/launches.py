@@ -69,8 +69,16 @@ class Request:
 
 
 def plan(
-    store, region_name: str, dates: list[str], *, min_miou: float, source: str | None = None,
-    model: str | None = None, version: str | None = None, assets: tuple[str, ...] = ASSETS, in_partitions: bool = True,
+    store,
+    region_name: str,
+    dates: list[str],
+    *,
+    min_miou: float,
+    source: str | None = None,
+    model: str | None = None,
+    version: str | None = None,
+    assets: tuple[str, ...] = ASSETS,
+    in_partitions: bool = True,
 ) -> Request:
     """The request for `assets` of region x dates, or a ValueError/LookupError naming why it cannot succeed.
     `in_partitions=False` leaves out the check that the dates are date partitions already (a schedule's
@@ -114,7 +122,11 @@ def plan(
         check_bands(spec, bands)
         ops["imagery_tiles"] = {"config": {"source": source, "bands": bands}}
     else:  # predictions and reports read the stored imagery of each date, the variant with the model's bands
-        missing = [d for d in dates if not any(set(bands) <= set(m["bands"]) for m in imagery_variants(store, region.name, d).values())]
+        missing = [
+            d
+            for d in dates
+            if not any(set(bands) <= set(m["bands"]) for m in imagery_variants(store, region.name, d).values())
+        ]
         if missing:
             raise FileNotFoundError(
                 f"no imagery_tiles for region {region.name!r} on {', '.join(missing[:3])}"

@@ -31,7 +31,9 @@ def check_partition_dates(dates: list[str]) -> None:
     first, last = dates_partitions.get_first_partition_key(), dates_partitions.get_last_partition_key()
     outside = [d for d in dates if not first <= d <= last]
     if outside:
-        raise ValueError(f"date(s) {', '.join(outside[:3])} lie outside the date partitions ({first} to {last}, today in UTC)")
+        raise ValueError(
+            f"date(s) {', '.join(outside[:3])} lie outside the date partitions ({first} to {last}, today in UTC)"
+        )
 
 
 def split_key(key: str) -> tuple[str, str]:

@@ -46,8 +46,17 @@ def worker_identity(pid: int, run_id: str) -> str:
     """The process `pid` of this machine as the worker of `run_id`, told apart from a later process of that pid
     (its start time), from a process of another container (its PID namespace) and from the worker of the run a
     retry copied its tags from (the run id)."""
-    return json.dumps({"host": socket.gethostname(), "boot": _boot(), "pid_namespace": _pid_namespace(), "pid": pid,
-                       "started": round(psutil.Process(pid).create_time(), 2), "run": run_id}, sort_keys=True)
+    return json.dumps(
+        {
+            "host": socket.gethostname(),
+            "boot": _boot(),
+            "pid_namespace": _pid_namespace(),
+            "pid": pid,
+            "started": round(psutil.Process(pid).create_time(), 2),
+            "run": run_id,
+        },
+        sort_keys=True,
+    )
 
 
 def record_worker(instance: dg.DagsterInstance, run_id: str) -> None:
@@ -60,9 +69,13 @@ def worker_health(identity: str | None, run_id: str) -> CheckRunHealthResult:
         return CheckRunHealthResult(WorkerStatus.RUNNING, "the run worker has not recorded itself yet")
     host, pid = worker["host"], worker["pid"]
     if host != socket.gethostname() or worker["pid_namespace"] != _pid_namespace():
-        return CheckRunHealthResult(WorkerStatus.RUNNING, f"the run worker is on {host}, in processes that cannot be seen from here")
+        return CheckRunHealthResult(
+            WorkerStatus.RUNNING, f"the run worker is on {host}, in processes that cannot be seen from here"
+        )
     if worker["boot"] != _boot():
-        return CheckRunHealthResult(WorkerStatus.FAILED, f"the run worker's machine {host} has restarted since the run started")
+        return CheckRunHealthResult(
+            WorkerStatus.FAILED, f"the run worker's machine {host} has restarted since the run started"
+        )
     try:
         process = psutil.Process(pid)
         alive = abs(process.create_time() - worker["started"]) < 0.01 and process.status() != psutil.STATUS_ZOMBIE
@@ -70,7 +83,9 @@ def worker_health(identity: str | None, run_id: str) -> CheckRunHealthResult:
         alive = False
     if alive:
         return CheckRunHealthResult(WorkerStatus.RUNNING)
-    return CheckRunHealthResult(WorkerStatus.FAILED, f"the run worker (process {pid} on {host}) ended without ending the run")
+    return CheckRunHealthResult(
+        WorkerStatus.FAILED, f"the run worker (process {pid} on {host}) ended without ending the run"
+    )
 
 
 class ProcessRunLauncher(DefaultRunLauncher):

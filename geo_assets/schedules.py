@@ -27,7 +27,9 @@ TRIGGER_TAG = "geo-assets/trigger"
 def scheduled_regions() -> list[str]:
     names = [r.strip() for r in os.environ.get(REGIONS_ENV, "").split(",") if r.strip()]
     if len(names) > max_backfill_partitions():
-        raise ValueError(f"{REGIONS_ENV} names {len(names)} regions; at most {max_backfill_partitions()} (GEO_ASSETS_MAX_BACKFILL_PARTITIONS)")
+        raise ValueError(
+            f"{REGIONS_ENV} names {len(names)} regions; at most {max_backfill_partitions()} (GEO_ASSETS_MAX_BACKFILL_PARTITIONS)"
+        )
     return list(dict.fromkeys(names))
 
 
@@ -38,14 +40,16 @@ def scheduled_regions() -> list[str]:
     default_status=dg.DefaultScheduleStatus.STOPPED,
     description="Imagery, predictions and a report for each region of GEO_ASSETS_SCHEDULED_REGIONS on the 1st of the month.",
 )
-def monthly_predictions(context: dg.ScheduleEvaluationContext, storage: StorageResource, gate: dg.ResourceParam[ModelGate]):
+def monthly_predictions(
+    context: dg.ScheduleEvaluationContext, storage: StorageResource, gate: dg.ResourceParam[ModelGate]
+):
     regions = scheduled_regions()
     if not regions:
         return dg.SkipReason(f"no region is scheduled: set {REGIONS_ENV}=region-a,region-b")
-    date = context.scheduled_execution_time.astimezone(datetime.timezone.utc).date().isoformat()
+    date = context.scheduled_execution_time.astimezone(datetime.UTC).date().isoformat()
     # The UI previews future ticks by evaluating them now; their date is not a partition yet, so a preview
     # checks everything else and requests nothing.
-    preview = date > datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    preview = date > datetime.datetime.now(datetime.UTC).date().isoformat()
     store, requests, refused = storage.store(), [], []
     for region in regions:
         try:
@@ -55,23 +59,32 @@ def monthly_predictions(context: dg.ScheduleEvaluationContext, storage: StorageR
             refused.append(region)
             continue
         key = request.partitions[0]
-        requests.append(dg.RunRequest(
-            run_key=key, partition_key=key, run_config=request.run_config,
-            tags={**request.tags, TRIGGER_TAG: "monthly_predictions"},
-        ))
+        requests.append(
+            dg.RunRequest(
+                run_key=key,
+                partition_key=key,
+                run_config=request.run_config,
+                tags={**request.tags, TRIGGER_TAG: "monthly_predictions"},
+            )
+        )
     if preview:
         return dg.SkipReason(
             f"preview of the tick of {date}: it will request {', '.join(r.partition_key for r in requests) or 'nothing'}"
-            + (f"; refused now: {', '.join(refused)}" if refused else "") + " (nothing is requested before that day)"
+            + (f"; refused now: {', '.join(refused)}" if refused else "")
+            + " (nothing is requested before that day)"
         )
     if not requests:
-        return dg.SkipReason(f"every scheduled region was refused for {date}: {', '.join(refused)} (see the tick's log)")
+        return dg.SkipReason(
+            f"every scheduled region was refused for {date}: {', '.join(refused)} (see the tick's log)"
+        )
     return requests
 
 
 # Partitions that have predictions, whose model evaluations changed since the last tick; not while one runs.
 FOLLOW_SERVING_MODEL = (
-    dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated()).allow(dg.AssetSelection.assets("model_evaluation"))
+    dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated()).allow(
+        dg.AssetSelection.assets("model_evaluation")
+    )
     & ~dg.AutomationCondition.missing()
     & ~dg.AutomationCondition.in_progress()
 ).with_label("a model was newly evaluated")

@@ -71,8 +71,10 @@ def region_partitions(context: dg.SensorEvaluationContext, storage: StorageResou
         requests.append(dg.DeleteDynamicPartitionsRequest(REGIONS, unknown))
     invalid_models = [k for k in context.instance.get_dynamic_partitions(MODELS) if not _valid_model_name(k)]
     for key in invalid_models:
-        context.log.warning(f"model partition {key!r} is not a valid model name and was removed: use lowercase letters, "
-                            "digits and hyphens (not at either end), at most 63 characters")
+        context.log.warning(
+            f"model partition {key!r} is not a valid model name and was removed: use lowercase letters, "
+            "digits and hyphens (not at either end), at most 63 characters"
+        )
     if invalid_models:
         requests.append(dg.DeleteDynamicPartitionsRequest(MODELS, invalid_models))
     if missing:
@@ -107,8 +109,11 @@ def _changed_inputs(context, cursor: dict) -> tuple[dict[tuple[str, str], str], 
             if asset == "imagery_tiles":  # one variant of the acquisition: its manifest key, as sets record it
                 dims = region_date_partitions.get_partition_key_from_str(event.partition).keys_by_dimension
                 cut = event.metadata.get("variant")
-                key = (imagery_key(dims["region"], dims["date"], cut.value) if cut is not None
-                       else legacy_imagery_key(dims["region"], dims["date"]))
+                key = (
+                    imagery_key(dims["region"], dims["date"], cut.value)
+                    if cut is not None
+                    else legacy_imagery_key(dims["region"], dims["date"])
+                )
                 changes[(field, key)] = version
             else:
                 changes[(field, event.partition)] = version
@@ -153,10 +158,16 @@ def input_changes(context: dg.SensorEvaluationContext, storage: StorageResource)
                         asset_selection=[dg.AssetKey(asset)],
                         # The set's own acquisitions, never its selection again: `dates: []` resolved once,
                         # when the set was materialised, so unrelated new dates never join it.
-                        run_config={"ops": {asset: {"config": {
-                            "regions": manifest["regions"],
-                            "acquisitions": [f"{i['region']}/{i['date']}" for i in manifest["items"]],
-                        }}}},
+                        run_config={
+                            "ops": {
+                                asset: {
+                                    "config": {
+                                        "regions": manifest["regions"],
+                                        "acquisitions": [f"{i['region']}/{i['date']}" for i in manifest["items"]],
+                                    }
+                                }
+                            }
+                        },
                         tags={"geo-assets/changed-inputs": changed[:255]},
                     )
                 )

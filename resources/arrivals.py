@@ -6,8 +6,7 @@ has bounds, and a bad one fails when the code location loads, naming the variabl
 
 import math
 import os
-from datetime import datetime, timezone
-from typing import Optional
+from datetime import UTC, datetime
 
 import dagster as dg
 from pydantic import Field, ValidationError, field_validator
@@ -23,7 +22,7 @@ class ArrivalsResource(dg.ConfigurableResource):
     sweep_seconds: float = Field(default=0.25, ge=0, le=30)  # listing time per tick of the sweep for older dates
     max_arrivals: int = Field(default=1000, ge=1, le=10000)  # item versions per tick; the rest at the next
     register_regions: bool = False  # register an unknown region from its first item's projected footprint
-    since: Optional[str] = None  # ISO time: watch versions that arrived from then on (default: the first tick)
+    since: str | None = None  # ISO time: watch versions that arrived from then on (default: the first tick)
 
     @field_validator("layout")
     @classmethod
@@ -33,14 +32,18 @@ class ArrivalsResource(dg.ConfigurableResource):
 
     @field_validator("since")
     @classmethod
-    def _since(cls, value: Optional[str]) -> Optional[str]:
+    def _since(cls, value: str | None) -> str | None:
         if value is not None:
             since_timestamp(value)
         return value
 
     def watcher(self) -> Watcher:
         return Watcher(
-            Layout.parse(self.layout), self.lookback_days, self.settle_seconds, self.max_requests, self.sweep_seconds,
+            Layout.parse(self.layout),
+            self.lookback_days,
+            self.settle_seconds,
+            self.max_requests,
+            self.sweep_seconds,
             self.max_arrivals,
         )
 
@@ -50,11 +53,17 @@ def since_timestamp(value: str) -> float:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"since={value!r}: expected an ISO time, e.g. 2024-06-01T00:00:00Z") from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 ENV = "GEO_ASSETS_ARRIVALS_"
-_NUMBERS = {"LOOKBACK_DAYS": int, "SETTLE_SECONDS": float, "MAX_REQUESTS": int, "SWEEP_SECONDS": float, "MAX_ARRIVALS": int}
+_NUMBERS = {
+    "LOOKBACK_DAYS": int,
+    "SETTLE_SECONDS": float,
+    "MAX_REQUESTS": int,
+    "SWEEP_SECONDS": float,
+    "MAX_ARRIVALS": int,
+}
 
 
 def arrivals_from_env() -> ArrivalsResource:

@@ -23,8 +23,9 @@ import math
 import os
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
 import dagster as dg
 from pydantic import Field
@@ -97,7 +98,8 @@ class BatchSizer:
         cost = self.cost
         return (
             f"{cost * 1000:.1f} ms per tile, {self.per_batch * 1000:.1f} ms per batch, {self.slots} at once"
-            if cost is not None else f"{self.per_batch * 1000:.1f} ms per batch, {self.slots} at once"
+            if cost is not None
+            else f"{self.per_batch * 1000:.1f} ms per batch, {self.slots} at once"
         )
 
 
@@ -137,8 +139,12 @@ class TileJob:
         self.taken += len(positions)
         self.batches += 1
         return (
-            self.work, [self.items[p] for p in positions], [self.keys[p] for p in positions],
-            [self.digests[p] for p in positions], self.ledger, self.batches,
+            self.work,
+            [self.items[p] for p in positions],
+            [self.keys[p] for p in positions],
+            [self.digests[p] for p in positions],
+            self.ledger,
+            self.batches,
         )
 
     def accept(self, outcome: BatchOutcome) -> None:
@@ -162,7 +168,8 @@ class TileJob:
         error = outcome.error
         keys = outcome.keys
         which = (
-            f"tile {error['key']}" if error["key"] is not None
+            f"tile {error['key']}"
+            if error["key"] is not None
             else f"batch {outcome.index} (tiles {keys[0]} to {keys[-1]}, {len(keys)} tiles)"
         )
         return (

@@ -34,7 +34,7 @@ import re
 import statistics
 import time
 import uuid
-from typing import Any, Optional
+from typing import Any
 
 import dagster as dg
 from pydantic import Field, PrivateAttr, model_validator
@@ -85,13 +85,13 @@ class DaskUnavailableError(RuntimeError):
 class DaskCompute(LocalPoolCompute):
     """Tile batches on a Dask cluster; `map` (in-process reads) stays on the local thread pool."""
 
-    address: Optional[str] = None  # an existing scheduler, e.g. tcp://scheduler:8786
-    cluster: Optional[str] = None  # else a cluster of this kind for the step: a key of CLUSTERS (default local)
+    address: str | None = None  # an existing scheduler, e.g. tcp://scheduler:8786
+    cluster: str | None = None  # else a cluster of this kind for the step: a key of CLUSTERS (default local)
     n_workers: int = Field(default=2, ge=1, le=MAX_WORKERS)  # a fixed-size cluster's workers
     threads_per_worker: int = Field(default=1, ge=1, le=256)
     minimum_workers: int = Field(default=0, ge=0, le=MAX_WORKERS)
     maximum_workers: int = Field(default=0, ge=0, le=MAX_WORKERS)  # > 0: adaptive, minimum to maximum
-    image: Optional[str] = None  # the workers' container image (cloud kinds): the code location's image
+    image: str | None = None  # the workers' container image (cloud kinds): the code location's image
     cluster_options: dict[str, Any] = {}  # further arguments of the cluster class (zone, machine type, ...)
     connect_timeout: float = Field(default=10.0, gt=0, le=600, allow_inf_nan=False)
     worker_timeout: float = Field(default=300.0, gt=0, le=3600, allow_inf_nan=False)  # for a first worker
@@ -101,18 +101,26 @@ class DaskCompute(LocalPoolCompute):
     _run_id: str = PrivateAttr(default="")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "DaskCompute":
+    def _consistent(self) -> DaskCompute:
         if self.cluster is not None and self.cluster not in CLUSTERS:
             raise ValueError(f"{ENV['cluster']}={self.cluster!r}; accepted: {', '.join(CLUSTERS)}")
         if self.address is not None:
             if self.cluster is not None:
-                raise ValueError(f"{ENV['address']} and {ENV['cluster']} exclude each other: connect to a scheduler, or create a cluster")
+                raise ValueError(
+                    f"{ENV['address']} and {ENV['cluster']} exclude each other: connect to a scheduler, or create a cluster"
+                )
             if not _ADDRESS.fullmatch(self.address):
-                raise ValueError(f"{ENV['address']}={self.address!r} is not a scheduler address such as tcp://host:8786")
+                raise ValueError(
+                    f"{ENV['address']}={self.address!r} is not a scheduler address such as tcp://host:8786"
+                )
         if self.minimum_workers > self.maximum_workers > 0:
-            raise ValueError(f"{ENV['minimum_workers']}={self.minimum_workers} exceeds {ENV['maximum_workers']}={self.maximum_workers}")
+            raise ValueError(
+                f"{ENV['minimum_workers']}={self.minimum_workers} exceeds {ENV['maximum_workers']}={self.maximum_workers}"
+            )
         if self.kind not in ("local", "address") and not self.image:
-            raise ValueError(f"a {self.kind} cluster needs {ENV['image']}: the image its workers run (the code location's)")
+            raise ValueError(
+                f"a {self.kind} cluster needs {ENV['image']}: the image its workers run (the code location's)"
+            )
         reserved = set(self.cluster_options) & set(self._arguments(self.kind, "name"))
         if reserved:
             raise ValueError(
@@ -150,10 +158,19 @@ class DaskCompute(LocalPoolCompute):
         t = self.threads_per_worker
         return {
             "address": {},
-            "local": {"n_workers": n, "threads_per_worker": t, "processes": True, "host": "127.0.0.1",
-                      "dashboard_address": "127.0.0.1:0"},
-            "kubernetes": {"name": name, "image": self.image, "n_workers": n,
-                           "worker_command": ["dask", "worker", "--nthreads", str(t)]},
+            "local": {
+                "n_workers": n,
+                "threads_per_worker": t,
+                "processes": True,
+                "host": "127.0.0.1",
+                "dashboard_address": "127.0.0.1:0",
+            },
+            "kubernetes": {
+                "name": name,
+                "image": self.image,
+                "n_workers": n,
+                "worker_command": ["dask", "worker", "--nthreads", str(t)],
+            },
             "gcp": {"docker_image": self.image, "n_workers": n, "worker_options": {"nthreads": t}},
             "fargate": {"image": self.image, "n_workers": n, "worker_nthreads": t},
             "ec2": {"docker_image": self.image, "n_workers": n, "worker_options": {"nthreads": t}},
@@ -310,6 +327,11 @@ def dask_compute_from_env(workers: int, tiles_per_batch: int) -> DaskCompute:
         "worker_timeout": env_number(ENV["worker_timeout"], 300.0, float, 1, 3600),
     }
     return DaskCompute(
-        workers=workers, tiles_per_batch=min(tiles_per_batch, MAX_TILES_PER_BATCH), address=env["address"],
-        cluster=env["cluster"], image=env["image"], cluster_options=options, **settings,
+        workers=workers,
+        tiles_per_batch=min(tiles_per_batch, MAX_TILES_PER_BATCH),
+        address=env["address"],
+        cluster=env["cluster"],
+        image=env["image"],
+        cluster_options=options,
+        **settings,
     )

@@ -26,7 +26,9 @@ MIN_MIOU_ENV = "GEO_ASSETS_MIN_MIOU"
 DEFAULT_MIN_MIOU = 0.90
 # The resource's description carries the threshold into every job snapshot (ResourceDefSnap holds only a
 # name, a description and a config schema); `recorded_min_miou` reads it back.
-_DESCRIPTION = "quality gate: min mIoU {!r} (set by " + MIN_MIOU_ENV + " where the code location loads; no run can change it)"
+_DESCRIPTION = (
+    "quality gate: min mIoU {!r} (set by " + MIN_MIOU_ENV + " where the code location loads; no run can change it)"
+)
 _RECORDED = re.compile(r"^quality gate: min mIoU ([0-9.eE+-]+) \(set by ")
 
 
@@ -65,8 +67,12 @@ def recorded_min_miou(instance: dg.DagsterInstance | None, run: dg.DagsterRun | 
     if instance is None or run is None or not run.job_snapshot_id or not instance.has_job_snapshot(run.job_snapshot_id):
         return None
     snapshot = instance.get_job_snapshot(run.job_snapshot_id)
-    found = {float(m.group(1)) for mode in snapshot.mode_def_snaps for resource in mode.resource_def_snaps
-             if (m := _RECORDED.match(resource.description or ""))}
+    found = {
+        float(m.group(1))
+        for mode in snapshot.mode_def_snaps
+        for resource in mode.resource_def_snaps
+        if (m := _RECORDED.match(resource.description or ""))
+    }
     if len(found) > 1:  # one gate per code location; two would mean a snapshot this code did not make
         raise ValueError(f"run {run.run_id}'s job snapshot records more than one gate: {sorted(found)}")
     return _check(found.pop()) if found else None

@@ -6,8 +6,6 @@ The S3 fields are for the imagery providers' buckets (sentinel-cogs, usgs-landsa
 output storage, which has its own resource.
 """
 
-from typing import Optional
-
 import dagster as dg
 
 from geo_assets.geo.stac import DEFAULT_STAC_URLS, PC_TOKEN_URL, HttpRetry, ImagerySettings
@@ -17,11 +15,13 @@ class ImageryResource(dg.ConfigurableResource):
     earth_search_url: str = DEFAULT_STAC_URLS["earth-search"]
     planetary_computer_url: str = DEFAULT_STAC_URLS["planetary-computer"]
     landsat_url: str = DEFAULT_STAC_URLS["landsat-c2"]
-    s3_endpoint_url: Optional[str] = None  # None: AWS S3 itself
+    s3_endpoint_url: str | None = None  # None: AWS S3 itself
     s3_region: str = "us-west-2"  # where sentinel-cogs and usgs-landsat live
     s3_no_sign: bool = True  # anonymous reads (sentinel-cogs); usgs-landsat needs keys and requester_pays
-    s3_access_key_id: Optional[str] = None  # e.g. dg.EnvVar("SOURCE_AWS_ACCESS_KEY_ID"); unset with no_sign off: the AWS default chain
-    s3_secret_access_key: Optional[str] = None
+    s3_access_key_id: str | None = (
+        None  # e.g. dg.EnvVar("SOURCE_AWS_ACCESS_KEY_ID"); unset with no_sign off: the AWS default chain
+    )
+    s3_secret_access_key: str | None = None
     s3_requester_pays: bool = False
     pc_token_url: str = PC_TOKEN_URL  # {account} and {container} are filled in per blob container
     http_retries: int = 3  # transient failures only: timeouts, 429, 5xx

@@ -12,8 +12,8 @@ publish in the same step checks the very token it took.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Iterable, Iterator
 
 import dagster as dg
 
@@ -41,7 +41,9 @@ def take_all(context: dg.AssetExecutionContext, store: Store, partitions: Iterab
     taken: list[leases.Lease] = []
     try:
         for partition in sorted(set(partitions)):
-            lease = leases.take(store, leases.lease_key(asset, partition), context.run.run_id, active, wait, context.log.info)
+            lease = leases.take(
+                store, leases.lease_key(asset, partition), context.run.run_id, active, wait, context.log.info
+            )
             taken.append(lease)
             with _lock:
                 _held[(store.root, lease.key)] = lease
@@ -69,7 +71,9 @@ def check_held(context: dg.AssetExecutionContext, store: Store, partition: str) 
     asset = "/".join(context.asset_key.path)
     lease = held(store, asset, partition)
     if lease is None:
-        raise leases.LeaseLostError(f"{asset}[{partition}]: this step holds no lease of the partition, so it publishes nothing")
+        raise leases.LeaseLostError(
+            f"{asset}[{partition}]: this step holds no lease of the partition, so it publishes nothing"
+        )
     check_publish(store, lease, context.instance)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from geo_assets.geo.store import local_root
 from resources.arrivals import arrivals_from_env
 from resources.compute import MAX_TILES_PER_BATCH, LocalPoolCompute
-from resources.dask_compute import env_number, dask_compute_from_env
+from resources.dask_compute import dask_compute_from_env, env_number
 from resources.gate import gate_from_env
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
@@ -45,7 +45,9 @@ def get_runtime(profile: str | None = None) -> str:
     profile = profile or get_profile()
     runtime = os.environ.get(RUNTIME_ENV) or "process"
     if runtime not in RUNTIMES[profile]:
-        raise ValueError(f"{RUNTIME_ENV}={runtime!r} is not available on profile {profile}; accepted: {', '.join(RUNTIMES[profile])}")
+        raise ValueError(
+            f"{RUNTIME_ENV}={runtime!r} is not available on profile {profile}; accepted: {', '.join(RUNTIMES[profile])}"
+        )
     return runtime
 
 
@@ -65,9 +67,7 @@ def _env(name: str) -> str | None:
 def _cloud_root(profile: str, scheme: str) -> str:
     root = _env("GEO_ASSETS_STORAGE_ROOT")
     if not root or not root.startswith(scheme):
-        raise ValueError(
-            f"profile {profile} needs GEO_ASSETS_STORAGE_ROOT={scheme}bucket/prefix (got {root!r})"
-        )
+        raise ValueError(f"profile {profile} needs GEO_ASSETS_STORAGE_ROOT={scheme}bucket/prefix (got {root!r})")
     return root
 
 

@@ -128,14 +128,19 @@ class ManifestIOManager(dg.ConfigurableIOManager):
         if since:
             context.log.warning(f"store requests retried in this step: {retries.describe(since)}")
 
-    def _key(self, context: dg.InputContext | dg.OutputContext, obj: dict | None = None, partition: str | None = None) -> str:
+    def _key(
+        self, context: dg.InputContext | dg.OutputContext, obj: dict | None = None, partition: str | None = None
+    ) -> str:
         asset = "/".join(context.asset_key.path)
         keyed = [f for f in (KEYED_BY_MODEL_VERSION, KEYED_BY_VARIANT) if _keyed_by(context, f)]
         if keyed and obj is None:
-            raise TypeError(f"{asset} is keyed by {keyed[0].rsplit('by-', 1)[1]}: read the variant you need, not an input")
+            raise TypeError(
+                f"{asset} is keyed by {keyed[0].rsplit('by-', 1)[1]}: read the variant you need, not an input"
+            )
         if KEYED_BY_MODEL_VERSION in keyed:
-            return model_manifest_key(asset, obj["model"], obj["version"], partition_path(context, partition),
-                                      obj["variant"], obj["margin"])
+            return model_manifest_key(
+                asset, obj["model"], obj["version"], partition_path(context, partition), obj["variant"], obj["margin"]
+            )
         if KEYED_BY_VARIANT in keyed:
             return manifest_key(asset, f"{partition_path(context, partition)}/{obj['variant']}")
         return manifest_key(asset, partition_path(context, partition))
@@ -146,7 +151,13 @@ class ManifestIOManager(dg.ConfigurableIOManager):
         store = self.storage.store()
         if isinstance(obj, PartitionManifests):
             for partition, manifest in obj.items():
-                _publish(store, context, partition_path(context, partition), self._key(context, manifest, partition), manifest)
+                _publish(
+                    store,
+                    context,
+                    partition_path(context, partition),
+                    self._key(context, manifest, partition),
+                    manifest,
+                )
             self._report_retries(context)
             return
         key = self._key(context, obj)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Annotated, Callable, ClassVar, Literal
+from collections.abc import Callable
+from typing import Annotated, ClassVar, Literal
 
 import dagster as dg
 from dagster._core.events import DagsterEventType
@@ -34,15 +35,26 @@ ENTRYPOINT = ["python", "-m", "geo_assets.remote_training"]
 MAX_ACCELERATORS = 8
 # Vertex AI's NVIDIA accelerators (MachineSpec.acceleratorType); TPUs need TPU machine types and code.
 VERTEX_ACCELERATORS = (
-    "NVIDIA_TESLA_T4", "NVIDIA_TESLA_V100", "NVIDIA_TESLA_P100", "NVIDIA_TESLA_P4", "NVIDIA_TESLA_A100",
-    "NVIDIA_A100_80GB", "NVIDIA_L4", "NVIDIA_H100_80GB", "NVIDIA_H100_MEGA_80GB", "NVIDIA_H200_141GB", "NVIDIA_B200",
+    "NVIDIA_TESLA_T4",
+    "NVIDIA_TESLA_V100",
+    "NVIDIA_TESLA_P100",
+    "NVIDIA_TESLA_P4",
+    "NVIDIA_TESLA_A100",
+    "NVIDIA_A100_80GB",
+    "NVIDIA_L4",
+    "NVIDIA_H100_80GB",
+    "NVIDIA_H100_MEGA_80GB",
+    "NVIDIA_H200_141GB",
+    "NVIDIA_B200",
 )
 FARGATE_CPU = (256, 512, 1024, 2048, 4096, 8192, 16384)  # task CPU units Fargate accepts
 PIPES_CLOSED_WITH_EXCEPTION = "[pipes] external process pipes closed with exception"
 
 
 def _within(low: float, high: float):
-    return _check(lambda v: math.isfinite(v) and low <= v <= high, f"must be a number from {low} to {high}, got {{value!r}}")
+    return _check(
+        lambda v: math.isfinite(v) and low <= v <= high, f"must be a number from {low} to {high}, got {{value!r}}"
+    )
 
 
 def _pattern(regex: str, what: str):
@@ -63,8 +75,14 @@ def remote_training_chosen() -> bool:
 class TrainingResource(dg.ConfigurableResource):
     """The interface `trained_model` calls: train (or reuse) the version a request names."""
 
-    def train(self, context: dg.AssetExecutionContext, storage: StorageResource, request: TrainingRequest,
-              mapper: Mapper, before_record: Callable[[], None] = lambda: None) -> tuple[TrainedVersion, dict]:
+    def train(
+        self,
+        context: dg.AssetExecutionContext,
+        storage: StorageResource,
+        request: TrainingRequest,
+        mapper: Mapper,
+        before_record: Callable[[], None] = lambda: None,
+    ) -> tuple[TrainedVersion, dict]:
         """The stored version and metadata saying where it was trained. `before_record` runs right before a
         new version's record is stored, in this process (it raises where the step may no longer publish);
         a remote job stores its record itself, and the step's manifest is checked when it is published."""
@@ -75,7 +93,9 @@ class InProcessTraining(TrainingResource):
     """Train in the step's own process (CUDA when the run's node has a GPU and the config allows it)."""
 
     def train(self, context, storage, request, mapper, before_record=lambda: None):
-        return train_version(storage.store(), request, mapper, context.log.info, before_record), {"training": "in-process"}
+        return train_version(storage.store(), request, mapper, context.log.info, before_record), {
+            "training": "in-process"
+        }
 
 
 class RemoteTrainingError(RuntimeError):
@@ -95,13 +115,17 @@ class _RemoteTraining(TrainingResource):
 
     def check_root(self, root: str) -> str:
         if not root.startswith(self.SCHEME):
-            raise ValueError(f"{self.WHERE} training reads and writes the store from the job: it needs a "
-                             f"{self.SCHEME}bucket/prefix storage root, got {root!r}")
+            raise ValueError(
+                f"{self.WHERE} training reads and writes the store from the job: it needs a "
+                f"{self.SCHEME}bucket/prefix storage root, got {root!r}"
+            )
         return root
 
     def _extras(self, storage: StorageResource, request: TrainingRequest) -> dict:
         # Where the store is, never its keys: the job authenticates as its own role or service account.
-        location = {name: _resolved(name, getattr(storage, name)) for name in ("root", "endpoint_url", "region", "project")}
+        location = {
+            name: _resolved(name, getattr(storage, name)) for name in ("root", "endpoint_url", "region", "project")
+        }
         location = {k: v for k, v in location.items() if v is not None}
         if storage.anonymous:
             location["anonymous"] = True
@@ -113,15 +137,19 @@ class _RemoteTraining(TrainingResource):
         device = request.settings["device"]
         index = int(device.split(":")[1]) if device.startswith("cuda:") else 0
         if device.startswith("cuda") and index >= accelerators:
-            raise ValueError(f"trained_model config asks for device {device!r}, but {self.WHERE} training has "
-                             f"{accelerators} GPU(s) ({setting}); use device 'auto' or 'cpu', or give the job GPUs")
+            raise ValueError(
+                f"trained_model config asks for device {device!r}, but {self.WHERE} training has "
+                f"{accelerators} GPU(s) ({setting}); use device 'auto' or 'cpu', or give the job GPUs"
+            )
 
     def _command(self, messages: str) -> list[str]:
         return [*ENTRYPOINT, "--messages", messages, "--interval", f"{self.message_interval:g}"]
 
     def _answer(self, context, invocation, job: str, job_error: str | None) -> TrainedVersion:
         """The version the job reported, or one error naming the job, its state and the training's exception."""
-        answers = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "record" in m] if invocation else []
+        answers = (
+            [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "record" in m] if invocation else []
+        )
         if answers and job_error is None:
             return TrainedVersion(answers[-1]["record"], reused=bool(answers[-1]["reused"]))
         cause = _remote_exception(context)
@@ -144,10 +172,24 @@ def _remote_exception(context) -> str | None:
 
 
 VertexRegion = Annotated[str, _pattern(r"[a-z]+-[a-z]+[0-9]{1,2}", "a Vertex AI region such as us-central1")]
-MachineType = Annotated[str, _pattern(r"[a-z][a-z0-9]*-[a-z0-9]+(-[a-z0-9]+)*", "a machine type such as n1-standard-8 or g2-standard-12")]
-Accelerator = Annotated[str, _check(lambda v: v in VERTEX_ACCELERATORS, f"unknown accelerator type {{value!r}}; accepted: {', '.join(VERTEX_ACCELERATORS)}")]
+MachineType = Annotated[
+    str, _pattern(r"[a-z][a-z0-9]*-[a-z0-9]+(-[a-z0-9]+)*", "a machine type such as n1-standard-8 or g2-standard-12")
+]
+Accelerator = Annotated[
+    str,
+    _check(
+        lambda v: v in VERTEX_ACCELERATORS,
+        f"unknown accelerator type {{value!r}}; accepted: {', '.join(VERTEX_ACCELERATORS)}",
+    ),
+]
 GcpProject = Annotated[str, _pattern(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", "a Google Cloud project id")]
-ServiceAccount = Annotated[str, _pattern(r"[a-z0-9._-]+@[a-z0-9.-]+\.gserviceaccount\.com", "a service account email (NAME@PROJECT.iam.gserviceaccount.com)")]
+ServiceAccount = Annotated[
+    str,
+    _pattern(
+        r"[a-z0-9._-]+@[a-z0-9.-]+\.gserviceaccount\.com",
+        "a service account email (NAME@PROJECT.iam.gserviceaccount.com)",
+    ),
+]
 GcsBucket = Annotated[str, _pattern(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]", "a GCS bucket name")]
 
 
@@ -163,7 +205,9 @@ class VertexTraining(_RemoteTraining):
     service_account: ServiceAccount | None = None  # None: Vertex AI's default service agent
     pipes_bucket: GcsBucket
     poll_interval: PollSeconds = 15.0  # seconds between GetCustomJob calls
-    api_endpoint: Annotated[str, _pattern(r"https?://[^\s/]+(/\S*)?", "an http(s) URL")] | None = None  # default https://REGION-aiplatform.googleapis.com
+    api_endpoint: Annotated[str, _pattern(r"https?://[^\s/]+(/\S*)?", "an http(s) URL")] | None = (
+        None  # default https://REGION-aiplatform.googleapis.com
+    )
     anonymous: bool = False  # no credentials: only for a local stand-in of the API
 
     SCHEME: ClassVar[str] = "gs://"
@@ -173,9 +217,13 @@ class VertexTraining(_RemoteTraining):
     @model_validator(mode="after")
     def _accelerators(self):
         if self.accelerator_count and not self.accelerator_type:
-            raise ValueError(f"accelerator_count={self.accelerator_count} needs accelerator_type too, one of {', '.join(VERTEX_ACCELERATORS)}")
+            raise ValueError(
+                f"accelerator_count={self.accelerator_count} needs accelerator_type too, one of {', '.join(VERTEX_ACCELERATORS)}"
+            )
         if self.accelerator_type and not self.accelerator_count:
-            raise ValueError(f"accelerator_type={self.accelerator_type} needs accelerator_count too, from 1 to {MAX_ACCELERATORS}")
+            raise ValueError(
+                f"accelerator_type={self.accelerator_type} needs accelerator_count too, from 1 to {MAX_ACCELERATORS}"
+            )
         return self
 
     def custom_job(self, context, request: TrainingRequest) -> dict:
@@ -184,11 +232,13 @@ class VertexTraining(_RemoteTraining):
         if self.accelerator_count:
             machine.update(acceleratorType=self.accelerator_type, acceleratorCount=self.accelerator_count)
         spec = {
-            "workerPoolSpecs": [{
-                "machineSpec": machine,
-                "replicaCount": "1",  # int64 in the API: a JSON string
-                "containerSpec": {"imageUri": self.image, "command": self._command("gcs"), "args": []},
-            }],
+            "workerPoolSpecs": [
+                {
+                    "machineSpec": machine,
+                    "replicaCount": "1",  # int64 in the API: a JSON string
+                    "containerSpec": {"imageUri": self.image, "command": self._command("gcs"), "args": []},
+                }
+            ],
             "scheduling": {"timeout": f"{round(self.max_run_hours * 3600)}s"},
         }
         if self.service_account:
@@ -203,15 +253,18 @@ class VertexTraining(_RemoteTraining):
         from dagster_gcp.pipes import PipesGCSContextInjector, PipesGCSMessageReader
         from google.cloud import storage as gcs
 
-
         self._check_device(request, self.accelerator_count, "accelerator_count")
         extras = self._extras(storage, request)
         bucket_client = gcs.Client(project=self.project)  # ADC; a local GCS server when STORAGE_EMULATOR_HOST is set
         client = PipesVertexClient(
             VertexJobs(self.project, self.region, self.api_endpoint, self.anonymous),
             context_injector=PipesGCSContextInjector(bucket=self.pipes_bucket, client=bucket_client),
-            message_reader=PipesGCSMessageReader(bucket=self.pipes_bucket, client=bucket_client,
-                                                 interval=self.message_interval, include_stdio_in_messages=True),
+            message_reader=PipesGCSMessageReader(
+                bucket=self.pipes_bucket,
+                client=bucket_client,
+                interval=self.message_interval,
+                include_stdio_in_messages=True,
+            ),
             poll_interval=self.poll_interval,
         )
         invocation, job = client.run(context=context, custom_job=self.custom_job(context, request), extras=extras)
@@ -221,8 +274,12 @@ class VertexTraining(_RemoteTraining):
             message = (job.get("error") or {}).get("message")
             job_error = f"ended {state}" + (f": {message}" if message else "")
         trained = self._answer(context, invocation, f"custom job {job['name']}", job_error)
-        return trained, {"training": "vertex", "vertex_job": job["name"], "machine_type": self.machine_type,
-                         "accelerators": f"{self.accelerator_count} x {self.accelerator_type}" if self.accelerator_count else "none"}
+        return trained, {
+            "training": "vertex",
+            "vertex_job": job["name"],
+            "machine_type": self.machine_type,
+            "accelerators": f"{self.accelerator_count} x {self.accelerator_type}" if self.accelerator_count else "none",
+        }
 
 
 EcsName = Annotated[str, _pattern(r"[A-Za-z0-9:/_.-]{1,255}", "an ECS name or ARN")]
@@ -237,11 +294,15 @@ class EcsTraining(_RemoteTraining):
     """
 
     cluster: EcsName
-    region: Annotated[str, _pattern(r"[a-z]{2}(-[a-z]+)+-[0-9]", "an AWS region such as eu-west-1")] | None = None  # default: AWS_REGION / AWS_DEFAULT_REGION
+    region: Annotated[str, _pattern(r"[a-z]{2}(-[a-z]+)+-[0-9]", "an AWS region such as eu-west-1")] | None = (
+        None  # default: AWS_REGION / AWS_DEFAULT_REGION
+    )
     task_definition: EcsName = "geo-assets-training"  # family, family:revision or ARN
     container: EcsName = "training"  # the container that trains (its command and env are overridden)
     launch_type: Literal["FARGATE", "EC2"] = "FARGATE"
-    subnets: Annotated[list[str], _check(lambda v: len(v) <= 16, "at most 16 subnets, got {value}")] = []  # awsvpc (required on Fargate)
+    subnets: Annotated[
+        list[str], _check(lambda v: len(v) <= 16, "at most 16 subnets, got {value}")
+    ] = []  # awsvpc (required on Fargate)
     security_groups: Annotated[list[str], _check(lambda v: len(v) <= 5, "at most 5 security groups, got {value}")] = []
     assign_public_ip: bool = False
     cpu: Annotated[int, _within(128, 196608)] = 4096  # task CPU units (1024 = 1 vCPU)
@@ -258,7 +319,9 @@ class EcsTraining(_RemoteTraining):
     def _placement(self):
         if self.launch_type == "FARGATE":
             if self.gpus:
-                raise ValueError(f"gpus={self.gpus}: Fargate has no GPUs; set launch_type=EC2 (GPU container instances)")
+                raise ValueError(
+                    f"gpus={self.gpus}: Fargate has no GPUs; set launch_type=EC2 (GPU container instances)"
+                )
             if self.cpu not in FARGATE_CPU:
                 raise ValueError(f"cpu={self.cpu}: Fargate accepts task CPU units {', '.join(map(str, FARGATE_CPU))}")
             if not self.subnets:
@@ -280,10 +343,13 @@ class EcsTraining(_RemoteTraining):
             "tags": [{"key": "geo-assets/model", "value": request.model}],
         }
         if self.subnets:
-            params["networkConfiguration"] = {"awsvpcConfiguration": {
-                "subnets": list(self.subnets), "securityGroups": list(self.security_groups),
-                "assignPublicIp": "ENABLED" if self.assign_public_ip else "DISABLED",
-            }}
+            params["networkConfiguration"] = {
+                "awsvpcConfiguration": {
+                    "subnets": list(self.subnets),
+                    "securityGroups": list(self.security_groups),
+                    "assignPublicIp": "ENABLED" if self.assign_public_ip else "DISABLED",
+                }
+            }
         return params
 
     def train(self, context, storage, request, mapper, before_record=lambda: None):
@@ -296,17 +362,24 @@ class EcsTraining(_RemoteTraining):
         client = PipesECSClient(
             client=boto3.client("ecs", region_name=self.region),
             context_injector=PipesS3ContextInjector(bucket=self.pipes_bucket, client=s3),
-            message_reader=PipesS3MessageReader(bucket=self.pipes_bucket, client=s3, interval=self.message_interval,
-                                                include_stdio_in_messages=True),
+            message_reader=PipesS3MessageReader(
+                bucket=self.pipes_bucket, client=s3, interval=self.message_interval, include_stdio_in_messages=True
+            ),
         )
         attempts = max(1, math.ceil(self.max_run_hours * 3600 / self.poll_interval))
         job_error, invocation = None, None
         try:
-            invocation = client.run(context=context, run_task_params=self.run_task_params(request), extras=extras,
-                                    waiter_config={"Delay": self.poll_interval, "MaxAttempts": attempts})
+            invocation = client.run(
+                context=context,
+                run_task_params=self.run_task_params(request),
+                extras=extras,
+                waiter_config={"Delay": self.poll_interval, "MaxAttempts": attempts},
+            )
         except RuntimeError as exc:  # a task that failed to start, or a container that exited non-zero
             job_error = str(exc)
-        trained = self._answer(context, invocation, f"task of {self.task_definition} on cluster {self.cluster}", job_error)
+        trained = self._answer(
+            context, invocation, f"task of {self.task_definition} on cluster {self.cluster}", job_error
+        )
         return trained, {"training": "ecs", **(invocation.metadata if invocation else {})}
 
 
@@ -340,7 +413,9 @@ ECS_ENV = {
 LISTS = {"subnets", "security_groups"}
 
 
-def _from_env(cls: type[_RemoteTraining], names: dict[str, str], environ, defaults: dict | None = None) -> _RemoteTraining:
+def _from_env(
+    cls: type[_RemoteTraining], names: dict[str, str], environ, defaults: dict | None = None
+) -> _RemoteTraining:
     """The resource from its variables; an error names each variable that is missing or refused."""
     from pydantic import ValidationError
 
@@ -356,7 +431,9 @@ def _from_env(cls: type[_RemoteTraining], names: dict[str, str], environ, defaul
         for error in exc.errors():
             field = error["loc"][0] if error["loc"] else None
             var = names.get(field)
-            missing = error["type"] == "missing" or error.get("input", "") is None  # dagster passes None for unset fields
+            missing = (
+                error["type"] == "missing" or error.get("input", "") is None
+            )  # dagster passes None for unset fields
             what = "is required" if missing else error["msg"].removeprefix("Value error, ")
             if not var:  # a rule across settings: name them by their variables
                 for name, env in names.items():

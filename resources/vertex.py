@@ -61,11 +61,11 @@ class VertexJobs:
             except requests.RequestException as exc:
                 if attempt == attempts:
                     raise VertexApiError(f"Vertex AI {method} {path}: {exc}") from None
-                time.sleep(min(2 ** attempt, 30))
+                time.sleep(min(2**attempt, 30))
                 continue
             if response.status_code not in TRANSIENT or attempt == attempts:
                 break
-            time.sleep(min(2 ** attempt, 30))
+            time.sleep(min(2**attempt, 30))
         if response.status_code >= 400:
             try:
                 message = response.json()["error"]["message"]
@@ -86,6 +86,7 @@ class VertexJobs:
 
 def vertex_labels(info: dict[str, str]) -> dict[str, str]:
     """Dagster's run facts as Vertex labels: lowercase letters, digits, '_' and '-', at most 63 characters."""
+
     def clean(text: str) -> str:
         return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:63]
 
@@ -100,8 +101,14 @@ class PipesVertexClient(dg.PipesClient, TreatAsResourceParam):
     and cancels the job when the step is interrupted or can no longer follow it.
     """
 
-    def __init__(self, jobs: VertexJobs, context_injector: PipesContextInjector, message_reader: PipesMessageReader,
-                 poll_interval: float = 15.0, forward_termination: bool = True):
+    def __init__(
+        self,
+        jobs: VertexJobs,
+        context_injector: PipesContextInjector,
+        message_reader: PipesMessageReader,
+        poll_interval: float = 15.0,
+        forward_termination: bool = True,
+    ):
         self.jobs = jobs
         self.context_injector = context_injector
         self.message_reader = message_reader
@@ -113,19 +120,30 @@ class PipesVertexClient(dg.PipesClient, TreatAsResourceParam):
         return False
 
     def run(  # type: ignore[override]
-        self, *, context: dg.AssetExecutionContext | dg.OpExecutionContext, custom_job: dict, extras: dict[str, Any] | None = None,
+        self,
+        *,
+        context: dg.AssetExecutionContext | dg.OpExecutionContext,
+        custom_job: dict,
+        extras: dict[str, Any] | None = None,
     ) -> tuple[PipesClientCompletedInvocation, dict]:
         """Create `custom_job` (a CustomJob body) and wait for it; return the invocation and the ended job."""
-        with open_pipes_session(context=context, message_reader=self.message_reader,
-                                context_injector=self.context_injector, extras=extras) as session:
+        with open_pipes_session(
+            context=context, message_reader=self.message_reader, context_injector=self.context_injector, extras=extras
+        ) as session:
             job = _with_pipes(custom_job, session.get_bootstrap_env_vars(), session.default_remote_invocation_info)
             created = self.jobs.create(job)
-            context.log.info(f"[pipes] Vertex AI custom job {created['name']} created ({created.get('state', 'no state')})")
+            context.log.info(
+                f"[pipes] Vertex AI custom job {created['name']} created ({created.get('state', 'no state')})"
+            )
             try:
                 ended = self._wait(context, created)
             except BaseException as exc:  # interrupted, or the job can no longer be watched: leave nothing running
                 if self.forward_termination:
-                    why = "step interrupted" if isinstance(exc, DagsterExecutionInterruptedError) else f"lost track of it ({exc})"
+                    why = (
+                        "step interrupted"
+                        if isinstance(exc, DagsterExecutionInterruptedError)
+                        else f"lost track of it ({exc})"
+                    )
                     context.log.warning(f"[pipes] {why}: cancelling Vertex AI custom job {created['name']}")
                     try:
                         self.jobs.cancel(created["name"])
@@ -153,6 +171,8 @@ def _with_pipes(custom_job: dict, env: dict[str, str], info: dict[str, str]) -> 
     for pool in custom_job["jobSpec"]["workerPoolSpecs"]:
         container = pool["containerSpec"]
         pipes_env = [{"name": k, "value": v} for k, v in env.items()]
-        spec["workerPoolSpecs"].append({**pool, "containerSpec": {**container, "env": [*container.get("env", []), *pipes_env]}})
+        spec["workerPoolSpecs"].append(
+            {**pool, "containerSpec": {**container, "env": [*container.get("env", []), *pipes_env]}}
+        )
     job["jobSpec"] = spec
     return job

@@ -27,7 +27,11 @@ def local_world(tmp_path: Path, monkeypatch, regions: list[Region]) -> tuple[Pat
     save_catalogue(store, catalogue)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     storage = StorageResource(root=store.root)
-    resources = {"storage": storage, "compute": LocalPoolCompute(workers=2), "imagery": ImageryResource(),
-                 "gate": ModelGate(),  # imagery_tiles reads the model a run predicts with, to cut its bands
-                 "io_manager": ManifestIOManager(storage=storage)}
+    resources = {
+        "storage": storage,
+        "compute": LocalPoolCompute(workers=2),
+        "imagery": ImageryResource(),
+        "gate": ModelGate(),  # imagery_tiles reads the model a run predicts with, to cut its bands
+        "io_manager": ManifestIOManager(storage=storage),
+    }
     return home, store, resources

@@ -29,15 +29,44 @@ def run(env, *args, ok=True):
 
 
 def test_region_add_and_materialise_through_dagster_cli(env, tmp_path, monkeypatch):
-    run(env, BIN / "geo-assets", "region", "add", "e2e-field", "--bbox", "400000", "5120000", "401280", "5121280",
-        "--crs", "EPSG:32631", "--labels", "synthetic")
+    run(
+        env,
+        BIN / "geo-assets",
+        "region",
+        "add",
+        "e2e-field",
+        "--bbox",
+        "400000",
+        "5120000",
+        "401280",
+        "5121280",
+        "--crs",
+        "EPSG:32631",
+        "--labels",
+        "synthetic",
+    )
     listing = run(env, BIN / "geo-assets", "region", "list").stdout
     assert "e2e-field" in listing and "synth-holdout" in listing
 
     config = json.dumps({"ops": {"imagery_tiles": {"config": {"tile_size": 64}}}})
-    run(env, BIN / "dagster", "asset", "materialize", "-m", "geo_assets.definitions", "--select", "imagery_tiles",
-        "--partition", "2024-06-01|e2e-field", "--config-json", config)
-    manifest = tmp_path / "storage/manifests/imagery_tiles/region=e2e-field/date=2024-06-01/synthetic-64px-blue-green-red-nir.json"
+    run(
+        env,
+        BIN / "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "geo_assets.definitions",
+        "--select",
+        "imagery_tiles",
+        "--partition",
+        "2024-06-01|e2e-field",
+        "--config-json",
+        config,
+    )
+    manifest = (
+        tmp_path
+        / "storage/manifests/imagery_tiles/region=e2e-field/date=2024-06-01/synthetic-64px-blue-green-red-nir.json"
+    )
     assert len(json.loads(manifest.read_text())["tiles"]) == 4
 
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])  # dagster.yaml reads it
@@ -49,18 +78,47 @@ def test_region_add_and_materialise_through_dagster_cli(env, tmp_path, monkeypat
 
 
 def test_region_remove_keeps_outputs_unless_asked(env, tmp_path, monkeypatch):
-    run(env, BIN / "geo-assets", "region", "add", "e2e-field", "--bbox", "400000", "5120000", "401280", "5121280",
-        "--crs", "EPSG:32631", "--labels", "synthetic")
+    run(
+        env,
+        BIN / "geo-assets",
+        "region",
+        "add",
+        "e2e-field",
+        "--bbox",
+        "400000",
+        "5120000",
+        "401280",
+        "5121280",
+        "--crs",
+        "EPSG:32631",
+        "--labels",
+        "synthetic",
+    )
     config = json.dumps({"ops": {"imagery_tiles": {"config": {"tile_size": 64}}}})
-    run(env, BIN / "dagster", "asset", "materialize", "-m", "geo_assets.definitions", "--select", "imagery_tiles",
-        "--partition", "2024-06-01|e2e-field", "--config-json", config)
+    run(
+        env,
+        BIN / "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "geo_assets.definitions",
+        "--select",
+        "imagery_tiles",
+        "--partition",
+        "2024-06-01|e2e-field",
+        "--config-json",
+        config,
+    )
     tiles = tmp_path / "storage/imagery/e2e-field"
     assert len(list(tiles.rglob("*.tif"))) == 8  # 4 tiles and their cloud masks
 
     # Its tiles and masks, their completion records and the manifest: every stored file naming the region.
     # (Not the store's own `.tmp-` files: the lock beside a released partition lease, which no listing shows.)
-    stored = sum(1 for p in (tmp_path / "storage").rglob("*")
-                 if p.is_file() and "e2e-field" in str(p.relative_to(tmp_path)) and not p.name.startswith(".tmp-"))
+    stored = sum(
+        1
+        for p in (tmp_path / "storage").rglob("*")
+        if p.is_file() and "e2e-field" in str(p.relative_to(tmp_path)) and not p.name.startswith(".tmp-")
+    )
     proc = run(env, BIN / "geo-assets", "region", "remove", "e2e-field")
     assert f"kept its {stored} stored objects" in proc.stdout and "--delete-outputs" in proc.stdout
     assert len(list(tiles.rglob("*.tif"))) == 8  # 4 tiles and their cloud masks
@@ -69,8 +127,20 @@ def test_region_remove_keeps_outputs_unless_asked(env, tmp_path, monkeypatch):
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         assert not instance.has_dynamic_partition("regions", "e2e-field")
 
-    run(env, BIN / "geo-assets", "region", "add", "e2e-field", "--bbox", "400000", "5120000", "401280", "5121280",
-        "--crs", "EPSG:32631")
+    run(
+        env,
+        BIN / "geo-assets",
+        "region",
+        "add",
+        "e2e-field",
+        "--bbox",
+        "400000",
+        "5120000",
+        "401280",
+        "5121280",
+        "--crs",
+        "EPSG:32631",
+    )
     proc = run(env, BIN / "geo-assets", "region", "remove", "e2e-field", "--delete-outputs")
     assert f"deleted its {stored} stored objects" in proc.stdout
     assert not list(tiles.rglob("*.tif"))
@@ -90,21 +160,42 @@ def test_cli_refuses_bad_regions_clearly(env):
         (["Bad_Name", "--bbox", "0", "0", "10", "10", "--crs", "EPSG:32631"], "invalid region name 'Bad_Name'"),
         (["ok-name", "--bbox", "0", "0", "10", "10", "--crs", "EPSG:4326"], "is not projected"),
         (["ok-name", "--bbox", "10", "0", "0", "10", "--crs", "EPSG:32631"], "must be minx < maxx"),
-        (["ok-name", "--bbox", "-5e8", "0", "10", "10", "--crs", "EPSG:32631"], "reaches beyond 21,000 km"),  # a number, not an option
-        (["synth-holdout", "--bbox", "0", "0", "10240", "10240", "--crs", "EPSG:32631", "--replace"],
-         "region 'synth-holdout' is built in and cannot be redefined"),
-        (["ok-name", "--bbox", "0", "0", "10", "10", "--crs", "EPSG:32631", "--source", "modis"], "unknown imagery source 'modis'"),
+        (
+            ["ok-name", "--bbox", "-5e8", "0", "10", "10", "--crs", "EPSG:32631"],
+            "reaches beyond 21,000 km",
+        ),  # a number, not an option
+        (
+            ["synth-holdout", "--bbox", "0", "0", "10240", "10240", "--crs", "EPSG:32631", "--replace"],
+            "region 'synth-holdout' is built in and cannot be redefined",
+        ),
+        (
+            ["ok-name", "--bbox", "0", "0", "10", "10", "--crs", "EPSG:32631", "--source", "modis"],
+            "unknown imagery source 'modis'",
+        ),
     ]:
         proc = run(env, BIN / "geo-assets", "region", "add", *args, ok=False)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     listing = run(env, BIN / "geo-assets", "region", "list").stdout
     assert "ok-name" not in listing
-    assert "440320 5.12e+06 450560 5.13024e+06" in next(line for line in listing.splitlines() if line.startswith("synth-holdout"))
+    assert "440320 5.12e+06 450560 5.13024e+06" in next(
+        line for line in listing.splitlines() if line.startswith("synth-holdout")
+    )
 
 
 def test_unregistered_partition_is_refused_by_dagster(env):
-    proc = run(env, BIN / "dagster", "asset", "materialize", "-m", "geo_assets.definitions", "--select", "imagery_tiles",
-               "--partition", "2024-06-01|../../etc", ok=False)
+    proc = run(
+        env,
+        BIN / "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "geo_assets.definitions",
+        "--select",
+        "imagery_tiles",
+        "--partition",
+        "2024-06-01|../../etc",
+        ok=False,
+    )
     assert proc.returncode != 0
 
 
@@ -116,13 +207,39 @@ def test_definitions_validate(env):
 def test_a_date_after_the_last_partition_is_refused_in_the_step_before_any_write(env, tmp_path):
     """`dagster asset materialize` refuses such a key, but a job launched with the partition as a tag
     (`dagster job execute --tags`, GraphQL's launchRun) reaches the step: the step refuses it."""
-    run(env, BIN / "geo-assets", "region", "add", "e2e-field", "--bbox", "400000", "5120000", "401280", "5121280",
-        "--crs", "EPSG:32631", "--labels", "synthetic")
+    run(
+        env,
+        BIN / "geo-assets",
+        "region",
+        "add",
+        "e2e-field",
+        "--bbox",
+        "400000",
+        "5120000",
+        "401280",
+        "5121280",
+        "--crs",
+        "EPSG:32631",
+        "--labels",
+        "synthetic",
+    )
     config = tmp_path / "run.json"
     config.write_text(json.dumps({"ops": {"imagery_tiles": {"config": {"tile_size": 64}}}}))
-    proc = run(env, BIN / "dagster", "job", "execute", "-m", "geo_assets.definitions", "-j", "imagery_job",
-               "--tags", json.dumps({"dagster/partition": "2099-01-01|e2e-field"}),
-               "--config", config, ok=False)
+    proc = run(
+        env,
+        BIN / "dagster",
+        "job",
+        "execute",
+        "-m",
+        "geo_assets.definitions",
+        "-j",
+        "imagery_job",
+        "--tags",
+        json.dumps({"dagster/partition": "2099-01-01|e2e-field"}),
+        "--config",
+        config,
+        ok=False,
+    )
     assert proc.returncode != 0
     assert "date(s) 2099-01-01 lie outside the date partitions (2015-06-23 to " in proc.stdout + proc.stderr
     assert not [p for p in (tmp_path / "storage").rglob("*") if "2099" in str(p)]

@@ -14,8 +14,13 @@ def test_the_readme_is_short():
 def test_the_docs_build_with_every_link_and_anchor_holding(tmp_path):
     """MkDocs in strict mode (mkdocs.yml) fails on a link to a missing page or anchor and on a page left out
     of the navigation; the pages are read at their repository paths (devtools/mkdocs_hooks.py)."""
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
-                          cwd=docs.ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
+        cwd=docs.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     built = {p.relative_to(tmp_path / "site").as_posix() for p in (tmp_path / "site").rglob("index.html")}
     for page in docs.pages():

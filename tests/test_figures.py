@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from bench import common
-from devtools import docs
 from bench.stale import META, SECTION
+from devtools import docs
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "BENCHMARKS.md"
@@ -21,8 +21,11 @@ QUOTE = re.compile(r"\[([^\]]+)\]\((?:\.\./)*BENCHMARKS\.md#([\w-]+)\)")
 # A number, and its sign when it is a ratio or a share: "1.51x" must be held as 1.51x, "98.83 %" as 98.83 %.
 FIGURE = re.compile(r"(\d[\d,]*(?:\.\d+)?)\s?(x\b|%)?")
 # What an unquoted measurement looks like in prose: an approximation or a ratio.
-APPROXIMATE = re.compile(r"\babout\s+(?:twice|half|\d)|~\s?\d|\btwice\b|\bhalf as\b|(?<![\w.])\d+(?:\.\d+)?x\b"
-                         r"|\b\d+(?:\.\d+)?\s?times\b", re.I)
+APPROXIMATE = re.compile(
+    r"\babout\s+(?:twice|half|\d)|~\s?\d|\btwice\b|\bhalf as\b|(?<![\w.])\d+(?:\.\d+)?x\b"
+    r"|\b\d+(?:\.\d+)?\s?times\b",
+    re.I,
+)
 CITES_BENCHMARK = re.compile(r"\bbench\.\w+|BENCHMARKS\.md|\bbenchmark", re.I)
 
 
@@ -66,8 +69,18 @@ def git(repo: Path, *args: str) -> str:
 
 def commit_all(repo: Path, message: str) -> str:
     git(repo, "add", "-A")
-    git(repo, "-c", "user.name=bench", "-c", "user.email=bench@example.invalid", "-c", "commit.gpgsign=false",
-        "commit", "-qm", message)
+    git(
+        repo,
+        "-c",
+        "user.name=bench",
+        "-c",
+        "user.email=bench@example.invalid",
+        "-c",
+        "commit.gpgsign=false",
+        "commit",
+        "-qm",
+        message,
+    )
     return git(repo, "rev-parse", "--short=12", "HEAD")
 
 
@@ -89,8 +102,10 @@ def test_stale_lists_sections_whose_measured_code_changed(tmp_path, monkeypatch)
     doc = (repo / "BENCHMARKS.md").read_text()
     assert f"<!-- bench: alpha; commit: {measured}; measures: lib/a.py -->" in doc
     assert f"<!-- bench: gamma; commit: unknown (uncommitted changes to measured code on {measured}); " in doc
-    doc += ("\n<!-- delta:start -->\n## delta\n\nno bench line\n<!-- delta:end -->\n"
-            "\n<!-- eps:start -->\n<!-- bench: eps; commit: 0123456789ab; measures: lib/a.py -->\n## eps\n<!-- eps:end -->\n")
+    doc += (
+        "\n<!-- delta:start -->\n## delta\n\nno bench line\n<!-- delta:end -->\n"
+        "\n<!-- eps:start -->\n<!-- bench: eps; commit: 0123456789ab; measures: lib/a.py -->\n## eps\n<!-- eps:end -->\n"
+    )
     (repo / "BENCHMARKS.md").write_text(doc)
     (repo / "lib" / "b.py").write_text("b = 1\n")  # back to what beta measured
     commit_all(repo, "figures")
@@ -99,8 +114,9 @@ def test_stale_lists_sections_whose_measured_code_changed(tmp_path, monkeypatch)
     commit_all(repo, "change a, add c")
 
     def stale(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "bench.stale", "--repo", str(repo), *args],
-                              cwd=REPO, capture_output=True, text=True)
+        return subprocess.run(
+            [sys.executable, "-m", "bench.stale", "--repo", str(repo), *args], cwd=REPO, capture_output=True, text=True
+        )
 
     out = stale("--check")
     assert out.returncode == 1, out.stderr
@@ -115,8 +131,14 @@ def test_stale_lists_sections_whose_measured_code_changed(tmp_path, monkeypatch)
     assert stale().returncode == 0  # a listing, not a failure, without --check
 
     # Once every section is rerun on HEAD, nothing is listed.
-    for name, measures in (("alpha", ["lib/a.py"]), ("beta", ["lib/b.py"]), ("zeta", ["lib"]),
-                           ("gamma", ["lib/b.py"]), ("delta", ["lib/a.py"]), ("eps", ["lib/a.py"])):
+    for name, measures in (
+        ("alpha", ["lib/a.py"]),
+        ("beta", ["lib/b.py"]),
+        ("zeta", ["lib"]),
+        ("gamma", ["lib/b.py"]),
+        ("delta", ["lib/a.py"]),
+        ("eps", ["lib/a.py"]),
+    ):
         common.write_section(name, measures, f"## {name}\n\nrerun")
     commit_all(repo, "rerun")
     out = stale("--check")
@@ -148,7 +170,10 @@ def test_every_section_records_commit_code_and_heading():
 
 def test_quoted_figures_are_in_benchmarks():
     doc = DOC.read_text()
-    for source, text, least in (("the docs", docs.text(), 14), ("pyproject.toml", (REPO / "pyproject.toml").read_text(), 1)):
+    for source, text, least in (
+        ("the docs", docs.text(), 14),
+        ("pyproject.toml", (REPO / "pyproject.toml").read_text(), 1),
+    ):
         found, wrong = misquotes(text, doc)
         assert found >= least, f"{source}: only {found} quotes found"
         assert not wrong, f"{source} quote figures BENCHMARKS.md does not hold: {wrong}"
@@ -166,12 +191,15 @@ def test_no_unquoted_approximate_figures():
         assert not loose, f"{page.relative_to(REPO)} states figures without quoting BENCHMARKS.md: {loose}"
     cited, _ = unquoted(docs.text())
     assert cited >= 10, f"only {cited} paragraphs of the docs cite a benchmark"
-    comments = "\n".join(line for line in (REPO / "pyproject.toml").read_text().splitlines()
-                         if line.lstrip().startswith("#"))
+    comments = "\n".join(
+        line for line in (REPO / "pyproject.toml").read_text().splitlines() if line.lstrip().startswith("#")
+    )
     assert not APPROXIMATE.findall(QUOTE.sub("", comments)), "pyproject.toml states an unquoted figure"
     # The guard sees the wording that drifted before.
-    assert unquoted("ONNX Runtime, about twice as fast (the `floor` benchmark); load about 0.7 s (`bench.launch`); "
-                    "2x eager (BENCHMARKS.md)")[1] == ["about twice", "about 0", "2x"]
+    assert unquoted(
+        "ONNX Runtime, about twice as fast (the `floor` benchmark); load about 0.7 s (`bench.launch`); "
+        "2x eager (BENCHMARKS.md)"
+    )[1] == ["about twice", "about 0", "2x"]
 
 
 def test_a_change_of_formatting_comments_or_docstrings_leaves_a_section_current(tmp_path, monkeypatch):
@@ -190,8 +218,8 @@ def test_a_change_of_formatting_comments_or_docstrings_leaves_a_section_current(
     (repo / "lib" / "a.py").write_text('def f(x):\n    """Two times x: reformatted."""\n    # why\n    return x * 2\n')
     (repo / "lib" / "b.py").write_text("def g(x):\n    return x + 2\n")
     commit_all(repo, "format a, change b")
-    out = subprocess.run([sys.executable, "-m", "bench.stale", "--repo", str(repo), "--check"],
-                         cwd=REPO, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.stale", "--repo", str(repo), "--check"], cwd=REPO, capture_output=True, text=True
+    )
     assert out.returncode == 1, out.stderr
     assert re.findall(r"^(\w+): ", out.stdout, re.M) == ["beta"], out.stdout
-

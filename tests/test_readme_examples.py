@@ -28,7 +28,9 @@ from resources.gate import gate_from_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # the quick demo trains two models
 
-README = docs.text(docs.user_pages())  # README.md and docs/, in reading order: their examples (deploy/README.md's run in containers)
+README = docs.text(
+    docs.user_pages()
+)  # README.md and docs/, in reading order: their examples (deploy/README.md's run in containers)
 PARTITION = "2024-06-01|synth-holdout"  # the demo's evaluation date of its held-out region
 FOLDER = "manifests/imagery_tiles/region=synth-holdout/date=2024-06-01"
 SIX = "synthetic-256px-blue-green-red-nir-swir1-swir2"  # the variant the demo cut: landcover-unet reads 6 bands
@@ -42,7 +44,9 @@ def demo(tmp_path_factory):
     home.mkdir()
     (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
     env = {**os.environ, "DAGSTER_HOME": str(home), "GEO_ASSETS_STORAGE_ROOT": (tmp / "storage").as_uri()}
-    proc = subprocess.run([BIN / "geo-assets", "demo", "--quick"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [BIN / "geo-assets", "demo", "--quick"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     store = Store((tmp / "storage").as_uri())
     assert store.list(FOLDER) == [f"{FOLDER}/{SIX}.json"]
@@ -64,8 +68,13 @@ def _run_curl(block: str, url: str, edit=None) -> dict:
     if edit is not None:
         head, body, tail = re.match(r"(.*?<<'EOF'\n)(.*?)(\nEOF.*)", block, re.S).groups()
         block = head + json.dumps(edit(json.loads(body))) + tail
-    proc = subprocess.run(["bash", "-c", block.replace("http://127.0.0.1:3000/graphql", url)],
-                          capture_output=True, text=True, timeout=120, check=True)
+    proc = subprocess.run(
+        ["bash", "-c", block.replace("http://127.0.0.1:3000/graphql", url)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     return json.loads(proc.stdout)
 
 
@@ -115,8 +124,13 @@ def test_readme_curl_launch_keeps_the_demo_imagery_and_predicts_with_the_models_
     assert _wait(url, run_id, timeout=600)["status"] == "SUCCESS", _failure(home, run_id)
     assert store.list(FOLDER) == [f"{FOLDER}/{SIX}.json"]
     assert store.read_bytes(f"{FOLDER}/{SIX}.json") == before
-    (predicted,) = [k for k in store.list("manifests/predictions/landcover-unet") if "region=synth-holdout/date=2024-06-01/" in k
-                    and store.read_json(k)["imagery"] == f"{FOLDER}/{SIX}.json" and k.endswith("/margin-32px.json")]
+    (predicted,) = [
+        k
+        for k in store.list("manifests/predictions/landcover-unet")
+        if "region=synth-holdout/date=2024-06-01/" in k
+        and store.read_json(k)["imagery"] == f"{FOLDER}/{SIX}.json"
+        and k.endswith("/margin-32px.json")
+    ]
     assert f"/{SIX}/margin-32px.json" in predicted
 
 
@@ -160,10 +174,15 @@ def test_an_acquisitions_variants_live_side_by_side(demo):
 def test_predictions_of_each_margin_keep_their_own_manifest_and_report(demo):
     url, store, home = demo
     for margin in (0, 32):
-        run_id = _launch(url, "prediction_job", PARTITION, {"predictions": {"config": {"model": "landcover-unet", "margin": margin}}})
+        run_id = _launch(
+            url, "prediction_job", PARTITION, {"predictions": {"config": {"model": "landcover-unet", "margin": margin}}}
+        )
         assert _wait(url, run_id, timeout=600)["status"] == "SUCCESS", _failure(home, run_id)
-    stored = {k.rsplit("/", 1)[1]: store.read_json(k) for k in store.list("manifests/predictions/landcover-unet")
-              if f"/region=synth-holdout/date=2024-06-01/{SIX}/" in k}
+    stored = {
+        k.rsplit("/", 1)[1]: store.read_json(k)
+        for k in store.list("manifests/predictions/landcover-unet")
+        if f"/region=synth-holdout/date=2024-06-01/{SIX}/" in k
+    }
     assert {"margin-0px.json", "margin-32px.json"} <= set(stored)
     assert stored["margin-0px.json"]["prefix"].endswith("/margin-0px")
     assert stored["margin-32px.json"]["prefix"].endswith("/margin-32px")
@@ -185,9 +204,13 @@ def _launch_assets(url: str, assets: list[str], partition: str, ops: dict) -> st
     params = {
         "selector": {**REPO, "jobName": "__ASSET_JOB", "assetSelection": [{"path": [a]} for a in assets]},
         "runConfigData": {"ops": ops},
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition},
-                                       {"key": "dagster/partition/date", "value": date},
-                                       {"key": "dagster/partition/region", "value": region}]},
+        "executionMetadata": {
+            "tags": [
+                {"key": "dagster/partition", "value": partition},
+                {"key": "dagster/partition/date", "value": date},
+                {"key": "dagster/partition/region", "value": region},
+            ]
+        },
     }
     launched = _gql(url, LAUNCH, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
@@ -212,13 +235,21 @@ def test_readme_launch_and_backfill_examples_leave_the_registered_evaluation_set
     for command in ("launch", "backfill"):
         argv = _cli_example(command)
         assert argv[0] == ".venv/bin/geo-assets" and "--wait" in argv
-        proc = subprocess.run([BIN / "geo-assets", *argv[1:], "--url", url], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=1200)
+        proc = subprocess.run(
+            [BIN / "geo-assets", *argv[1:], "--url", url],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert store.read_bytes(f"{FOLDER}/{SIX}.json") == six
     for date in ("2024-06-01", "2024-06-02", "2024-06-03"):
-        assert any(f"region=synth-holdout/date={date}/{SIX}/margin-32px.json" in k
-                   for k in store.list("manifests/predictions/landcover-unet")), date
+        assert any(
+            f"region=synth-holdout/date={date}/{SIX}/margin-32px.json" in k
+            for k in store.list("manifests/predictions/landcover-unet")
+        ), date
     assert store.read_json(evaluation_set) == registered
 
 
@@ -246,8 +277,12 @@ def _as_run(block: str, url: str, home, version: str) -> str:
     """A README block with only what ties it to a developer's checkout swapped: the virtual environment's
     folder, the Dagster home, the webserver's address (README's is make dev's port 3000) and the example
     version id."""
-    block = (block.replace(".venv/bin/", f"{BIN}/").replace("$PWD/.dagster_home", str(home))
-             .replace(DEFAULT_URL, url).replace(EXAMPLE_VERSION, version))
+    block = (
+        block.replace(".venv/bin/", f"{BIN}/")
+        .replace("$PWD/.dagster_home", str(home))
+        .replace(DEFAULT_URL, url)
+        .replace(EXAMPLE_VERSION, version)
+    )
     lines = []
     for line in block.replace("\\\n", " ").splitlines():  # continuation lines joined
         command, hash_, comment = line.partition(" #")
@@ -259,8 +294,13 @@ def _as_run(block: str, url: str, home, version: str) -> str:
 
 def _wait_until_idle(home, timeout: float = 1800) -> None:
     """Until no run is queued or running and no backfill is being requested: what a block launched has ended."""
-    busy = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-            dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+    busy = [
+        dg.DagsterRunStatus.QUEUED,
+        dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+        dg.DagsterRunStatus.CANCELING,
+    ]
     deadline = time.monotonic() + timeout
     with _instance(home) as instance:
         while time.monotonic() < deadline:
@@ -286,7 +326,9 @@ def test_every_readme_command_block_runs_on_the_demos_state(demo):
     version = registry.serving_state(store, "landcover-unet", gate_from_env().min_miou)["serving"]
     assert version, "the demo left no serving version of landcover-unet"
     env = {**os.environ, "DAGSTER_HOME": str(home), "GEO_ASSETS_STORAGE_ROOT": store.root}
-    (add,) = [line for b in blocks for line in b.splitlines() if line.startswith(".venv/bin/geo-assets region add my-farm ")]
+    (add,) = [
+        line for b in blocks for line in b.splitlines() if line.startswith(".venv/bin/geo-assets region add my-farm ")
+    ]
     ran = []
     for block in blocks:
         if block.startswith(tuple(NOT_RUN)):
@@ -298,7 +340,9 @@ def test_every_readme_command_block_runs_on_the_demos_state(demo):
             parts = [block]
         for part in parts:
             script = _as_run(part, url, home, version)
-            proc = subprocess.run(["bash", "-e", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+            proc = subprocess.run(
+                ["bash", "-e", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800
+            )
             assert proc.returncode == 0, f"README block failed:\n{script}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
             _wait_until_idle(home)
             ran.append(block.splitlines()[0])
@@ -307,10 +351,20 @@ def test_every_readme_command_block_runs_on_the_demos_state(demo):
     # The sensors and the schedule the blocks started are running; stopped again for whoever comes next.
     with _instance(home) as instance:
         states = {state.name: state.status for state in instance.all_instigator_state()}
-    for kind, name in (("sensor", "scene_arrivals"), ("sensor", "predictions_follow_serving_model"), ("schedule", "monthly_predictions")):
+    for kind, name in (
+        ("sensor", "scene_arrivals"),
+        ("sensor", "predictions_follow_serving_model"),
+        ("schedule", "monthly_predictions"),
+    ):
         assert states.get(name) == InstigatorStatus.RUNNING, (name, states.get(name))
-        subprocess.run([BIN / "dagster", kind, "stop", name, "-w", "workspace.yaml"], cwd=ROOT, env=env, check=True,
-                       capture_output=True, timeout=300)
+        subprocess.run(
+            [BIN / "dagster", kind, "stop", name, "-w", "workspace.yaml"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
     _wait_until_idle(home)
     with _instance(home) as instance:
         runs = [r for r in instance.get_runs() if r.run_id not in before_runs]
@@ -318,4 +372,5 @@ def test_every_readme_command_block_runs_on_the_demos_state(demo):
         assert runs and not failed, failed
         backfills = [b for b in instance.get_backfills() if b.backfill_id not in before_backfills]
         assert len(backfills) >= 3 and all(b.status == BulkActionStatus.COMPLETED_SUCCESS for b in backfills), [
-            (b.backfill_id, b.status) for b in backfills]
+            (b.backfill_id, b.status) for b in backfills
+        ]

@@ -22,10 +22,18 @@ from geo_assets.partitions import region_date_key
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-FIELD = Region("code-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",))
+FIELD = Region(
+    "code-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",)
+)
 LOSS = "nn.CrossEntropyLoss(ignore_index=IGNORE, "
-TRAIN = {"architecture": "fcn", "epochs": 1, "chips_per_epoch": 8, "chip_size": 64, "batch_size": 8,
-         "hyperparameters": {"hidden_channels": 8}}
+TRAIN = {
+    "architecture": "fcn",
+    "epochs": 1,
+    "chips_per_epoch": 8,
+    "chip_size": 64,
+    "batch_size": 8,
+    "hyperparameters": {"hidden_channels": 8},
+}
 VERSION_OF = """
 import json, sys
 from geo_assets.ml import training_code
@@ -55,16 +63,27 @@ def _env(code: Path, **extra) -> dict:
 
 
 def _version_of(code: Path, request: dict) -> dict:
-    proc = subprocess.run([sys.executable, "-c", VERSION_OF, json.dumps(request)], cwd=code, env=_env(code),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", VERSION_OF, json.dumps(request)],
+        cwd=code,
+        env=_env(code),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     answer = json.loads(proc.stdout)
     assert Path(answer["from"]).is_relative_to(code)  # the copy ran, not the checkout
     return answer
 
 
-REQUEST = {"model": "code-model", "settings": {**TRAIN, "device": "cpu"},
-           "training_set": {"items": [{"region": "code-field", "date": "2024-06-01", "imagery_version": "a", "labels_version": "b"}]}}
+REQUEST = {
+    "model": "code-model",
+    "settings": {**TRAIN, "device": "cpu"},
+    "training_set": {
+        "items": [{"region": "code-field", "date": "2024-06-01", "imagery_version": "a", "labels_version": "b"}]
+    },
+}
 
 
 def test_an_edited_loss_names_a_new_version_and_a_comment_does_not(tmp_path):
@@ -73,7 +92,9 @@ def test_an_edited_loss_names_a_new_version_and_a_comment_does_not(tmp_path):
     edited = _version_of(_copy(tmp_path, "loss", lambda s: s.replace(LOSS, LOSS + "label_smoothing=0.1, ")), REQUEST)
     assert edited["code"] != same["code"] and edited["version"] != same["version"]
     # Comments and docstrings do not make the weights: the id stays.
-    noted = _version_of(_copy(tmp_path, "comment", lambda s: s.replace("\ndef _train(", "\n# a note\ndef _train(")), REQUEST)
+    noted = _version_of(
+        _copy(tmp_path, "comment", lambda s: s.replace("\ndef _train(", "\n# a note\ndef _train(")), REQUEST
+    )
     assert noted == {**same, "from": noted["from"]}
 
 
@@ -84,19 +105,47 @@ def world(tmp_path, monkeypatch):
     tiles = {"config": {"tile_size": 64}}
     with dg.DagsterInstance.from_config(str(home)) as instance:
         register(instance, regions=[FIELD.name], models=["code-model"])
-        assert dg.materialize([imagery_tiles], partition_key=region_date_key(FIELD.name, "2024-06-01"), instance=instance,
-                              resources=resources, run_config={"ops": {"imagery_tiles": tiles}}).success
-        assert dg.materialize([labels], partition_key=FIELD.name, instance=instance, resources=resources,
-                              run_config={"ops": {"labels": tiles}}).success
+        assert dg.materialize(
+            [imagery_tiles],
+            partition_key=region_date_key(FIELD.name, "2024-06-01"),
+            instance=instance,
+            resources=resources,
+            run_config={"ops": {"imagery_tiles": tiles}},
+        ).success
+        assert dg.materialize(
+            [labels],
+            partition_key=FIELD.name,
+            instance=instance,
+            resources=resources,
+            run_config={"ops": {"labels": tiles}},
+        ).success
     return {"DAGSTER_HOME": str(home), "GEO_ASSETS_STORAGE_ROOT": store.root}, store
 
 
 def _train(code: Path, env: dict) -> str:
     ops = {"training_set": {"config": {"regions": [FIELD.name]}}, "trained_model": {"config": TRAIN}}
-    proc = subprocess.run([BIN / "dagster", "asset", "materialize", "-m", "geo_assets.definitions", "-d", str(code),
-                           "--select", "training_set,trained_model", "--partition", "code-model",
-                           "--config-json", json.dumps({"ops": ops})],
-                          cwd=code, env=_env(code, **env), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            BIN / "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "geo_assets.definitions",
+            "-d",
+            str(code),
+            "--select",
+            "training_set,trained_model",
+            "--partition",
+            "code-model",
+            "--config-json",
+            json.dumps({"ops": ops}),
+        ],
+        cwd=code,
+        env=_env(code, **env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     return proc.stdout + proc.stderr
 

@@ -39,25 +39,38 @@ def test_ui_serves_the_asset_graph(server):
     url, _ = server
     nodes = _gql(url, ASSETS)["assetNodes"]
     assert {n["assetKey"]["path"][0] for n in nodes} == {
-        "imagery_tiles", "labels", "training_set", "evaluation_set", "trained_model", "model_evaluation",
-        "predictions", "region_report",
+        "imagery_tiles",
+        "labels",
+        "training_set",
+        "evaluation_set",
+        "trained_model",
+        "model_evaluation",
+        "predictions",
+        "region_report",
     }
 
 
 def test_run_launched_over_graphql_succeeds(server):
     url, tmp = server
-    run = _wait(url, _launch(url, "imagery_job", "2024-06-01|synth-holdout", {"imagery_tiles": {"config": {"tile_size": 64}}}))
+    run = _wait(
+        url, _launch(url, "imagery_job", "2024-06-01|synth-holdout", {"imagery_tiles": {"config": {"tile_size": 64}}})
+    )
     assert run["status"] == "SUCCESS", run
     tags = {t["key"]: t["value"] for t in run["tags"]}
     assert tags["geo-assets/region"] == "synth-holdout" and tags["geo-assets/source"] == "synthetic"
-    manifest = tmp / "storage/manifests/imagery_tiles/region=synth-holdout/date=2024-06-01/synthetic-64px-blue-green-red-nir.json"
+    manifest = (
+        tmp
+        / "storage/manifests/imagery_tiles/region=synth-holdout/date=2024-06-01/synthetic-64px-blue-green-red-nir.json"
+    )
     assert len(json.loads(manifest.read_text())["tiles"]) == 16 * 16
 
 
 def test_one_partition_runs_one_at_a_time_and_asset_failures_are_not_retried(server):
     url, _ = server
     # A step failure (bad input, not infrastructure): fails once, is never retried.
-    failing = _launch(url, "imagery_job", "2024-06-01|synth-train-a", {"imagery_tiles": {"config": {"source": "sample"}}})
+    failing = _launch(
+        url, "imagery_job", "2024-06-01|synth-train-a", {"imagery_tiles": {"config": {"source": "sample"}}}
+    )
     # Two launches of one partition: the queue holds the second until the first has ended.
     config = {"imagery_tiles": {"config": {"tile_size": 64}}}
     first = _launch(url, "imagery_job", "2024-06-01|synth-train-b", config)

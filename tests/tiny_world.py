@@ -18,20 +18,37 @@ from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
 from resources.training import InProcessTraining
 
-TINY = Region("tiny-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",))
-TINY_HOLDOUT = Region("tiny-holdout", (440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",))
+TINY = Region(
+    "tiny-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",)
+)
+TINY_HOLDOUT = Region(
+    "tiny-holdout", (440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",)
+)
 DATE = "2024-06-01"
 MODEL = "tiny-model"
-TRAIN = {"architecture": "fcn", "epochs": 2, "chips_per_epoch": 32, "chip_size": 64, "batch_size": 8,
-         "learning_rate": 0.01, "hyperparameters": {"hidden_channels": 8}}
+TRAIN = {
+    "architecture": "fcn",
+    "epochs": 2,
+    "chips_per_epoch": 32,
+    "chip_size": 64,
+    "batch_size": 8,
+    "learning_rate": 0.01,
+    "hyperparameters": {"hidden_channels": 8},
+}
 TILES64 = {"config": {"tile_size": 64}}
 
 
 def resources_for(store: Store | StorageResource, compute) -> dict:
     """A step's resources on `store` (a Store, or a StorageResource with its settings) and `compute`."""
     storage = store if isinstance(store, StorageResource) else StorageResource(root=store.root)
-    return {"storage": storage, "compute": compute, "io_manager": ManifestIOManager(storage=storage),
-            "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0), "training": InProcessTraining()}
+    return {
+        "storage": storage,
+        "compute": compute,
+        "io_manager": ManifestIOManager(storage=storage),
+        "imagery": ImageryResource(),
+        "gate": ModelGate(min_miou=0.0),
+        "training": InProcessTraining(),
+    }
 
 
 def train_tiny(instance: dg.DagsterInstance, store: Store | StorageResource) -> str:
@@ -41,13 +58,28 @@ def train_tiny(instance: dg.DagsterInstance, store: Store | StorageResource) -> 
     from geo_assets.assets.models import trained_model, training_set
 
     resources = resources_for(store, LocalPoolCompute(workers=2))
-    assert dg.materialize([imagery_tiles], partition_key=region_date_key(TINY.name, DATE), resources=resources,
-                          instance=instance, run_config={"ops": {"imagery_tiles": TILES64}}).success
-    assert dg.materialize([labels], partition_key=TINY.name, resources=resources, instance=instance,
-                          run_config={"ops": {"labels": TILES64}}).success
+    assert dg.materialize(
+        [imagery_tiles],
+        partition_key=region_date_key(TINY.name, DATE),
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {"imagery_tiles": TILES64}},
+    ).success
+    assert dg.materialize(
+        [labels],
+        partition_key=TINY.name,
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {"labels": TILES64}},
+    ).success
     ops = {"training_set": {"config": {"regions": [TINY.name]}}, "trained_model": {"config": TRAIN}}
-    result = dg.materialize([training_set, trained_model], partition_key=MODEL, resources=resources,
-                            instance=instance, run_config={"ops": ops})
+    result = dg.materialize(
+        [training_set, trained_model],
+        partition_key=MODEL,
+        resources=resources,
+        instance=instance,
+        run_config={"ops": ops},
+    )
     assert result.success
     return result.output_for_node("trained_model")["version"]
 

@@ -17,9 +17,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
 
 
 def venv_binary(name: str, package: str) -> str:
@@ -58,13 +58,19 @@ def wait_for_http(url: str, timeout: float = 30.0, ok=(200,)) -> None:
 
 
 @contextmanager
-def running(cmd: Sequence[str], log: Path, env: dict | None = None, cwd: Path | None = None) -> Iterator[subprocess.Popen]:
+def running(
+    cmd: Sequence[str], log: Path, env: dict | None = None, cwd: Path | None = None
+) -> Iterator[subprocess.Popen]:
     """Run a server process in its own session; stop it (and its children) on exit."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [str(c) for c in cmd], stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-            cwd=cwd, start_new_session=True,
+            [str(c) for c in cmd],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
         )
     try:
         yield proc

@@ -14,11 +14,11 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 from devtools.emulators import free_port, running, wait_for_http
 
@@ -58,12 +58,15 @@ class AzureBlobServer:
         SAS times have no fractions), and its expiry."""
         from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         expiry = (now + timedelta(seconds=lifetime_s)).replace(microsecond=0) + timedelta(seconds=1)
         token = generate_container_sas(
-            self.account, container, account_key=self.account_key,
+            self.account,
+            container,
+            account_key=self.account_key,
             permission=ContainerSasPermissions(read=True, list=True),
-            start=now.replace(microsecond=0) - timedelta(minutes=5), expiry=expiry,
+            start=now.replace(microsecond=0) - timedelta(minutes=5),
+            expiry=expiry,
         )
         return token, expiry
 
@@ -86,13 +89,24 @@ def azurite_blob_binary(install_dir: Path | None = None) -> str:
         return str(binary)
     npm = shutil.which("npm")
     if not npm:
-        raise FileNotFoundError("npm was not found: Azurite (the Azure Blob emulator) is installed with npm; install node >= 20")
+        raise FileNotFoundError(
+            "npm was not found: Azurite (the Azure Blob emulator) is installed with npm; install node >= 20"
+        )
     install_dir.mkdir(parents=True, exist_ok=True)
     with open(install_dir / ".install.lock", "w") as lock:  # parallel test processes install once
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not installed():
-            cmd = [npm, "install", "--prefix", str(install_dir), "--no-save", "--no-audit", "--no-fund",
-                   "--loglevel=error", f"azurite@{AZURITE_VERSION}"]
+            cmd = [
+                npm,
+                "install",
+                "--prefix",
+                str(install_dir),
+                "--no-save",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                f"azurite@{AZURITE_VERSION}",
+            ]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0 or not installed():
                 raise RuntimeError(f"`{' '.join(cmd)}` failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -107,7 +121,9 @@ def _wait_until_serving(server: AzureBlobServer, proc, log: Path, timeout: float
             return
         except TimeoutError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"Azurite at {server.account_url} did not answer within {timeout:.0f} s; see {log}") from None
+                raise TimeoutError(
+                    f"Azurite at {server.account_url} did not answer within {timeout:.0f} s; see {log}"
+                ) from None
     raise RuntimeError(f"Azurite exited with code {proc.returncode} while starting; see {log}")
 
 
@@ -119,8 +135,14 @@ def azurite(workdir: Path, containers: list[str], install_dir: Path | None = Non
     data.mkdir(parents=True, exist_ok=True)
     port = free_port()
     cmd = [
-        azurite_blob_binary(install_dir), "--blobHost", "127.0.0.1", "--blobPort", str(port),
-        "--location", str(data), "--silent",
+        azurite_blob_binary(install_dir),
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        str(port),
+        "--location",
+        str(data),
+        "--silent",
         "--skipApiVersionCheck",  # azure-storage-blob may speak a newer API version than this Azurite
         "--loose",  # ignore headers Azurite does not know (GDAL's curl sends a few) instead of failing
     ]

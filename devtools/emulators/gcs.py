@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import os
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from devtools.emulators import free_port, running, wait_for_http
 
@@ -45,8 +45,21 @@ def fake_gcs(workdir: Path, buckets: list[str]) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [
-        fake_gcs_binary(), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "memory",
-        "-external-url", url, "-public-host", f"127.0.0.1:{port}", "-log-level", "warn",
+        fake_gcs_binary(),
+        "-scheme",
+        "http",
+        "-host",
+        "127.0.0.1",
+        "-port",
+        str(port),
+        "-backend",
+        "memory",
+        "-external-url",
+        url,
+        "-public-host",
+        f"127.0.0.1:{port}",
+        "-log-level",
+        "warn",
     ]
     log = Path(workdir) / "fake-gcs-server.log"
     with running(cmd, log, cwd=Path(workdir)):

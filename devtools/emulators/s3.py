@@ -12,10 +12,10 @@ import dataclasses
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from devtools.emulators import running, venv_binary
 
@@ -69,8 +69,11 @@ def _wait_until_serving(server: S3Server, buckets: list[str], proc, log: Path, t
     from botocore.config import Config
 
     client = boto3.client(
-        "s3", endpoint_url=server.endpoint_url, region_name=server.region,
-        aws_access_key_id=server.access_key, aws_secret_access_key=server.secret_key,
+        "s3",
+        endpoint_url=server.endpoint_url,
+        region_name=server.region,
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
         config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5),
     )
     deadline = time.monotonic() + timeout
@@ -86,12 +89,15 @@ def _wait_until_serving(server: S3Server, buckets: list[str], proc, log: Path, t
         except Exception as exc:  # connection refused, 503 while the filer starts, ...
             last = type(exc).__name__
         time.sleep(0.2)
-    raise TimeoutError(f"SeaweedFS S3 at {server.endpoint_url} did not answer within {timeout:.0f} s (last: {last}); see {log}")
+    raise TimeoutError(
+        f"SeaweedFS S3 at {server.endpoint_url} did not answer within {timeout:.0f} s (last: {last}); see {log}"
+    )
 
 
 @contextmanager
-def seaweedfs(workdir: Path, buckets: list[str], access_key: str, secret_key: str,
-              ports: tuple[int, ...] = ()) -> Iterator[S3Server]:
+def seaweedfs(
+    workdir: Path, buckets: list[str], access_key: str, secret_key: str, ports: tuple[int, ...] = ()
+) -> Iterator[S3Server]:
     """Run `weed mini` with `buckets` pre-created; yield its endpoint and credentials; stop it on exit.
     `ports`: a stopped server's `S3Server.ports`, to start it again on the same ports (and `workdir`)."""
     workdir = Path(workdir)
@@ -99,10 +105,21 @@ def seaweedfs(workdir: Path, buckets: list[str], access_key: str, secret_key: st
     data.mkdir(parents=True, exist_ok=True)
     s3, master, volume, filer, admin = ports or _ports(5)
     cmd = [
-        weed_binary(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
-        f"-s3.port={s3}", f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
-        f"-admin.port={admin}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        weed_binary(),
+        "mini",
+        f"-dir={data}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        "-admin.ui=false",
+        "-webdav=false",
+        f"-s3.port={s3}",
+        f"-master.port={master}",
+        f"-volume.port={volume}",
+        f"-filer.port={filer}",
+        f"-admin.port={admin}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
         "-s3.autoCreateBucket=false",  # as on AWS: writing to a missing bucket is an error
     ]
     if buckets:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import time
 import urllib.request
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from devtools.emulators import free_port, running, venv_binary
 

@@ -69,8 +69,11 @@ class Uploader:
             import boto3
 
             self.client = boto3.client(
-                "s3", endpoint_url=s3.endpoint_url, region_name=s3.region,
-                aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key,
+                "s3",
+                endpoint_url=s3.endpoint_url,
+                region_name=s3.region,
+                aws_access_key_id=s3.access_key,
+                aws_secret_access_key=s3.secret_key,
             )
 
     def put(self, bucket: str, key: str, local: Path) -> None:
@@ -80,7 +83,9 @@ class Uploader:
             with open(local, "rb") as data:
                 self.blobs.get_blob_client(bucket, key).upload_blob(data, overwrite=True)
 
-    def cog(self, bucket: str, key: str, array: np.ndarray, crs: str, transform: Affine, nodata, upload: bool = True) -> Path:
+    def cog(
+        self, bucket: str, key: str, array: np.ndarray, crs: str, transform: Affine, nodata, upload: bool = True
+    ) -> Path:
         local = self.workdir / "objects" / bucket / key
         local.parent.mkdir(parents=True, exist_ok=True)
         write_cog(local, array, crs, transform, nodata, blocksize=128)
@@ -114,7 +119,10 @@ def _stac_item(item_id: str, collection: str, bounds, crs: str, properties: dict
     footprint = region_footprint_wgs84(bounds, crs, points_per_side=4)
     ring = np.array(footprint["coordinates"][0])
     return {
-        "type": "Feature", "stac_version": "1.0.0", "id": item_id, "collection": collection,
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": item_id,
+        "collection": collection,
         "stac_extensions": [
             "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
             "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
@@ -122,7 +130,9 @@ def _stac_item(item_id: str, collection: str, bounds, crs: str, properties: dict
         ],
         "geometry": footprint,
         "bbox": [float(ring[:, 0].min()), float(ring[:, 1].min()), float(ring[:, 0].max()), float(ring[:, 1].max())],
-        "properties": properties, "links": [], "assets": assets,
+        "properties": properties,
+        "links": [],
+        "assets": assets,
     }
 
 
@@ -137,8 +147,17 @@ def _warp(array: np.ndarray, src_transform: Affine, dst_crs: str, resolution: fl
         S2_CRS, dst_crs, w, h, *_bounds(src_transform, (h, w)), resolution=resolution
     )
     out = np.full((height, width), nodata, dtype=array.dtype)
-    reproject(array, out, src_transform=src_transform, src_crs=S2_CRS, dst_transform=transform, dst_crs=dst_crs,
-              resampling=Resampling.nearest, src_nodata=nodata, dst_nodata=nodata)
+    reproject(
+        array,
+        out,
+        src_transform=src_transform,
+        src_crs=S2_CRS,
+        dst_transform=transform,
+        dst_crs=dst_crs,
+        resampling=Resampling.nearest,
+        src_nodata=nodata,
+        dst_nodata=nodata,
+    )
     return out, transform
 
 
@@ -229,18 +248,26 @@ def _sentinel2(up: Uploader, cases: list[S2Case], layout, planetary: bool = Fals
             raster = {"nodata": 0, "data_type": "uint8" if band == "scl" else "uint16", "spatial_resolution": res}
             if band != "scl" and not planetary:  # Earth Search declares scale and offset on every item alike
                 raster.update(scale=0.0001, offset=-0.1)
-            asset_key = (name if planetary else band)
+            asset_key = name if planetary else band
             if band not in case.drop_assets:
                 assets[asset_key] = {
-                    "href": href, "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-                    "roles": ["data"], "raster:bands": [raster], "proj:shape": list(array.shape),
+                    "href": href,
+                    "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                    "roles": ["data"],
+                    "raster:bands": [raster],
+                    "proj:shape": list(array.shape),
                     "proj:transform": list(transform)[:6],
                 }
         properties = {
-            "datetime": f"{case.date}T{case.time}.000000Z", "platform": case.platform, "constellation": "sentinel-2",
-            "eo:cloud_cover": case.cloud, "s2:processing_baseline": case.baseline,
+            "datetime": f"{case.date}T{case.time}.000000Z",
+            "platform": case.platform,
+            "constellation": "sentinel-2",
+            "eo:cloud_cover": case.cloud,
+            "s2:processing_baseline": case.baseline,
             "proj:epsg": int((case.declared_crs or case.crs).split(":")[1]),
-            "mgrs:utm_zone": int(S2_TILE[0]), "mgrs:latitude_band": S2_TILE[1], "mgrs:grid_square": S2_TILE[2],
+            "mgrs:utm_zone": int(S2_TILE[0]),
+            "mgrs:latitude_band": S2_TILE[1],
+            "mgrs:grid_square": S2_TILE[2],
         }
         if not planetary:
             properties["earthsearch:boa_offset_applied"] = case.boa_offset_applied
@@ -286,7 +313,9 @@ L8_SCENES = {  # item id -> sample file (two adjacent WRS-2 rows of path 224, sa
 
 
 def synthetic_qa(shape: tuple[int, int], seed: int, fill: np.ndarray) -> np.ndarray:
-    qa = blocks(shape, seed, {QA_CLEAR: 0.6, QA_DILATED: 0.1, QA_CLOUD: 0.15, QA_SHADOW: 0.15}, block=8).astype(np.uint16)
+    qa = blocks(shape, seed, {QA_CLEAR: 0.6, QA_DILATED: 0.1, QA_CLOUD: 0.15, QA_SHADOW: 0.15}, block=8).astype(
+        np.uint16
+    )
     return np.where(fill, QA_FILL, qa).astype(np.uint16)
 
 
@@ -323,13 +352,21 @@ def landsat(workdir: Path, s3) -> Catalogue:
                 # Landsat Look: the https href needs a login; the same object is the alternate s3 href.
                 "href": f"https://landsatlook.usgs.gov/data/{key}",
                 "alternate": {"s3": {"storage:platform": "AWS", "storage:requester_pays": True, "href": href}},
-                "type": "image/vnd.stac.geotiff; cloud-optimized=true", "roles": ["data"], "raster:bands": [raster],
+                "type": "image/vnd.stac.geotiff; cloud-optimized=true",
+                "roles": ["data"],
+                "raster:bands": [raster],
             }
         date = f"{year}-{item_id[21:23]}-{item_id[23:25]}"
         properties = {
-            "datetime": f"{date}T{time}.000000Z", "platform": "LANDSAT_8", "eo:cloud_cover": cloud,
-            "landsat:wrs_path": path, "landsat:wrs_row": row, "landsat:collection_category": "T1",
+            "datetime": f"{date}T{time}.000000Z",
+            "platform": "LANDSAT_8",
+            "eo:cloud_cover": cloud,
+            "landsat:wrs_path": path,
+            "landsat:wrs_row": row,
+            "landsat:collection_category": "T1",
             "proj:epsg": int(L8_CRS.split(":")[1]),
         }
-        cat.items.append(_stac_item(item_id, "landsat-c2l2-sr", _bounds(transform, blue.shape), L8_CRS, properties, assets))
+        cat.items.append(
+            _stac_item(item_id, "landsat-c2l2-sr", _bounds(transform, blue.shape), L8_CRS, properties, assets)
+        )
     return cat

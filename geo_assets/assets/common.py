@@ -1,10 +1,9 @@
 """Small helpers shared by the asset modules: catalogue, manifests of other partitions, run tags."""
 
-
 import hashlib
 import json
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import dagster as dg
 
@@ -26,7 +25,9 @@ def catalogue(store: Store) -> RegionCatalogue:
 
 def tag_run(context: dg.AssetExecutionContext, **tags: object) -> None:
     """Record what this run worked on (region, source, model, version) as run tags, for the UI's filters."""
-    context.instance.add_run_tags(context.run.run_id, {TAG_PREFIX + k.replace("_", "-"): str(v) for k, v in tags.items()})
+    context.instance.add_run_tags(
+        context.run.run_id, {TAG_PREFIX + k.replace("_", "-"): str(v) for k, v in tags.items()}
+    )
 
 
 def materialised_in_run(context: dg.AssetExecutionContext, asset: str) -> dict[str, dict]:
@@ -92,10 +93,14 @@ def output(manifest: dict, metadata: dict) -> dg.Output:
     version = digest(manifest)
     with warnings.catch_warnings():  # data_version is marked beta, and is what staleness is built on
         warnings.simplefilter("ignore", dg.BetaWarning)
-        return dg.Output(manifest, metadata={**metadata, "manifest_digest": version}, data_version=dg.DataVersion(version))
+        return dg.Output(
+            manifest, metadata={**metadata, "manifest_digest": version}, data_version=dg.DataVersion(version)
+        )
 
 
-def dataset(store: Store, regions: list[str], dates: list[str], acquisitions: list[str] = (), pinned: dict | None = None) -> dict:
+def dataset(
+    store: Store, regions: list[str], dates: list[str], acquisitions: list[str] = (), pinned: dict | None = None
+) -> dict:
     """The (imagery, labels) acquisitions of a training or evaluation set, each with its data version:
     exactly `acquisitions` (REGION/DATE) when given, else `dates` of each region, else every date of a
     region that has imagery now. The manifest records the dates it resolved to, so the set is fixed.
@@ -122,17 +127,24 @@ def dataset(store: Store, regions: list[str], dates: list[str], acquisitions: li
                 key, imagery = _pinned(store, region, date, labels, pin)
             else:
                 # The variant cut like the labels, with the most bands (a set keeps the bands all its items have).
-                key, imagery = pick_imagery(store, region, date, tile_size=labels["tile_size"], prefer_source=r.source, widest=True)
-            items.append({
-                "region": region, "date": date, "bands": imagery["bands"], "tiles": len(imagery["tiles"]),
-                "imagery": key,
-                "imagery_version": digest(imagery),
-                "labels": labels_key(region),
-                "labels_version": digest(labels),
-                "labels_cut": {"source": labels["source"], "tile_size": labels["tile_size"]},
-                "footprint": {"crs": r.crs, "bbox": list(r.bbox)},
-                "ground": read_ground(imagery),  # what is read: whole tiles overhang the box
-            })
+                key, imagery = pick_imagery(
+                    store, region, date, tile_size=labels["tile_size"], prefer_source=r.source, widest=True
+                )
+            items.append(
+                {
+                    "region": region,
+                    "date": date,
+                    "bands": imagery["bands"],
+                    "tiles": len(imagery["tiles"]),
+                    "imagery": key,
+                    "imagery_version": digest(imagery),
+                    "labels": labels_key(region),
+                    "labels_version": digest(labels),
+                    "labels_cut": {"source": labels["source"], "tile_size": labels["tile_size"]},
+                    "footprint": {"crs": r.crs, "bbox": list(r.bbox)},
+                    "ground": read_ground(imagery),  # what is read: whole tiles overhang the box
+                }
+            )
     # A model sees the bands every acquisition has (e.g. a 3-band Landsat sample beside 6-band scenes).
     bands = [b for b in items[0]["bands"] if all(b in i["bands"] for i in items)]
     if not bands:
@@ -160,12 +172,29 @@ def _pinned(store: Store, region: str, date: str, labels: dict, pin: dict) -> tu
 
 def dataset_metadata(manifest: dict) -> dict:
     rows = [
-        dg.TableRecord({"region": i["region"], "date": i["date"], "tiles": i["tiles"],
-                        "imagery_version": i["imagery_version"], "labels_version": i["labels_version"]})
+        dg.TableRecord(
+            {
+                "region": i["region"],
+                "date": i["date"],
+                "tiles": i["tiles"],
+                "imagery_version": i["imagery_version"],
+                "labels_version": i["labels_version"],
+            }
+        )
         for i in manifest["items"]
     ]
-    schema = dg.TableSchema(columns=[dg.TableColumn(c, t) for c, t in (
-        ("region", "string"), ("date", "string"), ("tiles", "int"), ("imagery_version", "string"), ("labels_version", "string"))])
+    schema = dg.TableSchema(
+        columns=[
+            dg.TableColumn(c, t)
+            for c, t in (
+                ("region", "string"),
+                ("date", "string"),
+                ("tiles", "int"),
+                ("imagery_version", "string"),
+                ("labels_version", "string"),
+            )
+        ]
+    )
     return {
         "regions": ", ".join(manifest["regions"]),
         "acquisitions": len(manifest["items"]),

@@ -1,6 +1,5 @@
 """imagery_tiles: a region's scene on one date, cut on the fixed grid into one COG per tile."""
 
-
 from functools import partial
 
 import dagster as dg
@@ -11,13 +10,13 @@ from geo_assets.assets.placement import op_tags
 from geo_assets.config import ImageryConfig, PredictionConfig
 from geo_assets.geo.acquisitions import variant
 from geo_assets.geo.arrived_scenes import arrived_scene
-from geo_assets.geo.sources import DEFAULT_BANDS, check_bands, get_source
-from geo_assets.geo.tiling import cut_imagery_tile
 from geo_assets.geo.regions import check_size
+from geo_assets.geo.sources import DEFAULT_BANDS, check_bands, get_source
 from geo_assets.geo.tilework import Each, TileLedger
+from geo_assets.geo.tiling import cut_imagery_tile
 from geo_assets.launches import check_dates
-from geo_assets.map.links import map_url
 from geo_assets.limits import max_tiles
+from geo_assets.map.links import map_url
 from geo_assets.ml import registry
 from geo_assets.partitions import region_date_partitions
 from resources.compute import LocalPoolCompute
@@ -27,7 +26,11 @@ from resources.storage import KEYED_BY_VARIANT, StorageResource
 
 
 @dg.asset(
-    partitions_def=region_date_partitions, group_name="imagery", kinds={"python", "cog"}, code_version="1", op_tags=op_tags("imagery_tiles"),
+    partitions_def=region_date_partitions,
+    group_name="imagery",
+    kinds={"python", "cog"},
+    code_version="1",
+    op_tags=op_tags("imagery_tiles"),
     metadata={KEYED_BY_VARIANT: True},  # bands, tile sizes and sources of one acquisition live side by side
     backfill_policy=dg.BackfillPolicy.single_run(),  # a range of dates in one process: see docs/guide/launching.md, "Backfills"
 )
@@ -41,7 +44,9 @@ def imagery_tiles(
 ) -> dg.Output[dict]:
     """Read the source over the region's footprint and write one COG per grid tile."""
     bands = _bands_for_run(context, config, storage, gate)  # before any partition writes
-    return each_partition(context, lambda region, date, _: _imagery_tiles(context, config, bands, storage, compute, imagery, region, date))
+    return each_partition(
+        context, lambda region, date, _: _imagery_tiles(context, config, bands, storage, compute, imagery, region, date)
+    )
 
 
 def _bands_for_run(context, config: ImageryConfig, storage, gate) -> list[str]:
@@ -51,7 +56,9 @@ def _bands_for_run(context, config: ImageryConfig, storage, gate) -> list[str]:
         return list(config.bands or DEFAULT_BANDS)
     asked = PredictionConfig(**context.run.run_config.get("ops", {}).get("predictions", {}).get("config", {}))
     store = storage.store()
-    record = registry.resolve_version(store, asked.model, asked.version, gate.min_miou, registry.list_versions(store, asked.model))
+    record = registry.resolve_version(
+        store, asked.model, asked.version, gate.min_miou, registry.list_versions(store, asked.model)
+    )
     if config.bands is None:
         return list(record["bands"])
     missing = [b for b in record["bands"] if b not in config.bands]
@@ -64,11 +71,15 @@ def _bands_for_run(context, config: ImageryConfig, storage, gate) -> list[str]:
     return list(config.bands)
 
 
-def _imagery_tiles(context, config: ImageryConfig, bands, storage, compute, imagery, region_name: str, date: str) -> dg.Output[dict]:
+def _imagery_tiles(
+    context, config: ImageryConfig, bands, storage, compute, imagery, region_name: str, date: str
+) -> dg.Output[dict]:
     store = storage.store()
     region = catalogue(store).get(region_name)
     if config.arrivals:  # the scene that landed in the storage: its items say the source
-        scene = arrived_scene(store, config.arrivals, region, source=config.source, bands=bands, max_cloud=config.max_cloud)
+        scene = arrived_scene(
+            store, config.arrivals, region, source=config.source, bands=bands, max_cloud=config.max_cloud
+        )
         source_name, bands = scene.spec.source, list(scene.spec.bands)
         tag_run(context, region=region.name, date=date, source=source_name, arrivals=config.arrivals)
     else:
@@ -95,8 +106,11 @@ def _imagery_tiles(context, config: ImageryConfig, bands, storage, compute, imag
     prefix = f"imagery/{region.name}/{date}/{source_name}-{config.tile_size}px-{'-'.join(bands)}{scene_part}"
     context.log.info(f"cutting {len(tiles)} tiles of {config.tile_size} px from source {source_name!r}")
     entries = compute.map_tiles(
-        context, Each(partial(cut_imagery_tile, store, scene, bands, prefix)), tiles,
-        label="imagery tiles", ledger=TileLedger(store, prefix),
+        context,
+        Each(partial(cut_imagery_tile, store, scene, bands, prefix)),
+        tiles,
+        label="imagery tiles",
+        ledger=TileLedger(store, prefix),
     )
     nodata = float(np.mean([e["nodata_fraction"] for e in entries]))
     manifest = {

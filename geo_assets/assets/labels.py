@@ -1,6 +1,5 @@
 """labels: a region's land-cover mask for training, on the same grid as its imagery."""
 
-
 from functools import partial
 
 import dagster as dg
@@ -12,26 +11,36 @@ from geo_assets.config import LabelsConfig
 from geo_assets.geo.labels import check_label_source
 from geo_assets.geo.landcover import CLASSES
 from geo_assets.geo.regions import check_size, validate_region_name
-from geo_assets.limits import max_tiles
 from geo_assets.geo.sources import get_source
 from geo_assets.geo.tiling import cut_label_tile
+from geo_assets.limits import max_tiles
 from geo_assets.partitions import regions_partitions
 from resources import leases
 from resources.compute import LocalPoolCompute
 from resources.storage import StorageResource
 
 
-@dg.asset(partitions_def=regions_partitions, group_name="imagery", kinds={"python", "cog"}, code_version="1", op_tags=op_tags("labels"))
+@dg.asset(
+    partitions_def=regions_partitions,
+    group_name="imagery",
+    kinds={"python", "cog"},
+    code_version="1",
+    op_tags=op_tags("labels"),
+)
 def labels(
     context: dg.AssetExecutionContext, config: LabelsConfig, storage: StorageResource, compute: LocalPoolCompute
 ) -> dg.Output[dict]:
     """Synthetic truth or rasterised vector polygons, one uint8 class COG per tile (255: unlabelled)."""
     store = storage.store()
-    with leases.writing(context, store, [validate_region_name(context.partition_key)]):  # one writer per region's labels
+    with leases.writing(
+        context, store, [validate_region_name(context.partition_key)]
+    ):  # one writer per region's labels
         return _labels(context, config, store, compute)
 
 
-def _labels(context: dg.AssetExecutionContext, config: LabelsConfig, store, compute: LocalPoolCompute) -> dg.Output[dict]:
+def _labels(
+    context: dg.AssetExecutionContext, config: LabelsConfig, store, compute: LocalPoolCompute
+) -> dg.Output[dict]:
     region = catalogue(store).get(validate_region_name(context.partition_key))
     source = check_label_source(config.source, region)
     spec = get_source(region.source).spec(region)  # labels follow the grid of the region's imagery

@@ -1,6 +1,5 @@
 """Training and evaluation sets, immutable model versions and the quality gate."""
 
-
 import datetime
 import time
 from functools import partial
@@ -11,8 +10,8 @@ from geo_assets.assets.common import acquisition_ground, dataset, dataset_metada
 from geo_assets.assets.placement import gpu_pool, op_tags
 from geo_assets.checks import QUALITY_GATE
 from geo_assets.config import EvaluationConfig, EvaluationSetConfig, TrainingConfig, TrainingSetConfig
-from geo_assets.geo.landcover import CLASSES
 from geo_assets.geo.ground import format_area, shared_area, tiles_on
+from geo_assets.geo.landcover import CLASSES
 from geo_assets.geo.store import ObjectNotFoundError
 from geo_assets.ml import registry
 from geo_assets.ml.device import select_device
@@ -40,14 +39,23 @@ def _register_evaluation_set(context: dg.AssetExecutionContext, store, model: st
     sensor = context.run.tags.get("dagster/sensor_name")
     if registered is None and sensor is None:
         leases.check_held(context, store, model)  # an orphaned step registers nothing
-        registered, changed = registry.register_set(store, model, pairs, by=f"run {context.run.run_id} (the model had none)",
-                                                    variants=registry.set_variants(manifest))
+        registered, changed = registry.register_set(
+            store,
+            model,
+            pairs,
+            by=f"run {context.run.run_id} (the model had none)",
+            variants=registry.set_variants(manifest),
+        )
         if changed:
-            context.log.info(f"registered the evaluation set of {model}: revision {registered['revision']}, "
-                             f"{len(pairs)} acquisitions, set {this} (the model had none)")
+            context.log.info(
+                f"registered the evaluation set of {model}: revision {registered['revision']}, "
+                f"{len(pairs)} acquisitions, set {this} (the model had none)"
+            )
     elif registered is None:
-        context.log.warning(f"evaluation_set[{model}] was selected by sensor {sensor}; the model has no registered "
-                            f"evaluation set, and automation never registers one: run `geo-assets model evaluation-set {model}`")
+        context.log.warning(
+            f"evaluation_set[{model}] was selected by sensor {sensor}; the model has no registered "
+            f"evaluation set, and automation never registers one: run `geo-assets model evaluation-set {model}`"
+        )
         return {"set_id": this, "registered_set": "none", "is_registered_set": False}
     elif registered["set_id"] != this:
         context.log.warning(
@@ -71,9 +79,15 @@ def _evaluation_dataset(store, model: str, config: EvaluationSetConfig) -> dict:
     registered = registry.registered_set(store, model)
     pins = (registered or {}).get("variants")
     if pins and sorted(a.split("/") for a in config.acquisitions) == registered["acquisitions"]:
-        return dataset(store, config.regions, config.dates, config.acquisitions, pinned=pins)  # the input_changes sensor's request
+        return dataset(
+            store, config.regions, config.dates, config.acquisitions, pinned=pins
+        )  # the input_changes sensor's request
     selected = dataset(store, config.regions, config.dates, config.acquisitions)
-    if pins and registry.acquisitions(selected) == registered["acquisitions"] and registry.set_variants(selected) != pins:
+    if (
+        pins
+        and registry.acquisitions(selected) == registered["acquisitions"]
+        and registry.set_variants(selected) != pins
+    ):
         return dataset(store, config.regions, config.dates, list(pins), pinned=pins)
     return selected
 
@@ -128,6 +142,7 @@ def _hyperparameters(raw: dict[str, float]) -> dict:
 def _held_out(store, training: list[dict], evaluation: list[dict]) -> None:
     """Held out means held out on the ground: no tile an evaluation reads may share ground with a tile
     the model was trained on (the tiles' footprints, not the regions' boxes: edge tiles overhang them)."""
+
     def ground(item):  # records made before grounds were kept: the acquisition's tiles as stored now
         return item.get("ground") or acquisition_ground(store, item)
 
@@ -154,8 +169,14 @@ def _stored(store, key: str) -> dict | None:
         return None
 
 
-@dg.asset(partitions_def=models_partitions, group_name="models", kinds={"pytorch"}, code_version=CODE_VERSION,
-          pool=gpu_pool("trained_model"), op_tags=op_tags("trained_model"))
+@dg.asset(
+    partitions_def=models_partitions,
+    group_name="models",
+    kinds={"pytorch"},
+    code_version=CODE_VERSION,
+    pool=gpu_pool("trained_model"),
+    op_tags=op_tags("trained_model"),
+)
 def trained_model(
     context: dg.AssetExecutionContext,
     config: TrainingConfig,
@@ -172,18 +193,33 @@ def trained_model(
         return _trained_model(context, config, storage, store, compute, training, training_set, name)
 
 
-def _trained_model(context, config: TrainingConfig, storage: StorageResource, store, compute: LocalPoolCompute,
-                   training: TrainingResource, training_set: dict, name: str) -> dg.Output[dict]:
+def _trained_model(
+    context,
+    config: TrainingConfig,
+    storage: StorageResource,
+    store,
+    compute: LocalPoolCompute,
+    training: TrainingResource,
+    training_set: dict,
+    name: str,
+) -> dg.Output[dict]:
     settings = {**config.model_dump(), "hyperparameters": _hyperparameters(config.hyperparameters)}
     tag_run(context, model=name, regions=",".join(training_set["regions"]))
     request = TrainingRequest(name, settings, training_set)
     # A new version exists once its model.json is stored: only while this step still holds the partition.
-    trained, where = training.train(context, storage, request, lambda f, xs: compute.map(f, xs, "training tiles"),
-                                    partial(leases.check_held, context, store, name))
+    trained, where = training.train(
+        context,
+        storage,
+        request,
+        lambda f, xs: compute.map(f, xs, "training tiles"),
+        partial(leases.check_held, context, store, name),
+    )
     record = trained.record
     tag_run(context, model_version=record["version"])
     if trained.reused:
-        context.log.info(f"version {record['version']} of {name} exists (same config, data, runtime and training code): reusing it unchanged")
+        context.log.info(
+            f"version {record['version']} of {name} exists (same config, data, runtime and training code): reusing it unchanged"
+        )
     curve = "\n".join(f"| {i} | {v:.4f} |" for i, v in enumerate(record["loss_curve"], 1))
     return output(
         record,
@@ -226,12 +262,21 @@ def model_evaluation(
         yield from _model_evaluation(context, config, store, compute, gate, trained_model, evaluation_set)
 
 
-def _model_evaluation(context, config: EvaluationConfig, store, compute: LocalPoolCompute, gate: ModelGate,
-                      trained_model: dict, evaluation_set: dict):
+def _model_evaluation(
+    context,
+    config: EvaluationConfig,
+    store,
+    compute: LocalPoolCompute,
+    gate: ModelGate,
+    trained_model: dict,
+    evaluation_set: dict,
+):
     name, version = trained_model["name"], trained_model["version"]
     tag_run(context, model=name, model_version=version)
     if not set(trained_model["bands"]) <= set(evaluation_set["bands"]):
-        raise ValueError(f"evaluation imagery has bands {evaluation_set['bands']}, the model expects {trained_model['bands']}")
+        raise ValueError(
+            f"evaluation imagery has bands {evaluation_set['bands']}, the model expects {trained_model['bands']}"
+        )
     _held_out(store, trained_model["training_set"], evaluation_set["items"])
     inputs = input_versions(evaluation_set)
     this_set = registry.judged_set_id(evaluation_set, registry.registered_set(store, name))
@@ -243,14 +288,20 @@ def _model_evaluation(context, config: EvaluationConfig, store, compute: LocalPo
     else:
         started = time.perf_counter()
         # Batch by batch, tiles read a batch ahead: memory does not grow with the set (ml.memory).
-        cm = evaluate(store, trained_model, evaluation_set, lambda f, xs: compute.map(f, xs, "evaluation tiles"),
-                      select_device(config.device), config.batch_size)
+        cm = evaluate(
+            store,
+            trained_model,
+            evaluation_set,
+            lambda f, xs: compute.map(f, xs, "evaluation tiles"),
+            select_device(config.device),
+            config.batch_size,
+        )
         result = scores(cm, list(CLASSES))
         evaluation = {
             "model": name,
             "version": version,
             "evaluation": evaluation_id,
-            "evaluated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "evaluated_at": datetime.datetime.now(datetime.UTC).isoformat(),
             "regions": evaluation_set["regions"],
             "inputs": inputs,
             "min_miou": gate.min_miou,
@@ -260,14 +311,18 @@ def _model_evaluation(context, config: EvaluationConfig, store, compute: LocalPo
             "seconds": round(time.perf_counter() - started, 2),
             **result,
         }
-        leases.check_held(context, store, context.partition_key)  # the serving choice reads it: only while this step holds the partition
+        leases.check_held(
+            context, store, context.partition_key
+        )  # the serving choice reads it: only while this step holds the partition
         store.write_json(evaluation_key, evaluation)
     registered = registry.registered_set(store, name)
     on_registered = registry.on_set(evaluation, registered)
     passed = evaluation["passed"] and on_registered
     if not on_registered:
-        context.log.warning(f"evaluated on set {this_set}, not the registered evaluation set of {name} "
-                            f"({registered['set_id'] if registered else 'none'}): recorded, but it makes no version serve")
+        context.log.warning(
+            f"evaluated on set {this_set}, not the registered evaluation set of {name} "
+            f"({registered['set_id'] if registered else 'none'}): recorded, but it makes no version serve"
+        )
     serving = registry.serving_state(store, name, gate.min_miou)
     table = "\n".join(
         f"| {c} | {_fmt(s['iou'])} | {_fmt(s['f1'])} | {s['support']} |" for c, s in evaluation["per_class"].items()
@@ -282,8 +337,13 @@ def _model_evaluation(context, config: EvaluationConfig, store, compute: LocalPo
             "passed_gate": passed,
             "evaluation_set": this_set,
             "on_registered_set": on_registered,
-            "registered_set": (f"revision {registered['revision']}: {registered['set_id']} ("
-                               + ", ".join("/".join(a) for a in registered["acquisitions"])[:4000] + ")") if registered else "none",
+            "registered_set": (
+                f"revision {registered['revision']}: {registered['set_id']} ("
+                + ", ".join("/".join(a) for a in registered["acquisitions"])[:4000]
+                + ")"
+            )
+            if registered
+            else "none",
             "serving": serving["serving"] or "none",
             "serving_state": serving["state"],
             "scores": dg.MetadataValue.md("| class | IoU | F1 | pixels |\n|---|---|---|---|\n" + table),
@@ -295,7 +355,7 @@ def _model_evaluation(context, config: EvaluationConfig, store, compute: LocalPo
         passed=passed,
         metadata={"miou": evaluation["miou"], "min_miou": evaluation["min_miou"], "version": version},
         description=f"mIoU {_fmt(evaluation['miou'])} on {', '.join(evaluation['regions'])} (threshold {evaluation['min_miou']})"
-                    + ("" if on_registered else "; not the registered evaluation set, so it cannot pass"),
+        + ("" if on_registered else "; not the registered evaluation set, so it cannot pass"),
     )
 
 

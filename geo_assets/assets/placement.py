@@ -74,7 +74,9 @@ def _ecs(needs: Needs) -> dict[str, str]:
     tags = {"ecs/cpu": str(int(needs.vcpu * 1024)), "ecs/memory": str(needs.memory_gib * 1024)}
     if needs.gpus and (task_definition := os.environ.get("GEO_ASSETS_ECS_GPU_TASK_DEFINITION")):
         tags["ecs/run_task_kwargs"] = json.dumps({"taskDefinition": task_definition, "launchType": "EC2"})
-        tags["ecs/container_overrides"] = json.dumps({"resourceRequirements": [{"type": "GPU", "value": str(needs.gpus)}]})
+        tags["ecs/container_overrides"] = json.dumps(
+            {"resourceRequirements": [{"type": "GPU", "value": str(needs.gpus)}]}
+        )
     return tags
 
 

@@ -1,23 +1,30 @@
 """predictions: batched inference over a region's tiles with a chosen model version."""
 
-
 import time
 
 import dagster as dg
 import numpy as np
 
-from geo_assets.assets.common import catalogue, digest, each_partition, materialised_in_run, output, pick_imagery, tag_run
+from geo_assets.assets.common import (
+    catalogue,
+    digest,
+    each_partition,
+    materialised_in_run,
+    output,
+    pick_imagery,
+    tag_run,
+)
 from geo_assets.assets.placement import op_tags
 from geo_assets.config import PredictionConfig
 from geo_assets.geo import acquisitions
 from geo_assets.geo.landcover import CLASSES
-from geo_assets.ml import registry
 from geo_assets.geo.margins import check_margin, default_margin, with_neighbours
+from geo_assets.geo.mosaic import write_class_mosaic
 from geo_assets.geo.tilework import TileLedger
+from geo_assets.map.links import map_url
+from geo_assets.ml import registry
 from geo_assets.ml.chunks import PredictChunk
 from geo_assets.ml.memory import check_prediction_batch
-from geo_assets.geo.mosaic import write_class_mosaic
-from geo_assets.map.links import map_url
 from geo_assets.partitions import region_date_partitions
 from geo_assets.schedules import FOLLOW_SERVING_MODEL
 from resources.compute import LocalPoolCompute
@@ -55,44 +62,71 @@ def predictions(
     )
 
 
-def choose_imagery(store, region: str, date: str, bands: list[str], cut: dict | None, tile_size=None, source=None) -> tuple[str, dict]:
+def choose_imagery(
+    store, region: str, date: str, bands: list[str], cut: dict | None, tile_size=None, source=None
+) -> tuple[str, dict]:
     """The imagery variant to predict: the one this run cut, else the stored one holding the model's bands
     (of the tile size and source asked for)."""
     if cut is not None:
         key = acquisitions.imagery_key(region, date, cut["variant"])
         return key, store.read_json(key)
-    return pick_imagery(store, region, date, bands=bands, tile_size=tile_size, source=source,
-                        prefer_source=catalogue(store).get(region).source)
+    return pick_imagery(
+        store,
+        region,
+        date,
+        bands=bands,
+        tile_size=tile_size,
+        source=source,
+        prefer_source=catalogue(store).get(region).source,
+    )
 
 
-def _predictions(context, config: PredictionConfig, storage, compute, gate, cut: dict, region: str, date: str) -> dg.Output[dict]:
+def _predictions(
+    context, config: PredictionConfig, storage, compute, gate, cut: dict, region: str, date: str
+) -> dg.Output[dict]:
     store = storage.store()
     if f"{date}|{region}" not in cut and not acquisitions.imagery_variants(store, region, date):  # before the model
-        raise FileNotFoundError(f"no imagery_tiles for region {region!r} on {date}: materialise imagery_tiles[{date}|{region}] first")
+        raise FileNotFoundError(
+            f"no imagery_tiles for region {region!r} on {date}: materialise imagery_tiles[{date}|{region}] first"
+        )
     versions = registry.list_versions(store, config.model)  # one listing: the version asked for and the serving one
     record = registry.resolve_version(store, config.model, config.version, gate.min_miou, versions)
     version = record["version"]
     serving = registry.serving_id(store, config.model, gate.min_miou, versions)
-    imagery_key, imagery_tiles = choose_imagery(store, region, date, record["bands"], cut.get(f"{date}|{region}"),
-                                                config.tile_size, config.source)
-    tag_run(context, region=region, date=date, source=imagery_tiles["source"], model=config.model, model_version=version)
+    imagery_key, imagery_tiles = choose_imagery(
+        store, region, date, record["bands"], cut.get(f"{date}|{region}"), config.tile_size, config.source
+    )
+    tag_run(
+        context, region=region, date=date, source=imagery_tiles["source"], model=config.model, model_version=version
+    )
     if not set(record["bands"]) <= set(imagery_tiles["bands"]):
         raise ValueError(
             f"model {config.model} {version} expects bands {record['bands']}, imagery has {imagery_tiles['bands']}; "
             "materialise imagery_tiles with the model's bands"
         )
-    margin = check_margin(default_margin(imagery_tiles["tile_size"]) if config.margin is None else config.margin,
-                          imagery_tiles["tile_size"])  # before any tile is read
-    check_prediction_batch(config.batch_size, imagery_tiles["tile_size"], margin, len(record["bands"]))  # memory, likewise
+    margin = check_margin(
+        default_margin(imagery_tiles["tile_size"]) if config.margin is None else config.margin,
+        imagery_tiles["tile_size"],
+    )  # before any tile is read
+    check_prediction_batch(
+        config.batch_size, imagery_tiles["tile_size"], margin, len(record["bands"])
+    )  # memory, likewise
     tiles_dir = imagery_tiles["prefix"].rsplit("/", 1)[1]  # the imagery's source/tiling, so variants never collide
     # The margin changes the classes near tile edges: outputs of another margin never overwrite these.
     prefix = f"predictions/{config.model}/{version}/{region}/{date}/{tiles_dir}/margin-{margin}px"
     started = time.perf_counter()
     # Chunks name the model by its key: each process that runs one (here, or a Dask worker) loads it once,
     # in the inference runtime asked for, and normalises tiles as the version was trained.
-    work = PredictChunk(store, record["weights"], config.device, prefix, config.batch_size,
-                        normalise=registry.normalisation(record), runtime=config.inference_runtime,
-                        margin=margin)
+    work = PredictChunk(
+        store,
+        record["weights"],
+        config.device,
+        prefix,
+        config.batch_size,
+        normalise=registry.normalisation(record),
+        runtime=config.inference_runtime,
+        margin=margin,
+    )
     # Each tile names its neighbours, so a chunk of tiles (here or on a Dask worker) reads their margins.
     tiles = with_neighbours(imagery_tiles["tiles"]) if margin else imagery_tiles["tiles"]
     entries = compute.map_tiles(context, work, tiles, label="predicted tiles", ledger=TileLedger(store, prefix))
@@ -134,6 +168,8 @@ def _predictions(context, config: PredictionConfig, storage, compute, gate, cut:
             "inference": dg.MetadataValue.json(work.inference()),  # runtime, batch size, streams, threads
             "mosaic": dg.MetadataValue.path(store.uri(mosaic)),
             "location": dg.MetadataValue.path(store.uri(prefix)),
-            "map": dg.MetadataValue.url(map_url(region, date, config.model, version)),  # over the imagery, with a legend
+            "map": dg.MetadataValue.url(
+                map_url(region, date, config.model, version)
+            ),  # over the imagery, with a legend
         },
     )

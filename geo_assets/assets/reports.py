@@ -7,14 +7,13 @@ pixels out. Beside the model's class shares stands a spectral-index reference
 held out from training, the model's IoU on them.
 """
 
-
 import base64
 
 import dagster as dg
 
 from geo_assets.assets.common import catalogue, digest, each_partition, labels_key, materialised_in_run, output, tag_run
-from geo_assets.assets.predictions import choose_imagery
 from geo_assets.assets.placement import op_tags
+from geo_assets.assets.predictions import choose_imagery
 from geo_assets.config import DEFAULT_MODEL, ReportConfig
 from geo_assets.geo import indices
 from geo_assets.geo.footprint import tally
@@ -73,7 +72,9 @@ def region_report(
     )
 
 
-def _stored_predictions(store, model: str, version: str, region: str, date: str, config: ReportConfig, min_miou: float) -> str:
+def _stored_predictions(
+    store, model: str, version: str, region: str, date: str, config: ReportConfig, min_miou: float
+) -> str:
     """The key of the version's predictions to report, when this run did not predict: those of the
     variant and margin asked for; of several, those predictions would make by default."""
     partition = dims_path({"region": region, "date": date})
@@ -92,13 +93,19 @@ def _stored_predictions(store, model: str, version: str, region: str, date: str,
         key, imagery = choose_imagery(store, region, date, record["bands"], None, config.tile_size, config.source)
         margin = default_margin(imagery["tile_size"]) if config.margin is None else config.margin
         fits = {k: p for k, p in fits.items() if p["imagery"] == key and p["margin"] == margin}
-    asked = ", ".join(f"{f} {getattr(config, f)}" for f in ("margin", "tile_size", "source") if getattr(config, f) is not None)
+    asked = ", ".join(
+        f"{f} {getattr(config, f)}" for f in ("margin", "tile_size", "source") if getattr(config, f) is not None
+    )
     what = f"predictions of model {model} version {version} for {date}|{region}{' with ' + asked if asked else ''}"
     if not fits:
-        raise FileNotFoundError(f"no {what}: materialise predictions with config {{model: {model}, version: {version}}} first")
+        raise FileNotFoundError(
+            f"no {what}: materialise predictions with config {{model: {model}, version: {version}}} first"
+        )
     if len(fits) > 1:
-        raise ValueError(f"{len(fits)} stored {what} fit ({', '.join(sorted(fits))}): choose one with region_report "
-                         "config margin, tile_size or source")
+        raise ValueError(
+            f"{len(fits)} stored {what} fit ({', '.join(sorted(fits))}): choose one with region_report "
+            "config margin, tile_size or source"
+        )
     return next(iter(fits))
 
 
@@ -109,20 +116,30 @@ def _imagery_fits(store, predictions: dict, config: ReportConfig) -> bool:
     return config.tile_size in (None, imagery["tile_size"]) and config.source in (None, imagery["source"])
 
 
-def _region_report(context, config: ReportConfig, storage, gate, predicted: dict, region: str, date: str) -> dg.Output[dict]:
+def _region_report(
+    context, config: ReportConfig, storage, gate, predicted: dict, region: str, date: str
+) -> dg.Output[dict]:
     store = storage.store()
     in_run = predicted.get(f"{date}|{region}")
     model, version = _which_predictions(in_run, config, store, gate.min_miou)
     if in_run is not None:  # the predictions this run made: their variant and margin
-        key = model_manifest_key("predictions", model, version, dims_path({"region": region, "date": date}),
-                                 in_run["variant"], in_run["margin_px"])
+        key = model_manifest_key(
+            "predictions",
+            model,
+            version,
+            dims_path({"region": region, "date": date}),
+            in_run["variant"],
+            in_run["margin_px"],
+        )
     else:
         key = _stored_predictions(store, model, version, region, date, config, gate.min_miou)
     predictions = store.read_json(key)
     try:  # the very imagery these predictions were made from
         imagery_tiles = store.read_json(predictions["imagery"])
     except ObjectNotFoundError:
-        raise FileNotFoundError(f"the imagery of {key} is gone ({predictions['imagery']}): materialise it and predict again") from None
+        raise FileNotFoundError(
+            f"the imagery of {key} is gone ({predictions['imagery']}): materialise it and predict again"
+        ) from None
     if digest(imagery_tiles) != predictions["imagery_version"]:
         raise ValueError(
             f"imagery_tiles {predictions['imagery']} changed after {key} was predicted from it: predict again, then report"
@@ -143,27 +160,43 @@ def _region_report(context, config: ReportConfig, storage, gate, predicted: dict
     holdout = None
     if counted.holdout is not None:
         result = scores(counted.holdout, list(CLASSES))
-        holdout = {"miou": result["miou"], "per_class": {c: v for c, v in result["per_class"].items() if v["support"]},
-                   "pixels": int(counted.holdout.sum())}
+        holdout = {
+            "miou": result["miou"],
+            "per_class": {c: v for c, v in result["per_class"].items() if v["support"]},
+            "pixels": int(counted.holdout.sum()),
+        }
     with store.env():
-        rgb = true_colour([(store.path(t["path"]), t["bounds"]) for t in imagery_tiles["tiles"]], imagery_tiles["bands"])
+        rgb = true_colour(
+            [(store.path(t["path"]), t["bounds"]) for t in imagery_tiles["tiles"]], imagery_tiles["bands"]
+        )
         classes = class_colours(store.path(predictions["mosaic"]), rgb.shape[:2])
     png = side_by_side_png(rgb, classes)
     prefix = f"reports/{model}/{version}/{region}/{date}/{predictions['variant']}/margin-{predictions['margin']}px"
     store.write_bytes(f"{prefix}/preview.png", png)
-    summary = _summary(region, date, model, version, predictions, imagery_tiles, areas, shares, reference, holdout, nodata_km2)
+    summary = _summary(
+        region, date, model, version, predictions, imagery_tiles, areas, shares, reference, holdout, nodata_km2
+    )
     if unscored:
         summary += f"\n{unscored[0].upper()}{unscored[1:]}.\n"
     store.write_bytes(f"{prefix}/report.md", summary.encode())
     image = f"![imagery and prediction](data:image/png;base64,{base64.b64encode(png).decode()})"
     manifest = {
-        "region": region, "date": date, "model": model, "version": version, "predictions": key,
-        "variant": predictions["variant"], "margin": predictions["margin"],  # with model and version: the key
+        "region": region,
+        "date": date,
+        "model": model,
+        "version": version,
+        "predictions": key,
+        "variant": predictions["variant"],
+        "margin": predictions["margin"],  # with model and version: the key
         "predictions_digest": digest(predictions),
-        "areas_km2": areas, "nodata_km2": nodata_km2, "shares": shares,
-        "index_reference": reference, **({"holdout": holdout} if holdout else {}),
+        "areas_km2": areas,
+        "nodata_km2": nodata_km2,
+        "shares": shares,
+        "index_reference": reference,
+        **({"holdout": holdout} if holdout else {}),
         **({"holdout_unscored": unscored} if unscored else {}),
-        "preview": f"{prefix}/preview.png", "report": f"{prefix}/report.md",
+        "preview": f"{prefix}/preview.png",
+        "report": f"{prefix}/report.md",
     }
     return output(
         manifest,
@@ -189,14 +222,19 @@ def _held_out_tiles(store, imagery: dict) -> tuple[dict, str | None]:
     except ObjectNotFoundError:  # a region without labels: no held-out score
         return {}, None
     holdout = {t["key"]: t["holdout_path"] for t in labels["tiles"] if "holdout_path" in t}
-    if labels.get("origin", [0.0, 0.0]) == imagery.get("origin", [0.0, 0.0]) and labels["tile_size"] == imagery["tile_size"]:
+    if (
+        labels.get("origin", [0.0, 0.0]) == imagery.get("origin", [0.0, 0.0])
+        and labels["tile_size"] == imagery["tile_size"]
+    ):
         return holdout, None
     if not holdout:
         return {}, None
-    return {}, (f"held-out polygons not scored: the labels of {imagery['region']} are now cut at {labels['tile_size']} px "
-                f"from {labels.get('source', '?')} (origin {labels.get('origin', [0.0, 0.0])}), these predictions' imagery at "
-                f"{imagery['tile_size']} px (origin {imagery.get('origin', [0.0, 0.0])}): materialise labels[{imagery['region']}] "
-                f"at {imagery['tile_size']} px to score them")
+    return {}, (
+        f"held-out polygons not scored: the labels of {imagery['region']} are now cut at {labels['tile_size']} px "
+        f"from {labels.get('source', '?')} (origin {labels.get('origin', [0.0, 0.0])}), these predictions' imagery at "
+        f"{imagery['tile_size']} px (origin {imagery.get('origin', [0.0, 0.0])}): materialise labels[{imagery['region']}] "
+        f"at {imagery['tile_size']} px to score them"
+    )
 
 
 def _tally(store, imagery: dict, predictions: dict, bbox, holdout: dict):
@@ -204,9 +242,12 @@ def _tally(store, imagery: dict, predictions: dict, bbox, holdout: dict):
     by_key = {t["key"]: t for t in imagery["tiles"]}
     with store.env():
         tiles = [
-            {"bounds": by_key[p["key"]]["bounds"], "prediction": store.path(p["path"]),
-             "imagery": store.path(by_key[p["key"]]["path"]),
-             "holdout": store.path(holdout[p["key"]]) if p["key"] in holdout else None}
+            {
+                "bounds": by_key[p["key"]]["bounds"],
+                "prediction": store.path(p["path"]),
+                "imagery": store.path(by_key[p["key"]]["path"]),
+                "holdout": store.path(holdout[p["key"]]) if p["key"] in holdout else None,
+            }
             for p in predictions["tiles"]
         ]
         return tally(tiles, bbox, imagery["crs"], imagery["bands"], len(CLASSES))
@@ -236,8 +277,11 @@ def _summary(region, date, model, version, predictions, imagery, areas, shares, 
         f"Index reference, first rule that holds: {reference['rules']}.\n"
     )
     if holdout:
-        per_class = "\n".join(f"| {c} | {s['iou']:.3f} | {s['support']} |" for c, s in holdout["per_class"].items()
-                               if s["iou"] is not None)
+        per_class = "\n".join(
+            f"| {c} | {s['iou']:.3f} | {s['support']} |"
+            for c, s in holdout["per_class"].items()
+            if s["iou"] is not None
+        )
         text += (
             f"\nHeld-out polygons (never trained on): mIoU {holdout['miou'] or 0:.3f} over {holdout['pixels']} labelled pixels.\n\n"
             f"| class | IoU | pixels |\n|---|---|---|\n{per_class}\n"

@@ -38,7 +38,7 @@ def imagery_dates(store: Store, region: str) -> list[str]:
     """Dates of a region that have imagery of any variant, from the stored manifests."""
     dates = set()
     for key in store.list(_base(region)):
-        part = key[len(_base(region)) + 1:].split("/", 1)[0]  # date=D or date=D.json
+        part = key[len(_base(region)) + 1 :].split("/", 1)[0]  # date=D or date=D.json
         dates.add(part.removeprefix("date=").removesuffix(".json"))
     return sorted(dates)
 
@@ -47,7 +47,9 @@ def imagery_variants(store: Store, region: str, date: str) -> dict[str, dict]:
     """Manifest key -> manifest of every stored variant of the acquisition; a legacy manifest only
     where no manifest of the current layout holds its variant."""
     folder = f"{_base(region)}/date={date}/"
-    found = {k: store.read_json(k) for k in store.list(folder.rstrip("/")) if k.startswith(folder) and k.endswith(".json")}
+    found = {
+        k: store.read_json(k) for k in store.list(folder.rstrip("/")) if k.startswith(folder) and k.endswith(".json")
+    }
     legacy = legacy_imagery_key(region, date)
     try:
         old = store.read_json(legacy)
@@ -59,28 +61,48 @@ def imagery_variants(store: Store, region: str, date: str) -> dict[str, dict]:
 
 
 def describe(manifests: dict[str, dict]) -> str:
-    return "; ".join(f"{m['source']} {m['tile_size']} px [{', '.join(m['bands'])}]" for m in manifests.values()) or "none"
+    return (
+        "; ".join(f"{m['source']} {m['tile_size']} px [{', '.join(m['bands'])}]" for m in manifests.values()) or "none"
+    )
 
 
 def pick_imagery(
-    store: Store, region: str, date: str, *, bands: list[str] | None = None, tile_size: int | None = None,
-    source: str | None = None, prefer_source: str | None = None, widest: bool = False,
+    store: Store,
+    region: str,
+    date: str,
+    *,
+    bands: list[str] | None = None,
+    tile_size: int | None = None,
+    source: str | None = None,
+    prefer_source: str | None = None,
+    widest: bool = False,
 ) -> tuple[str, dict]:
     """(manifest key, manifest) of the variant that holds `bands` (all of them, in any order), of this
     tile size and source where given. Of several: the fewest extra bands (`widest`: the most bands),
     then `prefer_source`, then the default tile size; a tie that remains is refused, naming the variants."""
     stored = imagery_variants(store, region, date)
     if not stored:
-        raise FileNotFoundError(f"no imagery_tiles for region {region!r} on {date}: materialise imagery_tiles[{date}|{region}] first")
+        raise FileNotFoundError(
+            f"no imagery_tiles for region {region!r} on {date}: materialise imagery_tiles[{date}|{region}] first"
+        )
     fits = {
-        k: m for k, m in stored.items()
+        k: m
+        for k, m in stored.items()
         if (bands is None or set(bands) <= set(m["bands"]))
-        and (tile_size is None or m["tile_size"] == tile_size) and (source is None or m["source"] == source)
+        and (tile_size is None or m["tile_size"] == tile_size)
+        and (source is None or m["source"] == source)
     }
     if not fits:
-        wanted = ", ".join(filter(None, [
-            bands and f"bands {', '.join(bands)}", tile_size and f"tile size {tile_size} px", source and f"source {source}",
-        ]))
+        wanted = ", ".join(
+            filter(
+                None,
+                [
+                    bands and f"bands {', '.join(bands)}",
+                    tile_size and f"tile size {tile_size} px",
+                    source and f"source {source}",
+                ],
+            )
+        )
         raise FileNotFoundError(
             f"no imagery_tiles of region {region!r} on {date} with {wanted}; stored variants: {describe(stored)}. "
             f"Materialise imagery_tiles[{date}|{region}] with that config first"

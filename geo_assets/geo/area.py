@@ -36,8 +36,12 @@ class GroundArea:
 
     def _ground_per_projected_m2(self, x: np.ndarray, y: np.ndarray, h: float) -> np.ndarray:
         """m² of ellipsoid per projected m² at (x, y): |d(lon, lat) / d(x, y)| x M N cos(lat)."""
-        lon, lat = (np.asarray(v) * self._radians for v in self._to_geodetic.transform(
-            np.concatenate([x + h, x - h, x, x]), np.concatenate([y, y, y + h, y - h])))
+        lon, lat = (
+            np.asarray(v) * self._radians
+            for v in self._to_geodetic.transform(
+                np.concatenate([x + h, x - h, x, x]), np.concatenate([y, y, y + h, y - h])
+            )
+        )
         (lon_e, lon_w, lon_n, lon_s), (lat_e, lat_w, lat_n, lat_s) = np.split(lon, 4), np.split(lat, 4)
         dlon_dx, dlat_dx = (lon_e - lon_w) / (2 * h), (lat_e - lat_w) / (2 * h)
         dlon_dy, dlat_dy = (lon_n - lon_s) / (2 * h), (lat_n - lat_s) / (2 * h)
@@ -57,5 +61,7 @@ class GroundArea:
         with np.errstate(invalid="ignore"):
             ground = self._ground_per_projected_m2(xx.ravel(), yy.ravel(), min(resx, resy)).reshape(xx.shape)
         if not (np.isfinite(ground).all() and (ground > 0).all()):
-            raise ValueError(f"{self.crs} has no ground area over tile {tuple(bounds)}: it lies outside the projection's domain")
+            raise ValueError(
+                f"{self.crs} has no ground area over tile {tuple(bounds)}: it lies outside the projection's domain"
+            )
         return np.repeat(np.repeat(resx * resy * ground, row_sizes, axis=0), col_sizes, axis=1)

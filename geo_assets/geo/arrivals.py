@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import date as Date, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from datetime import date as Date
 
 from geo_assets.geo.regions import validate_date, validate_region_name
 from geo_assets.geo.store import PAGE, ObjectInfo, Store, validate_key
@@ -53,11 +54,13 @@ class Layout:
     segments: tuple[str, ...]
 
     @classmethod
-    def parse(cls, template: str) -> "Layout":
+    def parse(cls, template: str) -> Layout:
         accepted = "literal folders, then {region} and {date} as whole folders, e.g. incoming/{region}/{date}"
         segments = tuple(template.strip("/").split("/")) if isinstance(template, str) else ()
         if any(segments.count(f) != 1 for f in _FIELDS):
-            raise ValueError(f"invalid arrivals layout {template!r}: it needs {{region}} and {{date}} once each; {accepted}")
+            raise ValueError(
+                f"invalid arrivals layout {template!r}: it needs {{region}} and {{date}} once each; {accepted}"
+            )
         if segments[0] in _FIELDS or segments[-1] not in _FIELDS:
             raise ValueError(
                 f"invalid arrivals layout {template!r}: it must start with a literal folder and end with "
@@ -68,7 +71,9 @@ class Layout:
                 try:
                     validate_key(s)
                 except ValueError:
-                    raise ValueError(f"invalid arrivals layout {template!r}: folder {s!r} is not allowed; {accepted}") from None
+                    raise ValueError(
+                        f"invalid arrivals layout {template!r}: folder {s!r} is not allowed; {accepted}"
+                    ) from None
         return cls(template, segments)
 
     @property
@@ -154,17 +159,22 @@ class WatchState:
     lookbacks: list[tuple[float, int]]
 
     def to_json(self) -> dict:
-        return {"v": 1, "hot": asdict(self.hot), "sweep": asdict(self.sweep), "layout": self.layout,
-                "lookbacks": [list(x) for x in self.lookbacks]}
+        return {
+            "v": 1,
+            "hot": asdict(self.hot),
+            "sweep": asdict(self.sweep),
+            "layout": self.layout,
+            "lookbacks": [list(x) for x in self.lookbacks],
+        }
 
     @classmethod
-    def from_json(cls, data: dict) -> "WatchState":
+    def from_json(cls, data: dict) -> WatchState:
         if data.get("v") != 1:
             raise ValueError(f"unknown arrivals cursor version {data.get('v')!r}")
         return cls(Pass(**data["hot"]), Pass(**data["sweep"]), data["layout"], [tuple(x) for x in data["lookbacks"]])
 
     @classmethod
-    def start(cls, since: float, layout: str, lookback_days: int) -> "WatchState":
+    def start(cls, since: float, layout: str, lookback_days: int) -> WatchState:
         """Versions that arrived from `since` on; both passes begin at the first tick."""
         return cls(Pass(since, since, done=True), Pass(since, since, done=True), layout, [(since, lookback_days)])
 
@@ -198,7 +208,7 @@ class Tick:
 
 def recent(date: str, modified: float, lookback_days: int) -> bool:
     """Whether a version's date is at most `lookback_days` before the day it arrived."""
-    arrived = datetime.fromtimestamp(modified, tz=timezone.utc).date()
+    arrived = datetime.fromtimestamp(modified, tz=UTC).date()
     return Date.fromisoformat(date) >= arrived - timedelta(days=lookback_days)
 
 
@@ -217,7 +227,7 @@ class Watcher:
         is recent for a version of this slice ('~' sorts after any key character). Not that date's
         own folder name, which SeaweedFS takes to mean after that whole folder."""
         days = max(d for _, d in state.lookbacks)
-        day = datetime.fromtimestamp(state.hot.lo, tz=timezone.utc).date() - timedelta(days=days + 1)
+        day = datetime.fromtimestamp(state.hot.lo, tz=UTC).date() - timedelta(days=days + 1)
         return day.isoformat() + "~"
 
     def tick(self, store: Store, state: WatchState, now: float) -> Tick:

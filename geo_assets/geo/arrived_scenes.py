@@ -58,8 +58,14 @@ class ArrivedScene:
 
     def describe(self) -> dict:
         # The versions make a rewritten item another scene, hence another output path.
-        return {**self.scene.describe(), "arrivals": {
-            "folder": self.folder, "items": [list(i) for i in self.items], "assets": [list(a) for a in self.assets]}}
+        return {
+            **self.scene.describe(),
+            "arrivals": {
+                "folder": self.folder,
+                "items": [list(i) for i in self.items],
+                "assets": [list(a) for a in self.assets],
+            },
+        }
 
 
 def store_settings(store: Store) -> ImagerySettings:
@@ -67,8 +73,11 @@ def store_settings(store: Store) -> ImagerySettings:
     store's environment, so its S3 session must be the store's)."""
     if isinstance(store, S3Store):
         return ImagerySettings(
-            s3_endpoint=store.endpoint_url, s3_region=store.region, s3_no_sign=store.anonymous,
-            s3_access_key=store.access_key_id, s3_secret_key=store.secret_access_key,
+            s3_endpoint=store.endpoint_url,
+            s3_region=store.region,
+            s3_no_sign=store.anonymous,
+            s3_access_key=store.access_key_id,
+            s3_secret_key=store.secret_access_key,
         )
     return ImagerySettings()
 
@@ -99,9 +108,14 @@ def _collection(store: Store, key: str, item: dict, source: str | None, bands: l
     share the Sentinel-2 id but not asset names)."""
     candidates = [c for c in stac.COLLECTIONS.values() if source in (None, c.source)]
     for c in candidates:
-        if item.get("collection") == c.collection and {c.mask, *(c.assets[b] for b in bands if b in c.assets)} <= set(item["assets"]):
+        if item.get("collection") == c.collection and {c.mask, *(c.assets[b] for b in bands if b in c.assets)} <= set(
+            item["assets"]
+        ):
             return c
-    known = ", ".join(f"{c.source} ({c.collection}: {c.mask}, {', '.join(c.assets[b] for b in bands if b in c.assets)})" for c in candidates)
+    known = ", ".join(
+        f"{c.source} ({c.collection}: {c.mask}, {', '.join(c.assets[b] for b in bands if b in c.assets)})"
+        for c in candidates
+    )
     raise ValueError(
         f"arrived item {store.uri(key)} (collection {item.get('collection')!r}, assets {', '.join(sorted(item['assets']))}) "
         f"matches no collection{f' of source {source!r}' if source else ''} with bands {', '.join(bands)}; known: {known}"
@@ -112,7 +126,7 @@ def _asset_key(store: Store, item_key: str, href: str) -> str:
     """The storage key of an asset: relative to its item, or an absolute URI inside the store."""
     root = store.root.rstrip("/") + "/"
     if href.startswith(root):
-        key = href[len(root):]
+        key = href[len(root) :]
     elif "://" not in href and not href.startswith("/"):
         key = posixpath.normpath(posixpath.join(posixpath.dirname(item_key), href))
     else:
@@ -127,7 +141,12 @@ def _asset_key(store: Store, item_key: str, href: str) -> str:
 
 
 def arrived_scene(
-    store: Store, folder: str, region: Region, *, source: str | None = None, bands: list[str] | None = None,
+    store: Store,
+    folder: str,
+    region: Region,
+    *,
+    source: str | None = None,
+    bands: list[str] | None = None,
     max_cloud: float = 100.0,
 ) -> ArrivedScene:
     """Plan the scene of the items under `folder` (a storage key) for `region`; `source` (optional)
@@ -150,31 +169,51 @@ def arrived_scene(
         item = _item(store, o.key)
         c = _collection(store, o.key, item, source, bands)
         if collection is not None and c != collection:
-            raise ValueError(f"items under {store.uri(folder)}/ mix collections: {collection.source} and {c.source} ({o.key})")
+            raise ValueError(
+                f"items under {store.uri(folder)}/ mix collections: {collection.source} and {c.source} ({o.key})"
+            )
         collection = c
         used = {c.mask, *(c.assets[b] for b in bands if b in c.assets)}
         keys = {k: _asset_key(store, o.key, a["href"]) for k, a in item["assets"].items() if k in used}
-        assets = {k: {**{f: v for f, v in a.items() if f != "alternate"}, "href": store.path(keys[k])}
-                  for k, a in item["assets"].items() if k in used}
+        assets = {
+            k: {**{f: v for f, v in a.items() if f != "alternate"}, "href": store.path(keys[k])}
+            for k, a in item["assets"].items()
+            if k in used
+        }
         items.append({**item, "assets": {**item["assets"], **assets}})
         read.update(keys.values())
     # The STAC source's own spec: one grid rule, the collection's lattice origin included (Landsat C2
     # pixel corners lie on 15 + 30k m; a (0, 0) grid would warp every pixel by half of one).
     spec = StacSource(collection).spec(region)
     bands = check_bands(spec, bands)
-    kept = [i for i in items if max_cloud >= 100 or (i["properties"].get("eo:cloud_cover") is not None
-                                                   and i["properties"]["eo:cloud_cover"] <= max_cloud)]
+    kept = [
+        i
+        for i in items
+        if max_cloud >= 100
+        or (i["properties"].get("eo:cloud_cover") is not None and i["properties"]["eo:cloud_cover"] <= max_cloud)
+    ]
     if not kept:
-        raise NoItemsError(f"none of the {len(items)} item(s) under {store.uri(folder)}/ has eo:cloud_cover <= {max_cloud:g}")
+        raise NoItemsError(
+            f"none of the {len(items)} item(s) under {store.uri(folder)}/ has eo:cloud_cover <= {max_cloud:g}"
+        )
     # Hrefs are storage paths now, read with the storage's credentials: never signed as Planetary Computer's are.
     collection = replace(collection, signed=False)
     planned = stac.plan_items(collection, kept, bands, region.crs)
     minx, miny, maxx, maxy = region.bbox
-    if not any(p.bounds[0] < maxx and minx < p.bounds[2] and p.bounds[1] < maxy and miny < p.bounds[3] for p in planned):
-        raise NoItemsError(f"the item(s) under {store.uri(folder)}/ do not cover region {region.name!r} ({region.crs} {region.bbox})")
+    if not any(
+        p.bounds[0] < maxx and minx < p.bounds[2] and p.bounds[1] < maxy and miny < p.bounds[3] for p in planned
+    ):
+        raise NoItemsError(
+            f"the item(s) under {store.uri(folder)}/ do not cover region {region.name!r} ({region.crs} {region.bbox})"
+        )
     scene = StacScene(replace(spec, bands=tuple(bands)), region.crs, collection, tuple(planned), store_settings(store))
-    return ArrivedScene(scene, store, folder, tuple((o.key, o.version) for o in listed),
-                        tuple((o.key, o.version) for o in objects if o.key in read))
+    return ArrivedScene(
+        scene,
+        store,
+        folder,
+        tuple((o.key, o.version) for o in listed),
+        tuple((o.key, o.version) for o in objects if o.key in read),
+    )
 
 
 def region_from_item(store: Store, name: str, key: str) -> Region:
@@ -184,10 +223,21 @@ def region_from_item(store: Store, name: str, key: str) -> Region:
     item = _item(store, key)
     crs = stac._declared_crs(item.get("properties", {}))
     if crs is None:
-        raise ValueError(f"arrived item {store.uri(key)} declares no CRS (proj:code or proj:epsg): no footprint to register")
-    source = next((c.source for c in stac.COLLECTIONS.values() if item.get("collection") == c.collection and c.mask in item["assets"]), None)
+        raise ValueError(
+            f"arrived item {store.uri(key)} declares no CRS (proj:code or proj:epsg): no footprint to register"
+        )
+    source = next(
+        (
+            c.source
+            for c in stac.COLLECTIONS.values()
+            if item.get("collection") == c.collection and c.mask in item["assets"]
+        ),
+        None,
+    )
     if source is None:
-        raise ValueError(f"arrived item {store.uri(key)}: collection {item.get('collection')!r} is not one the STAC sources know")
+        raise ValueError(
+            f"arrived item {store.uri(key)}: collection {item.get('collection')!r} is not one the STAC sources know"
+        )
     bbox = item["properties"].get("proj:bbox")
     if not (isinstance(bbox, list) and len(bbox) == 4):
         if not isinstance(item.get("geometry"), dict):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import rasterio
@@ -42,8 +42,17 @@ def write_cog(
         num_threads=1,  # tiles are written in parallel already
     )
     with rasterio.open(
-        path, "w", driver="COG", width=width, height=height, count=count, dtype=data.dtype,
-        crs=crs, transform=transform, nodata=nodata, **options,
+        path,
+        "w",
+        driver="COG",
+        width=width,
+        height=height,
+        count=count,
+        dtype=data.dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+        **options,
     ) as dst:
         dst.write(data)
         if band_names:

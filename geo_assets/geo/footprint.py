@@ -60,7 +60,9 @@ def tally(tiles: list[dict], bbox: Bounds, crs: str, band_names: list[str], num_
     ground = GroundArea(crs)
     for tile in tiles:
         predicted = read_raster(tile["prediction"])[0][0]
-        weights = coverage(tuple(tile["bounds"]), predicted.shape, bbox) * ground.pixels(tuple(tile["bounds"]), predicted.shape)
+        weights = coverage(tuple(tile["bounds"]), predicted.shape, bbox) * ground.pixels(
+            tuple(tile["bounds"]), predicted.shape
+        )
         counts = weighted_counts(predicted, weights)
         out.classes += counts[:num_classes]
         out.nodata += counts[IGNORE]

@@ -61,6 +61,7 @@ class Tile:
 
 def lattice_origin(x: float, y: float, resolution: float) -> tuple[float, float]:
     """The pixel lattice through the corner (x, y), as its offset from the CRS origin in [0, resolution)."""
+
     def offset(v: float) -> float:
         o = math.fmod(v, resolution) % resolution
         return 0.0 if math.isclose(o, resolution, abs_tol=1e-6) or math.isclose(o, 0.0, abs_tol=1e-6) else round(o, 6)
@@ -117,7 +118,7 @@ class TileGrid:
         # geographic_crs=the grid's own CRS makes morecantile take `bounds` as-is, without reprojection.
         for t in self.tms.tiles(minx, miny, maxx, maxy, zooms=[0], geographic_crs=crs):
             tile = self.tile(t.x, t.y)
-            l, b, r, tp = tile.bounds
-            if min(r, maxx) > max(l, minx) and min(tp, maxy) > max(b, miny):
+            left, bottom, right, top = tile.bounds
+            if min(right, maxx) > max(left, minx) and min(top, maxy) > max(bottom, miny):
                 found.append(tile)
         return sorted(found, key=lambda t: (t.row, t.col))

@@ -82,7 +82,8 @@ def describe(band_names: list[str]) -> str:
     """The rules used for these bands, with thresholds, in one line (for reports)."""
     used = rules_for(band_names)
     text = "; ".join(
-        f"{cls}: {name} > {THRESHOLDS[name]:g}" + (f" and NDVI < {THRESHOLDS['BSI_MAX_NDVI']:g}" if name == "BSI" else "")
+        f"{cls}: {name} > {THRESHOLDS[name]:g}"
+        + (f" and NDVI < {THRESHOLDS['BSI_MAX_NDVI']:g}" if name == "BSI" else "")
         for cls, name in used
     )
     missing = [c for c in REFERENCE_CLASSES[:-1] if c not in dict(used)]

@@ -31,9 +31,7 @@ POLYGON_CLASSES = {"water": "water", "crop": "vegetation", "tree": "vegetation",
 def check_label_source(name: str | None, region: Region) -> str:
     chosen = name or region.labels
     if chosen is None:
-        raise ValueError(
-            f"region {region.name!r} has no label source; pass one of: {', '.join(LABEL_SOURCES)}"
-        )
+        raise ValueError(f"region {region.name!r} has no label source; pass one of: {', '.join(LABEL_SOURCES)}")
     if chosen not in LABEL_SOURCES:
         raise ValueError(f"unknown label source {chosen!r}; accepted: {', '.join(LABEL_SOURCES)}")
     return chosen

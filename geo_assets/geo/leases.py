@@ -20,9 +20,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 from geo_assets.geo.store import Store, validate_key
 
@@ -74,7 +74,7 @@ def take(
     """Take the lease at `key` for `run`: at once where it is free or its holder is not active, else
     after waiting (at most `wait_s`, logging progress) for the holder to release it or to end."""
     lease = Lease(key, run, uuid.uuid4().hex)
-    body = json.dumps({"run": run, "token": lease.token, "taken": datetime.now(timezone.utc).isoformat()}).encode()
+    body = json.dumps({"run": run, "token": lease.token, "taken": datetime.now(UTC).isoformat()}).encode()
     start = time.monotonic()
     logged = start - LOG_EVERY_S  # the first wait is reported at once
     while True:
@@ -99,7 +99,9 @@ def take(
             )
         if time.monotonic() - logged >= LOG_EVERY_S:
             logged = time.monotonic()
-            log(f"waiting for {key}: run {holder['run']} is writing this partition ({waited:.0f} s of at most {wait_s:.0f} s)")
+            log(
+                f"waiting for {key}: run {holder['run']} is writing this partition ({waited:.0f} s of at most {wait_s:.0f} s)"
+            )
         time.sleep(min(poll_s, max(0.0, wait_s - waited)))
 
 
@@ -115,7 +117,9 @@ def check(store: Store, lease: Lease) -> None:
     """Raise unless `lease` is still the partition's: call it right before publishing."""
     found = store.read_versioned(lease.key)
     if found is None:
-        raise LeaseLostError(f"{lease.describe()} is gone: this writer no longer holds the partition, so it publishes nothing")
+        raise LeaseLostError(
+            f"{lease.describe()} is gone: this writer no longer holds the partition, so it publishes nothing"
+        )
     holder = _holder(found[0], lease.key)
     if (holder["run"], holder["token"]) != (lease.run, lease.token):
         raise LeaseLostError(

@@ -17,6 +17,7 @@ import threading
 from collections import OrderedDict
 
 import numpy as np
+
 from geo_assets.geo.cog import CorruptRasterError, read_raster
 from geo_assets.geo.integrity import check_pixels
 
@@ -44,9 +45,14 @@ def with_neighbours(entries: list[dict]) -> list[dict]:
     for entry in entries:
         if "neighbours" not in entry:
             col, row = grid_index(entry["key"])
-            around = {f"{dc},{dr}": by_index[(col + dc, row + dr)] for dc, dr in AROUND if (col + dc, row + dr) in by_index}
-            entry = {**entry, "neighbours": {name: e["path"] for name, e in around.items()},
-                     "neighbour_digests": {name: e["digest"] for name, e in around.items() if "digest" in e}}
+            around = {
+                f"{dc},{dr}": by_index[(col + dc, row + dr)] for dc, dr in AROUND if (col + dc, row + dr) in by_index
+            }
+            entry = {
+                **entry,
+                "neighbours": {name: e["path"] for name, e in around.items()},
+                "neighbour_digests": {name: e["digest"] for name, e in around.items() if "digest" in e},
+            }
         out.append(entry)
     return out
 
@@ -59,8 +65,10 @@ def default_margin(tile_size: int) -> int:
 def check_margin(margin: int, tile: int) -> int:
     most = min(MAX_MARGIN, tile // 2)
     if not isinstance(margin, int) or isinstance(margin, bool) or not 0 <= margin <= most:
-        raise ValueError(f"margin must be an integer between 0 and {most} px "
-                         f"(at most {MAX_MARGIN} and half the tile's {tile} px), got {margin!r}")
+        raise ValueError(
+            f"margin must be an integer between 0 and {most} px "
+            f"(at most {MAX_MARGIN} and half the tile's {tile} px), got {margin!r}"
+        )
     return margin
 
 
@@ -110,7 +118,9 @@ def read_with_margin(path_of, entry: dict, margin: int, cache: TileCache | None 
     around it; `cache` (default: none kept) serves tiles read before.
     """
     cache = cache or TileCache(0)
-    data, profile = cache.read(path_of(entry["path"]), entry.get("digest"), f"imagery tile {entry['key']} ({path_of(entry['path'])})")
+    data, profile = cache.read(
+        path_of(entry["path"]), entry.get("digest"), f"imagery tile {entry['key']} ({path_of(entry['path'])})"
+    )
     bands, size, width = data.shape
     if size != width:
         raise ValueError(f"tile {entry['key']} is {width} x {size} px: margins need square grid tiles")
@@ -126,12 +136,18 @@ def read_with_margin(path_of, entry: dict, margin: int, cache: TileCache | None 
         dc, dr = (int(v) for v in name.split(","))
         (src_rows, rows), (src_cols, cols) = _span(dr, size, m), _span(dc, size, m)
         try:
-            tile = cache.read(path_of(key), digests.get(name), f"imagery tile {path_of(key)}, neighbour {name} of tile {entry['key']},")[0]
+            tile = cache.read(
+                path_of(key),
+                digests.get(name),
+                f"imagery tile {path_of(key)}, neighbour {name} of tile {entry['key']},",
+            )[0]
         except CorruptRasterError as exc:
             raise CorruptRasterError(f"cannot read neighbour {path_of(key)} of tile {entry['key']}: {exc}") from None
         if tile.shape != data.shape:
-            raise ValueError(f"neighbour {key} is {' x '.join(map(str, tile.shape))} px, tile {entry['key']} "
-                             f"{bands} x {size} x {size}: not one grid")
+            raise ValueError(
+                f"neighbour {key} is {' x '.join(map(str, tile.shape))} px, tile {entry['key']} "
+                f"{bands} x {size} x {size}: not one grid"
+            )
         out[:, rows, cols] = tile[:, src_rows, src_cols]
         have.add((dc, dr))
     # Absent sides mirror the tile. An absent corner mirrors the strip beside it across the edge

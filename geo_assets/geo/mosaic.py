@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Sequence
+from collections.abc import Sequence
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -27,7 +27,6 @@ from geo_assets.geo.cog import CorruptRasterError
 from geo_assets.geo.grid import Bounds
 from geo_assets.geo.landcover import IGNORE
 from geo_assets.geo.store import Store
-
 
 CACHE_MB = 256  # GDAL's block cache while a mosaic is written: its memory, whatever the region
 
@@ -52,8 +51,15 @@ def mosaic_vrt(tiles: Sequence[tuple[str, Bounds]], crs: str, fill: float, descr
     except rasterio.errors.RasterioIOError as exc:
         raise CorruptRasterError(f"cannot read tile {tiles[0][0]} for the mosaic: {exc}") from None
     minx, maxy, width, height = _extent(tiles, res)
-    gdal_type = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32", "int32": "Int32",
-                 "float32": "Float32", "float64": "Float64"}[dtype]
+    gdal_type = {
+        "uint8": "Byte",
+        "uint16": "UInt16",
+        "int16": "Int16",
+        "uint32": "UInt32",
+        "int32": "Int32",
+        "float32": "Float32",
+        "float64": "Float64",
+    }[dtype]
     sources = []
     for path, (left, bottom, right, top) in tiles:
         col, row = round((left - minx) / res), round((maxy - top) / res)
@@ -70,12 +76,18 @@ def mosaic_vrt(tiles: Sequence[tuple[str, Bounds]], crs: str, fill: float, descr
         f"<GeoTransform>{minx!r}, {res!r}, 0.0, {maxy!r}, 0.0, {-res!r}</GeoTransform>"
         f'<VRTRasterBand dataType="{gdal_type}" band="1">'
         + (f"<Description>{escape(description)}</Description>" if description else "")
-        + f"<NoDataValue>{fill!r}</NoDataValue>" + "".join(sources) + "</VRTRasterBand></VRTDataset>"
+        + f"<NoDataValue>{fill!r}</NoDataValue>"
+        + "".join(sources)
+        + "</VRTRasterBand></VRTDataset>"
     )
 
 
 def write_mosaic_cog(
-    path: str, tiles: Sequence[tuple[str, Bounds]], crs: str, fill: float, description: str | None = None,
+    path: str,
+    tiles: Sequence[tuple[str, Bounds]],
+    crs: str,
+    fill: float,
+    description: str | None = None,
     blocksize: int = 512,
 ) -> None:
     """Write single-band (path, bounds) tiles of one grid as one COG at a local `path`, with overviews,
@@ -87,8 +99,14 @@ def write_mosaic_cog(
             f.write(vrt)
         with rasterio.Env(GDAL_CACHEMAX=CACHE_MB):
             rasterio.shutil.copy(
-                vrt_path, path, driver="COG", compress="DEFLATE", predictor="YES", blocksize=blocksize,
-                overviews="AUTO", overview_resampling="NEAREST",
+                vrt_path,
+                path,
+                driver="COG",
+                compress="DEFLATE",
+                predictor="YES",
+                blocksize=blocksize,
+                overviews="AUTO",
+                overview_resampling="NEAREST",
             )
     except rasterio.errors.RasterioIOError as exc:
         raise CorruptRasterError(f"cannot read the tiles for the mosaic: {exc}") from None
@@ -117,7 +135,9 @@ def mosaic(
         w, h = round((right - left) / res), round((top - bottom) / res)
         try:
             with rasterio.open(path) as src:
-                out[:, row : row + h, col : col + w] = src.read(indexes, out_shape=(len(indexes), h, w), resampling=resampling)
+                out[:, row : row + h, col : col + w] = src.read(
+                    indexes, out_shape=(len(indexes), h, w), resampling=resampling
+                )
         except rasterio.errors.RasterioIOError as exc:
             raise CorruptRasterError(f"cannot read tile {path} for the mosaic: {exc}") from None
     return out, Affine(res, 0.0, minx, 0.0, -res, maxy)

@@ -27,8 +27,10 @@ def true_colour(tiles: list[tuple[str, Bounds]], bands: list[str], max_size: int
     rgb = [bands.index(b) + 1 for b in ("red", "green", "blue")]
     with rasterio.open(tiles[0][0]) as first:
         res, tile_px = first.res[0], first.width
-    extent = max(max(b[2] for _, b in tiles) - min(b[0] for _, b in tiles),
-                 max(b[3] for _, b in tiles) - min(b[1] for _, b in tiles))
+    extent = max(
+        max(b[2] for _, b in tiles) - min(b[0] for _, b in tiles),
+        max(b[3] for _, b in tiles) - min(b[1] for _, b in tiles),
+    )
     factor = _decimation(tile_px, round(extent / res), max_size)
     data, _ = mosaic(tiles, 0, indexes=rgb, factor=factor, resampling=Resampling.average)
     data = np.nan_to_num(data.astype(np.float64))

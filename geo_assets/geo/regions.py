@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from importlib import resources
-from typing import Iterable
 
 from geo_assets.geo.grid import _HALF_SPAN_M as GRID_HALF_SPAN_M
 from geo_assets.geo.grid import Bounds, TileGrid, projected_crs
@@ -93,7 +93,7 @@ class RegionCatalogue:
             self._regions[r.name] = r
 
     @classmethod
-    def from_json(cls, text: str | None) -> "RegionCatalogue":
+    def from_json(cls, text: str | None) -> RegionCatalogue:
         if not text:
             return cls()
         data = json.loads(text)
@@ -171,8 +171,15 @@ def stored_catalogue(store) -> RegionCatalogue | None:
         return None
     try:
         return RegionCatalogue.from_json(raw.decode())
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # not UTF-8 or JSON, or entries that are not regions
-        raise CatalogueError(f"region catalogue {store.uri(CATALOGUE_KEY)} cannot be read: {type(exc).__name__}: {exc}") from None
+    except (
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+    ) as exc:  # not UTF-8 or JSON, or entries that are not regions
+        raise CatalogueError(
+            f"region catalogue {store.uri(CATALOGUE_KEY)} cannot be read: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def load_catalogue(store) -> RegionCatalogue:
@@ -209,7 +216,9 @@ def add_region(store, region: Region, replace: bool = False, tile_size: int = 25
         raise ValueError(f"unknown label source {region.labels!r}; accepted: {', '.join(LABEL_SOURCES)}")
     builtin = builtin_regions().get(region.name)
     if builtin is not None and builtin != region:  # its footprint is what the samples and held-out areas were cut to
-        raise ValueError(f"region {region.name!r} is built in and cannot be redefined; add your area under another name")
+        raise ValueError(
+            f"region {region.name!r} is built in and cannot be redefined; add your area under another name"
+        )
     check_size(region, get_source(region.source).spec(region).grid(region.crs, tile_size), max_tiles())
     catalogue = load_catalogue(store)
     catalogue.add(region, replace=replace)

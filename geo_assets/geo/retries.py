@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Iterator
 
 # Attempts of one request, the first included. Every retry of an S3 request is botocore's (s3fs's own
 # retry loop is set to one try), so this is the store's whole retry policy, and every retry is counted.
@@ -105,8 +105,9 @@ def s3_session():
             session.register("needs-retry.s3", _note_failure, unique_id="geo-assets-note-failure")
             session.register("request-created.s3", _count_retry, unique_id="geo-assets-count-retry")
             # Last: after botocore's own handler of the event, which adds the header to every upload.
-            session.get_component("event_emitter").register_last("before-call.s3", _no_expect_continue,
-                                                                 unique_id="geo-assets-no-expect-continue")
+            session.get_component("event_emitter").register_last(
+                "before-call.s3", _no_expect_continue, unique_id="geo-assets-no-expect-continue"
+            )
             _sessions[pid] = session
         return _sessions[pid]
 

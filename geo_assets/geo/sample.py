@@ -28,7 +28,7 @@ import math
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib.resources import files
 from pathlib import Path
 
@@ -151,12 +151,10 @@ def _scene(scene: str) -> SampleScene:
     try:
         return SAMPLES[scene]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown sample scene {scene!r}; accepted names: {', '.join(sorted(SAMPLES))}"
-        ) from None
+        raise ValueError(f"unknown sample scene {scene!r}; accepted names: {', '.join(sorted(SAMPLES))}") from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def _footprint(scene: str) -> Bounds:
     boxes = []
     for f in SAMPLES[scene].files:
@@ -170,7 +168,7 @@ def _footprint(scene: str) -> Bounds:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def sample_origin(scene: str) -> tuple[float, float]:
     """A pixel corner of the scene's lattice, as an offset in [0, resolution) from the CRS origin."""
     s = _scene(scene)
@@ -192,9 +190,7 @@ def _band_indexes(s: SampleScene, bands: Sequence[str] | None) -> list[int]:
     out = []
     for b in bands:
         if b not in s.bands:
-            raise ValueError(
-                f"unknown band {b!r} for sample scene {s.name!r}; its bands are {list(s.bands)}"
-            )
+            raise ValueError(f"unknown band {b!r} for sample scene {s.name!r}; its bands are {list(s.bands)}")
         out.append(s.bands.index(b) + 1)
     if not out:
         raise ValueError(f"no bands requested for sample scene {s.name!r}")
@@ -236,15 +232,11 @@ def read_sample(
     if not (math.isfinite(res) and res > 0):
         raise ValueError(f"resolution must be a positive number, got {resolution!r}")
     if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)) or minx >= maxx or miny >= maxy:
-        raise ValueError(
-            f"bounds must be finite (minx, miny, maxx, maxy) with min < max, got {bounds!r}"
-        )
+        raise ValueError(f"bounds must be finite (minx, miny, maxx, maxy) with min < max, got {bounds!r}")
     width = int(round((maxx - minx) / res))
     height = int(round((maxy - miny) / res))
     if width < 1 or height < 1:
-        raise ValueError(
-            f"bounds {bounds!r} are smaller than one {res} pixel (would give {width} x {height})"
-        )
+        raise ValueError(f"bounds {bounds!r} are smaller than one {res} pixel (would give {width} x {height})")
     dst_crs = CRS.from_user_input(crs)
     scene_crs = CRS.from_user_input(s.crs)
 
@@ -265,7 +257,8 @@ def read_sample(
         datasets = [stack.enter_context(rasterio.open(p)) for p in paths]
         ox, oy = sample_origin(s.name)
         on_lattice = (
-            dst_crs == scene_crs and math.isclose(res, s.resolution, rel_tol=_RES_TOL)
+            dst_crs == scene_crs
+            and math.isclose(res, s.resolution, rel_tol=_RES_TOL)
             and _integral((minx - ox) / res, (maxy - oy) / res)
         )
         if on_lattice:
@@ -318,9 +311,7 @@ def read_label_polygons(scene: str) -> tuple[list[tuple[dict, str]], str]:
     s = _scene(scene)
     if s.label_file is None:
         labelled = [n for n, sc in SAMPLES.items() if sc.label_file]
-        raise ValueError(
-            f"sample scene {s.name!r} has no label polygons; scenes with labels: {labelled}"
-        )
+        raise ValueError(f"sample scene {s.name!r} has no label polygons; scenes with labels: {labelled}")
     with open(sample_path(s.label_file), encoding="utf-8") as f:
         fc = json.load(f)
     crs_name = (fc.get("crs") or {}).get("properties", {}).get("name")

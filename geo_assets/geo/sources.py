@@ -24,7 +24,6 @@ from geo_assets.geo.grid import Bounds, TileGrid
 from geo_assets.geo.regions import Region
 from geo_assets.geo.stac import ImagerySettings
 
-
 DEFAULT_BANDS = ("blue", "green", "red", "nir")
 
 
@@ -73,8 +72,13 @@ class ImagerySource(Protocol):
     def spec(self, region: Region) -> SourceSpec: ...  # no network: what the source can deliver
 
     def scene(
-        self, region: Region, date: str, settings: ImagerySettings | None = None, *,
-        bands: list[str] | None = None, max_cloud: float = 100.0,
+        self,
+        region: Region,
+        date: str,
+        settings: ImagerySettings | None = None,
+        *,
+        bands: list[str] | None = None,
+        max_cloud: float = 100.0,
     ) -> Scene: ...
 
 
@@ -178,8 +182,14 @@ class StacScene:
 
     def read(self, bounds: Bounds, bands: list[str]) -> Window:
         data, valid, cloud = stac.read_mosaic(
-            self.collection, self.items, check_bands(self.spec, bands), bounds, _size(bounds, self.spec.resolution),
-            self.crs, self.settings, self.plan,
+            self.collection,
+            self.items,
+            check_bands(self.spec, bands),
+            bounds,
+            _size(bounds, self.spec.resolution),
+            self.crs,
+            self.settings,
+            self.plan,
         )
         return Window(data, valid, cloud)
 
@@ -187,8 +197,11 @@ class StacScene:
         # Items in another CRS than the region's are warped onto the tile grid: say so, and how.
         warped = [i.id for i in self.items if i.crs and not stac.same_crs(i.crs, self.crs)]
         return {
-            "collection": self.collection.collection, "items": [i.describe() for i in self.items],
-            **({"reprojected": warped, "resampling": {k: r.name for k, r in stac.RESAMPLING.items()}} if warped else {}),
+            "collection": self.collection.collection,
+            "items": [i.describe() for i in self.items],
+            **(
+                {"reprojected": warped, "resampling": {k: r.name for k, r in stac.RESAMPLING.items()}} if warped else {}
+            ),
         }
 
 
@@ -226,8 +239,13 @@ def get_source(name: str) -> ImagerySource:
 
 
 def plan_scene(
-    source: str, region: Region, date: str, settings: ImagerySettings | None = None, *,
-    bands: list[str] | None = None, max_cloud: float = 100.0,
+    source: str,
+    region: Region,
+    date: str,
+    settings: ImagerySettings | None = None,
+    *,
+    bands: list[str] | None = None,
+    max_cloud: float = 100.0,
 ) -> Scene:
     """`get_source(source).scene(...)`: the one call an asset (or a notebook) makes per region and date."""
     return get_source(source).scene(region, date, settings, bands=bands, max_cloud=max_cloud)

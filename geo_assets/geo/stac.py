@@ -18,10 +18,10 @@ import time
 import warnings
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
 import antimeridian
@@ -90,8 +90,12 @@ class HttpRetry:
     def urllib3(self) -> Retry:
         # status_forcelist limits status retries to transient ones: a 4xx other than 429 is final.
         return Retry(
-            total=self.retries, connect=self.retries, read=self.retries, status=self.retries,
-            backoff_factor=self.backoff_s, status_forcelist=TRANSIENT_STATUSES,
+            total=self.retries,
+            connect=self.retries,
+            read=self.retries,
+            status=self.retries,
+            backoff_factor=self.backoff_s,
+            status_forcelist=TRANSIENT_STATUSES,
             allowed_methods=None,  # STAC searches are POSTs, and idempotent
             raise_on_status=False,  # after the last try, hand back the response so its status is reported
         )
@@ -130,7 +134,9 @@ class ImagerySettings:
         try:
             return self.stac_urls[source].rstrip("/")
         except KeyError:
-            raise ValueError(f"no STAC API URL configured for source {source!r}; configured: {sorted(self.stac_urls)}") from None
+            raise ValueError(
+                f"no STAC API URL configured for source {source!r}; configured: {sorted(self.stac_urls)}"
+            ) from None
 
     def href_signer(self) -> Callable[[str], str]:
         return self.signer or SasTokenSigner(self.pc_token_url, self.http)
@@ -206,7 +212,9 @@ class SasTokenSigner:
             expiry = datetime.fromisoformat(body["msft:expiry"].replace("Z", "+00:00")).timestamp()
             return body["token"], expiry
         except (KeyError, TypeError, ValueError):
-            raise ImageryError(f"SAS token response from {url} lacks 'token' or 'msft:expiry': {str(body)[:200]}") from None
+            raise ImageryError(
+                f"SAS token response from {url} lacks 'token' or 'msft:expiry': {str(body)[:200]}"
+            ) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,15 +238,22 @@ COLLECTIONS = {
     c.source: c
     for c in (
         Collection(
-            "earth-search", "sentinel-2-l2a",
+            "earth-search",
+            "sentinel-2-l2a",
             {"blue": "blue", "green": "green", "red": "red", "nir": "nir", "swir1": "swir16", "swir2": "swir22"},
-            "scl", "sentinel-2", 10.0,
+            "scl",
+            "sentinel-2",
+            10.0,
         ),
         Collection("planetary-computer", "sentinel-2-l2a", _S2_BANDS, "SCL", "sentinel-2", 10.0, signed=True),
         Collection(
-            "landsat-c2", "landsat-c2l2-sr",
+            "landsat-c2",
+            "landsat-c2l2-sr",
             {"blue": "blue", "green": "green", "red": "red", "nir": "nir08", "swir1": "swir16", "swir2": "swir22"},
-            "qa_pixel", "landsat", 30.0, origin=(15.0, 15.0),  # Collection 2 pixel corners: 15 + 30k m
+            "qa_pixel",
+            "landsat",
+            30.0,
+            origin=(15.0, 15.0),  # Collection 2 pixel corners: 15 + 30k m
         ),
     )
 }
@@ -271,7 +286,10 @@ def s2_dn_offset(properties: Mapping, asset: Mapping) -> int:
        (-offset / scale) when it declares a negative one, else 1000.
     3. No baseline: the `raster:bands` offset in DN, else 0.
     """
-    if properties.get("earthsearch:boa_offset_applied") is True or properties.get("sentinel:boa_offset_applied") is True:
+    if (
+        properties.get("earthsearch:boa_offset_applied") is True
+        or properties.get("sentinel:boa_offset_applied") is True
+    ):
         return 0
     declared = 0
     bands = asset.get("raster:bands") or [{}]
@@ -306,7 +324,10 @@ class PlannedItem:
 
     def describe(self) -> dict:
         return {
-            "id": self.id, "datetime": self.datetime, "cloud_cover": self.cloud_cover, "crs": self.crs,
+            "id": self.id,
+            "datetime": self.datetime,
+            "cloud_cover": self.cloud_cover,
+            "crs": self.crs,
             "dn_offset": sorted(set(self.dn_offsets.values())),
         }
 
@@ -316,8 +337,12 @@ def region_footprint_wgs84(bbox: Bounds, crs: str, points_per_side: int = 16) ->
     MultiPolygon of its two halves where it crosses the antimeridian (one ring would span the globe)."""
     minx, miny, maxx, maxy = bbox
     t = np.linspace(0.0, 1.0, points_per_side, endpoint=False)
-    xs = np.concatenate([minx + (maxx - minx) * t, np.full_like(t, maxx), maxx - (maxx - minx) * t, np.full_like(t, minx)])
-    ys = np.concatenate([np.full_like(t, miny), miny + (maxy - miny) * t, np.full_like(t, maxy), maxy - (maxy - miny) * t])
+    xs = np.concatenate(
+        [minx + (maxx - minx) * t, np.full_like(t, maxx), maxx - (maxx - minx) * t, np.full_like(t, minx)]
+    )
+    ys = np.concatenate(
+        [np.full_like(t, miny), miny + (maxy - miny) * t, np.full_like(t, maxy), maxy - (maxy - miny) * t]
+    )
     lon, lat = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(xs, ys)
     ring = [[round(float(x), 8), round(float(y), 8)] for x, y in zip(lon, lat)]
     polygon = {"type": "Polygon", "coordinates": [ring + [ring[0]]]}
@@ -326,7 +351,9 @@ def region_footprint_wgs84(bbox: Bounds, crs: str, points_per_side: int = 16) ->
     return polygon
 
 
-def search(collection: Collection, url: str, bbox: Bounds, crs: str, date: str, max_cloud: float, http: HttpRetry) -> list[dict]:
+def search(
+    collection: Collection, url: str, bbox: Bounds, crs: str, date: str, max_cloud: float, http: HttpRetry
+) -> list[dict]:
     """The collection's items over the region's footprint on `date` (a whole UTC day), cloud cover <= max_cloud."""
     from pystac_client import Client
     from pystac_client.conformance import ConformanceClasses
@@ -343,14 +370,21 @@ def search(collection: Collection, url: str, bbox: Bounds, crs: str, date: str, 
             if max_cloud < 100 and client.conforms_to(ConformanceClasses.QUERY):
                 query = {"eo:cloud_cover": {"lte": max_cloud}}
             found = client.search(
-                collections=[collection.collection], intersects=footprint,
-                datetime=f"{date}T00:00:00Z/{date}T23:59:59.999999Z", query=query, max_items=1000,
+                collections=[collection.collection],
+                intersects=footprint,
+                datetime=f"{date}T00:00:00Z/{date}T23:59:59.999999Z",
+                query=query,
+                max_items=1000,
             ).item_collection_as_dict()["features"]
     except APIError as exc:
-        raise ImageryError(f"STAC search of collection {collection.collection!r} at {url} failed: {str(exc)[:500]}") from None
+        raise ImageryError(
+            f"STAC search of collection {collection.collection!r} at {url} failed: {str(exc)[:500]}"
+        ) from None
     items = [
-        f for f in found
-        if max_cloud >= 100 or (f["properties"].get("eo:cloud_cover") is not None and f["properties"]["eo:cloud_cover"] <= max_cloud)
+        f
+        for f in found
+        if max_cloud >= 100
+        or (f["properties"].get("eo:cloud_cover") is not None and f["properties"]["eo:cloud_cover"] <= max_cloud)
     ]
     if not items:
         lon_lat = transform_bounds(crs, "EPSG:4326", *bbox, densify_pts=21)
@@ -413,9 +447,13 @@ def plan_items(collection: Collection, items: list[dict], bands: list[str], crs:
         lon0, lat0, lon1, lat1 = _lon_lat_bbox(item)
         planned.append(
             PlannedItem(
-                id=item["id"], datetime=str(props.get("datetime")), cloud_cover=props.get("eo:cloud_cover"),
-                crs=_declared_crs(props), bounds=tuple(transform_bounds("EPSG:4326", crs, lon0, lat0, lon1, lat1, densify_pts=21)),
-                hrefs={k: _asset_href(assets[key]) for k, key in keys.items()}, dn_offsets=offsets,
+                id=item["id"],
+                datetime=str(props.get("datetime")),
+                cloud_cover=props.get("eo:cloud_cover"),
+                crs=_declared_crs(props),
+                bounds=tuple(transform_bounds("EPSG:4326", crs, lon0, lat0, lon1, lat1, densify_pts=21)),
+                hrefs={k: _asset_href(assets[key]) for k, key in keys.items()},
+                dn_offsets=offsets,
             )
         )
     return sorted(planned, key=lambda p: (p.cloud_cover is None, p.cloud_cover or 0.0, _instant(p.datetime), p.id))
@@ -433,12 +471,17 @@ def _instant(value: str) -> float:
 
 
 @lru_cache(maxsize=8)
-def _aws_session(no_sign: bool, access_key: str | None, secret_key: str | None, region: str, requester_pays: bool) -> AWSSession:
+def _aws_session(
+    no_sign: bool, access_key: str | None, secret_key: str | None, region: str, requester_pays: bool
+) -> AWSSession:
     # Cached: building one creates a boto3 session, which is slow; rasterio only reads credentials from it.
     if no_sign:
         return AWSSession(aws_unsigned=True, region_name=region)
     return AWSSession(
-        aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=region, requester_pays=requester_pays
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name=region,
+        requester_pays=requester_pays,
     )
 
 
@@ -451,16 +494,24 @@ def gdal_env(settings: ImagerySettings) -> rasterio.Env:
     }
     if settings.s3_endpoint:
         parts = urlsplit(settings.s3_endpoint if "://" in settings.s3_endpoint else f"https://{settings.s3_endpoint}")
-        options.update(AWS_S3_ENDPOINT=parts.netloc, AWS_HTTPS="YES" if parts.scheme == "https" else "NO", AWS_VIRTUAL_HOSTING="FALSE")
+        options.update(
+            AWS_S3_ENDPOINT=parts.netloc,
+            AWS_HTTPS="YES" if parts.scheme == "https" else "NO",
+            AWS_VIRTUAL_HOSTING="FALSE",
+        )
     session = _aws_session(
-        settings.s3_no_sign, settings.s3_access_key, settings.s3_secret_key, settings.s3_region, settings.s3_requester_pays
+        settings.s3_no_sign,
+        settings.s3_access_key,
+        settings.s3_secret_key,
+        settings.s3_region,
+        settings.s3_requester_pays,
     )
     return rasterio.Env(session=session, **options)
 
 
 def gdal_path(href: str) -> str:
     if href.startswith("s3://"):
-        return "/vsis3/" + href[len("s3://"):]
+        return "/vsis3/" + href[len("s3://") :]
     if href.startswith(("http://", "https://")):
         return "/vsicurl/" + href
     return href
@@ -475,9 +526,13 @@ def _raise_read_error(href: str, exc: Exception) -> None:
         raise ObjectMissingError(f"{href}: object not found ({text[:300]})") from None
     if code in (401, 403) or any(s in lowered for s in ("access denied", "accessdenied", "authenticationfailed")):
         raise ImageryError(f"{href}: access denied ({text[:300]})") from None
-    if (code is not None and code in TRANSIENT_STATUSES) or any(s in lowered for s in ("connect", "timed out", "timeout")):
+    if (code is not None and code in TRANSIENT_STATUSES) or any(
+        s in lowered for s in ("connect", "timed out", "timeout")
+    ):
         raise ImageryError(f"{href}: unavailable, still failing after the HTTP retries ({text[:300]})") from None
-    if any(s in lowered for s in ("not recognized", "tiff", "failed", "corrupt", "truncat", "short read", "ireadblock")):
+    if any(
+        s in lowered for s in ("not recognized", "tiff", "failed", "corrupt", "truncat", "short read", "ireadblock")
+    ):
         raise CorruptObjectError(f"{href}: corrupt or truncated GeoTIFF ({text[:300]})") from None
     raise ImageryError(f"{href}: cannot read ({text[:300]})") from None
 
@@ -513,7 +568,7 @@ class _ThreadDatasets:
         self.open.clear()
         self.plan = None
 
-    def dataset(self, path: str, plan: str) -> "_Open":
+    def dataset(self, path: str, plan: str) -> _Open:
         """An open dataset for `path`, kept and reused by this thread's following tiles of `plan`.
 
         A source COG's blocks (512-1024 px) span several 256 px tiles, and GDAL caches decoded blocks
@@ -549,7 +604,7 @@ class _ThreadDatasets:
         return entry
 
 
-_ALL_THREADS: "weakref.WeakSet[_ThreadDatasets]" = weakref.WeakSet()  # a thread's entry goes with the thread
+_ALL_THREADS: weakref.WeakSet[_ThreadDatasets] = weakref.WeakSet()  # a thread's entry goes with the thread
 _ALL_LOCK = threading.Lock()  # a set must not change while it is copied
 _LOCAL = threading.local()
 
@@ -580,8 +635,16 @@ def close_datasets() -> None:
 
 
 def read_window(
-    href: str, path: str, declared_crs: str | None, bounds: Bounds, size: tuple[int, int], crs: str, resolution: float, fill: int,
-    resampling: Resampling = Resampling.nearest, plan: str = "",
+    href: str,
+    path: str,
+    declared_crs: str | None,
+    bounds: Bounds,
+    size: tuple[int, int],
+    crs: str,
+    resolution: float,
+    fill: int,
+    resampling: Resampling = Resampling.nearest,
+    plan: str = "",
 ) -> np.ndarray:
     """One band of one COG on the tile's grid (rows, cols); `fill` where the COG has no pixels.
     `plan` names the scene plan the read belongs to (datasets are kept open within it).
@@ -607,7 +670,12 @@ def read_window(
                 x0, x1, y0, y1 = max(left, sb.left), min(right, sb.right), max(bottom, sb.bottom), min(top, sb.top)
                 if x0 >= x1 or y0 >= y1:
                     return np.full(size, fill, dtype=ds.dtype)
-                c0, c1, r0, r1 = ((x0 - left) / resolution, (x1 - left) / resolution, (top - y1) / resolution, (top - y0) / resolution)
+                c0, c1, r0, r1 = (
+                    (x0 - left) / resolution,
+                    (x1 - left) / resolution,
+                    (top - y1) / resolution,
+                    (top - y0) / resolution,
+                )
                 sc0, sc1, sr0, sr1 = ((x0 - t.c) / t.a, (x1 - t.c) / t.a, (t.f - y1) / -t.e, (t.f - y0) / -t.e)
                 if _integral(c0, c1, r0, r1, sc0, sc1, sr0, sr1):
                     c0, c1, r0, r1, sc0, sc1, sr0, sr1 = (int(round(v)) for v in (c0, c1, r0, r1, sc0, sc1, sr0, sr1))
@@ -615,11 +683,19 @@ def read_window(
                     if (r0, c0, r1, c1) == (0, 0, rows, cols) and (window.height, window.width) == size:
                         return src.read(1, window=window)  # the common case: the tile lies inside the COG, same pixels
                     out = np.full(size, fill, dtype=ds.dtype)
-                    out[r0:r1, c0:c1] = src.read(1, window=window, out_shape=(r1 - r0, c1 - c0), resampling=Resampling.nearest)
+                    out[r0:r1, c0:c1] = src.read(
+                        1, window=window, out_shape=(r1 - r0, c1 - c0), resampling=Resampling.nearest
+                    )
                     return out
             with WarpedVRT(
-                src, crs=crs, transform=from_origin(left, top, resolution, resolution), width=cols, height=rows,
-                resampling=resampling, src_nodata=src.nodata if src.nodata is not None else fill, nodata=fill,
+                src,
+                crs=crs,
+                transform=from_origin(left, top, resolution, resolution),
+                width=cols,
+                height=rows,
+                resampling=resampling,
+                src_nodata=src.nodata if src.nodata is not None else fill,
+                nodata=fill,
             ) as vrt:
                 return vrt.read(1)
     except RasterioError as exc:
@@ -643,8 +719,14 @@ def to_reflectance(kind: str, dn: np.ndarray, dn_offset: int = 0) -> np.ndarray:
 
 
 def read_mosaic(
-    collection: Collection, items: tuple[PlannedItem, ...], bands: list[str], bounds: Bounds, size: tuple[int, int],
-    crs: str, settings: ImagerySettings, plan: str = "",
+    collection: Collection,
+    items: tuple[PlannedItem, ...],
+    bands: list[str],
+    bounds: Bounds,
+    size: tuple[int, int],
+    crs: str,
+    settings: ImagerySettings,
+    plan: str = "",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(data (bands, rows, cols) uint16, valid, cloud) of one tile, mosaicked from `items` of the scene plan `plan`.
 
@@ -669,11 +751,13 @@ def read_mosaic(
             if clear.all():
                 break
 
-            def read(key: str, fill: int) -> np.ndarray:
+            def read(key: str, fill: int, item=item) -> np.ndarray:
                 href = item.hrefs[key]
                 path = gdal_path(sign(href) if sign else href)  # signed per read: tokens expire
                 resampling = RESAMPLING["mask" if key == "mask" else "reflectance"]
-                return read_window(href, path, item.crs, bounds, size, crs, collection.resolution, fill, resampling, plan)
+                return read_window(
+                    href, path, item.crs, bounds, size, crs, collection.resolution, fill, resampling, plan
+                )
 
             item_valid, item_cloud = _decode_mask(collection.kind, read("mask", fill_mask))
             if not (item_valid & ~clear & (~item_cloud | ~valid)).any():

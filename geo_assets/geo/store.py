@@ -37,10 +37,11 @@ import re
 import tempfile
 import uuid
 from abc import ABC, abstractmethod
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, ContextManager, Iterator
+from typing import Any, ClassVar
 from urllib.parse import unquote, urlparse
 
 from geo_assets.geo import retries
@@ -81,7 +82,9 @@ class ObjectInfo:
 
     key: str  # relative to the store's root, as listed (not validated: listings may hold any name)
     version: str  # changes with every write: S3 ETag-LastModified, GCS generation, local inode-ctime
-    modified: float  # when this version arrived (at the latest), epoch seconds: S3 LastModified, GCS timeCreated, local ctime
+    modified: (
+        float  # when this version arrived (at the latest), epoch seconds: S3 LastModified, GCS timeCreated, local ctime
+    )
 
     @property
     def ref(self) -> str:
@@ -133,7 +136,7 @@ class Store(ABC):
         """A path GDAL/rasterio can open for reading, inside `with self.env():`."""
 
     @abstractmethod
-    def env(self) -> ContextManager:
+    def env(self) -> AbstractContextManager:
         """GDAL configuration for reading `path()`s of this store. Enter it in the thread that reads:
         rasterio keeps config options per thread, so a pool's work units each enter their own."""
 
@@ -141,7 +144,7 @@ class Store(ABC):
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
-    def writing(self, key: str) -> ContextManager[str]:
+    def writing(self, key: str) -> AbstractContextManager[str]:
         """Yield a local temporary path to write; publish it at `key` atomically on success."""
 
     @abstractmethod
@@ -171,7 +174,7 @@ class Store(ABC):
         """Remove the object at `key`; nothing happens when there is none."""
 
     @abstractmethod
-    def local_copy(self, key: str) -> ContextManager[str]:
+    def local_copy(self, key: str) -> AbstractContextManager[str]:
         """Yield a local file path holding the object's bytes, to read only: for a local store it is
         the stored file itself; for an object store a private copy, removed on exit."""
 
@@ -236,7 +239,7 @@ class LocalStore(Store):
     def path(self, key: str) -> str:
         return str(self.base / validate_key(key))
 
-    def env(self) -> ContextManager:
+    def env(self) -> AbstractContextManager:
         import rasterio
 
         # Every raster of the store is a self-contained COG: no sidecar files to look for. Without this
@@ -264,9 +267,12 @@ class LocalStore(Store):
                 left.unlink(missing_ok=True)
             if isinstance(exc, Exception) and (getattr(exc, "errno", None) == errno.ENOSPC or free < _FULL):
                 # Writers say it their own way (GDAL: "IO error writing tag data"): name the cause.
-                raise OSError(errno.ENOSPC, f"local store: writing {self.uri(key)} failed: no space left on the device "
-                                            f"of {self.base} ({free:,} bytes free): free space or choose another storage "
-                                            f"root ({type(exc).__name__}: {exc})") from exc
+                raise OSError(
+                    errno.ENOSPC,
+                    f"local store: writing {self.uri(key)} failed: no space left on the device "
+                    f"of {self.base} ({free:,} bytes free): free space or choose another storage "
+                    f"root ({type(exc).__name__}: {exc})",
+                ) from exc
             raise
 
     def write_bytes(self, key: str, data: bytes) -> None:
@@ -531,8 +537,11 @@ class ObjectStore(Store):
             try:
                 _check_room(tmp)
             except OSError as exc:
-                raise OSError(errno.ENOSPC, f"{self.label} store: writing {target} failed: no space left on the device "
-                                            f"of the local temporary {tmpdir}: {exc}") from None
+                raise OSError(
+                    errno.ENOSPC,
+                    f"{self.label} store: writing {target} failed: no space left on the device "
+                    f"of the local temporary {tmpdir}: {exc}",
+                ) from None
             with self._errors("writing", target):
                 self._fs().put_file(tmp, self._object(key))  # one upload: visible once complete
 
@@ -583,7 +592,7 @@ class ObjectStore(Store):
         with self._errors("listing", self.uri(prefix) + "/"):
             while True:
                 page = self._list_page(full, "", PAGE, True, token)
-                names += [f[len(full):].rstrip("/") for f in page["folders"]]
+                names += [f[len(full) :].rstrip("/") for f in page["folders"]]
                 token = page["next"]
                 if token is None:
                     return sorted(names)
@@ -641,12 +650,19 @@ class S3Store(ObjectStore):
         # The ETag alone would not change when the same bytes are written again: every write is an
         # arrival. LastModified comes in whole seconds: the version arrived before that second's end.
         objects = [
-            (o["Key"], f"{o['ETag'].strip(chr(34))}-{int(o['LastModified'].timestamp())}",
-             o["LastModified"].timestamp() + (1.0 if o["LastModified"].microsecond == 0 else 0.0))
+            (
+                o["Key"],
+                f"{o['ETag'].strip(chr(34))}-{int(o['LastModified'].timestamp())}",
+                o["LastModified"].timestamp() + (1.0 if o["LastModified"].microsecond == 0 else 0.0),
+            )
             for o in page.get("Contents", [])
         ]
         folders = [p["Prefix"] for p in page.get("CommonPrefixes", [])]
-        return {"objects": objects, "folders": folders, "next": page.get("NextContinuationToken") if page.get("IsTruncated") else None}
+        return {
+            "objects": objects,
+            "folders": folders,
+            "next": page.get("NextContinuationToken") if page.get("IsTruncated") else None,
+        }
 
     def _call(self, method: str, key: str, **kwargs) -> dict | None:
         """One request of boto's own client, for the conditional headers fsspec does not pass: None
@@ -673,7 +689,11 @@ class S3Store(ObjectStore):
                 except ClientError as exc:
                     error = exc.response.get("Error", {})
                     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-                    if status in (409, 412) or error.get("Code") in ("NoSuchKey", "PreconditionFailed", "ConditionalRequestConflict"):
+                    if status in (409, 412) or error.get("Code") in (
+                        "NoSuchKey",
+                        "PreconditionFailed",
+                        "ConditionalRequestConflict",
+                    ):
                         return None
                     raise
         except ObjectNotFoundError:
@@ -725,7 +745,7 @@ class S3Store(ObjectStore):
             endpoint_url=endpoint,
         )
 
-    def env(self) -> ContextManager:
+    def env(self) -> AbstractContextManager:
         import rasterio
 
         options = self._gdal_options()
@@ -760,7 +780,11 @@ class GCSStore(ObjectStore):
         page = self._fs().call("GET", "b/{}/o", self.bucket, json_out=True, **params)
         after = [i for i in page.get("items", []) if i["name"] > start_after]
         objects = [
-            (i["name"], str(i["generation"]), datetime.fromisoformat(i["timeCreated"].replace("Z", "+00:00")).timestamp())
+            (
+                i["name"],
+                str(i["generation"]),
+                datetime.fromisoformat(i["timeCreated"].replace("Z", "+00:00")).timestamp(),
+            )
             for i in after[:limit]
         ]
         more = page.get("nextPageToken") or ("more" if len(after) > limit else None)
@@ -791,12 +815,24 @@ class GCSStore(ObjectStore):
         try:
             with self._errors("writing", self.uri(key)):
                 # A multipart upload (metadata, then the bytes), as gcsfs sends its own, with the condition.
-                body = (f"--==0==\nContent-Type: application/json; charset=UTF-8\n\n{json.dumps({'name': name})}\n"
-                        "--==0==\nContent-Type: application/json\n\n").encode() + data + b"\n--==0==--"
+                body = (
+                    (
+                        f"--==0==\nContent-Type: application/json; charset=UTF-8\n\n{json.dumps({'name': name})}\n"
+                        "--==0==\nContent-Type: application/json\n\n"
+                    ).encode()
+                    + data
+                    + b"\n--==0==--"
+                )
                 try:
-                    fs.call("POST", f"{fs._location}/upload/storage/v1/b/{self.bucket}/o", uploadType="multipart",
-                            ifGenerationMatch=generation, data=body,
-                            headers={"Content-Type": 'multipart/related; boundary="==0=="'}, json_out=True)
+                    fs.call(
+                        "POST",
+                        f"{fs._location}/upload/storage/v1/b/{self.bucket}/o",
+                        uploadType="multipart",
+                        ifGenerationMatch=generation,
+                        data=body,
+                        headers={"Content-Type": 'multipart/related; boundary="==0=="'},
+                        json_out=True,
+                    )
                 except FileExistsError:  # gcsfs's word for 412: the precondition failed
                     return False
         except ObjectNotFoundError:
@@ -810,7 +846,9 @@ class GCSStore(ObjectStore):
         fs = self._fs()
         try:
             with self._errors("reading", self.uri(key)):
-                headers, data = fs.call("GET", "b/{}/o/{}", self.bucket, self._object(key).split("/", 1)[1], alt="media")
+                headers, data = fs.call(
+                    "GET", "b/{}/o/{}", self.bucket, self._object(key).split("/", 1)[1], alt="media"
+                )
         except ObjectNotFoundError:
             return None
         return data, headers["x-goog-generation"]
@@ -818,7 +856,7 @@ class GCSStore(ObjectStore):
     def replace(self, key: str, data: bytes, version: str) -> bool:
         return self._upload(key, data, version)
 
-    def env(self) -> ContextManager:
+    def env(self) -> AbstractContextManager:
         import rasterio
 
         options = self._gdal_options()
@@ -842,8 +880,12 @@ def make_store(
     """The store for `root`'s scheme, with the connection settings that apply to it."""
     cls = _store_class(root)
     given = {
-        "endpoint_url": endpoint_url, "region": region, "access_key_id": access_key_id,
-        "secret_access_key": secret_access_key, "anonymous": anonymous or None, "project": project,
+        "endpoint_url": endpoint_url,
+        "region": region,
+        "access_key_id": access_key_id,
+        "secret_access_key": secret_access_key,
+        "anonymous": anonymous or None,
+        "project": project,
     }
     given = {k: v for k, v in given.items() if v is not None}
     accepted = {f.name for f in fields(cls)} - {"root"}

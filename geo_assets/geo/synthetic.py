@@ -33,7 +33,6 @@ RESOLUTION = 10.0
 NODATA = 0  # never produced: reflectances are clipped to >= 1
 
 
-
 @lru_cache(maxsize=1)
 def library() -> dict[str, np.ndarray]:
     """Per class, (n, 6) surface reflectance x 10000 in BANDS order, from the package's spectra.csv."""

@@ -26,9 +26,10 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from geo_assets.geo.store import ObjectNotFoundError, Store
 

@@ -23,8 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     store = resource_defs()["storage"].store()
     # proxy_headers off: the peer is the TCP peer, never what a client's X-Forwarded-For claims (clients.py).
-    uvicorn.run(create_app(store), host=args.host, port=args.port, log_level="info", server_header=False,
-                proxy_headers=False)
+    uvicorn.run(
+        create_app(store), host=args.host, port=args.port, log_level="info", server_header=False, proxy_headers=False
+    )
     return 0
 
 

@@ -132,8 +132,11 @@ def create_app(store: Store) -> FastAPI:
     @app.get("/map")
     def page():
         if not (PAGE / "leaflet" / "leaflet.js").is_file():  # fetched at set-up, with npm (devtools/leaflet.py)
-            return _error(503, "the map page's Leaflet is not installed here: run `make map-page` (needs npm) "
-                               "where the package is built; the tiles and /api routes work without it")
+            return _error(
+                503,
+                "the map page's Leaflet is not installed here: run `make map-page` (needs npm) "
+                "where the package is built; the tiles and /api routes work without it",
+            )
         return FileResponse(str(PAGE / "index.html"), media_type="text/html")
 
     @app.get("/api/legend")
@@ -141,17 +144,34 @@ def create_app(store: Store) -> FastAPI:
         return layers.legend()
 
     @app.get("/api/view")
-    def view(region: str, date: str, model: str | None = None, version: str | None = None,
-             against_date: str | None = None, against_version: str | None = None):
+    def view(
+        region: str,
+        date: str,
+        model: str | None = None,
+        version: str | None = None,
+        against_date: str | None = None,
+        against_version: str | None = None,
+    ):
         found = layers.imagery(store, region, date)
         shape, crs = layers.footprint(store, region)
         composites = [c for c in layers.COMPOSITES if all(b in found.manifest["bands"] for b in layers.COMPOSITES[c])]
         out = {
-            "region": region, "date": date, "crs": crs, "footprint": shape, "grid": layers.tile_grid(found),
-            "zoom": [tiles.MIN_ZOOM, tiles.MAX_ZOOM], "basemap": basemap, "legend": layers.legend(),
-            "imagery": {"variant": found.variant, "bands": found.manifest["bands"], "layers": {
-                c: f"tiles/imagery/{region}/{date}/{c}/{{z}}/{{x}}/{{y}}.png?{urlencode({'variant': found.variant})}"
-                for c in composites}},
+            "region": region,
+            "date": date,
+            "crs": crs,
+            "footprint": shape,
+            "grid": layers.tile_grid(found),
+            "zoom": [tiles.MIN_ZOOM, tiles.MAX_ZOOM],
+            "basemap": basemap,
+            "legend": layers.legend(),
+            "imagery": {
+                "variant": found.variant,
+                "bands": found.manifest["bands"],
+                "layers": {
+                    c: f"tiles/imagery/{region}/{date}/{c}/{{z}}/{{x}}/{{y}}.png?{urlencode({'variant': found.variant})}"
+                    for c in composites
+                },
+            },
         }
         if (model is None) != (version is None):
             raise BadRequest("name both model and version, or neither")
@@ -164,13 +184,20 @@ def create_app(store: Store) -> FastAPI:
             }
             if against_date or against_version:
                 _against(region, date, model, version, against_date, against_version)
-                query = urlencode({k: v for k, v in (("against_date", against_date), ("against_version", against_version)) if v})
-                out["difference"] = {"tiles": f"tiles/difference/{region}/{date}/{model}/{version}/{{z}}/{{x}}/{{y}}.png?{query}",
-                                     "against_date": against_date or date, "against_version": against_version or version}
+                query = urlencode(
+                    {k: v for k, v in (("against_date", against_date), ("against_version", against_version)) if v}
+                )
+                out["difference"] = {
+                    "tiles": f"tiles/difference/{region}/{date}/{model}/{version}/{{z}}/{{x}}/{{y}}.png?{query}",
+                    "against_date": against_date or date,
+                    "against_version": against_version or version,
+                }
         return out
 
     @app.get("/api/tilejson.json")
-    def tilejson(region: str, date: str, layer: str = "true-colour", model: str | None = None, version: str | None = None):
+    def tilejson(
+        region: str, date: str, layer: str = "true-colour", model: str | None = None, version: str | None = None
+    ):
         """One layer as TileJSON 3.0, for other map clients (QGIS, MapLibre); its tiles at the map's public
         address (GEO_ASSETS_MAP_URL, where the links point)."""
         described = view(region, date, model, version)
@@ -178,14 +205,23 @@ def create_app(store: Store) -> FastAPI:
         if "predictions" in described:
             found["predictions"] = described["predictions"]["tiles"]
         if layer not in found:
-            raise BadRequest(f"no layer {layer!r} here: one of {', '.join(sorted(found))}"
-                             + ("" if model else " (predictions: name a model and version)"))
+            raise BadRequest(
+                f"no layer {layer!r} here: one of {', '.join(sorted(found))}"
+                + ("" if model else " (predictions: name a model and version)")
+            )
         ring = described["footprint"]["coordinates"][0]
         west, east = min(p[0] for p in ring), max(p[0] for p in ring)
         south, north = min(p[1] for p in ring), max(p[1] for p in ring)
-        return {"tilejson": "3.0.0", "name": f"{region} {date} {layer}", "scheme": "xyz",
-                "tiles": [f"{public}/{found[layer]}"], "minzoom": tiles.MIN_ZOOM, "maxzoom": tiles.MAX_ZOOM,
-                "bounds": [west, south, east, north], "center": [(west + east) / 2, (south + north) / 2, 14]}
+        return {
+            "tilejson": "3.0.0",
+            "name": f"{region} {date} {layer}",
+            "scheme": "xyz",
+            "tiles": [f"{public}/{found[layer]}"],
+            "minzoom": tiles.MIN_ZOOM,
+            "maxzoom": tiles.MAX_ZOOM,
+            "bounds": [west, south, east, north],
+            "center": [(west + east) / 2, (south + north) / 2, 14],
+        }
 
     def _against(region, date, model, version, against_date, against_version) -> dict:
         if not (against_date or against_version):
@@ -193,8 +229,14 @@ def create_app(store: Store) -> FastAPI:
         return layers.predictions(store, region, against_date or date, model, against_version or version)
 
     @app.get("/api/class")
-    def class_at(region: str, date: str, model: str, version: str,
-                 lon: float = Query(allow_inf_nan=False), lat: float = Query(allow_inf_nan=False)):
+    def class_at(
+        region: str,
+        date: str,
+        model: str,
+        version: str,
+        lon: float = Query(allow_inf_nan=False),
+        lat: float = Query(allow_inf_nan=False),
+    ):
         return tiles.class_at(store, layers.predictions(store, region, date, model, version), lon, lat)
 
     @app.get("/tiles/imagery/{region}/{date}/{composite}/{z}/{x}/{y}.png")
@@ -208,8 +250,17 @@ def create_app(store: Store) -> FastAPI:
         return png(tiles.class_tile(store, layers.predictions(store, region, date, model, version), z, x, y))
 
     @app.get("/tiles/difference/{region}/{date}/{model}/{version}/{z}/{x}/{y}.png")
-    def difference_tile(region: str, date: str, model: str, version: str, z: int, x: int, y: int,
-                        against_date: str | None = None, against_version: str | None = None):
+    def difference_tile(
+        region: str,
+        date: str,
+        model: str,
+        version: str,
+        z: int,
+        x: int,
+        y: int,
+        against_date: str | None = None,
+        against_version: str | None = None,
+    ):
         tiles.check_tile(z, x, y)
         now = layers.predictions(store, region, date, model, version)
         before = _against(region, date, model, version, against_date, against_version)

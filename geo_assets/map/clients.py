@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 TRUSTED_PROXIES_ENV = "GEO_ASSETS_MAP_TRUSTED_PROXIES"
 USER_HEADER = "X-Forwarded-User"
@@ -54,7 +54,9 @@ def from_env() -> Clients:
         try:
             networks.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
-            raise ValueError(f"{TRUSTED_PROXIES_ENV}={raw!r}: {item!r} is not an address or a network; expected "
-                             "the sign-in proxy's addresses or networks, comma-separated (10.0.0.5, 10.8.0.0/14), "
-                             "or * for every peer") from None
+            raise ValueError(
+                f"{TRUSTED_PROXIES_ENV}={raw!r}: {item!r} is not an address or a network; expected "
+                "the sign-in proxy's addresses or networks, comma-separated (10.0.0.5, 10.8.0.0/14), "
+                "or * for every peer"
+            ) from None
     return Clients(tuple(networks))

@@ -10,10 +10,10 @@ import hashlib
 import json
 import re
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterator
 
 import numpy as np
 import rasterio
@@ -74,7 +74,9 @@ def check_date(date: str) -> str:
 
 
 def legend() -> list[dict]:
-    return [{"value": i, "class": c, "colour": "#%02x%02x%02x" % COLOURS[i]} for i, c in enumerate(CLASSES)]
+    return [
+        {"value": i, "class": c, "colour": "#{:02x}{:02x}{:02x}".format(*COLOURS[i])} for i, c in enumerate(CLASSES)
+    ]
 
 
 def colormap() -> dict[int, tuple[int, int, int, int]]:
@@ -107,8 +109,11 @@ class Imagery:
     def tiles_over(self, store: Store, lonlat_bounds: tuple[float, float, float, float]) -> list[str]:
         """GDAL paths of the imagery tiles that meet a box given in longitude/latitude."""
         w, s, e, n = transform_bounds("EPSG:4326", self.manifest["crs"], *lonlat_bounds, densify_pts=21)
-        return [_stored_path(store, t["path"]) for t in self.manifest["tiles"]
-                if t["bounds"][0] < e and t["bounds"][2] > w and t["bounds"][1] < n and t["bounds"][3] > s]
+        return [
+            _stored_path(store, t["path"])
+            for t in self.manifest["tiles"]
+            if t["bounds"][0] < e and t["bounds"][2] > w and t["bounds"][1] < n and t["bounds"][3] > s
+        ]
 
     def band_indexes(self, composite: str) -> list[int]:
         if composite not in COMPOSITES:
@@ -130,7 +135,9 @@ def imagery(store: Store, region: str, date: str, variant: str | None = None) ->
     if variant is not None:
         stored = {k: m for k, m in stored.items() if acquisitions.variant_of(m) == variant}
     if not stored:
-        raise NotFound(f"no imagery_tiles of region {region!r} on {date}" + (f" in variant {variant!r}" if variant else ""))
+        raise NotFound(
+            f"no imagery_tiles of region {region!r} on {date}" + (f" in variant {variant!r}" if variant else "")
+        )
     key = sorted(stored, key=lambda k: (-len(stored[k]["bands"]), stored[k]["tile_size"], k))[0]
     return Imagery(key, stored[key])
 
@@ -162,10 +169,15 @@ def model_record(store: Store, model: str, version: str) -> dict:
     for record in registry.list_versions(store, check_model(model)):
         if record["version"] == check_version(version):
             return {
-                "model": model, "version": version, "created_at": record.get("created_at"),
-                "architecture": record.get("config", {}).get("architecture"), "bands": record.get("bands"),
-                "evaluations": [{k: e.get(k) for k in ("miou", "regions", "min_miou", "passed", "evaluated_at")}
-                                for e in record.get("evaluations", [])],
+                "model": model,
+                "version": version,
+                "created_at": record.get("created_at"),
+                "architecture": record.get("config", {}).get("architecture"),
+                "bands": record.get("bands"),
+                "evaluations": [
+                    {k: e.get(k) for k in ("miou", "regions", "min_miou", "passed", "evaluated_at")}
+                    for e in record.get("evaluations", [])
+                ],
             }
     raise NotFound(f"model {model} has no version {version}")
 
@@ -174,8 +186,12 @@ def _lonlat_polygon(bounds, crs: str, densify: int = 16) -> dict:
     minx, miny, maxx, maxy = bounds
     xs = np.linspace(minx, maxx, densify + 1)
     ys = np.linspace(miny, maxy, densify + 1)
-    ring = ([(x, miny) for x in xs] + [(maxx, y) for y in ys[1:]] + [(x, maxy) for x in xs[::-1][1:]]
-            + [(minx, y) for y in ys[::-1][1:]])
+    ring = (
+        [(x, miny) for x in xs]
+        + [(maxx, y) for y in ys[1:]]
+        + [(x, maxy) for x in xs[::-1][1:]]
+        + [(minx, y) for y in ys[::-1][1:]]
+    )
     return transform_geom(crs, "EPSG:4326", {"type": "Polygon", "coordinates": [ring]})
 
 
@@ -191,10 +207,13 @@ def footprint(store: Store, region: str) -> tuple[dict, str]:
 def tile_grid(imagery_: Imagery) -> dict:
     """The imagery's grid cells as GeoJSON features (longitude/latitude), each named by its key."""
     crs = imagery_.manifest["crs"]
-    return {"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {"key": t["key"]}, "geometry": _lonlat_polygon(t["bounds"], crs, 2)}
-        for t in imagery_.manifest["tiles"]
-    ]}
+    return {
+        "type": "FeatureCollection",
+        "features": [
+            {"type": "Feature", "properties": {"key": t["key"]}, "geometry": _lonlat_polygon(t["bounds"], crs, 2)}
+            for t in imagery_.manifest["tiles"]
+        ],
+    }
 
 
 @lru_cache(maxsize=256)
@@ -207,8 +226,9 @@ def _stretch(store: Store, key: str, digest: str, indexes: tuple[int, ...]) -> t
         for t in tiles[::step][:STRETCH_SAMPLE_TILES]:
             with open_cog(_stored_path(store, t["path"])) as src:
                 side = min(STRETCH_PX, src.width)
-                data = src.read(list(indexes), out_shape=(len(indexes), side, side), resampling=Resampling.nearest,
-                                masked=True)
+                data = src.read(
+                    list(indexes), out_shape=(len(indexes), side, side), resampling=Resampling.nearest, masked=True
+                )
             valid = ~np.ma.getmaskarray(data).any(axis=0) & (np.asarray(data) > 0).all(axis=0)
             for i, band in enumerate(np.asarray(data)):
                 values[i].append(band[valid].astype(np.float64))
@@ -225,4 +245,3 @@ def stretch(store: Store, imagery_: Imagery, indexes: list[int]) -> list[tuple[f
     pixels of a sample of its tiles (as the reports' previews), cached per manifest version."""
     version = hashlib.sha256(json.dumps(imagery_.manifest, sort_keys=True).encode()).hexdigest()
     return list(_stretch(store, imagery_.key, version, tuple(indexes)))
-

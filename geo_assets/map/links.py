@@ -18,8 +18,14 @@ def map_base_url() -> str:
     return base.rstrip("/")
 
 
-def map_url(region: str, date: str, model: str | None = None, version: str | None = None,
-            base: str | None = None) -> str:
+def map_url(
+    region: str, date: str, model: str | None = None, version: str | None = None, base: str | None = None
+) -> str:
     """The map page of one acquisition, with one model version's predictions where given."""
-    query = {"region": region, "date": date, **({"model": model} if model else {}), **({"version": version} if version else {})}
+    query = {
+        "region": region,
+        "date": date,
+        **({"model": model} if model else {}),
+        **({"version": version} if version else {}),
+    }
     return f"{base or map_base_url()}/map?{urlencode(query)}"

@@ -7,12 +7,12 @@ region. Predictions are read from their mosaic COG (overviews serve the zoomed-o
 
 from __future__ import annotations
 
+import morecantile
 import numpy as np
 from rio_tiler.errors import EmptyMosaicError, PointOutsideBounds, TileOutsideBounds
 from rio_tiler.io import Reader
 from rio_tiler.models import ImageData
 from rio_tiler.mosaic import mosaic_reader
-import morecantile
 
 from geo_assets.geo.landcover import CLASSES
 from geo_assets.geo.store import Store
@@ -45,8 +45,10 @@ def imagery_tile(store: Store, imagery: layers.Imagery, composite: str, z: int, 
     if not sources:
         raise NotFound(f"no imagery under tile {z}/{x}/{y}")
     if len(sources) > MAX_SOURCES:
-        raise layers.BadRequest(f"tile {z}/{x}/{y} covers {len(sources)} imagery tiles, more than the {MAX_SOURCES} "
-                                "read for one map tile: zoom in")
+        raise layers.BadRequest(
+            f"tile {z}/{x}/{y} covers {len(sources)} imagery tiles, more than the {MAX_SOURCES} "
+            "read for one map tile: zoom in"
+        )
 
     def read(path: str, *args, **kwargs) -> ImageData:
         with layers.open_cog(path) as dataset, Reader(None, dataset=dataset, tms=WEB_MERCATOR) as src:
@@ -62,8 +64,11 @@ def imagery_tile(store: Store, imagery: layers.Imagery, composite: str, z: int, 
 
 
 def _class_tile(store: Store, manifest: dict, z: int, x: int, y: int) -> ImageData:
-    with store.env(), layers.open_cog(layers.mosaic_path(store, manifest)) as dataset, \
-            Reader(None, dataset=dataset, tms=WEB_MERCATOR) as src:
+    with (
+        store.env(),
+        layers.open_cog(layers.mosaic_path(store, manifest)) as dataset,
+        Reader(None, dataset=dataset, tms=WEB_MERCATOR) as src,
+    ):
         try:
             return src.tile(x, y, z, indexes=1, tilesize=TILE_PX, resampling_method="nearest")
         except TileOutsideBounds:
@@ -91,7 +96,11 @@ def class_at(store: Store, manifest: dict, lon: float, lat: float) -> dict:
     """The predicted class at a longitude/latitude."""
     if not (-180 <= lon <= 180 and -90 <= lat <= 90):
         raise layers.BadRequest(f"lon {lon}, lat {lat} is not a place: lon in [-180, 180], lat in [-90, 90]")
-    with store.env(), layers.open_cog(layers.mosaic_path(store, manifest)) as dataset, Reader(None, dataset=dataset) as src:
+    with (
+        store.env(),
+        layers.open_cog(layers.mosaic_path(store, manifest)) as dataset,
+        Reader(None, dataset=dataset) as src,
+    ):
         try:
             point = src.point(lon, lat, indexes=1)
         except PointOutsideBounds:

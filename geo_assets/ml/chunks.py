@@ -11,8 +11,9 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from geo_assets.geo.store import Store
 from geo_assets.geo.tilework import Mapper
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODELS_KEPT = 4  # model versions kept loaded per process (a long-lived worker serves many versions)
-_models: OrderedDict[tuple[str, str, str], "Runtime"] = OrderedDict()
+_models: OrderedDict[tuple[str, str, str], Runtime] = OrderedDict()
 _lock = threading.Lock()  # torch.export.load is not thread-safe: one load at a time per process
 _inference: dict[tuple[str, str, str], dict] = {}  # the runtime and layout a process last predicted with
 
@@ -48,8 +49,14 @@ def cached_runtime(store: Store, key: str, device: str, runtime: str | None) -> 
         _models[name] = model
         while len(_models) > MODELS_KEPT:
             _models.popitem(last=False)
-    log.info("loaded model %s on %s (%s) in %.2f s%s", store.uri(key), device, model.name,
-             time.perf_counter() - started, f"; {model.note}" if model.note else "")
+    log.info(
+        "loaded model %s on %s (%s) in %.2f s%s",
+        store.uri(key),
+        device,
+        model.name,
+        time.perf_counter() - started,
+        f"; {model.note}" if model.note else "",
+    )
     return model
 
 
@@ -97,8 +104,19 @@ class PredictChunk:
             _inference[self._name()] = {**model.describe(), **layout.metadata()}
             log.info("inference on %s (%s): %s", model.name, device, layout)
 
-        return predict_tiles(self.store, model, select_device(device), list(entries), self.prefix, self.batch_size, mapper,
-                             normalise=self.normalise, on_layout=on_layout, cpus=_share_of_cores(), margin=self.margin)
+        return predict_tiles(
+            self.store,
+            model,
+            select_device(device),
+            list(entries),
+            self.prefix,
+            self.batch_size,
+            mapper,
+            normalise=self.normalise,
+            on_layout=on_layout,
+            cpus=_share_of_cores(),
+            margin=self.margin,
+        )
 
     def _name(self) -> tuple[str, str, str]:
         return (self.store.uri(self.weights), self._device(), requested(self.runtime))
@@ -106,4 +124,7 @@ class PredictChunk:
     def inference(self) -> dict:
         """The runtime and layout this process predicted with (runtime, device, batch size, streams,
         threads, measured or cached); on a cluster each worker chooses its own, and logs it."""
-        return _inference.get(self._name()) or {"runtime": requested(self.runtime), "layout": "per worker: see the step log"}
+        return _inference.get(self._name()) or {
+            "runtime": requested(self.runtime),
+            "layout": "per worker: see the step log",
+        }

@@ -5,7 +5,7 @@ by batch from a store (`ChipBatches`): the same seed gives the same chips either
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -133,8 +133,9 @@ class ChipDataset(Dataset):
         validate_pairs(images, labels)
         self.images = [pad(np.asarray(im, dtype=np.float32), chip_size, 0.0) for im in images]
         self.labels = [pad(np.asarray(lb, dtype=np.uint8), chip_size, IGNORE) for lb in labels]
-        self.sampler = ChipSampler([np.any(lb != IGNORE) for lb in self.labels], chip_size, chips_per_epoch,
-                                   seed, augment, groups)
+        self.sampler = ChipSampler(
+            [np.any(lb != IGNORE) for lb in self.labels], chip_size, chips_per_epoch, seed, augment, groups
+        )
         self.epoch = 0
 
     @property
@@ -175,7 +176,13 @@ class ChipBatches:
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.sampler, self.read, self.batch_size, self.mapper, self.normalise = sampler, read, batch_size, mapper, normalise
+        self.sampler, self.read, self.batch_size, self.mapper, self.normalise = (
+            sampler,
+            read,
+            batch_size,
+            mapper,
+            normalise,
+        )
 
     def __len__(self) -> int:
         return -(-self.sampler.chips_per_epoch // self.batch_size)

@@ -4,8 +4,8 @@ memory does not grow with the set (see ml.memory). No torch at import: the code 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import numpy as np
 
@@ -30,7 +30,9 @@ def evaluate(store: Store, record: dict, evaluation_set: dict, mapper: Mapper, d
 
     with store.local_copy(record["weights"]) as weights:  # torch.export.load needs a local file
         model = load_model(weights, device)
-    return confusion(tiles, lambda x: predict_batch(model, x, device), registry.normalisation(record), mapper, batch_size)
+    return confusion(
+        tiles, lambda x: predict_batch(model, x, device), registry.normalisation(record), mapper, batch_size
+    )
 
 
 def confusion(tiles: SetTiles, predict: Predict, normalise: Normalise, mapper: Mapper, batch_size: int) -> np.ndarray:

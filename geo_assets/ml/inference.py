@@ -17,9 +17,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, wait
 from functools import partial
-from typing import Callable
 
 import numpy as np
 import torch
@@ -69,8 +69,9 @@ def _named(what: str, fn: Callable, entry: dict, *args):
         raise TileError(f"tile {entry['key']}: {what} failed: {exc}") from exc
 
 
-def _read_batch(store: Store, mapper: Mapper, normalise: Normalise | None, margin: int, cache: TileCache | None,
-                batch: list[dict]) -> list[tuple]:
+def _read_batch(
+    store: Store, mapper: Mapper, normalise: Normalise | None, margin: int, cache: TileCache | None, batch: list[dict]
+) -> list[tuple]:
     tiles = mapper(lambda e: _named("read", read_tile, e, store, e, normalise, margin, cache), batch)
     shapes = {t[0].shape for t in tiles}
     if len(shapes) != 1:
@@ -115,8 +116,10 @@ def predict_tiles(
     runtime = as_runtime(model, device)
     batch_size = check_batch_size(batch_size)
     if margin % runtime.multiple:
-        raise ValueError(f"margin {margin} px is not a multiple of the model's pad multiple {runtime.multiple}: "
-                         "the tile would not sit on the model's stride lattice")
+        raise ValueError(
+            f"margin {margin} px is not a multiple of the model's pad multiple {runtime.multiple}: "
+            "the tile would not sit on the model's stride lattice"
+        )
     if not entries:
         return []
     if margin:
@@ -170,7 +173,9 @@ def predict_tiles(
         def infer(batch: list[dict], reading: Future) -> Future:
             tiles = reading.result()
             try:
-                classes = classify(forward, np.stack([t[0] for t in tiles]), runtime.multiple, None, runtime.in_channels)
+                classes = classify(
+                    forward, np.stack([t[0] for t in tiles]), runtime.multiple, None, runtime.in_channels
+                )
                 if margin:
                     classes = classes[:, margin:-margin, margin:-margin]
                 classes[~np.stack([t[1] for t in tiles])] = IGNORE

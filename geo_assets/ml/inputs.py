@@ -3,7 +3,7 @@ model version was trained. No torch here: training sets and evaluation read tile
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

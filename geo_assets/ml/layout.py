@@ -70,8 +70,10 @@ class Layout:
     def __str__(self) -> str:
         threads = "default" if self.threads is None else self.threads
         rate = f", {self.tiles_per_s:.1f} tiles/s forward" if self.tiles_per_s else ""
-        return (f"batch {self.batch_size}, {self.streams} stream(s) x {threads} intra-op thread(s), "
-                f"{self.io_threads} I/O threads ({self.how}{rate})")
+        return (
+            f"batch {self.batch_size}, {self.streams} stream(s) x {threads} intra-op thread(s), "
+            f"{self.io_threads} I/O threads ({self.how}{rate})"
+        )
 
 
 def check_batch_size(value: object) -> int | None:
@@ -95,8 +97,9 @@ def io_threads(streams: int) -> int:
     return 2 * streams
 
 
-def choose_layout(runtime: Runtime, sample: np.ndarray, batch_size: int | str | None = None,
-                  cpus: int | None = None) -> Layout:
+def choose_layout(
+    runtime: Runtime, sample: np.ndarray, batch_size: int | str | None = None, cpus: int | None = None
+) -> Layout:
     """The layout for `runtime` on tiles shaped like `sample` (C,H,W): measured once per machine on the CPU.
 
     `cpus`: the cores this loop may use (default: all this process may run on); a process that
@@ -105,8 +108,10 @@ def choose_layout(runtime: Runtime, sample: np.ndarray, batch_size: int | str | 
     batch = check_batch_size(batch_size)
     most = max_forward_batch(max(sample.shape[-2:]))  # memory: batch x window² within MAX_FORWARD_PIXELS
     if batch is not None and batch > most or most == 0:
-        raise ValueError(f"batch_size {batch or 1} of {sample.shape[-1]} px windows passes the forward pass's bound of "
-                         f"{MAX_FORWARD_PIXELS:,} pixels (batch x window²): at most {most} fit")
+        raise ValueError(
+            f"batch_size {batch or 1} of {sample.shape[-1]} px windows passes the forward pass's bound of "
+            f"{MAX_FORWARD_PIXELS:,} pixels (batch x window²): at most {most} fit"
+        )
     if runtime.device.type != "cpu":
         return Layout(batch or min(GPU_BATCH, most), 1, None, io_threads(2), "default")
     n = cores() if cpus is None else cpus
@@ -133,7 +138,9 @@ def measure(runtime: Runtime, sample: np.ndarray, streams: int, threads: int, ba
     """Forward passes alone, with `streams` threads each inferring batches of `batch` copies of `sample`."""
     x = np.repeat(np.asarray(sample, dtype=np.float32)[np.newaxis], batch, axis=0)
     with runtime.session(threads) as forward, ThreadPoolExecutor(streams) as pool:
-        list(pool.map(lambda _: classify(forward, x, runtime.multiple), range(streams)))  # warm-up: allocations, kernels
+        list(
+            pool.map(lambda _: classify(forward, x, runtime.multiple), range(streams))
+        )  # warm-up: allocations, kernels
 
         def stream(start: float) -> int:
             done = 0

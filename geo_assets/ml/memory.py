@@ -63,8 +63,11 @@ def check_prediction_batch(batch_size: int | None, tile_size: int, margin: int, 
     if pixels <= MAX_FORWARD_PIXELS:
         return
     most = max_forward_batch(window)
-    fix = (f"use batch_size {most} or less, or a smaller margin" if most
-           else "not even one tile fits: use a smaller margin or smaller tiles")
+    fix = (
+        f"use batch_size {most} or less, or a smaller margin"
+        if most
+        else "not even one tile fits: use a smaller margin or smaller tiles"
+    )
     raise ValueError(
         f"predictions with batch_size {batch_size or 'auto'} on tiles of {tile_size} px with margin {margin} px: "
         f"a forward pass holds batch_size x (tile + 2 x margin)² = {batch} x {window}² = {pixels:,} pixels "

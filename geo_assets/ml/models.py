@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,7 +38,9 @@ class UNet(nn.Module):
         self.pool = nn.MaxPool2d(2)
         # Transposed convs (not interpolate) keep the graph free of size-dependent
         # Python arithmetic, which makes tracing/export shape-generic.
-        self.up = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in reversed(range(depth)))
+        self.up = nn.ModuleList(
+            nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in reversed(range(depth))
+        )
         self.merge = nn.ModuleList(_double_conv(widths[i] * 2, widths[i]) for i in reversed(range(depth)))
         self.head = nn.Conv2d(widths[0], num_classes, 1)
 
@@ -61,7 +64,11 @@ class PixelFCN(nn.Module):
         layers: list[nn.Module] = []
         ch = in_channels
         for _ in range(num_layers):
-            layers += [nn.Conv2d(ch, hidden_channels, 3, padding=1, bias=False), nn.BatchNorm2d(hidden_channels), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(ch, hidden_channels, 3, padding=1, bias=False),
+                nn.BatchNorm2d(hidden_channels),
+                nn.ReLU(inplace=True),
+            ]
             ch = hidden_channels
         # 1x1 mixing layer then classifier: cheap extra per-pixel capacity.
         layers += [nn.Conv2d(ch, hidden_channels, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden_channels, num_classes, 1)]
@@ -74,7 +81,9 @@ class PixelFCN(nn.Module):
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"unet": UNet, "fcn": PixelFCN}
 
 
-def check_hyperparameters(architecture: str, hyperparameters: dict[str, Any], in_channels: int = 6, num_classes: int = 6) -> dict:
+def check_hyperparameters(
+    architecture: str, hyperparameters: dict[str, Any], in_channels: int = 6, num_classes: int = 6
+) -> dict:
     """The hyperparameters as ints, each within its range, and a model within MAX_PARAMETERS; else one
     ValueError naming the first problem. Counts weights on torch's meta device: nothing is allocated."""
     if architecture not in ARCHITECTURES:
@@ -89,9 +98,16 @@ def check_hyperparameters(architecture: str, hyperparameters: dict[str, Any], in
     checked = {}
     for name, value in hyperparameters.items():
         low, high = bounds[name]
-        whole = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and float(value).is_integer()
+        whole = (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and float(value).is_integer()
+        )
         if not whole or not low <= value <= high:
-            raise ValueError(f"hyperparameter {name} of {architecture!r} must be a whole number from {low} to {high}, got {value!r}")
+            raise ValueError(
+                f"hyperparameter {name} of {architecture!r} must be a whole number from {low} to {high}, got {value!r}"
+            )
         checked[name] = int(value)
     with torch.device("meta"):
         count = sum(p.numel() for p in ARCHITECTURES[architecture](in_channels, num_classes, **checked).parameters())

@@ -4,8 +4,8 @@ code location's processes read normalisations from model records without importi
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -53,21 +53,23 @@ class Normalisation:
         if not self.bands or len(set(self.bands)) != len(self.bands):
             raise ValueError(f"a normalisation needs distinct band names, got {list(self.bands)}")
         if not (len(self.bands) == len(self.scale) == len(self.offset)):
-            raise ValueError(f"bands, scale and offset differ in length: {len(self.bands)}, {len(self.scale)}, {len(self.offset)}")
+            raise ValueError(
+                f"bands, scale and offset differ in length: {len(self.bands)}, {len(self.scale)}, {len(self.offset)}"
+            )
         if not all(math.isfinite(v) and v != 0 for v in self.scale) or not all(math.isfinite(v) for v in self.offset):
             raise ValueError(f"scale must be finite and non-zero, offset finite: {self.scale}, {self.offset}")
 
     @classmethod
-    def legacy(cls, bands: Sequence[str]) -> "Normalisation":
+    def legacy(cls, bands: Sequence[str]) -> Normalisation:
         return cls(tuple(bands), (1 / REFLECTANCE_SCALE,) * len(bands), (0.0,) * len(bands), legacy_clip=True)
 
     @classmethod
-    def identity(cls, bands: Sequence[str]) -> "Normalisation":
+    def identity(cls, bands: Sequence[str]) -> Normalisation:
         """Picks the bands and keeps their DN (as float32): for fitting a normalisation."""
         return cls(tuple(bands), (1.0,) * len(bands), (0.0,) * len(bands))
 
     @classmethod
-    def fit(cls, images: Sequence[np.ndarray], bands: Sequence[str]) -> "Normalisation":
+    def fit(cls, images: Sequence[np.ndarray], bands: Sequence[str]) -> Normalisation:
         """Standardise each band over the valid pixels (no band 0) of (C,H,W) DN images."""
         moments = BandMoments(len(bands))
         for image in images:
@@ -75,7 +77,7 @@ class Normalisation:
         return moments.normalisation(bands)
 
     @classmethod
-    def from_record(cls, record: dict) -> "Normalisation":
+    def from_record(cls, record: dict) -> Normalisation:
         """The normalisation stored with a model version; `legacy` for versions stored before."""
         stored = record.get("normalisation")
         if stored is None:
@@ -92,7 +94,9 @@ class Normalisation:
         names = list(band_names or [])
         if not any(names):  # an unnamed raster: only usable when it has exactly our bands
             if data.shape[0] != len(self.bands):
-                raise ValueError(f"a raster without band names has {data.shape[0]} bands; the model expects {list(self.bands)}")
+                raise ValueError(
+                    f"a raster without band names has {data.shape[0]} bands; the model expects {list(self.bands)}"
+                )
             return data
         missing = [b for b in self.bands if b not in names]
         if missing:

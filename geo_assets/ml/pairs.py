@@ -34,7 +34,9 @@ def validate_pair(
     if label.ndim != 2:
         raise ValueError(f"label {i} must have shape (H,W), got {label.shape}")
     if image.shape[1:] != label.shape:
-        raise ValueError(f"image {i} is {image.shape[1]}x{image.shape[2]} but label {i} is {label.shape[0]}x{label.shape[1]}")
+        raise ValueError(
+            f"image {i} is {image.shape[1]}x{image.shape[2]} but label {i} is {label.shape[0]}x{label.shape[1]}"
+        )
     if in_channels is not None and image.shape[0] != in_channels:
         raise ValueError(f"image {i} has {image.shape[0]} channels, expected in_channels={in_channels}")
     labelled = label[label != IGNORE]
@@ -46,7 +48,9 @@ def validate_pair(
     return labelled.size > 0
 
 
-def _load_pair(store: Store, item: tuple[dict, dict], normalise: Normalise | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _load_pair(
+    store: Store, item: tuple[dict, dict], normalise: Normalise | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     tile, label_entry = item
     image, valid, _ = read_tile(store, tile, normalise)
     with store.env():  # in the work unit: GDAL config is per thread
@@ -111,7 +115,9 @@ class SetTiles:
 
     @classmethod
     def of(cls, store: Store, manifest: dict) -> SetTiles:
-        labels = {key: store.read_json(key) for key in {item["labels"] for item in manifest["items"]}}  # one read a region
+        labels = {
+            key: store.read_json(key) for key in {item["labels"] for item in manifest["items"]}
+        }  # one read a region
         items, names, groups, size = [], [], [], 0
         for group, item in enumerate(manifest["items"]):
             check_labels_cut(item, labels[item["labels"]])

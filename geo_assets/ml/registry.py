@@ -47,7 +47,9 @@ def version_id(config: dict, input_versions: dict[str, str], runtime: dict[str, 
     """Config, input data versions, runtime (device type, torch version) and the training code's digest
     (`ml.training_code.digest()`): what decides the weights."""
     # The inputs as ordered pairs: the set's order decides which tile each chip draw picks.
-    return _hash({"config": config, "inputs": list(input_versions.items()), "runtime": runtime, "code": training_code}, 12)
+    return _hash(
+        {"config": config, "inputs": list(input_versions.items()), "runtime": runtime, "code": training_code}, 12
+    )
 
 
 def input_versions(dataset_manifest: dict) -> dict[str, str]:
@@ -120,7 +122,9 @@ def set_variants(manifest: dict) -> dict | None:
     (None for a manifest made before labels' cuts were recorded)."""
     if not all("labels_cut" in i for i in manifest["items"]):
         return None
-    return {f"{i['region']}/{i['date']}": {"imagery": i["imagery"], "labels": i["labels_cut"]} for i in manifest["items"]}
+    return {
+        f"{i['region']}/{i['date']}": {"imagery": i["imagery"], "labels": i["labels_cut"]} for i in manifest["items"]
+    }
 
 
 def judged_set_id(manifest: dict, registered: dict | None) -> str:
@@ -138,7 +142,9 @@ def registered_set(store: Store, name: str) -> dict | None:
         return None
 
 
-def register_set(store: Store, name: str, pairs: list[list[str]], by: str, variants: dict | None = None) -> tuple[dict, bool]:
+def register_set(
+    store: Store, name: str, pairs: list[list[str]], by: str, variants: dict | None = None
+) -> tuple[dict, bool]:
     """Make `pairs`, reading `variants` (`set_variants`), the evaluation set of `name` (an explicit act).
     Returns the record and whether it changed: the same set keeps its revision, another makes the next one.
     A conditional write: of two registrations at once (two first evaluation_set runs, a run and the CLI),
@@ -154,15 +160,17 @@ def register_set(store: Store, name: str, pairs: list[list[str]], by: str, varia
         "set_id": identity,
         "revision": (current["revision"] + 1) if current else 1,
         "acquisitions": sorted([str(r), str(d)] for r, d in pairs),
-        "changed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "changed_at": datetime.datetime.now(datetime.UTC).isoformat(),
         "changed_by": by,
         "previous_set_id": current["set_id"] if current else None,
         "variants": variants or {},
     }
     data = (json.dumps(record, indent=1, sort_keys=True) + "\n").encode()
     if not (store.create(key, data) if found is None else store.replace(key, data, found[1])):
-        raise ValueError(f"the evaluation set of model {name!r} was changed by another writer meanwhile; nothing was "
-                         f"written: see it with `geo-assets model list {name}`, and register again if it is not the one wanted")
+        raise ValueError(
+            f"the evaluation set of model {name!r} was changed by another writer meanwhile; nothing was "
+            f"written: see it with `geo-assets model list {name}`, and register again if it is not the one wanted"
+        )
     return record, True
 
 
@@ -173,7 +181,9 @@ def on_set(evaluation: dict, registered: dict | None) -> bool:
 
 def passes(record: dict, min_miou: float, registered: dict | None) -> bool:
     """Servable under the gate in force: an evaluation on the registered set passed at this threshold or a stricter one."""
-    return any(e["passed"] and e["min_miou"] >= min_miou and on_set(e, registered) for e in record.get("evaluations", []))
+    return any(
+        e["passed"] and e["min_miou"] >= min_miou and on_set(e, registered) for e in record.get("evaluations", [])
+    )
 
 
 def best_miou(record: dict, registered: dict | None) -> float | None:
@@ -191,8 +201,10 @@ def _summary(versions: list[dict], registered: dict | None) -> str:
 
 
 def _no_set(name: str) -> str:
-    return (f"model {name!r} has no registered evaluation set: materialise evaluation_set[{name}] or run "
-            f"`geo-assets model evaluation-set {name} --regions ...`")
+    return (
+        f"model {name!r} has no registered evaluation set: materialise evaluation_set[{name}] or run "
+        f"`geo-assets model evaluation-set {name} --regions ...`"
+    )
 
 
 def serving_pin(store: Store, name: str) -> dict | None:
@@ -212,8 +224,10 @@ def serving_version(store: Store, name: str, min_miou: float, versions: list[dic
     if pin is not None:
         record = next((r for r in versions if r["version"] == pin["version"]), None)
         if record is None:
-            raise LookupError(f"model {name!r} is pinned to version {pin['version']}, which is not stored; "
-                              f"run `geo-assets model promote {name} --auto` or promote a stored version")
+            raise LookupError(
+                f"model {name!r} is pinned to version {pin['version']}, which is not stored; "
+                f"run `geo-assets model promote {name} --auto` or promote a stored version"
+            )
         if not passes(record, min_miou, registered):
             # Refused, not served: a pin says "this one", never "this one whatever the gate says now".
             best = best_miou(record, registered)
@@ -253,8 +267,13 @@ def serving_state(store: Store, name: str, min_miou: float, versions: list[dict]
         state = f"pinned to {pin['version']} (passes the gate in force)"
     else:
         state = f"pinned to {pin['version']}, REFUSED: it does not pass the gate in force (min mIoU {min_miou})"
-    return {"serving": serving, "pinned": pin["version"] if pin else None, "state": state, "refused": refused,
-            "registered_set": registered_set(store, name)}
+    return {
+        "serving": serving,
+        "pinned": pin["version"] if pin else None,
+        "state": state,
+        "refused": refused,
+        "registered_set": registered_set(store, name),
+    }
 
 
 def serving_id(store: Store, name: str, min_miou: float, versions: list[dict] | None = None) -> str | None:
@@ -265,8 +284,9 @@ def serving_id(store: Store, name: str, min_miou: float, versions: list[dict] | 
         return None
 
 
-def resolve_version(store: Store, name: str, version: str | None, min_miou: float,
-                    versions: list[dict] | None = None) -> dict:
+def resolve_version(
+    store: Store, name: str, version: str | None, min_miou: float, versions: list[dict] | None = None
+) -> dict:
     """The requested version, or by default the serving one."""
     versions = list_versions(store, name) if versions is None else versions
     if version is None:
@@ -276,7 +296,9 @@ def resolve_version(store: Store, name: str, version: str | None, min_miou: floa
             return record
     if not versions:
         raise LookupError(f"model {name!r} has no trained versions; materialise trained_model[{name}] first")
-    raise LookupError(f"model {name!r} has no version {version!r}; versions: {', '.join(r['version'] for r in versions)}")
+    raise LookupError(
+        f"model {name!r} has no version {version!r}; versions: {', '.join(r['version'] for r in versions)}"
+    )
 
 
 def promote(store: Store, name: str, version: str, min_miou: float) -> dict:
@@ -287,7 +309,7 @@ def promote(store: Store, name: str, version: str, min_miou: float) -> dict:
             f"version {version} of model {name!r} has not passed the quality gate (min mIoU {min_miou}) on its "
             "registered evaluation set; evaluate it first: only gated versions can be promoted"
         )
-    pin = {"version": version, "promoted_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+    pin = {"version": version, "promoted_at": datetime.datetime.now(datetime.UTC).isoformat()}
     store.write_json(f"models/{name}/{SERVING_FILE}", pin)
     return pin
 

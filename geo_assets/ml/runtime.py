@@ -18,8 +18,8 @@ from __future__ import annotations
 import hashlib
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -39,7 +39,6 @@ from geo_assets.ml.predict import (
     load_model,
     torch_forward,
 )
-
 
 Forward = Callable[[np.ndarray], np.ndarray]  # a padded (N,C,H,W) float32 batch -> (N,H,W) uint8 class ids
 
@@ -173,14 +172,18 @@ def load_runtime(store: Store, weights: str, device: torch.device, name: str | N
         recorded = store.read_json(f"{folder}/{registry.MODEL_FILE}").get("files")
     except ObjectNotFoundError:  # a bare exported model, outside the model store's layout
         recorded = None
-    unverified = "" if recorded else f"files not verified: no digests recorded in {store.uri(folder)}/{registry.MODEL_FILE}"
+    unverified = (
+        "" if recorded else f"files not verified: no digests recorded in {store.uri(folder)}/{registry.MODEL_FILE}"
+    )
     note = ""
 
     def checked(key: str, path: str) -> str:
         if recorded:
             file = key.rsplit("/", 1)[1]
             if file not in recorded:
-                raise ValueError(f"{store.uri(key)} has no digest in {store.uri(folder)}/{registry.MODEL_FILE}; refusing to use it")
+                raise ValueError(
+                    f"{store.uri(key)} has no digest in {store.uri(folder)}/{registry.MODEL_FILE}; refusing to use it"
+                )
             check_file(store.uri(key), path, recorded[file])
         return path
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -98,7 +99,10 @@ def train_chips(
     _check(config)
     sampler = chips.sampler
     if (chips.batch_size, sampler.chip_size, sampler.chips_per_epoch, sampler.seed) != (
-        config.batch_size, config.chip_size, config.chips_per_epoch, config.seed
+        config.batch_size,
+        config.chip_size,
+        config.chips_per_epoch,
+        config.seed,
     ):
         raise ValueError("the chips' batch size, chip size, chips per epoch and seed must be the training config's")
     device = select_device(config.device)  # fail on a bad device before building anything

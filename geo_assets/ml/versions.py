@@ -9,9 +9,9 @@ the device type and torch version that shape the weights are part of it.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from functools import partial
-from typing import Callable
 
 from geo_assets.geo.integrity import file_record
 from geo_assets.geo.landcover import CLASSES
@@ -53,7 +53,9 @@ class TrainedVersion:
     reused: bool  # the version was stored before: nothing was trained
 
 
-def survey(tiles: SetTiles, mapper: Mapper, window: int, normalise: Normalisation, num_classes: int) -> tuple[BandMoments, list[bool]]:
+def survey(
+    tiles: SetTiles, mapper: Mapper, window: int, normalise: Normalisation, num_classes: int
+) -> tuple[BandMoments, list[bool]]:
     """One pass over a training set's tiles, `window` at a time: each pair checked, the sums a
     normalisation is fitted from, and whether each tile holds labels (what chips are drawn from)."""
 
@@ -78,15 +80,16 @@ def version_of(request: TrainingRequest, runtime: dict[str, str]) -> str:
     return registry.version_id(request.settings, inputs, runtime, training_code.digest())
 
 
-def train_version(store: Store, request: TrainingRequest, mapper: Mapper, log: Log,
-                  before_record: Callable[[], None] = lambda: None) -> TrainedVersion:
+def train_version(
+    store: Store, request: TrainingRequest, mapper: Mapper, log: Log, before_record: Callable[[], None] = lambda: None
+) -> TrainedVersion:
     """Reuse the stored version this request names on this runtime, or train, export and store it.
     `before_record` runs right before the record is stored and may refuse (a step that lost its partition)."""
     # torch here, not at the top: the requests are built in processes that never train.
     import torch
 
-    from geo_assets.ml.predict import EXPORTS
     from geo_assets.ml.data import ChipBatches, ChipSampler
+    from geo_assets.ml.predict import EXPORTS
     from geo_assets.ml.train import TrainConfig, train_chips
 
     settings, training_set = request.settings, request.training_set
@@ -103,7 +106,9 @@ def train_version(store: Store, request: TrainingRequest, mapper: Mapper, log: L
         pass
 
     bands = training_set["bands"]
-    config = TrainConfig(**{f.name: settings[f.name] for f in fields(TrainConfig) if f.name != "device"}, device=str(device))
+    config = TrainConfig(
+        **{f.name: settings[f.name] for f in fields(TrainConfig) if f.name != "device"}, device=str(device)
+    )
     tiles = SetTiles.of(store, training_set)  # manifests only: no tile read yet
     check_tiles_held("training", config.batch_size, 1, tiles.tile_size)
     identity = Normalisation.identity(bands)
@@ -112,9 +117,12 @@ def train_version(store: Store, request: TrainingRequest, mapper: Mapper, log: L
     log(f"training {settings['architecture']} on {len(tiles)} tiles from {len(inputs)} acquisitions ({device})")
     # Each acquisition is drawn alike; a batch reads only the tiles its chips come from, normalised as a batch.
     sampler = ChipSampler(labelled, config.chip_size, config.chips_per_epoch, seed=config.seed, groups=tiles.groups)
-    chips = ChipBatches(sampler, partial(tiles.read, normalise=identity), config.batch_size, mapper, normalisation.apply)
-    result = train_chips(chips, len(bands), len(CLASSES), config,
-                         progress=lambda e, n, loss: log(f"epoch {e}/{n}: loss {loss:.4f}"))
+    chips = ChipBatches(
+        sampler, partial(tiles.read, normalise=identity), config.batch_size, mapper, normalisation.apply
+    )
+    result = train_chips(
+        chips, len(bands), len(CLASSES), config, progress=lambda e, n, loss: log(f"epoch {e}/{n}: loss {loss:.4f}")
+    )
     files = {}  # each file's size and sha256, checked wherever it is loaded (geo.integrity)
     for file, export in EXPORTS.items():  # model.pt2 (torch) and model.onnx (ONNX Runtime)
         with store.writing(f"{prefix}/{file}") as tmp:
@@ -123,13 +131,15 @@ def train_version(store: Store, request: TrainingRequest, mapper: Mapper, log: L
     record = {
         "name": request.model,
         "version": version,
-        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
         "config": settings,
         "bands": bands,
         "normalisation": normalisation.to_json(),
         "classes": list(CLASSES),
         "inputs": inputs,
-        "training_set": [{k: i[k] for k in ("region", "date", "footprint", "ground") if k in i} for i in training_set["items"]],
+        "training_set": [
+            {k: i[k] for k in ("region", "date", "footprint", "ground") if k in i} for i in training_set["items"]
+        ],
         "runtime": runtime,
         "training_code": code,
         "weights": f"{prefix}/{registry.WEIGHTS_FILE}",

@@ -33,8 +33,13 @@ async def _lifespan(app):
 @click.option("--port", "-p", type=int, default=3000, show_default=True, help="port to listen on")
 @click.option("--path-prefix", "-l", default="", help="the path the UI is served under (eg: /dagster)")
 @click.option("--read-only", is_flag=True, help="no mutations: launching runs, toggling schedules and sensors are off")
-@click.option("--log-level", default="warning", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]), help="uvicorn's log level")
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    help="uvicorn's log level",
+)
 @workspace_options
 def webserver(host: str, port: int, path_prefix: str, read_only: bool, log_level: str, **workspace: object) -> None:
     import uvicorn
@@ -56,11 +61,17 @@ def webserver(host: str, port: int, path_prefix: str, read_only: bool, log_level
     logger = logging.getLogger(LOGGER)
     with get_possibly_temporary_instance_for_cli(LOGGER, logger=logger) as instance:
         instance.optimize_for_webserver(DEFAULT_DB_STATEMENT_TIMEOUT, DEFAULT_POOL_RECYCLE, DEFAULT_POOL_MAX_OVERFLOW)
-        with WorkspaceProcessContext(instance, version=__version__, read_only=read_only,
-                                     workspace_load_target=workspace_opts_to_load_target(workspace_opts)) as context:
+        with WorkspaceProcessContext(
+            instance,
+            version=__version__,
+            read_only=read_only,
+            workspace_load_target=workspace_opts_to_load_target(workspace_opts),
+        ) as context:
             app = create_app_from_workspace_process_context(context, path_prefix, LIVE_DATA_POLL_MS, lifespan=_lifespan)
             logger.info("Serving the Dagster UI with service messages on http://%s:%s%s", host, port, path_prefix)
-            uvicorn.run(ServiceMessages(app, Services(instance), path_prefix), host=host, port=port, log_level=log_level)
+            uvicorn.run(
+                ServiceMessages(app, Services(instance), path_prefix), host=host, port=port, log_level=log_level
+            )
 
 
 def main(argv: list[str] | None = None) -> int:

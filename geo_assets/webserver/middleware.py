@@ -23,7 +23,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from geo_assets.webserver.health import DatabaseDown, Services
 
 LOGGER = logging.getLogger("dagster-webserver")
-SERVICES_PATH = "/geo-assets/services"  # under the path prefix: {"database": ..., "daemon": ...}, each a message or null
+SERVICES_PATH = (
+    "/geo-assets/services"  # under the path prefix: {"database": ..., "daemon": ...}, each a message or null
+)
 BANNER_ID = "geo-assets-service-banner"
 RELOAD_S = 10  # the database page reloads itself this often
 POLL_S = 5  # the banner asks SERVICES_PATH this often
@@ -55,7 +57,7 @@ class ServiceMessages:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
             await self.app(scope, receive, send)  # websockets (GraphQL subscriptions), lifespan
             return
-        path = scope["path"][len(self.prefix):]
+        path = scope["path"][len(self.prefix) :]
         wants_html = "text/html" in Headers(scope=scope).get("accept", "")
         if path == SERVICES_PATH:
             await self._services(send)
@@ -88,14 +90,23 @@ class ServiceMessages:
             body = DATABASE_PAGE.format(message=html.escape(down.message), reload=RELOAD_S)
             await _respond(send, 503, "text/html; charset=utf-8", body.encode(), {"retry-after": str(RELOAD_S)})
             return
-        error = {"message": down.message, "extensions": {"errorInfo": {"message": f"{down.error}: {down.cause}",
-                                                                       "cls_name": down.error.rsplit(".", 1)[-1]}}}
+        error = {
+            "message": down.message,
+            "extensions": {
+                "errorInfo": {"message": f"{down.error}: {down.cause}", "cls_name": down.error.rsplit(".", 1)[-1]}
+            },
+        }
         body = json.dumps({"data": None, "errors": [error]}).encode()
         await _respond(send, 503, "application/json", body, {"retry-after": str(RELOAD_S)})
 
     def banner(self, message: str, nonce: str) -> bytes:
-        return BANNER.format(id=BANNER_ID, message=html.escape(message), nonce=html.escape(nonce),
-                             url=self.prefix + SERVICES_PATH, poll=POLL_S * 1000).encode()
+        return BANNER.format(
+            id=BANNER_ID,
+            message=html.escape(message),
+            nonce=html.escape(nonce),
+            url=self.prefix + SERVICES_PATH,
+            poll=POLL_S * 1000,
+        ).encode()
 
 
 class _Watch:
@@ -124,8 +135,11 @@ class _Watch:
                 if self.retry:
                     self.mode = "retry"
                     return
-            elif (self.page and headers.get("content-type", "").startswith("text/html")
-                  and "content-encoding" not in headers):
+            elif (
+                self.page
+                and headers.get("content-type", "").startswith("text/html")
+                and "content-encoding" not in headers
+            ):
                 self.start, self.mode = message, "page"
                 return
             await self.send(message)
@@ -160,7 +174,17 @@ async def _no_body() -> Message:
 
 
 async def _respond(send: Send, status: int, content_type: str, body: bytes, extra: dict | None = None) -> None:
-    headers = {"content-type": content_type, "content-length": str(len(body)), "cache-control": "no-store", **(extra or {})}
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(k.encode(), v.encode()) for k, v in headers.items()]})
+    headers = {
+        "content-type": content_type,
+        "content-length": str(len(body)),
+        "cache-control": "no-store",
+        **(extra or {}),
+    }
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

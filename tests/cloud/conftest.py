@@ -43,8 +43,12 @@ def postgres():
 @pytest.fixture
 def s3_settings(s3_server) -> dict:
     """make_store/StorageResource settings for the S3 server."""
-    return dict(endpoint_url=s3_server.endpoint_url, region=REGION, access_key_id=s3_server.access_key,
-                secret_access_key=s3_server.secret_key)
+    return dict(
+        endpoint_url=s3_server.endpoint_url,
+        region=REGION,
+        access_key_id=s3_server.access_key,
+        secret_access_key=s3_server.secret_key,
+    )
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from geo_assets.assets.predictions import predictions
 from geo_assets.assets.reports import region_report
 from geo_assets.cli import register
 from geo_assets.geo import synthetic
+from geo_assets.geo.acquisitions import pick_imagery
 from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
 from geo_assets.partitions import region_date_key
 from resources.compute import LocalPoolCompute
@@ -19,16 +20,26 @@ from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
 from resources.training import InProcessTraining
-from geo_assets.geo.acquisitions import pick_imagery
 
 # 2 x 2 tiles of 64 px at 10 m, on the grid (as in tests/dagster).
-TINY = Region("tiny-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",))
-TINY_HOLDOUT = Region("tiny-holdout", (440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",))
+TINY = Region(
+    "tiny-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",)
+)
+TINY_HOLDOUT = Region(
+    "tiny-holdout", (440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",)
+)
 DATE = "2024-06-01"
 TILES64 = {"config": {"tile_size": 64}}
 CUT = "synthetic-64px-blue-green-red-nir"  # the imagery variant TILES64 cuts
-TRAIN = {"architecture": "fcn", "epochs": 2, "chips_per_epoch": 32, "chip_size": 64, "batch_size": 8,
-         "learning_rate": 0.01, "hyperparameters": {"hidden_channels": 8}}
+TRAIN = {
+    "architecture": "fcn",
+    "epochs": 2,
+    "chips_per_epoch": 32,
+    "chip_size": 64,
+    "batch_size": 8,
+    "learning_rate": 0.01,
+    "hyperparameters": {"hidden_channels": 8},
+}
 
 
 @pytest.fixture
@@ -43,14 +54,20 @@ def _resources(storage: StorageResource) -> dict:
     catalogue.add(TINY)
     catalogue.add(TINY_HOLDOUT)
     save_catalogue(storage.store(), catalogue)
-    return {"storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
-            "imagery": ImageryResource(),  # unused by the synthetic source
-            "gate": ModelGate(min_miou=0.0),  # plumbing, not quality
-            "training": InProcessTraining()}
+    return {
+        "storage": storage,
+        "compute": LocalPoolCompute(workers=2),
+        "io_manager": ManifestIOManager(storage=storage),
+        "imagery": ImageryResource(),  # unused by the synthetic source
+        "gate": ModelGate(min_miou=0.0),  # plumbing, not quality
+        "training": InProcessTraining(),
+    }
 
 
 def _materialize(assets, key, resources, instance, ops=None, **kw):
-    result = dg.materialize(assets, partition_key=key, resources=resources, instance=instance, run_config={"ops": ops or {}}, **kw)
+    result = dg.materialize(
+        assets, partition_key=key, resources=resources, instance=instance, run_config={"ops": ops or {}}, **kw
+    )
     assert result.success
     return result
 
@@ -67,26 +84,39 @@ def test_whole_pipeline_with_storage_in_s3(s3_settings, prefix, instance, monkey
     for region in (TINY.name, TINY_HOLDOUT.name):
         _materialize([imagery_tiles], region_date_key(region, DATE), resources, instance, {"imagery_tiles": TILES64})
         _materialize([labels], region, resources, instance, {"labels": TILES64})
-    ops = {"training_set": {"config": {"regions": [TINY.name]}}, "evaluation_set": {"config": {"regions": [TINY_HOLDOUT.name]}},
-           "trained_model": {"config": TRAIN}}
-    trained = _materialize([training_set, evaluation_set, trained_model, model_evaluation], "tiny-model", resources, instance, ops)
+    ops = {
+        "training_set": {"config": {"regions": [TINY.name]}},
+        "evaluation_set": {"config": {"regions": [TINY_HOLDOUT.name]}},
+        "trained_model": {"config": TRAIN},
+    }
+    trained = _materialize(
+        [training_set, evaluation_set, trained_model, model_evaluation], "tiny-model", resources, instance, ops
+    )
     version = trained.output_for_node("trained_model")["version"]
     result = _materialize(
-        [imagery_tiles, predictions, region_report], region_date_key(TINY_HOLDOUT.name, DATE), resources, instance,
-        {"predictions": {"config": {"model": "tiny-model"}}}, selection=["predictions", "region_report"],
+        [imagery_tiles, predictions, region_report],
+        region_date_key(TINY_HOLDOUT.name, DATE),
+        resources,
+        instance,
+        {"predictions": {"config": {"model": "tiny-model"}}},
+        selection=["predictions", "region_report"],
     )
 
     store = storage.store()
     assert store.root.startswith("s3://geo-assets-test/")
     manifests = store.list("manifests")
-    assert manifests == sorted([
-        f"manifests/imagery_tiles/region={r}/date={DATE}/{CUT}.json" for r in (TINY.name, TINY_HOLDOUT.name)
-    ] + [f"manifests/labels/{r}.json" for r in (TINY.name, TINY_HOLDOUT.name)] + [
-        "manifests/evaluation_set/tiny-model.json", "manifests/model_evaluation/tiny-model.json",
-        f"manifests/predictions/tiny-model/{version}/region={TINY_HOLDOUT.name}/date={DATE}/{CUT}/margin-32px.json",
-        f"manifests/region_report/tiny-model/{version}/region={TINY_HOLDOUT.name}/date={DATE}/{CUT}/margin-32px.json",
-        "manifests/trained_model/tiny-model.json", "manifests/training_set/tiny-model.json",
-    ])
+    assert manifests == sorted(
+        [f"manifests/imagery_tiles/region={r}/date={DATE}/{CUT}.json" for r in (TINY.name, TINY_HOLDOUT.name)]
+        + [f"manifests/labels/{r}.json" for r in (TINY.name, TINY_HOLDOUT.name)]
+        + [
+            "manifests/evaluation_set/tiny-model.json",
+            "manifests/model_evaluation/tiny-model.json",
+            f"manifests/predictions/tiny-model/{version}/region={TINY_HOLDOUT.name}/date={DATE}/{CUT}/margin-32px.json",
+            f"manifests/region_report/tiny-model/{version}/region={TINY_HOLDOUT.name}/date={DATE}/{CUT}/margin-32px.json",
+            "manifests/trained_model/tiny-model.json",
+            "manifests/training_set/tiny-model.json",
+        ]
+    )
     imagery = pick_imagery(store, TINY_HOLDOUT.name, DATE)[1]
     assert len(imagery["tiles"]) == 4 and all(store.exists(t["path"]) for t in imagery["tiles"])
     assert store.exists(f"models/tiny-model/{version}/model.pt2")
@@ -113,7 +143,9 @@ def test_whole_pipeline_with_storage_in_s3(s3_settings, prefix, instance, monkey
 def test_imagery_tiles_with_storage_in_gcs(gcs_settings, prefix, instance):
     storage = StorageResource(root=f"gs://geo-assets-test/{prefix}", **gcs_settings)
     resources = _resources(storage)
-    result = _materialize([imagery_tiles], region_date_key(TINY.name, DATE), resources, instance, {"imagery_tiles": TILES64})
+    result = _materialize(
+        [imagery_tiles], region_date_key(TINY.name, DATE), resources, instance, {"imagery_tiles": TILES64}
+    )
     store = storage.store()
     key = f"manifests/imagery_tiles/region={TINY.name}/date={DATE}/{CUT}.json"
     meta = result.asset_materializations_for_node("imagery_tiles")[0].metadata

@@ -30,7 +30,9 @@ def _scene(seed: int, bands: int = 3, size: int = 600) -> np.ndarray:
 
 
 def test_uri_path_and_class_by_scheme(remote_store):
-    scheme, vsi, cls = ("s3", "/vsis3/", S3Store) if remote_store.root.startswith("s3://") else ("gs", "/vsigs/", GCSStore)
+    scheme, vsi, cls = (
+        ("s3", "/vsis3/", S3Store) if remote_store.root.startswith("s3://") else ("gs", "/vsigs/", GCSStore)
+    )
     assert type(remote_store) is cls
     bucket, prefix = remote_store.bucket, remote_store.prefix
     assert remote_store.uri("a/b.tif") == f"{scheme}://{bucket}/{prefix}/a/b.tif"
@@ -54,7 +56,15 @@ def test_bytes_and_json_round_trip(remote_store):
 
 
 def test_list_sorted_recursive_and_complete(remote_store):
-    keys = ["p/z.tif", "p/a.tif", "p/sub/m.tif", "p/sub/deeper/b.json", "p/x=1/y+z@v.json", "q/other.tif", "pp/not-under-p"]
+    keys = [
+        "p/z.tif",
+        "p/a.tif",
+        "p/sub/m.tif",
+        "p/sub/deeper/b.json",
+        "p/x=1/y+z@v.json",
+        "q/other.tif",
+        "pp/not-under-p",
+    ]
     for key in keys:
         remote_store.write_bytes(key, key.encode())
     assert remote_store.list("p") == sorted(k for k in keys if k.startswith("p/"))
@@ -77,7 +87,9 @@ def test_cog_written_through_writing_reads_windowed_through_gdal(remote_store, t
         assert remote.profile == ref.profile
         for w in windows:
             np.testing.assert_array_equal(remote.read(window=w), ref.read(window=w))
-            np.testing.assert_array_equal(remote.read(2, window=w), scene[1, w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width])
+            np.testing.assert_array_equal(
+                remote.read(2, window=w), scene[1, w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width]
+            )
         assert remote.overviews(1)  # a COG: overviews are read remotely too
         np.testing.assert_array_equal(remote.read(1, out_shape=(300, 300)), ref.read(1, out_shape=(300, 300)))
     with remote_store.env():
@@ -157,8 +169,12 @@ def test_missing_object_names_its_uri(remote_store):
 def test_missing_bucket_names_the_bucket(scheme, request):
     settings = request.getfixturevalue("s3_settings" if scheme == "s3" else "gcs_settings")
     store = make_store(f"{scheme}://no-such-bucket-here/p", **settings)
-    for op in (lambda: store.read_bytes("k"), lambda: store.exists("k"), lambda: store.list("k"),
-               lambda: store.write_bytes("k", b"x")):
+    for op in (
+        lambda: store.read_bytes("k"),
+        lambda: store.exists("k"),
+        lambda: store.list("k"),
+        lambda: store.write_bytes("k", b"x"),
+    ):
         with pytest.raises(BucketNotFoundError, match="bucket 'no-such-bucket-here' does not exist"):
             op()
     with pytest.raises(BucketNotFoundError, match="no-such-bucket-here"):
@@ -174,8 +190,11 @@ def test_wrong_secret_is_permission_error_without_the_secret(s3_settings, s3_sto
     for text in (repr(bad), str(bad), repr(s3_store), str(s3_store)):
         assert wrong not in text and good_secret not in text and s3_settings["access_key_id"] not in text
     ops = {
-        "read": lambda: bad.read_bytes("k"), "exists": lambda: bad.exists("k"), "list": lambda: bad.list("p"),
-        "write": lambda: bad.write_bytes("k", b"x"), "copy": lambda: bad.local_copy("k").__enter__(),
+        "read": lambda: bad.read_bytes("k"),
+        "exists": lambda: bad.exists("k"),
+        "list": lambda: bad.list("p"),
+        "write": lambda: bad.write_bytes("k", b"x"),
+        "copy": lambda: bad.local_copy("k").__enter__(),
     }
     for name, op in ops.items():
         with pytest.raises(PermissionError) as err:
@@ -223,7 +242,13 @@ def test_pickled_store_reads_in_another_process(remote_store):
     with clone.env():
         np.testing.assert_array_equal(read_raster(clone.path("t.tif"))[0], _scene(3, bands=1, size=32))
     script = "import pickle, sys; s = pickle.load(sys.stdin.buffer); sys.stdout.buffer.write(s.read_bytes('k.bin'))"
-    out = subprocess.run([sys.executable, "-c", script], input=data, capture_output=True, timeout=60,
-                         cwd=Path(__file__).parents[2], env={**os.environ})
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        input=data,
+        capture_output=True,
+        timeout=60,
+        cwd=Path(__file__).parents[2],
+        env={**os.environ},
+    )
     assert out.returncode == 0, out.stderr.decode()[-2000:]
     assert out.stdout == b"from the parent"

@@ -7,8 +7,8 @@ import contextlib
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from devtools import containers
 
@@ -21,8 +21,14 @@ def name(what: str) -> str:
 
 
 @contextlib.contextmanager
-def container(image: str, *command: str, env: dict[str, str] | None = None, mounts: Sequence[str] = (),
-              user: str | None = None, what: str = "run") -> Iterator[str]:
+def container(
+    image: str,
+    *command: str,
+    env: dict[str, str] | None = None,
+    mounts: Sequence[str] = (),
+    user: str | None = None,
+    what: str = "run",
+) -> Iterator[str]:
     """`docker run -d --network host` of `image`; yields the container's name; removed on exit."""
     cname = name(what)
     args = ["run", "-d", "--network", "host", "--name", cname]
@@ -58,4 +64,6 @@ def wait_until(check, timeout: float, what: str, cname: str | None = None) -> No
         if cname and not running(cname):
             break
         time.sleep(0.5)
-    raise AssertionError(f"{what} within {timeout:.0f} s" + (f"; {cname} logs:\n{logs(cname)[-4000:]}" if cname else ""))
+    raise AssertionError(
+        f"{what} within {timeout:.0f} s" + (f"; {cname} logs:\n{logs(cname)[-4000:]}" if cname else "")
+    )

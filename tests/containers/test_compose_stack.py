@@ -55,8 +55,9 @@ class Stack:
     tmp: Path
 
     def sh(self, command: str, *, timeout: float = 600, check: bool = True, **env) -> subprocess.CompletedProcess:
-        proc = subprocess.run(["bash", "-c", command], cwd=ROOT, env={**self.env, **env}, capture_output=True,
-                              text=True, timeout=timeout)
+        proc = subprocess.run(
+            ["bash", "-c", command], cwd=ROOT, env={**self.env, **env}, capture_output=True, text=True, timeout=timeout
+        )
         if check:
             assert proc.returncode == 0, f"{command}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         return proc
@@ -90,8 +91,11 @@ class Stack:
 
     def launch(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """`geo-assets launch` on the host against the stack's webserver."""
-        return self.sh(" ".join(["geo-assets", "launch", "--url", self.web, "--region", REGION, "--date", DATE, *args]),
-                       check=check, GEO_ASSETS_PROFILE="aws")
+        return self.sh(
+            " ".join(["geo-assets", "launch", "--url", self.web, "--region", REGION, "--date", DATE, *args]),
+            check=check,
+            GEO_ASSETS_PROFILE="aws",
+        )
 
 
 def wait_for_location(web: str, timeout: float = 300) -> None:
@@ -100,7 +104,9 @@ def wait_for_location(web: str, timeout: float = 300) -> None:
     deadline, last = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
         try:
-            entries = requests.post(web, json={"query": query}, timeout=10).json()["data"]["workspaceOrError"]["locationEntries"]
+            entries = requests.post(web, json={"query": query}, timeout=10).json()["data"]["workspaceOrError"][
+                "locationEntries"
+            ]
             last = {e["name"]: (e["locationOrLoadError"] or {}).get("__typename") for e in entries}
             if last.get("geo_assets") == "RepositoryLocation":
                 return
@@ -111,8 +117,9 @@ def wait_for_location(web: str, timeout: float = 300) -> None:
 
 
 def host_world(env: dict[str, str], *args: str) -> str:
-    proc = subprocess.run([sys.executable, str(WORLD), *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(WORLD), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return proc.stdout
 
@@ -132,9 +139,19 @@ def stack_image(request) -> str:
     if not image:
         image = containers.APP_IMAGE
         first = readme_commands()[0]
-        proc = subprocess.run(["bash", "-c", first], cwd=ROOT, env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"},
-                              capture_output=True, text=True, timeout=3600)
-        assert proc.returncode == 0 and proc.stdout.strip().endswith(image), (first, proc.stdout[-2000:], proc.stderr[-3000:])
+        proc = subprocess.run(
+            ["bash", "-c", first],
+            cwd=ROOT,
+            env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"},
+            capture_output=True,
+            text=True,
+            timeout=3600,
+        )
+        assert proc.returncode == 0 and proc.stdout.strip().endswith(image), (
+            first,
+            proc.stdout[-2000:],
+            proc.stderr[-3000:],
+        )
     assert containers.image_exists(image), f"{image} names no image"
     return image
 
@@ -145,16 +162,24 @@ def stack(stack_image, s3_server, tmp_path_factory) -> Stack:
     tmp = tmp_path_factory.mktemp("stack")
     web_port = free_port()
     env = {
-        **os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "COMPOSE_PROJECT_NAME": f"stack-{uuid.uuid4().hex[:8]}",
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "COMPOSE_PROJECT_NAME": f"stack-{uuid.uuid4().hex[:8]}",
         "GEO_ASSETS_IMAGE": stack_image,
         # The README's exports, with this test's values.
-        "GEO_ASSETS_STORAGE_ROOT": f"s3://{BUCKET}/stack", "GEO_ASSETS_LOG_BUCKET": BUCKET,
-        "AWS_ENDPOINT_URL_S3": s3_server.endpoint_url, "AWS_ACCESS_KEY_ID": s3_server.access_key,
-        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key, "AWS_REGION": s3_server.region,
-        "DAGSTER_PG_PASSWORD": "pg-" + secrets.token_hex(8), "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
+        "GEO_ASSETS_STORAGE_ROOT": f"s3://{BUCKET}/stack",
+        "GEO_ASSETS_LOG_BUCKET": BUCKET,
+        "AWS_ENDPOINT_URL_S3": s3_server.endpoint_url,
+        "AWS_ACCESS_KEY_ID": s3_server.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+        "AWS_REGION": s3_server.region,
+        "DAGSTER_PG_PASSWORD": "pg-" + secrets.token_hex(8),
+        "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
         # Free ports, so two test workers (or a stack already running) never collide.
-        "DAGSTER_PG_PORT": str(free_port()), "GEO_ASSETS_GRPC_PORT": str(free_port()),
-        "GEO_ASSETS_WEBSERVER_PORT": str(web_port), "GEO_ASSETS_READ_ONLY_PORT": str(free_port()),
+        "DAGSTER_PG_PORT": str(free_port()),
+        "GEO_ASSETS_GRPC_PORT": str(free_port()),
+        "GEO_ASSETS_WEBSERVER_PORT": str(web_port),
+        "GEO_ASSETS_READ_ONLY_PORT": str(free_port()),
     }
     env.pop("GEO_ASSETS_PROFILE", None)
     env.pop("DAGSTER_HOME", None)
@@ -200,11 +225,16 @@ def up(stack) -> Stack:
     t0 = time.monotonic()
     stack.launch("--select", "imagery_tiles", "--wait")
     launched_in_stack(stack, ["labels"], REGION, {})
-    run_id = launched_in_stack(stack, ["training_set", "trained_model"], MODEL,
-                               {"training_set": {"config": {"regions": [REGION]}}, "trained_model": {"config": TRAIN}})
+    run_id = launched_in_stack(
+        stack,
+        ["training_set", "trained_model"],
+        MODEL,
+        {"training_set": {"config": {"regions": [REGION]}}, "trained_model": {"config": TRAIN}},
+    )
     print(f"the model trained in the stack in {time.monotonic() - t0:.0f} s")
-    tags = stack.graphql('query($id: ID!) { runOrError(runId: $id) { ... on Run { tags { key value } } } }',
-                         {"id": run_id})["runOrError"]["tags"]
+    tags = stack.graphql(
+        "query($id: ID!) { runOrError(runId: $id) { ... on Run { tags { key value } } } }", {"id": run_id}
+    )["runOrError"]["tags"]
     assert {t["key"]: t["value"] for t in tags}["dagster/image"] == stack.env["GEO_ASSETS_IMAGE"]  # its own container
     # The version, as the README says to find it: `geo-assets model list` (the newest is listed last).
     listed = stack.sh(f"geo-assets model list {MODEL}", GEO_ASSETS_PROFILE="aws").stdout
@@ -217,8 +247,9 @@ def test_a_prediction_launched_in_the_stack_equals_the_embedded_defaults(up, tmp
     assert re.search(r"run [0-9a-f-]{36}: SUCCESS", proc.stdout), proc.stdout[-3000:]
     (run_id,) = re.findall(r"launched run ([0-9a-f-]{36})", proc.stdout)
     assert "materialised predictions" in proc.stdout
-    tags = up.graphql('query($id: ID!) { runOrError(runId: $id) { ... on Run { tags { key value } } } }',
-                      {"id": run_id})["runOrError"]["tags"]
+    tags = up.graphql(
+        "query($id: ID!) { runOrError(runId: $id) { ... on Run { tags { key value } } } }", {"id": run_id}
+    )["runOrError"]["tags"]
     assert {t["key"]: t["value"] for t in tags}["dagster/image"] == up.env["GEO_ASSETS_IMAGE"]  # its own container
 
     # The same prediction on the embedded default: local files, SQLite, this host's processes.
@@ -232,8 +263,16 @@ def test_a_prediction_launched_in_the_stack_equals_the_embedded_defaults(up, tmp
     assert version == up.env["VERSION"]  # the same model, trained from the same inputs
     host_world(env, "predict", version)
 
-    aws = {k: up.env[k] for k in ("GEO_ASSETS_STORAGE_ROOT", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID",
-                                  "AWS_SECRET_ACCESS_KEY", "AWS_REGION")}
+    aws = {
+        k: up.env[k]
+        for k in (
+            "GEO_ASSETS_STORAGE_ROOT",
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_REGION",
+        )
+    }
     ((region, date, tiles, same),) = compare({"local": local, "aws": aws}, [(MODEL, REGION, DATE)])
     assert tiles == 16 and same
 
@@ -283,12 +322,29 @@ mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
 
 def test_a_run_whose_container_is_killed_mid_step_is_marked_failed(up):
     # A training long enough to be killed in its step, launched over GraphQL like the UI's launchpad.
-    ops = {"training_set": {"config": {"regions": [REGION]}},
-           "trained_model": {"config": {"architecture": "fcn", "epochs": 500, "chips_per_epoch": 64, "chip_size": 64,
-                                        "batch_size": 8, "hyperparameters": {"hidden_channels": 8}}}}
-    params = {"selector": {"repositoryLocationName": "geo_assets", "repositoryName": "__repository__",
-                           "jobName": "__ASSET_JOB", "assetSelection": [{"path": ["training_set"]}, {"path": ["trained_model"]}]},
-              "runConfigData": {"ops": ops}, "executionMetadata": {"tags": [{"key": "dagster/partition", "value": MODEL}]}}
+    ops = {
+        "training_set": {"config": {"regions": [REGION]}},
+        "trained_model": {
+            "config": {
+                "architecture": "fcn",
+                "epochs": 500,
+                "chips_per_epoch": 64,
+                "chip_size": 64,
+                "batch_size": 8,
+                "hyperparameters": {"hidden_channels": 8},
+            }
+        },
+    }
+    params = {
+        "selector": {
+            "repositoryLocationName": "geo_assets",
+            "repositoryName": "__repository__",
+            "jobName": "__ASSET_JOB",
+            "assetSelection": [{"path": ["training_set"]}, {"path": ["trained_model"]}],
+        },
+        "runConfigData": {"ops": ops},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": MODEL}]},
+    }
     DagsterClient(up.web).ready()  # as `geo-assets launch` does: each pooled database connection answers
     launched = up.graphql(LAUNCH_TRAINING, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched

@@ -19,7 +19,9 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pytest
+from image_helpers import container, logs, wait_until
 from rasterio.io import MemoryFile
+from tiny_world import DATE, MODEL, TINY, TINY_HOLDOUT, train_tiny
 
 from devtools.emulators import free_port
 from devtools.emulators.s3 import seaweedfs
@@ -29,8 +31,6 @@ from geo_assets.cli import register
 from geo_assets.geo.acquisitions import pick_imagery
 from geo_assets.geo.regions import load_catalogue, save_catalogue
 from geo_assets.partitions import region_date_key
-from image_helpers import container, logs, wait_until
-from tiny_world import DATE, MODEL, TINY, TINY_HOLDOUT, train_tiny
 from resources.dask_compute import DaskCompute
 from resources.profiles import resource_defs
 from resources.storage import StorageResource
@@ -50,8 +50,12 @@ def s3(tmp_path_factory):
 @pytest.fixture(scope="module")
 def aws_env(s3) -> dict[str, str]:
     """The aws profile on a fresh prefix of the bucket: what the step and the workers both get."""
-    return {"AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key, "AWS_REGION": REGION,
-            "AWS_ENDPOINT_URL_S3": s3.endpoint_url}
+    return {
+        "AWS_ACCESS_KEY_ID": s3.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+        "AWS_REGION": REGION,
+        "AWS_ENDPOINT_URL_S3": s3.endpoint_url,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +94,16 @@ def trained(instance, storage) -> str:
 def readme_dask(kind: str) -> list[str]:
     """`dask scheduler ...` or `dask worker ...` as deploy/README.md's "Dask in containers" runs them
     (what follows the image name): the flags tested are the flags documented."""
-    block = (ROOT / "deploy/README.md").read_text().split("## Dask in containers", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
-    (line,) = [l for l in block.replace("\\\n", " ").splitlines() if f"dask {kind}" in l]
+    block = (
+        (ROOT / "deploy/README.md")
+        .read_text()
+        .split("## Dask in containers", 1)[1]
+        .split("```sh\n", 1)[1]
+        .split("```", 1)[0]
+    )
+    (line,) = [x for x in block.replace("\\\n", " ").splitlines() if f"dask {kind}" in x]
     words = line.split()
-    return words[words.index("dask"):]
+    return words[words.index("dask") :]
 
 
 @pytest.fixture(scope="module")
@@ -105,11 +115,15 @@ def cluster(app_image, aws_env):
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     scheduler_args, worker_args = readme_dask("scheduler"), readme_dask("worker")
-    with container(app_image, *[str(port) if a == "8786" else a for a in scheduler_args], what="dask-scheduler") as scheduler:
+    with container(
+        app_image, *[str(port) if a == "8786" else a for a in scheduler_args], what="dask-scheduler"
+    ) as scheduler:
         wait_until(lambda: "Scheduler at:" in logs(scheduler), 120, "the scheduler container did not start", scheduler)
         worker = [address if a == "tcp://127.0.0.1:8786" else a for a in worker_args]
-        with container(app_image, *worker, env=aws_env, what="dask-worker") as first, \
-                container(app_image, *worker, env=aws_env, what="dask-worker") as second:
+        with (
+            container(app_image, *worker, env=aws_env, what="dask-worker") as first,
+            container(app_image, *worker, env=aws_env, what="dask-worker") as second,
+        ):
             with Client(address, timeout=60, set_as_default=False) as client:
                 client.wait_for_workers(2, timeout=180)
             announced = set()
@@ -121,8 +135,10 @@ def cluster(app_image, aws_env):
 
 
 def ops(version: str) -> dict:
-    return {"imagery_tiles": {"config": {"tile_size": 32}},
-            "predictions": {"config": {"model": MODEL, "version": version, "batch_size": 2}}}
+    return {
+        "imagery_tiles": {"config": {"tile_size": 32}},
+        "predictions": {"config": {"model": MODEL, "version": version, "batch_size": 2}},
+    }
 
 
 def pixels(store) -> dict:
@@ -138,8 +154,13 @@ def pixels(store) -> dict:
 
 
 def run_predictions(instance, version: str) -> dg.ExecuteInProcessResult:
-    result = dg.materialize([imagery_tiles, predictions], partition_key=KEY, instance=instance,
-                            resources=resource_defs("aws"), run_config={"ops": ops(version)})
+    result = dg.materialize(
+        [imagery_tiles, predictions],
+        partition_key=KEY,
+        instance=instance,
+        resources=resource_defs("aws"),
+        run_config={"ops": ops(version)},
+    )
     assert result.success
     return result
 
@@ -163,8 +184,11 @@ def test_predictions_on_dask_containers_equal_the_embedded_defaults(trained, ins
     # The batches ran on the containers' workers, and their log lines are in the step's log.
     logs_of = lambda run: [e.user_message for e in instance.all_logs(run.run_id) if e.dagster_event is None]  # noqa: E731
     step_log = logs_of(result)
-    done_on = {m.rsplit(" done on ", 1)[1].split()[0].rstrip(",;") for m in step_log
-               if m.startswith("predicted tiles: batch ") and " done on " in m}
+    done_on = {
+        m.rsplit(" done on ", 1)[1].split()[0].rstrip(",;")
+        for m in step_log
+        if m.startswith("predicted tiles: batch ") and " done on " in m
+    }
     assert done_on and done_on <= workers, (done_on, workers)
     forwarded = [m for m in step_log if m.startswith("[tcp://127.0.0.1:") and "] loaded model " in m]
     assert forwarded, step_log

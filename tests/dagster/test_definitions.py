@@ -16,10 +16,18 @@ AK = dg.AssetKey
 def test_asset_graph_edges():
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
-        "imagery_tiles", "labels", "training_set", "evaluation_set", "trained_model", "model_evaluation",
-        "predictions", "region_report",
+        "imagery_tiles",
+        "labels",
+        "training_set",
+        "evaluation_set",
+        "trained_model",
+        "model_evaluation",
+        "predictions",
+        "region_report",
     }
-    parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys} for k in graph.get_all_asset_keys()}
+    parents = {
+        k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys} for k in graph.get_all_asset_keys()
+    }
     assert parents == {
         "imagery_tiles": set(),
         "labels": set(),
@@ -55,7 +63,8 @@ def test_quality_gate_is_a_blocking_check_on_model_evaluation():
 
 def test_jobs_and_resources():
     for job, assets in {
-        "imagery_job": {"imagery_tiles"}, "labels_job": {"labels"},
+        "imagery_job": {"imagery_tiles"},
+        "labels_job": {"labels"},
         "training_job": {"training_set", "evaluation_set", "trained_model", "model_evaluation"},
         "prediction_job": {"predictions", "region_report"},
     }.items():
@@ -73,7 +82,9 @@ def test_outputs_of_a_model_version_are_keyed_by_it():
     from resources.storage import KEYED_BY_MODEL_VERSION
 
     graph = defs.resolve_asset_graph()
-    keyed = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).metadata.get(KEYED_BY_MODEL_VERSION)}
+    keyed = {
+        k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).metadata.get(KEYED_BY_MODEL_VERSION)
+    }
     assert keyed == {"predictions", "region_report"}
 
 
@@ -91,7 +102,9 @@ def test_gate_threshold_is_a_deployment_setting(monkeypatch):
 
 def test_instance_queues_one_run_per_partition_and_retries_infrastructure_failures_only():
     config = yaml.safe_load((Path(__file__).parents[2] / "dagster.yaml").read_text())
-    with dg.instance_for_test(overrides={k: config[k] for k in ("run_coordinator", "concurrency", "run_retries")}) as instance:
+    with dg.instance_for_test(
+        overrides={k: config[k] for k in ("run_coordinator", "concurrency", "run_retries")}
+    ) as instance:
         limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
         assert limits == [{"key": "dagster/partition", "limit": 1, "value": {"applyLimitPerUniqueValue": True}}]
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 1

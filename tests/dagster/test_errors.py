@@ -15,13 +15,20 @@ from geo_assets.partitions import region_date_key
 
 def _run(asset, key, resources, instance, config=None, **kw):
     return dg.materialize(
-        [asset, *kw.pop("extra", [])], partition_key=key, resources=resources, instance=instance,
-        run_config={"ops": {asset.key.path[-1]: {"config": config or {}}}}, raise_on_error=False, **kw,
+        [asset, *kw.pop("extra", [])],
+        partition_key=key,
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {asset.key.path[-1]: {"config": config or {}}}},
+        raise_on_error=False,
+        **kw,
     )
 
 
 def _snapshot(store) -> dict[str, bytes]:
-    return {k: store.read_bytes(k) for k in store.list("imagery")} | {k: store.read_bytes(k) for k in store.list("manifests")}
+    return {k: store.read_bytes(k) for k in store.list("imagery")} | {
+        k: store.read_bytes(k) for k in store.list("manifests")
+    }
 
 
 @pytest.mark.parametrize(
@@ -63,7 +70,9 @@ def test_hostile_partition_keys_touch_no_storage(registered, resources, store, h
 
 
 def test_sample_source_outside_its_scenes(registered, resources):
-    result = _run(imagery_tiles, region_date_key("tiny-field", "2024-06-01"), resources, registered, {"source": "sample"})
+    result = _run(
+        imagery_tiles, region_date_key("tiny-field", "2024-06-01"), resources, registered, {"source": "sample"}
+    )
     assert "no sample scene covers region 'tiny-field'" in failure_message(result)
 
 
@@ -84,10 +93,14 @@ def test_region_without_labels(registered, resources):
     ],
 )
 def test_bad_training_config(registered, resources, config, message):
-    assert _run(imagery_tiles, region_date_key("tiny-field", "2024-06-01"), resources, registered, {"tile_size": 64}).success
+    assert _run(
+        imagery_tiles, region_date_key("tiny-field", "2024-06-01"), resources, registered, {"tile_size": 64}
+    ).success
     assert _run(labels, "tiny-field", resources, registered, {"tile_size": 64}).success
     assert _run(training_set, "tiny-model", resources, registered, {"regions": ["tiny-field"]}).success
-    result = _run(trained_model, "tiny-model", resources, registered, config, extra=[training_set], selection=["trained_model"])
+    result = _run(
+        trained_model, "tiny-model", resources, registered, config, extra=[training_set], selection=["trained_model"]
+    )
     assert message in failure_message(result)
 
 
@@ -108,9 +121,27 @@ def test_bad_training_set_config(registered, resources, config, message):
 def test_predictions_without_a_model(registered, resources):
     key = region_date_key("tiny-field", "2024-06-01")
     assert _run(imagery_tiles, key, resources, registered, {"tile_size": 64}).success
-    result = _run(predictions, key, resources, registered, {"model": "tiny-model"}, extra=[imagery_tiles], selection=["predictions"])
-    assert "model 'tiny-model' has no trained versions; materialise trained_model[tiny-model] first" in failure_message(result)
-    result = _run(predictions, key, resources, registered, {"model": "Tiny Model"}, extra=[imagery_tiles], selection=["predictions"])
+    result = _run(
+        predictions,
+        key,
+        resources,
+        registered,
+        {"model": "tiny-model"},
+        extra=[imagery_tiles],
+        selection=["predictions"],
+    )
+    assert "model 'tiny-model' has no trained versions; materialise trained_model[tiny-model] first" in failure_message(
+        result
+    )
+    result = _run(
+        predictions,
+        key,
+        resources,
+        registered,
+        {"model": "Tiny Model"},
+        extra=[imagery_tiles],
+        selection=["predictions"],
+    )
     assert "invalid model name 'Tiny Model'" in failure_message(result)
 
 
@@ -118,5 +149,7 @@ def test_predictions_before_imagery(registered, resources):
     key = region_date_key("tiny-holdout", "2024-06-01")
     result = _run(predictions, key, resources, registered, extra=[imagery_tiles], selection=["predictions"])
     # The step reads the variant it needs (no IO-manager input): its own message names the partition.
-    assert "no imagery_tiles for region 'tiny-holdout' on 2024-06-01: materialise imagery_tiles[2024-06-01|tiny-holdout] first" \
+    assert (
+        "no imagery_tiles for region 'tiny-holdout' on 2024-06-01: materialise imagery_tiles[2024-06-01|tiny-holdout] first"
         in failure_message(result)
+    )

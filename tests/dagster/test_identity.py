@@ -17,38 +17,64 @@ from geo_assets.assets.labels import labels
 from geo_assets.assets.models import evaluation_set, model_evaluation, trained_model, training_set
 from geo_assets.assets.predictions import predictions
 from geo_assets.assets.reports import region_report
-from geo_assets.demo import failure_message
+from geo_assets.demo import failure_message, only_output
+from geo_assets.geo.acquisitions import pick_imagery
 from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
 from geo_assets.ml import registry
 from geo_assets.partitions import region_date_key
 from geo_assets.sensors import input_changes
 from resources.gate import ModelGate
-from geo_assets.geo.acquisitions import pick_imagery
-from geo_assets.demo import only_output
 
-ALL_ASSETS = [imagery_tiles, labels, training_set, evaluation_set, trained_model, model_evaluation, predictions, region_report]
+ALL_ASSETS = [
+    imagery_tiles,
+    labels,
+    training_set,
+    evaluation_set,
+    trained_model,
+    model_evaluation,
+    predictions,
+    region_report,
+]
 MODELS = [training_set, evaluation_set, trained_model, model_evaluation]
 KEY = region_date_key("tiny-holdout", "2024-06-01")
-TRAIN = {"architecture": "fcn", "epochs": 4, "chips_per_epoch": 64, "chip_size": 64, "batch_size": 8,
-         "learning_rate": 0.01, "hyperparameters": {"hidden_channels": 16}}
+TRAIN = {
+    "architecture": "fcn",
+    "epochs": 4,
+    "chips_per_epoch": 64,
+    "chip_size": 64,
+    "batch_size": 8,
+    "learning_rate": 0.01,
+    "hyperparameters": {"hidden_channels": 16},
+}
 
 
 def _run(assets, key, resources, instance, ops=None, **kw):
-    return dg.materialize(assets, partition_key=key, resources=resources, instance=instance,
-                          run_config={"ops": ops or {}}, raise_on_error=kw.pop("raise_on_error", False), **kw)
+    return dg.materialize(
+        assets,
+        partition_key=key,
+        resources=resources,
+        instance=instance,
+        run_config={"ops": ops or {}},
+        raise_on_error=kw.pop("raise_on_error", False),
+        **kw,
+    )
 
 
 def _prepare(resources, instance, regions=("tiny-field", "tiny-holdout"), tile_size=64):
     for region in regions:
         tiles = {"config": {"tile_size": tile_size}}
-        assert _run([imagery_tiles], region_date_key(region, "2024-06-01"), resources, instance, {"imagery_tiles": tiles}).success
+        assert _run(
+            [imagery_tiles], region_date_key(region, "2024-06-01"), resources, instance, {"imagery_tiles": tiles}
+        ).success
         assert _run([labels], region, resources, instance, {"labels": tiles}).success
 
 
 def _train(resources, instance, model="tiny-model", held_out=("tiny-holdout",), **overrides):
-    ops = {"training_set": {"config": {"regions": ["tiny-field"]}},
-           "evaluation_set": {"config": {"regions": list(held_out)}},
-           "trained_model": {"config": {**TRAIN, **overrides}}}
+    ops = {
+        "training_set": {"config": {"regions": ["tiny-field"]}},
+        "evaluation_set": {"config": {"regions": list(held_out)}},
+        "trained_model": {"config": {**TRAIN, **overrides}},
+    }
     return _run(MODELS, model, resources, instance, ops)
 
 
@@ -63,8 +89,14 @@ def two_models(registered, resources):
     registered.add_dynamic_partitions("models", ["tiny-model-b"])
     _prepare(resources, registered)
     a = _train(resources, registered).output_for_node("trained_model")["version"]
-    b = _run(MODELS, "tiny-model-b", resources, registered, {"training_set": {"config": {"regions": ["tiny-field"]}},
-             "trained_model": {"config": {**TRAIN, "seed": 7}}}, selection=["training_set", "trained_model"])
+    b = _run(
+        MODELS,
+        "tiny-model-b",
+        resources,
+        registered,
+        {"training_set": {"config": {"regions": ["tiny-field"]}}, "trained_model": {"config": {**TRAIN, "seed": 7}}},
+        selection=["training_set", "trained_model"],
+    )
     b = b.output_for_node("trained_model")["version"]
     return a, b
 
@@ -83,13 +115,23 @@ def test_report_belongs_to_its_own_model_version(registered, resources, store, t
     assert kept == pred_a
 
     # Reporting A afterwards, in a run of its own, reports A's classes, not B's (the latest) ones.
-    report = _run(ALL_ASSETS, KEY, resources, registered, {"region_report": {"config": {"model": "tiny-model"}}},
-                  selection=["region_report"])
+    report = _run(
+        ALL_ASSETS,
+        KEY,
+        resources,
+        registered,
+        {"region_report": {"config": {"model": "tiny-model"}}},
+        selection=["region_report"],
+    )
     assert report.success
     out = report.output_for_node("region_report")
     assert (out["model"], out["version"]) == ("tiny-model", a)
-    pixel_m2 = box_area_m2((440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631") / (128 * 128)  # ground under one 10 m pixel there
-    assert out["areas_km2"] == pytest.approx({c: n * pixel_m2 / 1e6 for c, n in pred_a["class_counts"].items()}, abs=6e-5)
+    pixel_m2 = box_area_m2((440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631") / (
+        128 * 128
+    )  # ground under one 10 m pixel there
+    assert out["areas_km2"] == pytest.approx(
+        {c: n * pixel_m2 / 1e6 for c, n in pred_a["class_counts"].items()}, abs=6e-5
+    )
     meta = report.asset_materializations_for_node("region_report")[0].metadata
     assert (meta["model"].value, meta["version"].value) == ("tiny-model", a)
     tags = registered.get_run_by_id(report.run_id).tags
@@ -98,15 +140,24 @@ def test_report_belongs_to_its_own_model_version(registered, resources, store, t
 
     # In a run that predicts, the report is of that run's version; asking for another one is refused.
     clash = _predict(resources, registered, "tiny-model-b", version=b, report={"model": "tiny-model"})
-    assert "region_report config asks for {'model': 'tiny-model'}, but this run predicted with model tiny-model-b" in failure_message(clash)
+    assert (
+        "region_report config asks for {'model': 'tiny-model'}, but this run predicted with model tiny-model-b"
+        in failure_message(clash)
+    )
     same = second.output_for_node("region_report")
     assert (same["model"], same["version"]) == ("tiny-model-b", b)
 
 
 def test_report_of_a_version_never_predicted(registered, resources, two_models):
     a, _ = two_models
-    result = _run(ALL_ASSETS, KEY, resources, registered, {"region_report": {"config": {"model": "tiny-model", "version": a}}},
-                  selection=["region_report"])
+    result = _run(
+        ALL_ASSETS,
+        KEY,
+        resources,
+        registered,
+        {"region_report": {"config": {"model": "tiny-model", "version": a}}},
+        selection=["region_report"],
+    )
     assert f"no predictions of model tiny-model version {a} for 2024-06-01|tiny-holdout" in failure_message(result)
 
 
@@ -130,7 +181,10 @@ def test_serving_alias_defaults_to_newest_gated_and_can_be_promoted(registered, 
     other = _predict(resources, registered, "tiny-model", version=new)
     assert other.output_for_node("predictions")["version"] == new
     assert other.asset_materializations_for_node("predictions")[0].metadata["serving"].value is False
-    assert store.read_json(only_output(store, "predictions", "tiny-model", old, "tiny-holdout", "2024-06-01")) == meta_serving
+    assert (
+        store.read_json(only_output(store, "predictions", "tiny-model", old, "tiny-holdout", "2024-06-01"))
+        == meta_serving
+    )
 
     assert cli.main(["model", "promote", "tiny-model", "--auto"]) == 0
     assert registry.serving_version(store, "tiny-model", 0.2)["version"] == new
@@ -139,18 +193,31 @@ def test_serving_alias_defaults_to_newest_gated_and_can_be_promoted(registered, 
 def test_only_gated_versions_can_be_promoted(registered, resources, store, monkeypatch, capsys):
     _prepare(resources, registered)
     strict = {**resources, "gate": ModelGate(min_miou=0.999)}
-    ops = {"training_set": {"config": {"regions": ["tiny-field"]}}, "evaluation_set": {"config": {"regions": ["tiny-holdout"]}},
-           "trained_model": {"config": TRAIN}}
+    ops = {
+        "training_set": {"config": {"regions": ["tiny-field"]}},
+        "evaluation_set": {"config": {"regions": ["tiny-holdout"]}},
+        "trained_model": {"config": TRAIN},
+    }
     version = _run(MODELS, "tiny-model", strict, registered, ops).output_for_node("trained_model")["version"]
     monkeypatch.setenv("GEO_ASSETS_STORAGE_ROOT", store.root)
     assert cli.main(["model", "promote", "tiny-model", version]) == 2
-    assert f"version {version} of model 'tiny-model' has not passed the quality gate (min mIoU 0.9)" in capsys.readouterr().err
+    assert (
+        f"version {version} of model 'tiny-model' has not passed the quality gate (min mIoU 0.9)"
+        in capsys.readouterr().err
+    )
     assert not store.exists("models/tiny-model/serving.json")
 
 
 def test_gate_threshold_is_not_run_config(registered, resources):
     with pytest.raises(dg.DagsterInvalidConfigError, match="min_miou"):
-        _run(MODELS, "tiny-model", resources, registered, {"model_evaluation": {"config": {"min_miou": 0.0}}}, raise_on_error=True)
+        _run(
+            MODELS,
+            "tiny-model",
+            resources,
+            registered,
+            {"model_evaluation": {"config": {"min_miou": 0.0}}},
+            raise_on_error=True,
+        )
 
 
 def test_evaluations_are_immutable_and_record_threshold_and_data(registered, resources, store):
@@ -169,8 +236,9 @@ def test_evaluations_are_immutable_and_record_threshold_and_data(registered, res
 
     again = _run(MODELS, "tiny-model", resources, registered, selection=["model_evaluation"])
     assert again.output_for_node("model_evaluation") == evaluation and store.read_bytes(key) == before
-    stricter = _run(MODELS, "tiny-model", {**resources, "gate": ModelGate(min_miou=0.3)}, registered,
-                    selection=["model_evaluation"]).output_for_node("model_evaluation")
+    stricter = _run(
+        MODELS, "tiny-model", {**resources, "gate": ModelGate(min_miou=0.3)}, registered, selection=["model_evaluation"]
+    ).output_for_node("model_evaluation")
     assert stricter["min_miou"] == 0.3 and stricter["evaluation"] != evaluation["evaluation"]
     assert store.read_bytes(key) == before
     assert len(store.list(f"models/tiny-model/{version}/evaluations")) == 2
@@ -186,8 +254,10 @@ def test_evaluation_on_the_training_ground_is_refused(registered, resources, sto
     _prepare(resources, registered, regions=("tiny-field", "tiny-shifted"))
     result = _train(resources, registered, held_out=("tiny-shifted",))
     # Two 640 m tiles in common: 0.8192 km² on the map, 0.820 km² on the ellipsoid 100 km off the meridian.
-    assert ("evaluation acquisition tiny-shifted/2024-06-01 shares 0.820 km² of ground with training acquisition "
-            "tiny-field/2024-06-01: 2 of its 4 tiles overlap tiles the model was trained on") in failure_message(result)
+    assert (
+        "evaluation acquisition tiny-shifted/2024-06-01 shares 0.820 km² of ground with training acquisition "
+        "tiny-field/2024-06-01: 2 of its 4 tiles overlap tiles the model was trained on"
+    ) in failure_message(result)
     assert not any("/evaluations/" in k for k in store.list("models/tiny-model"))
 
 
@@ -237,8 +307,13 @@ def test_changed_training_input_marks_the_model_stale(registered, resources, sto
     assert _status(registered, "trained_model", "tiny-model") == StaleStatus.FRESH
 
     # tiny-field is cut again at another tile size: a variant beside the one the set lists, which is unchanged.
-    assert _run([imagery_tiles], region_date_key("tiny-field", "2024-06-01"), resources, registered,
-                {"imagery_tiles": {"config": {"tile_size": 128}}}).success
+    assert _run(
+        [imagery_tiles],
+        region_date_key("tiny-field", "2024-06-01"),
+        resources,
+        registered,
+        {"imagery_tiles": {"config": {"tile_size": 128}}},
+    ).success
     result = _tick(registered, resources, result.cursor)
     assert result.run_requests == []
     assert json.loads(result.cursor)["imagery_tiles"] > json.loads(cursor)["imagery_tiles"]
@@ -250,8 +325,9 @@ def test_changed_training_input_marks_the_model_stale(registered, resources, sto
     assert (request.partition_key, request.asset_selection) == ("tiny-model", [dg.AssetKey("training_set")])
     assert request.run_key.startswith("training_set:tiny-model:")  # one run per change
     # The set's own acquisitions, not its selection again (which would take in every date cut since).
-    assert request.run_config == {"ops": {"training_set": {"config": {"regions": ["tiny-field"],
-                                                                      "acquisitions": ["tiny-field/2024-06-01"]}}}}
+    assert request.run_config == {
+        "ops": {"training_set": {"config": {"regions": ["tiny-field"], "acquisitions": ["tiny-field/2024-06-01"]}}}
+    }
     assert request.tags["geo-assets/changed-inputs"] == "labels tiny-field"
 
     # What the daemon then runs: the set takes the new data version, and the model turns stale.
@@ -259,7 +335,9 @@ def test_changed_training_input_marks_the_model_stale(registered, resources, sto
     (item,) = store.read_json("manifests/training_set/tiny-model.json")["items"]
     assert item["imagery"].endswith("/date=2024-06-01/synthetic-128px-blue-green-red-nir.json")  # cut like its labels
     assert _status(registered, "trained_model", "tiny-model") == StaleStatus.STALE
-    causes = get_stale_status_resolver(registered, ALL_ASSETS).get_stale_causes(dg.AssetKey("trained_model"), "tiny-model")
+    causes = get_stale_status_resolver(registered, ALL_ASSETS).get_stale_causes(
+        dg.AssetKey("trained_model"), "tiny-model"
+    )
     assert [c.dependency.asset_key for c in causes if c.dependency] == [dg.AssetKey("training_set")]
 
 
@@ -273,19 +351,38 @@ def test_training_and_evaluation_refuse_labels_cut_since_their_set_was_selected(
         assert not result.success
         (failure,) = [e for e in result.all_events if e.is_step_failure]
         message = str(failure.step_failure_data.error)
-        assert (f"the labels of region '{region}' are now cut at 128 px from synthetic; this set reads {region}/2024-06-01 "
-                "with labels cut at 64 px from synthetic") in message, message
+        assert (
+            f"the labels of region '{region}' are now cut at 128 px from synthetic; this set reads {region}/2024-06-01 "
+            "with labels cut at 64 px from synthetic"
+        ) in message, message
         return message
 
     # tiny-field cut again at 128 px, its labels too: a new training (another seed) from the set as selected.
     _prepare(resources, registered, regions=("tiny-field",), tile_size=128)
-    refused(_run(MODELS, "tiny-model", resources, registered, {"trained_model": {"config": {**TRAIN, "seed": 5}}},
-                 selection=["trained_model"]), "tiny-field")
+    refused(
+        _run(
+            MODELS,
+            "tiny-model",
+            resources,
+            registered,
+            {"trained_model": {"config": {**TRAIN, "seed": 5}}},
+            selection=["trained_model"],
+        ),
+        "tiny-field",
+    )
 
     # tiny-holdout too: an evaluation not yet made (another gate) of the set as selected.
     _prepare(resources, registered, regions=("tiny-holdout",), tile_size=128)
-    refused(_run(MODELS, "tiny-model", {**resources, "gate": ModelGate(min_miou=0.25)}, registered,
-                 selection=["model_evaluation"]), "tiny-holdout")
+    refused(
+        _run(
+            MODELS,
+            "tiny-model",
+            {**resources, "gate": ModelGate(min_miou=0.25)},
+            registered,
+            selection=["model_evaluation"],
+        ),
+        "tiny-holdout",
+    )
 
 
 def test_a_backfill_of_more_dates_never_grows_an_evaluation_set(registered, resources, store):
@@ -300,8 +397,13 @@ def test_a_backfill_of_more_dates_never_grows_an_evaluation_set(registered, reso
 
     # Unrelated work: three dates of tiny-holdout cut (again) at another tile size, 2024-06-01 among them.
     for date in ("2024-06-01", "2024-06-02", "2024-06-03"):
-        assert _run([imagery_tiles], region_date_key("tiny-holdout", date), resources, registered,
-                    {"imagery_tiles": {"config": {"tile_size": 128}}}).success
+        assert _run(
+            [imagery_tiles],
+            region_date_key("tiny-holdout", date),
+            resources,
+            registered,
+            {"imagery_tiles": {"config": {"tile_size": 128}}},
+        ).success
     # ... and its labels cut at that size too: the set's one acquisition changed (its labels, and the
     # imagery variant matching them), so the sensor selects the set again.
     assert _run([labels], "tiny-holdout", resources, registered, {"labels": {"config": {"tile_size": 128}}}).success
@@ -314,8 +416,10 @@ def test_a_backfill_of_more_dates_never_grows_an_evaluation_set(registered, reso
     rerun = _run([evaluation_set], "tiny-model", resources, registered, request.run_config["ops"])
     assert not rerun.success
     (failure,) = [e for e in rerun.all_events if e.is_step_failure]
-    assert ("the labels of region 'tiny-holdout' are now cut at 128 px from synthetic; the registered evaluation set "
-            "reads tiny-holdout/2024-06-01 with labels cut at 64 px") in str(failure.step_failure_data.error)
+    assert (
+        "the labels of region 'tiny-holdout' are now cut at 128 px from synthetic; the registered evaluation set "
+        "reads tiny-holdout/2024-06-01 with labels cut at 64 px"
+    ) in str(failure.step_failure_data.error)
     assert store.read_json("manifests/evaluation_set/tiny-model.json") == before
     assert registry.registered_set(store, "tiny-model") == registered_set
 
@@ -335,11 +439,19 @@ def test_training_set_lists_its_inputs_as_lineage(registered, resources):
     _prepare(resources, registered)
     result = _train(resources, registered)
     table = result.asset_materializations_for_node("training_set")[0].metadata["inputs"].value
-    assert [(r.data["region"], r.data["date"], r.data["tiles"]) for r in table.records] == [("tiny-field", "2024-06-01", 4)]
+    assert [(r.data["region"], r.data["date"], r.data["tiles"]) for r in table.records] == [
+        ("tiny-field", "2024-06-01", 4)
+    ]
     record = result.output_for_node("trained_model")
     assert [{k: v for k, v in i.items() if k != "ground"} for i in record["training_set"]] == [
-        {"region": "tiny-field", "date": "2024-06-01",
-         "footprint": {"crs": "EPSG:32631", "bbox": [400000.0, 5120000.0, 401280.0, 5121280.0]}}]
+        {
+            "region": "tiny-field",
+            "date": "2024-06-01",
+            "footprint": {"crs": "EPSG:32631", "bbox": [400000.0, 5120000.0, 401280.0, 5121280.0]},
+        }
+    ]
     # The ground read: its 2 x 2 tiles, which here fill the box exactly.
     ground = record["training_set"][0]["ground"]
-    assert ground["crs"] == "EPSG:32631" and shape(ground["geometry"]).equals(box(400000.0, 5120000.0, 401280.0, 5121280.0))
+    assert ground["crs"] == "EPSG:32631" and shape(ground["geometry"]).equals(
+        box(400000.0, 5120000.0, 401280.0, 5121280.0)
+    )

@@ -7,10 +7,9 @@ import rasterio
 
 from devtools.geodesy import box_area_m2
 from geo_assets.cli import _instance
-from geo_assets.demo import run_demo
-from resources.profiles import resource_defs
+from geo_assets.demo import only_output, run_demo
 from geo_assets.geo.acquisitions import pick_imagery
-from geo_assets.demo import only_output
+from resources.profiles import resource_defs
 
 # The quick demo trains two models; on a loaded 2-core machine that takes longer than the default limit.
 pytestmark = pytest.mark.timeout(1800)
@@ -82,14 +81,23 @@ def test_another_model_never_overwrites_predictions(pipeline):
     first = _serving_predictions(store, "synth-holdout", "2024-06-01")
     before = {t["path"]: store.read_bytes(t["path"]) for t in first["tiles"]}
     instance.add_dynamic_partitions("models", ["landcover-fcn"])
-    ops = {"trained_model": {"config": {"architecture": "fcn", "epochs": 3, "chips_per_epoch": 64, "learning_rate": 0.01}}}
+    ops = {
+        "trained_model": {"config": {"architecture": "fcn", "epochs": 3, "chips_per_epoch": 64, "learning_rate": 0.01}}
+    }
     # Whatever the fcn scores, predicting with an explicit version must leave the unet's outputs alone.
-    assert defs.resolve_job_def("training_job").execute_in_process(
-        run_config={"ops": ops}, instance=instance, partition_key="landcover-fcn", raise_on_error=False).output_for_node("trained_model")
+    assert (
+        defs.resolve_job_def("training_job")
+        .execute_in_process(
+            run_config={"ops": ops}, instance=instance, partition_key="landcover-fcn", raise_on_error=False
+        )
+        .output_for_node("trained_model")
+    )
     version = store.read_json("manifests/trained_model/landcover-fcn.json")["version"]
     result = defs.resolve_job_def("prediction_job").execute_in_process(
         run_config={"ops": {"predictions": {"config": {"model": "landcover-fcn", "version": version}}}},
-        instance=instance, partition_key=region_date_key("synth-holdout", "2024-06-01"))
+        instance=instance,
+        partition_key=region_date_key("synth-holdout", "2024-06-01"),
+    )
     assert result.success
     second = result.output_for_node("predictions")
     assert second["model"] == "landcover-fcn" and second["prefix"] != first["prefix"]
@@ -114,7 +122,9 @@ def test_real_samples_are_reported_beside_an_index_reference(pipeline):
     s2 = reports["s2-sample"]
     # 6 bands: every rule applies (MNDWI for water, NDVI for vegetation, BSI for bare soil).
     assert s2["index_reference"]["rules"].startswith("water: MNDWI > 0; vegetation: NDVI > 0.3; bare-soil: BSI > 0")
-    s2_ground = box_area_m2((600000.0, 4698020.0, 603000.0, 4700020.0), "EPSG:32719") / 1e6  # the 3 x 2 km clip: 6.003 km²
+    s2_ground = (
+        box_area_m2((600000.0, 4698020.0, 603000.0, 4700020.0), "EPSG:32719") / 1e6
+    )  # the 3 x 2 km clip: 6.003 km²
     assert sum(s2["areas_km2"].values()) == pytest.approx(s2_ground, abs=5e-4)  # not the overhang
     landsat = reports["landsat-sample"]
     # The one polygon held out whole (the town, 78.8 px of area), never the halves of trained polygons.

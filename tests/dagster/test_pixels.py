@@ -15,6 +15,7 @@ from geo_assets.assets.models import evaluation_set, model_evaluation, trained_m
 from geo_assets.assets.predictions import predictions
 from geo_assets.assets.reports import region_report
 from geo_assets.cli import register
+from geo_assets.geo.acquisitions import pick_imagery
 from geo_assets.geo.landcover import CLASSES
 from geo_assets.geo.margins import default_margin, read_with_margin, with_neighbours
 from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
@@ -27,17 +28,27 @@ from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
 from resources.training import InProcessTraining
-from geo_assets.geo.acquisitions import pick_imagery
 
 DATE = "2024-06-01"
 TRAIN = Region("px-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", (DATE,))
-HOLDOUT = Region("px-holdout", (440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", (DATE,))
+HOLDOUT = Region(
+    "px-holdout", (440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", (DATE,)
+)
 # 2 x 2 tiles' worth of ground (64 px tiles of 640 m), 110 m east and 50 m north of the grid: it spans 3 x 3 tiles.
 S2_BOX = (600000.0, 4698020.0, 603000.0, 4700020.0)  # the s2-sample region
-OFF_GRID = Region("px-off-grid", (440430.0, 5120050.0, 441710.0, 5121330.0), "EPSG:32631", "synthetic", "synthetic", (DATE,))
+OFF_GRID = Region(
+    "px-off-grid", (440430.0, 5120050.0, 441710.0, 5121330.0), "EPSG:32631", "synthetic", "synthetic", (DATE,)
+)
 TILES64 = {"config": {"tile_size": 64}}
-FCN = {"architecture": "fcn", "epochs": 3, "chips_per_epoch": 48, "chip_size": 64, "batch_size": 8,
-       "learning_rate": 0.01, "hyperparameters": {"hidden_channels": 16}}
+FCN = {
+    "architecture": "fcn",
+    "epochs": 3,
+    "chips_per_epoch": 48,
+    "chip_size": 64,
+    "batch_size": 8,
+    "learning_rate": 0.01,
+    "hyperparameters": {"hidden_channels": 16},
+}
 MODEL_ASSETS = [training_set, evaluation_set, trained_model, model_evaluation]
 
 
@@ -49,8 +60,14 @@ def env(tmp_path_factory):
         catalogue.add(region)
     save_catalogue(store, catalogue)
     storage = StorageResource(root=store.root)
-    resources = {"storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
-                 "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0), "training": InProcessTraining()}
+    resources = {
+        "storage": storage,
+        "compute": LocalPoolCompute(workers=2),
+        "io_manager": ManifestIOManager(storage=storage),
+        "imagery": ImageryResource(),
+        "gate": ModelGate(min_miou=0.0),
+        "training": InProcessTraining(),
+    }
     with dg.instance_for_test() as instance:
         register(instance, regions=load_catalogue(store).names(), models=["px-model", "px-rgb"])
         yield store, resources, instance
@@ -58,8 +75,9 @@ def env(tmp_path_factory):
 
 def _run(env, assets, key, ops=None, **kw):
     store, resources, instance = env
-    result = dg.materialize(assets, partition_key=key, resources=resources, instance=instance,
-                            run_config={"ops": ops or {}}, **kw)
+    result = dg.materialize(
+        assets, partition_key=key, resources=resources, instance=instance, run_config={"ops": ops or {}}, **kw
+    )
     assert result.success
     return result
 
@@ -77,15 +95,23 @@ def model(env):
     for region in (TRAIN.name, HOLDOUT.name):
         _imagery(env, region)
         _run(env, [labels], region, {"labels": TILES64})
-    ops = {"training_set": {"config": {"regions": [TRAIN.name]}}, "evaluation_set": {"config": {"regions": [HOLDOUT.name]}},
-           "trained_model": {"config": FCN}}
+    ops = {
+        "training_set": {"config": {"regions": [TRAIN.name]}},
+        "evaluation_set": {"config": {"regions": [HOLDOUT.name]}},
+        "trained_model": {"config": FCN},
+    }
     return _run(env, MODEL_ASSETS, "px-model", ops).output_for_node("trained_model")
 
 
 def _predict(env, model_name, region, date=DATE):
     ops = {"predictions": {"config": {"model": model_name}}}
-    result = _run(env, [imagery_tiles, predictions, region_report], region_date_key(region, date), ops,
-                  selection=["predictions", "region_report"])
+    result = _run(
+        env,
+        [imagery_tiles, predictions, region_report],
+        region_date_key(region, date),
+        ops,
+        selection=["predictions", "region_report"],
+    )
     return result.output_for_node("predictions"), result.output_for_node("region_report")
 
 
@@ -95,7 +121,9 @@ def test_the_training_normalisation_is_stored_with_the_model_and_applied_at_pred
     assert stored["bands"] == ["blue", "green", "red", "nir"]
     # It is the training tiles' per-band mean and spread (x = DN * scale + offset standardises them).
     imagery = pick_imagery(store, TRAIN.name, DATE)[1]
-    pixels = np.concatenate([rasterio.open(store.path(t["path"])).read().reshape(4, -1) for t in imagery["tiles"]], axis=1)
+    pixels = np.concatenate(
+        [rasterio.open(store.path(t["path"])).read().reshape(4, -1) for t in imagery["tiles"]], axis=1
+    )
     mean, std = pixels.mean(axis=1), pixels.std(axis=1)
     np.testing.assert_allclose(stored["scale"], 1 / std, rtol=1e-5)
     np.testing.assert_allclose(stored["offset"], -mean / std, rtol=1e-5)
@@ -143,7 +171,9 @@ def test_class_areas_count_only_the_footprint_of_a_box_off_the_grid(env, model):
 def test_no_data_is_class_255_and_in_no_statistic_on_the_sentinel2_sample(env, model):
     store, _, _ = env
     imagery = _imagery(env, "s2-sample", "2020-01-01").output_for_node("imagery_tiles")
-    assert imagery["dtype"] == "uint16" and imagery["nodata"] == 0 and imagery["bands"] == ["blue", "green", "red", "nir"]
+    assert (
+        imagery["dtype"] == "uint16" and imagery["nodata"] == 0 and imagery["bands"] == ["blue", "green", "red", "nir"]
+    )
     pred, report = _predict(env, "px-model", "s2-sample", "2020-01-01")
     for tile, out in zip(imagery["tiles"], pred["tiles"]):
         with rasterio.open(store.path(tile["path"])) as a, rasterio.open(store.path(out["path"])) as b:
@@ -166,8 +196,11 @@ def test_training_mixes_landsat_polygons_with_synthetic_scenes_and_scores_the_he
     for t in held_out:  # a held-out polygon's tiles carry no training label
         with rasterio.open(store.path(t["path"])) as a:
             assert (a.read(1) == 255).all()
-    ops = {"training_set": {"config": {"regions": [TRAIN.name, "landsat-sample"]}},
-           "evaluation_set": {"config": {"regions": [HOLDOUT.name]}}, "trained_model": {"config": FCN}}
+    ops = {
+        "training_set": {"config": {"regions": [TRAIN.name, "landsat-sample"]}},
+        "evaluation_set": {"config": {"regions": [HOLDOUT.name]}},
+        "trained_model": {"config": FCN},
+    }
     record = _run(env, MODEL_ASSETS, "px-rgb", ops).output_for_node("trained_model")
     assert record["bands"] == ["blue", "green", "red"]  # the bands both acquisitions have
     assert record["normalisation"]["bands"] == ["blue", "green", "red"]
@@ -182,11 +215,18 @@ def test_training_mixes_landsat_polygons_with_synthetic_scenes_and_scores_the_he
     # Labels cut again at 128 px replace the region's labels manifest: the report of the 256 px predictions
     # scores no held-out polygon of another cut, and says why, naming both cuts.
     _run(env, [labels], "landsat-sample", {"labels": {"config": {"tile_size": 128}}})
-    report = _run(env, [imagery_tiles, predictions, region_report], region_date_key("landsat-sample", "2020-05-18"),
-                  {"region_report": {"config": {"model": "px-rgb"}}}, selection=["region_report"]).output_for_node("region_report")
+    report = _run(
+        env,
+        [imagery_tiles, predictions, region_report],
+        region_date_key("landsat-sample", "2020-05-18"),
+        {"region_report": {"config": {"model": "px-rgb"}}},
+        selection=["region_report"],
+    ).output_for_node("region_report")
     assert "holdout" not in report
-    unscored = ("held-out polygons not scored: the labels of landsat-sample are now cut at 128 px from polygons "
-                "(origin [15.0, 15.0]), these predictions' imagery at 256 px (origin [15.0, 15.0])")
+    unscored = (
+        "held-out polygons not scored: the labels of landsat-sample are now cut at 128 px from polygons "
+        "(origin [15.0, 15.0]), these predictions' imagery at 256 px (origin [15.0, 15.0])"
+    )
     assert report["holdout_unscored"].startswith(unscored), report["holdout_unscored"]
     text = store.read_bytes(report["report"]).decode()
     assert "Held-out polygons (never trained on)" not in text and "Held-out polygons not scored" in text

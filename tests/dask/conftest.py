@@ -11,15 +11,17 @@ a small model trained once per session on the thread pool.
 from __future__ import annotations
 
 import pytest
-
 from dask_helpers import dask_cli_cluster
 from tiny_world import instance, registered, store, trained  # noqa: F401 (the tiny world's fixtures)
+
 
 @pytest.fixture(scope="session")
 def local_cluster():
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None) as cluster:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
         yield cluster.scheduler_address
 
 
@@ -27,5 +29,3 @@ def local_cluster():
 def cli_cluster(tmp_path_factory):
     with dask_cli_cluster(tmp_path_factory.mktemp("dask-cli")) as (address, _):
         yield address
-
-

@@ -13,6 +13,7 @@ from devtools.emulators import free_port, running
 
 HERE = Path(__file__).resolve().parent
 
+
 @contextlib.contextmanager
 def dask_cli_cluster(log_dir: Path, workers: int = 2):
     """`dask scheduler` and `dask worker` processes on 127.0.0.1; yields (address, the workers' process,
@@ -26,13 +27,35 @@ def dask_cli_cluster(log_dir: Path, workers: int = 2):
     # tests' work units (dask_test_work) are importable there too.
     env = {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     with contextlib.ExitStack() as stack:
-        stack.enter_context(running([dask, "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"],
-                                    log_dir / "scheduler.log", env))
+        stack.enter_context(
+            running(
+                [dask, "scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard"],
+                log_dir / "scheduler.log",
+                env,
+            )
+        )
         proc = None
         if workers:
-            proc = stack.enter_context(running(
-                [dask, "worker", address, "--host", "127.0.0.1", "--nworkers", workers, "--nthreads", 1,
-                 "--no-dashboard", "--memory-limit", "2GiB"], log_dir / "workers.log", env))
+            proc = stack.enter_context(
+                running(
+                    [
+                        dask,
+                        "worker",
+                        address,
+                        "--host",
+                        "127.0.0.1",
+                        "--nworkers",
+                        workers,
+                        "--nthreads",
+                        1,
+                        "--no-dashboard",
+                        "--memory-limit",
+                        "2GiB",
+                    ],
+                    log_dir / "workers.log",
+                    env,
+                )
+            )
         with Client(address, timeout=30, set_as_default=False) as client:
             if workers:
                 client.wait_for_workers(workers, timeout=60)

@@ -2,7 +2,6 @@
 
 import logging
 
-
 from geo_assets.geo.store import Store, local_root
 from geo_assets.geo.tilework import BatchOutcome, TileLedger, fingerprint
 from resources.compute import BATCH_SECONDS, BatchSizer, TileJob

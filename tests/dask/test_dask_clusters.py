@@ -6,11 +6,11 @@ tile work only, scaled adaptively when asked, and closed after the step, also wh
 from functools import partial
 
 import dagster as dg
+import dask_test_work
 import pytest
 from distributed import LocalCluster
 from distributed.core import Status
 
-import dask_test_work
 from geo_assets.demo import failure_message
 from geo_assets.geo.tilework import Each
 from resources.compute import LocalPoolCompute
@@ -30,7 +30,9 @@ class Recorder:
 
     def __call__(self, **kwargs):
         self.calls.append(kwargs)
-        cluster = LocalCluster(n_workers=kwargs["n_workers"], threads_per_worker=1, processes=False, dashboard_address=None)
+        cluster = LocalCluster(
+            n_workers=kwargs["n_workers"], threads_per_worker=1, processes=False, dashboard_address=None
+        )
         adapt = cluster.adapt
 
         def recorded_adapt(**options):
@@ -73,14 +75,35 @@ def instance():
 
 def expected(kind: str, run_id: str, n: int) -> dict:
     return {
-        "kubernetes": {"name": f"geo-assets-{run_id[:8]}", "image": IMAGE, "n_workers": n,
-                       "worker_command": ["dask", "worker", "--nthreads", "1"], "namespace": "geo"},
-        "gcp": {"docker_image": IMAGE, "n_workers": n, "worker_options": {"nthreads": 1},
-                "projectid": "acme-geo", "zone": "europe-west1-b", "machine_type": "n2-standard-4"},
-        "fargate": {"image": IMAGE, "n_workers": n, "worker_nthreads": 1, "region_name": "eu-west-1",
-                    "worker_mem": 8192},
-        "ec2": {"docker_image": IMAGE, "n_workers": n, "worker_options": {"nthreads": 1}, "region": "eu-west-1",
-                "instance_type": "m6i.large"},
+        "kubernetes": {
+            "name": f"geo-assets-{run_id[:8]}",
+            "image": IMAGE,
+            "n_workers": n,
+            "worker_command": ["dask", "worker", "--nthreads", "1"],
+            "namespace": "geo",
+        },
+        "gcp": {
+            "docker_image": IMAGE,
+            "n_workers": n,
+            "worker_options": {"nthreads": 1},
+            "projectid": "acme-geo",
+            "zone": "europe-west1-b",
+            "machine_type": "n2-standard-4",
+        },
+        "fargate": {
+            "image": IMAGE,
+            "n_workers": n,
+            "worker_nthreads": 1,
+            "region_name": "eu-west-1",
+            "worker_mem": 8192,
+        },
+        "ec2": {
+            "docker_image": IMAGE,
+            "n_workers": n,
+            "worker_options": {"nthreads": 1},
+            "region": "eu-west-1",
+            "instance_type": "m6i.large",
+        },
     }[kind]
 
 
@@ -106,8 +129,9 @@ def test_cloud_cluster_built_with_exact_arguments_and_closed(recorder, instance)
 
 @pytest.mark.parametrize("recorder", ["kubernetes"], indirect=True)
 def test_adaptive_cluster_starts_at_its_minimum_and_adapts(recorder, instance):
-    compute = DaskCompute(cluster="kubernetes", image=IMAGE, minimum_workers=1, maximum_workers=3,
-                          cluster_options=OPTIONS["kubernetes"])
+    compute = DaskCompute(
+        cluster="kubernetes", image=IMAGE, minimum_workers=1, maximum_workers=3, cluster_options=OPTIONS["kubernetes"]
+    )
     result = materialize(compute, [{"key": k, "value": 0} for k in "abcdef"], instance)
     assert result.success
     assert recorder.calls == [expected("kubernetes", result.run_id, 1)]
@@ -137,8 +161,13 @@ def test_local_cluster_of_worker_processes_closed_after_the_step(instance, monke
     real = distributed.LocalCluster
 
     def local_cluster(**kwargs):
-        assert kwargs == {"n_workers": 2, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
-                          "dashboard_address": "127.0.0.1:0"}
+        assert kwargs == {
+            "n_workers": 2,
+            "threads_per_worker": 1,
+            "processes": True,
+            "host": "127.0.0.1",
+            "dashboard_address": "127.0.0.1:0",
+        }
         made.append(real(**kwargs))
         return made[-1]
 

@@ -10,10 +10,10 @@ import time
 from functools import partial
 
 import dagster as dg
-import pytest
-
 import dask_test_work
+import pytest
 from dask_helpers import dask_cli_cluster
+
 from devtools.emulators import free_port
 from geo_assets.demo import failure_message
 from geo_assets.geo.store import Store, local_root
@@ -44,15 +44,20 @@ def failure(result) -> str:
 
 
 def messages(instance, result, level=None) -> list[str]:
-    return [e.user_message for e in instance.all_logs(result.run_id)
-            if e.dagster_event is None and (level is None or e.level == level)]
+    return [
+        e.user_message
+        for e in instance.all_logs(result.run_id)
+        if e.dagster_event is None and (level is None or e.level == level)
+    ]
 
 
 @pytest.fixture(params=["threads", "dask-local", "dask-cli"])
 def compute(request):
     if request.param == "threads":
         return LocalPoolCompute(workers=2)
-    return DaskCompute(address=request.getfixturevalue("local_cluster" if request.param == "dask-local" else "cli_cluster"))
+    return DaskCompute(
+        address=request.getfixturevalue("local_cluster" if request.param == "dask-local" else "cli_cluster")
+    )
 
 
 @pytest.fixture
@@ -74,7 +79,7 @@ def test_results_in_order_with_worker_logs_and_progress(compute, instance, tmp_p
     (warning,) = messages(instance, result, logging.WARNING)
     assert warning.endswith("tile t3 looks odd")
     progress = [m for m in info if m.startswith(f"{LABEL}: batch ")]
-    assert progress[-1].endswith(("10/10 tiles, " + progress[-1].rsplit(", ", 1)[1]))
+    assert progress[-1].endswith("10/10 tiles, " + progress[-1].rsplit(", ", 1)[1])
     if isinstance(compute, DaskCompute):
         assert all(m.startswith("[tcp://127.0.0.1:") for m in forwarded + [warning])
         assert len({m.split("]")[0] for m in forwarded}) == 2  # both workers took batches
@@ -106,8 +111,12 @@ def test_batch_failure_without_a_tile_names_the_batch(instance):
 
 def test_unreachable_scheduler_fails_fast_with_one_message(instance, tmp_path):
     address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
-    result = run(DaskCompute(address=address, connect_timeout=1), Each(partial(dask_test_work.echo, str(tmp_path))),
-                 tiles(2), instance)
+    result = run(
+        DaskCompute(address=address, connect_timeout=1),
+        Each(partial(dask_test_work.echo, str(tmp_path))),
+        tiles(2),
+        instance,
+    )
     message = failure(result)
     assert message.startswith(f"the Dask scheduler at {address} (GEO_ASSETS_DASK_ADDRESS) did not answer within 1 s")
     assert dask_test_work.runs(str(tmp_path), "t0") == 0

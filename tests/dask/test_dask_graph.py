@@ -8,26 +8,28 @@ import dagster as dg
 import numpy as np
 import pytest
 import rasterio
-
-from tiny_world import DATE, MODEL, TINY_HOLDOUT, resources_for
 from dask_test_jobs import prediction_job
+from tiny_world import DATE, MODEL, TINY_HOLDOUT, resources_for
+
 from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.assets.predictions import predictions
 from geo_assets.demo import failure_message
+from geo_assets.geo.acquisitions import pick_imagery
 from geo_assets.geo.tilework import TileLedger
 from geo_assets.partitions import region_date_key, region_date_partitions
 from resources.compute import LocalPoolCompute
 from resources.dask_compute import DaskCompute
 from resources.profiles import resource_defs
-from geo_assets.geo.acquisitions import pick_imagery
 
 KEY = region_date_key(TINY_HOLDOUT.name, DATE)
 TILES = 16  # tiny-holdout in tiles of 32 px
 
 
 def ops(version: str) -> dict:
-    return {"imagery_tiles": {"config": {"tile_size": 32}},
-            "predictions": {"config": {"model": MODEL, "version": version, "batch_size": 2}}}
+    return {
+        "imagery_tiles": {"config": {"tile_size": 32}},
+        "predictions": {"config": {"model": MODEL, "version": version, "batch_size": 2}},
+    }
 
 
 def manifests(store) -> tuple[dict, dict]:
@@ -56,8 +58,13 @@ def assert_same(a: dict, b: dict) -> None:
 @pytest.fixture(scope="module")
 def reference(trained, registered, store) -> dict:
     """The thread pool's outputs."""
-    result = dg.materialize([imagery_tiles, predictions], partition_key=KEY, instance=registered,
-                            resources=resources_for(store, LocalPoolCompute(workers=2)), run_config={"ops": ops(trained)})
+    result = dg.materialize(
+        [imagery_tiles, predictions],
+        partition_key=KEY,
+        instance=registered,
+        resources=resources_for(store, LocalPoolCompute(workers=2)),
+        run_config={"ops": ops(trained)},
+    )
     assert result.success
     return pixels(store)
 
@@ -71,15 +78,22 @@ def dask_profile(monkeypatch, store):
 
 
 @pytest.mark.parametrize("cluster", ["local", "cli"])
-def test_dask_profile_predicts_the_thread_pools_pixels(cluster, reference, trained, registered, store, dask_profile, request):
+def test_dask_profile_predicts_the_thread_pools_pixels(
+    cluster, reference, trained, registered, store, dask_profile, request
+):
     if cluster == "local":  # the resource creates a LocalCluster of 2 worker processes for each step
         dask_profile(GEO_ASSETS_DASK_WORKERS=2)
     else:  # an existing scheduler, started with the dask CLI
         dask_profile(GEO_ASSETS_DASK_ADDRESS=request.getfixturevalue("cli_cluster"))
     resources = resource_defs("local")
     assert isinstance(resources["compute"], DaskCompute)
-    result = dg.materialize([imagery_tiles, predictions], partition_key=KEY, instance=registered, resources=resources,
-                            run_config={"ops": ops(trained)})
+    result = dg.materialize(
+        [imagery_tiles, predictions],
+        partition_key=KEY,
+        instance=registered,
+        resources=resources,
+        run_config={"ops": ops(trained)},
+    )
     assert result.success
     assert_same(pixels(store), reference)
     logs = [e.user_message for e in registered.all_logs(result.run_id) if e.dagster_event is None]
@@ -90,8 +104,9 @@ def test_dask_profile_predicts_the_thread_pools_pixels(cluster, reference, train
 
 
 @pytest.mark.parametrize("compute", ["threads", "dask"])
-def test_reexecution_from_failure_recomputes_only_missing_tiles(compute, reference, trained, registered, store,
-                                                                 dask_profile, monkeypatch, request):
+def test_reexecution_from_failure_recomputes_only_missing_tiles(
+    compute, reference, trained, registered, store, dask_profile, monkeypatch, request
+):
     if compute == "dask":
         dask_profile(GEO_ASSETS_DASK_ADDRESS=request.getfixturevalue("cli_cluster"), GEO_ASSETS_TILES_PER_BATCH=2)
     else:
@@ -118,12 +133,18 @@ def test_reexecution_from_failure_recomputes_only_missing_tiles(compute, referen
     stats = {k: (os.stat(written[k]).st_ino, os.stat(written[k]).st_mtime_ns) for k in done}
 
     store.write_bytes(bad["path"], good_bytes)
-    again = dg.execute_job(job, registered, tags=tags,  # as the UI does, the partition's tags again
-                           reexecution_options=dg.ReexecutionOptions.from_failure(first.run_id, registered))
+    again = dg.execute_job(
+        job,
+        registered,
+        tags=tags,  # as the UI does, the partition's tags again
+        reexecution_options=dg.ReexecutionOptions.from_failure(first.run_id, registered),
+    )
     assert again.success
     assert {k: (os.stat(written[k]).st_ino, os.stat(written[k]).st_mtime_ns) for k in done} == stats  # not rewritten
     logs = [e.user_message for e in registered.all_logs(again.run_id) if e.dagster_event is None]
-    assert f"predicted tiles: {len(done)} of {TILES} tiles already done by an earlier attempt of this run" in " ".join(logs)
+    assert f"predicted tiles: {len(done)} of {TILES} tiles already done by an earlier attempt of this run" in " ".join(
+        logs
+    )
     assert_same(pixels(store), reference)
     # The records lay beside the outputs, not among them, and went once every tile was done.
     assert store.list(preds["prefix"]) == sorted([t["path"] for t in preds["tiles"]] + [preds["mosaic"]])

@@ -26,8 +26,9 @@ def fresh_db(postgres):
 
 def _build_context(dest: Path) -> Path:
     """The checkout's files, as a clean clone (or a docker build context) has them."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
-                           capture_output=True).stdout.split(b"\0")
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True, capture_output=True
+    ).stdout.split(b"\0")
     for name in filter(None, files):
         src = ROOT / name.decode()
         if src.is_file():
@@ -43,8 +44,12 @@ def wheel(tmp_path_factory) -> Path:
     context = _build_context(tmp_path_factory.mktemp("context"))
     assert (context / "devtools" / "emulators").is_dir() and (context / "tests").is_dir()
     out = tmp_path_factory.mktemp("wheels")
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(out), str(context)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(out), str(context)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (built,) = out.glob("geo_assets-*.whl")
     return built

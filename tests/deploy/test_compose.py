@@ -18,7 +18,9 @@ APP_SERVICES = ("code-server", "webserver", "webserver-read-only", "daemon")
 
 
 def test_every_service_is_on_the_host_network_and_runs_use_it_too():
-    assert {name: s.get("network_mode") for name, s in COMPOSE["services"].items()} == dict.fromkeys(COMPOSE["services"], "host")
+    assert {name: s.get("network_mode") for name, s in COMPOSE["services"].items()} == dict.fromkeys(
+        COMPOSE["services"], "host"
+    )
     assert COMPOSE["services"]["postgres"]["build"]["network"] == "host"
     assert INSTANCE["run_launcher"]["config"]["network"] == "host"
 
@@ -26,7 +28,10 @@ def test_every_service_is_on_the_host_network_and_runs_use_it_too():
 def test_the_code_location_services_run_one_image_the_helm_values_name_too():
     images = {COMPOSE["services"][name]["image"] for name in APP_SERVICES}
     assert images == {"${GEO_ASSETS_IMAGE:-geo-assets:cpu}"} and APP_IMAGE == "geo-assets:cpu"
-    assert COMPOSE["services"]["code-server"]["environment"]["DAGSTER_CURRENT_IMAGE"] == "${GEO_ASSETS_IMAGE:-geo-assets:cpu}"
+    assert (
+        COMPOSE["services"]["code-server"]["environment"]["DAGSTER_CURRENT_IMAGE"]
+        == "${GEO_ASSETS_IMAGE:-geo-assets:cpu}"
+    )
     # The Helm values, filled in for this image (repository geo-assets, tag cpu), name it for every CPU part.
     repository, tag = APP_IMAGE.split(":")
     for cloud in ("gke", "eks"):
@@ -59,5 +64,7 @@ def test_every_server_listens_on_loopback_only_and_runs_skip_the_code_servers_he
     assert "listen_addresses=127.0.0.1 " in entrypoint and "listen_addresses='*'" not in entrypoint
     # The image's HEALTHCHECK asks the code server; the other services and each run's container
     # run something else, so they carry none (it would call them unhealthy, every 30 s, at a cost).
-    assert all(services[name]["healthcheck"] == {"disable": True} for name in ("webserver", "webserver-read-only", "daemon"))
+    assert all(
+        services[name]["healthcheck"] == {"disable": True} for name in ("webserver", "webserver-read-only", "daemon")
+    )
     assert INSTANCE["run_launcher"]["config"]["container_kwargs"]["healthcheck"] == {"test": ["NONE"]}

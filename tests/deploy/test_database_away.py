@@ -32,15 +32,29 @@ def webserver(tmp_path, fresh_db):
     home = tmp_path / "home"
     home.mkdir()
     (home / "dagster.yaml").write_text((ROOT / "deploy/compose/dagster.yaml").read_text())
-    env = {**os.environ, **fresh_db.env(), "DAGSTER_PG_PORT": str(relay.port), "DAGSTER_HOME": str(home),
-           "GEO_ASSETS_STORAGE_ROOT": (tmp_path / "storage").as_uri(), "GEO_ASSETS_LOG_BUCKET": "logs",
-           "AWS_ACCESS_KEY_ID": "unused", "AWS_SECRET_ACCESS_KEY": "unused", "AWS_REGION": "us-east-1"}
+    env = {
+        **os.environ,
+        **fresh_db.env(),
+        "DAGSTER_PG_PORT": str(relay.port),
+        "DAGSTER_HOME": str(home),
+        "GEO_ASSETS_STORAGE_ROOT": (tmp_path / "storage").as_uri(),
+        "GEO_ASSETS_LOG_BUCKET": "logs",
+        "AWS_ACCESS_KEY_ID": "unused",
+        "AWS_SECRET_ACCESS_KEY": "unused",
+        "AWS_REGION": "us-east-1",
+    }
     env.pop("GEO_ASSETS_PROFILE", None)
     subprocess.run([BIN / "geo-assets", "init"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
     port = free_port()
     log = tmp_path / "webserver.log"
-    proc = subprocess.Popen([BIN / "dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
-                            cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [BIN / "dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
+        cwd=ROOT,
+        env=env,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}/graphql"
     try:
         deadline = time.monotonic() + 300
@@ -59,8 +73,14 @@ def webserver(tmp_path, fresh_db):
 
 def launch(url: str, env: dict) -> subprocess.CompletedProcess:
     # The timeout only detects a hang: without a connect timeout the command waits far longer.
-    return subprocess.run([BIN / "geo-assets", "launch", "--url", url, "--region", REGION, "--date", DATE,
-                           "--select", "imagery_tiles"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
+    return subprocess.run(
+        [BIN / "geo-assets", "launch", "--url", url, "--region", REGION, "--date", DATE, "--select", "imagery_tiles"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
 
 
 def test_a_database_that_does_not_answer_gives_launch_one_line_naming_it(webserver):
@@ -72,7 +92,9 @@ def test_a_database_that_does_not_answer_gives_launch_one_line_naming_it(webserv
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith(f"geo-assets: error: the Dagster webserver at {url} cannot reach its database: "), lines[0]
+    assert lines[0].startswith(f"geo-assets: error: the Dagster webserver at {url} cannot reach its database: "), lines[
+        0
+    ]
     assert "timeout expired" in lines[0] and "launched run" not in proc.stdout, lines[0]
 
     relay.resume()  # the database answers again: the next launch is taken

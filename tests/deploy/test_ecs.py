@@ -23,8 +23,11 @@ ROOT = Path(__file__).resolve().parents[2]
 ECS = ROOT / "deploy/ecs"
 TASKS = ["webserver.json", "webserver-read-only.json", "daemon.json", "code-location.json"]
 VALUES = {
-    "AWS_ACCOUNT_ID": "123456789012", "AWS_REGION": "eu-west-1", "BUCKET": "geo-assets-data",
-    "IMAGE_REPOSITORY": "registry.invalid/geo-assets", "IMAGE_TAG": "0123abc",
+    "AWS_ACCOUNT_ID": "123456789012",
+    "AWS_REGION": "eu-west-1",
+    "BUCKET": "geo-assets-data",
+    "IMAGE_REPOSITORY": "registry.invalid/geo-assets",
+    "IMAGE_TAG": "0123abc",
     "RDS_ENDPOINT": "geo-assets.cluster.invalid",
     "PG_PASSWORD_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:geo-assets-pg",
 }
@@ -43,8 +46,13 @@ def ecs():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
     try:
-        yield boto3.client("ecs", endpoint_url=f"http://127.0.0.1:{port}", region_name=VALUES["AWS_REGION"],
-                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        yield boto3.client(
+            "ecs",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            region_name=VALUES["AWS_REGION"],
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
     finally:
         server.stop()
 
@@ -75,8 +83,17 @@ def test_services_run_what_they_should():
     assert commands["webserver-read-only.json"][-1] == "--read-only"
     assert "--read-only" not in commands["webserver.json"]
     assert commands["daemon.json"][:2] == ["dagster-daemon", "run"]
-    assert commands["code-location.json"] == ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "4000",
-                                              "-m", "geo_assets.definitions"]
+    assert commands["code-location.json"] == [
+        "dagster",
+        "code-server",
+        "start",
+        "-h",
+        "0.0.0.0",
+        "-p",
+        "4000",
+        "-m",
+        "geo_assets.definitions",
+    ]
     code_env = {e["name"]: e["value"] for e in _render("code-location.json")["containerDefinitions"][0]["environment"]}
     assert code_env["DAGSTER_CURRENT_IMAGE"] == "registry.invalid/geo-assets:0123abc"  # runs use the code's image
 

@@ -28,17 +28,29 @@ from resources.profiles import get_runtime
 
 DATE = "2024-06-01"
 # 2 x 2 tiles of 64 px at 10 m; the held-out region's ground does not touch the training region's.
-TRAIN_REGION = Region("exec-train", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", (DATE,))
-HOLDOUT_REGION = Region("exec-holdout", (440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", (DATE,))
+TRAIN_REGION = Region(
+    "exec-train", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", (DATE,)
+)
+HOLDOUT_REGION = Region(
+    "exec-holdout", (440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", (DATE,)
+)
 TILES64 = {"config": {"tile_size": 64}}
 TRAIN = {"architecture": "fcn", "epochs": 1, "chips_per_epoch": 16, "chip_size": 64, "batch_size": 8}
 GPU_STEPS = {"trained_model", "model_evaluation", "predictions"}
 
 
-@pytest.mark.parametrize(("profile", "runtime", "executor"), [
-    ("local", None, "multiprocess"), ("gcp", None, "multiprocess"), ("aws", None, "multiprocess"),
-    ("gcp", "k8s", "k8s"), ("aws", "k8s", "k8s"), ("aws", "ecs", "ecs"), ("aws", "process", "multiprocess"),
-])
+@pytest.mark.parametrize(
+    ("profile", "runtime", "executor"),
+    [
+        ("local", None, "multiprocess"),
+        ("gcp", None, "multiprocess"),
+        ("aws", None, "multiprocess"),
+        ("gcp", "k8s", "k8s"),
+        ("aws", "k8s", "k8s"),
+        ("aws", "ecs", "ecs"),
+        ("aws", "process", "multiprocess"),
+    ],
+)
 def test_runtime_per_profile(profile, runtime, executor, monkeypatch):
     monkeypatch.setenv("GEO_ASSETS_PROFILE", profile)
     if runtime:
@@ -48,13 +60,21 @@ def test_runtime_per_profile(profile, runtime, executor, monkeypatch):
     assert executor_def().name == executor
 
 
-@pytest.mark.parametrize(("profile", "runtime", "accepted"), [
-    ("local", "k8s", "process"), ("local", "ecs", "process"), ("gcp", "ecs", "process, k8s"), ("aws", "lambda", "process, ecs, k8s"),
-])
+@pytest.mark.parametrize(
+    ("profile", "runtime", "accepted"),
+    [
+        ("local", "k8s", "process"),
+        ("local", "ecs", "process"),
+        ("gcp", "ecs", "process, k8s"),
+        ("aws", "lambda", "process, ecs, k8s"),
+    ],
+)
 def test_a_runtime_the_profile_cannot_use_is_refused(profile, runtime, accepted, monkeypatch):
     monkeypatch.setenv("GEO_ASSETS_PROFILE", profile)
     monkeypatch.setenv("GEO_ASSETS_RUNTIME", runtime)
-    with pytest.raises(ValueError, match=f"GEO_ASSETS_RUNTIME='{runtime}' is not available on profile {profile}; accepted: {accepted}$"):
+    with pytest.raises(
+        ValueError, match=f"GEO_ASSETS_RUNTIME='{runtime}' is not available on profile {profile}; accepted: {accepted}$"
+    ):
         get_runtime()
 
 
@@ -62,11 +82,19 @@ def test_the_code_location_loads_with_the_chosen_executor():
     """The Definitions (every job) take the runtime's executor; a refused runtime stops the load."""
     env = {"GEO_ASSETS_PROFILE": "gcp", "GEO_ASSETS_STORAGE_ROOT": "gs://bucket/prefix", "GEO_ASSETS_RUNTIME": "k8s"}
     code = "from geo_assets.definitions import defs; print({j.executor_def.name for j in defs.get_repository_def().get_all_jobs()})"
-    proc = subprocess.run([BIN / "python", "-c", code], cwd=ROOT, env={**_env(), **env}, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [BIN / "python", "-c", code], cwd=ROOT, env={**_env(), **env}, capture_output=True, text=True, timeout=180
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "{'k8s'}"
-    proc = subprocess.run([BIN / "python", "-c", code], cwd=ROOT, env={**_env(), "GEO_ASSETS_RUNTIME": "ecs"},
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [BIN / "python", "-c", code],
+        cwd=ROOT,
+        env={**_env(), "GEO_ASSETS_RUNTIME": "ecs"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode != 0
     assert "GEO_ASSETS_RUNTIME='ecs' is not available on profile local; accepted: process" in proc.stderr
 
@@ -90,7 +118,9 @@ def test_every_asset_carries_its_placement():
         assert ("tolerations" in k8s["pod_spec_config"]) == gpu
         assert (node.pools == {"gpu"}) == gpu, name
         assert resources["requests"]["memory"] == resources["limits"]["memory"]
-        assert int(tags["ecs/cpu"]) == NEEDS[name].vcpu * 1024 and int(tags["ecs/memory"]) == NEEDS[name].memory_gib * 1024
+        assert (
+            int(tags["ecs/cpu"]) == NEEDS[name].vcpu * 1024 and int(tags["ecs/memory"]) == NEEDS[name].memory_gib * 1024
+        )
         # Without a GPU task definition, no ECS GPU request (Fargate has no GPUs and would refuse it).
         assert "ecs/container_overrides" not in tags
 
@@ -128,8 +158,11 @@ def _env() -> dict:
 
 
 def _launch(url: str, job: str, tags: dict[str, str], run_config: dict) -> str:
-    params = {"selector": {**REPO, "jobName": job}, "runConfigData": run_config,
-              "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]}}
+    params = {
+        "selector": {**REPO, "jobName": job},
+        "runConfigData": run_config,
+        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+    }
     launched = graphql(url, LAUNCH, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     return launched["run"]["runId"]
@@ -185,7 +218,13 @@ def local_dev(tmp_path_factory):
     catalogue.add(TRAIN_REGION)
     catalogue.add(HOLDOUT_REGION)
     save_catalogue(store, catalogue)
-    env = {**_env(), "DAGSTER_HOME": str(home), "GEO_ASSETS_STORAGE_ROOT": root, "GEO_ASSETS_MIN_MIOU": "0", "GEO_ASSETS_WORKERS": "1"}
+    env = {
+        **_env(),
+        "DAGSTER_HOME": str(home),
+        "GEO_ASSETS_STORAGE_ROOT": root,
+        "GEO_ASSETS_MIN_MIOU": "0",
+        "GEO_ASSETS_WORKERS": "1",
+    }
     with dg.DagsterInstance.from_config(str(home)) as instance:
         register(instance, regions=[TRAIN_REGION.name, HOLDOUT_REGION.name], models=["exec-a", "exec-b"])
         with dagster_dev(env, tmp / "dev.log") as url:
@@ -196,27 +235,49 @@ def test_multiprocess_runs_the_graph_with_steps_in_parallel_and_gpu_steps_one_at
     url, instance = local_dev
     # Both regions' imagery and labels: four one-step runs, two at a time (the queue's limit).
     tiles = {"ops": {"imagery_tiles": TILES64}}
-    cut = _run_all(url, instance, [("imagery_job", _region_date(r.name), tiles) for r in (TRAIN_REGION, HOLDOUT_REGION)]
-                   + [("labels_job", {"dagster/partition": r.name}, {"ops": {"labels": TILES64}}) for r in (TRAIN_REGION, HOLDOUT_REGION)])
+    cut = _run_all(
+        url,
+        instance,
+        [("imagery_job", _region_date(r.name), tiles) for r in (TRAIN_REGION, HOLDOUT_REGION)]
+        + [
+            ("labels_job", {"dagster/partition": r.name}, {"ops": {"labels": TILES64}})
+            for r in (TRAIN_REGION, HOLDOUT_REGION)
+        ],
+    )
     assert [r.status for r in cut] == [dg.DagsterRunStatus.SUCCESS] * 4
 
     # Two models trained at once: each run's dataset steps in parallel; the GPU steps wait for the pool.
-    training = {"ops": {"training_set": {"config": {"regions": [TRAIN_REGION.name]}},
-                        "evaluation_set": {"config": {"regions": [HOLDOUT_REGION.name]}},
-                        "trained_model": {"config": TRAIN}}}
-    trained = _run_all(url, instance, [("training_job", {"dagster/partition": m}, training) for m in ("exec-a", "exec-b")])
+    training = {
+        "ops": {
+            "training_set": {"config": {"regions": [TRAIN_REGION.name]}},
+            "evaluation_set": {"config": {"regions": [HOLDOUT_REGION.name]}},
+            "trained_model": {"config": TRAIN},
+        }
+    }
+    trained = _run_all(
+        url, instance, [("training_job", {"dagster/partition": m}, training) for m in ("exec-a", "exec-b")]
+    )
     assert [r.status for r in trained] == [dg.DagsterRunStatus.SUCCESS] * 2
     # The rest of the graph: predictions (a GPU step) and the report.
-    predict = {"ops": {"predictions": {"config": {"model": "exec-a"}}, "region_report": {"config": {"model": "exec-a"}}}}
+    predict = {
+        "ops": {"predictions": {"config": {"model": "exec-a"}}, "region_report": {"config": {"model": "exec-a"}}}
+    }
     (predicted,) = _run_all(url, instance, [("prediction_job", _region_date(HOLDOUT_REGION.name), predict)])
     assert predicted.status == dg.DagsterRunStatus.SUCCESS
 
     runs = [*cut, *trained, predicted]
     # Every step ran in a process of its own, started by the multiprocess executor.
     for run in runs:
-        steps = {r.dagster_event.step_key for r in instance.all_logs(run.run_id) if r.dagster_event and r.dagster_event.step_key}
-        started = {r.dagster_event.step_key for r in instance.all_logs(run.run_id)
-                   if r.dagster_event and r.dagster_event.event_type_value == "STEP_WORKER_STARTED"}
+        steps = {
+            r.dagster_event.step_key
+            for r in instance.all_logs(run.run_id)
+            if r.dagster_event and r.dagster_event.step_key
+        }
+        started = {
+            r.dagster_event.step_key
+            for r in instance.all_logs(run.run_id)
+            if r.dagster_event and r.dagster_event.event_type_value == "STEP_WORKER_STARTED"
+        }
         assert steps and started == steps, (run.job_name, steps, started)
     spans = {run.run_id: _step_spans(instance, run.run_id) for run in runs}
     # Steps overlapped: the two dataset steps within each training run, and steps of concurrent runs.
@@ -225,11 +286,17 @@ def test_multiprocess_runs_the_graph_with_steps_in_parallel_and_gpu_steps_one_at
     cut_spans = [s for run in cut for s in spans[run.run_id].values()]
     assert any(_overlap(a, b) for a, b in combinations(cut_spans, 2))
     # ... while no two GPU steps did, across all runs.
-    gpu = [(f"{run_id[:8]}:{k}", s) for run_id, run_spans in spans.items() for k, s in run_spans.items() if k in GPU_STEPS]
+    gpu = [
+        (f"{run_id[:8]}:{k}", s) for run_id, run_spans in spans.items() for k, s in run_spans.items() if k in GPU_STEPS
+    ]
     assert len(gpu) == 5
     for (a, sa), (b, sb) in combinations(gpu, 2):
         assert not _overlap(sa, sb), (a, sa, b, sb)
     # ... because steps waited for the pool's one slot.
-    blocked = [r for run in [*trained, predicted] for r in instance.all_logs(run.run_id)
-               if r.dagster_event and "blocked by limit for pool gpu" in (r.dagster_event.message or "")]
+    blocked = [
+        r
+        for run in [*trained, predicted]
+        for r in instance.all_logs(run.run_id)
+        if r.dagster_event and "blocked by limit for pool gpu" in (r.dagster_event.message or "")
+    ]
     assert blocked and {r.dagster_event.step_key for r in blocked} <= GPU_STEPS

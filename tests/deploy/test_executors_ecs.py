@@ -44,7 +44,9 @@ def _render(name: str, values: dict) -> dict:
 
 def _failure(url: str, run_id: str) -> str:
     events = graphql(url, EVENTS, {"id": run_id})["logsForRun"]["events"]
-    return "\n".join(json.dumps(e) for e in events if e["__typename"] in ("RunFailureEvent", "ExecutionStepFailureEvent"))
+    return "\n".join(
+        json.dumps(e) for e in events if e["__typename"] in ("RunFailureEvent", "ExecutionStepFailureEvent")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,15 +64,24 @@ def moto_fargate_tasks():
     original = EC2ContainerServiceBackend._calculate_task_resource_requirements
 
     def tolerant(task_definition):
-        containers = [{**c, "memory": c.get("memory") or c.get("memoryReservation") or 0} for c in task_definition.container_definitions]
+        containers = [
+            {**c, "memory": c.get("memory") or c.get("memoryReservation") or 0}
+            for c in task_definition.container_definitions
+        ]
         return original(types.SimpleNamespace(container_definitions=containers))
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(EC2ContainerServiceBackend, "_calculate_task_resource_requirements", staticmethod(tolerant))
         # Set when EC2 creates an instance's ENI, missing when ECS creates a task's: derive it when missing.
-        patch.setattr(NetworkInterface, "private_dns_name", property(
-            lambda eni: eni.__dict__.get("_dns_name") or generate_dns_from_ip(eni.private_ip_address),
-            lambda eni, value: eni.__dict__.__setitem__("_dns_name", value)), raising=False)
+        patch.setattr(
+            NetworkInterface,
+            "private_dns_name",
+            property(
+                lambda eni: eni.__dict__.get("_dns_name") or generate_dns_from_ip(eni.private_ip_address),
+                lambda eni, value: eni.__dict__.__setitem__("_dns_name", value),
+            ),
+            raising=False,
+        )
         yield
 
 
@@ -86,40 +97,89 @@ def ecs_deployment(tmp_path_factory, moto_fargate_tasks):
     try:
         with seaweedfs(tmp / "s3", [BUCKET], *KEYS) as s3:
             # What the image and the task role give every container: credentials and the endpoints.
-            image_env = {"PATH": os.environ["PATH"], "HOME": str(tmp), "AWS_ACCESS_KEY_ID": KEYS[0], "AWS_SECRET_ACCESS_KEY": KEYS[1],
-                         "AWS_ENDPOINT_URL": aws, "AWS_ENDPOINT_URL_S3": s3.endpoint_url, "GEO_ASSETS_WORKERS": "1"}
-            kw = {"endpoint_url": aws, "region_name": REGION, "aws_access_key_id": KEYS[0], "aws_secret_access_key": KEYS[1]}
-            ec2, ecs, secrets = boto3.client("ec2", **kw), boto3.client("ecs", **kw), boto3.client("secretsmanager", **kw)
+            image_env = {
+                "PATH": os.environ["PATH"],
+                "HOME": str(tmp),
+                "AWS_ACCESS_KEY_ID": KEYS[0],
+                "AWS_SECRET_ACCESS_KEY": KEYS[1],
+                "AWS_ENDPOINT_URL": aws,
+                "AWS_ENDPOINT_URL_S3": s3.endpoint_url,
+                "GEO_ASSETS_WORKERS": "1",
+            }
+            kw = {
+                "endpoint_url": aws,
+                "region_name": REGION,
+                "aws_access_key_id": KEYS[0],
+                "aws_secret_access_key": KEYS[1],
+            }
+            ec2, ecs, secrets = (
+                boto3.client("ec2", **kw),
+                boto3.client("ecs", **kw),
+                boto3.client("secretsmanager", **kw),
+            )
             vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
             subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
             group = ec2.create_security_group(GroupName="geo-assets-runs", Description="runs", VpcId=vpc)["GroupId"]
             secret = secrets.create_secret(Name="geo-assets-pg", SecretString="not-used-with-sqlite")["ARN"]
             cluster = ecs.create_cluster(clusterName="geo-assets")["cluster"]["clusterArn"]
-            values = {"AWS_ACCOUNT_ID": "123456789012", "AWS_REGION": REGION, "BUCKET": BUCKET, "IMAGE_REPOSITORY": IMAGE.split(":")[0],
-                      "IMAGE_TAG": IMAGE.split(":")[1], "RDS_ENDPOINT": "db.invalid", "PG_PASSWORD_SECRET_ARN": secret}
+            values = {
+                "AWS_ACCOUNT_ID": "123456789012",
+                "AWS_REGION": REGION,
+                "BUCKET": BUCKET,
+                "IMAGE_REPOSITORY": IMAGE.split(":")[0],
+                "IMAGE_TAG": IMAGE.split(":")[1],
+                "RDS_ENDPOINT": "db.invalid",
+                "PG_PASSWORD_SECRET_ARN": secret,
+            }
             daemon_td = _render("daemon.json", values)
             ecs.register_task_definition(**daemon_td)
-            network = {"awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [group], "assignPublicIp": "DISABLED"}}
-            (daemon,) = ecs.run_task(cluster=cluster, taskDefinition=daemon_td["family"], launchType="FARGATE",
-                                     networkConfiguration=network)["tasks"]
+            network = {
+                "awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [group], "assignPublicIp": "DISABLED"}
+            }
+            (daemon,) = ecs.run_task(
+                cluster=cluster, taskDefinition=daemon_td["family"], launchType="FARGATE", networkConfiguration=network
+            )["tasks"]
 
             instance = yaml.safe_load((ROOT / "deploy/ecs/dagster.yaml").read_text())
-            instance["storage"] = {"sqlite": {"base_dir": str(home)}}  # PostgreSQL: tests/deploy/test_postgres_instance.py
+            instance["storage"] = {
+                "sqlite": {"base_dir": str(home)}
+            }  # PostgreSQL: tests/deploy/test_postgres_instance.py
             (home / "dagster.yaml").write_text(yaml.safe_dump(instance))
 
             with EcsAgent(aws, REGION, image_env, str(home), tmp) as agent:
                 agent.skip.add(daemon["taskArn"])
                 agent.remember(daemon)
                 daemon_env = {e["name"]: e["value"] for e in daemon_td["containerDefinitions"][0]["environment"]}
-                code_env = {e["name"]: e["value"] for e in _render("code-location.json", values)["containerDefinitions"][0]["environment"]}
+                code_env = {
+                    e["name"]: e["value"]
+                    for e in _render("code-location.json", values)["containerDefinitions"][0]["environment"]
+                }
                 # `dagster dev` plays the daemon, the webserver and the code server, in the daemon's task.
-                env = {**image_env, **code_env, **daemon_env, "DAGSTER_HOME": str(home), "DAGSTER_PG_PASSWORD": "not-used-with-sqlite",
-                       "ECS_CONTAINER_METADATA_URI_V4": agent.metadata_uri(daemon["taskArn"]), "AWS_DEFAULT_REGION": REGION}
-                init = subprocess.run([BIN / "geo-assets", "init"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+                env = {
+                    **image_env,
+                    **code_env,
+                    **daemon_env,
+                    "DAGSTER_HOME": str(home),
+                    "DAGSTER_PG_PASSWORD": "not-used-with-sqlite",
+                    "ECS_CONTAINER_METADATA_URI_V4": agent.metadata_uri(daemon["taskArn"]),
+                    "AWS_DEFAULT_REGION": REGION,
+                }
+                init = subprocess.run(
+                    [BIN / "geo-assets", "init"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+                )
                 assert init.returncode == 0, init.stderr[-3000:]
                 with dagster_dev(env, tmp / "dev.log", timeout=240) as url:
-                    yield {"url": url, "agent": agent, "ecs": ecs, "ec2": ec2, "cluster": cluster, "subnet": subnet, "values": values,
-                           "secret": secret, "daemon": daemon}
+                    yield {
+                        "url": url,
+                        "agent": agent,
+                        "ecs": ecs,
+                        "ec2": ec2,
+                        "cluster": cluster,
+                        "subnet": subnet,
+                        "values": values,
+                        "secret": secret,
+                        "daemon": daemon,
+                    }
     finally:
         moto.stop()
 
@@ -194,15 +254,21 @@ def test_gpu_steps_refused_then_placed_on_a_gpu_instance(ecs_deployment):
     events = graphql(url, EVENTS, {"id": refused})["logsForRun"]["events"]
     (step_failure,) = [e for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
     assert step_failure["stepKey"] == "predictions"
-    assert step_failure["error"]["message"] == ("EcsStepHandler could not start step predictions: An error occurred (ClientException) "
-                                                "when calling the RunTask operation: Unable to describe task definition.")
+    assert step_failure["error"]["message"] == (
+        "EcsStepHandler could not start step predictions: An error occurred (ClientException) "
+        "when calling the RunTask operation: Unable to describe task definition."
+    )
     assert _tasks(agent, refused)[1] == {}
 
     # Registered, with a GPU instance in the cluster: the step runs there with one GPU.
     gpu_td = _render("gpu-step.json", d["values"])
     ecs.register_task_definition(**gpu_td)
-    (instance,) = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="g5.xlarge")["Instances"]
-    ecs.register_container_instance(cluster=d["cluster"], instanceIdentityDocument=json.dumps({"instanceId": instance["InstanceId"]}))
+    (instance,) = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="g5.xlarge")[
+        "Instances"
+    ]
+    ecs.register_container_instance(
+        cluster=d["cluster"], instanceIdentityDocument=json.dumps({"instanceId": instance["InstanceId"]})
+    )
     placed = launch(url, "prediction_job", PARTITION, ops)
     assert wait(url, placed, timeout=600)["status"] == "FAILURE"  # no model trained here: the step itself fails
     assert "no-such-model" in _failure(url, placed)

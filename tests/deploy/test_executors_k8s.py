@@ -38,13 +38,18 @@ def _launcher_config(kubeconfig) -> dict:
     launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
     assert values["runLauncher"]["type"] == "K8sRunLauncher" and launcher["loadInclusterConfig"] is True
     return {
-        "module": "dagster_k8s", "class": "K8sRunLauncher",
+        "module": "dagster_k8s",
+        "class": "K8sRunLauncher",
         "config": {
-            "load_incluster_config": False, "kubeconfig_file": str(kubeconfig),
-            "job_namespace": "geo-assets", "service_account_name": values["global"]["serviceAccountName"],
-            "instance_config_map": "dagster-instance", "dagster_home": "/opt/dagster/dagster_home",
+            "load_incluster_config": False,
+            "kubeconfig_file": str(kubeconfig),
+            "job_namespace": "geo-assets",
+            "service_account_name": values["global"]["serviceAccountName"],
+            "instance_config_map": "dagster-instance",
+            "dagster_home": "/opt/dagster/dagster_home",
             "postgres_password_secret": values["global"]["postgresqlSecretName"],
-            "image_pull_policy": launcher["imagePullPolicy"], "fail_pod_on_run_failure": launcher["failPodOnRunFailure"],
+            "image_pull_policy": launcher["imagePullPolicy"],
+            "fail_pod_on_run_failure": launcher["failPodOnRunFailure"],
         },
     }
 
@@ -56,19 +61,32 @@ def cluster(tmp_path_factory):
     home.mkdir()
     with fake_gcs(tmp / "gcs", [BUCKET]) as gcs:
         env = {
-            **os.environ, "DAGSTER_HOME": str(home), "GEO_ASSETS_PROFILE": "gcp", "GEO_ASSETS_RUNTIME": "k8s",
-            "GEO_ASSETS_STORAGE_ROOT": f"gs://{BUCKET}/geo-assets", "STORAGE_EMULATOR_HOST": gcs,
-            "GOOGLE_CLOUD_PROJECT": "test-project", "DAGSTER_CURRENT_IMAGE": IMAGE,
-            "GEO_ASSETS_GPU_IMAGE": f"{IMAGE}-gpu", "GEO_ASSETS_WORKERS": "1",
+            **os.environ,
+            "DAGSTER_HOME": str(home),
+            "GEO_ASSETS_PROFILE": "gcp",
+            "GEO_ASSETS_RUNTIME": "k8s",
+            "GEO_ASSETS_STORAGE_ROOT": f"gs://{BUCKET}/geo-assets",
+            "STORAGE_EMULATOR_HOST": gcs,
+            "GOOGLE_CLOUD_PROJECT": "test-project",
+            "DAGSTER_CURRENT_IMAGE": IMAGE,
+            "GEO_ASSETS_GPU_IMAGE": f"{IMAGE}-gpu",
+            "GEO_ASSETS_WORKERS": "1",
         }
         with kubernetes_api(env, str(home), tmp) as (kubeconfig, jobs):
-            (home / "dagster.yaml").write_text(yaml.safe_dump({
-                "storage": {"sqlite": {"base_dir": str(home)}}, "run_launcher": _launcher_config(kubeconfig),
-                "telemetry": {"enabled": False},
-            }))
+            (home / "dagster.yaml").write_text(
+                yaml.safe_dump(
+                    {
+                        "storage": {"sqlite": {"base_dir": str(home)}},
+                        "run_launcher": _launcher_config(kubeconfig),
+                        "telemetry": {"enabled": False},
+                    }
+                )
+            )
             import subprocess
 
-            init = subprocess.run([BIN / "geo-assets", "init"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+            init = subprocess.run(
+                [BIN / "geo-assets", "init"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+            )
             assert init.returncode == 0, init.stderr[-3000:]
             with dagster_dev(env, tmp / "dev.log") as url:
                 yield url, jobs, env
@@ -79,8 +97,11 @@ def _pod(job: dict) -> dict:
 
 
 def _step_jobs(jobs, run_id: str) -> dict[str, dict]:
-    return {j.spec["metadata"]["labels"]["dagster/op"]: j.spec for j in jobs.jobs.values()
-            if j.spec["metadata"]["labels"].get("dagster/run-id") == run_id and "dagster/op" in j.spec["metadata"]["labels"]}
+    return {
+        j.spec["metadata"]["labels"]["dagster/op"]: j.spec
+        for j in jobs.jobs.values()
+        if j.spec["metadata"]["labels"].get("dagster/run-id") == run_id and "dagster/op" in j.spec["metadata"]["labels"]
+    }
 
 
 def _failure(url: str, run_id: str) -> str:
@@ -96,8 +117,12 @@ def test_each_step_is_a_valid_job_placed_by_its_op_tags(cluster):
     assert run["status"] == "SUCCESS", _failure(url, run_id)
 
     # The run's own Job (K8sRunLauncher), then one Job for its one step (k8s_job_executor).
-    run_jobs = [j.spec for j in jobs.jobs.values() if j.spec["metadata"]["labels"].get("app.kubernetes.io/component") == "run_worker"
-                and run_id in json.dumps(j.spec)]
+    run_jobs = [
+        j.spec
+        for j in jobs.jobs.values()
+        if j.spec["metadata"]["labels"].get("app.kubernetes.io/component") == "run_worker"
+        and run_id in json.dumps(j.spec)
+    ]
     assert len(run_jobs) == 1
     run_container = _pod(run_jobs[0])["containers"][0]
     assert run_container["args"][:3] == ["dagster", "api", "execute_run"]
@@ -129,7 +154,10 @@ def test_gpu_steps_ask_for_a_gpu_node_with_the_cuda_image(cluster):
     pod = _pod(step)
     (container,) = pod["containers"]
     assert container["image"] == f"{IMAGE}-gpu"
-    assert container["resources"] == {"requests": {"cpu": "4000m", "memory": "16Gi"}, "limits": {"memory": "16Gi", "nvidia.com/gpu": "1"}}
+    assert container["resources"] == {
+        "requests": {"cpu": "4000m", "memory": "16Gi"},
+        "limits": {"memory": "16Gi", "nvidia.com/gpu": "1"},
+    }
     assert pod["nodeSelector"] == {"geo-assets/pool": "gpu"}
     assert pod["tolerations"] == [GPU_TAINT]
     assert "region_report" not in _step_jobs(jobs, run_id)  # never started after its input failed
@@ -140,7 +168,9 @@ def test_a_job_the_api_refuses_fails_its_step_with_the_cause(cluster):
     url, jobs, _ = cluster
     # A per-step override the API server refuses: "8GiB" is not a Kubernetes quantity ("8Gi" is).
     bad = {"imagery_tiles": {"container_config": {"resources": {"limits": {"memory": "8GiB"}}}}}
-    run_id = _launch_with_execution(url, {"imagery_tiles": {"config": {"tile_size": 256}}}, {"config": {"per_step_k8s_config": bad}})
+    run_id = _launch_with_execution(
+        url, {"imagery_tiles": {"config": {"tile_size": 256}}}, {"config": {"per_step_k8s_config": bad}}
+    )
     run = wait(url, run_id, timeout=420)
     assert run["status"] == "FAILURE"
     events = graphql(url, EVENTS, {"id": run_id})["logsForRun"]["events"]
@@ -160,9 +190,13 @@ def _launch_with_execution(url: str, ops: dict, execution: dict) -> str:
     params = {
         "selector": {**REPO, "jobName": "imagery_job"},
         "runConfigData": {"ops": ops, "execution": execution},
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": PARTITION},
-                                       {"key": "dagster/partition/date", "value": date},
-                                       {"key": "dagster/partition/region", "value": region}]},
+        "executionMetadata": {
+            "tags": [
+                {"key": "dagster/partition", "value": PARTITION},
+                {"key": "dagster/partition/date", "value": date},
+                {"key": "dagster/partition/region", "value": region},
+            ]
+        },
     }
     launched = graphql(url, LAUNCH, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
@@ -178,7 +212,11 @@ def test_the_cpu_code_location_runs_steps_as_jobs(cloud):
     cpu = deployments["geo-assets"]
     env = {e["name"]: e["value"] for e in cpu["env"]}
     assert env["GEO_ASSETS_RUNTIME"] == "k8s"
-    assert env["GEO_ASSETS_GPU_IMAGE"] == "${IMAGE_REPOSITORY}:${IMAGE_TAG}-gpu" == deployments["geo-assets-gpu"]["image"]["repository"] + ":" + deployments["geo-assets-gpu"]["image"]["tag"]
+    assert (
+        env["GEO_ASSETS_GPU_IMAGE"]
+        == "${IMAGE_REPOSITORY}:${IMAGE_TAG}-gpu"
+        == deployments["geo-assets-gpu"]["image"]["repository"] + ":" + deployments["geo-assets-gpu"]["image"]["tag"]
+    )
     assert cpu["includeConfigInLaunchedRuns"]["enabled"] is True
     # The GPU location keeps whole runs on one GPU node: its steps stay processes of the run's pod.
     gpu_env = {e["name"]: e["value"] for e in deployments["geo-assets-gpu"]["env"]}
@@ -188,15 +226,20 @@ def test_the_cpu_code_location_runs_steps_as_jobs(cloud):
 def _trained_without_evaluation(env: dict):
     """tiny-field's tiny model and tiny-holdout's registered evaluation set in the cluster's store, made
     in this process (no evaluation yet); the version id and the store."""
+    from tiny_world import DATE, TILES64, TINY, TINY_HOLDOUT, TRAIN, resources_for
+
     from geo_assets.assets.models import evaluation_set, trained_model, training_set
     from geo_assets.cli import register
     from geo_assets.geo.regions import load_catalogue, save_catalogue
     from resources.compute import LocalPoolCompute
     from resources.storage import StorageResource
-    from tiny_world import DATE, TILES64, TINY, TINY_HOLDOUT, TRAIN, resources_for
 
-    storage = StorageResource(root=env["GEO_ASSETS_STORAGE_ROOT"], endpoint_url=env["STORAGE_EMULATOR_HOST"],
-                              anonymous=True, project="test-project")
+    storage = StorageResource(
+        root=env["GEO_ASSETS_STORAGE_ROOT"],
+        endpoint_url=env["STORAGE_EMULATOR_HOST"],
+        anonymous=True,
+        project="test-project",
+    )
     store = storage.store()
     catalogue = load_catalogue(store)
     for region in (TINY, TINY_HOLDOUT):
@@ -215,14 +258,32 @@ def _trained_without_evaluation(env: dict):
     with dg.instance_for_test() as instance:
         register(instance, regions=[TINY.name, TINY_HOLDOUT.name], models=[GATED_MODEL])
         for region in (TINY, TINY_HOLDOUT):
-            assert dg.materialize([imagery_tiles], partition_key=region_date_key(region.name, DATE), resources=resources,
-                                  instance=instance, run_config={"ops": {"imagery_tiles": TILES64}}).success
-            assert dg.materialize([labels], partition_key=region.name, resources=resources, instance=instance,
-                                  run_config={"ops": {"labels": TILES64}}).success
-        ops = {"training_set": {"config": {"regions": [TINY.name]}}, "evaluation_set": {"config": {"regions": [TINY_HOLDOUT.name]}},
-               "trained_model": {"config": TRAIN}}
-        result = dg.materialize([training_set, evaluation_set, trained_model], partition_key=GATED_MODEL, resources=resources,
-                                instance=instance, run_config={"ops": ops})
+            assert dg.materialize(
+                [imagery_tiles],
+                partition_key=region_date_key(region.name, DATE),
+                resources=resources,
+                instance=instance,
+                run_config={"ops": {"imagery_tiles": TILES64}},
+            ).success
+            assert dg.materialize(
+                [labels],
+                partition_key=region.name,
+                resources=resources,
+                instance=instance,
+                run_config={"ops": {"labels": TILES64}},
+            ).success
+        ops = {
+            "training_set": {"config": {"regions": [TINY.name]}},
+            "evaluation_set": {"config": {"regions": [TINY_HOLDOUT.name]}},
+            "trained_model": {"config": TRAIN},
+        }
+        result = dg.materialize(
+            [training_set, evaluation_set, trained_model],
+            partition_key=GATED_MODEL,
+            resources=resources,
+            instance=instance,
+            run_config={"ops": ops},
+        )
     assert result.success
     return result.output_for_node("trained_model")["version"], store
 
@@ -244,8 +305,12 @@ def test_a_run_that_sets_its_pods_environment_cannot_move_the_gate(cluster):
     params = {
         "selector": {**REPO, "jobName": "__ASSET_JOB", "assetSelection": [{"path": ["model_evaluation"]}]},
         "runConfigData": {"execution": {"config": {"env_vars": [f"GEO_ASSETS_MIN_MIOU={LOWERED}"]}}},
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": GATED_MODEL},
-                                       {"key": "dagster-k8s/config", "value": json.dumps({"container_config": {"env": [lowered]}})}]},
+        "executionMetadata": {
+            "tags": [
+                {"key": "dagster/partition", "value": GATED_MODEL},
+                {"key": "dagster-k8s/config", "value": json.dumps({"container_config": {"env": [lowered]}})},
+            ]
+        },
     }
     launched = graphql(url, LAUNCH, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
@@ -253,8 +318,12 @@ def test_a_run_that_sets_its_pods_environment_cannot_move_the_gate(cluster):
     wait(url, run_id, timeout=420)
 
     # The lowered gate reached both processes...
-    run_pod = next(_pod(j.spec) for j in jobs.jobs.values() if j.spec["metadata"]["labels"].get("app.kubernetes.io/component") == "run_worker"
-                   and run_id in json.dumps(j.spec))
+    run_pod = next(
+        _pod(j.spec)
+        for j in jobs.jobs.values()
+        if j.spec["metadata"]["labels"].get("app.kubernetes.io/component") == "run_worker"
+        and run_id in json.dumps(j.spec)
+    )
     step_pod = _pod(_step_jobs(jobs, run_id)["model_evaluation"])
     for pod in (run_pod, step_pod):
         assert lowered in pod["containers"][0]["env"]
@@ -264,4 +333,6 @@ def test_a_run_that_sets_its_pods_environment_cannot_move_the_gate(cluster):
     assert evaluation["min_miou"] == 0.9
     assert evaluation["miou"] < 0.9 and evaluation["passed"] is False  # at 0.0 it would have passed and served
     messages = [e.get("message") or "" for e in graphql(url, EVENTS, {"id": run_id})["logsForRun"]["events"]]
-    assert any("GEO_ASSETS_MIN_MIOU in this process gives a gate of 0.0; the run was created with 0.9" in m for m in messages)
+    assert any(
+        "GEO_ASSETS_MIN_MIOU in this process gives a gate of 0.0; the run was created with 0.9" in m for m in messages
+    )

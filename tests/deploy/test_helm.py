@@ -28,13 +28,25 @@ from kubernetes import client
 ROOT = Path(__file__).resolve().parents[2]
 K8S = "1.33"
 CLOUDS = {
-    "gke": {"annotation": "iam.gke.io/gcp-service-account", "pool_label": "cloud.google.com/gke-nodepool", "profile": "gcp"},
+    "gke": {
+        "annotation": "iam.gke.io/gcp-service-account",
+        "pool_label": "cloud.google.com/gke-nodepool",
+        "profile": "gcp",
+    },
     "eks": {"annotation": "eks.amazonaws.com/role-arn", "pool_label": "eks.amazonaws.com/nodegroup", "profile": "aws"},
 }
 # What .github/workflows/deploy.yml fills in with envsubst (test values here).
-FILLED = {"PROJECT_ID": "my-project", "AWS_ACCOUNT_ID": "123456789012", "AWS_REGION": "eu-west-1",
-          "IMAGE_REPOSITORY": "registry.invalid/geo-assets", "IMAGE_TAG": "0123abc", "CLOUD_SQL_PRIVATE_IP": "10.1.2.3",
-          "RDS_ENDPOINT": "geo-assets.cluster.invalid", "BUCKET": "geo-assets-data", "MAP_HOST": "map.example.org"}
+FILLED = {
+    "PROJECT_ID": "my-project",
+    "AWS_ACCOUNT_ID": "123456789012",
+    "AWS_REGION": "eu-west-1",
+    "IMAGE_REPOSITORY": "registry.invalid/geo-assets",
+    "IMAGE_TAG": "0123abc",
+    "CLOUD_SQL_PRIVATE_IP": "10.1.2.3",
+    "RDS_ENDPOINT": "geo-assets.cluster.invalid",
+    "BUCKET": "geo-assets-data",
+    "MAP_HOST": "map.example.org",
+}
 
 
 def _render(text: str) -> str:
@@ -63,12 +75,19 @@ def _run_job(values: dict, deployment: dict) -> dict:
     context = launcher.merge(K8sContainerContext.create_from_config(_container_context(deployment)))
     image = f"{deployment['image']['repository']}:{deployment['image']['tag']}"
     job_config = DagsterK8sJobConfig(
-        job_image=image, dagster_home="/opt/dagster/dagster_home", instance_config_map="dagster-instance",
+        job_image=image,
+        dagster_home="/opt/dagster/dagster_home",
+        instance_config_map="dagster-instance",
         postgres_password_secret=values["global"]["postgresqlSecretName"],
     )
-    job = construct_dagster_k8s_job(job_config, ["dagster", "api", "execute_run", "{}"], "dagster-run-0123abcd",
-                                    user_defined_k8s_config=context.run_k8s_config, pod_name="dagster-run-0123abcd",
-                                    component="run_worker")
+    job = construct_dagster_k8s_job(
+        job_config,
+        ["dagster", "api", "execute_run", "{}"],
+        "dagster-run-0123abcd",
+        user_defined_k8s_config=context.run_k8s_config,
+        pod_name="dagster-run-0123abcd",
+        component="run_worker",
+    )
     return client.ApiClient().sanitize_for_serialization(job)
 
 
@@ -79,17 +98,28 @@ def _code_deployment(values: dict, deployment: dict) -> dict:
         "name": deployment["name"],
         "image": f"{deployment['image']['repository']}:{deployment['image']['tag']}",
         "imagePullPolicy": deployment["image"]["pullPolicy"],
-        "args": ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", str(deployment["port"]), *deployment["codeServerArgs"]],
+        "args": [
+            "dagster",
+            "code-server",
+            "start",
+            "-h",
+            "0.0.0.0",
+            "-p",
+            str(deployment["port"]),
+            *deployment["codeServerArgs"],
+        ],
         "ports": [{"name": "grpc", "containerPort": deployment["port"]}],
         "env": deployment.get("env", []),
         "resources": deployment.get("resources", {}),
         "securityContext": deployment.get("securityContext", {}),
     }
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {"name": f"dagster-{deployment['name']}", "namespace": "geo-assets", "labels": labels},
         "spec": {
-            "replicas": 1, "selector": {"matchLabels": labels},
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
@@ -179,8 +209,11 @@ def test_instance_settings_match_the_instance_yamls(cloud):
     # The chart refuses run limits in both places: the queue itself carries none.
     assert values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"] == {}
     retries = values["dagsterDaemon"]["runRetries"]
-    assert retries == {"enabled": True, "maxRetries": instance["run_retries"]["max_retries"],
-                       "retryOnAssetOrOpFailure": instance["run_retries"]["retry_on_asset_or_op_failure"]}
+    assert retries == {
+        "enabled": True,
+        "maxRetries": instance["run_retries"]["max_retries"],
+        "retryOnAssetOrOpFailure": instance["run_retries"]["retry_on_asset_or_op_failure"],
+    }
     assert values["dagsterDaemon"]["runMonitoring"]["enabled"] is True
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     assert values["postgresql"]["enabled"] is False
@@ -242,9 +275,15 @@ NAMESPACE, AUTH = "geo-assets", "geo-assets-auth"
 # Pod labels as the Dagster chart (release `dagster`) and the oauth2-proxy chart (releases
 # oauth2-proxy-editors / -viewers) render them: selector labels plus `component`.
 DAGSTER = {"app.kubernetes.io/name": "dagster", "app.kubernetes.io/instance": "dagster"}
-WEBSERVER, READ_ONLY = {**DAGSTER, "component": "dagster-webserver"}, {**DAGSTER, "component": "dagster-webserver-read-only"}
+WEBSERVER, READ_ONLY = (
+    {**DAGSTER, "component": "dagster-webserver"},
+    {**DAGSTER, "component": "dagster-webserver-read-only"},
+)
 DAEMON = {**DAGSTER, "component": "dagster-daemon", "deployment": "daemon"}
-PROXY = {who: {"app.kubernetes.io/name": "oauth2-proxy", "app.kubernetes.io/instance": f"oauth2-proxy-{who}"} for who in ("editors", "viewers")}
+PROXY = {
+    who: {"app.kubernetes.io/name": "oauth2-proxy", "app.kubernetes.io/instance": f"oauth2-proxy-{who}"}
+    for who in ("editors", "viewers")
+}
 
 
 def _policies() -> list[dict]:
@@ -256,8 +295,12 @@ def _matches(selector: dict, labels: dict) -> bool:
     if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
         return False
     for e in selector.get("matchExpressions", []):
-        ok = {"In": lambda: labels.get(e["key"]) in e["values"], "NotIn": lambda: labels.get(e["key"]) not in e["values"],
-              "Exists": lambda: e["key"] in labels, "DoesNotExist": lambda: e["key"] not in labels}[e["operator"]]()
+        ok = {
+            "In": lambda e=e: labels.get(e["key"]) in e["values"],
+            "NotIn": lambda e=e: labels.get(e["key"]) not in e["values"],
+            "Exists": lambda e=e: e["key"] in labels,
+            "DoesNotExist": lambda e=e: e["key"] not in labels,
+        }[e["operator"]]()
         if not ok:
             return False
     return True
@@ -267,8 +310,13 @@ def _admits(policies: list[dict], to: tuple[str, dict, int], source: tuple[str, 
     """Whether a pod (namespace, labels) may open `to` = (namespace, labels, port) under NetworkPolicy rules:
     open unless a policy selects the target for ingress; then some rule of one of them must admit the source."""
     (to_ns, to_labels, port), (from_ns, from_labels) = to, source
-    selecting = [p for p in policies if to_ns == NAMESPACE and "Ingress" in p["spec"]["policyTypes"]
-                 and _matches(p["spec"]["podSelector"], to_labels)]
+    selecting = [
+        p
+        for p in policies
+        if to_ns == NAMESPACE
+        and "Ingress" in p["spec"]["policyTypes"]
+        and _matches(p["spec"]["podSelector"], to_labels)
+    ]
     if not selecting:
         return True
     namespace_labels = {"kubernetes.io/metadata.name": from_ns}
@@ -277,8 +325,11 @@ def _admits(policies: list[dict], to: tuple[str, dict, int], source: tuple[str, 
             if rule.get("ports") and not any(p["port"] == port for p in rule["ports"]):
                 continue
             for peer in rule.get("from", []):
-                in_namespace = (_matches(peer["namespaceSelector"], namespace_labels) if "namespaceSelector" in peer
-                                else from_ns == NAMESPACE)
+                in_namespace = (
+                    _matches(peer["namespaceSelector"], namespace_labels)
+                    if "namespaceSelector" in peer
+                    else from_ns == NAMESPACE
+                )
                 if in_namespace and ("podSelector" not in peer or _matches(peer["podSelector"], from_labels)):
                     return True
     return False
@@ -294,21 +345,33 @@ def test_only_the_sign_in_proxies_reach_the_webservers(cloud):
     values, policies = _values(cloud), _policies()
     port = values["dagsterWebserver"]["service"]["port"]
     code = _deployment(values, "geo-assets")
-    code_server = (NAMESPACE, {"app.kubernetes.io/name": "dagster-user-deployments", "deployment": code["name"]}, code["port"])
+    code_server = (
+        NAMESPACE,
+        {"app.kubernetes.io/name": "dagster-user-deployments", "deployment": code["name"]},
+        code["port"],
+    )
     run_pod = _run_job(values, code)["spec"]["template"]["metadata"]["labels"]  # as dagster-k8s labels it
     webserver, read_only = (NAMESPACE, WEBSERVER, port), (NAMESPACE, READ_ONLY, port)
 
     assert _admits(policies, webserver, (AUTH, PROXY["editors"]))
     assert _admits(policies, read_only, (AUTH, PROXY["viewers"]))
     assert not _admits(policies, webserver, (AUTH, PROXY["viewers"]))  # viewers never reach the writable one
-    for source in [(NAMESPACE, run_pod), (NAMESPACE, DAEMON), (NAMESPACE, {}), ("default", PROXY["editors"]),
-                   # a run whose dagster-k8s/config tag copies the proxy's labels onto its pod
-                   (NAMESPACE, {**run_pod, **PROXY["editors"]})]:
+    for source in [
+        (NAMESPACE, run_pod),
+        (NAMESPACE, DAEMON),
+        (NAMESPACE, {}),
+        ("default", PROXY["editors"]),
+        # a run whose dagster-k8s/config tag copies the proxy's labels onto its pod
+        (NAMESPACE, {**run_pod, **PROXY["editors"]}),
+    ]:
         assert not _admits(policies, webserver, source), source
         assert not _admits(policies, read_only, source), source
     # The map server, its own proxy only (its pods' labels and port as map-<cloud>.yaml gives them).
-    map_deployment = next(d for d in yaml.safe_load_all(_render((ROOT / f"deploy/helm/map-{cloud}.yaml").read_text()))
-                          if d and d["kind"] == "Deployment")
+    map_deployment = next(
+        d
+        for d in yaml.safe_load_all(_render((ROOT / f"deploy/helm/map-{cloud}.yaml").read_text()))
+        if d and d["kind"] == "Deployment"
+    )
     pod = map_deployment["spec"]["template"]
     (map_port,) = [p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports", [])]
     map_server = (NAMESPACE, pod["metadata"]["labels"], map_port)

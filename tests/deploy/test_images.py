@@ -43,8 +43,11 @@ def _hadolint(path: Path) -> subprocess.CompletedProcess:
 def _instructions(path: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
     text = re.sub(r"\\\n", " ", path.read_text())
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
-            for line in (raw.strip() for raw in text.splitlines()) if line and not line.startswith("#")]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
+        for line in (raw.strip() for raw in text.splitlines())
+        if line and not line.startswith("#")
+    ]
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
@@ -66,13 +69,23 @@ def test_images_are_multi_stage_non_root_and_serve_the_code_location(dockerfile)
     steps = _instructions(ROOT / dockerfile)
     froms = [i for i, (op, _) in enumerate(steps) if op == "FROM"]
     assert len(froms) >= 2, "multi-stage: a build stage and a runtime stage"
-    final = steps[froms[-1]:]
+    final = steps[froms[-1] :]
     users = [args for op, args in final if op == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0"), users
     assert ("EXPOSE", "4000") in final
     (cmd,) = [args for op, args in final if op == "CMD"]
     assert cmd.startswith("[")  # exec form: signals reach the server
-    assert eval(cmd) == ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "4000", "-m", "geo_assets.definitions"]
+    assert eval(cmd) == [
+        "dagster",
+        "code-server",
+        "start",
+        "-h",
+        "0.0.0.0",
+        "-p",
+        "4000",
+        "-m",
+        "geo_assets.definitions",
+    ]
     # The runtime stage gets the venv from the build stage, and no compiler or source tree.
     assert any(op == "COPY" and args.startswith("--from=build /opt/venv") for op, args in final)
     # Everything copied from the build context exists in this checkout.
@@ -95,12 +108,16 @@ def test_images_are_multi_stage_non_root_and_serve_the_code_location(dockerfile)
         assert "pip check" in runs
     else:
         assert "pip wheel --no-cache-dir --no-deps --wheel-dir /wheels ." in runs
-        assert re.search(r"pip install --no-cache-dir -c \S*constraints\S* /wheels/geo_assets-0\.1\.0-py3-none-any\.whl", runs)
+        assert re.search(
+            r"pip install --no-cache-dir -c \S*constraints\S* /wheels/geo_assets-0\.1\.0-py3-none-any\.whl", runs
+        )
 
 
 def _pins() -> dict[str, str]:
     lines = (ROOT / "deploy/constraints.txt").read_text().splitlines()
-    return {canonicalize_name(n): v for n, v in (ln.split("==", 1) for ln in lines if "==" in ln and not ln.startswith("#"))}
+    return {
+        canonicalize_name(n): v for n, v in (ln.split("==", 1) for ln in lines if "==" in ln and not ln.startswith("#"))
+    }
 
 
 def test_every_runtime_dependency_is_locked(wheel):
@@ -114,8 +131,11 @@ def test_every_runtime_dependency_is_locked(wheel):
     text = zipfile.ZipFile(wheel).read(meta).decode()
     base = default_environment()
     # (requirement, the extra its requirer asked for): markers are evaluated against that extra.
-    todo = [(Requirement(line.split(":", 1)[1].strip()), "") for line in text.splitlines()
-            if line.startswith("Requires-Dist:")]
+    todo = [
+        (Requirement(line.split(":", 1)[1].strip()), "")
+        for line in text.splitlines()
+        if line.startswith("Requires-Dist:")
+    ]
     seen: set[tuple[str, str]] = set()
     while todo:
         req, extra = todo.pop()
@@ -142,11 +162,19 @@ def test_wheel_installed_without_deps_serves_the_code_location(wheel, tmp_path):
     clean = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(clean)], check=True, timeout=60)
     py = clean / "bin" / "python"
-    proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index",
-                           "--quiet", str(wheel)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", "--quiet", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    site = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     # The locked dependencies, as the image's previous step installed them: this venv's packages,
     # added as a plain path (its .pth files, the editable install of this checkout among them, are
     # not processed from there).
@@ -155,17 +183,28 @@ def test_wheel_installed_without_deps_serves_the_code_location(wheel, tmp_path):
     outside.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GEO_ASSETS_PROFILE")}
     env.update(DAGSTER_HOME=str(tmp_path), GEO_ASSETS_STORAGE_ROOT=(tmp_path / "storage").as_uri())
-    where = subprocess.run([py, "-c", "import geo_assets, resources; print(geo_assets.__file__, resources.__file__)"],
-                           cwd=outside, env=env, capture_output=True, text=True, timeout=120)
+    where = subprocess.run(
+        [py, "-c", "import geo_assets, resources; print(geo_assets.__file__, resources.__file__)"],
+        cwd=outside,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert where.returncode == 0, where.stderr[-3000:]
     assert all(p.startswith(str(clean)) for p in where.stdout.split()), where.stdout
     nodev = subprocess.run([py, "-c", "import devtools"], cwd=outside, env=env, capture_output=True, text=True)
     assert "ModuleNotFoundError" in nodev.stderr
 
     port = str(_free_port())
-    server = subprocess.Popen([py, "-m", "dagster", "code-server", "start", "-h", "127.0.0.1", "-p", port,
-                               "-m", "geo_assets.definitions"], cwd=outside, env=env,
-                              stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"), start_new_session=True)
+    server = subprocess.Popen(
+        [py, "-m", "dagster", "code-server", "start", "-h", "127.0.0.1", "-p", port, "-m", "geo_assets.definitions"],
+        cwd=outside,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "server.log", "w"),
+        start_new_session=True,
+    )
     try:
         from dagster._grpc.client import DagsterGrpcClient
 

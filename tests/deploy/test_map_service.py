@@ -24,7 +24,7 @@ def test_map_service_reads_the_store_and_nothing_else():
     assert service["environment"]["GEO_ASSETS_STORAGE_ROOT"] == COMPOSE["x-environment"]["GEO_ASSETS_STORAGE_ROOT"]
     # The map's own settings pass through; left empty, the server's defaults hold (no proxy trusted).
     for name in ("GEO_ASSETS_MAP_RATE", "GEO_ASSETS_MAP_TRUSTED_PROXIES", "GEO_ASSETS_MAP_BASEMAP_URL"):
-        assert service["environment"][name] == "${%s:-}" % name
+        assert service["environment"][name] == f"${{{name}:-}}"
 
 
 def test_links_in_every_run_point_at_the_map():
@@ -46,9 +46,15 @@ def test_the_wheel_carries_the_map_page(wheel):
 # -- Kubernetes (deploy/helm/map-*.yaml, oauth2-proxy-map.yaml), offline as tests/deploy/test_helm.py does
 
 K8S = "1.33"
-FILLED = {"PROJECT_ID": "my-project", "AWS_ACCOUNT_ID": "123456789012", "AWS_REGION": "eu-west-1",
-          "IMAGE_REPOSITORY": "registry.invalid/geo-assets", "IMAGE_TAG": "0123abc", "BUCKET": "geo-assets-data",
-          "MAP_HOST": "map.example.org"}
+FILLED = {
+    "PROJECT_ID": "my-project",
+    "AWS_ACCOUNT_ID": "123456789012",
+    "AWS_REGION": "eu-west-1",
+    "IMAGE_REPOSITORY": "registry.invalid/geo-assets",
+    "IMAGE_TAG": "0123abc",
+    "BUCKET": "geo-assets-data",
+    "MAP_HOST": "map.example.org",
+}
 
 
 def _manifests(cloud: str) -> dict:
@@ -62,8 +68,10 @@ def test_kubernetes_map_is_valid_read_only_and_has_its_own_identity():
     import kubernetes_validate
     import pytest
 
-    for cloud, (profile, annotation) in {"gke": ("gcp", "iam.gke.io/gcp-service-account"),
-                                         "eks": ("aws", "eks.amazonaws.com/role-arn")}.items():
+    for cloud, (profile, annotation) in {
+        "gke": ("gcp", "iam.gke.io/gcp-service-account"),
+        "eks": ("aws", "eks.amazonaws.com/role-arn"),
+    }.items():
         found = _manifests(cloud)
         for obj in found.values():
             kubernetes_validate.validate(obj, K8S, strict=True)
@@ -73,7 +81,9 @@ def test_kubernetes_map_is_valid_read_only_and_has_its_own_identity():
         assert container["image"] == "registry.invalid/geo-assets:0123abc"
         assert container["securityContext"]["readOnlyRootFilesystem"] is True and pod["securityContext"]["runAsNonRoot"]
         env = {e["name"]: e["value"] for e in container["env"]}
-        assert env["GEO_ASSETS_PROFILE"] == profile and env["GEO_ASSETS_STORAGE_ROOT"].endswith("geo-assets-data/geo-assets")
+        assert env["GEO_ASSETS_PROFILE"] == profile and env["GEO_ASSETS_STORAGE_ROOT"].endswith(
+            "geo-assets-data/geo-assets"
+        )
         assert not any("PG" in name or "SECRET" in name for name in env) and "envFrom" not in container
         # Its rate limit is per signed-in user: every peer is its proxy (test_helm.py checks the NetworkPolicy).
         assert env["GEO_ASSETS_MAP_TRUSTED_PROXIES"] == "*"
@@ -101,10 +111,15 @@ def test_readme_lists_every_map_setting():
     import re
     import subprocess
 
-    files = subprocess.run(["git", "ls-files", "geo_assets", "deploy"], cwd=ROOT, capture_output=True, text=True,
-                           check=True).stdout.split()
-    used = {m for f in files if (ROOT / f).is_file() and f.endswith((".py", ".yml", ".yaml"))
-            for m in re.findall(r"GEO_ASSETS_MAP_[A-Z_]+[A-Z]", (ROOT / f).read_text())}
+    files = subprocess.run(
+        ["git", "ls-files", "geo_assets", "deploy"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    used = {
+        m
+        for f in files
+        if (ROOT / f).is_file() and f.endswith((".py", ".yml", ".yaml"))
+        for m in re.findall(r"GEO_ASSETS_MAP_[A-Z_]+[A-Z]", (ROOT / f).read_text())
+    }
     assert {"GEO_ASSETS_MAP_URL", "GEO_ASSETS_MAP_RATE", "GEO_ASSETS_MAP_TRUSTED_PROXIES"} <= used
     table = docs.section("Profiles and storage")
     listed = set(re.findall(r"^\| `(GEO_ASSETS_MAP_[A-Z_]+)` \|", table, flags=re.M))

@@ -35,9 +35,13 @@ def deployed(tmp_path_factory, postgres, gcs):
     home.mkdir()
     (home / "dagster.yaml").write_text((ROOT / "deploy/gcp/dagster.yaml").read_text())
     env = {
-        **os.environ, **postgres.env(), "DAGSTER_HOME": str(home),
+        **os.environ,
+        **postgres.env(),
+        "DAGSTER_HOME": str(home),
         "GEO_ASSETS_STORAGE_ROOT": (tmp / "storage").as_uri(),
-        "GEO_ASSETS_LOG_BUCKET": LOG_BUCKET, "STORAGE_EMULATOR_HOST": gcs, "GOOGLE_CLOUD_PROJECT": "test-project",
+        "GEO_ASSETS_LOG_BUCKET": LOG_BUCKET,
+        "STORAGE_EMULATOR_HOST": gcs,
+        "GOOGLE_CLOUD_PROJECT": "test-project",
     }
     env.pop("GEO_ASSETS_PROFILE", None)
     init = subprocess.run([BIN / "geo-assets", "init"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
@@ -65,7 +69,8 @@ def test_runs_on_one_partition_queue_and_persist_in_postgres(deployed):
         cur.execute("SELECT run_id, status FROM runs WHERE run_id IN (%s, %s)", (first, second))
         assert dict(cur.fetchall()) == {first: "SUCCESS", second: "SUCCESS"}
         cur.execute(
-            "SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'", (first,)
+            "SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'",
+            (first,),
         )
         assert cur.fetchone()[0] == 1
         # `geo-assets init` registered the regions in the same database.
@@ -76,7 +81,8 @@ def test_runs_on_one_partition_queue_and_persist_in_postgres(deployed):
         for run_id in (first, second):
             cur.execute(
                 "SELECT dagster_event_type, timestamp FROM event_logs WHERE run_id = %s "
-                "AND dagster_event_type IN ('PIPELINE_START', 'PIPELINE_SUCCESS')", (run_id,)
+                "AND dagster_event_type IN ('PIPELINE_START', 'PIPELINE_SUCCESS')",
+                (run_id,),
             )
             spans[run_id] = dict(cur.fetchall())
         assert spans[second]["PIPELINE_START"] >= spans[first]["PIPELINE_SUCCESS"], spans
@@ -88,7 +94,9 @@ def test_runs_on_one_partition_queue_and_persist_in_postgres(deployed):
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
-    client = storage.Client(project="test-project", credentials=AnonymousCredentials(), client_options={"api_endpoint": gcs})
+    client = storage.Client(
+        project="test-project", credentials=AnonymousCredentials(), client_options={"api_endpoint": gcs}
+    )
     keys = [b.name for b in client.list_blobs(LOG_BUCKET, prefix="dagster-compute-logs/")]
     assert any(first in k for k in keys), keys
 
@@ -113,12 +121,19 @@ def test_every_deployed_instance_uses_postgres_the_queue_and_retries(yaml_path, 
     from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
     (tmp_path / "dagster.yaml").write_text((ROOT / yaml_path).read_text())
-    for key, value in {**fresh_db.env(), "DAGSTER_HOME": str(tmp_path), "GEO_ASSETS_LOG_BUCKET": "logs",
-                       "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1", "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9",
-                       "GOOGLE_CLOUD_PROJECT": "p", "GEO_ASSETS_RUN_TASK_ROLE_ARN": "arn:aws:iam::000000000000:role/run",
-                       "GEO_ASSETS_ECS_EXECUTION_ROLE_ARN": "arn:aws:iam::000000000000:role/exec",
-                       "GEO_ASSETS_PG_PASSWORD_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:000000000000:secret:pg",
-                       "GEO_ASSETS_ECS_LOG_GROUP": "/geo-assets/runs"}.items():
+    for key, value in {
+        **fresh_db.env(),
+        "DAGSTER_HOME": str(tmp_path),
+        "GEO_ASSETS_LOG_BUCKET": "logs",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9",
+        "GOOGLE_CLOUD_PROJECT": "p",
+        "GEO_ASSETS_RUN_TASK_ROLE_ARN": "arn:aws:iam::000000000000:role/run",
+        "GEO_ASSETS_ECS_EXECUTION_ROLE_ARN": "arn:aws:iam::000000000000:role/exec",
+        "GEO_ASSETS_PG_PASSWORD_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:000000000000:secret:pg",
+        "GEO_ASSETS_ECS_LOG_GROUP": "/geo-assets/runs",
+    }.items():
         monkeypatch.setenv(key, value)
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         assert isinstance(instance.run_storage, PostgresRunStorage)
@@ -139,7 +154,9 @@ def test_every_deployed_instance_uses_postgres_the_queue_and_retries(yaml_path, 
             launcher = instance.run_launcher
             assert type(launcher).__name__ == "EcsRunLauncher"
             assert launcher.task_definition_dict["task_role_arn"] == "arn:aws:iam::000000000000:role/run"
-            assert launcher.secrets == [{"name": "DAGSTER_PG_PASSWORD", "valueFrom": "arn:aws:secretsmanager:us-east-1:000000000000:secret:pg"}]
+            assert launcher.secrets == [
+                {"name": "DAGSTER_PG_PASSWORD", "valueFrom": "arn:aws:secretsmanager:us-east-1:000000000000:secret:pg"}
+            ]
         instance.add_dynamic_partitions("regions", ["yaml-check"])
     with fresh_db.connect() as conn, conn.cursor() as cur:
         cur.execute("SELECT partition FROM dynamic_partitions")

@@ -16,7 +16,12 @@ def test_wheel_holds_the_runtime_and_no_dev_tooling(wheel):
     assert top == {"geo_assets", "resources", wheel.name.split("-py3")[0] + ".dist-info"}, top
     for banned in ("emulators", "devtools", "tests", "bench", "sample_build", "stac_data", "conftest"):
         assert not [n for n in names if banned in n], banned
-    for needed in ("geo_assets/definitions.py", "geo_assets/geo/sample.py", "resources/profiles.py",
-                   "geo_assets/data/sample/s2_sample.tif", "geo_assets/data/sample/PROVENANCE.md",
-                   "geo_assets/data/spectra.csv"):
+    for needed in (
+        "geo_assets/definitions.py",
+        "geo_assets/geo/sample.py",
+        "resources/profiles.py",
+        "geo_assets/data/sample/s2_sample.tif",
+        "geo_assets/data/sample/PROVENANCE.md",
+        "geo_assets/data/spectra.csv",
+    ):
         assert needed in names

@@ -18,8 +18,12 @@ CHECK = Path(sys.executable).parent / "check-jsonschema"
 
 
 def _check(*paths: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([CHECK, "--builtin-schema", "vendor.github-workflows", *map(str, paths)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [CHECK, "--builtin-schema", "vendor.github-workflows", *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _load(name: str) -> dict:
@@ -57,11 +61,17 @@ def test_main_builds_both_images_then_rolls_out_without_keys():
     assert "secrets." not in (WORKFLOWS / "deploy.yml").read_text()
     images = wf["jobs"]["images"]
     assert "conclusion == 'success'" in images["if"]
-    assert {m["dockerfile"] for m in images["strategy"]["matrix"]["include"]} == {"deploy/Dockerfile", "deploy/Dockerfile.gpu"}
+    assert {m["dockerfile"] for m in images["strategy"]["matrix"]["include"]} == {
+        "deploy/Dockerfile",
+        "deploy/Dockerfile.gpu",
+    }
     for job, cloud in (("gke", "gke"), ("eks", "eks")):
         assert wf["jobs"][job]["needs"] == "images"
         script = "\n".join(s.get("run", "") for s in wf["jobs"][job]["steps"])
-        assert f"deploy/helm/values-{cloud}.yaml" in script and "helm upgrade --install dagster dagster/dagster --version 1.13.27" in script
+        assert (
+            f"deploy/helm/values-{cloud}.yaml" in script
+            and "helm upgrade --install dagster dagster/dagster --version 1.13.27" in script
+        )
         # envsubst fills in exactly the placeholders the values file has.
         listed = set(re.findall(r"\$\{(\w+)\}", script.split("envsubst", 1)[1].split("<", 1)[0]))
         wanted = set(re.findall(r"\$\{(\w+)\}", (ROOT / f"deploy/helm/values-{cloud}.yaml").read_text()))

@@ -2,9 +2,9 @@
 it, never into it), and one per test for the tests that kill the server."""
 
 import pytest
+from fault_world import ACCESS_KEY, BUCKET, SECRET
 
 from devtools.emulators.s3 import seaweedfs
-from fault_world import ACCESS_KEY, BUCKET, SECRET
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +19,6 @@ def baseline(s3_server) -> dict[str, bytes]:
     import uuid
 
     import dagster as dg
-
     from fault_world import cut_imagery, outputs, prepare, storage
 
     clean = storage(s3_server.endpoint_url, f"t-{uuid.uuid4().hex[:12]}")

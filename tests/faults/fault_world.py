@@ -26,15 +26,22 @@ ACCESS_KEY = "geo-assets-faults-key"
 SECRET = "sEcReT-" + secrets.token_hex(12)
 REGION_S3 = "us-east-1"
 TILE = 64  # px at 10 m: 8 x 8 = 64 tiles, two objects each (imagery and cloud mask)
-FIELD = Region("fault-field", (400000.0, 5120000.0, 405120.0, 5125120.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",))
+FIELD = Region(
+    "fault-field", (400000.0, 5120000.0, 405120.0, 5125120.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",)
+)
 DATE = "2024-06-01"
 PARTITION = region_date_key(FIELD.name, DATE)
 RETRIED = re.compile(r"store requests retried in this step: (\d+) \(")
 
 
 def storage(endpoint_url: str, prefix: str) -> StorageResource:
-    return StorageResource(root=f"s3://{BUCKET}/{prefix}", endpoint_url=endpoint_url, region=REGION_S3,
-                           access_key_id=ACCESS_KEY, secret_access_key=SECRET)
+    return StorageResource(
+        root=f"s3://{BUCKET}/{prefix}",
+        endpoint_url=endpoint_url,
+        region=REGION_S3,
+        access_key_id=ACCESS_KEY,
+        secret_access_key=SECRET,
+    )
 
 
 def prepare(store: Store, instance: dg.DagsterInstance) -> None:
@@ -62,12 +69,22 @@ class StepRun:
 
 def cut_imagery(storage: StorageResource, instance: dg.DagsterInstance) -> StepRun:
     """One imagery_tiles step of FIELD on `storage`; a failure is returned, not raised."""
-    resources = {"storage": storage, "compute": LocalPoolCompute(workers=4), "io_manager": ManifestIOManager(storage=storage),
-                 "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0)}
+    resources = {
+        "storage": storage,
+        "compute": LocalPoolCompute(workers=4),
+        "io_manager": ManifestIOManager(storage=storage),
+        "imagery": ImageryResource(),
+        "gate": ModelGate(min_miou=0.0),
+    }
     begin = time.monotonic()
-    result = dg.materialize([imagery_tiles], partition_key=PARTITION, resources=resources, instance=instance,
-                            run_config={"ops": {"imagery_tiles": {"config": {"tile_size": TILE}}}},
-                            raise_on_error=False)
+    result = dg.materialize(
+        [imagery_tiles],
+        partition_key=PARTITION,
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {"imagery_tiles": {"config": {"tile_size": TILE}}}},
+        raise_on_error=False,
+    )
     seconds = time.monotonic() - begin
     return StepRun(result, seconds, [r.message or "" for r in instance.all_logs(result.run_id)])
 
@@ -78,8 +95,13 @@ def outputs(store: Store) -> dict[str, bytes]:
 
 
 def _imagery_job(store: StorageResource) -> dg.JobDefinition:
-    resources = {"storage": store, "compute": LocalPoolCompute(workers=4, tiles_per_batch=4),
-                 "io_manager": ManifestIOManager(storage=store), "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0)}
+    resources = {
+        "storage": store,
+        "compute": LocalPoolCompute(workers=4, tiles_per_batch=4),
+        "io_manager": ManifestIOManager(storage=store),
+        "imagery": ImageryResource(),
+        "gate": ModelGate(min_miou=0.0),
+    }
     job = dg.define_asset_job("cut", selection=["imagery_tiles"], executor_def=dg.in_process_executor)
     return dg.Definitions(assets=[imagery_tiles], resources=resources, jobs=[job]).resolve_job_def("cut")
 
@@ -88,6 +110,7 @@ def _imagery_job(store: StorageResource) -> dg.JobDefinition:
 # for re-execution from failure. Dagster keeps a reconstructed job for the process, so the store is read from the
 # environment when each run starts (dg.EnvVar), not when the job is made.
 
+
 def local_imagery_job() -> dg.JobDefinition:
     """On the file:// root GEO_ASSETS_FAULTS_ROOT."""
     return _imagery_job(StorageResource(root=dg.EnvVar("GEO_ASSETS_FAULTS_ROOT")))
@@ -95,8 +118,15 @@ def local_imagery_job() -> dg.JobDefinition:
 
 def s3_imagery_job() -> dg.JobDefinition:
     """On the S3 root GEO_ASSETS_FAULTS_ROOT of the server at GEO_ASSETS_FAULTS_ENDPOINT."""
-    return _imagery_job(StorageResource(root=dg.EnvVar("GEO_ASSETS_FAULTS_ROOT"), endpoint_url=dg.EnvVar("GEO_ASSETS_FAULTS_ENDPOINT"),
-                                        region=REGION_S3, access_key_id=ACCESS_KEY, secret_access_key=SECRET))
+    return _imagery_job(
+        StorageResource(
+            root=dg.EnvVar("GEO_ASSETS_FAULTS_ROOT"),
+            endpoint_url=dg.EnvVar("GEO_ASSETS_FAULTS_ENDPOINT"),
+            region=REGION_S3,
+            access_key_id=ACCESS_KEY,
+            secret_access_key=SECRET,
+        )
+    )
 
 
 IMAGERY_CONFIG = {"ops": {"imagery_tiles": {"config": {"tile_size": TILE}}}}

@@ -22,7 +22,7 @@ INTRO = "# Reliability\n\nWritten by the fault suite (tests/faults/). Each scena
 
 def record(name: str, title: str, test: str, measures: list[str], injected: str, observed: dict[str, object]) -> str:
     """Write scenario `name`'s section; return it. `observed`: what was counted, in the order to show."""
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     commit = measured_commit(measures)
     rows = "\n".join(f"| {what} | {value} |" for what, value in observed.items())
     section = (

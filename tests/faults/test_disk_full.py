@@ -8,16 +8,21 @@ import time
 
 import dagster as dg
 import pytest
+from fault_world import IMAGERY_CONFIG, PARTITION, failure, local_imagery_job, outputs, prepare
+from reliability import record
 
 from devtools.tmpfs import MountRefused, resize, tmpfs
-from fault_world import IMAGERY_CONFIG, PARTITION, failure, local_imagery_job, outputs, prepare
 from geo_assets.geo.store import local_root
 from geo_assets.partitions import region_date_partitions
-from reliability import record
 from resources.storage import StorageResource
 
-MEASURES = ["geo_assets/geo/store.py", "geo_assets/geo/cog.py", "geo_assets/geo/tilework.py", "resources/storage.py",
-            "tests/faults/test_disk_full.py"]
+MEASURES = [
+    "geo_assets/geo/store.py",
+    "geo_assets/geo/cog.py",
+    "geo_assets/geo/tilework.py",
+    "resources/storage.py",
+    "tests/faults/test_disk_full.py",
+]
 REUSED = re.compile(r"(\d+) of (\d+) tiles already done")
 
 
@@ -46,7 +51,9 @@ def test_a_full_disk_fails_the_step_clearly_and_leaves_nothing_half_written(smal
         assert "no space left" in message.lower() and root in message, message
 
         left = outputs(store)
-        temporaries = [k for top in ("imagery", "manifests") for k in store.list(top, temporaries=True) if "/.tmp-" in k]
+        temporaries = [
+            k for top in ("imagery", "manifests") for k in store.list(top, temporaries=True) if "/.tmp-" in k
+        ]
         assert temporaries == []  # no half-written file under any name
         assert left and not any(k.startswith("manifests/") for k in left)
         tiles = {k: v for k, v in left.items() if ".done/" not in k}
@@ -54,8 +61,9 @@ def test_a_full_disk_fails_the_step_clearly_and_leaves_nothing_half_written(smal
 
         resize(small_disk, "64m")
         begin = time.monotonic()
-        second = dg.execute_job(job, instance, tags=tags,
-                                reexecution_options=dg.ReexecutionOptions.from_failure(first.run_id, instance))
+        second = dg.execute_job(
+            job, instance, tags=tags, reexecution_options=dg.ReexecutionOptions.from_failure(first.run_id, instance)
+        )
         assert second.success, failure(second)
         seconds = time.monotonic() - begin
         reused = [m for m in (REUSED.search(e.user_message) for e in instance.all_logs(second.run_id)) if m]
@@ -63,7 +71,10 @@ def test_a_full_disk_fails_the_step_clearly_and_leaves_nothing_half_written(smal
         assert got == baseline
 
     record(
-        "disk-full", "Local storage root on a full disk", "tests/faults/test_disk_full.py", MEASURES,
+        "disk-full",
+        "Local storage root on a full disk",
+        "tests/faults/test_disk_full.py",
+        MEASURES,
         injected=f"a 1 MiB tmpfs as the storage root of an imagery_tiles step whose outputs take {sum(map(len, baseline.values())):,} bytes; then grown to 64 MiB and the run re-executed from failure.",
         observed={
             "first run": f"failed: `{next(m for m in message.splitlines() if 'no space' in m.lower())[:500]}`",

@@ -10,13 +10,18 @@ import uuid
 
 import dagster as dg
 import pytest
-
-from devtools.faults import FaultProxy
 from fault_world import DATE, FIELD, cut_imagery, outputs, prepare, storage
 from reliability import record
 
-MEASURES = ["geo_assets/geo/store.py", "geo_assets/geo/retries.py", "resources/storage.py", "devtools/faults.py",
-            "tests/faults/test_store_errors.py"]
+from devtools.faults import FaultProxy
+
+MEASURES = [
+    "geo_assets/geo/store.py",
+    "geo_assets/geo/retries.py",
+    "resources/storage.py",
+    "devtools/faults.py",
+    "tests/faults/test_store_errors.py",
+]
 THIS = "tests/faults/test_store_errors.py"
 
 
@@ -54,7 +59,11 @@ def test_transient_errors_are_retried_counted_and_change_no_byte(s3_server, prox
     # is first retried by aiohttp itself, once, unseen (RFC 9112's retry of an idempotent request); only a
     # second reset of the same request reaches botocore and is counted.
     counted = proxy.injected["503"] + proxy.injected["stall"]
-    assert counted <= run.retried <= injected, (run.retried, dict(proxy.injected), [m for m in run.messages if "retr" in m])
+    assert counted <= run.retried <= injected, (
+        run.retried,
+        dict(proxy.injected),
+        [m for m in run.messages if "retr" in m],
+    )
     # Each retried operation said so where it ran (tile work's lines reach the step's log too).
     assert any("succeeded after" in m and "HTTP 503 SlowDown" in m for m in run.messages), run.messages
 
@@ -63,9 +72,14 @@ def test_transient_errors_are_retried_counted_and_change_no_byte(s3_server, prox
     assert got == baseline  # byte for byte: tiles and manifest
 
     record(
-        "s3-transient-errors", "S3 store: 503 SlowDown, connection resets and a stalled upload", THIS, MEASURES,
-        injected=(f"a proxy before SeaweedFS failed {injected} of {proxy.requests} requests of an imagery_tiles step "
-                  f"({FIELD.name} {DATE}, {len(got)} objects): 8 % answered 503 SlowDown, 4 % reset, one upload stalled."),
+        "s3-transient-errors",
+        "S3 store: 503 SlowDown, connection resets and a stalled upload",
+        THIS,
+        MEASURES,
+        injected=(
+            f"a proxy before SeaweedFS failed {injected} of {proxy.requests} requests of an imagery_tiles step "
+            f"({FIELD.name} {DATE}, {len(got)} objects): 8 % answered 503 SlowDown, 4 % reset, one upload stalled."
+        ),
         observed={
             "run": "succeeded",
             "faults injected": ", ".join(f"{k} {v}" for k, v in sorted(proxy.injected.items())),
@@ -93,7 +107,10 @@ def test_errors_that_never_stop_fail_the_step_naming_the_store_and_the_cause(s3_
     assert direct.store().list("manifests") == []  # no output published
 
     record(
-        "s3-errors-never-stop", "S3 store: 503 SlowDown on every request", THIS, MEASURES,
+        "s3-errors-never-stop",
+        "S3 store: 503 SlowDown on every request",
+        THIS,
+        MEASURES,
         injected="a proxy before SeaweedFS answered every request of an imagery_tiles step with 503 SlowDown.",
         observed={
             "run": "failed",

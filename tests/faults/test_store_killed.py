@@ -12,14 +12,31 @@ import uuid
 
 import dagster as dg
 import rasterio
-
-from devtools.emulators.s3 import seaweedfs
-from fault_world import ACCESS_KEY, BUCKET, IMAGERY_CONFIG, PARTITION, SECRET, failure, outputs, prepare, s3_imagery_job, storage
-from geo_assets.partitions import region_date_partitions
+from fault_world import (
+    ACCESS_KEY,
+    BUCKET,
+    IMAGERY_CONFIG,
+    PARTITION,
+    SECRET,
+    failure,
+    outputs,
+    prepare,
+    s3_imagery_job,
+    storage,
+)
 from reliability import record
 
-MEASURES = ["geo_assets/geo/store.py", "geo_assets/geo/retries.py", "geo_assets/geo/tilework.py", "resources/compute.py",
-            "resources/storage.py", "tests/faults/test_store_killed.py"]
+from devtools.emulators.s3 import seaweedfs
+from geo_assets.partitions import region_date_partitions
+
+MEASURES = [
+    "geo_assets/geo/store.py",
+    "geo_assets/geo/retries.py",
+    "geo_assets/geo/tilework.py",
+    "resources/compute.py",
+    "resources/storage.py",
+    "tests/faults/test_store_killed.py",
+]
 REUSED = re.compile(r"(\d+) of (\d+) tiles already done")
 KILL_AFTER = 16  # tile objects in the bucket: the step is well under way
 
@@ -66,8 +83,9 @@ def test_s3_server_killed_mid_write_then_restarted(tmp_path, baseline, monkeypat
             assert left and not any(k.startswith("manifests/") for k in left)
             assert {k: baseline.get(k) for k in left} == left
 
-            second = dg.execute_job(job, instance, tags=tags,
-                                    reexecution_options=dg.ReexecutionOptions.from_failure(first.run_id, instance))
+            second = dg.execute_job(
+                job, instance, tags=tags, reexecution_options=dg.ReexecutionOptions.from_failure(first.run_id, instance)
+            )
             assert second.success, failure(second)
             recovered = time.monotonic() - killed[0]
             reused = [REUSED.search(e.user_message) for e in instance.all_logs(second.run_id)]
@@ -82,11 +100,15 @@ def test_s3_server_killed_mid_write_then_restarted(tmp_path, baseline, monkeypat
                         src.read()
 
     record(
-        "s3-server-killed", "S3 server killed mid-write, restarted on its data", "tests/faults/test_store_killed.py",
+        "s3-server-killed",
+        "S3 server killed mid-write, restarted on its data",
+        "tests/faults/test_store_killed.py",
         MEASURES,
-        injected=(f"SIGKILL of the SeaweedFS server once {KILL_AFTER} tile objects of an imagery_tiles step "
-                  f"({len(baseline)} objects in all) were in the bucket; then the server started on the same data and port, "
-                  "and the run re-executed from failure."),
+        injected=(
+            f"SIGKILL of the SeaweedFS server once {KILL_AFTER} tile objects of an imagery_tiles step "
+            f"({len(baseline)} objects in all) were in the bucket; then the server started on the same data and port, "
+            "and the run re-executed from failure."
+        ),
         observed={
             "first run": f"failed {failed_at - killed[0]:.1f} s after the kill: `{next(m for m in message.splitlines() if 'S3 store: ' in m)[:500]}`",
             "objects visible after the kill": f"{len(left)}, each equal to an uninterrupted run's ({sum(map(len, left.values())):,} bytes)",

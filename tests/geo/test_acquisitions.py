@@ -25,11 +25,20 @@ def test_the_variant_holding_the_models_bands_is_chosen(store):
     _cut(store, "synthetic", 256, FOUR)
     _cut(store, "synthetic", 64, FOUR)
     assert pick_imagery(store, "farm", "2024-06-01", bands=SIX)[1]["bands"] == SIX
-    assert pick_imagery(store, "farm", "2024-06-01", bands=["red", "green", "blue"])[1] == {  # fewest extra, then 256 px
-        "source": "synthetic", "tile_size": 256, "bands": FOUR, "tiles": []}
+    assert pick_imagery(store, "farm", "2024-06-01", bands=["red", "green", "blue"])[
+        1
+    ] == {  # fewest extra, then 256 px
+        "source": "synthetic",
+        "tile_size": 256,
+        "bands": FOUR,
+        "tiles": [],
+    }
     assert pick_imagery(store, "farm", "2024-06-01", bands=FOUR, tile_size=64)[1]["tile_size"] == 64
     assert pick_imagery(store, "farm", "2024-06-01", widest=True)[1]["bands"] == SIX
-    with pytest.raises(FileNotFoundError, match=r"with bands swir1, tile size 64 px; stored variants: synthetic 256 px \[blue, green, red, nir, swir1, swir2\]"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"with bands swir1, tile size 64 px; stored variants: synthetic 256 px \[blue, green, red, nir, swir1, swir2\]",
+    ):
         pick_imagery(store, "farm", "2024-06-01", bands=["swir1"], tile_size=64)
     assert imagery_dates(store, "farm") == ["2024-06-01"]
 
@@ -37,7 +46,10 @@ def test_the_variant_holding_the_models_bands_is_chosen(store):
 def test_a_tie_is_refused_naming_the_variants(store):
     _cut(store, "synthetic", 64, FOUR)
     _cut(store, "synthetic", 128, FOUR)
-    with pytest.raises(ValueError, match=r"2 variants that fit equally \(synthetic 128 px .*; synthetic 64 px .*\): choose one with the tile_size or source"):
+    with pytest.raises(
+        ValueError,
+        match=r"2 variants that fit equally \(synthetic 128 px .*; synthetic 64 px .*\): choose one with the tile_size or source",
+    ):
         pick_imagery(store, "farm", "2024-06-01", bands=FOUR)
 
 

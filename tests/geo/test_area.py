@@ -7,12 +7,15 @@ from devtools.geodesy import box_area_m2
 from geo_assets.geo.area import GroundArea
 
 
-@pytest.mark.parametrize("crs, lat, res, size", [
-    ("EPSG:3857", 45.0, 10.0, 256),  # Web Mercator: half the projected area at 45°
-    ("EPSG:3857", 60.0, 30.0, 1000),  # a 30 km tile far north, blocks cut short at its edge
-    ("EPSG:32631", 45.0, 10.0, 256),  # UTM near its central meridian: k² = 0.9992
-    ("EPSG:32631", 45.0, 10.0, 64),
-])
+@pytest.mark.parametrize(
+    "crs, lat, res, size",
+    [
+        ("EPSG:3857", 45.0, 10.0, 256),  # Web Mercator: half the projected area at 45°
+        ("EPSG:3857", 60.0, 30.0, 1000),  # a 30 km tile far north, blocks cut short at its edge
+        ("EPSG:32631", 45.0, 10.0, 256),  # UTM near its central meridian: k² = 0.9992
+        ("EPSG:32631", 45.0, 10.0, 64),
+    ],
+)
 def test_a_tiles_pixels_add_up_to_its_ground(crs, lat, res, size):
     x, y = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(2.0, lat)
     bounds = (x, y, x + res * size, y + res * size)

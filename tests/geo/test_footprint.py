@@ -28,19 +28,30 @@ def _pixels(**bands):
 def test_index_reference_rules_and_thresholds():
     # water (MNDWI > 0), vegetation (NDVI > 0.3), bare soil (BSI > 0, NDVI < 0.2), other, no data
     data, names = _pixels(
-        blue=[500, 300, 900, 1000, 0], green=[700, 800, 1200, 1000, 0], red=[400, 300, 1600, 1000, 0],
-        nir=[200, 4000, 2200, 1100, 0], swir1=[100, 1800, 3200, 1050, 0], swir2=[80, 800, 2700, 1000, 0],
+        blue=[500, 300, 900, 1000, 0],
+        green=[700, 800, 1200, 1000, 0],
+        red=[400, 300, 1600, 1000, 0],
+        nir=[200, 4000, 2200, 1100, 0],
+        swir1=[100, 1800, 3200, 1050, 0],
+        swir2=[80, 800, 2700, 1000, 0],
     )
     ref = indices.reference_classes(data, names)[0]
     assert [indices.REFERENCE_CLASSES[c] if c != IGNORE else None for c in ref] == [
-        "water", "vegetation", "bare-soil", "other", None]
+        "water",
+        "vegetation",
+        "bare-soil",
+        "other",
+        None,
+    ]
     assert indices.describe(names) == (
-        "water: MNDWI > 0; vegetation: NDVI > 0.3; bare-soil: BSI > 0 and NDVI < 0.2; other: the rest")
+        "water: MNDWI > 0; vegetation: NDVI > 0.3; bare-soil: BSI > 0 and NDVI < 0.2; other: the rest"
+    )
 
 
 def test_index_reference_says_which_rules_the_bands_allow():
     data, names = _pixels(blue=[300, 900], green=[800, 1000], red=[300, 1200])
     assert [indices.REFERENCE_CLASSES[c] for c in indices.reference_classes(data, names)[0]] == ["vegetation", "other"]
     assert indices.describe(names) == (
-        "vegetation: GRVI > 0; no rule for water, bare-soil (the imagery lacks the bands); other: the rest")
+        "vegetation: GRVI > 0; no rule for water, bare-soil (the imagery lacks the bands); other: the rest"
+    )
     assert indices.describe(["blue", "green", "red", "nir"]).startswith("water: NDWI > 0; vegetation: NDVI > 0.3")

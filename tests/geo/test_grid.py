@@ -18,13 +18,13 @@ def _check_cover(grid: TileGrid, bbox) -> list[Tile]:
     assert tiles, bbox
     minx, miny, maxx, maxy = bbox
     for t in tiles:
-        l, b, r, tp = t.bounds
+        left, b, r, tp = t.bounds
         # Edges on multiples of the tile's ground size from the CRS origin.
         for edge in t.bounds:
             assert edge / ground == pytest.approx(round(edge / ground), abs=1e-9), (t, edge)
-        assert r - l == pytest.approx(ground) and tp - b == pytest.approx(ground)
+        assert r - left == pytest.approx(ground) and tp - b == pytest.approx(ground)
         # Every tile overlaps the bbox with positive area.
-        assert min(r, maxx) > max(l, minx) and min(tp, maxy) > max(b, miny), (t, bbox)
+        assert min(r, maxx) > max(left, minx) and min(tp, maxy) > max(b, miny), (t, bbox)
     # No duplicates, and the tiles form the full rectangle of cols x rows (so their union is
     # exactly the rectangle spanned by their outer edges), which must contain the bbox.
     cols = sorted({t.col for t in tiles})

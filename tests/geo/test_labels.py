@@ -141,8 +141,11 @@ def test_a_grid_whose_training_tile_comes_near_a_held_out_polygon_is_refused(reg
 
     region = regions["landsat-sample"]
     grid = TileGrid(region.crs, 30.0, 512, (15.0, 15.0))
-    with pytest.raises(ValueError, match=r"tile \S+ of region 'landsat-sample' holds training labels and lies 700 m "
-                                         r"from held-out polygon developed \(polygon 3\), less than the 7680 m margin"):
+    with pytest.raises(
+        ValueError,
+        match=r"tile \S+ of region 'landsat-sample' holds training labels and lies 700 m "
+        r"from held-out polygon developed \(polygon 3\), less than the 7680 m margin",
+    ):
         for tile in grid.tiles(region.bbox):
             label_tile(region, "polygons", tile, 30.0)
     for size in (16, 64, 128, 256):  # every tile size up to the default keeps it apart

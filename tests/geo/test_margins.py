@@ -18,8 +18,14 @@ def grid(tmp_path):
     for r in range(ROWS):
         for c in range(COLS):
             path = tmp_path / f"{c}_{r}.tif"
-            write_cog(path, full[:, r * PX : (r + 1) * PX, c * PX : (c + 1) * PX], "EPSG:32631",
-                      Affine(10, 0, 1000 + c * PX * 10, 0, -10, 5000 - r * PX * 10), 0, ["red", "nir"])
+            write_cog(
+                path,
+                full[:, r * PX : (r + 1) * PX, c * PX : (c + 1) * PX],
+                "EPSG:32631",
+                Affine(10, 0, 1000 + c * PX * 10, 0, -10, 5000 - r * PX * 10),
+                0,
+                ["red", "nir"],
+            )
             entries.append({"key": f"{c}_{r}", "path": str(path)})
     return full, entries
 

@@ -7,8 +7,8 @@ import pytest
 import rasterio
 from affine import Affine
 
-from geo_assets.geo.cog import CorruptRasterError, write_cog
 from geo_assets.geo import mosaic as mosaic_module
+from geo_assets.geo.cog import CorruptRasterError, write_cog
 from geo_assets.geo.mosaic import mosaic, write_mosaic_cog
 
 
@@ -18,8 +18,13 @@ def _tiles(tmp_path, cols=3, rows=2, px=32):
         for c in range(cols):
             left, top = 1000 + c * px * 10, 5000 - r * px * 10
             path = tmp_path / f"{c}_{r}.tif"
-            write_cog(path, full[r * px : (r + 1) * px, c * px : (c + 1) * px], "EPSG:32631",
-                      Affine(10, 0, left, 0, -10, top), 0)
+            write_cog(
+                path,
+                full[r * px : (r + 1) * px, c * px : (c + 1) * px],
+                "EPSG:32631",
+                Affine(10, 0, left, 0, -10, top),
+                0,
+            )
             tiles.append((str(path), (left, top - px * 10, left + px * 10, top)))
     return tiles, full
 
@@ -86,7 +91,9 @@ def test_the_mosaic_cog_is_written_by_windows(tmp_path, monkeypatch):
             path = tmp_path / f"{c}_{r}.tif"
             data = np.add.outer(np.arange(px), np.arange(px)).astype(np.uint8) // 32 + (r * side + c) % 7
             write_cog(path, data, "EPSG:32631", Affine(10, 0, c * px * 10, 0, -10, 5_000_000 - r * px * 10), 255)
-            tiles.append((str(path), (c * px * 10, 5_000_000 - (r + 1) * px * 10, (c + 1) * px * 10, 5_000_000 - r * px * 10)))
+            tiles.append(
+                (str(path), (c * px * 10, 5_000_000 - (r + 1) * px * 10, (c + 1) * px * 10, 5_000_000 - r * px * 10))
+            )
     region_mb = (side * px) ** 2 / 2**20
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -99,8 +106,10 @@ def test_the_mosaic_cog_is_written_by_windows(tmp_path, monkeypatch):
     assert grew < region_mb / 2, f"peak memory grew {grew:.0f} MB writing a {region_mb:.0f} MB mosaic"
     with rasterio.open(tmp_path / "m.tif") as m:
         assert m.shape == (side * px, side * px)
-        np.testing.assert_array_equal(m.read(1, window=((px, 2 * px), (0, px))),
-                                      np.add.outer(np.arange(px), np.arange(px)).astype(np.uint8) // 32 + side % 7)
+        np.testing.assert_array_equal(
+            m.read(1, window=((px, 2 * px), (0, px))),
+            np.add.outer(np.arange(px), np.arange(px)).astype(np.uint8) // 32 + side % 7,
+        )
 
 
 def _status_mb(field: str) -> float:

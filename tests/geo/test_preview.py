@@ -53,7 +53,9 @@ def synthetic_tiles(store, regions):
     return [(store.path(e["path"]), e["bounds"]) for e in entries], bands
 
 
-@pytest.mark.parametrize("max_size, shape", [(512, (256, 512)), (128, (64, 128)), (100, (32, 64))])  # power-of-two decimation
+@pytest.mark.parametrize(
+    "max_size, shape", [(512, (256, 512)), (128, (64, 128)), (100, (32, 64))]
+)  # power-of-two decimation
 def test_true_colour_on_tiles(synthetic_tiles, max_size, shape):
     paths, bands = synthetic_tiles
     rgb = true_colour(paths, bands, max_size=max_size)

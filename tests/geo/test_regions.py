@@ -33,8 +33,27 @@ def test_valid_slugs_accepted(name):
 
 @pytest.mark.parametrize(
     "name",
-    ["", "A", "Lake", "-a", "a-", "-", "a_b", "a/b", "..", ".", "a.b", "a,b", "a b", "a\nb", "a\n", "\na",
-     "é", "x" * 64, "../etc"],
+    [
+        "",
+        "A",
+        "Lake",
+        "-a",
+        "a-",
+        "-",
+        "a_b",
+        "a/b",
+        "..",
+        ".",
+        "a.b",
+        "a,b",
+        "a b",
+        "a\nb",
+        "a\n",
+        "\na",
+        "é",
+        "x" * 64,
+        "../etc",
+    ],
 )
 def test_invalid_slugs_refused(name):
     with pytest.raises(ValueError, match=r"lowercase letters, digits and hyphens") as err:
@@ -55,10 +74,18 @@ def test_valid_dates(date):
 
 @pytest.mark.parametrize(
     "date, why",
-    [("2024-13-01", "not a calendar date"), ("2023-02-29", "not a calendar date"), ("2024-00-10", "not a calendar date"),
-     ("2024/01/01", "use YYYY-MM-DD"), ("20240101", "use YYYY-MM-DD"), ("2024-1-1", "use YYYY-MM-DD"),
-     ("2024-01-01\n", "use YYYY-MM-DD"), ("2024-01-01T00:00", "use YYYY-MM-DD"), ("", "use YYYY-MM-DD"),
-     (20240101, "use YYYY-MM-DD")],
+    [
+        ("2024-13-01", "not a calendar date"),
+        ("2023-02-29", "not a calendar date"),
+        ("2024-00-10", "not a calendar date"),
+        ("2024/01/01", "use YYYY-MM-DD"),
+        ("20240101", "use YYYY-MM-DD"),
+        ("2024-1-1", "use YYYY-MM-DD"),
+        ("2024-01-01\n", "use YYYY-MM-DD"),
+        ("2024-01-01T00:00", "use YYYY-MM-DD"),
+        ("", "use YYYY-MM-DD"),
+        (20240101, "use YYYY-MM-DD"),
+    ],
 )
 def test_invalid_dates_refused(date, why):
     with pytest.raises(ValueError) as err:
@@ -86,8 +113,12 @@ def test_region_refuses_invalid_crs():
 
 
 @pytest.mark.parametrize(
-    "bbox", [(510240.0, 5000000.0, 500000.0, 5010240.0), (500000.0, 5010240.0, 510240.0, 5000000.0),
-             (500000.0, 5000000.0, 500000.0, 5010240.0)],
+    "bbox",
+    [
+        (510240.0, 5000000.0, 500000.0, 5010240.0),
+        (500000.0, 5010240.0, 510240.0, 5000000.0),
+        (500000.0, 5000000.0, 500000.0, 5010240.0),
+    ],
 )
 def test_region_refuses_inverted_or_empty_bbox(bbox):
     with pytest.raises(ValueError, match=r"region 'my-lake': bbox .* must be minx < maxx and miny < maxy"):

@@ -70,13 +70,22 @@ def test_samples_registry():
     s2, l8 = SAMPLES["sentinel2"], SAMPLES["landsat8"]
     assert s2.bands == ("blue", "green", "red", "nir", "swir1", "swir2")
     assert (s2.crs, s2.resolution, s2.dtype, s2.acquired, s2.label_file) == (
-        "EPSG:32719", 10.0, "float64", None, None,
+        "EPSG:32719",
+        10.0,
+        "float64",
+        None,
+        None,
     )
     assert math.isnan(s2.nodata)
     assert l8.files == ("landsat8_224078.tif", "landsat8_224077.tif")
     assert l8.bands == ("blue", "green", "red")
     assert (l8.crs, l8.resolution, l8.dtype, l8.nodata, l8.acquired, l8.label_file) == (
-        "EPSG:32621", 30.0, "uint16", 0, "2020-05-18", "landsat8_polygons.geojson",
+        "EPSG:32621",
+        30.0,
+        "uint16",
+        0,
+        "2020-05-18",
+        "landsat8_polygons.geojson",
     )
 
 
@@ -267,7 +276,10 @@ def test_sample_build_reproduces_package_data(tmp_path):
 
     written = sample_build.build(SHARED, tmp_path)
     assert {p.name for p in written} == {
-        *RASTERS, "landsat8_polygons.geojson", "landsat8_points.geojson", "PROVENANCE.md",
+        *RASTERS,
+        "landsat8_polygons.geojson",
+        "landsat8_points.geojson",
+        "PROVENANCE.md",
     }
     for name in RASTERS:
         with rasterio.open(tmp_path / name) as new, rasterio.open(sample_path(name)) as old:

@@ -71,8 +71,11 @@ def test_deterministic_across_processes():
     )
     digests = {
         subprocess.run(
-            [sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": seed},
-            check=True, capture_output=True, text=True,
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         for seed in ("1", "2")
     }
@@ -92,9 +95,7 @@ def test_different_region_differs(big):
 def test_different_date_differs_in_clouds_not_land_cover(big):
     image, truth = synthetic.scene(REGION, "2024-07-01", BIG)
     assert not np.array_equal(image, big[0])
-    assert (
-        synthetic.cloud_mask(REGION, "2024-07-01", BIG) != synthetic.cloud_mask(REGION, DATE, BIG)
-    ).mean() > 0.05
+    assert (synthetic.cloud_mask(REGION, "2024-07-01", BIG) != synthetic.cloud_mask(REGION, DATE, BIG)).mean() > 0.05
     # Land cover does not depend on the date; truth is land cover with clouds on top.
     lc = synthetic.land_cover(REGION, BIG)
     for date, t in ((DATE, big[1]), ("2024-07-01", truth)):
@@ -105,7 +106,8 @@ def test_different_date_differs_in_clouds_not_land_cover(big):
 
 
 @pytest.mark.parametrize(
-    "col0, row0, cols, rows", [(0, 0, 512, 384), (0, 0, 64, 64), (37, 101, 200, 150), (311, 5, 201, 379), (500, 380, 12, 4)]
+    "col0, row0, cols, rows",
+    [(0, 0, 512, 384), (0, 0, 64, 64), (37, 101, 200, 150), (311, 5, 201, 379), (500, 380, 12, 4)],
 )
 def test_window_equals_cut_from_bigger_scene(big, col0, row0, cols, rows):
     sub, sl = _sub(BIG, col0, row0, cols, rows)
@@ -197,7 +199,13 @@ def test_spectra_are_drawn_from_the_real_reflectance_library(full_scene):
     patch as real surfaces do (not one mean per class), and stay within the library's range."""
     image, truth = full_scene
     library = synthetic.library()
-    assert {c: len(v) for c, v in library.items()} == {"water": 4, "vegetation": 64, "built-up": 64, "bare-soil": 64, "cloud": 3}
+    assert {c: len(v) for c, v in library.items()} == {
+        "water": 4,
+        "vegetation": 64,
+        "built-up": 64,
+        "bare-soil": 64,
+        "cloud": 3,
+    }
     for cls, name in enumerate(CLASSES):
         pixels = image[:, truth == cls].astype(np.float64)
         if name in ("vegetation", "built-up", "bare-soil"):

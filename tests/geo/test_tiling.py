@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import pickle
 from importlib import resources
 
@@ -84,7 +83,10 @@ def test_band_subset_and_order(store, regions):
 def test_unknown_source_and_band_write_nothing(store, regions):
     region = regions["synth-train-a"]
     tile = _tiles(region, 10.0)[0]
-    with pytest.raises(ValueError, match=r"unknown imagery source 'landsat'; accepted: earth-search, landsat-c2, planetary-computer, sample, synthetic"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown imagery source 'landsat'; accepted: earth-search, landsat-c2, planetary-computer, sample, synthetic",
+    ):
         cut_imagery_tile(store, plan_scene("landsat", region, "2024-06-01"), BANDS4, "x", tile)
     with pytest.raises(ValueError, match=r"unknown band\(s\) \['thermal'\]"):
         cut_imagery_tile(store, plan_scene("synthetic", region, "2024-06-01"), ["red", "thermal"], "x", tile)
@@ -118,17 +120,17 @@ def test_sample_imagery_tiles_partly_outside_the_data(store, regions):
             assert profile["nodata"] == 0 and profile["band_names"] == BANDS4
 
             # The tile extends beyond the sample's footprint: the part outside is nodata.
-            l, b, r, t = tile.bounds
-            il, ib, ir, it = max(l, fb.left), max(b, fb.bottom), min(r, fb.right), min(t, fb.top)
+            left, bottom, right, top = tile.bounds
+            il, ib, ir, it = max(left, fb.left), max(bottom, fb.bottom), min(right, fb.right), min(top, fb.top)
             assert il < ir and ib < it
-            inside_fraction = (ir - il) * (it - ib) / ((r - l) * (t - b))
+            inside_fraction = (ir - il) * (it - ib) / ((right - left) * (top - bottom))
             assert 0 < inside_fraction < 1
             assert entry["nodata_fraction"] > 0
             assert entry["nodata_fraction"] == pytest.approx(1 - inside_fraction, abs=1e-5)
 
             # Inside: exactly the sample's pixels (L2A DN = reflectance x 10000); outside: 0.
-            rows = slice(round((t - it) / 10), round((t - ib) / 10))
-            cols = slice(round((il - l) / 10), round((ir - l) / 10))
+            rows = slice(round((top - it) / 10), round((top - ib) / 10))
+            cols = slice(round((il - left) / 10), round((ir - left) / 10))
             expected = src.read([1, 2, 3, 4], window=from_bounds(il, ib, ir, it, src.transform))
             np.testing.assert_array_equal(data[:, rows, cols], expected.astype(np.uint16))
             outside = np.ones(data.shape[1:], dtype=bool)
@@ -141,7 +143,9 @@ def test_landsat_sample_tiles_report_their_nodata(store, regions):
     region = regions["landsat-sample"]
     tiles = _tiles(region, 30.0)
     for tile in (tiles[0], tiles[len(tiles) // 2], tiles[-1]):
-        entry = cut_imagery_tile(store, plan_scene("sample", region, region.dates[0]), ["red", "green", "blue"], "l8", tile)
+        entry = cut_imagery_tile(
+            store, plan_scene("sample", region, region.dates[0]), ["red", "green", "blue"], "l8", tile
+        )
         data, profile = _check_georef(store, entry["path"], region, tile, 3, "uint16")
         assert profile["nodata"] == 0
         nodata = (data == 0).any(axis=0).mean()
@@ -199,7 +203,9 @@ def test_manifest_entries_carry_pixel_digests(store, regions):
     june = cut_imagery_tile(store, plan_scene("synthetic", region, "2024-06-01"), bands, "i", tile)
     data, _ = read_raster(store.path(june["path"]))
     assert june["digest"] == pixel_digest(data)
-    july = cut_imagery_tile(store, plan_scene("synthetic", region, "2024-07-01"), bands, "i", tile)  # same path, new pixels
+    july = cut_imagery_tile(
+        store, plan_scene("synthetic", region, "2024-07-01"), bands, "i", tile
+    )  # same path, new pixels
     assert july["path"] == june["path"] and july["digest"] != june["digest"]
     label = cut_label_tile(store, region, "synthetic", 10.0, "l", tile)
     mask, _ = read_raster(store.path(label["path"]))

@@ -5,8 +5,8 @@ pytest imported last."""
 from __future__ import annotations
 
 import dagster as dg
-
 from tiny_world import DATE, MODEL, TINY_HOLDOUT, resources_for
+
 from geo_assets.partitions import region_date_key
 from resources.compute import LocalPoolCompute
 
@@ -18,8 +18,14 @@ def predict(instance, store, version: str, raise_on_error: bool = False, **confi
     from geo_assets.assets.predictions import predictions
 
     ops = {"predictions": {"config": {"model": MODEL, "version": version, "tile_size": 32, **config}}}
-    return dg.materialize([predictions], partition_key=KEY, instance=instance, raise_on_error=raise_on_error,
-                          resources=resources_for(store, LocalPoolCompute(workers=2)), run_config={"ops": ops})
+    return dg.materialize(
+        [predictions],
+        partition_key=KEY,
+        instance=instance,
+        raise_on_error=raise_on_error,
+        resources=resources_for(store, LocalPoolCompute(workers=2)),
+        run_config={"ops": ops},
+    )
 
 
 def cut_holdout(instance, store, tile_size: int) -> dict:
@@ -27,8 +33,12 @@ def cut_holdout(instance, store, tile_size: int) -> dict:
     from geo_assets.assets.imagery import imagery_tiles
     from geo_assets.geo.acquisitions import pick_imagery
 
-    result = dg.materialize([imagery_tiles], partition_key=KEY, instance=instance,
-                            resources=resources_for(store, LocalPoolCompute(workers=2)),
-                            run_config={"ops": {"imagery_tiles": {"config": {"tile_size": tile_size}}}})
+    result = dg.materialize(
+        [imagery_tiles],
+        partition_key=KEY,
+        instance=instance,
+        resources=resources_for(store, LocalPoolCompute(workers=2)),
+        run_config={"ops": {"imagery_tiles": {"config": {"tile_size": tile_size}}}},
+    )
     assert result.success
     return pick_imagery(store, TINY_HOLDOUT.name, DATE, tile_size=tile_size)[1]

@@ -6,10 +6,10 @@ import os
 import shutil
 
 import dagster as dg
-
-from integrity_world import KEY
 from integrity_jobs import prediction_job
+from integrity_world import KEY
 from tiny_world import MODEL
+
 from geo_assets.demo import failure_message
 from geo_assets.geo.acquisitions import variant_of
 from geo_assets.geo.tilework import TileLedger
@@ -17,16 +17,29 @@ from geo_assets.partitions import region_date_partitions
 from resources.storage import dims_path, model_manifest_key
 
 
-def test_a_failed_manifest_write_recomputes_no_tile_on_reexecution(trained, registered, store, holdout_imagery, monkeypatch):
+def test_a_failed_manifest_write_recomputes_no_tile_on_reexecution(
+    trained, registered, store, holdout_imagery, monkeypatch
+):
     monkeypatch.setenv("GEO_ASSETS_STORAGE_ROOT", store.root)
     monkeypatch.setenv("GEO_ASSETS_COMPUTE", "threads")
     margin, tiles = 16, len(holdout_imagery["tiles"])
-    manifest = model_manifest_key("predictions", MODEL, trained, dims_path({"region": "tiny-holdout", "date": "2024-06-01"}),
-                                  variant_of(holdout_imagery), margin)
+    manifest = model_manifest_key(
+        "predictions",
+        MODEL,
+        trained,
+        dims_path({"region": "tiny-holdout", "date": "2024-06-01"}),
+        variant_of(holdout_imagery),
+        margin,
+    )
     os.makedirs(store.path(manifest))  # a folder where the manifest file goes: its write fails
     job = dg.reconstructable(prediction_job)
-    config = {"ops": {"predictions": {"config": {"model": MODEL, "version": trained, "tile_size": 32, "margin": margin,
-                                                 "batch_size": 2}}}}
+    config = {
+        "ops": {
+            "predictions": {
+                "config": {"model": MODEL, "version": trained, "tile_size": 32, "margin": margin, "batch_size": 2}
+            }
+        }
+    }
     tags = region_date_partitions.get_tags_for_partition_key(KEY)
     first = dg.execute_job(job, registered, run_config=config, tags=tags)
     assert not first.success
@@ -36,8 +49,9 @@ def test_a_failed_manifest_write_recomputes_no_tile_on_reexecution(trained, regi
     written = {k: os.stat(store.path(r["path"])) for k, r in ((k, v[1]) for k, v in done.items())}
 
     shutil.rmtree(store.path(manifest))  # the fault mended
-    again = dg.execute_job(job, registered, tags=tags,
-                           reexecution_options=dg.ReexecutionOptions.from_failure(first.run_id, registered))
+    again = dg.execute_job(
+        job, registered, tags=tags, reexecution_options=dg.ReexecutionOptions.from_failure(first.run_id, registered)
+    )
     assert again.success
     logs = " ".join(e.user_message for e in registered.all_logs(again.run_id) if e.dagster_event is None)
     assert f"predicted tiles: {tiles} of {tiles} tiles already done by an earlier attempt of this run" in logs, logs

@@ -48,14 +48,19 @@ def test_region_remove_deletes_the_temporaries_of_killed_writers(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(home), "GEO_ASSETS_STORAGE_ROOT": root}
 
     def cli(*args):
-        proc = subprocess.run([BIN / "geo-assets", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [BIN / "geo-assets", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc.stdout
 
     cli("region", "add", *REGION)
     store = Store(root)
     store.write_bytes("imagery/leftover-field/2024-06-01/v/1_1.tif", b"a finished tile")
-    for key in ("imagery/leftover-field/2024-06-01/v/0_0.tif", "predictions/m/v1/leftover-field/2024-06-01/v/margin-0px/tiles/0_0.tif"):
+    for key in (
+        "imagery/leftover-field/2024-06-01/v/0_0.tif",
+        "predictions/m/v1/leftover-field/2024-06-01/v/margin-0px/tiles/0_0.tif",
+    ):
         writer = subprocess.run([sys.executable, "-c", KILLED_WRITER, root, key], cwd=ROOT, env=env)
         assert writer.returncode == -signal.SIGKILL
     left = [f for f in files(tmp_path / "storage") if f.rsplit("/", 1)[1].startswith(".tmp-")]

@@ -6,9 +6,9 @@ it) over each, and Debian's Chromium for the browser tests."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import dagster as dg
 import pytest
@@ -71,8 +71,13 @@ def world(tmp_path_factory, dagster_home, local_port) -> tuple[Store, str]:
 @pytest.fixture(scope="session")
 def local_map(world, local_port, tmp_path_factory) -> Iterator[MapServer]:
     store, version = world
-    env = {**os.environ, "GEO_ASSETS_PROFILE": "local", "GEO_ASSETS_STORAGE_ROOT": store.root, "PYTHONPATH": str(ROOT),
-           MAP_URL_ENV: f"http://127.0.0.1:{local_port}"}  # its own public address (TileJSON's tile URLs)
+    env = {
+        **os.environ,
+        "GEO_ASSETS_PROFILE": "local",
+        "GEO_ASSETS_STORAGE_ROOT": store.root,
+        "PYTHONPATH": str(ROOT),
+        MAP_URL_ENV: f"http://127.0.0.1:{local_port}",
+    }  # its own public address (TileJSON's tile URLs)
     with map_server(env, tmp_path_factory.mktemp("map-log") / "map.log", port=local_port) as url:
         yield MapServer(url, store, version)
 
@@ -83,14 +88,24 @@ def s3_map(world, tmp_path_factory) -> Iterator[MapServer]:
     local, version = world
     key, secret = "geo-assets-map-key", "geo-assets-map-secret"
     with seaweedfs(tmp_path_factory.mktemp("map-s3"), [BUCKET, OTHER_BUCKET], key, secret) as server:
-        settings = dict(endpoint_url=server.endpoint_url, region="us-east-1", access_key_id=key, secret_access_key=secret)
+        settings = dict(
+            endpoint_url=server.endpoint_url, region="us-east-1", access_key_id=key, secret_access_key=secret
+        )
         store = make_store(f"s3://{BUCKET}/world", **settings)
         copy_store(local, store)
-        make_store(f"s3://{OTHER_BUCKET}", **settings).write_bytes("secret.tif", local.read_bytes(
-            local.list("predictions")[0]))
-        env = {**os.environ, "GEO_ASSETS_PROFILE": "aws", "GEO_ASSETS_STORAGE_ROOT": store.root,
-               "AWS_ENDPOINT_URL_S3": server.endpoint_url, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": key,
-               "AWS_SECRET_ACCESS_KEY": secret, "PYTHONPATH": str(ROOT)}
+        make_store(f"s3://{OTHER_BUCKET}", **settings).write_bytes(
+            "secret.tif", local.read_bytes(local.list("predictions")[0])
+        )
+        env = {
+            **os.environ,
+            "GEO_ASSETS_PROFILE": "aws",
+            "GEO_ASSETS_STORAGE_ROOT": store.root,
+            "AWS_ENDPOINT_URL_S3": server.endpoint_url,
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": key,
+            "AWS_SECRET_ACCESS_KEY": secret,
+            "PYTHONPATH": str(ROOT),
+        }
         with map_server(env, tmp_path_factory.mktemp("map-s3-log") / "map.log") as url:
             yield MapServer(url, store, version)
 
@@ -102,9 +117,15 @@ def gcs_map(world, tmp_path_factory) -> Iterator[MapServer]:
     with fake_gcs(tmp_path_factory.mktemp("map-gcs"), [BUCKET, OTHER_BUCKET]) as endpoint:
         store = make_store(f"gs://{BUCKET}/world", endpoint_url=endpoint, anonymous=True, project="test-project")
         copy_store(local, store)
-        env = {**os.environ, "GEO_ASSETS_PROFILE": "gcp", "GEO_ASSETS_STORAGE_ROOT": store.root,
-               "STORAGE_EMULATOR_HOST": endpoint, "GOOGLE_CLOUD_PROJECT": "test-project",
-               "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false", "PYTHONPATH": str(ROOT)}
+        env = {
+            **os.environ,
+            "GEO_ASSETS_PROFILE": "gcp",
+            "GEO_ASSETS_STORAGE_ROOT": store.root,
+            "STORAGE_EMULATOR_HOST": endpoint,
+            "GOOGLE_CLOUD_PROJECT": "test-project",
+            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+            "PYTHONPATH": str(ROOT),
+        }
         with map_server(env, tmp_path_factory.mktemp("map-gcs-log") / "map.log") as url:
             yield MapServer(url, store, version)
 

@@ -10,10 +10,10 @@ import numpy as np
 import rasterio
 from PIL import Image
 from pyproj import Transformer
+from tiny_world import DATE, MODEL, TINY
 
 from devtools.dagster_dev import ROOT
 from geo_assets.geo.landcover import CLASSES, COLOURS, IGNORE
-from tiny_world import DATE, MODEL, TINY
 
 ARTIFACTS = ROOT / "test-artifacts" / "map"
 
@@ -54,17 +54,23 @@ def predictions_only(page) -> None:
 
 def screen_point(page, lon: float, lat: float) -> tuple[int, int]:
     """Where a place is in the page, in CSS pixels (the map's container point plus its offset)."""
-    p = page.evaluate("""([lat, lon]) => {
+    p = page.evaluate(
+        """([lat, lon]) => {
         const m = window.geoMap.map, p = m.latLngToContainerPoint([lat, lon]), r = m.getContainer().getBoundingClientRect();
         return [p.x + r.left, p.y + r.top];
-    }""", [lat, lon])
+    }""",
+        [lat, lon],
+    )
     return round(p[0]), round(p[1])
 
 
 def on_map(page, x: int, y: int) -> bool:
     """The map itself is at (x, y), not a control drawn over it."""
-    return page.evaluate("""([x, y]) => { const e = document.elementFromPoint(x, y);
-        return !!e && !!e.closest('#map') && !e.closest('.leaflet-control'); }""", [x, y])
+    return page.evaluate(
+        """([x, y]) => { const e = document.elementFromPoint(x, y);
+        return !!e && !!e.closest('#map') && !e.closest('.leaflet-control'); }""",
+        [x, y],
+    )
 
 
 def known_points(server, date: str = DATE, n: int = 400, per_class: int = 8) -> list[tuple[float, float, int]]:
@@ -83,7 +89,7 @@ def known_points(server, date: str = DATE, n: int = 400, per_class: int = 8) -> 
             if min(abs(e - 400640.0), abs(north - 5120640.0)) < 40:  # the grid line between tiles
                 continue
             row, col = src.index(e, north)
-            block = classes[row - 2:row + 3, col - 2:col + 3]
+            block = classes[row - 2 : row + 3, col - 2 : col + 3]
             if block.size == 25 and (block == block[0, 0]).all() and block[0, 0] != IGNORE:
                 points.append((*to_lonlat.transform(e, north), int(block[0, 0])))
     return [p for c in range(len(CLASSES)) for p in [q for q in points if q[2] == c][:per_class]]  # each class seen

@@ -7,14 +7,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import dagster as dg
 import requests
-
 from tiny_world import DATE, MODEL, TILES64, TINY, resources_for, train_tiny
+
 from devtools.emulators import free_port
 from geo_assets.cli import register
 from geo_assets.geo.regions import load_catalogue, save_catalogue
@@ -44,8 +44,13 @@ def prepare(store: Store, instance: dg.DagsterInstance) -> str:
     resources = resources_for(store, LocalPoolCompute(workers=2))
     for date in (DATE2, DATE):  # DATE last: the latest materialisation, which the UI shows first
         ops = {"imagery_tiles": TILES64, "predictions": {"config": {"model": MODEL, "version": version}}}
-        result = dg.materialize([imagery_tiles, predictions, region_report], partition_key=region_date_key(TINY.name, date),
-                                resources=resources, instance=instance, run_config={"ops": ops})
+        result = dg.materialize(
+            [imagery_tiles, predictions, region_report],
+            partition_key=region_date_key(TINY.name, date),
+            resources=resources,
+            instance=instance,
+            run_config={"ops": ops},
+        )
         assert result.success, date
         if date == DATE:
             for event in result.get_asset_materialization_events():
@@ -64,8 +69,13 @@ def copy_store(source: Store, target: Store) -> None:
 def map_server(env: dict, log: Path, timeout: float = 60, port: int | None = None) -> Iterator[str]:
     """`python -m geo_assets.map` on `port` (default: a free one) in `env`; yields its base URL; stopped by its pid."""
     port = port or free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "geo_assets.map", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "geo_assets.map", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "w"),
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + timeout

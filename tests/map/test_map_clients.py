@@ -15,9 +15,9 @@ import sys
 from urllib.parse import urlsplit
 
 import pytest
+from map_world import ROOT, map_server
 
 from devtools.emulators import free_port
-from map_world import ROOT, map_server
 
 PROXY, CLIENT = "127.0.0.2", "127.0.0.1"
 TRUSTED = "GEO_ASSETS_MAP_TRUSTED_PROXIES"
@@ -63,10 +63,19 @@ def test_without_a_trusted_proxy_the_user_header_is_ignored(world, tmp_path):
 
 def test_a_bad_trusted_proxy_setting_is_refused_naming_it(world):
     store, _ = world
-    env = {**os.environ, "GEO_ASSETS_STORAGE_ROOT": store.root, "PYTHONPATH": str(ROOT),
-           "GEO_ASSETS_MAP_TRUSTED_PROXIES": "oauth2-proxy.geo-assets-auth"}
-    proc = subprocess.run([sys.executable, "-m", "geo_assets.cli", "map-server", "--port", str(free_port())], env=env,
-                          capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "GEO_ASSETS_STORAGE_ROOT": store.root,
+        "PYTHONPATH": str(ROOT),
+        "GEO_ASSETS_MAP_TRUSTED_PROXIES": "oauth2-proxy.geo-assets-auth",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "geo_assets.cli", "map-server", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "GEO_ASSETS_MAP_TRUSTED_PROXIES='oauth2-proxy.geo-assets-auth'" in proc.stderr
     assert "not an address or a network" in proc.stderr and "Traceback" not in proc.stderr

@@ -12,8 +12,17 @@ from geo_assets.map.layers import open_cog
 
 def test_a_vrt_disguised_as_a_stored_tile_is_not_opened(tmp_path):
     outside = tmp_path / "outside.tif"
-    with rasterio.open(outside, "w", driver="GTiff", width=4, height=4, count=1, dtype="uint8", crs="EPSG:32631",
-                       transform=from_origin(400000, 5121280, 10, 10)) as dst:
+    with rasterio.open(
+        outside,
+        "w",
+        driver="GTiff",
+        width=4,
+        height=4,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:32631",
+        transform=from_origin(400000, 5121280, 10, 10),
+    ) as dst:
         dst.write(np.full((1, 4, 4), 42, dtype="uint8"))
     disguised = tmp_path / "storage" / "imagery" / "tile.tif"
     disguised.parent.mkdir(parents=True)

@@ -7,17 +7,17 @@ points. Screenshots land in test-artifacts/map/ (git-ignored)."""
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-
-from devtools.dagster_dev import BIN, ROOT, graphql
-from devtools.emulators import free_port, running
 from map_browser import classes_shown, known_points, predictions_only, shot, wait_ready
 from map_world import LINKS
 from tiny_world import DATE, MODEL, TINY
+
+from devtools.dagster_dev import BIN, ROOT, graphql
+from devtools.emulators import free_port, running
 
 ASSETS = """{ assetNodes { assetKey { path } } }"""
 
@@ -59,8 +59,12 @@ def test_the_map_link_in_the_dagster_ui_opens_the_predictions_on_the_map(dagster
     # The link the step wrote: this map server, this acquisition, this model version.
     assert href == LINKS["predictions"], href
     assert href.startswith(f"{local_map.url}/map?")
-    assert parse_qs(urlsplit(href).query) == {"region": [TINY.name], "date": [DATE], "model": [MODEL],
-                                              "version": [local_map.version]}
+    assert parse_qs(urlsplit(href).query) == {
+        "region": [TINY.name],
+        "date": [DATE],
+        "model": [MODEL],
+        "version": [local_map.version],
+    }
 
     # Followed as a user clicks it (the UI opens links of metadata in a new tab).
     with page.context.expect_page() as opened:

@@ -11,16 +11,17 @@ import sys
 from urllib.parse import parse_qs, urlsplit
 
 import requests
-
 from map_world import LINKS
 from tiny_world import DATE, MODEL, TINY
+
 from geo_assets.map.links import DEFAULT_MAP_URL
 
 
 def _cli(store, *args: str, **env: str) -> subprocess.CompletedProcess:
     environ = {**os.environ, "GEO_ASSETS_STORAGE_ROOT": store.root, "GEO_ASSETS_MIN_MIOU": "0", **env}
-    return subprocess.run([sys.executable, "-m", "geo_assets.cli", "map", *args], env=environ, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "geo_assets.cli", "map", *args], env=environ, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_materialisations_link_to_their_map_view(local_map):
@@ -38,8 +39,16 @@ def test_materialisations_link_to_their_map_view(local_map):
 
 
 def test_cli_prints_the_same_link(local_map):
-    printed = _cli(local_map.store, TINY.name, DATE, "--model", MODEL, "--version", local_map.version,
-                   GEO_ASSETS_MAP_URL=local_map.url)
+    printed = _cli(
+        local_map.store,
+        TINY.name,
+        DATE,
+        "--model",
+        MODEL,
+        "--version",
+        local_map.version,
+        GEO_ASSETS_MAP_URL=local_map.url,
+    )
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout.strip() == LINKS["predictions"]
     default = _cli(local_map.store, TINY.name, DATE, GEO_ASSETS_MAP_URL="")  # unset: where `make dev` serves it
@@ -49,10 +58,16 @@ def test_cli_prints_the_same_link(local_map):
 
 
 def test_cli_refuses_a_link_to_nothing(local_map):
-    for args, named in (((TINY.name, "2031-01-01"), "no imagery_tiles"), (("nowhere", DATE), "nowhere"),
-                        ((TINY.name, DATE, "--model", MODEL, "--version", "0000deadbeef"), "0000deadbeef"),
-                        ((TINY.name, DATE, "--model", MODEL), "no registered evaluation set")):  # no serving version
+    for args, named in (
+        ((TINY.name, "2031-01-01"), "no imagery_tiles"),
+        (("nowhere", DATE), "nowhere"),
+        ((TINY.name, DATE, "--model", MODEL, "--version", "0000deadbeef"), "0000deadbeef"),
+        ((TINY.name, DATE, "--model", MODEL), "no registered evaluation set"),
+    ):  # no serving version
         result = _cli(local_map.store, *args)
-        assert result.returncode == 2 and named in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+        assert result.returncode == 2 and named in result.stderr and "Traceback" not in result.stderr, (
+            args,
+            result.stderr,
+        )
     bad_base = _cli(local_map.store, TINY.name, DATE, GEO_ASSETS_MAP_URL="ftp://x")
     assert bad_base.returncode == 2 and "GEO_ASSETS_MAP_URL" in bad_base.stderr

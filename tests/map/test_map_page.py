@@ -5,11 +5,21 @@ Screenshots land in test-artifacts/map/ (git-ignored)."""
 
 from __future__ import annotations
 
-from geo_assets.geo.landcover import CLASSES, COLOURS
-from geo_assets.map.links import map_url
-from map_browser import classes_shown, close, known_points, predictions_only, screen_point, shot, wait_for_tiles, wait_ready
+from map_browser import (
+    classes_shown,
+    close,
+    known_points,
+    predictions_only,
+    screen_point,
+    shot,
+    wait_for_tiles,
+    wait_ready,
+)
 from map_world import DATE2
 from tiny_world import DATE, MODEL, TINY
+
+from geo_assets.geo.landcover import CLASSES, COLOURS
+from geo_assets.map.links import map_url
 
 
 def test_map_page_shows_classes_switches_layers_and_reads_a_click(local_map, page):
@@ -32,8 +42,10 @@ def test_map_page_shows_classes_switches_layers_and_reads_a_click(local_map, pag
     page.get_by_role("radio", name="Imagery, false colour (NIR, red, green)").check()
     wait_for_tiles(page)
     pixels = shot(page, "03-false-colour")
-    palette_hits = sum(any(close(pixels[y, x], c, 1) for c in COLOURS)
-                       for x, y in (screen_point(page, lon, lat) for lon, lat, _ in points))
+    palette_hits = sum(
+        any(close(pixels[y, x], c, 1) for c in COLOURS)
+        for x, y in (screen_point(page, lon, lat) for lon, lat, _ in points)
+    )
     assert palette_hits < len(points) / 2
 
     # The class at a clicked pixel, as the panel and the popup say it.

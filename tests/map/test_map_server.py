@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import rasterio
 import requests
+from map_world import DATE2
 from PIL import Image
 from pyproj import Transformer
-
-from map_world import DATE2
 from tiny_world import DATE, MODEL, TINY
+
 from geo_assets.geo.landcover import CLASSES, COLOURS, IGNORE
 
 TMS = morecantile.tms.get("WebMercatorQuad")
@@ -44,7 +44,9 @@ def _ground_points(n: int = 12) -> list[tuple[float, float]]:
     """Points inside tiny-field, away from its edges, as (easting, northing)."""
     rng = np.random.default_rng(7)
     minx, miny, maxx, maxy = TINY.bbox
-    return [(float(x), float(y)) for x, y in zip(rng.uniform(minx + 40, maxx - 40, n), rng.uniform(miny + 40, maxy - 40, n))]
+    return [
+        (float(x), float(y)) for x, y in zip(rng.uniform(minx + 40, maxx - 40, n), rng.uniform(miny + 40, maxy - 40, n))
+    ]
 
 
 def _pixel(lon: float, lat: float, z: int) -> tuple[morecantile.Tile, int, int]:
@@ -64,16 +66,31 @@ def test_prediction_tiles_and_class_at_ground_points(served):
         for e, n in _ground_points():
             expected = next(src.sample([(e, n)]))[0]
             row, col = src.index(e, n)
-            window = src.read(1)[max(row - 1, 0):row + 2, max(col - 1, 0):col + 2]
+            window = src.read(1)[max(row - 1, 0) : row + 2, max(col - 1, 0) : col + 2]
             if expected == IGNORE or (window != expected).any():
                 continue  # a class boundary within a pixel: resampling may fall either side
             lon, lat = to_lonlat.transform(e, n)
             tile, px, py = _pixel(lon, lat, ZOOM)
-            image = _png(requests.get(f"{served.url}/tiles/predictions/{TINY.name}/{DATE}/{MODEL}/{served.version}/"
-                                      f"{ZOOM}/{tile.x}/{tile.y}.png", timeout=30))
+            image = _png(
+                requests.get(
+                    f"{served.url}/tiles/predictions/{TINY.name}/{DATE}/{MODEL}/{served.version}/"
+                    f"{ZOOM}/{tile.x}/{tile.y}.png",
+                    timeout=30,
+                )
+            )
             assert tuple(image[py, px]) == (*COLOURS[expected], 255), (e, n, CLASSES[expected])
-            answer = requests.get(f"{served.url}/api/class", timeout=30, params={
-                "region": TINY.name, "date": DATE, "model": MODEL, "version": served.version, "lon": lon, "lat": lat}).json()
+            answer = requests.get(
+                f"{served.url}/api/class",
+                timeout=30,
+                params={
+                    "region": TINY.name,
+                    "date": DATE,
+                    "model": MODEL,
+                    "version": served.version,
+                    "lon": lon,
+                    "lat": lat,
+                },
+            ).json()
             assert answer["class"] == CLASSES[expected]
             checked += 1
     assert checked >= 6, "too few ground points away from class boundaries"
@@ -81,7 +98,8 @@ def test_prediction_tiles_and_class_at_ground_points(served):
 
 def _centre() -> tuple[float, float]:
     return Transformer.from_crs(TINY.crs, "EPSG:4326", always_xy=True).transform(
-        (TINY.bbox[0] + TINY.bbox[2]) / 2, (TINY.bbox[1] + TINY.bbox[3]) / 2)
+        (TINY.bbox[0] + TINY.bbox[2]) / 2, (TINY.bbox[1] + TINY.bbox[3]) / 2
+    )
 
 
 def _centre_tile(z: int = ZOOM) -> morecantile.Tile:
@@ -92,14 +110,18 @@ def test_imagery_true_and_false_colour(served):
     """Both composites cover the region's inside, stretched (not flat), and differ from each other;
     a tile far from the region has no imagery (404)."""
     t = _centre_tile()
-    images = {c: _png(requests.get(f"{served.url}/tiles/imagery/{TINY.name}/{DATE}/{c}/{ZOOM}/{t.x}/{t.y}.png", timeout=30))
-              for c in ("true-colour", "false-colour")}
+    images = {
+        c: _png(requests.get(f"{served.url}/tiles/imagery/{TINY.name}/{DATE}/{c}/{ZOOM}/{t.x}/{t.y}.png", timeout=30))
+        for c in ("true-colour", "false-colour")
+    }
     for image in images.values():
         assert (image[..., 3] == 255).mean() > 0.5
         assert image[..., :3].std() > 10  # a stretch, not a black or white square
     assert np.abs(images["true-colour"][..., :3].astype(int) - images["false-colour"][..., :3]).mean() > 5
     far = TMS.tile(-60.0, -30.0, ZOOM)
-    response = requests.get(f"{served.url}/tiles/imagery/{TINY.name}/{DATE}/true-colour/{ZOOM}/{far.x}/{far.y}.png", timeout=30)
+    response = requests.get(
+        f"{served.url}/tiles/imagery/{TINY.name}/{DATE}/true-colour/{ZOOM}/{far.x}/{far.y}.png", timeout=30
+    )
     assert response.status_code == 404 and "no imagery" in response.json()["error"]
 
 
@@ -109,21 +131,34 @@ def test_difference_of_two_dates(local_map):
     base = f"{server.url}/tiles/predictions/{TINY.name}"
     now = _png(requests.get(f"{base}/{DATE}/{MODEL}/{server.version}/15/{t.x}/{t.y}.png", timeout=30))
     before = _png(requests.get(f"{base}/{DATE2}/{MODEL}/{server.version}/15/{t.x}/{t.y}.png", timeout=30))
-    diff = _png(requests.get(f"{server.url}/tiles/difference/{TINY.name}/{DATE}/{MODEL}/{server.version}/15/{t.x}/{t.y}.png",
-                             params={"against_date": DATE2}, timeout=30))
+    diff = _png(
+        requests.get(
+            f"{server.url}/tiles/difference/{TINY.name}/{DATE}/{MODEL}/{server.version}/15/{t.x}/{t.y}.png",
+            params={"against_date": DATE2},
+            timeout=30,
+        )
+    )
     both = (now[..., 3] == 255) & (before[..., 3] == 255)
     changed = both & (now[..., :3] != before[..., :3]).any(axis=-1)
     assert changed.any() and (both & ~changed).any(), "the two dates should differ in part: pick other dates"
     assert ((diff[..., 3] == 255) == changed).all()
     assert (diff[changed][:, :3] == now[changed][:, :3]).all()
-    same = _png(requests.get(f"{server.url}/tiles/difference/{TINY.name}/{DATE}/{MODEL}/{server.version}/15/{t.x}/{t.y}.png",
-                             params={"against_date": DATE}, timeout=30))
+    same = _png(
+        requests.get(
+            f"{server.url}/tiles/difference/{TINY.name}/{DATE}/{MODEL}/{server.version}/15/{t.x}/{t.y}.png",
+            params={"against_date": DATE},
+            timeout=30,
+        )
+    )
     assert (same[..., 3] == 0).all()
 
 
 def test_view_describes_the_layers(local_map):
-    view = requests.get(f"{local_map.url}/api/view", timeout=30, params={
-        "region": TINY.name, "date": DATE, "model": MODEL, "version": local_map.version, "against_date": DATE2}).json()
+    view = requests.get(
+        f"{local_map.url}/api/view",
+        timeout=30,
+        params={"region": TINY.name, "date": DATE, "model": MODEL, "version": local_map.version, "against_date": DATE2},
+    ).json()
     assert view["footprint"]["type"] == "Polygon"
     assert len(view["grid"]["features"]) == 4  # 2 x 2 tiles of 64 px
     assert set(view["imagery"]["layers"]) == {"true-colour", "false-colour"}
@@ -131,7 +166,7 @@ def test_view_describes_the_layers(local_map):
     assert view["predictions"]["model"]["version"] == local_map.version
     assert "difference" in view
     legend = requests.get(f"{local_map.url}/api/legend", timeout=30).json()
-    assert legend[0] == {"value": 0, "class": CLASSES[0], "colour": "#%02x%02x%02x" % COLOURS[0]}
+    assert legend[0] == {"value": 0, "class": CLASSES[0], "colour": "#{:02x}{:02x}{:02x}".format(*COLOURS[0])}
 
 
 def test_tilejson_names_each_layers_tiles_at_the_public_address(local_map):
@@ -139,8 +174,10 @@ def test_tilejson_names_each_layers_tiles_at_the_public_address(local_map):
     server's public address (GEO_ASSETS_MAP_URL) that serves the same tiles as the map page's."""
     good = {"region": TINY.name, "date": DATE, "model": MODEL, "version": local_map.version}
     t, (lon, lat) = _centre_tile(), _centre()
-    for layer, path in (("predictions", f"/tiles/predictions/{TINY.name}/{DATE}/{MODEL}/{local_map.version}/"),
-                        ("false-colour", f"/tiles/imagery/{TINY.name}/{DATE}/false-colour/")):
+    for layer, path in (
+        ("predictions", f"/tiles/predictions/{TINY.name}/{DATE}/{MODEL}/{local_map.version}/"),
+        ("false-colour", f"/tiles/imagery/{TINY.name}/{DATE}/false-colour/"),
+    ):
         doc = requests.get(f"{local_map.url}/api/tilejson.json", params={**good, "layer": layer}, timeout=30).json()
         assert doc["tilejson"] == "3.0.0" and doc["scheme"] == "xyz" and (doc["minzoom"], doc["maxzoom"]) == (6, 22)
         west, south, east, north = doc["bounds"]
@@ -151,17 +188,29 @@ def test_tilejson_names_each_layers_tiles_at_the_public_address(local_map):
         via_tilejson = _png(requests.get(url, timeout=30))
         direct = _png(requests.get(f"{local_map.url}{path}{ZOOM}/{t.x}/{t.y}.png", timeout=30))
         assert (via_tilejson == direct).all()
-    missing = requests.get(f"{local_map.url}/api/tilejson.json", params={"region": TINY.name, "date": DATE,
-                                                                      "layer": "predictions"}, timeout=30)
+    missing = requests.get(
+        f"{local_map.url}/api/tilejson.json",
+        params={"region": TINY.name, "date": DATE, "layer": "predictions"},
+        timeout=30,
+    )
     assert missing.status_code == 400 and "name a model and version" in missing.json()["error"]
 
 
 # -- what it refuses
 
 HOSTILE = [
-    "../../../etc/passwd", "..", "%2e%2e", "file:///etc/passwd", "/vsicurl/http://127.0.0.1:9/x.tif",
-    "s3://geo-assets-other/secret.tif", "/vsis3/geo-assets-other/secret.tif", "gs://other/x", "/etc/passwd",
-    "tiny-field/../../x", "tiny-field\x00", "TINY-FIELD",
+    "../../../etc/passwd",
+    "..",
+    "%2e%2e",
+    "file:///etc/passwd",
+    "/vsicurl/http://127.0.0.1:9/x.tif",
+    "s3://geo-assets-other/secret.tif",
+    "/vsis3/geo-assets-other/secret.tif",
+    "gs://other/x",
+    "/etc/passwd",
+    "tiny-field/../../x",
+    "tiny-field\x00",
+    "TINY-FIELD",
 ]
 
 
@@ -173,17 +222,33 @@ def _urls(server) -> dict[str, tuple[str, dict]]:
         "view": ("/api/view", {**good, "against_date": DATE2}),
         "tilejson": ("/api/tilejson.json", {**good, "layer": "predictions"}),
         "class": ("/api/class", {**good, "lon": _centre()[0], "lat": _centre()[1]}),
-        "imagery": ("/tiles/imagery/{region}/{date}/{composite}/{z}/{x}/{y}.png",
-                    {"region": TINY.name, "date": DATE, "composite": "true-colour", "z": ZOOM, "x": t.x, "y": t.y, "variant": "synthetic-64px-blue-green-red-nir"}),
-        "predictions": ("/tiles/predictions/{region}/{date}/{model}/{version}/{z}/{x}/{y}.png",
-                        {**good, "z": ZOOM, "x": t.x, "y": t.y}),
-        "difference": ("/tiles/difference/{region}/{date}/{model}/{version}/{z}/{x}/{y}.png",
-                       {**good, "z": ZOOM, "x": t.x, "y": t.y, "against_date": DATE2, "against_version": server.version}),
+        "imagery": (
+            "/tiles/imagery/{region}/{date}/{composite}/{z}/{x}/{y}.png",
+            {
+                "region": TINY.name,
+                "date": DATE,
+                "composite": "true-colour",
+                "z": ZOOM,
+                "x": t.x,
+                "y": t.y,
+                "variant": "synthetic-64px-blue-green-red-nir",
+            },
+        ),
+        "predictions": (
+            "/tiles/predictions/{region}/{date}/{model}/{version}/{z}/{x}/{y}.png",
+            {**good, "z": ZOOM, "x": t.x, "y": t.y},
+        ),
+        "difference": (
+            "/tiles/difference/{region}/{date}/{model}/{version}/{z}/{x}/{y}.png",
+            {**good, "z": ZOOM, "x": t.x, "y": t.y, "against_date": DATE2, "against_version": server.version},
+        ),
     }
 
 
 def _get(server, route: str, values: dict) -> requests.Response:
-    path_names = [n for n in ("region", "date", "composite", "model", "version", "z", "x", "y") if "{" + n + "}" in route]
+    path_names = [
+        n for n in ("region", "date", "composite", "model", "version", "z", "x", "y") if "{" + n + "}" in route
+    ]
     path = route.format(**{n: requests.utils.quote(str(values[n]), safe="") for n in path_names})
     query = {k: v for k, v in values.items() if k not in path_names}
     return requests.get(server.url + path, params=query, timeout=30)
@@ -203,15 +268,20 @@ def test_no_parameter_reaches_storage_or_gdal(served, hostile):
         for param in values:
             response = _get(served, route, {**values, param: hostile})
             assert 400 <= response.status_code < 500, (name, param, response.status_code, response.text[:300])
-            assert "Traceback" not in response.text and "File \"" not in response.text
+            assert "Traceback" not in response.text and 'File "' not in response.text
             if response.headers.get("content-type", "").startswith("application/json"):
                 assert response.json()["error"], (name, param)
 
 
 def test_other_bucket_and_files_are_never_served(s3_map):
     """Nothing outside the storage root: not the other bucket's object, not a local file, not by static paths."""
-    for path in ("/static/../../../etc/passwd", "/static/%2e%2e/%2e%2e/etc/passwd", "/static//etc/passwd",
-                 "/geo-assets-other/secret.tif", "/tiles/../../etc/passwd"):
+    for path in (
+        "/static/../../../etc/passwd",
+        "/static/%2e%2e/%2e%2e/etc/passwd",
+        "/static//etc/passwd",
+        "/geo-assets-other/secret.tif",
+        "/tiles/../../etc/passwd",
+    ):
         response = requests.get(s3_map.url + path, timeout=30)
         assert response.status_code == 404, (path, response.status_code)
         assert "root:" not in response.text
@@ -219,8 +289,12 @@ def test_other_bucket_and_files_are_never_served(s3_map):
 
 def test_zoom_bounds_and_tile_indexes(local_map):
     base = f"{local_map.url}/tiles/predictions/{TINY.name}/{DATE}/{MODEL}/{local_map.version}"
-    for z, x, y, message in ((2, 0, 0, "zoom 2 is out of bounds"), (23, 0, 0, "zoom 23 is out of bounds"),
-                             (10, 1024, 0, "does not exist"), (10, -1, 0, "does not exist")):
+    for z, x, y, message in (
+        (2, 0, 0, "zoom 2 is out of bounds"),
+        (23, 0, 0, "zoom 23 is out of bounds"),
+        (10, 1024, 0, "does not exist"),
+        (10, -1, 0, "does not exist"),
+    ):
         response = requests.get(f"{base}/{z}/{x}/{y}.png", timeout=30)
         assert response.status_code == 400 and message in response.json()["error"], (z, x, y, response.text)
     response = requests.get(f"{base}/ten/0/0.png", timeout=30)
@@ -228,8 +302,13 @@ def test_zoom_bounds_and_tile_indexes(local_map):
 
 
 def test_no_write_endpoint(local_map):
-    app_routes = ["/api/view", "/api/class", "/map", "/static/index.html",
-                  f"/tiles/predictions/{TINY.name}/{DATE}/{MODEL}/{local_map.version}/16/0/0.png"]
+    app_routes = [
+        "/api/view",
+        "/api/class",
+        "/map",
+        "/static/index.html",
+        f"/tiles/predictions/{TINY.name}/{DATE}/{MODEL}/{local_map.version}/16/0/0.png",
+    ]
     for path in app_routes:
         for method in ("POST", "PUT", "DELETE", "PATCH"):
             response = requests.request(method, local_map.url + path, data=b"x", timeout=30)

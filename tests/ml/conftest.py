@@ -12,10 +12,10 @@ from affine import Affine
 
 from geo_assets.geo import synthetic
 from geo_assets.geo.cog import write_cog
+from geo_assets.geo.integrity import file_record
 from geo_assets.geo.landcover import CLASSES
 from geo_assets.geo.store import Store, local_root
 from geo_assets.ml.normalisation import normalize
-from geo_assets.geo.integrity import file_record
 from geo_assets.ml.predict import EXPORTS
 from geo_assets.ml.train import TrainConfig, train
 
@@ -59,8 +59,15 @@ def tiny(tmp_path_factory) -> TinyRegion:
                 write_cog(tmp, window, "EPSG:32631", transform, 0, BANDS)
             entries.append({"key": key, "path": path})
     config = TrainConfig(
-        architecture="unet", hyperparameters={"base_channels": 8}, epochs=4, batch_size=8,
-        learning_rate=5e-3, chip_size=64, chips_per_epoch=96, seed=0, device="cpu",
+        architecture="unet",
+        hyperparameters={"base_channels": 8},
+        epochs=4,
+        batch_size=8,
+        learning_rate=5e-3,
+        chip_size=64,
+        chips_per_epoch=96,
+        seed=0,
+        device="cpu",
     )
     model = train([normalize(image)], [truth], len(BANDS), len(CLASSES), config).model
     files = {}  # as training records them: loads check each file against its size and sha256

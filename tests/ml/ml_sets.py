@@ -37,11 +37,21 @@ def acquisition(store: Store, region: Region, date: str) -> dict:
         store.write_json(labels_key, {"region": region.name, **grid_fields, "tiles": entries})
     prefix = f"imagery/{region.name}/{date}"
     entries = [cut_imagery_tile(store, scene, BANDS, prefix, t) for t in tiles]
-    store.write_json(imagery_key, {"region": region.name, "date": date, "bands": BANDS, **grid_fields,
-                                   "nodata": 0.0, "tiles": entries})
-    return {"region": region.name, "date": date, "bands": BANDS, "tiles": len(tiles), "imagery": imagery_key,
-            "imagery_version": f"{region.name}-{date}", "labels": labels_key, "labels_version": region.name,
-            "footprint": {"crs": region.crs, "bbox": list(region.bbox)}}
+    store.write_json(
+        imagery_key,
+        {"region": region.name, "date": date, "bands": BANDS, **grid_fields, "nodata": 0.0, "tiles": entries},
+    )
+    return {
+        "region": region.name,
+        "date": date,
+        "bands": BANDS,
+        "tiles": len(tiles),
+        "imagery": imagery_key,
+        "imagery_version": f"{region.name}-{date}",
+        "labels": labels_key,
+        "labels_version": region.name,
+        "footprint": {"crs": region.crs, "bbox": list(region.bbox)},
+    }
 
 
 def dataset(store: Store, region: Region, dates: list[str]) -> dict:

@@ -123,7 +123,9 @@ def test_sparse_real_labels_are_drawn_as_often_as_whole_synthetic_tiles():
     sparse_label = np.full((128, 128), IGNORE, np.uint8)
     sparse_label[100:106, 5:12] = 2  # 42 labelled pixels
     sparse = (np.ones((1, 128, 128), np.float32), sparse_label)
-    ds = ChipDataset([full[0], sparse[0]], [full[1], sparse[1]], chip_size=32, chips_per_epoch=200, seed=0, augment=False)
+    ds = ChipDataset(
+        [full[0], sparse[0]], [full[1], sparse[1]], chip_size=32, chips_per_epoch=200, seed=0, augment=False
+    )
     from_sparse = 0
     for x, y in _items(ds):
         assert (y != IGNORE).any()

@@ -58,8 +58,9 @@ def test_pipelined_torch_identical_to_sequential(tiny, reference, layout):
 def test_in_memory_module_and_measured_layout_identical(tiny, reference):
     # A plain nn.Module is run eagerly; the layout (batch size included) is measured here.
     seen = []
-    results = predict_tiles(tiny.store, tiny.model, "cpu", tiny.entries, "predictions/module", "auto",
-                            on_layout=seen.append)
+    results = predict_tiles(
+        tiny.store, tiny.model, "cpu", tiny.entries, "predictions/module", "auto", on_layout=seen.append
+    )
     assert [r["digest"] for r in results] == [r["digest"] for r in reference]
     assert len(seen) == 1 and seen[0].how == "measured"
 
@@ -67,8 +68,9 @@ def test_in_memory_module_and_measured_layout_identical(tiny, reference):
 @pytest.mark.parametrize("layout", LAYOUTS[:2], ids=str)
 def test_onnxruntime_equals_eager_on_trained_model(tiny, reference, layout):
     runtime = load_runtime(tiny.store, tiny.weights, CPU, "onnxruntime")
-    results = predict_tiles(tiny.store, runtime, CPU, tiny.entries, f"predictions/ort-{layout.batch_size}",
-                            layout=layout)
+    results = predict_tiles(
+        tiny.store, runtime, CPU, tiny.entries, f"predictions/ort-{layout.batch_size}", layout=layout
+    )
     ours, eager = tiny.classes(results), tiny.classes(reference)
     # The stated tolerance: at least 99.9% of pixels equal (on this model: all of them).
     assert np.mean(ours == eager) >= 0.999
@@ -95,8 +97,7 @@ def test_reads_run_ahead_but_in_flight_tiles_are_bounded(tiny):
         return out
 
     runtime = load_runtime(tiny.store, tiny.weights, CPU, "torch")
-    results = predict_tiles(tiny.store, runtime, CPU, tiny.entries, "predictions/bounded", mapper=mapper,
-                            layout=layout)
+    results = predict_tiles(tiny.store, runtime, CPU, tiny.entries, "predictions/bounded", mapper=mapper, layout=layout)
     assert len(results) == len(tiny.entries) and held[0] == 0
     bound = depth(layout) * layout.batch_size
     assert bound < len(tiny.entries)  # the bound is meaningful for this region
@@ -166,8 +167,9 @@ def test_inference_failure_names_the_tile(tiny):
         write_cog(tmp, data, crs, transform, 0)
     runtime = load_runtime(tiny.store, tiny.weights, CPU, "onnxruntime")
     with pytest.raises(TileError, match=r"tile\(s\) three: inference failed: .*3 channels but the model expects 4"):
-        predict_tiles(tiny.store, runtime, CPU, [{"key": "three", "path": three}], "predictions/three",
-                      layout=Layout(1, 1, 1, 1))
+        predict_tiles(
+            tiny.store, runtime, CPU, [{"key": "three", "path": three}], "predictions/three", layout=Layout(1, 1, 1, 1)
+        )
     assert not tiny.store.list("predictions/three")
 
 
@@ -178,8 +180,10 @@ def test_batch_size_out_of_bounds_is_refused(tiny, bad):
     assert not tiny.store.list("predictions/never")
 
 
-@pytest.mark.parametrize("field, value", [("streams", 0), ("io_threads", 0), ("threads", 0), ("batch_size", 0),
-                                          ("streams", 1000), ("threads", 2.0)])
+@pytest.mark.parametrize(
+    "field, value",
+    [("streams", 0), ("io_threads", 0), ("threads", 0), ("batch_size", 0), ("streams", 1000), ("threads", 2.0)],
+)
 def test_layout_fields_are_bounded(field, value):
     fields = {"batch_size": 1, "streams": 1, "threads": 1, "io_threads": 1, field: value}
     with pytest.raises(ValueError, match=field):
@@ -189,8 +193,16 @@ def test_layout_fields_are_bounded(field, value):
 def test_batch_size_given_is_kept_and_progress_reaches_the_total(tiny, reference):
     calls = []
     layouts = []
-    results = predict_tiles(tiny.store, tiny.model, "cpu", tiny.entries, "predictions/given-batch", 3,
-                            progress=lambda done, total: calls.append((done, total)), on_layout=layouts.append)
+    results = predict_tiles(
+        tiny.store,
+        tiny.model,
+        "cpu",
+        tiny.entries,
+        "predictions/given-batch",
+        3,
+        progress=lambda done, total: calls.append((done, total)),
+        on_layout=layouts.append,
+    )
     assert layouts[0].batch_size == 3
     assert calls[-1] == (12, 12)
     assert [r["digest"] for r in results] == [r["digest"] for r in reference]

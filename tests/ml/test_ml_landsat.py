@@ -45,14 +45,16 @@ def _landsat():
     corners = []
     for tile in tiles:
         r, c = round((maxy - tile.bounds[3]) / 30), round((tile.bounds[0] - minx) / 30)
-        labels[r:r + 256, c:c + 256] = label_tile(LANDSAT, "polygons", tile, 30.0)
-        held_out[r:r + 256, c:c + 256] = holdout_tile(LANDSAT, "polygons", tile)
+        labels[r : r + 256, c : c + 256] = label_tile(LANDSAT, "polygons", tile, 30.0)
+        held_out[r : r + 256, c : c + 256] = holdout_tile(LANDSAT, "polygons", tile)
         corners.append((r, c))
     labels[~valid], held_out[~valid] = IGNORE, IGNORE
-    pairs = [(image[:, r:r + 256, c:c + 256], labels[r:r + 256, c:c + 256]) for r, c in corners]
+    pairs = [(image[:, r : r + 256, c : c + 256], labels[r : r + 256, c : c + 256]) for r, c in corners]
     bx0, by0, bx1, by1 = LANDSAT.bbox
     window = np.zeros(valid.shape, dtype=bool)
-    window[round((maxy - by1) / 30):round((maxy - by0) / 30), round((bx0 - minx) / 30):round((bx1 - minx) / 30)] = True
+    window[round((maxy - by1) / 30) : round((maxy - by0) / 30), round((bx0 - minx) / 30) : round((bx1 - minx) / 30)] = (
+        True
+    )
     return image, window & valid, labels, held_out, pairs
 
 
@@ -69,8 +71,9 @@ def landsat_prediction():
     groups = list(range(len(synthetic_pairs))) + [len(synthetic_pairs)] * len(tiles)  # the clip is one acquisition
     normalisation = Normalisation.fit([p[0] for p in pairs], RGB)
     config = TrainConfig(**SMALL, device="cpu")
-    result = train([normalisation.apply(p[0]) for p in pairs], [p[1] for p in pairs], len(RGB), len(CLASSES), config,
-                   groups=groups)
+    result = train(
+        [normalisation.apply(p[0]) for p in pairs], [p[1] for p in pairs], len(RGB), len(CLASSES), config, groups=groups
+    )
     with torch.no_grad():  # the mosaic's sides are multiples of 256: no padding needed
         predicted = result.model(torch.from_numpy(normalisation.apply(image))[None]).argmax(1)[0].numpy()
     polygons = np.where(held_out != IGNORE, held_out, labels)  # every polygon
@@ -83,17 +86,23 @@ def test_held_out_polygon_lies_apart_from_every_training_tile():
     held = [shape(polygons[i][0]) for i in sample.SAMPLES["landsat8"].held_out_polygons]
     trained = [shape(g) for i, (g, _) in enumerate(polygons) if i not in sample.SAMPLES["landsat8"].held_out_polygons]
     assert [polygons[i][1] for i in sample.SAMPLES["landsat8"].held_out_polygons] == ["developed"]
-    training_tiles = [t for t in GRID.tiles(LANDSAT.bbox) if any(box(*t.bounds).intersection(p).area > 0 for p in trained)]
+    training_tiles = [
+        t for t in GRID.tiles(LANDSAT.bbox) if any(box(*t.bounds).intersection(p).area > 0 for p in trained)
+    ]
     assert training_tiles
     for tile in training_tiles:
         assert (holdout_tile(LANDSAT, "polygons", tile) == IGNORE).all()
         assert min(box(*tile.bounds).distance(p) for p in held) >= held_out_gap(tile) == 128 * 30.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the one held-out polygon is a real town (81 px) the model never saw a label of; trained on synthetic "
-    "built-up and three real polygons of other classes, at this budget it calls every one of its pixels "
-    "vegetation (built-up IoU 0.0): an honest score under the 0.5 bar (docs/guide/models.md, 'The RGB model on the Landsat sample')"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "the one held-out polygon is a real town (81 px) the model never saw a label of; trained on synthetic "
+        "built-up and three real polygons of other classes, at this budget it calls every one of its pixels "
+        "vegetation (built-up IoU 0.0): an honest score under the 0.5 bar (docs/guide/models.md, 'The RGB model on the Landsat sample')"
+    ),
+)
 def test_held_out_polygon_is_recognised(landsat_prediction):
     _, _, held_out, _, predicted = landsat_prediction
     result = scores(confusion_matrix(predicted, held_out, len(CLASSES)), list(CLASSES))

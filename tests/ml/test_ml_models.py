@@ -37,7 +37,12 @@ def test_forward_shape(arch):
 def test_unet_256_and_depth():
     with torch.no_grad():
         assert build_model("unet", 3, 2, base_channels=4).eval()(torch.zeros(1, 3, 256, 256)).shape == (1, 2, 256, 256)
-        assert build_model("unet", 3, 2, base_channels=4, depth=2).eval()(torch.zeros(1, 3, 12, 20)).shape == (1, 2, 12, 20)
+        assert build_model("unet", 3, 2, base_channels=4, depth=2).eval()(torch.zeros(1, 3, 12, 20)).shape == (
+            1,
+            2,
+            12,
+            20,
+        )
 
 
 def test_fcn_has_no_downsampling():

@@ -6,9 +6,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from ml_models import trained_like
 
 from geo_assets.ml.predict import export_model, load_model, predict_batch
-from ml_models import trained_like
 
 
 @pytest.mark.parametrize("arch", ["unet", "fcn"])

@@ -11,13 +11,13 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from ml_models import trained_like
 
 from geo_assets.ml import layout as layouts
 from geo_assets.ml.layout import Layout, choose_layout, thread_splits
-from geo_assets.ml.predict import export_onnx, predict_batch
 from geo_assets.ml.options import ENV_VAR
+from geo_assets.ml.predict import export_onnx, predict_batch
 from geo_assets.ml.runtime import OnnxRuntime, TorchRuntime, load_runtime
-from ml_models import trained_like
 
 CPU = torch.device("cpu")
 

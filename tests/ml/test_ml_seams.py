@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from geo_assets.geo.margins import DEFAULT_MARGIN
 from geo_assets.geo.cog import read_raster
+from geo_assets.geo.margins import DEFAULT_MARGIN
 from geo_assets.ml.inference import predict_tiles
 from geo_assets.ml.layout import Layout
 from geo_assets.ml.predict import classify
@@ -21,7 +21,9 @@ def _mosaic(tiles: dict) -> np.ndarray:
     """(..., rows, cols) of the tiles keyed col_row, pasted on their grid."""
     cols = 1 + max(int(k.split("_")[0]) for k in tiles)
     rows = 1 + max(int(k.split("_")[1]) for k in tiles)
-    return np.concatenate([np.concatenate([tiles[f"{c}_{r}"] for c in range(cols)], axis=-1) for r in range(rows)], axis=-2)
+    return np.concatenate(
+        [np.concatenate([tiles[f"{c}_{r}"] for c in range(cols)], axis=-1) for r in range(rows)], axis=-2
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +51,9 @@ def whole_region(runtime, full: np.ndarray, margin: int, normalise) -> np.ndarra
 
 
 def tiled(tiny, runtime, margin: int) -> np.ndarray:
-    results = predict_tiles(tiny.store, runtime, CPU, tiny.entries, f"predictions/seams-{margin}",
-                            layout=Layout(4, 2, 1, 2), margin=margin)  # batches that span rows of tiles
+    results = predict_tiles(
+        tiny.store, runtime, CPU, tiny.entries, f"predictions/seams-{margin}", layout=Layout(4, 2, 1, 2), margin=margin
+    )  # batches that span rows of tiles
     return _mosaic(dict(zip((r["key"] for r in results), tiny.classes(results))))
 
 

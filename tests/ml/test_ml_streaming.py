@@ -24,8 +24,17 @@ from geo_assets.ml.versions import TrainingRequest, train_version
 from tests.ml.ml_sets import BANDS, DATES, FIELD, HOLDOUT, TILE, counting_tiles, dataset
 
 BATCH = 2
-SETTINGS = {"architecture": "fcn", "hyperparameters": {"hidden_channels": 8, "num_layers": 2}, "epochs": 2,
-            "batch_size": BATCH, "learning_rate": 0.01, "chip_size": 32, "chips_per_epoch": 12, "seed": 0, "device": "cpu"}
+SETTINGS = {
+    "architecture": "fcn",
+    "hyperparameters": {"hidden_channels": 8, "num_layers": 2},
+    "epochs": 2,
+    "batch_size": BATCH,
+    "learning_rate": 0.01,
+    "chip_size": 32,
+    "chips_per_epoch": 12,
+    "seed": 0,
+    "device": "cpu",
+}
 
 
 def pool(fn, items):
@@ -41,8 +50,11 @@ def store(tmp_path_factory) -> Store:
 @pytest.fixture(scope="module")
 def sets(store) -> dict:
     """1x and 4x: one date of a region (4 tiles) and four dates of it (16 tiles); a held-out 4x set."""
-    return {"small": dataset(store, FIELD, DATES[:1]), "large": dataset(store, FIELD, DATES),
-            "holdout": dataset(store, HOLDOUT, DATES)}
+    return {
+        "small": dataset(store, FIELD, DATES[:1]),
+        "large": dataset(store, FIELD, DATES),
+        "holdout": dataset(store, HOLDOUT, DATES),
+    }
 
 
 def test_training_holds_a_batch_of_tiles_at_most_whatever_the_set(store, sets, monkeypatch):
@@ -105,7 +117,9 @@ def test_evaluation_allocates_no_more_on_sixteen_times_the_tiles(store, sets):
     # Within 3 input tiles' bytes (small objects of GDAL, rasterio and torch awaiting the garbage collector
     # vary by about 1.5 tiles): keeping only the predictions of 60 more tiles passes it, their inputs by far.
     tile = TILE * TILE * len(BANDS) * 4
-    assert large - small < 3 * tile, f"evaluation's peak grows with the set: {small:,} bytes on 4 tiles, {large:,} on 64"
+    assert large - small < 3 * tile, (
+        f"evaluation's peak grows with the set: {small:,} bytes on 4 tiles, {large:,} on 64"
+    )
 
 
 def test_streamed_training_is_the_in_memory_training(store, sets):
@@ -116,10 +130,21 @@ def test_streamed_training_is_the_in_memory_training(store, sets):
     held = [tiles.read(i, identity) for i in range(len(tiles))]
     normalisation = Normalisation.fit([h[0] for h in held], BANDS)
     config = TrainConfig(**{**SETTINGS, "device": "cpu"})
-    before = train([normalisation.apply(h[0]) for h in held], [h[1] for h in held], len(BANDS), len(CLASSES), config,
-                   groups=tiles.groups)
-    sampler = ChipSampler([bool((h[1] != IGNORE).any()) for h in held], config.chip_size, config.chips_per_epoch,
-                          seed=config.seed, groups=tiles.groups)
+    before = train(
+        [normalisation.apply(h[0]) for h in held],
+        [h[1] for h in held],
+        len(BANDS),
+        len(CLASSES),
+        config,
+        groups=tiles.groups,
+    )
+    sampler = ChipSampler(
+        [bool((h[1] != IGNORE).any()) for h in held],
+        config.chip_size,
+        config.chips_per_epoch,
+        seed=config.seed,
+        groups=tiles.groups,
+    )
     chips = ChipBatches(sampler, partial(tiles.read, normalise=identity), config.batch_size, pool, normalisation.apply)
     streamed = train_chips(chips, len(BANDS), len(CLASSES), config)
     assert streamed.loss_curve == before.loss_curve
@@ -130,8 +155,14 @@ def test_streamed_training_is_the_in_memory_training(store, sets):
 def test_a_batch_whose_tiles_pass_the_bound_is_refused_before_any_tile_is_read(store, sets, monkeypatch):
     record = train_version(store, TrainingRequest("mem-small", SETTINGS, sets["small"]), pool, lambda _: None).record
     with counting_tiles(monkeypatch) as alive:
-        with pytest.raises(ValueError, match=r"evaluation with batch_size 5000 on tiles of 64 px holds 40,960,000 tile pixels"):
+        with pytest.raises(
+            ValueError, match=r"evaluation with batch_size 5000 on tiles of 64 px holds 40,960,000 tile pixels"
+        ):
             evaluate(store, record, sets["holdout"], pool, torch.device("cpu"), 5000)
-        with pytest.raises(ValueError, match=r"training with batch_size 9000 on tiles of 64 px .* use batch_size 8192 or less"):
-            train_version(store, TrainingRequest("mem-huge", {**SETTINGS, "batch_size": 9000}, sets["small"]), pool, print)
+        with pytest.raises(
+            ValueError, match=r"training with batch_size 9000 on tiles of 64 px .* use batch_size 8192 or less"
+        ):
+            train_version(
+                store, TrainingRequest("mem-huge", {**SETTINGS, "batch_size": 9000}, sets["small"]), pool, print
+            )
     assert alive.reads == 0

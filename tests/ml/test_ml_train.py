@@ -27,12 +27,26 @@ LABELS[0][:32] = IGNORE  # partial labels must be fine
 # Tuned to converge in ~2 s on 2 CPU cores.
 FAST = {
     "unet": TrainConfig(
-        architecture="unet", hyperparameters={"base_channels": 8}, epochs=5, batch_size=4,
-        learning_rate=5e-3, chip_size=32, chips_per_epoch=128, seed=0, device="cpu",
+        architecture="unet",
+        hyperparameters={"base_channels": 8},
+        epochs=5,
+        batch_size=4,
+        learning_rate=5e-3,
+        chip_size=32,
+        chips_per_epoch=128,
+        seed=0,
+        device="cpu",
     ),
     "fcn": TrainConfig(
-        architecture="fcn", hyperparameters={"hidden_channels": 16}, epochs=4, batch_size=8,
-        learning_rate=2e-2, chip_size=32, chips_per_epoch=64, seed=0, device="cpu",
+        architecture="fcn",
+        hyperparameters={"hidden_channels": 16},
+        epochs=4,
+        batch_size=8,
+        learning_rate=2e-2,
+        chip_size=32,
+        chips_per_epoch=64,
+        seed=0,
+        device="cpu",
     ),
 }
 

@@ -9,10 +9,10 @@ import uuid
 
 import dagster as dg
 import pytest
+from pipes_support import ACCESS_KEY, DATA_BUCKET, PIPES_BUCKET, REGION, SECRET_KEY, prepare
 
 from devtools.emulators.gcs import fake_gcs
 from devtools.emulators.s3 import seaweedfs
-from pipes_support import ACCESS_KEY, DATA_BUCKET, PIPES_BUCKET, REGION, SECRET_KEY, prepare
 from resources.storage import StorageResource
 
 
@@ -43,7 +43,9 @@ def prefix() -> str:
 def gcs_storage(gcs_server, prefix, instance, monkeypatch) -> StorageResource:
     # The Pipes side talks to the same GCS server through google-cloud-storage, which reads this variable.
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server)
-    storage = StorageResource(root=f"gs://{DATA_BUCKET}/{prefix}", endpoint_url=gcs_server, anonymous=True, project="test-project")
+    storage = StorageResource(
+        root=f"gs://{DATA_BUCKET}/{prefix}", endpoint_url=gcs_server, anonymous=True, project="test-project"
+    )
     prepare(storage, instance)
     return storage
 
@@ -51,8 +53,12 @@ def gcs_storage(gcs_server, prefix, instance, monkeypatch) -> StorageResource:
 @pytest.fixture
 def s3_storage(s3_server, prefix, instance, monkeypatch) -> StorageResource:
     # The step's and the job's clients find the S3 server and keys through the AWS standard chain.
-    for name, value in {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_REGION": REGION,
-                        "AWS_ENDPOINT_URL_S3": s3_server.endpoint_url}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_REGION": REGION,
+        "AWS_ENDPOINT_URL_S3": s3_server.endpoint_url,
+    }.items():
         monkeypatch.setenv(name, value)
     storage = StorageResource(root=f"s3://{DATA_BUCKET}/{prefix}", endpoint_url=s3_server.endpoint_url, region=REGION)
     prepare(storage, instance)

@@ -13,9 +13,9 @@ import base64
 import json
 import threading
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from devtools.clusters import EcsAgent
 from devtools.emulators import free_port, running, venv_binary, wait_for_http
@@ -30,13 +30,18 @@ def moto_server(workdir: Path) -> Iterator[tuple[str, Path]]:
     url = f"http://127.0.0.1:{port}"
     recording = Path(workdir) / "moto-recording.jsonl"
     env = {"MOTO_ENABLE_RECORDING": "1", "MOTO_RECORDER_FILEPATH": str(recording)}
-    with running([venv_binary("moto_server", "moto[server]"), "-H", "127.0.0.1", "-p", str(port)],
-                 Path(workdir) / "moto.log", env=env, cwd=Path(workdir)):
+    with running(
+        [venv_binary("moto_server", "moto[server]"), "-H", "127.0.0.1", "-p", str(port)],
+        Path(workdir) / "moto.log",
+        env=env,
+        cwd=Path(workdir),
+    ):
         wait_for_http(f"{url}/moto-api/", timeout=30)
         # Tasks stay RUNNING until StopTask (the default jumps straight to STOPPED on the first describe).
         transition = {"model_name": "ecs::task", "transition": {"progression": "manual", "times": 10**9}}
-        request = urllib.request.Request(f"{url}/moto-api/state-manager/set-transition", data=json.dumps(transition).encode(),
-                                         method="POST")
+        request = urllib.request.Request(
+            f"{url}/moto-api/state-manager/set-transition", data=json.dumps(transition).encode(), method="POST"
+        )
         urllib.request.urlopen(request, timeout=10).read()
         yield url, recording
 
@@ -44,8 +49,11 @@ def moto_server(workdir: Path) -> Iterator[tuple[str, Path]]:
 def recorded(recording: Path, target: str) -> list[dict]:
     """The bodies of the recorded requests to one ECS action, in order."""
     entries = [json.loads(line) for line in recording.read_text().splitlines() if line.strip()]
-    return [json.loads(base64.b64decode(e["body"]) if e["body_encoded"] else e["body"])
-            for e in entries if e["headers"].get("X-Amz-Target") == target]
+    return [
+        json.loads(base64.b64decode(e["body"]) if e["body_encoded"] else e["body"])
+        for e in entries
+        if e["headers"].get("X-Amz-Target") == target
+    ]
 
 
 class TaskRunner(EcsAgent):
@@ -54,7 +62,9 @@ class TaskRunner(EcsAgent):
     task that StopTask stopped."""
 
     def __init__(self, endpoint_url: str, region: str, base_env: dict, workdir: Path):
-        super().__init__(endpoint_url, region, base_env, dagster_home=str(Path(workdir) / "dagster-home"), workdir=Path(workdir))
+        super().__init__(
+            endpoint_url, region, base_env, dagster_home=str(Path(workdir) / "dagster-home"), workdir=Path(workdir)
+        )
         self._stopped: set[str] = set()
 
     def __enter__(self) -> TaskRunner:
@@ -78,8 +88,11 @@ class TaskRunner(EcsAgent):
                             container.proc.terminate()
                     elif container.poll() is not None:
                         self._stopped.add(arn)
-                        self.ecs.stop_task(cluster=cluster, task=arn,
-                                           reason=f"Essential container in task exited ({container.returncode})")
+                        self.ecs.stop_task(
+                            cluster=cluster,
+                            task=arn,
+                            reason=f"Essential container in task exited ({container.returncode})",
+                        )
 
     def __exit__(self, *exc) -> None:
         super().__exit__(*exc)

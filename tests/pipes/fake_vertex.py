@@ -21,7 +21,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 
-
 @dataclass
 class Request:
     method: str
@@ -54,8 +53,11 @@ class Job:
             self.state = "JOB_STATE_SUCCEEDED"
         else:
             self.state = "JOB_STATE_FAILED"
-            self.error = {"code": 3, "message": f"The replica workerpool0-0 exited with a non-zero status of {code}. "
-                                                "To find out more about why your job exited please check the logs"}
+            self.error = {
+                "code": 3,
+                "message": f"The replica workerpool0-0 exited with a non-zero status of {code}. "
+                "To find out more about why your job exited please check the logs",
+            }
 
 
 @dataclass
@@ -76,8 +78,13 @@ class FakeVertex:
     def create(self, parent: str, body: dict) -> tuple[int, dict]:
         pools = (body.get("jobSpec") or {}).get("workerPoolSpecs") or []
         if not body.get("displayName") or not pools or not pools[0].get("containerSpec", {}).get("imageUri"):
-            return 400, {"error": {"code": 400, "status": "INVALID_ARGUMENT",
-                                   "message": "displayName and a worker pool with a container image are required"}}
+            return 400, {
+                "error": {
+                    "code": 400,
+                    "status": "INVALID_ARGUMENT",
+                    "message": "displayName and a worker pool with a container image are required",
+                }
+            }
         name = f"{parent}/customJobs/{len(self.jobs) + 1}"
         container = pools[0]["containerSpec"]
         command = [*container.get("command", []), *container.get("args", [])]

@@ -12,10 +12,10 @@ import dagster as dg
 from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.assets.labels import labels
 from geo_assets.assets.models import trained_model, training_set
-from geo_assets.demo import failure_message
-from geo_assets.ml import registry
 from geo_assets.cli import register
+from geo_assets.demo import failure_message
 from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
+from geo_assets.ml import registry
 from geo_assets.partitions import region_date_key
 from resources.compute import LocalPoolCompute
 from resources.gate import ModelGate
@@ -26,22 +26,45 @@ from resources.training import InProcessTraining
 DATA_BUCKET = "geo-assets-data"
 PIPES_BUCKET = "geo-assets-pipes"
 ACCESS_KEY, SECRET_KEY, REGION = "pipes-test-key", "pipes-test-secret", "us-east-1"
-TINY = Region("tiny-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",))
+TINY = Region(
+    "tiny-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",)
+)
 DATE = "2024-06-01"
 MODEL = "tiny-model"
 # Tiny and fast, as in tests/dagster; seeded, so two trainings on the CPU give the same weights.
-TRAIN = {"architecture": "fcn", "epochs": 2, "chips_per_epoch": 32, "chip_size": 64, "batch_size": 8,
-         "learning_rate": 0.01, "hyperparameters": {"hidden_channels": 8}, "device": "cpu"}
+TRAIN = {
+    "architecture": "fcn",
+    "epochs": 2,
+    "chips_per_epoch": 32,
+    "chip_size": 64,
+    "batch_size": 8,
+    "learning_rate": 0.01,
+    "hyperparameters": {"hidden_channels": 8},
+    "device": "cpu",
+}
 
 
 def resources_for(storage: StorageResource, training) -> dict:
-    return {"storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
-            "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0), "training": training}
+    return {
+        "storage": storage,
+        "compute": LocalPoolCompute(workers=2),
+        "io_manager": ManifestIOManager(storage=storage),
+        "imagery": ImageryResource(),
+        "gate": ModelGate(min_miou=0.0),
+        "training": training,
+    }
 
 
 def materialize(assets, key, resources, instance, ops=None, **kw):
-    return dg.materialize(assets, partition_key=key, resources=resources, instance=instance,
-                          run_config={"ops": ops or {}}, raise_on_error=False, **kw)
+    return dg.materialize(
+        assets,
+        partition_key=key,
+        resources=resources,
+        instance=instance,
+        run_config={"ops": ops or {}},
+        raise_on_error=False,
+        **kw,
+    )
 
 
 def prepare(storage: StorageResource, instance) -> None:
@@ -53,9 +76,13 @@ def prepare(storage: StorageResource, instance) -> None:
     register(instance, regions=[TINY.name], models=[MODEL])
     resources = resources_for(storage, InProcessTraining())
     tiles = {"config": {"tile_size": 64}}
-    assert materialize([imagery_tiles], region_date_key(TINY.name, DATE), resources, instance, {"imagery_tiles": tiles}).success
+    assert materialize(
+        [imagery_tiles], region_date_key(TINY.name, DATE), resources, instance, {"imagery_tiles": tiles}
+    ).success
     assert materialize([labels], TINY.name, resources, instance, {"labels": tiles}).success
-    assert materialize([training_set], MODEL, resources, instance, {"training_set": {"config": {"regions": [TINY.name]}}}).success
+    assert materialize(
+        [training_set], MODEL, resources, instance, {"training_set": {"config": {"regions": [TINY.name]}}}
+    ).success
 
 
 def job_env() -> dict:
@@ -92,8 +119,14 @@ def archive(data: bytes) -> dict:
 
 def train(storage: StorageResource, training, instance, **config):
     """trained_model[tiny-model] with `training` doing the training."""
-    return materialize([training_set, trained_model], MODEL, resources_for(storage, training), instance,
-                       {"trained_model": {"config": {**TRAIN, **config}}}, selection=["trained_model"])
+    return materialize(
+        [training_set, trained_model],
+        MODEL,
+        resources_for(storage, training),
+        instance,
+        {"trained_model": {"config": {**TRAIN, **config}}},
+        selection=["trained_model"],
+    )
 
 
 def metadata(result) -> dict:
@@ -115,7 +148,9 @@ def train_twice_and_compare(storage: StorageResource, remote_training, instance)
     expected = local.output_for_node("trained_model")
     prefix = registry.model_prefix(MODEL, expected["version"])
     files = {key: store.read_bytes(key) for key in store.list(prefix)}
-    assert set(files) == {f"{prefix}/{name}" for name in (registry.MODEL_FILE, registry.WEIGHTS_FILE, registry.ONNX_FILE)}
+    assert set(files) == {
+        f"{prefix}/{name}" for name in (registry.MODEL_FILE, registry.WEIGHTS_FILE, registry.ONNX_FILE)
+    }
     for key in files:  # forget the version: the job trains and stores it again
         store.delete(key)
 
@@ -124,9 +159,15 @@ def train_twice_and_compare(storage: StorageResource, remote_training, instance)
     record = remote.output_for_node("trained_model")
     assert record["version"] == expected["version"]
     assert store.list(prefix) == sorted(files)
-    assert archive(store.read_bytes(f"{prefix}/{registry.WEIGHTS_FILE}")) == archive(files[f"{prefix}/{registry.WEIGHTS_FILE}"])
-    assert onnx_model(store.read_bytes(f"{prefix}/{registry.ONNX_FILE}")) == onnx_model(files[f"{prefix}/{registry.ONNX_FILE}"])
-    assert {k: v for k, v in record.items() if k not in VOLATILE} == {k: v for k, v in expected.items() if k not in VOLATILE}
+    assert archive(store.read_bytes(f"{prefix}/{registry.WEIGHTS_FILE}")) == archive(
+        files[f"{prefix}/{registry.WEIGHTS_FILE}"]
+    )
+    assert onnx_model(store.read_bytes(f"{prefix}/{registry.ONNX_FILE}")) == onnx_model(
+        files[f"{prefix}/{registry.ONNX_FILE}"]
+    )
+    assert {k: v for k, v in record.items() if k not in VOLATILE} == {
+        k: v for k, v in expected.items() if k not in VOLATILE
+    }
     assert store.read_json(f"{prefix}/{registry.MODEL_FILE}") == record
     for name, recorded in record["files"].items():  # the record's digests are those of the bytes the job stored
         data = store.read_bytes(f"{prefix}/{name}")
@@ -134,5 +175,7 @@ def train_twice_and_compare(storage: StorageResource, remote_training, instance)
     remote_meta, local_meta = metadata(remote), metadata(local)
     assert local_meta["training"] == "in-process"
     extra = set(remote_meta) - set(local_meta)  # where the job ran (its id, machine): remote only
-    assert {k: v for k, v in remote_meta.items() if k not in WHERE | extra} == {k: v for k, v in local_meta.items() if k not in WHERE}
+    assert {k: v for k, v in remote_meta.items() if k not in WHERE | extra} == {
+        k: v for k, v in local_meta.items() if k not in WHERE
+    }
     return remote, record, remote_meta

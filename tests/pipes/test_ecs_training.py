@@ -18,27 +18,37 @@ from pathlib import Path
 import boto3
 import pytest
 from dagster_pipes import decode_param
-
 from ecs_stand_in import RUN_TASK, TaskRunner, moto_server, recorded
+from pipes_support import MODEL, PIPES_BUCKET, job_env, train, train_twice_and_compare
+
 from geo_assets.demo import failure_message
 from geo_assets.ml.versions import TrainingRequest
-from pipes_support import MODEL, PIPES_BUCKET, job_env, train, train_twice_and_compare
 from resources.training import EcsTraining
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER, REGION = "geo-assets", "us-east-1"
-VALUES = {"AWS_ACCOUNT_ID": "123456789012", "AWS_REGION": REGION, "IMAGE_REPOSITORY": "registry.invalid/geo-assets",
-          "IMAGE_TAG": "0123abc"}
+VALUES = {
+    "AWS_ACCOUNT_ID": "123456789012",
+    "AWS_REGION": REGION,
+    "IMAGE_REPOSITORY": "registry.invalid/geo-assets",
+    "IMAGE_TAG": "0123abc",
+}
 
 
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory):
     with moto_server(tmp_path_factory.mktemp("moto")) as (url, recording):
-        clients = {name: boto3.client(name, endpoint_url=url, region_name=REGION, aws_access_key_id="testing",
-                                      aws_secret_access_key="testing") for name in ("ecs", "ec2")}
+        clients = {
+            name: boto3.client(
+                name, endpoint_url=url, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
+            )
+            for name in ("ecs", "ec2")
+        }
         ec2 = clients["ec2"]
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})  # as Fargate VPCs have it (moto needs it)
+        ec2.modify_vpc_attribute(
+            VpcId=vpc, EnableDnsHostnames={"Value": True}
+        )  # as Fargate VPCs have it (moto needs it)
         subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
         group = ec2.create_security_group(GroupName="training", Description="training tasks", VpcId=vpc)["GroupId"]
         clients["ecs"].create_cluster(clusterName=CLUSTER)
@@ -56,8 +66,17 @@ def ecs(moto, s3_storage, monkeypatch, tmp_path):
 
 
 def _ecs(moto, **overrides) -> EcsTraining:
-    settings = dict(cluster=CLUSTER, region=REGION, subnets=[moto["subnet"]], security_groups=[moto["group"]], pipes_bucket=PIPES_BUCKET,
-                    cpu=2048, memory=8192, poll_interval=1, message_interval=1.0)
+    settings = dict(
+        cluster=CLUSTER,
+        region=REGION,
+        subnets=[moto["subnet"]],
+        security_groups=[moto["group"]],
+        pipes_bucket=PIPES_BUCKET,
+        cpu=2048,
+        memory=8192,
+        poll_interval=1,
+        message_interval=1.0,
+    )
     return EcsTraining(**{**settings, **overrides})
 
 
@@ -70,8 +89,9 @@ def test_ecs_training_equals_in_process_training(s3_storage, instance, ecs):
     remote, record, meta = train_twice_and_compare(s3_storage, _ecs(ecs), instance)
     assert meta["training"] == "ecs"
     (task,) = ecs["runner"].tasks
-    assert meta["AWS ECS Task URL"] == (f"https://{REGION}.console.aws.amazon.com/ecs/v2/clusters/{CLUSTER}/tasks/"
-                                        f"{task.rsplit('/', 1)[-1]}")
+    assert meta["AWS ECS Task URL"] == (
+        f"https://{REGION}.console.aws.amazon.com/ecs/v2/clusters/{CLUSTER}/tasks/{task.rsplit('/', 1)[-1]}"
+    )
 
     # The exact RunTask request, as the ECS API received it.
     (run_task,) = _run_tasks(ecs)[already:]
@@ -85,13 +105,29 @@ def test_ecs_training_equals_in_process_training(s3_storage, instance, ecs):
         "count": 1,
         "launchType": "FARGATE",
         "startedBy": "geo-assets",
-        "networkConfiguration": {"awsvpcConfiguration": {"subnets": [ecs["subnet"]], "securityGroups": [ecs["group"]],
-                                                         "assignPublicIp": "DISABLED"}},
-        "overrides": {"cpu": "2048", "memory": "8192", "containerOverrides": [{
-            "name": "training", "command": ["python", "-m", "geo_assets.remote_training", "--messages", "s3", "--interval", "1"],
-        }]},
-        "tags": [{"key": "geo-assets/model", "value": MODEL}, {"key": "dagster/run-id", "value": remote.run_id},
-                 {"key": "dagster/job", "value": run.job_name}, {"key": "dagster/partition", "value": MODEL}],
+        "networkConfiguration": {
+            "awsvpcConfiguration": {
+                "subnets": [ecs["subnet"]],
+                "securityGroups": [ecs["group"]],
+                "assignPublicIp": "DISABLED",
+            }
+        },
+        "overrides": {
+            "cpu": "2048",
+            "memory": "8192",
+            "containerOverrides": [
+                {
+                    "name": "training",
+                    "command": ["python", "-m", "geo_assets.remote_training", "--messages", "s3", "--interval", "1"],
+                }
+            ],
+        },
+        "tags": [
+            {"key": "geo-assets/model", "value": MODEL},
+            {"key": "dagster/run-id", "value": remote.run_id},
+            {"key": "dagster/job", "value": run.job_name},
+            {"key": "dagster/partition", "value": MODEL},
+        ],
     }
     assert set(env) == {"DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES"}
     context, messages = decode_param(env["DAGSTER_PIPES_CONTEXT"]), decode_param(env["DAGSTER_PIPES_MESSAGES"])
@@ -101,7 +137,9 @@ def test_ecs_training_equals_in_process_training(s3_storage, instance, ecs):
     # The task ran to its end; its messages came through the bucket and its log lines reached the step's log.
     assert ecs["ecs"].describe_tasks(cluster=CLUSTER, tasks=[task])["tasks"][0]["lastStatus"] == "STOPPED"
     s3 = boto3.client("s3")
-    chunks = [o["Key"] for o in s3.list_objects_v2(Bucket=PIPES_BUCKET, Prefix=messages["key_prefix"]).get("Contents", [])]
+    chunks = [
+        o["Key"] for o in s3.list_objects_v2(Bucket=PIPES_BUCKET, Prefix=messages["key_prefix"]).get("Contents", [])
+    ]
     assert chunks and all(k.endswith(".json") for k in chunks)
     logs = [e.message for e in instance.all_logs(remote.run_id) if e.message]
     assert any(m.startswith("epoch 2/2: loss") for m in logs)
@@ -127,14 +165,28 @@ def test_a_failed_task_fails_the_step_with_the_training_exception(s3_storage, in
 
 
 def test_gpu_tasks_run_on_ec2_with_a_gpu_requirement():
-    training = EcsTraining(cluster=CLUSTER, launch_type="EC2", gpus=2, cpu=8192, memory=61440, pipes_bucket=PIPES_BUCKET)
+    training = EcsTraining(
+        cluster=CLUSTER, launch_type="EC2", gpus=2, cpu=8192, memory=61440, pipes_bucket=PIPES_BUCKET
+    )
     request = TrainingRequest(MODEL, {}, {})
     assert training.run_task_params(request) == {
-        "cluster": CLUSTER, "taskDefinition": "geo-assets-training", "count": 1, "launchType": "EC2", "startedBy": "geo-assets",
-        "overrides": {"cpu": "8192", "memory": "61440", "containerOverrides": [{
-            "name": "training", "command": ["python", "-m", "geo_assets.remote_training", "--messages", "s3", "--interval", "10"],
-            "environment": [], "resourceRequirements": [{"type": "GPU", "value": "2"}],
-        }]},
+        "cluster": CLUSTER,
+        "taskDefinition": "geo-assets-training",
+        "count": 1,
+        "launchType": "EC2",
+        "startedBy": "geo-assets",
+        "overrides": {
+            "cpu": "8192",
+            "memory": "61440",
+            "containerOverrides": [
+                {
+                    "name": "training",
+                    "command": ["python", "-m", "geo_assets.remote_training", "--messages", "s3", "--interval", "10"],
+                    "environment": [],
+                    "resourceRequirements": [{"type": "GPU", "value": "2"}],
+                }
+            ],
+        },
         "tags": [{"key": "geo-assets/model", "value": MODEL}],
     }
 
@@ -156,5 +208,8 @@ def test_an_interrupted_step_stops_its_task(s3_storage, instance, ecs):
     (task,) = runner.tasks
     stops = recorded(ecs["recording"], "AmazonEC2ContainerServiceV20141113.StopTask")
     assert {"cluster": CLUSTER, "task": task, "reason": "Dagster process was interrupted"} in stops
-    assert ecs["ecs"].describe_tasks(cluster=CLUSTER, tasks=[task])["tasks"][0]["stoppedReason"] == "Dagster process was interrupted"
+    assert (
+        ecs["ecs"].describe_tasks(cluster=CLUSTER, tasks=[task])["tasks"][0]["stoppedReason"]
+        == "Dagster process was interrupted"
+    )
     assert not s3_storage.store().list("models")

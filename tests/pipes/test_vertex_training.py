@@ -13,10 +13,10 @@ import time
 
 import pytest
 from dagster_pipes import decode_param
-
 from fake_vertex import running_fake_vertex
-from geo_assets.demo import failure_message
 from pipes_support import MODEL, PIPES_BUCKET, job_env, train, train_twice_and_compare
+
+from geo_assets.demo import failure_message
 from resources.training import VertexTraining
 
 PROJECT, REGION = "geo-assets-test", "europe-west4"
@@ -31,9 +31,20 @@ def vertex(tmp_path):
 
 
 def _vertex(fake, **overrides) -> VertexTraining:
-    settings = dict(project=PROJECT, region=REGION, image=IMAGE, machine_type="g2-standard-8", accelerator_type="NVIDIA_L4",
-                    accelerator_count=1, service_account=SERVICE_ACCOUNT, pipes_bucket=PIPES_BUCKET,
-                    api_endpoint=fake.url, anonymous=True, poll_interval=0.2, message_interval=1.0)
+    settings = dict(
+        project=PROJECT,
+        region=REGION,
+        image=IMAGE,
+        machine_type="g2-standard-8",
+        accelerator_type="NVIDIA_L4",
+        accelerator_count=1,
+        service_account=SERVICE_ACCOUNT,
+        pipes_bucket=PIPES_BUCKET,
+        api_endpoint=fake.url,
+        anonymous=True,
+        poll_interval=0.2,
+        message_interval=1.0,
+    )
     return VertexTraining(**{**settings, **overrides})
 
 
@@ -52,15 +63,36 @@ def test_vertex_training_equals_in_process_training(gcs_storage, instance, verte
     run = instance.get_run_by_id(remote.run_id)
     assert create.body == {
         "displayName": f"geo-assets-train-{MODEL}-{remote.run_id[:8]}",
-        "labels": {"geo-assets-model": MODEL, "dagster-run-id": remote.run_id, "dagster-job": run.job_name.lower(),
-                   "dagster-partition": MODEL},
+        "labels": {
+            "geo-assets-model": MODEL,
+            "dagster-run-id": remote.run_id,
+            "dagster-job": run.job_name.lower(),
+            "dagster-partition": MODEL,
+        },
         "jobSpec": {
-            "workerPoolSpecs": [{
-                "machineSpec": {"machineType": "g2-standard-8", "acceleratorType": "NVIDIA_L4", "acceleratorCount": 1},
-                "replicaCount": "1",
-                "containerSpec": {"imageUri": IMAGE, "args": [],
-                                  "command": ["python", "-m", "geo_assets.remote_training", "--messages", "gcs", "--interval", "1"]},
-            }],
+            "workerPoolSpecs": [
+                {
+                    "machineSpec": {
+                        "machineType": "g2-standard-8",
+                        "acceleratorType": "NVIDIA_L4",
+                        "acceleratorCount": 1,
+                    },
+                    "replicaCount": "1",
+                    "containerSpec": {
+                        "imageUri": IMAGE,
+                        "args": [],
+                        "command": [
+                            "python",
+                            "-m",
+                            "geo_assets.remote_training",
+                            "--messages",
+                            "gcs",
+                            "--interval",
+                            "1",
+                        ],
+                    },
+                }
+            ],
             "scheduling": {"timeout": "86400s"},
             "serviceAccount": SERVICE_ACCOUNT,
         },
@@ -113,8 +145,10 @@ def test_a_failed_job_fails_the_step_with_vertex_error_and_the_training_exceptio
         f"resources.training.RemoteTrainingError: remote training on Vertex AI failed: custom job {job_name}: ended JOB_STATE_FAILED: "
         "The replica workerpool0-0 exited with a non-zero status of 1."
     ), message
-    assert message.endswith(f"; the training raised geo_assets.geo.cog.CorruptRasterError: cannot read raster "
-                            f"/vsigs/{store.bucket}/{store.prefix}/{tile}: HTTP response code: 404"), message
+    assert message.endswith(
+        f"; the training raised geo_assets.geo.cog.CorruptRasterError: cannot read raster "
+        f"/vsigs/{store.bucket}/{store.prefix}/{tile}: HTTP response code: 404"
+    ), message
     assert stored() == before  # nothing stored, nothing lost
     create = vertex.requests[0]
     assert create.body["jobSpec"]["workerPoolSpecs"][0]["machineSpec"] == {"machineType": "n1-standard-4"}
@@ -145,15 +179,21 @@ def test_an_interrupted_step_cancels_its_job(gcs_storage, instance, vertex):
 def test_a_gpu_device_without_accelerators_is_refused_before_any_job(gcs_storage, instance, vertex):
     cpu_only = _vertex(vertex, accelerator_type=None, accelerator_count=0)
     result = train(gcs_storage, cpu_only, instance, device="cuda")
-    assert failure_message(result) == ("ValueError: trained_model config asks for device 'cuda', but Vertex AI training has 0 GPU(s) "
-                                       "(accelerator_count); use device 'auto' or 'cpu', or give the job GPUs")
+    assert failure_message(result) == (
+        "ValueError: trained_model config asks for device 'cuda', but Vertex AI training has 0 GPU(s) "
+        "(accelerator_count); use device 'auto' or 'cpu', or give the job GPUs"
+    )
     assert vertex.requests == []
 
 
 def test_the_api_refusing_a_job_is_the_step_error(gcs_storage, instance, vertex):
-    result = train(gcs_storage, _vertex(vertex, image="registry.invalid/x:1", api_endpoint=vertex.url + "/wrong"), instance)
-    assert failure_message(result) == (f"resources.vertex.VertexApiError: Vertex AI POST projects/{PROJECT}/locations/{REGION}/"
-                                       f"customJobs: HTTP 404: /wrong/v1/projects/{PROJECT}/locations/{REGION}/customJobs not found")
+    result = train(
+        gcs_storage, _vertex(vertex, image="registry.invalid/x:1", api_endpoint=vertex.url + "/wrong"), instance
+    )
+    assert failure_message(result) == (
+        f"resources.vertex.VertexApiError: Vertex AI POST projects/{PROJECT}/locations/{REGION}/"
+        f"customJobs: HTTP 404: /wrong/v1/projects/{PROJECT}/locations/{REGION}/customJobs not found"
+    )
     assert not vertex.jobs
 
 
@@ -161,9 +201,14 @@ def test_a_job_that_can_no_longer_be_watched_is_cancelled(gcs_storage, instance,
     vertex.get_errors = [403]  # not a passing fault: the step cannot follow its job any more
     result = train(gcs_storage, _vertex(vertex), instance)
     (job_name,) = vertex.jobs
-    assert failure_message(result) == (f"resources.vertex.VertexApiError: Vertex AI GET {job_name}: HTTP 403: injected HTTP 403")
+    assert failure_message(result) == (
+        f"resources.vertex.VertexApiError: Vertex AI GET {job_name}: HTTP 403: injected HTTP 403"
+    )
     assert ("POST", f"/v1/{job_name}:cancel") in [(r.method, r.path) for r in vertex.requests]
     assert vertex.jobs[job_name].process.wait(timeout=30) is not None
     logs = [e.message for e in instance.all_logs(result.run_id) if e.message]
-    assert any(m.startswith(f"[pipes] lost track of it (Vertex AI GET {job_name}: HTTP 403") and m.endswith(
-        f"cancelling Vertex AI custom job {job_name}") for m in logs)
+    assert any(
+        m.startswith(f"[pipes] lost track of it (Vertex AI GET {job_name}: HTTP 403")
+        and m.endswith(f"cancelling Vertex AI custom job {job_name}")
+        for m in logs
+    )

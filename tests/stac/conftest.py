@@ -8,18 +8,15 @@ from __future__ import annotations
 from contextlib import ExitStack
 
 import pytest
+from fake_pc import FakePlanetaryComputer  # tests/stac is on sys.path (rootdir-less test folders)
+from stac_regions import ACCESS_KEY, L8_REGION, S2_REGION, SECRET_KEY, tiles  # noqa: F401
 
 from devtools.emulators import stac_data
 from devtools.emulators.azure import azurite
 from devtools.emulators.s3 import seaweedfs
 from devtools.emulators.stac import stac_api
 from geo_assets.geo import stac
-from geo_assets.geo.grid import TileGrid
-from geo_assets.geo.regions import Region
 from geo_assets.geo.stac import HttpRetry, ImagerySettings
-from fake_pc import FakePlanetaryComputer  # tests/stac is on sys.path (rootdir-less test folders)
-
-from stac_regions import ACCESS_KEY, SECRET_KEY, S2_REGION, L8_REGION, tiles  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +63,12 @@ def stac_urls(workdir, catalogues):
 def settings(s3, stac_urls, pc) -> ImagerySettings:
     stac._TOKENS.clear()  # each test starts without cached SAS tokens
     return ImagerySettings(
-        stac_urls=stac_urls, s3_endpoint=s3.endpoint_url, s3_region=s3.region, s3_no_sign=False,
-        s3_access_key=ACCESS_KEY, s3_secret_key=SECRET_KEY, pc_token_url=pc.token_url,
+        stac_urls=stac_urls,
+        s3_endpoint=s3.endpoint_url,
+        s3_region=s3.region,
+        s3_no_sign=False,
+        s3_access_key=ACCESS_KEY,
+        s3_secret_key=SECRET_KEY,
+        pc_token_url=pc.token_url,
         http=HttpRetry(retries=2, backoff_s=0.05, timeout_s=10.0),
     )

@@ -31,12 +31,19 @@ def window(array: np.ndarray, transform, bounds, resolution: float) -> np.ndarra
     return array[row : row + size, col : col + size]
 
 
-def warped(array: np.ndarray, transform, crs: str, bounds, resolution: float, dst_crs: str, nodata: int,
-           resampling: Resampling) -> np.ndarray:
+def warped(
+    array: np.ndarray, transform, crs: str, bounds, resolution: float, dst_crs: str, nodata: int, resampling: Resampling
+) -> np.ndarray:
     size = int(round((bounds[2] - bounds[0]) / resolution))
     out = np.full((size, size), nodata, dtype=array.dtype)
     reproject(
-        array, out, src_transform=transform, src_crs=crs, src_nodata=nodata, dst_nodata=nodata, dst_crs=dst_crs,
+        array,
+        out,
+        src_transform=transform,
+        src_crs=crs,
+        src_nodata=nodata,
+        dst_nodata=nodata,
+        dst_crs=dst_crs,
         dst_transform=rasterio.transform.from_origin(bounds[0], bounds[3], resolution, resolution),
         resampling=resampling,
     )
@@ -45,7 +52,11 @@ def warped(array: np.ndarray, transform, crs: str, bounds, resolution: float, ds
 
 def s2_layer(cat: Catalogue, item_id: str, bounds, offset: int, dst_crs: str = "EPSG:32719"):
     """(harmonised bands, valid, cloud) of one Sentinel-2 item on a 10 m tile."""
-    assets = {b: b for b in BANDS} if "blue" in cat.item(item_id)["assets"] else dict(zip(BANDS, ["B02", "B03", "B04", "B08"]))
+    assets = (
+        {b: b for b in BANDS}
+        if "blue" in cat.item(item_id)["assets"]
+        else dict(zip(BANDS, ["B02", "B03", "B04", "B08"]))
+    )
     scl_key = "scl" if "scl" in cat.item(item_id)["assets"] else "SCL"
 
     def tile(asset):
@@ -53,8 +64,16 @@ def s2_layer(cat: Catalogue, item_id: str, bounds, offset: int, dst_crs: str = "
         if crs == dst_crs:
             return window(array, transform, bounds, 10.0)
         # The documented rule off the lattice: reflectance bilinear, the SCL mask nearest.
-        return warped(array, transform, crs, bounds, 10.0, dst_crs, 0,
-                      Resampling.nearest if asset == scl_key else Resampling.bilinear)
+        return warped(
+            array,
+            transform,
+            crs,
+            bounds,
+            10.0,
+            dst_crs,
+            0,
+            Resampling.nearest if asset == scl_key else Resampling.bilinear,
+        )
 
     dn = np.stack([tile(assets[b]) for b in BANDS]).astype(np.int64)
     scl = tile(scl_key)
@@ -64,7 +83,9 @@ def s2_layer(cat: Catalogue, item_id: str, bounds, offset: int, dst_crs: str = "
 
 
 def landsat_layer(cat: Catalogue, item_id: str, bounds):
-    dn = np.stack([window(*local(cat, item_id, a)[:2], bounds, 30.0) for a in ("blue", "green", "red", "nir08")]).astype(np.float64)
+    dn = np.stack(
+        [window(*local(cat, item_id, a)[:2], bounds, 30.0) for a in ("blue", "green", "red", "nir08")]
+    ).astype(np.float64)
     qa = window(*local(cat, item_id, "qa_pixel")[:2], bounds, 30.0)
     valid = ((qa & 1) == 0) & (dn != 0).all(axis=0)
     cloud = (qa & ((1 << 1) | (1 << 3) | (1 << 4))) != 0
@@ -74,9 +95,9 @@ def landsat_layer(cat: Catalogue, item_id: str, bounds):
 
 def mosaic(layers):
     """The documented rule, per pixel: the first clear valid layer; else the first valid one, as cloud."""
-    data = np.stack([l[0] for l in layers])  # (items, bands, rows, cols)
-    valid = np.stack([l[1] for l in layers])
-    clear = valid & ~np.stack([l[2] for l in layers])
+    data = np.stack([layer[0] for layer in layers])  # (items, bands, rows, cols)
+    valid = np.stack([layer[1] for layer in layers])
+    clear = valid & ~np.stack([layer[2] for layer in layers])
     has_clear, has_valid = clear.any(axis=0), valid.any(axis=0)
     index = np.where(has_clear, clear.argmax(axis=0), valid.argmax(axis=0))
     out = np.take_along_axis(data, index[None, None], axis=0)[0]

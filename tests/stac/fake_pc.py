@@ -37,7 +37,7 @@ class FakePlanetaryComputer:
     def token_url(self) -> str:
         return self.url + "/api/sas/v1/token/{account}/{container}"
 
-    def __enter__(self) -> "FakePlanetaryComputer":
+    def __enter__(self) -> FakePlanetaryComputer:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):

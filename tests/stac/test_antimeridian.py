@@ -17,9 +17,15 @@ BOX, CRS = (650000.0, 6650000.0, 700000.0, 6700000.0), "EPSG:32660"  # UTM 60N, 
 def _item(item_id: str, west: float, east: float) -> dict:
     ring = [[west, 60.0], [east, 60.0], [east, 60.4], [west, 60.4], [west, 60.0]]
     return {
-        "type": "Feature", "stac_version": "1.0.0", "id": item_id, "collection": "sentinel-2-l2a",
-        "geometry": {"type": "Polygon", "coordinates": [ring]}, "bbox": [west, 60.0, east, 60.4],
-        "properties": {"datetime": "2024-06-01T00:00:00Z", "eo:cloud_cover": 1.0}, "links": [], "assets": {},
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": item_id,
+        "collection": "sentinel-2-l2a",
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+        "bbox": [west, 60.0, east, 60.4],
+        "properties": {"datetime": "2024-06-01T00:00:00Z", "eo:cloud_cover": 1.0},
+        "links": [],
+        "assets": {},
     }
 
 
@@ -36,5 +42,13 @@ def test_a_search_across_the_antimeridian_finds_both_sides_and_nothing_else(tmp_
     items = [_item("EAST", 179.5, 179.99), _item("WEST", -179.99, -179.5), _item("GREENWICH", -0.5, 0.5)]
     (tmp_path / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": items}))
     with stac_api(tmp_path, [tmp_path / "items.json"]) as url:
-        found = stac.search(COLLECTIONS["earth-search"], url, BOX, CRS, "2024-06-01", 100.0, HttpRetry(retries=1, backoff_s=0.05, timeout_s=10.0))
+        found = stac.search(
+            COLLECTIONS["earth-search"],
+            url,
+            BOX,
+            CRS,
+            "2024-06-01",
+            100.0,
+            HttpRetry(retries=1, backoff_s=0.05, timeout_s=10.0),
+        )
     assert sorted(f["id"] for f in found) == ["EAST", "WEST"]

@@ -6,11 +6,12 @@ import dagster as dg
 import numpy as np
 import pytest
 import rasterio
-from stac_regions import ACCESS_KEY, S2_REGION, SECRET_KEY
 from expect import mosaic, s2_layer
+from stac_regions import ACCESS_KEY, S2_REGION, SECRET_KEY
 
 from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.cli import register
+from geo_assets.geo.acquisitions import pick_imagery
 from geo_assets.geo.regions import load_catalogue, save_catalogue
 from geo_assets.geo.store import Store, local_root
 from geo_assets.partitions import region_date_key
@@ -18,7 +19,6 @@ from resources.compute import LocalPoolCompute
 from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
-from geo_assets.geo.acquisitions import pick_imagery
 
 A, B = "S2B_19FFM_20240601_0_L2A", "S2A_19FFM_20240601_1_L2A"
 
@@ -31,11 +31,19 @@ def setup(tmp_path, s3, stac_urls):
     save_catalogue(store, catalogue)
     storage = StorageResource(root=store.root)
     resources = {
-        "storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
+        "storage": storage,
+        "compute": LocalPoolCompute(workers=2),
+        "io_manager": ManifestIOManager(storage=storage),
         "gate": ModelGate(),  # imagery_tiles reads the model a run predicts with, to cut its bands
         "imagery": ImageryResource(
-            earth_search_url=stac_urls["earth-search"], s3_endpoint_url=s3.endpoint_url, s3_region=s3.region,
-            s3_no_sign=False, s3_access_key_id=ACCESS_KEY, s3_secret_access_key=SECRET_KEY, http_retries=2, http_backoff_s=0.05,
+            earth_search_url=stac_urls["earth-search"],
+            s3_endpoint_url=s3.endpoint_url,
+            s3_region=s3.region,
+            s3_no_sign=False,
+            s3_access_key_id=ACCESS_KEY,
+            s3_secret_access_key=SECRET_KEY,
+            http_retries=2,
+            http_backoff_s=0.05,
         ),
     }
     with dg.instance_for_test() as instance:
@@ -46,7 +54,10 @@ def setup(tmp_path, s3, stac_urls):
 def _run(setup, date, **config):
     store, resources, instance = setup
     return dg.materialize(
-        [imagery_tiles], partition_key=region_date_key(S2_REGION.name, date), resources=resources, instance=instance,
+        [imagery_tiles],
+        partition_key=region_date_key(S2_REGION.name, date),
+        resources=resources,
+        instance=instance,
         run_config={"ops": {"imagery_tiles": {"config": {"source": "earth-search", "tile_size": 64, **config}}}},
         raise_on_error=False,
     )

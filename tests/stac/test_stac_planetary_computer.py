@@ -14,8 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
-from stac_regions import S2_REGION, tiles
 from expect import BANDS, mosaic, s2_layer
+from stac_regions import S2_REGION, tiles
 
 from geo_assets.geo.sources import plan_scene
 from geo_assets.geo.stac import ImageryError, SasTokenSigner, blob_container
@@ -50,7 +50,9 @@ def test_signs_lazily_caches_the_token_and_reads_harmonised_pixels(settings, pc_
 
 def test_an_expired_token_is_refreshed(settings, pc_server):
     signer = SasTokenSigner(pc_server.token_url, settings.http, refresh_margin_s=0.0)
-    scene = plan_scene("planetary-computer", S2_REGION, "2024-06-01", dataclasses.replace(settings, signer=signer), bands=["red"])
+    scene = plan_scene(
+        "planetary-computer", S2_REGION, "2024-06-01", dataclasses.replace(settings, signer=signer), bands=["red"]
+    )
     pc_server.lifetime_s = 1.0  # the SAS expires 1-2 s from now (SAS times are whole seconds)
     bounds = tiles(S2_REGION, 10.0)[0].bounds
     first = scene.read(bounds, ["red"])
@@ -75,7 +77,9 @@ def test_a_custom_signer_is_called_per_read(settings, pc_server):
         signed.append(href)
         return default(href)
 
-    scene = plan_scene("planetary-computer", S2_REGION, "2024-06-01", dataclasses.replace(settings, signer=sign), bands=["red", "nir"])
+    scene = plan_scene(
+        "planetary-computer", S2_REGION, "2024-06-01", dataclasses.replace(settings, signer=sign), bands=["red", "nir"]
+    )
     assert signed == []
     scene.read(tiles(S2_REGION, 10.0)[0].bounds, ["red", "nir"])
     item = scene.items[0]
@@ -92,21 +96,34 @@ def test_token_endpoint_retries_transient_failures_only(settings, pc_server):
     signer = SasTokenSigner(pc_server.token_url + "?fresh", settings.http)  # another cache key
     pc_server.token_calls.clear()
     pc_server.fail_next[:] = [403]
-    with pytest.raises(ImageryError, match=r"SAS token request .*/token/devstoreaccount1/sentinel2-l2\?fresh answered HTTP 403"):
+    with pytest.raises(
+        ImageryError, match=r"SAS token request .*/token/devstoreaccount1/sentinel2-l2\?fresh answered HTTP 403"
+    ):
         signer(href)
     assert len(pc_server.token_calls) == 1  # a 4xx is an answer: never retried
 
 
 def test_blob_container_of_real_and_emulated_urls():
-    assert blob_container("https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2/19/F/FM/B02.tif") == ("sentinel2l2a01", "sentinel2-l2")
+    assert blob_container("https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2/19/F/FM/B02.tif") == (
+        "sentinel2l2a01",
+        "sentinel2-l2",
+    )
     assert blob_container("http://127.0.0.1:10000/devstoreaccount1/c/b.tif") == ("devstoreaccount1", "c")
     with pytest.raises(ValueError, match="cannot tell"):
         blob_container("http://127.0.0.1:10000/x.tif")
 
 
 def test_an_unsigned_read_is_refused_and_named(settings, pc_server):
-    scene = plan_scene("planetary-computer", S2_REGION, "2024-06-01", dataclasses.replace(settings, signer=lambda href: href), bands=["red"])
-    with pytest.raises(ImageryError, match=r"^http://127\.0\.0\.1:\d+/devstoreaccount1/sentinel2-l2/.*/SCL\.tif: access denied"):
+    scene = plan_scene(
+        "planetary-computer",
+        S2_REGION,
+        "2024-06-01",
+        dataclasses.replace(settings, signer=lambda href: href),
+        bands=["red"],
+    )
+    with pytest.raises(
+        ImageryError, match=r"^http://127\.0\.0\.1:\d+/devstoreaccount1/sentinel2-l2/.*/SCL\.tif: access denied"
+    ):
         scene.read(tiles(S2_REGION, 10.0)[0].bounds, ["red"])
     assert pc_server.token_calls == []
     href = scene.items[0].hrefs["mask"]  # Azurite refuses the blob without a SAS, and serves it with one

@@ -6,8 +6,8 @@ import pickle
 
 import numpy as np
 import pytest
-from stac_regions import L8_REGION, S2_REGION, tiles
 from expect import BANDS, landsat_layer, local, mosaic, s2_layer, window
+from stac_regions import L8_REGION, S2_REGION, tiles
 
 from devtools.emulators import stac_data
 from geo_assets.geo import stac
@@ -33,7 +33,11 @@ def test_search_finds_the_day_s_items_in_mosaic_order(settings):
     )
     assert scene.items[0].hrefs["mask"].endswith("/SCL.tif")
     assert scene.describe()["items"][1] == {
-        "id": B, "datetime": "2024-06-01T14:47:19Z", "cloud_cover": 35.0, "crs": "EPSG:32719", "dn_offset": [1000],
+        "id": B,
+        "datetime": "2024-06-01T14:47:19Z",
+        "cloud_cover": 35.0,
+        "crs": "EPSG:32719",
+        "dn_offset": [1000],
     }
     assert scene.spec.bands == tuple(BANDS) and scene.spec.resolution == 10.0 and scene.spec.nodata == 0
     assert [i.id for i in plan_scene("earth-search", S2_REGION, "2024-06-01", settings, max_cloud=20).items] == [A]
@@ -102,7 +106,7 @@ def test_two_overlapping_items_are_mosaicked_by_the_documented_rule(settings, ca
         sample = _sample(tile.bounds)
         np.testing.assert_array_equal(win.data[:, valid & (index == 0)], sample[:, valid & (index == 0)])
         np.testing.assert_array_equal(win.data[:, valid & (index == 1)], sample[:, valid & (index == 1)] + 100)
-        (av, ac), (bv, bc) = [(l[1], l[2]) for l in layers]
+        (av, ac), (bv, bc) = [(layer[1], layer[2]) for layer in layers]
         cases += [
             (av & ~ac).sum(),  # A clear: A
             (av & ac & bv & ~bc).sum(),  # A cloudy, B clear: B
@@ -159,7 +163,12 @@ def test_landsat_reflectance_convention():
     dn = np.array([0, 1, 7272, 7273, 10000, 43636, 65535], dtype=np.uint16)
     assert stac.to_reflectance("landsat", dn).tolist() == [0, 1, 1, 1, 750, 10000, 16022]
     assert stac.to_reflectance("sentinel-2", np.array([0, 1, 999, 1000, 1001, 3041], np.uint16), 1000).tolist() == [
-        0, 1, 1, 1, 1, 2041,
+        0,
+        1,
+        1,
+        1,
+        1,
+        2041,
     ]
 
 
@@ -167,10 +176,22 @@ def test_landsat_reflectance_convention():
     "properties, raster, offset",
     [
         ({"s2:processing_baseline": "05.00"}, None, 1000),
-        ({"s2:processing_baseline": "04.00", "earthsearch:boa_offset_applied": False}, {"offset": -0.1, "scale": 1e-4}, 1000),
-        ({"s2:processing_baseline": "05.09", "earthsearch:boa_offset_applied": True}, {"offset": -0.1, "scale": 1e-4}, 0),
+        (
+            {"s2:processing_baseline": "04.00", "earthsearch:boa_offset_applied": False},
+            {"offset": -0.1, "scale": 1e-4},
+            1000,
+        ),
+        (
+            {"s2:processing_baseline": "05.09", "earthsearch:boa_offset_applied": True},
+            {"offset": -0.1, "scale": 1e-4},
+            0,
+        ),
         ({"s2:processing_baseline": "03.01"}, {"offset": -0.1, "scale": 1e-4}, 0),
-        ({"s2:processing_baseline": "04.00"}, {"offset": 0.0, "scale": 1e-4}, 1000),  # baseline decides that there is one
+        (
+            {"s2:processing_baseline": "04.00"},
+            {"offset": 0.0, "scale": 1e-4},
+            1000,
+        ),  # baseline decides that there is one
         ({"s2:processing_baseline": "05.10"}, {"offset": -0.2, "scale": 1e-4}, 2000),  # raster:bands gives its size
         ({}, {"offset": -0.1, "scale": 1e-4}, 1000),
         ({}, None, 0),
@@ -203,7 +224,10 @@ def test_truncated_cog_is_named(settings):
 
 
 def test_item_without_a_band_asked_for(settings):
-    with pytest.raises(ItemMismatchError, match=r"STAC item 'S2B_19FFM_20200603_0_L2A' .* has no asset 'nir' \(band nir\).*its assets: blue, green, red, scl"):
+    with pytest.raises(
+        ItemMismatchError,
+        match=r"STAC item 'S2B_19FFM_20200603_0_L2A' .* has no asset 'nir' \(band nir\).*its assets: blue, green, red, scl",
+    ):
         plan_scene("earth-search", S2_REGION, "2020-06-03", settings, bands=BANDS)
     # The same item serves the bands it has.
     scene = plan_scene("earth-search", S2_REGION, "2020-06-03", settings, bands=["red"])
@@ -212,7 +236,10 @@ def test_item_without_a_band_asked_for(settings):
 
 def test_item_whose_cog_is_not_in_its_declared_crs(settings):
     scene = plan_scene("earth-search", S2_REGION, "2020-06-04", settings, bands=BANDS)
-    with pytest.raises(ItemMismatchError, match=r"S2B_19FFM_20200604_0_L2A/SCL\.tif: the COG is in EPSG:32720, but its STAC item declares EPSG:32719"):
+    with pytest.raises(
+        ItemMismatchError,
+        match=r"S2B_19FFM_20200604_0_L2A/SCL\.tif: the COG is in EPSG:32720, but its STAC item declares EPSG:32719",
+    ):
         _read_all(scene)
 
 

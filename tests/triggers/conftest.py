@@ -19,6 +19,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from trigger_stores import ACCESS_KEY, BUCKET, SECRET, gcs_settings, s3_settings  # tests/triggers is on sys.path
 
 from devtools import docs
 from devtools.dagster_dev import BIN, ROOT, dagster_dev, free_port
@@ -37,7 +38,6 @@ from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
 from resources.training import InProcessTraining
-from trigger_stores import ACCESS_KEY, BUCKET, SECRET, gcs_settings, s3_settings  # tests/triggers is on sys.path
 
 
 @pytest.fixture(scope="session")
@@ -66,11 +66,19 @@ def any_store(request, tmp_path, prefix) -> Store:
         return make_store(f"s3://{BUCKET}/{prefix}", **s3_settings(request.getfixturevalue("s3_server")))
     return make_store(f"gs://{BUCKET}/{prefix}", **gcs_settings(request.getfixturevalue("gcs_server")))
 
+
 MODEL = "landcover-unet"
 FIELD = Region("tiny-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic")
 HOLDOUT = Region("tiny-holdout", (440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic")
-TRAIN = {"architecture": "fcn", "epochs": 2, "chips_per_epoch": 32, "chip_size": 64, "batch_size": 8,
-         "learning_rate": 0.01, "hyperparameters": {"hidden_channels": 8}}
+TRAIN = {
+    "architecture": "fcn",
+    "epochs": 2,
+    "chips_per_epoch": 32,
+    "chip_size": 64,
+    "batch_size": 8,
+    "learning_rate": 0.01,
+    "hyperparameters": {"hidden_channels": 8},
+}
 TILES64 = {"config": {"tile_size": 64}}
 
 
@@ -84,8 +92,14 @@ class World:
 
     def cli(self, *args, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
         """`geo-assets ARGS` in a fresh process."""
-        return subprocess.run([str(BIN / "geo-assets"), *map(str, args)], cwd=ROOT, env={**self.env, **(env or {})},
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [str(BIN / "geo-assets"), *map(str, args)],
+            cwd=ROOT,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def main(self, *args, env: dict | None = None) -> subprocess.CompletedProcess:
         """The same command in this process (the same code path without a process start-up, for the many
@@ -99,8 +113,14 @@ class World:
 
 
 def _materialize(assets, key, world_resources, instance, ops):
-    result = dg.materialize(assets, partition_key=key, resources=world_resources, instance=instance,
-                            run_config={"ops": ops}, raise_on_error=False)
+    result = dg.materialize(
+        assets,
+        partition_key=key,
+        resources=world_resources,
+        instance=instance,
+        run_config={"ops": ops},
+        raise_on_error=False,
+    )
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     return result
 
@@ -111,10 +131,14 @@ def world(tmp_path_factory) -> World:
     home = tmp / "home"
     home.mkdir()
     (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
-    env = {**os.environ, "DAGSTER_HOME": str(home), "GEO_ASSETS_STORAGE_ROOT": (tmp / "storage").as_uri(),
-           "GEO_ASSETS_MIN_MIOU": "0",
-           # An imagery source whose STAC API is down: its runs fail in the step (connection refused).
-           "GEO_ASSETS_EARTH_SEARCH_URL": f"http://127.0.0.1:{free_port()}/"}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "GEO_ASSETS_STORAGE_ROOT": (tmp / "storage").as_uri(),
+        "GEO_ASSETS_MIN_MIOU": "0",
+        # An imagery source whose STAC API is down: its runs fail in the step (connection refused).
+        "GEO_ASSETS_EARTH_SEARCH_URL": f"http://127.0.0.1:{free_port()}/",
+    }
     store = Store(local_root(tmp / "storage"))
     catalogue = load_catalogue(store)
     for region in (FIELD, HOLDOUT):
@@ -126,16 +150,33 @@ def world(tmp_path_factory) -> World:
             register(served, regions=catalogue.names(), models=[MODEL])
 
     storage = StorageResource(root=store.root)
-    resources = {"storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
-                 "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0), "training": InProcessTraining()}
+    resources = {
+        "storage": storage,
+        "compute": LocalPoolCompute(workers=2),
+        "io_manager": ManifestIOManager(storage=storage),
+        "imagery": ImageryResource(),
+        "gate": ModelGate(min_miou=0.0),
+        "training": InProcessTraining(),
+    }
     with dg.instance_for_test() as instance:  # the training history is not needed, only the stored version
         register(instance, regions=load_catalogue(store).names(), models=[MODEL])
         for region in (FIELD, HOLDOUT):
-            _materialize([imagery_tiles], region_date_key(region.name, "2024-06-01"), resources, instance, {"imagery_tiles": TILES64})
+            _materialize(
+                [imagery_tiles],
+                region_date_key(region.name, "2024-06-01"),
+                resources,
+                instance,
+                {"imagery_tiles": TILES64},
+            )
             _materialize([labels], region.name, resources, instance, {"labels": TILES64})
-        ops = {"training_set": {"config": {"regions": [FIELD.name]}}, "evaluation_set": {"config": {"regions": [HOLDOUT.name]}},
-               "trained_model": {"config": TRAIN}}
-        result = _materialize([training_set, evaluation_set, trained_model, model_evaluation], MODEL, resources, instance, ops)
+        ops = {
+            "training_set": {"config": {"regions": [FIELD.name]}},
+            "evaluation_set": {"config": {"regions": [HOLDOUT.name]}},
+            "trained_model": {"config": TRAIN},
+        }
+        result = _materialize(
+            [training_set, evaluation_set, trained_model, model_evaluation], MODEL, resources, instance, ops
+        )
     return World(tmp, env, store, resources, result.output_for_node("trained_model")["version"])
 
 
@@ -144,7 +185,6 @@ def server(world) -> str:
     """The GraphQL URL of `dagster dev` serving the world."""
     with dagster_dev(world.env, world.tmp / "dev.log") as url:
         yield url
-
 
 
 @pytest.fixture
@@ -159,8 +199,14 @@ def readme_curl():
         body = text.split("-d @- <<'EOF'\n", 1)[1].split("\nEOF\n", 1)[0]
         for old, new in replace.items():
             body = body.replace(old, new)
-        proc = subprocess.run(["curl", "-s", url, "-H", "Content-Type: application/json", "-d", "@-"], input=body,
-                              capture_output=True, text=True, timeout=60, check=True)
+        proc = subprocess.run(
+            ["curl", "-s", url, "-H", "Content-Type: application/json", "-d", "@-"],
+            input=body,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         return json.loads(proc.stdout)
 
     return post

@@ -34,7 +34,9 @@ class Daemon:
 
     def cli(self, *args: str, timeout: float = 180) -> str:
         """Run `dagster ...` or `geo-assets ...` in the same environment; fail with its output."""
-        proc = subprocess.run([BIN / args[0], *args[1:]], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [BIN / args[0], *args[1:]], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
         if proc.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed: {proc.stdout[-2000:]}{proc.stderr[-3000:]}")
         return proc.stdout
@@ -42,8 +44,12 @@ class Daemon:
     def start(self) -> None:
         with open(self.log, "a") as out:
             self.proc = subprocess.Popen(
-                [BIN / "dagster-daemon", "run", "-w", "workspace.yaml"], cwd=ROOT, env=self.env,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                [BIN / "dagster-daemon", "run", "-w", "workspace.yaml"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:

@@ -8,8 +8,8 @@ import json
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import dagster as dg
 import psutil
@@ -21,9 +21,24 @@ def materialize(world, asset: str, partition: str, ops: dict, log: Path, env: di
     """`dagster asset materialize` of asset[partition] with `ops` as run config, in a process of its own."""
     with open(log, "w") as out:
         return subprocess.Popen(
-            [BIN / "dagster", "asset", "materialize", "-m", "geo_assets.definitions", "--select", asset,
-             "--partition", partition, "--config-json", json.dumps({"ops": ops})],
-            cwd=ROOT, env={**world.env, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                BIN / "dagster",
+                "asset",
+                "materialize",
+                "-m",
+                "geo_assets.definitions",
+                "--select",
+                asset,
+                "--partition",
+                partition,
+                "--config-json",
+                json.dumps({"ops": ops}),
+            ],
+            cwd=ROOT,
+            env={**world.env, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
 
@@ -73,7 +88,11 @@ def _locked(db: Path) -> bool:
 
 
 def run_of(instance, partition: str, exclude: set[str]) -> dg.DagsterRun:
-    runs = [r for r in instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": partition})) if r.run_id not in exclude]
+    runs = [
+        r
+        for r in instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": partition}))
+        if r.run_id not in exclude
+    ]
     assert len(runs) == 1, [r.run_id for r in runs]
     return runs[0]
 
@@ -81,13 +100,17 @@ def run_of(instance, partition: str, exclude: set[str]) -> dg.DagsterRun:
 def published(instance, asset: str, partition: str) -> dict[str, float]:
     """Run id -> when it published asset[partition]."""
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=100).records
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=100
+    ).records
     return {r.run_id: r.timestamp for r in records}
 
 
 def step_failures(instance, run_id: str) -> list[str]:
-    return [e.dagster_event.step_failure_data.error.to_string() for e in instance.all_logs(run_id)
-            if e.dagster_event is not None and e.dagster_event.is_step_failure]
+    return [
+        e.dagster_event.step_failure_data.error.to_string()
+        for e in instance.all_logs(run_id)
+        if e.dagster_event is not None and e.dagster_event.is_step_failure
+    ]
 
 
 def resume(processes: list[psutil.Process]) -> None:

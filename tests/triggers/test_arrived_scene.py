@@ -7,38 +7,50 @@ import dagster as dg
 import numpy as np
 import pytest
 import rasterio
+from trigger_stores import FARM
 
 from devtools.arrivals import BANDS, write_scene
 from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.cli import register
+from geo_assets.geo.acquisitions import pick_imagery
 from geo_assets.geo.arrived_scenes import arrived_scene, region_from_item
 from geo_assets.geo.regions import Region, add_region
-from geo_assets.geo.stac import NoItemsError, SCL_CLOUD, to_reflectance
+from geo_assets.geo.stac import SCL_CLOUD, NoItemsError, to_reflectance
 from geo_assets.partitions import region_date_key
 from resources.compute import LocalPoolCompute
 from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
-from trigger_stores import FARM
-from geo_assets.geo.acquisitions import pick_imagery
 
 DATE = "2024-06-01"
 FOLDER = f"incoming/{FARM.name}/{DATE}"
 
 
 def storage_of(store) -> StorageResource:
-    fields = {k: getattr(store, k) for k in ("endpoint_url", "region", "access_key_id", "secret_access_key", "anonymous", "project")
-              if getattr(store, k, None) not in (None, False)}
+    fields = {
+        k: getattr(store, k)
+        for k in ("endpoint_url", "region", "access_key_id", "secret_access_key", "anonymous", "project")
+        if getattr(store, k, None) not in (None, False)
+    }
     return StorageResource(root=store.root, **fields)
 
 
 def materialise(store, instance, **config):
     storage = storage_of(store)
-    resources = {"storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
-                 "imagery": ImageryResource(), "gate": ModelGate()}
+    resources = {
+        "storage": storage,
+        "compute": LocalPoolCompute(workers=2),
+        "io_manager": ManifestIOManager(storage=storage),
+        "imagery": ImageryResource(),
+        "gate": ModelGate(),
+    }
     return dg.materialize(
-        [imagery_tiles], partition_key=region_date_key(FARM.name, DATE), resources=resources, instance=instance,
-        run_config={"ops": {"imagery_tiles": {"config": {"tile_size": 64, **config}}}}, raise_on_error=False,
+        [imagery_tiles],
+        partition_key=region_date_key(FARM.name, DATE),
+        resources=resources,
+        instance=instance,
+        run_config={"ops": {"imagery_tiles": {"config": {"tile_size": 64, **config}}}},
+        raise_on_error=False,
     )
 
 
@@ -70,7 +82,8 @@ def test_the_run_reads_the_scene_that_arrived(any_store, instance):
     assert manifest["scene"]["arrivals"]["items"] == [[f"{FOLDER}/S2A_T31_20240601_0.json", version]]
     assert manifest["scene"]["arrivals"]["folder"] == FOLDER
     assert sorted(k for k, _ in manifest["scene"]["arrivals"]["assets"]) == sorted(
-        o.key for o in any_store.scan(FOLDER)[0] if o.key.endswith(".tif"))
+        o.key for o in any_store.scan(FOLDER)[0] if o.key.endswith(".tif")
+    )
     assert [i["id"] for i in manifest["scene"]["items"]] == ["S2A_T31_20240601_0"]
     assert len(manifest["tiles"]) == 4
     for tile in manifest["tiles"]:
@@ -102,7 +115,10 @@ def test_every_item_in_the_folder_makes_the_mosaic(tmp_path):
     write_scene(store, FOLDER, "S2A_whole", FARM.bbox, FARM.crs, date=DATE, seed=4, cloud=40.0)
     scene = arrived_scene(store, FOLDER, FARM)
     assert [i["id"] for i in scene.describe()["items"]] == ["S2B_west", "S2A_whole"]
-    assert [k for k, _ in scene.describe()["arrivals"]["items"]] == [f"{FOLDER}/S2A_whole.json", f"{FOLDER}/S2B_west.json"]
+    assert [k for k, _ in scene.describe()["arrivals"]["items"]] == [
+        f"{FOLDER}/S2A_whole.json",
+        f"{FOLDER}/S2B_west.json",
+    ]
     assert [i["id"] for i in arrived_scene(store, FOLDER, FARM, max_cloud=10).describe()["items"]] == ["S2B_west"]
 
 
@@ -114,11 +130,14 @@ def _item(store, key, **changes):
     return item
 
 
-@pytest.mark.parametrize("change, error", [
-    ({"type": "FeatureCollection"}, "is not a STAC item"),
-    ({"collection": "sentinel-1-grd"}, "matches no collection with bands blue, green, red, nir"),
-    ({"assets": {"red": {"href": "s3://elsewhere/B04.tif"}, "scl": {"href": "SCL.tif"}}}, "matches no collection"),
-])
+@pytest.mark.parametrize(
+    "change, error",
+    [
+        ({"type": "FeatureCollection"}, "is not a STAC item"),
+        ({"collection": "sentinel-1-grd"}, "matches no collection with bands blue, green, red, nir"),
+        ({"assets": {"red": {"href": "s3://elsewhere/B04.tif"}, "scl": {"href": "SCL.tif"}}}, "matches no collection"),
+    ],
+)
 def test_items_that_cannot_be_read_are_refused_naming_them(tmp_path, change, error):
     from geo_assets.geo.store import Store, local_root
 

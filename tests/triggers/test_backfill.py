@@ -10,9 +10,9 @@ import pytest
 
 from devtools.dagster_dev import BIN, ROOT, graphql
 from geo_assets.assets.common import digest
-from geo_assets.graphql import DagsterClient
-from geo_assets.geo.acquisitions import pick_imagery
 from geo_assets.demo import only_output
+from geo_assets.geo.acquisitions import pick_imagery
+from geo_assets.graphql import DagsterClient
 
 BACKFILL = """
 query Backfill($id: String!) {
@@ -30,12 +30,17 @@ def _backfill_ids(url) -> set[str]:
 
 def _materialized(world, asset: str, region: str) -> set[str]:
     # The date of each manifest key: ...region=R/date=D/<variant>[/margin-Npx].json
-    return {k.split("date=", 1)[1].split("/", 1)[0].removesuffix(".json")
-            for k in world.store.list(f"manifests/{asset}") if f"region={region}/" in k}
+    return {
+        k.split("date=", 1)[1].split("/", 1)[0].removesuffix(".json")
+        for k in world.store.list(f"manifests/{asset}")
+        if f"region={region}/" in k
+    }
 
 
 def test_backfill_of_one_regions_dates_runs_once_through_the_daemon(world, server):
-    proc = world.cli("backfill", "--region", "tiny-field", "--from", DATES[0], "--to", DATES[-1], "--wait", "--url", server)
+    proc = world.cli(
+        "backfill", "--region", "tiny-field", "--from", DATES[0], "--to", DATES[-1], "--wait", "--url", server
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     backfill_id = re.search(r"launched backfill (\S+) of 3 partitions", proc.stdout).group(1)
     assert f"{server.removesuffix('/graphql')}/runs/b/{backfill_id}" in proc.stdout
@@ -48,27 +53,48 @@ def test_backfill_of_one_regions_dates_runs_once_through_the_daemon(world, serve
     (run,) = backfill["runs"]  # the three assets and three dates in one run: one process start-up
     tags = {t["key"]: t["value"] for t in run["tags"]}
     assert (tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]) == (
-        f"{DATES[0]}|tiny-field", f"{DATES[-1]}|tiny-field")
+        f"{DATES[0]}|tiny-field",
+        f"{DATES[-1]}|tiny-field",
+    )
     assert tags["geo-assets/trigger"] == "cli-backfill" and tags["geo-assets/model-version"] == world.version
     assert tags["geo-assets/date"] == f"{DATES[0]}...{DATES[-1]}"
 
     for date in DATES:  # each partition stored as if it had run alone, by the version the run config chose
-        manifest = world.store.read_json(only_output(world.store, "predictions", "landcover-unet", world.version, "tiny-field", date))
+        manifest = world.store.read_json(
+            only_output(world.store, "predictions", "landcover-unet", world.version, "tiny-field", date)
+        )
         assert (manifest["date"], manifest["version"]) == (date, world.version)
-        assert [k for k in world.store.list(f"reports/landcover-unet/{world.version}/tiny-field/{date}") if k.endswith("/preview.png")]
+        assert [
+            k
+            for k in world.store.list(f"reports/landcover-unet/{world.version}/tiny-field/{date}")
+            if k.endswith("/preview.png")
+        ]
     assert not _materialized(world, "imagery_tiles", "tiny-holdout") & set(DATES)
 
 
 @pytest.mark.parametrize(
     "args, env, message",
     [
-        (["--region", "s2-sample", "--from", "2020-01-01", "--to", "2020-01-05"], {},
-         "is one fixed scene of 2020-01-01: 4 of 5 date(s) have no imagery (2020-01-02, 2020-01-03, 2020-01-04 and 1 more)"),
-        (["--region", "tiny-field", "--from", "2024-06-01", "--to", "2024-06-10"], {"GEO_ASSETS_MAX_BACKFILL_PARTITIONS": "5"},
-         "2024-06-01 to 2024-06-10 is 10 dates; a backfill may hold at most 5 partitions"),
-        (["--region", "tiny-field", "--from", "2024-06-10", "--to", "2024-06-01"], {}, "--from 2024-06-10 is after --to 2024-06-01"),
-        (["--region", "tiny-field", "--from", "2024-06-01", "--to", "2024-06-02"], {"GEO_ASSETS_MAX_BACKFILL_PARTITIONS": "inf"},
-         "GEO_ASSETS_MAX_BACKFILL_PARTITIONS='inf': must be a whole number between 1 and 10,000,000"),
+        (
+            ["--region", "s2-sample", "--from", "2020-01-01", "--to", "2020-01-05"],
+            {},
+            "is one fixed scene of 2020-01-01: 4 of 5 date(s) have no imagery (2020-01-02, 2020-01-03, 2020-01-04 and 1 more)",
+        ),
+        (
+            ["--region", "tiny-field", "--from", "2024-06-01", "--to", "2024-06-10"],
+            {"GEO_ASSETS_MAX_BACKFILL_PARTITIONS": "5"},
+            "2024-06-01 to 2024-06-10 is 10 dates; a backfill may hold at most 5 partitions",
+        ),
+        (
+            ["--region", "tiny-field", "--from", "2024-06-10", "--to", "2024-06-01"],
+            {},
+            "--from 2024-06-10 is after --to 2024-06-01",
+        ),
+        (
+            ["--region", "tiny-field", "--from", "2024-06-01", "--to", "2024-06-02"],
+            {"GEO_ASSETS_MAX_BACKFILL_PARTITIONS": "inf"},
+            "GEO_ASSETS_MAX_BACKFILL_PARTITIONS='inf': must be a whole number between 1 and 10,000,000",
+        ),
     ],
 )
 def test_a_backfill_that_cannot_succeed_is_refused_before_launch(world, server, args, env, message):
@@ -84,9 +110,22 @@ def test_partition_range_from_the_dagster_cli(world, monkeypatch):
     """The documented case: a month's imagery of one region in one run, without the daemon."""
     dates = ["2024-07-01", "2024-07-02", "2024-07-03"]
     proc = subprocess.run(
-        [BIN / "dagster", "asset", "materialize", "-m", "geo_assets.definitions", "--select", "imagery_tiles",
-         "--partition-range", f"{dates[0]}|tiny-holdout...{dates[-1]}|tiny-holdout"],
-        cwd=ROOT, env=world.env, capture_output=True, text=True, timeout=600,
+        [
+            BIN / "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "geo_assets.definitions",
+            "--select",
+            "imagery_tiles",
+            "--partition-range",
+            f"{dates[0]}|tiny-holdout...{dates[-1]}|tiny-holdout",
+        ],
+        cwd=ROOT,
+        env=world.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _materialized(world, "imagery_tiles", "tiny-holdout") >= set(dates)

@@ -57,19 +57,59 @@ def test_a_graphql_launch_that_moves_the_gate_is_refused(server, job, partition,
     assert _run_ids(server) == before  # refused before a run exists, so no step ran
 
 
-@pytest.mark.parametrize("command", [
-    ["job", "execute", "-m", "geo_assets.definitions", "-j", "training_job", "--tags", '{"dagster/partition": "landcover-unet"}'],
-    ["job", "execute", "-m", "geo_assets.definitions", "-j", "prediction_job", "--tags",
-     json.dumps({"dagster/partition": "2024-06-01|tiny-field", "dagster/partition/date": "2024-06-01",
-                 "dagster/partition/region": "tiny-field"})],
-    ["asset", "materialize", "-m", "geo_assets.definitions", "--select", "model_evaluation", "--partition", "landcover-unet"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [
+            "job",
+            "execute",
+            "-m",
+            "geo_assets.definitions",
+            "-j",
+            "training_job",
+            "--tags",
+            '{"dagster/partition": "landcover-unet"}',
+        ],
+        [
+            "job",
+            "execute",
+            "-m",
+            "geo_assets.definitions",
+            "-j",
+            "prediction_job",
+            "--tags",
+            json.dumps(
+                {
+                    "dagster/partition": "2024-06-01|tiny-field",
+                    "dagster/partition/date": "2024-06-01",
+                    "dagster/partition/region": "tiny-field",
+                }
+            ),
+        ],
+        [
+            "asset",
+            "materialize",
+            "-m",
+            "geo_assets.definitions",
+            "--select",
+            "model_evaluation",
+            "--partition",
+            "landcover-unet",
+        ],
+    ],
+)
 def test_a_cli_run_that_moves_the_gate_is_refused(world, server, tmp_path, command):
     config = tmp_path / "run_config.yaml"
     config.write_text(json.dumps(OVERRIDE))  # JSON is YAML; `dagster job execute` takes config files only
     before = _run_ids(server)
-    proc = subprocess.run([str(BIN / "dagster"), *command, "-c", str(config)], cwd=ROOT,
-                          env=world.env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(BIN / "dagster"), *command, "-c", str(config)],
+        cwd=ROOT,
+        env=world.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0, proc.stdout[-2000:]
     assert 'unexpected config entry "min_miou" at path root:resources:gate:config' in proc.stdout + proc.stderr
     assert _run_ids(server) == before

@@ -7,10 +7,12 @@ import re
 import pytest
 
 from devtools.dagster_dev import free_port, graphql, wait
-from geo_assets.graphql import DagsterClient, LaunchError
 from geo_assets.demo import only_output
+from geo_assets.graphql import DagsterClient, LaunchError
 
-TOMORROW = (datetime.datetime.now(datetime.timezone.utc).date() + datetime.timedelta(days=1)).isoformat()  # UTC, as the partitions
+TOMORROW = (
+    datetime.datetime.now(datetime.UTC).date() + datetime.timedelta(days=1)
+).isoformat()  # UTC, as the partitions
 RUN_IDS = """{ runsOrError { ... on Runs { results { runId } } } }"""
 
 
@@ -19,7 +21,18 @@ def _run_ids(url) -> set[str]:
 
 
 def test_launch_waits_and_reports_each_step(world, server):
-    proc = world.cli("launch", "--region", "tiny-field", "--date", "2024-06-02", "--model", "landcover-unet", "--wait", "--url", server)
+    proc = world.cli(
+        "launch",
+        "--region",
+        "tiny-field",
+        "--date",
+        "2024-06-02",
+        "--model",
+        "landcover-unet",
+        "--wait",
+        "--url",
+        server,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run_id = re.search(r"launched run (\S+) ", proc.stdout).group(1)
     assert f"{server.removesuffix('/graphql')}/runs/{run_id}" in proc.stdout  # the UI link
@@ -34,13 +47,26 @@ def test_launch_waits_and_reports_each_step(world, server):
     assert tags["dagster/partition"] == "2024-06-02|tiny-field"
     assert (tags["geo-assets/model"], tags["geo-assets/model-version"]) == ("landcover-unet", world.version)
     assert tags["geo-assets/trigger"] == "cli-launch" and tags["geo-assets/source"] == "synthetic"
-    manifest = world.store.read_json(only_output(world.store, "predictions", "landcover-unet", world.version, "tiny-field", "2024-06-02"))
+    manifest = world.store.read_json(
+        only_output(world.store, "predictions", "landcover-unet", world.version, "tiny-field", "2024-06-02")
+    )
     assert manifest["version"] == world.version and len(manifest["tiles"]) == 1
 
 
 def test_a_failing_run_exits_non_zero_with_its_error(world, server):
     # The STAC API of earth-search is down in this world: the imagery step fails, predictions never run.
-    proc = world.cli("launch", "--region", "tiny-holdout", "--date", "2024-06-02", "--source", "earth-search", "--wait", "--url", server)
+    proc = world.cli(
+        "launch",
+        "--region",
+        "tiny-holdout",
+        "--date",
+        "2024-06-02",
+        "--source",
+        "earth-search",
+        "--wait",
+        "--url",
+        server,
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert re.search(r"STEP_FAILURE\s+imagery_tiles", proc.stdout)
     assert "STEP_START             predictions" not in proc.stdout
@@ -51,20 +77,42 @@ def test_a_failing_run_exits_non_zero_with_its_error(world, server):
     "args, message",
     [
         (["--region", "atlantis", "--date", "2024-06-02"], "unknown region 'atlantis'; known regions: "),
-        (["--region", "s2-sample", "--date", "2020-01-02"],
-         "source 'sample' of region 's2-sample' is one fixed scene of 2020-01-01: 1 of 1 date(s) have no imagery (2020-01-02)"),
-        (["--region", "landsat-sample", "--date", "2020-05-18"],
-         "reads bands blue, green, red, nir; source 'sample' of region 'landsat-sample' has blue, green, red"),
-        (["--region", "tiny-field", "--date", "2024-06-02", "--model", "ghost-model"],
-         "model 'ghost-model' has no trained versions"),
-        (["--region", "tiny-field", "--date", "2024-06-02", "--source", "sentinel-9"], "unknown imagery source 'sentinel-9'"),
-        (["--region", "tiny-field", "--date", "2014-01-01"], "date(s) 2014-01-01 lie outside the date partitions (2015-06-23 to "),
-        (["--region", "tiny-field", "--date", TOMORROW], f"date(s) {TOMORROW} lie outside the date partitions (2015-06-23 to "),
-        (["--region", "tiny-field", "--date", "2024-06-02", "--select", "imagery_tiles,labels"], "unknown asset(s) labels"),
-        (["--region", "tiny-field", "--date", "2024-09-09", "--select", "predictions,region_report"],
-         "no imagery_tiles for region 'tiny-field' on 2024-09-09: select imagery_tiles too"),
-        (["--region", "tiny-field", "--date", "2024-06-02", "--version", "000000000000"],
-         "model 'landcover-unet' has no version '000000000000'"),
+        (
+            ["--region", "s2-sample", "--date", "2020-01-02"],
+            "source 'sample' of region 's2-sample' is one fixed scene of 2020-01-01: 1 of 1 date(s) have no imagery (2020-01-02)",
+        ),
+        (
+            ["--region", "landsat-sample", "--date", "2020-05-18"],
+            "reads bands blue, green, red, nir; source 'sample' of region 'landsat-sample' has blue, green, red",
+        ),
+        (
+            ["--region", "tiny-field", "--date", "2024-06-02", "--model", "ghost-model"],
+            "model 'ghost-model' has no trained versions",
+        ),
+        (
+            ["--region", "tiny-field", "--date", "2024-06-02", "--source", "sentinel-9"],
+            "unknown imagery source 'sentinel-9'",
+        ),
+        (
+            ["--region", "tiny-field", "--date", "2014-01-01"],
+            "date(s) 2014-01-01 lie outside the date partitions (2015-06-23 to ",
+        ),
+        (
+            ["--region", "tiny-field", "--date", TOMORROW],
+            f"date(s) {TOMORROW} lie outside the date partitions (2015-06-23 to ",
+        ),
+        (
+            ["--region", "tiny-field", "--date", "2024-06-02", "--select", "imagery_tiles,labels"],
+            "unknown asset(s) labels",
+        ),
+        (
+            ["--region", "tiny-field", "--date", "2024-09-09", "--select", "predictions,region_report"],
+            "no imagery_tiles for region 'tiny-field' on 2024-09-09: select imagery_tiles too",
+        ),
+        (
+            ["--region", "tiny-field", "--date", "2024-06-02", "--version", "000000000000"],
+            "model 'landcover-unet' has no version '000000000000'",
+        ),
         (["--region", "tiny-field", "--date", "2024-06-02", "--model", "Bad_Name"], "invalid model name 'Bad_Name'"),
     ],
 )
@@ -80,8 +128,16 @@ def test_a_launch_that_cannot_succeed_is_refused_before_any_run(world, server, a
 @pytest.mark.parametrize(
     "assets, ops, message",
     [
-        (["imagery_tiles"], {"imagery_tiles": {"config": {"source": "sentinel-9"}}}, "not in enum type ImagerySource got sentinel-9"),
-        (["imagery_tiles"], {"imagery_tiles": {"config": {"bands": ["red", "coastal"]}}}, "not in enum type Band got coastal"),
+        (
+            ["imagery_tiles"],
+            {"imagery_tiles": {"config": {"source": "sentinel-9"}}},
+            "not in enum type ImagerySource got sentinel-9",
+        ),
+        (
+            ["imagery_tiles"],
+            {"imagery_tiles": {"config": {"bands": ["red", "coastal"]}}},
+            "not in enum type Band got coastal",
+        ),
         (["predictions"], {"predictions": {"config": {"device": "tpu"}}}, "not in enum type Device got tpu"),
     ],
 )
@@ -109,5 +165,9 @@ def test_the_readme_curl_launch_works(world, server, readme_curl):
     tags = {t["key"]: t["value"] for t in run["tags"]}
     assert (tags["dagster/partition"], tags["geo-assets/model"]) == ("2024-08-01|tiny-field", "landcover-unet")
     # Reports lie under their imagery variant and margin: one of each here, the default margin.
-    (report,) = [k for k in world.store.list(f"reports/landcover-unet/{world.version}/tiny-field/2024-08-01") if k.endswith("/report.md")]
+    (report,) = [
+        k
+        for k in world.store.list(f"reports/landcover-unet/{world.version}/tiny-field/2024-08-01")
+        if k.endswith("/report.md")
+    ]
     assert report.endswith("/margin-32px/report.md")

@@ -18,14 +18,27 @@ from pathlib import Path
 import dagster as dg
 import psutil
 import pytest
+from paused_runs import (  # tests/triggers is on sys.path
+    kill as _kill,
+)
+from paused_runs import (
+    materialize,
+    pause_when,
+    published,
+    resume,
+    step_failures,
+)
+from paused_runs import (
+    run_of as _run_of,
+)
+from paused_runs import (
+    wait_for as _wait_for,
+)
 
 from devtools.dagster_dev import BIN, ROOT
 from geo_assets.assets.common import digest
 from geo_assets.geo import acquisitions
 from geo_assets.geo.sources import DEFAULT_BANDS
-from paused_runs import (  # tests/triggers is on sys.path
-    kill as _kill, materialize, pause_when, published, resume, run_of as _run_of, step_failures, wait_for as _wait_for,
-)
 
 
 def imagery_key(region: str, date: str, tile_size: int) -> str:
@@ -46,10 +59,16 @@ def _materialize(world, partition: str, tile_size: int, log: Path) -> subprocess
 
 
 def _tiles(world, region: str, date: str, tile_size: int) -> list[str]:
-    return [k for k in world.store.list(f"imagery/{region}/{date}") if f"-{tile_size}px-" in k and k.endswith(".tif") and not k.endswith(".cloud.tif")]
+    return [
+        k
+        for k in world.store.list(f"imagery/{region}/{date}")
+        if f"-{tile_size}px-" in k and k.endswith(".tif") and not k.endswith(".cloud.tif")
+    ]
 
 
-def _pause_mid_write(world, proc: subprocess.Popen, region: str, date: str, tile_size: int, log: Path) -> list[psutil.Process]:
+def _pause_mid_write(
+    world, proc: subprocess.Popen, region: str, date: str, tile_size: int, log: Path
+) -> list[psutil.Process]:
     """Stop the run's processes (the run worker and its step processes) once its first tile is stored."""
     return pause_when(world, proc, lambda: bool(_tiles(world, region, date, tile_size)), "writing a tile", log)
 
@@ -77,16 +96,40 @@ def test_a_range_backfill_never_writes_a_partition_while_a_materialize_run_does(
 
         # The range run of the daemon: no dagster/partition tag, so the run queue does not hold it back.
         with open(b_log, "w") as out:
-            b = subprocess.Popen([BIN / "geo-assets", "backfill", "--region", region, "--from", dates[0], "--to", dates[-1],
-                                  "--wait", "--url", server], cwd=ROOT, env=world.env, stdout=out, stderr=subprocess.STDOUT)
-        backfill = _wait_for("the backfill's id", lambda: re.search(r"launched backfill (\S+) of 3", b_log.read_text()), 120)
-        b_runs = lambda: instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill.group(1)}))
+            b = subprocess.Popen(
+                [
+                    BIN / "geo-assets",
+                    "backfill",
+                    "--region",
+                    region,
+                    "--from",
+                    dates[0],
+                    "--to",
+                    dates[-1],
+                    "--wait",
+                    "--url",
+                    server,
+                ],
+                cwd=ROOT,
+                env=world.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        backfill = _wait_for(
+            "the backfill's id", lambda: re.search(r"launched backfill (\S+) of 3", b_log.read_text()), 120
+        )
+
+        def b_runs():
+            return instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill.group(1)}))
 
         def b_is_done_or_waits():  # done: it wrote meanwhile; or it waits for the partition, naming run A
             if b.poll() is not None:
                 return True
-            return any(f"run {a_run.run_id} is writing this partition" in (e.message or "")
-                       for run in b_runs() for e in instance.all_logs(run.run_id))
+            return any(
+                f"run {a_run.run_id} is writing this partition" in (e.message or "")
+                for run in b_runs()
+                for e in instance.all_logs(run.run_id)
+            )
 
         _wait_for("the backfill's run to end or to wait for the partition", b_is_done_or_waits, 600, poll=1)
     finally:
@@ -105,13 +148,15 @@ def test_a_range_backfill_never_writes_a_partition_while_a_materialize_run_does(
     b_writes = (_first_write(world, region, dates[1], 256), published[b_run.run_id])
     assert a_writes[1] <= b_writes[0], (
         f"two writers at once: run {a_run.run_id} wrote {partition} over {a_writes}, "
-        f"range run {b_run.run_id} over {b_writes}")
+        f"range run {b_run.run_id} over {b_writes}"
+    )
 
     # The output is whole: the manifest is the last publisher's, and every tile it lists is stored.
     manifest = world.store.read_json(imagery_key(region, dates[1], 256))
     assert manifest["tile_size"] == 256 and all(world.store.exists(t["path"]) for t in manifest["tiles"])
     events = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("imagery_tiles"), asset_partitions=[partition]), limit=1).records
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("imagery_tiles"), asset_partitions=[partition]), limit=1
+    ).records
     assert events[0].run_id == b_run.run_id
     assert events[0].asset_materialization.metadata["manifest_digest"].value == digest(manifest)
     # Every step released the leases it took when it published (imagery, predictions and reports).
@@ -138,10 +183,26 @@ def test_an_orphaned_step_whose_run_was_marked_failed_cannot_publish(world, inst
         instance.report_run_failed(instance.get_run_by_id(a_run.run_id), "the run worker was killed")
 
         # Another run of the partition writes and publishes it.
-        proc = subprocess.run([BIN / "dagster", "asset", "materialize", "-m", "geo_assets.definitions", "--select",
-                               "imagery_tiles", "--partition", partition, "--config-json",
-                               json.dumps({"ops": {"imagery_tiles": {"config": {"tile_size": 32}}}})],
-                              cwd=ROOT, env=world.env, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [
+                BIN / "dagster",
+                "asset",
+                "materialize",
+                "-m",
+                "geo_assets.definitions",
+                "--select",
+                "imagery_tiles",
+                "--partition",
+                partition,
+                "--config-json",
+                json.dumps({"ops": {"imagery_tiles": {"config": {"tile_size": 32}}}}),
+            ],
+            cwd=ROOT,
+            env=world.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         b_run = _run_of(instance, partition, before | {a_run.run_id})
         published = world.store.read_json(imagery_key(region, date, 32))
@@ -159,7 +220,9 @@ def test_an_orphaned_step_whose_run_was_marked_failed_cannot_publish(world, inst
     assert len(_tiles(world, region, date, 16)) == 64
     manifest = world.store.read_json(imagery_key(region, date, 32))
     assert manifest == published, f"the orphaned step of run {a_run.run_id} published over run {b_run.run_id}"
-    assert not world.store.exists(imagery_key(region, date, 16)), f"the orphaned step of run {a_run.run_id} published its variant"
+    assert not world.store.exists(imagery_key(region, date, 16)), (
+        f"the orphaned step of run {a_run.run_id} published its variant"
+    )
     assert all(world.store.exists(t["path"]) for t in manifest["tiles"])
     assert a_run.run_id not in _published(instance, partition)
     assert instance.get_run_by_id(a_run.run_id).status == dg.DagsterRunStatus.FAILURE
@@ -177,9 +240,26 @@ def test_a_run_that_waited_its_limit_fails_naming_the_writer(world, instance, tm
     try:
         a_run = _run_of(instance, partition, before)
         config = json.dumps({"ops": {"imagery_tiles": {"config": {"tile_size": 32}}}})
-        second = subprocess.run([BIN / "dagster", "asset", "materialize", "-m", "geo_assets.definitions", "--select",
-                                 "imagery_tiles", "--partition", partition, "--config-json", config],
-                                cwd=ROOT, env={**world.env, "GEO_ASSETS_LEASE_WAIT_S": "3"}, capture_output=True, text=True, timeout=600)
+        second = subprocess.run(
+            [
+                BIN / "dagster",
+                "asset",
+                "materialize",
+                "-m",
+                "geo_assets.definitions",
+                "--select",
+                "imagery_tiles",
+                "--partition",
+                partition,
+                "--config-json",
+                config,
+            ],
+            cwd=ROOT,
+            env={**world.env, "GEO_ASSETS_LEASE_WAIT_S": "3"},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         for p in paused:
             p.resume()
         assert a.wait(timeout=300) == 0, a_log.read_text()[-3000:]

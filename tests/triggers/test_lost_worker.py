@@ -11,10 +11,10 @@ import signal
 
 import dagster as dg
 import psutil
-
 from daemon_process import Daemon, dagster_home, wait_for
-from geo_assets.cli import register
 from test_leases import _tiles, imagery_key
+
+from geo_assets.cli import register
 
 REGION, DATE, TILE = "tiny-holdout", "2024-09-23", 16
 PARTITION = f"{DATE}|{REGION}"
@@ -44,11 +44,26 @@ def test_a_run_whose_daemon_tree_was_killed_fails_and_is_retried_to_the_end(worl
         daemon.start()
         try:
             tags = {"dagster/partition": PARTITION, "dagster/partition/date": DATE, "dagster/partition/region": REGION}
-            daemon.cli("dagster", "job", "launch", "-w", "workspace.yaml", "-l", "geo_assets", "-j", "imagery_job", "--tags", json.dumps(tags),
-                       "--config-json", json.dumps({"ops": {"imagery_tiles": {"config": {"tile_size": TILE}}}}))
+            daemon.cli(
+                "dagster",
+                "job",
+                "launch",
+                "-w",
+                "workspace.yaml",
+                "-l",
+                "geo_assets",
+                "-j",
+                "imagery_job",
+                "--tags",
+                json.dumps(tags),
+                "--config-json",
+                json.dumps({"ops": {"imagery_tiles": {"config": {"tile_size": TILE}}}}),
+            )
             run = wait_for(lambda: _run(instance, **tags), 60, "the launched run")
             wait_for(lambda: _tiles(world, REGION, DATE, TILE), 300, "the run's first tile", daemon, every=0.005)
-            worker = psutil.Process(wait_for(lambda: _worker_pid(instance, run.run_id), 30, "the run worker", every=0.05))
+            worker = psutil.Process(
+                wait_for(lambda: _worker_pid(instance, run.run_id), 30, "the run worker", every=0.05)
+            )
             daemon.stop(signal.SIGKILL)  # the daemon's process group: its code server, the run worker, its steps
             psutil.wait_procs([worker], timeout=30)
             assert not worker.is_running()
@@ -56,13 +71,20 @@ def test_a_run_whose_daemon_tree_was_killed_fails_and_is_retried_to_the_end(worl
             assert not world.store.exists(imagery_key(REGION, DATE, TILE))
 
             daemon.start()
-            wait_for(lambda: instance.get_run_by_id(run.run_id).is_finished, 300, "run monitoring to end the lost run", daemon)
+            wait_for(
+                lambda: instance.get_run_by_id(run.run_id).is_finished,
+                300,
+                "run monitoring to end the lost run",
+                daemon,
+            )
             assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
             messages = [e.message or "" for e in instance.all_logs(run.run_id)]
             assert any("ended without ending the run" in m for m in messages), messages[-5:]
             retry = wait_for(lambda: _run(instance, **{"dagster/parent_run_id": run.run_id}), 120, "the retry", daemon)
             wait_for(lambda: instance.get_run_by_id(retry.run_id).is_finished, 300, "the retry to end", daemon)
-            assert instance.get_run_by_id(retry.run_id).status == dg.DagsterRunStatus.SUCCESS, daemon.log.read_text()[-3000:]
+            assert instance.get_run_by_id(retry.run_id).status == dg.DagsterRunStatus.SUCCESS, daemon.log.read_text()[
+                -3000:
+            ]
         finally:
             daemon.stop()
     manifest = world.store.read_json(imagery_key(REGION, DATE, TILE))

@@ -17,15 +17,30 @@ import time
 import dagster as dg
 import psutil
 import pytest
+from paused_runs import (  # tests/triggers is on sys.path
+    kill,
+    materialize,
+    pause_when,
+    published,
+    resume,
+    run_of,
+    step_failures,
+)
 
 from geo_assets.assets.models import evaluation_set, trained_model, training_set
 from geo_assets.cli import register
 from geo_assets.ml import registry
-from paused_runs import kill, materialize, pause_when, published, resume, run_of, step_failures  # tests/triggers is on sys.path
 
 MODEL = "lease-unet"  # a model of its own: the world's landcover-unet serves the other trigger tests
-TRAIN = {"architecture": "fcn", "epochs": 2, "chips_per_epoch": 32, "chip_size": 64, "batch_size": 8,
-         "learning_rate": 0.01, "hyperparameters": {"hidden_channels": 8}}
+TRAIN = {
+    "architecture": "fcn",
+    "epochs": 2,
+    "chips_per_epoch": 32,
+    "chip_size": 64,
+    "batch_size": 8,
+    "learning_rate": 0.01,
+    "hyperparameters": {"hidden_channels": 8},
+}
 
 
 @pytest.fixture
@@ -40,10 +55,19 @@ def model(world, instance) -> str:
     """MODEL's training and evaluation sets (tiny-field, tiny-holdout) and a first version, in the world's instance."""
     if not world.store.exists(f"manifests/trained_model/{MODEL}.json"):
         register(instance, models=[MODEL])
-        ops = {"training_set": {"config": {"regions": ["tiny-field"]}}, "evaluation_set": {"config": {"regions": ["tiny-holdout"]}},
-               "trained_model": {"config": TRAIN}}
-        result = dg.materialize([training_set, evaluation_set, trained_model], partition_key=MODEL, instance=instance,
-                                resources=world.resources, run_config={"ops": ops}, raise_on_error=False)
+        ops = {
+            "training_set": {"config": {"regions": ["tiny-field"]}},
+            "evaluation_set": {"config": {"regions": ["tiny-holdout"]}},
+            "trained_model": {"config": TRAIN},
+        }
+        result = dg.materialize(
+            [training_set, evaluation_set, trained_model],
+            partition_key=MODEL,
+            instance=instance,
+            resources=world.resources,
+            run_config={"ops": ops},
+            raise_on_error=False,
+        )
         assert result.success, [e.message for e in result.all_events if e.is_failure]
     return MODEL
 
@@ -143,8 +167,11 @@ def test_an_orphaned_evaluation_whose_run_was_marked_failed_records_no_evaluatio
     def started() -> bool:
         time.sleep(0.02)  # the instance's database, read this often, stays free for the run's writes
         if not found:
-            found.extend(r.run_id for r in instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": MODEL}))
-                         if r.run_id not in before_runs)
+            found.extend(
+                r.run_id
+                for r in instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": MODEL}))
+                if r.run_id not in before_runs
+            )
         return any(instance.get_records_for_run(r, of_type=dg.DagsterEventType.STEP_START).records for r in found)
 
     paused = pause_when(world, a, started, "starting its step", a_log)
@@ -153,7 +180,9 @@ def test_an_orphaned_evaluation_whose_run_was_marked_failed_records_no_evaluatio
         _orphan(world, instance, a, paused, a_run)
     finally:
         kill(paused)
-    assert set(world.store.list(evaluations)) == stored, f"the orphaned step of run {a_run.run_id} recorded an evaluation"
+    assert set(world.store.list(evaluations)) == stored, (
+        f"the orphaned step of run {a_run.run_id} recorded an evaluation"
+    )
     assert (world.store.read_json(manifest) if world.store.exists(manifest) else None) == manifest_before
     assert a_run.run_id not in published(instance, "model_evaluation", MODEL)
     (failure,) = step_failures(instance, a_run.run_id)

@@ -33,8 +33,15 @@ DATE = "2024-06-01"
 FIELD = Region("tiny-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic")
 HOLDOUT = Region("tiny-holdout", (440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic")
 OTHER = Region("tiny-other", (480000.0, 5120000.0, 481280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic")
-TRAIN = {"architecture": "fcn", "epochs": 2, "chips_per_epoch": 32, "chip_size": 64, "batch_size": 8,
-         "learning_rate": 0.01, "hyperparameters": {"hidden_channels": 8}}
+TRAIN = {
+    "architecture": "fcn",
+    "epochs": 2,
+    "chips_per_epoch": 32,
+    "chip_size": 64,
+    "batch_size": 8,
+    "learning_rate": 0.01,
+    "hyperparameters": {"hidden_channels": 8},
+}
 TILES64 = {"config": {"tile_size": 64}}
 
 
@@ -46,12 +53,22 @@ class Deployment:
         self.home.mkdir()
         (self.home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
         self.store = Store(local_root(tmp / "storage"))
-        self.env = {**os.environ, "DAGSTER_HOME": str(self.home), "GEO_ASSETS_STORAGE_ROOT": (tmp / "storage").as_uri(),
-                    "GEO_ASSETS_MIN_MIOU": "0"}
+        self.env = {
+            **os.environ,
+            "DAGSTER_HOME": str(self.home),
+            "GEO_ASSETS_STORAGE_ROOT": (tmp / "storage").as_uri(),
+            "GEO_ASSETS_MIN_MIOU": "0",
+        }
 
     def cli(self, *args, min_miou: str = "0") -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / args[0]), *map(str, args[1:])], cwd=ROOT, capture_output=True, text=True,
-                              env={**self.env, "GEO_ASSETS_MIN_MIOU": min_miou}, timeout=600)
+        return subprocess.run(
+            [str(BIN / args[0]), *map(str, args[1:])],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**self.env, "GEO_ASSETS_MIN_MIOU": min_miou},
+            timeout=600,
+        )
 
     def main(self, *args, min_miou: str = "0", code: int = 0) -> str:
         """A `geo-assets` command in this process (the same code path without a process start-up); its output."""
@@ -65,14 +82,36 @@ class Deployment:
 
     def evaluate(self, regions: list[str], **extra) -> subprocess.CompletedProcess:
         ops = {"evaluation_set": {"config": {"regions": regions, **extra}}}
-        return self.cli("dagster", "asset", "materialize", "-m", "geo_assets.definitions", "--select",
-                        "evaluation_set,model_evaluation", "--partition", MODEL, "--config-json", json.dumps({"ops": ops}))
+        return self.cli(
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "geo_assets.definitions",
+            "--select",
+            "evaluation_set,model_evaluation",
+            "--partition",
+            MODEL,
+            "--config-json",
+            json.dumps({"ops": ops}),
+        )
 
     def predict(self, min_miou: str = "0", version: str | None = None) -> subprocess.CompletedProcess:
         config = {"model": MODEL, **({"version": version} if version else {})}
-        return self.cli("dagster", "asset", "materialize", "-m", "geo_assets.definitions", "--select", "predictions",
-                        "--partition", f"{DATE}|{HOLDOUT.name}", "--config-json",
-                        json.dumps({"ops": {"predictions": {"config": config}}}), min_miou=min_miou)
+        return self.cli(
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "geo_assets.definitions",
+            "--select",
+            "predictions",
+            "--partition",
+            f"{DATE}|{HOLDOUT.name}",
+            "--config-json",
+            json.dumps({"ops": {"predictions": {"config": config}}}),
+            min_miou=min_miou,
+        )
 
     def evaluations(self, version: str) -> list[dict]:
         return next(r for r in registry.list_versions(self.store, MODEL) if r["version"] == version)["evaluations"]
@@ -89,21 +128,32 @@ def deployment(tmp_path, monkeypatch) -> tuple[Deployment, str]:
     with dg.DagsterInstance.from_config(str(d.home)) as served:
         register(served, regions=catalogue.names(), models=[MODEL])
     storage = StorageResource(root=d.store.root)
-    resources = {"storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
-                 "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0), "training": InProcessTraining()}
+    resources = {
+        "storage": storage,
+        "compute": LocalPoolCompute(workers=2),
+        "io_manager": ManifestIOManager(storage=storage),
+        "imagery": ImageryResource(),
+        "gate": ModelGate(min_miou=0.0),
+        "training": InProcessTraining(),
+    }
     with dg.instance_for_test() as instance:  # the inputs, made the quick way; what is tested runs below
         register(instance, regions=catalogue.names(), models=[MODEL])
 
         def run(assets, key, ops):
-            result = dg.materialize(assets, partition_key=key, resources=resources, instance=instance, run_config={"ops": ops})
+            result = dg.materialize(
+                assets, partition_key=key, resources=resources, instance=instance, run_config={"ops": ops}
+            )
             assert result.success
             return result
 
         for region in (FIELD, HOLDOUT, OTHER):
             run([imagery_tiles], region_date_key(region.name, DATE), {"imagery_tiles": TILES64})
             run([labels], region.name, {"labels": TILES64})
-        result = run([training_set, trained_model], MODEL,
-                     {"training_set": {"config": {"regions": [FIELD.name]}}, "trained_model": {"config": TRAIN}})
+        result = run(
+            [training_set, trained_model],
+            MODEL,
+            {"training_set": {"config": {"regions": [FIELD.name]}}, "trained_model": {"config": TRAIN}},
+        )
     return d, result.output_for_node("trained_model")["version"]
 
 
@@ -123,10 +173,15 @@ def test_only_an_evaluation_on_the_registered_set_makes_a_version_serve(deployme
     out = d.main("model", "evaluation-set", MODEL, "--regions", HOLDOUT.name)
     registered = registry.registered_set(d.store, MODEL)
     assert registered["acquisitions"] == [[HOLDOUT.name, DATE]] and registered["revision"] == 1
-    assert f"registered model {MODEL} evaluation set: {registered['set_id']} revision 1, 1 acquisition(s): tiny-holdout/{DATE}" in out
+    assert (
+        f"registered model {MODEL} evaluation set: {registered['set_id']} revision 1, 1 acquisition(s): tiny-holdout/{DATE}"
+        in out
+    )
     # Bad input: one clear error, and the registered set is untouched.
     assert "unknown region 'atlantis'" in d.main("model", "evaluation-set", MODEL, "--regions", "atlantis", code=2)
-    assert "2024-07-01" in d.main("model", "evaluation-set", MODEL, "--regions", HOLDOUT.name, "--dates", "2024-07-01", code=2)
+    assert "2024-07-01" in d.main(
+        "model", "evaluation-set", MODEL, "--regions", HOLDOUT.name, "--dates", "2024-07-01", code=2
+    )
     assert registry.registered_set(d.store, MODEL) == registered
 
     # Judged on another set (at gate 0, where any score passes): recorded and shown, but the blocking
@@ -147,8 +202,10 @@ def test_only_an_evaluation_on_the_registered_set_makes_a_version_serve(deployme
     assert f"evaluation set: {registered['set_id']} revision 1, 1 acquisition(s): tiny-holdout/{DATE}" in listing
     refused = d.predict()
     assert refused.returncode != 0
-    assert (f"no version of model '{MODEL}' has passed the quality gate (min mIoU 0.0) on its registered evaluation set "
-            f"(revision 1, {registered['set_id']})") in refused.stdout + refused.stderr
+    assert (
+        f"no version of model '{MODEL}' has passed the quality gate (min mIoU 0.0) on its registered evaluation set "
+        f"(revision 1, {registered['set_id']})"
+    ) in refused.stdout + refused.stderr
 
 
 def test_an_evaluation_on_the_registered_set_serves_and_the_set_changes_only_on_purpose(deployment):
@@ -169,7 +226,10 @@ def test_an_evaluation_on_the_registered_set_serves_and_the_set_changes_only_on_
     d.main("model", "evaluation-set", MODEL, "--regions", OTHER.name)
     changed = registry.registered_set(d.store, MODEL)
     assert changed["acquisitions"] == [[OTHER.name, DATE]] and changed["revision"] == 2
-    assert changed["previous_set_id"] == registered["set_id"] and "geo-assets model evaluation-set" in changed["changed_by"]
+    assert (
+        changed["previous_set_id"] == registered["set_id"]
+        and "geo-assets model evaluation-set" in changed["changed_by"]
+    )
     _ok(d.evaluate([OTHER.name]))
     assert _latest_metadata(d.home, "evaluation_set")["registered_revision"] == 2
 
@@ -186,15 +246,19 @@ def test_a_pinned_version_that_no_longer_passes_is_refused_not_served(deployment
 
     # The deployment raises the bar: the pin no longer passes, and is refused (not served), saying why and the way out.
     listing = d.main("model", "list", MODEL, min_miou="0.99")
-    assert f"serving: none (pinned to {version}, REFUSED: it does not pass the gate in force (min mIoU 0.99))" in listing
+    assert (
+        f"serving: none (pinned to {version}, REFUSED: it does not pass the gate in force (min mIoU 0.99))" in listing
+    )
     assert f"! {version}" in listing
     refused = d.predict(min_miou="0.99")
     assert refused.returncode != 0
     message = refused.stdout + refused.stderr
-    assert (f"model '{MODEL}' is pinned to version {version}, which does not pass the quality gate in force (min mIoU 0.99): "
-            f"its best mIoU on the registered evaluation set, revision 1 ({registered['set_id']}), is {evaluation['miou']:.3f}. "
-            f"Re-evaluate it (materialise model_evaluation[{MODEL}]), unpin it (`geo-assets model promote {MODEL} --auto`), "
-            "or pass an explicit version to predict anyway") in message
+    assert (
+        f"model '{MODEL}' is pinned to version {version}, which does not pass the quality gate in force (min mIoU 0.99): "
+        f"its best mIoU on the registered evaluation set, revision 1 ({registered['set_id']}), is {evaluation['miou']:.3f}. "
+        f"Re-evaluate it (materialise model_evaluation[{MODEL}]), unpin it (`geo-assets model promote {MODEL} --auto`), "
+        "or pass an explicit version to predict anyway"
+    ) in message
     _ok(d.predict(min_miou="0.99", version=version))  # the named version: the explicit way out
 
 
@@ -205,7 +269,10 @@ def test_one_damaged_version_record_leaves_the_others_usable_and_is_named(deploy
     listing = d.cli("geo-assets", "model", "list", MODEL)
     assert listing.returncode == 0, listing.stderr[-3000:]
     assert f"* {version}" in listing.stdout
-    assert f"skipped an unreadable record: {d.store.uri(f'models/{MODEL}/0badc0ffee00/model.json')} is not valid JSON (0 bytes)" in listing.stderr
+    assert (
+        f"skipped an unreadable record: {d.store.uri(f'models/{MODEL}/0badc0ffee00/model.json')} is not valid JSON (0 bytes)"
+        in listing.stderr
+    )
     _ok(d.predict())  # the serving version still predicts
 
 
@@ -221,8 +288,21 @@ def test_unrelated_work_never_changes_what_the_registered_set_reads(deployment):
     assert "-64px-" in pin["imagery"]
 
     def cut(asset: str, key: str, tile_size: int, **config) -> None:
-        _ok(d.cli("dagster", "asset", "materialize", "-m", "geo_assets.definitions", "--select", asset, "--partition", key,
-                  "--config-json", json.dumps({"ops": {asset: {"config": {"tile_size": tile_size, **config}}}})))
+        _ok(
+            d.cli(
+                "dagster",
+                "asset",
+                "materialize",
+                "-m",
+                "geo_assets.definitions",
+                "--select",
+                asset,
+                "--partition",
+                key,
+                "--config-json",
+                json.dumps({"ops": {asset: {"config": {"tile_size": tile_size, **config}}}}),
+            )
+        )
 
     # Unrelated work on the held-out region: its imagery cut at 64 px with more bands (the variant an
     # unpinned selection would take: the most bands at the labels' tile size), then imagery and labels at 128 px.
@@ -232,8 +312,10 @@ def test_unrelated_work_never_changes_what_the_registered_set_reads(deployment):
     # What the input_changes sensor requests for the set: its own acquisitions.
     refused = d.evaluate([HOLDOUT.name], acquisitions=[acquisition])
     assert refused.returncode != 0
-    assert (f"the labels of region '{HOLDOUT.name}' are now cut at 128 px from synthetic; the registered evaluation set "
-            f"reads {acquisition} with labels cut at 64 px from synthetic") in refused.stdout + refused.stderr
+    assert (
+        f"the labels of region '{HOLDOUT.name}' are now cut at 128 px from synthetic; the registered evaluation set "
+        f"reads {acquisition} with labels cut at 64 px from synthetic"
+    ) in refused.stdout + refused.stderr
     assert registry.registered_set(d.store, MODEL) == registered
 
     cut("labels", HOLDOUT.name, 64)  # the way out the message names
@@ -267,7 +349,9 @@ def test_two_registrations_at_once_never_overwrite_each_other(any_store):
         if before:
             registry.register_set(any_store, MODEL, before, by="setup")
         first = registry.registered_set(any_store, MODEL)
-        with pytest.raises(ValueError, match=f"the evaluation set of model '{MODEL}' was changed by another writer meanwhile"):
+        with pytest.raises(
+            ValueError, match=f"the evaluation set of model '{MODEL}' was changed by another writer meanwhile"
+        ):
             registry.register_set(Meanwhile(any_store), MODEL, [[HOLDOUT.name, DATE]], by="this writer")
         other = registry.registered_set(any_store, MODEL)
         assert other["changed_by"] == "the other writer" and other["acquisitions"] == [[OTHER.name, DATE]]

@@ -12,8 +12,11 @@ from geo_assets.demo import only_output
 DATE = "2024-06-01"
 UTM = ("ground-utm", (499360.0, 4982400.0, 500640.0, 4983680.0), "EPSG:32631")  # 1.28 km square at 45° N, 3° E
 # The same ground in Web Mercator: the box around the UTM square's edges (0.013 % more ground).
-MERCATOR = ("ground-mercator", tuple(round(v, 2) for v in transform_bounds(UTM[2], "EPSG:3857", *UTM[1], densify_pts=101)),
-            "EPSG:3857")
+MERCATOR = (
+    "ground-mercator",
+    tuple(round(v, 2) for v in transform_bounds(UTM[2], "EPSG:3857", *UTM[1], densify_pts=101)),
+    "EPSG:3857",
+)
 
 
 def _report(world, server, name, bbox, crs) -> dict:

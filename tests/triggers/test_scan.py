@@ -6,7 +6,13 @@ import pytest
 
 from geo_assets.geo.store import BucketNotFoundError, make_store
 
-KEYS = ["in/a/2024-01-01/x.json", "in/a/2024-01-02/y.json", "in/a/2024-01-02/y/B04.tif", "in/b/2024-01-01/z.json", "in/c.json"]
+KEYS = [
+    "in/a/2024-01-01/x.json",
+    "in/a/2024-01-02/y.json",
+    "in/a/2024-01-02/y/B04.tif",
+    "in/b/2024-01-01/z.json",
+    "in/c.json",
+]
 
 
 def _write(store, keys):

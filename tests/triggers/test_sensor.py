@@ -4,10 +4,11 @@ arrivals that wait for their region, regions registered from a footprint, the ti
 import json
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 import pytest
+from trigger_stores import FARM
 
 from devtools.arrivals import write_item, write_scene
 from geo_assets.arrival_sensor import PENDING_MAX, interval_seconds, scene_arrivals
@@ -17,9 +18,8 @@ from geo_assets.geo.regions import Region, add_region, load_catalogue
 from geo_assets.geo.store import Store, local_root
 from resources.arrivals import ArrivalsResource, arrivals_from_env
 from resources.storage import StorageResource
-from trigger_stores import FARM
 
-TODAY = datetime.now(timezone.utc).date().isoformat()
+TODAY = datetime.now(UTC).date().isoformat()
 
 
 class Lines(logging.Handler):
@@ -49,8 +49,12 @@ def evaluate(store, instance, cursor=None, **settings):
     """One tick, as the daemon runs it; returns (result, log lines)."""
     lines = Lines()
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor,
-        resources={"storage": StorageResource(root=store.root), "arrivals": ArrivalsResource(settle_seconds=0.2, **settings)},
+        instance=instance,
+        cursor=cursor,
+        resources={
+            "storage": StorageResource(root=store.root),
+            "arrivals": ArrivalsResource(settle_seconds=0.2, **settings),
+        },
     )
     context.log.addHandler(lines)
     return scene_arrivals(context), lines.lines
@@ -68,27 +72,41 @@ def test_arrivals_become_one_run_request_per_partition(store, instance):
     first, _ = evaluate(store, instance)  # the first tick: the watch starts now
     a = f"incoming/arrival-farm/{TODAY}/S2A_1.json"
     b1, b2 = "incoming/arrival-farm/2024-06-01/S2A_2.json", "incoming/arrival-farm/2024-06-01/S2B_3.json"
-    for key in (a, b1, b2, f"incoming/arrival-farm/{TODAY}/S2A_1/B04.tif", "incoming/notes.txt",
-                "incoming/arrival-farm/2014-01-01/too-early.json"):
+    for key in (
+        a,
+        b1,
+        b2,
+        f"incoming/arrival-farm/{TODAY}/S2A_1/B04.tif",
+        "incoming/notes.txt",
+        "incoming/arrival-farm/2014-01-01/too-early.json",
+    ):
         write_item(store, key)
     settled()
     result, lines = evaluate(store, instance, first.cursor)
     requests = sorted(result.run_requests, key=lambda r: r.partition_key)
     refs_b = sorted([ref(store, b1), ref(store, b2)])
     assert [(r.run_key, r.partition_key, r.run_config, r.tags) for r in requests] == [
-        (f"arrivals:2024-06-01|arrival-farm:{digest(refs_b)}",
-         dg.MultiPartitionKey({"region": "arrival-farm", "date": "2024-06-01"}),
-         {"ops": {"imagery_tiles": {"config": {"arrivals": "incoming/arrival-farm/2024-06-01"}}}},
-         {"geo-assets/arrivals": " ".join(refs_b)}),
-        (f"arrivals:{TODAY}|arrival-farm:{digest([ref(store, a)])}",
-         dg.MultiPartitionKey({"region": "arrival-farm", "date": TODAY}),
-         {"ops": {"imagery_tiles": {"config": {"arrivals": f"incoming/arrival-farm/{TODAY}"}}}},
-         {"geo-assets/arrivals": ref(store, a)}),
+        (
+            f"arrivals:2024-06-01|arrival-farm:{digest(refs_b)}",
+            dg.MultiPartitionKey({"region": "arrival-farm", "date": "2024-06-01"}),
+            {"ops": {"imagery_tiles": {"config": {"arrivals": "incoming/arrival-farm/2024-06-01"}}}},
+            {"geo-assets/arrivals": " ".join(refs_b)},
+        ),
+        (
+            f"arrivals:{TODAY}|arrival-farm:{digest([ref(store, a)])}",
+            dg.MultiPartitionKey({"region": "arrival-farm", "date": TODAY}),
+            {"ops": {"imagery_tiles": {"config": {"arrivals": f"incoming/arrival-farm/{TODAY}"}}}},
+            {"geo-assets/arrivals": ref(store, a)},
+        ),
     ]
     assert scene_arrivals.job_name == "imagery_job"
     assert "skipped incoming/notes.txt: does not lie under a partition folder incoming/{region}/{date}" in lines
-    assert any(line.startswith("skipped incoming/arrival-farm/2014-01-01/too-early.json: 2014-01-01 is not an acquisition date partition")
-               for line in lines)
+    assert any(
+        line.startswith(
+            "skipped incoming/arrival-farm/2014-01-01/too-early.json: 2014-01-01 is not an acquisition date partition"
+        )
+        for line in lines
+    )
     assert result.dynamic_partitions_requests in (None, [])  # the region has its partition
     assert len(result.cursor) < 500
     # The next tick finds nothing new.
@@ -103,8 +121,11 @@ def test_arrivals_for_an_unknown_region_wait_until_it_is_added(store, instance):
     settled()
     waiting, lines = evaluate(store, instance, first.cursor)
     assert waiting.run_requests == []
-    assert any("region 'new-farm' is not in the region catalogue: 1 arrived item version(s) wait for it. "
-               "Add it with `geo-assets region add new-farm" in line for line in lines), lines
+    assert any(
+        "region 'new-farm' is not in the region catalogue: 1 arrived item version(s) wait for it. "
+        "Add it with `geo-assets region add new-farm" in line
+        for line in lines
+    ), lines
     assert [p["key"] for p in json.loads(waiting.cursor)["pending"]] == [key]
     still, _ = evaluate(store, instance, waiting.cursor)
     assert still.run_requests == [] and json.loads(still.cursor)["pending"] == json.loads(waiting.cursor)["pending"]
@@ -139,10 +160,14 @@ def test_a_region_is_registered_from_its_first_items_footprint_when_enabled(stor
     result, lines = evaluate(store, instance, first.cursor, register_regions=True)
     region = load_catalogue(store).get("new-farm")
     assert (region.crs, region.source) == ("EPSG:32631", "earth-search")
-    assert [r.partition_key for r in result.run_requests] == [dg.MultiPartitionKey({"region": "new-farm", "date": TODAY})]
+    assert [r.partition_key for r in result.run_requests] == [
+        dg.MultiPartitionKey({"region": "new-farm", "date": TODAY})
+    ]
     assert [list(r.partition_keys) for r in result.dynamic_partitions_requests] == [["new-farm"]]
     assert any("registered region new-farm (EPSG:32631" in line for line in lines), lines
-    assert any("region 'no-footprint' could not be registered" in line and "declares no CRS" in line for line in lines), lines
+    assert any(
+        "region 'no-footprint' could not be registered" in line and "declares no CRS" in line for line in lines
+    ), lines
     assert "no-footprint" not in load_catalogue(store).names()
     assert [p["region"] for p in json.loads(result.cursor)["pending"]] == ["no-footprint"]
 
@@ -151,7 +176,9 @@ def test_settings_have_bounds_and_clear_errors(monkeypatch):
     assert interval_seconds() == 30
     for value in ("0", "1.5", "nan", "inf", "soon"):
         monkeypatch.setenv("GEO_ASSETS_ARRIVALS_INTERVAL", value)
-        with pytest.raises(ValueError, match=f"GEO_ASSETS_ARRIVALS_INTERVAL='{value}': must be a whole number of seconds"):
+        with pytest.raises(
+            ValueError, match=f"GEO_ASSETS_ARRIVALS_INTERVAL='{value}': must be a whole number of seconds"
+        ):
             interval_seconds()
     monkeypatch.delenv("GEO_ASSETS_ARRIVALS_INTERVAL")
     assert arrivals_from_env() == ArrivalsResource()
@@ -161,9 +188,12 @@ def test_settings_have_bounds_and_clear_errors(monkeypatch):
     got = arrivals_from_env()
     assert (got.layout, got.lookback_days, got.register_regions) == ("landing/{date}/{region}", 3, True)
     for name, value, message in [
-        ("SETTLE_SECONDS", "nan", "must be a finite number"), ("SETTLE_SECONDS", "inf", "must be a finite number"),
-        ("LOOKBACK_DAYS", "400", "less than or equal to 366"), ("MAX_ARRIVALS", "0", "greater than or equal to 1"),
-        ("LAYOUT", "incoming/{date}", "invalid arrivals layout"), ("SINCE", "yesterday", "expected an ISO time"),
+        ("SETTLE_SECONDS", "nan", "must be a finite number"),
+        ("SETTLE_SECONDS", "inf", "must be a finite number"),
+        ("LOOKBACK_DAYS", "400", "less than or equal to 366"),
+        ("MAX_ARRIVALS", "0", "greater than or equal to 1"),
+        ("LAYOUT", "incoming/{date}", "invalid arrivals layout"),
+        ("SINCE", "yesterday", "expected an ISO time"),
         ("REGISTER_REGIONS", "maybe", "use true or false"),
     ]:
         with monkeypatch.context() as m:

@@ -11,27 +11,37 @@ import os
 import signal
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
-
 from daemon_process import Daemon, dagster_home, finished_ticks, sensor_ticks, wait_for
+from trigger_stores import BUCKET, s3_settings
+
 from geo_assets.geo.regions import Region, add_region
 from geo_assets.geo.store import make_store
-from trigger_stores import BUCKET, s3_settings
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(2400)]
 
 REGIONS = ["soak-a", "soak-b"]
-TODAY = datetime.now(timezone.utc).date()
+TODAY = datetime.now(UTC).date()
 
 
 def wave_keys(w: int, n_recent: int = 2100, n_late: int = 400) -> list[str]:
     """2100 items under the 3 latest dates (found by the recent-dates pass) and 400 under old
     dates (found by the sweep), a few hundred per partition, so that a wave is a few dozen runs."""
-    recent = [f"incoming/{r}/{TODAY - timedelta(days=d)}/w{w}-{i:03d}.json" for r in REGIONS for d in range(3) for i in range(350)]
-    late = [f"incoming/{r}/2019-0{w + 1}-{d + 1:02d}/w{w}-{i:03d}.json" for r in REGIONS for d in range(2) for i in range(100)]
+    recent = [
+        f"incoming/{r}/{TODAY - timedelta(days=d)}/w{w}-{i:03d}.json"
+        for r in REGIONS
+        for d in range(3)
+        for i in range(350)
+    ]
+    late = [
+        f"incoming/{r}/2019-0{w + 1}-{d + 1:02d}/w{w}-{i:03d}.json"
+        for r in REGIONS
+        for d in range(2)
+        for i in range(100)
+    ]
     return recent[:n_recent] + late[:n_late]
 
 
@@ -57,10 +67,18 @@ def requested(instance) -> Counter:
 
 def test_ten_thousand_versions_each_run_once_across_three_restarts(tmp_path, s3_server, prefix):
     home = dagster_home(tmp_path / "home", max_concurrent_runs=0)
-    env = {**os.environ, "DAGSTER_HOME": str(home), "GEO_ASSETS_PROFILE": "aws",
-           "GEO_ASSETS_STORAGE_ROOT": f"s3://{BUCKET}/{prefix}", "AWS_ENDPOINT_URL_S3": s3_server.endpoint_url,
-           "AWS_ACCESS_KEY_ID": s3_server.access_key, "AWS_SECRET_ACCESS_KEY": s3_server.secret_key, "AWS_REGION": "us-east-1",
-           "GEO_ASSETS_ARRIVALS_INTERVAL": "1", "GEO_ASSETS_ARRIVALS_SETTLE_SECONDS": "2"}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "GEO_ASSETS_PROFILE": "aws",
+        "GEO_ASSETS_STORAGE_ROOT": f"s3://{BUCKET}/{prefix}",
+        "AWS_ENDPOINT_URL_S3": s3_server.endpoint_url,
+        "AWS_ACCESS_KEY_ID": s3_server.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+        "AWS_REGION": "us-east-1",
+        "GEO_ASSETS_ARRIVALS_INTERVAL": "1",
+        "GEO_ASSETS_ARRIVALS_SETTLE_SECONDS": "2",
+    }
     store = make_store(f"s3://{BUCKET}/{prefix}", **s3_settings(s3_server))
     for name in REGIONS:
         add_region(store, Region(name, (399360.0, 5140480.0, 400640.0, 5141760.0), "EPSG:32631", "earth-search"))
@@ -70,7 +88,13 @@ def test_ten_thousand_versions_each_run_once_across_three_restarts(tmp_path, s3_
     expected: set[str] = set()
 
     def all_requested(timeout=600):
-        wait_for(lambda: set(requested(instance)) >= expected, timeout, f"runs for all {len(expected)} versions so far", daemon, every=3)
+        wait_for(
+            lambda: set(requested(instance)) >= expected,
+            timeout,
+            f"runs for all {len(expected)} versions so far",
+            daemon,
+            every=3,
+        )
 
     daemon.start()
     try:
@@ -84,7 +108,9 @@ def test_ten_thousand_versions_each_run_once_across_three_restarts(tmp_path, s3_
         daemon.start()
         put(store, wave_keys(1))
         expected |= versions(store)
-        wait_for(lambda: len(requested(instance)) > len(expected) - 2500 + 200, 300, "part of wave 1", daemon, every=0.5)
+        wait_for(
+            lambda: len(requested(instance)) > len(expected) - 2500 + 200, 300, "part of wave 1", daemon, every=0.5
+        )
         daemon.stop(signal.SIGKILL)  # restart 2: killed in the middle of a wave
         daemon.start()
         all_requested()

@@ -5,7 +5,7 @@ a few hundred bytes that a restarted daemon picks up."""
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -13,8 +13,8 @@ from geo_assets.geo.arrivals import Layout, Watcher, WatchState
 from geo_assets.geo.store import Store, local_root
 
 SETTLE = 0.2
-TODAY = datetime.now(timezone.utc).date().isoformat()
-YESTERDAY = (datetime.now(timezone.utc).date() - timedelta(days=1)).isoformat()
+TODAY = datetime.now(UTC).date().isoformat()
+YESTERDAY = (datetime.now(UTC).date() - timedelta(days=1)).isoformat()
 
 
 def watcher(layout="incoming/{region}/{date}", **kw) -> Watcher:
@@ -61,13 +61,23 @@ def test_each_item_version_is_found_once_rewrites_again_deletions_never(any_stor
     settled()
     assert run(w, any_store, state) == ([], [])
     a, b = f"incoming/farm-a/{TODAY}/S2A_1.json", f"incoming/farm-b/{YESTERDAY}/S2B_2.json"
-    write(any_store, a, b, f"incoming/farm-a/{TODAY}/S2A_1/B04.tif",  # an item's COG: an asset, not an arrival
-          "incoming/readme.txt", "incoming/Farm_C/2024-01-01/x.json", "incoming/farm-d/2024-02-30/y.json")
+    write(
+        any_store,
+        a,
+        b,
+        f"incoming/farm-a/{TODAY}/S2A_1/B04.tif",  # an item's COG: an asset, not an arrival
+        "incoming/readme.txt",
+        "incoming/Farm_C/2024-01-01/x.json",
+        "incoming/farm-d/2024-02-30/y.json",
+    )
     settled()
     got, unrecognised = run(w, any_store, state, ticks=3)
     assert sorted(got) == sorted(refs(any_store, a, b))
     assert sorted(k for k, _ in unrecognised) == [
-        "incoming/Farm_C/2024-01-01/x.json", "incoming/farm-d/2024-02-30/y.json", "incoming/readme.txt"]
+        "incoming/Farm_C/2024-01-01/x.json",
+        "incoming/farm-d/2024-02-30/y.json",
+        "incoming/readme.txt",
+    ]
     assert "invalid region name 'Farm_C'" in dict(unrecognised)["incoming/Farm_C/2024-01-01/x.json"]
     assert "not a calendar date" in dict(unrecognised)["incoming/farm-d/2024-02-30/y.json"]
 
@@ -87,7 +97,9 @@ def test_an_item_that_sorts_before_the_ones_seen_is_still_found(any_store):
     assert len(run(w, any_store, state)[0]) == 1
     write(any_store, f"incoming/farm/{TODAY}/S2A.json", f"incoming/farm/{YESTERDAY}/S2A.json")
     settled()
-    assert sorted(run(w, any_store, state)[0]) == sorted(refs(any_store, f"incoming/farm/{TODAY}/S2A.json", f"incoming/farm/{YESTERDAY}/S2A.json"))
+    assert sorted(run(w, any_store, state)[0]) == sorted(
+        refs(any_store, f"incoming/farm/{TODAY}/S2A.json", f"incoming/farm/{YESTERDAY}/S2A.json")
+    )
 
 
 def test_late_dates_are_found_by_the_sweep_once_over_many_ticks(any_store):
@@ -198,8 +210,14 @@ def test_the_recent_pass_lists_recent_keys_only_however_long_the_history(any_sto
 
 
 def test_layouts_are_checked():
-    for bad in ("{region}/{date}", "incoming/{region}", "incoming/{region}/{date}/items", "in coming/{region}/{date}",
-                "incoming/{region}/{region}/{date}", 7):
+    for bad in (
+        "{region}/{date}",
+        "incoming/{region}",
+        "incoming/{region}/{date}/items",
+        "in coming/{region}/{date}",
+        "incoming/{region}/{region}/{date}",
+        7,
+    ):
         with pytest.raises(ValueError, match="invalid arrivals layout"):
             Layout.parse(bad)
     layout = Layout.parse("landing/{region}/s2/{date}")
@@ -217,7 +235,7 @@ def test_a_new_lookback_classifies_each_version_once(tmp_path):
     store = Store(local_root(tmp_path))
     write(store, *[f"incoming/farm/2019-01-0{d}/x.json" for d in range(1, 8)])
     settled()
-    ten_days_ago = (datetime.now(timezone.utc).date() - timedelta(days=10)).isoformat()
+    ten_days_ago = (datetime.now(UTC).date() - timedelta(days=10)).isoformat()
     w30 = watcher(lookback_days=30, page_size=3)
     state = start(w30)
     a = f"incoming/farm/{ten_days_ago}/a.json"  # recent for 30 days, late for 7

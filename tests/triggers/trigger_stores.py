@@ -13,8 +13,12 @@ FARM = Region("arrival-farm", (399360.0, 5140480.0, 400640.0, 5141760.0), "EPSG:
 
 
 def s3_settings(server) -> dict:
-    return dict(endpoint_url=server.endpoint_url, region=REGION, access_key_id=server.access_key,
-                secret_access_key=server.secret_key)
+    return dict(
+        endpoint_url=server.endpoint_url,
+        region=REGION,
+        access_key_id=server.access_key,
+        secret_access_key=server.secret_key,
+    )
 
 
 def gcs_settings(endpoint_url) -> dict:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import yaml
 
@@ -35,24 +35,65 @@ class Deployment:
 
     def commands(self) -> dict[str, list]:
         return {
-            "code-server": [BIN / "dagster", "code-server", "start", "-h", "127.0.0.1", "-p", self.env["GEO_ASSETS_GRPC_PORT"],
-                            "-m", "geo_assets.definitions"],
-            "webserver": [BIN / "python", "-m", "geo_assets.webserver", "-h", "127.0.0.1", "-p", self.base.rsplit(":", 1)[1],
-                          "-w", WORKSPACE],
+            "code-server": [
+                BIN / "dagster",
+                "code-server",
+                "start",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                self.env["GEO_ASSETS_GRPC_PORT"],
+                "-m",
+                "geo_assets.definitions",
+            ],
+            "webserver": [
+                BIN / "python",
+                "-m",
+                "geo_assets.webserver",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                self.base.rsplit(":", 1)[1],
+                "-w",
+                WORKSPACE,
+            ],
             "daemon": [BIN / "dagster-daemon", "run", "-w", WORKSPACE],
         }
 
     def start(self, name: str) -> None:
-        self.procs[name] = subprocess.Popen(self.commands()[name], cwd=ROOT, env=self.env, stdout=open(self.tmp / f"{name}.log", "a"),
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = subprocess.Popen(
+            self.commands()[name],
+            cwd=ROOT,
+            env=self.env,
+            stdout=open(self.tmp / f"{name}.log", "a"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def stop(self, name: str) -> None:
         stop_group(self.procs.pop(name), grace=30)
 
     def launch(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([BIN / "geo-assets", "launch", "--url", self.graphql, "--region", REGION, "--date", DATE,
-                               "--select", "imagery_tiles", *args], cwd=ROOT, env=self.env, capture_output=True, text=True,
-                              timeout=600)
+        return subprocess.run(
+            [
+                BIN / "geo-assets",
+                "launch",
+                "--url",
+                self.graphql,
+                "--region",
+                REGION,
+                "--date",
+                DATE,
+                "--select",
+                "imagery_tiles",
+                *args,
+            ],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     def ready(self, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
@@ -66,8 +107,12 @@ class Deployment:
 
 
 @contextmanager
-def host_stack(tmp: Path, pg: Postgres, db_port: int | None = None,
-               services: tuple[str, ...] = ("code-server", "webserver", "daemon")) -> Iterator[Deployment]:
+def host_stack(
+    tmp: Path,
+    pg: Postgres,
+    db_port: int | None = None,
+    services: tuple[str, ...] = ("code-server", "webserver", "daemon"),
+) -> Iterator[Deployment]:
     """`services` serving on `pg` (reached on `db_port` when given: a relay in front of it)."""
     home = tmp / "home"
     home.mkdir()
@@ -75,8 +120,14 @@ def host_stack(tmp: Path, pg: Postgres, db_port: int | None = None,
     instance["storage"] = yaml.safe_load((ROOT / "deploy/compose/dagster.yaml").read_text())["storage"]
     (home / "dagster.yaml").write_text(yaml.safe_dump(instance))
     port = free_port()
-    env = {**os.environ, **pg.env(), "DAGSTER_PG_PORT": str(db_port or pg.port), "DAGSTER_HOME": str(home),
-           "GEO_ASSETS_GRPC_PORT": str(free_port()), "GEO_ASSETS_STORAGE_ROOT": (tmp / "storage").as_uri()}
+    env = {
+        **os.environ,
+        **pg.env(),
+        "DAGSTER_PG_PORT": str(db_port or pg.port),
+        "DAGSTER_HOME": str(home),
+        "GEO_ASSETS_GRPC_PORT": str(free_port()),
+        "GEO_ASSETS_STORAGE_ROOT": (tmp / "storage").as_uri(),
+    }
     env.pop("GEO_ASSETS_PROFILE", None)
     subprocess.run([BIN / "geo-assets", "init"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
     deployment = Deployment(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/graphql", env, tmp)
@@ -100,4 +151,6 @@ def until_shown(page, url: str, text: str, timeout: float = 120) -> None:
             page.get_by_text(text, exact=True).first.wait_for(timeout=10_000)
             return
         except Exception:
-            assert time.monotonic() < deadline, f"{url} did not show {text!r} in {timeout:.0f} s: {page.inner_text('body')[:2000]}"
+            assert time.monotonic() < deadline, (
+                f"{url} did not show {text!r} in {timeout:.0f} s: {page.inner_text('body')[:2000]}"
+            )

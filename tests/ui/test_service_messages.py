@@ -29,8 +29,9 @@ def test_a_daemon_that_never_reported_gets_a_banner_that_goes_once_it_runs(serve
     page.goto(f"{server.base}/runs")
     banner = page.locator(f"#{BANNER_ID}")
     banner.wait_for()
-    assert banner.inner_text() == ("The Dagster daemon has never reported: queued runs will not start, sensors and "
-                                   "schedules do not tick.")
+    assert banner.inner_text() == (
+        "The Dagster daemon has never reported: queued runs will not start, sensors and schedules do not tick."
+    )
     page.get_by_text("No runs found", exact=True).wait_for()  # Dagster's page itself is whole beside it
     shoot("daemon-never-reported")
 
@@ -61,9 +62,10 @@ def test_a_stopped_database_gets_one_message_naming_it_and_the_ui_and_launches_a
         assert proc.returncode == 2 and "launched run" not in proc.stdout, proc.stdout + proc.stderr
         assert proc.stderr.strip() == (
             f"geo-assets: error: the Dagster webserver at {server.graphql} cannot reach its database: "
-            f"connection to server at \"127.0.0.1\", port {server.pg.port} failed: Connection refused; Is the server "
+            f'connection to server at "127.0.0.1", port {server.pg.port} failed: Connection refused; Is the server '
             "running on that host and accepting TCP/IP connections?. Nothing was launched; start the database (its "
-            "runs and history are kept) and launch again"), proc.stderr
+            "runs and history are kept) and launch again"
+        ), proc.stderr
     finally:
         server.pg.start()
     # The message's page reloads itself: Dagster's page replaces it without a click.

@@ -77,15 +77,21 @@ def test_a_stopped_daemon_gets_a_banner_and_its_queued_run_completes_when_back(s
             break
         assert time.monotonic() < deadline, "no banner while the daemon is stopped"
         time.sleep(10)
-    assert re.fullmatch(r"The Dagster daemon has not reported for \d+ s: queued runs will not start, sensors and "
-                        r"schedules do not tick\.", banner.inner_text()), banner.inner_text()
+    assert re.fullmatch(
+        r"The Dagster daemon has not reported for \d+ s: queued runs will not start, sensors and "
+        r"schedules do not tick\.",
+        banner.inner_text(),
+    ), banner.inner_text()
     shoot("daemon-stopped-run-queued")
 
     server.start("daemon")
     banner.wait_for(state="detached", timeout=300_000)  # the open page asks again every few seconds
     deadline = time.monotonic() + 600
-    while (status := graphql(server.graphql, 'query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }',
-                             {"id": run_id})["runOrError"]["status"]) not in ("SUCCESS", "FAILURE", "CANCELED"):
+    while (
+        status := graphql(
+            server.graphql, "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id}
+        )["runOrError"]["status"]
+    ) not in ("SUCCESS", "FAILURE", "CANCELED"):
         assert time.monotonic() < deadline, status
         time.sleep(2)
     assert status == "SUCCESS"
@@ -101,7 +107,10 @@ def test_a_database_that_does_not_answer_gets_one_message_naming_it_and_the_runs
     message = page.locator("h1").inner_text()
     assert response.status == 503, (response.status, page.inner_text("body")[:1000])
     where = f"PostgreSQL at 127.0.0.1:{server.relay.port}, database {server.pg.db}"
-    assert message.startswith(f"The Dagster webserver cannot reach its database, {where}: ") and "timeout expired" in message
+    assert (
+        message.startswith(f"The Dagster webserver cannot reach its database, {where}: ")
+        and "timeout expired" in message
+    )
     assert server.pg.password not in page.content()
     shoot("database-silent")
     answer = requests.post(server.graphql, json={"query": "{ version }"}, timeout=60)

@@ -68,7 +68,8 @@ def _open_asset_graph(page, base: str, shoot) -> str:
 def _materialise_from_launchpad(page, shoot) -> str:
     """Open the launchpad, pick the partition, give the run config, launch; returns the run id."""
     materialize_menu = page.locator("button[class*=Button_filled]").filter(
-        has=page.get_by_role("img", name="arrow_drop_down"))
+        has=page.get_by_role("img", name="arrow_drop_down")
+    )
     materialize_menu.click()
     page.get_by_role("menuitem", name="Open launchpad").click()
     launchpad = page.get_by_role("dialog").filter(has_text="Launchpad")
@@ -167,7 +168,9 @@ def _covered(run: dict) -> set[str]:
     tags = _tags(run)
     if "dagster/partition" in tags:
         return {tags["dagster/partition"]}
-    (first, region), (last, other) = (tags[f"dagster/asset_partition_range_{end}"].split("|") for end in ("start", "end"))
+    (first, region), (last, other) = (
+        tags[f"dagster/asset_partition_range_{end}"].split("|") for end in ("start", "end")
+    )
     assert region == other, tags
     start, stop = (datetime.date.fromisoformat(d) for d in (first, last))
     return {f"{start + datetime.timedelta(n)}|{region}" for n in range((stop - start).days + 1)}
@@ -195,7 +198,9 @@ def test_materialise_see_the_preview_and_backfill_in_the_ui(server, page, shoot)
     assert tags["geo-assets/region"] == FIELD.name and tags["geo-assets/source"] == "synthetic"
     assert tags["geo-assets/model"] == MODEL and tags["geo-assets/model-version"] == server.model_version
 
-    report = server.store.read_json(only_output(server.store, "region_report", MODEL, server.model_version, FIELD.name, DATE))
+    report = server.store.read_json(
+        only_output(server.store, "region_report", MODEL, server.model_version, FIELD.name, DATE)
+    )
     stored = server.store.read_bytes(report["preview"])
     _see_preview(page, server.base, stored, shoot)
 

@@ -31,8 +31,14 @@ HOLDOUT = Region("ui-holdout", (440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG
 FIELD = Region("ui-field", (480000.0, 5120000.0, 481280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic")
 TILES = {"config": {"tile_size": 64}}
 # Plumbing, not quality: the gate is set to 0 for this deployment, so one short epoch serves.
-TRAINING = {"architecture": "fcn", "epochs": 1, "chips_per_epoch": 16, "chip_size": 64, "batch_size": 8,
-            "hyperparameters": {"hidden_channels": 8}}
+TRAINING = {
+    "architecture": "fcn",
+    "epochs": 1,
+    "chips_per_epoch": 16,
+    "chip_size": 64,
+    "batch_size": 8,
+    "hyperparameters": {"hidden_channels": 8},
+}
 
 
 def prepare(home: Path, root: str) -> str:
@@ -45,8 +51,12 @@ def prepare(home: Path, root: str) -> str:
     save_catalogue(store, catalogue)
     storage = StorageResource(root=root)
     resources = {
-        "storage": storage, "compute": LocalPoolCompute(workers=2), "io_manager": ManifestIOManager(storage=storage),
-        "imagery": ImageryResource(), "gate": ModelGate(min_miou=0.0), "training": InProcessTraining(),
+        "storage": storage,
+        "compute": LocalPoolCompute(workers=2),
+        "io_manager": ManifestIOManager(storage=storage),
+        "imagery": ImageryResource(),
+        "gate": ModelGate(min_miou=0.0),
+        "training": InProcessTraining(),
     }
     # The instance yaml reads DAGSTER_HOME from the environment.
     with pytest.MonkeyPatch.context() as env:
@@ -55,18 +65,23 @@ def prepare(home: Path, root: str) -> str:
         register(instance, regions=catalogue.names(), models=[MODEL])
 
         def run(assets, key, ops):
-            result = dg.materialize(assets, partition_key=key, resources=resources, instance=instance,
-                                    run_config={"ops": ops})
+            result = dg.materialize(
+                assets, partition_key=key, resources=resources, instance=instance, run_config={"ops": ops}
+            )
             assert result.success, key
             return result
 
         for region in (TRAIN, HOLDOUT):
             run([imagery_tiles], region_date_key(region.name, DATE), {"imagery_tiles": TILES})
             run([labels], region.name, {"labels": TILES})
-        trained = run([training_set, evaluation_set, trained_model, model_evaluation], MODEL, {
-            "training_set": {"config": {"regions": [TRAIN.name], "dates": [DATE]}},
-            "evaluation_set": {"config": {"regions": [HOLDOUT.name], "dates": [DATE]}},
-            "trained_model": {"config": TRAINING},
-        })
+        trained = run(
+            [training_set, evaluation_set, trained_model, model_evaluation],
+            MODEL,
+            {
+                "training_set": {"config": {"regions": [TRAIN.name], "dates": [DATE]}},
+                "evaluation_set": {"config": {"regions": [HOLDOUT.name], "dates": [DATE]}},
+                "trained_model": {"config": TRAINING},
+            },
+        )
         instance.dispose()
     return trained.output_for_node("trained_model")["version"]
