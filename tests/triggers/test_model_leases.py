@@ -56,8 +56,9 @@ def model(world, instance) -> str:
     if not world.store.exists(f"manifests/trained_model/{MODEL}.json"):
         register(instance, models=[MODEL])
         ops = {
-            "training_set": {"config": {"regions": ["tiny-field"]}},
-            "evaluation_set": {"config": {"regions": ["tiny-holdout"]}},
+            # The world's date only: other tests of the session cut these regions on other dates and sizes.
+            "training_set": {"config": {"regions": ["tiny-field"], "dates": ["2024-06-01"]}},
+            "evaluation_set": {"config": {"regions": ["tiny-holdout"], "dates": ["2024-06-01"]}},
             "trained_model": {"config": TRAIN},
         }
         result = dg.materialize(
