@@ -19,17 +19,14 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
 from bench.common import machine_info, publish
+from bench.silent_database import compose_instance, until_ready
 from devtools.dagster_dev import BIN, free_port
-from devtools.postgres import postgres_server
-from devtools.relay import Relay
-from geo_assets.graphql import DagsterClient, LaunchError
 
 MEASURES = ["bench/database_away.py", "geo_assets/graphql.py", "geo_assets/cli.py", "deploy/compose/dagster.yaml"]
 REPO = Path(__file__).resolve().parent.parent
@@ -41,40 +38,11 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def until_ready(url: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            DagsterClient(url).ready()
-            return
-        except LaunchError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
-
-
 def measure(repeats: int) -> dict:
     connect_timeout = yaml.safe_load((REPO / "deploy/compose/dagster.yaml").read_text())["storage"]["postgres"][
         "postgres_db"
     ]["params"]["connect_timeout"]
-    with tempfile.TemporaryDirectory(prefix="bench-database-away-") as tmp, postgres_server() as pg:
-        relay = Relay((pg.host, pg.port))
-        home = Path(tmp) / "home"
-        home.mkdir()
-        (home / "dagster.yaml").write_text((REPO / "deploy/compose/dagster.yaml").read_text())
-        env = {
-            **os.environ,
-            **pg.env(),
-            "DAGSTER_PG_PORT": str(relay.port),
-            "DAGSTER_HOME": str(home),
-            "GEO_ASSETS_STORAGE_ROOT": (Path(tmp) / "storage").as_uri(),
-            "GEO_ASSETS_LOG_BUCKET": "logs",
-            "AWS_ACCESS_KEY_ID": "unused",
-            "AWS_SECRET_ACCESS_KEY": "unused",
-            "AWS_REGION": "us-east-1",
-        }
-        env.pop("GEO_ASSETS_PROFILE", None)
-        subprocess.run([BIN / "geo-assets", "init"], cwd=REPO, env=env, check=True, capture_output=True)
+    with compose_instance("bench-database-away-") as (relay, env):
         port = free_port()
         url = f"http://127.0.0.1:{port}/graphql"
         web = subprocess.Popen(
@@ -105,7 +73,6 @@ def measure(repeats: int) -> dict:
                     raise RuntimeError(f"launch did not name the database: {proc.stdout[-1000:]}{proc.stderr[-1000:]}")
                 log(f"repeat {i + 1}/{repeats}: {seconds[-1]:.1f} s")
         finally:
-            relay.close()
             os.killpg(web.pid, signal.SIGKILL)
             web.wait(timeout=30)
     return {"connect_timeout_s": connect_timeout, "seconds": seconds, "median_s": statistics.median(seconds)}

@@ -20,17 +20,14 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import requests
 
 from bench.common import machine_info, publish
+from bench.silent_database import compose_instance, until_ready
 from devtools.dagster_dev import BIN, free_port
-from devtools.postgres import postgres_server
-from devtools.relay import Relay
-from geo_assets.graphql import DagsterClient, LaunchError
 
 MEASURES = ["bench/service_messages.py", "geo_assets/webserver", "deploy/compose/dagster.yaml"]
 REPO = Path(__file__).resolve().parent.parent
@@ -47,18 +44,6 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def until_ready(url: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            DagsterClient(url).ready()
-            return
-        except LaunchError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
-
-
 def timed(call) -> tuple[float, int]:
     started = time.perf_counter()
     status = call().status_code
@@ -66,24 +51,7 @@ def timed(call) -> tuple[float, int]:
 
 
 def measure(n_requests: int, repeats: int) -> dict:
-    with tempfile.TemporaryDirectory(prefix="bench-service-messages-") as tmp, postgres_server() as pg:
-        relay = Relay((pg.host, pg.port))
-        home = Path(tmp) / "home"
-        home.mkdir()
-        (home / "dagster.yaml").write_text((REPO / "deploy/compose/dagster.yaml").read_text())
-        env = {
-            **os.environ,
-            **pg.env(),
-            "DAGSTER_PG_PORT": str(relay.port),
-            "DAGSTER_HOME": str(home),
-            "GEO_ASSETS_STORAGE_ROOT": (Path(tmp) / "storage").as_uri(),
-            "GEO_ASSETS_LOG_BUCKET": "logs",
-            "AWS_ACCESS_KEY_ID": "unused",
-            "AWS_SECRET_ACCESS_KEY": "unused",
-            "AWS_REGION": "us-east-1",
-        }
-        env.pop("GEO_ASSETS_PROFILE", None)
-        subprocess.run([BIN / "geo-assets", "init"], cwd=REPO, env=env, check=True, capture_output=True)
+    with compose_instance("bench-service-messages-") as (relay, env):
         bases, procs = {}, []
         try:
             for name, command in COMMANDS.items():
@@ -133,7 +101,6 @@ def measure(n_requests: int, repeats: int) -> dict:
                     + ", ".join(f"{n} {s[-2]:.1f} s, {s[-1]:.1f} s" for n, s in silent.items())
                 )
         finally:
-            relay.close()
             for proc in procs:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=30)
