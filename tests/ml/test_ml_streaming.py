@@ -95,7 +95,7 @@ def test_evaluation_holds_a_batch_of_tiles_at_most_and_scores_as_before(store, s
 
 def test_evaluation_allocates_no_more_on_sixteen_times_the_tiles(store, sets):
     """Evaluation's traced peak (numpy's and Python's allocations, on every thread) is the same on 4 tiles
-    and on 64 (the same acquisition listed 16 times): only the confusion matrix accumulates, nothing per
+    and on 256 (the same acquisition listed 64 times): only the confusion matrix accumulates, nothing per
     tile (a batch of inputs, or even its predictions, kept)."""
     record = train_version(store, TrainingRequest("mem-small", SETTINGS, sets["small"]), pool, lambda _: None).record
     from geo_assets.ml.predict import load_model, predict_batch
@@ -117,12 +117,14 @@ def test_evaluation_allocates_no_more_on_sixteen_times_the_tiles(store, sets):
     peak(sets["small"])  # once before: the pools' threads, GDAL's state on each, torch's kernels
     # The least of three runs each: what awaits the garbage collector only ever adds to a peak.
     small = min(peak(sets["small"]) for _ in range(3))
-    large = min(peak({**sets["small"], "items": sets["small"]["items"] * 16}) for _ in range(3))
-    # Within 3 input tiles' bytes (small objects of GDAL, rasterio and torch awaiting the garbage collector
-    # vary by about 1.5 tiles): keeping only the predictions of 60 more tiles passes it, their inputs by far.
+    large = min(peak({**sets["small"], "items": sets["small"]["items"] * 64}) for _ in range(3))
+    # Within 6 input tiles' bytes: a peak is a maximum over the run, and the moments when the pools' threads
+    # hold two batches' buffers beside GDAL's and torch's small objects vary it by up to about 3 tiles (seen
+    # in CI on 64 tiles; nothing is retained after the run). Keeping only the predictions of the 252 more
+    # tiles exceeds it several times over, their inputs by far.
     tile = TILE * TILE * len(BANDS) * 4
-    assert large - small < 3 * tile, (
-        f"evaluation's peak grows with the set: {small:,} bytes on 4 tiles, {large:,} on 64"
+    assert large - small < 6 * tile, (
+        f"evaluation's peak grows with the set: {small:,} bytes on 4 tiles, {large:,} on 256"
     )
 
 
