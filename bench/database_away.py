@@ -4,7 +4,8 @@
 
 A real PostgreSQL (devtools.postgres) reached through a relay that can go silent (devtools.relay: it
 accepts connections and never answers, as a database whose packets are dropped), and
-`dagster-webserver` on deploy/compose/dagster.yaml (its `connect_timeout`) serving the code location. Each
+the deployment's webserver (`geo-assets-webserver`, geo_assets/webserver/) on deploy/compose/dagster.yaml
+(its `connect_timeout`) serving the code location. Each
 repeat: the relay forwards, the webserver answers, the relay goes silent, and `geo-assets launch` is
 timed from its start until it exits with its one-line error naming the database. The figure is set by
 the connect timeout times dagster-postgres's six attempts, with their backoff. Results go to
@@ -28,7 +29,13 @@ from bench.common import machine_info, publish
 from bench.silent_database import compose_instance, until_ready
 from devtools.dagster_dev import BIN, free_port
 
-MEASURES = ["bench/database_away.py", "geo_assets/graphql.py", "geo_assets/cli.py", "deploy/compose/dagster.yaml"]
+MEASURES = [
+    "bench/database_away.py",
+    "geo_assets/graphql.py",
+    "geo_assets/cli.py",
+    "geo_assets/webserver",
+    "deploy/compose/dagster.yaml",
+]
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "database_away.json"
 LAUNCH = ["launch", "--region", "synth-holdout", "--date", "2024-06-01", "--select", "imagery_tiles"]
@@ -46,7 +53,7 @@ def measure(repeats: int) -> dict:
         port = free_port()
         url = f"http://127.0.0.1:{port}/graphql"
         web = subprocess.Popen(
-            [BIN / "dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
+            [BIN / "python", "-m", "geo_assets.webserver", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
             cwd=REPO,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -81,7 +88,7 @@ def measure(repeats: int) -> dict:
 def render(info: dict, result: dict) -> str:
     runs = ", ".join(f"{s:.1f}" for s in result["seconds"])
     return (
-        f"## A database that does not answer\n\n`geo-assets launch` against a webserver whose PostgreSQL accepts "
+        f"## A database that does not answer\n\n`geo-assets launch` against the deployment's webserver (`geo-assets-webserver`) whose PostgreSQL accepts "
         f"connections and never answers (deploy/compose/dagster.yaml, connect_timeout {result['connect_timeout_s']} s): "
         f"**{result['median_s']:.1f} s** median from start to its one-line error naming the database "
         f"({len(result['seconds'])} runs: {runs} s).\n\nMachine: {info['nproc']} cores ({info['cpu_model']}), "
