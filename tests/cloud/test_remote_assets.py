@@ -20,6 +20,7 @@ from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
 from resources.training import InProcessTraining
+from tests.tiny_world import TILES64, TRAIN  # the tiny world's training settings
 
 # 2 x 2 tiles of 64 px at 10 m, on the grid (as in tests/dagster).
 TINY = Region(
@@ -29,17 +30,7 @@ TINY_HOLDOUT = Region(
     "tiny-holdout", (440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", ("2024-06-01",)
 )
 DATE = "2024-06-01"
-TILES64 = {"config": {"tile_size": 64}}
 CUT = "synthetic-64px-blue-green-red-nir"  # the imagery variant TILES64 cuts
-TRAIN = {
-    "architecture": "fcn",
-    "epochs": 2,
-    "chips_per_epoch": 32,
-    "chip_size": 64,
-    "batch_size": 8,
-    "learning_rate": 0.01,
-    "hyperparameters": {"hidden_channels": 8},
-}
 
 
 @pytest.fixture

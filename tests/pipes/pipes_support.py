@@ -22,6 +22,7 @@ from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
 from resources.training import InProcessTraining
+from tests.tiny_world import TRAIN as TINY_TRAIN
 
 DATA_BUCKET = "geo-assets-data"
 PIPES_BUCKET = "geo-assets-pipes"
@@ -32,16 +33,7 @@ TINY = Region(
 DATE = "2024-06-01"
 MODEL = "tiny-model"
 # Tiny and fast, as in tests/dagster; seeded, so two trainings on the CPU give the same weights.
-TRAIN = {
-    "architecture": "fcn",
-    "epochs": 2,
-    "chips_per_epoch": 32,
-    "chip_size": 64,
-    "batch_size": 8,
-    "learning_rate": 0.01,
-    "hyperparameters": {"hidden_channels": 8},
-    "device": "cpu",
-}
+TRAIN = {**TINY_TRAIN, "device": "cpu"}
 
 
 def resources_for(storage: StorageResource, training) -> dict:

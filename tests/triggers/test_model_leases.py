@@ -30,17 +30,9 @@ from paused_runs import (  # tests/triggers is on sys.path
 from geo_assets.assets.models import evaluation_set, trained_model, training_set
 from geo_assets.cli import register
 from geo_assets.ml import registry
+from tests.tiny_world import TRAIN  # the tiny world's training settings
 
 MODEL = "lease-unet"  # a model of its own: the world's landcover-unet serves the other trigger tests
-TRAIN = {
-    "architecture": "fcn",
-    "epochs": 2,
-    "chips_per_epoch": 32,
-    "chip_size": 64,
-    "batch_size": 8,
-    "learning_rate": 0.01,
-    "hyperparameters": {"hidden_channels": 8},
-}
 
 
 @pytest.fixture

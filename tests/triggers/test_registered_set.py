@@ -27,22 +27,13 @@ from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
 from resources.training import InProcessTraining
+from tests.tiny_world import TILES64, TRAIN  # the tiny world's training settings
 
 MODEL = "tiny-model"
 DATE = "2024-06-01"
 FIELD = Region("tiny-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic")
 HOLDOUT = Region("tiny-holdout", (440320.0, 5120000.0, 441600.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic")
 OTHER = Region("tiny-other", (480000.0, 5120000.0, 481280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic")
-TRAIN = {
-    "architecture": "fcn",
-    "epochs": 2,
-    "chips_per_epoch": 32,
-    "chip_size": 64,
-    "batch_size": 8,
-    "learning_rate": 0.01,
-    "hyperparameters": {"hidden_channels": 8},
-}
-TILES64 = {"config": {"tile_size": 64}}
 
 
 class Deployment:
