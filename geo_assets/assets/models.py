@@ -26,18 +26,22 @@ from resources.storage import StorageResource
 from resources.training import TrainingResource
 
 ALL = dg.AllPartitionMapping()
+# The tags of runs that automation launched: a sensor's, a schedule's, an automation condition's.
+AUTOMATION_TAGS = ("dagster/sensor_name", "dagster/schedule_name", "dagster/from_automation_condition")
 CODE_VERSION = "2"  # bump when a change to this module changes what these assets store
 
 
 def _register_evaluation_set(context: dg.AssetExecutionContext, store, model: str, manifest: dict) -> dict:
     """The set a model is judged on changes only on purpose: the first selection for a model registers it
-    (unless a sensor launched the run: automation never defines a set), and later only
+    (unless a sensor, a schedule or an automation condition launched the run: automation never defines a set), and later only
     `geo-assets model evaluation-set` changes it. No run config can, or a run could choose its own judge."""
     pairs = registry.acquisitions(manifest)
     registered = registry.registered_set(store, model)
     this = registry.judged_set_id(manifest, registered)
-    sensor = context.run.tags.get("dagster/sensor_name")
-    if registered is None and sensor is None:
+    automated = next(
+        (f"{t.split('/')[1]} {context.run.tags[t]}" for t in AUTOMATION_TAGS if t in context.run.tags), None
+    )
+    if registered is None and automated is None:
         leases.check_held(context, store, model)  # an orphaned step registers nothing
         registered, changed = registry.register_set(
             store,
@@ -53,7 +57,7 @@ def _register_evaluation_set(context: dg.AssetExecutionContext, store, model: st
             )
     elif registered is None:
         context.log.warning(
-            f"evaluation_set[{model}] was selected by sensor {sensor}; the model has no registered "
+            f"evaluation_set[{model}] was selected by {automated}; the model has no registered "
             f"evaluation set, and automation never registers one: run `geo-assets model evaluation-set {model}`"
         )
         return {"set_id": this, "registered_set": "none", "is_registered_set": False}

@@ -25,6 +25,7 @@ from geo_assets.map.links import map_url
 from geo_assets.ml import registry
 from geo_assets.ml.metrics import scores
 from geo_assets.partitions import region_date_partitions
+from resources import leases
 from resources.gate import ModelGate
 from resources.storage import KEYED_BY_MODEL_VERSION, StorageResource, dims_path, model_manifest_key
 
@@ -172,6 +173,9 @@ def _region_report(
         classes = class_colours(store.path(predictions["mosaic"]), rgb.shape[:2])
     png = side_by_side_png(rgb, classes)
     prefix = f"reports/{model}/{version}/{region}/{date}/{predictions['variant']}/margin-{predictions['margin']}px"
+    # The files are published under a path that does not name the predictions' data: an orphaned step
+    # (its run marked failed) must not replace those of the report another run has published since.
+    leases.check_held(context, store, dims_path({"region": region, "date": date}))
     store.write_bytes(f"{prefix}/preview.png", png)
     summary = _summary(
         region, date, model, version, predictions, imagery_tiles, areas, shares, reference, holdout, nodata_km2

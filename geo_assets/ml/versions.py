@@ -9,9 +9,12 @@ the device type and torch version that shape the weights are part of it.
 from __future__ import annotations
 
 import datetime
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from functools import partial
+from pathlib import Path
 
 from geo_assets.geo.integrity import file_record
 from geo_assets.geo.landcover import CLASSES
@@ -114,7 +117,10 @@ def train_version(
     identity = Normalisation.identity(bands)
     moments, labelled = survey(tiles, mapper, config.batch_size, identity, len(CLASSES))
     normalisation = moments.normalisation(bands)  # stored with the version, applied at prediction
-    log(f"training {settings['architecture']} on {len(tiles)} tiles from {len(inputs)} acquisitions ({device})")
+    log(
+        f"training {settings['architecture']} on {len(tiles)} tiles from {len(inputs)} acquisitions ({device}): "
+        f"version {version}"
+    )
     # Each acquisition is drawn alike; a batch reads only the tiles its chips come from, normalised as a batch.
     sampler = ChipSampler(labelled, config.chip_size, config.chips_per_epoch, seed=config.seed, groups=tiles.groups)
     chips = ChipBatches(
@@ -123,12 +129,41 @@ def train_version(
     result = train_chips(
         chips, len(bands), len(CLASSES), config, progress=lambda e, n, loss: log(f"epoch {e}/{n}: loss {loss:.4f}")
     )
-    files = {}  # each file's size and sha256, checked wherever it is loaded (geo.integrity)
-    for file, export in EXPORTS.items():  # model.pt2 (torch) and model.onnx (ONNX Runtime)
-        with store.writing(f"{prefix}/{file}") as tmp:
-            export(result.model, tmp, len(bands))
-            files[file] = file_record(tmp)
-    record = {
+    # Exported into a local folder first: nothing is written under the version's prefix before
+    # `before_record` lets this step publish, so a step that lost its partition (an orphan whose run was
+    # marked failed) never rewrites the files of the same version another run has published since.
+    staged = Path(tempfile.mkdtemp(prefix="geo-assets-export-"))
+    try:
+        files = {}  # each file's size and sha256, checked wherever it is loaded (geo.integrity)
+        for file, export in EXPORTS.items():  # model.pt2 (torch) and model.onnx (ONNX Runtime)
+            export(result.model, str(staged / file), len(bands))
+            files[file] = file_record(str(staged / file))
+        record = _record(request, version, normalisation, inputs, runtime, code, prefix, files, result)
+        before_record()
+        for file in EXPORTS:
+            with store.writing(f"{prefix}/{file}") as tmp:
+                shutil.copyfile(staged / file, tmp)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    store.write_json(record_key, record)  # written last: a version exists once its record does
+    return TrainedVersion(record, reused=False)
+
+
+def _record(
+    request: TrainingRequest,
+    version: str,
+    normalisation: Normalisation,
+    inputs: list,
+    runtime: dict,
+    code: dict,
+    prefix: str,
+    files: dict,
+    result,
+) -> dict:
+    """A trained version's model.json."""
+    settings, training_set = request.settings, request.training_set
+    bands = training_set["bands"]
+    return {
         "name": request.model,
         "version": version,
         "created_at": datetime.datetime.now(datetime.UTC).isoformat(),
@@ -148,6 +183,3 @@ def train_version(
         "train_seconds": round(result.seconds, 2),
         "device": result.device,
     }
-    before_record()
-    store.write_json(record_key, record)  # written last: a version exists once its record does
-    return TrainedVersion(record, reused=False)

@@ -78,10 +78,22 @@ def _train(world, seed: int, log, env: dict | None = None) -> subprocess.Popen:
     return materialize(world, "trained_model", MODEL, {"trained_model": {"config": {**TRAIN, "seed": seed}}}, log, env)
 
 
-def _pause_before_record(world, proc, log, before: set[str]) -> tuple[str, list[psutil.Process]]:
-    """Stop a training once a new version's weights are exported: its record (model.json) comes after."""
-    paused = pause_when(world, proc, lambda: bool(_versions(world) - before), "exporting a version", log)
-    (version,) = _versions(world) - before
+def _pause_before_record(world, instance, proc, log, before_runs: set[str]) -> tuple[str, list[psutil.Process]]:
+    """Stop a training at its last epoch's log line: its exports, then its files and its record (model.json)
+    under the version's prefix, come after. Returns the version the step said it trains."""
+    last = f"epoch {TRAIN['epochs']}/{TRAIN['epochs']}:"
+    messages: list[str] = []
+
+    def trained() -> bool:
+        time.sleep(0.02)  # the instance's database, read this often, stays free for the run's writes
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": MODEL}))
+        messages[:] = [
+            e.user_message or "" for r in runs if r.run_id not in before_runs for e in instance.all_logs(r.run_id)
+        ]
+        return any(m.startswith(last) for m in messages)
+
+    paused = pause_when(world, proc, trained, "its last epoch", log)
+    (version,) = {m.rsplit(": version ", 1)[1] for m in messages if m.startswith("training ") and ": version " in m}
     return version, paused
 
 
@@ -102,7 +114,7 @@ def test_a_second_training_of_a_model_waits_for_the_first_and_fails_naming_it(wo
     before_runs, before = {r.run_id for r in instance.get_runs()}, _versions(world)
     a_log = tmp_path / "first.log"
     a = _train(world, 101, a_log)
-    version, paused = _pause_before_record(world, a, a_log, before)
+    version, paused = _pause_before_record(world, instance, a, a_log, before_runs)
     try:
         a_run = run_of(instance, MODEL, before_runs)
         assert not _recorded(world, version), "the writer published before it could be paused"
@@ -124,18 +136,22 @@ def test_a_second_training_of_a_model_waits_for_the_first_and_fails_naming_it(wo
 
 
 def test_an_orphaned_training_whose_run_was_marked_failed_records_no_version(world, model, instance, tmp_path):
-    before_runs, before = {r.run_id for r in instance.get_runs()}, _versions(world)
+    before_runs = {r.run_id for r in instance.get_runs()}
     manifest_before = world.store.read_json(f"manifests/trained_model/{MODEL}.json")
     a_log = tmp_path / "orphan.log"
     a = _train(world, 103, a_log)
-    version, paused = _pause_before_record(world, a, a_log, before)
+    version, paused = _pause_before_record(world, instance, a, a_log, before_runs)
     try:
         a_run = run_of(instance, MODEL, before_runs)
         assert not _recorded(world, version), "the writer published before it could be paused"
         _orphan(world, instance, a, paused, a_run)
     finally:
         kill(paused)
-    # Its weights are exported, but no version exists for the registry, and the manifest is the one before.
+    # Nothing is written under the version's prefix (so a version of the same id that another run published
+    # since is never rewritten), no version exists for the registry, and the manifest is the one before.
+    assert not world.store.list(registry.model_prefix(MODEL, version)), (
+        f"the orphaned step of run {a_run.run_id} wrote under version {version}'s prefix"
+    )
     assert not _recorded(world, version), f"the orphaned step of run {a_run.run_id} recorded version {version}"
     assert version not in {v["version"] for v in registry.list_versions(world.store, MODEL)}
     assert world.store.read_json(f"manifests/trained_model/{MODEL}.json") == manifest_before

@@ -16,7 +16,7 @@ from devtools.dagster_dev import BIN, ROOT
 from geo_assets import cli
 from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.assets.labels import labels
-from geo_assets.assets.models import trained_model, training_set
+from geo_assets.assets.models import AUTOMATION_TAGS, evaluation_set, trained_model, training_set
 from geo_assets.cli import register
 from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
 from geo_assets.geo.store import Store, local_root
@@ -118,15 +118,7 @@ def deployment(tmp_path, monkeypatch) -> tuple[Deployment, str]:
     monkeypatch.setenv("DAGSTER_HOME", str(d.home))  # the instance yaml reads it
     with dg.DagsterInstance.from_config(str(d.home)) as served:
         register(served, regions=catalogue.names(), models=[MODEL])
-    storage = StorageResource(root=d.store.root)
-    resources = {
-        "storage": storage,
-        "compute": LocalPoolCompute(workers=2),
-        "io_manager": ManifestIOManager(storage=storage),
-        "imagery": ImageryResource(),
-        "gate": ModelGate(min_miou=0.0),
-        "training": InProcessTraining(),
-    }
+    resources = _resources(d.store)
     with dg.instance_for_test() as instance:  # the inputs, made the quick way; what is tested runs below
         register(instance, regions=catalogue.names(), models=[MODEL])
 
@@ -146,6 +138,18 @@ def deployment(tmp_path, monkeypatch) -> tuple[Deployment, str]:
             {"training_set": {"config": {"regions": [FIELD.name]}}, "trained_model": {"config": TRAIN}},
         )
     return d, result.output_for_node("trained_model")["version"]
+
+
+def _resources(store: Store) -> dict:
+    storage = StorageResource(root=store.root)
+    return {
+        "storage": storage,
+        "compute": LocalPoolCompute(workers=2),
+        "io_manager": ManifestIOManager(storage=storage),
+        "imagery": ImageryResource(),
+        "gate": ModelGate(min_miou=0.0),
+        "training": InProcessTraining(),
+    }
 
 
 def _ok(proc: subprocess.CompletedProcess) -> str:
@@ -223,6 +227,34 @@ def test_an_evaluation_on_the_registered_set_serves_and_the_set_changes_only_on_
     )
     _ok(d.evaluate([OTHER.name]))
     assert _latest_metadata(d.home, "evaluation_set")["registered_revision"] == 2
+
+
+def test_automation_never_registers_a_set(deployment):
+    """Runs that a sensor, a schedule or an automation condition launched select a set for a model that has
+    none: they register none, and say how to; the same selection launched by hand registers it."""
+    d, _ = deployment
+    ops = {"evaluation_set": {"config": {"regions": [HOLDOUT.name]}}}
+    with dg.instance_for_test() as instance:
+        register(instance, regions=load_catalogue(d.store).names(), models=[MODEL])
+
+        def select(tags: dict) -> list[str]:
+            result = dg.materialize(
+                [evaluation_set],
+                partition_key=MODEL,
+                resources=_resources(d.store),
+                instance=instance,
+                run_config={"ops": ops},
+                tags=tags,
+            )
+            assert result.success
+            return [e.user_message for e in instance.all_logs(result.run_id)]
+
+        for tag in AUTOMATION_TAGS:
+            messages = select({tag: "automation"})
+            assert registry.registered_set(d.store, MODEL) is None, f"a run tagged {tag} registered a set"
+            assert any(f"geo-assets model evaluation-set {MODEL}" in m for m in messages), messages
+        select({})
+        assert registry.registered_set(d.store, MODEL)["acquisitions"] == [[HOLDOUT.name, DATE]]
 
 
 def test_a_pinned_version_that_no_longer_passes_is_refused_not_served(deployment):
