@@ -465,6 +465,7 @@ def parser() -> argparse.ArgumentParser:
             "--url", default=DEFAULT_URL, help=f"the webserver's GraphQL endpoint (default: {DEFAULT_URL})"
         )
         cmd.set_defaults(fn=fn)
+    from geo_assets.map.__main__ import port as map_port
     from geo_assets.map.links import DEFAULT_PORT, MAP_URL_ENV
 
     where = sub.add_parser("map", help=f"print the link to an acquisition's map view (server address: {MAP_URL_ENV})")
@@ -476,7 +477,7 @@ def parser() -> argparse.ArgumentParser:
     where.set_defaults(fn=cmd_map)
     serve = sub.add_parser("map-server", help="serve the map of the store's outputs (read-only)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    serve.add_argument("--port", type=map_port, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
     serve.set_defaults(fn=cmd_map_server)
     demo = sub.add_parser("demo", help="materialise the whole asset graph on the embedded default")
     demo.add_argument("--quick", action="store_true", help="fewer epochs and dates (for tests)")

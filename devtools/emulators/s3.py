@@ -3,12 +3,14 @@
 SeaweedFS opens one port per component (master, volume, filer, S3, admin) and a gRPC port at
 each one + 10000, so every port is chosen free here, below 55000 so that its gRPC twin exists.
 It reads the admin credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY at start and then
-refuses requests signed with anything else.
+refuses requests signed with anything else; `readers` adds keys that may only read and list (its
+per-identity actions, in an S3 config file), as a deployment's read-only services hold.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import socket
 import tempfile
 import time
@@ -96,10 +98,16 @@ def _wait_until_serving(server: S3Server, buckets: list[str], proc, log: Path, t
 
 @contextmanager
 def seaweedfs(
-    workdir: Path, buckets: list[str], access_key: str, secret_key: str, ports: tuple[int, ...] = ()
+    workdir: Path,
+    buckets: list[str],
+    access_key: str,
+    secret_key: str,
+    ports: tuple[int, ...] = (),
+    readers: dict[str, str] | None = None,
 ) -> Iterator[S3Server]:
     """Run `weed mini` with `buckets` pre-created; yield its endpoint and credentials; stop it on exit.
-    `ports`: a stopped server's `S3Server.ports`, to start it again on the same ports (and `workdir`)."""
+    `ports`: a stopped server's `S3Server.ports`, to start it again on the same ports (and `workdir`).
+    `readers`: access key -> secret of identities that may Read and List every bucket, nothing else."""
     workdir = Path(workdir)
     data = workdir / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -124,6 +132,17 @@ def seaweedfs(
     ]
     if buckets:
         cmd.append("-bucket=" + ",".join(buckets))
+    if readers:  # identities from a config file then, the admin key's too
+
+        def identity(name: str, key: str, secret: str, actions: list[str]) -> dict:
+            return {"name": name, "credentials": [{"accessKey": key, "secretKey": secret}], "actions": actions}
+
+        identities = [identity("admin", access_key, secret_key, ["Admin", "Read", "List", "Tagging", "Write"])]
+        identities += [identity(f"reader-{i}", k, s, ["Read", "List"]) for i, (k, s) in enumerate(readers.items())]
+        config = workdir / "s3-identities.json"
+        config.write_text(json.dumps({"identities": identities}))
+        config.chmod(0o600)
+        cmd.append(f"-s3.config={config}")
     server = S3Server(f"http://127.0.0.1:{s3}", access_key, secret_key, ports=(s3, master, volume, filer, admin))
     log = workdir / "seaweedfs.log"
     env = {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}

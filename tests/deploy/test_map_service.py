@@ -27,6 +27,16 @@ def test_map_service_reads_the_store_and_nothing_else():
         assert service["environment"][name] == f"${{{name}:-}}"
 
 
+def test_map_service_holds_keys_of_its_own():
+    """Its keys are the map's (MAP_AWS_*, read-only: tests/containers/test_map_compose.py has the S3 server
+    refuse their writes), never the stack's, which write; without them it refuses to start."""
+    env, stack = COMPOSE["services"]["map"]["environment"], COMPOSE["x-environment"]
+    assert env["AWS_ACCESS_KEY_ID"] == "${MAP_AWS_ACCESS_KEY_ID:-}"
+    assert env["AWS_SECRET_ACCESS_KEY"] == "${MAP_AWS_SECRET_ACCESS_KEY:-}"
+    assert not {stack["AWS_ACCESS_KEY_ID"], stack["AWS_SECRET_ACCESS_KEY"]} & set(env.values())
+    assert "MAP_AWS_ACCESS_KEY_ID" in (ROOT / "deploy/README.md").read_text()
+
+
 def test_links_in_every_run_point_at_the_map():
     assert COMPOSE["x-environment"]["GEO_ASSETS_MAP_URL"] == "${GEO_ASSETS_MAP_URL:-http://127.0.0.1:3100}"
     assert "GEO_ASSETS_MAP_URL" in INSTANCE["run_launcher"]["config"]["env_vars"]  # runs write the links

@@ -73,21 +73,30 @@ def on_map(page, x: int, y: int) -> bool:
     )
 
 
-def known_points(server, date: str = DATE, n: int = 400, per_class: int = 8) -> list[tuple[float, float, int]]:
+def _from_grid(offset: float, tile_m: float) -> float:
+    """Metres from the nearest grid line, `offset` metres from the region's corner."""
+    return abs((offset + tile_m / 2) % tile_m - tile_m / 2)
+
+
+def known_points(
+    server, date: str = DATE, n: int = 400, per_class: int = 8, region=TINY, tile_m: float = 640.0
+) -> list[tuple[float, float, int]]:
     """(lon, lat, class) of ground points whose 5 x 5 pixel neighbourhood holds one class in the stored
-    mosaic of `date`, away from the tile grid's lines (drawn over the map)."""
-    folder = f"manifests/predictions/{MODEL}/{server.version}/region={TINY.name}/date={date}"
+    mosaic of `region` on `date`, away from the tile grid's lines (every `tile_m` metres from the
+    region's corner, drawn over the map)."""
+    folder = f"manifests/predictions/{MODEL}/{server.version}/region={region.name}/date={date}"
     manifest = server.store.read_json(server.store.list(folder)[0])
-    to_lonlat = Transformer.from_crs(TINY.crs, "EPSG:4326", always_xy=True)
+    to_lonlat = Transformer.from_crs(region.crs, "EPSG:4326", always_xy=True)
     rng = np.random.default_rng(3)
+    west, south, east, top = region.bbox
     points = []
     with rasterio.open(server.store.path(manifest["mosaic"])) as src:
         classes = src.read(1)
         for _ in range(n):
-            e = rng.uniform(TINY.bbox[0] + 60, TINY.bbox[2] - 60)
-            north = rng.uniform(TINY.bbox[1] + 60, TINY.bbox[3] - 60)
-            if min(abs(e - 400640.0), abs(north - 5120640.0)) < 40:  # the grid line between tiles
-                continue
+            e = rng.uniform(west + 60, east - 60)
+            north = rng.uniform(south + 60, top - 60)
+            if min(_from_grid(e - west, tile_m), _from_grid(north - south, tile_m)) < 40:
+                continue  # a grid line between tiles
             row, col = src.index(e, north)
             block = classes[row - 2 : row + 3, col - 2 : col + 3]
             if block.size == 25 and (block == block[0, 0]).all() and block[0, 0] != IGNORE:
