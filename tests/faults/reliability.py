@@ -72,7 +72,9 @@ def main(argv: list[str]) -> int:
 
     args = argv or ["tests/faults"]
     env = {**os.environ, WRITE_ENV: "1"}
-    return subprocess.run([sys.executable, "-m", "pytest", "-n", "0", "-p", "no:cacheprovider", *args], cwd=REPO, env=env).returncode
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-n", "0", "-p", "no:cacheprovider", *args], cwd=REPO, env=env
+    ).returncode
 
 
 if __name__ == "__main__":
