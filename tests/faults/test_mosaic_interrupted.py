@@ -1,8 +1,8 @@
 """A mosaic's upload interrupted mid-way: a `predictions` step on S3 whose every upload of its class mosaic
 is cut after half its bytes reached the server (the fault proxy's "cut", both connections reset). The step
 fails with one error naming the store and the mosaic; no object lies under the mosaic's name, no manifest
-names it; once the store answers again, a re-run succeeds, reusing the class tiles already written, and
-its mosaic is whole: every tile's pixels are the mosaic's at that tile's place."""
+names it; once the store answers again, re-execution from failure succeeds, reusing every class tile already
+written, and its mosaic is whole: every tile's pixels are the mosaic's at that tile's place."""
 
 import re
 import time
@@ -58,9 +58,14 @@ def _materialize(asset, instance, storage_resource, ops: dict) -> dg.ExecuteInPr
     )
 
 
-def _predict(instance, ops: dict):
-    """predictions[KEY] in a step process of its own, on the store the environment names."""
+def _predict(instance, ops: dict, after: str | None = None):
+    """predictions[KEY] in a step process of its own, on the store the environment names; `after`: re-execute
+    that failed run from its failure instead."""
     job, tags = dg.reconstructable(s3_prediction_job), region_date_partitions.get_tags_for_partition_key(KEY)
+    if after:
+        return dg.execute_job(
+            job, instance, tags=tags, reexecution_options=dg.ReexecutionOptions.from_failure(after, instance)
+        )
     return dg.execute_job(job, instance, run_config={"ops": ops}, tags=tags)
 
 
@@ -112,9 +117,10 @@ def test_a_mosaic_upload_cut_mid_way_leaves_nothing_under_its_name_and_a_rerun_s
         written = [k for k in store.list(mosaic.rsplit("/", 1)[0]) if k.endswith(".tif")]
         assert written and mosaic not in written  # the class tiles before it are stored
 
-        second = _predict(instance, ops)  # the store answers again: a re-run
+        second = _predict(instance, ops, after=first.run_id)  # the store answers again: re-executed from failure
         assert second.success, _step_errors(instance, second.run_id)
         reused = [m for m in (REUSED.search(e.user_message) for e in instance.all_logs(second.run_id)) if m]
+        assert [(m.group(1), m.group(2)) for m in reused] == [("16", "16")]  # every class tile was done before it
         (manifest_key,) = store.list("manifests/predictions")
         manifest = store.read_json(manifest_key)
         assert manifest["mosaic"] == mosaic and store.exists(mosaic)
@@ -136,13 +142,13 @@ def test_a_mosaic_upload_cut_mid_way_leaves_nothing_under_its_name_and_a_rerun_s
         injected=(
             "a proxy before SeaweedFS passed half of each upload of a predictions step's class mosaic "
             f"({len(manifest['tiles'])} tiles of {TILE} px) to the server, then reset both connections, until healed; "
-            "then the step ran again."
+            "then the run was re-executed from failure."
         ),
         observed={
             "first run": f"failed after {failed_after:.1f} s: `{next(m for m in message.splitlines() if 'S3 store: ' in m)[:500]}`",
             "uploads cut": f"{cuts} ({proxy.cut_bytes:,} bytes reached the server)",
             "objects under the mosaic's name": "0; no manifest published",
-            "class tiles reused by the re-run": f"{reused[0].group(1)} of {reused[0].group(2)}" if reused else "0",
-            "mosaic after the re-run": f"whole: {compared:,} pixels equal to its {len(manifest['tiles'])} tiles'",
+            "class tiles reused by the re-execution": f"{reused[0].group(1)} of {reused[0].group(2)}",
+            "mosaic after the re-execution": f"whole: {compared:,} pixels equal to its {len(manifest['tiles'])} tiles'",
         },
     )
