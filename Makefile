@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: demo demo-cloud test lint setup dev map-page docs validate bench bench-full-tile bench-stale clean
+.PHONY: demo demo-cloud test reliability lint setup dev map-page docs validate bench bench-full-tile bench-stale clean
 
 demo: setup
 	$(BIN)/geo-assets demo
@@ -20,6 +20,11 @@ demo-cloud: setup
 test: setup lint
 	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15 -m 'not soak and not slow and not containers'
 	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15 -m 'slow or containers'
+
+# The fault suite (tests/faults/, also part of `make test`), with each scenario writing its section of
+# RELIABILITY.md: the only run that changes that file.
+reliability: setup
+	$(BIN)/python -m tests.faults.reliability
 
 
 # ruff: lint and format check (pyproject [tool.ruff]); `make test` runs it first. Fix with

@@ -4,11 +4,14 @@ Requests pass through unchanged, except those chosen to fail, which get one of:
 
 - `"503"`: an S3 `SlowDown` answer (503), as a throttled bucket gives;
 - `"reset"`: the connection reset (TCP RST) once the request's head has arrived;
-- `"stall"`: no answer at all, until the client gives up and closes the connection.
+- `"stall"`: no answer at all, until the client gives up and closes the connection;
+- `"cut"`: the request's head and the first half of its body passed to the server, then both connections
+  reset: an upload interrupted mid-way, which the server sees arrive in part.
 
 `proxy.inject(fault, times=N)` fails the next N requests, `fraction=p` a seeded share of them (N of
-those where both are given), and with no `times` every one picked until `proxy.heal()`; several injections apply together, the first that
-takes a request failing it. Each client connection carries one request (the proxy
+those where both are given), and with no `times` every one picked until `proxy.heal()`; `methods` and
+`paths` (substrings of the request's path) narrow the requests it picks. Several injections apply
+together, the first that takes a request failing it. Each client connection carries one request (the proxy
 asks the server to close after answering), so every request is seen and counted.
 
     with FaultProxy("127.0.0.1", 8333) as proxy:
@@ -23,10 +26,11 @@ import random
 import socket
 import struct
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 
-FAULTS = ("503", "reset", "stall")
+FAULTS = ("503", "reset", "stall", "cut")
 _HEAD_END = b"\r\n\r\n"
 _MAX_HEAD = 64 * 1024
 _SLOW_DOWN = (
@@ -41,6 +45,7 @@ class _Plan:
     times: int | None  # None: until healed
     fraction: float
     methods: tuple[str, ...]  # empty: every method
+    paths: tuple[str, ...]  # substrings of the request path; empty: every path
 
 
 class FaultProxy:
@@ -52,6 +57,7 @@ class FaultProxy:
         self.requests = 0  # requests seen, faulted or not
         self.injected: Counter[str] = Counter()
         self.log: list[tuple[str, str, str]] = []  # (method, path, fault or "pass")
+        self.cut_bytes = 0  # body bytes of cut uploads that reached the server
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._stopping = threading.Event()
         self._open: set[socket.socket] = set()
@@ -62,14 +68,20 @@ class FaultProxy:
         return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
 
     def inject(
-        self, fault: str, *, times: int | None = None, fraction: float = 1.0, methods: tuple[str, ...] = ()
+        self,
+        fault: str,
+        *,
+        times: int | None = None,
+        fraction: float = 1.0,
+        methods: tuple[str, ...] = (),
+        paths: tuple[str, ...] = (),
     ) -> None:
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}: one of {', '.join(FAULTS)}")
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         with self._lock:
-            self._plans.append(_Plan(fault, times, fraction, tuple(m.upper() for m in methods)))
+            self._plans.append(_Plan(fault, times, fraction, tuple(m.upper() for m in methods), tuple(paths)))
 
     def heal(self) -> None:
         with self._lock:
@@ -97,11 +109,13 @@ class FaultProxy:
                 return
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
-    def _choose(self, method: str) -> str | None:
+    def _choose(self, method: str, path: str) -> str | None:
         with self._lock:
             self.requests += 1
             for plan in self._plans:
                 if plan.methods and method not in plan.methods:
+                    continue
+                if plan.paths and not any(p in path for p in plan.paths):
                     continue
                 if plan.fraction < 1.0 and self._random.random() >= plan.fraction:
                     continue
@@ -121,7 +135,7 @@ class FaultProxy:
             if head is None:
                 return
             method, path = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")[:2]
-            fault = self._choose(method)
+            fault = self._choose(method, path)
             with self._lock:
                 self.log.append((method, path, fault or "pass"))
             if fault is None:
@@ -136,6 +150,8 @@ class FaultProxy:
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             elif fault == "stall":
                 _drain(client, idle=None)  # until the client gives up
+            elif fault == "cut":
+                self._cut(client, head, rest)
         except OSError:
             pass
         finally:
@@ -156,6 +172,36 @@ class FaultProxy:
             with self._lock:
                 self._open.discard(upstream)
             _close(upstream)
+
+    def _cut(self, client: socket.socket, head: bytes, rest: bytes) -> None:
+        """Pass the head and half the body on, then reset both connections: the server holds a part of the
+        upload when its connection breaks, the client an error."""
+        length = _content_length(head)
+        half = length // 2 if length is not None else _MAX_HEAD
+        client.settimeout(5.0)  # a client waiting for `100 Continue` sends no more
+        try:
+            while len(rest) < half and (chunk := client.recv(65536)):
+                rest += chunk
+        except OSError:
+            pass
+        upstream = socket.create_connection(self.upstream, timeout=30)
+        try:
+            upstream.sendall(_one_request(head) + rest[:half])
+            time.sleep(0.2)  # the server has read the part before its connection breaks
+        finally:
+            for sock in (upstream, client):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            _close(upstream)
+        with self._lock:
+            self.cut_bytes += min(len(rest), half)
+
+
+def _content_length(head: bytes) -> int | None:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value.strip())
+    return None
 
 
 def _read_head(sock: socket.socket) -> tuple[bytes | None, bytes]:

@@ -319,14 +319,17 @@ def cmd_backfill(args) -> int:
         c.get("numPartitionsFailed", 0)
         for c in (state.get("assetBackfillData") or {}).get("assetBackfillStatuses") or []
     )
+    # A run lost with its machine fails and is retried (run retries): its retry, a run of the backfill too, decides.
+    retried = {t["value"] for r in state["runs"] for t in r.get("tags") or [] if t["key"] == "dagster/parent_run_id"}
     ok = (
         state["status"] in ("COMPLETED", "COMPLETED_SUCCESS")
         and not failed
-        and all(r["status"] == "SUCCESS" for r in state["runs"])
+        and all(r["status"] == "SUCCESS" or r["runId"] in retried for r in state["runs"])
     )
     error = (state.get("error") or {}).get("message")
     print(
         f"backfill {backfill_id}: {state['status']}{f' ({failed} partitions failed)' if failed else ''}"
+        f"{f' ({len(retried)} failed run(s) retried)' if retried else ''}"
         f"{': ' + error.strip().splitlines()[0] if error else ''}"
     )
     return 0 if ok else 1

@@ -72,7 +72,7 @@ query Backfill($id: String!) {
     ... on PartitionBackfill {
       status
       error { message }
-      runs { runId status }
+      runs { runId status tags { key value } }
       assetBackfillData {
         assetBackfillStatuses {
           ... on AssetPartitionsStatusCounts {

@@ -129,6 +129,34 @@ def s3_imagery_job() -> dg.JobDefinition:
     )
 
 
+def s3_prediction_job() -> dg.JobDefinition:
+    """predictions alone on the S3 root GEO_ASSETS_FAULTS_ROOT at GEO_ASSETS_FAULTS_ENDPOINT, its step in a
+    process of its own: GDAL reads tiles holding the GIL, so a fault proxy in the test's process would
+    otherwise never get to answer them."""
+    from geo_assets.assets.predictions import predictions
+    from resources.training import InProcessTraining
+
+    store = StorageResource(
+        root=dg.EnvVar("GEO_ASSETS_FAULTS_ROOT"),
+        endpoint_url=dg.EnvVar("GEO_ASSETS_FAULTS_ENDPOINT"),
+        region=REGION_S3,
+        access_key_id=ACCESS_KEY,
+        secret_access_key=dg.EnvVar("GEO_ASSETS_FAULTS_SECRET"),  # SECRET of the test's process, not this one's
+    )
+    resources = {
+        "storage": store,
+        "compute": LocalPoolCompute(workers=2),
+        "io_manager": ManifestIOManager(storage=store),
+        "imagery": ImageryResource(),
+        "gate": ModelGate(min_miou=0.0),
+        "training": InProcessTraining(),
+    }
+    job = dg.define_asset_job("predict", selection=["predictions"], executor_def=dg.multiprocess_executor)
+    return dg.Definitions(assets=[imagery_tiles, predictions], resources=resources, jobs=[job]).resolve_job_def(
+        "predict"
+    )
+
+
 IMAGERY_CONFIG = {"ops": {"imagery_tiles": {"config": {"tile_size": TILE}}}}
 
 
