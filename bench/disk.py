@@ -59,10 +59,11 @@ def image_size(image: str) -> int:
     return int(containers.docker("image", "inspect", "-f", "{{.Size}}", image).stdout)
 
 
-def images() -> dict:
-    containers.app_image()  # as `make test` builds it: the bases first
+def images(tag: str) -> dict:
+    containers.app_image(tag=tag)  # as `make test` builds it: the bases first
     return {
-        "image_gb": image_size(containers.APP_IMAGE) / GB,
+        "tag": tag,
+        "image_gb": image_size(tag) / GB,
         "python_base_gb": image_size(containers.PYTHON_IMAGE) / GB,
         "debian_base_gb": image_size(containers.DEBIAN_IMAGE) / GB,
     }
@@ -125,7 +126,7 @@ Machine: {info["nproc"]} cores ({info["cpu_model"]}); {info["date"]}.
 | | size |
 | --- | ---: |
 {fresh}
-| the project's image `{containers.APP_IMAGE}` | {i["image_gb"]:.1f} GB |
+| the project's image `{i["tag"]}` | {i["image_gb"]:.1f} GB |
 | its Python base `{containers.PYTHON_IMAGE}` | {i["python_base_gb"]:.2f} GB |
 | the Debian base `{containers.DEBIAN_IMAGE}` | {i["debian_base_gb"]:.2f} GB |
 """
@@ -134,10 +135,11 @@ Machine: {info["nproc"]} cores ({info["cpu_model"]}); {info["date"]}.
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.disk", description=__doc__.split("\n\n")[0])
     ap.add_argument("--skip-fresh", action="store_true", help="leave out the fresh machine's `make demo` (minutes)")
+    ap.add_argument("--tag", default=containers.APP_IMAGE, help="the image built from this checkout")
     args = ap.parse_args(argv)
     os.chdir(REPO)
     info = machine_info()
-    result = {"images": images()}
+    result = {"images": images(args.tag)}
     if not args.skip_fresh:
         result["fresh"] = fresh_machine()
     publish("disk", MEASURES, RESULTS, {"machine": info, **result}, section(info, result))
