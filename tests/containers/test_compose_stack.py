@@ -8,6 +8,7 @@ whose container dies is marked failed; a missing code server or database gives t
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -319,7 +320,8 @@ def listening(port: int) -> set[str]:
                 raw = bytes.fromhex(address)
                 # /proc prints each 32-bit word in host (little-endian) order.
                 words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-                found.add(socket.inet_ntop(socket.AF_INET if size == 8 else socket.AF_INET6, words))
+                ip = ipaddress.ip_address(socket.inet_ntop(socket.AF_INET if size == 8 else socket.AF_INET6, words))
+                found.add(str(getattr(ip, "ipv4_mapped", None) or ip))  # gRPC's [::ffff:127.0.0.1] is 127.0.0.1
     return found
 
 
