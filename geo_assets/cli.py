@@ -9,6 +9,7 @@ geo-assets model evaluation-set NAME --regions R [R ...] [--dates D ...]   regis
 geo-assets init        register built-in regions and the default model as partitions
 geo-assets launch --region R --date D [--model M] [--source S] [--wait]       one run, over GraphQL
 geo-assets backfill --region R --from D1 --to D2 [--model M] [--source S] [--wait]   through the daemon
+geo-assets train MODEL --regions R [R ...] [--config JSON]   labels, then a new model version, over GraphQL
 geo-assets map REGION DATE [--model M] [--version V] [--open]   the link to its map view
 geo-assets map-server [--host H] [--port P]   serve the map of the store's outputs (read-only)
 geo-assets demo        materialise the whole asset graph on the embedded default
@@ -280,6 +281,53 @@ def cmd_launch(args) -> int:
     return 0 if status == "SUCCESS" else 1
 
 
+def cmd_train(args) -> int:
+    """Train a new version of a model on a running webserver, as the UI's launchpad would: one run of
+    `labels` per region, then one of `training_set` and `trained_model`, each followed to its end."""
+    import json
+
+    from geo_assets.graphql import ui_url
+    from geo_assets.partitions import validate_model_name
+
+    model = validate_model_name(args.model)
+    try:
+        config = json.loads(args.config)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"--config is not JSON ({exc}): give trained_model's config, e.g. '{{\"epochs\": 3}}'"
+        ) from None
+    if not isinstance(config, dict):
+        raise ValueError("--config must be a JSON object: trained_model's config")
+    catalogue = _load_catalogue()
+    regions = [catalogue.get(r).name for r in args.regions]  # an unknown region fails here, naming the known ones
+    client = _ready_client(args.url)
+    trigger = {"geo-assets/trigger": "cli-train"}
+    launches = [(["labels"], r, {}) for r in regions]
+    ops = {"training_set": {"config": {"regions": regions}}, "trained_model": {"config": config}}
+    launches.append((["training_set", "trained_model"], model, {"ops": ops}))
+    for assets, key, run_config in launches:
+        run_id = client.launch_assets(assets, run_config, {**trigger, "dagster/partition": key})
+        print(
+            f"launched run {run_id} ({', '.join(assets)} of {key}): {ui_url(args.url, '/runs/' + run_id)}", flush=True
+        )
+        status = None
+        for item in client.follow_run(run_id):
+            if isinstance(item, str):
+                status = item
+            else:
+                _print_event(item)
+        print(f"run {run_id}: {status}", flush=True)
+        if status != "SUCCESS":
+            return 1
+    return 0
+
+
+def _load_catalogue():
+    from geo_assets.geo.regions import load_catalogue
+
+    return load_catalogue(_store())
+
+
 def _backfill_progress(state: dict) -> None:
     counts = (state.get("assetBackfillData") or {}).get("assetBackfillStatuses") or []
     assets = ", ".join(
@@ -468,6 +516,18 @@ def parser() -> argparse.ArgumentParser:
             "--url", default=DEFAULT_URL, help=f"the webserver's GraphQL endpoint (default: {DEFAULT_URL})"
         )
         cmd.set_defaults(fn=fn)
+    train = sub.add_parser(
+        "train", help="train a new model version on a running webserver (GraphQL): labels, then the model"
+    )
+    train.add_argument("model", help="model name (a partition of trained_model), e.g. landcover-unet")
+    train.add_argument("--regions", nargs="+", required=True, help="catalogued regions to train on")
+    train.add_argument(
+        "--config",
+        default="{}",
+        help="trained_model's config as JSON: architecture, epochs, ... (default: its defaults)",
+    )
+    train.add_argument("--url", default=DEFAULT_URL, help=f"the webserver's GraphQL endpoint (default: {DEFAULT_URL})")
+    train.set_defaults(fn=cmd_train)
     from geo_assets.map.__main__ import port as map_port
     from geo_assets.map.links import DEFAULT_PORT, MAP_URL_ENV
 

@@ -9,6 +9,7 @@ says what was refused.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -117,6 +118,8 @@ DATABASE_DOWN = (
     "could not connect to server",
     "server closed the connection",
 )
+# geo-assets-webserver's line (geo_assets/webserver/health.py): where the database is, then the driver's error.
+WHERE = re.compile(r"cannot reach its database, (\w+ at \S+, database [^:\n]+): ([^\n]+)")
 # libpq's word for a database that accepted no connection within the instance's connect_timeout: it does not
 # answer (packets dropped, host down), so asking again only waits as long again.
 DATABASE_SILENT = "timeout expired"
@@ -185,12 +188,17 @@ class DagsterClient:
         """One line saying the webserver cannot reach its database, when `message` says so."""
         if not any(sign in message for sign in DATABASE_DOWN):
             return None
-        lines = [line.strip() for line in message.splitlines() if line.strip()]
-        cause = next((line for line in lines if "OperationalError" in line or "server" in line), lines[0])
-        cause = cause.split(") ", 1)[-1] if cause.startswith("sqlalchemy.") else cause.split(": ", 1)[-1]
+        named = WHERE.search(message)  # geo-assets-webserver names the database it cannot reach
+        if named:
+            where, cause = f", {named[1]}", named[2]
+        else:  # Dagster's own webserver names only the driver's error
+            lines = [line.strip() for line in message.splitlines() if line.strip()]
+            cause = next((line for line in lines if "OperationalError" in line or "server" in line), lines[0])
+            where = ""
+            cause = cause.split(") ", 1)[-1] if cause.startswith("sqlalchemy.") else cause.split(": ", 1)[-1]
         return (
-            f"the Dagster webserver at {self.url} cannot reach its database: {cause[:300]}. Nothing was launched; "
-            "start the database (its runs and history are kept) and launch again"
+            f"the Dagster webserver at {self.url} cannot reach its database{where}: {cause.strip()[:300]}. "
+            "Nothing was launched; start the database (its runs and history are kept) and launch again"
         )
 
     def code_server_down(self, message: str) -> str | None:

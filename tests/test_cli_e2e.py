@@ -155,6 +155,20 @@ def test_model_commands_explain_what_is_missing(env):
     assert proc.returncode == 2 and "name a VERSION to promote, or pass --auto" in proc.stderr
 
 
+def test_train_refuses_what_cannot_be_launched_before_asking_any_webserver(env):
+    """Bad input gets one line naming it, before any webserver is asked (none runs here)."""
+    for args, message in [
+        (["landcover-unet", "--regions", "synth-holdout", "--config", "{bad"], "--config is not JSON"),
+        (["landcover-unet", "--regions", "synth-holdout", "--config", "[1]"], "--config must be a JSON object"),
+        (["Bad_Model", "--regions", "synth-holdout"], "Bad_Model"),
+        (["landcover-unet", "--regions", "no-such-region"], "no-such-region"),
+    ]:
+        proc = run(env, BIN / "geo-assets", "train", *args, "--url", "http://127.0.0.1:9/graphql", ok=False)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+        assert "no Dagster webserver answers" not in proc.stderr
+
+
 def test_cli_refuses_bad_regions_clearly(env):
     for args, message in [
         (["Bad_Name", "--bbox", "0", "0", "10", "10", "--crs", "EPSG:32631"], "invalid region name 'Bad_Name'"),

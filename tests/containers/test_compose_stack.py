@@ -1,23 +1,27 @@
-"""The deployment on one host (deploy/compose/), run with the commands deploy/README.md gives: PostgreSQL,
-the code server, two webservers and the daemon as containers, each run launched as a container of the
-same image, writing to the test suite's S3 server. A tiny model is trained by runs launched into the
-stack; its predictions equal the embedded default's pixel for pixel; the queue and the run history
-outlive the daemon and the database container; a run whose container dies is marked failed; a missing
-code server or database gives the CLI one clear message."""
+"""The deployment on one host (deploy/compose/), run with the commands deploy/README.md gives, every one of
+them, as written and in its order: PostgreSQL, the code server, two webservers, the daemon and the map
+server as containers, each run launched as a container of the same image, writing to the test suite's
+S3 server. The README's tiny model is trained by runs launched into the stack; its predictions equal
+the embedded default's pixel for pixel and the map server serves them; every service listens on
+127.0.0.1 only; the queue and the run history outlive the daemon and the database container; a run
+whose container dies is marked failed; a missing code server or database gives the CLI one clear message."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 import requests
@@ -35,6 +39,7 @@ WORLD = Path(__file__).with_name("stack_world.py")
 COMPOSE = "deploy/compose/docker-compose.yml"
 BUCKET, MODEL, REGION, DATE = "geo-assets-stack", "landcover-unet", "synth-holdout", "2024-06-01"
 ACCESS_KEY, SECRET = "geo-assets-stack-key", "stack-" + secrets.token_hex(8)
+MAP_KEY, MAP_SECRET = "geo-assets-stack-map-key", "map-" + secrets.token_hex(8)  # read and list only
 
 
 def readme_commands() -> list[str]:
@@ -47,12 +52,16 @@ def readme_commands() -> list[str]:
     return [re.sub(r"\s+", " ", line.split("  #", 1)[0]).strip() for line in lines if line.strip()]
 
 
+ASSIGNMENT = re.compile(r"^(\w+)=\$\(")  # `VERSION=$(...)`: its value is kept for the commands after it
+
+
 @dataclass
 class Stack:
     env: dict[str, str]  # the host's: the README's variables, free ports, this test's compose project
     web: str  # the writable webserver's GraphQL endpoint
     commands: list[str]
     tmp: Path
+    ran: dict[str, subprocess.CompletedProcess] = field(default_factory=dict)  # the README's commands run
 
     def sh(self, command: str, *, timeout: float = 600, check: bool = True, **env) -> subprocess.CompletedProcess:
         proc = subprocess.run(
@@ -68,6 +77,17 @@ class Stack:
     def command(self, start: str) -> str:
         (found,) = [c for c in self.commands if c.startswith(start)]
         return found
+
+    def readme(self, command: str, timeout: float = 900) -> subprocess.CompletedProcess:
+        """One command of the README's block, as written; an assignment's value goes into the
+        environment of the commands after it, as in the user's shell."""
+        name = ASSIGNMENT.match(command)
+        proc = self.sh(command + (f'\nprintf "\\n%s" "${name[1]}"' if name else ""), timeout=timeout)
+        if name:
+            self.env[name[1]] = proc.stdout.rsplit("\n", 1)[-1]
+            assert self.env[name[1]], f"{command} set no {name[1]}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        self.ran[command] = proc
+        return proc
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
         response = requests.post(self.web, json={"query": query, "variables": variables or {}}, timeout=30)
@@ -126,7 +146,10 @@ def host_world(env: dict[str, str], *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def s3_server(tmp_path_factory):
-    with seaweedfs(tmp_path_factory.mktemp("seaweedfs"), [BUCKET], ACCESS_KEY, SECRET) as server:
+    # The map's keys may only read and list the bucket (deploy/README: MAP_AWS_*).
+    with seaweedfs(
+        tmp_path_factory.mktemp("seaweedfs"), [BUCKET], ACCESS_KEY, SECRET, readers={MAP_KEY: MAP_SECRET}
+    ) as server:
         yield server
 
 
@@ -160,7 +183,7 @@ def stack_image(request) -> str:
 def stack(stack_image, s3_server, tmp_path_factory) -> Stack:
     containers.debian_image()  # the PostgreSQL image's base
     tmp = tmp_path_factory.mktemp("stack")
-    web_port = free_port()
+    web_port, map_port = free_port(), free_port()
     env = {
         **os.environ,
         "PATH": f"{BIN}:{os.environ['PATH']}",
@@ -173,84 +196,82 @@ def stack(stack_image, s3_server, tmp_path_factory) -> Stack:
         "AWS_ACCESS_KEY_ID": s3_server.access_key,
         "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
         "AWS_REGION": s3_server.region,
+        "MAP_AWS_ACCESS_KEY_ID": MAP_KEY,
+        "MAP_AWS_SECRET_ACCESS_KEY": MAP_SECRET,
         "DAGSTER_PG_PASSWORD": "pg-" + secrets.token_hex(8),
+        "GEO_ASSETS_PROFILE": "aws",
         "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
         # Free ports, so two test workers (or a stack already running) never collide.
         "DAGSTER_PG_PORT": str(free_port()),
         "GEO_ASSETS_GRPC_PORT": str(free_port()),
         "GEO_ASSETS_WEBSERVER_PORT": str(web_port),
         "GEO_ASSETS_READ_ONLY_PORT": str(free_port()),
+        "GEO_ASSETS_MAP_PORT": str(map_port),
+        "GEO_ASSETS_MAP_URL": f"http://127.0.0.1:{map_port}",  # materialisations' links: this stack's map
     }
-    env.pop("GEO_ASSETS_PROFILE", None)
     env.pop("DAGSTER_HOME", None)
     commands = readme_commands()
     exported = set(re.findall(r"(\w+)=", next(c for c in commands if c.startswith("export "))))
     assert exported <= env.keys(), exported - env.keys()
     stack = Stack(env, f"http://127.0.0.1:{web_port}/graphql", commands, tmp)
+    stack.ran[commands[0]] = None  # the image: the stack_image fixture ran it, or was given one built already
     try:
         yield stack
     finally:
         # The README's down (it keeps the database's volume), then this test's volume and the run containers
         # the launcher left: those whose environment names this stack's database port.
         down = stack.sh(stack.command(f"docker-compose -f {COMPOSE} down"), check=False)
+        stack.ran[stack.command(f"docker-compose -f {COMPOSE} down")] = down
         stack.compose("down", "-v", "--remove-orphans", check=False)
         ours = f"DAGSTER_PG_PORT={env['DAGSTER_PG_PORT']}"
         for container in stack.sh("docker ps -aq --filter label=dagster/run_id", check=False).stdout.split():
             if ours in stack.sh(f"docker inspect --format '{{{{json .Config.Env}}}}' {container}", check=False).stdout:
                 stack.sh(f"docker rm -f {container}", check=False)
     assert down.returncode == 0, down.stderr[-3000:]
-
-
-def launched_in_stack(stack: Stack, assets: list[str], partition: str, ops: dict) -> str:
-    """A run launched over GraphQL with the CLI's client, as the UI's launchpad does, followed to its end;
-    returns its run id once it succeeded in its own container."""
-    client = DagsterClient(stack.web)
-    client.ready()
-    run_id = client.launch_assets(assets, {"ops": ops}, {"dagster/partition": partition})
-    *_, status = client.follow_run(run_id, timeout=900)
-    assert status == "SUCCESS", f"{assets} of {partition}: run {run_id} {status}"
-    return run_id
+    if stack.ran.get(stack.command(f"docker-compose -f {COMPOSE} up -d")):
+        # Every command of the README's block ran (the export's variables are the environment above).
+        skipped = [c for c in commands if c not in stack.ran and not c.startswith("export ")]
+        assert not skipped, f"the README's commands not run: {skipped}"
 
 
 @pytest.fixture(scope="module")
 def up(stack) -> Stack:
-    """The README's `up -d` and `geo-assets init`, then a tiny model trained by runs launched into the stack
-    (imagery, labels, the training set and the model, each run its own container): the launch below
-    needs a version to predict with."""
-    t0 = time.monotonic()
-    stack.sh(stack.command(f"docker-compose -f {COMPOSE} up -d"), timeout=900)
-    wait_for_location(stack.web)
-    print(f"stack up and the code location loaded in {time.monotonic() - t0:.0f} s")
-    stack.sh(stack.command(f"docker-compose -f {COMPOSE} exec -T daemon geo-assets init"))
-    t0 = time.monotonic()
-    stack.launch("--select", "imagery_tiles", "--wait")
-    launched_in_stack(stack, ["labels"], REGION, {})
-    run_id = launched_in_stack(
-        stack,
-        ["training_set", "trained_model"],
-        MODEL,
-        {"training_set": {"config": {"regions": [REGION]}}, "trained_model": {"config": TRAIN}},
-    )
-    print(f"the model trained in the stack in {time.monotonic() - t0:.0f} s")
-    tags = stack.graphql(
-        "query($id: ID!) { runOrError(runId: $id) { ... on Run { tags { key value } } } }", {"id": run_id}
-    )["runOrError"]["tags"]
-    assert {t["key"]: t["value"] for t in tags}["dagster/image"] == stack.env["GEO_ASSETS_IMAGE"]  # its own container
-    # The version, as the README says to find it: `geo-assets model list` (the newest is listed last).
-    listed = stack.sh(f"geo-assets model list {MODEL}", GEO_ASSETS_PROFILE="aws").stdout
-    stack.env["VERSION"] = re.findall(r"^[ *!] (\S+)  ", listed, re.M)[-1]
+    """The README's commands from `up -d` to the map link, as written and in their order: the stack up, the
+    imagery cut, the model trained and its prediction launched in runs of their own containers."""
+    up_d = stack.command(f"docker-compose -f {COMPOSE} up -d")
+    down = stack.command(f"docker-compose -f {COMPOSE} down")
+    for command in stack.commands[stack.commands.index(up_d) : stack.commands.index(down)]:
+        t0 = time.monotonic()
+        stack.readme(command)
+        if command == up_d:
+            wait_for_location(stack.web)
+        print(f"{time.monotonic() - t0:5.0f} s  {command[:100]}")
     return stack
 
 
+def run_image(stack: Stack, run_id: str) -> str:
+    tags = stack.graphql(
+        "query($id: ID!) { runOrError(runId: $id) { ... on Run { tags { key value } } } }", {"id": run_id}
+    )["runOrError"]["tags"]
+    return {t["key"]: t["value"] for t in tags}["dagster/image"]
+
+
 def test_a_prediction_launched_in_the_stack_equals_the_embedded_defaults(up, tmp_path):
-    proc = up.sh(up.command("GEO_ASSETS_PROFILE=aws geo-assets launch --wait"), timeout=900)  # the README's launch
+    command = up.command("geo-assets train ")
+    (config,) = re.findall(r"--config '(.*?)'", command)
+    assert json.loads(config) == TRAIN  # the model the host trains below
+    train = up.ran[command].stdout
+    training = re.findall(r"launched run ([0-9a-f-]{36}) \(training_set, trained_model of", train)
+    assert len(training) == 1 and f"run {training[0]}: SUCCESS" in train, train[-3000:]
+    assert run_image(up, training[0]) == up.env["GEO_ASSETS_IMAGE"]  # trained in its own container
+
+    launches = [c for c in up.commands if c.startswith("geo-assets launch --wait")]
+    proc = up.ran[launches[-1]]  # the README's prediction
+    assert "$VERSION" in launches[-1]
     assert re.search(r"run [0-9a-f-]{36}: SUCCESS", proc.stdout), proc.stdout[-3000:]
     (run_id,) = re.findall(r"launched run ([0-9a-f-]{36})", proc.stdout)
     assert "materialised predictions" in proc.stdout
-    tags = up.graphql(
-        "query($id: ID!) { runOrError(runId: $id) { ... on Run { tags { key value } } } }", {"id": run_id}
-    )["runOrError"]["tags"]
-    assert {t["key"]: t["value"] for t in tags}["dagster/image"] == up.env["GEO_ASSETS_IMAGE"]  # its own container
+    assert run_image(up, run_id) == up.env["GEO_ASSETS_IMAGE"]  # its own container
 
     # The same prediction on the embedded default: local files, SQLite, this host's processes.
     home = tmp_path / "home"
@@ -275,6 +296,56 @@ def test_a_prediction_launched_in_the_stack_equals_the_embedded_defaults(up, tmp
     }
     ((region, date, tiles, same),) = compare({"local": local, "aws": aws}, [(MODEL, REGION, DATE)])
     assert tiles == 16 and same
+
+
+def test_the_map_service_serves_the_prediction_read_only(up):
+    link = up.ran[up.command("GEO_ASSETS_MAP_URL=")].stdout.strip().splitlines()[-1]
+    base = f"http://127.0.0.1:{up.env['GEO_ASSETS_MAP_PORT']}"
+    assert link.startswith(f"{base}/map?") and urlencode({"version": up.env["VERSION"]}) in link, link
+    page = requests.get(link, timeout=30)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"], (page.status_code, page.text[:300])
+    query = {"region": REGION, "date": DATE, "model": MODEL, "version": up.env["VERSION"]}
+    view = requests.get(f"{base}/api/view", params=query, timeout=30)
+    assert view.status_code == 200, view.text[:500]
+    tiles = view.json()["predictions"]["tiles"]
+    assert up.env["VERSION"] in tiles, tiles
+    # Read-only: no route takes a write.
+    for method in ("POST", "PUT", "DELETE"):
+        assert requests.request(method, f"{base}/api/view", params=query, timeout=30).status_code == 405, method
+
+
+def listening(port: int) -> set[str]:
+    """The local addresses with a TCP socket listening on `port` in this network namespace (the host's:
+    every container of the stack runs on it)."""
+    found = set()
+    for table, size in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                # /proc prints each 32-bit word in host (little-endian) order.
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                ip = ipaddress.ip_address(socket.inet_ntop(socket.AF_INET if size == 8 else socket.AF_INET6, words))
+                found.add(str(getattr(ip, "ipv4_mapped", None) or ip))  # gRPC's [::ffff:127.0.0.1] is 127.0.0.1
+    return found
+
+
+def test_every_service_listens_on_loopback_only(up):
+    """Whoever reaches a webserver, the code server or the database can launch runs or read secrets, and the
+    map server reads the bucket with the stack's keys: on the host's network each listens on 127.0.0.1 only."""
+    ports = {
+        name: int(up.env[name])
+        for name in (
+            "DAGSTER_PG_PORT",
+            "GEO_ASSETS_GRPC_PORT",
+            "GEO_ASSETS_WEBSERVER_PORT",
+            "GEO_ASSETS_READ_ONLY_PORT",
+            "GEO_ASSETS_MAP_PORT",
+        )
+    }
+    addresses = {name: listening(port) for name, port in ports.items()}
+    assert all(found == {"127.0.0.1"} for found in addresses.values()), addresses
 
 
 def launched_id(proc: subprocess.CompletedProcess) -> str:

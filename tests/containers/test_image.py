@@ -7,7 +7,8 @@
   health check, then a `dagster-webserver` on the host whose workspace names only the container's
   gRPC server lists the project's jobs and assets;
 - an air-gapped build (PIP_NO_INDEX=1) whose wheelhouse lacks packages fails with install-locked.sh's
-  message naming what it tried;
+  message naming what it tried; one from the wheelhouse `python -m devtools.wheelhouse` fills installs
+  everything with no index, and fails naming the wheel when one is taken out;
 - the map server in it serves the map page and the page's Leaflet (fetched before the build, never from
   git); a context without Leaflet stops the build with a message saying how to get it.
 """
@@ -28,7 +29,7 @@ from image_helpers import ROOT, container, logs, name, wait_until
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from devtools import containers
+from devtools import containers, leaflet
 from devtools.emulators import free_port, running
 
 BIN = Path(sys.executable).parent
@@ -217,6 +218,57 @@ def test_air_gapped_build_with_an_incomplete_wheelhouse_names_what_it_tried(engi
     )
     assert "  - no index (PIP_NO_INDEX=1)" in out
     assert "fill deploy/wheelhouse/ (see its README.md)" in out
+
+
+def test_an_air_gapped_build_installs_everything_from_the_filled_wheelhouse_and_names_a_missing_wheel(engine, tmp_path):
+    """The wheelhouse filled by the project's command (deploy/wheelhouse/README.md), kept in .cache/ between
+    runs, then the image's install stages built with no index at all (PIP_NO_INDEX=1)."""
+    containers.python_image()
+    leaflet.install()  # the wheel stage refuses a context without the map page's Leaflet
+    wheels = ROOT / ".cache/wheelhouse"
+    wheels.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "devtools.wheelhouse", str(wheels)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    context = containers.context_copy(tmp_path)
+    for wheel in wheels.glob("*.whl"):
+        if not (context / "deploy/wheelhouse" / wheel.name).exists():
+            (context / "deploy/wheelhouse" / wheel.name).hardlink_to(wheel)
+    tag = name("offline").replace("-offline-", ":offline-", 1)
+    try:
+        # To the wheel stage: every pip install and the project's wheel (the runtime stage installs with --no-index).
+        built = build_log(tag, context, "--target", "wheel", PIP_NO_INDEX="1")
+        assert built.returncode == 0, (built.stdout + built.stderr)[-4000:]
+        assert "no index (PIP_NO_INDEX=1)" not in built.stdout + built.stderr
+        frozen = "\n".join(  # the venv's own pip is the base Python's, not the lock's
+            line for line in in_image(tag, "pip", "freeze", "--all").splitlines() if not line.startswith("pip==")
+        )
+
+        def pins(lines) -> set[str]:  # names as pip compares them (onnx_ir and onnx-ir are one package)
+            return {canonicalize_name(n) + "==" + v for n, _, v in (x.partition("==") for x in lines if "==" in x)}
+
+        installed, locked = pins(frozen.split()), pins((ROOT / "deploy/constraints.txt").read_text().splitlines())
+        assert "torch==2.13.0+cpu" in installed and installed <= locked, installed - locked
+
+        # One wheel fewer (torch's networkx): the build stops at torch and names it.
+        (networkx,) = (context / "deploy/wheelhouse").glob("networkx-*.whl")
+        networkx.unlink()
+        failed = build_log(tag, context, "--target", "wheel", PIP_NO_INDEX="1")
+        out = failed.stdout + failed.stderr
+        assert failed.returncode != 0, out[-3000:]
+        # pip names it as what torch depends on that no source holds at the lock's version.
+        assert "torch 2.13.0+cpu depends on networkx" in out and "(constraint) networkx==" in out, out[-3000:]
+        assert (
+            "install-locked.sh: could not install the locked torch. Tried:" in out
+            and "no index (PIP_NO_INDEX=1)" in out
+        )
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, timeout=300)
 
 
 def test_the_image_serves_the_map_page_with_its_leaflet(app_image):

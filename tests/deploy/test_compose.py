@@ -55,11 +55,14 @@ def test_the_daemon_has_every_variable_the_launcher_copies_into_run_containers()
 
 def test_every_server_listens_on_loopback_only_and_runs_skip_the_code_servers_health_check():
     """Whoever reaches the webserver, the code server or the database can launch runs or read
-    secrets, and the webserver and daemon control the engine: on the host network each must listen
-    on 127.0.0.1, never on every address."""
+    secrets, the webserver and daemon control the engine, and the map server reads the bucket with the
+    stack's keys: on the host network each must listen on 127.0.0.1, never on every address
+    (tests/containers/test_compose_stack.py checks the sockets of the running stack)."""
     services = COMPOSE["services"]
     for name in ("code-server", "webserver", "webserver-read-only"):
         assert " -h 127.0.0.1 " in services[name]["command"][-1], (name, services[name]["command"])
+    # The map server reads the bucket with the stack's keys.
+    assert " --host 127.0.0.1 " in services["map"]["command"][-1], services["map"]["command"]
     entrypoint = (ROOT / "deploy/compose/postgres/entrypoint.sh").read_text()
     assert "listen_addresses=127.0.0.1 " in entrypoint and "listen_addresses='*'" not in entrypoint
     # The image's HEALTHCHECK asks the code server; the other services and each run's container

@@ -1,11 +1,13 @@
-"""A database that does not answer (its packets dropped) gives `geo-assets launch` one line naming the
-database, and the command returns: the instance's connect_timeout (deploy/*/dagster.yaml) makes the
-webserver's connections fail instead of waiting for the kernel's minutes.
+"""A database that does not answer (its packets dropped) gives `geo-assets launch`, `backfill` and `train`
+one line naming the database, exit status 2 and no traceback, and the command returns: the instance's
+connect_timeout (deploy/*/dagster.yaml) makes the webserver's connections fail instead of waiting for the
+kernel's minutes.
 
-A real `dagster-webserver` serves the code location on deploy/compose/dagster.yaml, copied verbatim,
-whose PostgreSQL is a real server reached through a TCP relay on 127.0.0.1. Once the relay goes silent
-it still accepts connections but never answers and forwards nothing: what a client sees of a database
-whose packets are dropped. When the relay forwards again, launching works again.
+The deployment's webserver (`geo-assets-webserver`, what deploy/compose runs: its line says where the
+database is) and Dagster's plain `dagster-webserver` serve the code location on deploy/compose/dagster.yaml,
+copied verbatim, whose PostgreSQL is a real server reached through a TCP relay on 127.0.0.1. Once the relay
+goes silent it still accepts connections but never answers and forwards nothing: what a client sees of a
+database whose packets are dropped. When the relay forwards again, launching works again.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ pytestmark = pytest.mark.slow  # minutes of services stopped and started: make t
 REGION, DATE = "synth-holdout", "2024-06-01"
 
 
-@pytest.fixture
-def webserver(tmp_path, fresh_db):
-    """dagster-webserver on the compose instance yaml, its database behind a Relay; yields (url, relay, env)."""
+@pytest.fixture(params=["geo-assets-webserver", "dagster-webserver"])
+def webserver(request, tmp_path, fresh_db):
+    """A webserver on the compose instance yaml, its database behind a Relay; yields (url, relay, env, where):
+    `where` is the database as the deployment's webserver names it (None for Dagster's own)."""
     relay = Relay((fresh_db.host, fresh_db.port))
     home = tmp_path / "home"
     home.mkdir()
@@ -48,7 +51,7 @@ def webserver(tmp_path, fresh_db):
     port = free_port()
     log = tmp_path / "webserver.log"
     proc = subprocess.Popen(
-        [BIN / "dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
+        [BIN / request.param, "-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"],
         cwd=ROOT,
         env=env,
         stdout=open(log, "w"),
@@ -65,16 +68,25 @@ def webserver(tmp_path, fresh_db):
             except LaunchError as exc:
                 assert time.monotonic() < deadline and proc.poll() is None, f"{exc}\n{log.read_text()[-3000:]}"
                 time.sleep(1)
-        yield url, relay, env
+        named = request.param == "geo-assets-webserver"
+        yield url, relay, env, (f"PostgreSQL at 127.0.0.1:{relay.port}, database {fresh_db.db}" if named else None)
     finally:
         relay.close()
         stop_group(proc, grace=30)
 
 
-def launch(url: str, env: dict) -> subprocess.CompletedProcess:
+# Every command that launches over GraphQL, asked the same.
+COMMANDS = {
+    "launch": ["launch", "--region", REGION, "--date", DATE, "--select", "imagery_tiles"],
+    "backfill": ["backfill", "--region", REGION, "--from", DATE, "--to", DATE, "--select", "imagery_tiles"],
+    "train": ["train", "landcover-unet", "--regions", REGION, "--config", '{"epochs": 1}'],
+}
+
+
+def cli(command: str, url: str, env: dict) -> subprocess.CompletedProcess:
     # The timeout only detects a hang: without a connect timeout the command waits far longer.
     return subprocess.run(
-        [BIN / "geo-assets", "launch", "--url", url, "--region", REGION, "--date", DATE, "--select", "imagery_tiles"],
+        [BIN / "geo-assets", *COMMANDS[command], "--url", url],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -83,22 +95,23 @@ def launch(url: str, env: dict) -> subprocess.CompletedProcess:
     )
 
 
-def test_a_database_that_does_not_answer_gives_launch_one_line_naming_it(webserver):
-    url, relay, env = webserver
+def test_a_database_that_does_not_answer_gives_the_cli_one_line_naming_it(webserver):
+    url, relay, env, where = webserver
     relay.silence()
-    t0 = time.monotonic()
-    proc = launch(url, env)
-    print(f"geo-assets launch returned {time.monotonic() - t0:.0f} s after the database went silent")
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith(f"geo-assets: error: the Dagster webserver at {url} cannot reach its database: "), lines[
-        0
-    ]
-    assert "timeout expired" in lines[0] and "launched run" not in proc.stdout, lines[0]
+    for command in COMMANDS:
+        t0 = time.monotonic()
+        proc = cli(command, url, env)
+        print(f"geo-assets {command} returned {time.monotonic() - t0:.0f} s after the database went silent")
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+        named = f", {where}" if where else ""
+        start = f"geo-assets: error: the Dagster webserver at {url} cannot reach its database{named}: "
+        assert lines[0].startswith(start), lines[0]
+        assert "timeout expired" in lines[0] and "launched " not in proc.stdout, lines[0]
 
     relay.resume()  # the database answers again: the next launch is taken
     deadline = time.monotonic() + 120
-    while (proc := launch(url, env)).returncode == 2 and time.monotonic() < deadline:
+    while (proc := cli("launch", url, env)).returncode == 2 and time.monotonic() < deadline:
         time.sleep(2)
     assert proc.returncode == 0 and "launched run" in proc.stdout, proc.stdout + proc.stderr

@@ -61,7 +61,7 @@ def test_a_stopped_database_gets_one_message_naming_it_and_the_ui_and_launches_a
         proc = server.launch()
         assert proc.returncode == 2 and "launched run" not in proc.stdout, proc.stdout + proc.stderr
         assert proc.stderr.strip() == (
-            f"geo-assets: error: the Dagster webserver at {server.graphql} cannot reach its database: "
+            f"geo-assets: error: the Dagster webserver at {server.graphql} cannot reach its database, {where}: "
             f'connection to server at "127.0.0.1", port {server.pg.port} failed: Connection refused; Is the server '
             "running on that host and accepting TCP/IP connections?. Nothing was launched; start the database (its "
             "runs and history are kept) and launch again"
