@@ -302,6 +302,11 @@ def cmd_model_evaluation_set(args) -> int:
     name = validate_model_name(args.name)
     config = EvaluationSetConfig(regions=args.regions, dates=args.dates or [])  # the run config's checks and bounds
     store = _store()
+    if registry.definition(store, name) is not None:  # its evaluation_set runs select the definition's set
+        raise ValueError(
+            f"model {name} was added with its evaluation set (models/{name}/{registry.DEFINITION_FILE}); "
+            "add another model to judge on another set"
+        )
     manifest = dataset(store, config.regions, config.dates)  # an unknown region or missing imagery fails here
     record, changed = registry.register_set(
         store,

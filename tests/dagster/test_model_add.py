@@ -107,6 +107,9 @@ def test_a_model_added_trains_and_is_judged_as_defined(world):
         in listed.stdout
     )
 
+    moved = _cli("model", "evaluation-set", "my-model", "--regions", "tiny-holdout")
+    assert moved.returncode == 2 and "model my-model was added with its evaluation set" in moved.stderr
+
     # Config left out: the runs take the definition's sets, bands, architecture and hyperparameters.
     result = _runs(
         instance,
