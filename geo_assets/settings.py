@@ -1,10 +1,10 @@
 """Every GEO_ASSETS_* deployment setting, declared once: its name, type, default, bounds and doc.
 
 Settings are environment variables read where they are used (so a daemon, a run and the CLI agree on
-the value in force), always through `Setting.get()`: an empty value means the default, and a value
+the value in force), through `Setting.get()`: an empty value means the default, and a value
 of the wrong type or outside its bounds fails with one message naming the variable and what it
-accepts. Settings whose values a resource checks further (Dask, remote training, arrivals) are read
-with `Setting.raw()` and validated by that resource, which names the variable too.
+accepts. Settings whose values are checked further where they are used (Dask, remote training, arrivals,
+the map server) are read with `Setting.raw()` or `get()` and checked there, naming the variable too.
 
 The settings tables of the docs are made from these declarations, one table per group:
 
