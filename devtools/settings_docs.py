@@ -38,17 +38,21 @@ def stale() -> list[Path]:
     return [p for p in docs.pages() if rendered(p.read_text()) != p.read_text()]
 
 
+def _shown(page: Path) -> Path:
+    return page.relative_to(docs.ROOT) if page.is_relative_to(docs.ROOT) else page
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     pages = stale()
     if "--check" in args:
         for page in pages:
-            print(f"{page.relative_to(docs.ROOT)}: settings tables differ from geo_assets/settings.py; "
+            print(f"{_shown(page)}: settings tables differ from geo_assets/settings.py; "
                   "run python -m devtools.settings_docs", file=sys.stderr)  # fmt: skip
         return 1 if pages else 0
     for page in pages:
         page.write_text(rendered(page.read_text()))
-        print(f"wrote the settings tables of {page.relative_to(docs.ROOT)}")
+        print(f"wrote the settings tables of {_shown(page)}")
     return 0
 
 
