@@ -83,7 +83,7 @@ def test_dask_settings_from_the_environment(env):
         ),
         (
             {"GEO_ASSETS_DASK_WORKER_TIMEOUT": "inf"},
-            "GEO_ASSETS_DASK_WORKER_TIMEOUT='inf': must be a number from 1 to 3600",
+            "GEO_ASSETS_DASK_WORKER_TIMEOUT='inf': must be a number from 1 to 3,600",
         ),
         (
             {"GEO_ASSETS_DASK_CLUSTER": "yarn"},
