@@ -133,9 +133,10 @@ def test_a_model_added_trains_and_is_judged_as_defined(world):
             "model my-model was added with its training_set: regions tiny-field",
         ),
         (
-            {"trained_model": {"config": {**TRAIN, "architecture": "unet"}}},
+            {"trained_model": {"config": {**TRAIN, "architecture": "fcn", "hyperparameters": {"hidden_channels": 16}}}},
             "trained_model",
-            "model my-model was added as a fcn with hyperparameters {'hidden_channels': 8}",
+            "model my-model was added as a fcn with hyperparameters {'hidden_channels': 8} (models/my-model/"
+            "definition.json); this run's config asks for a fcn with {'hidden_channels': 16}",
         ),
     ]:
         refused = _runs(instance, resources, ops, [step] if step == "training_set" else ["trained_model"])
