@@ -18,8 +18,6 @@ Off by default: start it in the UI (Automation, scene_arrivals) or with
 """
 
 import json
-import math
-import os
 import time
 from collections import defaultdict
 
@@ -30,23 +28,17 @@ from geo_assets.geo.arrivals import Arrival, WatchState
 from geo_assets.geo.arrived_scenes import region_from_item
 from geo_assets.geo.regions import add_region, load_catalogue
 from geo_assets.partitions import REGIONS, dates_partitions, region_date_key
+from geo_assets.settings import by_name
 from resources.arrivals import ArrivalsResource, since_timestamp
 from resources.storage import StorageResource
 
-INTERVAL_ENV = "GEO_ASSETS_ARRIVALS_INTERVAL"
+INTERVAL = by_name("GEO_ASSETS_ARRIVALS_INTERVAL")
 PENDING_MAX = 200  # arrivals held for regions not yet in the catalogue
 LOG_KEYS = 20  # unrecognised keys named in a tick's log; the rest are counted
 
 
 def interval_seconds() -> int:
-    raw = os.environ.get(INTERVAL_ENV) or "30"
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value == int(value) and 1 <= value <= 86400):
-        raise ValueError(f"{INTERVAL_ENV}={raw!r}: must be a whole number of seconds between 1 and 86400")
-    return int(value)
+    return INTERVAL.get()
 
 
 def _register(context, store, arrivals: list[Arrival], enabled: bool, known: set[str]) -> None:

@@ -3,6 +3,8 @@
 geo-assets region list
 geo-assets region add NAME --bbox MINX MINY MAXX MAXY --crs EPSG:32631 [--source synthetic] [--labels synthetic]
 geo-assets region remove NAME [--delete-outputs]
+geo-assets model add NAME --architecture A --bands B [B ...] --training-regions R [R ...] --evaluation-regions R [R ...]
+                                    register a model name with what it trains on and is judged on
 geo-assets model list NAME          versions, evaluations, the registered evaluation set and which one serves
 geo-assets model promote NAME VERSION | --auto
 geo-assets model evaluation-set NAME --regions R [R ...] [--dates D ...]   register the set the gate judges on
@@ -126,17 +128,136 @@ def cmd_region_remove(args) -> int:
     return 0
 
 
+def _config_errors(exc) -> str:
+    """A run config class's refusal in its own words, without pydantic's frame."""
+    return "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+
+
+def _known_bands() -> list[str]:
+    import typing
+
+    from geo_assets.config import Band
+
+    return [m.value for m in typing.get_args(Band)[0]]
+
+
+def cmd_model_add(args) -> int:
+    """Register a model name with its architecture, bands and its training and evaluation sets: what every
+    training_set, evaluation_set and trained_model run of it takes (geo_assets/assets/models.py)."""
+    from pydantic import ValidationError
+
+    from geo_assets.assets.common import dataset
+    from geo_assets.config import EvaluationSetConfig, TrainingConfig, TrainingSetConfig
+    from geo_assets.ml import registry
+    from geo_assets.ml.options import ARCHITECTURE_NAMES
+    from geo_assets.partitions import MODELS, validate_model_name
+
+    name = validate_model_name(args.name)
+    hyper: dict[str, float] = {}
+    for item in args.hyperparameter or []:
+        key, eq, value = item.partition("=")
+        try:
+            hyper[key.strip()] = float(value)
+        except ValueError:
+            eq = ""
+        if not eq or not key.strip():
+            raise ValueError(f"--hyperparameter {item!r}: expected NAME=NUMBER, e.g. depth=3")
+    if args.architecture not in ARCHITECTURE_NAMES:
+        raise ValueError(f"unknown architecture {args.architecture!r}; accepted: {', '.join(ARCHITECTURE_NAMES)}")
+    known = _known_bands()
+    unknown = [b for b in args.bands if b not in known]
+    if unknown:
+        raise ValueError(f"unknown band {unknown[0]!r}; accepted: {', '.join(known)}")
+    if len(set(args.bands)) != len(args.bands):
+        raise ValueError(f"--bands names a band twice: {' '.join(args.bands)}")
+    try:  # the bounds of run config: architecture, hyperparameters and weights; regions and dates
+        TrainingConfig(architecture=args.architecture, hyperparameters=hyper)
+        sets = {
+            "training_set": TrainingSetConfig(regions=args.training_regions, dates=args.training_dates or []),
+            "evaluation_set": EvaluationSetConfig(regions=args.evaluation_regions, dates=args.evaluation_dates or []),
+        }
+    except ValidationError as exc:
+        raise ValueError(_config_errors(exc)) from None
+    both = sorted(set(args.training_regions) & set(args.evaluation_regions))
+    if both:
+        raise ValueError(f"region {both[0]} is in both sets: a model is judged on regions it is not trained on")
+    store, instance = _store(), _instance()
+    stored = store.list(f"models/{name}")
+    if instance.has_dynamic_partition(MODELS, name) or stored:
+        raise ValueError(
+            f"model name {name!r} is taken: "
+            + (f"{len(stored)} objects are stored under models/{name}/" if stored else "it is a model partition")
+            + f" (`geo-assets model list {name}`); choose another name"
+        )
+    # The sets as their runs will select them now: unknown regions, missing imagery or labels, and bands the
+    # imagery lacks fail here, naming the acquisition.
+    manifests = {part: dataset(store, c.regions, c.dates, bands=args.bands) for part, c in sets.items()}
+    evaluation = manifests["evaluation_set"]
+    held_out = ["/".join(pair) for pair in registry.acquisitions(evaluation)]  # fixed now, as the gate's set is
+    record = registry.add_definition(
+        store,
+        name,
+        {
+            "architecture": args.architecture,
+            "hyperparameters": {k: int(v) if v.is_integer() else v for k, v in hyper.items()},
+            "bands": args.bands,
+            "training_set": {"regions": sets["training_set"].regions, "dates": sets["training_set"].dates},
+            "evaluation_set": {
+                "regions": sets["evaluation_set"].regions,
+                "dates": sets["evaluation_set"].dates,
+                "acquisitions": held_out,
+            },
+            "added_by": f"geo-assets model add ({os.environ.get('USER', 'unknown user')})",
+        },
+    )
+    registered, _ = registry.register_set(
+        store,
+        name,
+        registry.acquisitions(evaluation),
+        by=record["added_by"],
+        variants=registry.set_variants(evaluation),
+    )
+    register(instance, models=[name])
+    print(
+        f"added model {name}: {record['architecture']} on {', '.join(args.bands)}; trains on "
+        f"{len(manifests['training_set']['items'])} acquisition(s) of {', '.join(args.training_regions)}; "
+        f"partition registered in {os.environ['DAGSTER_HOME']}"
+    )
+    print(_registered_line(registered))
+    print(
+        f"train and evaluate it: materialise training_set, evaluation_set, trained_model and model_evaluation "
+        f"of partition {name} (training_job); their config may be left out"
+    )
+    return 0
+
+
+def _definition_line(spec: dict) -> str:
+    sets = (
+        f"{part.split('_')[0]} on {', '.join(spec[part]['regions'])}"
+        + (f" ({', '.join(spec[part]['dates'])})" if spec[part]["dates"] else "")
+        for part in ("training_set", "evaluation_set")
+    )
+    hyper = ", ".join(f"{k}={v}" for k, v in spec["hyperparameters"].items())
+    return (
+        f"defined: {spec['architecture']}{f' ({hyper})' if hyper else ''}, bands {', '.join(spec['bands'])}; "
+        f"{'; '.join(sets)}; added {spec['added_at'][:19]} by {spec['added_by']}"
+    )
+
+
 def cmd_model_list(args) -> int:
     from geo_assets.ml import registry
     from geo_assets.partitions import validate_model_name
 
     store, min_miou = _store(), _min_miou()
     versions = registry.list_versions(store, validate_model_name(args.name))
-    if not versions:
+    spec = registry.definition(store, args.name)
+    if not versions and spec is None:
         raise LookupError(f"model {args.name!r} has no trained versions")
     state = registry.serving_state(store, args.name, min_miou, versions)
     serving, registered = state["serving"], state["registered_set"]
     print(f"model {args.name}: gate min mIoU {min_miou}; serving: {serving or 'none'} ({state['state']})")
+    if spec is not None:
+        print(_definition_line(spec))
     if state["refused"]:
         print(f"  {state['refused']}")
     print(_registered_line(registered))
@@ -182,6 +303,11 @@ def cmd_model_evaluation_set(args) -> int:
     name = validate_model_name(args.name)
     config = EvaluationSetConfig(regions=args.regions, dates=args.dates or [])  # the run config's checks and bounds
     store = _store()
+    if registry.definition(store, name) is not None:  # its evaluation_set runs select the definition's set
+        raise ValueError(
+            f"model {name} was added with its evaluation set (models/{name}/{registry.DEFINITION_FILE}); "
+            "add another model to judge on another set"
+        )
     manifest = dataset(store, config.regions, config.dates)  # an unknown region or missing imagery fails here
     record, changed = registry.register_set(
         store,
@@ -479,9 +605,30 @@ def parser() -> argparse.ArgumentParser:
         help="also delete its tiles, labels, predictions and reports (kept by default)",
     )
     remove.set_defaults(fn=cmd_region_remove)
-    model = sub.add_parser("model", help="list model versions or choose the serving one").add_subparsers(
+    model = sub.add_parser("model", help="add a model, list its versions or choose the serving one").add_subparsers(
         dest="model_command", required=True
     )
+    madd = model.add_parser("add", help="register a model name: its architecture, bands, training and evaluation sets")
+    madd.add_argument("name", help="a slug: lowercase letters, digits, hyphens; at most 63 characters")
+    madd.add_argument("--architecture", required=True, help="unet or fcn")
+    madd.add_argument(
+        "--hyperparameter",
+        action="append",
+        metavar="NAME=NUMBER",
+        help="e.g. depth=3, base_channels=16 (unet), hidden_channels=32, num_layers=4 (fcn); repeatable",
+    )
+    madd.add_argument("--bands", nargs="+", required=True, help="the bands it reads, in order, e.g. blue green red nir")
+    madd.add_argument("--training-regions", nargs="+", required=True, metavar="REGION", help="regions it trains on")
+    madd.add_argument(
+        "--training-dates", nargs="+", metavar="DATE", help="YYYY-MM-DD (default: every date with imagery at each run)"
+    )
+    madd.add_argument(
+        "--evaluation-regions", nargs="+", required=True, metavar="REGION", help="held-out regions it is judged on"
+    )
+    madd.add_argument(
+        "--evaluation-dates", nargs="+", metavar="DATE", help="YYYY-MM-DD (default: every date with imagery now)"
+    )
+    madd.set_defaults(fn=cmd_model_add)
     ls = model.add_parser("list", help="versions, their evaluations and which one serves")
     ls.add_argument("name")
     ls.set_defaults(fn=cmd_model_list)

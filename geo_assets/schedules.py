@@ -11,21 +11,22 @@
 """
 
 import datetime
-import os
 
 import dagster as dg
 
 from geo_assets.launches import ASSETS, plan
 from geo_assets.limits import max_backfill_partitions
+from geo_assets.settings import by_name
 from resources.gate import ModelGate
 from resources.storage import StorageResource
 
-REGIONS_ENV = "GEO_ASSETS_SCHEDULED_REGIONS"
+REGIONS = by_name("GEO_ASSETS_SCHEDULED_REGIONS")
+REGIONS_ENV = REGIONS.name
 TRIGGER_TAG = "geo-assets/trigger"
 
 
 def scheduled_regions() -> list[str]:
-    names = [r.strip() for r in os.environ.get(REGIONS_ENV, "").split(",") if r.strip()]
+    names = REGIONS.get()
     if len(names) > max_backfill_partitions():
         raise ValueError(
             f"{REGIONS_ENV} names {len(names)} regions; at most {max_backfill_partitions()} (GEO_ASSETS_MAX_BACKFILL_PARTITIONS)"

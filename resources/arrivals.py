@@ -4,14 +4,13 @@ A deployment setting, read from GEO_ASSETS_ARRIVALS_* variables by `arrivals_fro
 has bounds, and a bad one fails when the code location loads, naming the variable.
 """
 
-import math
-import os
 from datetime import UTC, datetime
 
 import dagster as dg
 from pydantic import Field, ValidationError, field_validator
 
 from geo_assets.geo.arrivals import DEFAULT_LAYOUT, Layout, Watcher
+from geo_assets.settings import by_name
 
 
 class ArrivalsResource(dg.ConfigurableResource):
@@ -56,40 +55,23 @@ def since_timestamp(value: str) -> float:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
-ENV = "GEO_ASSETS_ARRIVALS_"
-_NUMBERS = {
-    "LOOKBACK_DAYS": int,
-    "SETTLE_SECONDS": float,
-    "MAX_REQUESTS": int,
-    "SWEEP_SECONDS": float,
-    "MAX_ARRIVALS": int,
+SETTINGS = {  # field -> its deployment setting (geo_assets/settings.py); values typed and bounded there
+    "layout": by_name("GEO_ASSETS_ARRIVALS_LAYOUT"),
+    "lookback_days": by_name("GEO_ASSETS_ARRIVALS_LOOKBACK_DAYS"),
+    "settle_seconds": by_name("GEO_ASSETS_ARRIVALS_SETTLE_SECONDS"),
+    "max_requests": by_name("GEO_ASSETS_ARRIVALS_MAX_REQUESTS"),
+    "sweep_seconds": by_name("GEO_ASSETS_ARRIVALS_SWEEP_SECONDS"),
+    "max_arrivals": by_name("GEO_ASSETS_ARRIVALS_MAX_ARRIVALS"),
+    "register_regions": by_name("GEO_ASSETS_ARRIVALS_REGISTER_REGIONS"),
+    "since": by_name("GEO_ASSETS_ARRIVALS_SINCE"),
 }
 
 
 def arrivals_from_env() -> ArrivalsResource:
-    settings: dict = {}
-    if os.environ.get(ENV + "LAYOUT"):
-        settings["layout"] = os.environ[ENV + "LAYOUT"]
-    if os.environ.get(ENV + "SINCE"):
-        settings["since"] = os.environ[ENV + "SINCE"]
-    for name, kind in _NUMBERS.items():
-        raw = os.environ.get(ENV + name)
-        if raw:
-            try:
-                value = kind(raw)
-            except ValueError:
-                value = math.nan
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"{ENV}{name}={raw!r}: must be a finite number")
-            settings[name.lower()] = value
-    raw = os.environ.get(ENV + "REGISTER_REGIONS")
-    if raw:
-        if raw.lower() not in ("1", "true", "yes", "0", "false", "no"):
-            raise ValueError(f"{ENV}REGISTER_REGIONS={raw!r}: use true or false")
-        settings["register_regions"] = raw.lower() in ("1", "true", "yes")
+    settings = {field: setting.get() for field, setting in SETTINGS.items() if setting.raw() is not None}
     try:
         return ArrivalsResource(**settings)
-    except ValidationError as exc:
+    except ValidationError as exc:  # a layout or time the resource refuses
         error = exc.errors()[0]
-        name = ENV + str(error["loc"][0]).upper()
-        raise ValueError(f"{name}={os.environ.get(name)!r}: {error['msg'].removeprefix('Value error, ')}") from None
+        setting = SETTINGS[str(error["loc"][0])]
+        raise ValueError(f"{setting.name}={setting.raw()!r}: {error['msg'].removeprefix('Value error, ')}") from None

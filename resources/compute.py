@@ -32,9 +32,10 @@ from pydantic import Field
 
 from geo_assets.geo.threads import map_on
 from geo_assets.geo.tilework import BatchOutcome, TileLedger, fingerprint, item_key, run_batch
+from geo_assets.settings import by_name
 
 PROGRESS_SECONDS = 5.0  # long work reports progress this often; short work once, at the end
-MAX_TILES_PER_BATCH = 100_000
+MAX_TILES_PER_BATCH = int(by_name("GEO_ASSETS_TILES_PER_BATCH").high)
 
 # Batch sizing (BatchSizer): batches as large as balance and progress allow, never so small that
 # their fixed cost matters.

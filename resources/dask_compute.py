@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import math
-import os
 import queue
 import re
 import statistics
@@ -40,9 +38,9 @@ import dagster as dg
 from pydantic import Field, PrivateAttr, model_validator
 
 from geo_assets.geo.tilework import noop, run_batch
+from geo_assets.settings import by_name
 from resources.compute import MAX_TILES_PER_BATCH, LocalPoolCompute, TileJob, TileWorkError
 
-MAX_WORKERS = 1024
 CLUSTERS = {  # kind -> (module, class): built by name, so only the kind in use is imported
     "local": ("distributed", "LocalCluster"),
     "kubernetes": ("dask_kubernetes.operator", "KubeCluster"),
@@ -54,18 +52,20 @@ _ADDRESS = re.compile(r"^((tcp|tls|ws|wss|ucx)://)?[A-Za-z0-9.\-\[\]:]+:\d{1,5}$
 ROUND_TRIPS = 5  # empty tasks timed to measure a batch's round trip
 POLL_SECONDS = 1.0  # how often a waiting step checks that workers exist
 
-ENV = {  # setting -> environment variable (resources/profiles.py reads them)
-    "address": "GEO_ASSETS_DASK_ADDRESS",
-    "cluster": "GEO_ASSETS_DASK_CLUSTER",
-    "n_workers": "GEO_ASSETS_DASK_WORKERS",
-    "threads_per_worker": "GEO_ASSETS_DASK_THREADS",
-    "minimum_workers": "GEO_ASSETS_DASK_MIN_WORKERS",
-    "maximum_workers": "GEO_ASSETS_DASK_MAX_WORKERS",
-    "image": "GEO_ASSETS_DASK_IMAGE",
-    "cluster_options": "GEO_ASSETS_DASK_CLUSTER_OPTIONS",
-    "connect_timeout": "GEO_ASSETS_DASK_CONNECT_TIMEOUT",
-    "worker_timeout": "GEO_ASSETS_DASK_WORKER_TIMEOUT",
+SETTINGS = {  # field -> its deployment setting (geo_assets/settings.py), read by dask_compute_from_env
+    "address": by_name("GEO_ASSETS_DASK_ADDRESS"),
+    "cluster": by_name("GEO_ASSETS_DASK_CLUSTER"),
+    "n_workers": by_name("GEO_ASSETS_DASK_WORKERS"),
+    "threads_per_worker": by_name("GEO_ASSETS_DASK_THREADS"),
+    "minimum_workers": by_name("GEO_ASSETS_DASK_MIN_WORKERS"),
+    "maximum_workers": by_name("GEO_ASSETS_DASK_MAX_WORKERS"),
+    "image": by_name("GEO_ASSETS_DASK_IMAGE"),
+    "cluster_options": by_name("GEO_ASSETS_DASK_CLUSTER_OPTIONS"),
+    "connect_timeout": by_name("GEO_ASSETS_DASK_CONNECT_TIMEOUT"),
+    "worker_timeout": by_name("GEO_ASSETS_DASK_WORKER_TIMEOUT"),
 }
+ENV = {field: setting.name for field, setting in SETTINGS.items()}  # the variables, for messages
+MAX_WORKERS = int(SETTINGS["n_workers"].high)
 
 
 def round_trip(client, repeats: int = ROUND_TRIPS) -> float:
@@ -293,23 +293,9 @@ class DaskCompute(LocalPoolCompute):
         )
 
 
-def env_number(name: str, default: float, kind: type, low: float, high: float) -> Any:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        value = float("nan")
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
-        kind_name = "an integer" if kind is int else "a number"
-        raise ValueError(f"{name}={raw!r}: must be {kind_name} from {low:g} to {high:g}")
-    return value
-
-
 def dask_compute_from_env(workers: int, tiles_per_batch: int) -> DaskCompute:
     """The Dask settings from the environment, each checked with a message naming its variable."""
-    env = {k: os.environ.get(v) or None for k, v in ENV.items()}
+    env = {field: setting.get() for field, setting in SETTINGS.items()}  # each typed and within its bounds
     options: dict = {}
     if env["cluster_options"]:
         try:
@@ -318,20 +304,8 @@ def dask_compute_from_env(workers: int, tiles_per_batch: int) -> DaskCompute:
             raise ValueError(f"{ENV['cluster_options']} is not JSON: {exc}") from None
         if not isinstance(options, dict):
             raise ValueError(f"{ENV['cluster_options']} must be a JSON object of the cluster class's arguments")
-    settings = {
-        "n_workers": env_number(ENV["n_workers"], 2, int, 1, MAX_WORKERS),
-        "threads_per_worker": env_number(ENV["threads_per_worker"], 1, int, 1, 256),
-        "minimum_workers": env_number(ENV["minimum_workers"], 0, int, 0, MAX_WORKERS),
-        "maximum_workers": env_number(ENV["maximum_workers"], 0, int, 0, MAX_WORKERS),
-        "connect_timeout": env_number(ENV["connect_timeout"], 10.0, float, 0.1, 600),
-        "worker_timeout": env_number(ENV["worker_timeout"], 300.0, float, 1, 3600),
-    }
     return DaskCompute(
         workers=workers,
         tiles_per_batch=min(tiles_per_batch, MAX_TILES_PER_BATCH),
-        address=env["address"],
-        cluster=env["cluster"],
-        image=env["image"],
-        cluster_options=options,
-        **settings,
+        **{**env, "cluster_options": options},
     )

@@ -17,13 +17,14 @@ change its pod's image or command (deploy/README, "Access and threat model").
 """
 
 import math
-import os
 import re
 
 import dagster as dg
 
-MIN_MIOU_ENV = "GEO_ASSETS_MIN_MIOU"
-DEFAULT_MIN_MIOU = 0.90
+from geo_assets.settings import by_name
+
+MIN_MIOU = by_name("GEO_ASSETS_MIN_MIOU")
+MIN_MIOU_ENV, DEFAULT_MIN_MIOU = MIN_MIOU.name, MIN_MIOU.default
 # The resource's description carries the threshold into every job snapshot (ResourceDefSnap holds only a
 # name, a description and a config schema); `recorded_min_miou` reads it back.
 _DESCRIPTION = (
@@ -79,13 +80,4 @@ def recorded_min_miou(instance: dg.DagsterInstance | None, run: dg.DagsterRun | 
 
 
 def gate_from_env() -> ModelGate:
-    raw = os.environ.get(MIN_MIOU_ENV)
-    if not raw:
-        return ModelGate()
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:  # also refuses nan and inf
-        raise ValueError(f"{MIN_MIOU_ENV}={raw!r}: must be a number between 0 and 1")
-    return ModelGate(min_miou=value)
+    return ModelGate(min_miou=MIN_MIOU.get())

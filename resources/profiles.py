@@ -16,37 +16,34 @@ import os
 from pathlib import Path
 
 from geo_assets.geo.store import local_root
+from geo_assets.settings import by_name
 from resources.arrivals import arrivals_from_env
-from resources.compute import MAX_TILES_PER_BATCH, LocalPoolCompute
-from resources.dask_compute import dask_compute_from_env, env_number
+from resources.compute import LocalPoolCompute
+from resources.dask_compute import dask_compute_from_env
 from resources.gate import gate_from_env
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
-from resources.training import TRAINING_ENV, InProcessTraining, TrainingResource, ecs_from_env, vertex_from_env
+from resources.training import TRAINING, InProcessTraining, TrainingResource, ecs_from_env, vertex_from_env
 
-PROFILE_ENV = "GEO_ASSETS_PROFILE"
-PROFILES = ("local", "aws", "gcp")
-RUNTIME_ENV = "GEO_ASSETS_RUNTIME"
+PROFILE = by_name("GEO_ASSETS_PROFILE")
+RUNTIME = by_name("GEO_ASSETS_RUNTIME")
+COMPUTE = by_name("GEO_ASSETS_COMPUTE")
+STORAGE_ROOT = by_name("GEO_ASSETS_STORAGE_ROOT")
 # Steps in pods or tasks of their own share nothing but the store, so those runtimes need a bucket.
 RUNTIMES = {"local": ("process",), "gcp": ("process", "k8s"), "aws": ("process", "ecs", "k8s")}
-COMPUTE_ENV = "GEO_ASSETS_COMPUTE"
-COMPUTES = ("threads", "dask")
 
 
 def get_profile() -> str:
-    profile = os.environ.get(PROFILE_ENV, "local")
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {PROFILE_ENV}={profile!r}; accepted: {', '.join(PROFILES)}")
-    return profile
+    return PROFILE.get()
 
 
 def get_runtime(profile: str | None = None) -> str:
     """Where steps execute on this profile: GEO_ASSETS_RUNTIME, else `process` (no cluster needed)."""
     profile = profile or get_profile()
-    runtime = os.environ.get(RUNTIME_ENV) or "process"
+    runtime = RUNTIME.raw() or RUNTIME.default  # refused below unless this profile offers it
     if runtime not in RUNTIMES[profile]:
         raise ValueError(
-            f"{RUNTIME_ENV}={runtime!r} is not available on profile {profile}; accepted: {', '.join(RUNTIMES[profile])}"
+            f"{RUNTIME.name}={runtime!r} is not available on profile {profile}; accepted: {', '.join(RUNTIMES[profile])}"
         )
     return runtime
 
@@ -57,7 +54,7 @@ def dagster_home() -> Path:
 
 def local_storage_root() -> str:
     """GEO_ASSETS_STORAGE_ROOT, else `storage/` inside the Dagster home, so one folder holds a laptop's state."""
-    return os.environ.get("GEO_ASSETS_STORAGE_ROOT") or local_root(dagster_home() / "storage")
+    return STORAGE_ROOT.get() or local_root(dagster_home() / "storage")
 
 
 def _env(name: str) -> str | None:
@@ -65,32 +62,30 @@ def _env(name: str) -> str | None:
 
 
 def _cloud_root(profile: str, scheme: str) -> str:
-    root = _env("GEO_ASSETS_STORAGE_ROOT")
+    root = STORAGE_ROOT.get()
     if not root or not root.startswith(scheme):
-        raise ValueError(f"profile {profile} needs GEO_ASSETS_STORAGE_ROOT={scheme}bucket/prefix (got {root!r})")
+        raise ValueError(f"profile {profile} needs {STORAGE_ROOT.name}={scheme}bucket/prefix (got {root!r})")
     return root
 
 
 def _imagery() -> ImageryResource:
     """STAC APIs and source buckets: the public ones unless overridden (e.g. by local stand-ins)."""
     overrides = {
-        "earth_search_url": _env("GEO_ASSETS_EARTH_SEARCH_URL"),
-        "planetary_computer_url": _env("GEO_ASSETS_PLANETARY_COMPUTER_URL"),
-        "landsat_url": _env("GEO_ASSETS_LANDSAT_URL"),
-        "s3_endpoint_url": _env("GEO_ASSETS_SOURCE_S3_ENDPOINT"),
+        "earth_search_url": by_name("GEO_ASSETS_EARTH_SEARCH_URL").get(),
+        "planetary_computer_url": by_name("GEO_ASSETS_PLANETARY_COMPUTER_URL").get(),
+        "landsat_url": by_name("GEO_ASSETS_LANDSAT_URL").get(),
+        "s3_endpoint_url": by_name("GEO_ASSETS_SOURCE_S3_ENDPOINT").get(),
     }
-    if _env("GEO_ASSETS_SOURCE_S3_ENDPOINT"):  # a stand-in S3 server checks signatures with the usual keys
+    if overrides["s3_endpoint_url"]:  # a stand-in S3 server checks signatures with the usual keys
         overrides.update(s3_no_sign=False, s3_region=_env("AWS_REGION") or "us-east-1")
     return ImageryResource(**{k: v for k, v in overrides.items() if v is not None})
 
 
 def compute_from_env() -> LocalPoolCompute:
     """The `compute` resource: the thread pool (default), or Dask with GEO_ASSETS_COMPUTE=dask."""
-    kind = os.environ.get(COMPUTE_ENV) or "threads"
-    if kind not in COMPUTES:
-        raise ValueError(f"unknown compute {COMPUTE_ENV}={kind!r}; accepted: {', '.join(COMPUTES)}")
-    workers = env_number("GEO_ASSETS_WORKERS", 0, int, 0, 1024)
-    per_batch = env_number("GEO_ASSETS_TILES_PER_BATCH", 0, int, 0, MAX_TILES_PER_BATCH)
+    kind = COMPUTE.get()
+    workers = by_name("GEO_ASSETS_WORKERS").get()
+    per_batch = by_name("GEO_ASSETS_TILES_PER_BATCH").get()
     if kind == "dask":
         return dask_compute_from_env(workers, per_batch)
     return LocalPoolCompute(workers=workers, tiles_per_batch=per_batch)
@@ -102,9 +97,7 @@ TRAININGS = {"in-process": lambda environ: InProcessTraining(), "vertex": vertex
 def _training(root: str) -> TrainingResource:
     """Where trained_model trains: in the step's process (default), a Vertex AI job or an ECS task.
     A remote job reads and writes the store itself, so it needs the store of its cloud."""
-    kind = os.environ.get(TRAINING_ENV) or "in-process"
-    if kind not in TRAININGS:
-        raise ValueError(f"unknown {TRAINING_ENV}={kind!r}; accepted: {', '.join(TRAININGS)}")
+    kind = TRAINING.get()
     training = TRAININGS[kind](os.environ)
     if kind != "in-process":
         training.check_root(root)

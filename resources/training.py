@@ -15,7 +15,6 @@ training tiles from the store by URI; its credentials come from its own role or 
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Callable
 from typing import Annotated, ClassVar, Literal
@@ -27,10 +26,12 @@ from pydantic import model_validator
 from geo_assets.config import _check  # the settings' bounds are checked as run config is
 from geo_assets.geo.tilework import Mapper
 from geo_assets.ml.versions import TrainedVersion, TrainingRequest, train_version
+from geo_assets.settings import by_name
 from resources.storage import StorageResource, _resolved
 from resources.vertex import PipesVertexClient, VertexJobs, vertex_labels
 
-TRAINING_ENV = "GEO_ASSETS_TRAINING"  # in-process (default), vertex or ecs: chosen in resources/profiles.py
+TRAINING = by_name("GEO_ASSETS_TRAINING")  # in-process (default), vertex or ecs: chosen in resources/profiles.py
+TRAINING_ENV = TRAINING.name
 ENTRYPOINT = ["python", "-m", "geo_assets.remote_training"]
 MAX_ACCELERATORS = 8
 # Vertex AI's NVIDIA accelerators (MachineSpec.acceleratorType); TPUs need TPU machine types and code.
@@ -69,7 +70,7 @@ Image = Annotated[str, _pattern(r"[^\s]{1,1024}", "a container image reference")
 
 def remote_training_chosen() -> bool:
     """Whether this deployment trains in remote jobs: then trained_model's step only waits on one."""
-    return (os.environ.get(TRAINING_ENV) or "in-process") != "in-process"
+    return TRAINING.get() != "in-process"
 
 
 class TrainingResource(dg.ConfigurableResource):
@@ -421,9 +422,10 @@ def _from_env(
 
     values = {**(defaults or {})}
     for field, var in names.items():
-        raw = (environ.get(var) or "").strip()
-        if raw:
-            values[field] = [s.strip() for s in raw.split(",") if s.strip()] if field in LISTS else raw
+        setting = by_name(var) if var.startswith("GEO_ASSETS_") else None  # else AWS_REGION, the SDK's own
+        raw = setting.raw(environ) if setting else (environ.get(var) or "").strip()
+        if raw:  # checked below by the resource, naming the variable
+            values[field] = setting.parse(raw) if setting and field in LISTS else raw
     try:
         return cls(**values)
     except ValidationError as exc:

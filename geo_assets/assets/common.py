@@ -99,14 +99,20 @@ def output(manifest: dict, metadata: dict) -> dg.Output:
 
 
 def dataset(
-    store: Store, regions: list[str], dates: list[str], acquisitions: list[str] = (), pinned: dict | None = None
+    store: Store,
+    regions: list[str],
+    dates: list[str],
+    acquisitions: list[str] = (),
+    pinned: dict | None = None,
+    bands: list[str] | None = None,
 ) -> dict:
     """The (imagery, labels) acquisitions of a training or evaluation set, each with its data version:
     exactly `acquisitions` (REGION/DATE) when given, else `dates` of each region, else every date of a
     region that has imagery now. The manifest records the dates it resolved to, so the set is fixed.
     `pinned` (REGION/DATE -> what a registered evaluation set reads, `set_variants`) fixes the imagery
     variant and the labels' cut of those acquisitions: a set registered on them never switches to other
-    imagery or labels by itself, it is refused instead."""
+    imagery or labels by itself, it is refused instead. `bands` (a model's definition) are the bands the set
+    gives its model, each of which every acquisition's imagery must hold; default: the bands they all hold."""
     cat = catalogue(store)
     chosen: dict[str, list[str]] = {}
     for acquisition in acquisitions:
@@ -146,10 +152,17 @@ def dataset(
                 }
             )
     # A model sees the bands every acquisition has (e.g. a 3-band Landsat sample beside 6-band scenes).
-    bands = [b for b in items[0]["bands"] if all(b in i["bands"] for i in items)]
-    if not bands:
+    shared = [b for b in items[0]["bands"] if all(b in i["bands"] for i in items)]
+    if not shared:
         raise ValueError(f"the selected imagery shares no band: {sorted({tuple(i['bands']) for i in items})}")
-    return {"regions": regions, "dates": sorted({i["date"] for i in items}), "bands": bands, "items": items}
+    for item in items if bands else []:
+        lacking = [b for b in bands if b not in item["bands"]]
+        if lacking:
+            raise ValueError(
+                f"the imagery of {item['region']}/{item['date']} ({item['imagery']}) has bands "
+                f"{', '.join(item['bands'])}: it lacks {', '.join(lacking)}; cut imagery_tiles with them first"
+            )
+    return {"regions": regions, "dates": sorted({i["date"] for i in items}), "bands": bands or shared, "items": items}
 
 
 def _pinned(store: Store, region: str, date: str, labels: dict, pin: dict) -> tuple[str, dict]:

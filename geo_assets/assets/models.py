@@ -77,32 +77,59 @@ def _register_evaluation_set(context: dg.AssetExecutionContext, store, model: st
     }
 
 
-def _evaluation_dataset(store, model: str, config: EvaluationSetConfig) -> dict:
+def _selection(store, model: str, config) -> tuple[list[str], list[str], list[str], list[str] | None]:
+    """Regions, dates, acquisitions and bands of a set. A model added with `geo-assets model add` has its
+    sets and bands in its definition: config left at its defaults selects them, config that names others
+    is refused, naming the definition (the input_changes sensor's refresh of the set's own acquisitions passes)."""
+    spec = registry.definition(store, model)
+    if spec is None:
+        return config.regions, config.dates, config.acquisitions, None
+    part = "evaluation_set" if isinstance(config, EvaluationSetConfig) else "training_set"
+    defined = spec[part]
+    if config.acquisitions:
+        outside = sorted({a.split("/")[0] for a in config.acquisitions} - set(defined["regions"]))
+        if not outside:
+            return config.regions, [], config.acquisitions, spec["bands"]
+    default = type(config).model_fields["regions"].default
+    chosen = (list(config.regions), list(config.dates))
+    if not config.acquisitions and chosen in ((default, []), (defined["regions"], defined["dates"])):
+        # An evaluation set is fixed when the model is added: its acquisitions then, as the gate's set is.
+        return defined["regions"], defined["dates"], defined.get("acquisitions", []), spec["bands"]
+    raise ValueError(
+        f"model {model} was added with its {part}: regions {', '.join(defined['regions'])}, dates "
+        f"{', '.join(defined['dates']) or 'every date with imagery'} (models/{model}/{registry.DEFINITION_FILE}); "
+        f"this run's config selects {', '.join(config.acquisitions) or ', '.join(config.regions)}: leave the "
+        f"config out, or add another model"
+    )
+
+
+def _evaluation_dataset(
+    store, model: str, regions: list[str], dates: list[str], acquisitions: list[str], bands: list[str] | None
+) -> dict:
     """The selected evaluation set. The model's registered set reads what it was registered on (its
     imagery variants and labels' cuts), or is refused naming what changed: it never switches by itself."""
     registered = registry.registered_set(store, model)
     pins = (registered or {}).get("variants")
-    if pins and sorted(a.split("/") for a in config.acquisitions) == registered["acquisitions"]:
-        return dataset(
-            store, config.regions, config.dates, config.acquisitions, pinned=pins
-        )  # the input_changes sensor's request
-    selected = dataset(store, config.regions, config.dates, config.acquisitions)
+    if pins and sorted(a.split("/") for a in acquisitions) == registered["acquisitions"]:
+        return dataset(store, regions, dates, acquisitions, pinned=pins, bands=bands)  # input_changes' request
+    selected = dataset(store, regions, dates, acquisitions, bands=bands)
     if (
         pins
         and registry.acquisitions(selected) == registered["acquisitions"]
         and registry.set_variants(selected) != pins
     ):
-        return dataset(store, config.regions, config.dates, list(pins), pinned=pins)
+        return dataset(store, regions, dates, list(pins), pinned=pins, bands=bands)
     return selected
 
 
 def _dataset(context: dg.AssetExecutionContext, config, store, model: str) -> dg.Output[dict]:
     """The set's manifest (an evaluation set's registered one, see above) with its metadata."""
+    regions, dates, acquisitions, bands = _selection(store, model, config)
     if isinstance(config, EvaluationSetConfig):
-        manifest = {"model": model, **_evaluation_dataset(store, model, config)}
+        manifest = {"model": model, **_evaluation_dataset(store, model, regions, dates, acquisitions, bands)}
     else:
-        manifest = {"model": model, **dataset(store, config.regions, config.dates, config.acquisitions)}
-    tag_run(context, model=model, regions=",".join(config.regions))
+        manifest = {"model": model, **dataset(store, regions, dates, acquisitions, bands=bands)}
+    tag_run(context, model=model, regions=",".join(regions))
     metadata = dataset_metadata(manifest)
     if isinstance(config, EvaluationSetConfig):
         metadata.update(_register_evaluation_set(context, store, model, manifest))
@@ -197,6 +224,27 @@ def trained_model(
         return _trained_model(context, config, storage, store, compute, training, training_set, name)
 
 
+def _architecture(store, name: str, config: TrainingConfig) -> dict:
+    """The training settings. A model added with `geo-assets model add` trains the architecture and
+    hyperparameters of its definition: config left at their defaults takes them, config naming others is refused."""
+    settings = {**config.model_dump(), "hyperparameters": _hyperparameters(config.hyperparameters)}
+    spec = registry.definition(store, name)
+    if spec is None:
+        return settings
+    chosen = (settings["architecture"], settings["hyperparameters"])
+    defined = (spec["architecture"], spec["hyperparameters"])
+    default = (TrainingConfig.model_fields["architecture"].default, {})
+    if chosen not in (default, defined):
+        raise ValueError(
+            f"model {name} was added as a {defined[0]} with hyperparameters {defined[1]} "
+            f"(models/{name}/{registry.DEFINITION_FILE}); this run's config asks for a {chosen[0]} with {chosen[1]}: "
+            f"leave architecture and hyperparameters out, or add another model"
+        )
+    # Checked as run config is, with the definition's values (e.g. chip_size against a unet's depth).
+    TrainingConfig(**{**config.model_dump(), "architecture": defined[0], "hyperparameters": defined[1]})
+    return {**settings, "architecture": defined[0], "hyperparameters": defined[1]}
+
+
 def _trained_model(
     context,
     config: TrainingConfig,
@@ -207,7 +255,7 @@ def _trained_model(
     training_set: dict,
     name: str,
 ) -> dg.Output[dict]:
-    settings = {**config.model_dump(), "hyperparameters": _hyperparameters(config.hyperparameters)}
+    settings = _architecture(store, name, config)
     tag_run(context, model=name, regions=",".join(training_set["regions"]))
     request = TrainingRequest(name, settings, training_set)
     # A new version exists once its model.json is stored: only while this step still holds the partition.
@@ -230,7 +278,7 @@ def _trained_model(
         {
             "model": name,
             "version": record["version"],
-            "architecture": config.architecture,
+            "architecture": settings["architecture"],
             "final_loss": record["loss_curve"][-1],
             "train_seconds": record["train_seconds"],
             "device": record["device"],

@@ -14,9 +14,9 @@ cluster's EC2 GPU instances with one GPU; without it they run on Fargate without
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 
+from geo_assets.settings import by_name
 from resources.training import remote_training_chosen
 
 POOL_LABEL = "geo-assets/pool"
@@ -65,14 +65,14 @@ def _k8s(needs: Needs) -> dict:
     if needs.gpus:
         resources["limits"]["nvidia.com/gpu"] = str(needs.gpus)
         pod["tolerations"] = [GPU_TAINT]
-        if image := os.environ.get("GEO_ASSETS_GPU_IMAGE"):
+        if image := by_name("GEO_ASSETS_GPU_IMAGE").get():
             container["image"] = image
     return {"container_config": container, "pod_spec_config": pod}
 
 
 def _ecs(needs: Needs) -> dict[str, str]:
     tags = {"ecs/cpu": str(int(needs.vcpu * 1024)), "ecs/memory": str(needs.memory_gib * 1024)}
-    if needs.gpus and (task_definition := os.environ.get("GEO_ASSETS_ECS_GPU_TASK_DEFINITION")):
+    if needs.gpus and (task_definition := by_name("GEO_ASSETS_ECS_GPU_TASK_DEFINITION").get()):
         tags["ecs/run_task_kwargs"] = json.dumps({"taskDefinition": task_definition, "launchType": "EC2"})
         tags["ecs/container_overrides"] = json.dumps(
             {"resourceRequirements": [{"type": "GPU", "value": str(needs.gpus)}]}

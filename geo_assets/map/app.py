@@ -19,7 +19,6 @@ with one message, never a stack trace.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from importlib import resources as package_files
@@ -34,6 +33,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from geo_assets.geo.store import ObjectNotFoundError, Store
 from geo_assets.map import clients, layers, links, tiles
 from geo_assets.map.layers import BadRequest, NotFound
+from geo_assets.settings import by_name
 
 log = logging.getLogger("geo_assets.map")
 PAGE = package_files.files("geo_assets.map") / "page"
@@ -68,7 +68,7 @@ class _Rate:
 
 
 def _rate() -> float:
-    raw = os.environ.get(RATE_ENV) or str(DEFAULT_RATE)
+    raw = by_name(RATE_ENV).raw() or str(DEFAULT_RATE)  # declared in geo_assets/settings.py
     try:
         rate = float(raw)
     except ValueError:
@@ -79,7 +79,7 @@ def _rate() -> float:
 
 
 def _basemap() -> str | None:
-    url = os.environ.get(BASEMAP_ENV) or None
+    url = by_name(BASEMAP_ENV).get()
     if url and not (url.startswith(("http://", "https://")) and all(p in url for p in ("{z}", "{x}", "{y}"))):
         raise ValueError(f"{BASEMAP_ENV}={url!r}: expected an XYZ template, http(s)://.../{{z}}/{{x}}/{{y}}.png")
     return url

@@ -13,8 +13,9 @@ X-Forwarded-For (uvicorn's proxy_headers off), which would otherwise let a clien
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Mapping
+
+from geo_assets.settings import by_name
 
 TRUSTED_PROXIES_ENV = "GEO_ASSETS_MAP_TRUSTED_PROXIES"
 USER_HEADER = "X-Forwarded-User"
@@ -44,7 +45,7 @@ class Clients:
 
 
 def from_env() -> Clients:
-    raw = os.environ.get(TRUSTED_PROXIES_ENV, "").strip()
+    raw = by_name(TRUSTED_PROXIES_ENV).raw() or ""  # declared in geo_assets/settings.py
     if raw == "*":
         return Clients(None)
     networks = []

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-import os
 from urllib.parse import urlencode
+
+from geo_assets.settings import by_name
 
 MAP_URL_ENV = "GEO_ASSETS_MAP_URL"
 DEFAULT_PORT = 3100  # `make dev` serves the map here, beside the Dagster UI on 3000
@@ -12,7 +13,7 @@ DEFAULT_MAP_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 
 
 def map_base_url() -> str:
-    base = os.environ.get(MAP_URL_ENV) or DEFAULT_MAP_URL
+    base = by_name(MAP_URL_ENV).raw() or DEFAULT_MAP_URL  # declared in geo_assets/settings.py
     if not base.startswith(("http://", "https://")):
         raise ValueError(f"{MAP_URL_ENV}={base!r}: expected the map server's address, http(s)://host[:port][/path]")
     return base.rstrip("/")

@@ -51,7 +51,7 @@ def cached_runtime(store: Store, key: str, device: str, runtime: str | None) -> 
             _models.popitem(last=False)
     log.info(
         "loaded model %s on %s (%s) in %.2f s%s",
-        store.uri(key),
+        model.source or store.uri(key),  # the file the runtime runs: model.onnx for onnxruntime
         device,
         model.name,
         time.perf_counter() - started,

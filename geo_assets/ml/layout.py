@@ -36,6 +36,7 @@ from geo_assets.ml.memory import MAX_FORWARD_PIXELS, max_forward_batch
 from geo_assets.ml.options import MAX_BATCH
 from geo_assets.ml.predict import classify
 from geo_assets.ml.runtime import Runtime
+from geo_assets.settings import by_name
 
 CPU_BATCHES = (1, 2, 4, 8)  # tried in order while each is faster; 16 was slower everywhere we measured
 GPU_BATCH = 16
@@ -206,7 +207,7 @@ def _by_cpu(runtime: Runtime, sample: np.ndarray, batch: int | None, n: int, fir
 
 
 def cache_path() -> Path:
-    root = os.environ.get(CACHE_ENV) or os.path.join(
+    root = by_name(CACHE_ENV).get() or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "geo-assets"
     )
     return Path(root) / "layouts.json"

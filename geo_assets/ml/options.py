@@ -7,7 +7,7 @@ out of those that never touch a model.
 
 from __future__ import annotations
 
-import os
+from geo_assets.settings import by_name
 
 ARCHITECTURE_NAMES = ("unet", "fcn")  # geo_assets.ml.models.ARCHITECTURES builds them
 # Each hyperparameter's accepted range: past these a model stops fitting in memory (a U-Net's widths
@@ -18,14 +18,14 @@ HYPERPARAMETERS: dict[str, dict[str, tuple[int, int]]] = {
 }
 MAX_PARAMETERS = 50_000_000  # 200 MB of float32 weights; the demo's U-Net has about 120 thousand
 RUNTIMES = ("auto", "torch", "onnxruntime")  # inference runtimes (geo_assets.ml.runtime)
-ENV_VAR = "GEO_ASSETS_INFERENCE_RUNTIME"
+ENV_VAR = "GEO_ASSETS_INFERENCE_RUNTIME"  # declared in geo_assets/settings.py
 MAX_BATCH = 256  # tiles per forward pass
 
 
 def requested(name: str | None = None) -> str:
     """The runtime asked for: `name`, else GEO_ASSETS_INFERENCE_RUNTIME, else auto; unknown names refused."""
     source = "config" if name else ENV_VAR
-    name = name or os.environ.get(ENV_VAR) or "auto"
+    name = name or by_name(ENV_VAR).get()
     if name not in RUNTIMES:
         raise ValueError(f"unknown inference runtime {name!r} (from {source}); accepted: {', '.join(RUNTIMES)}")
     return name

@@ -7,6 +7,8 @@ and the serving alias.
     models/<name>/evaluation_set.json                            the set the model is judged on: its acquisitions,
                                                                  their digest (the set id) and a revision number
     models/<name>/serving.json                                   a version promoted by hand (optional)
+    models/<name>/definition.json                                what `geo-assets model add` fixed: architecture,
+                                                                 bands, training and evaluation sets (optional)
 
 A version id is derived from the training config, the data versions of its inputs, the
 runtime that shapes the weights (device type, torch version) and a digest of the training code
@@ -36,6 +38,7 @@ WEIGHTS_FILE = "model.pt2"  # a torch.export archive: loads with torch alone
 ONNX_FILE = "model.onnx"  # the same model in ONNX: runs with onnxruntime alone (versions trained since it exists)
 SERVING_FILE = "serving.json"
 EVALUATION_SET_FILE = "evaluation_set.json"
+DEFINITION_FILE = "definition.json"
 log = logging.getLogger(__name__)
 
 
@@ -172,6 +175,24 @@ def register_set(
             f"written: see it with `geo-assets model list {name}`, and register again if it is not the one wanted"
         )
     return record, True
+
+
+def definition(store: Store, name: str) -> dict | None:
+    """What `geo-assets model add` fixed for `name` (architecture, hyperparameters, bands, the training and
+    evaluation sets' regions and dates), or None for a model defined by its runs' config alone."""
+    try:
+        return store.read_json(f"models/{name}/{DEFINITION_FILE}")
+    except ObjectNotFoundError:
+        return None
+
+
+def add_definition(store: Store, name: str, record: dict) -> dict:
+    """Store the definition of a new model name; written once (a conditional create), never replaced."""
+    record = {"model": name, **record, "added_at": datetime.datetime.now(datetime.UTC).isoformat()}
+    data = (json.dumps(record, indent=1, sort_keys=True) + "\n").encode()
+    if not store.create(f"models/{name}/{DEFINITION_FILE}", data):
+        raise ValueError(f"model name {name!r} is taken: models/{name}/{DEFINITION_FILE} exists; choose another name")
+    return record
 
 
 def on_set(evaluation: dict, registered: dict | None) -> bool:

@@ -53,6 +53,7 @@ class Runtime(ABC):
     in_channels: int | None
     digest: str  # the model's content hash: measured layouts are cached under it
     note: str = ""  # why this runtime was chosen, when it was not the one asked for
+    source: str = ""  # the file it was loaded from (model.pt2 or model.onnx); empty for a module in memory
 
     @abstractmethod
     def session(self, threads: int | None) -> Iterator[Forward]:
@@ -208,5 +209,6 @@ def load_runtime(store: Store, weights: str, device: torch.device, name: str | N
         with open(path, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()[:16]
     runtime = TorchRuntime(module, device, digest)
+    runtime.source = store.uri(weights)
     runtime.note = "; ".join(n for n in (f"torch eager: {note}" if note else "", unverified) if n)
     return runtime

@@ -147,6 +147,10 @@ def test_training_evaluation_prediction_and_report(registered, resources, store)
         "busy machine: by CPU time",
     )
     assert inference["batch_size"] >= 1 and inference["streams"] >= 1
+    # The step's log names the file the runtime runs, and the runtime: model.onnx on ONNX Runtime.
+    loaded = [e.user_message for e in registered.all_logs(result.run_id) if "loaded model " in e.user_message]
+    onnx, pt2 = (store.uri(f"models/tiny-model/{version}/{f}") for f in ("model.onnx", "model.pt2"))
+    assert any(f"loaded model {onnx} on cpu (onnxruntime)" in m for m in loaded), loaded
     imagery = pick_imagery(store, "tiny-holdout", "2024-06-01")[1]
     for tile, out in zip(imagery["tiles"], pred["tiles"]):
         with rasterio.open(store.path(tile["path"])) as a, rasterio.open(store.path(out["path"])) as b:
@@ -164,6 +168,17 @@ def test_training_evaluation_prediction_and_report(registered, resources, store)
     assert "data:image/png;base64," in meta["preview"].value
     run = registered.get_run_by_id(result.run_id)
     assert run.tags["geo-assets/model"] == "tiny-model" and run.tags["geo-assets/model-version"] == version
+    # On torch, the same: model.pt2 (torch).
+    torch_run = _materialize(
+        [imagery_tiles, predictions],
+        HOLDOUT_KEY,
+        resources,
+        registered,
+        {"predictions": {"config": {"model": "tiny-model", "inference_runtime": "torch"}}},
+        selection=["predictions"],
+    )
+    loaded = [e.user_message for e in registered.all_logs(torch_run.run_id) if "loaded model " in e.user_message]
+    assert any(f"loaded model {pt2} on cpu (torch)" in m for m in loaded), loaded
 
 
 def test_failed_gate_blocks_default_predictions(registered, resources, store):

@@ -96,7 +96,7 @@ def test_gate_threshold_is_a_deployment_setting(monkeypatch):
     assert resource_defs()["gate"].min_miou == 0.75
     for bad in ("1.5", "nan", "inf", "high"):
         monkeypatch.setenv("GEO_ASSETS_MIN_MIOU", bad)
-        with pytest.raises(ValueError, match=f"GEO_ASSETS_MIN_MIOU='{bad}': must be a number between 0 and 1"):
+        with pytest.raises(ValueError, match=f"GEO_ASSETS_MIN_MIOU='{bad}': must be a number from 0 to 1"):
             resource_defs()
 
 
@@ -135,7 +135,7 @@ def test_unknown_profile_is_refused(monkeypatch):
     from resources.profiles import resource_defs
 
     monkeypatch.setenv("GEO_ASSETS_PROFILE", "azure")
-    with pytest.raises(ValueError, match="unknown profile GEO_ASSETS_PROFILE=.azure.; accepted: local, aws, gcp"):
+    with pytest.raises(ValueError, match="unknown GEO_ASSETS_PROFILE=.azure.; accepted: local, aws, gcp"):
         resource_defs()
 
 

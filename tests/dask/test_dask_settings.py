@@ -67,20 +67,23 @@ def test_dask_settings_from_the_environment(env):
 @pytest.mark.parametrize(
     "values, message",
     [
-        ({"GEO_ASSETS_COMPUTE": "spark"}, "unknown compute GEO_ASSETS_COMPUTE='spark'; accepted: threads, dask"),
-        ({"GEO_ASSETS_WORKERS": "many"}, "GEO_ASSETS_WORKERS='many': must be an integer from 0 to 1024"),
-        ({"GEO_ASSETS_TILES_PER_BATCH": "-1"}, "GEO_ASSETS_TILES_PER_BATCH='-1': must be an integer from 0 to 100000"),
-        ({"GEO_ASSETS_DASK_WORKERS": "0"}, "GEO_ASSETS_DASK_WORKERS='0': must be an integer from 1 to 1024"),
-        ({"GEO_ASSETS_DASK_WORKERS": "5000"}, "GEO_ASSETS_DASK_WORKERS='5000': must be an integer from 1 to 1024"),
-        ({"GEO_ASSETS_DASK_WORKERS": "1.5"}, "GEO_ASSETS_DASK_WORKERS='1.5': must be an integer from 1 to 1024"),
-        ({"GEO_ASSETS_DASK_THREADS": "inf"}, "GEO_ASSETS_DASK_THREADS='inf': must be an integer from 1 to 256"),
+        ({"GEO_ASSETS_COMPUTE": "spark"}, "unknown GEO_ASSETS_COMPUTE='spark'; accepted: threads, dask"),
+        ({"GEO_ASSETS_WORKERS": "many"}, "GEO_ASSETS_WORKERS='many': must be a whole number from 0 to 1,024"),
+        (
+            {"GEO_ASSETS_TILES_PER_BATCH": "-1"},
+            "GEO_ASSETS_TILES_PER_BATCH='-1': must be a whole number from 0 to 100,000",
+        ),
+        ({"GEO_ASSETS_DASK_WORKERS": "0"}, "GEO_ASSETS_DASK_WORKERS='0': must be a whole number from 1 to 1,024"),
+        ({"GEO_ASSETS_DASK_WORKERS": "5000"}, "GEO_ASSETS_DASK_WORKERS='5000': must be a whole number from 1 to 1,024"),
+        ({"GEO_ASSETS_DASK_WORKERS": "1.5"}, "GEO_ASSETS_DASK_WORKERS='1.5': must be a whole number from 1 to 1,024"),
+        ({"GEO_ASSETS_DASK_THREADS": "inf"}, "GEO_ASSETS_DASK_THREADS='inf': must be a whole number from 1 to 256"),
         (
             {"GEO_ASSETS_DASK_CONNECT_TIMEOUT": "nan"},
             "GEO_ASSETS_DASK_CONNECT_TIMEOUT='nan': must be a number from 0.1 to 600",
         ),
         (
             {"GEO_ASSETS_DASK_WORKER_TIMEOUT": "inf"},
-            "GEO_ASSETS_DASK_WORKER_TIMEOUT='inf': must be a number from 1 to 3600",
+            "GEO_ASSETS_DASK_WORKER_TIMEOUT='inf': must be a number from 1 to 3,600",
         ),
         (
             {"GEO_ASSETS_DASK_CLUSTER": "yarn"},

@@ -93,7 +93,7 @@ def test_backfill_of_one_regions_dates_runs_once_through_the_daemon(world, serve
         (
             ["--region", "tiny-field", "--from", "2024-06-01", "--to", "2024-06-02"],
             {"GEO_ASSETS_MAX_BACKFILL_PARTITIONS": "inf"},
-            "GEO_ASSETS_MAX_BACKFILL_PARTITIONS='inf': must be a whole number between 1 and 10,000,000",
+            "GEO_ASSETS_MAX_BACKFILL_PARTITIONS='inf': must be a whole number from 1 to 10,000,000",
         ),
     ],
 )

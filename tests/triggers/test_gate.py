@@ -38,7 +38,7 @@ def test_the_gate_is_the_deployment_setting(monkeypatch):
     monkeypatch.setenv("GEO_ASSETS_MIN_MIOU", "0.8")
     assert resource_defs()["gate"].min_miou == 0.8
     monkeypatch.setenv("GEO_ASSETS_MIN_MIOU", "1.5")
-    with pytest.raises(ValueError, match="GEO_ASSETS_MIN_MIOU='1.5': must be a number between 0 and 1"):
+    with pytest.raises(ValueError, match="GEO_ASSETS_MIN_MIOU='1.5': must be a number from 0 to 1"):
         resource_defs()
 
 

@@ -93,7 +93,5 @@ def test_the_wait_setting_is_bounded(monkeypatch, raw):
     from geo_assets.limits import lease_wait_s
 
     monkeypatch.setenv("GEO_ASSETS_LEASE_WAIT_S", raw)
-    with pytest.raises(
-        ValueError, match=f"GEO_ASSETS_LEASE_WAIT_S='{raw}': must be a whole number between 1 and 86,400"
-    ):
+    with pytest.raises(ValueError, match=f"GEO_ASSETS_LEASE_WAIT_S='{raw}': must be a whole number from 1 to 86,400"):
         lease_wait_s()

@@ -204,7 +204,7 @@ def test_limit_settings_are_whole_and_bounded(monkeypatch, raw):
         ("GEO_ASSETS_MAX_BACKFILL_PARTITIONS", max_backfill_partitions),
     ):
         monkeypatch.setenv(name, raw)
-        with pytest.raises(ValueError, match=f"{name}='{raw}': must be a whole number between 1 and 10,000,000"):
+        with pytest.raises(ValueError, match=f"{name}='{raw}': must be a whole number from 1 to 10,000,000"):
             read()
 
 

@@ -177,7 +177,7 @@ def test_settings_have_bounds_and_clear_errors(monkeypatch):
     for value in ("0", "1.5", "nan", "inf", "soon"):
         monkeypatch.setenv("GEO_ASSETS_ARRIVALS_INTERVAL", value)
         with pytest.raises(
-            ValueError, match=f"GEO_ASSETS_ARRIVALS_INTERVAL='{value}': must be a whole number of seconds"
+            ValueError, match=f"GEO_ASSETS_ARRIVALS_INTERVAL='{value}': must be a whole number from 1 to 86,400$"
         ):
             interval_seconds()
     monkeypatch.delenv("GEO_ASSETS_ARRIVALS_INTERVAL")
@@ -188,13 +188,13 @@ def test_settings_have_bounds_and_clear_errors(monkeypatch):
     got = arrivals_from_env()
     assert (got.layout, got.lookback_days, got.register_regions) == ("landing/{date}/{region}", 3, True)
     for name, value, message in [
-        ("SETTLE_SECONDS", "nan", "must be a finite number"),
-        ("SETTLE_SECONDS", "inf", "must be a finite number"),
-        ("LOOKBACK_DAYS", "400", "less than or equal to 366"),
-        ("MAX_ARRIVALS", "0", "greater than or equal to 1"),
+        ("SETTLE_SECONDS", "nan", "must be a number from 0 to 86,400"),
+        ("SETTLE_SECONDS", "inf", "must be a number from 0 to 86,400"),
+        ("LOOKBACK_DAYS", "400", "must be a whole number from 0 to 366"),
+        ("MAX_ARRIVALS", "0", "must be a whole number from 1 to 10,000"),
         ("LAYOUT", "incoming/{date}", "invalid arrivals layout"),
         ("SINCE", "yesterday", "expected an ISO time"),
-        ("REGISTER_REGIONS", "maybe", "use true or false"),
+        ("REGISTER_REGIONS", "maybe", "must be true or false"),
     ]:
         with monkeypatch.context() as m:
             m.setenv(f"GEO_ASSETS_ARRIVALS_{name}", value)
