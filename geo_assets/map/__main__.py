@@ -8,6 +8,7 @@ read, stops it before it listens, with one line naming the problem (exit 2), not
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -38,7 +39,14 @@ def check_store(store) -> None:
         if os.environ.get(ROOT_ENV):
             raise FileNotFoundError(f"the store {store.root} ({ROOT_ENV}) is not a folder here")
         return
-    store.scan("catalogue", limit=1)  # a listing: the map's credentials may read and list, nothing else
+    # gcsfs logs each exhausted retry with its traceback before raising: the one line below says it all.
+    quiet = logging.getLogger("gcsfs")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        store.scan("catalogue", limit=1)  # a listing: the map's credentials may read and list, nothing else
+    finally:
+        quiet.setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> int:

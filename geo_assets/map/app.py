@@ -91,7 +91,10 @@ def create_app(store: Store) -> FastAPI:
 
     @app.middleware("http")
     async def limit(request: Request, call_next):
-        if not rate.allow(who.key(request.client.host if request.client else None, request.headers)):
+        # /healthz is not limited: a load balancer's checks share the addresses of the users behind it.
+        if request.url.path != "/healthz" and not rate.allow(
+            who.key(request.client.host if request.client else None, request.headers)
+        ):
             return _error(429, f"too many requests: at most {rate.per_second:g} per second per client ({RATE_ENV})")
         return await call_next(request)
 

@@ -338,6 +338,9 @@ def test_request_rate_is_bounded(world, tmp_path):
     env = {**os.environ, "GEO_ASSETS_STORAGE_ROOT": store.root, "GEO_ASSETS_MAP_RATE": "5", "PYTHONPATH": str(ROOT)}
     with map_server(env, tmp_path / "map.log") as url:
         codes = [requests.get(f"{url}/api/legend", timeout=30) for _ in range(30)]
+        # A load balancer's health checks come from the addresses user traffic comes from: never limited.
+        health = [requests.get(f"{url}/healthz", timeout=30).status_code for _ in range(30)]
     refused = [r for r in codes if r.status_code == 429]
     assert refused and codes[0].status_code == 200
     assert "GEO_ASSETS_MAP_RATE" in refused[0].json()["error"]
+    assert set(health) == {200}, health

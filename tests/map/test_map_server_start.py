@@ -96,6 +96,21 @@ def test_a_missing_bucket_and_refused_keys_are_named(s3):
     assert f"access denied to S3 bucket {BUCKET!r}" in refused and READER_SECRET not in refused
 
 
+def test_a_gcs_endpoint_that_does_not_answer_is_named():
+    """gcsfs logs each exhausted retry with its traceback: the server still stops in one line."""
+    with socket.socket() as closed:  # a port bound and never listened on: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        result = serve(
+            GEO_ASSETS_PROFILE="gcp",
+            GEO_ASSETS_STORAGE_ROOT="gs://geo-assets-map-start/geo-assets",
+            STORAGE_EMULATOR_HOST=endpoint,
+            GOOGLE_CLOUD_PROJECT="geo-assets-test",
+        )
+    one_line(result, "GCS store: listing gs://geo-assets-map-start/geo-assets/catalogue/ failed")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr[-3000:]
+
+
 def test_an_address_in_use_is_named(s3):
     """A store it can read (with keys that may only read it), on a port something else holds: uvicorn's
     one error line (among its start and stop lines), its start-up failure exit, no traceback."""
