@@ -218,8 +218,9 @@ def _launch_assets(url: str, assets: list[str], partition: str, ops: dict) -> st
 
 
 def _cli_example(command: str) -> list[str]:
-    """The first line of README's bash block that starts with `.venv/bin/geo-assets COMMAND`, as written."""
-    blocks = re.findall(r"```bash\n(.*?)```", README, re.S)
+    """The first line of the launching guide's bash block that starts with `.venv/bin/geo-assets COMMAND`, as
+    written (the guide of launches and backfills on the demo's model; other pages launch models of their own)."""
+    blocks = re.findall(r"```bash\n(.*?)```", docs.text([docs.ROOT / "docs/guide/launching.md"]), re.S)
     (block,) = [b for b in blocks if b.startswith(f".venv/bin/geo-assets {command} ")]
     return block.splitlines()[0].split()
 

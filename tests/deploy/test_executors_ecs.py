@@ -129,6 +129,7 @@ def ecs_deployment(tmp_path_factory, moto_fargate_tasks):
                 "IMAGE_REPOSITORY": IMAGE.split(":")[0],
                 "IMAGE_TAG": IMAGE.split(":")[1],
                 "RDS_ENDPOINT": "db.invalid",
+                "MAP_HOST": "map.invalid",
                 "PG_PASSWORD_SECRET_ARN": secret,
             }
             daemon_td = _render("daemon.json", values)

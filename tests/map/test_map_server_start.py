@@ -72,7 +72,7 @@ def test_a_port_that_is_not_one(port, tmp_path):
         ("GEO_ASSETS_MAP_BASEMAP_URL", "tiles.example.org", "GEO_ASSETS_MAP_BASEMAP_URL="),
         ("GEO_ASSETS_MAP_TRUSTED_PROXIES", "the-proxy", "'the-proxy' is not an address"),
         ("GEO_ASSETS_MAP_URL", "map.example.org", "GEO_ASSETS_MAP_URL="),
-        ("GEO_ASSETS_PROFILE", "mars", "unknown profile GEO_ASSETS_PROFILE='mars'"),
+        ("GEO_ASSETS_PROFILE", "mars", "unknown GEO_ASSETS_PROFILE='mars'; accepted: local, aws, gcp"),
     ],
 )
 def test_a_bad_setting_is_named(setting, value, named, tmp_path):
