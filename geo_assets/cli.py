@@ -397,14 +397,19 @@ def cmd_launch(args) -> int:
     )
     if not args.wait:
         return 0
+    return 0 if _follow(client, run_id) == "SUCCESS" else 1
+
+
+def _follow(client, run_id: str) -> str | None:
+    """Print a run's events until it ends, then its status; the status."""
     status = None
     for item in client.follow_run(run_id):
         if isinstance(item, str):
             status = item
         else:
             _print_event(item)
-    print(f"run {run_id}: {status}")
-    return 0 if status == "SUCCESS" else 1
+    print(f"run {run_id}: {status}", flush=True)
+    return status
 
 
 def cmd_train(args) -> int:
@@ -436,14 +441,7 @@ def cmd_train(args) -> int:
         print(
             f"launched run {run_id} ({', '.join(assets)} of {key}): {ui_url(args.url, '/runs/' + run_id)}", flush=True
         )
-        status = None
-        for item in client.follow_run(run_id):
-            if isinstance(item, str):
-                status = item
-            else:
-                _print_event(item)
-        print(f"run {run_id}: {status}", flush=True)
-        if status != "SUCCESS":
+        if _follow(client, run_id) != "SUCCESS":
             return 1
     return 0
 
