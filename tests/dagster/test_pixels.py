@@ -24,10 +24,8 @@ from geo_assets.ml.normalisation import Normalisation, normalize
 from geo_assets.ml.predict import load_model, predict_batch
 from geo_assets.partitions import region_date_key
 from resources.compute import LocalPoolCompute
-from resources.gate import ModelGate
-from resources.imagery import ImageryResource
-from resources.storage import ManifestIOManager, StorageResource
-from resources.training import InProcessTraining
+from resources.storage import StorageResource
+from tests.tiny_world import resources_for
 
 DATE = "2024-06-01"
 TRAIN = Region("px-field", (400000.0, 5120000.0, 401280.0, 5121280.0), "EPSG:32631", "synthetic", "synthetic", (DATE,))
@@ -60,14 +58,7 @@ def env(tmp_path_factory):
         catalogue.add(region)
     save_catalogue(store, catalogue)
     storage = StorageResource(root=store.root)
-    resources = {
-        "storage": storage,
-        "compute": LocalPoolCompute(workers=2),
-        "io_manager": ManifestIOManager(storage=storage),
-        "imagery": ImageryResource(),
-        "gate": ModelGate(min_miou=0.0),
-        "training": InProcessTraining(),
-    }
+    resources = resources_for(storage, LocalPoolCompute(workers=2))
     with dg.instance_for_test() as instance:
         register(instance, regions=load_catalogue(store).names(), models=["px-model", "px-rgb"])
         yield store, resources, instance

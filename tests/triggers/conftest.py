@@ -34,11 +34,8 @@ from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
 from geo_assets.geo.store import Store, local_root, make_store
 from geo_assets.partitions import region_date_key
 from resources.compute import LocalPoolCompute
-from resources.gate import ModelGate
-from resources.imagery import ImageryResource
-from resources.storage import ManifestIOManager, StorageResource
-from resources.training import InProcessTraining
-from tests.tiny_world import TILES64, TRAIN  # the tiny world's training settings
+from resources.storage import StorageResource
+from tests.tiny_world import TILES64, TRAIN, resources_for  # the tiny world's settings and resources
 
 
 @pytest.fixture(scope="session")
@@ -141,14 +138,7 @@ def world(tmp_path_factory) -> World:
             register(served, regions=catalogue.names(), models=[MODEL])
 
     storage = StorageResource(root=store.root)
-    resources = {
-        "storage": storage,
-        "compute": LocalPoolCompute(workers=2),
-        "io_manager": ManifestIOManager(storage=storage),
-        "imagery": ImageryResource(),
-        "gate": ModelGate(min_miou=0.0),
-        "training": InProcessTraining(),
-    }
+    resources = resources_for(storage, LocalPoolCompute(workers=2))
     with dg.instance_for_test() as instance:  # the training history is not needed, only the stored version
         register(instance, regions=load_catalogue(store).names(), models=[MODEL])
         for region in (FIELD, HOLDOUT):

@@ -23,11 +23,7 @@ from geo_assets.geo.store import Store, local_root
 from geo_assets.ml import registry
 from geo_assets.partitions import region_date_key
 from resources.compute import LocalPoolCompute
-from resources.gate import ModelGate
-from resources.imagery import ImageryResource
-from resources.storage import ManifestIOManager, StorageResource
-from resources.training import InProcessTraining
-from tests.tiny_world import TILES64, TRAIN  # the tiny world's training settings
+from tests.tiny_world import TILES64, TRAIN, resources_for  # the tiny world's settings and resources
 
 MODEL = "tiny-model"
 DATE = "2024-06-01"
@@ -141,15 +137,7 @@ def deployment(tmp_path, monkeypatch) -> tuple[Deployment, str]:
 
 
 def _resources(store: Store) -> dict:
-    storage = StorageResource(root=store.root)
-    return {
-        "storage": storage,
-        "compute": LocalPoolCompute(workers=2),
-        "io_manager": ManifestIOManager(storage=storage),
-        "imagery": ImageryResource(),
-        "gate": ModelGate(min_miou=0.0),
-        "training": InProcessTraining(),
-    }
+    return resources_for(store, LocalPoolCompute(workers=2))
 
 
 def _ok(proc: subprocess.CompletedProcess) -> str:
