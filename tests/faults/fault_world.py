@@ -20,6 +20,7 @@ from resources.compute import LocalPoolCompute
 from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
+from tests.tiny_world import resources_for
 
 BUCKET = "geo-assets-faults"
 ACCESS_KEY = "geo-assets-faults-key"
@@ -134,7 +135,6 @@ def s3_prediction_job() -> dg.JobDefinition:
     process of its own: GDAL reads tiles holding the GIL, so a fault proxy in the test's process would
     otherwise never get to answer them."""
     from geo_assets.assets.predictions import predictions
-    from resources.training import InProcessTraining
 
     store = StorageResource(
         root=dg.EnvVar("GEO_ASSETS_FAULTS_ROOT"),
@@ -143,14 +143,7 @@ def s3_prediction_job() -> dg.JobDefinition:
         access_key_id=ACCESS_KEY,
         secret_access_key=dg.EnvVar("GEO_ASSETS_FAULTS_SECRET"),  # SECRET of the test's process, not this one's
     )
-    resources = {
-        "storage": store,
-        "compute": LocalPoolCompute(workers=2),
-        "io_manager": ManifestIOManager(storage=store),
-        "imagery": ImageryResource(),
-        "gate": ModelGate(min_miou=0.0),
-        "training": InProcessTraining(),
-    }
+    resources = resources_for(store, LocalPoolCompute(workers=2))
     job = dg.define_asset_job("predict", selection=["predictions"], executor_def=dg.multiprocess_executor)
     return dg.Definitions(assets=[imagery_tiles, predictions], resources=resources, jobs=[job]).resolve_job_def(
         "predict"

@@ -17,10 +17,8 @@ from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
 from geo_assets.geo.store import Store
 from geo_assets.partitions import region_date_key
 from resources.compute import LocalPoolCompute
-from resources.gate import ModelGate
-from resources.imagery import ImageryResource
-from resources.storage import ManifestIOManager, StorageResource
-from resources.training import InProcessTraining
+from resources.storage import StorageResource
+from tests.tiny_world import resources_for
 
 MODEL = "ui-model"
 DATE = "2024-06-01"
@@ -50,14 +48,7 @@ def prepare(home: Path, root: str) -> str:
         catalogue.add(region)
     save_catalogue(store, catalogue)
     storage = StorageResource(root=root)
-    resources = {
-        "storage": storage,
-        "compute": LocalPoolCompute(workers=2),
-        "io_manager": ManifestIOManager(storage=storage),
-        "imagery": ImageryResource(),
-        "gate": ModelGate(min_miou=0.0),
-        "training": InProcessTraining(),
-    }
+    resources = resources_for(storage, LocalPoolCompute(workers=2))
     # The instance yaml reads DAGSTER_HOME from the environment.
     with pytest.MonkeyPatch.context() as env:
         env.setenv("DAGSTER_HOME", str(home))
