@@ -60,7 +60,9 @@ bench: setup
 	$(BIN)/python -m bench.full_tile
 	$(BIN)/python -m bench.runs
 	$(BIN)/python -m bench.launch
+	$(BIN)/python -m bench.image
 	$(BIN)/python -m bench.stack
+	$(BIN)/python -m bench.disk
 	$(BIN)/python -m bench.database_away
 	$(BIN)/python -m bench.service_messages
 	$(BIN)/python -m bench.backfill

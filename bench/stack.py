@@ -8,7 +8,8 @@ another image of the code location). The stack's store is a local S3 API server 
 stack test; every port is free-chosen and the compose project is this benchmark's own.
 
 * start: `docker-compose up -d` until the webserver answers GraphQL with the geo_assets location loaded
-  from the code server (the PostgreSQL image already built; the database volume new each time).
+  from the code server and the map server answers /healthz on its read-only keys (the PostgreSQL image
+  already built; the database volume new each time).
 * launch to STEP_START: `imagery_tiles` of a one-tile region launched with DagsterClient.launch_run, to
   the STEP_START event, split by the run's events as bench.launch does; here "run process" is the
   DockerRunLauncher creating and starting the run's container and Dagster loading the code location in it.
@@ -42,6 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "stack.json"
 COMPOSE = ["docker-compose", "-f", "deploy/compose/docker-compose.yml"]
 BUCKET = "bench-stack"
+MAP_KEY = "bench-stack-map"
 REGION = ("bench-stack", "400000", "5120000", "402560", "5122560")  # one tile of 256 px at 10 m
 WORKSPACE = "{ workspaceOrError { ... on Workspace { locationEntries { name locationOrLoadError { __typename } } } } }"
 
@@ -70,15 +72,25 @@ def location_loaded(url: str) -> bool:
     )
 
 
+def map_healthy(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
 @contextmanager
 def stack_env(image: str) -> Iterator[tuple[dict, str]]:
     """The environment of a stack on free ports, its store on a SeaweedFS started here; its GraphQL URL."""
     from devtools.emulators import free_port
     from devtools.emulators.s3 import seaweedfs
 
+    map_secret = secrets.token_hex(12)
     with (
         tempfile.TemporaryDirectory(prefix="bench-stack-") as tmp,
-        seaweedfs(Path(tmp) / "s3", [BUCKET], "bench-stack-key", secrets.token_hex(12)) as s3,
+        seaweedfs(  # the map's keys may only read and list, as deploy/README's MAP_AWS_* do
+            Path(tmp) / "s3", [BUCKET], "bench-stack-key", secrets.token_hex(12), readers={MAP_KEY: map_secret}
+        ) as s3,
     ):
         web = free_port()
         env = {
@@ -92,6 +104,9 @@ def stack_env(image: str) -> Iterator[tuple[dict, str]]:
             "AWS_ACCESS_KEY_ID": s3.access_key,
             "AWS_SECRET_ACCESS_KEY": s3.secret_key,
             "AWS_REGION": s3.region,
+            "MAP_AWS_ACCESS_KEY_ID": MAP_KEY,
+            "MAP_AWS_SECRET_ACCESS_KEY": map_secret,
+            "GEO_ASSETS_MAP_PORT": str(free_port()),
             "DAGSTER_PG_PASSWORD": secrets.token_hex(8),
             "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
             "DAGSTER_PG_PORT": str(free_port()),
@@ -108,10 +123,10 @@ def stack_env(image: str) -> Iterator[tuple[dict, str]]:
 
 
 def start(env: dict, url: str, timeout: float = 600) -> float:
-    """Seconds from `up -d` to the webserver serving the loaded code location."""
+    """Seconds from `up -d` to the webserver serving the loaded code location and the map answering."""
     started = time.perf_counter()
     sh([*COMPOSE, "up", "-d"], env)
-    while not location_loaded(url):
+    while not (location_loaded(url) and map_healthy(int(env["GEO_ASSETS_MAP_PORT"]))):
         if time.perf_counter() - started > timeout:
             raise RuntimeError(f"the stack did not serve the code location within {timeout:.0f} s")
         time.sleep(0.2)
@@ -176,9 +191,9 @@ def render(info: dict, result: dict, image: str) -> str:
     return f"""## stack: the deployment on one host
 
 What is measured: `deploy/compose/docker-compose.yml` with the image `{image}` (PostgreSQL, code server,
-webserver, read-only webserver, daemon; runs as containers of the image through `DockerRunLauncher`),
+webserver, read-only webserver, daemon, map server on read-only keys; runs as containers of the image through `DockerRunLauncher`),
 its store on a local S3 API server. Start: `docker-compose up -d` to the webserver serving the loaded code
-location, {len(result["starts"])} times on a new database volume. Launch: `imagery_tiles` of a one-tile
+location and the map answering, {len(result["starts"])} times on a new database volume. Launch: `imagery_tiles` of a one-tile
 region over GraphQL to `STEP_START`, {len(rows)} launches after one warm-up. Command:
 `.venv/bin/python -m bench.stack --starts {len(result["starts"])} --repeats {len(rows)}`.
 Machine: {info["nproc"]} cores ({info["cpu_model"]}), {info["platform"]}, Python {info["python"]},
@@ -186,7 +201,7 @@ dagster {info["dagster"]}; {info["date"]}; 1-min load average {info["loadavg_1mi
 
 | | median (s) | share |
 | --- | --- | --- |
-| **stack start** (up to the code location loaded) | **{statistics.median(result["starts"]):.1f}** | |
+| **stack start** (up to the code location loaded and the map answering) | **{statistics.median(result["starts"]):.1f}** | |
 | **launch to STEP_START** | **{total:.2f}** | |
 {phases}
 

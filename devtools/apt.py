@@ -11,12 +11,15 @@ import subprocess
 APT = ["apt-get", "-o", "DPkg::Lock::Timeout=300"]
 
 
-def as_root(packages: list[str]) -> list[str]:
-    """The prefix that runs a command as root here: none, or `sudo -n` where it needs no password."""
+def as_root(packages: list[str], why: str | None = None) -> list[str]:
+    """The prefix that runs a command as root here: none, or `sudo -n` where it needs no password.
+    `why`: what needs root, when it is not installing `packages` (the message then says so)."""
     if os.geteuid() == 0:
         return []
     if shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0:
         return ["sudo", "-n", "DEBIAN_FRONTEND=noninteractive"]
+    if why:
+        raise RuntimeError(f"{why}, and this user is not root and has no passwordless sudo: run it as root")
     raise RuntimeError(
         f"{', '.join(packages)} not installed and this user cannot install them: "
         f"run `apt-get install -y --no-install-recommends {' '.join(packages)}` as root"

@@ -96,7 +96,8 @@ def ensure_engine(timeout: float = 60.0) -> None:
             return
         log = open(CACHE / "dockerd.log", "ab")
         # Its own session: the engine outlives the test process that started it, like a system service.
-        subprocess.Popen([*apt.as_root(["docker.io"]), *DOCKERD], stdout=log, stderr=log, start_new_session=True)
+        root = apt.as_root(["docker.io"], why="the Docker engine does not answer, and starting dockerd needs root")
+        subprocess.Popen([*root, *DOCKERD], stdout=log, stderr=log, start_new_session=True)
         deadline = time.monotonic() + timeout
         while not engine_up():
             if time.monotonic() > deadline:
@@ -105,7 +106,14 @@ def ensure_engine(timeout: float = 60.0) -> None:
 
 
 def image_exists(name: str) -> bool:
-    return subprocess.run(["docker", "image", "inspect", name], capture_output=True, timeout=30).returncode == 0
+    return image_id(name) is not None
+
+
+def image_id(name: str) -> str | None:
+    proc = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Id}}", name], capture_output=True, text=True, timeout=30
+    )
+    return proc.stdout.strip() if proc.returncode == 0 else None
 
 
 def debian_image() -> str:
@@ -113,7 +121,8 @@ def debian_image() -> str:
     ensure_engine()
     with _lock("debian"):
         if not image_exists(DEBIAN_IMAGE):
-            root = apt.as_root(["debootstrap"])  # a root filesystem is made, and read, as root
+            # A root filesystem is made, and read, as root (debootstrap itself may well be installed).
+            root = apt.as_root(["debootstrap"], why=f"making {DEBIAN_IMAGE} runs debootstrap and tar as root")
             rootfs = Path(tempfile.mkdtemp(dir=CACHE)) / "rootfs"
             try:
                 run(*root, "debootstrap", "--variant=minbase", "bookworm", str(rootfs), what="debootstrap bookworm")
@@ -191,7 +200,10 @@ def app_image(tag: str = APP_IMAGE, context: Path = ROOT) -> str:
     leaflet.install(context / leaflet.TARGET.relative_to(ROOT))
     fill_wheelhouse(context / "deploy/wheelhouse")
     with _lock("app"):
+        before = image_id(tag)
         build(tag, context / "deploy/Dockerfile", context, args={"PYTHON_IMAGE": PYTHON_IMAGE})
+        if before and before != image_id(tag):  # the image this build replaced, now untagged: its disk back
+            subprocess.run(["docker", "image", "rm", before], capture_output=True, timeout=120)  # kept if in use
     return tag
 
 

@@ -7,9 +7,10 @@ root, `make demo` sets up .venv and runs the whole pipeline to its final tables.
 
 Torch comes the way the README tells a user: where this machine holds the CPU wheel in a local
 folder (pip's find-links, devtools.containers.torch_wheels), that folder is mounted and named with
-`TORCH_WHEELS`; elsewhere (CI) the set-up takes it from PyTorch's CPU wheel index. PyTorch's index
-is not reachable on the machines this project is developed on, so there its path is exercised only
-by its error: test_setup_without_any_torch_source_names_each_place_tried.
+`TORCH_WHEELS`; elsewhere the set-up takes it from PyTorch's CPU wheel index. PyTorch's index is
+not reachable on the machines this project is developed on, so its path is exercised against a copy
+of its layout served here (test_setup_takes_torch_from_pytorchs_cpu_wheel_index) and by its error
+(test_setup_without_any_torch_source_names_each_place_tried).
 
 The machine's CA bundle is mounted and named with PIP_CERT: pip inside a container reaches the
 package index only with it.
@@ -23,7 +24,11 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -165,6 +170,56 @@ def test_setup_takes_torch_from_a_local_wheel_folder(tmp_path, named_by):
     assert proc.returncode == 0, out
     assert re.search(r"^Would install .*\btorch-2\.13\.0\+cpu\b", out, re.M), out
     assert "nvidia" not in out.lower(), out
+
+
+@pytest.mark.timeout(300)
+def test_setup_takes_torch_from_pytorchs_cpu_wheel_index(tmp_path):
+    """No local wheel folder: the torch step takes 2.13.0+cpu from PyTorch's CPU wheel index, named with
+    TORCH_INDEX_URL. The index here is a copy of its layout (PEP 503: simple/torch/ linking the wheel)
+    served on 127.0.0.1, the wheel taken from this machine's folder; a dry run, as above."""
+    wheels = containers.torch_wheels()
+    if wheels is None:
+        pytest.skip("this machine holds no local torch wheel to serve as PyTorch's index")
+    wheel = next(wheels.glob("torch-2.13.0+cpu-*.whl"))
+    project = tmp_path / "index/torch"
+    project.mkdir(parents=True)
+    try:
+        os.link(wheel, project / wheel.name)  # 190 MB: a link where the disk allows one
+    except OSError:
+        shutil.copy(wheel, project / wheel.name)
+    (project / "index.html").write_text(f'<a href="{wheel.name}">{wheel.name}</a>\n')
+    asked: list[str] = []
+
+    class Index(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            asked.append(unquote(self.path))
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Index, directory=str(tmp_path / "index")))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        subprocess.run(
+            [getattr(sys, "_base_executable", sys.executable), "-m", "venv", tmp_path / "venv"],
+            check=True,
+            timeout=120,
+        )
+        env = _pip_env(
+            PATH=f"{tmp_path / 'venv/bin'}:{os.environ['PATH']}",
+            PIP_DRY_RUN="1",
+            TORCH_INDEX_URL=f"http://127.0.0.1:{server.server_address[1]}/",
+        )
+        if "PIP_CERT" in os.environ:
+            env["PIP_CERT"] = os.environ["PIP_CERT"]
+        proc = subprocess.run(
+            ["sh", "deploy/install-locked.sh", "torch"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert re.search(r"^Would install .*\btorch-2\.13\.0\+cpu\b", out, re.M), out
+    assert "nvidia" not in out.lower(), out
+    assert f"/torch/{wheel.name}" in asked, asked  # the wheel came from the index, not from a local folder
 
 
 @pytest.mark.timeout(300)
