@@ -139,6 +139,18 @@ def _pip_env(**extra: str) -> dict[str, str]:
     return env | {"PIP_CONFIG_FILE": os.devnull, "PIP_RETRIES": "0"} | extra
 
 
+def _dry_run_env(tmp_path: Path, torch_index: str) -> dict[str, str]:
+    """A bare venv of this Python first on PATH, and pip told to resolve without installing
+    (PIP_DRY_RUN), with `torch_index` as PyTorch's CPU wheel index."""
+    subprocess.run(
+        [getattr(sys, "_base_executable", sys.executable), "-m", "venv", tmp_path / "venv"], check=True, timeout=120
+    )
+    env = _pip_env(PATH=f"{tmp_path / 'venv/bin'}:{os.environ['PATH']}", PIP_DRY_RUN="1", TORCH_INDEX_URL=torch_index)
+    if "PIP_CERT" in os.environ:
+        env["PIP_CERT"] = os.environ["PIP_CERT"]
+    return env
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("named_by", ["TORCH_WHEELS", "pip's find-links setting"])
 def test_setup_takes_torch_from_a_local_wheel_folder(tmp_path, named_by):
@@ -148,16 +160,7 @@ def test_setup_takes_torch_from_a_local_wheel_folder(tmp_path, named_by):
     wheels = containers.torch_wheels()
     if wheels is None:
         pytest.skip("this machine holds no local torch wheel folder (pip's find-links, TORCH_WHEELS)")
-    subprocess.run(
-        [getattr(sys, "_base_executable", sys.executable), "-m", "venv", tmp_path / "venv"], check=True, timeout=120
-    )
-    env = _pip_env(
-        PATH=f"{tmp_path / 'venv/bin'}:{os.environ['PATH']}",
-        PIP_DRY_RUN="1",
-        TORCH_INDEX_URL=f"http://127.0.0.1:{_closed_port()}/whl/cpu",
-    )
-    if "PIP_CERT" in os.environ:
-        env["PIP_CERT"] = os.environ["PIP_CERT"]
+    env = _dry_run_env(tmp_path, torch_index=f"http://127.0.0.1:{_closed_port()}/whl/cpu")
     if named_by == "TORCH_WHEELS":
         env["TORCH_WHEELS"] = str(wheels)
     else:
@@ -197,18 +200,7 @@ def test_setup_takes_torch_from_pytorchs_cpu_wheel_index(tmp_path):
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Index, directory=str(tmp_path / "index")))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        subprocess.run(
-            [getattr(sys, "_base_executable", sys.executable), "-m", "venv", tmp_path / "venv"],
-            check=True,
-            timeout=120,
-        )
-        env = _pip_env(
-            PATH=f"{tmp_path / 'venv/bin'}:{os.environ['PATH']}",
-            PIP_DRY_RUN="1",
-            TORCH_INDEX_URL=f"http://127.0.0.1:{server.server_address[1]}/",
-        )
-        if "PIP_CERT" in os.environ:
-            env["PIP_CERT"] = os.environ["PIP_CERT"]
+        env = _dry_run_env(tmp_path, torch_index=f"http://127.0.0.1:{server.server_address[1]}/")
         proc = subprocess.run(
             ["sh", "deploy/install-locked.sh", "torch"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240
         )
