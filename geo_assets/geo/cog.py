@@ -9,6 +9,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.errors import RasterioIOError
+from rasterio.io import MemoryFile
 
 
 class CorruptRasterError(ValueError):
@@ -28,8 +29,11 @@ def write_cog(
 ) -> None:
     """Write a (bands, rows, cols) or (rows, cols) array as a DEFLATE-compressed COG at a local path.
 
-    The COG driver writes through a CreateCopy, so the file is complete when this returns;
-    callers make it visible atomically (see resources.storage).
+    GDAL builds the COG in memory and Python writes its bytes: GDAL's TIFF writer reports a full
+    device as "IO error writing tag data", without the errno, whereas Python's write raises
+    OSError(ENOSPC), which the stores name for what it is (see geo_assets.geo.store). A tile's COG
+    is small (tiles are bounded), so holding it once in memory costs little. Callers make the file
+    visible atomically (see resources.storage).
     """
     data = array[np.newaxis] if array.ndim == 2 else array
     count, height, width = data.shape
@@ -41,25 +45,25 @@ def write_cog(
         overview_resampling="NEAREST",
         num_threads=1,  # tiles are written in parallel already
     )
-    with rasterio.open(
-        path,
-        "w",
-        driver="COG",
-        width=width,
-        height=height,
-        count=count,
-        dtype=data.dtype,
-        crs=crs,
-        transform=transform,
-        nodata=nodata,
-        **options,
-    ) as dst:
-        dst.write(data)
-        if band_names:
-            for i, name in enumerate(band_names, start=1):
-                dst.set_band_description(i, name)
-        if tags:
-            dst.update_tags(**tags)
+    with MemoryFile() as memory:
+        with memory.open(
+            driver="COG",
+            width=width,
+            height=height,
+            count=count,
+            dtype=data.dtype,
+            crs=crs,
+            transform=transform,
+            nodata=nodata,
+            **options,
+        ) as dst:
+            dst.write(data)
+            if band_names:
+                for i, name in enumerate(band_names, start=1):
+                    dst.set_band_description(i, name)
+            if tags:
+                dst.update_tags(**tags)
+        Path(path).write_bytes(memory.getbuffer())
 
 
 def read_raster(path: str | Path) -> tuple[np.ndarray, dict]:
