@@ -75,15 +75,68 @@ def dagster_dev(env: dict, log: Path, timeout: float = 120) -> Iterator[str]:
         stop_group(proc)  # a run process may still be winding down: the whole group goes
 
 
-def stop_group(proc: subprocess.Popen, grace: float = 60) -> None:
-    """Stop the process group `proc` leads (started with start_new_session): SIGTERM, then SIGKILL after
-    `grace` seconds (a loaded machine can keep a graceful stop past a minute)."""
-    os.killpg(proc.pid, signal.SIGTERM)
+def stop_group(proc: subprocess.Popen, grace: float = 60, linger: float = 10) -> None:
+    """Stop the process group `proc` leads (started with start_new_session), leader first.
+
+    The leader alone gets SIGTERM: `dagster dev` (or `dagster-daemon run`) stops what it started
+    itself, clients before servers (the webserver and daemon through their shutdown pipes, then the
+    code server they call). A SIGTERM to the whole group stopped them all at once instead: with a
+    sensor tick in flight, the code server sat in gRPC's 60 s grace for that call while the daemon
+    joined the thread waiting on it (30 s per thread), and the code server and its gRPC server
+    outlived the leader, still running into the next test, since only the leader was waited on.
+    What of the group outlives the leader (a run worker, a code server) then gets SIGTERM, and
+    SIGKILL after `linger` seconds: it served only the leader. The leader itself gets SIGKILL (with
+    its group) only after `grace` seconds: a loaded machine can keep a graceful stop long."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    _end_group(proc.pid, linger)
+
+
+def _end_group(pgid: int, linger: float) -> None:
+    """SIGTERM what is left of process group `pgid`, SIGKILL it after `linger` seconds."""
+    if not _live_members(pgid):
+        return  # all of it ended with its leader
+    _signal_group(pgid, signal.SIGTERM)
+    deadline, killed = time.monotonic() + linger, False
+    while _live_members(pgid):
+        if not killed and time.monotonic() > deadline:
+            _signal_group(pgid, signal.SIGKILL)
+            killed = True
+        elif killed and time.monotonic() > deadline + 30:
+            raise RuntimeError(f"processes {_live_members(pgid)} of group {pgid} outlived SIGKILL")
+        time.sleep(0.2)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
     try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass  # its last process ended meanwhile
+
+
+def _live_members(pgid: int) -> list[int]:
+    """The processes of group `pgid` that still run. Zombies are left out: an orphan's zombie waits for
+    init to reap it, which a container's init may never do, and it holds nothing."""
+    if not Path("/proc/self/stat").exists():  # not Linux: any process of the group, zombies included
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        return [pgid]
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp ...
+        except OSError:
+            continue  # it ended while we looked
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
 
 
 def launch(url: str, job: str, partition: str, ops: dict) -> str:

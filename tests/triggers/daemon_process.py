@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from devtools.dagster_dev import stop_group
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
@@ -53,13 +55,14 @@ class Daemon:
             )
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        """SIGTERM: a graceful stop, the daemon first (it stops its code server); SIGKILL: the whole
+        group at once, as a lost machine."""
         if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, sig)
-            try:
+            if sig == signal.SIGTERM:
+                stop_group(self.proc)
+            else:
+                os.killpg(self.proc.pid, sig)
                 self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
         self.proc = None
 
     def alive(self) -> None:
