@@ -40,6 +40,8 @@ from datetime import date as Date
 from geo_assets.geo.regions import validate_date, validate_region_name
 from geo_assets.geo.store import PAGE, ObjectInfo, Store, validate_key
 
+__all__ = ["Arrival", "DEFAULT_LAYOUT", "ITEM_SUFFIX", "Layout", "Pass", "Tick", "WatchState", "Watcher", "recent"]
+
 DEFAULT_LAYOUT = "incoming/{region}/{date}"
 ITEM_SUFFIX = ".json"
 _FIELDS = ("{region}", "{date}")

@@ -39,6 +39,43 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window as RasterWindow
 from urllib3.util.retry import Retry
 
+__all__ = [
+    "Bounds",
+    "COLLECTIONS",
+    "Collection",
+    "CorruptObjectError",
+    "DEFAULT_STAC_URLS",
+    "HttpRetry",
+    "ImageryError",
+    "ImagerySettings",
+    "ItemMismatchError",
+    "NODATA",
+    "NoItemsError",
+    "ObjectMissingError",
+    "PC_TOKEN_URL",
+    "PlannedItem",
+    "QA_CLOUD",
+    "QA_FILL",
+    "RESAMPLING",
+    "S2_BOA_ADD_OFFSET",
+    "SCL_CLOUD",
+    "SCL_NODATA",
+    "SasTokenSigner",
+    "TRANSIENT_STATUSES",
+    "blob_container",
+    "close_datasets",
+    "gdal_env",
+    "gdal_path",
+    "plan_items",
+    "read_mosaic",
+    "read_window",
+    "region_footprint_wgs84",
+    "s2_dn_offset",
+    "same_crs",
+    "search",
+    "to_reflectance",
+]
+
 Bounds = tuple[float, float, float, float]
 
 DEFAULT_STAC_URLS = {

@@ -33,6 +33,20 @@ from typing import Any
 
 from geo_assets.geo.store import ObjectNotFoundError, Store
 
+__all__ = [
+    "BatchOutcome",
+    "Each",
+    "Mapper",
+    "TileLedger",
+    "capturing",
+    "fingerprint",
+    "item_key",
+    "noop",
+    "origin",
+    "run_batch",
+    "serial_map",
+]
+
 LOGGER = "geo_assets"  # records of this logger and its children are forwarded to the step's log
 Mapper = Callable[[Callable, Sequence], list]
 
