@@ -2,7 +2,7 @@
 
 import enum
 import re
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeAlias
 
 import dagster as dg
 from pydantic import AfterValidator, ConfigDict, PlainSerializer, model_validator
@@ -63,7 +63,12 @@ class _Config(dg.Config):
 
 # Enumerated settings: checked by Dagster's config system when a run is launched (UI, GraphQL, CLI).
 if TYPE_CHECKING:  # built from runtime lists, so invisible to the type checker: to it, the str a step sees
-    ImagerySource = LabelSource = Architecture = Device = InferenceRuntime = Band = str
+    ImagerySource: TypeAlias = str
+    LabelSource: TypeAlias = str
+    Architecture: TypeAlias = str
+    Device: TypeAlias = str
+    InferenceRuntime: TypeAlias = str
+    Band: TypeAlias = str
 else:
     ImagerySource = _enum("ImagerySource", sorted(SOURCES))
     LabelSource = _enum("LabelSource", LABEL_SOURCES)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
+from typing import Any, NoReturn, cast
 from urllib.parse import urlsplit
 
 import antimeridian
@@ -37,6 +38,7 @@ from rasterio.transform import from_origin
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window as RasterWindow
+from shapely.geometry import Polygon
 from urllib3.util.retry import Retry
 
 __all__ = [
@@ -384,7 +386,8 @@ def region_footprint_wgs84(bbox: Bounds, crs: str, points_per_side: int = 16) ->
     ring = [[round(float(x), 8), round(float(y), 8)] for x, y in zip(lon, lat)]
     polygon = {"type": "Polygon", "coordinates": [ring + [ring[0]]]}
     if np.ptp(lon) > 180:  # the box crosses the antimeridian: split there, as GeoJSON asks (RFC 7946, 3.1.9)
-        polygon = shapely.geometry.mapping(antimeridian.fix_polygon(shapely.geometry.shape(polygon)))
+        shell = cast(Polygon, shapely.geometry.shape(polygon))  # the shape of a GeoJSON Polygon
+        polygon = shapely.geometry.mapping(antimeridian.fix_polygon(shell))
     return polygon
 
 
@@ -554,7 +557,7 @@ def gdal_path(href: str) -> str:
     return href
 
 
-def _raise_read_error(href: str, exc: Exception) -> None:
+def _raise_read_error(href: str, exc: Exception) -> NoReturn:
     text = "; ".join(dict.fromkeys(str(e) for e in (exc, exc.__cause__, exc.__context__) if e))  # GDAL's own words
     lowered = text.lower()
     status = re.search(r"(?:response|error) code:? ?(\d{3})", lowered)
@@ -582,8 +585,8 @@ def _integral(*values: float) -> bool:
 class _Open:
     src: rasterio.DatasetReader
     crs: CRS
-    transform: object
-    bounds: tuple
+    transform: Any  # rasterio's Affine and BoundingBox (rasterio ships no types)
+    bounds: Any
     dtype: str
 
 

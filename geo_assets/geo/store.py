@@ -215,7 +215,7 @@ class Store(ABC):
     def write_json(self, key: str, value: object) -> None:
         self.write_bytes(key, (json.dumps(value, indent=1, sort_keys=True) + "\n").encode())
 
-    def read_json(self, key: str) -> object:
+    def read_json(self, key: str) -> Any:  # a JSON document: its shape is the caller's to know
         data = self.read_bytes(key)
         try:
             return json.loads(data)
