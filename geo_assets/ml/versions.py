@@ -155,7 +155,7 @@ def _record(
     request: TrainingRequest,
     version: str,
     normalisation: Normalisation,
-    inputs: list,
+    inputs: dict,
     runtime: dict,
     code: dict,
     prefix: str,
