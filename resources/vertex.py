@@ -120,7 +120,7 @@ class PipesVertexClient(dg.PipesClient, TreatAsResourceParam):
     def _is_dagster_maintained(cls) -> bool:
         return False
 
-    def run(  # type: ignore[override]
+    def run(  # type: ignore[override]  # also returns the ended job, which the Pipes client base does not
         self,
         *,
         context: dg.AssetExecutionContext | dg.OpExecutionContext,

@@ -160,7 +160,7 @@ class ImagerySettings:
 
     stac_urls: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_STAC_URLS))
     s3_endpoint: str | None = None  # e.g. "http://127.0.0.1:8333"; None: AWS
-    s3_region: str = "us-west-2"
+    s3_region: str | None = "us-west-2"  # None: the SDK's own (a store built with no region)
     s3_no_sign: bool = True  # sentinel-cogs is public; usgs-landsat needs credentials and requester pays
     s3_access_key: str | None = field(default=None, repr=False)
     s3_secret_key: str | None = field(default=None, repr=False)
@@ -512,7 +512,7 @@ def _instant(value: str) -> float:
 
 @lru_cache(maxsize=8)
 def _aws_session(
-    no_sign: bool, access_key: str | None, secret_key: str | None, region: str, requester_pays: bool
+    no_sign: bool, access_key: str | None, secret_key: str | None, region: str | None, requester_pays: bool
 ) -> AWSSession:
     # Cached: building one creates a boto3 session, which is slow; rasterio only reads credentials from it.
     if no_sign:

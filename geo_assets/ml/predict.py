@@ -112,8 +112,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     module = program.module()
     # Carry the export metadata on the module so predict_batch pads correctly.
     meta = json.loads(extra[_META_FILE] or "{}")
-    # torch types a module's attributes as tensors or modules: these are plain metadata.
-    module.pad_multiple = int(meta.get("pad_multiple", PAD_MULTIPLE))  # type: ignore[assignment]
+    module.pad_multiple = int(meta.get("pad_multiple", PAD_MULTIPLE))  # type: ignore[assignment]  # torch types module attributes as tensors: this is metadata
     module.in_channels = meta.get("in_channels")
     return module
 
