@@ -27,11 +27,13 @@ reliability: setup
 	$(BIN)/python -m tests.faults.reliability
 
 
-# ruff: lint and format check (pyproject [tool.ruff]); `make test` runs it first. Fix with
+# ruff: lint and format check (pyproject [tool.ruff]), then mypy: the types of geo_assets and resources
+# (pyproject [tool.mypy]); `make test` runs it first. Fix the format with
 # `.venv/bin/ruff check --fix . && .venv/bin/ruff format .`.
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # The Dagster UI on 3000 and, beside it, the map of the store's outputs on 3100 (geo-assets map-server),
 # stopped with it. Without npm the map page says how to get Leaflet; the UI and the tiles still work.

@@ -90,6 +90,7 @@ def scene_arrivals(
         context.log.warning(f"skipped {len(tick.unrecognised) - LOG_KEYS} more unrecognised keys")
 
     first, last = dates_partitions.get_first_partition_key(), dates_partitions.get_last_partition_key()
+    assert first is not None and last is not None  # a daily definition from a start date has both
     candidates = []
     for a in [Arrival(**p) for p in cursor.get("pending", [])] + tick.arrivals:
         if first <= a.date <= last:
@@ -98,7 +99,8 @@ def scene_arrivals(
             context.log.warning(f"skipped {a.key}: {a.date} is not an acquisition date partition ({first} to {last})")
     known = set(load_catalogue(store).names())
     _register(context, store, candidates, arrivals.register_regions, known)
-    ready, held = defaultdict(list), []
+    ready: defaultdict[tuple[str, str], list[Arrival]] = defaultdict(list)
+    held: list[Arrival] = []
     for a in candidates:
         (ready[(a.region, a.date)] if a.region in known else held).append(a)
     if len(held) > PENDING_MAX:

@@ -23,6 +23,7 @@ import collections
 import os
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from geo_assets.graphql import DEFAULT_URL, LaunchError
@@ -49,7 +50,7 @@ def _min_miou() -> float:
     return resource_defs()["gate"].min_miou
 
 
-def register(instance, regions: list[str] = (), models: list[str] = ()) -> None:
+def register(instance, regions: Sequence[str] = (), models: Sequence[str] = ()) -> None:
     """Add region and model partitions; a name that is no valid slug is refused before any is added."""
     from geo_assets.partitions import MODELS, REGIONS, validate_model_name, validate_region_name
 
@@ -433,7 +434,7 @@ def cmd_train(args) -> int:
     regions = [catalogue.get(r).name for r in args.regions]  # an unknown region fails here, naming the known ones
     client = _ready_client(args.url)
     trigger = {"geo-assets/trigger": "cli-train"}
-    launches = [(["labels"], r, {}) for r in regions]
+    launches: list[tuple[list[str], str, dict]] = [(["labels"], r, {}) for r in regions]
     ops = {"training_set": {"config": {"regions": regions}}, "trained_model": {"config": config}}
     launches.append((["training_set", "trained_model"], model, {"ops": ops}))
     for assets, key, run_config in launches:

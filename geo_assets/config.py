@@ -2,7 +2,7 @@
 
 import enum
 import re
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeAlias
 
 import dagster as dg
 from pydantic import AfterValidator, ConfigDict, PlainSerializer, model_validator
@@ -16,13 +16,44 @@ from geo_assets.geo.store import validate_key
 from geo_assets.ml.options import ARCHITECTURE_NAMES, MAX_BATCH, RUNTIMES
 from geo_assets.partitions import validate_model_name
 
+__all__ = [
+    "Acquisition",
+    "Acquisitions",
+    "Architecture",
+    "Band",
+    "Bands",
+    "BatchSize",
+    "DEFAULT_MODEL",
+    "Date",
+    "Dates",
+    "Device",
+    "EvaluationConfig",
+    "EvaluationSetConfig",
+    "ImageryConfig",
+    "ImagerySource",
+    "InferenceRuntime",
+    "LabelSource",
+    "LabelsConfig",
+    "MAX_BATCH_PIXELS",
+    "Margin",
+    "ModelName",
+    "PredictionConfig",
+    "RegionName",
+    "Regions",
+    "ReportConfig",
+    "TileSize",
+    "TrainingConfig",
+    "TrainingSetConfig",
+    "Version",
+]
+
 DEFAULT_MODEL = "landcover-unet"
 
 
 def _enum(name: str, values):
     """A config enum: the launchpad offers these values and refuses any other before a run starts. The
     step sees the plain string ("earth-search"), as manifests, paths, metadata and messages need."""
-    members = enum.StrEnum(name, {v: v for v in values})
+    members = enum.StrEnum(name, {v: v for v in values})  # type: ignore[misc]  # mypy reads only literal enum names
     return Annotated[members, AfterValidator(str), PlainSerializer(str, return_type=str)]
 
 
@@ -31,21 +62,29 @@ class _Config(dg.Config):
 
 
 # Enumerated settings: checked by Dagster's config system when a run is launched (UI, GraphQL, CLI).
-ImagerySource = _enum("ImagerySource", sorted(SOURCES))
-LabelSource = _enum("LabelSource", LABEL_SOURCES)
-Architecture = _enum("Architecture", sorted(ARCHITECTURE_NAMES))
-Device = _enum("Device", ["auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(8))])
-InferenceRuntime = _enum("InferenceRuntime", RUNTIMES)
-Band = _enum(
-    "Band",
-    dict.fromkeys(
-        [
-            *synthetic.BANDS,
-            *(b for s in sample.SAMPLES.values() for b in s.bands),
-            *(b for c in stac.COLLECTIONS.values() for b in c.assets),
-        ]
-    ),
-)
+if TYPE_CHECKING:  # built from runtime lists, so invisible to the type checker: to it, the str a step sees
+    ImagerySource: TypeAlias = str
+    LabelSource: TypeAlias = str
+    Architecture: TypeAlias = str
+    Device: TypeAlias = str
+    InferenceRuntime: TypeAlias = str
+    Band: TypeAlias = str
+else:
+    ImagerySource = _enum("ImagerySource", sorted(SOURCES))
+    LabelSource = _enum("LabelSource", LABEL_SOURCES)
+    Architecture = _enum("Architecture", sorted(ARCHITECTURE_NAMES))
+    Device = _enum("Device", ["auto", "cpu", "cuda", *(f"cuda:{i}" for i in range(8))])
+    InferenceRuntime = _enum("InferenceRuntime", RUNTIMES)
+    Band = _enum(
+        "Band",
+        dict.fromkeys(
+            [
+                *synthetic.BANDS,
+                *(b for s in sample.SAMPLES.values() for b in s.bands),
+                *(b for c in stac.COLLECTIONS.values() for b in c.assets),
+            ]
+        ),
+    )
 
 
 def _check(predicate, message: str):
@@ -127,6 +166,9 @@ Version = Annotated[
 
 
 class _SetConfig(_Config):
+    if TYPE_CHECKING:
+        regions: list[str]  # each subclass declares its own field (with its own bounds)
+
     # Empty dates: every date of each region that has imagery *when the set is materialised*; the manifest
     # records the dates that resolved to, and the set keeps them until someone selects it again.
     dates: Dates = []

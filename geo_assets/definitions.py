@@ -14,6 +14,8 @@ from geo_assets.schedules import AUTOMATION, SCHEDULES
 from geo_assets.sensors import SENSORS
 from resources.profiles import resource_defs
 
+__all__ = ["ASSETS", "defs"]
+
 map_base_url()  # a bad GEO_ASSETS_MAP_URL stops the load, naming it, not every run at its end
 
 ASSETS = [
@@ -30,7 +32,7 @@ ASSETS = [
 defs = dg.Definitions(
     assets=ASSETS,
     jobs=JOBS,
-    sensors=SENSORS + AUTOMATION,
+    sensors=[*SENSORS, *AUTOMATION],
     schedules=SCHEDULES,
     resources=resource_defs(),
     executor=executor_def(),

@@ -6,6 +6,7 @@ same history afterwards.
 
 import time
 from collections import defaultdict
+from typing import Any
 
 import dagster as dg
 from rich.console import Console
@@ -36,11 +37,11 @@ def _version(store, model: str) -> str:
     return store.read_json(manifest_key("trained_model", model))["version"]
 
 
-def plan(catalogue, quick: bool) -> list[tuple[str, object, object, str]]:
+def plan(catalogue, quick: bool) -> list[tuple[str, str, Any, str]]:
     """(job, partition key, run config (or a function of the store giving it), what) for every run, in order."""
     dates = {r: catalogue.get(r).dates[:1] if quick else catalogue.get(r).dates for r in IMAGERY}
     epochs = {"epochs": 3, "chips_per_epoch": 128} if quick else {}
-    runs = []
+    runs: list[tuple[str, str, Any, str]] = []  # a partition key is a str (a region|date one too)
     for r in IMAGERY:
         bands = {"imagery_tiles": {"config": {"bands": RGB if r == "landsat-sample" else ALL_BANDS}}}
         runs += [("imagery_job", region_date_key(r, d), bands, "imagery_tiles") for d in dates[r]]

@@ -24,13 +24,19 @@ the rest of the run goes on as after any step failure.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, cast
 
 import dagster as dg
 from dagster._core.events import DagsterEvent
 from dagster._core.execution.plan.objects import StepFailureData
 from dagster._core.executor.base import Executor
-from dagster._core.executor.step_delegating import CheckStepHealthResult, StepHandler, StepHandlerContext
+from dagster._core.executor.step_delegating import (
+    CheckStepHealthResult,
+    StepDelegatingExecutor,
+    StepHandler,
+    StepHandlerContext,
+)
 from dagster._utils.error import SerializableErrorInfo
 
 from geo_assets.run_launcher import record_worker
@@ -52,7 +58,7 @@ class _RefusalFailsTheStep(StepHandler):
         return self._inner.name
 
     def launch_step(self, step_handler_context: StepHandlerContext) -> Iterator[DagsterEvent]:
-        (step_key,) = step_handler_context.execute_step_args.step_keys_to_execute
+        (step_key,) = _step_keys(step_handler_context)
         try:
             yield from self._inner.launch_step(step_handler_context)
         except self._refused_types as e:
@@ -66,7 +72,7 @@ class _RefusalFailsTheStep(StepHandler):
             )
 
     def check_step_health(self, step_handler_context: StepHandlerContext) -> CheckStepHealthResult:
-        (step_key,) = step_handler_context.execute_step_args.step_keys_to_execute
+        (step_key,) = _step_keys(step_handler_context)
         if step_key in self._refused:  # its failure is already recorded
             return CheckStepHealthResult.healthy()
         return self._inner.check_step_health(step_handler_context)
@@ -75,13 +81,25 @@ class _RefusalFailsTheStep(StepHandler):
         return self._inner.terminate_step(step_handler_context)
 
 
+def _step_keys(step_handler_context: StepHandlerContext) -> Sequence[str]:
+    keys = step_handler_context.execute_step_args.step_keys_to_execute
+    assert keys is not None  # a step handler is given the step it launches
+    return keys
+
+
 def _kubernetes_reason(e: BaseException) -> str:
     """The API server's message (e.g. `Job.batch "x" is invalid: ...`), else the client's."""
-    api = getattr(e, "k8s_api_exception", None) or e
+    api: Any = getattr(e, "k8s_api_exception", None) or e  # the Kubernetes client's ApiException (untyped)
     try:
         return json.loads(api.body)["message"]
     except (AttributeError, TypeError, ValueError, KeyError):
         return str(api)
+
+
+def _creation_fn(executor: dg.ExecutorDefinition) -> Callable:
+    creation = executor.executor_creation_fn
+    assert creation is not None  # every executor Dagster defines creates its executor
+    return creation
 
 
 def _explaining(
@@ -90,13 +108,15 @@ def _explaining(
     """`executor` with its step handler wrapped (same name, config and requirements)."""
 
     def create(init_context):
-        created = executor.executor_creation_fn(init_context)
+        created = cast(
+            StepDelegatingExecutor, _creation_fn(executor)(init_context)
+        )  # a cluster's executor delegates steps
         created._step_handler = _RefusalFailsTheStep(created._step_handler, refused, explain)  # noqa: SLF001
         return created
 
     return dg.ExecutorDefinition(
         name=executor.name,
-        config_schema=executor.config_schema,
+        config_schema=executor.config_schema,  # type: ignore[arg-type]  # the definition's processed schema, which it accepts
         requirements=executor.get_requirements,
         executor_creation_fn=create,
         description=executor.description,
@@ -125,9 +145,9 @@ class _RecordsItsWorker(Executor):
 def _recording_worker(executor: dg.ExecutorDefinition) -> dg.ExecutorDefinition:
     return dg.ExecutorDefinition(
         name=executor.name,
-        config_schema=executor.config_schema,
+        config_schema=executor.config_schema,  # type: ignore[arg-type]  # the definition's processed schema, which it accepts
         requirements=executor.get_requirements,
-        executor_creation_fn=lambda init_context: _RecordsItsWorker(executor.executor_creation_fn(init_context)),
+        executor_creation_fn=lambda init_context: _RecordsItsWorker(_creation_fn(executor)(init_context)),
         description=executor.description,
     )
 

@@ -39,7 +39,7 @@ def check_dates(source: str, region: Region, dates: list[str]) -> None:
     if refused:
         shown = ", ".join(refused[:3]) + (f" and {len(refused) - 3} more" if len(refused) > 3 else "")
         raise ValueError(
-            f"source {source!r} of region {region.name!r} is one fixed scene of {', '.join(fixed) or 'no known date'}: "
+            f"source {source!r} of region {region.name!r} is one fixed scene of {', '.join(fixed or ()) or 'no known date'}: "
             f"{len(refused)} of {len(dates)} date(s) have no imagery ({shown}); choose that date or another source"
         )
 

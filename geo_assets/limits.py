@@ -7,6 +7,8 @@ the CLI agree on the value in force.
 
 from geo_assets.settings import by_name
 
+__all__ = ["LEASE_WAIT", "MAX_BACKFILL", "MAX_TILES", "lease_wait_s", "max_backfill_partitions", "max_tiles"]
+
 MAX_TILES = by_name("GEO_ASSETS_MAX_TILES")  # 10,000: a 256 km square at 10 m and 256 px tiles; manifests stay a few MB
 MAX_BACKFILL = by_name("GEO_ASSETS_MAX_BACKFILL_PARTITIONS")  # 400: a year of dates for one region, with room
 LEASE_WAIT = by_name("GEO_ASSETS_LEASE_WAIT_S")  # 1800: a backfill behind an arrival run of the same partition waits

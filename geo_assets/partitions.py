@@ -29,6 +29,7 @@ def check_partition_dates(dates: list[str]) -> None:
     """Each date one of the date partitions: from the first to today (UTC; end_offset=1 makes today's
     partition exist from midnight). Checked at launch and again in each step, whatever launched it."""
     first, last = dates_partitions.get_first_partition_key(), dates_partitions.get_last_partition_key()
+    assert first is not None and last is not None  # a daily definition from a start date has both
     outside = [d for d in dates if not first <= d <= last]
     if outside:
         raise ValueError(

@@ -70,7 +70,7 @@ def monthly_predictions(
         )
     if preview:
         return dg.SkipReason(
-            f"preview of the tick of {date}: it will request {', '.join(r.partition_key for r in requests) or 'nothing'}"
+            f"preview of the tick of {date}: it will request {', '.join(r.partition_key or '' for r in requests) or 'nothing'}"
             + (f"; refused now: {', '.join(refused)}" if refused else "")
             + " (nothing is requested before that day)"
         )

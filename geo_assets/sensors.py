@@ -66,7 +66,7 @@ def region_partitions(context: dg.SensorEvaluationContext, storage: StorageResou
             f"region partition {name!r} has no footprint in the region catalogue and was removed: "
             f"add regions with `geo-assets region add {name} --bbox MINX MINY MAXX MAXY --crs EPSG:XXXX`"
         )
-    requests = []
+    requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
     if unknown:
         requests.append(dg.DeleteDynamicPartitionsRequest(REGIONS, unknown))
     invalid_models = [k for k in context.instance.get_dynamic_partitions(MODELS) if not _valid_model_name(k)]

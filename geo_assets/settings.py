@@ -74,7 +74,7 @@ class Setting:
             value = self.type(raw)  # int("1.5"), int("1e3") and int("inf") fail: whole numbers are written whole
         except ValueError:
             value = math.nan
-        if not (math.isfinite(value) and self.low <= value <= self.high):  # type: ignore[operator]
+        if not (math.isfinite(value) and self.low <= value <= self.high):
             raise SettingError(f"{self.name}={raw!r}: must be {self.accepted()}")
         return value
 

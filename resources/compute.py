@@ -25,17 +25,17 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import dagster as dg
 from pydantic import Field
 
 from geo_assets.geo.threads import map_on
-from geo_assets.geo.tilework import BatchOutcome, TileLedger, fingerprint, item_key, run_batch
+from geo_assets.geo.tilework import BatchOutcome, Mapper, TileLedger, fingerprint, item_key, run_batch
 from geo_assets.settings import by_name
 
 PROGRESS_SECONDS = 5.0  # long work reports progress this often; short work once, at the end
-MAX_TILES_PER_BATCH = int(by_name("GEO_ASSETS_TILES_PER_BATCH").high)
+MAX_TILES_PER_BATCH = int(cast(float, by_name("GEO_ASSETS_TILES_PER_BATCH").high))  # a bounded setting: its high is set
 
 # Batch sizing (BatchSizer): batches as large as balance and progress allow, never so small that
 # their fixed cost matters.
@@ -132,7 +132,9 @@ class TileJob:
     def remaining(self) -> int:
         return len(self.todo) - self.taken
 
-    def take(self, size: int) -> tuple:
+    def take(
+        self, size: int
+    ) -> tuple[Callable[[Sequence, Mapper], list], list, list[str], list[str], TileLedger | None, int]:
         """The next batch's `run_batch` arguments (work, items, keys, digests, ledger, index)."""
         if not self.taken:
             self.started = time.perf_counter()
@@ -153,6 +155,7 @@ class TileJob:
             self.log.log(record["level"], f"[{outcome.origin}] {record['message']}")
         if outcome.error is not None:
             raise TileWorkError(self.failure(outcome))
+        assert outcome.results is not None  # a batch without an error holds its results
         for key, result in zip(outcome.keys, outcome.results):
             self.results[self.position[key]] = result
         self.finished += len(outcome.keys)
@@ -167,6 +170,7 @@ class TileJob:
 
     def failure(self, outcome: BatchOutcome) -> str:
         error = outcome.error
+        assert error is not None  # only a failed batch is described
         keys = outcome.keys
         which = (
             f"tile {error['key']}"

@@ -32,7 +32,7 @@ import re
 import statistics
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import dagster as dg
 from pydantic import Field, PrivateAttr, model_validator
@@ -65,7 +65,7 @@ SETTINGS = {  # field -> its deployment setting (geo_assets/settings.py), read b
     "worker_timeout": by_name("GEO_ASSETS_DASK_WORKER_TIMEOUT"),
 }
 ENV = {field: setting.name for field, setting in SETTINGS.items()}  # the variables, for messages
-MAX_WORKERS = int(SETTINGS["n_workers"].high)
+MAX_WORKERS = int(cast(float, SETTINGS["n_workers"].high))  # a bounded setting: its high is set
 
 
 def round_trip(client, repeats: int = ROUND_TRIPS) -> float:
@@ -156,7 +156,7 @@ class DaskCompute(LocalPoolCompute):
         """The cluster class's arguments that these settings decide."""
         n = self.minimum_workers if self.adaptive else self.n_workers
         t = self.threads_per_worker
-        return {
+        arguments: dict[str, dict[str, Any]] = {
             "address": {},
             "local": {
                 "n_workers": n,
@@ -174,7 +174,8 @@ class DaskCompute(LocalPoolCompute):
             "gcp": {"docker_image": self.image, "n_workers": n, "worker_options": {"nthreads": t}},
             "fargate": {"image": self.image, "n_workers": n, "worker_nthreads": t},
             "ec2": {"docker_image": self.image, "n_workers": n, "worker_options": {"nthreads": t}},
-        }[kind]
+        }
+        return arguments[kind]
 
     def make_cluster(self):
         module, class_name = CLUSTERS[self.kind]

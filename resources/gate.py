@@ -55,6 +55,7 @@ class ModelGate(dg.ResourceDefinition):
         recorded = recorded_min_miou(context.instance, context.run)
         if recorded is None or recorded == self.min_miou:
             return self
+        assert context.log is not None  # Dagster gives every run's resources its log
         context.log.warning(
             f"{MIN_MIOU_ENV} in this process gives a gate of {self.min_miou}; the run was created with "
             f"{recorded} by the code location, and that is the gate this step applies"

@@ -91,17 +91,19 @@ def compute_from_env() -> LocalPoolCompute:
     return LocalPoolCompute(workers=workers, tiles_per_batch=per_batch)
 
 
-TRAININGS = {"in-process": lambda environ: InProcessTraining(), "vertex": vertex_from_env, "ecs": ecs_from_env}
+REMOTE_TRAININGS = {"vertex": vertex_from_env, "ecs": ecs_from_env}  # jobs that read and write the store themselves
+TRAININGS = {"in-process": lambda environ: InProcessTraining(), **REMOTE_TRAININGS}
 
 
 def _training(root: str) -> TrainingResource:
     """Where trained_model trains: in the step's process (default), a Vertex AI job or an ECS task.
     A remote job reads and writes the store itself, so it needs the store of its cloud."""
     kind = TRAINING.get()
-    training = TRAININGS[kind](os.environ)
-    if kind != "in-process":
-        training.check_root(root)
-    return training
+    if kind in REMOTE_TRAININGS:
+        remote = REMOTE_TRAININGS[kind](os.environ)
+        remote.check_root(root)
+        return remote
+    return TRAININGS[kind](os.environ)
 
 
 def _resources(storage: StorageResource) -> dict:

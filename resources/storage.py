@@ -5,6 +5,7 @@ themselves are COGs in the store, written by the tile work units.
 """
 
 from collections import Counter
+from collections.abc import Mapping
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -68,7 +69,7 @@ class PartitionManifests(dict):
     by partition key: each is stored, and read back, as if its partition had run alone."""
 
 
-def dims_path(dims: dict[str, str]) -> str:
+def dims_path(dims: Mapping[str, str]) -> str:
     """`region=x/date=y`: region first, so one region's partitions share a prefix."""
     order = sorted(dims, key=lambda d: (d != "region", d))
     return "/".join(f"{d}={dims[d]}" for d in order)
@@ -138,10 +139,12 @@ class ManifestIOManager(dg.ConfigurableIOManager):
                 f"{asset} is keyed by {keyed[0].rsplit('by-', 1)[1]}: read the variant you need, not an input"
             )
         if KEYED_BY_MODEL_VERSION in keyed:
+            assert obj is not None  # refused above
             return model_manifest_key(
                 asset, obj["model"], obj["version"], partition_path(context, partition), obj["variant"], obj["margin"]
             )
         if KEYED_BY_VARIANT in keyed:
+            assert obj is not None
             return manifest_key(asset, f"{partition_path(context, partition)}/{obj['variant']}")
         return manifest_key(asset, partition_path(context, partition))
 

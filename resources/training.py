@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import dagster as dg
 from dagster._core.events import DagsterEventType
@@ -229,7 +229,7 @@ class VertexTraining(_RemoteTraining):
 
     def custom_job(self, context, request: TrainingRequest) -> dict:
         """The CustomJob body (before the Pipes client adds its bootstrap env and the run's labels)."""
-        machine = {"machineType": self.machine_type}
+        machine: dict[str, Any] = {"machineType": self.machine_type}
         if self.accelerator_count:
             machine.update(acceleratorType=self.accelerator_type, acceleratorCount=self.accelerator_count)
         spec = {
@@ -331,7 +331,7 @@ class EcsTraining(_RemoteTraining):
 
     def run_task_params(self, request: TrainingRequest) -> dict:
         """The RunTask request (before PipesECSClient adds its bootstrap env and the run's tags)."""
-        container = {"name": self.container, "command": self._command("s3"), "environment": []}
+        container: dict[str, Any] = {"name": self.container, "command": self._command("s3"), "environment": []}
         if self.gpus:
             container["resourceRequirements"] = [{"type": "GPU", "value": str(self.gpus)}]
         params = {
@@ -414,9 +414,10 @@ ECS_ENV = {
 LISTS = {"subnets", "security_groups"}
 
 
-def _from_env(
-    cls: type[_RemoteTraining], names: dict[str, str], environ, defaults: dict | None = None
-) -> _RemoteTraining:
+_Remote = TypeVar("_Remote", bound="_RemoteTraining")
+
+
+def _from_env(cls: type[_Remote], names: dict[str, str], environ, defaults: dict | None = None) -> _Remote:
     """The resource from its variables; an error names each variable that is missing or refused."""
     from pydantic import ValidationError
 
@@ -431,16 +432,16 @@ def _from_env(
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            field = error["loc"][0] if error["loc"] else None
-            var = names.get(field)
+            loc = str(error["loc"][0]) if error["loc"] else ""
+            named = names.get(loc)
             missing = (
                 error["type"] == "missing" or error.get("input", "") is None
             )  # dagster passes None for unset fields
             what = "is required" if missing else error["msg"].removeprefix("Value error, ")
-            if not var:  # a rule across settings: name them by their variables
+            if not named:  # a rule across settings: name them by their variables
                 for name, env in names.items():
                     what = re.sub(rf"\b{name}\b", env, what)
-            problems.append(f"{var}: {what}" if var else what)
+            problems.append(f"{named}: {what}" if named else what)
         raise ValueError(f"{TRAINING_ENV}={cls.KIND}: " + "; ".join(problems)) from None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
@@ -84,7 +85,7 @@ class VertexJobs:
         self._call("POST", f"{name}:cancel", {})
 
 
-def vertex_labels(info: dict[str, str]) -> dict[str, str]:
+def vertex_labels(info: Mapping[str, str]) -> dict[str, str]:
     """Dagster's run facts as Vertex labels: lowercase letters, digits, '_' and '-', at most 63 characters."""
 
     def clean(text: str) -> str:
@@ -119,7 +120,7 @@ class PipesVertexClient(dg.PipesClient, TreatAsResourceParam):
     def _is_dagster_maintained(cls) -> bool:
         return False
 
-    def run(  # type: ignore[override]
+    def run(  # type: ignore[override]  # also returns the ended job, which the Pipes client base does not
         self,
         *,
         context: dg.AssetExecutionContext | dg.OpExecutionContext,
@@ -164,7 +165,7 @@ class PipesVertexClient(dg.PipesClient, TreatAsResourceParam):
         return job
 
 
-def _with_pipes(custom_job: dict, env: dict[str, str], info: dict[str, str]) -> dict:
+def _with_pipes(custom_job: dict, env: Mapping[str, str], info: Mapping[str, str]) -> dict:
     """A copy of the job whose worker pools' containers carry the Pipes bootstrap env, labelled with the run."""
     job = {**custom_job, "labels": {**custom_job.get("labels", {}), **vertex_labels(info)}}
     spec = {**job["jobSpec"], "workerPoolSpecs": []}

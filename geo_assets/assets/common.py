@@ -3,7 +3,7 @@
 import hashlib
 import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import dagster as dg
 
@@ -102,7 +102,7 @@ def dataset(
     store: Store,
     regions: list[str],
     dates: list[str],
-    acquisitions: list[str] = (),
+    acquisitions: Sequence[str] = (),
     pinned: dict | None = None,
     bands: list[str] | None = None,
 ) -> dict:
@@ -156,7 +156,7 @@ def dataset(
     if not shared:
         raise ValueError(f"the selected imagery shares no band: {sorted({tuple(i['bands']) for i in items})}")
     for item in items if bands else []:
-        lacking = [b for b in bands if b not in item["bands"]]
+        lacking = [b for b in bands or () if b not in item["bands"]]
         if lacking:
             raise ValueError(
                 f"the imagery of {item['region']}/{item['date']} ({item['imagery']}) has bands "

@@ -11,7 +11,7 @@ from geo_assets.config import ImageryConfig, PredictionConfig
 from geo_assets.geo.acquisitions import variant
 from geo_assets.geo.arrived_scenes import arrived_scene
 from geo_assets.geo.regions import check_size
-from geo_assets.geo.sources import DEFAULT_BANDS, check_bands, get_source
+from geo_assets.geo.sources import DEFAULT_BANDS, Scene, check_bands, get_source
 from geo_assets.geo.tilework import Each, TileLedger
 from geo_assets.geo.tiling import cut_imagery_tile
 from geo_assets.launches import check_dates
@@ -77,7 +77,7 @@ def _imagery_tiles(
     store = storage.store()
     region = catalogue(store).get(region_name)
     if config.arrivals:  # the scene that landed in the storage: its items say the source
-        scene = arrived_scene(
+        scene: Scene = arrived_scene(
             store, config.arrivals, region, source=config.source, bands=bands, max_cloud=config.max_cloud
         )
         source_name, bands = scene.spec.source, list(scene.spec.bands)

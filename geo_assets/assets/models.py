@@ -108,8 +108,8 @@ def _evaluation_dataset(
 ) -> dict:
     """The selected evaluation set. The model's registered set reads what it was registered on (its
     imagery variants and labels' cuts), or is refused naming what changed: it never switches by itself."""
-    registered = registry.registered_set(store, model)
-    pins = (registered or {}).get("variants")
+    registered = registry.registered_set(store, model) or {}  # none registered: no pins
+    pins = registered.get("variants")
     if pins and sorted(a.split("/") for a in acquisitions) == registered["acquisitions"]:
         return dataset(store, regions, dates, acquisitions, pinned=pins, bands=bands)  # input_changes' request
     selected = dataset(store, regions, dates, acquisitions, bands=bands)
@@ -152,7 +152,7 @@ def _dataset_asset(name: str, config_type: type, role: str):
         deps=[dg.AssetDep("imagery_tiles", partition_mapping=ALL), dg.AssetDep("labels", partition_mapping=ALL)],
         description=f"The acquisitions a model is {role} on, with the data version of each.",
     )
-    def _asset(context: dg.AssetExecutionContext, config: config_type, storage: StorageResource) -> dg.Output[dict]:
+    def _asset(context: dg.AssetExecutionContext, config: config_type, storage: StorageResource) -> dg.Output[dict]:  # type: ignore[valid-type]  # the factory's config class: Dagster reads it from here
         model = validate_model_name(context.partition_key)
         store = storage.store()
         with leases.writing(context, store, [model]):  # one writer per model partition
@@ -233,7 +233,7 @@ def _architecture(store, name: str, config: TrainingConfig) -> dict:
         return settings
     chosen = (settings["architecture"], settings["hyperparameters"])
     defined = (spec["architecture"], spec["hyperparameters"])
-    default = (TrainingConfig.model_fields["architecture"].default, {})
+    default: tuple[str, dict] = (TrainingConfig.model_fields["architecture"].default, {})
     if chosen not in (default, defined):
         raise ValueError(
             f"model {name} was added as a {defined[0]} with hyperparameters {defined[1]} "

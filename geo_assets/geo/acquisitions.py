@@ -97,9 +97,9 @@ def pick_imagery(
             filter(
                 None,
                 [
-                    bands and f"bands {', '.join(bands)}",
-                    tile_size and f"tile size {tile_size} px",
-                    source and f"source {source}",
+                    f"bands {', '.join(bands)}" if bands else None,
+                    f"tile size {tile_size} px" if tile_size else None,
+                    f"source {source}" if source else None,
                 ],
             )
         )

@@ -28,10 +28,12 @@ class GroundArea:
     def __init__(self, crs: str):
         parsed = projected_crs(crs)
         geodetic = parsed.geodetic_crs
+        assert geodetic is not None and geodetic.ellipsoid is not None  # a projected CRS has both
         self.crs = crs
         self._to_geodetic = pyproj.Transformer.from_crs(parsed, geodetic, always_xy=True)
         self._radians = geodetic.axis_info[0].unit_conversion_factor  # per unit of longitude and latitude
-        a, b = geodetic.ellipsoid.semi_major_metre, geodetic.ellipsoid.semi_minor_metre
+        ellipsoid = geodetic.ellipsoid
+        a, b = ellipsoid.semi_major_metre, ellipsoid.semi_minor_metre
         self._a, self._e2 = a, 1.0 - (b / a) ** 2
 
     def _ground_per_projected_m2(self, x: np.ndarray, y: np.ndarray, h: float) -> np.ndarray:

@@ -40,6 +40,8 @@ from datetime import date as Date
 from geo_assets.geo.regions import validate_date, validate_region_name
 from geo_assets.geo.store import PAGE, ObjectInfo, Store, validate_key
 
+__all__ = ["Arrival", "DEFAULT_LAYOUT", "ITEM_SUFFIX", "Layout", "Pass", "Tick", "WatchState", "Watcher", "recent"]
+
 DEFAULT_LAYOUT = "incoming/{region}/{date}"
 ITEM_SUFFIX = ".json"
 _FIELDS = ("{region}", "{date}")
@@ -106,7 +108,7 @@ class Layout:
             roots.append("/".join([parent, name, *before_date[at + 1 :]]) + "/")
         return sorted(roots)
 
-    def classify(self, key: str) -> tuple[str, str | None, str | None]:
+    def classify(self, key: str) -> tuple[str, str, str | None]:
         """("item" | "asset", region, date) for a key under a partition folder, else ("unrecognised", reason, None)."""
         parts = key.split("/")
         n = len(self.segments)
@@ -260,7 +262,7 @@ class Watcher:
         if kind == "unrecognised":
             if not recent_pass:
                 tick.unrecognised.append((o.key, region))
-        elif kind == "item" and recent(date, o.modified, state.lookback(o.modified)) == recent_pass:
+        elif kind == "item" and date and recent(date, o.modified, state.lookback(o.modified)) == recent_pass:
             tick.arrivals.append(Arrival(o.key, o.version, o.modified, region, date))
             if len(tick.arrivals) >= self.max_arrivals:
                 p.after = o.key

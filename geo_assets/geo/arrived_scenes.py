@@ -132,7 +132,7 @@ def _asset_key(store: Store, item_key: str, href: str) -> str:
     else:
         key = None
     try:
-        return validate_key(key)
+        return validate_key(key)  # type: ignore[arg-type]  # None raises TypeError: refused below
     except (ValueError, TypeError):
         raise ValueError(
             f"arrived item {store.uri(item_key)}: asset href {href!r} lies outside the storage root {store.root}; "
@@ -164,7 +164,9 @@ def arrived_scene(
         raise NoItemsError(f"no STAC items (.json objects) under {store.uri(folder)}/")
     if len(listed) > MAX_ITEMS:
         raise ValueError(f"{store.uri(folder)}/ holds {len(listed)} items; at most {MAX_ITEMS} make one scene")
-    items, collection, read = [], None, set()
+    items: list[dict] = []
+    collection: stac.Collection | None = None
+    read: set[str] = set()
     for o in listed:
         item = _item(store, o.key)
         c = _collection(store, o.key, item, source, bands)
@@ -182,6 +184,7 @@ def arrived_scene(
         }
         items.append({**item, "assets": {**item["assets"], **assets}})
         read.update(keys.values())
+    assert collection is not None  # set by the first of the listed items (at least one)
     # The STAC source's own spec: one grid rule, the collection's lattice origin included (Landsat C2
     # pixel corners lie on 15 + 30k m; a (0, 0) grid would warp every pixel by half of one).
     spec = StacSource(collection).spec(region)
@@ -243,4 +246,5 @@ def region_from_item(store: Store, name: str, key: str) -> Region:
         if not isinstance(item.get("geometry"), dict):
             raise ValueError(f"arrived item {store.uri(key)} has no geometry: no footprint to register")
         bbox = shape(transform_geom("EPSG:4326", crs, item["geometry"])).bounds
-    return Region(name, tuple(round(float(v), 3) for v in bbox), crs, source)
+    minx, miny, maxx, maxy = (round(float(v), 3) for v in bbox)
+    return Region(name, (minx, miny, maxx, maxy), crs, source)

@@ -85,7 +85,8 @@ class TileGrid:
         if len(self.origin) != 2 or not all(math.isfinite(v) for v in self.origin):
             raise ValueError(f"origin must be a finite (x, y) pixel corner in metres, got {self.origin}")
         # Any corner of the lattice names the same lattice: keep its offset in [0, resolution).
-        object.__setattr__(self, "origin", lattice_origin(*(float(v) for v in self.origin), self.resolution))
+        x, y = self.origin
+        object.__setattr__(self, "origin", lattice_origin(float(x), float(y), self.resolution))
 
     @cached_property
     def tms(self) -> morecantile.TileMatrixSet:

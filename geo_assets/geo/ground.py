@@ -37,12 +37,18 @@ def tile_ground(crs: str, tiles: Iterable[Sequence[float]], margin: float = 0.0)
 
 def box_ground(crs: str, bbox: Sequence[float]) -> dict:
     """The ground of a bare box (records made before tile grounds were kept)."""
-    return {"crs": crs, "geometry": mapping(box(*bbox))}
+    return {"crs": crs, "geometry": mapping(_box(bbox))}
+
+
+def _box(bounds: Sequence[float]):
+    minx, miny, maxx, maxy = bounds
+    return box(minx, miny, maxx, maxy)
 
 
 def _reproject(geometry, src: str, dst: str):
     dense = segmentize(geometry, max(geometry.length / (4 * _DENSIFY_POINTS), 1.0))
-    return transform(dense, Transformer.from_crs(src, dst, always_xy=True).transform, interleaved=False)
+    to_dst = Transformer.from_crs(src, dst, always_xy=True).transform
+    return transform(dense, to_dst, interleaved=False)  # type: ignore[arg-type]  # called (x, y) as pyproj takes; the stubs know one array only
 
 
 def _in_crs(ground: dict, crs: str):
@@ -81,11 +87,11 @@ def tiles_on(ground: dict, crs: str, tiles: Iterable[tuple[str, Sequence[float]]
     tiles = list(tiles)
     if not tiles:
         return []
-    probe = {"crs": crs, "geometry": mapping(unary_union([box(*b) for _, b in tiles]))}
+    probe = {"crs": crs, "geometry": mapping(unary_union([_box(b) for _, b in tiles]))}
     if shared_area(ground, probe) == 0:
         return []
     on = _in_crs(ground, crs)
-    return [key for key, b in tiles if on.intersection(box(*b)).area >= TOUCHING_M2]
+    return [key for key, b in tiles if on.intersection(_box(b)).area >= TOUCHING_M2]
 
 
 def format_area(m2: float) -> str:

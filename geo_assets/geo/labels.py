@@ -69,7 +69,8 @@ def _polygons(region: Region, tile: Tile) -> tuple[list[tuple[dict, int, str]], 
 
     scene = _scene_for(region)
     polygons, crs = sample.read_label_polygons(scene.name)
-    train, held_out = [], []
+    train: list[tuple[dict, int, str]] = []  # (GeoJSON geometry, class id, name)
+    held_out: list[tuple[dict, int, str]] = []
     for index, (geometry, name) in enumerate(polygons):
         if name not in POLYGON_CLASSES:
             raise ValueError(f"label polygon class {name!r} is not mapped; known: {', '.join(POLYGON_CLASSES)}")

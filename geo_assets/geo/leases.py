@@ -26,6 +26,18 @@ from datetime import UTC, datetime
 
 from geo_assets.geo.store import Store, validate_key
 
+__all__ = [
+    "LOG_EVERY_S",
+    "Lease",
+    "LeaseLostError",
+    "PartitionBusyError",
+    "check",
+    "holds",
+    "lease_key",
+    "release",
+    "take",
+]
+
 LOG_EVERY_S = 10.0  # a waiting writer reports progress this often
 
 

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+__all__ = ["S3_ATTEMPTS", "collecting", "describe", "record", "s3_config", "s3_session", "totals"]
+
 # Attempts of one request, the first included. Every retry of an S3 request is botocore's (s3fs's own
 # retry loop is set to one try), so this is the store's whole retry policy, and every retry is counted.
 S3_ATTEMPTS = 5

@@ -295,7 +295,7 @@ def read_sample(
     expected = (len(indexes), height, width)
     if data.shape != expected:  # merge rounds the same way; be sure
         raise RuntimeError(f"internal error: read {data.shape}, expected {expected}")
-    valid = ~_nodata_mask(data, s.nodata).any(axis=0)
+    valid = np.asarray(~_nodata_mask(data, s.nodata).any(axis=0))  # an array to the type checker too
     return s.reflectance(data, valid, [s.bands[i - 1] for i in indexes]), valid
 
 

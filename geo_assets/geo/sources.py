@@ -58,8 +58,12 @@ class Window:
 class Scene(Protocol):
     """A source's plan for one region and date. Picklable; `read` may run on any worker."""
 
-    spec: SourceSpec  # spec.bands: the bands this scene can read
-    crs: str  # the CRS of the tile grid it reads onto (the region's)
+    # Read-only (properties), so frozen dataclasses are scenes.
+    @property
+    def spec(self) -> SourceSpec: ...  # spec.bands: the bands this scene can read
+
+    @property
+    def crs(self) -> str: ...  # the CRS of the tile grid it reads onto (the region's)
 
     def read(self, bounds: Bounds, bands: list[str]) -> Window: ...
 
@@ -226,9 +230,12 @@ class StacSource:
         return StacScene(replace(spec, bands=tuple(bands)), region.crs, self.collection, tuple(planned), settings)
 
 
-SOURCES: dict[str, ImagerySource] = {
-    s.name: s for s in (SyntheticSource(), SampleSource(), *(StacSource(c) for c in stac.COLLECTIONS.values()))
-}
+_ALL: tuple[ImagerySource, ...] = (
+    SyntheticSource(),
+    SampleSource(),
+    *(StacSource(c) for c in stac.COLLECTIONS.values()),
+)
+SOURCES: dict[str, ImagerySource] = {s.name: s for s in _ALL}
 
 
 def get_source(name: str) -> ImagerySource:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
+from typing import Any, NoReturn, cast
 from urllib.parse import urlsplit
 
 import antimeridian
@@ -37,7 +38,45 @@ from rasterio.transform import from_origin
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window as RasterWindow
+from shapely.geometry import Polygon
 from urllib3.util.retry import Retry
+
+__all__ = [
+    "Bounds",
+    "COLLECTIONS",
+    "Collection",
+    "CorruptObjectError",
+    "DEFAULT_STAC_URLS",
+    "HttpRetry",
+    "ImageryError",
+    "ImagerySettings",
+    "ItemMismatchError",
+    "NODATA",
+    "NoItemsError",
+    "ObjectMissingError",
+    "PC_TOKEN_URL",
+    "PlannedItem",
+    "QA_CLOUD",
+    "QA_FILL",
+    "RESAMPLING",
+    "S2_BOA_ADD_OFFSET",
+    "SCL_CLOUD",
+    "SCL_NODATA",
+    "SasTokenSigner",
+    "TRANSIENT_STATUSES",
+    "blob_container",
+    "close_datasets",
+    "gdal_env",
+    "gdal_path",
+    "plan_items",
+    "read_mosaic",
+    "read_window",
+    "region_footprint_wgs84",
+    "s2_dn_offset",
+    "same_crs",
+    "search",
+    "to_reflectance",
+]
 
 Bounds = tuple[float, float, float, float]
 
@@ -121,7 +160,7 @@ class ImagerySettings:
 
     stac_urls: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_STAC_URLS))
     s3_endpoint: str | None = None  # e.g. "http://127.0.0.1:8333"; None: AWS
-    s3_region: str = "us-west-2"
+    s3_region: str | None = "us-west-2"  # None: the SDK's own (a store built with no region)
     s3_no_sign: bool = True  # sentinel-cogs is public; usgs-landsat needs credentials and requester pays
     s3_access_key: str | None = field(default=None, repr=False)
     s3_secret_key: str | None = field(default=None, repr=False)
@@ -347,7 +386,8 @@ def region_footprint_wgs84(bbox: Bounds, crs: str, points_per_side: int = 16) ->
     ring = [[round(float(x), 8), round(float(y), 8)] for x, y in zip(lon, lat)]
     polygon = {"type": "Polygon", "coordinates": [ring + [ring[0]]]}
     if np.ptp(lon) > 180:  # the box crosses the antimeridian: split there, as GeoJSON asks (RFC 7946, 3.1.9)
-        polygon = shapely.geometry.mapping(antimeridian.fix_polygon(shapely.geometry.shape(polygon)))
+        shell = cast(Polygon, shapely.geometry.shape(polygon))  # the shape of a GeoJSON Polygon
+        polygon = shapely.geometry.mapping(antimeridian.fix_polygon(shell))
     return polygon
 
 
@@ -472,7 +512,7 @@ def _instant(value: str) -> float:
 
 @lru_cache(maxsize=8)
 def _aws_session(
-    no_sign: bool, access_key: str | None, secret_key: str | None, region: str, requester_pays: bool
+    no_sign: bool, access_key: str | None, secret_key: str | None, region: str | None, requester_pays: bool
 ) -> AWSSession:
     # Cached: building one creates a boto3 session, which is slow; rasterio only reads credentials from it.
     if no_sign:
@@ -517,7 +557,7 @@ def gdal_path(href: str) -> str:
     return href
 
 
-def _raise_read_error(href: str, exc: Exception) -> None:
+def _raise_read_error(href: str, exc: Exception) -> NoReturn:
     text = "; ".join(dict.fromkeys(str(e) for e in (exc, exc.__cause__, exc.__context__) if e))  # GDAL's own words
     lowered = text.lower()
     status = re.search(r"(?:response|error) code:? ?(\d{3})", lowered)
@@ -545,8 +585,8 @@ def _integral(*values: float) -> bool:
 class _Open:
     src: rasterio.DatasetReader
     crs: CRS
-    transform: object
-    bounds: tuple
+    transform: Any  # rasterio's Affine and BoundingBox (rasterio ships no types)
+    bounds: Any
     dtype: str
 
 

@@ -27,6 +27,7 @@ write that leaves its device full is never published: its writer may have been c
 
 from __future__ import annotations
 
+import builtins  # the stores' annotations below their own `list` method name the type as builtins.list
 import errno
 import glob
 import hashlib
@@ -45,6 +46,23 @@ from typing import Any, ClassVar
 from urllib.parse import unquote, urlparse
 
 from geo_assets.geo import retries
+
+__all__ = [
+    "BucketNotFoundError",
+    "CorruptObjectError",
+    "GCSStore",
+    "LocalStore",
+    "ObjectInfo",
+    "ObjectNotFoundError",
+    "ObjectStore",
+    "PAGE",
+    "S3Store",
+    "SCHEMES",
+    "Store",
+    "local_root",
+    "make_store",
+    "validate_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +127,7 @@ def _unsupported(root: object) -> ValueError:
 
 def _store_class(root: object) -> type[Store]:
     scheme = urlparse(root).scheme if isinstance(root, str) else None
-    classes = {"file": LocalStore, "s3": S3Store, "gs": GCSStore}
+    classes: dict[str | None, type[Store]] = {"file": LocalStore, "s3": S3Store, "gs": GCSStore}
     if scheme not in classes:
         raise _unsupported(root)
     return classes[scheme]
@@ -159,14 +177,14 @@ class Store(ABC):
         temporary files writers killed mid-write left behind (`leftover`), for the paths that delete."""
 
     @abstractmethod
-    def scan(self, prefix: str, start_after: str = "", limit: int = PAGE) -> tuple[list[ObjectInfo], bool]:
+    def scan(self, prefix: str, start_after: str = "", limit: int = PAGE) -> tuple[builtins.list[ObjectInfo], bool]:
         """One listing request: up to `limit` objects under `prefix` whose keys sort after `start_after`,
         in the server's listing order, and whether more follow. Pass the last key back as `start_after`
         to go on; `start_after` need not exist (it never makes a listing start over, unlike a cursor
         key that was deleted)."""
 
     @abstractmethod
-    def folders(self, prefix: str) -> list[str]:
+    def folders(self, prefix: str) -> builtins.list[str]:
         """Names of the folders directly under `prefix` (common prefixes), sorted."""
 
     @abstractmethod
@@ -197,7 +215,7 @@ class Store(ABC):
     def write_json(self, key: str, value: object) -> None:
         self.write_bytes(key, (json.dumps(value, indent=1, sort_keys=True) + "\n").encode())
 
-    def read_json(self, key: str) -> object:
+    def read_json(self, key: str) -> Any:  # a JSON document: its shape is the caller's to know
         data = self.read_bytes(key)
         try:
             return json.loads(data)
@@ -301,7 +319,7 @@ class LocalStore(Store):
                     keys.append(Path(dirpath, name).relative_to(self.base).as_posix())
         return sorted(keys)
 
-    def scan(self, prefix: str, start_after: str = "", limit: int = PAGE) -> tuple[list[ObjectInfo], bool]:
+    def scan(self, prefix: str, start_after: str = "", limit: int = PAGE) -> tuple[builtins.list[ObjectInfo], bool]:
         """As Store.scan, in S3's order (keys as UTF-8 bytes); folders wholly before `start_after` are
         not entered, so a page costs about as much as the keys it returns."""
         if not 1 <= limit <= PAGE:
@@ -335,7 +353,7 @@ class LocalStore(Store):
         complete = walk(self.base / validate_key(prefix), validate_key(prefix) + "/")
         return found, not complete
 
-    def folders(self, prefix: str) -> list[str]:
+    def folders(self, prefix: str) -> builtins.list[str]:
         try:
             entries = list(os.scandir(self.base / validate_key(prefix)))
         except (FileNotFoundError, NotADirectoryError):
@@ -578,7 +596,7 @@ class ObjectStore(Store):
     def _list_page(self, prefix: str, start_after: str, limit: int, delimiter: bool, token: str | None) -> dict:
         """One listing request: {"objects": [(name, version, modified)], "folders": [name], "next": token|None}."""
 
-    def scan(self, prefix: str, start_after: str = "", limit: int = PAGE) -> tuple[list[ObjectInfo], bool]:
+    def scan(self, prefix: str, start_after: str = "", limit: int = PAGE) -> tuple[builtins.list[ObjectInfo], bool]:
         if not 1 <= limit <= PAGE:
             raise ValueError(f"limit must be between 1 and {PAGE}, got {limit}")
         full, strip = self._listing_prefix(prefix)
@@ -588,7 +606,7 @@ class ObjectStore(Store):
         objects = [ObjectInfo(name[strip:], version, modified) for name, version, modified in page["objects"]]
         return objects, page["next"] is not None
 
-    def folders(self, prefix: str) -> list[str]:
+    def folders(self, prefix: str) -> builtins.list[str]:
         full, _ = self._listing_prefix(prefix)
         names, token = [], None
         with self._errors("listing", self.uri(prefix) + "/"):

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
+__all__ = ["inside", "map_on", "read_ahead", "shared_pool"]
+
 T = TypeVar("T")
 R = TypeVar("R")
 

@@ -33,6 +33,20 @@ from typing import Any
 
 from geo_assets.geo.store import ObjectNotFoundError, Store
 
+__all__ = [
+    "BatchOutcome",
+    "Each",
+    "Mapper",
+    "TileLedger",
+    "capturing",
+    "fingerprint",
+    "item_key",
+    "noop",
+    "origin",
+    "run_batch",
+    "serial_map",
+]
+
 LOGGER = "geo_assets"  # records of this logger and its children are forwarded to the step's log
 Mapper = Callable[[Callable, Sequence], list]
 
@@ -57,7 +71,7 @@ def item_key(item: Any) -> str | None:
 def fingerprint(item: Any) -> str:
     """A digest of a work item's content (a manifest entry carries its pixels' digest; a tile its bounds):
     a completion record counts only for the same input."""
-    value = dataclasses.asdict(item) if dataclasses.is_dataclass(item) else item
+    value = dataclasses.asdict(item) if dataclasses.is_dataclass(item) and not isinstance(item, type) else item
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -131,7 +145,7 @@ class TileLedger:
 
 # --- log capture ---------------------------------------------------------------------------------
 
-_buffers: dict[int, list] = {}  # thread id -> the list of records of the batch that thread works for
+_buffers: dict[int | None, list] = {}  # thread id -> the list of records of the batch that thread works for
 _install_lock = threading.Lock()
 
 
@@ -185,7 +199,7 @@ class _Tracked:
                 return self.fn(item)
             except Exception as exc:
                 if getattr(exc, "tile_key", None) is None:
-                    exc.tile_key = item_key(item)
+                    exc.tile_key = item_key(item)  # type: ignore[attr-defined]  # tagged for whoever reports it
                 raise
 
 

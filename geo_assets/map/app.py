@@ -178,7 +178,7 @@ def create_app(store: Store) -> FastAPI:
         }
         if (model is None) != (version is None):
             raise BadRequest("name both model and version, or neither")
-        if model is not None:
+        if model is not None and version is not None:  # both or neither, checked above
             layers.predictions(store, region, date, model, version)  # 404 now, not per tile
             out["predictions"] = {
                 "tiles": f"tiles/predictions/{region}/{date}/{model}/{version}/{{z}}/{{x}}/{{y}}.png",

@@ -59,7 +59,7 @@ class ChipSampler:
 
     def __init__(
         self,
-        labelled: Sequence[bool],
+        labelled: Sequence[bool | np.bool_],
         chip_size: int = 128,
         chips_per_epoch: int = 256,
         seed: int = 0,

@@ -184,10 +184,11 @@ def _measure_layouts(runtime: Runtime, sample: np.ndarray, batch: int | None, n:
 
 def _fastest(rates: dict[tuple, Rate]) -> tuple:
     """The fastest candidate; a later (less simple) one must beat the earlier best by BETTER."""
-    best = None
+    best: tuple | None = None
     for key, rate in rates.items():
         if best is None or rate.tiles_per_s > rates[best].tiles_per_s * BETTER:
             best = key
+    assert best is not None  # rates holds at least one candidate
     return best
 
 
@@ -245,7 +246,7 @@ def _read_cache(path: Path) -> dict:
 def _cache_get(key: str) -> dict | None:
     with _lock:
         if key not in _memory:
-            entry = _read_cache(cache_path()).get(key)
+            entry = _read_cache(cache_path()).get(key) or {}  # none: {} fails as a bad entry does
             try:
                 Layout(**entry)  # only a well-formed entry counts
             except (TypeError, ValueError):

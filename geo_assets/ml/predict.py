@@ -81,6 +81,7 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], in_channels: int
             )
     finally:
         registration.setLevel(level)
+    assert onnx_program is not None  # dynamo=True always gives a program
     onnx_program.model.metadata_props.update({k: str(v) for k, v in meta.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx_program.save(path, external_data=False)
@@ -111,7 +112,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     module = program.module()
     # Carry the export metadata on the module so predict_batch pads correctly.
     meta = json.loads(extra[_META_FILE] or "{}")
-    module.pad_multiple = int(meta.get("pad_multiple", PAD_MULTIPLE))
+    module.pad_multiple = int(meta.get("pad_multiple", PAD_MULTIPLE))  # type: ignore[assignment]  # torch types module attributes as tensors: this is metadata
     module.in_channels = meta.get("in_channels")
     return module
 

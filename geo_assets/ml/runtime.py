@@ -19,7 +19,7 @@ import hashlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import numpy as np
 import torch
@@ -56,7 +56,7 @@ class Runtime(ABC):
     source: str = ""  # the file it was loaded from (model.pt2 or model.onnx); empty for a module in memory
 
     @abstractmethod
-    def session(self, threads: int | None) -> Iterator[Forward]:
+    def session(self, threads: int | None) -> AbstractContextManager[Forward]:
         """A context yielding the forward pass with `threads` intra-op threads per call (None: the runtime's own)."""
 
     def predict(self, batch: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
@@ -199,7 +199,7 @@ def load_runtime(store: Store, weights: str, device: torch.device, name: str | N
             with store.local_copy(onnx_key) as path:
                 with open(checked(onnx_key, path), "rb") as f:
                     model = f.read()
-            runtime = OnnxRuntime(model, store.uri(onnx_key))
+            runtime: Runtime = OnnxRuntime(model, store.uri(onnx_key))
             runtime.note = unverified
             return runtime
         if name == "onnxruntime":

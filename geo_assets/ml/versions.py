@@ -27,6 +27,8 @@ from geo_assets.ml.memory import check_tiles_held
 from geo_assets.ml.normalisation import BandMoments, Normalisation
 from geo_assets.ml.pairs import SetTiles, validate_pair
 
+__all__ = ["Log", "TrainedVersion", "TrainingRequest", "survey", "train_version", "version_of"]
+
 Log = Callable[[str], None]
 
 
@@ -153,7 +155,7 @@ def _record(
     request: TrainingRequest,
     version: str,
     normalisation: Normalisation,
-    inputs: list,
+    inputs: dict,
     runtime: dict,
     code: dict,
     prefix: str,

@@ -73,7 +73,7 @@ class Services:
             return state
 
     def _check_database(self) -> DatabaseDown | None:
-        if self.engine is None:
+        if self.engine is None or self.url is None:  # one is None when the other is
             return None
         try:
             with self.engine.connect() as conn:

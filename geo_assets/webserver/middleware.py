@@ -87,8 +87,8 @@ class ServiceMessages:
 
     async def database_down(self, down: DatabaseDown, wants_html: bool, send: Send) -> None:
         if wants_html:
-            body = DATABASE_PAGE.format(message=html.escape(down.message), reload=RELOAD_S)
-            await _respond(send, 503, "text/html; charset=utf-8", body.encode(), {"retry-after": str(RELOAD_S)})
+            page = DATABASE_PAGE.format(message=html.escape(down.message), reload=RELOAD_S)
+            await _respond(send, 503, "text/html; charset=utf-8", page.encode(), {"retry-after": str(RELOAD_S)})
             return
         error = {
             "message": down.message,
@@ -156,6 +156,7 @@ class _Watch:
 
     async def _send_page(self, body: bytes) -> None:
         start = self.start
+        assert start is not None  # the page mode began with the response's start
         silent = await self.outer.services.daemon()
         at = body.rfind(b"</body>")
         if silent and at >= 0:
