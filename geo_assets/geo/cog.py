@@ -33,9 +33,9 @@ def write_cog(
     device as "IO error writing tag data", without the errno, whereas Python's write raises
     OSError(ENOSPC), which the local store names as a full disk (geo_assets.geo.store). The cost is
     the encoded COG held beside GDAL's copy of the array while it is built: nothing at the default
-    256 px tile; at the largest tile allowed (4096 px, 6 bands of random uint16, which do not
-    compress) a write's peak grows from about 300 to 630 MB. Callers make the file visible
-    atomically (see resources.storage).
+    256 px tile; at the largest tile allowed (4096 px) of bands that do not compress, about twice
+    the peak of a write straight to disk. Callers make the file visible atomically (see
+    resources.storage).
     """
     data = array[np.newaxis] if array.ndim == 2 else array
     count, height, width = data.shape
