@@ -31,9 +31,11 @@ def write_cog(
 
     GDAL builds the COG in memory and Python writes its bytes: GDAL's TIFF writer reports a full
     device as "IO error writing tag data", without the errno, whereas Python's write raises
-    OSError(ENOSPC), which the stores name for what it is (see geo_assets.geo.store). A tile's COG
-    is small (tiles are bounded), so holding it once in memory costs little. Callers make the file
-    visible atomically (see resources.storage).
+    OSError(ENOSPC), which the local store names as a full disk (geo_assets.geo.store). The cost is
+    the encoded COG held beside GDAL's copy of the array while it is built: nothing at the default
+    256 px tile; at the largest tile allowed (4096 px) of bands that do not compress, about twice
+    the peak of a write straight to disk. Callers make the file visible atomically (see
+    resources.storage).
     """
     data = array[np.newaxis] if array.ndim == 2 else array
     count, height, width = data.shape

@@ -237,8 +237,9 @@ def _free_bytes(folder: Path) -> int:
 def _check_room(written: str | Path) -> None:
     """Refuse to publish a file written on a device left (nearly) full: its writer may have been cut
     short without saying so (GDAL has returned success with a raster's last blocks unwritten). Tiles'
-    COGs are written by Python (geo_assets.geo.cog), whose OSError carries ENOSPC; this covers the
-    writers that do not say why (GDAL's mosaic, torch's archive writer)."""
+    COGs are written by Python (geo_assets.geo.cog), whose OSError carries ENOSPC. Writers that fail
+    without the errno (GDAL's mosaic, torch's archive writer) are named full only when the device has
+    under _FULL bytes free once they failed: a mosaic whose failed write GDAL removed itself is not."""
     free = _free_bytes(Path(written).parent)
     if free < _FULL:
         raise OSError(errno.ENOSPC, f"the device was left with {free:,} bytes free: the file may be cut short")

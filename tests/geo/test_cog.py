@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 import numpy as np
 import pytest
 import rasterio
@@ -125,3 +128,12 @@ def test_missing_raster_is_reported_with_its_path(tmp_path):
 def test_intact_file_still_reads(good_cog):
     data, profile = read_raster(good_cog)  # the control for the corruption tests
     assert data.shape == (3, 512, 512) and profile["band_names"] == ["b", "g", "r"]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_a_full_device_raises_enospc():
+    """A device that takes no more bytes fails the write with OSError(ENOSPC), which the stores name as a full
+    disk; GDAL's own TIFF writer says "IO error writing tag data" without the errno (CI's disk-full failure)."""
+    with pytest.raises(OSError) as failed:
+        write_cog("/dev/full", _array(np.uint16, (4, 256, 256)), "EPSG:32631", TRANSFORM, 0)
+    assert failed.value.errno == errno.ENOSPC, repr(failed.value)
