@@ -143,11 +143,14 @@ def host_stack(
 
 
 def until_shown(page, url: str, text: str, timeout: float = 120) -> None:
-    """Load `url` until the page shows `text` (the webserver notices a change within seconds, not at once)."""
+    """Load `url` until the page shows `text` (the webserver notices a change within seconds, not at once).
+
+    A page that reloads itself (the database page's refresh) can abort our navigation with net::ERR_ABORTED
+    when both start together: that load is tried again like one that did not show `text` yet."""
     deadline = time.monotonic() + timeout
     while True:
-        page.goto(url)
         try:
+            page.goto(url)
             page.get_by_text(text, exact=True).first.wait_for(timeout=10_000)
             return
         except Exception:
