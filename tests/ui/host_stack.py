@@ -138,7 +138,8 @@ def host_stack(
         graphql(deployment.graphql, "mutation { setNuxSeen }")  # the welcome dialog would cover the page
         yield deployment
     finally:
-        for name in list(deployment.procs):
+        # Clients before the server they call: a code server stopped first waits out the calls in flight.
+        for name in sorted(deployment.procs, key=("daemon", "webserver", "code-server").index):
             deployment.stop(name)
 
 
