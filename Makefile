@@ -13,7 +13,7 @@ demo: setup
 
 # The same graph on the aws and gcp profiles, against S3 and GCS servers it starts on 127.0.0.1.
 demo-cloud: setup
-	$(BIN)/geo-assets demo-cloud
+	$(BIN)/python -m devtools.demo_cloud
 
 # Two workers, a test file each at a time (tests/conftest.py pins their cores): first the suite,
 # then the end-to-end runs of several minutes and the container tests (markers `slow`, `containers`).

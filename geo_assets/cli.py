@@ -15,7 +15,6 @@ geo-assets train MODEL --regions R [R ...] [--config JSON]   labels, then a new 
 geo-assets map REGION DATE [--model M] [--version V] [--open]   the link to its map view
 geo-assets map-server [--host H] [--port P]   serve the map of the store's outputs (read-only)
 geo-assets demo        materialise the whole asset graph on the embedded default
-geo-assets demo-cloud  the same on the aws and gcp profiles against local S3 and GCS servers
 """
 
 import argparse
@@ -559,12 +558,6 @@ def cmd_demo(args) -> int:
     return run_demo(_instance(), quick=args.quick)
 
 
-def cmd_demo_cloud(args) -> int:
-    from geo_assets.demo_cloud import run_demo_cloud
-
-    return run_demo_cloud(Path(args.workdir).resolve(), quick=args.quick)
-
-
 class _Parser(argparse.ArgumentParser):
     # Python 3.11's argparse reads `-5e8` (a number in scientific notation) as an option, so
     # `--bbox -5e8 ...` failed with "expected 4 arguments"; 3.13 widened the same private pattern to this.
@@ -691,10 +684,6 @@ def parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="materialise the whole asset graph on the embedded default")
     demo.add_argument("--quick", action="store_true", help="fewer epochs and dates (for tests)")
     demo.set_defaults(fn=cmd_demo)
-    cloud = sub.add_parser("demo-cloud", help="the demo on the aws and gcp profiles against local S3 and GCS servers")
-    cloud.add_argument("--quick", action="store_true", help="fewer epochs and dates (for tests)")
-    cloud.add_argument("--workdir", default=".demo-cloud", help="servers' data, Dagster homes (default: .demo-cloud)")
-    cloud.set_defaults(fn=cmd_demo_cloud)
     return p
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "TrainingConfig",
     "TrainingSetConfig",
     "Version",
+    "validated",
 ]
 
 DEFAULT_MODEL = "landcover-unet"
@@ -87,7 +88,9 @@ else:
     )
 
 
-def _check(predicate, message: str):
+def validated(predicate, message: str):
+    """A pydantic validator for an `Annotated` config field: `message` (with `{value}`) when `predicate` fails."""
+
     def check(value):
         if not predicate(value):
             raise ValueError(message.format(value=value))
@@ -97,7 +100,7 @@ def _check(predicate, message: str):
 
 
 def _whole(low: int, high: int, what: str):
-    return _check(lambda v: low <= v <= high, what + f" must be from {low:,} to {high:,}, got {{value}}")
+    return validated(lambda v: low <= v <= high, what + f" must be from {low:,} to {high:,}, got {{value}}")
 
 
 # Numeric ranges: Dagster's config schema has no ranges, so these fail when the step builds its
@@ -107,23 +110,23 @@ Date = Annotated[str, AfterValidator(validate_date)]
 ModelName = Annotated[str, AfterValidator(validate_model_name)]
 TileSize = Annotated[
     int,
-    _check(
+    validated(
         lambda v: 16 <= v <= 4096 and v % 16 == 0, "tile_size must be a multiple of 16 between 16 and 4096, got {value}"
     ),
 ]
 BatchSize = Annotated[
-    int, _check(lambda v: 1 <= v <= MAX_BATCH, f"batch_size must be between 1 and {MAX_BATCH}, got {{value}}")
+    int, validated(lambda v: 1 <= v <= MAX_BATCH, f"batch_size must be between 1 and {MAX_BATCH}, got {{value}}")
 ]
 Margin = Annotated[
     int,
-    _check(
+    validated(
         lambda v: 0 <= v <= MAX_MARGIN and v % 8 == 0,
         f"margin must be a multiple of 8 px between 0 and {MAX_MARGIN}, got {{value}}",
     ),
 ]
 Bands = Annotated[
     list[Band],
-    _check(lambda v: v and len(set(v)) == len(v), "bands must be a non-empty list without repeats, got {value}"),
+    validated(lambda v: v and len(set(v)) == len(v), "bands must be a non-empty list without repeats, got {value}"),
 ]
 MAX_BATCH_PIXELS = 2**24  # a training batch's pixels (batch_size x chip_size²): 64 chips of 512 px
 
@@ -135,7 +138,7 @@ class ImageryConfig(_Config):
     tile_size: TileSize = 256  # pixels per tile side
     # STAC sources: keep items whose eo:cloud_cover (percent of the whole item) is at most this.
     max_cloud: Annotated[
-        float, _check(lambda v: 0 <= v <= 100, "max_cloud must be a percentage between 0 and 100, got {value}")
+        float, validated(lambda v: 0 <= v <= 100, "max_cloud must be a percentage between 0 and 100, got {value}")
     ] = 100.0
     # A storage folder holding this partition's arrived STAC items (set by the scene_arrivals sensor):
     # read them, and their COGs, instead of searching the source's catalogue.
@@ -149,19 +152,21 @@ class LabelsConfig(_Config):
 
 Regions = Annotated[
     list[RegionName],
-    _check(lambda v: 1 <= len(v) <= 256, "regions must name at least one region and at most 256, got {value}"),
+    validated(lambda v: 1 <= len(v) <= 256, "regions must name at least one region and at most 256, got {value}"),
 ]
-Dates = Annotated[list[Date], _check(lambda v: len(v) <= 1000, "dates must list at most 1,000 dates")]
+Dates = Annotated[list[Date], validated(lambda v: len(v) <= 1000, "dates must list at most 1,000 dates")]
 Acquisition = Annotated[
     str,
-    _check(
+    validated(
         lambda v: v.count("/") == 1 and validate_region_name(v.split("/")[0]) and validate_date(v.split("/")[1]),
         "an acquisition is REGION/YYYY-MM-DD, got {value!r}",
     ),
 ]
-Acquisitions = Annotated[list[Acquisition], _check(lambda v: len(v) <= 10_000, "acquisitions must list at most 10,000")]
+Acquisitions = Annotated[
+    list[Acquisition], validated(lambda v: len(v) <= 10_000, "acquisitions must list at most 10,000")
+]
 Version = Annotated[
-    str, _check(lambda v: re.fullmatch(r"[0-9a-f]{12}", v), "invalid model version {value!r}: 12 hex digits")
+    str, validated(lambda v: re.fullmatch(r"[0-9a-f]{12}", v), "invalid model version {value!r}: 12 hex digits")
 ]
 
 
@@ -208,10 +213,12 @@ class TrainingConfig(_Config):
     hyperparameters: dict[str, float] = {}
     epochs: Annotated[int, _whole(1, 1000, "epochs")] = 8
     batch_size: BatchSize = 8
-    learning_rate: Annotated[float, _check(lambda v: 0 < v < 1, "learning_rate must be in (0, 1), got {value}")] = 2e-3
+    learning_rate: Annotated[float, validated(lambda v: 0 < v < 1, "learning_rate must be in (0, 1), got {value}")] = (
+        2e-3
+    )
     chip_size: Annotated[
         int,
-        _check(
+        validated(
             lambda v: 16 <= v <= 1024 and v % 16 == 0,
             "chip_size must be a multiple of 16 between 16 and 1024, got {value}",
         ),

@@ -34,21 +34,21 @@ class StorageResource(dg.ConfigurableResource):
 
     def store(self) -> Store:
         settings = {
-            name: _resolved(name, getattr(self, name))
+            name: self.resolved(name)
             for name in ("root", "endpoint_url", "region", "access_key_id", "secret_access_key", "project")
         }
         return make_store(settings.pop("root"), anonymous=self.anonymous, **settings)
 
-
-def _resolved(field: str, value):
-    """Inside a run Dagster has already replaced `dg.EnvVar`s by their values; outside one (the CLI,
-    the demo's summary) the field still holds the EnvVar, which is a str naming the variable."""
-    if isinstance(value, dg.EnvVar):
-        resolved = value.get_value()
-        if resolved is None:
-            raise ValueError(f"StorageResource.{field}: environment variable {str(value)!r} is not set")
-        return resolved
-    return value
+    def resolved(self, field: str):
+        """The value of `field`. Inside a run Dagster has already replaced `dg.EnvVar`s by their values;
+        outside one (the CLI, the demo's summary) the field still holds the EnvVar, a str naming the variable."""
+        value = getattr(self, field)
+        if isinstance(value, dg.EnvVar):
+            resolved = value.get_value()
+            if resolved is None:
+                raise ValueError(f"StorageResource.{field}: environment variable {str(value)!r} is not set")
+            return resolved
+        return value
 
 
 def partition_path(context: dg.InputContext | dg.OutputContext, key: str | None = None) -> str:

@@ -23,11 +23,11 @@ import dagster as dg
 from dagster._core.events import DagsterEventType
 from pydantic import model_validator
 
-from geo_assets.config import _check  # the settings' bounds are checked as run config is
+from geo_assets.config import validated  # the settings' bounds are checked as run config is
 from geo_assets.geo.tilework import Mapper
 from geo_assets.ml.versions import TrainedVersion, TrainingRequest, train_version
 from geo_assets.settings import by_name
-from resources.storage import StorageResource, _resolved
+from resources.storage import StorageResource
 from resources.vertex import PipesVertexClient, VertexJobs, vertex_labels
 
 TRAINING = by_name("GEO_ASSETS_TRAINING")  # in-process (default), vertex or ecs: chosen in resources/profiles.py
@@ -53,13 +53,13 @@ PIPES_CLOSED_WITH_EXCEPTION = "[pipes] external process pipes closed with except
 
 
 def _within(low: float, high: float):
-    return _check(
+    return validated(
         lambda v: math.isfinite(v) and low <= v <= high, f"must be a number from {low} to {high}, got {{value!r}}"
     )
 
 
 def _pattern(regex: str, what: str):
-    return _check(lambda v: isinstance(v, str) and re.fullmatch(regex, v) is not None, f"{{value!r}} is not {what}")
+    return validated(lambda v: isinstance(v, str) and re.fullmatch(regex, v) is not None, f"{{value!r}} is not {what}")
 
 
 PollSeconds = Annotated[float, _within(0.1, 600)]
@@ -124,9 +124,7 @@ class _RemoteTraining(TrainingResource):
 
     def _extras(self, storage: StorageResource, request: TrainingRequest) -> dict:
         # Where the store is, never its keys: the job authenticates as its own role or service account.
-        location = {
-            name: _resolved(name, getattr(storage, name)) for name in ("root", "endpoint_url", "region", "project")
-        }
+        location = {name: storage.resolved(name) for name in ("root", "endpoint_url", "region", "project")}
         location = {k: v for k, v in location.items() if v is not None}
         if storage.anonymous:
             location["anonymous"] = True
@@ -178,7 +176,7 @@ MachineType = Annotated[
 ]
 Accelerator = Annotated[
     str,
-    _check(
+    validated(
         lambda v: v in VERTEX_ACCELERATORS,
         f"unknown accelerator type {{value!r}}; accepted: {', '.join(VERTEX_ACCELERATORS)}",
     ),
@@ -302,9 +300,11 @@ class EcsTraining(_RemoteTraining):
     container: EcsName = "training"  # the container that trains (its command and env are overridden)
     launch_type: Literal["FARGATE", "EC2"] = "FARGATE"
     subnets: Annotated[
-        list[str], _check(lambda v: len(v) <= 16, "at most 16 subnets, got {value}")
+        list[str], validated(lambda v: len(v) <= 16, "at most 16 subnets, got {value}")
     ] = []  # awsvpc (required on Fargate)
-    security_groups: Annotated[list[str], _check(lambda v: len(v) <= 5, "at most 5 security groups, got {value}")] = []
+    security_groups: Annotated[
+        list[str], validated(lambda v: len(v) <= 5, "at most 5 security groups, got {value}")
+    ] = []
     assign_public_ip: bool = False
     cpu: Annotated[int, _within(128, 196608)] = 4096  # task CPU units (1024 = 1 vCPU)
     memory: Annotated[int, _within(512, 1048576)] = 16384  # task memory, MiB

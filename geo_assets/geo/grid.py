@@ -21,7 +21,7 @@ from affine import Affine
 
 Bounds = tuple[float, float, float, float]  # (minx, miny, maxx, maxy) in the grid's CRS
 
-_HALF_SPAN_M = 2.1e7
+HALF_SPAN_M = 2.1e7
 
 
 def projected_crs(crs: str) -> pyproj.CRS:
@@ -91,7 +91,7 @@ class TileGrid:
     @cached_property
     def tms(self) -> morecantile.TileMatrixSet:
         ground = self.tile_size * self.resolution
-        n = math.ceil(_HALF_SPAN_M / ground)
+        n = math.ceil(HALF_SPAN_M / ground)
         ox, oy = self.origin
         return morecantile.TileMatrixSet.custom(
             [-n * ground + ox, -n * ground + oy, n * ground + ox, n * ground + oy],

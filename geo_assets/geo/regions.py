@@ -12,8 +12,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 
-from geo_assets.geo.grid import _HALF_SPAN_M as GRID_HALF_SPAN_M
-from geo_assets.geo.grid import Bounds, TileGrid, projected_crs
+from geo_assets.geo.grid import HALF_SPAN_M, Bounds, TileGrid, projected_crs
 from geo_assets.geo.store import ObjectNotFoundError
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -63,9 +62,9 @@ class Region:
             raise ValueError(f"region {self.name!r}: bbox {self.bbox} must be finite numbers (no inf or nan)")
         if not (minx < maxx and miny < maxy):
             raise ValueError(f"region {self.name!r}: bbox {self.bbox} must be minx < maxx and miny < maxy")
-        if max(abs(minx), abs(miny), abs(maxx), abs(maxy)) > GRID_HALF_SPAN_M:
+        if max(abs(minx), abs(miny), abs(maxx), abs(maxy)) > HALF_SPAN_M:
             raise ValueError(
-                f"region {self.name!r}: bbox {self.bbox} reaches beyond {GRID_HALF_SPAN_M / 1000:,.0f} km from the "
+                f"region {self.name!r}: bbox {self.bbox} reaches beyond {HALF_SPAN_M / 1000:,.0f} km from the "
                 f"origin of {self.crs}, outside any projected CRS's valid area; give the footprint in metres of that CRS"
             )
         object.__setattr__(self, "bbox", (minx, miny, maxx, maxy))

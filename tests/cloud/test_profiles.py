@@ -17,7 +17,14 @@ BIN = Path(sys.executable).parent
 @pytest.mark.timeout(2400)  # three quick demos, each training two models
 def test_demo_cloud_gives_identical_predictions_on_every_profile(tmp_path):
     proc = subprocess.run(
-        [BIN / "geo-assets", "demo-cloud", "--quick", "--workdir", tmp_path / "dc"],
+        [
+            BIN / "python",
+            "-m",
+            "devtools.demo_cloud",
+            "--quick",
+            "--workdir",
+            tmp_path / "dc",
+        ],  # make demo-cloud's command
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -1,0 +1,89 @@
+"""The layers of the code run one way, read from the source's imports (every import statement, those
+inside functions included): pure geospatial and ML code (`geo_assets/geo`, `geo_assets/ml`) imports no
+Dagster and nothing above it; `resources/` builds on the pure code and the config types only; the
+runtime (`geo_assets/`, `resources/`) never imports dev tooling, benchmarks or tests; and no module
+takes another's private (underscored) name."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNTIME = sorted([*ROOT.glob("geo_assets/**/*.py"), *ROOT.glob("resources/**/*.py")])
+DEV = ("devtools", "bench", "tests")
+# What each layer may import of this project's packages (a module's own package counts as itself).
+PURE = ("geo_assets.geo", "geo_assets.ml", "geo_assets.settings", "geo_assets.limits")
+RESOURCES = (*PURE, "geo_assets.config", "resources")
+
+
+def _imports(path: Path) -> list[tuple[int, str, list[str]]]:
+    """(line, module, names) of each absolute import in `path`; `import a.b` has no names."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}:{node.lineno}: a relative import (the project imports absolutely)"
+            found.append((node.lineno, node.module or "", [alias.name for alias in node.names]))
+    return found
+
+
+def _within(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def _ours(module: str) -> bool:
+    return _within(module, ("geo_assets", "resources", *DEV))
+
+
+def _violations(paths: list[Path], allowed: tuple[str, ...], dagster: bool) -> list[str]:
+    bad = []
+    for path in paths:
+        for line, module, _ in _imports(path):
+            if (_ours(module) and not _within(module, allowed)) or (
+                not dagster and module.split(".")[0].startswith("dagster")
+            ):
+                bad.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    return bad
+
+
+def test_the_rules_see_the_imports():
+    """The parse finds what the rules are about: a rule over no imports would pass whatever the code."""
+    modules = {module for path in RUNTIME for _, module, _ in _imports(path)}
+    assert {"dagster", "geo_assets.geo.store", "resources.profiles"} <= modules
+    assert len(RUNTIME) > 80
+
+
+def test_the_runtime_never_imports_dev_tooling():
+    bad = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for path in RUNTIME
+        for line, module, _ in _imports(path)
+        if _within(module, DEV)
+    ]
+    assert not bad, "the installed package would need the checkout:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("package", ["geo", "ml"])
+def test_pure_code_imports_no_dagster_and_nothing_above_it(package):
+    paths = sorted((ROOT / "geo_assets" / package).glob("**/*.py"))
+    bad = _violations(paths, PURE, dagster=False)
+    assert not bad, "\n".join(bad)
+
+
+def test_resources_build_on_the_pure_code_and_the_config_types_only():
+    bad = _violations(sorted((ROOT / "resources").glob("**/*.py")), RESOURCES, dagster=True)
+    assert not bad, "resources import a layer above them (assets, sensors, definitions, the CLI):\n" + "\n".join(bad)
+
+
+def test_no_module_takes_another_modules_private_name():
+    bad = [
+        f"{path.relative_to(ROOT)}:{line} takes {name} from {module}"
+        for path in RUNTIME
+        for line, module, names in _imports(path)
+        if _ours(module)
+        for name in names
+        if name.startswith("_") and not name.startswith("__")
+    ]
+    assert not bad, "\n".join(bad)
