@@ -77,13 +77,43 @@ def test_resources_build_on_the_pure_code_and_the_config_types_only():
     assert not bad, "resources import a layer above them (assets, sensors, definitions, the CLI):\n" + "\n".join(bad)
 
 
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _module_names(path: Path) -> dict[str, str]:
+    """{name: module} of the names `path` binds to one of this project's modules (`import a.b as c`,
+    `from a import b` where a/b.py exists): `c._x` then reaches into that module."""
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts) for p in RUNTIME}
+    bound = {}
+    for _, module, names in _imports(path):
+        if not _ours(module):
+            continue
+        for name in names:
+            if f"{module}.{name}" in modules:
+                bound[name] = f"{module}.{name}"
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname and alias.name in modules:
+                    bound[alias.asname] = alias.name
+    return bound
+
+
 def test_no_module_takes_another_modules_private_name():
+    """Neither imported (`from m import _x`) nor reached as an attribute of an imported module (`m._x`)."""
     bad = [
         f"{path.relative_to(ROOT)}:{line} takes {name} from {module}"
         for path in RUNTIME
         for line, module, names in _imports(path)
         if _ours(module)
         for name in names
-        if name.startswith("_") and not name.startswith("__")
+        if _private(name)
     ]
+    for path in RUNTIME:
+        bound = _module_names(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and _private(node.attr):
+                if isinstance(node.value, ast.Name) and node.value.id in bound:
+                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno} takes {node.attr} from {bound[node.value.id]}")
     assert not bad, "\n".join(bad)

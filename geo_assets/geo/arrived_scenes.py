@@ -224,7 +224,7 @@ def region_from_item(store: Store, name: str, key: str) -> Region:
     (`proj:code` or `proj:epsg`): `proj:bbox`, else the bounds of its geometry; its source the item's
     collection. Region() checks the name, the box and that the CRS is projected."""
     item = _item(store, key)
-    crs = stac._declared_crs(item.get("properties", {}))
+    crs = stac.declared_crs(item.get("properties", {}))
     if crs is None:
         raise ValueError(
             f"arrived item {store.uri(key)} declares no CRS (proj:code or proj:epsg): no footprint to register"

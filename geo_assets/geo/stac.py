@@ -66,6 +66,7 @@ __all__ = [
     "TRANSIENT_STATUSES",
     "blob_container",
     "close_datasets",
+    "declared_crs",
     "gdal_env",
     "gdal_path",
     "plan_items",
@@ -443,7 +444,7 @@ def _asset_href(asset: Mapping) -> str:
     return s3 if s3 and not href.startswith("s3://") else href
 
 
-def _declared_crs(properties: Mapping) -> str | None:
+def declared_crs(properties: Mapping) -> str | None:
     if properties.get("proj:code"):
         return str(properties["proj:code"])
     if properties.get("proj:epsg"):
@@ -490,7 +491,7 @@ def plan_items(collection: Collection, items: list[dict], bands: list[str], crs:
                 id=item["id"],
                 datetime=str(props.get("datetime")),
                 cloud_cover=props.get("eo:cloud_cover"),
-                crs=_declared_crs(props),
+                crs=declared_crs(props),
                 bounds=tuple(transform_bounds("EPSG:4326", crs, lon0, lat0, lon1, lat1, densify_pts=21)),
                 hrefs={k: _asset_href(assets[key]) for k, key in keys.items()},
                 dn_offsets=offsets,
