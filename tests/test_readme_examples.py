@@ -312,7 +312,7 @@ def _wait_until_idle(home, timeout: float = 1800) -> None:
     raise TimeoutError(f"runs or backfills still going after {timeout:.0f} s")
 
 
-@pytest.mark.timeout(5400)  # a 7-day backfill and a 7-day range run among them
+@pytest.mark.timeout(3600)  # a 7-day backfill and a 7-day range run among them
 def test_every_readme_command_block_runs_on_the_demos_state(demo):
     """Every bash/sh block of README that works offline, extracted by its fence (a README edit is what
     runs), in README's order on the state `make demo` leaves: each command exits 0, and every run and

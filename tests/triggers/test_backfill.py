@@ -107,7 +107,7 @@ def test_a_backfill_that_cannot_succeed_is_refused_before_launch(world, server, 
 
 
 def test_partition_range_from_the_dagster_cli(world, monkeypatch):
-    """The documented case: a month's imagery of one region in one run, without the daemon."""
+    """The documented case (the launching guide shows a week): a range of one region's imagery in one run, without the daemon."""
     dates = ["2024-07-01", "2024-07-02", "2024-07-03"]
     proc = subprocess.run(
         [
