@@ -146,5 +146,9 @@ def mosaic(
 def write_class_mosaic(store: Store, tiles: Sequence[tuple[str, Bounds]], crs: str, key: str) -> None:
     """Merge class tiles, given as (store key, bounds), into one COG at `key` with overviews for
     browsing whole regions; GDAL copies them window by window: memory does not grow with the region."""
-    with store.writing(key) as tmp, store.env():
-        write_mosaic_cog(tmp, [(store.path(k), b) for k, b in tiles], crs, IGNORE, "class", blocksize=512)
+    paths = [store.path(k) for k, _ in tiles]
+    # About what the mosaic takes: what its tiles take, where they are local files (a stat each). GDAL
+    # removes a mosaic it failed to write and drops the errno: the store names a full device from this.
+    room = sum(os.path.getsize(p) for p in paths if os.path.isfile(p))
+    with store.writing(key, room=room) as tmp, store.env():
+        write_mosaic_cog(tmp, [(p, b) for p, (_, b) in zip(paths, tiles)], crs, IGNORE, "class", blocksize=512)

@@ -162,8 +162,12 @@ class Store(ABC):
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
-    def writing(self, key: str) -> AbstractContextManager[str]:
-        """Yield a local temporary path to write; publish it at `key` atomically on success."""
+    def writing(self, key: str, room: int = 0) -> AbstractContextManager[str]:
+        """Yield a local temporary path to write; publish it at `key` atomically on success.
+
+        `room`: about the bytes the write needs, where the caller knows (0: unknown). A write that fails
+        without saying why (GDAL drops the errno) on a device with less free space than that, or than a
+        few blocks, fails as a full device, naming it."""
 
     @abstractmethod
     def write_bytes(self, key: str, data: bytes) -> None: ...
@@ -238,11 +242,22 @@ def _check_room(written: str | Path) -> None:
     """Refuse to publish a file written on a device left (nearly) full: its writer may have been cut
     short without saying so (GDAL has returned success with a raster's last blocks unwritten). Tiles'
     COGs are written by Python (geo_assets.geo.cog), whose OSError carries ENOSPC. Writers that fail
-    without the errno (GDAL's mosaic, torch's archive writer) are named full only when the device has
-    under _FULL bytes free once they failed: a mosaic whose failed write GDAL removed itself is not."""
+    without the errno (GDAL's mosaic, torch's archive writer) are named full when the device has under
+    _FULL bytes free once they failed, or less than the `room` their caller said they need (a mosaic,
+    whose failed write GDAL removes itself: what its tiles take)."""
     free = _free_bytes(Path(written).parent)
     if free < _FULL:
         raise OSError(errno.ENOSPC, f"the device was left with {free:,} bytes free: the file may be cut short")
+
+
+def _full(exc: BaseException, free: int, room: int) -> bool:
+    """Whether a write that raised `exc` failed for want of space, with `free` bytes left and about
+    `room` needed. A ValueError is about the data written (a corrupt tile), never the device."""
+    if not isinstance(exc, Exception):
+        return False  # an interrupt, an exit
+    if getattr(exc, "errno", None) == errno.ENOSPC:
+        return True
+    return free < _FULL or (free < room and not isinstance(exc, ValueError))
 
 
 @dataclass(frozen=True)
@@ -272,7 +287,7 @@ class LocalStore(Store):
         return (self.base / validate_key(key)).is_file()
 
     @contextmanager
-    def writing(self, key: str) -> Iterator[str]:
+    def writing(self, key: str, room: int = 0) -> Iterator[str]:
         final = self.base / validate_key(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f".tmp-{uuid.uuid4().hex}-{final.name}"
@@ -286,7 +301,7 @@ class LocalStore(Store):
             # `.ovr.tmp`). Only then: a listing of a folder of thousands of tiles per write would cost.
             for left in final.parent.glob(glob.escape(tmp.name) + "*"):
                 left.unlink(missing_ok=True)
-            if isinstance(exc, Exception) and (getattr(exc, "errno", None) == errno.ENOSPC or free < _FULL):
+            if _full(exc, free, room):
                 # Writers say it their own way (GDAL: "IO error writing tag data"): name the cause.
                 raise OSError(
                     errno.ENOSPC,
@@ -546,13 +561,24 @@ class ObjectStore(Store):
             return False
 
     @contextmanager
-    def writing(self, key: str) -> Iterator[str]:
+    def writing(self, key: str, room: int = 0) -> Iterator[str]:
         target = self.uri(key)
         name = validate_key(key).rsplit("/", 1)[-1]
         # The temporary is local and private: nothing reaches the bucket unless the block succeeds.
         with tempfile.TemporaryDirectory(prefix="geo-assets-") as tmpdir:
             tmp = os.path.join(tmpdir, name)
-            yield tmp
+            try:
+                yield tmp
+            except BaseException as exc:
+                free = _free_bytes(Path(tmpdir))
+                if _full(exc, free, room):
+                    raise OSError(
+                        errno.ENOSPC,
+                        f"{self.label} store: writing {target} failed: no space left on the device of the "
+                        f"local temporary {tmpdir} ({free:,} bytes free): free space there or set TMPDIR "
+                        f"({type(exc).__name__}: {exc})",
+                    ) from exc
+                raise
             if not os.path.isfile(tmp):
                 raise FileNotFoundError(f"nothing was written to the temporary file for {target}")
             try:

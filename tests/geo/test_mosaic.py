@@ -115,3 +115,45 @@ def test_the_mosaic_cog_is_written_by_windows(tmp_path, monkeypatch):
 def _status_mb(field: str) -> float:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
+
+
+def test_a_mosaic_on_a_full_disk_fails_naming_it_and_publishes_nothing(tmp_path):
+    """GDAL removes a mosaic it failed to write and drops the errno ("TIFFAppendToStrip:Seek error"):
+    the store names the full device from the room the mosaic's tiles take, leaves no temporary, and
+    the same write succeeds once the device has room."""
+    from devtools.tmpfs import MountRefused, resize, tmpfs
+    from geo_assets.geo.mosaic import write_class_mosaic
+    from geo_assets.geo.store import Store, local_root
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    classes = np.random.default_rng(0).integers(0, 255, (4 * 128, 4 * 128), dtype=np.uint8)  # does not compress
+    try:
+        with tmpfs(disk, "400k"):  # the tiles fit, with room for about half a mosaic
+            store = Store(local_root(disk))
+            tiles = []
+            for r in range(4):
+                for c in range(4):
+                    left, top = 1000 + c * 1280, 5000 - r * 1280
+                    with store.writing(f"classes/{c}_{r}.tif") as tmp:
+                        write_cog(
+                            tmp,
+                            classes[r * 128 : (r + 1) * 128, c * 128 : (c + 1) * 128],
+                            "EPSG:32631",
+                            Affine(10, 0, left, 0, -10, top),
+                            255,
+                        )
+                    tiles.append((f"classes/{c}_{r}.tif", (left, top - 1280, left + 1280, top)))
+            with pytest.raises(OSError) as failed:
+                write_class_mosaic(store, tiles, "EPSG:32631", "classes/mosaic.tif")
+            message = str(failed.value)
+            assert failed.value.errno == 28 and "no space left on the device" in message, message
+            assert store.uri("classes/mosaic.tif") in message and str(disk) in message
+            assert store.list("classes", temporaries=True) == sorted(k for k, _ in tiles)
+
+            resize(disk, "4m")
+            write_class_mosaic(store, tiles, "EPSG:32631", "classes/mosaic.tif")
+            with rasterio.open(store.path("classes/mosaic.tif")) as written:
+                np.testing.assert_array_equal(written.read(1), classes)
+    except MountRefused as exc:
+        pytest.skip(f"no small disk to fill: {exc}")
