@@ -165,9 +165,9 @@ class Store(ABC):
     def writing(self, key: str, room: int = 0) -> AbstractContextManager[str]:
         """Yield a local temporary path to write; publish it at `key` atomically on success.
 
-        `room`: about the bytes the write needs, where the caller knows (0: unknown). A write that fails
-        without saying why (GDAL drops the errno) on a device with less free space than that, or than a
-        few blocks, fails as a full device, naming it."""
+        `room`: about the bytes the write needs, where the caller knows (0: unknown): a device with less
+        free space is refused before the write starts, naming it. A write that fails on a full device
+        (ENOSPC, or a few blocks left once it failed) fails naming the device."""
 
     @abstractmethod
     def write_bytes(self, key: str, data: bytes) -> None: ...
@@ -243,21 +243,30 @@ def _check_room(written: str | Path) -> None:
     short without saying so (GDAL has returned success with a raster's last blocks unwritten). Tiles'
     COGs are written by Python (geo_assets.geo.cog), whose OSError carries ENOSPC. Writers that fail
     without the errno (GDAL's mosaic, torch's archive writer) are named full when the device has under
-    _FULL bytes free once they failed, or less than the `room` their caller said they need (a mosaic,
-    whose failed write GDAL removes itself: what its tiles take)."""
+    _FULL bytes free once they failed; a mosaic, whose failed write GDAL removes itself, is refused
+    before it starts when the device has less room than its tiles take."""
     free = _free_bytes(Path(written).parent)
     if free < _FULL:
         raise OSError(errno.ENOSPC, f"the device was left with {free:,} bytes free: the file may be cut short")
 
 
-def _full(exc: BaseException, free: int, room: int) -> bool:
-    """Whether a write that raised `exc` failed for want of space, with `free` bytes left and about
-    `room` needed. A ValueError is about the data written (a corrupt tile), never the device."""
+def _full(exc: BaseException, free: int) -> bool:
+    """Whether a write that raised `exc` failed for want of space, `free` bytes left once it failed."""
     if not isinstance(exc, Exception):
         return False  # an interrupt, an exit
-    if getattr(exc, "errno", None) == errno.ENOSPC:
-        return True
-    return free < _FULL or (free < room and not isinstance(exc, ValueError))
+    return getattr(exc, "errno", None) == errno.ENOSPC or free < _FULL
+
+
+def _room_for(room: int, folder: Path, what: str, advice: str = "free space or choose another storage root") -> None:
+    """Refuse a write of about `room` bytes into `folder` before it starts when its device has less free.
+    Checked before, not guessed after: a failure with little space left may have another cause."""
+    free = _free_bytes(folder) if room else room
+    if free < room:
+        raise OSError(
+            errno.ENOSPC,
+            f"{what} needs about {room:,} bytes and the device of {folder} has {free:,} free: no space left "
+            f"for it; {advice}",
+        )
 
 
 @dataclass(frozen=True)
@@ -291,6 +300,7 @@ class LocalStore(Store):
         final = self.base / validate_key(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f".tmp-{uuid.uuid4().hex}-{final.name}"
+        _room_for(room, final.parent, f"local store: writing {self.uri(key)}")
         try:
             yield str(tmp)
             _check_room(tmp)
@@ -301,7 +311,7 @@ class LocalStore(Store):
             # `.ovr.tmp`). Only then: a listing of a folder of thousands of tiles per write would cost.
             for left in final.parent.glob(glob.escape(tmp.name) + "*"):
                 left.unlink(missing_ok=True)
-            if _full(exc, free, room):
+            if _full(exc, free):
                 # Writers say it their own way (GDAL: "IO error writing tag data"): name the cause.
                 raise OSError(
                     errno.ENOSPC,
@@ -567,11 +577,17 @@ class ObjectStore(Store):
         # The temporary is local and private: nothing reaches the bucket unless the block succeeds.
         with tempfile.TemporaryDirectory(prefix="geo-assets-") as tmpdir:
             tmp = os.path.join(tmpdir, name)
+            _room_for(
+                room,
+                Path(tmpdir),
+                f"{self.label} store: writing {target} through the local temporary",
+                "free space there or set TMPDIR",
+            )
             try:
                 yield tmp
             except BaseException as exc:
                 free = _free_bytes(Path(tmpdir))
-                if _full(exc, free, room):
+                if _full(exc, free):
                     raise OSError(
                         errno.ENOSPC,
                         f"{self.label} store: writing {target} failed: no space left on the device of the "
