@@ -99,7 +99,7 @@ class ObjectInfo:
     """One object as a listing reports it."""
 
     key: str  # relative to the store's root, as listed (not validated: listings may hold any name)
-    version: str  # changes with every write: S3 ETag-LastModified, GCS generation, local inode-ctime
+    version: str  # changes with every write: S3 ETag-LastModified, GCS generation, local inode-mtime-size
     modified: (
         float  # when this version arrived (at the latest), epoch seconds: S3 LastModified, GCS timeCreated, local ctime
     )
@@ -373,7 +373,10 @@ class LocalStore(Store):
                         st = entry.stat()
                     except FileNotFoundError:  # removed since the folder was read
                         continue
-                    found.append(ObjectInfo(key, f"{st.st_ino:x}-{st.st_ctime_ns:x}", st.st_ctime))
+                    # The version names the bytes (a rewrite is a new inode or mtime), not the metadata: a
+                    # chmod moves the ctime, hence the arrival time, but is no new version.
+                    version = f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+                    found.append(ObjectInfo(key, version, st.st_ctime))
             return True
 
         complete = walk(self.base / validate_key(prefix), validate_key(prefix) + "/")
