@@ -8,9 +8,16 @@ import os
 import platform as py_platform
 import resource
 import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# The 1-minute load when the benchmark's process began (this module is imported before any work):
+# machine_info() may be called after the runs, whose own load must not pass for the machine's.
+LOAD_AT_START = round(os.getloadavg()[0], 2)
+# Above this 1-minute load at the start, a benchmark's figures are printed and kept in bench/results/,
+# not published in BENCHMARKS.md: a busy machine's timings say little about the code.
+QUIET_LOAD = 0.5
 DOC = REPO / "BENCHMARKS.md"
 INTRO = "# Benchmarks\n\nRun them with `make bench`. Each benchmark rewrites its own section below.\n"
 
@@ -85,7 +92,7 @@ def machine_info() -> dict:
         "rasterio": rasterio.__version__,
         "gdal": rasterio.__gdal_version__,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "loadavg_1min_at_start": round(os.getloadavg()[0], 2),
+        "loadavg_1min_at_start": LOAD_AT_START,
     }
 
 
@@ -111,11 +118,11 @@ def meta_line(name: str, commit: str, measures: list[str]) -> str:
     return f"<!-- bench: {name}; commit: {commit}; measures: {' '.join(measures)} -->"
 
 
-def publish(name: str, measures: list[str], results: Path, record: dict, section: str) -> None:
+def publish(name: str, measures: list[str], results: Path, record: dict, section: str, quiet: bool = True) -> None:
     """A run's raw figures to `results` (bench/results/), its section to BENCHMARKS.md, and printed."""
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(record, indent=2))
-    write_section(name, measures, section)
+    write_section(name, measures, section, quiet)
     print(section)
 
 
@@ -123,12 +130,21 @@ def anchor(name: str) -> str:
     return f'<a id="{name}"></a>'
 
 
-def write_section(name: str, measures: list[str], section: str) -> None:
+def write_section(name: str, measures: list[str], section: str, quiet: bool = True) -> None:
     """Replace the text between `<!-- name:start -->` and `<!-- name:end -->` in BENCHMARKS.md.
 
     `measures` lists the paths (files or folders, from the repository root) whose code the figures
     measure, the benchmark's own module included; the section records them with the commit measured.
+    `quiet`: timings, published only when the machine was quiet at the start (QUIET_LOAD); sizes, which
+    load does not change, pass False.
     """
+    if quiet and LOAD_AT_START > QUIET_LOAD:
+        print(
+            f"{name}: not written to BENCHMARKS.md: the 1-minute load average was {LOAD_AT_START} when the "
+            f"benchmark began, over {QUIET_LOAD}. Rerun it on a quiet machine.",
+            file=sys.stderr,
+        )
+        return
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = DOC.read_text() if DOC.exists() else INTRO
     # The anchor that quotes link to (BENCHMARKS.md#NAME), on a clone and in the docs site alike.

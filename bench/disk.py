@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"images": images(args.tag)}
     if not args.skip_fresh:
         result["fresh"] = fresh_machine()
-    publish("disk", MEASURES, RESULTS, {"machine": info, **result}, section(info, result))
+    publish("disk", MEASURES, RESULTS, {"machine": info, **result}, section(info, result), quiet=False)  # sizes
     return 0
 
 

@@ -387,8 +387,8 @@ def run(env: dict, size: int, grids: list[int], build_s: float) -> int:
                 *table,
                 "",
                 f"Peak RSS: the step's process and its children together, sampled every 0.1 s; target for predictions: "
-                f"{TARGET_MB} MB. One run. Machine: {info['nproc']} cores ({info['cpu_model']}), load average "
-                f"{info['loadavg_1min_at_start']}, Python {info['python']}, torch {info['torch']}, dagster {info['dagster']}, "
+                f"{TARGET_MB} MB. One run. Machine: {info['nproc']} cores ({info['cpu_model']}), 1-min load average "
+                f"{info['loadavg_1min_at_start']} at the start, {os.getloadavg()[0]:.2f} at the end, Python {info['python']}, torch {info['torch']}, dagster {info['dagster']}, "
                 f"GDAL {info['gdal']}, {info['date']}. Setup (not in the figures): items {build_s:.0f} s, model {train_s:.0f} s.",
             ]
         ),

@@ -195,8 +195,8 @@ def main(argv=None) -> int:
                     "|---:|---:|---:|---:|---:|---|",
                     *table,
                     "",
-                    f"Medians of {args.repeats} runs. Machine: {info['nproc']} cores ({info['cpu_model']}), load average "
-                    f"{info['loadavg_1min_at_start']} at start, Python {info['python']}, torch {info['torch']}, "
+                    f"Medians of {args.repeats} runs. Machine: {info['nproc']} cores ({info['cpu_model']}), 1-min load average "
+                    f"{info['loadavg_1min_at_start']} at the start, {os.getloadavg()[0]:.2f} at the end, Python {info['python']}, torch {info['torch']}, "
                     f"GDAL {info['gdal']}, {info['date']}.",
                 ]
             ),

@@ -94,6 +94,7 @@ def test_stale_lists_sections_whose_measured_code_changed(tmp_path, monkeypatch)
     # The benchmarks' own writer, pointed at this repository.
     monkeypatch.setattr(common, "REPO", repo)
     monkeypatch.setattr(common, "DOC", repo / "BENCHMARKS.md")
+    monkeypatch.setattr(common, "LOAD_AT_START", 0.0)  # as on a quiet machine: the suite's load is not theirs
     common.write_section("alpha", ["lib/a.py"], "## alpha\n\n1.00 s")
     common.write_section("beta", ["lib/b.py"], "## beta\n\n2.00 s")
     common.write_section("zeta", ["lib"], "## zeta\n\n4.00 s")
@@ -212,6 +213,7 @@ def test_a_change_of_formatting_comments_or_docstrings_leaves_a_section_current(
     commit_all(repo, "code")
     monkeypatch.setattr(common, "REPO", repo)
     monkeypatch.setattr(common, "DOC", repo / "BENCHMARKS.md")
+    monkeypatch.setattr(common, "LOAD_AT_START", 0.0)  # as on a quiet machine: the suite's load is not theirs
     common.write_section("alpha", ["lib/a.py"], "## alpha\n\n1.00 s")
     common.write_section("beta", ["lib/b.py"], "## beta\n\n2.00 s")
     commit_all(repo, "figures")
@@ -223,3 +225,20 @@ def test_a_change_of_formatting_comments_or_docstrings_leaves_a_section_current(
     )
     assert out.returncode == 1, out.stderr
     assert re.findall(r"^(\w+): ", out.stdout, re.M) == ["beta"], out.stdout
+
+
+def test_figures_of_a_busy_machine_are_not_published(tmp_path, monkeypatch, capsys):
+    """A benchmark that began at a 1-minute load over QUIET_LOAD prints its section and says why it is not
+    in BENCHMARKS.md; sizes (quiet=False) are published whatever the load."""
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text(common.INTRO)
+    monkeypatch.setattr(common, "DOC", doc)
+    monkeypatch.setattr(common, "LOAD_AT_START", common.QUIET_LOAD + 0.01)
+    common.write_section("busy", ["lib/a.py"], "## busy\n\n1.00 s")
+    assert doc.read_text() == common.INTRO
+    assert "busy: not written to BENCHMARKS.md: the 1-minute load average was" in capsys.readouterr().err
+    common.write_section("sizes", ["lib/a.py"], "## sizes\n\n3 GB", quiet=False)
+    assert "## sizes" in doc.read_text()
+    monkeypatch.setattr(common, "LOAD_AT_START", common.QUIET_LOAD)
+    common.write_section("quiet", ["lib/a.py"], "## quiet\n\n1.00 s")
+    assert "## quiet" in doc.read_text()

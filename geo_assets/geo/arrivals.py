@@ -22,6 +22,10 @@ is at most `lookback_days` before the day it arrived, else *late* (an old date d
   overlap, and whether a version is recent depends on the version alone, so each version is taken by
   one pass, once, with no memory of keys: the cursor is a few hundred bytes, the same at 100 or 10^8
   objects. Deletions leave nothing to find; a rewrite is a new version with a new arrival time.
+- A local file's arrival time is its ctime, which `chmod` and `chown` move too: a pass may then take
+  a version again, and the sensor asks for the run it asked for before (the same run key, which Dagster
+  skips). A folder moved in with `mv` keeps its files' ctimes, from before the watch's slice: it is not
+  found; copy it in, or `touch` its items after the move.
 - A new `lookback_days` applies to versions that arrive after every slice either pass has begun,
   so a setting change neither repeats nor skips a version.
 

@@ -11,6 +11,7 @@ included, within a fixed block cache.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Sequence
@@ -112,6 +113,29 @@ def write_mosaic_cog(
         raise CorruptRasterError(f"cannot read the tiles for the mosaic: {exc}") from None
     finally:
         os.unlink(vrt_path)
+    _check_whole(path)
+
+
+def _check_whole(path: str) -> None:
+    """Every block of every level of the COG at `path` lies within the file. GDAL's COG driver has
+    returned success for a file cut short on a full device: libtiff's write errors reach stderr, not
+    the caller. A lookup of each block's offset (no pixel is decoded), not a read-back."""
+    size = os.path.getsize(path)
+    with rasterio.open(path) as top:
+        levels = len(top.overviews(1))
+    for level in range(-1, levels):
+        with rasterio.open(path, **({"overview_level": level} if level >= 0 else {})) as ds:
+            for (row, col), _ in ds.block_windows(1):
+                offset = ds.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=1)
+                length = ds.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=1)
+                end = int(offset or 0) + int(length or 0)
+                if end > size:
+                    raise OSError(
+                        errno.EIO,
+                        f"GDAL wrote the mosaic {path} cut short: block {row},{col} of "
+                        f"{'the full resolution' if level < 0 else f'overview {level + 1}'} ends at byte {end:,} "
+                        f"of a {size:,}-byte file (a full device? GDAL reports such write errors only on stderr)",
+                    )
 
 
 def mosaic(
@@ -146,5 +170,9 @@ def mosaic(
 def write_class_mosaic(store: Store, tiles: Sequence[tuple[str, Bounds]], crs: str, key: str) -> None:
     """Merge class tiles, given as (store key, bounds), into one COG at `key` with overviews for
     browsing whole regions; GDAL copies them window by window: memory does not grow with the region."""
-    with store.writing(key) as tmp, store.env():
-        write_mosaic_cog(tmp, [(store.path(k), b) for k, b in tiles], crs, IGNORE, "class", blocksize=512)
+    paths = [store.path(k) for k, _ in tiles]
+    # About what the mosaic takes: what its tiles take, where they are local files (a stat each). GDAL
+    # removes a mosaic it failed to write and drops the errno: the store names a full device from this.
+    room = sum(os.path.getsize(p) for p in paths if os.path.isfile(p))
+    with store.writing(key, room=room) as tmp, store.env():
+        write_mosaic_cog(tmp, [(p, b) for p, (_, b) in zip(paths, tiles)], crs, IGNORE, "class", blocksize=512)

@@ -99,7 +99,7 @@ class ObjectInfo:
     """One object as a listing reports it."""
 
     key: str  # relative to the store's root, as listed (not validated: listings may hold any name)
-    version: str  # changes with every write: S3 ETag-LastModified, GCS generation, local inode-ctime
+    version: str  # changes with every write: S3 ETag-LastModified, GCS generation, local inode-mtime-size
     modified: (
         float  # when this version arrived (at the latest), epoch seconds: S3 LastModified, GCS timeCreated, local ctime
     )
@@ -162,8 +162,12 @@ class Store(ABC):
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
-    def writing(self, key: str) -> AbstractContextManager[str]:
-        """Yield a local temporary path to write; publish it at `key` atomically on success."""
+    def writing(self, key: str, room: int = 0) -> AbstractContextManager[str]:
+        """Yield a local temporary path to write; publish it at `key` atomically on success.
+
+        `room`: about the bytes the write needs, where the caller knows (0: unknown): a device with less
+        free space is refused before the write starts, naming it. A write that fails on a full device
+        (ENOSPC, or a few blocks left once it failed) fails naming the device."""
 
     @abstractmethod
     def write_bytes(self, key: str, data: bytes) -> None: ...
@@ -238,11 +242,31 @@ def _check_room(written: str | Path) -> None:
     """Refuse to publish a file written on a device left (nearly) full: its writer may have been cut
     short without saying so (GDAL has returned success with a raster's last blocks unwritten). Tiles'
     COGs are written by Python (geo_assets.geo.cog), whose OSError carries ENOSPC. Writers that fail
-    without the errno (GDAL's mosaic, torch's archive writer) are named full only when the device has
-    under _FULL bytes free once they failed: a mosaic whose failed write GDAL removed itself is not."""
+    without the errno (GDAL's mosaic, torch's archive writer) are named full when the device has under
+    _FULL bytes free once they failed; a mosaic, whose failed write GDAL removes itself, is refused
+    before it starts when the device has less room than its tiles take."""
     free = _free_bytes(Path(written).parent)
     if free < _FULL:
         raise OSError(errno.ENOSPC, f"the device was left with {free:,} bytes free: the file may be cut short")
+
+
+def _full(exc: BaseException, free: int) -> bool:
+    """Whether a write that raised `exc` failed for want of space, `free` bytes left once it failed."""
+    if not isinstance(exc, Exception):
+        return False  # an interrupt, an exit
+    return getattr(exc, "errno", None) == errno.ENOSPC or free < _FULL
+
+
+def _room_for(room: int, folder: Path, what: str, advice: str = "free space or choose another storage root") -> None:
+    """Refuse a write of about `room` bytes into `folder` before it starts when its device has less free.
+    Checked before, not guessed after: a failure with little space left may have another cause."""
+    free = _free_bytes(folder) if room else room
+    if free < room:
+        raise OSError(
+            errno.ENOSPC,
+            f"{what} needs about {room:,} bytes and the device of {folder} has {free:,} free: no space left "
+            f"for it; {advice}",
+        )
 
 
 @dataclass(frozen=True)
@@ -272,10 +296,11 @@ class LocalStore(Store):
         return (self.base / validate_key(key)).is_file()
 
     @contextmanager
-    def writing(self, key: str) -> Iterator[str]:
+    def writing(self, key: str, room: int = 0) -> Iterator[str]:
         final = self.base / validate_key(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f".tmp-{uuid.uuid4().hex}-{final.name}"
+        _room_for(room, final.parent, f"local store: writing {self.uri(key)}")
         try:
             yield str(tmp)
             _check_room(tmp)
@@ -286,7 +311,7 @@ class LocalStore(Store):
             # `.ovr.tmp`). Only then: a listing of a folder of thousands of tiles per write would cost.
             for left in final.parent.glob(glob.escape(tmp.name) + "*"):
                 left.unlink(missing_ok=True)
-            if isinstance(exc, Exception) and (getattr(exc, "errno", None) == errno.ENOSPC or free < _FULL):
+            if _full(exc, free):
                 # Writers say it their own way (GDAL: "IO error writing tag data"): name the cause.
                 raise OSError(
                     errno.ENOSPC,
@@ -348,7 +373,10 @@ class LocalStore(Store):
                         st = entry.stat()
                     except FileNotFoundError:  # removed since the folder was read
                         continue
-                    found.append(ObjectInfo(key, f"{st.st_ino:x}-{st.st_ctime_ns:x}", st.st_ctime))
+                    # The version names the bytes (a rewrite is a new inode or mtime), not the metadata: a
+                    # chmod moves the ctime, hence the arrival time, but is no new version.
+                    version = f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+                    found.append(ObjectInfo(key, version, st.st_ctime))
             return True
 
         complete = walk(self.base / validate_key(prefix), validate_key(prefix) + "/")
@@ -546,13 +574,30 @@ class ObjectStore(Store):
             return False
 
     @contextmanager
-    def writing(self, key: str) -> Iterator[str]:
+    def writing(self, key: str, room: int = 0) -> Iterator[str]:
         target = self.uri(key)
         name = validate_key(key).rsplit("/", 1)[-1]
         # The temporary is local and private: nothing reaches the bucket unless the block succeeds.
         with tempfile.TemporaryDirectory(prefix="geo-assets-") as tmpdir:
             tmp = os.path.join(tmpdir, name)
-            yield tmp
+            _room_for(
+                room,
+                Path(tmpdir),
+                f"{self.label} store: writing {target} through the local temporary",
+                "free space there or set TMPDIR",
+            )
+            try:
+                yield tmp
+            except BaseException as exc:
+                free = _free_bytes(Path(tmpdir))
+                if _full(exc, free):
+                    raise OSError(
+                        errno.ENOSPC,
+                        f"{self.label} store: writing {target} failed: no space left on the device of the "
+                        f"local temporary {tmpdir} ({free:,} bytes free): free space there or set TMPDIR "
+                        f"({type(exc).__name__}: {exc})",
+                    ) from exc
+                raise
             if not os.path.isfile(tmp):
                 raise FileNotFoundError(f"nothing was written to the temporary file for {target}")
             try:

@@ -156,6 +156,31 @@ def test_writing_is_invisible_until_done_and_failure_uploads_nothing(remote_stor
     assert remote_store.list("y") == ["y/new.tif"] and remote_store.read_bytes("y/new.tif") == b"whole"
 
 
+def test_a_full_local_temporary_is_named_and_uploads_nothing(remote_store, tmp_path, monkeypatch):
+    """A write to a bucket goes through a local temporary: when its device is full, the error names the
+    store, the object and that temporary's device, and nothing reaches the bucket."""
+    import tempfile
+
+    from devtools.tmpfs import MountRefused, tmpfs
+
+    disk = tmp_path / "tmp-disk"
+    disk.mkdir()
+    remote_store.write_bytes("x/tile.tif", b"precious")
+    try:
+        with tmpfs(disk, "256k"):
+            monkeypatch.setattr(tempfile, "tempdir", str(disk))  # where TMPDIR would put it
+            with pytest.raises(OSError) as failed:
+                with remote_store.writing("x/tile.tif") as tmp:
+                    _cog(tmp, _scene(2))  # 2 MB of noise: does not fit
+            message = str(failed.value)
+            assert failed.value.errno == 28 and "no space left on the device of the local temporary" in message
+            assert remote_store.uri("x/tile.tif") in message and str(disk) in message, message
+            assert list(disk.iterdir()) == []
+    except MountRefused as exc:
+        pytest.skip(f"no small disk to fill: {exc}")
+    assert remote_store.read_bytes("x/tile.tif") == b"precious"
+
+
 def test_missing_object_names_its_uri(remote_store):
     uri = remote_store.uri("no/such.json")
     for op in (remote_store.read_bytes, remote_store.read_json):

@@ -1,6 +1,7 @@
 """Mosaics paste tiles of one grid exactly, one open file at a time."""
 
 import resource
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,3 +116,76 @@ def test_the_mosaic_cog_is_written_by_windows(tmp_path, monkeypatch):
 def _status_mb(field: str) -> float:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
+
+
+def test_a_mosaic_on_a_full_disk_fails_naming_it_and_publishes_nothing(tmp_path):
+    """GDAL removes a mosaic it failed to write and drops the errno ("TIFFAppendToStrip:Seek error"): the
+    store refuses a mosaic whose device has less room than its tiles take, before GDAL starts, naming
+    the device; it leaves no temporary, and the same write succeeds once the device has room."""
+    from devtools.tmpfs import MountRefused, resize, tmpfs
+    from geo_assets.geo.mosaic import write_class_mosaic
+    from geo_assets.geo.store import Store, local_root
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    classes = np.random.default_rng(0).integers(0, 255, (4 * 128, 4 * 128), dtype=np.uint8)  # does not compress
+    try:
+        with tmpfs(disk, "400k"):  # the tiles fit, with room for about half a mosaic
+            store = Store(local_root(disk))
+            tiles = []
+            for r in range(4):
+                for c in range(4):
+                    left, top = 1000 + c * 1280, 5000 - r * 1280
+                    with store.writing(f"classes/{c}_{r}.tif") as tmp:
+                        write_cog(
+                            tmp,
+                            classes[r * 128 : (r + 1) * 128, c * 128 : (c + 1) * 128],
+                            "EPSG:32631",
+                            Affine(10, 0, left, 0, -10, top),
+                            255,
+                        )
+                    tiles.append((f"classes/{c}_{r}.tif", (left, top - 1280, left + 1280, top)))
+            with pytest.raises(OSError) as failed:
+                write_class_mosaic(store, tiles, "EPSG:32631", "classes/mosaic.tif")
+            message = str(failed.value)
+            assert failed.value.errno == 28 and "no space left" in message, message
+            assert store.uri("classes/mosaic.tif") in message and str(disk) in message
+            assert store.list("classes", temporaries=True) == sorted(k for k, _ in tiles)
+
+            resize(disk, "4m")
+            write_class_mosaic(store, tiles, "EPSG:32631", "classes/mosaic.tif")
+            with rasterio.open(store.path("classes/mosaic.tif")) as written:
+                np.testing.assert_array_equal(written.read(1), classes)
+    except MountRefused as exc:
+        pytest.skip(f"no small disk to fill: {exc}")
+
+
+def test_a_mosaic_gdal_cut_short_on_a_full_device_raises_instead_of_returning(tmp_path):
+    """On a device with about 160 KB free, GDAL's COG driver prints its write errors to stderr and returns
+    success with the file cut short (a 12 KB file whose blocks reach past its end): the write raises.
+    The tiles lie in a short folder under /tmp: the VRT naming them takes room on the small device too,
+    and what GDAL does depends on the bytes left."""
+    import shutil
+    import tempfile
+
+    from devtools.tmpfs import MountRefused, tmpfs
+
+    folder = Path(tempfile.mkdtemp(dir="/tmp"))  # /tmp/tmpXXXXXXXX: the VRT's size is the same on every run
+    tiles = []
+    try:
+        for r in range(20):
+            for c in range(20):
+                left, top = 1000 + c * 640, 500000 - r * 640
+                path = folder / f"{c}_{r}.tif"
+                tile = np.full((64, 64), (r * 20 + c) % 9, np.uint8)
+                write_cog(path, tile, "EPSG:32631", Affine(10, 0, left, 0, -10, top), 255)
+                tiles.append((str(path), (left, top - 640, left + 640, top)))
+        disk = tmp_path / "disk"
+        disk.mkdir()
+        with tmpfs(disk, "160k"):
+            with pytest.raises(OSError, match="cut short"):
+                write_mosaic_cog(str(disk / "mosaic.tif"), tiles, "EPSG:32631", 255, "class")
+    except MountRefused as exc:
+        pytest.skip(f"no small disk to fill: {exc}")
+    finally:
+        shutil.rmtree(folder)

@@ -114,6 +114,31 @@ def test_arrivals_become_one_run_request_per_partition(store, instance):
     assert again.run_requests == []
 
 
+def test_a_chmod_of_an_arrived_item_asks_for_the_run_already_asked_for(store, instance):
+    """`chmod` changes a local file's ctime, its arrival time, not its bytes: a later pass may take the
+    item again, but as the same version, so the run request repeats the first one's run key, which
+    the daemon skips (Dagster launches one run per run key of a sensor). A rewrite is a new version."""
+    import os
+
+    first, _ = evaluate(store, instance)
+    key = f"incoming/arrival-farm/{TODAY}/S2A_1.json"
+    write_item(store, key)
+    settled()
+    arrived, _ = evaluate(store, instance, first.cursor)
+    (request,) = arrived.run_requests
+
+    os.chmod(store.path(key), 0o600)
+    settled()
+    again, _ = evaluate(store, instance, arrived.cursor)
+    assert [r.run_key for r in again.run_requests] in ([], [request.run_key])
+
+    time.sleep(0.01)  # a new modification time
+    write_item(store, key)
+    settled()
+    rewritten, _ = evaluate(store, instance, again.cursor)
+    assert [r.run_key for r in rewritten.run_requests] != [request.run_key] and rewritten.run_requests
+
+
 def test_arrivals_for_an_unknown_region_wait_until_it_is_added(store, instance):
     first, _ = evaluate(store, instance)
     key = f"incoming/new-farm/{TODAY}/S2A_1.json"
