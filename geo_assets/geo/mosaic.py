@@ -172,7 +172,7 @@ def write_class_mosaic(store: Store, tiles: Sequence[tuple[str, Bounds]], crs: s
     browsing whole regions; GDAL copies them window by window: memory does not grow with the region."""
     paths = [store.path(k) for k, _ in tiles]
     # About what the mosaic takes: what its tiles take, where they are local files (a stat each). GDAL
-    # removes a mosaic it failed to write and drops the errno: the store names a full device from this.
+    # removes a mosaic it failed to write and drops the errno: the store refuses it before it starts instead.
     room = sum(os.path.getsize(p) for p in paths if os.path.isfile(p))
     with store.writing(key, room=room) as tmp, store.env():
         write_mosaic_cog(tmp, [(p, b) for p, (_, b) in zip(paths, tiles)], crs, IGNORE, "class", blocksize=512)
