@@ -378,7 +378,7 @@ def _ready_client(url: str):
     its warnings (a silent daemon) printed."""
     from geo_assets.graphql import DagsterClient
 
-    client = DagsterClient(url)
+    client = DagsterClient(url, say=lambda line: print(f"geo-assets: {line}", flush=True))
     for warning in client.ready():
         print(f"geo-assets: warning: {warning}", file=sys.stderr, flush=True)
     return client

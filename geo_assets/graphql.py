@@ -13,8 +13,13 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import requests
+
+from geo_assets.settings import by_name
+
+T = TypeVar("T")
 
 DEFAULT_URL = "http://127.0.0.1:3000/graphql"
 LOCATION = "geo_assets"  # workspace.yaml's location_name
@@ -124,6 +129,11 @@ WHERE = re.compile(r"cannot reach its database, (\w+ at \S+, database [^:\n]+): 
 # answer (packets dropped, host down), so asking again only waits as long again.
 DATABASE_SILENT = "timeout expired"
 CODE_SERVER_DOWN = "DagsterUserCodeUnreachableError"
+# A code server that stops answering is a restart more often than an outage: the webserver reloads the
+# location within seconds of its return, and a launch in between is refused before any run is created
+# (the queued coordinator creates the run only after the code server built its plan). So the client
+# asks again for this long (30 s by default), then says the code server is away.
+CODE_SERVER_WAIT = by_name("GEO_ASSETS_CODE_SERVER_WAIT_S")
 # A running daemon writes a heartbeat every 30 s; Dagster itself calls it unhealthy only after 30 minutes.
 DAEMON_SILENT_S = 90
 
@@ -142,6 +152,10 @@ SHOWN = {
 
 class LaunchError(RuntimeError):
     """The webserver refused or could not be reached; the message says why."""
+
+
+class CodeServerDown(LaunchError):
+    """The webserver could not reach the code location's code server; nothing was launched."""
 
 
 @dataclass(frozen=True)
@@ -180,8 +194,9 @@ def _causes(info: dict | None) -> str:
 
 
 class DagsterClient:
-    def __init__(self, url: str = DEFAULT_URL, timeout: float = 30):
-        self.url, self.timeout = url, timeout
+    def __init__(self, url: str = DEFAULT_URL, timeout: float = 30, say: Callable[[str], None] | None = None):
+        """`say` is told, once, when the client waits for a code server that does not answer."""
+        self.url, self.timeout, self.say = url, timeout, say or (lambda line: None)
         self.session = requests.Session()
 
     def database_down(self, message: str) -> str | None:
@@ -201,18 +216,43 @@ class DagsterClient:
             "Nothing was launched; start the database (its runs and history are kept) and launch again"
         )
 
-    def code_server_down(self, message: str) -> str | None:
+    def code_server_down(self, message: str) -> CodeServerDown | None:
         if CODE_SERVER_DOWN not in message:
             return None
-        return (
-            f"the code location {LOCATION} does not answer the Dagster webserver at {self.url}: its code server is "
-            "stopped or restarting. Nothing was launched; start it and launch again"
+        line = next(line for line in message.splitlines() if CODE_SERVER_DOWN in line)
+        cause = line.split(f"{CODE_SERVER_DOWN}: ", 1)[-1].strip()[:200]
+        return CodeServerDown(
+            f"the code location {LOCATION} does not answer the Dagster webserver at {self.url} ({cause}): its code "
+            f"server is stopped or restarting (waited {CODE_SERVER_WAIT.get()} s, {CODE_SERVER_WAIT.name}). "
+            "Nothing was launched; start it and launch again"
         )
+
+    def _until_code_server_answers(self, attempt: Callable[[], T]) -> T:
+        """`attempt()`, asked again for up to GEO_ASSETS_CODE_SERVER_WAIT_S while it finds the code server away."""
+        wait_s = CODE_SERVER_WAIT.get()
+        deadline, told = time.monotonic() + wait_s, False
+        while True:
+            try:
+                return attempt()
+            except CodeServerDown:
+                if time.monotonic() >= deadline:
+                    raise
+                if not told:
+                    self.say(
+                        f"the code location {LOCATION} does not answer the Dagster webserver at {self.url}: "
+                        f"waiting up to {wait_s} s for its code server"
+                    )
+                    told = True
+                time.sleep(2)
 
     def ready(self, attempts: int = 3, wait: float = 1.0) -> list[str]:
         """The webserver answers, reads its database and has the code location loaded; else one LaunchError
         saying which is missing. A database that just came back fails each pooled connection once: retried,
-        unless it did not answer at all. Returns warnings: a launch without a daemon waits in the queue."""
+        unless it did not answer at all; a code server that does not answer is waited for a little (a
+        restart). Returns warnings: a launch without a daemon waits in the queue."""
+        return self._until_code_server_answers(lambda: self._ready(attempts, wait))
+
+    def _ready(self, attempts: int, wait: float) -> list[str]:
         self._database_answers()
         for attempt in range(attempts):
             try:
@@ -246,9 +286,8 @@ class DagsterClient:
         location = entries[LOCATION] or {}
         if location.get("__typename") != "RepositoryLocation":
             error = (location.get("message") or "it is still loading").strip()
-            raise LaunchError(
-                self.code_server_down(error)
-                or f"the code location {LOCATION} is not loaded in the Dagster webserver at {self.url}: "
+            raise self.code_server_down(error) or LaunchError(
+                f"the code location {LOCATION} is not loaded in the Dagster webserver at {self.url}: "
                 f"{error.splitlines()[0][:300]}"
             )
         daemon = data["instance"]["daemonHealth"]["daemonStatus"]
@@ -301,9 +340,12 @@ class DagsterClient:
         if result["__typename"] == ok:
             return result
         details = "; ".join(e["message"] for e in result.get("errors", [])) or result.get("message", "")
-        unreachable = self.database_down(details) or self.code_server_down(details)
-        if unreachable:
-            raise LaunchError(unreachable)
+        database = self.database_down(details)
+        if database:
+            raise LaunchError(database)
+        code_server = self.code_server_down(details)
+        if code_server:
+            raise code_server
         raise LaunchError(f"{what} refused ({result['__typename']}): {details}")
 
     def launch_run(self, assets: list[str], partition: str, run_config: dict, tags: dict[str, str]) -> str:
@@ -323,8 +365,9 @@ class DagsterClient:
             "runConfigData": run_config,
             "executionMetadata": {"tags": _tags(tags)},
         }
-        result = self.query(LAUNCH_RUN, {"params": params})["launchRun"]
-        return self._result(result, "LaunchRunSuccess", "launch")["run"]["runId"]
+        return self._until_code_server_answers(
+            lambda: self._result(self.query(LAUNCH_RUN, {"params": params})["launchRun"], "LaunchRunSuccess", "launch")
+        )["run"]["runId"]
 
     def launch_backfill(
         self, assets: list[str], partitions: list[str], run_config: dict, tags: dict[str, str], title: str

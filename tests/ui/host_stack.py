@@ -73,26 +73,29 @@ class Deployment:
     def stop(self, name: str) -> None:
         stop_group(self.procs.pop(name), grace=30)
 
-    def launch(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [
-                BIN / "geo-assets",
-                "launch",
-                "--url",
-                self.graphql,
-                "--region",
-                REGION,
-                "--date",
-                DATE,
-                "--select",
-                "imagery_tiles",
-                *args,
-            ],
+    def launching(self, *args: str, **env: str) -> subprocess.Popen:
+        """`geo-assets launch` of imagery_tiles for one partition, started; `env` added to the stack's."""
+        return subprocess.Popen(
+            [BIN / "geo-assets", "launch", "--url", self.graphql, "--region", REGION, "--date", DATE]
+            + ["--select", "imagery_tiles", *args],
             cwd=ROOT,
-            env=self.env,
-            capture_output=True,
+            env={**self.env, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=600,
+        )
+
+    def launch(self, *args: str) -> subprocess.CompletedProcess:
+        proc = self.launching(*args)
+        stdout, stderr = proc.communicate(timeout=600)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+    def logs(self, chars: int = 3000) -> str:
+        """The end of each service's log: what a failed test shows of the stack."""
+        return "".join(
+            f"\n--- {name}.log ---\n{(self.tmp / f'{name}.log').read_text(errors='replace')[-chars:]}"
+            for name in ("code-server", "webserver", "daemon")
+            if (self.tmp / f"{name}.log").exists()
         )
 
     def ready(self, timeout: float = 300) -> None:

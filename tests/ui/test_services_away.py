@@ -51,7 +51,21 @@ def test_a_stopped_code_server_shows_as_failed_with_its_error_and_comes_back(ser
     until_shown(page, f"{server.base}/locations", "Loaded", timeout=180)
     assert page.get_by_text("Failed", exact=True).count() == 0
     proc = server.launch("--wait")
-    assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:] + server.logs()
+
+
+def test_a_launch_while_the_code_server_restarts_waits_for_it_and_launches(server):
+    """A restart is not a refusal: `geo-assets launch` waits for a code server that does not answer, up to
+    GEO_ASSETS_CODE_SERVER_WAIT_S, says so once, and launches when it is back."""
+    server.stop("code-server")
+    launching = server.launching("--wait", GEO_ASSETS_CODE_SERVER_WAIT_S="300")
+    said = launching.stdout.readline()
+    assert said.startswith("geo-assets: the code location geo_assets does not answer"), said + launching.stderr.read()
+    assert said.rstrip().endswith("waiting up to 300 s for its code server"), said
+    server.start("code-server")
+    stdout, stderr = launching.communicate(timeout=600)
+    assert launching.returncode == 0 and "SUCCESS" in stdout, stdout[-3000:] + stderr[-3000:] + server.logs()
+    assert "waiting up to" not in stdout + stderr, "said once"
 
 
 def test_a_stopped_daemon_gets_a_banner_and_its_queued_run_completes_when_back(server, page, shoot):
