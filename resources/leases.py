@@ -6,7 +6,8 @@ model version's model.json, an evaluation) checks its lease first (`check_held`)
 A lease's holder is active while the Dagster instance says its run has not finished: a run that
 failed, was canceled, succeeded or is unknown to the instance holds nothing, whatever its processes
 still do. The leases this process took are kept here, by storage root and lease key, so that the
-publish in the same step checks the very token it took.
+publish in the same step checks the very token it took. A step that takes a lease first ties its process
+to its run worker's life (resources/step_process.py), so an orphan rarely gets as far as the check.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import dagster as dg
 from geo_assets.geo import leases
 from geo_assets.geo.store import Store
 from geo_assets.limits import lease_wait_s
+from resources.step_process import die_with_run_worker
 
 _held: dict[tuple[str, str], leases.Lease] = {}
 _lock = threading.Lock()
@@ -37,6 +39,7 @@ def take_all(context: dg.AssetExecutionContext, store: Store, partitions: Iterab
     """Take this step's lease of each partition (`region=x/date=y`), in key order so that two ranges
     never wait on each other crosswise. On failure, the leases taken so far are released."""
     asset = "/".join(context.asset_key.path)
+    die_with_run_worker()  # before anything is written
     active, wait = run_is_active(context.instance), lease_wait_s()
     taken: list[leases.Lease] = []
     try:

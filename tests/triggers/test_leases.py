@@ -1,6 +1,7 @@
 """One writer per partition, through real runs: a range backfill run by the daemon and a
 `dagster asset materialize` run (which bypasses the run queue) on the same partition never write it at
-once; a step whose run worker was killed and whose run was marked failed cannot publish.
+once; a step dies with its run worker; a step whose run was marked failed while it was stopped cannot
+publish.
 
 A writer is held mid-write by stopping its processes (SIGSTOP) once its first tile is in the store:
 a long pause, as a preempted or swapped-out machine gives, at a point the test knows. What the tests
@@ -164,7 +165,30 @@ def test_a_range_backfill_never_writes_a_partition_while_a_materialize_run_does(
     assert not held, held
 
 
+def test_a_step_process_dies_with_its_run_worker(world, instance, tmp_path):
+    """A run worker killed (SIGKILL) mid-step takes its step processes with it at once: none goes on
+    writing beside the run's retry (resources/step_process.py)."""
+    region, date = "tiny-holdout", "2024-09-23"
+    log = tmp_path / "killed.log"
+    a = _materialize(world, f"{date}|{region}", 16, log)
+    paused = _pause_mid_write(world, a, region, date, 16, log)
+    try:
+        steps = [p for p in paused[1:] if "spawn_main" in " ".join(p.cmdline())]  # multiprocessing's step processes
+        assert steps, f"no step process under the run worker: {[p.cmdline() for p in paused]}"
+        os.kill(a.pid, signal.SIGKILL)
+        a.wait(timeout=60)
+        gone, alive = psutil.wait_procs(steps, timeout=10)
+        assert not alive, f"step processes outlived their run worker: {[p.pid for p in alive]}"
+    finally:
+        _kill(paused)
+    written = len(_tiles(world, region, date, 16))
+    assert 0 < written < 64, f"{written} of 64 tiles: the step was not stopped mid-write"
+
+
 def test_an_orphaned_step_whose_run_was_marked_failed_cannot_publish(world, instance, tmp_path):
+    """The fence behind the tie above, for a worker run monitoring cannot see (a frozen or partitioned
+    machine, a step on another host): the run is marked failed while its worker and step are stopped,
+    another run publishes the partition, and then the stopped step goes on."""
     region, date = "tiny-holdout", "2024-09-22"
     partition = f"{date}|{region}"
     before = {r.run_id for r in instance.get_runs()}
@@ -174,13 +198,11 @@ def test_an_orphaned_step_whose_run_was_marked_failed_cannot_publish(world, inst
     try:
         a_run = _run_of(instance, partition, before)
         assert a_run.run_id not in _published(instance, partition), "the writer published before it could be paused"
-        # The run worker dies; its step process lives on. The instance marks the run failed (as run
-        # monitoring does when a worker is lost).
-        os.kill(a.pid, signal.SIGKILL)
-        a.wait(timeout=60)
+        # The run worker is frozen with its step; the instance marks the run failed (as run monitoring
+        # does when it loses a worker).
         orphans = [p for p in paused[1:] if p.is_running()]
-        assert orphans, "no step process outlived the run worker"
-        instance.report_run_failed(instance.get_run_by_id(a_run.run_id), "the run worker was killed")
+        assert orphans, "no step process under the run worker"
+        instance.report_run_failed(instance.get_run_by_id(a_run.run_id), "the run worker was lost")
 
         # Another run of the partition writes and publishes it.
         proc = subprocess.run(
@@ -208,10 +230,9 @@ def test_an_orphaned_step_whose_run_was_marked_failed_cannot_publish(world, inst
         published = world.store.read_json(imagery_key(region, date, 32))
         assert published["tile_size"] == 32
 
-        # The orphan goes on to the end of its step.
-        for p in orphans:
-            p.resume()
-        gone, alive = psutil.wait_procs(orphans, timeout=300)
+        # The orphan and its worker go on to the end of the step.
+        resume(paused)
+        gone, alive = psutil.wait_procs(paused, timeout=300)
         assert not alive, f"the orphaned step still runs: {alive}"
     finally:
         _kill(paused)
