@@ -2,7 +2,8 @@
 
 Requests pass through unchanged, except those chosen to fail, which get one of:
 
-- `"503"`: an S3 `SlowDown` answer (503), as a throttled bucket gives;
+- `"503"`: a 503 answer, as a throttled bucket gives: S3's `SlowDown`, or with `api="gcs"` the JSON error
+  of the GCS API;
 - `"reset"`: the connection reset (TCP RST) once the request's head has arrived;
 - `"stall"`: no answer at all, until the client gives up and closes the connection;
 - `"cut"`: the request's head and the first half of its body passed to the server, then both connections
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 FAULTS = ("503", "reset", "stall", "cut")
 _HEAD_END = b"\r\n\r\n"
 _MAX_HEAD = 64 * 1024
+_GCS_503 = b'{"error": {"code": 503, "message": "Service Unavailable: backend error"}}'
 _SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message></Error>"
@@ -49,8 +51,9 @@ class _Plan:
 
 
 class FaultProxy:
-    def __init__(self, host: str, port: int, seed: int = 19) -> None:
+    def __init__(self, host: str, port: int, seed: int = 19, api: str = "s3") -> None:
         self.upstream = (host, port)
+        self.busy = (b"application/json", _GCS_503) if api == "gcs" else (b"application/xml", _SLOW_DOWN)
         self._lock = threading.Lock()
         self._random = random.Random(seed)
         self._plans: list[_Plan] = []
@@ -142,8 +145,9 @@ class FaultProxy:
                 self._forward(client, _one_request(head) + rest)
             elif fault == "503":
                 client.sendall(
-                    b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
-                    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_SLOW_DOWN), _SLOW_DOWN)
+                    b"HTTP/1.1 503 Slow Down\r\nContent-Type: %s\r\n"
+                    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                    % (self.busy[0], len(self.busy[1]), self.busy[1])
                 )
                 _drain(client, idle=1.0)
             elif fault == "reset":

@@ -13,7 +13,7 @@ geo_assets/assets/placement.py. The `gpu` pool of the GPU steps caps them on eve
 `execute_in_process` (the demo, the tests) runs in one process whatever is chosen here.
 
 On the `process` runtime the run worker records itself in a run tag before its first step
-(geo_assets/run_launcher.py), so run monitoring can tell a lost worker from a busy one, and its step
+(geo_assets/run_launcher.py), so run monitoring can tell a lost worker from a busy one; its step
 processes die with it (resources/step_process.py).
 
 When the cluster's API refuses a step's Job or task (a spec it finds invalid, a task definition it
@@ -42,7 +42,6 @@ from dagster._utils.error import SerializableErrorInfo
 
 from geo_assets.run_launcher import record_worker
 from resources.profiles import get_runtime
-from resources.step_process import mark_run_worker
 
 
 class _RefusalFailsTheStep(StepHandler):
@@ -141,7 +140,6 @@ class _RecordsItsWorker(Executor):
 
     def execute(self, plan_context, execution_plan):
         record_worker(plan_context.instance, plan_context.run_id)
-        mark_run_worker()  # its step processes die with it (resources/step_process.py)
         yield from self._inner.execute(plan_context, execution_plan)
 
 

@@ -130,9 +130,11 @@ WHERE = re.compile(r"cannot reach its database, (\w+ at \S+, database [^:\n]+): 
 DATABASE_SILENT = "timeout expired"
 CODE_SERVER_DOWN = "DagsterUserCodeUnreachableError"
 # A code server that stops answering is a restart more often than an outage: the webserver reloads the
-# location within seconds of its return, and a launch in between is refused before any run is created
-# (the queued coordinator creates the run only after the code server built its plan). So the client
-# asks again for this long (30 s by default), then says the code server is away.
+# location within seconds of its return. So the client asks again for this long (30 s by default), once
+# per client, then says the code server is away. A refused launch is asked again only of an instance
+# that queues its runs: the webserver creates a run only after the code server has built its plan, and
+# the queue's submit asks the code server nothing; an instance that launches at once may have created
+# a run (then failed) when the code server does not answer.
 CODE_SERVER_WAIT = by_name("GEO_ASSETS_CODE_SERVER_WAIT_S")
 # A running daemon writes a heartbeat every 30 s; Dagster itself calls it unhealthy only after 30 minutes.
 DAEMON_SILENT_S = 90
@@ -198,6 +200,8 @@ class DagsterClient:
         """`say` is told, once, when the client waits for a code server that does not answer."""
         self.url, self.timeout, self.say = url, timeout, say or (lambda line: None)
         self.session = requests.Session()
+        self.queued: bool | None = None  # whether the instance queues runs (None: not asked yet, by ready())
+        self._waiting_until: float | None = None  # the client's one deadline for a code server away
 
     def database_down(self, message: str) -> str | None:
         """One line saying the webserver cannot reach its database, when `message` says so."""
@@ -216,34 +220,43 @@ class DagsterClient:
             "Nothing was launched; start the database (its runs and history are kept) and launch again"
         )
 
-    def code_server_down(self, message: str) -> CodeServerDown | None:
+    def code_server_down(self, message: str, launched: bool = False) -> CodeServerDown | None:
+        """The refusal of a code server that does not answer, when `message` says so; `launched`: the launch
+        itself was refused by an instance not known to queue its runs (a failed run may be left)."""
         if CODE_SERVER_DOWN not in message:
             return None
         line = next(line for line in message.splitlines() if CODE_SERVER_DOWN in line)
         cause = line.split(f"{CODE_SERVER_DOWN}: ", 1)[-1].strip()[:200]
+        if launched:
+            waited = ""
+            after = "If the instance launches runs without a queue, the launch may have left a failed run"
+        else:
+            waited = f" (waited {CODE_SERVER_WAIT.get()} s, {CODE_SERVER_WAIT.name})"
+            after = "Nothing was launched"
         return CodeServerDown(
             f"the code location {LOCATION} does not answer the Dagster webserver at {self.url} ({cause}): its code "
-            f"server is stopped or restarting (waited {CODE_SERVER_WAIT.get()} s, {CODE_SERVER_WAIT.name}). "
-            "Nothing was launched; start it and launch again"
+            f"server is stopped or restarting{waited}. {after}; start it and launch again"
         )
 
     def _until_code_server_answers(self, attempt: Callable[[], T]) -> T:
-        """`attempt()`, asked again for up to GEO_ASSETS_CODE_SERVER_WAIT_S while it finds the code server away."""
-        wait_s = CODE_SERVER_WAIT.get()
-        deadline, told = time.monotonic() + wait_s, False
+        """`attempt()`, asked again while it finds the code server away, until the client's one deadline:
+        GEO_ASSETS_CODE_SERVER_WAIT_S from the first time any call of this client found it away."""
         while True:
             try:
                 return attempt()
             except CodeServerDown:
-                if time.monotonic() >= deadline:
+                wait_s = CODE_SERVER_WAIT.get()
+                if self._waiting_until is None:
+                    self._waiting_until = time.monotonic() + wait_s
+                    if wait_s:
+                        self.say(
+                            f"the code location {LOCATION} does not answer the Dagster webserver at {self.url}: "
+                            f"waiting up to {wait_s} s for its code server"
+                        )
+                left = self._waiting_until - time.monotonic()
+                if left <= 0:
                     raise
-                if not told:
-                    self.say(
-                        f"the code location {LOCATION} does not answer the Dagster webserver at {self.url}: "
-                        f"waiting up to {wait_s} s for its code server"
-                    )
-                    told = True
-                time.sleep(2)
+                time.sleep(min(2.0, left))
 
     def ready(self, attempts: int = 3, wait: float = 1.0) -> list[str]:
         """The webserver answers, reads its database and has the code location loaded; else one LaunchError
@@ -291,6 +304,7 @@ class DagsterClient:
                 f"{error.splitlines()[0][:300]}"
             )
         daemon = data["instance"]["daemonHealth"]["daemonStatus"]
+        self.queued = bool(daemon["required"])  # the queue's daemon is required exactly where runs are queued
         last = daemon["lastHeartbeatTime"]
         if daemon["required"] and (last is None or time.time() - last > DAEMON_SILENT_S):
             since = "never" if last is None else f"not for {time.time() - last:.0f} s"
@@ -336,14 +350,14 @@ class DagsterClient:
             )
         return body["data"]
 
-    def _result(self, result: dict, ok: str, what: str) -> dict:
+    def _result(self, result: dict, ok: str, what: str, launched: bool = False) -> dict:
         if result["__typename"] == ok:
             return result
         details = "; ".join(e["message"] for e in result.get("errors", [])) or result.get("message", "")
         database = self.database_down(details)
         if database:
             raise LaunchError(database)
-        code_server = self.code_server_down(details)
+        code_server = self.code_server_down(details, launched)
         if code_server:
             raise code_server
         raise LaunchError(f"{what} refused ({result['__typename']}): {details}")
@@ -365,9 +379,12 @@ class DagsterClient:
             "runConfigData": run_config,
             "executionMetadata": {"tags": _tags(tags)},
         }
-        return self._until_code_server_answers(
-            lambda: self._result(self.query(LAUNCH_RUN, {"params": params})["launchRun"], "LaunchRunSuccess", "launch")
-        )["run"]["runId"]
+
+        def launch() -> dict:
+            result = self.query(LAUNCH_RUN, {"params": params})["launchRun"]
+            return self._result(result, "LaunchRunSuccess", "launch", launched=self.queued is not True)
+
+        return (self._until_code_server_answers(launch) if self.queued else launch())["run"]["runId"]
 
     def launch_backfill(
         self, assets: list[str], partitions: list[str], run_config: dict, tags: dict[str, str], title: str

@@ -181,7 +181,7 @@ SETTINGS: tuple[Setting, ...] = (
     # limits: geo_assets/limits.py, geo_assets/schedules.py, geo_assets/graphql.py
     Setting("GEO_ASSETS_MAX_TILES", "limits", "tiles per region x date partition (imagery, labels, predictions)", int, 10_000, 1, _LIMIT),
     Setting("GEO_ASSETS_MAX_BACKFILL_PARTITIONS", "limits", "partitions per `geo-assets backfill`, regions per scheduled tick", int, 400, 1, _LIMIT),
-    Setting("GEO_ASSETS_CODE_SERVER_WAIT_S", "limits", "seconds `geo-assets launch` and `backfill` wait for a code server that does not answer (a restart) before they give up", int, 30, 0, 3600),
+    Setting("GEO_ASSETS_CODE_SERVER_WAIT_S", "limits", "seconds `geo-assets launch`, `backfill` and `train` wait for a code server that does not answer (a restart) before they give up", int, 30, 0, 3600),
     Setting("GEO_ASSETS_LEASE_WAIT_S", "limits", "seconds a step waits for a partition another run is writing", int, 1800, 1, 86_400),
     Setting("GEO_ASSETS_SCHEDULED_REGIONS", "limits", "regions `monthly_predictions` predicts", list, [], shown_default="(none)"),
 )  # fmt: skip

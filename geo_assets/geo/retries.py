@@ -1,7 +1,8 @@
 """Requests to an object store that failed and were retried: told to the operation, counted per process.
 
 The S3 client under s3fs (botocore, standard retry mode) retries a throttled, failed or timed-out
-request itself, with exponential backoff, and says nothing. Two of its events tell us, per request:
+request itself, with exponential backoff, and says nothing; so does gcsfs, but for a debug line
+(counted at the end of this module). Two of its events tell us, per request:
 `needs-retry` after every attempt (we note why a failed one failed) and `request-created` before
 every attempt (one after the first is a retry, for the noted cause). They are registered on one
 session per process, which every S3 client of the store is made from.
@@ -14,6 +15,7 @@ every retry of the process, for a step's summary (resources/storage.py).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import Counter
@@ -21,7 +23,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-__all__ = ["S3_ATTEMPTS", "collecting", "describe", "record", "s3_config", "s3_session", "totals"]
+__all__ = [
+    "GCS_ATTEMPTS",
+    "S3_ATTEMPTS",
+    "collecting",
+    "count_gcs_retries",
+    "gcs_timeout",
+    "describe",
+    "record",
+    "s3_config",
+    "s3_session",
+    "totals",
+]
 
 # Attempts of one request, the first included. Every retry of an S3 request is botocore's (s3fs's own
 # retry loop is set to one try), so this is the store's whole retry policy, and every retry is counted.
@@ -117,3 +130,57 @@ def s3_session():
 def s3_config() -> dict:
     """botocore's retry settings of the store's S3 clients (s3fs's `config_kwargs`)."""
     return {"retries": {"mode": "standard", "total_max_attempts": S3_ATTEMPTS}}
+
+
+# -- gcsfs's retries
+
+# gcsfs retries a failed request itself (6 attempts, exponential backoff) and tells no one but a debug
+# line of its logger, `<call> retrying after exception: <error>`; it has no hook. So a filter on that
+# logger counts those lines, and lets through only what the logger's level let through before. Its child
+# loggers, which would now inherit the lower level, keep the one they had.
+_GCSFS_RETRY = " retrying after exception: "
+_GCSFS_CHILDREN = ("gcsfs.credentials", "gcsfs.zonal_file", "gcsfs.gcsfuse")
+GCS_ATTEMPTS = 6  # gcsfs.retry.retry_request's default, which the store keeps
+
+
+class _GcsfsRetries(logging.Filter):
+    def __init__(self, shown: int) -> None:
+        super().__init__()
+        self.shown = shown  # the level gcsfs's lines were shown from
+
+    def filter(self, line: logging.LogRecord) -> bool:
+        if isinstance(line.msg, str) and _GCSFS_RETRY in line.msg:  # an f-string: no args to format
+            record(_gcs_cause(line.msg.split(_GCSFS_RETRY, 1)[1]))
+        return line.levelno >= self.shown
+
+
+def _gcs_cause(error: str) -> str:
+    """`HTTP 503` for gcsfs's HttpError (its text ends with the status), else the error's first words."""
+    status = error.rsplit(", ", 1)[-1].strip()
+    if status.isdigit():
+        return f"HTTP {status}"
+    return (error.strip().splitlines() or ["unknown failure"])[0][:80]
+
+
+def gcs_timeout():
+    """gcsfs's per-request timeout: none by default, so a stalled request hung its step for good (an upload
+    stalled in the fault suite for 10 minutes). The S3 client's, s3fs's defaults: 5 s to connect, 15 s
+    without a byte from the server; a timed-out attempt is retried like a failed one."""
+    import aiohttp  # gcsfs's HTTP client
+
+    return aiohttp.ClientTimeout(sock_connect=5, sock_read=15)
+
+
+def count_gcs_retries() -> None:
+    """Count gcsfs's retries from here on (once per process)."""
+    logger = logging.getLogger("gcsfs")
+    with _lock:
+        if any(isinstance(f, _GcsfsRetries) for f in logger.filters):
+            return
+        shown = logger.getEffectiveLevel()
+        for name in _GCSFS_CHILDREN:
+            child = logging.getLogger(name)
+            if child.level == logging.NOTSET:
+                child.setLevel(shown)
+        logger.addFilter(_GcsfsRetries(shown))
+        logger.setLevel(logging.DEBUG)

@@ -857,7 +857,8 @@ class GCSStore(ObjectStore):
         return {"objects": objects, "folders": page.get("prefixes", []), "next": more}
 
     def _new_fs(self):
-        kwargs: dict[str, Any] = {"use_listings_cache": False}
+        retries.count_gcs_retries()
+        kwargs: dict[str, Any] = {"use_listings_cache": False, "requests_timeout": retries.gcs_timeout()}
         if self.project:
             kwargs["project"] = self.project
         if self.anonymous:

@@ -109,12 +109,13 @@ class Stack:
             time.sleep(1)
         raise AssertionError(f"run {run_id} is {self.runs().get(run_id)} after {timeout:.0f} s, not {statuses}")
 
-    def launch(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def launch(self, *args: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
         """`geo-assets launch` on the host against the stack's webserver."""
         return self.sh(
             " ".join(["geo-assets", "launch", "--url", self.web, "--region", REGION, "--date", DATE, *args]),
             check=check,
             GEO_ASSETS_PROFILE="aws",
+            **env,
         )
 
 
@@ -465,8 +466,11 @@ def one_error(proc: subprocess.CompletedProcess) -> str:
 
 def test_a_stopped_code_server_or_database_gives_one_clear_message_and_launches_work_when_back(up):
     up.compose("stop", "code-server")
-    message = one_error(up.launch("--select", "imagery_tiles", check=False))
+    proc = up.launch("--select", "imagery_tiles", check=False, GEO_ASSETS_CODE_SERVER_WAIT_S="3")
+    message = one_error(proc)
     assert "the code location geo_assets does not answer" in message and "code server is stopped" in message, message
+    assert "(waited 3 s, GEO_ASSETS_CODE_SERVER_WAIT_S)" in message and "Could not reach user code server" in message
+    assert "waiting up to 3 s for its code server" in proc.stdout, proc.stdout  # said once, on stdout
     up.compose("start", "code-server")
     until_launched(up)
 

@@ -168,7 +168,7 @@ def test_a_range_backfill_never_writes_a_partition_while_a_materialize_run_does(
 def test_a_step_process_dies_with_its_run_worker(world, instance, tmp_path):
     """A run worker killed (SIGKILL) mid-step takes its step processes with it at once: none goes on
     writing beside the run's retry (resources/step_process.py)."""
-    region, date = "tiny-holdout", "2024-09-23"
+    region, date = "tiny-holdout", "2024-09-26"  # a partition of its own: test_lost_worker.py has 09-23
     log = tmp_path / "killed.log"
     a = _materialize(world, f"{date}|{region}", 16, log)
     paused = _pause_mid_write(world, a, region, date, 16, log)

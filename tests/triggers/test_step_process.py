@@ -1,33 +1,72 @@
-"""The tie of a step process to its run worker (resources/step_process.py), through real processes: what
-it does where the process is no step of a live run worker. The tie itself, a run worker killed mid-step,
-is tested through a real run in test_leases.py."""
+"""The tie of a step process to its run worker (resources/step_process.py), through real processes: a
+multiprocessing child whose parent ended before the tie, one whose parent lives, and a process that is no
+multiprocessing child. The tie itself, a run worker killed mid-step, is tested through a real run in
+test_leases.py."""
 
-import os
 import subprocess
 import sys
+import textwrap
+import time
 
 from devtools.dagster_dev import ROOT
-from resources.step_process import RUN_WORKER_PID
 
-TIE = "from resources.step_process import die_with_run_worker; print(die_with_run_worker())"
+# A parent that starts a child (spawn, as Dagster's multiprocess executor does) and, with `orphan`, ends
+# at once, unjoined, leaving it unreaped by anything but init; the child ties itself once its parent
+# is gone (or at once) and writes what came of it.
+SCRIPT = textwrap.dedent("""
+    import multiprocessing, os, sys, time
+
+    def step(out, orphan, parent):
+        if orphan:
+            while os.getppid() == parent:
+                time.sleep(0.01)
+        from resources.step_process import die_with_run_worker
+        try:
+            result = repr(die_with_run_worker())
+        except Exception as exc:
+            result = f"{type(exc).__name__}: {exc}"
+        with open(out, "w") as f:
+            f.write(result)
+
+    if __name__ == "__main__":
+        out, orphan = sys.argv[1], sys.argv[2] == "1"
+        child = multiprocessing.get_context("spawn").Process(target=step, args=(out, orphan, os.getpid()))
+        child.start()
+        if orphan:
+            print(os.getpid(), flush=True)
+            os._exit(0)
+        child.join()
+""")
 
 
-def _tie(worker: int | None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != RUN_WORKER_PID}
-    if worker is not None:
-        env[RUN_WORKER_PID] = str(worker)
-    return subprocess.run([sys.executable, "-c", TIE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+def _tie(tmp_path, orphan: bool) -> tuple[str, str]:
+    out, script = tmp_path / f"tie-{orphan}.txt", tmp_path / "steps.py"  # a file: spawn imports the target from it
+    script.write_text(SCRIPT)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(out), "1" if orphan else "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for _ in range(3000):
+        if out.exists() and out.read_text():
+            return out.read_text(), proc.stdout.strip()
+        time.sleep(0.01)
+    raise AssertionError(f"the child wrote nothing: {proc.stderr}")  # pragma: no cover
 
 
-def test_a_step_of_a_run_worker_that_already_ended_refuses_to_go_on():
-    ended = subprocess.Popen([sys.executable, "-c", "pass"])
-    ended.wait()
-    proc = _tie(ended.pid)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert f"RunWorkerGone: the run worker (process {ended.pid}) of this step has ended" in proc.stderr
+def test_a_step_whose_run_worker_already_ended_refuses_to_go_on(tmp_path):
+    result, parent = _tie(tmp_path, orphan=True)
+    assert result == f"RunWorkerGone: the run worker (process {parent}) of this step has ended: the step writes nothing"
 
 
-def test_the_child_of_its_run_worker_is_tied_and_other_processes_are_left_alone():
-    assert _tie(os.getpid()).stdout.strip() == "True"  # this test's process started it: its run worker
-    assert _tie(os.getppid()).stdout.strip() == "False"  # a live worker that is not its parent: a step's own child
-    assert _tie(None).stdout.strip() == "False"  # no run worker: steps in one process, a Job, a task
+def test_a_step_of_a_live_run_worker_is_tied(tmp_path):
+    assert _tie(tmp_path, orphan=False)[0] == "True"
+
+
+def test_a_process_multiprocessing_did_not_start_is_left_alone():
+    tie = "from resources.step_process import die_with_run_worker; print(die_with_run_worker())"
+    proc = subprocess.run([sys.executable, "-c", tie], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "False", proc.stderr  # steps in one process, a Job, a task

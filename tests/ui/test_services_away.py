@@ -14,7 +14,7 @@ import time
 
 import pytest
 import requests
-from host_stack import host_stack, until_shown
+from host_stack import DATE, REGION, host_stack, until_shown
 
 from devtools.dagster_dev import graphql
 from devtools.postgres import postgres_server
@@ -57,6 +57,7 @@ def test_a_stopped_code_server_shows_as_failed_with_its_error_and_comes_back(ser
 def test_a_launch_while_the_code_server_restarts_waits_for_it_and_launches(server):
     """A restart is not a refusal: `geo-assets launch` waits for a code server that does not answer, up to
     GEO_ASSETS_CODE_SERVER_WAIT_S, says so once, and launches when it is back."""
+    before = _partition_runs(server)
     server.stop("code-server")
     launching = server.launching("--wait", GEO_ASSETS_CODE_SERVER_WAIT_S="300")
     said = launching.stdout.readline()
@@ -66,6 +67,16 @@ def test_a_launch_while_the_code_server_restarts_waits_for_it_and_launches(serve
     stdout, stderr = launching.communicate(timeout=600)
     assert launching.returncode == 0 and "SUCCESS" in stdout, stdout[-3000:] + stderr[-3000:] + server.logs()
     assert "waiting up to" not in stdout + stderr, "said once"
+    assert len(_partition_runs(server) - before) == 1, "one launch, one run"
+
+
+def _partition_runs(server) -> set[str]:
+    query = (
+        'query($v: String!) { runsOrError(filter: {tags: [{key: "dagster/partition", value: $v}]}) '
+        "{ ... on Runs { results { runId } } } }"
+    )
+    runs = graphql(server.graphql, query, {"v": f"{DATE}|{REGION}"})["runsOrError"]["results"]
+    return {r["runId"] for r in runs}
 
 
 def test_a_stopped_daemon_gets_a_banner_and_its_queued_run_completes_when_back(server, page, shoot):
