@@ -397,8 +397,12 @@ class DagsterClient:
             "tags": _tags(tags),
             "title": title,
         }
-        result = self.query(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
-        return self._result(result, "LaunchBackfillSuccess", "backfill")["backfillId"]
+
+        def launch() -> dict:
+            result = self.query(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+            return self._result(result, "LaunchBackfillSuccess", "backfill", launched=self.queued is not True)
+
+        return (self._until_code_server_answers(launch) if self.queued else launch())["backfillId"]
 
     def follow_run(self, run_id: str, poll: float = 0.5, timeout: float = 24 * 3600) -> Iterator[RunEvent | str]:
         """The run's events as they happen, then its final status (a str)."""

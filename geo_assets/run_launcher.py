@@ -22,7 +22,8 @@ import dagster as dg
 import psutil
 from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, WorkerStatus
 
-WORKER_TAG = "geo-assets/run-worker"
+from resources.step_process import WORKER_TAG
+
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 

@@ -21,7 +21,7 @@ import dagster as dg
 from geo_assets.geo import leases
 from geo_assets.geo.store import Store
 from geo_assets.limits import lease_wait_s
-from resources.step_process import die_with_run_worker
+from resources.step_process import die_with_run_worker, recorded_worker
 
 _held: dict[tuple[str, str], leases.Lease] = {}
 _lock = threading.Lock()
@@ -39,7 +39,9 @@ def take_all(context: dg.AssetExecutionContext, store: Store, partitions: Iterab
     """Take this step's lease of each partition (`region=x/date=y`), in key order so that two ranges
     never wait on each other crosswise. On failure, the leases taken so far are released."""
     asset = "/".join(context.asset_key.path)
-    die_with_run_worker()  # before anything is written
+    # Before anything is written. The run's tags as stored: the worker recorded itself after the run began.
+    run = context.instance.get_run_by_id(context.run.run_id)
+    die_with_run_worker(recorded_worker(run.tags, run.run_id) if run is not None else None)
     active, wait = run_is_active(context.instance), lease_wait_s()
     taken: list[leases.Lease] = []
     try:

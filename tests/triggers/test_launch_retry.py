@@ -27,13 +27,13 @@ class Webserver:
     `refusals` in turn, then success."""
 
     def __init__(self, queued: bool, refusals: list[dict]):
-        self.queued, self.refusals, self.sent = queued, list(refusals), []
+        self.queued, self.refusals, self.sent, self.launches = queued, list(refusals), [], []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                answer = outer.answer(body["query"])
+                answer = outer.answer(body["query"], body.get("variables"))
                 data = json.dumps({"data": answer}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -48,7 +48,7 @@ class Webserver:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/graphql"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def answer(self, query: str) -> dict:
+    def answer(self, query: str, variables: dict | None) -> dict:
         name = query.split("(", 1)[0].split("{", 1)[0].split()[-1]
         self.sent.append(name)
         runs = {"__typename": "Runs", "results": []}
@@ -67,6 +67,7 @@ class Webserver:
                 },
             }
         assert name == "LaunchRun", query
+        self.launches.append(variables)
         if self.refusals:
             return {"launchRun": self.refusals.pop(0)}
         return {"launchRun": {"__typename": "LaunchRunSuccess", "run": {"runId": "r1"}}}
@@ -88,6 +89,12 @@ def test_a_refused_launch_of_a_queueing_instance_is_asked_again_until_the_code_s
     web = Webserver(queued=True, refusals=[UNREACHABLE, UNREACHABLE])
     assert _launch(web, said) == "r1"
     assert web.sent == ["Database", "Ready", "LaunchRun", "LaunchRun", "LaunchRun"]
+    assert web.launches[0] == web.launches[1] == web.launches[2]  # the same launch each time
+    assert web.launches[0]["params"]["executionMetadata"]["tags"] == [
+        {"key": "dagster/partition", "value": "2024-06-01|tiny-field"},
+        {"key": "dagster/partition/date", "value": "2024-06-01"},
+        {"key": "dagster/partition/region", "value": "tiny-field"},
+    ]
     assert len(said) == 1 and said[0].endswith("waiting up to 30 s for its code server"), said
 
 
