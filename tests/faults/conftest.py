@@ -1,9 +1,10 @@
-"""The fault suite's servers: a SeaweedFS S3 server per session (faults go through a proxy in front of
-it, never into it), and one per test for the tests that kill the server."""
+"""The fault suite's servers: a SeaweedFS S3 server and a fake-gcs-server per session (faults go through a
+proxy in front of them, never into them), and one per test for the tests that kill the server."""
 
 import pytest
 from fault_world import ACCESS_KEY, BUCKET, SECRET
 
+from devtools.emulators.gcs import fake_gcs
 from devtools.emulators.s3 import seaweedfs
 
 
@@ -11,6 +12,12 @@ from devtools.emulators.s3 import seaweedfs
 def s3_server(tmp_path_factory):
     with seaweedfs(tmp_path_factory.mktemp("seaweedfs"), [BUCKET], ACCESS_KEY, SECRET) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory):
+    with fake_gcs(tmp_path_factory.mktemp("fake-gcs"), [BUCKET]) as endpoint_url:
+        yield endpoint_url
 
 
 @pytest.fixture(scope="session")
