@@ -157,7 +157,7 @@ class LaunchError(RuntimeError):
 
 
 class CodeServerDown(LaunchError):
-    """The webserver could not reach the code location's code server; nothing was launched."""
+    """The webserver could not reach the code location's code server; the message says what was launched."""
 
 
 @dataclass(frozen=True)
@@ -220,14 +220,14 @@ class DagsterClient:
             "Nothing was launched; start the database (its runs and history are kept) and launch again"
         )
 
-    def code_server_down(self, message: str, launched: bool = False) -> CodeServerDown | None:
-        """The refusal of a code server that does not answer, when `message` says so; `launched`: the launch
-        itself was refused by an instance not known to queue its runs (a failed run may be left)."""
+    def code_server_down(self, message: str, maybe_created: bool = False) -> CodeServerDown | None:
+        """The refusal of a code server that does not answer, when `message` says so; `maybe_created`: the
+        launch itself was refused by an instance not known to queue its runs (a failed run may be left)."""
         if CODE_SERVER_DOWN not in message:
             return None
         line = next(line for line in message.splitlines() if CODE_SERVER_DOWN in line)
         cause = line.split(f"{CODE_SERVER_DOWN}: ", 1)[-1].strip()[:200]
-        if launched:
+        if maybe_created:
             waited = ""
             after = "If the instance launches runs without a queue, the launch may have left a failed run"
         else:
@@ -350,14 +350,14 @@ class DagsterClient:
             )
         return body["data"]
 
-    def _result(self, result: dict, ok: str, what: str, launched: bool = False) -> dict:
+    def _result(self, result: dict, ok: str, what: str, maybe_created: bool = False) -> dict:
         if result["__typename"] == ok:
             return result
         details = "; ".join(e["message"] for e in result.get("errors", [])) or result.get("message", "")
         database = self.database_down(details)
         if database:
             raise LaunchError(database)
-        code_server = self.code_server_down(details, launched)
+        code_server = self.code_server_down(details, maybe_created)
         if code_server:
             raise code_server
         raise LaunchError(f"{what} refused ({result['__typename']}): {details}")
@@ -379,12 +379,7 @@ class DagsterClient:
             "runConfigData": run_config,
             "executionMetadata": {"tags": _tags(tags)},
         }
-
-        def launch() -> dict:
-            result = self.query(LAUNCH_RUN, {"params": params})["launchRun"]
-            return self._result(result, "LaunchRunSuccess", "launch", launched=self.queued is not True)
-
-        return (self._until_code_server_answers(launch) if self.queued else launch())["run"]["runId"]
+        return self._launch(LAUNCH_RUN, "launchRun", "LaunchRunSuccess", "launch", params)["run"]["runId"]
 
     def launch_backfill(
         self, assets: list[str], partitions: list[str], run_config: dict, tags: dict[str, str], title: str
@@ -397,12 +392,19 @@ class DagsterClient:
             "tags": _tags(tags),
             "title": title,
         }
+        return self._launch(LAUNCH_BACKFILL, "launchPartitionBackfill", "LaunchBackfillSuccess", "backfill", params)[
+            "backfillId"
+        ]
 
-        def launch() -> dict:
-            result = self.query(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
-            return self._result(result, "LaunchBackfillSuccess", "backfill", launched=self.queued is not True)
+    def _launch(self, mutation: str, field: str, ok: str, what: str, params: dict) -> dict:
+        """The result `ok` of `mutation`; asked again while the code server is away only of an instance
+        that queues its runs, where a refused launch created nothing."""
 
-        return (self._until_code_server_answers(launch) if self.queued else launch())["backfillId"]
+        def attempt() -> dict:
+            result = self.query(mutation, {"params": params})[field]
+            return self._result(result, ok, what, maybe_created=self.queued is not True)
+
+        return self._until_code_server_answers(attempt) if self.queued else attempt()
 
     def follow_run(self, run_id: str, poll: float = 0.5, timeout: float = 24 * 3600) -> Iterator[RunEvent | str]:
         """The run's events as they happen, then its final status (a str)."""

@@ -2,7 +2,7 @@
 
 The S3 client under s3fs (botocore, standard retry mode) retries a throttled, failed or timed-out
 request itself, with exponential backoff, and says nothing; so does gcsfs, but for a debug line
-(counted at the end of this module). Two of its events tell us, per request:
+(counted at the end of this module). Two of botocore's events tell us, per request:
 `needs-retry` after every attempt (we note why a failed one failed) and `request-created` before
 every attempt (one after the first is a retry, for the noted cause). They are registered on one
 session per process, which every S3 client of the store is made from.
