@@ -1,7 +1,7 @@
 """One writer per model partition, through real runs: a second `dagster asset materialize` of a model's
 training (which bypasses the run queue) waits for the first and fails naming it; a training or an
-evaluation step whose run worker was killed and whose run was marked failed publishes nothing, neither
-the records the registry reads (a version's model.json, an evaluation) nor the manifest.
+evaluation step whose run was marked failed while it was frozen publishes nothing, neither the records
+the registry reads (a version's model.json, an evaluation) nor the manifest.
 
 A writer is held by stopping its processes (SIGSTOP, as a preempted machine would): a training once its
 weights are exported and its record not yet stored, an evaluation once its step has started. What the
@@ -9,8 +9,6 @@ tests judge needs no knowledge of the lease: each training has its own seed, so 
 the store and the materialisation events tell what each run wrote and published.
 """
 
-import os
-import signal
 import subprocess
 import time
 
@@ -97,16 +95,14 @@ def _pause_before_record(world, instance, proc, log, before_runs: set[str]) -> t
     return version, paused
 
 
-def _orphan(world, instance, a, paused, a_run) -> None:
-    """Kill the run worker, mark its run failed (as run monitoring does when a worker is lost), and let
-    the step processes that outlived it go on to the end of their step."""
-    os.kill(a.pid, signal.SIGKILL)
-    a.wait(timeout=60)
-    orphans = [p for p in paused[1:] if p.is_running()]
-    assert orphans, "no step process outlived the run worker"
-    instance.report_run_failed(instance.get_run_by_id(a_run.run_id), "the run worker was killed")
-    resume(orphans)
-    gone, alive = psutil.wait_procs(orphans, timeout=300)
+def _orphan(instance, paused, a_run) -> None:
+    """Mark the run failed while its worker and step are frozen (as run monitoring does when it loses a
+    worker on a paused or partitioned machine), then let both go on to the end of the step. A worker
+    killed outright takes its steps with it (test_leases.py::test_a_step_process_dies_with_its_run_worker)."""
+    assert [p for p in paused[1:] if p.is_running()], "no step process under the run worker"
+    instance.report_run_failed(instance.get_run_by_id(a_run.run_id), "the run worker was lost")
+    resume(paused)
+    gone, alive = psutil.wait_procs(paused, timeout=300)
     assert not alive, f"the orphaned step still runs: {alive}"
 
 
@@ -144,7 +140,7 @@ def test_an_orphaned_training_whose_run_was_marked_failed_records_no_version(wor
     try:
         a_run = run_of(instance, MODEL, before_runs)
         assert not _recorded(world, version), "the writer published before it could be paused"
-        _orphan(world, instance, a, paused, a_run)
+        _orphan(instance, paused, a_run)
     finally:
         kill(paused)
     # Nothing is written under the version's prefix (so a version of the same id that another run published
@@ -186,7 +182,7 @@ def test_an_orphaned_evaluation_whose_run_was_marked_failed_records_no_evaluatio
     paused = pause_when(world, a, started, "starting its step", a_log)
     try:
         a_run = run_of(instance, MODEL, before_runs)
-        _orphan(world, instance, a, paused, a_run)
+        _orphan(instance, paused, a_run)
     finally:
         kill(paused)
     assert set(world.store.list(evaluations)) == stored, (
