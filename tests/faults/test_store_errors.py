@@ -17,6 +17,7 @@ from fault_world import BUCKET, DATE, FIELD, cut_imagery, outputs, prepare, stor
 from reliability import record
 
 from devtools.faults import FaultProxy
+from geo_assets.geo.retries import GCS_ATTEMPTS, S3_ATTEMPTS
 from resources.storage import StorageResource
 
 MEASURES = [
@@ -55,9 +56,9 @@ class Backend:
 def backend(request) -> Backend:
     if request.param == "gcs":
         endpoint = request.getfixturevalue("gcs_server")
-        return Backend("gcs", "GCS store", "fake-gcs-server", endpoint, 6, "HTTP 503", "POST")
+        return Backend("gcs", "GCS store", "fake-gcs-server", endpoint, GCS_ATTEMPTS, "HTTP 503", "POST")
     endpoint = request.getfixturevalue("s3_server").endpoint_url
-    return Backend("s3", "S3 store", "SeaweedFS", endpoint, 5, "HTTP 503 SlowDown", "PUT")
+    return Backend("s3", "S3 store", "SeaweedFS", endpoint, S3_ATTEMPTS, "HTTP 503 SlowDown", "PUT")
 
 
 @pytest.fixture
