@@ -121,13 +121,14 @@ class ManifestIOManager(dg.ConfigurableIOManager):
         self._retries_reported = retries.totals()
 
     def _report_retries(self, context: dg.OutputContext) -> None:
-        """One line in the step's log for the store requests the client retried since the last report
-        (each operation's own line goes to the process log, or with tile work to the step's log)."""
+        """One line in the step's log for the requests retried since the last report: the store's, and
+        GDAL's raster reads of the store and of sources (each operation's own line goes to the process
+        log, or with tile work to the step's log)."""
         now = retries.totals()
         since = now - self._retries_reported
         self._retries_reported = now
         if since:
-            context.log.warning(f"store requests retried in this step: {retries.describe(since)}")
+            context.log.warning(f"requests retried in this step (store and raster reads): {retries.describe(since)}")
 
     def _key(
         self, context: dg.InputContext | dg.OutputContext, obj: dict | None = None, partition: str | None = None

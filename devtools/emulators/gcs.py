@@ -1,4 +1,4 @@
-"""A GCS API on 127.0.0.1: fake-gcs-server, in memory, anonymous.
+"""A GCS API on 127.0.0.1: fake-gcs-server, in memory (or in a folder, to be restarted), anonymous.
 
 `-public-host` makes the XML-style `/<bucket>/<object>` paths answer too, which is what GDAL's
 /vsigs/ driver requests (the JSON API alone serves gcsfs). Buckets are created over the JSON API.
@@ -11,6 +11,7 @@ import os
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from devtools.emulators import free_port, running, wait_for_http
@@ -39,11 +40,30 @@ def create_bucket(endpoint_url: str, name: str, project: str = "test-project") -
         resp.read()
 
 
+@dataclass(frozen=True)
+class GCSServer:
+    endpoint_url: str
+    pid: int  # the server's process, for tests that kill it
+    port: int  # to start it again where it was (`port=`)
+
+
 @contextmanager
 def fake_gcs(workdir: Path, buckets: list[str]) -> Iterator[str]:
-    """Run fake-gcs-server with `buckets` created; yield its endpoint URL; stop it on exit."""
-    port = free_port()
+    """Run fake-gcs-server in memory with `buckets` created; yield its endpoint URL; stop it on exit."""
+    with gcs_server(workdir, buckets) as server:
+        yield server.endpoint_url
+
+
+@contextmanager
+def gcs_server(workdir: Path, buckets: list[str], *, data: Path | None = None, port: int = 0) -> Iterator[GCSServer]:
+    """fake-gcs-server with `buckets` (made unless `data` holds them already); stopped on exit.
+
+    `data`: keep objects in this folder rather than in memory, so a server killed and started again on
+    the same `data` and `port` serves what it held.
+    """
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
+    backend = ["-backend", "filesystem", "-filesystem-root", str(data)] if data else ["-backend", "memory"]
     cmd = [
         fake_gcs_binary(),
         "-scheme",
@@ -52,8 +72,7 @@ def fake_gcs(workdir: Path, buckets: list[str]) -> Iterator[str]:
         "127.0.0.1",
         "-port",
         str(port),
-        "-backend",
-        "memory",
+        *backend,
         "-external-url",
         url,
         "-public-host",
@@ -62,8 +81,10 @@ def fake_gcs(workdir: Path, buckets: list[str]) -> Iterator[str]:
         "warn",
     ]
     log = Path(workdir) / "fake-gcs-server.log"
-    with running(cmd, log, cwd=Path(workdir)):
+    with running(cmd, log, cwd=Path(workdir)) as proc:
         wait_for_http(f"{url}/storage/v1/b", timeout=30)
+        held = set() if data is None else {b.name for b in Path(data).iterdir() if b.is_dir()}
         for bucket in buckets:
-            create_bucket(url, bucket)
-        yield url
+            if bucket not in held:
+                create_bucket(url, bucket)
+        yield GCSServer(url, proc.pid, port)

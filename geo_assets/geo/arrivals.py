@@ -7,7 +7,7 @@ scene's STAC items; other objects there (the items' COGs) are its assets. Keys t
 folder (a bad region slug or date, a stray file) are unrecognised: reported once, never fatal.
 
 How arrivals are found. Every object version has one arrival time, `modified` (S3 LastModified,
-taken as the end of its whole second; GCS timeCreated; a local file's ctime), and a date from its key. A version is *recent* when its date
+taken as the end of its whole second; GCS timeCreated; a local file's ctime, or a later move of its folder), and a date from its key. A version is *recent* when its date
 is at most `lookback_days` before the day it arrived, else *late* (an old date delivered now).
 
 - Recent versions are found by the *hot pass*: per root (each region folder for `{region}/{date}`
@@ -24,8 +24,10 @@ is at most `lookback_days` before the day it arrived, else *late* (an old date d
   objects. Deletions leave nothing to find; a rewrite is a new version with a new arrival time.
 - A local file's arrival time is its ctime, which `chmod` and `chown` move too: a pass may then take
   a version again, and the sensor asks for the run it asked for before (the same run key, which Dagster
-  skips). A folder moved in with `mv` keeps its files' ctimes, from before the watch's slice: it is not
-  found; copy it in, or `touch` its items after the move.
+  skips). A folder moved in with `mv` keeps its files' ctimes, from before the watch's slice, so a
+  local file arrives at the later of its ctime and the last move of a folder above it (a folder's
+  ctime past its mtime, `LocalStore.scan`). A file written into a moved folder within
+  `settle_seconds` of the move ends that: copy such folders in, or `touch` their items.
 - A new `lookback_days` applies to versions that arrive after every slice either pass has begun,
   so a setting change neither repeats nor skips a version.
 

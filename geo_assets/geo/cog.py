@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,6 +11,10 @@ import rasterio
 from affine import Affine
 from rasterio.errors import RasterioIOError
 from rasterio.io import MemoryFile
+
+from geo_assets.geo import retries
+
+log = logging.getLogger(__name__)
 
 
 class CorruptRasterError(ValueError):
@@ -69,19 +74,35 @@ def write_cog(
 
 
 def read_raster(path: str | Path) -> tuple[np.ndarray, dict]:
-    """Read every band of a raster; the profile carries crs, transform, nodata and band names."""
-    try:
-        with rasterio.open(path) as src:
-            data = src.read()
-            profile = dict(
-                crs=src.crs.to_string() if src.crs else None,
-                transform=src.transform,
-                nodata=src.nodata,
-                width=src.width,
-                height=src.height,
-                dtype=src.dtypes[0],
-                band_names=list(src.descriptions),
-            )
-    except RasterioIOError as exc:
-        raise CorruptRasterError(f"cannot read raster {path}: {exc}") from None
+    """Read every band of a raster; the profile carries crs, transform, nodata and band names.
+
+    A remote read that GDAL retried (geo/retries.py counts its retries) says so once it succeeds; one that
+    failed after retries is the store's failure, not a corrupt raster, and its error says so."""
+    with retries.collecting() as retried:
+        try:
+            data, profile = _read(path)
+        except RasterioIOError as exc:
+            if retried:
+                raise OSError(
+                    f"cannot read raster {path}: failed after {len(retried) + 1} attempts "
+                    f"(retries: {retries.describe(retried)}): {exc}"
+                ) from None
+            raise CorruptRasterError(f"cannot read raster {path}: {exc}") from None
+    if retried:
+        log.warning("reading raster %s: succeeded after retries: %s", path, retries.describe(retried))
+    return data, profile
+
+
+def _read(path: str | Path) -> tuple[np.ndarray, dict]:
+    with rasterio.open(path) as src:
+        data = src.read()
+        profile = dict(
+            crs=src.crs.to_string() if src.crs else None,
+            transform=src.transform,
+            nodata=src.nodata,
+            width=src.width,
+            height=src.height,
+            dtype=src.dtypes[0],
+            band_names=list(src.descriptions),
+        )
     return data, profile

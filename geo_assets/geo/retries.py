@@ -1,8 +1,8 @@
 """Requests to an object store that failed and were retried: told to the operation, counted per process.
 
 The S3 client under s3fs (botocore, standard retry mode) retries a throttled, failed or timed-out
-request itself, with exponential backoff, and says nothing; so does gcsfs, but for a debug line
-(counted at the end of this module). Two of botocore's events tell us, per request:
+request itself, with exponential backoff, and says nothing; so do gcsfs and GDAL (raster reads), but
+for a line of their loggers (counted at the end of this module). Two of botocore's events tell us, per request:
 `needs-retry` after every attempt (we note why a failed one failed) and `request-created` before
 every attempt (one after the first is a retry, for the noted cause). They are registered on one
 session per process, which every S3 client of the store is made from.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -25,9 +26,11 @@ from contextvars import ContextVar
 
 __all__ = [
     "GCS_ATTEMPTS",
+    "GDAL_ATTEMPTS",
     "S3_ATTEMPTS",
     "collecting",
     "count_gcs_retries",
+    "count_gdal_retries",
     "gcs_timeout",
     "describe",
     "record",
@@ -51,11 +54,14 @@ _sessions: dict[int, object] = {}  # pid -> the S3 session (an event loop's clie
 def collecting() -> Iterator[list[str]]:
     """Collect the causes of the retries of the store requests made in this block."""
     causes: list[str] = []
+    outer = _current.get()
     token = _current.set(causes)
     try:
         yield causes
     finally:
         _current.reset(token)
+        if outer is not None:  # an operation within another: the outer one's retries include its
+            outer.extend(causes)
 
 
 def record(cause: str) -> None:
@@ -184,3 +190,32 @@ def count_gcs_retries() -> None:
                 child.setLevel(shown)
         logger.addFilter(_GcsfsRetries(shown))
         logger.setLevel(logging.DEBUG)
+
+
+# -- GDAL's retries (raster reads through /vsis3/, /vsigs/, /vsicurl/)
+
+# GDAL retries a failed HTTP request itself (GDAL_HTTP_MAX_RETRY, exponential backoff) and tells only its
+# error handler, with a warning that rasterio logs on `rasterio._env` in the reading thread:
+# `CPLE_AppDefined in HTTP error code: 503 - <url>. Retrying again in 0.5 secs` (code 0: no answer, a reset
+# or a timeout). A filter counts those lines and drops them: the reads that retried say so themselves,
+# counted (geo/cog.py), and the line's URL would carry a signed href's token into the step's stderr.
+_GDAL_RETRY = re.compile(r"HTTP error code: (\d+) - .*Retrying again in ")
+GDAL_ATTEMPTS = 4  # GDAL_HTTP_MAX_RETRY=3 of the store's raster reads (geo/store.py), the first attempt included
+
+
+class _GdalRetries(logging.Filter):
+    def filter(self, line: logging.LogRecord) -> bool:
+        found = _GDAL_RETRY.search(line.getMessage()) if line.levelno == logging.WARNING else None
+        if found is None:
+            return True
+        code = found.group(1)
+        record("no answer (reset or timeout)" if code == "0" else f"HTTP {code}")
+        return False
+
+
+def count_gdal_retries() -> None:
+    """Count GDAL's retries from here on (once per process)."""
+    logger = logging.getLogger("rasterio._env")
+    with _lock:
+        if not any(isinstance(f, _GdalRetries) for f in logger.filters):
+            logger.addFilter(_GdalRetries())

@@ -11,6 +11,7 @@ Pixels come out in this project's convention for every source: uint16 surface re
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import threading
@@ -40,6 +41,10 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window as RasterWindow
 from shapely.geometry import Polygon
 from urllib3.util.retry import Retry
+
+from geo_assets.geo import retries
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Bounds",
@@ -527,7 +532,9 @@ def _aws_session(
 
 
 def gdal_env(settings: ImagerySettings) -> rasterio.Env:
-    """GDAL configuration for reading source COGs: the S3 endpoint and credentials, HTTP retries."""
+    """GDAL configuration for reading source COGs: the S3 endpoint and credentials, HTTP retries (counted
+    from here on, geo/retries.py)."""
+    retries.count_gdal_retries()
     options = {
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # a COG is one object: never list its "directory"
         "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
@@ -558,11 +565,20 @@ def gdal_path(href: str) -> str:
     return href
 
 
-def _raise_read_error(href: str, exc: Exception) -> NoReturn:
+_QUERY = re.compile(r"(https?://[^\s'\"?]+)\?[^\s'\"]*")  # a URL's query: a signed href's token
+
+
+def _raise_read_error(href: str, exc: Exception, retried: list[str]) -> NoReturn:
     text = "; ".join(dict.fromkeys(str(e) for e in (exc, exc.__cause__, exc.__context__) if e))  # GDAL's own words
+    text = _QUERY.sub(r"\1?...", text)  # GDAL names the signed URL it read: never its token
     lowered = text.lower()
     status = re.search(r"(?:response|error) code:? ?(\d{3})", lowered)
     code = int(status.group(1)) if status else None
+    if retried:  # GDAL gave up after its retries: whatever it says then ("not recognized"), the server failed
+        raise ImageryError(
+            f"{href}: unavailable, still failing after {len(retried) + 1} attempts "
+            f"(retries: {retries.describe(retried)}) ({text[:300]})"
+        ) from None
     if code == 404 or any(s in lowered for s in ("does not exist", "no such file", "nosuchkey", "blobnotfound")):
         raise ObjectMissingError(f"{href}: object not found ({text[:300]})") from None
     if code in (401, 403) or any(s in lowered for s in ("access denied", "accessdenied", "authenticationfailed")):
@@ -696,51 +712,70 @@ def read_window(
     (another CRS, or a grid that does not line up) GDAL's warper resamples it onto the tile grid
     with `resampling` (bilinear for reflectance, nearest for quality masks; see `RESAMPLING`).
     """
+    with retries.collecting() as retried:
+        try:
+            band = _read_window(path, declared_crs, bounds, size, crs, resolution, fill, resampling, plan, href)
+        except RasterioError as exc:
+            _raise_read_error(href, exc, retried)
+    if retried:  # succeeded, after GDAL's retries: said, never silent
+        log.warning("reading %s: succeeded after retries: %s", href, retries.describe(retried))
+    return band
+
+
+def _read_window(
+    path: str,
+    declared_crs: str | None,
+    bounds: Bounds,
+    size: tuple[int, int],
+    crs: str,
+    resolution: float,
+    fill: int,
+    resampling: Resampling,
+    plan: str,
+    href: str,
+) -> np.ndarray:
     left, bottom, right, top = bounds
     rows, cols = size
     mine = _thread_datasets()
-    try:
-        with mine.lock:  # other threads close this thread's datasets only while it reads none
-            ds = mine.dataset(path, plan)  # kept open for the plan's next tiles
-            src = ds.src
-            if declared_crs is not None and ds.crs != CRS.from_user_input(declared_crs):
-                raise ItemMismatchError(f"{href}: the COG is in {ds.crs}, but its STAC item declares {declared_crs}")
-            t = ds.transform
-            if _same_crs(ds.crs, crs) and t.b == 0 and t.d == 0 and t.e < 0:
-                sb = ds.bounds
-                x0, x1, y0, y1 = max(left, sb.left), min(right, sb.right), max(bottom, sb.bottom), min(top, sb.top)
-                if x0 >= x1 or y0 >= y1:
-                    return np.full(size, fill, dtype=ds.dtype)
-                c0, c1, r0, r1 = (
-                    (x0 - left) / resolution,
-                    (x1 - left) / resolution,
-                    (top - y1) / resolution,
-                    (top - y0) / resolution,
+    with mine.lock:  # other threads close this thread's datasets only while it reads none
+        ds = mine.dataset(path, plan)  # kept open for the plan's next tiles
+        src = ds.src
+        if declared_crs is not None and ds.crs != CRS.from_user_input(declared_crs):
+            raise ItemMismatchError(f"{href}: the COG is in {ds.crs}, but its STAC item declares {declared_crs}")
+        t = ds.transform
+        if _same_crs(ds.crs, crs) and t.b == 0 and t.d == 0 and t.e < 0:
+            sb = ds.bounds
+            x0, x1, y0, y1 = max(left, sb.left), min(right, sb.right), max(bottom, sb.bottom), min(top, sb.top)
+            if x0 >= x1 or y0 >= y1:
+                return np.full(size, fill, dtype=ds.dtype)
+            c0, c1, r0, r1 = (
+                (x0 - left) / resolution,
+                (x1 - left) / resolution,
+                (top - y1) / resolution,
+                (top - y0) / resolution,
+            )
+            sc0, sc1, sr0, sr1 = ((x0 - t.c) / t.a, (x1 - t.c) / t.a, (t.f - y1) / -t.e, (t.f - y0) / -t.e)
+            if _integral(c0, c1, r0, r1, sc0, sc1, sr0, sr1):
+                c0, c1, r0, r1, sc0, sc1, sr0, sr1 = (int(round(v)) for v in (c0, c1, r0, r1, sc0, sc1, sr0, sr1))
+                window = RasterWindow(sc0, sr0, sc1 - sc0, sr1 - sr0)
+                if (r0, c0, r1, c1) == (0, 0, rows, cols) and (window.height, window.width) == size:
+                    return src.read(1, window=window)  # the common case: the tile lies inside the COG, same pixels
+                out = np.full(size, fill, dtype=ds.dtype)
+                out[r0:r1, c0:c1] = src.read(
+                    1, window=window, out_shape=(r1 - r0, c1 - c0), resampling=Resampling.nearest
                 )
-                sc0, sc1, sr0, sr1 = ((x0 - t.c) / t.a, (x1 - t.c) / t.a, (t.f - y1) / -t.e, (t.f - y0) / -t.e)
-                if _integral(c0, c1, r0, r1, sc0, sc1, sr0, sr1):
-                    c0, c1, r0, r1, sc0, sc1, sr0, sr1 = (int(round(v)) for v in (c0, c1, r0, r1, sc0, sc1, sr0, sr1))
-                    window = RasterWindow(sc0, sr0, sc1 - sc0, sr1 - sr0)
-                    if (r0, c0, r1, c1) == (0, 0, rows, cols) and (window.height, window.width) == size:
-                        return src.read(1, window=window)  # the common case: the tile lies inside the COG, same pixels
-                    out = np.full(size, fill, dtype=ds.dtype)
-                    out[r0:r1, c0:c1] = src.read(
-                        1, window=window, out_shape=(r1 - r0, c1 - c0), resampling=Resampling.nearest
-                    )
-                    return out
-            with WarpedVRT(
-                src,
-                crs=crs,
-                transform=from_origin(left, top, resolution, resolution),
-                width=cols,
-                height=rows,
-                resampling=resampling,
-                src_nodata=src.nodata if src.nodata is not None else fill,
-                nodata=fill,
-            ) as vrt:
-                return vrt.read(1)
-    except RasterioError as exc:
-        _raise_read_error(href, exc)
+                return out
+        with WarpedVRT(
+            src,
+            crs=crs,
+            transform=from_origin(left, top, resolution, resolution),
+            width=cols,
+            height=rows,
+            resampling=resampling,
+            src_nodata=src.nodata if src.nodata is not None else fill,
+            nodata=fill,
+        ) as vrt:
+            return vrt.read(1)
 
 
 def _decode_mask(kind: str, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

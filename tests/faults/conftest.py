@@ -6,6 +6,7 @@ from fault_world import ACCESS_KEY, BUCKET, SECRET
 
 from devtools.emulators.gcs import fake_gcs
 from devtools.emulators.s3 import seaweedfs
+from devtools.faults import FaultProxy
 
 
 @pytest.fixture(scope="session")
@@ -18,6 +19,14 @@ def s3_server(tmp_path_factory):
 def gcs_server(tmp_path_factory):
     with fake_gcs(tmp_path_factory.mktemp("fake-gcs"), [BUCKET]) as endpoint_url:
         yield endpoint_url
+
+
+@pytest.fixture
+def s3_proxy(s3_server):
+    """A fault proxy in front of the session's S3 server."""
+    host, port = s3_server.endpoint_url.removeprefix("http://").split(":")
+    with FaultProxy(host, int(port)) as proxy:
+        yield proxy
 
 
 @pytest.fixture(scope="session")

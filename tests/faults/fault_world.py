@@ -1,6 +1,6 @@
 """What the fault tests share: a region of many small tiles, the S3 storage settings, one
-`imagery_tiles` step run through dagster.materialize as tests/cloud runs steps on S3, and the
-comparison of two outputs object by object."""
+`imagery_tiles` step run through dagster.materialize as tests/cloud runs steps on S3, a `predictions`
+step in a process of its own on a tiny model, and the comparison of two outputs object by object."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.cli import register
 from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
 from geo_assets.geo.store import Store
-from geo_assets.partitions import region_date_key
+from geo_assets.partitions import region_date_key, region_date_partitions
 from resources.compute import LocalPoolCompute
 from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
-from tests.tiny_world import resources_for
+from tests.tiny_world import DATE as TINY_DATE
+from tests.tiny_world import MODEL, TINY, TINY_HOLDOUT, resources_for, train_tiny
 
 BUCKET = "geo-assets-faults"
 ACCESS_KEY = "geo-assets-faults-key"
@@ -32,7 +33,7 @@ FIELD = Region(
 )
 DATE = "2024-06-01"
 PARTITION = region_date_key(FIELD.name, DATE)
-RETRIED = re.compile(r"store requests retried in this step: (\d+) \(")
+RETRIED = re.compile(r"requests retried in this step \(store and raster reads\): (\d+) \(")
 
 
 def storage(endpoint_url: str, prefix: str) -> StorageResource:
@@ -130,6 +131,17 @@ def s3_imagery_job() -> dg.JobDefinition:
     )
 
 
+def gcs_imagery_job() -> dg.JobDefinition:
+    """On the GCS root GEO_ASSETS_FAULTS_ROOT of the server at GEO_ASSETS_FAULTS_ENDPOINT."""
+    return _imagery_job(
+        StorageResource(
+            root=dg.EnvVar("GEO_ASSETS_FAULTS_ROOT"),
+            endpoint_url=dg.EnvVar("GEO_ASSETS_FAULTS_ENDPOINT"),
+            project="test",
+        )
+    )
+
+
 def s3_prediction_job() -> dg.JobDefinition:
     """predictions alone on the S3 root GEO_ASSETS_FAULTS_ROOT at GEO_ASSETS_FAULTS_ENDPOINT, its step in a
     process of its own: GDAL reads tiles holding the GIL, so a fault proxy in the test's process would
@@ -151,6 +163,54 @@ def s3_prediction_job() -> dg.JobDefinition:
 
 
 IMAGERY_CONFIG = {"ops": {"imagery_tiles": {"config": {"tile_size": TILE}}}}
+PREDICTED_TILE = 32  # px: 16 tiles of tiny_world's holdout region
+PREDICTED = region_date_key(TINY_HOLDOUT.name, TINY_DATE)
+
+
+def prepare_predictions(direct: StorageResource, instance: dg.DagsterInstance) -> dict:
+    """tiny_world's regions in the store, its model trained and the holdout's imagery cut there (around
+    any proxy): the run config of a `predictions` step of PREDICTED."""
+    store = direct.store()
+    catalogue = load_catalogue(store)
+    catalogue.add(TINY)
+    catalogue.add(TINY_HOLDOUT)
+    save_catalogue(store, catalogue)
+    register(instance, regions=[TINY.name, TINY_HOLDOUT.name], models=[MODEL])
+    version = train_tiny(instance, direct)
+    cut = dg.materialize(
+        [imagery_tiles],
+        partition_key=PREDICTED,
+        instance=instance,
+        resources=resources_for(direct, LocalPoolCompute(workers=2)),
+        run_config={"ops": {"imagery_tiles": {"config": {"tile_size": PREDICTED_TILE}}}},
+        raise_on_error=False,
+    )
+    assert cut.success, failure(cut)
+    return {"ops": {"predictions": {"config": {"model": MODEL, "version": version, "tile_size": PREDICTED_TILE}}}}
+
+
+def predict(instance: dg.DagsterInstance, run_config: dict, after: str | None = None) -> dg.ExecutionResult:
+    """predictions[PREDICTED] in a step process of its own, on the store the environment names
+    (s3_prediction_job); `after`: re-execute that failed run from its failure instead."""
+    from tests.faults.fault_world import s3_prediction_job  # by a name the step's process imports from the checkout
+
+    job, tags = dg.reconstructable(s3_prediction_job), region_date_partitions.get_tags_for_partition_key(PREDICTED)
+    if after:
+        return dg.execute_job(
+            job, instance, tags=tags, reexecution_options=dg.ReexecutionOptions.from_failure(after, instance)
+        )
+    return dg.execute_job(job, instance, run_config=run_config, tags=tags)
+
+
+def step_errors(instance: dg.DagsterInstance, run_id: str) -> str:
+    """The failed step's error and its causes, from the run's event log (the step ran in another process)."""
+    lines = []
+    for event in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        error = event.dagster_event.step_failure_data.error
+        while error is not None:
+            lines.append(error.message.strip())
+            error = error.cause
+    return "\n".join(lines)
 
 
 def failure(result) -> str:

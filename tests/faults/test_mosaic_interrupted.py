@@ -12,17 +12,16 @@ import dagster as dg
 import numpy as np
 import pytest
 import rasterio
-from fault_world import BUCKET, SECRET, failure, storage
+from fault_world import (
+    BUCKET,
+    PREDICTED_TILE,
+    SECRET,
+    predict,
+    prepare_predictions,
+    step_errors,
+    storage,
+)
 from reliability import record
-from tiny_world import DATE, MODEL, TINY, TINY_HOLDOUT, resources_for, train_tiny
-
-from devtools.faults import FaultProxy
-from geo_assets.assets.imagery import imagery_tiles
-from geo_assets.cli import register
-from geo_assets.geo.regions import load_catalogue, save_catalogue
-from geo_assets.partitions import region_date_key, region_date_partitions
-from resources.compute import LocalPoolCompute
-from tests.faults.fault_world import s3_prediction_job  # by a name the step's process imports from the checkout
 
 pytestmark = pytest.mark.slow  # a small model trained, then two prediction runs in processes of their own: minutes
 
@@ -35,76 +34,28 @@ MEASURES = [
     "devtools/faults.py",
     "tests/faults/test_mosaic_interrupted.py",
 ]
-KEY = region_date_key(TINY_HOLDOUT.name, DATE)
-TILE = 32  # 16 tiles of the holdout region
 REUSED = re.compile(r"(\d+) of (\d+) tiles already done")
 
 
-@pytest.fixture
-def proxy(s3_server):
-    host, port = s3_server.endpoint_url.removeprefix("http://").split(":")
-    with FaultProxy(host, int(port)) as proxy:
-        yield proxy
-
-
-def _materialize(asset, instance, storage_resource, ops: dict) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        [asset],
-        partition_key=KEY,
-        instance=instance,
-        resources=resources_for(storage_resource, LocalPoolCompute(workers=2)),
-        run_config={"ops": ops},
-        raise_on_error=False,
-    )
-
-
-def _predict(instance, ops: dict, after: str | None = None):
-    """predictions[KEY] in a step process of its own, on the store the environment names; `after`: re-execute
-    that failed run from its failure instead."""
-    job, tags = dg.reconstructable(s3_prediction_job), region_date_partitions.get_tags_for_partition_key(KEY)
-    if after:
-        return dg.execute_job(
-            job, instance, tags=tags, reexecution_options=dg.ReexecutionOptions.from_failure(after, instance)
-        )
-    return dg.execute_job(job, instance, run_config={"ops": ops}, tags=tags)
-
-
-def _step_errors(instance, run_id: str) -> str:
-    """The failed step's error and its causes, from the run's event log (the step ran in another process)."""
-    lines = []
-    for event in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
-        error = event.dagster_event.step_failure_data.error
-        while error is not None:
-            lines.append(error.message.strip())
-            error = error.cause
-    return "\n".join(lines)
-
-
-def test_a_mosaic_upload_cut_mid_way_leaves_nothing_under_its_name_and_a_rerun_succeeds(s3_server, proxy, monkeypatch):
+def test_a_mosaic_upload_cut_mid_way_leaves_nothing_under_its_name_and_a_rerun_succeeds(
+    s3_server, s3_proxy, monkeypatch
+):
     prefix = f"t-{uuid.uuid4().hex[:12]}"
     monkeypatch.setenv("GEO_ASSETS_FAULTS_ROOT", f"s3://{BUCKET}/{prefix}")
-    monkeypatch.setenv("GEO_ASSETS_FAULTS_ENDPOINT", proxy.url)
+    monkeypatch.setenv("GEO_ASSETS_FAULTS_ENDPOINT", s3_proxy.url)
     monkeypatch.setenv("GEO_ASSETS_FAULTS_SECRET", SECRET)
     direct = storage(s3_server.endpoint_url, prefix)
-    store = direct.store()  # what the server holds, seen around the proxy
-    catalogue = load_catalogue(store)
-    catalogue.add(TINY)
-    catalogue.add(TINY_HOLDOUT)
-    save_catalogue(store, catalogue)
+    store, proxy = direct.store(), s3_proxy  # the store: what the server holds, seen around the proxy
     with dg.instance_for_test() as instance:
-        register(instance, regions=[TINY.name, TINY_HOLDOUT.name], models=[MODEL])
-        version = train_tiny(instance, direct)
-        cut = _materialize(imagery_tiles, instance, direct, {"imagery_tiles": {"config": {"tile_size": TILE}}})
-        assert cut.success, failure(cut)
-        ops = {"predictions": {"config": {"model": MODEL, "version": version, "tile_size": TILE}}}
+        run_config = prepare_predictions(direct, instance)
 
         proxy.inject("cut", methods=("PUT",), paths=("/mosaic.tif",))  # every upload of the mosaic, until healed
         begin = time.monotonic()
-        first = _predict(instance, ops)
+        first = predict(instance, run_config)
         failed_after = time.monotonic() - begin
         proxy.heal()
         assert not first.success
-        message = _step_errors(instance, first.run_id)
+        message = step_errors(instance, first.run_id)
         found = re.search(rf"S3 store: [\w ]+ s3://{BUCKET}/{prefix}/(predictions/\S+/mosaic\.tif) failed", message)
         assert found, message
         mosaic = found.group(1)
@@ -117,8 +68,8 @@ def test_a_mosaic_upload_cut_mid_way_leaves_nothing_under_its_name_and_a_rerun_s
         written = [k for k in store.list(mosaic.rsplit("/", 1)[0]) if k.endswith(".tif")]
         assert written and mosaic not in written  # the class tiles before it are stored
 
-        second = _predict(instance, ops, after=first.run_id)  # the store answers again: re-executed from failure
-        assert second.success, _step_errors(instance, second.run_id)
+        second = predict(instance, run_config, after=first.run_id)  # the store answers again: re-executed from failure
+        assert second.success, step_errors(instance, second.run_id)
         reused = [m for m in (REUSED.search(e.user_message) for e in instance.all_logs(second.run_id)) if m]
         assert [(m.group(1), m.group(2)) for m in reused] == [("16", "16")]  # every class tile was done before it
         (manifest_key,) = store.list("manifests/predictions")
@@ -141,7 +92,7 @@ def test_a_mosaic_upload_cut_mid_way_leaves_nothing_under_its_name_and_a_rerun_s
         MEASURES,
         injected=(
             "a proxy before SeaweedFS passed half of each upload of a predictions step's class mosaic "
-            f"({len(manifest['tiles'])} tiles of {TILE} px) to the server, then reset both connections, until healed; "
+            f"({len(manifest['tiles'])} tiles of {PREDICTED_TILE} px) to the server, then reset both connections, until healed; "
             "then the run was re-executed from failure."
         ),
         observed={

@@ -1,7 +1,8 @@
-"""The S3 server killed (SIGKILL) while an imagery_tiles step writes its tiles: no object is ever
-visible half-written under its final name, the step fails naming the store, and once the server is
-started again on the same data and port, re-execution from failure reuses the finished tiles and its
-outputs equal an uninterrupted run's, byte for byte. The server is this test's own, never the session's."""
+"""The object store's server (SeaweedFS for S3, fake-gcs-server for GCS) killed (SIGKILL) while an
+imagery_tiles step writes its tiles: no object is ever visible half-written under its final name, the
+step fails naming the store, and once the server is started again on the same data and port,
+re-execution from failure reuses the finished tiles and its outputs equal an uninterrupted run's, byte
+for byte. The server is this test's own, never the session's."""
 
 import os
 import re
@@ -9,8 +10,11 @@ import signal
 import threading
 import time
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
+import pytest
 import rasterio
 from fault_world import (
     ACCESS_KEY,
@@ -19,6 +23,7 @@ from fault_world import (
     PARTITION,
     SECRET,
     failure,
+    gcs_imagery_job,
     outputs,
     prepare,
     s3_imagery_job,
@@ -26,8 +31,11 @@ from fault_world import (
 )
 from reliability import record
 
+from devtools.emulators.gcs import gcs_server
 from devtools.emulators.s3 import seaweedfs
+from geo_assets.geo.retries import GCS_ATTEMPTS, S3_ATTEMPTS
 from geo_assets.partitions import region_date_partitions
+from resources.storage import StorageResource
 
 MEASURES = [
     "geo_assets/geo/store.py",
@@ -35,20 +43,54 @@ MEASURES = [
     "geo_assets/geo/tilework.py",
     "resources/compute.py",
     "resources/storage.py",
+    "devtools/emulators/gcs.py",
     "tests/faults/test_store_killed.py",
 ]
 REUSED = re.compile(r"(\d+) of (\d+) tiles already done")
 KILL_AFTER = 16  # tile objects in the bucket: the step is well under way
 
 
-def test_s3_server_killed_mid_write_then_restarted(tmp_path, baseline, monkeypatch):
-    workdir, prefix = tmp_path / "seaweedfs", f"t-{uuid.uuid4().hex[:12]}"
-    monkeypatch.setenv("GEO_ASSETS_FAULTS_ROOT", f"s3://{BUCKET}/{prefix}")
-    job, tags = dg.reconstructable(s3_imagery_job), region_date_partitions.get_tags_for_partition_key(PARTITION)
+@dataclass(frozen=True)
+class Server:
+    """A store whose server this test starts, kills and starts again on the same data and port."""
+
+    api: str  # "s3", "gcs"
+    store: str  # how the store's errors name it
+    name: str
+    attempts: int  # of one request, the first included
+    cause: str  # the client's error for a server that is gone
+
+    def start(self, workdir: Path, again=None):
+        if self.api == "gcs":
+            return gcs_server(workdir, [BUCKET], data=workdir / "data", port=again.port if again else 0)
+        return seaweedfs(workdir, [BUCKET], ACCESS_KEY, SECRET, ports=again.ports if again else ())
+
+    def storage(self, endpoint: str, prefix: str) -> StorageResource:
+        if self.api == "gcs":
+            return StorageResource(root=f"gs://{BUCKET}/{prefix}", endpoint_url=endpoint, project="test")
+        return storage(endpoint, prefix)
+
+    @property
+    def job(self):
+        return dg.reconstructable(gcs_imagery_job if self.api == "gcs" else s3_imagery_job)
+
+
+SERVERS = [
+    Server("s3", "S3 store", "SeaweedFS", S3_ATTEMPTS, "EndpointConnectionError"),
+    Server("gcs", "GCS store", "fake-gcs-server", GCS_ATTEMPTS, "ClientConnectorError"),
+]
+
+
+@pytest.mark.parametrize("server", SERVERS, ids=[s.api for s in SERVERS])
+def test_store_server_killed_mid_write_then_restarted(server, tmp_path, baseline, monkeypatch):
+    workdir, prefix = tmp_path / server.name, f"t-{uuid.uuid4().hex[:12]}"
+    workdir.mkdir()
+    monkeypatch.setenv("GEO_ASSETS_FAULTS_ROOT", server.storage("", prefix).root)
+    job, tags = server.job, region_date_partitions.get_tags_for_partition_key(PARTITION)
     with dg.instance_for_test() as instance:
-        with seaweedfs(workdir, [BUCKET], ACCESS_KEY, SECRET) as server:
-            monkeypatch.setenv("GEO_ASSETS_FAULTS_ENDPOINT", server.endpoint_url)
-            direct = storage(server.endpoint_url, prefix)
+        with server.start(workdir) as running:
+            monkeypatch.setenv("GEO_ASSETS_FAULTS_ENDPOINT", running.endpoint_url)
+            direct = server.storage(running.endpoint_url, prefix)
             prepare(direct.store(), instance)
             killed: list[float] = []
 
@@ -56,7 +98,7 @@ def test_s3_server_killed_mid_write_then_restarted(tmp_path, baseline, monkeypat
                 deadline = time.monotonic() + 120
                 while time.monotonic() < deadline:
                     if len(direct.store().list("imagery")) >= KILL_AFTER:
-                        os.killpg(server.pid, signal.SIGKILL)  # this test's server: its own process group
+                        os.killpg(running.pid, signal.SIGKILL)  # this test's server: its own process group
                         killed.append(time.monotonic())
                         return
                     time.sleep(0.05)
@@ -70,13 +112,15 @@ def test_s3_server_killed_mid_write_then_restarted(tmp_path, baseline, monkeypat
         assert not first.success
         message = failure(first)
         # One error: the store, the object it was writing, how often it tried, and why it gave up.
-        assert re.search(rf"S3 store: [\w ]+ s3://{BUCKET}/{prefix}/\S+ failed after 5 attempts", message), message
-        assert "EndpointConnectionError" in message, message
+        assert re.search(
+            rf"{server.store}: [\w ]+ {direct.root}/\S+ failed after {server.attempts} attempts", message
+        ), message
+        assert server.cause in message, message
 
         restart = time.monotonic()
-        with seaweedfs(workdir, [BUCKET], ACCESS_KEY, SECRET, ports=server.ports) as again:
+        with server.start(workdir, again=running) as again:
             restarted = time.monotonic() - restart
-            assert again.endpoint_url == server.endpoint_url
+            assert again.endpoint_url == running.endpoint_url
             store = direct.store()
             # Whatever the kill left is whole: every object under a final name has a finished tile's bytes.
             left = {k: v for k, v in outputs(store).items() if ".done/" not in k}  # the finished batches' records aside
@@ -100,17 +144,17 @@ def test_s3_server_killed_mid_write_then_restarted(tmp_path, baseline, monkeypat
                         src.read()
 
     record(
-        "s3-server-killed",
-        "S3 server killed mid-write, restarted on its data",
+        f"{server.api}-server-killed",
+        f"{server.store.removesuffix(' store')} server killed mid-write, restarted on its data",
         "tests/faults/test_store_killed.py",
         MEASURES,
         injected=(
-            f"SIGKILL of the SeaweedFS server once {KILL_AFTER} tile objects of an imagery_tiles step "
+            f"SIGKILL of the {server.name} server once {KILL_AFTER} tile objects of an imagery_tiles step "
             f"({len(baseline)} objects in all) were in the bucket; then the server started on the same data and port, "
             "and the run re-executed from failure."
         ),
         observed={
-            "first run": f"failed {failed_at - killed[0]:.1f} s after the kill: `{next(m for m in message.splitlines() if 'S3 store: ' in m)[:500]}`",
+            "first run": f"failed {failed_at - killed[0]:.1f} s after the kill: `{next(m for m in message.splitlines() if f'{server.store}: ' in m)[:500]}`",
             "objects visible after the kill": f"{len(left)}, each equal to an uninterrupted run's ({sum(map(len, left.values())):,} bytes)",
             "tiles reused by the re-execution": f"{reused[0][0]} of {reused[0][1]}",
             "objects compared after the re-execution": f"{len(got)}, all equal; every tile of the manifest opened",

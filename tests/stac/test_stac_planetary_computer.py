@@ -6,6 +6,7 @@ tokens come from a local stand-in for PC's token endpoint that mints real contai
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 import urllib.error
 import urllib.request
@@ -84,6 +85,43 @@ def test_a_custom_signer_is_called_per_read(settings, pc_server):
     scene.read(tiles(S2_REGION, 10.0)[0].bounds, ["red", "nir"])
     item = scene.items[0]
     assert signed == [item.hrefs["mask"], item.hrefs["red"], item.hrefs["nir"]]
+
+
+def test_a_signed_hrefs_token_is_in_no_error_and_no_log_line(settings, pc_server, caplog, capfd):
+    """A SAS token is a credential: GDAL names the signed URL it read in its errors and in its retry warnings,
+    and neither may carry the token on. Through a fault proxy before Azurite, two 503s are retried by GDAL and
+    counted, then a token Azurite refuses fails the read: the error, every log line and stderr name the blob
+    without its query."""
+    from devtools.faults import FaultProxy
+
+    default = SasTokenSigner(pc_server.token_url, settings.http)
+    host, port = pc_server.blobs.account_url.removeprefix("http://").split("/")[0].split(":")
+    bounds = tiles(S2_REGION, 10.0)[0].bounds
+    with FaultProxy(host, int(port)) as proxy:
+        token = {"query": ""}
+
+        def sign(href: str) -> str:  # through the proxy, with the token of the moment
+            signed = default(href) if not token["query"] else f"{href}?{token['query']}"
+            return signed.replace(pc_server.blobs.account_url.split("/devstoreaccount1")[0], proxy.url)
+
+        scene = plan_scene(
+            "planetary-computer", S2_REGION, "2024-06-01", dataclasses.replace(settings, signer=sign), bands=["red"]
+        )
+        caplog.set_level(logging.DEBUG)
+        proxy.inject("503", times=2, methods=("GET", "HEAD"))
+        scene.read(bounds, ["red"])
+        assert proxy.injected["503"] == 2
+        real = parse_qs(urlsplit(default(scene.items[0].hrefs["red"])).query)["sig"][0]
+        retried = [r.getMessage() for r in caplog.records if "succeeded after retries" in r.getMessage()]
+        assert retried and all("HTTP 503" in m for m in retried), retried
+
+        token["query"] = "sv=2021-08-06&sr=c&sp=r&se=2099-01-01T00%3A00%3A00Z&sig=PLANTEDsecret0123456789"
+        with pytest.raises(ImageryError) as refused:
+            scene.read(bounds, ["red"])
+    captured = capfd.readouterr()
+    text = "\n".join([str(refused.value), *(r.getMessage() for r in caplog.records), captured.out, captured.err])
+    assert "access denied" in str(refused.value) or "403" in str(refused.value), refused.value
+    assert "PLANTEDsecret" not in text and real not in text
 
 
 def test_token_endpoint_retries_transient_failures_only(settings, pc_server):

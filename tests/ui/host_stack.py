@@ -2,7 +2,7 @@
 `dagster code-server start`, the deployment's webserver (`python -m geo_assets.webserver`, what
 deploy/compose runs as `geo-assets-webserver`) and `dagster-daemon` on deploy/compose/workspace.yaml,
 the instance's storage block taken from deploy/compose/dagster.yaml (runs are processes of the daemon
-here, not containers), its PostgreSQL a real server.
+here, not containers), its PostgreSQL a real server; or, with no server, the embedded default's SQLite.
 """
 
 from __future__ import annotations
@@ -112,26 +112,31 @@ class Deployment:
 @contextmanager
 def host_stack(
     tmp: Path,
-    pg: Postgres,
+    pg: Postgres | None,
     db_port: int | None = None,
     services: tuple[str, ...] = ("code-server", "webserver", "daemon"),
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Deployment]:
-    """`services` serving on `pg` (reached on `db_port` when given: a relay in front of it)."""
+    """`services` serving on `pg` (reached on `db_port` when given: a relay in front of it), or with no `pg`
+    on the embedded default's SQLite storage under the Dagster home; `extra_env` added to every service's
+    environment (another profile, its store)."""
     home = tmp / "home"
     home.mkdir()
     instance = yaml.safe_load((ROOT / "dagster.yaml").read_text())
-    instance["storage"] = yaml.safe_load((ROOT / "deploy/compose/dagster.yaml").read_text())["storage"]
+    if pg is not None:
+        instance["storage"] = yaml.safe_load((ROOT / "deploy/compose/dagster.yaml").read_text())["storage"]
     (home / "dagster.yaml").write_text(yaml.safe_dump(instance))
     port = free_port()
     env = {
         **os.environ,
-        **pg.env(),
-        "DAGSTER_PG_PORT": str(db_port or pg.port),
+        **(pg.env() if pg else {}),
+        **({"DAGSTER_PG_PORT": str(db_port or pg.port)} if pg else {}),
         "DAGSTER_HOME": str(home),
         "GEO_ASSETS_GRPC_PORT": str(free_port()),
         "GEO_ASSETS_STORAGE_ROOT": (tmp / "storage").as_uri(),
     }
     env.pop("GEO_ASSETS_PROFILE", None)
+    env.update(extra_env or {})
     subprocess.run([BIN / "geo-assets", "init"], cwd=ROOT, env=env, check=True, capture_output=True, timeout=300)
     deployment = Deployment(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/graphql", env, tmp)
     try:
