@@ -26,8 +26,9 @@ is at most `lookback_days` before the day it arrived, else *late* (an old date d
   a version again, and the sensor asks for the run it asked for before (the same run key, which Dagster
   skips). A folder moved in with `mv` keeps its files' ctimes, from before the watch's slice, so a
   local file arrives at the later of its ctime and the last move of a folder above it (a folder's
-  ctime past its mtime, `LocalStore.scan`). A file written into a moved folder within
-  `settle_seconds` of the move ends that: copy such folders in, or `touch` their items.
+  ctime past its mtime, `LocalStore.scan`). A file written into a moved folder before a
+  pass took the move (`settle_seconds` and a tick after it) hides it: copy such folders in, or `touch`
+  their items.
 - A new `lookback_days` applies to versions that arrive after every slice either pass has begun,
   so a setting change neither repeats nor skips a version.
 

@@ -201,7 +201,7 @@ def arrived_scene(
         )
     # Hrefs are storage paths now, read with the storage's credentials: never signed as Planetary Computer's are.
     collection = replace(collection, signed=False)
-    planned = stac.plan_items(collection, kept, bands, region.crs)
+    planned = stac.plan_items(collection, kept, bands, region.crs, remote=False)
     minx, miny, maxx, maxy = region.bbox
     if not any(
         p.bounds[0] < maxx and minx < p.bounds[2] and p.bounds[1] < maxy and miny < p.bounds[3] for p in planned

@@ -471,8 +471,28 @@ def _flatten(coords) -> list:
     return [v for c in coords for v in _flatten(c)]
 
 
-def plan_items(collection: Collection, items: list[dict], bands: list[str], crs: str) -> list[PlannedItem]:
+_REMOTE_HREF = ("s3://", "https://", "http://")
+
+
+def _remote_href(item: Mapping, key: str, href: object) -> str:
+    """An item's asset href as a STAC API gave it, if GDAL may open it: s3:// or http(s):// only. Anything
+    else (a local path, file://, a GDAL virtual file system such as /vsicurl/ or /vsimem/) would have GDAL
+    read, on the worker, what the API chose: a local file, or a URL of the worker's network (a metadata
+    service) through /vsicurl/."""
+    if not isinstance(href, str) or not href.startswith(_REMOTE_HREF):
+        raise ItemMismatchError(
+            f"STAC item {item.get('id')!r}: asset {key!r} has href {str(href)[:200]!r}; only s3:// and "
+            "http(s):// hrefs are read from a STAC API"
+        )
+    return href
+
+
+def plan_items(
+    collection: Collection, items: list[dict], bands: list[str], crs: str, *, remote: bool = True
+) -> list[PlannedItem]:
     """Check each item has the bands asked for; fix its hrefs and offsets; order them for the mosaic.
+    `remote`: the items came from a STAC API, whose hrefs must be remote (`_remote_href`); arrived items'
+    hrefs were resolved inside the store already (geo/arrived_scenes.py).
 
     Mosaic order: eo:cloud_cover ascending, then datetime, then id (items without a cloud cover last).
     """
@@ -498,7 +518,10 @@ def plan_items(collection: Collection, items: list[dict], bands: list[str], crs:
                 cloud_cover=props.get("eo:cloud_cover"),
                 crs=declared_crs(props),
                 bounds=tuple(transform_bounds("EPSG:4326", crs, lon0, lat0, lon1, lat1, densify_pts=21)),
-                hrefs={k: _asset_href(assets[key]) for k, key in keys.items()},
+                hrefs={
+                    k: _remote_href(item, key, _asset_href(assets[key])) if remote else _asset_href(assets[key])
+                    for k, key in keys.items()
+                },
                 dn_offsets=offsets,
             )
         )

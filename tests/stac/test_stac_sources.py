@@ -253,3 +253,39 @@ def test_retry_policy_retries_transient_statuses_only():
     assert all(retry.is_retry("POST", status) for status in (429, 500, 502, 503, 504))
     assert not any(retry.is_retry("POST", status) for status in (400, 401, 403, 404, 422))
     assert stac.HttpRetry(retries=3, backoff_s=0.5).gdal()["GDAL_HTTP_RETRY_CODES"] == "429,500,502,503,504"
+
+
+HOSTILE_HREFS = [
+    "/etc/passwd",
+    "file:///etc/passwd",
+    "../../../etc/passwd",
+    "/vsicurl/http://169.254.169.254/latest/meta-data/",
+    "/vsimem/x.tif",
+    "gs://another-bucket/x.tif",
+]
+
+
+def test_a_stac_api_whose_items_point_outside_remote_storage_is_refused_naming_the_href(
+    settings, catalogues, workdir, tmp_path
+):
+    """A STAC API chooses what the worker reads: its hrefs are read only as s3:// or http(s):// objects. A local
+    path, file://, a relative path or a GDAL virtual file system (/vsicurl/ to the worker's own network, /vsimem/)
+    is refused at planning, before any read, naming the item, the asset and the href."""
+    import dataclasses
+    import json
+
+    from devtools.emulators.stac import stac_api
+
+    for href in HOSTILE_HREFS:
+        items = json.loads(json.dumps(catalogues["earth-search"].items))  # a deep copy
+        for item in items:
+            for asset in item["assets"].values():
+                asset["href"] = href
+                asset.pop("alternate", None)
+        path = tmp_path / "hostile-items.json"
+        path.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+        with stac_api(workdir, [path]) as url:
+            hostile = dataclasses.replace(settings, stac_urls={**settings.stac_urls, "earth-search": url})
+            with pytest.raises(ItemMismatchError, match="only s3:// and http\\(s\\):// hrefs are read") as refused:
+                plan_scene("earth-search", S2_REGION, "2024-06-01", hostile, bands=BANDS)
+        assert repr(href) in str(refused.value) and "STAC item 'S2" in str(refused.value), refused.value
