@@ -7,8 +7,9 @@ scene's STAC items; other objects there (the items' COGs) are its assets. Keys t
 folder (a bad region slug or date, a stray file) are unrecognised: reported once, never fatal.
 
 How arrivals are found. Every object version has one arrival time, `modified` (S3 LastModified,
-taken as the end of its whole second; GCS timeCreated; a local file's ctime, or a later move of its folder), and a date from its key. A version is *recent* when its date
-is at most `lookback_days` before the day it arrived, else *late* (an old date delivered now).
+taken as the end of its whole second; GCS timeCreated; a local file's ctime, or a later move of its
+folder), and a date from its key. A version is *recent* when its date is at most `lookback_days`
+before the day it arrived, else *late* (an old date delivered now).
 
 - Recent versions are found by the *hot pass*: per root (each region folder for `{region}/{date}`
   layouts; the prefix itself for `{date}/...`) one listing from the oldest recent date on (S3

@@ -597,15 +597,15 @@ def _raise_read_error(href: str, exc: Exception, retried: list[str]) -> NoReturn
     lowered = text.lower()
     status = re.search(r"(?:response|error) code:? ?(\d{3})", lowered)
     code = int(status.group(1)) if status else None
+    if code == 404 or any(s in lowered for s in ("does not exist", "no such file", "nosuchkey", "blobnotfound")):
+        raise ObjectMissingError(f"{href}: object not found ({text[:300]})") from None
+    if code in (401, 403) or any(s in lowered for s in ("access denied", "accessdenied", "authenticationfailed")):
+        raise ImageryError(f"{href}: access denied ({text[:300]})") from None
     if retried:  # GDAL gave up after its retries: whatever it says then ("not recognized"), the server failed
         raise ImageryError(
             f"{href}: unavailable, still failing after {len(retried) + 1} attempts "
             f"(retries: {retries.describe(retried)}) ({text[:300]})"
         ) from None
-    if code == 404 or any(s in lowered for s in ("does not exist", "no such file", "nosuchkey", "blobnotfound")):
-        raise ObjectMissingError(f"{href}: object not found ({text[:300]})") from None
-    if code in (401, 403) or any(s in lowered for s in ("access denied", "accessdenied", "authenticationfailed")):
-        raise ImageryError(f"{href}: access denied ({text[:300]})") from None
     if (code is not None and code in TRANSIENT_STATUSES) or any(
         s in lowered for s in ("connect", "timed out", "timeout")
     ):

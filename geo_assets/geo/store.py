@@ -105,7 +105,9 @@ class ObjectInfo:
 
     key: str  # relative to the store's root, as listed (not validated: listings may hold any name)
     version: str  # changes with every write: S3 ETag-LastModified, GCS generation, local inode-mtime-size
-    modified: float  # when this version arrived (at the latest), epoch seconds: S3 LastModified, GCS timeCreated, local ctime or its folder's move
+    # When this version arrived (at the latest), epoch seconds: S3 LastModified, GCS timeCreated, a local
+    # file's ctime or its folder's move (LocalStore.scan).
+    modified: float
 
     @property
     def ref(self) -> str:
