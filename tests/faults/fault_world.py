@@ -108,9 +108,33 @@ def _imagery_job(store: StorageResource) -> dg.JobDefinition:
     return dg.Definitions(assets=[imagery_tiles], resources=resources, jobs=[job]).resolve_job_def("cut")
 
 
-# imagery_tiles alone, in process, in batches of 4 tiles (a re-execution then has many to reuse): reconstructable,
-# for re-execution from failure. Dagster keeps a reconstructed job for the process, so the store is read from the
-# environment when each run starts (dg.EnvVar), not when the job is made.
+def _env_store(api: str) -> StorageResource:
+    """The store at GEO_ASSETS_FAULTS_ROOT of the server at GEO_ASSETS_FAULTS_ENDPOINT, its S3 secret in
+    GEO_ASSETS_FAULTS_SECRET (SECRET of the test's process: a step process imports this module anew), all
+    read when each run starts (dg.EnvVar), since Dagster keeps a reconstructed job for the process."""
+    root, endpoint = dg.EnvVar("GEO_ASSETS_FAULTS_ROOT"), dg.EnvVar("GEO_ASSETS_FAULTS_ENDPOINT")
+    if api == "gcs":
+        return StorageResource(root=root, endpoint_url=endpoint, project="test")
+    secret = dg.EnvVar("GEO_ASSETS_FAULTS_SECRET")
+    return StorageResource(
+        root=root, endpoint_url=endpoint, region=REGION_S3, access_key_id=ACCESS_KEY, secret_access_key=secret
+    )
+
+
+def _prediction_job(store: StorageResource) -> dg.JobDefinition:
+    """predictions alone, its step in a process of its own: GDAL reads tiles holding the GIL, so a fault proxy
+    in the test's process would otherwise never get to answer them."""
+    from geo_assets.assets.predictions import predictions
+
+    resources = resources_for(store, LocalPoolCompute(workers=2))
+    job = dg.define_asset_job("predict", selection=["predictions"], executor_def=dg.multiprocess_executor)
+    return dg.Definitions(assets=[imagery_tiles, predictions], resources=resources, jobs=[job]).resolve_job_def(
+        "predict"
+    )
+
+
+# Reconstructable jobs (re-execution from failure needs them): imagery_tiles alone, in process, in batches of 4
+# tiles (a re-execution then has many to reuse), and predictions alone, each on the store the environment names.
 
 
 def local_imagery_job() -> dg.JobDefinition:
@@ -119,47 +143,19 @@ def local_imagery_job() -> dg.JobDefinition:
 
 
 def s3_imagery_job() -> dg.JobDefinition:
-    """On the S3 root GEO_ASSETS_FAULTS_ROOT of the server at GEO_ASSETS_FAULTS_ENDPOINT."""
-    return _imagery_job(
-        StorageResource(
-            root=dg.EnvVar("GEO_ASSETS_FAULTS_ROOT"),
-            endpoint_url=dg.EnvVar("GEO_ASSETS_FAULTS_ENDPOINT"),
-            region=REGION_S3,
-            access_key_id=ACCESS_KEY,
-            secret_access_key=SECRET,
-        )
-    )
+    return _imagery_job(_env_store("s3"))
 
 
 def gcs_imagery_job() -> dg.JobDefinition:
-    """On the GCS root GEO_ASSETS_FAULTS_ROOT of the server at GEO_ASSETS_FAULTS_ENDPOINT."""
-    return _imagery_job(
-        StorageResource(
-            root=dg.EnvVar("GEO_ASSETS_FAULTS_ROOT"),
-            endpoint_url=dg.EnvVar("GEO_ASSETS_FAULTS_ENDPOINT"),
-            project="test",
-        )
-    )
+    return _imagery_job(_env_store("gcs"))
 
 
 def s3_prediction_job() -> dg.JobDefinition:
-    """predictions alone on the S3 root GEO_ASSETS_FAULTS_ROOT at GEO_ASSETS_FAULTS_ENDPOINT, its step in a
-    process of its own: GDAL reads tiles holding the GIL, so a fault proxy in the test's process would
-    otherwise never get to answer them."""
-    from geo_assets.assets.predictions import predictions
+    return _prediction_job(_env_store("s3"))
 
-    store = StorageResource(
-        root=dg.EnvVar("GEO_ASSETS_FAULTS_ROOT"),
-        endpoint_url=dg.EnvVar("GEO_ASSETS_FAULTS_ENDPOINT"),
-        region=REGION_S3,
-        access_key_id=ACCESS_KEY,
-        secret_access_key=dg.EnvVar("GEO_ASSETS_FAULTS_SECRET"),  # SECRET of the test's process, not this one's
-    )
-    resources = resources_for(store, LocalPoolCompute(workers=2))
-    job = dg.define_asset_job("predict", selection=["predictions"], executor_def=dg.multiprocess_executor)
-    return dg.Definitions(assets=[imagery_tiles, predictions], resources=resources, jobs=[job]).resolve_job_def(
-        "predict"
-    )
+
+def gcs_prediction_job() -> dg.JobDefinition:
+    return _prediction_job(_env_store("gcs"))
 
 
 IMAGERY_CONFIG = {"ops": {"imagery_tiles": {"config": {"tile_size": TILE}}}}
@@ -189,12 +185,15 @@ def prepare_predictions(direct: StorageResource, instance: dg.DagsterInstance) -
     return {"ops": {"predictions": {"config": {"model": MODEL, "version": version, "tile_size": PREDICTED_TILE}}}}
 
 
-def predict(instance: dg.DagsterInstance, run_config: dict, after: str | None = None) -> dg.ExecutionResult:
-    """predictions[PREDICTED] in a step process of its own, on the store the environment names
-    (s3_prediction_job); `after`: re-execute that failed run from its failure instead."""
-    from tests.faults.fault_world import s3_prediction_job  # by a name the step's process imports from the checkout
+def predict(
+    instance: dg.DagsterInstance, run_config: dict, after: str | None = None, api: str = "s3"
+) -> dg.ExecutionResult:
+    """predictions[PREDICTED] in a step process of its own, on the `api` store the environment names;
+    `after`: re-execute that failed run from its failure instead."""
+    from tests.faults import fault_world  # by a name the step's process imports from the checkout
 
-    job, tags = dg.reconstructable(s3_prediction_job), region_date_partitions.get_tags_for_partition_key(PREDICTED)
+    job = dg.reconstructable(getattr(fault_world, f"{api}_prediction_job"))
+    tags = region_date_partitions.get_tags_for_partition_key(PREDICTED)
     if after:
         return dg.execute_job(
             job, instance, tags=tags, reexecution_options=dg.ReexecutionOptions.from_failure(after, instance)

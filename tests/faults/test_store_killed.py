@@ -86,6 +86,7 @@ def test_store_server_killed_mid_write_then_restarted(server, tmp_path, baseline
     workdir, prefix = tmp_path / server.name, f"t-{uuid.uuid4().hex[:12]}"
     workdir.mkdir()
     monkeypatch.setenv("GEO_ASSETS_FAULTS_ROOT", server.storage("", prefix).root)
+    monkeypatch.setenv("GEO_ASSETS_FAULTS_SECRET", SECRET)
     job, tags = server.job, region_date_partitions.get_tags_for_partition_key(PARTITION)
     with dg.instance_for_test() as instance:
         with server.start(workdir) as running:
