@@ -89,6 +89,7 @@ def _p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20, method="inclusive")[-1]
 
 
+@pytest.mark.timeout(1500)
 @pytest.mark.parametrize("database", ["sqlite", "postgres"])
 def test_concurrent_launches_and_backfills_lose_nothing_and_make_nothing_twice(database, tmp_path, monkeypatch):
     with postgres_server() if database == "postgres" else nullcontext() as pg, host_stack(tmp_path, pg) as stack:
