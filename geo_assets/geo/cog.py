@@ -84,8 +84,7 @@ def read_raster(path: str | Path) -> tuple[np.ndarray, dict]:
         except RasterioIOError as exc:
             if retried:
                 raise OSError(
-                    f"cannot read raster {path}: failed after {len(retried) + 1} attempts "
-                    f"(retries: {retries.describe(retried)}): {exc}"
+                    f"cannot read raster {path}: still failing after retries: {retries.describe(retried)}: {exc}"
                 ) from None
             raise CorruptRasterError(f"cannot read raster {path}: {exc}") from None
     if retried:

@@ -27,6 +27,7 @@ from contextvars import ContextVar
 __all__ = [
     "GCS_ATTEMPTS",
     "GDAL_ATTEMPTS",
+    "GDAL_LOGGERS",
     "S3_ATTEMPTS",
     "collecting",
     "count_gcs_retries",
@@ -165,7 +166,8 @@ def _gcs_cause(error: str) -> str:
     status = error.rsplit(", ", 1)[-1].strip()
     if status.isdigit():
         return f"HTTP {status}"
-    return (error.strip().splitlines() or ["unknown failure"])[0][:80]
+    first = (error.strip().splitlines() or ["unknown failure"])[0]
+    return first.split(" [", 1)[0].removesuffix(" ssl:default")[:80]  # aiohttp's: `... ssl:default [<OS error>]`
 
 
 def gcs_timeout():
@@ -195,11 +197,13 @@ def count_gcs_retries() -> None:
 # -- GDAL's retries (raster reads through /vsis3/, /vsigs/, /vsicurl/)
 
 # GDAL retries a failed HTTP request itself (GDAL_HTTP_MAX_RETRY, exponential backoff) and tells only its
-# error handler, with a warning that rasterio logs on `rasterio._env` in the reading thread:
-# `CPLE_AppDefined in HTTP error code: 503 - <url>. Retrying again in 0.5 secs` (code 0: no answer, a reset
-# or a timeout). A filter counts those lines and drops them: the reads that retried say so themselves,
-# counted (geo/cog.py), and the line's URL would carry a signed href's token into the step's stderr.
+# error handler, with a warning that rasterio logs in the reading thread, on `rasterio._env` when a dataset
+# opens and on `rasterio._err` when it reads: `... HTTP error code: 503 - <url>. Retrying again in 0.5 secs`
+# (code 0: no answer, a reset or a timeout). A filter counts those lines and drops them: the reads that
+# retried say so themselves, counted (geo/cog.py, geo/stac.py), and the line's URL would carry a signed
+# href's token into the step's stderr.
 _GDAL_RETRY = re.compile(r"HTTP error code: (\d+) - .*Retrying again in ")
+GDAL_LOGGERS = ("rasterio._env", "rasterio._err")  # where rasterio logs what GDAL says
 GDAL_ATTEMPTS = 4  # GDAL_HTTP_MAX_RETRY=3 of the store's raster reads (geo/store.py), the first attempt included
 
 
@@ -215,7 +219,8 @@ class _GdalRetries(logging.Filter):
 
 def count_gdal_retries() -> None:
     """Count GDAL's retries from here on (once per process)."""
-    logger = logging.getLogger("rasterio._env")
     with _lock:
-        if not any(isinstance(f, _GdalRetries) for f in logger.filters):
-            logger.addFilter(_GdalRetries())
+        for name in GDAL_LOGGERS:
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, _GdalRetries) for f in logger.filters):
+                logger.addFilter(_GdalRetries())

@@ -554,10 +554,64 @@ def _aws_session(
     )
 
 
+# -- Signed hrefs: a token is a credential, and GDAL quotes the URL it read, query included, in its errors
+# and warnings, whole or in part (a block read's error names only what follows the URL's last "/"). The
+# pieces of every signed query read lately are kept, to be cut from whatever GDAL says: our errors, and
+# rasterio's log lines of GDAL's words.
+
+_QUERY = re.compile(r"(https?://[^\s'\"?]+)\?[^\s'\"]*")  # a URL's query
+_SIGNED: OrderedDict[str, None] = OrderedDict()  # pieces of signed queries, most recent last
+_SIGNED_MAX = 1024
+_SIGNED_LOCK = threading.Lock()
+
+
+def _signed(path: str) -> str:
+    """`path`, its query's pieces remembered (those of 6 characters or more), to be redacted."""
+    pieces = [p for p in re.split(r"[&=/]", path.partition("?")[2]) if len(p) >= 6]
+    with _SIGNED_LOCK:
+        for piece in pieces:
+            _SIGNED[piece] = None
+            _SIGNED.move_to_end(piece)
+        while len(_SIGNED) > _SIGNED_MAX:
+            _SIGNED.popitem(last=False)
+    return path
+
+
+def redacted(text: str) -> str:
+    """`text` without any URL's query and without any piece of a signed query read lately."""
+    text = _QUERY.sub(r"\1?...", text)
+    with _SIGNED_LOCK:
+        pieces = [p for p in _SIGNED if p in text]
+    for piece in pieces:
+        text = text.replace(piece, "...")
+    return text
+
+
+class _Redacted(logging.Filter):
+    def filter(self, line: logging.LogRecord) -> bool:
+        message = line.getMessage()
+        clean = redacted(message)
+        if clean != message:
+            line.msg, line.args = clean, ()
+        return True
+
+
+def _redact_gdal_lines() -> None:
+    """Cut signed queries from rasterio's log lines (GDAL's words, the datasets it opens, at any level) from
+    here on. A filter applies to its own logger's lines only, so each of rasterio's loggers gets one."""
+    names = [n for n in list(logging.root.manager.loggerDict) if n == "rasterio" or n.startswith("rasterio.")]
+    with _SIGNED_LOCK:
+        for name in (*retries.GDAL_LOGGERS, *names):
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, _Redacted) for f in logger.filters):
+                logger.addFilter(_Redacted())
+
+
 def gdal_env(settings: ImagerySettings) -> rasterio.Env:
     """GDAL configuration for reading source COGs: the S3 endpoint and credentials, HTTP retries (counted
     from here on, geo/retries.py)."""
     retries.count_gdal_retries()
+    _redact_gdal_lines()
     options = {
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # a COG is one object: never list its "directory"
         "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
@@ -588,12 +642,9 @@ def gdal_path(href: str) -> str:
     return href
 
 
-_QUERY = re.compile(r"(https?://[^\s'\"?]+)\?[^\s'\"]*")  # a URL's query: a signed href's token
-
-
 def _raise_read_error(href: str, exc: Exception, retried: list[str]) -> NoReturn:
     text = "; ".join(dict.fromkeys(str(e) for e in (exc, exc.__cause__, exc.__context__) if e))  # GDAL's own words
-    text = _QUERY.sub(r"\1?...", text)  # GDAL names the signed URL it read: never its token
+    text = redacted(text)  # GDAL names the signed URL it read: never its token
     lowered = text.lower()
     status = re.search(r"(?:response|error) code:? ?(\d{3})", lowered)
     code = int(status.group(1)) if status else None
@@ -603,8 +654,7 @@ def _raise_read_error(href: str, exc: Exception, retried: list[str]) -> NoReturn
         raise ImageryError(f"{href}: access denied ({text[:300]})") from None
     if retried:  # GDAL gave up after its retries: whatever it says then ("not recognized"), the server failed
         raise ImageryError(
-            f"{href}: unavailable, still failing after {len(retried) + 1} attempts "
-            f"(retries: {retries.describe(retried)}) ({text[:300]})"
+            f"{href}: unavailable, still failing after retries: {retries.describe(retried)} ({text[:300]})"
         ) from None
     if (code is not None and code in TRANSIENT_STATUSES) or any(
         s in lowered for s in ("connect", "timed out", "timeout")
@@ -852,7 +902,7 @@ def read_mosaic(
 
             def read(key: str, fill: int, item=item) -> np.ndarray:
                 href = item.hrefs[key]
-                path = gdal_path(sign(href) if sign else href)  # signed per read: tokens expire
+                path = gdal_path(_signed(sign(href)) if sign else href)  # signed per read: tokens expire
                 resampling = RESAMPLING["mask" if key == "mask" else "reflectance"]
                 return read_window(
                     href, path, item.crs, bounds, size, crs, collection.resolution, fill, resampling, plan

@@ -114,7 +114,7 @@ def _env_store(api: str) -> StorageResource:
     read when each run starts (dg.EnvVar), since Dagster keeps a reconstructed job for the process."""
     root, endpoint = dg.EnvVar("GEO_ASSETS_FAULTS_ROOT"), dg.EnvVar("GEO_ASSETS_FAULTS_ENDPOINT")
     if api == "gcs":
-        return StorageResource(root=root, endpoint_url=endpoint, project="test")
+        return StorageResource(root=root, endpoint_url=endpoint, project="test", anonymous=True)
     secret = dg.EnvVar("GEO_ASSETS_FAULTS_SECRET")
     return StorageResource(
         root=root, endpoint_url=endpoint, region=REGION_S3, access_key_id=ACCESS_KEY, secret_access_key=secret
