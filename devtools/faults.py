@@ -54,6 +54,9 @@ class FaultProxy:
     def __init__(self, host: str, port: int, seed: int = 19, api: str = "s3") -> None:
         self.upstream = (host, port)
         self.busy = (b"application/json", _GCS_503) if api == "gcs" else (b"application/xml", _SLOW_DOWN)
+        # The GCS server answers GDAL's XML-style paths only for its own host name, as a reverse proxy would
+        # send it; an S3 request keeps its Host, which its signature covers.
+        self.host = f"{host}:{port}".encode() if api == "gcs" else None
         self._lock = threading.Lock()
         self._random = random.Random(seed)
         self._plans: list[_Plan] = []
@@ -142,7 +145,7 @@ class FaultProxy:
             with self._lock:
                 self.log.append((method, path, fault or "pass"))
             if fault is None:
-                self._forward(client, _one_request(head) + rest)
+                self._forward(client, _one_request(head, self.host) + rest)
             elif fault == "503":
                 client.sendall(
                     b"HTTP/1.1 503 Slow Down\r\nContent-Type: %s\r\n"
@@ -190,7 +193,7 @@ class FaultProxy:
             pass
         upstream = socket.create_connection(self.upstream, timeout=30)
         try:
-            upstream.sendall(_one_request(head) + rest[:half])
+            upstream.sendall(_one_request(head, self.host) + rest[:half])
             time.sleep(0.2)  # the server has read the part before its connection breaks
         finally:
             for sock in (upstream, client):
@@ -219,11 +222,13 @@ def _read_head(sock: socket.socket) -> tuple[bytes | None, bytes]:
     return head, rest
 
 
-def _one_request(head: bytes) -> bytes:
+def _one_request(head: bytes, host: bytes | None = None) -> bytes:
     """The request head with `Connection: close`: the server answers it and closes, so the next request
-    comes on a new connection, through `_serve` again. (Not a signed header: signatures still hold.)"""
-    lines = [line for line in head.split(b"\r\n") if not line.lower().startswith((b"connection:", b"keep-alive:"))]
-    return b"\r\n".join(lines + [b"Connection: close"]) + _HEAD_END
+    comes on a new connection, through `_serve` again. (Not a signed header: signatures still hold.)
+    `host`: the Host header to send instead of the client's."""
+    dropped = (b"connection:", b"keep-alive:", *((b"host:",) if host else ()))
+    lines = [line for line in head.split(b"\r\n") if not line.lower().startswith(dropped)]
+    return b"\r\n".join(lines + [b"Connection: close", *((b"Host: " + host,) if host else ())]) + _HEAD_END
 
 
 def _pipe(src: socket.socket, dst: socket.socket) -> None:

@@ -67,7 +67,9 @@ class Server:
 
     def storage(self, endpoint: str, prefix: str) -> StorageResource:
         if self.api == "gcs":
-            return StorageResource(root=f"gs://{BUCKET}/{prefix}", endpoint_url=endpoint, project="test", anonymous=True)
+            return StorageResource(
+                root=f"gs://{BUCKET}/{prefix}", endpoint_url=endpoint, project="test", anonymous=True
+            )
         return storage(endpoint, prefix)
 
     @property
