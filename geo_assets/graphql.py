@@ -63,7 +63,7 @@ query RunEvents($runId: ID!, $cursor: String) {
       events {
         __typename
         ... on MessageEvent { message level stepKey eventType }
-        ... on ErrorEvent { error { message } }
+        ... on ErrorEvent { error { message causes { message } } }
         ... on MaterializationEvent { assetKey { path } partition }
       }
     }
@@ -462,5 +462,9 @@ def _describe(event: dict) -> str:
     if event["__typename"] == "MaterializationEvent":
         partition = f"[{event['partition']}]" if event.get("partition") else ""
         return f"materialised {'/'.join(event['assetKey']['path'])}{partition}"
-    error = (event.get("error") or {}).get("message")
-    return f"{event['message']}{': ' + error.strip() if error else ''}"
+    # A step's error is Dagster's wrapper ("Error occurred while executing op ..."); the step's own error,
+    # the one that says why, is among its causes.
+    error = event.get("error") or {}
+    said = [error.get("message"), *(c.get("message") for c in error.get("causes") or [])]
+    messages = [m.strip() for m in said if m and m.strip()]
+    return f"{event['message']}{': ' + ' <- '.join(messages) if messages else ''}"
