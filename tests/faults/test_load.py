@@ -21,6 +21,7 @@ from functools import partial
 
 import dagster as dg
 import pytest
+from dagster._core.execution.backfill import BulkActionStatus
 from reliability import record
 
 from devtools.postgres import postgres_server
@@ -132,7 +133,7 @@ def test_concurrent_launches_and_backfills_lose_nothing_and_make_nothing_twice(d
 
             def all_ended():
                 backfills = [instance.get_backfill(b) for b in backfill_ids]
-                if any(b.status == dg.BulkActionStatus.REQUESTED for b in backfills):
+                if any(b.status == BulkActionStatus.REQUESTED for b in backfills):
                     return None
                 runs = instance.get_runs()
                 return (runs, backfills) if all(r.is_finished for r in runs) else None
@@ -145,7 +146,7 @@ def test_concurrent_launches_and_backfills_lose_nothing_and_make_nothing_twice(d
             by_id = {r.run_id: r for r in runs}
             assert set(run_ids) <= set(by_id), "a launched run is missing"  # none lost
             assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), Counter(r.status.value for r in runs)
-            assert [b.status for b in backfills] == [dg.BulkActionStatus.COMPLETED_SUCCESS] * BACKFILLS
+            assert [b.status for b in backfills] == [BulkActionStatus.COMPLETED_SUCCESS] * BACKFILLS
             backfill_runs = [r for r in runs if r.tags.get("dagster/backfill") in backfill_ids]
             assert len(runs) == LAUNCHES + len(backfill_runs)  # nothing else ran, no run retried
             assert len(backfill_runs) == BACKFILLS  # a range is one run (BackfillPolicy.single_run)
