@@ -90,13 +90,20 @@ def instance():
         yield inst
 
 
+def add_tiny_regions(store: Store, instance: dg.DagsterInstance | None = None) -> None:
+    """TINY and TINY_HOLDOUT in the store's catalogue, and with MODEL among the instance's partitions."""
+    catalogue = load_catalogue(store)
+    catalogue.add(TINY)
+    catalogue.add(TINY_HOLDOUT)
+    save_catalogue(store, catalogue)
+    if instance is not None:
+        register(instance, regions=[TINY.name, TINY_HOLDOUT.name], models=[MODEL])
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Store:
     s = Store(local_root(tmp_path_factory.mktemp("tiny-world") / "storage"))
-    catalogue = load_catalogue(s)
-    catalogue.add(TINY)
-    catalogue.add(TINY_HOLDOUT)
-    save_catalogue(s, catalogue)
+    add_tiny_regions(s)
     return s
 
 

@@ -19,7 +19,8 @@ import time
 import warnings
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -764,6 +765,19 @@ def close_datasets() -> None:
         mine.close()
 
 
+@contextmanager
+def _reading(href: str) -> Iterator[None]:
+    """A read of `href` through GDAL: its retries counted, said when it succeeded after some, and its failure
+    raised as ours (_raise_read_error)."""
+    with retries.collecting() as retried:
+        try:
+            yield
+        except RasterioError as exc:
+            _raise_read_error(href, exc, retried)
+    if retried:  # succeeded, after GDAL's retries: said, never silent
+        log.warning("reading %s: succeeded after retries: %s", href, retries.describe(retried))
+
+
 def read_window(
     href: str,
     path: str,
@@ -785,70 +799,49 @@ def read_window(
     (another CRS, or a grid that does not line up) GDAL's warper resamples it onto the tile grid
     with `resampling` (bilinear for reflectance, nearest for quality masks; see `RESAMPLING`).
     """
-    with retries.collecting() as retried:
-        try:
-            band = _read_window(path, declared_crs, bounds, size, crs, resolution, fill, resampling, plan, href)
-        except RasterioError as exc:
-            _raise_read_error(href, exc, retried)
-    if retried:  # succeeded, after GDAL's retries: said, never silent
-        log.warning("reading %s: succeeded after retries: %s", href, retries.describe(retried))
-    return band
-
-
-def _read_window(
-    path: str,
-    declared_crs: str | None,
-    bounds: Bounds,
-    size: tuple[int, int],
-    crs: str,
-    resolution: float,
-    fill: int,
-    resampling: Resampling,
-    plan: str,
-    href: str,
-) -> np.ndarray:
     left, bottom, right, top = bounds
     rows, cols = size
     mine = _thread_datasets()
-    with mine.lock:  # other threads close this thread's datasets only while it reads none
-        ds = mine.dataset(path, plan)  # kept open for the plan's next tiles
-        src = ds.src
-        if declared_crs is not None and ds.crs != CRS.from_user_input(declared_crs):
-            raise ItemMismatchError(f"{href}: the COG is in {ds.crs}, but its STAC item declares {declared_crs}")
-        t = ds.transform
-        if _same_crs(ds.crs, crs) and t.b == 0 and t.d == 0 and t.e < 0:
-            sb = ds.bounds
-            x0, x1, y0, y1 = max(left, sb.left), min(right, sb.right), max(bottom, sb.bottom), min(top, sb.top)
-            if x0 >= x1 or y0 >= y1:
-                return np.full(size, fill, dtype=ds.dtype)
-            c0, c1, r0, r1 = (
-                (x0 - left) / resolution,
-                (x1 - left) / resolution,
-                (top - y1) / resolution,
-                (top - y0) / resolution,
-            )
-            sc0, sc1, sr0, sr1 = ((x0 - t.c) / t.a, (x1 - t.c) / t.a, (t.f - y1) / -t.e, (t.f - y0) / -t.e)
-            if _integral(c0, c1, r0, r1, sc0, sc1, sr0, sr1):
-                c0, c1, r0, r1, sc0, sc1, sr0, sr1 = (int(round(v)) for v in (c0, c1, r0, r1, sc0, sc1, sr0, sr1))
-                window = RasterWindow(sc0, sr0, sc1 - sc0, sr1 - sr0)
-                if (r0, c0, r1, c1) == (0, 0, rows, cols) and (window.height, window.width) == size:
-                    return src.read(1, window=window)  # the common case: the tile lies inside the COG, same pixels
-                out = np.full(size, fill, dtype=ds.dtype)
-                out[r0:r1, c0:c1] = src.read(
-                    1, window=window, out_shape=(r1 - r0, c1 - c0), resampling=Resampling.nearest
+    with _reading(href):
+        with mine.lock:  # other threads close this thread's datasets only while it reads none
+            ds = mine.dataset(path, plan)  # kept open for the plan's next tiles
+            src = ds.src
+            if declared_crs is not None and ds.crs != CRS.from_user_input(declared_crs):
+                raise ItemMismatchError(f"{href}: the COG is in {ds.crs}, but its STAC item declares {declared_crs}")
+            t = ds.transform
+            if _same_crs(ds.crs, crs) and t.b == 0 and t.d == 0 and t.e < 0:
+                sb = ds.bounds
+                x0, x1, y0, y1 = max(left, sb.left), min(right, sb.right), max(bottom, sb.bottom), min(top, sb.top)
+                if x0 >= x1 or y0 >= y1:
+                    return np.full(size, fill, dtype=ds.dtype)
+                c0, c1, r0, r1 = (
+                    (x0 - left) / resolution,
+                    (x1 - left) / resolution,
+                    (top - y1) / resolution,
+                    (top - y0) / resolution,
                 )
-                return out
-        with WarpedVRT(
-            src,
-            crs=crs,
-            transform=from_origin(left, top, resolution, resolution),
-            width=cols,
-            height=rows,
-            resampling=resampling,
-            src_nodata=src.nodata if src.nodata is not None else fill,
-            nodata=fill,
-        ) as vrt:
-            return vrt.read(1)
+                sc0, sc1, sr0, sr1 = ((x0 - t.c) / t.a, (x1 - t.c) / t.a, (t.f - y1) / -t.e, (t.f - y0) / -t.e)
+                if _integral(c0, c1, r0, r1, sc0, sc1, sr0, sr1):
+                    c0, c1, r0, r1, sc0, sc1, sr0, sr1 = (int(round(v)) for v in (c0, c1, r0, r1, sc0, sc1, sr0, sr1))
+                    window = RasterWindow(sc0, sr0, sc1 - sc0, sr1 - sr0)
+                    if (r0, c0, r1, c1) == (0, 0, rows, cols) and (window.height, window.width) == size:
+                        return src.read(1, window=window)  # the common case: the tile lies inside the COG, same pixels
+                    out = np.full(size, fill, dtype=ds.dtype)
+                    out[r0:r1, c0:c1] = src.read(
+                        1, window=window, out_shape=(r1 - r0, c1 - c0), resampling=Resampling.nearest
+                    )
+                    return out
+            with WarpedVRT(
+                src,
+                crs=crs,
+                transform=from_origin(left, top, resolution, resolution),
+                width=cols,
+                height=rows,
+                resampling=resampling,
+                src_nodata=src.nodata if src.nodata is not None else fill,
+                nodata=fill,
+            ) as vrt:
+                return vrt.read(1)
 
 
 def _decode_mask(kind: str, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

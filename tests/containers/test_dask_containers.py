@@ -21,15 +21,13 @@ import numpy as np
 import pytest
 from image_helpers import container, logs, wait_until
 from rasterio.io import MemoryFile
-from tiny_world import DATE, MODEL, TINY, TINY_HOLDOUT, train_tiny
+from tiny_world import DATE, MODEL, TINY_HOLDOUT, add_tiny_regions, train_tiny
 
 from devtools.emulators import free_port
 from devtools.emulators.s3 import seaweedfs
 from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.assets.predictions import predictions
-from geo_assets.cli import register
 from geo_assets.geo.acquisitions import pick_imagery
-from geo_assets.geo.regions import load_catalogue, save_catalogue
 from geo_assets.partitions import region_date_key
 from resources.dask_compute import DaskCompute
 from resources.profiles import resource_defs
@@ -76,12 +74,7 @@ def storage(profile) -> StorageResource:
 @pytest.fixture(scope="module")
 def instance(storage):
     with dg.instance_for_test() as inst:
-        store = storage.store()
-        catalogue = load_catalogue(store)
-        catalogue.add(TINY)
-        catalogue.add(TINY_HOLDOUT)
-        save_catalogue(store, catalogue)
-        register(inst, regions=[TINY.name, TINY_HOLDOUT.name], models=[MODEL])
+        add_tiny_regions(storage.store(), inst)
         yield inst
 
 

@@ -21,7 +21,7 @@ from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import ManifestIOManager, StorageResource
 from tests.tiny_world import DATE as TINY_DATE
-from tests.tiny_world import MODEL, TINY, TINY_HOLDOUT, resources_for, train_tiny
+from tests.tiny_world import MODEL, TINY_HOLDOUT, add_tiny_regions, resources_for, train_tiny
 
 BUCKET = "geo-assets-faults"
 ACCESS_KEY = "geo-assets-faults-key"
@@ -166,12 +166,7 @@ PREDICTED = region_date_key(TINY_HOLDOUT.name, TINY_DATE)
 def prepare_predictions(direct: StorageResource, instance: dg.DagsterInstance) -> dict:
     """tiny_world's regions in the store, its model trained and the holdout's imagery cut there (around
     any proxy): the run config of a `predictions` step of PREDICTED."""
-    store = direct.store()
-    catalogue = load_catalogue(store)
-    catalogue.add(TINY)
-    catalogue.add(TINY_HOLDOUT)
-    save_catalogue(store, catalogue)
-    register(instance, regions=[TINY.name, TINY_HOLDOUT.name], models=[MODEL])
+    add_tiny_regions(direct.store(), instance)
     version = train_tiny(instance, direct)
     cut = dg.materialize(
         [imagery_tiles],
