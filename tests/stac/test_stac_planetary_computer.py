@@ -117,7 +117,9 @@ def test_a_signed_hrefs_token_is_in_no_error_and_no_log_line(settings, pc_server
         assert retried and all("HTTP 503 x" in m for m in retried), retried
 
         proxy.inject("503", methods=("GET", "HEAD"))
-        with pytest.raises(ImageryError, match=r"unavailable, still failing after retries: \d+ \(HTTP 503 x") as unavailable:
+        with pytest.raises(
+            ImageryError, match=r"unavailable, still failing after retries: \d+ \(HTTP 503 x"
+        ) as unavailable:
             scene.read(tiles(S2_REGION, 10.0)[1].bounds, ["red"])  # another tile: nothing of it cached
         proxy.heal()
 
