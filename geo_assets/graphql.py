@@ -63,7 +63,7 @@ query RunEvents($runId: ID!, $cursor: String) {
       events {
         __typename
         ... on MessageEvent { message level stepKey eventType }
-        ... on ErrorEvent { error { message causes { message } } }
+        ... on ErrorEvent { error { message className causes { message } } }
         ... on MaterializationEvent { assetKey { path } partition }
       }
     }
@@ -462,9 +462,10 @@ def _describe(event: dict) -> str:
     if event["__typename"] == "MaterializationEvent":
         partition = f"[{event['partition']}]" if event.get("partition") else ""
         return f"materialised {'/'.join(event['assetKey']['path'])}{partition}"
-    # A step's error is Dagster's wrapper ("Error occurred while executing op ..."); the step's own error,
-    # the one that says why, is among its causes.
+    # A step's error is Dagster's wrapper ("Error occurred while executing op ..."): the step's own error,
+    # the one that says why, is its cause, and is what is shown.
     error = event.get("error") or {}
-    said = [error.get("message"), *(c.get("message") for c in error.get("causes") or [])]
-    messages = [m.strip() for m in said if m and m.strip()]
-    return f"{event['message']}{': ' + ' <- '.join(messages) if messages else ''}"
+    causes = [c.get("message") for c in error.get("causes") or []]
+    wrapper = error.get("className") == "DagsterExecutionStepExecutionError" and any(causes)
+    said = [m.strip() for m in ([] if wrapper else [error.get("message")]) + causes if m and m.strip()]
+    return f"{event['message']}{': ' + ' <- '.join(said) if said else ''}"

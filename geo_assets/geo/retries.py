@@ -208,19 +208,30 @@ GDAL_ATTEMPTS = 4  # GDAL_HTTP_MAX_RETRY=3 of the store's raster reads (geo/stor
 
 
 class _GdalRetries(logging.Filter):
+    def __init__(self, shown: int) -> None:
+        super().__init__()
+        self.shown = shown  # the level the logger's lines were shown from
+
     def filter(self, line: logging.LogRecord) -> bool:
         found = _GDAL_RETRY.search(line.getMessage()) if line.levelno == logging.WARNING else None
         if found is None:
-            return True
+            return line.levelno >= self.shown
         code = found.group(1)
         record("no answer (reset or timeout)" if code == "0" else f"HTTP {code}")
         return False
 
 
 def count_gdal_retries() -> None:
-    """Count GDAL's retries from here on (once per process)."""
+    """Count GDAL's retries from here on; called before raster reads. As for gcsfs: a logger set above
+    WARNING (by a deployment's logging, at any time) would never make the retry lines, so it is lowered to
+    WARNING and its filter lets through only what the level it had showed."""
     with _lock:
         for name in GDAL_LOGGERS:
             logger = logging.getLogger(name)
-            if not any(isinstance(f, _GdalRetries) for f in logger.filters):
-                logger.addFilter(_GdalRetries())
+            mine = next((f for f in logger.filters if isinstance(f, _GdalRetries)), None)
+            if mine is None:
+                mine = _GdalRetries(logger.getEffectiveLevel())
+                logger.addFilter(mine)
+            if logger.getEffectiveLevel() > logging.WARNING:
+                mine.shown = logger.getEffectiveLevel()
+                logger.setLevel(logging.WARNING)

@@ -11,6 +11,7 @@ Pixels come out in this project's convention for every source: uint16 surface re
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import re
@@ -477,13 +478,24 @@ _REMOTE_HREF = ("s3://", "https://", "http://")
 
 def _remote_href(item: Mapping, key: str, href: object) -> str:
     """An item's asset href as a STAC API gave it, if GDAL may open it: s3:// or http(s):// only. Anything
-    else (a local path, file://, a GDAL virtual file system such as /vsicurl/ or /vsimem/) would have GDAL
-    read, on the worker, what the API chose: a local file, or a URL of the worker's network (a metadata
-    service) through /vsicurl/."""
+    else (a local path, file://, a GDAL virtual file system such as /vsimem/ or /vsicurl/) would have GDAL
+    read, on the worker, a local file or whatever URL the API chose. An http(s) href to a link-local
+    address (a cloud's metadata service, 169.254.169.254) is refused too. Other http(s) hosts and s3://
+    buckets are read as the API names them: a STAC API is trusted to name its own objects."""
     if not isinstance(href, str) or not href.startswith(_REMOTE_HREF):
         raise ItemMismatchError(
             f"STAC item {item.get('id')!r}: asset {key!r} has href {str(href)[:200]!r}; only s3:// and "
             "http(s):// hrefs are read from a STAC API"
+        )
+    host = urlsplit(href).hostname or ""
+    try:
+        link_local = ipaddress.ip_address(host).is_link_local
+    except ValueError:  # a name, not an address
+        link_local = False
+    if link_local:
+        raise ItemMismatchError(
+            f"STAC item {item.get('id')!r}: asset {key!r} has href {href[:200]!r}, a link-local address "
+            "(a metadata service): refused"
         )
     return href
 
@@ -566,9 +578,21 @@ _SIGNED_MAX = 1024
 _SIGNED_LOCK = threading.Lock()
 
 
+# Query parameters of signed URLs (Azure SAS, S3 and GCS presigned) that are no secret: dates, versions,
+# permissions. Every other value, and each part of it between "/" (GDAL may quote only what follows the last
+# one), is cut where it is 6 characters or more.
+_NOT_SECRET = frozenset(
+    """sv st se sp sr spr srt ss rscc rscd rsce rscl rsct x-amz-algorithm x-amz-date x-amz-expires
+    x-amz-signedheaders x-goog-algorithm x-goog-date x-goog-expires x-goog-signedheaders""".split()
+)
+
+
 def _signed(path: str) -> str:
-    """`path`, its query's pieces remembered (those of 6 characters or more), to be redacted."""
-    pieces = [p for p in re.split(r"[&=/]", path.partition("?")[2]) if len(p) >= 6]
+    """`path`, the secret values of its query remembered, to be redacted."""
+    values = [
+        v for n, _, v in (p.partition("=") for p in path.partition("?")[2].split("&")) if n.lower() not in _NOT_SECRET
+    ]
+    pieces = [p for v in values for p in (v, *v.split("/")) if len(p) >= 6]
     with _SIGNED_LOCK:
         for piece in pieces:
             _SIGNED[piece] = None

@@ -137,3 +137,71 @@ def test_a_full_device_raises_enospc():
     with pytest.raises(OSError) as failed:
         write_cog("/dev/full", _array(np.uint16, (4, 256, 256)), "EPSG:32631", TRANSFORM, 0)
     assert failed.value.errno == errno.ENOSPC, repr(failed.value)
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A COG over HTTP (ranges answered, as an object store does), behind a fault proxy."""
+    import http.server
+    import re
+    import threading
+
+    from devtools.faults import FaultProxy
+
+    path = tmp_path / "tile.tif"
+    write_cog(path, np.arange(64 * 64, dtype=np.uint16).reshape(64, 64), "EPSG:32631", Affine(10, 0, 0, 0, -10, 640))
+    data = path.read_bytes()
+
+    class Ranges(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
+            first, last = (int(asked[1]), min(int(asked[2]), len(data) - 1)) if asked else (0, len(data) - 1)
+            self.send_response(206 if asked else 200)
+            if asked:
+                self.send_header("Content-Range", f"bytes {first}-{last}/{len(data)}")
+            self.send_header("Content-Length", str(last - first + 1))
+            self.end_headers()
+            self.wfile.write(data[first : last + 1])
+
+        def do_HEAD(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ranges)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with FaultProxy("127.0.0.1", server.server_address[1]) as proxy:
+        yield proxy, f"/vsicurl/{proxy.url}/tile.tif"
+    server.shutdown()
+
+
+def test_a_remote_read_that_gdal_retried_is_counted_whatever_rasterios_log_level(served):
+    """GDAL retries a 503 itself and says so only in a warning: counted (geo/retries.py) even where the
+    deployment set rasterio's loggers to ERROR, and a read that runs out of retries is the store failing,
+    not a corrupt raster."""
+    import logging
+
+    from geo_assets.geo import retries
+
+    proxy, url = served
+    rasterio_logger = logging.getLogger("rasterio")
+    level = rasterio_logger.level
+    rasterio_logger.setLevel(logging.ERROR)
+    options = {"GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "0.05", "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+    try:
+        with rasterio.Env(**options, CPL_VSIL_CURL_NON_CACHED=url):
+            retries.count_gdal_retries()
+            proxy.inject("503", times=2, methods=("GET", "HEAD"))
+            with retries.collecting() as retried:
+                data, _ = read_raster(url)
+            assert retried == ["HTTP 503", "HTTP 503"] and data.sum() == sum(range(64 * 64))
+            proxy.inject("503", methods=("GET", "HEAD"))
+            with pytest.raises(
+                OSError, match=r"cannot read raster .*tile.tif: still failing after retries: (\d+) \(HTTP 503 x\1\)"
+            ):
+                read_raster(url)
+    finally:
+        rasterio_logger.setLevel(level)

@@ -261,16 +261,18 @@ HOSTILE_HREFS = [
     "../../../etc/passwd",
     "/vsicurl/http://169.254.169.254/latest/meta-data/",
     "/vsimem/x.tif",
-    "gs://another-bucket/x.tif",
+    "gs://another-bucket/x.tif",  # a scheme the sources do not read
+    "http://169.254.169.254/latest/meta-data/",  # a link-local address: a cloud's metadata service
 ]
 
 
 def test_a_stac_api_whose_items_point_outside_remote_storage_is_refused_naming_the_href(
     settings, catalogues, workdir, tmp_path
 ):
-    """A STAC API chooses what the worker reads: its hrefs are read only as s3:// or http(s):// objects. A local
-    path, file://, a relative path or a GDAL virtual file system (/vsicurl/ to the worker's own network, /vsimem/)
-    is refused at planning, before any read, naming the item, the asset and the href."""
+    """A STAC API chooses what the worker reads: its hrefs are read only as s3:// or http(s):// objects, and not
+    from a link-local address. A local path, file://, a relative path, a GDAL virtual file system (/vsicurl/ to
+    any URL, /vsimem/) or a metadata service's address is refused at planning, before any read, naming the
+    item, the asset and the href."""
     import dataclasses
     import json
 
@@ -286,6 +288,8 @@ def test_a_stac_api_whose_items_point_outside_remote_storage_is_refused_naming_t
         path.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
         with stac_api(workdir, [path]) as url:
             hostile = dataclasses.replace(settings, stac_urls={**settings.stac_urls, "earth-search": url})
-            with pytest.raises(ItemMismatchError, match="only s3:// and http\\(s\\):// hrefs are read") as refused:
+            with pytest.raises(
+                ItemMismatchError, match="only s3:// and http\\(s\\):// hrefs are read|link-local"
+            ) as refused:
                 plan_scene("earth-search", S2_REGION, "2024-06-01", hostile, bands=BANDS)
         assert repr(href) in str(refused.value) and "STAC item 'S2" in str(refused.value), refused.value
