@@ -7,9 +7,9 @@ scene's STAC items; other objects there (the items' COGs) are its assets. Keys t
 folder (a bad region slug or date, a stray file) are unrecognised: reported once, never fatal.
 
 How arrivals are found. Every object version has one arrival time, `modified` (S3 LastModified,
-taken as the end of its whole second; GCS timeCreated; a local file's ctime, or a later move of its
-folder), and a date from its key. A version is *recent* when its date is at most `lookback_days`
-before the day it arrived, else *late* (an old date delivered now).
+taken as the end of its whole second; GCS timeCreated; a local file's ctime), and a date from its
+key. A version is *recent* when its date is at most `lookback_days` before the day it arrived, else
+*late* (an old date delivered now).
 
 - Recent versions are found by the *hot pass*: per root (each region folder for `{region}/{date}`
   layouts; the prefix itself for `{date}/...`) one listing from the oldest recent date on (S3
@@ -25,11 +25,10 @@ before the day it arrived, else *late* (an old date delivered now).
   objects. Deletions leave nothing to find; a rewrite is a new version with a new arrival time.
 - A local file's arrival time is its ctime, which `chmod` and `chown` move too: a pass may then take
   a version again, and the sensor asks for the run it asked for before (the same run key, which Dagster
-  skips). A folder moved in with `mv` keeps its files' ctimes, from before the watch's slice, so a
-  local file arrives at the later of its ctime and the last move of a folder above it (a folder's
-  ctime past its mtime, `LocalStore.scan`). A file written into a moved folder before a
-  pass took the move (`settle_seconds` and a tick after it) hides it: copy such folders in, or `touch`
-  their items.
+  skips). A folder moved in with `mv` keeps its files' ctimes, from before the watch's slice: it is not
+  found; copy it in, or `touch` its items after the move. (A move stamps only the folder's own ctime, as
+  `chmod`, `chown`, `touch` and `cp -a` do: taking that as its files' arrival would offer every version
+  under a folder again, scenes from before the watch included, at each such change.)
 - A new `lookback_days` applies to versions that arrive after every slice either pass has begun,
   so a setting change neither repeats nor skips a version.
 

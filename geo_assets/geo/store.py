@@ -105,8 +105,7 @@ class ObjectInfo:
 
     key: str  # relative to the store's root, as listed (not validated: listings may hold any name)
     version: str  # changes with every write: S3 ETag-LastModified, GCS generation, local inode-mtime-size
-    # When this version arrived (at the latest), epoch seconds: S3 LastModified, GCS timeCreated, a local
-    # file's ctime or its folder's move (LocalStore.scan).
+    # When this version arrived (at the latest), epoch seconds: S3 LastModified, GCS timeCreated, local ctime.
     modified: float
 
     @property
@@ -274,19 +273,6 @@ def _room_for(room: int, folder: Path, what: str, advice: str = "free space or c
         )
 
 
-def _moved_in(folder: os.DirEntry | Path) -> float:
-    """When a local folder was last moved (or its mode changed) after its entries last changed, else 0.
-
-    A folder moved in with `mv` keeps its files' ctimes, from before the move; only the folder's own
-    ctime moves (its mtime does not: no entry of it changed). The files under it take the later of
-    their ctime and this as their arrival time, so a watcher finds them. A folder whose entries changed
-    last (ctime == mtime) gives nothing: a scene added to a date folder must not make every other
-    version under it, or under its region, arrive again.
-    """
-    st = folder.stat(follow_symlinks=False) if isinstance(folder, os.DirEntry) else folder.lstat()
-    return st.st_ctime if st.st_ctime_ns > st.st_mtime_ns else 0.0
-
-
 @dataclass(frozen=True)
 class LocalStore(Store):
     """Files under a file:// root."""
@@ -370,7 +356,7 @@ class LocalStore(Store):
             raise ValueError(f"limit must be between 1 and {PAGE}, got {limit}")
         found: list[ObjectInfo] = []
 
-        def walk(path: Path, key_prefix: str, moved: float) -> bool:  # False: the page is full
+        def walk(path: Path, key_prefix: str) -> bool:  # False: the page is full
             try:
                 entries = list(os.scandir(path))
             except (FileNotFoundError, NotADirectoryError):
@@ -382,7 +368,7 @@ class LocalStore(Store):
                 if name.endswith("/"):
                     if start_after > key and not start_after.startswith(key):
                         continue  # every key under it sorts before start_after
-                    if not walk(Path(entry.path), key, max(moved, _moved_in(entry))):
+                    if not walk(Path(entry.path), key):
                         return False
                 elif key > start_after and not name.startswith(".tmp-") and entry.is_file():
                     if len(found) == limit:
@@ -394,19 +380,10 @@ class LocalStore(Store):
                     # The version names the bytes (a rewrite is a new inode or mtime), not the metadata: a
                     # chmod moves the ctime, hence the arrival time, but is no new version.
                     version = f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
-                    found.append(ObjectInfo(key, version, max(st.st_ctime, moved)))
+                    found.append(ObjectInfo(key, version, st.st_ctime))
             return True
 
-        # The arrival time depends on the key alone, whichever folder the listing starts from: the
-        # folders above `prefix` count too.
-        moved, folder = 0.0, self.base
-        for part in validate_key(prefix).split("/"):
-            folder = folder / part
-            try:
-                moved = max(moved, _moved_in(folder))
-            except (FileNotFoundError, NotADirectoryError):
-                return [], False
-        complete = walk(folder, validate_key(prefix) + "/", moved)
+        complete = walk(self.base / validate_key(prefix), validate_key(prefix) + "/")
         return found, not complete
 
     def folders(self, prefix: str) -> builtins.list[str]:

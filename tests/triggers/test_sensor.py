@@ -114,39 +114,6 @@ def test_arrivals_become_one_run_request_per_partition(store, instance):
     assert again.run_requests == []
 
 
-@pytest.mark.parametrize("moved", ["date folder", "region folder"])
-def test_a_folder_moved_in_with_mv_is_run_once(store, instance, tmp_path, moved):
-    """`mv` keeps the files' ctimes, from before the watch's slice; the moved folder's own ctime is the
-    arrival. A date folder moved into its region's folder and a whole region folder moved into the
-    prefix are each run once, and not again at later ticks."""
-    import os
-
-    staging = Store(local_root(tmp_path / "storage" / "staging"))  # same file system: `mv` is a rename
-    write_item(staging, f"arrival-farm/{TODAY}/S2A_1.json")
-    write_item(staging, f"arrival-farm/{TODAY}/S2A_1/B04.tif")
-    settled()
-    first, _ = evaluate(store, instance)  # the watch starts after the files were written
-    settled()
-    started, _ = evaluate(store, instance, first.cursor)
-    assert started.run_requests == []
-
-    if moved == "date folder":
-        os.makedirs(store.path("incoming/arrival-farm"))
-        os.rename(staging.path(f"arrival-farm/{TODAY}"), store.path(f"incoming/arrival-farm/{TODAY}"))
-    else:
-        os.makedirs(store.path("incoming"))
-        os.rename(staging.path("arrival-farm"), store.path("incoming/arrival-farm"))
-    settled()
-    arrived, lines = evaluate(store, instance, started.cursor)
-    key = f"incoming/arrival-farm/{TODAY}/S2A_1.json"
-    assert [(r.partition_key, r.tags) for r in arrived.run_requests] == [
-        (dg.MultiPartitionKey({"region": "arrival-farm", "date": TODAY}), {"geo-assets/arrivals": ref(store, key)})
-    ], lines
-    settled()
-    again, _ = evaluate(store, instance, arrived.cursor)
-    assert again.run_requests == []
-
-
 def test_a_chmod_of_an_arrived_item_asks_for_the_run_already_asked_for(store, instance):
     """`chmod` changes a local file's ctime, its arrival time, not its bytes: a later pass may take the
     item again, but as the same version, so the run request repeats the first one's run key, which
