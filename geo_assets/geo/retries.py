@@ -208,9 +208,9 @@ GDAL_ATTEMPTS = 4  # GDAL_HTTP_MAX_RETRY=3 of the store's raster reads (geo/stor
 
 
 class _GdalRetries(logging.Filter):
-    def __init__(self, shown: int) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.shown = shown  # the level the logger's lines were shown from
+        self.shown = logging.NOTSET  # the level the logger showed lines from, where we lowered it
 
     def filter(self, line: logging.LogRecord) -> bool:
         found = _GDAL_RETRY.search(line.getMessage()) if line.levelno == logging.WARNING else None
@@ -230,7 +230,7 @@ def count_gdal_retries() -> None:
             logger = logging.getLogger(name)
             mine = next((f for f in logger.filters if isinstance(f, _GdalRetries)), None)
             if mine is None:
-                mine = _GdalRetries(logger.getEffectiveLevel())
+                mine = _GdalRetries()
                 logger.addFilter(mine)
             if logger.getEffectiveLevel() > logging.WARNING:
                 mine.shown = logger.getEffectiveLevel()

@@ -476,23 +476,36 @@ def _flatten(coords) -> list:
 _REMOTE_HREF = ("s3://", "https://", "http://")
 
 
+_METADATA_NAMES = frozenset({"metadata", "metadata.google.internal", "instance-data", "instance-data.ec2.internal"})
+
+
+def _link_local(host: str) -> bool:
+    """Whether `host` is a link-local address in any spelling curl accepts (dotted, one integer, hex,
+    IPv4-mapped IPv6) or a cloud's metadata service name. A name that resolves to one is not caught."""
+    host = host.strip("[]").lower()
+    if host in _METADATA_NAMES:
+        return True
+    try:
+        address = ipaddress.ip_address(int(host, 0) if host.isdigit() or host.startswith("0x") else host)
+    except ValueError:  # a name, not an address
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_link_local or bool(mapped and mapped.is_link_local)
+
+
 def _remote_href(item: Mapping, key: str, href: object) -> str:
     """An item's asset href as a STAC API gave it, if GDAL may open it: s3:// or http(s):// only. Anything
     else (a local path, file://, a GDAL virtual file system such as /vsimem/ or /vsicurl/) would have GDAL
     read, on the worker, a local file or whatever URL the API chose. An http(s) href to a link-local
-    address (a cloud's metadata service, 169.254.169.254) is refused too. Other http(s) hosts and s3://
-    buckets are read as the API names them: a STAC API is trusted to name its own objects."""
+    address or a cloud's metadata service name (169.254.169.254, metadata.google.internal) is refused too.
+    Other http(s) hosts and s3:// buckets are read as the API names them, redirects followed: a STAC API is
+    trusted to name its own objects."""
     if not isinstance(href, str) or not href.startswith(_REMOTE_HREF):
         raise ItemMismatchError(
             f"STAC item {item.get('id')!r}: asset {key!r} has href {str(href)[:200]!r}; only s3:// and "
             "http(s):// hrefs are read from a STAC API"
         )
-    host = urlsplit(href).hostname or ""
-    try:
-        link_local = ipaddress.ip_address(host).is_link_local
-    except ValueError:  # a name, not an address
-        link_local = False
-    if link_local:
+    if _link_local(urlsplit(href).hostname or ""):
         raise ItemMismatchError(
             f"STAC item {item.get('id')!r}: asset {key!r} has href {href[:200]!r}, a link-local address "
             "(a metadata service): refused"

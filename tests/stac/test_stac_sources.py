@@ -263,6 +263,9 @@ HOSTILE_HREFS = [
     "/vsimem/x.tif",
     "gs://another-bucket/x.tif",  # a scheme the sources do not read
     "http://169.254.169.254/latest/meta-data/",  # a link-local address: a cloud's metadata service
+    "http://2852039166/latest/meta-data/",  # the same address as one integer
+    "http://[::ffff:169.254.169.254]/latest/meta-data/",  # and IPv4-mapped
+    "http://metadata.google.internal/computeMetadata/v1/",
 ]
 
 
