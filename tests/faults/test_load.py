@@ -37,7 +37,7 @@ from geo_assets.launches import date_range, plan
 from tests.triggers.daemon_process import wait_for
 from tests.ui.host_stack import host_stack
 
-# 70 runs through the queue, on each database: about 12 minutes on 2 cores, so behind the soak marker:
+# 70 runs through the queue, on each database (each in RELIABILITY.md with its time), so behind the soak marker:
 # `.venv/bin/python -m tests.faults.reliability tests/faults/test_load.py -m soak` (or pytest -m soak).
 pytestmark = pytest.mark.soak
 
