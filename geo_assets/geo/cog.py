@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -78,18 +79,14 @@ def read_raster(path: str | Path) -> tuple[np.ndarray, dict]:
 
     A remote read that GDAL retried (geo/retries.py counts its retries) says so once it succeeds; one that
     failed after retries is the store's failure, not a corrupt raster, and its error says so."""
-    with retries.collecting() as retried:
-        try:
-            data, profile = _read(path)
-        except RasterioIOError as exc:
-            if retried:
-                raise OSError(
-                    f"cannot read raster {path}: still failing after retries: {retries.describe(retried)}: {exc}"
-                ) from None
-            raise CorruptRasterError(f"cannot read raster {path}: {exc}") from None
+    with retries.reading(str(path), RasterioIOError, partial(_read_error, path)):
+        return _read(path)
+
+
+def _read_error(path: str | Path, exc: Exception, retried: list[str]) -> Exception:
     if retried:
-        log.warning("reading raster %s: succeeded after retries: %s", path, retries.describe(retried))
-    return data, profile
+        return OSError(f"cannot read raster {path}: still failing after retries: {retries.describe(retried)}: {exc}")
+    return CorruptRasterError(f"cannot read raster {path}: {exc}")
 
 
 def _read(path: str | Path) -> tuple[np.ndarray, dict]:

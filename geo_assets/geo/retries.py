@@ -20,7 +20,7 @@ import os
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -34,6 +34,7 @@ __all__ = [
     "count_gdal_retries",
     "gcs_timeout",
     "describe",
+    "reading",
     "record",
     "s3_config",
     "s3_session",
@@ -43,6 +44,8 @@ __all__ = [
 # Attempts of one request, the first included. Every retry of an S3 request is botocore's (s3fs's own
 # retry loop is set to one try), so this is the store's whole retry policy, and every retry is counted.
 S3_ATTEMPTS = 5
+
+log = logging.getLogger(__name__)
 
 _current: ContextVar[list[str] | None] = ContextVar("geo_assets_store_retries", default=None)
 _lock = threading.Lock()
@@ -63,6 +66,21 @@ def collecting() -> Iterator[list[str]]:
         _current.reset(token)
         if outer is not None:  # an operation within another: the outer one's retries include its
             outer.extend(causes)
+
+
+@contextmanager
+def reading(
+    name: str, errors: type[Exception], fail: Callable[[Exception, list[str]], BaseException]
+) -> Iterator[None]:
+    """A read of `name` through GDAL: its retries collected and said in one line when it succeeded after
+    some; a failure of type `errors` is raised as `fail(exc, retries)` (after retries, the store failed)."""
+    with collecting() as retried:
+        try:
+            yield
+        except errors as exc:
+            raise fail(exc, retried) from None
+    if retried:  # succeeded, after GDAL's retries: said, never silent
+        log.warning("reading %s: succeeded after retries: %s", name, describe(retried))
 
 
 def record(cause: str) -> None:

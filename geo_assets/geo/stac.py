@@ -20,12 +20,11 @@ import time
 import warnings
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
-from typing import Any, NoReturn, cast
+from functools import lru_cache, partial
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import antimeridian
@@ -680,29 +679,30 @@ def gdal_path(href: str) -> str:
     return href
 
 
-def _raise_read_error(href: str, exc: Exception, retried: list[str]) -> NoReturn:
+def _read_error(href: str, exc: Exception, retried: list[str]) -> ImageryError:
+    """GDAL's failure to read `href` as ours: missing, denied, unavailable (after retries) or corrupt."""
     text = "; ".join(dict.fromkeys(str(e) for e in (exc, exc.__cause__, exc.__context__) if e))  # GDAL's own words
     text = redacted(text)  # GDAL names the signed URL it read: never its token
     lowered = text.lower()
     status = re.search(r"(?:response|error) code:? ?(\d{3})", lowered)
     code = int(status.group(1)) if status else None
     if code == 404 or any(s in lowered for s in ("does not exist", "no such file", "nosuchkey", "blobnotfound")):
-        raise ObjectMissingError(f"{href}: object not found ({text[:300]})") from None
+        return ObjectMissingError(f"{href}: object not found ({text[:300]})")
     if code in (401, 403) or any(s in lowered for s in ("access denied", "accessdenied", "authenticationfailed")):
-        raise ImageryError(f"{href}: access denied ({text[:300]})") from None
+        return ImageryError(f"{href}: access denied ({text[:300]})")
     if retried:  # GDAL gave up after its retries: whatever it says then ("not recognized"), the server failed
-        raise ImageryError(
+        return ImageryError(
             f"{href}: unavailable, still failing after retries: {retries.describe(retried)} ({text[:300]})"
-        ) from None
+        )
     if (code is not None and code in TRANSIENT_STATUSES) or any(
         s in lowered for s in ("connect", "timed out", "timeout")
     ):
-        raise ImageryError(f"{href}: unavailable, still failing after the HTTP retries ({text[:300]})") from None
+        return ImageryError(f"{href}: unavailable, still failing after the HTTP retries ({text[:300]})")
     if any(
         s in lowered for s in ("not recognized", "tiff", "failed", "corrupt", "truncat", "short read", "ireadblock")
     ):
-        raise CorruptObjectError(f"{href}: corrupt or truncated GeoTIFF ({text[:300]})") from None
-    raise ImageryError(f"{href}: cannot read ({text[:300]})") from None
+        return CorruptObjectError(f"{href}: corrupt or truncated GeoTIFF ({text[:300]})")
+    return ImageryError(f"{href}: cannot read ({text[:300]})")
 
 
 def _integral(*values: float) -> bool:
@@ -802,19 +802,6 @@ def close_datasets() -> None:
         mine.close()
 
 
-@contextmanager
-def _reading(href: str) -> Iterator[None]:
-    """A read of `href` through GDAL: its retries counted, said when it succeeded after some, and its failure
-    raised as ours (_raise_read_error)."""
-    with retries.collecting() as retried:
-        try:
-            yield
-        except RasterioError as exc:
-            _raise_read_error(href, exc, retried)
-    if retried:  # succeeded, after GDAL's retries: said, never silent
-        log.warning("reading %s: succeeded after retries: %s", href, retries.describe(retried))
-
-
 def read_window(
     href: str,
     path: str,
@@ -839,7 +826,7 @@ def read_window(
     left, bottom, right, top = bounds
     rows, cols = size
     mine = _thread_datasets()
-    with _reading(href):
+    with retries.reading(href, RasterioError, partial(_read_error, href)):
         with mine.lock:  # other threads close this thread's datasets only while it reads none
             ds = mine.dataset(path, plan)  # kept open for the plan's next tiles
             src = ds.src
