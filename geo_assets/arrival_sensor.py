@@ -27,6 +27,7 @@ from geo_assets.assets.common import digest
 from geo_assets.geo.arrivals import Arrival, WatchState
 from geo_assets.geo.arrived_scenes import region_from_item
 from geo_assets.geo.regions import add_region, load_catalogue
+from geo_assets.geo.store import shown
 from geo_assets.partitions import REGIONS, dates_partitions, region_date_key
 from geo_assets.settings import by_name
 from resources.arrivals import ArrivalsResource, since_timestamp
@@ -49,7 +50,7 @@ def _register(context, store, arrivals: list[Arrival], enabled: bool, known: set
             try:
                 added = add_region(store, region_from_item(store, region, waiting[0].key))
             except (ValueError, OSError) as exc:
-                context.log.warning(f"region {region!r} could not be registered from {waiting[0].key}: {exc}")
+                context.log.warning(f"region {shown(region)} could not be registered from {waiting[0].key}: {exc}")
             else:
                 known.add(region)
                 context.log.info(
@@ -57,7 +58,7 @@ def _register(context, store, arrivals: list[Arrival], enabled: bool, known: set
                 )
                 continue
         context.log.warning(
-            f"region {region!r} is not in the region catalogue: {len(waiting)} arrived item version(s) wait for it. "
+            f"region {shown(region)} is not in the region catalogue: {len(waiting)} arrived item version(s) wait for it. "
             f"Add it with `geo-assets region add {region} --bbox MINX MINY MAXX MAXY --crs EPSG:XXXX`"
             + (
                 ""

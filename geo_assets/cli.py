@@ -128,11 +128,6 @@ def cmd_region_remove(args) -> int:
     return 0
 
 
-def _config_errors(exc) -> str:
-    """A run config class's refusal in its own words, without pydantic's frame."""
-    return "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
-
-
 def _known_bands() -> list[str]:
     import typing
 
@@ -144,7 +139,6 @@ def _known_bands() -> list[str]:
 def cmd_model_add(args) -> int:
     """Register a model name with its architecture, bands and its training and evaluation sets: what every
     training_set, evaluation_set and trained_model run of it takes (geo_assets/assets/models.py)."""
-    from pydantic import ValidationError
 
     from geo_assets.assets.common import dataset
     from geo_assets.config import EvaluationSetConfig, TrainingConfig, TrainingSetConfig
@@ -170,14 +164,12 @@ def cmd_model_add(args) -> int:
         raise ValueError(f"unknown band {unknown[0]!r}; accepted: {', '.join(known)}")
     if len(set(args.bands)) != len(args.bands):
         raise ValueError(f"--bands names a band twice: {' '.join(args.bands)}")
-    try:  # the bounds of run config: architecture, hyperparameters and weights; regions and dates
-        TrainingConfig(architecture=args.architecture, hyperparameters=hyper)
-        sets = {
-            "training_set": TrainingSetConfig(regions=args.training_regions, dates=args.training_dates or []),
-            "evaluation_set": EvaluationSetConfig(regions=args.evaluation_regions, dates=args.evaluation_dates or []),
-        }
-    except ValidationError as exc:
-        raise ValueError(_config_errors(exc)) from None
+    # The bounds of run config (ConfigError): architecture, hyperparameters and weights; regions and dates.
+    TrainingConfig(architecture=args.architecture, hyperparameters=hyper)
+    sets = {
+        "training_set": TrainingSetConfig(regions=args.training_regions, dates=args.training_dates or []),
+        "evaluation_set": EvaluationSetConfig(regions=args.evaluation_regions, dates=args.evaluation_dates or []),
+    }
     both = sorted(set(args.training_regions) & set(args.evaluation_regions))
     if both:
         raise ValueError(f"region {both[0]} is in both sets: a model is judged on regions it is not trained on")
@@ -417,6 +409,8 @@ def cmd_train(args) -> int:
     `labels` per region, then one of `training_set` and `trained_model`, each followed to its end."""
     import json
 
+    from geo_assets.config import ConfigError, TrainingConfig
+    from geo_assets.geo.store import shown
     from geo_assets.graphql import ui_url
     from geo_assets.partitions import validate_model_name
 
@@ -429,6 +423,16 @@ def cmd_train(args) -> int:
         ) from None
     if not isinstance(config, dict):
         raise ValueError("--config must be a JSON object: trained_model's config")
+    unknown = sorted(set(config) - set(TrainingConfig.model_fields))
+    if unknown:
+        raise ValueError(
+            f"--config: unknown field(s) {', '.join(map(shown, unknown))}; trained_model takes "
+            + ", ".join(TrainingConfig.model_fields)
+        )
+    try:  # refused here, before the labels runs it would follow
+        TrainingConfig(**config)
+    except ConfigError as exc:
+        raise ValueError(f"--config: {exc}") from None
     catalogue = _load_catalogue()
     regions = [catalogue.get(r).name for r in args.regions]  # an unknown region fails here, naming the known ones
     client = _ready_client(args.url)

@@ -5,7 +5,7 @@ import re
 from typing import TYPE_CHECKING, Annotated, TypeAlias
 
 import dagster as dg
-from pydantic import AfterValidator, ConfigDict, PlainSerializer, model_validator
+from pydantic import AfterValidator, ConfigDict, PlainSerializer, ValidationError, model_validator
 
 from geo_assets.geo import sample, stac, synthetic
 from geo_assets.geo.labels import LABEL_SOURCES
@@ -23,6 +23,7 @@ __all__ = [
     "Band",
     "Bands",
     "BatchSize",
+    "ConfigError",
     "DEFAULT_MODEL",
     "Date",
     "Dates",
@@ -45,6 +46,7 @@ __all__ = [
     "TrainingConfig",
     "TrainingSetConfig",
     "Version",
+    "config_errors",
     "validated",
 ]
 
@@ -58,8 +60,28 @@ def _enum(name: str, values):
     return Annotated[members, AfterValidator(str), PlainSerializer(str, return_type=str)]
 
 
+class ConfigError(ValueError):
+    """Run config refused: each problem on one line that names its field (pydantic's own report is a block
+    of lines with its input repeated and a link)."""
+
+
+def config_errors(exc: ValidationError) -> str:
+    said = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        field = ".".join(map(str, error["loc"]))  # pydantic's own messages ("Input should be ...") name none
+        said.append(message if not field or field.split(".")[0] in message else f"{field}: {message}")
+    return "; ".join(said)
+
+
 class _Config(dg.Config):
     model_config = ConfigDict(validate_default=True)  # defaults pass the same validators (enums become str)
+
+    def __init__(self, **values) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:  # what the step says when a run's config is past a bound
+            raise ConfigError(config_errors(exc)) from None
 
 
 # Enumerated settings: checked by Dagster's config system when a run is launched (UI, GraphQL, CLI).

@@ -100,7 +100,7 @@ def plan(
     tags = {TAG + "region": region.name, TAG + "source": source}
     bands = list(DEFAULT_BANDS)
     if "predictions" in assets or "region_report" in assets:
-        model = validate_model_name(model or DEFAULT_MODEL)
+        model = validate_model_name(DEFAULT_MODEL if model is None else model)
         versions = registry.list_versions(store, model)
         record = registry.resolve_version(store, model, version, min_miou, versions)
         bands = record["bands"]  # the imagery is cut with the bands the model reads
@@ -116,7 +116,7 @@ def plan(
             ops["predictions"] = {"config": {"model": model, **({"version": version} if version else {})}}
         else:  # a report alone reports the model's stored predictions
             ops["region_report"] = {"config": {"model": model, **({"version": version} if version else {})}}
-    elif model or version:
+    elif model is not None or version is not None:
         raise ValueError("--model and --version choose what predicts: select predictions or region_report too")
     if "imagery_tiles" in assets:
         check_bands(spec, bands)

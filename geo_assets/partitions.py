@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import dagster as dg
 
 from geo_assets.geo.regions import validate_date, validate_region_name
+from geo_assets.geo.store import shown
+
+T = TypeVar("T")
 
 REGIONS = "regions"
 MODELS = "models"
@@ -20,9 +26,34 @@ def region_date_key(region: str, date: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({"region": validate_region_name(region), "date": validate_date(date)})
 
 
+# Dagster's run tags naming a run's partition, or the ends of its range (a backfill's single run).
+PARTITION_TAGS = ("dagster/partition", "dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
+
+
+def _check_tags(context: dg.AssetExecutionContext, validate: Callable[[str], object]) -> None:
+    """The run's own partition tags through `validate`, before Dagster looks its keys up: any key can be
+    launched over GraphQL, and Dagster's lookup of one that is no partition fails with the whole key (10 KB,
+    control characters and all) inside an internal error; ours names it and says what a key may be."""
+    for tag in PARTITION_TAGS:
+        if tag in context.run.tags:
+            validate(context.run.tags[tag])
+
+
+def partition_keys(context: dg.AssetExecutionContext, validate: Callable[[str], object]) -> list[str]:
+    """The run's partition keys, its tags validated first (`_check_tags`)."""
+    _check_tags(context, validate)
+    return [str(k) for k in context.partition_keys]
+
+
+def partition_key(context: dg.AssetExecutionContext, validate: Callable[[str], T]) -> T:
+    """The run's one partition key through `validate`, its tags validated first (`_check_tags`)."""
+    _check_tags(context, validate)
+    return validate(context.partition_key)
+
+
 def region_and_date(context: dg.AssetExecutionContext) -> tuple[str, str]:
     """The validated (region, date) of a run; hostile keys fail here, before any storage is touched."""
-    return split_key(context.partition_key)
+    return partition_key(context, split_key)
 
 
 def check_partition_dates(dates: list[str]) -> None:
@@ -42,7 +73,7 @@ def split_key(key: str) -> tuple[str, str]:
     if isinstance(key, str) and not isinstance(key, dg.MultiPartitionKey) and key.count("|") == 1:
         key = region_date_partitions.get_partition_key_from_str(key)
     if not isinstance(key, dg.MultiPartitionKey):
-        raise ValueError(f"expected a region|date partition key, got {key!r}")
+        raise ValueError(f"expected a region|date partition key, got {shown(key)}")
     dims = key.keys_by_dimension
     region, date = validate_region_name(dims["region"]), validate_date(dims["date"])
     check_partition_dates([date])
@@ -55,6 +86,6 @@ def validate_model_name(name: str) -> str:
         return validate_region_name(name)
     except ValueError:
         raise ValueError(
-            f"invalid model name {name!r}: use lowercase letters, digits and hyphens (not at either end), "
+            f"invalid model name {shown(name)}: use lowercase letters, digits and hyphens (not at either end), "
             "at most 63 characters"
         ) from None

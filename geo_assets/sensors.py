@@ -26,6 +26,7 @@ from geo_assets.arrival_sensor import scene_arrivals
 from geo_assets.assets.common import digest
 from geo_assets.geo.acquisitions import imagery_key, legacy_imagery_key
 from geo_assets.geo.regions import CATALOGUE_KEY, RegionCatalogue, stored_catalogue
+from geo_assets.geo.store import shown
 from geo_assets.partitions import MODELS, REGIONS, region_date_partitions, validate_model_name
 from resources.storage import StorageResource
 
@@ -63,7 +64,7 @@ def region_partitions(context: dg.SensorEvaluationContext, storage: StorageResou
         )
     for name in unknown:
         context.log.warning(
-            f"region partition {name!r} has no footprint in the region catalogue and was removed: "
+            f"region partition {shown(name)} has no footprint in the region catalogue and was removed: "
             f"add regions with `geo-assets region add {name} --bbox MINX MINY MAXX MAXY --crs EPSG:XXXX`"
         )
     requests: list[dg.AddDynamicPartitionsRequest | dg.DeleteDynamicPartitionsRequest] = []
@@ -72,7 +73,7 @@ def region_partitions(context: dg.SensorEvaluationContext, storage: StorageResou
     invalid_models = [k for k in context.instance.get_dynamic_partitions(MODELS) if not _valid_model_name(k)]
     for key in invalid_models:
         context.log.warning(
-            f"model partition {key!r} is not a valid model name and was removed: use lowercase letters, "
+            f"model partition {shown(key)} is not a valid model name and was removed: use lowercase letters, "
             "digits and hyphens (not at either end), at most 63 characters"
         )
     if invalid_models:

@@ -12,7 +12,7 @@ from geo_assets.geo.ground import tile_ground
 from geo_assets.geo.regions import RegionCatalogue, load_catalogue
 from geo_assets.geo.store import ObjectNotFoundError, Store
 from geo_assets.ml.registry import input_versions  # noqa: F401 (the assets' name for it)
-from geo_assets.partitions import split_key
+from geo_assets.partitions import partition_keys, split_key
 from resources import leases
 from resources.storage import PartitionManifests, dims_path, manifest_key
 
@@ -227,7 +227,7 @@ def each_partition(
     partitions one after another in this one process, attaches each one's metadata to its own
     materialisation, and hands the IO manager their manifests by partition. Dagster gives a step one
     data version, so a range's partitions share the digest of all their manifests."""
-    keys = [str(k) for k in context.partition_keys]
+    keys = partition_keys(context, split_key)
     # One writer per partition, whatever launched the run.
     store = context.resources.storage.store()
     with leases.writing(context, store, [dims_path(dict(zip(("region", "date"), split_key(k)))) for k in keys]):

@@ -113,6 +113,12 @@ def _imagery_tiles(
         ledger=TileLedger(store, prefix),
     )
     nodata = float(np.mean([e["nodata_fraction"] for e in entries]))
+    if described.get("items") and nodata == 1.0:  # items over the region, yet not one pixel: never published
+        raise ValueError(
+            f"no valid pixels in any of the {len(entries)} tiles of region {region.name!r} on {date}: the "
+            f"{source_name} item(s) {', '.join(i['id'] for i in described['items'])} cover it, but their pixels "
+            "there are all nodata; nothing was published"
+        )
     manifest = {
         "region": region.name,
         "date": date,

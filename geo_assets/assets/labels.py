@@ -14,7 +14,7 @@ from geo_assets.geo.regions import check_size, validate_region_name
 from geo_assets.geo.sources import get_source
 from geo_assets.geo.tiling import cut_label_tile
 from geo_assets.limits import max_tiles
-from geo_assets.partitions import regions_partitions
+from geo_assets.partitions import partition_key, regions_partitions
 from resources import leases
 from resources.compute import LocalPoolCompute
 from resources.storage import StorageResource
@@ -32,16 +32,14 @@ def labels(
 ) -> dg.Output[dict]:
     """Synthetic truth or rasterised vector polygons, one uint8 class COG per tile (255: unlabelled)."""
     store = storage.store()
-    with leases.writing(
-        context, store, [validate_region_name(context.partition_key)]
-    ):  # one writer per region's labels
+    with leases.writing(context, store, [partition_key(context, validate_region_name)]):  # one writer per region
         return _labels(context, config, store, compute)
 
 
 def _labels(
     context: dg.AssetExecutionContext, config: LabelsConfig, store, compute: LocalPoolCompute
 ) -> dg.Output[dict]:
-    region = catalogue(store).get(validate_region_name(context.partition_key))
+    region = catalogue(store).get(partition_key(context, validate_region_name))
     source = check_label_source(config.source, region)
     spec = get_source(region.source).spec(region)  # labels follow the grid of the region's imagery
     tag_run(context, region=region.name, labels=source)

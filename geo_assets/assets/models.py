@@ -18,7 +18,7 @@ from geo_assets.ml.device import select_device
 from geo_assets.ml.evaluation import evaluate
 from geo_assets.ml.metrics import scores
 from geo_assets.ml.versions import TrainingRequest
-from geo_assets.partitions import models_partitions, validate_model_name
+from geo_assets.partitions import models_partitions, partition_key, validate_model_name
 from resources import leases
 from resources.compute import LocalPoolCompute
 from resources.gate import ModelGate
@@ -153,7 +153,7 @@ def _dataset_asset(name: str, config_type: type, role: str):
         description=f"The acquisitions a model is {role} on, with the data version of each.",
     )
     def _asset(context: dg.AssetExecutionContext, config: config_type, storage: StorageResource) -> dg.Output[dict]:  # type: ignore[valid-type]  # the factory's config class: Dagster reads it from here
-        model = validate_model_name(context.partition_key)
+        model = partition_key(context, validate_model_name)
         store = storage.store()
         with leases.writing(context, store, [model]):  # one writer per model partition
             return _dataset(context, config, store, model)
@@ -218,7 +218,7 @@ def trained_model(
 ) -> dg.Output[dict]:
     """Train the configured architecture on the training set; store an immutable, exported version.
     The `training` resource decides where: in this process or as a remote job (Vertex AI, ECS)."""
-    name = validate_model_name(context.partition_key)
+    name = partition_key(context, validate_model_name)
     store = storage.store()
     with leases.writing(context, store, [name]):  # one writer per model partition
         return _trained_model(context, config, storage, store, compute, training, training_set, name)
@@ -310,7 +310,9 @@ def model_evaluation(
 ):
     """Per-class IoU/F1 and mIoU on held-out ground; the quality gate blocks versions under the deployment's min_miou."""
     store = storage.store()
-    with leases.writing(context, store, [validate_model_name(context.partition_key)]):  # one writer per model partition
+    with leases.writing(
+        context, store, [partition_key(context, validate_model_name)]
+    ):  # one writer per model partition
         yield from _model_evaluation(context, config, store, compute, gate, trained_model, evaluation_set)
 
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 
 from geo_assets.geo.grid import HALF_SPAN_M, Bounds, TileGrid, projected_crs
-from geo_assets.geo.store import ObjectNotFoundError
+from geo_assets.geo.store import ObjectNotFoundError, shown
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -27,7 +27,7 @@ def validate_region_name(name: str) -> str:
     """Return `name` if it is a slug (lowercase letters, digits, inner hyphens, <= 63 chars)."""
     if not isinstance(name, str) or not _SLUG.fullmatch(name):
         raise ValueError(
-            f"invalid region name {name!r}: use lowercase letters, digits and hyphens "
+            f"invalid region name {shown(name)}: use lowercase letters, digits and hyphens "
             "(not at either end), at most 63 characters, e.g. 'lake-geneva-2'"
         )
     return name
@@ -37,7 +37,7 @@ def validate_date(date: str) -> str:
     import datetime
 
     if not isinstance(date, str) or not _DATE.fullmatch(date):
-        raise ValueError(f"invalid acquisition date {date!r}: use YYYY-MM-DD")
+        raise ValueError(f"invalid acquisition date {shown(date)}: use YYYY-MM-DD")
     try:
         datetime.date.fromisoformat(date)
     except ValueError:
@@ -112,7 +112,7 @@ class RegionCatalogue:
             return self._regions[name]
         except KeyError:
             raise UnknownRegionError(
-                f"unknown region {name!r}; known regions: {', '.join(self.names())}. "
+                f"unknown region {shown(name)}; known regions: {', '.join(self.names())}. "
                 "Add one with `geo-assets region add NAME --bbox MINX MINY MAXX MAXY --crs EPSG:XXXX`"
             ) from None
 

@@ -23,6 +23,7 @@ from geo_assets.geo import sample, stac, synthetic
 from geo_assets.geo.grid import Bounds, TileGrid
 from geo_assets.geo.regions import Region
 from geo_assets.geo.stac import ImagerySettings
+from geo_assets.geo.store import shown
 
 DEFAULT_BANDS = ("blue", "green", "red", "nir")
 
@@ -242,7 +243,7 @@ def get_source(name: str) -> ImagerySource:
     try:
         return SOURCES[name]
     except KeyError:
-        raise ValueError(f"unknown imagery source {name!r}; accepted: {', '.join(sorted(SOURCES))}") from None
+        raise ValueError(f"unknown imagery source {shown(name)}; accepted: {', '.join(sorted(SOURCES))}") from None
 
 
 def plan_scene(

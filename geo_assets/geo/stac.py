@@ -832,6 +832,11 @@ def read_window(
             src = ds.src
             if declared_crs is not None and ds.crs != CRS.from_user_input(declared_crs):
                 raise ItemMismatchError(f"{href}: the COG is in {ds.crs}, but its STAC item declares {declared_crs}")
+            if src.count != 1 or not np.issubdtype(src.dtypes[0], np.unsignedinteger):
+                raise ItemMismatchError(  # else band 1 of it would be read as if it were the band, or floats cast
+                    f"{href}: the COG has {src.count} band(s) of {src.dtypes[0]}; a band asset is one band of "
+                    "unsigned integers (reflectance DN or a quality mask)"
+                )
             t = ds.transform
             if _same_crs(ds.crs, crs) and t.b == 0 and t.d == 0 and t.e < 0:
                 sb = ds.bounds

@@ -24,7 +24,7 @@ from rasterio.warp import transform_bounds, transform_geom
 from geo_assets.geo import acquisitions
 from geo_assets.geo.landcover import CLASSES, COLOURS
 from geo_assets.geo.regions import load_catalogue, validate_date, validate_region_name
-from geo_assets.geo.store import Store, validate_key
+from geo_assets.geo.store import Store, shown, validate_key
 from geo_assets.ml import registry
 
 _VERSION = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -50,7 +50,7 @@ def check_model(name: str) -> str:
     try:
         return validate_region_name(name)  # model names are slugs, as regions are (partitions.validate_model_name)
     except ValueError:
-        raise BadRequest(f"invalid model name {name!r}: lowercase letters, digits and hyphens") from None
+        raise BadRequest(f"invalid model name {shown(name)}: lowercase letters, digits and hyphens") from None
 
 
 def check_version(version: str) -> str:

@@ -107,6 +107,21 @@ def _readable(store: Store, key: str) -> dict | None:
         return None
 
 
+def _unavailable(store: Store, name: str, version: str | None = None) -> str:
+    """Why model `name` (or its `version`) cannot be found: a damaged record is named, never taken for a
+    version that was not trained."""
+    stored = [k for k in store.list(f"models/{name}") if k.endswith("/" + MODEL_FILE)]
+    records = stored if version is None else [k for k in stored if k == f"{model_prefix(name, version)}/{MODEL_FILE}"]
+    for key in records:
+        try:
+            store.read_json(key)
+        except CorruptObjectError as exc:
+            return f"model {name!r}: the record of version {key.split('/')[-2]} cannot be read ({exc}); restore it, or train a new version"
+    if version is None or not stored:
+        return f"model {name!r} has no trained versions; materialise trained_model[{name}] first"
+    return f"model {name!r} has no version {version!r}"
+
+
 def acquisitions(dataset_manifest: dict) -> list[list[str]]:
     """The (region, date) pairs of an evaluation or training set, sorted: what the set is, whatever their data versions."""
     return sorted([i["region"], i["date"]] for i in dataset_manifest["items"])
@@ -239,14 +254,15 @@ def serving_version(store: Store, name: str, min_miou: float, versions: list[dic
     """The version that predicts for `name` when run config names none."""
     versions = list_versions(store, name) if versions is None else versions
     if not versions:
-        raise LookupError(f"model {name!r} has no trained versions; materialise trained_model[{name}] first")
+        raise LookupError(_unavailable(store, name))
     registered = registered_set(store, name)
     pin = serving_pin(store, name)
     if pin is not None:
         record = next((r for r in versions if r["version"] == pin["version"]), None)
         if record is None:
             raise LookupError(
-                f"model {name!r} is pinned to version {pin['version']}, which is not stored; "
+                f"model {name!r} is pinned to version {pin['version']}, which is not stored or unreadable "
+                f"({_unavailable(store, name, pin['version'])}); "
                 f"run `geo-assets model promote {name} --auto` or promote a stored version"
             )
         if not passes(record, min_miou, registered):
@@ -316,10 +332,8 @@ def resolve_version(
         if record["version"] == version:
             return record
     if not versions:
-        raise LookupError(f"model {name!r} has no trained versions; materialise trained_model[{name}] first")
-    raise LookupError(
-        f"model {name!r} has no version {version!r}; versions: {', '.join(r['version'] for r in versions)}"
-    )
+        raise LookupError(_unavailable(store, name, version))
+    raise LookupError(f"{_unavailable(store, name, version)}; versions: {', '.join(r['version'] for r in versions)}")
 
 
 def promote(store: Store, name: str, version: str, min_miou: float) -> dict:

@@ -65,8 +65,9 @@ def _open_asset_graph(page, base: str, shoot) -> str:
     return page.url
 
 
-def _materialise_from_launchpad(page, shoot) -> str:
-    """Open the launchpad, pick the partition, give the run config, launch; returns the run id."""
+def _launchpad(page, config: str):
+    """Open the launchpad, pick the partition and give the run config; returns the launchpad, once the
+    config is checked."""
     materialize_menu = page.locator("button[class*=Button_filled]").filter(
         has=page.get_by_role("img", name="arrow_drop_down")
     )
@@ -81,8 +82,14 @@ def _materialise_from_launchpad(page, shoot) -> str:
     # Choosing a partition rewrites the editor with that partition's defaults: edit after it.
     launchpad.locator(".CodeMirror").click()
     page.keyboard.press("Control+a")
-    page.keyboard.insert_text(CONFIG)
+    page.keyboard.insert_text(config)
     page.get_by_text("Checking config").wait_for(state="hidden")
+    return launchpad
+
+
+def _materialise_from_launchpad(page, shoot, config: str = CONFIG) -> str:
+    """Open the launchpad, pick the partition, give the run config, launch; returns the run id."""
+    launchpad = _launchpad(page, config)
     launchpad.get_by_text("No errors").wait_for()
     shoot("launchpad")
     launchpad.get_by_role("button", name="Materialize").click()
@@ -215,3 +222,27 @@ def test_materialise_see_the_preview_and_backfill_in_the_ui(server, page, shoot)
         assert _tags(r)["dagster/backfill"] == backfill_id
         assert yaml.safe_load(r["runConfigYaml"]) == yaml.safe_load(CONFIG), r
     _see_backfill_runs(page, [r["runId"] for r in runs], shoot)
+
+
+RUN_IDS = """{ runsOrError { ... on Runs { results { runId } } } }"""
+
+
+def test_the_launchpad_names_a_bad_setting_before_a_run_and_a_run_past_a_bound_fails_naming_it(server, page, shoot):
+    """Bad input through the UI (the CLI and GraphQL: tests/triggers/test_bad_inputs.py): an unknown
+    enumerated value is refused in the launchpad, before any run; a number past its bound (Dagster's config
+    schema has no ranges) launches a run that fails in its step, before any work, and the run page says why."""
+    _open_asset_graph(page, server.base, shoot)
+    before = {r["runId"] for r in graphql(server.graphql, RUN_IDS)["runsOrError"]["results"]}
+    launchpad = _launchpad(page, CONFIG.replace("source: synthetic", "source: sentinel-9"))
+    launchpad.get_by_text(re.compile("not in enum type ImagerySource got sentinel-9")).first.wait_for()
+    shoot("launchpad-bad-source")
+    assert launchpad.get_by_role("button", name="Materialize").is_disabled()
+    page.keyboard.press("Escape")
+    assert {r["runId"] for r in graphql(server.graphql, RUN_IDS)["runsOrError"]["results"]} == before
+
+    page.reload()
+    run_id = _materialise_from_launchpad(page, shoot, CONFIG.replace("tile_size: 64", "tile_size: 4112"))
+    page.get_by_text(re.compile(r"^Failure$")).first.wait_for(timeout=RUN_TIMEOUT_MS)
+    page.get_by_text(re.compile("tile_size must be a multiple of 16 between 16 and 4096, got 4112")).first.wait_for()
+    shoot("run-past-a-bound")
+    assert graphql(server.graphql, RUN, {"id": run_id})["runOrError"]["status"] == "FAILURE"
