@@ -26,7 +26,17 @@ from geo_assets.graphql import DagsterClient, LaunchError
 from geo_assets.ml import registry
 from tests.faults import reliability
 
-MEASURES = ["geo_assets/cli.py", "geo_assets/config.py", "geo_assets/launches.py", "geo_assets/geo/regions.py"]
+MEASURES = [
+    "geo_assets/cli.py",
+    "geo_assets/config.py",
+    "geo_assets/launches.py",
+    "geo_assets/partitions.py",
+    "geo_assets/geo/regions.py",
+    "geo_assets/geo/store.py",
+    "geo_assets/geo/stac.py",
+    "geo_assets/assets/imagery.py",
+    "geo_assets/ml/registry.py",
+]
 RUN_IDS = """{ runsOrError { ... on Runs { results { runId } } } }"""
 ADD_PARTITION = """mutation($name: String!, $key: String!) {
   addDynamicPartition(repositorySelector: {repositoryName: "__repository__", repositoryLocationName: "geo_assets.definitions"},
