@@ -26,8 +26,8 @@ import dagster as dg
 from geo_assets.assets.common import digest
 from geo_assets.geo.arrivals import Arrival, WatchState
 from geo_assets.geo.arrived_scenes import region_from_item
+from geo_assets.geo.messages import shown
 from geo_assets.geo.regions import add_region, load_catalogue
-from geo_assets.geo.store import shown
 from geo_assets.partitions import REGIONS, dates_partitions, region_date_key
 from geo_assets.settings import by_name
 from resources.arrivals import ArrivalsResource, since_timestamp

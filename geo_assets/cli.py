@@ -409,8 +409,8 @@ def cmd_train(args) -> int:
     `labels` per region, then one of `training_set` and `trained_model`, each followed to its end."""
     import json
 
-    from geo_assets.config import ConfigError, TrainingConfig
-    from geo_assets.geo.store import shown
+    from geo_assets.config import ConfigError, TrainingConfig, TrainingSetConfig
+    from geo_assets.geo.messages import shown
     from geo_assets.graphql import ui_url
     from geo_assets.partitions import validate_model_name
 
@@ -423,18 +423,24 @@ def cmd_train(args) -> int:
         ) from None
     if not isinstance(config, dict):
         raise ValueError("--config must be a JSON object: trained_model's config")
-    unknown = sorted(set(config) - set(TrainingConfig.model_fields))
+    unknown = sorted(set(config) - set(TrainingConfig.model_fields))  # Dagster's schema refuses them, later
     if unknown:
         raise ValueError(
             f"--config: unknown field(s) {', '.join(map(shown, unknown))}; trained_model takes "
             + ", ".join(TrainingConfig.model_fields)
         )
-    try:  # refused here, before the labels runs it would follow
-        TrainingConfig(**config)
+    # Refused here, before the labels runs it would follow; a value Dagster reads from the environment
+    # ({"env": "VAR"}, as the launchpad allows) is the run's to check.
+    given = {
+        k: v for k, v in config.items() if k == "hyperparameters" or not (isinstance(v, dict) and set(v) == {"env"})
+    }
+    try:
+        TrainingConfig(**given)
     except ConfigError as exc:
         raise ValueError(f"--config: {exc}") from None
     catalogue = _load_catalogue()
     regions = [catalogue.get(r).name for r in args.regions]  # an unknown region fails here, naming the known ones
+    TrainingSetConfig(regions=regions)  # and too many of them (ConfigError)
     client = _ready_client(args.url)
     trigger = {"geo-assets/trigger": "cli-train"}
     launches: list[tuple[list[str], str, dict]] = [(["labels"], r, {}) for r in regions]

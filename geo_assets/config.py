@@ -10,6 +10,7 @@ from pydantic import AfterValidator, ConfigDict, PlainSerializer, ValidationErro
 from geo_assets.geo import sample, stac, synthetic
 from geo_assets.geo.labels import LABEL_SOURCES
 from geo_assets.geo.margins import MAX_MARGIN
+from geo_assets.geo.messages import shown
 from geo_assets.geo.regions import validate_date, validate_region_name
 from geo_assets.geo.sources import SOURCES
 from geo_assets.geo.store import validate_key
@@ -115,7 +116,7 @@ def validated(predicate, message: str):
 
     def check(value):
         if not predicate(value):
-            raise ValueError(message.format(value=value))
+            raise ValueError(message.format(value=shown(value)))  # a 10 KB list is not echoed whole
         return value
 
     return AfterValidator(check)
@@ -181,14 +182,14 @@ Acquisition = Annotated[
     str,
     validated(
         lambda v: v.count("/") == 1 and validate_region_name(v.split("/")[0]) and validate_date(v.split("/")[1]),
-        "an acquisition is REGION/YYYY-MM-DD, got {value!r}",
+        "an acquisition is REGION/YYYY-MM-DD, got {value}",
     ),
 ]
 Acquisitions = Annotated[
     list[Acquisition], validated(lambda v: len(v) <= 10_000, "acquisitions must list at most 10,000")
 ]
 Version = Annotated[
-    str, validated(lambda v: re.fullmatch(r"[0-9a-f]{12}", v), "invalid model version {value!r}: 12 hex digits")
+    str, validated(lambda v: re.fullmatch(r"[0-9a-f]{12}", v), "invalid model version {value}: 12 hex digits")
 ]
 
 

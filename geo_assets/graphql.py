@@ -354,6 +354,8 @@ class DagsterClient:
         if result["__typename"] == ok:
             return result
         details = "; ".join(e["message"] for e in result.get("errors", [])) or result.get("message", "")
+        if len(details) > 2000:  # Dagster's refusal quotes the value it refused, whatever its size
+            details = f"{details[:2000]}... ({len(details):,} characters)"
         database = self.database_down(details)
         if database:
             raise LaunchError(database)

@@ -7,8 +7,8 @@ from typing import TypeVar
 
 import dagster as dg
 
+from geo_assets.geo.messages import shown
 from geo_assets.geo.regions import validate_date, validate_region_name
-from geo_assets.geo.store import shown
 
 T = TypeVar("T")
 
@@ -49,11 +49,6 @@ def partition_key(context: dg.AssetExecutionContext, validate: Callable[[str], T
     """The run's one partition key through `validate`, its tags validated first (`_check_tags`)."""
     _check_tags(context, validate)
     return validate(context.partition_key)
-
-
-def region_and_date(context: dg.AssetExecutionContext) -> tuple[str, str]:
-    """The validated (region, date) of a run; hostile keys fail here, before any storage is touched."""
-    return partition_key(context, split_key)
 
 
 def check_partition_dates(dates: list[str]) -> None:

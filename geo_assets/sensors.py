@@ -25,8 +25,8 @@ import dagster as dg
 from geo_assets.arrival_sensor import scene_arrivals
 from geo_assets.assets.common import digest
 from geo_assets.geo.acquisitions import imagery_key, legacy_imagery_key
+from geo_assets.geo.messages import shown
 from geo_assets.geo.regions import CATALOGUE_KEY, RegionCatalogue, stored_catalogue
-from geo_assets.geo.store import shown
 from geo_assets.partitions import MODELS, REGIONS, region_date_partitions, validate_model_name
 from resources.storage import StorageResource
 

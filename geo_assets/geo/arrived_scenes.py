@@ -23,6 +23,7 @@ from shapely.geometry import shape
 
 from geo_assets.geo import stac
 from geo_assets.geo.grid import Bounds
+from geo_assets.geo.messages import shown
 from geo_assets.geo.regions import Region
 from geo_assets.geo.sources import DEFAULT_BANDS, SourceSpec, StacScene, StacSource, Window, check_bands
 from geo_assets.geo.stac import ImagerySettings, NoItemsError
@@ -135,7 +136,7 @@ def _asset_key(store: Store, item_key: str, href: str) -> str:
         return validate_key(key)  # type: ignore[arg-type]  # None raises TypeError: refused below
     except (ValueError, TypeError):
         raise ValueError(
-            f"arrived item {store.uri(item_key)}: asset href {href!r} lies outside the storage root {store.root}; "
+            f"arrived item {store.uri(item_key)}: asset href {shown(href)} lies outside the storage root {store.root}; "
             "an arrived scene carries its COGs in the storage (hrefs relative to the item)"
         ) from None
 

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 
 from geo_assets.geo.grid import HALF_SPAN_M, Bounds, TileGrid, projected_crs
-from geo_assets.geo.store import ObjectNotFoundError, shown
+from geo_assets.geo.messages import shown
+from geo_assets.geo.store import ObjectNotFoundError
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

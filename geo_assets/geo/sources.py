@@ -21,9 +21,9 @@ import numpy as np
 
 from geo_assets.geo import sample, stac, synthetic
 from geo_assets.geo.grid import Bounds, TileGrid
+from geo_assets.geo.messages import shown
 from geo_assets.geo.regions import Region
 from geo_assets.geo.stac import ImagerySettings
-from geo_assets.geo.store import shown
 
 DEFAULT_BANDS = ("blue", "green", "red", "nir")
 

@@ -36,7 +36,6 @@ import logging
 import os
 import re
 import tempfile
-import unicodedata
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -47,6 +46,7 @@ from typing import Any, ClassVar
 from urllib.parse import unquote, urlparse
 
 from geo_assets.geo import retries
+from geo_assets.geo.messages import shown
 
 __all__ = [
     "BucketNotFoundError",
@@ -62,7 +62,6 @@ __all__ = [
     "Store",
     "local_root",
     "make_store",
-    "shown",
     "validate_key",
 ]
 
@@ -116,18 +115,6 @@ class ObjectInfo:
 
 
 PAGE = 1000  # the most keys one S3 or GCS listing request returns
-
-
-def shown(value: object, limit: int = 100) -> str:
-    """`value` as an error names it: its repr (control characters escaped), cut after `limit` characters
-    with its length said, and its first character outside ASCII named (a look-alike of a valid name)."""
-    if not isinstance(value, str):
-        return repr(value)[:limit]
-    said = repr(value[:limit]) + (f"... ({len(value):,} characters)" if len(value) > limit else "")
-    odd = next((c for c in value if not c.isascii()), None)
-    if odd is not None:
-        said += f" (its {odd!r} is U+{ord(odd):04X} {unicodedata.name(odd, 'unnamed')}, not ASCII)"
-    return said
 
 
 def validate_key(key: str) -> str:

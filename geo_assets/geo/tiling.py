@@ -31,7 +31,8 @@ def cut_imagery_tile(store: Store, scene: Scene, bands: list[str], prefix: str, 
         "path": key,
         "bounds": list(tile.bounds),
         "digest": pixel_digest(window.data),
-        "nodata_fraction": round(1.0 - float(window.valid.mean()), 6),
+        # Rounded, but never to 1 while one pixel is valid: 1 means none (imagery_tiles refuses all-nodata items).
+        "nodata_fraction": min(round(1.0 - float(window.valid.mean()), 6), 0.999999 if window.valid.any() else 1.0),
     }
     if window.cloud is not None:
         cloud_key = f"{prefix}/{tile.key}.cloud.tif"

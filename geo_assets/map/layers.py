@@ -23,8 +23,9 @@ from rasterio.warp import transform_bounds, transform_geom
 
 from geo_assets.geo import acquisitions
 from geo_assets.geo.landcover import CLASSES, COLOURS
+from geo_assets.geo.messages import shown
 from geo_assets.geo.regions import load_catalogue, validate_date, validate_region_name
-from geo_assets.geo.store import Store, shown, validate_key
+from geo_assets.geo.store import Store, validate_key
 from geo_assets.ml import registry
 
 _VERSION = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")

@@ -178,7 +178,7 @@ def served(tmp_path):
     server.shutdown()
 
 
-def test_a_remote_read_that_gdal_retried_is_counted_whatever_rasterios_log_level(served):
+def test_a_remote_read_that_gdal_retried_is_counted_whatever_rasterios_log_level(served, caplog):
     """GDAL retries a 503 itself and says so only in a warning: counted (geo/retries.py) even where the
     deployment set rasterio's loggers to ERROR, and a read that runs out of retries is the store failing,
     not a corrupt raster."""
@@ -195,9 +195,11 @@ def test_a_remote_read_that_gdal_retried_is_counted_whatever_rasterios_log_level
         with rasterio.Env(**options, CPL_VSIL_CURL_NON_CACHED=url):
             retries.count_gdal_retries()
             proxy.inject("503", times=2, methods=("GET", "HEAD"))
-            with retries.collecting() as retried:
+            with retries.collecting() as retried, caplog.at_level(logging.WARNING, logger="geo_assets"):
                 data, _ = read_raster(url)
             assert retried == ["HTTP 503", "HTTP 503"] and data.sum() == sum(range(64 * 64))
+            said = [r.getMessage() for r in caplog.records if r.name.startswith("geo_assets")]
+            assert said == [f"reading {url}: succeeded after retries: 2 (HTTP 503 x2)"]  # said once, never silent
             proxy.inject("503", methods=("GET", "HEAD"))
             with pytest.raises(
                 OSError, match=r"cannot read raster .*tile.tif: still failing after retries: (\d+) \(HTTP 503 x\1\)"

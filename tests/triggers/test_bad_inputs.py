@@ -21,6 +21,7 @@ import rasterio
 from devtools.arrivals import BANDS, write_scene
 from devtools.dagster_dev import graphql
 from geo_assets.geo.acquisitions import pick_imagery
+from geo_assets.geo.messages import shown
 from geo_assets.geo.regions import load_catalogue
 from geo_assets.graphql import DagsterClient, LaunchError
 from geo_assets.ml import registry
@@ -36,14 +37,18 @@ MEASURES = [
     "geo_assets/geo/stac.py",
     "geo_assets/assets/imagery.py",
     "geo_assets/ml/registry.py",
+    "geo_assets/geo/messages.py",
+    "geo_assets/geo/sources.py",
+    "geo_assets/geo/tiling.py",
+    "geo_assets/assets/common.py",
+    "geo_assets/assets/labels.py",
+    "geo_assets/assets/models.py",
+    "geo_assets/graphql.py",
+    "tests/triggers/test_bad_inputs.py",
 ]
 RUN_IDS = """{ runsOrError { ... on Runs { results { runId } } } }"""
-ADD_PARTITION = """mutation($name: String!, $key: String!) {
-  addDynamicPartition(repositorySelector: {repositoryName: "__repository__", repositoryLocationName: "geo_assets.definitions"},
-                      partitionsDefName: $name, partitionKey: $key) { __typename ... on PythonError { message } }
-}"""
-
 FIELD = "tiny-field"  # the world's region (conftest.py) with imagery on 2024-06-01
+DAY = f"2024-06-01|{FIELD}"
 LOOKALIKE = "t\u0456ny-field"  # "tiny-field" with a Cyrillic i: looks the same, is another name
 NAMES = {  # label: (the name, how errors must show it)
     "dot-dot": ("../x", "'../x'"),
@@ -89,7 +94,7 @@ def _failed_run(server: str, run_id: str) -> Said:
 def _graphql_launch(server: str, assets: list[str], partition: str, ops: dict) -> Said:
     try:
         client = DagsterClient(server)
-        if assets[0] in ("labels", "training_set"):  # one-dimensional: a region's or a model's key
+        if "|" not in partition:  # one-dimensional: a region's or a model's key
             run_id = client.launch_assets(assets, {"ops": ops}, {"dagster/partition": partition})
         else:
             run_id = client.launch_run(assets, partition, {"ops": ops}, {})
@@ -121,7 +126,7 @@ class Case:
 
 CASES: list[Case] = []
 
-for label, (name, shown) in NAMES.items():
+for label, (name, said) in NAMES.items():
     CASES += [
         Case(
             f"region name {label}",
@@ -129,76 +134,104 @@ for label, (name, shown) in NAMES.items():
             lambda w, s, n=name: _cli(w, s)(
                 "region", "add", n, "--bbox", "0", "0", "1280", "1280", "--crs", "EPSG:32631"
             ),
-            ["invalid region name", shown],
+            ["invalid region name", said],
         ),
         Case(
             f"region name {label}",
             "CLI launch --region",
             lambda w, s, n=name: _cli(w, s)("launch", "--region", n, "--date", "2024-06-02"),
-            ["invalid region name", shown],
+            ["invalid region name", said],
         ),
         Case(
             f"model name {label}",
             "CLI launch --model",
             lambda w, s, n=name: _cli(w, s)("launch", "--region", "tiny-field", "--date", "2024-06-02", "--model", n),
-            ["invalid model name", shown],
+            ["invalid model name", said],
         ),
         Case(
             f"model name {label}",
             "CLI train",
             lambda w, s, n=name: _cli(w, s)("train", n, "--regions", "tiny-field"),
-            ["invalid model name", shown],
+            ["invalid model name", said],
         ),
         Case(
             f"region name {label}",
             "GraphQL launch of imagery_tiles",
             lambda w, s, n=name: _graphql_launch(s, ["imagery_tiles"], f"2024-06-02|{n}", {}),
-            ["invalid region name", shown],
+            ["invalid region name", said],
         ),
         Case(
             f"region name {label}",
             "GraphQL launch of predictions",
             lambda w, s, n=name: _graphql_launch(s, ["predictions"], f"2024-06-02|{n}", {}),
-            ["invalid region name", shown],
+            ["invalid region name", said],
         ),
         Case(
             f"region name {label}",
             "GraphQL launch of labels",
             lambda w, s, n=name: _graphql_launch(s, ["labels"], n, {}),
-            ["invalid region name", shown],
+            ["invalid region name", said],
         ),
         Case(
             f"model name {label}",
             "GraphQL launch of training_set",
             lambda w, s, n=name: _graphql_launch(s, ["training_set"], n, {}),
-            ["invalid model name", shown],
+            ["invalid model name", said],
         ),
     ]
 
-BOUNDS = [  # (asset, field, value past the bound, words)
-    ("imagery_tiles", "tile_size", 4112, "tile_size must be a multiple of 16 between 16 and 4096, got 4112"),
-    ("imagery_tiles", "tile_size", 8, "tile_size must be a multiple of 16 between 16 and 4096, got 8"),
-    ("imagery_tiles", "max_cloud", 100.5, "max_cloud must be a percentage between 0 and 100, got 100.5"),
-    ("imagery_tiles", "max_cloud", -0.5, "max_cloud must be a percentage between 0 and 100, got -0.5"),
-    ("imagery_tiles", "bands", [], "bands must be a non-empty list without repeats"),
-    ("imagery_tiles", "arrivals", "../elsewhere", "invalid storage key '../elsewhere'"),
-    ("predictions", "batch_size", 0, "batch_size must be between 1 and 256, got 0"),
-    ("predictions", "batch_size", 257, "batch_size must be between 1 and 256, got 257"),
-    ("predictions", "margin", 264, "margin must be a multiple of 8 px between 0 and 256, got 264"),
-    ("predictions", "margin", 4, "margin must be a multiple of 8 px between 0 and 256, got 4"),
-    ("predictions", "version", "../../x", "invalid model version '../../x'"),
-    ("predictions", "model", "../evil", "invalid model name '../evil'"),
+MODEL = "landcover-unet"  # the world's trained model
+BOUNDS = [  # (asset, its partition, field, value past the bound, the words its error must hold)
+    ("imagery_tiles", DAY, "tile_size", 4112, ["tile_size must be a multiple of 16 between 16 and 4096, got 4112"]),
+    ("imagery_tiles", DAY, "tile_size", 8, ["tile_size must be a multiple of 16 between 16 and 4096, got 8"]),
+    ("imagery_tiles", DAY, "max_cloud", 100.5, ["max_cloud must be a percentage between 0 and 100, got 100.5"]),
+    ("imagery_tiles", DAY, "max_cloud", -0.5, ["max_cloud must be a percentage between 0 and 100, got -0.5"]),
+    ("imagery_tiles", DAY, "bands", [], ["bands must be a non-empty list without repeats"]),
+    (
+        "imagery_tiles",
+        DAY,
+        "bands",
+        ["red"] * 3000,
+        ["bands must be a non-empty list without repeats", "(3,000 items)"],
+    ),
+    ("imagery_tiles", DAY, "source", "s" * 10_240, ["not in enum type ImagerySource", "characters)"]),
+    ("imagery_tiles", DAY, "arrivals", "../elsewhere", ["invalid storage key '../elsewhere'"]),
+    ("labels", FIELD, "tile_size", 4112, ["tile_size must be a multiple of 16 between 16 and 4096, got 4112"]),
+    ("predictions", DAY, "batch_size", 0, ["batch_size must be between 1 and 256, got 0"]),
+    ("predictions", DAY, "batch_size", 257, ["batch_size must be between 1 and 256, got 257"]),
+    ("predictions", DAY, "margin", 264, ["margin must be a multiple of 8 px between 0 and 256, got 264"]),
+    ("predictions", DAY, "margin", 4, ["margin must be a multiple of 8 px between 0 and 256, got 4"]),
+    ("predictions", DAY, "tile_size", 8, ["tile_size must be a multiple of 16 between 16 and 4096, got 8"]),
+    ("predictions", DAY, "version", "../../x", ["invalid model version '../../x'"]),
+    ("predictions", DAY, "model", "../evil", ["invalid model name '../evil'"]),
+    ("region_report", DAY, "margin", 264, ["margin must be a multiple of 8 px between 0 and 256, got 264"]),
+    ("region_report", DAY, "tile_size", 4112, ["tile_size must be a multiple of 16 between 16 and 4096, got 4112"]),
+    (
+        "training_set",
+        MODEL,
+        "regions",
+        ["a"] * 257,
+        ["regions must name at least one region and at most 256", "(257 items)"],
+    ),
+    ("training_set", MODEL, "dates", ["2024-06-01"] * 1001, ["dates must list at most 1,000 dates"]),
+    (
+        "training_set",
+        MODEL,
+        "acquisitions",
+        [f"{FIELD}/2024-06-01"] * 10_001,
+        ["acquisitions must list at most 10,000"],
+    ),
+    ("trained_model", MODEL, "epochs", 0, ["epochs must be from 1 to 1,000, got 0"]),
+    ("model_evaluation", MODEL, "batch_size", 257, ["batch_size must be between 1 and 256, got 257"]),
 ]
 CASES += [
     Case(
-        f"{asset} {field}: {json.dumps(value)}",
+        f"{asset} {field}: {shown(value, 40)}",
         "GraphQL launch",
-        lambda w, s, a=asset, f=field, v=value: _graphql_launch(
-            s, [a], "2024-06-01|tiny-field", {a: {"config": {f: v}}}
-        ),
-        [words],
+        lambda w, s, a=asset, k=key, f=field, v=value: _graphql_launch(s, [a], k, {a: {"config": {f: v}}}),
+        words,
     )
-    for asset, field, value, words in BOUNDS
+    for asset, key, field, value, words in BOUNDS
 ]
 
 TRAINING = [  # trained_model's config through `geo-assets train --config`
@@ -396,10 +429,14 @@ def test_the_table_is_recorded():
         "Bad input through the CLI and GraphQL",
         "tests/triggers/test_bad_inputs.py",
         MEASURES,
-        f"{len(SEEN)} bad inputs against a `dagster dev` serving a tiny world: hostile region and model names "
-        "(`../x`, `a/b`, NUL, an escape sequence, a newline, empty, 10 KB, a Cyrillic look-alike), run config "
-        "past each bound, trained_model config past each bound. Each got one error naming it and the problem "
-        f"({refused} refused before any run, {len(SEEN) - refused} failed in the step before any work); no "
-        "stored file changed or deleted, none written.",
+        f"{len(SEEN)} bad inputs against a `dagster dev` serving a tiny world, through the CLI and GraphQL: "
+        "hostile region and model names (`../x`, `a/b`, NUL, an escape sequence, a newline, empty, 10 KB, a "
+        "Cyrillic look-alike) as arguments and partition keys; run config past each bound of every asset; "
+        "trained_model config past each bound through `geo-assets train`; an arrived scene's COG truncated, "
+        "not a GeoTIFF, in another CRS, of three bands, of floats, all nodata; a stored imagery tile truncated "
+        "or zeroed, model.onnx and model.pt2 truncated, model.json empty. Each got one error whose first line "
+        f"names it and the problem: {refused} were refused before any run, {len(SEEN) - refused} failed their "
+        "run's step. No stored file was changed or deleted; a refusal wrote nothing; a failed step wrote "
+        "nothing outside the storage root and published nothing (no manifest).",
         {f"{kind} via {path}": f"{said.how}: {said.words[:160]}".replace("|", "\\|") for kind, path, said in SEEN},
     )
