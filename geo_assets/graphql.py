@@ -353,16 +353,16 @@ class DagsterClient:
     def _result(self, result: dict, ok: str, what: str, maybe_created: bool = False) -> dict:
         if result["__typename"] == ok:
             return result
-        details = "; ".join(e["message"] for e in result.get("errors", [])) or result.get("message", "")
-        if len(details) > 2000:  # Dagster's refusal quotes the value it refused, whatever its size
-            details = f"{details[:2000]}... ({len(details):,} characters)"
+        messages = [e["message"] for e in result.get("errors", [])] or [result.get("message", "")]
+        details = "; ".join(messages)
         database = self.database_down(details)
         if database:
             raise LaunchError(database)
         code_server = self.code_server_down(details, maybe_created)
         if code_server:
             raise code_server
-        raise LaunchError(f"{what} refused ({result['__typename']}): {details}")
+        # Dagster's refusal quotes the value it refused, whatever its size: each message is cut.
+        raise LaunchError(f"{what} refused ({result['__typename']}): {'; '.join(map(_cut, messages))}")
 
     def launch_run(self, assets: list[str], partition: str, run_config: dict, tags: dict[str, str]) -> str:
         """Launch one run materialising `assets` for a `date|region` partition; return its run id."""
@@ -458,6 +458,10 @@ class DagsterClient:
             if time.monotonic() > deadline:
                 raise LaunchError(f"backfill {backfill_id} did not end in {timeout:.0f} s")
             time.sleep(poll)
+
+
+def _cut(message: str, limit: int = 300) -> str:
+    return message if len(message) <= limit else f"{message[:limit]}... ({len(message):,} characters)"
 
 
 def _describe(event: dict) -> str:
