@@ -69,6 +69,11 @@ class Said:
     how: str
     words: str
 
+    @property
+    def headline(self) -> str:
+        """The error's first line: it says it all (a tile's failure adds the traceback where it ran)."""
+        return self.words.split("\n")[0]
+
 
 def _run_ids(url: str) -> set[str]:
     return {r["runId"] for r in graphql(url, RUN_IDS)["runsOrError"]["results"]}
@@ -403,8 +408,7 @@ def test_bad_input_gets_one_clear_error_and_touches_nothing(world, server, case)
 def _one_clear_error(world, server, case: Case) -> None:
     before_runs, before_files = _run_ids(server), _snapshot(world.tmp)
     said = case.act(world, server)
-    # The error's first line says it all (a tile's failure adds the traceback where it ran, for whoever debugs).
-    headline = said.words.split("\n")[0]
+    headline = said.headline
     assert all(w in headline for w in case.words), said
     assert len(headline) < 600, said  # one clear line, not the input echoed back whole
     after = _snapshot(world.tmp)
@@ -438,5 +442,5 @@ def test_the_table_is_recorded():
         f"names it and the problem: {refused} were refused before any run, {len(SEEN) - refused} failed their "
         "run's step. No stored file was changed or deleted; a refusal wrote nothing; a failed step wrote "
         "nothing outside the storage root and published nothing (no manifest).",
-        {f"{kind} via {path}": f"{said.how}: {said.words[:160]}".replace("|", "\\|") for kind, path, said in SEEN},
+        {f"{kind} via {path}": f"{said.how}: {said.headline[:160]}".replace("|", "\\|") for kind, path, said in SEEN},
     )
