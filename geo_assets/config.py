@@ -47,7 +47,6 @@ __all__ = [
     "TrainingConfig",
     "TrainingSetConfig",
     "Version",
-    "config_errors",
     "validated",
 ]
 
@@ -66,7 +65,8 @@ class ConfigError(ValueError):
     of lines with its input repeated and a link)."""
 
 
-def config_errors(exc: ValidationError) -> str:
+def _one_line(exc: ValidationError) -> str:
+    """Each of pydantic's errors as one clause naming its field."""
     said = []
     for error in exc.errors():
         message = error["msg"].removeprefix("Value error, ")
@@ -82,7 +82,7 @@ class _Config(dg.Config):
         try:
             super().__init__(**values)
         except ValidationError as exc:  # what the step says when a run's config is past a bound
-            raise ConfigError(config_errors(exc)) from None
+            raise ConfigError(_one_line(exc)) from None
 
 
 # Enumerated settings: checked by Dagster's config system when a run is launched (UI, GraphQL, CLI).
