@@ -54,12 +54,12 @@ PIPES_CLOSED_WITH_EXCEPTION = "[pipes] external process pipes closed with except
 
 def _within(low: float, high: float):
     return validated(
-        lambda v: math.isfinite(v) and low <= v <= high, f"must be a number from {low} to {high}, got {{value!r}}"
+        lambda v: math.isfinite(v) and low <= v <= high, f"must be a number from {low} to {high}, got {{value}}"
     )
 
 
 def _pattern(regex: str, what: str):
-    return validated(lambda v: isinstance(v, str) and re.fullmatch(regex, v) is not None, f"{{value!r}} is not {what}")
+    return validated(lambda v: isinstance(v, str) and re.fullmatch(regex, v) is not None, f"{{value}} is not {what}")
 
 
 PollSeconds = Annotated[float, _within(0.1, 600)]
@@ -178,7 +178,7 @@ Accelerator = Annotated[
     str,
     validated(
         lambda v: v in VERTEX_ACCELERATORS,
-        f"unknown accelerator type {{value!r}}; accepted: {', '.join(VERTEX_ACCELERATORS)}",
+        f"unknown accelerator type {{value}}; accepted: {', '.join(VERTEX_ACCELERATORS)}",
     ),
 ]
 GcpProject = Annotated[str, _pattern(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", "a Google Cloud project id")]
