@@ -1,5 +1,5 @@
 """Scene arrivals: new STAC items landing under a watched prefix, found with listings that do not
-grow with the bucket, each object version exactly once.
+grow with the bucket, each object version once (on a local root, again when its folder changes).
 
 Layout. A template of folders, e.g. `incoming/{region}/{date}` (the default) or
 `incoming/{date}/{region}`: every `.json` object anywhere under a partition's folder is one of its
@@ -7,7 +7,7 @@ scene's STAC items; other objects there (the items' COGs) are its assets. Keys t
 folder (a bad region slug or date, a stray file) are unrecognised: reported once, never fatal.
 
 How arrivals are found. Every object version has one arrival time, `modified` (S3 LastModified,
-taken as the end of its whole second; GCS timeCreated; a local file's ctime), and a date from its
+taken as the end of its whole second; GCS timeCreated; a local file's ctime, see below), and a date from its
 key. A version is *recent* when its date is at most `lookback_days` before the day it arrived, else
 *late* (an old date delivered now).
 
@@ -23,12 +23,16 @@ key. A version is *recent* when its date is at most `lookback_days` before the d
   overlap, and whether a version is recent depends on the version alone, so each version is taken by
   one pass, once, with no memory of keys: the cursor is a few hundred bytes, the same at 100 or 10^8
   objects. Deletions leave nothing to find; a rewrite is a new version with a new arrival time.
-- A local file's arrival time is its ctime, which `chmod` and `chown` move too: a pass may then take
-  a version again, and the sensor asks for the run it asked for before (the same run key, which Dagster
-  skips). A folder moved in with `mv` keeps its files' ctimes, from before the watch's slice: it is not
-  found; copy it in, or `touch` its items after the move. (A move stamps only the folder's own ctime, as
-  `chmod`, `chown`, `touch` and `cp -a` do: taking that as its files' arrival would offer every version
-  under a folder again, scenes from before the watch included, at each such change.)
+- A local file's arrival time is the latest ctime of the file and of the folders above it from its
+  partition's folder down: a folder moved in with `mv` (staged elsewhere, then renamed in: the atomic
+  delivery of a file system) keeps its files' ctimes but gets its own, so it arrives when it moved.
+  `chmod` and `chown` move a ctime too, and a file added to or removed from a folder moves the
+  folder's: a pass may then take a version again, and the sensor asks for the run it asked for before
+  (the same run key, which Dagster skips) or, with a new item, one run of the partition for all. No
+  arrival is lost for it; a run is repeated only where a folder changes with no new item (a chmod, a
+  deletion) after its items ran apart. Folders above a partition's (`incoming/`, a region's) stamp
+  nothing: a change there would offer the whole history under them again, so a region folder moved in
+  whole is not found (move its date folders in).
 - A new `lookback_days` applies to versions that arrive after every slice either pass has begun,
   so a setting change neither repeats nor skips a version.
 
@@ -231,6 +235,11 @@ class Watcher:
     max_arrivals: int = 1000  # item versions per tick; the rest come at the next
     page_size: int = PAGE  # keys per listing request
 
+    @property
+    def _moved_depth(self) -> int:
+        """The parts of a partition folder's key: from that folder down, a folder's ctime stamps its files."""
+        return len(self.layout.segments)
+
     def _start_key(self, state: WatchState) -> str:
         """What a root's listing starts after: past every key of the day before the oldest date that
         is recent for a version of this slice ('~' sorts after any key character). Not that date's
@@ -289,7 +298,7 @@ class Watcher:
                 if scans == self.max_requests:
                     p.after = max(p.after, after)
                     return False
-                objects, more = store.scan(root.rstrip("/"), after, self.page_size)
+                objects, more = store.scan(root.rstrip("/"), after, self.page_size, self._moved_depth)
                 scans += 1
                 tick.hot_requests += 1
                 tick.hot_listed += len(objects)
@@ -307,7 +316,7 @@ class Watcher:
         p = state.sweep
         began = time.monotonic()
         while tick.sweep_requests == 0 or time.monotonic() - began < self.sweep_seconds:
-            objects, more = store.scan(self.layout.prefix, p.after, self.page_size)
+            objects, more = store.scan(self.layout.prefix, p.after, self.page_size, self._moved_depth)
             tick.sweep_requests += 1
             tick.sweep_listed += len(objects)
             for o in objects:

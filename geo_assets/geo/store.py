@@ -186,11 +186,16 @@ class Store(ABC):
         temporary files writers killed mid-write left behind (`leftover`), for the paths that delete."""
 
     @abstractmethod
-    def scan(self, prefix: str, start_after: str = "", limit: int = PAGE) -> tuple[builtins.list[ObjectInfo], bool]:
+    def scan(
+        self, prefix: str, start_after: str = "", limit: int = PAGE, moved_depth: int = 0
+    ) -> tuple[builtins.list[ObjectInfo], bool]:
         """One listing request: up to `limit` objects under `prefix` whose keys sort after `start_after`,
         in the server's listing order, and whether more follow. Pass the last key back as `start_after`
         to go on; `start_after` need not exist (it never makes a listing start over, unlike a cursor
-        key that was deleted)."""
+        key that was deleted). `moved_depth` (local folders only; an object store has no folders):
+        a folder whose key has at least that many parts stamps its ctime on the arrival time of what
+        lies under it, so a folder moved in whole (`mv`, whose files keep their ctimes) arrives when it
+        moved."""
 
     @abstractmethod
     def folders(self, prefix: str) -> builtins.list[str]:
@@ -350,16 +355,20 @@ class LocalStore(Store):
                     keys.append(Path(dirpath, name).relative_to(self.base).as_posix())
         return sorted(keys)
 
-    def scan(self, prefix: str, start_after: str = "", limit: int = PAGE) -> tuple[builtins.list[ObjectInfo], bool]:
+    def scan(
+        self, prefix: str, start_after: str = "", limit: int = PAGE, moved_depth: int = 0
+    ) -> tuple[builtins.list[ObjectInfo], bool]:
         """As Store.scan, in S3's order (keys as UTF-8 bytes); folders wholly before `start_after` are
         not entered, so a page costs about as much as the keys it returns."""
         if not 1 <= limit <= PAGE:
             raise ValueError(f"limit must be between 1 and {PAGE}, got {limit}")
         found: list[ObjectInfo] = []
 
-        def walk(path: Path, key_prefix: str) -> bool:  # False: the page is full
+        def walk(path: Path, key_prefix: str, stamp: float) -> bool:  # False: the page is full
             try:
                 entries = list(os.scandir(path))
+                if moved_depth and key_prefix.count("/") >= moved_depth:
+                    stamp = max(stamp, path.stat().st_ctime)  # a rename stamps the moved folder's ctime
             except (FileNotFoundError, NotADirectoryError):
                 return True
             # A folder sorts as "name/": that is where its keys fall among its siblings' keys.
@@ -369,7 +378,7 @@ class LocalStore(Store):
                 if name.endswith("/"):
                     if start_after > key and not start_after.startswith(key):
                         continue  # every key under it sorts before start_after
-                    if not walk(Path(entry.path), key):
+                    if not walk(Path(entry.path), key, stamp):
                         return False
                 elif key > start_after and not name.startswith(".tmp-") and entry.is_file():
                     if len(found) == limit:
@@ -381,10 +390,10 @@ class LocalStore(Store):
                     # The version names the bytes (a rewrite is a new inode or mtime), not the metadata: a
                     # chmod moves the ctime, hence the arrival time, but is no new version.
                     version = f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
-                    found.append(ObjectInfo(key, version, st.st_ctime))
+                    found.append(ObjectInfo(key, version, max(st.st_ctime, stamp)))
             return True
 
-        complete = walk(self.base / validate_key(prefix), validate_key(prefix) + "/")
+        complete = walk(self.base / validate_key(prefix), validate_key(prefix) + "/", 0.0)
         return found, not complete
 
     def folders(self, prefix: str) -> builtins.list[str]:
@@ -649,7 +658,9 @@ class ObjectStore(Store):
     def _list_page(self, prefix: str, start_after: str, limit: int, delimiter: bool, token: str | None) -> dict:
         """One listing request: {"objects": [(name, version, modified)], "folders": [name], "next": token|None}."""
 
-    def scan(self, prefix: str, start_after: str = "", limit: int = PAGE) -> tuple[builtins.list[ObjectInfo], bool]:
+    def scan(
+        self, prefix: str, start_after: str = "", limit: int = PAGE, moved_depth: int = 0
+    ) -> tuple[builtins.list[ObjectInfo], bool]:
         if not 1 <= limit <= PAGE:
             raise ValueError(f"limit must be between 1 and {PAGE}, got {limit}")
         full, strip = self._listing_prefix(prefix)

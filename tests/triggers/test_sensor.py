@@ -139,6 +139,36 @@ def test_a_chmod_of_an_arrived_item_asks_for_the_run_already_asked_for(store, in
     assert [r.run_key for r in rewritten.run_requests] != [request.run_key] and rewritten.run_requests
 
 
+def test_a_scene_folder_moved_in_arrives_when_it_moved(store, instance, tmp_path):
+    """A scene staged elsewhere and moved in with `mv` (a rename: its files keep their old ctimes)
+    arrives when it moved, by the recent-dates pass (today) and by the sweep (an old date); a later
+    file in its folder asks for one run of the partition with both versions."""
+    import os
+
+    staged = Store(local_root(tmp_path / "staging"))  # the same file system as the storage root
+    for date in (TODAY, "2024-06-02"):
+        write_item(staged, f"{date}/S2A_9.json")
+    settled()
+    first, _ = evaluate(store, instance)  # the watch starts after the files were written
+    settled()  # a ctime is read from the kernel's coarse clock, a few ms behind time.time()
+    os.makedirs(store.path("incoming/arrival-farm"))
+    for date in (TODAY, "2024-06-02"):
+        os.rename(staged.path(date), store.path(f"incoming/arrival-farm/{date}"))
+    settled()
+    moved, lines = evaluate(store, instance, first.cursor)
+    keys = {date: f"incoming/arrival-farm/{date}/S2A_9.json" for date in (TODAY, "2024-06-02")}
+    assert sorted((r.partition_key, r.tags["geo-assets/arrivals"]) for r in moved.run_requests) == sorted(
+        (dg.MultiPartitionKey({"region": "arrival-farm", "date": d}), ref(store, k)) for d, k in keys.items()
+    ), lines
+
+    later = f"incoming/arrival-farm/{TODAY}/S2B_10.json"
+    write_item(store, later)
+    settled()
+    both, _ = evaluate(store, instance, moved.cursor)
+    (request,) = both.run_requests
+    assert request.tags["geo-assets/arrivals"] == " ".join(sorted([ref(store, keys[TODAY]), ref(store, later)]))
+
+
 def test_arrivals_for_an_unknown_region_wait_until_it_is_added(store, instance):
     first, _ = evaluate(store, instance)
     key = f"incoming/new-farm/{TODAY}/S2A_1.json"
