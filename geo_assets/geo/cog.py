@@ -79,8 +79,7 @@ def read_raster(path: str | Path) -> tuple[np.ndarray, dict]:
 
     A remote read that GDAL retried (geo/retries.py counts its retries) says so once it succeeds; one that
     failed after retries is the store's failure, not a corrupt raster, and its error says so."""
-    with retries.reading(str(path), RasterioIOError, partial(_read_error, path)):
-        return _read(path)
+    return retries.read(str(path), RasterioIOError, partial(_read_error, path), partial(_read, path))
 
 
 def _read_error(path: str | Path, exc: Exception, retried: list[str]) -> Exception:

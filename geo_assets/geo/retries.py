@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TypeVar
 
 __all__ = [
     "GCS_ATTEMPTS",
@@ -34,7 +35,7 @@ __all__ = [
     "count_gdal_retries",
     "gcs_timeout",
     "describe",
-    "reading",
+    "read",
     "record",
     "s3_config",
     "s3_session",
@@ -46,6 +47,7 @@ __all__ = [
 S3_ATTEMPTS = 5
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _current: ContextVar[list[str] | None] = ContextVar("geo_assets_store_retries", default=None)
 _lock = threading.Lock()
@@ -68,19 +70,31 @@ def collecting() -> Iterator[list[str]]:
             outer.extend(causes)
 
 
-@contextmanager
-def reading(
-    name: str, errors: type[Exception], fail: Callable[[Exception, list[str]], BaseException]
-) -> Iterator[None]:
-    """A read of `name` through GDAL: its retries collected and said in one line when it succeeded after
-    some; a failure of type `errors` is raised as `fail(exc, retries)` (after retries, the store failed)."""
+def read(
+    name: str, errors: type[Exception], fail: Callable[[Exception, list[str]], BaseException], op: Callable[[], T]
+) -> T:
+    """`op()`, a read of `name` through GDAL, with its retries collected and said in one line when it
+    succeeded after some. A failure of type `errors` is raised as `fail(exc, retries)`: with retries, the
+    store failed; without, the object (missing, denied, corrupt). A failure after retries is read once
+    more to tell which: GDAL says "not recognized" both of an object it could not fetch after its retries
+    and of corrupt bytes fetched after one, so only a second attempt with no retry blames the object."""
     with collecting() as retried:
         try:
-            yield
+            result = op()
         except errors as exc:
-            raise fail(exc, retried) from None
-    if retried:  # succeeded, after GDAL's retries: said, never silent
-        log.warning("reading %s: succeeded after retries: %s", name, describe(retried))
+            if not retried:
+                raise fail(exc, []) from None
+        else:
+            if retried:  # succeeded, after GDAL's retries: said, never silent
+                log.warning("reading %s: succeeded after retries: %s", name, describe(retried))
+            return result
+    with collecting() as again:
+        try:
+            result = op()
+        except errors as exc:
+            raise fail(exc, retried + again if again else []) from None
+    log.warning("reading %s: succeeded after retries: %s", name, describe(retried + again))
+    return result
 
 
 def record(cause: str) -> None:

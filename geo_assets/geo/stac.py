@@ -690,7 +690,9 @@ def _read_error(href: str, exc: Exception, retried: list[str]) -> ImageryError:
         return ObjectMissingError(f"{href}: object not found ({text[:300]})")
     if code in (401, 403) or any(s in lowered for s in ("access denied", "accessdenied", "authenticationfailed")):
         return ImageryError(f"{href}: access denied ({text[:300]})")
-    if retried:  # GDAL gave up after its retries: whatever it says then ("not recognized"), the server failed
+    if (
+        retried
+    ):  # GDAL gave up after its retries twice (retries.read): whatever it says ("not recognized"), the server failed
         return ImageryError(
             f"{href}: unavailable, still failing after retries: {retries.describe(retried)} ({text[:300]})"
         )
@@ -826,7 +828,8 @@ def read_window(
     left, bottom, right, top = bounds
     rows, cols = size
     mine = _thread_datasets()
-    with retries.reading(href, RasterioError, partial(_read_error, href)):
+
+    def attempt() -> np.ndarray:
         with mine.lock:  # other threads close this thread's datasets only while it reads none
             ds = mine.dataset(path, plan)  # kept open for the plan's next tiles
             src = ds.src
@@ -871,6 +874,8 @@ def read_window(
                 nodata=fill,
             ) as vrt:
                 return vrt.read(1)
+
+    return retries.read(href, RasterioError, partial(_read_error, href), attempt)
 
 
 def _decode_mask(kind: str, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -139,6 +139,9 @@ def test_a_full_device_raises_enospc():
     assert failed.value.errno == errno.ENOSPC, repr(failed.value)
 
 
+RETRIED = {"GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "0.05", "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+
+
 @pytest.fixture
 def served(tmp_path):
     """A COG over HTTP (ranges answered, as an object store does), behind a fault proxy."""
@@ -150,10 +153,11 @@ def served(tmp_path):
 
     path = tmp_path / "tile.tif"
     write_cog(path, np.arange(64 * 64, dtype=np.uint16).reshape(64, 64), "EPSG:32631", Affine(10, 0, 0, 0, -10, 640))
-    data = path.read_bytes()
+    body = [path.read_bytes()]  # what the server holds: a test may replace it
 
     class Ranges(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
+            data = body[0]
             asked = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
             first, last = (int(asked[1]), min(int(asked[2]), len(data) - 1)) if asked else (0, len(data) - 1)
             self.send_response(206 if asked else 200)
@@ -165,7 +169,7 @@ def served(tmp_path):
 
         def do_HEAD(self):
             self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Content-Length", str(len(body[0])))
             self.end_headers()
 
         def log_message(self, *args):
@@ -174,7 +178,7 @@ def served(tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ranges)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     with FaultProxy("127.0.0.1", server.server_address[1]) as proxy:
-        yield proxy, f"/vsicurl/{proxy.url}/tile.tif"
+        yield proxy, f"/vsicurl/{proxy.url}/tile.tif", body
     server.shutdown()
 
 
@@ -186,13 +190,12 @@ def test_a_remote_read_that_gdal_retried_is_counted_whatever_rasterios_log_level
 
     from geo_assets.geo import retries
 
-    proxy, url = served
+    proxy, url, _ = served
     rasterio_logger = logging.getLogger("rasterio")
     level = rasterio_logger.level
     rasterio_logger.setLevel(logging.ERROR)
-    options = {"GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "0.05", "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
     try:
-        with rasterio.Env(**options, CPL_VSIL_CURL_NON_CACHED=url):
+        with rasterio.Env(**RETRIED, CPL_VSIL_CURL_NON_CACHED=url):
             retries.count_gdal_retries()
             proxy.inject("503", times=2, methods=("GET", "HEAD"))
             with retries.collecting() as retried, caplog.at_level(logging.WARNING, logger="geo_assets"):
@@ -207,3 +210,19 @@ def test_a_remote_read_that_gdal_retried_is_counted_whatever_rasterios_log_level
                 read_raster(url)
     finally:
         rasterio_logger.setLevel(level)
+
+
+def test_corrupt_bytes_fetched_after_a_retry_are_the_raster_s_fault_not_the_store_s(served):
+    """A 503, then a whole answer of bytes that are no GeoTIFF: GDAL's failure comes after a retry, but a
+    second read with no retry fails the same way, so the raster is named corrupt, not the store failing."""
+    from geo_assets.geo import retries
+
+    proxy, url, body = served
+    body[0] = b"II*\x00" + b"not a tiff" * 100
+    with rasterio.Env(**RETRIED, CPL_VSIL_CURL_NON_CACHED=url):
+        retries.count_gdal_retries()
+        proxy.inject("503", times=1, methods=("GET", "HEAD"))
+        with retries.collecting() as retried, pytest.raises(CorruptRasterError) as failed:
+            read_raster(url)
+    assert retried == ["HTTP 503"]
+    assert str(failed.value).startswith(f"cannot read raster {url}: ") and "retries" not in str(failed.value)
