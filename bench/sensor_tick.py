@@ -36,7 +36,7 @@ from bench.common import REPO, machine_info, write_section
 # What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
 MEASURES = [
     "bench/sensor_tick.py",
-    "geo_assets/arrival_sensor.py",
+    "geo_assets/triggers/arrivals.py",
     "geo_assets/geo/arrivals.py",
     "geo_assets/geo/regions.py",
     "geo_assets/geo/store.py",
@@ -69,9 +69,9 @@ def prepare(client, s3, bucket: str, size: int, today):
     """The bucket's history, the sensor's cursor from a first tick, then the new items."""
     import dagster as dg
 
-    from geo_assets.arrival_sensor import scene_arrivals
     from geo_assets.geo.regions import Region, add_region
     from geo_assets.geo.store import make_store
+    from geo_assets.triggers.arrivals import scene_arrivals
     from resources.arrivals import ArrivalsResource
     from resources.storage import StorageResource
 
@@ -117,7 +117,7 @@ def prepare(client, s3, bucket: str, size: int, today):
 def tick(instance, resources, cursor) -> tuple[float, set[str], dict]:
     import dagster as dg
 
-    from geo_assets.arrival_sensor import scene_arrivals
+    from geo_assets.triggers.arrivals import scene_arrivals
 
     t0 = time.perf_counter()
     result = scene_arrivals(dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor))

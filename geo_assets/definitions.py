@@ -10,8 +10,9 @@ from geo_assets.assets.reports import region_report
 from geo_assets.executors import executor_def
 from geo_assets.jobs import JOBS
 from geo_assets.map.links import map_base_url
-from geo_assets.schedules import AUTOMATION, SCHEDULES
-from geo_assets.sensors import SENSORS
+from geo_assets.triggers.automation import AUTOMATION
+from geo_assets.triggers.schedules import SCHEDULES
+from geo_assets.triggers.sensors import SENSORS
 from resources.profiles import resource_defs
 
 __all__ = ["ASSETS", "defs"]

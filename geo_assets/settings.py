@@ -168,7 +168,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("GEO_ASSETS_ECS_CPU", "training", "the training task's CPU units (1024 = 1 vCPU; Fargate takes 256 to 16384 in its steps)", int, 4096, 128, 196_608),
     Setting("GEO_ASSETS_ECS_MEMORY", "training", "the training task's memory in MiB", int, 16384, 512, 1_048_576),
     Setting("GEO_ASSETS_ECS_GPUS", "training", "GPUs for the training container (`EC2` launch type only)", int, 0, 0, 8),
-    # arrivals: resources/arrivals.py, geo_assets/arrival_sensor.py
+    # arrivals: resources/arrivals.py, geo_assets/triggers/arrivals.py
     Setting("GEO_ASSETS_ARRIVALS_LAYOUT", "arrivals", "partition folders: literal folders, then `{region}` and `{date}` in either order (`landing/{date}/{region}` lists one root for all regions)", default="incoming/{region}/{date}"),
     Setting("GEO_ASSETS_ARRIVALS_INTERVAL", "arrivals", "seconds between ticks (the daemon checks sensors every 5 s at most)", int, 30, 1, 86_400),
     Setting("GEO_ASSETS_ARRIVALS_LOOKBACK_DAYS", "arrivals", "recent dates, found at the next tick", int, 7, 0, 366),
@@ -178,7 +178,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("GEO_ASSETS_ARRIVALS_MAX_ARRIVALS", "arrivals", "item versions per tick; the rest at the next", int, 1000, 1, 10_000),
     Setting("GEO_ASSETS_ARRIVALS_REGISTER_REGIONS", "arrivals", "add unknown regions from their first item's footprint", bool, False),
     Setting("GEO_ASSETS_ARRIVALS_SINCE", "arrivals", "ISO time: watch versions that arrived from then on (earlier objects are not arrivals)", shown_default="the first tick"),
-    # limits: geo_assets/limits.py, geo_assets/schedules.py, geo_assets/graphql.py
+    # limits: geo_assets/limits.py, geo_assets/triggers/schedules.py, geo_assets/graphql.py
     Setting("GEO_ASSETS_MAX_TILES", "limits", "tiles per region x date partition (imagery, labels, predictions)", int, 10_000, 1, _LIMIT),
     Setting("GEO_ASSETS_MAX_BACKFILL_PARTITIONS", "limits", "partitions per `geo-assets backfill`, regions per scheduled tick", int, 400, 1, _LIMIT),
     Setting("GEO_ASSETS_CODE_SERVER_WAIT_S", "limits", "seconds `geo-assets launch`, `backfill` and `train` wait for a code server that does not answer (a restart) before they give up", int, 30, 0, 3600),

@@ -26,7 +26,7 @@ from geo_assets.ml import registry
 from geo_assets.ml.chunks import PredictChunk
 from geo_assets.ml.memory import check_prediction_batch
 from geo_assets.partitions import region_date_partitions
-from geo_assets.schedules import FOLLOW_SERVING_MODEL
+from geo_assets.triggers.automation import FOLLOW_SERVING_MODEL
 from resources.compute import LocalPoolCompute
 from resources.gate import ModelGate
 from resources.storage import KEYED_BY_MODEL_VERSION, StorageResource

@@ -22,7 +22,7 @@ from geo_assets.geo.acquisitions import pick_imagery
 from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
 from geo_assets.ml import registry
 from geo_assets.partitions import region_date_key
-from geo_assets.sensors import input_changes
+from geo_assets.triggers.sensors import input_changes
 from resources.gate import ModelGate
 
 ALL_ASSETS = [

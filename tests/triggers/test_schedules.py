@@ -8,7 +8,8 @@ import pytest
 
 from geo_assets.definitions import defs
 from geo_assets.partitions import region_date_key
-from geo_assets.schedules import REGIONS_ENV, monthly_predictions, predictions_follow_serving_model
+from geo_assets.triggers.automation import predictions_follow_serving_model
+from geo_assets.triggers.schedules import REGIONS_ENV, monthly_predictions
 
 TICK = datetime.datetime(2024, 7, 1, 6, 0, tzinfo=datetime.UTC)
 

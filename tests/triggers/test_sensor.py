@@ -11,11 +11,11 @@ import pytest
 from trigger_stores import FARM
 
 from devtools.arrivals import write_item, write_scene
-from geo_assets.arrival_sensor import PENDING_MAX, interval_seconds, scene_arrivals
 from geo_assets.assets.common import digest
 from geo_assets.cli import register
 from geo_assets.geo.regions import Region, add_region, load_catalogue
 from geo_assets.geo.store import Store, local_root
+from geo_assets.triggers.arrivals import PENDING_MAX, interval_seconds, scene_arrivals
 from resources.arrivals import ArrivalsResource, arrivals_from_env
 from resources.storage import StorageResource
 

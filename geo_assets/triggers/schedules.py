@@ -1,13 +1,12 @@
-"""Schedules and declarative automation. Every one is off until a team turns it on (UI: Automation; or
+"""Schedules. Every one is off until a team turns it on (UI: Automation; or
 `dagster schedule start` / `dagster sensor start`), since most runs here are chosen by hand.
 
 - `monthly_predictions`: on the 1st of each month at 06:00 UTC, imagery, predictions and a report of
   that day's partition for each region named in GEO_ASSETS_SCHEDULED_REGIONS, predicted by the serving
   version of landcover-unet. Each region is checked as `geo-assets launch` checks it; a region that
   cannot succeed (unknown, a sample scene of another date, no serving model) is skipped with a log line.
-- `predictions_follow_serving_model`: declarative automation that predicts again the partitions that
-  have predictions whenever a model is newly evaluated, which is when a version that passes the gate
-  becomes the serving one (unless a promotion pins another).
+
+The declarative automation of predictions is in `automation.py`.
 """
 
 import datetime
@@ -17,12 +16,12 @@ import dagster as dg
 from geo_assets.launches import ASSETS, plan
 from geo_assets.limits import max_backfill_partitions
 from geo_assets.settings import by_name
+from geo_assets.triggers.automation import TRIGGER_TAG
 from resources.gate import ModelGate
 from resources.storage import StorageResource
 
 REGIONS = by_name("GEO_ASSETS_SCHEDULED_REGIONS")
 REGIONS_ENV = REGIONS.name
-TRIGGER_TAG = "geo-assets/trigger"
 
 
 def scheduled_regions() -> list[str]:
@@ -81,24 +80,4 @@ def monthly_predictions(
     return requests
 
 
-# Partitions that have predictions, whose model evaluations changed since the last tick; not while one runs.
-FOLLOW_SERVING_MODEL = (
-    dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated()).allow(
-        dg.AssetSelection.assets("model_evaluation")
-    )
-    & ~dg.AutomationCondition.missing()
-    & ~dg.AutomationCondition.in_progress()
-).with_label("a model was newly evaluated")
-
-# The condition is set on the predictions asset (its decorator); this sensor, stopped by default, is
-# what evaluates it, so nothing happens until a team starts it.
-predictions_follow_serving_model = dg.AutomationConditionSensorDefinition(
-    "predictions_follow_serving_model",
-    target=dg.AssetSelection.assets("predictions"),
-    default_status=dg.DefaultSensorStatus.STOPPED,
-    run_tags={TRIGGER_TAG: "predictions_follow_serving_model"},
-    description="Predict existing partitions again when a model is newly evaluated (a new serving version).",
-)
-
 SCHEDULES = [monthly_predictions]
-AUTOMATION = [predictions_follow_serving_model]

@@ -14,7 +14,7 @@
   It never selects again: new dates of a region never join a set, and it never registers a set.
   (An observation would not do: Dagster judges a materialisable asset's upstream by its
   materialisations.) The run key is the set's new data version, so each change runs once.
-- `scene_arrivals` (off by default; in `arrival_sensor.py`): imagery_tiles for each partition whose
+- `scene_arrivals` (off by default; in `arrivals.py`): imagery_tiles for each partition whose
   scene landed in the storage.
 """
 
@@ -22,12 +22,12 @@ import json
 
 import dagster as dg
 
-from geo_assets.arrival_sensor import scene_arrivals
 from geo_assets.assets.common import digest
 from geo_assets.geo.acquisitions import imagery_key, legacy_imagery_key
 from geo_assets.geo.messages import shown
 from geo_assets.geo.regions import CATALOGUE_KEY, RegionCatalogue, stored_catalogue
 from geo_assets.partitions import MODELS, REGIONS, region_date_partitions, validate_model_name
+from geo_assets.triggers.arrivals import scene_arrivals
 from resources.storage import StorageResource
 
 DATA_VERSION_TAG = "dagster/data_version"
