@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import CODE_LOCATION, machine_info, publish
-from geo_assets.demo import only_output
+from geo_assets.cli.demo import only_output
 
 # What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
 MEASURES = ["bench/backfill.py", *CODE_LOCATION]
@@ -70,7 +70,7 @@ def _setup(tmp: Path) -> tuple[dict, object]:
     from geo_assets.assets.imagery import imagery_tiles
     from geo_assets.assets.labels import labels
     from geo_assets.assets.models import evaluation_set, model_evaluation, trained_model, training_set
-    from geo_assets.cli import register
+    from geo_assets.cli.commands import register
     from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
     from geo_assets.geo.store import Store, local_root
     from geo_assets.partitions import region_date_key

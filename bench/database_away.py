@@ -31,8 +31,8 @@ from devtools.dagster_dev import BIN, free_port
 
 MEASURES = [
     "bench/database_away.py",
-    "geo_assets/graphql.py",
-    "geo_assets/cli.py",
+    "geo_assets/cli/graphql.py",
+    "geo_assets/cli/commands.py",
     "geo_assets/webserver",
     "deploy/compose/dagster.yaml",
 ]

@@ -35,7 +35,7 @@ MEASURES = [
     "deploy/Dockerfile",
     "deploy/base/Dockerfile",
     "Makefile",
-    "geo_assets/demo.py",
+    "geo_assets/cli/demo.py",
 ]
 RESULTS = REPO / "bench" / "results" / "disk.json"
 FRESH_IMAGE = "geo-assets/fresh-machine:bookworm"  # tests/containers/test_fresh_machine.py's

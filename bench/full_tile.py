@@ -285,7 +285,7 @@ def main(argv=None) -> int:
 def run(env: dict, size: int, grids: list[int], build_s: float) -> int:
     import dagster as dg
 
-    from geo_assets.cli import register
+    from geo_assets.cli.commands import register
     from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
     from geo_assets.partitions import region_date_key
     from resources.profiles import resource_defs

@@ -5,7 +5,7 @@ queued run coordinator, the daemon and the default run launcher), as `dagster de
 
 A fresh Dagster home (the repository's dagster.yaml) and storage in a temporary directory; `dagster dev`
 on 127.0.0.1; each repeat launches `imagery_tiles` of a new date of a one-tile region with
-`geo_assets.graphql.DagsterClient.launch_run` and follows the run's events. The latency is from just
+`geo_assets.cli.graphql.DagsterClient.launch_run` and follows the run's events. The latency is from just
 before the launch request to the STEP_START event's timestamp (both this machine's clock), split by the
 run's own events:
 
@@ -85,7 +85,7 @@ def import_seconds(env: dict) -> float:
 
 def measure(repeats: int) -> dict:
     from devtools.dagster_dev import dagster_dev
-    from geo_assets.graphql import DagsterClient
+    from geo_assets.cli.graphql import DagsterClient
 
     with tempfile.TemporaryDirectory(prefix="bench-launch-") as tmp:
         tmp = Path(tmp)
@@ -132,7 +132,7 @@ def render(info: dict, result: dict, repeats: int) -> str:
     dominant = max((n for n, _, _ in PHASES), key=med)
     return f"""## launch: GraphQL launch to first step started
 
-What is measured: `imagery_tiles` of a one-tile region launched over GraphQL (`geo_assets.graphql`) on
+What is measured: `imagery_tiles` of a one-tile region launched over GraphQL (`geo_assets.cli.graphql`) on
 `dagster dev` with the repository's `dagster.yaml` (SQLite, queued run coordinator, daemon, default run
 launcher, multiprocess executor), from just before the request to the `STEP_START` event; {repeats}
 launches after one warm-up, each on a new date. Command: `.venv/bin/python -m bench.launch --repeats {repeats}`.

@@ -39,7 +39,7 @@ def build_world(store) -> str:
     from geo_assets.assets.labels import labels
     from geo_assets.assets.models import trained_model, training_set
     from geo_assets.assets.predictions import predictions
-    from geo_assets.cli import register
+    from geo_assets.cli.commands import register
     from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
     from geo_assets.partitions import region_date_key
     from resources.compute import LocalPoolCompute

@@ -376,7 +376,7 @@ def ensure_open_files(needed: int, log) -> dict:
 def setup(instance, defs, store, sizes: list[int], training: dict, log) -> tuple[str, dict]:
     import dagster as dg
 
-    from geo_assets.cli import register
+    from geo_assets.cli.commands import register
     from geo_assets.geo.grid import TileGrid
     from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
     from geo_assets.partitions import region_date_key

@@ -50,7 +50,7 @@ def prepare(work: Path, tiles_per_side: int, tile_size: int, dates_: list[str]) 
     """Two Dagster homes and storage roots (runs, one process), each with the region catalogued and registered."""
     import dagster as dg
 
-    from geo_assets.cli import register
+    from geo_assets.cli.commands import register
     from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
     from geo_assets.geo.store import Store, local_root
 

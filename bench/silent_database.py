@@ -15,7 +15,7 @@ from pathlib import Path
 from devtools.dagster_dev import BIN
 from devtools.postgres import postgres_server
 from devtools.relay import Relay
-from geo_assets.graphql import DagsterClient, LaunchError
+from geo_assets.cli.graphql import DagsterClient, LaunchError
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -134,7 +134,7 @@ def start(env: dict, url: str, timeout: float = 600) -> float:
 
 
 def measure(image: str, starts: int, repeats: int) -> dict:
-    from geo_assets.graphql import DagsterClient
+    from geo_assets.cli.graphql import DagsterClient
 
     start_times, rows = [], []
     with stack_env(image) as (env, url):

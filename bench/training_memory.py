@@ -68,7 +68,7 @@ def dates(count: int) -> list[str]:
 
 def cut_set(store, regions: dict[str, int], scale: int) -> dict:
     """A set manifest as the training_set / evaluation_set assets write it, `scale` x each region's dates."""
-    from geo_assets.demo import ALL_BANDS
+    from geo_assets.cli.demo import ALL_BANDS
     from geo_assets.geo.regions import builtin_regions
     from geo_assets.geo.sources import get_source
     from geo_assets.geo.tiling import cut_imagery_tile, cut_label_tile

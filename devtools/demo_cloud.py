@@ -19,7 +19,7 @@ from rich.table import Table
 from devtools.emulators.gcs import fake_gcs
 from devtools.emulators.s3 import seaweedfs
 from devtools.postgres import postgres_server
-from geo_assets.demo import PREDICT
+from geo_assets.cli.demo import PREDICT
 from geo_assets.geo.cog import read_raster
 from geo_assets.geo.store import local_root, make_store
 

@@ -178,7 +178,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("GEO_ASSETS_ARRIVALS_MAX_ARRIVALS", "arrivals", "item versions per tick; the rest at the next", int, 1000, 1, 10_000),
     Setting("GEO_ASSETS_ARRIVALS_REGISTER_REGIONS", "arrivals", "add unknown regions from their first item's footprint", bool, False),
     Setting("GEO_ASSETS_ARRIVALS_SINCE", "arrivals", "ISO time: watch versions that arrived from then on (earlier objects are not arrivals)", shown_default="the first tick"),
-    # limits: geo_assets/limits.py, geo_assets/triggers/schedules.py, geo_assets/graphql.py
+    # limits: geo_assets/limits.py, geo_assets/triggers/schedules.py, geo_assets/cli/graphql.py
     Setting("GEO_ASSETS_MAX_TILES", "limits", "tiles per region x date partition (imagery, labels, predictions)", int, 10_000, 1, _LIMIT),
     Setting("GEO_ASSETS_MAX_BACKFILL_PARTITIONS", "limits", "partitions per `geo-assets backfill`, regions per scheduled tick", int, 400, 1, _LIMIT),
     Setting("GEO_ASSETS_CODE_SERVER_WAIT_S", "limits", "seconds `geo-assets launch`, `backfill` and `train` wait for a code server that does not answer (a restart) before they give up", int, 30, 0, 3600),

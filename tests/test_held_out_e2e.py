@@ -17,7 +17,7 @@ from local_world import local_world
 
 from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.assets.labels import labels
-from geo_assets.cli import register
+from geo_assets.cli.commands import register
 from geo_assets.geo.acquisitions import pick_imagery
 from geo_assets.geo.regions import Region
 from geo_assets.partitions import region_date_key

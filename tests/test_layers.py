@@ -77,6 +77,21 @@ def test_resources_build_on_the_pure_code_and_the_config_types_only():
     assert not bad, "resources import a layer above them (assets, sensors, definitions, the CLI):\n" + "\n".join(bad)
 
 
+def test_the_assets_import_neither_the_cli_nor_the_triggers():
+    """Assets are what the CLI and the triggers launch, not the other way round; the one thing an asset
+    takes from `triggers/` is its automation condition, a module that imports nothing of the project's."""
+    paths = sorted((ROOT / "geo_assets" / "assets").glob("**/*.py"))
+    bad = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for path in paths
+        for line, module, _ in _imports(path)
+        if _within(module, ("geo_assets.cli", "geo_assets.triggers")) and module != "geo_assets.triggers.automation"
+    ]
+    assert not bad, "\n".join(bad)
+    automation = ROOT / "geo_assets" / "triggers" / "automation.py"
+    assert not [module for _, module, _ in _imports(automation) if _ours(module)]
+
+
 def _private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
 

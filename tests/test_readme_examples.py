@@ -21,8 +21,8 @@ from devtools.dagster_dev import BIN, LAUNCH, REPO, ROOT, dagster_dev
 from devtools.dagster_dev import graphql as _gql
 from devtools.dagster_dev import launch as _launch
 from devtools.dagster_dev import wait as _wait
+from geo_assets.cli.graphql import DEFAULT_URL
 from geo_assets.geo.store import Store
-from geo_assets.graphql import DEFAULT_URL
 from geo_assets.ml import registry
 from resources.gate import gate_from_env
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from geo_assets.cli import register
+from geo_assets.cli.commands import register
 from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
 from geo_assets.geo.store import Store, local_root
 from geo_assets.partitions import region_date_key

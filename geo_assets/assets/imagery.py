@@ -11,10 +11,9 @@ from geo_assets.config import ImageryConfig, PredictionConfig
 from geo_assets.geo.acquisitions import variant
 from geo_assets.geo.arrived_scenes import arrived_scene
 from geo_assets.geo.regions import check_size
-from geo_assets.geo.sources import DEFAULT_BANDS, Scene, check_bands, get_source
+from geo_assets.geo.sources import DEFAULT_BANDS, Scene, check_bands, check_dates, get_source
 from geo_assets.geo.tilework import Each, TileLedger
 from geo_assets.geo.tiling import cut_imagery_tile
-from geo_assets.launches import check_dates
 from geo_assets.limits import max_tiles
 from geo_assets.map.links import map_url
 from geo_assets.ml import registry

@@ -257,3 +257,24 @@ def plan_scene(
 ) -> Scene:
     """`get_source(source).scene(...)`: the one call an asset (or a notebook) makes per region and date."""
     return get_source(source).scene(region, date, settings, bands=bands, max_cloud=max_cloud)
+
+
+def fixed_dates(source: str, region: Region) -> tuple[str, ...] | None:
+    """The only dates a source has imagery of for a region, or None for any date. A sample is one scene:
+    its acquisition date, or where that is unknown, the dates the region's catalogue entry names."""
+    if source != "sample":
+        return None
+    scene = SampleSource().sample_scene(region)
+    return (scene.acquired,) if scene.acquired else region.dates
+
+
+def check_dates(source: str, region: Region, dates: list[str]) -> None:
+    """Refuse dates a source has no imagery of for the region (a sample's other dates)."""
+    fixed = fixed_dates(source, region)
+    refused = [d for d in dates if fixed is not None and d not in fixed]
+    if refused:
+        listed = ", ".join(refused[:3]) + (f" and {len(refused) - 3} more" if len(refused) > 3 else "")
+        raise ValueError(
+            f"source {source!r} of region {region.name!r} is one fixed scene of {', '.join(fixed or ()) or 'no known date'}: "
+            f"{len(refused)} of {len(dates)} date(s) have no imagery ({listed}); choose that date or another source"
+        )

@@ -13,7 +13,7 @@ import datetime
 
 import dagster as dg
 
-from geo_assets.launches import ASSETS, plan
+from geo_assets.cli.launches import ASSETS, plan
 from geo_assets.limits import max_backfill_partitions
 from geo_assets.settings import by_name
 from geo_assets.triggers.automation import TRIGGER_TAG

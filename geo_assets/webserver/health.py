@@ -14,7 +14,7 @@ import anyio
 import sqlalchemy as sa
 from dagster import DagsterInstance
 
-from geo_assets.graphql import DAEMON_SILENT_S
+from geo_assets.cli.graphql import DAEMON_SILENT_S
 
 # A database that does not answer (packets dropped) costs a check this long; libpq's least is 2 s.
 CONNECT_TIMEOUT_S = 2

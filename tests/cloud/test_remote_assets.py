@@ -10,7 +10,7 @@ from geo_assets.assets.labels import labels
 from geo_assets.assets.models import evaluation_set, model_evaluation, trained_model, training_set
 from geo_assets.assets.predictions import predictions
 from geo_assets.assets.reports import region_report
-from geo_assets.cli import register
+from geo_assets.cli.commands import register
 from geo_assets.geo import synthetic
 from geo_assets.geo.acquisitions import pick_imagery
 from geo_assets.geo.regions import Region, load_catalogue, save_catalogue

@@ -14,9 +14,9 @@ import sys
 
 import dagster as dg
 
+from geo_assets.cli.launches import plan
 from geo_assets.config import DEFAULT_MODEL
 from geo_assets.definitions import ASSETS, defs
-from geo_assets.launches import plan
 from geo_assets.partitions import region_date_key
 
 REGION, DATE = "synth-holdout", "2024-06-01"

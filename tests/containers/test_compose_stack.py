@@ -31,7 +31,7 @@ from devtools import containers
 from devtools.demo_cloud import compare
 from devtools.emulators import free_port
 from devtools.emulators.s3 import seaweedfs
-from geo_assets.graphql import DAEMON_SILENT_S, DagsterClient
+from geo_assets.cli.graphql import DAEMON_SILENT_S, DagsterClient
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

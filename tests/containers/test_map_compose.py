@@ -23,7 +23,7 @@ from tiny_world import DATE, TILES64, TINY, resources_for
 
 from devtools.emulators import free_port
 from devtools.emulators.s3 import seaweedfs
-from geo_assets.cli import register
+from geo_assets.cli.commands import register
 from geo_assets.geo.regions import load_catalogue, save_catalogue
 from geo_assets.partitions import region_date_key
 from resources.compute import LocalPoolCompute

@@ -3,7 +3,7 @@
 import dagster as dg
 import pytest
 
-from geo_assets.cli import register
+from geo_assets.cli.commands import register
 from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
 from geo_assets.geo.store import Store, local_root
 from resources.compute import LocalPoolCompute

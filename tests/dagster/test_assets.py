@@ -11,7 +11,7 @@ from geo_assets.assets.labels import labels
 from geo_assets.assets.models import evaluation_set, model_evaluation, trained_model, training_set
 from geo_assets.assets.predictions import predictions
 from geo_assets.assets.reports import region_report
-from geo_assets.demo import failure_message
+from geo_assets.cli.demo import failure_message
 from geo_assets.geo import synthetic
 from geo_assets.geo.acquisitions import pick_imagery
 from geo_assets.partitions import region_date_key

@@ -9,7 +9,7 @@ from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.assets.labels import labels
 from geo_assets.assets.models import trained_model, training_set
 from geo_assets.assets.predictions import predictions
-from geo_assets.demo import failure_message
+from geo_assets.cli.demo import failure_message
 from geo_assets.partitions import region_date_key
 
 

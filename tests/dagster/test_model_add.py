@@ -13,7 +13,7 @@ import pytest
 from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.assets.labels import labels
 from geo_assets.assets.models import evaluation_set, model_evaluation, trained_model, training_set
-from geo_assets.cli import main
+from geo_assets.cli.commands import main
 from geo_assets.ml import registry
 from geo_assets.partitions import MODELS, REGIONS, region_date_key
 from resources.gate import ModelGate

@@ -6,8 +6,8 @@ import pytest
 import rasterio
 
 from devtools.geodesy import box_area_m2
-from geo_assets.cli import _instance
-from geo_assets.demo import only_output, run_demo
+from geo_assets.cli.commands import _instance
+from geo_assets.cli.demo import only_output, run_demo
 from geo_assets.geo.acquisitions import pick_imagery
 from resources.profiles import resource_defs
 
@@ -109,7 +109,7 @@ def test_another_model_never_overwrites_predictions(pipeline):
 def test_real_samples_are_reported_beside_an_index_reference(pipeline):
     """Each real sample's report: class shares inside the footprint beside the spectral-index
     reference (thresholds stated), and for landsat-sample the score on its held-out polygon."""
-    from geo_assets.demo import REAL, _version
+    from geo_assets.cli.demo import REAL, _version
 
     _, store = pipeline
     reports = {}

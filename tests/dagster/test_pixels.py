@@ -14,7 +14,7 @@ from geo_assets.assets.labels import labels
 from geo_assets.assets.models import evaluation_set, model_evaluation, trained_model, training_set
 from geo_assets.assets.predictions import predictions
 from geo_assets.assets.reports import region_report
-from geo_assets.cli import register
+from geo_assets.cli.commands import register
 from geo_assets.geo.acquisitions import pick_imagery
 from geo_assets.geo.landcover import CLASSES
 from geo_assets.geo.margins import default_margin, read_with_margin, with_neighbours

@@ -15,7 +15,7 @@ import pytest
 from dask_helpers import dask_cli_cluster
 
 from devtools.emulators import free_port
-from geo_assets.demo import failure_message
+from geo_assets.cli.demo import failure_message
 from geo_assets.geo.store import Store, local_root
 from geo_assets.geo.tilework import Each, TileLedger
 from resources.compute import LocalPoolCompute

@@ -20,7 +20,7 @@ import pytest
 
 from devtools.dagster_dev import BIN, ROOT, free_port, stop_group
 from devtools.relay import Relay
-from geo_assets.graphql import DagsterClient, LaunchError
+from geo_assets.cli.graphql import DagsterClient, LaunchError
 
 pytestmark = pytest.mark.slow  # minutes of services stopped and started: make test's second phase
 

@@ -203,7 +203,7 @@ def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
 def local_dev(tmp_path_factory):
     """`dagster dev` on the local profile: the embedded default's instance (dagster.yaml: the run queue,
     two runs at once) with a `gpu` pool of 1 slot, and a store holding two tiny regions."""
-    from geo_assets.cli import register
+    from geo_assets.cli.commands import register
 
     tmp = tmp_path_factory.mktemp("exec-local")
     home = tmp / "home"

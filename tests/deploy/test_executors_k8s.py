@@ -229,7 +229,7 @@ def _trained_without_evaluation(env: dict):
     from tiny_world import DATE, TILES64, TINY, TINY_HOLDOUT, TRAIN, resources_for
 
     from geo_assets.assets.models import evaluation_set, trained_model, training_set
-    from geo_assets.cli import register
+    from geo_assets.cli.commands import register
     from geo_assets.geo.regions import load_catalogue, save_catalogue
     from resources.compute import LocalPoolCompute
     from resources.storage import StorageResource

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from geo_assets.assets.imagery import imagery_tiles
-from geo_assets.cli import register
+from geo_assets.cli.commands import register
 from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
 from geo_assets.geo.store import Store
 from geo_assets.partitions import region_date_key, region_date_partitions

@@ -24,10 +24,10 @@ from reliability import record
 
 from devtools.dagster_dev import BIN, ROOT, free_port, stop_group
 from geo_assets.assets.common import digest
-from geo_assets.cli import register
+from geo_assets.cli.commands import register
+from geo_assets.cli.graphql import DagsterClient, LaunchError
 from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
 from geo_assets.geo.store import Store, local_root
-from geo_assets.graphql import DagsterClient, LaunchError
 from tests.triggers.daemon_process import Daemon, dagster_home, wait_for
 
 pytestmark = pytest.mark.slow  # a webserver, a daemon started twice and two runs of 20 partitions: minutes
@@ -35,8 +35,8 @@ pytestmark = pytest.mark.slow  # a webserver, a daemon started twice and two run
 MEASURES = [
     "geo_assets/run_launcher.py",
     "geo_assets/assets/common.py",
-    "geo_assets/cli.py",
-    "geo_assets/graphql.py",
+    "geo_assets/cli/commands.py",
+    "geo_assets/cli/graphql.py",
     "dagster.yaml",
     "tests/faults/test_backfill_daemon_killed.py",
 ]

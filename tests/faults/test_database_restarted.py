@@ -33,7 +33,7 @@ MEASURES = [
     "deploy/compose/dagster.yaml",
     "dagster.yaml",
     "geo_assets/run_launcher.py",
-    "geo_assets/graphql.py",
+    "geo_assets/cli/graphql.py",
     "tests/faults/test_database_restarted.py",
 ]
 REGION = "synth-holdout"  # 16 tiles of 256 px a date: a run takes a while

@@ -28,12 +28,12 @@ from reliability import record
 
 from devtools.postgres import postgres_server
 from geo_assets.assets.common import digest
-from geo_assets.cli import register
+from geo_assets.cli.commands import register
+from geo_assets.cli.graphql import DagsterClient
+from geo_assets.cli.launches import date_range, plan
 from geo_assets.geo.acquisitions import pick_imagery
 from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
 from geo_assets.geo.store import Store
-from geo_assets.graphql import DagsterClient
-from geo_assets.launches import date_range, plan
 from tests.triggers.daemon_process import wait_for
 from tests.ui.host_stack import host_stack
 
@@ -42,8 +42,8 @@ from tests.ui.host_stack import host_stack
 pytestmark = pytest.mark.soak
 
 MEASURES = [
-    "geo_assets/graphql.py",
-    "geo_assets/launches.py",
+    "geo_assets/cli/graphql.py",
+    "geo_assets/cli/launches.py",
     "geo_assets/run_launcher.py",
     "geo_assets/webserver",
     "resources/leases.py",

@@ -28,8 +28,8 @@ MEASURES = [
     "geo_assets/geo/store.py",
     "resources/storage.py",
     "resources/profiles.py",
-    "geo_assets/graphql.py",
-    "geo_assets/cli.py",
+    "geo_assets/cli/graphql.py",
+    "geo_assets/cli/commands.py",
     "deploy/compose/dagster.yaml",
     "tests/faults/test_secrets.py",
 ]

@@ -9,7 +9,7 @@ import pytest
 from integrity_world import predict
 from tiny_world import MODEL, TRAIN, resources_for
 
-from geo_assets.demo import failure_message
+from geo_assets.cli.demo import failure_message
 from geo_assets.geo.margins import grid_index
 from geo_assets.ml import registry
 from resources.compute import LocalPoolCompute

@@ -10,7 +10,7 @@ from integrity_jobs import prediction_job
 from integrity_world import KEY
 from tiny_world import MODEL
 
-from geo_assets.demo import failure_message
+from geo_assets.cli.demo import failure_message
 from geo_assets.geo.acquisitions import variant_of
 from geo_assets.geo.tilework import TileLedger
 from geo_assets.partitions import region_date_partitions

@@ -3,7 +3,7 @@ region_partitions sensor removes those, tests/test_webserver_e2e.py)."""
 
 import pytest
 
-from geo_assets.cli import register
+from geo_assets.cli.commands import register
 
 
 @pytest.mark.parametrize("key", ["../evil", "", "two\nlines"])

@@ -8,7 +8,7 @@ import torch
 from integrity_world import cut_holdout, predict
 from tiny_world import MODEL
 
-from geo_assets.demo import failure_message
+from geo_assets.cli.demo import failure_message
 from geo_assets.ml import registry
 from geo_assets.ml.layout import batches_to_try, choose_layout
 from geo_assets.ml.memory import MAX_FORWARD_PIXELS

@@ -16,7 +16,7 @@ import requests
 from tiny_world import DATE, MODEL, TILES64, TINY, resources_for, train_tiny
 
 from devtools.emulators import free_port
-from geo_assets.cli import register
+from geo_assets.cli.commands import register
 from geo_assets.geo.regions import load_catalogue, save_catalogue
 from geo_assets.geo.store import Store
 from geo_assets.partitions import region_date_key

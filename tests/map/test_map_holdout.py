@@ -19,8 +19,8 @@ from PIL import Image
 from pyproj import Transformer
 from tiny_world import DATE, MODEL, resources_for
 
-from geo_assets.cli import register
-from geo_assets.demo import ALL_BANDS, HOLDOUT
+from geo_assets.cli.commands import register
+from geo_assets.cli.demo import ALL_BANDS, HOLDOUT
 from geo_assets.geo.landcover import CLASSES, COLOURS, IGNORE
 from geo_assets.geo.regions import builtin_regions
 from geo_assets.map.links import MAP_URL_ENV

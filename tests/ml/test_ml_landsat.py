@@ -15,7 +15,7 @@ import pytest
 import torch
 from shapely.geometry import box, shape
 
-from geo_assets.demo import RGB
+from geo_assets.cli.demo import RGB
 from geo_assets.geo import sample, synthetic
 from geo_assets.geo.grid import TileGrid
 from geo_assets.geo.labels import held_out_gap, holdout_tile, label_tile

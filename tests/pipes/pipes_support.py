@@ -12,8 +12,8 @@ import dagster as dg
 from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.assets.labels import labels
 from geo_assets.assets.models import trained_model, training_set
-from geo_assets.cli import register
-from geo_assets.demo import failure_message
+from geo_assets.cli.commands import register
+from geo_assets.cli.demo import failure_message
 from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
 from geo_assets.ml import registry
 from geo_assets.partitions import region_date_key

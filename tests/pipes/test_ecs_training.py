@@ -21,7 +21,7 @@ from dagster_pipes import decode_param
 from ecs_stand_in import RUN_TASK, TaskRunner, moto_server, recorded
 from pipes_support import MODEL, PIPES_BUCKET, job_env, train, train_twice_and_compare
 
-from geo_assets.demo import failure_message
+from geo_assets.cli.demo import failure_message
 from geo_assets.ml.versions import TrainingRequest
 from resources.training import EcsTraining
 

@@ -16,7 +16,7 @@ from dagster_pipes import decode_param
 from fake_vertex import running_fake_vertex
 from pipes_support import MODEL, PIPES_BUCKET, job_env, train, train_twice_and_compare
 
-from geo_assets.demo import failure_message
+from geo_assets.cli.demo import failure_message
 from resources.training import VertexTraining
 
 PROJECT, REGION = "geo-assets-test", "europe-west4"

@@ -10,7 +10,7 @@ from expect import mosaic, s2_layer
 from stac_regions import ACCESS_KEY, S2_REGION, SECRET_KEY
 
 from geo_assets.assets.imagery import imagery_tiles
-from geo_assets.cli import register
+from geo_assets.cli.commands import register
 from geo_assets.geo.acquisitions import pick_imagery
 from geo_assets.geo.regions import load_catalogue, save_catalogue
 from geo_assets.geo.store import Store, local_root

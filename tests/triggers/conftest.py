@@ -29,7 +29,7 @@ from geo_assets import cli
 from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.assets.labels import labels
 from geo_assets.assets.models import evaluation_set, model_evaluation, trained_model, training_set
-from geo_assets.cli import register
+from geo_assets.cli.commands import register
 from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
 from geo_assets.geo.store import Store, local_root, make_store
 from geo_assets.partitions import region_date_key

@@ -11,7 +11,7 @@ from trigger_stores import FARM
 
 from devtools.arrivals import BANDS, write_scene
 from geo_assets.assets.imagery import imagery_tiles
-from geo_assets.cli import register
+from geo_assets.cli.commands import register
 from geo_assets.geo.acquisitions import pick_imagery
 from geo_assets.geo.arrived_scenes import arrived_scene, region_from_item
 from geo_assets.geo.regions import Region, add_region
@@ -176,7 +176,7 @@ def test_hrefs_outside_the_storage_and_other_refusals(tmp_path):
 
 
 def test_a_folder_outside_the_storage_fails_before_any_read(tmp_path):
-    from geo_assets.demo import failure_message
+    from geo_assets.cli.demo import failure_message
     from geo_assets.geo.store import Store, local_root
 
     store = Store(local_root(tmp_path))

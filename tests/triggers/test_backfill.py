@@ -10,9 +10,9 @@ import pytest
 
 from devtools.dagster_dev import BIN, ROOT, graphql
 from geo_assets.assets.common import digest
-from geo_assets.demo import only_output
+from geo_assets.cli.demo import only_output
+from geo_assets.cli.graphql import DagsterClient
 from geo_assets.geo.acquisitions import pick_imagery
-from geo_assets.graphql import DagsterClient
 
 BACKFILL = """
 query Backfill($id: String!) {

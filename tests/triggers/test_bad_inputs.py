@@ -20,17 +20,17 @@ import rasterio
 
 from devtools.arrivals import BANDS, write_scene
 from devtools.dagster_dev import graphql
+from geo_assets.cli.graphql import DagsterClient, LaunchError
 from geo_assets.geo.acquisitions import pick_imagery
 from geo_assets.geo.messages import shown
 from geo_assets.geo.regions import load_catalogue
-from geo_assets.graphql import DagsterClient, LaunchError
 from geo_assets.ml import registry
 from tests.faults import reliability
 
 MEASURES = [
-    "geo_assets/cli.py",
+    "geo_assets/cli/commands.py",
     "geo_assets/config.py",
-    "geo_assets/launches.py",
+    "geo_assets/cli/launches.py",
     "geo_assets/partitions.py",
     "geo_assets/geo/regions.py",
     "geo_assets/geo/store.py",
@@ -43,7 +43,7 @@ MEASURES = [
     "geo_assets/assets/common.py",
     "geo_assets/assets/labels.py",
     "geo_assets/assets/models.py",
-    "geo_assets/graphql.py",
+    "geo_assets/cli/graphql.py",
     "tests/triggers/test_bad_inputs.py",
 ]
 RUN_IDS = """{ runsOrError { ... on Runs { results { runId } } } }"""

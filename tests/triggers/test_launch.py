@@ -7,8 +7,8 @@ import re
 import pytest
 
 from devtools.dagster_dev import free_port, graphql, wait
-from geo_assets.demo import only_output
-from geo_assets.graphql import DagsterClient, LaunchError
+from geo_assets.cli.demo import only_output
+from geo_assets.cli.graphql import DagsterClient, LaunchError
 
 TOMORROW = (
     datetime.datetime.now(datetime.UTC).date() + datetime.timedelta(days=1)

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from geo_assets.graphql import DagsterClient, LaunchError
+from geo_assets.cli.graphql import DagsterClient, LaunchError
 
 UNREACHABLE = {
     "__typename": "PythonError",

@@ -9,8 +9,8 @@ import pytest
 from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.assets.labels import labels
 from geo_assets.assets.models import trained_model, training_set
+from geo_assets.cli.demo import failure_message
 from geo_assets.config import ImageryConfig, PredictionConfig, TrainingConfig, TrainingSetConfig
-from geo_assets.demo import failure_message
 from geo_assets.geo.grid import TileGrid
 from geo_assets.geo.regions import Region, tile_count
 from geo_assets.limits import max_backfill_partitions, max_tiles

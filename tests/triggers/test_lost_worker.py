@@ -14,7 +14,7 @@ import psutil
 from daemon_process import Daemon, dagster_home, wait_for
 from test_leases import _tiles, imagery_key
 
-from geo_assets.cli import register
+from geo_assets.cli.commands import register
 
 REGION, DATE, TILE = "tiny-holdout", "2024-09-23", 16
 PARTITION = f"{DATE}|{REGION}"

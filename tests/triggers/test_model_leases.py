@@ -26,7 +26,7 @@ from paused_runs import (  # tests/triggers is on sys.path
 )
 
 from geo_assets.assets.models import evaluation_set, trained_model, training_set
-from geo_assets.cli import register
+from geo_assets.cli.commands import register
 from geo_assets.ml import registry
 from tests.tiny_world import TRAIN  # the tiny world's training settings
 

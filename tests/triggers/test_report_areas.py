@@ -7,7 +7,7 @@ import pytest
 from rasterio.warp import transform_bounds
 
 from devtools.geodesy import box_area_m2
-from geo_assets.demo import only_output
+from geo_assets.cli.demo import only_output
 
 DATE = "2024-06-01"
 UTM = ("ground-utm", (499360.0, 4982400.0, 500640.0, 4983680.0), "EPSG:32631")  # 1.28 km square at 45° N, 3° E

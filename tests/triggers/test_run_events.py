@@ -1,7 +1,7 @@
 """How `geo-assets launch --wait` words a followed run's events (the real path, a failed step on S3, is
 tests/faults/test_secrets.py): a step's failure shows the step's own error, not Dagster's wrapper of it."""
 
-from geo_assets.graphql import _describe
+from geo_assets.cli.graphql import _describe
 
 WRAPPER = (
     'dagster._core.errors.DagsterExecutionStepExecutionError: Error occurred while executing op "imagery_tiles":\n'

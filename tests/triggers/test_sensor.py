@@ -12,7 +12,7 @@ from trigger_stores import FARM
 
 from devtools.arrivals import write_item, write_scene
 from geo_assets.assets.common import digest
-from geo_assets.cli import register
+from geo_assets.cli.commands import register
 from geo_assets.geo.regions import Region, add_region, load_catalogue
 from geo_assets.geo.store import Store, local_root
 from geo_assets.triggers.arrivals import PENDING_MAX, interval_seconds, scene_arrivals

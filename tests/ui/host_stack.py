@@ -19,7 +19,7 @@ import yaml
 
 from devtools.dagster_dev import BIN, ROOT, free_port, graphql, stop_group
 from devtools.postgres import Postgres
-from geo_assets.graphql import DagsterClient, LaunchError
+from geo_assets.cli.graphql import DagsterClient, LaunchError
 
 REGION, DATE = "synth-holdout", "2024-06-01"
 WORKSPACE = "deploy/compose/workspace.yaml"

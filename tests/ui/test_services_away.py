@@ -19,7 +19,7 @@ from host_stack import DATE, REGION, host_stack, until_shown
 from devtools.dagster_dev import graphql
 from devtools.postgres import postgres_server
 from devtools.relay import Relay
-from geo_assets.graphql import DAEMON_SILENT_S
+from geo_assets.cli.graphql import DAEMON_SILENT_S
 from geo_assets.webserver.middleware import BANNER_ID
 
 pytestmark = pytest.mark.slow  # minutes of services stopped and started: make test's second phase

@@ -14,7 +14,7 @@ import yaml
 from ui_world import DATE, FIELD, MODEL
 
 from devtools.dagster_dev import graphql
-from geo_assets.demo import only_output
+from geo_assets.cli.demo import only_output
 
 ASSETS = ("imagery_tiles", "predictions", "region_report")
 BACKFILL_DATES = ("2024-06-02", "2024-06-03")

@@ -14,34 +14,14 @@ from dataclasses import dataclass
 
 from geo_assets.config import DEFAULT_MODEL, ImageryConfig
 from geo_assets.geo.acquisitions import imagery_variants
-from geo_assets.geo.regions import Region, check_size, load_catalogue, validate_date
-from geo_assets.geo.sources import DEFAULT_BANDS, SampleSource, check_bands, get_source
+from geo_assets.geo.regions import check_size, load_catalogue, validate_date
+from geo_assets.geo.sources import DEFAULT_BANDS, check_bands, check_dates, get_source
 from geo_assets.limits import max_tiles
 from geo_assets.ml import registry
 from geo_assets.partitions import check_partition_dates, validate_model_name
 
 ASSETS = ("imagery_tiles", "predictions", "region_report")  # the region x date assets, upstream first
 TAG = "geo-assets/"
-
-
-def fixed_dates(source: str, region: Region) -> tuple[str, ...] | None:
-    """The only dates a source has imagery of for a region, or None for any date. A sample is one scene:
-    its acquisition date, or where that is unknown, the dates the region's catalogue entry names."""
-    if source != "sample":
-        return None
-    scene = SampleSource().sample_scene(region)
-    return (scene.acquired,) if scene.acquired else region.dates
-
-
-def check_dates(source: str, region: Region, dates: list[str]) -> None:
-    fixed = fixed_dates(source, region)
-    refused = [d for d in dates if fixed is not None and d not in fixed]
-    if refused:
-        shown = ", ".join(refused[:3]) + (f" and {len(refused) - 3} more" if len(refused) > 3 else "")
-        raise ValueError(
-            f"source {source!r} of region {region.name!r} is one fixed scene of {', '.join(fixed or ()) or 'no known date'}: "
-            f"{len(refused)} of {len(dates)} date(s) have no imagery ({shown}); choose that date or another source"
-        )
 
 
 def date_range(start: str, end: str, limit: int) -> list[str]:

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from geo_assets.graphql import DEFAULT_URL, LaunchError
+from geo_assets.cli.graphql import DEFAULT_URL, LaunchError
 
 
 def _instance():
@@ -346,7 +346,7 @@ def cmd_init(args) -> int:
 
 def _request(args, dates: list[str]):
     """The launch's partitions, run config and tags, refused here when a partition cannot succeed."""
-    from geo_assets.launches import plan
+    from geo_assets.cli.launches import plan
 
     assets = tuple(a.strip() for a in args.select.split(",") if a.strip())
     return plan(
@@ -368,7 +368,7 @@ def _print_event(event) -> None:
 def _ready_client(url: str):
     """A client of the webserver at `url`, once it reads its database and serves the code location;
     its warnings (a silent daemon) printed."""
-    from geo_assets.graphql import DagsterClient
+    from geo_assets.cli.graphql import DagsterClient
 
     client = DagsterClient(url, say=lambda line: print(f"geo-assets: {line}", flush=True))
     for warning in client.ready():
@@ -377,7 +377,7 @@ def _ready_client(url: str):
 
 
 def cmd_launch(args) -> int:
-    from geo_assets.graphql import ui_url
+    from geo_assets.cli.graphql import ui_url
 
     request = _request(args, [args.date])
     client = _ready_client(args.url)
@@ -409,9 +409,9 @@ def cmd_train(args) -> int:
     `labels` per region, then one of `training_set` and `trained_model`, each followed to its end."""
     import json
 
+    from geo_assets.cli.graphql import ui_url
     from geo_assets.config import ConfigError, TrainingConfig, TrainingSetConfig
     from geo_assets.geo.messages import shown
-    from geo_assets.graphql import ui_url
     from geo_assets.partitions import validate_model_name
 
     model = validate_model_name(args.model)
@@ -478,8 +478,8 @@ def _backfill_progress(state: dict) -> None:
 
 
 def cmd_backfill(args) -> int:
-    from geo_assets.graphql import ui_url
-    from geo_assets.launches import date_range
+    from geo_assets.cli.graphql import ui_url
+    from geo_assets.cli.launches import date_range
     from geo_assets.limits import max_backfill_partitions
 
     request = _request(args, date_range(args.start, args.end, max_backfill_partitions()))
@@ -563,7 +563,7 @@ def cmd_map_server(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from geo_assets.demo import run_demo
+    from geo_assets.cli.demo import run_demo
 
     return run_demo(_instance(), quick=args.quick)
 
@@ -704,7 +704,3 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, LookupError, FileNotFoundError, LaunchError) as exc:
         print(f"geo-assets: error: {exc}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -91,7 +91,7 @@ def _progress_logger(console: Console) -> dg.LoggerDefinition:
 
 
 def run_demo(instance: dg.DagsterInstance, quick: bool = False) -> int:
-    from geo_assets.cli import register
+    from geo_assets.cli.commands import register
 
     console = Console(width=None if Console().is_terminal else 140)
     loggers = {"progress": _progress_logger(console)}
