@@ -31,7 +31,7 @@ import numpy as np
 from bench.common import REPO, machine_info, write_section
 
 # What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
-MEASURES = ["bench/cog_reads.py", "geo_assets/geo/stac.py", "geo_assets/geo/store.py"]
+MEASURES = ["bench/cog_reads.py", "geo_assets/geo/stac/reads.py", "geo_assets/geo/store.py"]
 
 SIDE, WINDOW, BLOCK = 5120, 256, 512
 CRS = "EPSG:32631"

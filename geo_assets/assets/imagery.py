@@ -80,7 +80,8 @@ def _imagery_tiles(
             store, config.arrivals, region, source=config.source, bands=bands, max_cloud=config.max_cloud
         )
         source_name, bands = scene.spec.source, list(scene.spec.bands)
-        tag_run(context, region=region.name, date=date, source=source_name, arrivals=config.arrivals)
+        # `arrivals-folder`: the sensor's `geo-assets/arrivals` tag (the versions it asked for) stays whole
+        tag_run(context, region=region.name, date=date, source=source_name, arrivals_folder=config.arrivals)
     else:
         source_name = config.source or region.source
         source = get_source(source_name)

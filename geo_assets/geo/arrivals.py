@@ -27,12 +27,11 @@ key. A version is *recent* when its date is at most `lookback_days` before the d
   partition's folder down: a folder moved in with `mv` (staged elsewhere, then renamed in: the atomic
   delivery of a file system) keeps its files' ctimes but gets its own, so it arrives when it moved.
   `chmod` and `chown` move a ctime too, and a file added to or removed from a folder moves the
-  folder's: a pass may then take a version again, and the sensor asks for the run it asked for before
-  (the same run key, which Dagster skips) or, with a new item, one run of the partition for all. No
-  arrival is lost for it; a run is repeated only where a folder changes with no new item (a chmod, a
-  deletion) after its items ran apart. Folders above a partition's (`incoming/`, a region's) stamp
-  nothing: a change there would offer the whole history under them again, so a region folder moved in
-  whole is not found (move its date folders in).
+  folder's: a pass may then take a version again (no arrival is lost for it; the sensor asks for no
+  run of versions it asked for before), and a folder that keeps changing holds its items back until it
+  has been quiet for `settle_seconds`. Folders above a partition's (`incoming/`, a region's under
+  `{region}/{date}`) stamp nothing: a change there would offer the whole history under them again, so
+  a folder moved in above that level is not found (move partition folders in).
 - A new `lookback_days` applies to versions that arrive after every slice either pass has begun,
   so a setting change neither repeats nor skips a version.
 

@@ -70,20 +70,26 @@ def collecting() -> Iterator[list[str]]:
             outer.extend(causes)
 
 
+# GDAL's words for a request that failed (an answer of 429/5xx, or none): after its retries, the store's fault.
+_REQUEST_FAILED = re.compile(r"HTTP response code|CURL error", re.IGNORECASE)
+
+
 def read(
     name: str, errors: type[Exception], fail: Callable[[Exception, list[str]], BaseException], op: Callable[[], T]
 ) -> T:
     """`op()`, a read of `name` through GDAL, with its retries collected and said in one line when it
     succeeded after some. A failure of type `errors` is raised as `fail(exc, retries)`: with retries, the
-    store failed; without, the object (missing, denied, corrupt). A failure after retries is read once
-    more to tell which: GDAL says "not recognized" both of an object it could not fetch after its retries
-    and of corrupt bytes fetched after one, so only a second attempt with no retry blames the object."""
+    store failed; without, the object (missing, denied, corrupt). A failure after retries that names no
+    failed request ("not recognized", a TIFF error) is read once more to tell which: GDAL says so both of
+    an object it could not fetch whole and of corrupt bytes fetched after a retry, so only a second
+    attempt with no retry blames the object. One that names a failed request is not read again, so a
+    store that is down fails in the time of one read's retries."""
     with collecting() as retried:
         try:
             result = op()
         except errors as exc:
-            if not retried:
-                raise fail(exc, []) from None
+            if not retried or _REQUEST_FAILED.search(str(exc)):
+                raise fail(exc, list(retried)) from None
         else:
             if retried:  # succeeded, after GDAL's retries: said, never silent
                 log.warning("reading %s: succeeded after retries: %s", name, describe(retried))
@@ -232,7 +238,7 @@ def count_gcs_retries() -> None:
 # error handler, with a warning that rasterio logs in the reading thread, on `rasterio._env` when a dataset
 # opens and on `rasterio._err` when it reads: `... HTTP error code: 503 - <url>. Retrying again in 0.5 secs`
 # (code 0: no answer, a reset or a timeout). A filter counts those lines and drops them: the reads that
-# retried say so themselves, counted (geo/cog.py, geo/stac.py), and the line's URL would carry a signed
+# retried say so themselves, counted (geo/cog.py, geo/stac/reads.py), and the line's URL would carry a signed
 # href's token into the step's stderr.
 _GDAL_RETRY = re.compile(r"HTTP error code: (\d+) - .*Retrying again in ")
 GDAL_LOGGERS = ("rasterio._env", "rasterio._err")  # where rasterio logs what GDAL says

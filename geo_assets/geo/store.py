@@ -77,7 +77,7 @@ SCHEMES = ("file://", "gs://", "s3://")
 
 # GDAL options for every remote raster read. GDAL retries 429 and 5xx answers, resets and timeouts, and
 # sets no timeout of its own: a stalled answer hung a read for good. An attempt gets 5 s to connect and
-# 30 s in all (a tile is a few MB at most; a source COG's reads get as long, geo/stac.py); GDAL's low-speed
+# 30 s in all (a tile is a few MB at most; a source COG's reads get as long, geo/stac/reads.py); GDAL's low-speed
 # limit would end a stalled attempt too, but GDAL does not retry what it ends.
 _GDAL_REMOTE = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # we know the object's name: no LIST per open

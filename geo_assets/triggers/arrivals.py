@@ -4,7 +4,8 @@ Each tick goes on with the watch of `geo_assets.geo.arrivals` (bounded listings;
 in the instance, says where each pass stands) and turns the new item versions into one run request
 per partition, whose config points imagery_tiles at the partition's folder (`arrivals`), so the
 run reads the scene that arrived. The run key is a digest of the versions it was asked for: each
-version runs once, and if the daemon stops part-way, Dagster resumes the tick with the requests
+version runs once (on a local root, where a folder's change offers its versions again, a partition
+whose offered versions its recent runs were all asked for gets no run), and if the daemon stops part-way, Dagster resumes the tick with the requests
 and cursor it stored before launching. The runs carry `dagster/partition`, so the instance's run
 queue holds a scene that arrives while its partition runs until that run has ended.
 
@@ -28,6 +29,7 @@ from geo_assets.geo.arrivals import Arrival, WatchState
 from geo_assets.geo.arrived_scenes import region_from_item
 from geo_assets.geo.messages import shown
 from geo_assets.geo.regions import add_region, load_catalogue
+from geo_assets.geo.store import LocalStore
 from geo_assets.partitions import REGIONS, dates_partitions, region_date_key
 from geo_assets.settings import by_name
 from resources.arrivals import ArrivalsResource, since_timestamp
@@ -36,6 +38,9 @@ from resources.storage import StorageResource
 INTERVAL = by_name("GEO_ASSETS_ARRIVALS_INTERVAL")
 PENDING_MAX = 200  # arrivals held for regions not yet in the catalogue
 LOG_KEYS = 20  # unrecognised keys named in a tick's log; the rest are counted
+ASKED_RUNS = 50  # a partition's runs whose versions a local root's repeated offer is checked against
+ARRIVALS_TAG = "geo-assets/arrivals"  # on a run: the item versions it was asked for
+SENSOR = "scene_arrivals"
 
 
 def interval_seconds() -> int:
@@ -66,6 +71,15 @@ def _register(context, store, arrivals: list[Arrival], enabled: bool, known: set
                 else ", or let this sensor add regions from their items' footprints (GEO_ASSETS_ARRIVALS_REGISTER_REGIONS=true)"
             )
         )
+
+
+def _asked_before(instance: dg.DagsterInstance, region: str, date: str) -> set[str]:
+    """The item versions this sensor asked its last ASKED_RUNS runs of the partition for. On a local root a
+    version is offered again when a file of its folder is removed or chmod-ed (geo/arrivals.py): the
+    offer asks for nothing new, and a run of what is left would mosaic fewer scenes."""
+    tags = {"dagster/partition": str(region_date_key(region, date)), "dagster/sensor_name": SENSOR}  # set by Dagster
+    runs = instance.get_runs(filters=dg.RunsFilter(tags=tags), limit=ASKED_RUNS)
+    return {ref for run in runs for ref in run.tags.get(ARRIVALS_TAG, "").split()}
 
 
 @dg.sensor(
@@ -111,21 +125,25 @@ def scene_arrivals(
             "wait for unknown regions; rewrite them once their regions are added"
         )
 
-    requests = []
+    requests, again = [], 0
     for (region, date), group in sorted(ready.items()):
         refs = sorted(a.ref for a in group)
+        if isinstance(store, LocalStore) and set(refs) <= _asked_before(context.instance, region, date):
+            again += len(refs)  # a folder's ctime moved (a file removed, a chmod): nothing new to run
+            continue
         requests.append(
             dg.RunRequest(
                 run_key=f"arrivals:{date}|{region}:{digest(refs)}",
                 partition_key=region_date_key(region, date),
                 run_config={"ops": {"imagery_tiles": {"config": {"arrivals": watcher.layout.folder(region, date)}}}},
-                tags={"geo-assets/arrivals": " ".join(refs)},
+                tags={ARRIVALS_TAG: " ".join(refs)},
             )
         )
     new_regions = sorted({r for r, _ in ready if not context.instance.has_dynamic_partition(REGIONS, r)})
     context.log.info(
-        f"listed {tick.listed} keys in {tick.requests} requests: {len(tick.arrivals)} new item version(s), "
-        f"{len(requests)} partition(s) to run, {len(held)} waiting; recent-dates pass "
+        f"listed {tick.listed} keys in {tick.requests} requests: {len(tick.arrivals) - again} new item version(s)"
+        + (f" and {again} asked for before (their folder changed)" if again else "")
+        + f", {len(requests)} partition(s) to run, {len(held)} waiting; recent-dates pass "
         f"{'done' if tick.hot_done else 'goes on at ' + repr(state.hot.after)}, sweep at {state.sweep.after or 'the start'!r}"
     )
     return dg.SensorResult(

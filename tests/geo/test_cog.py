@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from rasterio.errors import RasterioIOError
 from rio_cogeo.cogeo import cog_validate
 
-from geo_assets.geo.cog import CorruptRasterError, read_raster, write_cog
+from geo_assets.geo.cog import CorruptRasterError, _read, read_raster, write_cog
 
 TRANSFORM = Affine(10.0, 0.0, 399360.0, 0.0, -10.0, 5130240.0)
 SOUTH = Affine(30.0, 0.0, 732000.0, 0.0, -30.0, -2790000.0)  # negative northings
@@ -226,3 +227,31 @@ def test_corrupt_bytes_fetched_after_a_retry_are_the_raster_s_fault_not_the_stor
             read_raster(url)
     assert retried == ["HTTP 503"]
     assert str(failed.value).startswith(f"cannot read raster {url}: ") and "retries" not in str(failed.value)
+
+
+def test_a_read_that_ran_out_of_retries_unclearly_is_read_once_more(served, caplog):
+    """Four 503s on the object's ranges (its size answered): GDAL gives up after its three retries saying only
+    "not recognized", which corrupt bytes would say too. Read once more, it succeeds: the pixels, and the
+    retries said in one line. A failure that names the failed request (HTTP 503 on every request) is the
+    store's at once, with no second read."""
+    import logging
+
+    from geo_assets.geo import retries
+
+    proxy, url, _ = served
+    with rasterio.Env(**RETRIED, CPL_VSIL_CURL_NON_CACHED=url):
+        retries.count_gdal_retries()
+        proxy.inject("503", times=4, methods=("GET",))
+        with retries.collecting() as retried, caplog.at_level(logging.WARNING, logger="geo_assets"):
+            data, _ = read_raster(url)
+        assert data.sum() == sum(range(64 * 64)) and retried == ["HTTP 503"] * 3
+        said = [r.getMessage() for r in caplog.records if r.name.startswith("geo_assets")]
+        assert said == [f"reading {url}: succeeded after retries: 3 (HTTP 503 x3)"]
+
+        proxy.inject("503", methods=("GET", "HEAD"))
+        with retries.collecting() as once, pytest.raises(RasterioIOError):
+            _read(url)  # one read, alone
+        with retries.collecting() as retried, pytest.raises(OSError) as failed:
+            read_raster(url)
+    assert "HTTP response code: 503" in str(failed.value) and "still failing after retries" in str(failed.value)
+    assert retried == once  # one read's retries: not read again

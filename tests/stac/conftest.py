@@ -61,7 +61,7 @@ def stac_urls(workdir, catalogues):
 
 @pytest.fixture
 def settings(s3, stac_urls, pc) -> ImagerySettings:
-    stac._TOKENS.clear()  # each test starts without cached SAS tokens
+    stac.signing._TOKENS.clear()  # each test starts without cached SAS tokens
     return ImagerySettings(
         stac_urls=stac_urls,
         s3_endpoint=s3.endpoint_url,

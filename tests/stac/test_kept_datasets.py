@@ -44,7 +44,7 @@ def test_a_new_plan_closes_the_idle_datasets_other_threads_keep_for_older_plans(
     _deliver(path, 100)
     with ThreadPoolExecutor(1) as first, ThreadPoolExecutor(1) as second:
         assert first.submit(_read, path, "plan-1").result() == 100
-        [kept] = [d for d in list(stac._ALL_THREADS) if d.plan == "plan-1"]
+        [kept] = [d for d in list(stac.reads._ALL_THREADS) if d.plan == "plan-1"]
         assert len(kept.open) == 1
         _deliver(path, 200)
         assert second.submit(_read, path, "plan-2").result() == 200

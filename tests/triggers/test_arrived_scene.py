@@ -93,7 +93,7 @@ def test_the_run_reads_the_scene_that_arrived(any_store, instance):
         with any_store.env(), rasterio.open(any_store.path(tile["cloud_path"])) as src:
             assert np.array_equal(src.read(1).astype(bool), cloud), tile["key"]
     run = instance.get_runs()[0]
-    assert run.tags["geo-assets/arrivals"] == FOLDER and run.tags["geo-assets/source"] == "earth-search"
+    assert run.tags["geo-assets/arrivals-folder"] == FOLDER and run.tags["geo-assets/source"] == "earth-search"
 
     # A rewritten scene is another scene: another output path, its own pixels, the first kept.
     dn2, scl2 = write_scene(any_store, FOLDER, "S2A_T31_20240601_0", FARM.bbox, FARM.crs, date=DATE, seed=2)

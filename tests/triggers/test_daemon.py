@@ -174,5 +174,18 @@ def test_arrived_scenes_of_one_partition_run_one_after_the_other_to_the_end(tmp_
         manifest = pick_imagery(store, "arrival-farm", TODAY)[1]
         assert [i["id"] for i in manifest["scene"]["items"]] == ["S2A_1", "S2B_2"]  # both scenes, in mosaic order
         assert manifest["scene"]["arrivals"]["folder"] == folder
+
+        # S2A_1 archived out of the folder: the removal moves the folder's ctime, so S2B_2 is offered again,
+        # alone (a run key never asked for), but it was asked for before, and a run of what is left would
+        # mosaic one scene of two: no run.
+        for key in [*store.list(f"{folder}/S2A_1"), f"{folder}/S2A_1.json"]:
+            store.delete(key)
+        ticks = len(finished_ticks(instance))
+        wait_for(
+            lambda: len(finished_ticks(instance)) >= ticks + 4, 120, "four more ticks, past the settle time", daemon
+        )
+        assert {r.run_id for r in runs_of(instance)} == {first.run_id, second.run_id}
+        said = tick_log_lines(instance, finished_ticks(instance)[: len(finished_ticks(instance)) - ticks])
+        assert any("0 new item version(s) and 1 asked for before (their folder changed)" in line for line in said), said
     finally:
         daemon.stop()
