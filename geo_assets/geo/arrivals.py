@@ -31,7 +31,8 @@ key. A version is *recent* when its date is at most `lookback_days` before the d
   run of versions it asked for before), and a folder that keeps changing holds its items back until it
   has been quiet for `settle_seconds`. Folders above a partition's (`incoming/`, a region's under
   `{region}/{date}`) stamp nothing: a change there would offer the whole history under them again, so
-  a folder moved in above that level is not found (move partition folders in).
+  a folder moved in above that level is not found; the tick's log names it once (`moved_folders`: its
+  ctime after its mtime, in the recent-dates pass's slice). Move partition folders in.
 - A new `lookback_days` applies to versions that arrive after every slice either pass has begun,
   so a setting change neither repeats nor skips a version.
 
@@ -264,10 +265,23 @@ class Watcher:
         oldest = min(state.hot.lo, state.sweep.lo)
         while len(state.lookbacks) > 1 and state.lookbacks[1][0] <= oldest:
             state.lookbacks.pop(0)  # no pass will meet a version from before the next one's start
+        hot_slice = (state.hot.lo, state.hot.hi)
         tick.hot_done = self._hot(store, state, tick)
+        if tick.hot_done:  # once per slice: folders moved in above the partitions' are found by no pass
+            for key, changed in store.moved_folders(self.layout.prefix, self._moved_depth):
+                if hot_slice[0] <= changed < hot_slice[1]:
+                    tick.unrecognised.append((key, self._moved_above(changed)))
         if len(tick.arrivals) < self.max_arrivals:
             self._sweep(store, state, tick)
         return tick
+
+    def _moved_above(self, changed: float) -> str:
+        when = datetime.fromtimestamp(changed, tz=UTC).isoformat(timespec="seconds")
+        return (
+            f"a folder moved in (or chmod-ed) at {when} above the partition folders ({self.layout.template}): "
+            "its files keep their earlier ctimes, so no scene under it is offered; move the partition folders "
+            "in one by one, or `touch` their items"
+        )
 
     def _take(self, state: WatchState, p: Pass, o: ObjectInfo, tick: Tick, recent_pass: bool) -> bool:
         """Take `o` if it is this pass's; False once the tick holds `max_arrivals`."""

@@ -201,6 +201,12 @@ class Store(ABC):
     def folders(self, prefix: str) -> builtins.list[str]:
         """Names of the folders directly under `prefix` (common prefixes), sorted."""
 
+    def moved_folders(self, prefix: str, depth: int) -> builtins.list[tuple[str, float]]:
+        """(key, ctime) of the folders under `prefix` whose keys have fewer than `depth` parts and whose last
+        change was to the folder itself, not to its entries (a rename into place, a chmod: a ctime after
+        the mtime). Only a local root has folders."""
+        return []
+
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove the object at `key`; nothing happens when there is none."""
@@ -402,6 +408,28 @@ class LocalStore(Store):
         except (FileNotFoundError, NotADirectoryError):
             return []
         return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
+
+    def moved_folders(self, prefix: str, depth: int) -> builtins.list[tuple[str, float]]:
+        found = []
+        level = [validate_key(prefix)]
+        while level and level[0].count("/") + 2 < depth:  # the parts of the folders one level down
+            below = []
+            for parent in level:
+                try:
+                    entries = list(os.scandir(self.base / parent))
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                for e in entries:
+                    if e.is_dir(follow_symlinks=False) and not e.name.startswith(".tmp-"):
+                        try:
+                            st = e.stat(follow_symlinks=False)
+                        except FileNotFoundError:
+                            continue
+                        if st.st_ctime_ns > st.st_mtime_ns:
+                            found.append((f"{parent}/{e.name}/", st.st_ctime))
+                        below.append(f"{parent}/{e.name}")
+            level = below
+        return sorted(found)
 
     def delete(self, key: str) -> None:
         (self.base / validate_key(key)).unlink(missing_ok=True)

@@ -169,6 +169,28 @@ def test_a_scene_folder_moved_in_arrives_when_it_moved(store, instance, tmp_path
     assert request.tags["geo-assets/arrivals"] == " ".join(sorted([ref(store, keys[TODAY]), ref(store, later)]))
 
 
+def test_a_region_folder_moved_in_whole_is_named_in_the_tick_log(store, instance, tmp_path):
+    """Above the partition folders a folder's ctime stamps nothing (it would offer the whole history under
+    it again): a region folder moved in whole is not offered, and the tick's log says so, once."""
+    import os
+
+    staged = Store(local_root(tmp_path / "staging"))
+    write_item(staged, f"arrival-farm/{TODAY}/S2A_9.json")
+    settled()
+    first, _ = evaluate(store, instance)
+    settled()  # a ctime is read from the kernel's coarse clock, a few ms behind time.time()
+    os.makedirs(store.path("incoming"), exist_ok=True)
+    os.rename(staged.path("arrival-farm"), store.path("incoming/arrival-farm"))
+    settled()
+    moved, lines = evaluate(store, instance, first.cursor)
+    assert moved.run_requests == []
+    (said,) = [line for line in lines if line.startswith("skipped incoming/arrival-farm/: a folder moved in")]
+    assert "move the partition folders in one by one, or `touch` their items" in said
+    settled()
+    again, lines = evaluate(store, instance, moved.cursor)
+    assert again.run_requests == [] and not [line for line in lines if "a folder moved in" in line]
+
+
 def test_arrivals_for_an_unknown_region_wait_until_it_is_added(store, instance):
     first, _ = evaluate(store, instance)
     key = f"incoming/new-farm/{TODAY}/S2A_1.json"
