@@ -92,6 +92,28 @@ def test_the_assets_import_neither_the_cli_nor_the_triggers():
     assert not [module for _, module, _ in _imports(automation) if _ours(module)]
 
 
+def test_the_code_location_and_the_webserver_never_load_the_command():
+    """The definitions (with the triggers) and the webserver take the launch checks and the GraphQL client
+    from `geo_assets.cli`, never the command or the demo: read in a fresh interpreter, from what loaded."""
+    import subprocess
+    import sys
+
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, geo_assets.definitions, geo_assets.webserver.health; "
+            "print(' '.join(m for m in sys.modules if m.startswith('geo_assets.cli')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout.split()
+    assert "geo_assets.cli.launches" in loaded  # the check sees what it is about
+    assert not {"geo_assets.cli.commands", "geo_assets.cli.demo"} & set(loaded), loaded
+
+
 def _private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
 

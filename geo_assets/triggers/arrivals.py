@@ -39,8 +39,9 @@ INTERVAL = by_name("GEO_ASSETS_ARRIVALS_INTERVAL")
 PENDING_MAX = 200  # arrivals held for regions not yet in the catalogue
 LOG_KEYS = 20  # unrecognised keys named in a tick's log; the rest are counted
 ASKED_RUNS = 50  # a partition's runs whose versions a local root's repeated offer is checked against
+MAX_ASKED = 5000  # runs read per tick for that check, whatever the partitions
 ARRIVALS_TAG = "geo-assets/arrivals"  # on a run: the item versions it was asked for
-SENSOR = "scene_arrivals"
+UNFINISHED_FOR_GOOD = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.CANCELING)
 
 
 def interval_seconds() -> int:
@@ -73,13 +74,20 @@ def _register(context, store, arrivals: list[Arrival], enabled: bool, known: set
         )
 
 
-def _asked_before(instance: dg.DagsterInstance, region: str, date: str) -> set[str]:
-    """The item versions this sensor asked its last ASKED_RUNS runs of the partition for. On a local root a
-    version is offered again when a file of its folder is removed or chmod-ed (geo/arrivals.py): the
-    offer asks for nothing new, and a run of what is left would mosaic fewer scenes."""
-    tags = {"dagster/partition": str(region_date_key(region, date)), "dagster/sensor_name": SENSOR}  # set by Dagster
-    runs = instance.get_runs(filters=dg.RunsFilter(tags=tags), limit=ASKED_RUNS)
-    return {ref for run in runs for ref in run.tags.get(ARRIVALS_TAG, "").split()}
+def _asked_before(instance: dg.DagsterInstance, partitions: list[str]) -> dict[str, set[str]]:
+    """{partition key: item versions} that this sensor's recent runs of these partitions were asked for,
+    in one query (at most ASKED_RUNS runs a partition, MAX_ASKED in all). On a local root a version is
+    offered again when a file of its folder is removed or chmod-ed (geo/arrivals.py): such an offer asks
+    for nothing new, and a run of what is left would mosaic fewer scenes. A failed or canceled run does
+    not count: removing the item that failed it must run the partition again."""
+    filters = dg.RunsFilter(
+        tags={"dagster/sensor_name": scene_arrivals.name, "dagster/partition": partitions},  # Dagster's tags
+        statuses=[s for s in dg.DagsterRunStatus if s not in UNFINISHED_FOR_GOOD],
+    )
+    asked: dict[str, set[str]] = {}
+    for run in instance.get_runs(filters=filters, limit=min(ASKED_RUNS * len(partitions), MAX_ASKED)):
+        asked.setdefault(run.tags["dagster/partition"], set()).update(run.tags.get(ARRIVALS_TAG, "").split())
+    return asked
 
 
 @dg.sensor(
@@ -126,9 +134,11 @@ def scene_arrivals(
         )
 
     requests, again = [], 0
+    keys = {partition: str(region_date_key(*partition)) for partition in ready}
+    asked = _asked_before(context.instance, sorted(keys.values())) if isinstance(store, LocalStore) and ready else {}
     for (region, date), group in sorted(ready.items()):
         refs = sorted(a.ref for a in group)
-        if isinstance(store, LocalStore) and set(refs) <= _asked_before(context.instance, region, date):
+        if set(refs) <= asked.get(keys[(region, date)], set()):
             again += len(refs)  # a folder's ctime moved (a file removed, a chmod): nothing new to run
             continue
         requests.append(

@@ -3,7 +3,9 @@ arrivals that wait for their region, regions registered from a footprint, the ti
 
 import json
 import logging
+import os
 import time
+import uuid
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -189,6 +191,37 @@ def test_a_region_folder_moved_in_whole_is_named_in_the_tick_log(store, instance
     settled()
     again, lines = evaluate(store, instance, moved.cursor)
     assert again.run_requests == [] and not [line for line in lines if "a folder moved in" in line]
+
+
+def _ran(instance, request, status):
+    """The run the daemon makes of a request (its tags, the partition's and the sensor's), ended in `status`."""
+    tags = {**request.tags, "dagster/partition": str(request.partition_key), "dagster/sensor_name": "scene_arrivals"}
+    instance.add_run(dg.DagsterRun(job_name="imagery_job", run_id=str(uuid.uuid4()), tags=tags, status=status))
+
+
+def test_versions_offered_again_on_a_local_root_run_only_where_no_finished_run_had_them(store, instance):
+    """A removal in a partition's folder offers what is left again. After a run that succeeded with it, no
+    run (it would mosaic fewer scenes); after a run that failed, a run (the removal may be the fix)."""
+    first, _ = evaluate(store, instance)
+    a, b = (f"incoming/arrival-farm/{TODAY}/{name}.json" for name in ("S2A_1", "S2B_2"))
+    write_item(store, a)
+    write_item(store, b)
+    settled()
+    both, _ = evaluate(store, instance, first.cursor)
+    (request,) = both.run_requests
+    _ran(instance, request, dg.DagsterRunStatus.FAILURE)
+    store.delete(b)  # the item that failed the run, removed
+    settled()
+    retried, _ = evaluate(store, instance, both.cursor)
+    (again,) = retried.run_requests
+    assert again.tags["geo-assets/arrivals"] == ref(store, a)
+
+    _ran(instance, again, dg.DagsterRunStatus.SUCCESS)
+    os.chmod(store.path(f"incoming/arrival-farm/{TODAY}"), 0o750)  # the folder's ctime moves: a offered again
+    settled()
+    skipped, lines = evaluate(store, instance, retried.cursor)
+    assert skipped.run_requests == []
+    assert any("0 new item version(s) and 1 asked for before (their folder changed)" in line for line in lines), lines
 
 
 def test_arrivals_for_an_unknown_region_wait_until_it_is_added(store, instance):
