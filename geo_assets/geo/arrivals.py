@@ -268,9 +268,12 @@ class Watcher:
         hot_slice = (state.hot.lo, state.hot.hi)
         tick.hot_done = self._hot(store, state, tick)
         if tick.hot_done:  # once per slice: folders moved in above the partitions' are found by no pass
-            for key, changed in store.moved_folders(self.layout.prefix, self._moved_depth):
-                if hot_slice[0] <= changed < hot_slice[1]:
-                    tick.unrecognised.append((key, self._moved_above(changed)))
+            moved = [
+                (key, self._moved_above(changed))
+                for key, changed in store.moved_folders(self.layout.prefix, self._moved_depth)
+                if hot_slice[0] <= changed < hot_slice[1]
+            ]
+            tick.unrecognised[:0] = moved  # first: the log names the first keys only, and these but once
         if len(tick.arrivals) < self.max_arrivals:
             self._sweep(store, state, tick)
         return tick
@@ -278,9 +281,10 @@ class Watcher:
     def _moved_above(self, changed: float) -> str:
         when = datetime.fromtimestamp(changed, tz=UTC).isoformat(timespec="seconds")
         return (
-            f"a folder moved in (or chmod-ed) at {when} above the partition folders ({self.layout.template}): "
-            "its files keep their earlier ctimes, so no scene under it is offered; move the partition folders "
-            "in one by one, or `touch` their items"
+            f"a folder changed itself at {when} (moved in, chmod-ed, or copied with its times) above the "
+            f"partition folders ({self.layout.template}): if it was moved in, its files keep their earlier "
+            "ctimes and no scene under it is offered; move the partition folders in one by one, or `touch` "
+            "their items"
         )
 
     def _take(self, state: WatchState, p: Pass, o: ObjectInfo, tick: Tick, recent_pass: bool) -> bool:

@@ -72,7 +72,7 @@ def collecting() -> Iterator[list[str]]:
 
 # GDAL's words for a request that failed for the store's sake (an answer of 429 or 5xx, or none): after its
 # retries, the store's fault. A 403 or 404 after retries is the object's (removed, a signed URL expired).
-_REQUEST_FAILED = re.compile(r"HTTP response code: ?(429|5\d\d)\b|CURL error", re.IGNORECASE)
+_REQUEST_FAILED = re.compile(r"HTTP response code(?: on \S+)?: ?(429|5\d\d)\b|CURL error", re.IGNORECASE)
 
 
 def read(

@@ -75,19 +75,31 @@ def _register(context, store, arrivals: list[Arrival], enabled: bool, known: set
 
 
 def _asked_before(instance: dg.DagsterInstance, partitions: list[str]) -> dict[str, set[str]]:
-    """{partition key: item versions} that this sensor's recent runs of these partitions were asked for,
-    in one query (at most ASKED_RUNS runs a partition, MAX_ASKED in all). On a local root a version is
-    offered again when a file of its folder is removed or chmod-ed (geo/arrivals.py): such an offer asks
-    for nothing new, and a run of what is left would mosaic fewer scenes. A failed or canceled run does
-    not count: removing the item that failed it must run the partition again."""
-    filters = dg.RunsFilter(
-        tags={"dagster/sensor_name": scene_arrivals.name, "dagster/partition": partitions},  # Dagster's tags
-        statuses=[s for s in dg.DagsterRunStatus if s not in UNFINISHED_FOR_GOOD],
-    )
-    asked: dict[str, set[str]] = {}
-    for run in instance.get_runs(filters=filters, limit=min(ASKED_RUNS * len(partitions), MAX_ASKED)):
-        asked.setdefault(run.tags["dagster/partition"], set()).update(run.tags.get(ARRIVALS_TAG, "").split())
-    return asked
+    """{partition key: item versions} that this sensor's last ASKED_RUNS runs of each partition were asked
+    for: one query for all (MAX_ASKED runs at most), then one per partition that a busier one crowded out
+    of it. On a local root a version is offered again when a file of its folder is removed or chmod-ed
+    (geo/arrivals.py): such an offer asks for nothing new, and a run of what is left would mosaic fewer
+    scenes. A failed or canceled run does not count: removing the item that failed it runs the partition
+    again. A run still queued or running counts."""
+    statuses = [s for s in dg.DagsterRunStatus if s not in UNFINISHED_FOR_GOOD]
+
+    def runs(keys: list[str], limit: int) -> list[dg.DagsterRun]:
+        tags = {"dagster/sensor_name": scene_arrivals.name, "dagster/partition": keys}  # Dagster's tags
+        return list(instance.get_runs(filters=dg.RunsFilter(tags=tags, statuses=statuses), limit=limit))
+
+    limit = min(ASKED_RUNS * len(partitions), MAX_ASKED)
+    found = runs(partitions, limit)
+    per: dict[str, list[dg.DagsterRun]] = {}
+    for run in found:
+        per.setdefault(run.tags["dagster/partition"], []).append(run)
+    if len(found) == limit:  # the newest runs of some partitions may have filled the limit
+        for key in partitions:
+            if len(per.get(key, [])) < ASKED_RUNS:
+                per[key] = runs([key], ASKED_RUNS)
+    return {
+        key: {ref for run in got[:ASKED_RUNS] for ref in run.tags.get(ARRIVALS_TAG, "").split()}
+        for key, got in per.items()
+    }
 
 
 @dg.sensor(

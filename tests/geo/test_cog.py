@@ -154,11 +154,16 @@ def served(tmp_path):
 
     path = tmp_path / "tile.tif"
     write_cog(path, np.arange(64 * 64, dtype=np.uint16).reshape(64, 64), "EPSG:32631", Affine(10, 0, 0, 0, -10, 640))
-    body = [path.read_bytes()]  # what the server holds: a test may replace it
+    body = [path.read_bytes()]  # what the server holds: a test may replace it, or remove it (None)
 
     class Ranges(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             data = body[0]
+            if data is None:  # removed since its size was asked (HEAD still answers): 404 Not Found
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             asked = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
             first, last = (int(asked[1]), min(int(asked[2]), len(data) - 1)) if asked else (0, len(data) - 1)
             self.send_response(206 if asked else 200)
@@ -170,7 +175,7 @@ def served(tmp_path):
 
         def do_HEAD(self):
             self.send_response(200)
-            self.send_header("Content-Length", str(len(body[0])))
+            self.send_header("Content-Length", str(len(body[0] or b"x" * 4096)))
             self.end_headers()
 
         def log_message(self, *args):
@@ -255,3 +260,18 @@ def test_a_read_that_ran_out_of_retries_unclearly_is_read_once_more(served, capl
             read_raster(url)
     assert "HTTP response code: 503" in str(failed.value) and "still failing after retries" in str(failed.value)
     assert retried == once  # one read's retries: not read again
+
+
+def test_an_object_gone_after_a_retry_is_the_object_s_fault_not_the_store_s(served):
+    """A 503, retried, then 404 Not Found: the failure came after a retry, so it is read once more, and with
+    no retry then, the raster is blamed (a removed object), not the store."""
+    from geo_assets.geo import retries
+
+    proxy, url, body = served
+    body[0] = None
+    with rasterio.Env(**RETRIED, CPL_VSIL_CURL_NON_CACHED=url):
+        retries.count_gdal_retries()
+        proxy.inject("503", times=1, methods=("GET",))
+        with retries.collecting() as retried, pytest.raises(CorruptRasterError) as failed:
+            read_raster(url)
+    assert retried == ["HTTP 503"] and "retries" not in str(failed.value)

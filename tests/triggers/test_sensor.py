@@ -186,11 +186,11 @@ def test_a_region_folder_moved_in_whole_is_named_in_the_tick_log(store, instance
     settled()
     moved, lines = evaluate(store, instance, first.cursor)
     assert moved.run_requests == []
-    (said,) = [line for line in lines if line.startswith("skipped incoming/arrival-farm/: a folder moved in")]
+    (said,) = [line for line in lines if line.startswith("skipped incoming/arrival-farm/: a folder changed itself")]
     assert "move the partition folders in one by one, or `touch` their items" in said
     settled()
     again, lines = evaluate(store, instance, moved.cursor)
-    assert again.run_requests == [] and not [line for line in lines if "a folder moved in" in line]
+    assert again.run_requests == [] and not [line for line in lines if "a folder changed itself" in line]
 
 
 def _ran(instance, request, status):
@@ -222,6 +222,25 @@ def test_versions_offered_again_on_a_local_root_run_only_where_no_finished_run_h
     skipped, lines = evaluate(store, instance, retried.cursor)
     assert skipped.run_requests == []
     assert any("0 new item version(s) and 1 asked for before (their folder changed)" in line for line in lines), lines
+
+
+def test_a_busy_partition_crowds_no_other_out_of_the_runs_asked_for(store, instance):
+    """The runs read for the check are the last 50 of each partition, not the last 50 x N of all: a partition
+    with 100 newer runs leaves the other's run in the check, so a chmod of both folders asks for nothing."""
+    first, _ = evaluate(store, instance)
+    busy, quiet = f"incoming/arrival-farm/{TODAY}/S2A_1.json", "incoming/arrival-farm/2024-06-01/S2A_2.json"
+    write_item(store, busy)
+    write_item(store, quiet)
+    settled()
+    arrived, _ = evaluate(store, instance, first.cursor)
+    for request in sorted(arrived.run_requests, key=lambda r: str(r.partition_key) != "2024-06-01|arrival-farm"):
+        for _ in range(1 if str(request.partition_key) == "2024-06-01|arrival-farm" else 100):
+            _ran(instance, request, dg.DagsterRunStatus.SUCCESS)  # the quiet partition's run first: the oldest
+    for folder in (f"incoming/arrival-farm/{TODAY}", "incoming/arrival-farm/2024-06-01"):
+        os.chmod(store.path(folder), 0o750)
+    settled()
+    again, lines = evaluate(store, instance, arrived.cursor)
+    assert again.run_requests == [], lines
 
 
 def test_arrivals_for_an_unknown_region_wait_until_it_is_added(store, instance):
