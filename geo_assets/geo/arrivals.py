@@ -265,13 +265,13 @@ class Watcher:
         oldest = min(state.hot.lo, state.sweep.lo)
         while len(state.lookbacks) > 1 and state.lookbacks[1][0] <= oldest:
             state.lookbacks.pop(0)  # no pass will meet a version from before the next one's start
-        hot_slice = (state.hot.lo, state.hot.hi)
+        lo, hi = state.hot.lo, state.hot.hi  # the recent-dates pass's slice, before it goes on
         tick.hot_done = self._hot(store, state, tick)
         if tick.hot_done:  # once per slice: folders moved in above the partitions' are found by no pass
             moved = [
                 (key, self._moved_above(changed))
                 for key, changed in store.moved_folders(self.layout.prefix, self._moved_depth)
-                if hot_slice[0] <= changed < hot_slice[1]
+                if lo <= changed < hi
             ]
             tick.unrecognised[:0] = moved  # first: the log names the first keys only, and these but once
         if len(tick.arrivals) < self.max_arrivals:

@@ -85,23 +85,21 @@ def read(
     an object it could not fetch whole and of corrupt bytes fetched after a retry, so only a second
     attempt with no retry blames the object. One that names a failed request is not read again, so a
     store that is down fails in the time of one read's retries."""
-    with collecting() as retried:
-        try:
-            result = op()
-        except errors as exc:
-            if not retried or _REQUEST_FAILED.search(str(exc)):
-                raise fail(exc, list(retried)) from None
-        else:
-            if retried:  # succeeded, after GDAL's retries: said, never silent
-                log.warning("reading %s: succeeded after retries: %s", name, describe(retried))
-            return result
-    with collecting() as again:
-        try:
-            result = op()
-        except errors as exc:
-            raise fail(exc, retried + again if again else []) from None
-    log.warning("reading %s: succeeded after retries: %s", name, describe(retried + again))
-    return result
+    retried: list[str] = []
+    for second in (False, True):
+        with collecting() as causes:
+            try:
+                result = op()
+            except errors as exc:
+                retried += causes
+                if second or not causes or _REQUEST_FAILED.search(str(exc)):
+                    raise fail(exc, retried if causes else []) from None
+                continue
+        retried += causes
+        if retried:  # succeeded, after GDAL's retries: said, never silent
+            log.warning("reading %s: succeeded after retries: %s", name, describe(retried))
+        return result
+    raise AssertionError("unreachable: the second attempt returns or raises")
 
 
 def record(cause: str) -> None:

@@ -5,8 +5,8 @@ in the instance, says where each pass stands) and turns the new item versions in
 per partition, whose config points imagery_tiles at the partition's folder (`arrivals`), so the
 run reads the scene that arrived. The run key is a digest of the versions it was asked for: each
 version runs once (on a local root, where a folder's change offers its versions again, a partition
-whose offered versions its recent runs were all asked for gets no run), and if the daemon stops part-way, Dagster resumes the tick with the requests
-and cursor it stored before launching. The runs carry `dagster/partition`, so the instance's run
+whose offered versions its recent runs were all asked for gets no run), and if the daemon stops
+part-way, Dagster resumes the tick with the requests and cursor it stored before launching. The runs carry `dagster/partition`, so the instance's run
 queue holds a scene that arrives while its partition runs until that run has ended.
 
 Arrivals for a region not in the catalogue wait in the cursor (at most PENDING_MAX) and run once
