@@ -257,3 +257,37 @@ def test_a_date_after_the_last_partition_is_refused_in_the_step_before_any_write
     assert proc.returncode != 0
     assert "date(s) 2099-01-01 lie outside the date partitions (2015-06-23 to " in proc.stdout + proc.stderr
     assert not [p for p in (tmp_path / "storage").rglob("*") if "2099" in str(p)]
+
+
+# Three writers adding the same 100 partitions at once, as `region add` and the daemon's region sensor do.
+RACE = """
+import sys, time
+from dagster import DagsterInstance
+from geo_assets.cli.commands import register
+start = float(sys.argv[1])
+with DagsterInstance.get() as instance:
+    while time.time() < start:
+        time.sleep(0.001)
+    for i in range(100):
+        register(instance, regions=[f"race-{i}"])
+"""
+
+
+def test_partitions_added_by_several_writers_at_once_are_added_once_without_error(env, monkeypatch):
+    """CI met this: `region add` failed with a unique-key error when the daemon's region sensor added the new
+    region's partition in the same instant (Dagster's add checks, then inserts). Writers in real processes, on the
+    real SQLite instance; without the re-check, several of the 300 adds fail."""
+    import time
+
+    run(env, BIN / "dagster", "instance", "migrate")  # the instance's databases made before the race
+    start = str(time.time() + 8)  # after every process has imported Dagster
+    procs = [
+        subprocess.Popen([sys.executable, "-c", RACE, start], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(e[-2000:] for e in errors)
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])  # dagster.yaml places its databases by it
+    with dg.DagsterInstance.get() as instance:
+        keys = instance.get_dynamic_partitions("regions")
+    assert sorted(keys) == sorted(f"race-{i}" for i in range(100))

@@ -55,9 +55,24 @@ def register(instance, regions: Sequence[str] = (), models: Sequence[str] = ()) 
 
     regions, models = [validate_region_name(r) for r in regions], [validate_model_name(m) for m in models]
     for name, keys in ((REGIONS, regions), (MODELS, models)):
+        _add_partitions(instance, name, keys)
+
+
+def _add_partitions(instance, name: str, keys: Sequence[str]) -> None:
+    """Add the keys not there yet. Dagster's add checks, then inserts: the daemon's region sensor may add the same
+    key in between (it adds catalogued regions), which fails the insert on the unique key. Then check again."""
+    from sqlalchemy.exc import IntegrityError
+
+    for attempt in range(3):
         missing = [k for k in keys if not instance.has_dynamic_partition(name, k)]
-        if missing:
+        if not missing:
+            return
+        try:
             instance.add_dynamic_partitions(name, missing)
+            return
+        except IntegrityError:
+            if attempt == 2:
+                raise
 
 
 def cmd_region_list(args) -> int:
