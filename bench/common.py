@@ -28,6 +28,7 @@ INFERENCE = [
     "geo_assets/ml/runtime.py",
     "geo_assets/ml/layout.py",
     "geo_assets/ml/inputs.py",
+    "geo_assets/ml/export.py",
     "geo_assets/ml/predict.py",
     "geo_assets/ml/normalisation.py",
     "geo_assets/ml/models.py",
@@ -38,8 +39,10 @@ INFERENCE = [
 TILE_IO = [
     "geo_assets/geo/cog.py",
     "geo_assets/geo/store.py",
-    "geo_assets/geo/threads.py",
-    "geo_assets/geo/tilework.py",
+    "geo_assets/engine/threads.py",
+    "geo_assets/engine/batches.py",
+    "geo_assets/engine/ledger.py",
+    "geo_assets/engine/jobs.py",
     "geo_assets/geo/margins.py",
     "geo_assets/geo/mosaic.py",
 ]

@@ -107,8 +107,8 @@ def prepare(work: Path, tiles: int):
     from geo_assets.geo.sources import plan_scene
     from geo_assets.geo.store import Store, local_root
     from geo_assets.geo.tiling import cut_imagery_tile
+    from geo_assets.ml.export import export_model
     from geo_assets.ml.models import build_model
-    from geo_assets.ml.predict import export_model
     from resources.compute import LocalPoolCompute
 
     side = math.isqrt(tiles)
@@ -142,7 +142,7 @@ def output_bytes(store, entries: list[dict], results: list[dict]) -> float:
 
 def predict(compute, store, entries, prefix: str, batch_size: int) -> tuple[float, list[dict], list[str]]:
     """One prediction workload through `compute.map_tiles`: seconds, results, the step log's lines."""
-    from geo_assets.geo.tilework import TileLedger
+    from geo_assets.engine.ledger import TileLedger
     from geo_assets.ml.chunks import PredictChunk
 
     context = step_context()
@@ -182,7 +182,7 @@ def worker_threads(client) -> dict:
 
 
 def empty_task_rate(client) -> float:
-    from geo_assets.geo.tilework import noop
+    from geo_assets.engine.batches import noop
 
     start = time.perf_counter()
     client.gather([client.submit(noop, pure=False) for _ in range(EMPTY_TASKS)])
@@ -195,7 +195,7 @@ def empty_task_rate(client) -> float:
 
 def on_paper(per_tile_s: float, per_batch_s: float, task_rate: float, tile_bytes: float, tiles: int) -> list[dict]:
     """Tiles/s for W one-thread workers of this CPU: compute, scheduler and object-store limits."""
-    from resources.compute import BatchSizer
+    from geo_assets.engine.jobs import BatchSizer
 
     rows = []
     for w in PAPER_WORKERS:

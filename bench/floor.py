@@ -39,6 +39,7 @@ from bench.common import REPO, machine_info, write_section
 # What the figures measure (bench.stale): a change to any of these since the recorded commit makes them stale.
 MEASURES = [
     "bench/floor.py",
+    "geo_assets/ml/export.py",
     "geo_assets/ml/predict.py",
     "geo_assets/ml/models.py",
     "geo_assets/ml/layout.py",
@@ -61,8 +62,8 @@ def demo_model(work: Path, quick: bool) -> dict[str, Path]:
     """Train the demo architecture briefly on a synthetic scene; export it as a version is exported."""
     from geo_assets.geo import synthetic
     from geo_assets.geo.landcover import CLASSES
+    from geo_assets.ml.export import EXPORTS
     from geo_assets.ml.normalisation import normalize
-    from geo_assets.ml.predict import EXPORTS
     from geo_assets.ml.train import TrainConfig, train
 
     side = 512 * 10.0
@@ -111,7 +112,7 @@ def demo_tiles(n: int) -> np.ndarray:
 def torch_forwards(pt2: Path):
     import torch
 
-    from geo_assets.ml.predict import load_model
+    from geo_assets.ml.export import load_model
 
     module = load_model(pt2, "cpu")
 
@@ -130,7 +131,7 @@ def torch_forwards(pt2: Path):
 def compile_forwards(pt2: Path):
     import torch
 
-    from geo_assets.ml.predict import load_model
+    from geo_assets.ml.export import load_model
 
     compiled = torch.compile(load_model(pt2, "cpu"), dynamic=False)  # compiled per batch shape at warm-up
 

@@ -292,7 +292,8 @@ def eager_agreement(weights: Path, tiles, plain_tiles_dir: Path, names: list[str
     """Share of pixels where the runtime's classes (the plain loop's tiles) equal torch eager's."""
     import rasterio
 
-    from geo_assets.ml.predict import load_model, predict_batch
+    from geo_assets.ml.export import load_model
+    from geo_assets.ml.predict import predict_batch
 
     model = load_model(weights, "cpu")
     equal = total = 0

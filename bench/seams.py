@@ -45,8 +45,8 @@ def setup(work: Path, side: int):
     from geo_assets.geo.cog import write_cog
     from geo_assets.geo.landcover import CLASSES
     from geo_assets.geo.store import Store, local_root
+    from geo_assets.ml.export import export_onnx
     from geo_assets.ml.normalisation import Normalisation
-    from geo_assets.ml.predict import export_onnx
     from geo_assets.ml.train import TrainConfig, train
 
     store = Store(local_root(work / "store"))

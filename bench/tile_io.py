@@ -6,7 +6,7 @@ A region's folder of 1024 imagery tiles (256 x 256 px, 4 bands uint16, DEFLATE C
 stores them) is read tile by tile with `geo_assets.geo.cog.read_raster`, and class tiles are written with
 `write_cog`, measured as CPU time per tile (medians of the repeats):
 
-* reused thread: every tile on the same thread, as the platform's process-wide pools do (geo.threads);
+* reused thread: every tile on the same thread, as the platform's process-wide pools do (engine.threads);
 * fresh thread: every tile on a thread of its own, as a pool made per batch of one tile did: the first
   raster a thread opens builds GDAL's per-thread state (its PROJ context);
 * with and without the local store's GDAL setting `GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR`: without it

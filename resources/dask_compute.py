@@ -37,9 +37,10 @@ from typing import Any, cast
 import dagster as dg
 from pydantic import Field, PrivateAttr, model_validator
 
-from geo_assets.geo.tilework import noop, run_batch
+from geo_assets.engine.batches import noop, run_batch
+from geo_assets.engine.jobs import TileJob, TileWorkError
 from geo_assets.settings import by_name
-from resources.compute import MAX_TILES_PER_BATCH, LocalPoolCompute, TileJob, TileWorkError
+from resources.compute import MAX_TILES_PER_BATCH, TileCompute
 
 CLUSTERS = {  # kind -> (module, class): built by name, so only the kind in use is imported
     "local": ("distributed", "LocalCluster"),
@@ -82,7 +83,7 @@ class DaskUnavailableError(RuntimeError):
     """No Dask cluster to run on: the scheduler did not answer, or no worker joined in time."""
 
 
-class DaskCompute(LocalPoolCompute):
+class DaskCompute(TileCompute):
     """Tile batches on a Dask cluster; `map` (in-process reads) stays on the local thread pool."""
 
     address: str | None = None  # an existing scheduler, e.g. tcp://scheduler:8786

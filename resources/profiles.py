@@ -18,7 +18,7 @@ from pathlib import Path
 from geo_assets.geo.store import local_root
 from geo_assets.settings import by_name
 from resources.arrivals import arrivals_from_env
-from resources.compute import LocalPoolCompute
+from resources.compute import LocalPoolCompute, TileCompute
 from resources.dask_compute import dask_compute_from_env
 from resources.gate import gate_from_env
 from resources.imagery import ImageryResource
@@ -81,7 +81,7 @@ def _imagery() -> ImageryResource:
     return ImageryResource(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def compute_from_env() -> LocalPoolCompute:
+def compute_from_env() -> TileCompute:
     """The `compute` resource: the thread pool (default), or Dask with GEO_ASSETS_COMPUTE=dask."""
     kind = COMPUTE.get()
     workers = by_name("GEO_ASSETS_WORKERS").get()

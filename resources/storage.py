@@ -10,9 +10,9 @@ from collections.abc import Mapping
 import dagster as dg
 from pydantic import PrivateAttr
 
+from geo_assets.engine.ledger import TileLedger
 from geo_assets.geo import retries
 from geo_assets.geo.store import BucketNotFoundError, Store, make_store, validate_key
-from geo_assets.geo.tilework import TileLedger
 from resources import leases
 
 

@@ -24,7 +24,7 @@ from dagster._core.events import DagsterEventType
 from pydantic import model_validator
 
 from geo_assets.config import validated  # the settings' bounds are checked as run config is
-from geo_assets.geo.tilework import Mapper
+from geo_assets.engine.batches import Mapper
 from geo_assets.ml.versions import TrainedVersion, TrainingRequest, train_version
 from geo_assets.settings import by_name
 from resources.storage import StorageResource

@@ -8,17 +8,18 @@ import numpy as np
 from geo_assets.assets.common import catalogue, digest, each_partition, output, run_assets, tag_run
 from geo_assets.assets.placement import op_tags
 from geo_assets.config import ImageryConfig, PredictionConfig
+from geo_assets.engine.batches import Each
+from geo_assets.engine.ledger import TileLedger
 from geo_assets.geo.acquisitions import variant
 from geo_assets.geo.arrived_scenes import arrived_scene
 from geo_assets.geo.regions import check_size
 from geo_assets.geo.sources import DEFAULT_BANDS, Scene, check_bands, check_dates, get_source
-from geo_assets.geo.tilework import Each, TileLedger
 from geo_assets.geo.tiling import cut_imagery_tile
 from geo_assets.limits import max_tiles
 from geo_assets.map.links import map_url
 from geo_assets.ml import registry
 from geo_assets.partitions import region_date_partitions
-from resources.compute import LocalPoolCompute
+from resources.compute import TileCompute
 from resources.gate import ModelGate
 from resources.imagery import ImageryResource
 from resources.storage import KEYED_BY_VARIANT, StorageResource
@@ -37,7 +38,7 @@ def imagery_tiles(
     context: dg.AssetExecutionContext,
     config: ImageryConfig,
     storage: StorageResource,
-    compute: LocalPoolCompute,
+    compute: TileCompute,
     imagery: ImageryResource,
     gate: dg.ResourceParam[ModelGate],
 ) -> dg.Output[dict]:

@@ -16,7 +16,7 @@ from geo_assets.geo.tiling import cut_label_tile
 from geo_assets.limits import max_tiles
 from geo_assets.partitions import partition_key, regions_partitions
 from resources import leases
-from resources.compute import LocalPoolCompute
+from resources.compute import TileCompute
 from resources.storage import StorageResource
 
 
@@ -28,7 +28,7 @@ from resources.storage import StorageResource
     op_tags=op_tags("labels"),
 )
 def labels(
-    context: dg.AssetExecutionContext, config: LabelsConfig, storage: StorageResource, compute: LocalPoolCompute
+    context: dg.AssetExecutionContext, config: LabelsConfig, storage: StorageResource, compute: TileCompute
 ) -> dg.Output[dict]:
     """Synthetic truth or rasterised vector polygons, one uint8 class COG per tile (255: unlabelled)."""
     store = storage.store()
@@ -36,9 +36,7 @@ def labels(
         return _labels(context, config, store, compute)
 
 
-def _labels(
-    context: dg.AssetExecutionContext, config: LabelsConfig, store, compute: LocalPoolCompute
-) -> dg.Output[dict]:
+def _labels(context: dg.AssetExecutionContext, config: LabelsConfig, store, compute: TileCompute) -> dg.Output[dict]:
     region = catalogue(store).get(partition_key(context, validate_region_name))
     source = check_label_source(config.source, region)
     spec = get_source(region.source).spec(region)  # labels follow the grid of the region's imagery

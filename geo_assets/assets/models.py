@@ -20,7 +20,7 @@ from geo_assets.ml.metrics import scores
 from geo_assets.ml.versions import TrainingRequest
 from geo_assets.partitions import models_partitions, partition_key, validate_model_name
 from resources import leases
-from resources.compute import LocalPoolCompute
+from resources.compute import TileCompute
 from resources.gate import ModelGate
 from resources.storage import StorageResource
 from resources.training import TrainingResource
@@ -212,7 +212,7 @@ def trained_model(
     context: dg.AssetExecutionContext,
     config: TrainingConfig,
     storage: StorageResource,
-    compute: LocalPoolCompute,
+    compute: TileCompute,
     training: TrainingResource,
     training_set: dict,
 ) -> dg.Output[dict]:
@@ -250,7 +250,7 @@ def _trained_model(
     config: TrainingConfig,
     storage: StorageResource,
     store,
-    compute: LocalPoolCompute,
+    compute: TileCompute,
     training: TrainingResource,
     training_set: dict,
     name: str,
@@ -303,7 +303,7 @@ def model_evaluation(
     context: dg.AssetExecutionContext,
     config: EvaluationConfig,
     storage: StorageResource,
-    compute: LocalPoolCompute,
+    compute: TileCompute,
     gate: dg.ResourceParam[ModelGate],
     trained_model: dict,
     evaluation_set: dict,
@@ -320,7 +320,7 @@ def _model_evaluation(
     context,
     config: EvaluationConfig,
     store,
-    compute: LocalPoolCompute,
+    compute: TileCompute,
     gate: ModelGate,
     trained_model: dict,
     evaluation_set: dict,

@@ -16,18 +16,18 @@ from geo_assets.assets.common import (
 )
 from geo_assets.assets.placement import op_tags
 from geo_assets.config import PredictionConfig
+from geo_assets.engine.ledger import TileLedger
 from geo_assets.geo import acquisitions
 from geo_assets.geo.landcover import CLASSES
 from geo_assets.geo.margins import check_margin, default_margin, with_neighbours
 from geo_assets.geo.mosaic import write_class_mosaic
-from geo_assets.geo.tilework import TileLedger
 from geo_assets.map.links import map_url
 from geo_assets.ml import registry
 from geo_assets.ml.chunks import PredictChunk
 from geo_assets.ml.memory import check_prediction_batch
 from geo_assets.partitions import region_date_partitions
 from geo_assets.triggers.automation import FOLLOW_SERVING_MODEL
-from resources.compute import LocalPoolCompute
+from resources.compute import TileCompute
 from resources.gate import ModelGate
 from resources.storage import KEYED_BY_MODEL_VERSION, StorageResource
 
@@ -52,7 +52,7 @@ def predictions(
     context: dg.AssetExecutionContext,
     config: PredictionConfig,
     storage: StorageResource,
-    compute: LocalPoolCompute,
+    compute: TileCompute,
     gate: dg.ResourceParam[ModelGate],
 ) -> dg.Output[dict]:
     """Class COGs aligned pixel for pixel with the imagery tiles, plus a mosaic, under the model version's path."""

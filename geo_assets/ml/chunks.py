@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from geo_assets.engine.batches import Mapper
 from geo_assets.geo.store import Store
-from geo_assets.geo.tilework import Mapper
 from geo_assets.ml.device import select_device
 from geo_assets.ml.normalisation import Normalisation
 from geo_assets.ml.options import requested

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from geo_assets.engine.batches import Mapper, serial_map
+from geo_assets.engine.threads import read_ahead
 from geo_assets.geo.landcover import IGNORE
-from geo_assets.geo.threads import read_ahead
-from geo_assets.geo.tilework import Mapper, serial_map
 from geo_assets.ml.pairs import validate_pair
 
 # Attempts to find a chip with at least one labelled pixel before accepting an empty one.

@@ -9,10 +9,10 @@ from functools import partial
 
 import numpy as np
 
+from geo_assets.engine.batches import Mapper
+from geo_assets.engine.threads import read_ahead
 from geo_assets.geo.landcover import CLASSES, IGNORE
 from geo_assets.geo.store import Store
-from geo_assets.geo.threads import read_ahead
-from geo_assets.geo.tilework import Mapper
 from geo_assets.ml import registry
 from geo_assets.ml.inputs import Normalise
 from geo_assets.ml.memory import check_tiles_held
@@ -26,7 +26,8 @@ def evaluate(store: Store, record: dict, evaluation_set: dict, mapper: Mapper, d
     """The (K,K) confusion matrix of the model version `record` on `evaluation_set`."""
     tiles = SetTiles.of(store, evaluation_set)  # manifests only: no tile read yet
     check_tiles_held("evaluation", batch_size, 2, tiles.tile_size)
-    from geo_assets.ml.predict import load_model, predict_batch
+    from geo_assets.ml.export import load_model
+    from geo_assets.ml.predict import predict_batch
 
     with store.local_copy(record["weights"]) as weights:  # torch.export.load needs a local file
         model = load_model(weights, device)

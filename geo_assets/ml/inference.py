@@ -24,12 +24,12 @@ from functools import partial
 import numpy as np
 import torch
 
+from geo_assets.engine.batches import Mapper
+from geo_assets.engine.threads import shared_pool
 from geo_assets.geo.cog import write_cog
 from geo_assets.geo.landcover import CLASSES, IGNORE
 from geo_assets.geo.margins import TileCache, with_neighbours
 from geo_assets.geo.store import Store
-from geo_assets.geo.threads import shared_pool
-from geo_assets.geo.tilework import Mapper
 from geo_assets.geo.tiling import pixel_digest
 from geo_assets.ml.inputs import Normalise, read_tile
 from geo_assets.ml.layout import Layout, check_batch_size, choose_layout
@@ -137,7 +137,7 @@ def predict_tiles(
     results: list[dict] = []
     reported = time.perf_counter()
 
-    # The process's pools, not new ones per call: their threads keep GDAL's per-thread state (geo.threads).
+    # The process's pools, not new ones per call: their threads keep GDAL's per-thread state (engine.threads).
     io, inference = shared_pool("tile-io", layout.io_threads), shared_pool("inference", layout.streams)
     # What this call put on the pools and has not finished (finished ones leave: their results are tiles).
     pending: set[Future] = set()

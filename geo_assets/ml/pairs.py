@@ -8,10 +8,10 @@ from functools import partial
 
 import numpy as np
 
+from geo_assets.engine.batches import Mapper
 from geo_assets.geo.cog import read_raster
 from geo_assets.geo.landcover import CLASSES, IGNORE
 from geo_assets.geo.store import Store
-from geo_assets.geo.tilework import Mapper
 from geo_assets.ml.inputs import Normalise, read_tile
 
 

@@ -28,17 +28,10 @@ from torch import nn
 from geo_assets.geo.integrity import check_file
 from geo_assets.geo.store import ObjectNotFoundError, Store
 from geo_assets.ml import registry
+from geo_assets.ml.export import INPUT_NAME, OUTPUT_NAME, PAD_MULTIPLE, load_model
 from geo_assets.ml.models import required_multiple
 from geo_assets.ml.options import requested
-from geo_assets.ml.predict import (
-    INPUT_NAME,
-    OUTPUT_NAME,
-    PAD_MULTIPLE,
-    argmax_classes,
-    classify,
-    load_model,
-    torch_forward,
-)
+from geo_assets.ml.predict import argmax_classes, classify, torch_forward
 
 Forward = Callable[[np.ndarray], np.ndarray]  # a padded (N,C,H,W) float32 batch -> (N,H,W) uint8 class ids
 

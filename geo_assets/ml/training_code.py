@@ -11,7 +11,7 @@ in it because an edit to it can change the weights or the files stored for a ver
 - ml/pairs.py          how image and label tiles are paired (clouds, no data -> ignored pixels)
 - ml/inputs.py         how an imagery tile is read and its valid pixels found
 - ml/versions.py       the training step: the set's order, groups, normalisation fit, the record
-- ml/predict.py        the exports written as the version (model.pt2, model.onnx)
+- ml/export.py         the exports written as the version (model.pt2, model.onnx)
 - ml/device.py         the device and the CPU thread count training runs with (float sums follow it)
 - geo/cog.py           how a tile's pixels are read from its COG
 - geo/landcover.py     the class legend and the ignored label value the loss is taught with
@@ -35,12 +35,12 @@ MODULES = (
     "ml/pairs.py",
     "ml/inputs.py",
     "ml/versions.py",
-    "ml/predict.py",
+    "ml/export.py",
     "ml/device.py",
     "geo/cog.py",
     "geo/landcover.py",
-    "geo/threads.py",  # read_ahead and the Mapper decide the order tiles reach the normalisation's sums
-    "geo/tilework.py",
+    "engine/threads.py",  # read_ahead and the Mapper decide the order tiles reach the normalisation's sums
+    "engine/batches.py",
 )
 PACKAGE = Path(__file__).resolve().parents[1]  # geo_assets/
 

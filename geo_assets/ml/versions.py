@@ -16,11 +16,11 @@ from dataclasses import asdict, dataclass, fields
 from functools import partial
 from pathlib import Path
 
+from geo_assets.engine.batches import Mapper
+from geo_assets.engine.threads import read_ahead
 from geo_assets.geo.integrity import file_record
 from geo_assets.geo.landcover import CLASSES
 from geo_assets.geo.store import ObjectNotFoundError, Store
-from geo_assets.geo.threads import read_ahead
-from geo_assets.geo.tilework import Mapper
 from geo_assets.ml import registry, training_code
 from geo_assets.ml.device import select_device
 from geo_assets.ml.memory import check_tiles_held
@@ -94,7 +94,7 @@ def train_version(
     import torch
 
     from geo_assets.ml.data import ChipBatches, ChipSampler
-    from geo_assets.ml.predict import EXPORTS
+    from geo_assets.ml.export import EXPORTS
     from geo_assets.ml.train import TrainConfig, train_chips
 
     settings, training_set = request.settings, request.training_set

@@ -20,8 +20,9 @@ from geo_assets.geo.landcover import CLASSES
 from geo_assets.geo.margins import default_margin, read_with_margin, with_neighbours
 from geo_assets.geo.regions import Region, load_catalogue, save_catalogue
 from geo_assets.geo.store import Store, local_root
+from geo_assets.ml.export import load_model
 from geo_assets.ml.normalisation import Normalisation, normalize
-from geo_assets.ml.predict import load_model, predict_batch
+from geo_assets.ml.predict import predict_batch
 from geo_assets.partitions import region_date_key
 from resources.compute import LocalPoolCompute
 from resources.storage import StorageResource

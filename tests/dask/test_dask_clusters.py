@@ -12,7 +12,7 @@ from distributed import LocalCluster
 from distributed.core import Status
 
 from geo_assets.cli.demo import failure_message
-from geo_assets.geo.tilework import Each
+from geo_assets.engine.batches import Each
 from resources.compute import LocalPoolCompute
 from resources.dask_compute import CLUSTERS, DaskCompute
 

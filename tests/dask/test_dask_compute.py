@@ -16,8 +16,9 @@ from dask_helpers import dask_cli_cluster
 
 from devtools.emulators import free_port
 from geo_assets.cli.demo import failure_message
+from geo_assets.engine.batches import Each
+from geo_assets.engine.ledger import TileLedger
 from geo_assets.geo.store import Store, local_root
-from geo_assets.geo.tilework import Each, TileLedger
 from resources.compute import LocalPoolCompute
 from resources.dask_compute import DaskCompute
 

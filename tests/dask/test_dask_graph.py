@@ -14,8 +14,8 @@ from tiny_world import DATE, MODEL, TINY_HOLDOUT, resources_for
 from geo_assets.assets.imagery import imagery_tiles
 from geo_assets.assets.predictions import predictions
 from geo_assets.cli.demo import failure_message
+from geo_assets.engine.ledger import TileLedger
 from geo_assets.geo.acquisitions import pick_imagery
-from geo_assets.geo.tilework import TileLedger
 from geo_assets.partitions import region_date_key, region_date_partitions
 from resources.compute import LocalPoolCompute
 from resources.dask_compute import DaskCompute

@@ -19,7 +19,9 @@ from resources.storage import StorageResource
 MEASURES = [
     "geo_assets/geo/store.py",
     "geo_assets/geo/cog.py",
-    "geo_assets/geo/tilework.py",
+    "geo_assets/engine/batches.py",
+    "geo_assets/engine/ledger.py",
+    "geo_assets/engine/jobs.py",
     "resources/storage.py",
     "tests/faults/test_disk_full.py",
 ]

@@ -40,7 +40,9 @@ from resources.storage import StorageResource
 MEASURES = [
     "geo_assets/geo/store.py",
     "geo_assets/geo/retries.py",
-    "geo_assets/geo/tilework.py",
+    "geo_assets/engine/batches.py",
+    "geo_assets/engine/ledger.py",
+    "geo_assets/engine/jobs.py",
     "resources/compute.py",
     "resources/storage.py",
     "devtools/emulators/gcs.py",

@@ -11,8 +11,8 @@ from integrity_world import KEY
 from tiny_world import MODEL
 
 from geo_assets.cli.demo import failure_message
+from geo_assets.engine.ledger import TileLedger
 from geo_assets.geo.acquisitions import variant_of
-from geo_assets.geo.tilework import TileLedger
 from geo_assets.partitions import region_date_partitions
 from resources.storage import dims_path, model_manifest_key
 

@@ -15,8 +15,8 @@ from geo_assets.geo.cog import write_cog
 from geo_assets.geo.integrity import file_record
 from geo_assets.geo.landcover import CLASSES
 from geo_assets.geo.store import Store, local_root
+from geo_assets.ml.export import EXPORTS
 from geo_assets.ml.normalisation import normalize
-from geo_assets.ml.predict import EXPORTS
 from geo_assets.ml.train import TrainConfig, train
 
 TILE, COLS, ROWS, RES = 64, 4, 3, 10.0

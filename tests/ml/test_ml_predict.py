@@ -8,7 +8,8 @@ import pytest
 import torch
 from ml_models import trained_like
 
-from geo_assets.ml.predict import export_model, load_model, predict_batch
+from geo_assets.ml.export import export_model, load_model
+from geo_assets.ml.predict import predict_batch
 
 
 @pytest.mark.parametrize("arch", ["unet", "fcn"])
@@ -69,7 +70,7 @@ def test_load_corrupt_file_names_path(tmp_path):
 def test_ml_package_never_imports_dagster():
     script = (
         "import sys, geo_assets.ml.models, geo_assets.ml.device, geo_assets.ml.data, "
-        "geo_assets.ml.train, geo_assets.ml.predict, geo_assets.ml.metrics; "
+        "geo_assets.ml.train, geo_assets.ml.export, geo_assets.ml.predict, geo_assets.ml.metrics; "
         "assert 'dagster' not in sys.modules, 'dagster imported'"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)

@@ -14,9 +14,10 @@ import torch
 from ml_models import trained_like
 
 from geo_assets.ml import layout as layouts
+from geo_assets.ml.export import export_onnx
 from geo_assets.ml.layout import Layout, choose_layout, thread_splits
 from geo_assets.ml.options import ENV_VAR
-from geo_assets.ml.predict import export_onnx, predict_batch
+from geo_assets.ml.predict import predict_batch
 from geo_assets.ml.runtime import OnnxRuntime, TorchRuntime, load_runtime
 
 CPU = torch.device("cpu")

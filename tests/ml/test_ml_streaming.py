@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from geo_assets.engine.threads import map_on
 from geo_assets.geo.landcover import CLASSES, IGNORE
 from geo_assets.geo.store import Store, local_root
-from geo_assets.geo.threads import map_on
 from geo_assets.ml import registry
 from geo_assets.ml.data import ChipBatches, ChipSampler
 from geo_assets.ml.evaluation import confusion, evaluate
@@ -76,7 +76,8 @@ def test_evaluation_holds_a_batch_of_tiles_at_most_and_scores_as_before(store, s
     assert alive.reads == 16 and alive.most <= 3, (alive.reads, alive.most)
 
     # The former computation: every tile of the set loaded, then predicted 3 at a time.
-    from geo_assets.ml.predict import load_model, predict_batch
+    from geo_assets.ml.export import load_model
+    from geo_assets.ml.predict import predict_batch
 
     normalise = registry.normalisation(record)
     loaded = []
@@ -98,7 +99,8 @@ def test_evaluation_allocates_no_more_on_sixteen_times_the_tiles(store, sets):
     and on 256 (the four dates listed 16 times): only the confusion matrix accumulates, nothing per tile (a
     batch of inputs, or even its predictions, kept)."""
     record = train_version(store, TrainingRequest("mem-small", SETTINGS, sets["small"]), pool, lambda _: None).record
-    from geo_assets.ml.predict import load_model, predict_batch
+    from geo_assets.ml.export import load_model
+    from geo_assets.ml.predict import predict_batch
 
     with store.local_copy(record["weights"]) as weights:
         model = load_model(weights, torch.device("cpu"))

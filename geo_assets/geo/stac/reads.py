@@ -158,7 +158,7 @@ class _ThreadDatasets:
         Datasets are not shared between threads (GDAL handles are not thread-safe); a small LRU
         bounds how many stay open. Its georeferencing is read once, with it.
 
-        Threads outlive a run (geo.threads, Dask workers), and an object may be rewritten at the same
+        Threads outlive a run (engine.threads, Dask workers), and an object may be rewritten at the same
         path between runs (a scene delivered again). So a thread keeps one plan's datasets only: its
         first read of another plan closes them, and the idle ones other threads keep for older plans
         (closing also drops what GDAL cached of a remote object), so the new plan reads each object

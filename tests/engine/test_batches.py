@@ -2,9 +2,10 @@
 
 import logging
 
+from geo_assets.engine.batches import BatchOutcome, fingerprint
+from geo_assets.engine.jobs import BATCH_SECONDS, BatchSizer, TileJob
+from geo_assets.engine.ledger import TileLedger
 from geo_assets.geo.store import Store, local_root
-from geo_assets.geo.tilework import BatchOutcome, TileLedger, fingerprint
-from resources.compute import BATCH_SECONDS, BatchSizer, TileJob
 
 
 def observed(sizer: BatchSizer, seconds_per_tile: float, fixed: float = 0.0) -> BatchSizer:

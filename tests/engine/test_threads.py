@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from geo_assets.geo.threads import inside, map_on, shared_pool
+from geo_assets.engine.threads import inside, map_on, shared_pool
 
 
 def _thread(_item) -> int:
@@ -79,7 +79,7 @@ def test_a_forked_child_gets_fresh_pools():
 
 
 def test_read_ahead_makes_one_item_ahead_in_order_and_stops_with_its_caller():
-    from geo_assets.geo.threads import read_ahead
+    from geo_assets.engine.threads import read_ahead
 
     made = []
 

@@ -12,7 +12,7 @@ and a batch returns manifest entries. `run_batch` is what a compute backend runs
   its batch arrives whole, in order, and exactly once, even when the batch fails);
 - a failure is returned, not raised, with the failing tile's key and the traceback formatted where it
   happened;
-- on success it writes a completion record (`TileLedger`), so a re-execution skips the batch's tiles.
+- on success it writes a completion record (`engine.ledger`), so a re-execution skips the batch's tiles.
 """
 
 from __future__ import annotations
@@ -31,13 +31,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from geo_assets.geo.store import ObjectNotFoundError, Store
+from geo_assets.engine.ledger import TileLedger
 
 __all__ = [
     "BatchOutcome",
     "Each",
     "Mapper",
-    "TileLedger",
     "capturing",
     "fingerprint",
     "item_key",
@@ -84,63 +83,6 @@ class Each:
 
     def __call__(self, items: Sequence, mapper: Mapper) -> list:
         return mapper(self.fn, items)
-
-
-# --- completion records --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TileLedger:
-    """Completion records of one step's tile work: a small JSON per finished batch under
-    `{prefix}.done/{run}/`, listing each tile's key, the digest of its input and its result entry.
-    (Beside the outputs, not among them: a listing of the outputs' prefix finds outputs only, and
-    whatever removes a region's outputs removes these too.)
-
-    `run` is the run's root run id: a re-execution of a run (from failure, or a retry) shares it and
-    skips the tiles already done for the same input; a new run starts afresh. The records go once the
-    step's manifest, which lists every tile, is published (resources/storage.py), not before: a failure
-    between the last tile and that write must not cost the tiles. One write per batch, one read per batch record on re-execution: cheap next to
-    the tiles themselves.
-    """
-
-    store: Store
-    prefix: str
-    run: str = ""
-
-    @property
-    def root(self) -> str:
-        return f"{self.prefix}.done"
-
-    def for_run(self, run: str) -> TileLedger:
-        return dataclasses.replace(self, run=run)
-
-    def completed(self) -> dict[str, tuple[str, dict]]:
-        """key -> (input digest, result entry) of every tile this run has finished. Records left by
-        other runs can never count again, so they are removed."""
-        done: dict[str, tuple[str, dict]] = {}
-        mine = f"{self.root}/{self.run}/"
-        for key in self.store.list(self.root):
-            if not key.startswith(mine):
-                self.store.delete(key)
-                continue
-            try:
-                record = self.store.read_json(key)
-            except ObjectNotFoundError:  # removed meanwhile
-                continue
-            for tile in record["tiles"]:
-                done[tile["key"]] = (tile["input"], tile["result"])
-        return done
-
-    def forget(self) -> None:
-        """Remove every record, and the temporaries of record writes that were killed: the step's
-        tile work is complete, and its outputs say the rest."""
-        for key in self.store.list(self.root, temporaries=True):
-            self.store.delete(key)
-
-    def record(self, keys: Sequence[str], digests: Sequence[str], results: Sequence[dict]) -> None:
-        name = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
-        tiles = [{"key": k, "input": d, "result": r} for k, d, r in zip(keys, digests, results)]
-        self.store.write_json(f"{self.root}/{self.run}/{name}.json", {"tiles": tiles})
 
 
 # --- log capture ---------------------------------------------------------------------------------
