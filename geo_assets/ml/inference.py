@@ -130,77 +130,98 @@ def predict_tiles(
     if on_layout:
         on_layout(layout)
     mapper = mapper or (lambda fn, items: [fn(i) for i in items])
-    # Decoded tiles for the margins: each is a neighbour of the tiles after it and of the next row's.
-    read = partial(_read_batch, store, mapper, normalise, margin, TileCache() if margin else None)
-    write = partial(_write_batch, store, prefix, mapper)
-    batches = [entries[i : i + layout.batch_size] for i in range(0, len(entries), layout.batch_size)]
-    results: list[dict] = []
-    reported = time.perf_counter()
+    pipeline = _Pipeline(store, runtime, prefix, mapper, normalise, margin, layout, progress)
+    return pipeline.run(entries)
 
-    # The process's pools, not new ones per call: their threads keep GDAL's per-thread state (engine.threads).
-    io, inference = shared_pool("tile-io", layout.io_threads), shared_pool("inference", layout.streams)
-    # What this call put on the pools and has not finished (finished ones leave: their results are tiles).
-    pending: set[Future] = set()
-    lock = threading.RLock()  # reentrant: a future already done runs its callback in the submitting thread
-    stopped = False
 
-    def finished(future: Future) -> None:
-        with lock:
-            pending.discard(future)
+class _Pipeline:
+    """One call's tile loop: reads on the I/O pool, inference on the inference pool, writes on the I/O
+    pool again, at most `depth(layout)` batches in flight, results collected in order. A failure stops
+    it: queued work is dropped, running work finishes, and nothing starts after."""
 
-    def submit(pool, fn, *args) -> Future:
-        with lock:
-            if stopped:
+    def __init__(
+        self,
+        store: Store,
+        runtime: Runtime,
+        prefix: str,
+        mapper: Mapper,
+        normalise: Normalise | None,
+        margin: int,
+        layout: Layout,
+        progress: Callable[[int, int], None] | None,
+    ):
+        self.runtime, self.margin, self.layout, self.progress = runtime, margin, layout, progress
+        # Decoded tiles for the margins: each is a neighbour of the tiles after it and of the next row's.
+        self.read = partial(_read_batch, store, mapper, normalise, margin, TileCache() if margin else None)
+        self.write = partial(_write_batch, store, prefix, mapper)
+        # The process's pools, not new ones per call: their threads keep GDAL's per-thread state (engine.threads).
+        self.io = shared_pool("tile-io", layout.io_threads)
+        self.inference = shared_pool("inference", layout.streams)
+        # What this call put on the pools and has not finished (finished ones leave: their results are tiles).
+        self.pending: set[Future] = set()
+        self.lock = threading.RLock()  # reentrant: a future already done runs its callback in the submitting thread
+        self.stopped = False
+        self.results: list[dict] = []
+
+    def run(self, entries: list[dict]) -> list[dict]:
+        size = self.layout.batch_size
+        batches = [entries[i : i + size] for i in range(0, len(entries), size)]
+        in_flight: deque[Future] = deque()
+        reported = time.perf_counter()
+        with self.runtime.session(self.layout.threads) as forward:
+            try:
+                for batch in batches:
+                    if len(in_flight) >= depth(self.layout):
+                        reported = self._collect(in_flight, len(entries), reported)  # the oldest batch first
+                    reading = self._submit(self.io, self.read, batch)
+                    in_flight.append(self._submit(self.inference, self._infer, forward, batch, reading))
+                while in_flight:
+                    reported = self._collect(in_flight, len(entries), reported)
+            except BaseException:
+                self._stop()
+                raise
+        return self.results
+
+    def _infer(self, forward: Callable, batch: list[dict], reading: Future) -> Future:
+        tiles = reading.result()
+        runtime, margin = self.runtime, self.margin
+        try:
+            classes = classify(forward, np.stack([t[0] for t in tiles]), runtime.multiple, None, runtime.in_channels)
+            if margin:
+                classes = classes[:, margin:-margin, margin:-margin]
+            classes[~np.stack([t[1] for t in tiles])] = IGNORE
+        except Exception as exc:
+            raise TileError(f"tile(s) {_keys(batch)}: inference failed: {exc}") from exc
+        return self._submit(self.io, self.write, batch, classes, tiles)
+
+    def _collect(self, in_flight: deque[Future], total: int, reported: float) -> float:
+        """Wait for the oldest batch's write; report progress every few seconds and at the end."""
+        self.results.extend(in_flight.popleft().result().result())
+        now = time.perf_counter()
+        if self.progress and (now - reported >= PROGRESS_SECONDS or len(self.results) == total):
+            self.progress(len(self.results), total)
+            return now
+        return reported
+
+    def _finished(self, future: Future) -> None:
+        with self.lock:
+            self.pending.discard(future)
+
+    def _submit(self, pool, fn, *args) -> Future:
+        with self.lock:
+            if self.stopped:
                 raise CancelledError("the tile loop was stopped")
             future = pool.submit(fn, *args)
-            pending.add(future)
-            future.add_done_callback(finished)
+            self.pending.add(future)
+            future.add_done_callback(self._finished)
             return future
 
-    def stop() -> None:
+    def _stop(self) -> None:
         # Queued reads, inferences and writes are dropped; running ones finish before this returns,
         # and none starts after (submissions are refused from here on).
-        nonlocal stopped
-        with lock:
-            stopped = True
-            unfinished = list(pending)
+        with self.lock:
+            self.stopped = True
+            unfinished = list(self.pending)
         for future in unfinished:
             future.cancel()
         wait(unfinished)
-
-    with runtime.session(layout.threads) as forward:
-
-        def infer(batch: list[dict], reading: Future) -> Future:
-            tiles = reading.result()
-            try:
-                classes = classify(
-                    forward, np.stack([t[0] for t in tiles]), runtime.multiple, None, runtime.in_channels
-                )
-                if margin:
-                    classes = classes[:, margin:-margin, margin:-margin]
-                classes[~np.stack([t[1] for t in tiles])] = IGNORE
-            except Exception as exc:
-                raise TileError(f"tile(s) {_keys(batch)}: inference failed: {exc}") from exc
-            return submit(io, write, batch, classes, tiles)
-
-        in_flight: deque[Future] = deque()
-
-        def collect() -> None:
-            nonlocal reported
-            results.extend(in_flight.popleft().result().result())
-            now = time.perf_counter()
-            if progress and (now - reported >= PROGRESS_SECONDS or len(results) == len(entries)):
-                reported = now
-                progress(len(results), len(entries))
-
-        try:
-            for batch in batches:
-                if len(in_flight) >= depth(layout):
-                    collect()  # in order: the oldest batch first
-                in_flight.append(submit(inference, infer, batch, submit(io, read, batch)))
-            while in_flight:
-                collect()
-        except BaseException:
-            stop()
-            raise
-    return results
