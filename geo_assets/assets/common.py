@@ -3,12 +3,13 @@
 import hashlib
 import json
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import dagster as dg
 
 from geo_assets.geo.acquisitions import imagery_dates, imagery_variants, pick_imagery  # noqa: F401 (the assets' names for them)
 from geo_assets.geo.ground import tile_ground
+from geo_assets.geo.manifests import DatasetItem, DatasetManifest, Ground, ImageryManifest, LabelsManifest
 from geo_assets.geo.regions import RegionCatalogue, load_catalogue
 from geo_assets.geo.store import ObjectNotFoundError, Store
 from geo_assets.ml.registry import input_versions  # noqa: F401 (the assets' name for it)
@@ -54,7 +55,7 @@ def labels_key(region: str) -> str:
     return manifest_key("labels", region)
 
 
-def labels_manifest(store: Store, region: str) -> dict:
+def labels_manifest(store: Store, region: str) -> LabelsManifest:
     key = labels_key(region)
     try:
         return store.read_json(key)
@@ -62,13 +63,13 @@ def labels_manifest(store: Store, region: str) -> dict:
         raise FileNotFoundError(f"no labels for region {region!r}: materialise labels[{region}] first") from None
 
 
-def read_ground(imagery: dict) -> dict:
+def read_ground(imagery: ImageryManifest) -> Ground:
     """The ground a training or evaluation step may read for one acquisition: the boxes of its imagery
     tiles (load_pairs reads those that have labels, whole; margins come from the same tiles)."""
     return tile_ground(imagery["crs"], [t["bounds"] for t in imagery["tiles"]])
 
 
-def acquisition_ground(store: Store, item: dict) -> dict:
+def acquisition_ground(store: Store, item: DatasetItem) -> Ground:
     """The ground of a set item recorded before grounds were kept: the tiles of the imagery manifest it
     names, else of every variant of its acquisition stored now (more ground refuses more, never less)."""
     try:
@@ -87,7 +88,7 @@ def digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def output(manifest: dict, metadata: dict) -> dg.Output:
+def output(manifest: Mapping[str, object], metadata: dict) -> dg.Output:
     """The manifest with its content digest as Dagster's data version: a rerun that stores the same
     pixels is seen as no change, a changed tile as a change that marks dependents stale."""
     version = digest(manifest)
@@ -105,7 +106,7 @@ def dataset(
     acquisitions: Sequence[str] = (),
     pinned: dict | None = None,
     bands: list[str] | None = None,
-) -> dict:
+) -> DatasetManifest:
     """The (imagery, labels) acquisitions of a training or evaluation set, each with its data version:
     exactly `acquisitions` (REGION/DATE) when given, else `dates` of each region, else every date of a
     region that has imagery now. The manifest records the dates it resolved to, so the set is fixed.
@@ -118,7 +119,7 @@ def dataset(
     for acquisition in acquisitions:
         region, date = acquisition.split("/")
         chosen.setdefault(region, []).append(date)
-    items = []
+    items: list[DatasetItem] = []
     for region in regions:
         if acquisitions and region not in chosen:
             continue
@@ -165,7 +166,7 @@ def dataset(
     return {"regions": regions, "dates": sorted({i["date"] for i in items}), "bands": bands or shared, "items": items}
 
 
-def _pinned(store: Store, region: str, date: str, labels: dict, pin: dict) -> tuple[str, dict]:
+def _pinned(store: Store, region: str, date: str, labels: LabelsManifest, pin: dict) -> tuple[str, ImageryManifest]:
     cut = {"source": labels["source"], "tile_size": labels["tile_size"]}
     if cut != pin["labels"]:
         raise ValueError(
@@ -183,7 +184,7 @@ def _pinned(store: Store, region: str, date: str, labels: dict, pin: dict) -> tu
         ) from None
 
 
-def dataset_metadata(manifest: dict) -> dict:
+def dataset_metadata(manifest: DatasetManifest) -> dict:
     rows = [
         dg.TableRecord(
             {

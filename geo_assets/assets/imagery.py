@@ -6,6 +6,7 @@ import dagster as dg
 import numpy as np
 
 from geo_assets.assets.common import catalogue, digest, each_partition, output, run_assets, tag_run
+from geo_assets.assets.manifest_types import ImageryManifest
 from geo_assets.assets.placement import op_tags
 from geo_assets.config import ImageryConfig, PredictionConfig
 from geo_assets.engine.batches import Each
@@ -41,7 +42,7 @@ def imagery_tiles(
     compute: TileCompute,
     imagery: ImageryResource,
     gate: dg.ResourceParam[ModelGate],
-) -> dg.Output[dict]:
+) -> dg.Output[ImageryManifest]:
     """Read the source over the region's footprint and write one COG per grid tile."""
     bands = _bands_for_run(context, config, storage, gate)  # before any partition writes
     return each_partition(
@@ -73,7 +74,7 @@ def _bands_for_run(context, config: ImageryConfig, storage, gate) -> list[str]:
 
 def _imagery_tiles(
     context, config: ImageryConfig, bands, storage, compute, imagery, region_name: str, date: str
-) -> dg.Output[dict]:
+) -> dg.Output[ImageryManifest]:
     store = storage.store()
     region = catalogue(store).get(region_name)
     if config.arrivals:  # the scene that landed in the storage: its items say the source
@@ -120,7 +121,7 @@ def _imagery_tiles(
             f"{source_name} item(s) {', '.join(i['id'] for i in described['items'])} cover it, but their pixels "
             "there are all nodata; nothing was published"
         )
-    manifest = {
+    manifest: ImageryManifest = {
         "region": region.name,
         "date": date,
         "variant": variant(source_name, config.tile_size, bands),  # its manifest's key: variants never collide
@@ -133,9 +134,10 @@ def _imagery_tiles(
         "dtype": spec.dtype,
         "nodata": None if spec.nodata is None else float(spec.nodata),
         "prefix": prefix,
-        **({"scene": described} if described else {}),  # which items were read, in mosaic order
         "tiles": entries,
     }
+    if described:
+        manifest["scene"] = described  # which items were read, in mosaic order
     clouds = [e["cloud_fraction"] for e in entries if "cloud_fraction" in e]
     return output(
         manifest,

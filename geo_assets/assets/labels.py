@@ -6,6 +6,7 @@ import dagster as dg
 import numpy as np
 
 from geo_assets.assets.common import catalogue, output, tag_run
+from geo_assets.assets.manifest_types import LabelsManifest
 from geo_assets.assets.placement import op_tags
 from geo_assets.config import LabelsConfig
 from geo_assets.geo.labels import check_label_source
@@ -29,14 +30,16 @@ from resources.storage import StorageResource
 )
 def labels(
     context: dg.AssetExecutionContext, config: LabelsConfig, storage: StorageResource, compute: TileCompute
-) -> dg.Output[dict]:
+) -> dg.Output[LabelsManifest]:
     """Synthetic truth or rasterised vector polygons, one uint8 class COG per tile (255: unlabelled)."""
     store = storage.store()
     with leases.writing(context, store, [partition_key(context, validate_region_name)]):  # one writer per region
         return _labels(context, config, store, compute)
 
 
-def _labels(context: dg.AssetExecutionContext, config: LabelsConfig, store, compute: TileCompute) -> dg.Output[dict]:
+def _labels(
+    context: dg.AssetExecutionContext, config: LabelsConfig, store, compute: TileCompute
+) -> dg.Output[LabelsManifest]:
     region = catalogue(store).get(partition_key(context, validate_region_name))
     source = check_label_source(config.source, region)
     spec = get_source(region.source).spec(region)  # labels follow the grid of the region's imagery
@@ -50,7 +53,7 @@ def _labels(context: dg.AssetExecutionContext, config: LabelsConfig, store, comp
         partial(cut_label_tile, store, region, source, spec.resolution, prefix), tiles, "label tiles", context.log.info
     )
     counts = np.sum([e["class_counts"] for e in entries], axis=0)
-    manifest = {
+    manifest: LabelsManifest = {
         "region": region.name,
         "source": source,
         "crs": region.crs,

@@ -7,11 +7,13 @@ from functools import partial
 import dagster as dg
 
 from geo_assets.assets.common import acquisition_ground, dataset, dataset_metadata, input_versions, output, tag_run
+from geo_assets.assets.manifest_types import DatasetManifest
 from geo_assets.assets.placement import gpu_pool, op_tags
 from geo_assets.checks import QUALITY_GATE
 from geo_assets.config import EvaluationConfig, EvaluationSetConfig, TrainingConfig, TrainingSetConfig
 from geo_assets.geo.ground import format_area, shared_area, tiles_on
 from geo_assets.geo.landcover import CLASSES
+from geo_assets.geo.manifests import DatasetItem
 from geo_assets.geo.store import ObjectNotFoundError
 from geo_assets.ml import registry
 from geo_assets.ml.device import select_device
@@ -31,7 +33,7 @@ AUTOMATION_TAGS = ("dagster/sensor_name", "dagster/schedule_name", "dagster/from
 CODE_VERSION = "2"  # bump when a change to this module changes what these assets store
 
 
-def _register_evaluation_set(context: dg.AssetExecutionContext, store, model: str, manifest: dict) -> dict:
+def _register_evaluation_set(context: dg.AssetExecutionContext, store, model: str, manifest: DatasetManifest) -> dict:
     """The set a model is judged on changes only on purpose: the first selection for a model registers it
     (unless a sensor, a schedule or an automation condition launched the run: automation never defines a set), and later only
     `geo-assets model evaluation-set` changes it. No run config can, or a run could choose its own judge."""
@@ -105,7 +107,7 @@ def _selection(store, model: str, config) -> tuple[list[str], list[str], list[st
 
 def _evaluation_dataset(
     store, model: str, regions: list[str], dates: list[str], acquisitions: list[str], bands: list[str] | None
-) -> dict:
+) -> DatasetManifest:
     """The selected evaluation set. The model's registered set reads what it was registered on (its
     imagery variants and labels' cuts), or is refused naming what changed: it never switches by itself."""
     registered = registry.registered_set(store, model) or {}  # none registered: no pins
@@ -122,13 +124,14 @@ def _evaluation_dataset(
     return selected
 
 
-def _dataset(context: dg.AssetExecutionContext, config, store, model: str) -> dg.Output[dict]:
+def _dataset(context: dg.AssetExecutionContext, config, store, model: str) -> dg.Output[DatasetManifest]:
     """The set's manifest (an evaluation set's registered one, see above) with its metadata."""
     regions, dates, acquisitions, bands = _selection(store, model, config)
     if isinstance(config, EvaluationSetConfig):
-        manifest = {"model": model, **_evaluation_dataset(store, model, regions, dates, acquisitions, bands)}
+        manifest = _evaluation_dataset(store, model, regions, dates, acquisitions, bands)
     else:
-        manifest = {"model": model, **dataset(store, regions, dates, acquisitions, bands=bands)}
+        manifest = dataset(store, regions, dates, acquisitions, bands=bands)
+    manifest["model"] = model
     tag_run(context, model=model, regions=",".join(regions))
     metadata = dataset_metadata(manifest)
     if isinstance(config, EvaluationSetConfig):
@@ -152,7 +155,11 @@ def _dataset_asset(name: str, config_type: type, role: str):
         deps=[dg.AssetDep("imagery_tiles", partition_mapping=ALL), dg.AssetDep("labels", partition_mapping=ALL)],
         description=f"The acquisitions a model is {role} on, with the data version of each.",
     )
-    def _asset(context: dg.AssetExecutionContext, config: config_type, storage: StorageResource) -> dg.Output[dict]:  # type: ignore[valid-type]  # the factory's config class: Dagster reads it from here
+    def _asset(
+        context: dg.AssetExecutionContext,
+        config: config_type,  # type: ignore[valid-type]  # the factory's config class: Dagster reads it from here
+        storage: StorageResource,
+    ) -> dg.Output[DatasetManifest]:
         model = partition_key(context, validate_model_name)
         store = storage.store()
         with leases.writing(context, store, [model]):  # one writer per model partition
@@ -170,7 +177,7 @@ def _hyperparameters(raw: dict[str, float]) -> dict:
     return {k: int(v) if float(v).is_integer() else v for k, v in raw.items()}
 
 
-def _held_out(store, training: list[dict], evaluation: list[dict]) -> None:
+def _held_out(store, training: list[DatasetItem], evaluation: list[DatasetItem]) -> None:
     """Held out means held out on the ground: no tile an evaluation reads may share ground with a tile
     the model was trained on (the tiles' footprints, not the regions' boxes: edge tiles overhang them)."""
 
@@ -214,7 +221,7 @@ def trained_model(
     storage: StorageResource,
     compute: TileCompute,
     training: TrainingResource,
-    training_set: dict,
+    training_set: DatasetManifest,
 ) -> dg.Output[dict]:
     """Train the configured architecture on the training set; store an immutable, exported version.
     The `training` resource decides where: in this process or as a remote job (Vertex AI, ECS)."""
@@ -252,7 +259,7 @@ def _trained_model(
     store,
     compute: TileCompute,
     training: TrainingResource,
-    training_set: dict,
+    training_set: DatasetManifest,
     name: str,
 ) -> dg.Output[dict]:
     settings = _architecture(store, name, config)
@@ -306,7 +313,7 @@ def model_evaluation(
     compute: TileCompute,
     gate: dg.ResourceParam[ModelGate],
     trained_model: dict,
-    evaluation_set: dict,
+    evaluation_set: DatasetManifest,
 ):
     """Per-class IoU/F1 and mIoU on held-out ground; the quality gate blocks versions under the deployment's min_miou."""
     store = storage.store()
@@ -323,7 +330,7 @@ def _model_evaluation(
     compute: TileCompute,
     gate: ModelGate,
     trained_model: dict,
-    evaluation_set: dict,
+    evaluation_set: DatasetManifest,
 ):
     name, version = trained_model["name"], trained_model["version"]
     tag_run(context, model=name, model_version=version)

@@ -14,11 +14,13 @@ from geo_assets.assets.common import (
     pick_imagery,
     tag_run,
 )
+from geo_assets.assets.manifest_types import PredictionsManifest
 from geo_assets.assets.placement import op_tags
 from geo_assets.config import PredictionConfig
 from geo_assets.engine.ledger import TileLedger
 from geo_assets.geo import acquisitions
 from geo_assets.geo.landcover import CLASSES
+from geo_assets.geo.manifests import ImageryManifest
 from geo_assets.geo.margins import check_margin, default_margin, with_neighbours
 from geo_assets.geo.mosaic import write_class_mosaic
 from geo_assets.map.links import map_url
@@ -54,7 +56,7 @@ def predictions(
     storage: StorageResource,
     compute: TileCompute,
     gate: dg.ResourceParam[ModelGate],
-) -> dg.Output[dict]:
+) -> dg.Output[PredictionsManifest]:
     """Class COGs aligned pixel for pixel with the imagery tiles, plus a mosaic, under the model version's path."""
     cut = materialised_in_run(context, "imagery_tiles")
     return each_partition(
@@ -64,7 +66,7 @@ def predictions(
 
 def choose_imagery(
     store, region: str, date: str, bands: list[str], cut: dict | None, tile_size=None, source=None
-) -> tuple[str, dict]:
+) -> tuple[str, ImageryManifest]:
     """The imagery variant to predict: the one this run cut, else the stored one holding the model's bands
     (of the tile size and source asked for)."""
     if cut is not None:
@@ -83,7 +85,7 @@ def choose_imagery(
 
 def _predictions(
     context, config: PredictionConfig, storage, compute, gate, cut: dict, region: str, date: str
-) -> dg.Output[dict]:
+) -> dg.Output[PredictionsManifest]:
     store = storage.store()
     if f"{date}|{region}" not in cut and not acquisitions.imagery_variants(store, region, date):  # before the model
         raise FileNotFoundError(
@@ -134,7 +136,7 @@ def _predictions(
     bounds = [t["bounds"] for t in imagery_tiles["tiles"]]
     write_class_mosaic(store, [(e["path"], b) for e, b in zip(entries, bounds)], imagery_tiles["crs"], mosaic)
     counts = np.sum([e["class_counts"] for e in entries], axis=0)
-    manifest = {
+    manifest: PredictionsManifest = {
         "region": region,
         "date": date,
         "model": config.model,

@@ -7,6 +7,9 @@ per acquisition, `.../date=D.json`) are still read: they name their source, band
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from geo_assets.geo.manifests import ImageryManifest
 from geo_assets.geo.store import ObjectNotFoundError, Store, validate_key
 
 DEFAULT_TILE_SIZE = 256  # ImageryConfig's default: preferred where several tile sizes would do
@@ -17,7 +20,7 @@ def variant(source: str, tile_size: int, bands: list[str]) -> str:
     return validate_key(f"{source}-{tile_size}px-{'-'.join(bands)}")
 
 
-def variant_of(manifest: dict) -> str:
+def variant_of(manifest: ImageryManifest) -> str:
     return variant(manifest["source"], manifest["tile_size"], manifest["bands"])
 
 
@@ -43,7 +46,7 @@ def imagery_dates(store: Store, region: str) -> list[str]:
     return sorted(dates)
 
 
-def imagery_variants(store: Store, region: str, date: str) -> dict[str, dict]:
+def imagery_variants(store: Store, region: str, date: str) -> dict[str, ImageryManifest]:
     """Manifest key -> manifest of every stored variant of the acquisition; a legacy manifest only
     where no manifest of the current layout holds its variant."""
     folder = f"{_base(region)}/date={date}/"
@@ -60,7 +63,7 @@ def imagery_variants(store: Store, region: str, date: str) -> dict[str, dict]:
     return found
 
 
-def describe(manifests: dict[str, dict]) -> str:
+def describe(manifests: Mapping[str, ImageryManifest]) -> str:
     return (
         "; ".join(f"{m['source']} {m['tile_size']} px [{', '.join(m['bands'])}]" for m in manifests.values()) or "none"
     )
@@ -76,7 +79,7 @@ def pick_imagery(
     source: str | None = None,
     prefer_source: str | None = None,
     widest: bool = False,
-) -> tuple[str, dict]:
+) -> tuple[str, ImageryManifest]:
     """(manifest key, manifest) of the variant that holds `bands` (all of them, in any order), of this
     tile size and source where given. Of several: the fewest extra bands (`widest`: the most bands),
     then `prefer_source`, then the default tile size; a tie that remains is refused, naming the variants."""

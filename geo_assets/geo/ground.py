@@ -17,6 +17,8 @@ from shapely import segmentize, transform
 from shapely.geometry import box, mapping, shape
 from shapely.ops import unary_union
 
+from geo_assets.geo.manifests import Ground
+
 Bounds = tuple[float, float, float, float]
 
 TOUCHING_M2 = 1.0  # shared area below this is reprojection round-off between grounds that only touch
@@ -25,7 +27,7 @@ _WGS84 = "EPSG:4326"
 _DENSIFY_POINTS = 100  # vertices per edge when a ground changes CRS: edges curve between projections
 
 
-def tile_ground(crs: str, tiles: Iterable[Sequence[float]], margin: float = 0.0) -> dict:
+def tile_ground(crs: str, tiles: Iterable[Sequence[float]], margin: float = 0.0) -> Ground:
     """{"crs", "geometry" (GeoJSON)}: the union of the tiles' boxes, each grown by `margin` (CRS units)."""
     if not (math.isfinite(margin) and margin >= 0):
         raise ValueError(f"margin must be a finite, non-negative distance, got {margin!r}")
@@ -35,7 +37,7 @@ def tile_ground(crs: str, tiles: Iterable[Sequence[float]], margin: float = 0.0)
     return {"crs": crs, "geometry": mapping(unary_union(boxes))}
 
 
-def box_ground(crs: str, bbox: Sequence[float]) -> dict:
+def box_ground(crs: str, bbox: Sequence[float]) -> Ground:
     """The ground of a bare box (records made before tile grounds were kept)."""
     return {"crs": crs, "geometry": mapping(_box(bbox))}
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -36,24 +38,25 @@ def grid_index(key: str) -> tuple[int, int]:
         raise ValueError(f"tile key {key!r} is not a grid key col_row: cannot find its neighbours") from None
 
 
-def with_neighbours(entries: list[dict]) -> list[dict]:
+def with_neighbours(entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Manifest entries, each with `neighbours`: {"dc,dr": path} of the entries around it on the grid,
     and `neighbour_digests`: {"dc,dr": pixel digest} of those whose entry records one (checked on read).
     An entry that already lists its neighbours keeps them (a chunk of a region carries the whole region's)."""
     by_index = {grid_index(e["key"]): e for e in entries}
-    out = []
+    out: list[dict[str, Any]] = []
     for entry in entries:
-        if "neighbours" not in entry:
-            col, row = grid_index(entry["key"])
-            around = {
-                f"{dc},{dr}": by_index[(col + dc, row + dr)] for dc, dr in AROUND if (col + dc, row + dr) in by_index
-            }
-            entry = {
+        if "neighbours" in entry:
+            out.append(dict(entry))
+            continue
+        col, row = grid_index(entry["key"])
+        around = {f"{dc},{dr}": by_index[(col + dc, row + dr)] for dc, dr in AROUND if (col + dc, row + dr) in by_index}
+        out.append(
+            {
                 **entry,
                 "neighbours": {name: e["path"] for name, e in around.items()},
                 "neighbour_digests": {name: e["digest"] for name, e in around.items() if "digest" in e},
             }
-        out.append(entry)
+        )
     return out
 
 

@@ -25,14 +25,13 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 
 from geo_assets.geo.cog import CorruptRasterError
-from geo_assets.geo.grid import Bounds
 from geo_assets.geo.landcover import IGNORE
 from geo_assets.geo.store import Store
 
 CACHE_MB = 256  # GDAL's block cache while a mosaic is written: its memory, whatever the region
 
 
-def _extent(tiles: Sequence[tuple[str, Bounds]], res: float) -> tuple[float, float, int, int]:
+def _extent(tiles: Sequence[tuple[str, Sequence[float]]], res: float) -> tuple[float, float, int, int]:
     """(west, north, width px, height px) of the tiles' union."""
     minx = min(b[0] for _, b in tiles)
     maxy = max(b[3] for _, b in tiles)
@@ -41,7 +40,9 @@ def _extent(tiles: Sequence[tuple[str, Bounds]], res: float) -> tuple[float, flo
     return minx, maxy, width, height
 
 
-def mosaic_vrt(tiles: Sequence[tuple[str, Bounds]], crs: str, fill: float, description: str | None = None) -> str:
+def mosaic_vrt(
+    tiles: Sequence[tuple[str, Sequence[float]]], crs: str, fill: float, description: str | None = None
+) -> str:
     """A VRT (XML) of single-band (path, bounds) tiles of one grid, each pasted at its pixel offset;
     pixels no tile covers are `fill` (the band's nodata). Its size grows with the tile count only."""
     if not tiles:
@@ -85,7 +86,7 @@ def mosaic_vrt(tiles: Sequence[tuple[str, Bounds]], crs: str, fill: float, descr
 
 def write_mosaic_cog(
     path: str,
-    tiles: Sequence[tuple[str, Bounds]],
+    tiles: Sequence[tuple[str, Sequence[float]]],
     crs: str,
     fill: float,
     description: str | None = None,
@@ -139,7 +140,7 @@ def _check_whole(path: str) -> None:
 
 
 def mosaic(
-    tiles: Sequence[tuple[str, Bounds]],
+    tiles: Sequence[tuple[str, Sequence[float]]],
     fill: float,
     indexes: list[int] | None = None,
     factor: int = 1,
@@ -167,7 +168,7 @@ def mosaic(
     return out, Affine(res, 0.0, minx, 0.0, -res, maxy)
 
 
-def write_class_mosaic(store: Store, tiles: Sequence[tuple[str, Bounds]], crs: str, key: str) -> None:
+def write_class_mosaic(store: Store, tiles: Sequence[tuple[str, Sequence[float]]], crs: str, key: str) -> None:
     """Merge class tiles, given as (store key, bounds), into one COG at `key` with overviews for
     browsing whole regions; GDAL copies them window by window: memory does not grow with the region."""
     paths = [store.path(k) for k, _ in tiles]

@@ -13,12 +13,13 @@ from geo_assets.geo.grid import Tile
 from geo_assets.geo.integrity import pixel_digest
 from geo_assets.geo.labels import holdout_tile, label_tile
 from geo_assets.geo.landcover import CLASSES, IGNORE
+from geo_assets.geo.manifests import ImageryTile, LabelTile
 from geo_assets.geo.regions import Region
 from geo_assets.geo.sources import Scene, check_bands
 from geo_assets.geo.store import Store
 
 
-def cut_imagery_tile(store: Store, scene: Scene, bands: list[str], prefix: str, tile: Tile) -> dict:
+def cut_imagery_tile(store: Store, scene: Scene, bands: list[str], prefix: str, tile: Tile) -> ImageryTile:
     """Read one tile of a scene (planned once per run by its source) and store it as a COG."""
     spec = scene.spec
     bands = check_bands(spec, bands)
@@ -26,7 +27,7 @@ def cut_imagery_tile(store: Store, scene: Scene, bands: list[str], prefix: str, 
     key = f"{prefix}/{tile.key}.tif"
     with store.writing(key) as tmp:
         write_cog(tmp, window.data, scene.crs, tile.transform, spec.nodata, bands)
-    entry = {
+    entry: ImageryTile = {
         "key": tile.key,
         "path": key,
         "bounds": list(tile.bounds),
@@ -44,13 +45,13 @@ def cut_imagery_tile(store: Store, scene: Scene, bands: list[str], prefix: str, 
     return entry
 
 
-def cut_label_tile(store: Store, region: Region, source: str, resolution: float, prefix: str, tile: Tile) -> dict:
+def cut_label_tile(store: Store, region: Region, source: str, resolution: float, prefix: str, tile: Tile) -> LabelTile:
     mask = label_tile(region, source, tile, resolution)
     key = f"{prefix}/{tile.key}.tif"
     with store.writing(key) as tmp:
         write_cog(tmp, mask, region.crs, tile.transform, IGNORE, ["class"])
     counts = np.bincount(mask.ravel(), minlength=256)
-    entry = {
+    entry: LabelTile = {
         "key": tile.key,
         "path": key,
         "bounds": list(tile.bounds),

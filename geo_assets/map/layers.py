@@ -23,6 +23,7 @@ from rasterio.warp import transform_bounds, transform_geom
 
 from geo_assets.geo import acquisitions
 from geo_assets.geo.landcover import CLASSES, COLOURS
+from geo_assets.geo.manifests import ImageryManifest
 from geo_assets.geo.messages import shown
 from geo_assets.geo.regions import load_catalogue, validate_date, validate_region_name
 from geo_assets.geo.store import Store, validate_key
@@ -101,7 +102,7 @@ def _stored_path(store: Store, key: str) -> str:
 @dataclass(frozen=True)
 class Imagery:
     key: str  # the manifest's key
-    manifest: dict
+    manifest: ImageryManifest
 
     @property
     def variant(self) -> str:

@@ -12,6 +12,7 @@ import numpy as np
 from geo_assets.engine.batches import Mapper
 from geo_assets.engine.threads import read_ahead
 from geo_assets.geo.landcover import CLASSES, IGNORE
+from geo_assets.geo.manifests import DatasetManifest
 from geo_assets.geo.store import Store
 from geo_assets.ml import registry
 from geo_assets.ml.inputs import Normalise
@@ -22,7 +23,9 @@ from geo_assets.ml.pairs import SetTiles
 Predict = Callable[[np.ndarray], np.ndarray]  # (N,C,H,W) model input -> (N,H,W) classes
 
 
-def evaluate(store: Store, record: dict, evaluation_set: dict, mapper: Mapper, device, batch_size: int) -> np.ndarray:
+def evaluate(
+    store: Store, record: dict, evaluation_set: DatasetManifest, mapper: Mapper, device, batch_size: int
+) -> np.ndarray:
     """The (K,K) confusion matrix of the model version `record` on `evaluation_set`."""
     tiles = SetTiles.of(store, evaluation_set)  # manifests only: no tile read yet
     check_tiles_held("evaluation", batch_size, 2, tiles.tile_size)

@@ -28,6 +28,7 @@ from geo_assets.engine.batches import Mapper
 from geo_assets.engine.threads import shared_pool
 from geo_assets.geo.cog import write_cog
 from geo_assets.geo.landcover import CLASSES, IGNORE
+from geo_assets.geo.manifests import PredictionTile
 from geo_assets.geo.margins import TileCache, with_neighbours
 from geo_assets.geo.store import Store
 from geo_assets.geo.tiling import pixel_digest
@@ -43,7 +44,7 @@ class TileError(RuntimeError):
     """A tile that could not be read, predicted or written, named by its key."""
 
 
-def write_prediction(store: Store, prefix: str, item: tuple[dict, np.ndarray, dict]) -> dict:
+def write_prediction(store: Store, prefix: str, item: tuple[dict, np.ndarray, dict]) -> PredictionTile:
     entry, classes, profile = item
     key = f"{prefix}/tiles/{entry['key']}.tif"
     with store.writing(key) as tmp:

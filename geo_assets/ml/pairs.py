@@ -11,6 +11,7 @@ import numpy as np
 from geo_assets.engine.batches import Mapper
 from geo_assets.geo.cog import read_raster
 from geo_assets.geo.landcover import CLASSES, IGNORE
+from geo_assets.geo.manifests import DatasetItem, DatasetManifest, LabelsManifest
 from geo_assets.geo.store import Store
 from geo_assets.ml.inputs import Normalise, read_tile
 
@@ -63,7 +64,7 @@ def _load_pair(
     return image, label
 
 
-def check_labels_cut(item: dict, labels: dict) -> None:
+def check_labels_cut(item: DatasetItem, labels: LabelsManifest) -> None:
     """A set reads its acquisitions' labels as they were cut when it was selected: labels cut since at
     another tile size or from another source (they replace the region's one labels manifest) are refused."""
     then = item.get("labels_cut")  # sets selected before the cut was recorded: the grid check below
@@ -114,7 +115,7 @@ class SetTiles:
     tile_size: int  # the largest of the set's tiles, px a side
 
     @classmethod
-    def of(cls, store: Store, manifest: dict) -> SetTiles:
+    def of(cls, store: Store, manifest: DatasetManifest) -> SetTiles:
         labels = {
             key: store.read_json(key) for key in {item["labels"] for item in manifest["items"]}
         }  # one read a region

@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 
+from geo_assets.geo.manifests import DatasetManifest
 from geo_assets.geo.store import CorruptObjectError, ObjectNotFoundError, Store
 from geo_assets.ml.normalisation import Normalisation
 
@@ -55,7 +56,7 @@ def version_id(config: dict, input_versions: dict[str, str], runtime: dict[str, 
     )
 
 
-def input_versions(dataset_manifest: dict) -> dict[str, str]:
+def input_versions(dataset_manifest: DatasetManifest) -> dict[str, str]:
     """`region/date` -> the data versions of its imagery and labels, for a training or evaluation set."""
     return {f"{i['region']}/{i['date']}": i["imagery_version"] + i["labels_version"] for i in dataset_manifest["items"]}
 
@@ -122,7 +123,7 @@ def _unavailable(store: Store, name: str, version: str | None = None) -> str:
     return f"model {name!r} has no version {version!r}"
 
 
-def acquisitions(dataset_manifest: dict) -> list[list[str]]:
+def acquisitions(dataset_manifest: DatasetManifest) -> list[list[str]]:
     """The (region, date) pairs of an evaluation or training set, sorted: what the set is, whatever their data versions."""
     return sorted([i["region"], i["date"]] for i in dataset_manifest["items"])
 
@@ -135,7 +136,7 @@ def set_id(pairs: list[list[str]], variants: dict | None = None) -> str:
     return _hash({"acquisitions": pairs, "variants": variants}, 12) if variants else _hash(pairs, 12)
 
 
-def set_variants(manifest: dict) -> dict | None:
+def set_variants(manifest: DatasetManifest) -> dict | None:
     """REGION/DATE -> the imagery variant and the labels' cut each acquisition of a set manifest reads
     (None for a manifest made before labels' cuts were recorded)."""
     if not all("labels_cut" in i for i in manifest["items"]):
@@ -145,7 +146,7 @@ def set_variants(manifest: dict) -> dict | None:
     }
 
 
-def judged_set_id(manifest: dict, registered: dict | None) -> str:
+def judged_set_id(manifest: DatasetManifest, registered: dict | None) -> str:
     """The id of the set `manifest` holds, as the registered set is identified: with its variants, unless
     the registered set predates them."""
     variants = set_variants(manifest) if registered is None or registered.get("variants") else None

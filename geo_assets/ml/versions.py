@@ -20,6 +20,7 @@ from geo_assets.engine.batches import Mapper
 from geo_assets.engine.threads import read_ahead
 from geo_assets.geo.integrity import file_record
 from geo_assets.geo.landcover import CLASSES
+from geo_assets.geo.manifests import DatasetManifest
 from geo_assets.geo.store import ObjectNotFoundError, Store
 from geo_assets.ml import registry, training_code
 from geo_assets.ml.device import select_device
@@ -38,7 +39,7 @@ class TrainingRequest:
 
     model: str
     settings: dict  # the run config (TrainConfig's fields), hyperparameters as the architecture takes them
-    training_set: dict  # the training_set manifest: acquisitions, bands, data versions
+    training_set: DatasetManifest  # the training_set manifest: acquisitions, bands, data versions
 
     def to_json(self) -> dict:
         return asdict(self)
