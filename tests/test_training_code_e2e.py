@@ -96,6 +96,18 @@ def test_an_edited_loss_names_a_new_version_and_a_comment_does_not(tmp_path):
         _copy(tmp_path, "comment", lambda s: s.replace("\ndef _train(", "\n# a note\ndef _train(")), REQUEST
     )
     assert noted == {**same, "from": noted["from"]}
+    # Nor do type hints of arguments and returns.
+    hinted = _version_of(
+        _copy(
+            tmp_path,
+            "hint",
+            lambda s: s.replace(
+                "def _train(chips: ChipBatches, in_channels,", "def _train(chips: ChipBatches, in_channels: int,"
+            ),
+        ),
+        REQUEST,
+    )
+    assert hinted == {**same, "from": hinted["from"]}
 
 
 @pytest.fixture

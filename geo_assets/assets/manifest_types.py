@@ -9,6 +9,7 @@ refuses; `make_python_type_usable_as_dagster_type` gives each manifest type its 
 import dagster as dg
 
 from geo_assets.geo.manifests import DatasetManifest, ImageryManifest, LabelsManifest, PredictionsManifest
+from resources.storage import PartitionManifests
 
 __all__ = ["DatasetManifest", "ImageryManifest", "LabelsManifest", "PredictionsManifest"]
 
@@ -16,12 +17,19 @@ __all__ = ["DatasetManifest", "ImageryManifest", "LabelsManifest", "PredictionsM
 def _dagster_type(manifest: type) -> dg.DagsterType:
     required = sorted(manifest.__required_keys__)  # type: ignore[attr-defined]  # every TypedDict has it
 
-    def check(_context, value) -> dg.TypeCheck:
+    def lacking(value) -> str | None:
         if not isinstance(value, dict):
-            return dg.TypeCheck(False, f"a {manifest.__name__} is a JSON object, got {type(value).__name__}")
+            return f"a {manifest.__name__} is a JSON object, got {type(value).__name__}"
         missing = [k for k in required if k not in value]
-        if missing:
-            return dg.TypeCheck(False, f"the {manifest.__name__} lacks {', '.join(missing)}")
+        return f"the {manifest.__name__} lacks {', '.join(missing)}" if missing else None
+
+    def check(_context, value) -> dg.TypeCheck:
+        # A run over a range of partitions outputs one manifest per partition (PartitionManifests).
+        each = value.items() if isinstance(value, PartitionManifests) else [(None, value)]
+        for partition, one in each:
+            problem = lacking(one)
+            if problem:
+                return dg.TypeCheck(False, f"{problem} (partition {partition})" if partition else problem)
         return dg.TypeCheck(True)
 
     return dg.DagsterType(

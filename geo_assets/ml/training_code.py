@@ -16,8 +16,10 @@ in it because an edit to it can change the weights or the files stored for a ver
 - geo/cog.py           how a tile's pixels are read from its COG
 - geo/landcover.py     the class legend and the ignored label value the loss is taught with
 
-The digest is of each module's syntax tree without docstrings, so comments, docstrings and layout
-do not change ids; any change to code does (a false new version costs a training, never a reuse).
+The digest is of each module's syntax tree without docstrings and without the annotations of function
+arguments and returns, so comments, docstrings, type hints and layout do not change ids; any change to
+code does (a false new version costs a training, never a reuse). Annotated assignments stay: a
+dataclass field is one.
 """
 
 from __future__ import annotations
@@ -48,6 +50,18 @@ PACKAGE = Path(__file__).resolve().parents[1]  # geo_assets/
 def _code_only(source: str) -> str:
     tree = ast.parse(source)
     for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            node.returns = None
+            arguments = node.args
+            for arg in [
+                *arguments.posonlyargs,
+                *arguments.args,
+                *arguments.kwonlyargs,
+                arguments.vararg,
+                arguments.kwarg,
+            ]:
+                if arg is not None:
+                    arg.annotation = None
         body = getattr(node, "body", None)
         if (
             isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))

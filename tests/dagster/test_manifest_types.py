@@ -65,3 +65,22 @@ def test_a_stored_manifest_without_a_required_key_fails_the_step_that_reads_it(r
     checks = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_INPUT]
     assert checks and not checks[0].event_specific_data.type_check_data.success
     assert checks[0].event_specific_data.type_check_data.description == "the DatasetManifest lacks items"
+
+
+def test_a_run_over_a_range_of_partitions_passes_the_check_of_each_manifest(registered, resources, store):
+    """A range run (backfills, `--partition-range`) outputs one manifest per partition: each is checked."""
+    tags = {
+        "dagster/asset_partition_range_start": region_date_key("tiny-field", "2024-07-01"),
+        "dagster/asset_partition_range_end": region_date_key("tiny-field", "2024-07-02"),
+    }
+    result = dg.materialize(
+        [imagery_tiles],
+        resources=resources,
+        instance=registered,
+        run_config={"ops": {"imagery_tiles": TILES64}},
+        tags=tags,
+    )
+    assert result.success
+    checks = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_OUTPUT]
+    assert [c.event_specific_data.type_check_data.success for c in checks] == [True]
+    assert len(store.list("manifests/imagery_tiles/region=tiny-field")) == 2

@@ -115,6 +115,37 @@ def _corrupt(tiny, index: int):
     return entries
 
 
+def test_a_failure_drops_queued_work_and_returns_once_running_work_has_finished(tiny):
+    """The loop stops on a failed tile: reads, inferences and writes still queued are dropped, those
+    running finish before the error reaches the caller, and none starts after."""
+    layout = Layout(1, 2, 1, 1)  # one I/O thread: reads queue up behind it
+    lock, started, running = threading.Lock(), [0], [0]
+
+    def mapper(fn, items):
+        out = []
+        for item in items:
+            with lock:
+                started[0] += 1
+                running[0] += 1
+            try:
+                time.sleep(0.05)
+                out.append(fn(item))
+            finally:
+                with lock:
+                    running[0] -= 1
+        return out
+
+    runtime = load_runtime(tiny.store, tiny.weights, CPU, "torch")
+    with pytest.raises(TileError, match="tile 1_0"):
+        predict_tiles(tiny.store, runtime, CPU, _corrupt(tiny, 1), "predictions/stopped", mapper=mapper, layout=layout)
+    with lock:
+        at_return = (started[0], running[0])
+    time.sleep(1.0)  # long enough for a queued read or write to start, were any left
+    assert at_return[1] == 0, "work was still running when the error reached the caller"
+    assert started[0] == at_return[0], "work started after the loop had stopped"
+    assert at_return[0] < 2 * len(tiny.entries)  # queued reads and writes were dropped, not run
+
+
 @pytest.mark.parametrize("layout", [Layout(1, 1, 1, 1), Layout(2, 2, 1, 4)], ids=str)
 def test_corrupt_tile_mid_run_fails_with_its_key(tiny, reference, layout):
     runtime = load_runtime(tiny.store, tiny.weights, CPU, "torch")
